@@ -21,10 +21,11 @@ class InvalidSymbolError(ValueError):
 
 def normalize_symbol(raw: str) -> str:
     """Trim, upper-case and spell class shares with a space; raise InvalidSymbolError if it isn't a ticker."""
-    candidate = raw.strip().upper()
-    if not _SYMBOL_RE.match(candidate):
+    candidate = raw.strip()
+    # Check ASCII before upper-casing: "ß".upper() is "SS", which would otherwise pass.
+    if not candidate.isascii() or not _SYMBOL_RE.fullmatch(candidate.upper()):
         raise InvalidSymbolError(
             f"invalid symbol {raw!r}: expected 1-6 letters/digits starting with a letter, "
             "optionally a class suffix like 'BRK B' or 'BRK.B'"
         )
-    return candidate.replace(".", " ")
+    return candidate.upper().replace(".", " ")
