@@ -1,0 +1,92 @@
+"""Command line: ``python -m ingest.simulator --port N [options]``.
+
+Prints ``simulator listening on 127.0.0.1:N`` to stdout (flushed) once ready, so a
+parent process can read the real port when started with ``--port 0``; logs go to
+stderr.  SIGTERM/SIGINT stop it cleanly with a one-line summary and exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import signal
+import sys
+
+from .server import GatewaySimulator, SimulatorConfig
+
+HOST = "127.0.0.1"  # never listen beyond loopback: this is a test double, not a gateway
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = argparse.ArgumentParser(prog="python -m ingest.simulator",
+                                description="Local IB Gateway simulator (TWS socket protocol).")
+    p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 = any free port)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the deterministic bars (default 7)")
+    p.add_argument("--latency", type=float, default=0.0, metavar="SEC",
+                   help="delay before each historical reply (default 0)")
+    p.add_argument("--unknown", nargs="+", action="extend", default=[], metavar="SYM",
+                   help="symbols answered with error 200 (quote symbols with spaces)")
+    p.add_argument("--pacing-nth", nargs="+", action="extend", type=int, default=[], metavar="N",
+                   help="historical requests (1-based, arrival order) answered with a pacing violation")
+    p.add_argument("--drop-nth", nargs="+", action="extend", type=int, default=[], metavar="N",
+                   help="historical requests on which the client's socket is closed abruptly")
+    p.add_argument("--enforce-pacing", action="store_true",
+                   help="apply IBKR's pacing rules to every historical request")
+    p.add_argument("--end-date", type=_date, default=None, metavar="YYYY-MM-DD",
+                   help="last session ever served; empty endDateTime means this day")
+    p.add_argument("--log-level", default="INFO", help="logging level for stderr (default INFO)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """Translate parsed arguments into a :class:`SimulatorConfig`."""
+    return SimulatorConfig(
+        seed=args.seed,
+        latency_s=args.latency,
+        unknown_symbols=frozenset(s.upper() for s in args.unknown),
+        pacing_nth=frozenset(args.pacing_nth),
+        drop_nth=frozenset(args.drop_nth),
+        enforce_pacing=args.enforce_pacing,
+        end_date=args.end_date,
+    )
+
+
+async def serve(config: SimulatorConfig, port: int) -> int:
+    """Run until SIGTERM/SIGINT, then print the summary."""
+    sim = GatewaySimulator(config)
+    await sim.start(HOST, port)
+    print(f"simulator listening on {HOST}:{sim.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await sim.stop()
+    st = sim.stats
+    print(f"simulator stopped: served {st.historical_requests} historical and "
+          f"{st.contract_requests} contract requests, {st.pacing_violations} pacing violations, "
+          f"max {st.max_open_historical} open historical requests, "
+          f"{st.dropped_connections} connections dropped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(config_from_args(args), args.port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
