@@ -450,8 +450,9 @@ class FakeClock:
         return self.t
 
 
-def req(symbol: str = "AAPL", duration: str = "1 M", end: str = "", what: str = "TRADES") -> PacingRequest:
-    return PacingRequest(symbol, "SMART", what, end, duration, "1 day", True)
+def req(symbol: str = "AAPL", duration: str = "1 M", end: str = "", what: str = "TRADES",
+        bar_size: str = "1 day") -> PacingRequest:
+    return PacingRequest(symbol, "SMART", what, end, duration, bar_size, True)
 
 
 def test_pacing_rule_identical_requests_within_15_s() -> None:
@@ -478,16 +479,28 @@ def test_pacing_rule_six_requests_for_one_contract_within_2_s() -> None:
     assert rules.check(req(duration="7 M")) is None
 
 
-def test_pacing_rule_sixty_requests_per_ten_minutes() -> None:
+def test_pacing_rule_sixty_requests_per_ten_minutes_for_small_bars() -> None:
     clock = FakeClock()
     rules = PacingRules(clock)
     for n in range(60):
-        assert rules.check(req(symbol=f"S{n}")) is None
+        assert rules.check(req(symbol=f"S{n}", bar_size="30 secs")) is None
         clock.t += 5.0  # 60 requests over 300 s
-    assert rules.check(req(symbol="X")) is not None
+    assert rules.check(req(symbol="X", bar_size="5 secs")) is not None
+    assert rules.check(req(symbol="X", bar_size="1 min")) is None  # larger bars: rule lifted, as IBKR documents
     clock.t = 1000.0 + 600.0  # the first request is now 10 minutes old
-    assert rules.check(req(symbol="X")) is None
-    assert rules.check(req(symbol="Y")) is not None
+    assert rules.check(req(symbol="Z", bar_size="30 secs")) is None
+    assert rules.check(req(symbol="Y", bar_size="30 secs")) is not None
+
+
+def test_strict_pacing_applies_the_ten_minute_rule_to_every_bar_size() -> None:
+    clock = FakeClock()
+    lenient, strict = PacingRules(clock), PacingRules(clock, PacingLimits(rolling_for_all_bar_sizes=True))
+    for n in range(60):
+        assert lenient.check(req(symbol=f"S{n}")) is None
+        assert strict.check(req(symbol=f"S{n}")) is None
+        clock.t += 1.0
+    assert lenient.check(req(symbol="X")) is None
+    assert strict.check(req(symbol="X")) is not None
 
 
 def test_pacing_rule_fifty_open_requests_and_custom_limits() -> None:

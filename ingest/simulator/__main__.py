@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-nth", nargs="+", action="extend", type=int, default=[], metavar="N",
                    help="historical requests on which the client's socket is closed abruptly")
     p.add_argument("--enforce-pacing", action="store_true",
-                   help="apply IBKR's pacing rules to every historical request")
+                   help="answer 162 exactly when IBKR's pacing rules are broken (the 10-minute rule: bars <= 30 s)")
+    p.add_argument("--strict-pacing", action="store_true",
+                   help="with --enforce-pacing, apply the 60-per-10-minutes rule to every bar size")
     p.add_argument("--end-date", type=_date, default=None, metavar="YYYY-MM-DD",
                    help="last session ever served; empty endDateTime means this day")
     p.add_argument("--log-level", default="INFO", help="logging level for stderr (default INFO)")
@@ -57,6 +59,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         pacing_nth=frozenset(args.pacing_nth),
         drop_nth=frozenset(args.drop_nth),
         enforce_pacing=args.enforce_pacing,
+        strict_pacing=args.strict_pacing,
         end_date=args.end_date,
     )
 

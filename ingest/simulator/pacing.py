@@ -8,9 +8,13 @@ IBKR answers error 162 ("Historical data request pacing violation") when a clien
 * makes more than 60 requests in any rolling 10 minutes;
 * has more than 50 requests open at once.
 
-IBKR officially applies the first three to bars of 30 s or less only, but says to
-"be careful" with larger bars; the project plans for the strict case, so these
-rules apply to every bar size.  Only *accepted* requests are remembered: a
+IBKR files these rules under bars of 30 s or less and says they were lifted for
+larger bars, "but be careful".  The simulator therefore always enforces the
+open-request, identical-request and 2-second rules (cheap for any client to keep),
+and the 60-per-10-minutes rule for bars of 30 s or less only, or for every bar size
+when ``PacingLimits.rolling_for_all_bar_sizes`` is set (``--strict-pacing``).  The
+loader's limiter (``ingest/ibkr/pacing.py``) keeps the same rule set.
+Only *accepted* requests are remembered: a
 rejected request fetched nothing, and this makes the simulator predictable — a
 loader that waits out the window is guaranteed to get through.
 """
@@ -33,6 +37,20 @@ class PacingLimits:
     rolling_window_s: float = 600.0
     rolling_max: int = 60  # more than this many in the window is a violation
     max_open: int = 50  # more than this many open at once is a violation
+    rolling_for_all_bar_sizes: bool = False  # True: the 10-minute rule also binds bars larger than 30 s
+    small_bar_max_s: int = 30  # bars of at most this many seconds are "small" in IBKR's sense
+
+
+def bar_seconds(bar_size: str) -> int | None:
+    """Length of an IBKR bar size string in seconds ("30 secs" -> 30, "1 day" -> 86400); None if unknown."""
+    units = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
+    parts = bar_size.split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        return None
+    for unit, seconds in units.items():
+        if parts[1].lower().startswith(unit):
+            return int(parts[0]) * seconds
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,12 +110,20 @@ class PacingRules:
         if burst is not None and len(burst) + 1 >= lim.burst_count:
             return (f"{lim.burst_count} or more requests for the same contract, exchange and "
                     f"tick type within {lim.burst_window_s:g} s")
-        if len(self._accepted) + 1 > lim.rolling_max:
+        rolling_applies = self._rolling_rule_applies(request)
+        if rolling_applies and len(self._accepted) + 1 > lim.rolling_max:
             return f"more than {lim.rolling_max} requests within {lim.rolling_window_s:g} s"
-        self._accepted.append(now)
+        if rolling_applies:
+            self._accepted.append(now)
         self._last_identical[request.identical_key] = now
         self._bursts[request.burst_key].append(now)
         return None
+
+    def _rolling_rule_applies(self, request: PacingRequest) -> bool:
+        if self.limits.rolling_for_all_bar_sizes:
+            return True
+        seconds = bar_seconds(request.bar_size)
+        return seconds is not None and seconds <= self.limits.small_bar_max_s
 
     def _expire(self, now: float) -> None:
         """Forget requests that no longer fall inside any window."""

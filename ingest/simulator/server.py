@@ -25,7 +25,7 @@ from . import protocol
 from .bars import Bar, BarGenerator
 from .contracts import ContractRequest, con_id_for, contract_data_fields, resolve_symbol
 from .history import DAILY, HistoricalQuery, HistoryPlan, QueryError, plan
-from .pacing import PacingRequest, PacingRules
+from .pacing import PacingLimits, PacingRequest, PacingRules
 from .protocol import In, Out
 from .sessions import NY, UTC, SessionCalendar, nyse_calendar
 
@@ -54,6 +54,8 @@ class SimulatorConfig:
     pacing_nth: frozenset[int] = frozenset()
     drop_nth: frozenset[int] = frozenset()
     enforce_pacing: bool = False
+    strict_pacing: bool = False
+    """With enforce_pacing: apply the 60-per-10-minutes rule to every bar size, not just bars of 30 s or less."""
     end_date: dt.date | None = None
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class GatewaySimulator:
         self.stats = SimulatorStats()
         self.clock = clock
         self.now = now or (lambda: dt.datetime.now(UTC))
-        self.pacing = PacingRules(clock=clock)
+        self.pacing = PacingRules(clock=clock, limits=PacingLimits(rolling_for_all_bar_sizes=self.config.strict_pacing))
         self.unknown_symbols = self.config.unknown_symbols
         self.known_con_ids: dict[int, str] = {}
         self.client_ids_in_use: set[int] = set()

@@ -1,0 +1,103 @@
+"""Run the loader's client code path -- connect, qualify, reqHistoricalData, error capture -- with whichever
+client library is installed, and print what came back as JSON.
+
+``tests/test_ingest_ibkr_compat.py`` runs it twice against one simulator: with ib_async (the project's
+venv) and with ib_insync 0.9.86 (a throwaway venv, ``.venv-insync``), and expects the same answers. It
+uses :class:`ingest.ibkr.fetcher.IbkrSession` itself, not a copy, so the check covers the real code.
+Needs only the client library: nothing here imports psycopg or the warehouse.
+
+    python -m ingest.ibkr.compat_check --port 4002 --symbols AAPL "BRK B" NOSUCH
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import date, datetime, timezone
+from typing import Any
+
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.fetcher import IbkrSession, client_library, quiet_client_logs
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
+
+
+async def check(port: int, symbols: list[str], client_id: int) -> dict[str, Any]:
+    library = client_library()
+    quiet_client_logs()
+    settings = IbkrSettings(host="127.0.0.1", port=port, client_id=client_id, request_timeout_s=20)
+    limiter = PacingLimiter(PacingPolicy())
+    report: dict[str, Any] = {
+        "library": library.__name__,
+        "version": getattr(library, "__version__", "?"),
+        "symbols": {},
+    }
+    async with IbkrSession(settings, limiter, library=library) as session:
+        for symbol in symbols:
+            qualified = await session.qualify(symbol)
+            entry: dict[str, Any] = {"con_id": None, "error_code": qualified.error_code}
+            report["symbols"][symbol] = entry
+            if qualified.contract is None:
+                continue
+            entry["con_id"] = qualified.contract.con_id
+            entry["primary_exchange"] = qualified.contract.primary_exchange
+            daily = await session.fetch(
+                qualified.contract,
+                end="",
+                duration="1 M",
+                bar_size="1 day",
+                what_to_show="TRADES",
+                use_rth=True,
+                intraday=False,
+            )
+            entry["daily"] = _describe(daily)
+            hourly = await session.fetch(
+                qualified.contract,
+                end="",
+                duration="2 D",
+                bar_size="1 hour",
+                what_to_show="TRADES",
+                use_rth=True,
+                intraday=True,
+            )
+            entry["hourly"] = _describe(hourly)
+        report["pacing_violations"] = session.stats.pacing_violations
+    return report
+
+
+def _describe(outcome: Any) -> dict[str, Any]:
+    bars = outcome.bars
+    return {
+        "status": outcome.status,
+        "error_code": outcome.error_code,
+        "bars": len(bars),
+        "first": _stamp(bars[0].date) if bars else None,
+        "last": _stamp(bars[-1].date) if bars else None,
+        "closes": [b.close for b in bars],
+        "aware": all(isinstance(b.date, datetime) and b.date.tzinfo is not None for b in bars)
+        if bars and isinstance(bars[0].date, datetime)
+        else None,
+    }
+
+
+def _stamp(value: date | datetime) -> str:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc).isoformat()
+    return value.isoformat()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest.ibkr.compat_check")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--symbols", nargs="+", default=["AAPL", "BRK B"])
+    parser.add_argument("--client-id", type=int, default=71)
+    args = parser.parse_args(argv)
+    report = asyncio.run(check(args.port, args.symbols, args.client_id))
+    json.dump(report, sys.stdout, indent=1, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

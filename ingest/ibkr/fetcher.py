@@ -1,0 +1,505 @@
+"""The gateway session: connect, qualify contracts and fetch historical bars through ib_async's Async API.
+
+Everything here runs inside one ``asyncio.run`` (no nest_asyncio). What the client library does on each
+fault is documented in shared/reference/ib-tws-protocol.md; this module turns it into outcomes:
+
+==========================================  ===================================================
+what ib_async shows                          what the session does
+==========================================  ===================================================
+``[]`` + errorEvent 162 "pacing violation"   cool the limiter down, back off, retry (bounded)
+``[]`` + errorEvent 162 "returned no data"   outcome ``no_data`` (not an error)
+``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
+errorEvent 321 (request invalid)             :class:`InvalidRequestError` at once (ib_async would
+                                             only time out); the loader stops the run
+``[]`` and no error code at all              a timeout: retried, then ``failed`` "timed out"
+``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
+==========================================  ===================================================
+
+An empty list alone cannot tell "no data", "error" and "timeout" apart; the codes that errorEvent
+delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
+very object back, so every error lands with the request it belongs to.
+
+Imports only the standard library, the client library and the pure planner/limiter modules, so that
+:mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from types import ModuleType
+from typing import Any, Literal
+
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.pacing import PacingLimiter, RequestKey
+
+log = logging.getLogger(__name__)
+
+ERR_HMDS = 162
+ERR_NO_SECURITY = 200
+ERR_INVALID_REQUEST = 321
+ERR_CLIENT_ID_IN_USE = 326
+#: Notices that never mean a request failed: farm status, connectivity lost/restored, delayed-data notice.
+INFORMATIONAL_CODES = frozenset({1100, 1101, 1102, 2103, 2104, 2105, 2106, 2107, 2108, 2119, 2157, 2158, 10167, 366})
+
+OutcomeStatus = Literal["ok", "no_data", "failed"]
+
+
+def client_library() -> ModuleType:
+    """ib_async (the maintained successor); ib_insync when only that is installed (compat check)."""
+    try:
+        import ib_async as library
+    except ImportError:  # pragma: no cover - exercised in the ib_insync venv
+        import ib_insync as library  # type: ignore[no-redef]
+    return library
+
+
+def quiet_client_logs(level: int = logging.CRITICAL) -> None:
+    """The client library logs every 162/200 at ERROR; the loader reports them itself."""
+    for name in ("ib_async", "ib_insync"):
+        logging.getLogger(name).setLevel(level)
+
+
+class GatewayUnavailableError(ConnectionError):
+    """No IB Gateway / TWS answers at the configured address, or the connection was lost for good."""
+
+
+class InvalidRequestError(RuntimeError):
+    """IBKR rejected a request as invalid (error 321): a bug or a bad setting, never worth retrying."""
+
+    def __init__(self, code: int, message: str, symbol: str) -> None:
+        super().__init__(f"IBKR rejected the request for {symbol} as invalid (error {code}): {message}")
+        self.code = code
+        self.message = message
+        self.symbol = symbol
+
+
+@dataclass(frozen=True)
+class ContractRef:
+    """A stock as the loader knows it: symbol, and conId once qualified."""
+
+    symbol: str
+    con_id: int | None = None
+    primary_exchange: str = ""
+    currency: str = "USD"
+    exchange: str = "SMART"
+
+    @property
+    def pacing_id(self) -> str:
+        return str(self.con_id) if self.con_id else self.symbol
+
+
+@dataclass(frozen=True)
+class SourceBar:
+    """One bar exactly as the client library handed it over."""
+
+    date: date | datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    wap: float
+    bar_count: int
+
+
+@dataclass
+class Outcome:
+    """What one historical request came to, after retries."""
+
+    status: OutcomeStatus
+    bars: list[SourceBar] = field(default_factory=list)
+    error_code: int | None = None
+    error_message: str | None = None
+    attempts: int = 1
+
+
+@dataclass
+class QualifyOutcome:
+    contract: ContractRef | None
+    error_code: int | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    pacing_retries: int = 5
+    pacing_backoff_s: float = 2.0
+    """First back-off after a pacing violation, doubled each time (the limiter adds IBKR's 15 s rule)."""
+    pacing_cooldown_s: float = 5.0
+    """After a violation no new request goes out for this long: IBKR's limits were tighter than ours."""
+    timeout_retries: int = 2
+    connection_retries: int = 5
+    """How many dropped connections one request survives (each followed by a reconnect)."""
+
+
+@dataclass
+class SessionStats:
+    connects: int = 0
+    reconnects: int = 0
+    pacing_violations: int = 0
+    timeouts: int = 0
+    dropped_requests: int = 0
+    contract_requests: int = 0
+    historical_requests: int = 0
+
+
+class _Tracked:
+    """Errors reported for one in-flight request (matched by the Contract object's identity)."""
+
+    __slots__ = ("contract", "errors", "invalid")
+
+    def __init__(self, contract: Any) -> None:
+        self.contract = contract
+        self.errors: list[tuple[int, str]] = []
+        self.invalid = asyncio.Event()
+
+    def first(self, predicate) -> tuple[int, str] | None:  # noqa: ANN001
+        return next((e for e in self.errors if predicate(*e)), None)
+
+    @property
+    def failures(self) -> list[tuple[int, str]]:
+        return [(code, text) for code, text in self.errors if code not in INFORMATIONAL_CODES]
+
+
+class IbkrSession:
+    """One API connection (reconnected as needed) shared by all of a run's requests."""
+
+    def __init__(
+        self,
+        settings: IbkrSettings,
+        limiter: PacingLimiter,
+        retry: RetryPolicy | None = None,
+        *,
+        library: ModuleType | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.retry = retry or RetryPolicy()
+        self.lib = library or client_library()
+        self.ib = self.lib.IB()
+        self.ib.RaiseRequestErrors = False
+        self.ib.errorEvent += self._on_error
+        self.ib.disconnectedEvent += self._on_disconnected
+        self.stats = SessionStats()
+        self._tracked: dict[int, _Tracked] = {}
+        self._connect_lock = asyncio.Lock()
+        self._connection_notices: list[tuple[int, str]] = []
+        self._closing = False
+        self._lost: GatewayUnavailableError | None = None
+
+    # --- connection ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect once; a clear :class:`GatewayUnavailableError` when nothing answers."""
+        async with self._connect_lock:
+            if not self.ib.isConnected():
+                await self._connect_once()
+                self.stats.connects += 1
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.ib.isConnected():
+            self.ib.disconnect()
+
+    async def __aenter__(self) -> IbkrSession:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connect_once(self) -> None:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "host": s.host,
+            "port": s.port,
+            "clientId": s.client_id,
+            "timeout": s.connect_timeout_s,
+            "readonly": s.readonly,
+        }
+        # ib_async can skip the start-up downloads (orders, account, executions) a loader never needs.
+        if "fetchFields" in inspect.signature(self.ib.connectAsync).parameters and hasattr(
+            self.lib, "StartupFetchNONE"
+        ):
+            kwargs["fetchFields"] = self.lib.StartupFetchNONE
+        self._connection_notices.clear()
+        where = f"{s.host}:{s.port}"
+        try:
+            await self.ib.connectAsync(**kwargs)
+        except ConnectionRefusedError:
+            raise GatewayUnavailableError(
+                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
+                "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
+                "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
+            ) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
+                reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+            else:
+                reason = (
+                    f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
+                    "or what answers is not the gateway's API port (API disabled, 127.0.0.1 not among its "
+                    f"trusted IPs, or client id {s.client_id} already in use)"
+                )
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+        except OSError as error:
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {error}") from None
+        if not self.ib.isConnected():  # pragma: no cover - defensive
+            raise GatewayUnavailableError(
+                f"cannot connect to IB Gateway/TWS at {where}: connection closed during start-up"
+            )
+        log.info("connected to %s (server version %s)", self.settings.describe(), self.ib.client.serverVersion())
+
+    async def _ensure_connected(self) -> None:
+        """Reconnect after a drop: one coroutine reconnects, the others wait for it.
+
+        Once reconnecting has failed for ``reconnect_timeout_s``, the gateway counts as lost for the rest of
+        the run: every later call raises at once instead of trying again.
+        """
+        if self.ib.isConnected():
+            return
+        if self._lost is not None:
+            raise self._lost
+        async with self._connect_lock:
+            if self.ib.isConnected():
+                return
+            if self._lost is not None:
+                raise self._lost
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.reconnect_timeout_s
+            delay = 0.2
+            while True:
+                try:
+                    with contextlib.suppress(Exception):
+                        self.ib.disconnect()  # reset the client's state before a fresh handshake
+                    await self._connect_once()
+                except GatewayUnavailableError as error:
+                    if loop.time() + delay > deadline:
+                        self._lost = GatewayUnavailableError(
+                            f"the connection to {self.settings.describe()} was lost and not restored within "
+                            f"{self.settings.reconnect_timeout_s:g} s: {error}"
+                        )
+                        raise self._lost from None
+                    log.warning("reconnect failed (%s); next try in %.1f s", error, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self.stats.reconnects += 1
+                log.warning("reconnected to %s", self.settings.describe())
+                return
+
+    def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("connection to %s lost; requests will reconnect and resume", self.settings.describe())
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
+        if req_id == -1 or contract is None:
+            self._connection_notices.append((code, message))
+            if code not in INFORMATIONAL_CODES:
+                log.warning("gateway notice %s: %s", code, message)
+            return
+        tracked = self._tracked.get(id(contract))
+        if tracked is None or tracked.contract is not contract:
+            return  # a late answer to a request we already gave up on (e.g. "query cancelled")
+        tracked.errors.append((code, message))
+        if code == ERR_INVALID_REQUEST:
+            tracked.invalid.set()
+
+    @contextlib.contextmanager
+    def _track(self, contract: Any):  # noqa: ANN202
+        tracked = _Tracked(contract)
+        self._tracked[id(contract)] = tracked
+        try:
+            yield tracked
+        finally:
+            self._tracked.pop(id(contract), None)
+
+    def _stock(self, ref: ContractRef) -> Any:
+        """A fresh Contract object for every attempt (errors are matched by identity)."""
+        kwargs: dict[str, Any] = {}
+        if ref.primary_exchange:
+            kwargs["primaryExchange"] = ref.primary_exchange
+        if ref.con_id:
+            kwargs["conId"] = ref.con_id
+        return self.lib.Stock(ref.symbol, ref.exchange, ref.currency, **kwargs)
+
+    # --- contract qualification ---------------------------------------------------------------
+
+    async def qualify(self, symbol: str, primary_exchange: str = "") -> QualifyOutcome:
+        """Look up the stock's conId (SMART routing, USD, the watchlist's primary exchange)."""
+        ref = ContractRef(symbol=symbol, primary_exchange=primary_exchange)
+        timeouts = drops = 0
+        while True:
+            await self._ensure_connected()
+            contract = self._stock(ref)
+            with self._track(contract) as tracked:
+                try:
+                    await self.limiter.message()
+                    self.stats.contract_requests += 1
+                    details = await asyncio.wait_for(
+                        _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
+                    )
+                except ConnectionError as error:
+                    drops += 1
+                    self.stats.dropped_requests += 1
+                    if drops > self.retry.connection_retries:
+                        return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
+                    continue
+                except (asyncio.TimeoutError, TimeoutError):
+                    timeouts += 1
+                    self.stats.timeouts += 1
+                    if timeouts > self.retry.timeout_retries:
+                        return QualifyOutcome(
+                            None,
+                            None,
+                            f"timed out: no contract details within {self.settings.request_timeout_s:g} s "
+                            f"({timeouts} tries)",
+                        )
+                    continue
+            if not details:
+                failure = tracked.failures[0] if tracked.failures else None
+                if failure is None:
+                    return QualifyOutcome(None, None, "no contract found (no error code)")
+                return QualifyOutcome(None, failure[0], failure[1])
+            if len(details) > 1 and primary_exchange:
+                same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
+                details = same or details
+            if len(details) > 1:
+                return QualifyOutcome(
+                    None,
+                    None,
+                    f"ambiguous: {len(details)} contracts match {symbol}; set its primary_exchange in the watchlist",
+                )
+            found = details[0].contract
+            return QualifyOutcome(
+                ContractRef(
+                    symbol=symbol,
+                    con_id=int(found.conId),
+                    primary_exchange=found.primaryExchange or primary_exchange,
+                    currency=found.currency or "USD",
+                )
+            )
+
+    # --- historical bars ----------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        ref: ContractRef,
+        *,
+        end: str,
+        duration: str,
+        bar_size: str,
+        what_to_show: str,
+        use_rth: bool,
+        intraday: bool,
+    ) -> Outcome:
+        """One reqHistoricalData with retries; never raises for per-symbol faults (only 321 and a lost gateway)."""
+        key = RequestKey(ref.pacing_id, ref.exchange, what_to_show, end, duration, bar_size, use_rth)
+        attempts = pacing = timeouts = drops = 0
+        while True:
+            attempts += 1
+            await self._ensure_connected()
+            contract = self._stock(ref)
+            with self._track(contract) as tracked:
+                try:
+                    async with self.limiter.historical(key):
+                        if not self.ib.isConnected():  # dropped while this request waited for its turn
+                            raise ConnectionError("not connected")
+                        self.stats.historical_requests += 1
+                        bars = await self._race_invalid(
+                            self.ib.reqHistoricalDataAsync(
+                                contract,
+                                end,
+                                duration,
+                                bar_size,
+                                what_to_show,
+                                use_rth,
+                                formatDate=2 if intraday else 1,
+                                timeout=self.settings.request_timeout_s,
+                            ),
+                            tracked,
+                            ref.symbol,
+                        )
+                except ConnectionError as error:
+                    drops += 1
+                    self.stats.dropped_requests += 1
+                    if drops > self.retry.connection_retries:
+                        return Outcome(
+                            "failed", error_message=f"connection lost {drops} times: {error}", attempts=attempts
+                        )
+                    log.info("%s: connection lost during the request; retrying after reconnect", ref.symbol)
+                    continue
+            if bars:
+                return Outcome("ok", [_source_bar(b) for b in bars], attempts=attempts)
+
+            pacing_error = tracked.first(lambda c, m: c == ERR_HMDS and "pacing violation" in m.lower())
+            if pacing_error is not None:
+                pacing += 1
+                self.stats.pacing_violations += 1
+                if pacing > self.retry.pacing_retries:
+                    return Outcome("failed", error_code=ERR_HMDS, error_message=pacing_error[1], attempts=attempts)
+                backoff = self.retry.pacing_backoff_s * 2 ** (pacing - 1)
+                self.limiter.cooldown(self.retry.pacing_cooldown_s)
+                log.info("%s: pacing violation (162); retry %d in %.0f s", ref.symbol, pacing, backoff)
+                await asyncio.sleep(backoff)
+                continue
+            no_data = tracked.first(lambda c, m: c == ERR_HMDS and "no data" in m.lower())
+            if no_data is not None:
+                return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
+            failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
+            if failures:
+                return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
+            # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
+            timeouts += 1
+            self.stats.timeouts += 1
+            if timeouts > self.retry.timeout_retries:
+                return Outcome(
+                    "failed",
+                    error_message=(
+                        f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
+                    ),
+                    attempts=attempts,
+                )
+            log.info("%s: request timed out; retrying", ref.symbol)
+
+    async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
+        """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
+        task = asyncio.ensure_future(request)
+        invalid = asyncio.ensure_future(tracked.invalid.wait())
+        try:
+            done, _ = await asyncio.wait({task, invalid}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            invalid.cancel()
+            raise
+        if task in done:
+            invalid.cancel()
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
+        raise InvalidRequestError(code, message, symbol)
+
+
+async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _source_bar(bar: Any) -> SourceBar:
+    return SourceBar(
+        date=bar.date,
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        wap=bar.average,
+        bar_count=bar.barCount,
+    )

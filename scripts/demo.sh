@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make demo`: the whole pipeline on the embedded warehouse and the gateway simulator.
+#   warehouse up -> simulator in the background -> ingest the watchlist -> dbt build -> short training run.
+# The simulator is stopped on every exit path, failures included. Safe to run again: the second ingest
+# requests nothing, dbt builds incrementally, training writes a new run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "warehouse"
+$BIN/python -m warehouse_db up
+
+step "gateway simulator (TWS protocol on 127.0.0.1)"
+sim_log=$(mktemp)
+$BIN/python -m ingest.simulator --port 0 --seed 7 >"$sim_log" 2>&1 &
+sim_pid=$!
+trap 'kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; rm -f "$sim_log"' EXIT
+port=""
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$sim_log" | head -n 1)
+  [ -n "$port" ] && break
+  kill -0 "$sim_pid" 2>/dev/null || { cat "$sim_log"; echo "the simulator did not start" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$sim_log"; echo "the simulator did not report its port" >&2; exit 1; }
+echo "simulator listening on 127.0.0.1:$port"
+
+step "ingest: the watchlist, 12 months of daily bars, only what is missing"
+IBKR_HOST=127.0.0.1 IBKR_PORT=$port IBKR_CLIENT_ID=1 $BIN/python -m ingest --source ibkr
+
+step "dbt build: staging -> intermediate -> marts, with every data test"
+eval "$($BIN/python -m warehouse_db env)"
+$BIN/dbt build --quiet
+
+step "training: a short PPO run on the train split, evaluated on validation and test"
+$BIN/python -m training --config training/configs/demo.yaml

@@ -1,0 +1,445 @@
+"""The IBKR loader end to end: real ib_async against the in-process gateway simulator, real embedded PostgreSQL.
+
+Each test gets a database of its own (``warehouse`` fixture) and a simulator of its own on an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from datetime import time as dtime
+
+import pytest
+
+from ingest import cli
+from ingest.ibkr import planner
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, InvalidRequestError, RetryPolicy
+from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
+from ingest.ibkr.planner import NY, months_before
+from ingest.simulator import GatewaySimulator, PacingLimits, PacingRules, SimulatorConfig, run_simulator_in_thread
+from ingest.watchlist import WatchlistEntry, load_watchlist
+from warehouse_db import connect
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
+
+WATCHLIST = load_watchlist()
+
+
+@contextmanager
+def simulator(**config) -> Iterator[GatewaySimulator]:
+    with run_simulator_in_thread(SimulatorConfig(**config)) as sim:
+        yield sim
+
+
+def run(db: ConnectionSettings, sim: GatewaySimulator, entries, **options) -> LoadSummary:
+    ibkr = IbkrSettings(port=sim.port, request_timeout_s=options.pop("request_timeout_s", 30.0))
+    return load(db, ibkr, LoadOptions(entries=list(entries), **options))
+
+
+
+def query(db: ConnectionSettings, sql: str, *params) -> list[tuple]:
+    with connect(db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def nyse_sessions(first: date, last: date) -> list[date]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import exchange_calendars as xcals
+
+        calendar = xcals.get_calendar("XNYS", start="2020-01-02")
+        return [s.date() for s in calendar.sessions_in_range(first.isoformat(), last.isoformat())]
+
+
+def assert_consistent_batches(db: ConnectionSettings) -> None:
+    """No partial batch: every ok batch holds exactly its row_count bars, and no bar lacks its batch."""
+    mismatched = query(
+        db,
+        """
+        select b.symbol, b.row_count, count(r.batch_id)
+        from raw.load_batches b left join raw.ibkr_bars r using (batch_id)
+        group by b.batch_id, b.symbol, b.row_count
+        having b.row_count <> count(r.batch_id)
+        """,
+    )
+    assert mismatched == []
+    orphans = query(
+        db,
+        "select count(*) from raw.ibkr_bars r "
+        "where not exists (select 1 from raw.load_batches b where b.batch_id = r.batch_id)",
+    )
+    assert orphans == [(0,)]
+
+
+def ibkr_env(db: ConnectionSettings, port: int) -> dict[str, str]:
+    return {
+        **db.libpq_env(),
+        "DATABASE_URL": "",
+        "IBKR_HOST": "127.0.0.1",
+        "IBKR_PORT": str(port),
+        "IBKR_CLIENT_ID": "17",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the full watchlist ----------------------------------------------------------------------------------
+
+
+def test_full_watchlist_lands_every_session_then_runs_incrementally(warehouse):
+    assert len(WATCHLIST) == 150
+    with simulator() as sim:
+        started = time.monotonic()
+        first = run(warehouse, sim, WATCHLIST)
+        took = time.monotonic() - started
+        assert first.ok and first.count("landed") == 150 and first.count("failed") == 0
+        assert sim.stats.historical_requests == 150 and sim.stats.contract_requests == 150
+        assert sim.stats.pacing_violations == 0 and sim.stats.max_open_historical <= 40
+        assert took < 30, f"150 symbols at zero latency took {took:.1f} s"
+
+        # One row per symbol per NYSE session, from 12 months back to the simulator's last closed session.
+        per_symbol = query(
+            warehouse,
+            "select symbol, count(*), count(distinct session_date), min(session_date), max(session_date), "
+            "bool_and(bar_time = (session_date::timestamp at time zone 'America/New_York')), "
+            "count(distinct con_id), min(exchange), min(currency) from raw.ibkr_bars group by symbol",
+        )
+        assert len(per_symbol) == 150
+        last_session = sim.as_of()
+        window_start = months_before(datetime.now(NY).date(), 12)
+        expected = nyse_sessions(window_start, last_session)
+        for symbol, rows, sessions, low, high, midnight, con_ids, exchange, currency in per_symbol:
+            assert rows == sessions, f"{symbol}: duplicate sessions"
+            assert high == last_session and low <= expected[1], symbol
+            assert nyse_sessions(low, high) == expected[expected.index(low) :], f"{symbol}: sessions missing"
+            assert midnight and con_ids == 1 and currency == "USD" and exchange in ("NASDAQ", "NYSE"), symbol
+        assert first.rows == sum(r[1] for r in per_symbol)
+
+        # Second run: everything is current -- no request of any kind, nothing lands.
+        second = run(warehouse, sim, WATCHLIST)
+        assert second.ok and second.count("current") == 150 and second.rows == 0
+        assert sim.stats.historical_requests == 150 and sim.stats.contract_requests == 150
+
+        # A new symbol: only it is qualified and fetched.
+        newco = WatchlistEntry("NEWCO", "NYSE")
+        third = run(warehouse, sim, [*WATCHLIST, newco])
+        assert third.count("landed") == 1 and third.count("current") == 150
+        assert sim.stats.historical_requests == 151 and sim.stats.contract_requests == 151
+        assert sim.stats.requests_log[-1].symbol == "NEWCO"
+
+        # --full-refresh fetches everything again; the conIds already in raw need no new lookup.
+        fourth = run(warehouse, sim, [*WATCHLIST, newco], full_refresh=True)
+        assert fourth.ok and fourth.count("landed") == 151
+        assert sim.stats.historical_requests == 302 and sim.stats.contract_requests == 151
+    assert_consistent_batches(warehouse)
+    statuses = query(warehouse, "select status, count(*) from raw.load_batches group by status")
+    assert statuses == [("ok", 302)]
+
+
+def test_enforced_pacing_sees_zero_violations_on_the_full_watchlist(warehouse):
+    with simulator(enforce_pacing=True) as sim:
+        summary = run(warehouse, sim, WATCHLIST)
+        assert summary.ok and summary.count("landed") == 150
+        assert sim.stats.pacing_violations == 0
+        assert sim.stats.max_open_historical <= 40
+
+
+def test_strict_mode_keeps_to_the_rolling_limit_against_an_enforcing_gateway(warehouse):
+    """The 60-per-10-minutes rule, scaled down to 10 per 3 s on both sides so that it bites within seconds."""
+    entries = WATCHLIST[:25]
+    with simulator(enforce_pacing=True) as sim:
+        sim.pacing = PacingRules(clock=sim.clock, limits=PacingLimits(rolling_window_s=3.0, rolling_max=10, rolling_for_all_bar_sizes=True))
+        policy = PacingPolicy(strict=True, rolling_window_s=3.0, rolling_max=10, margin_s=0.1)
+        started = time.monotonic()
+        summary = run(warehouse, sim, entries, pacing=policy)
+        took = time.monotonic() - started
+    assert summary.ok and summary.count("landed") == 25
+    assert sim.stats.pacing_violations == 0
+    assert took >= 6.0, "25 requests at 10 per 3 s cannot take less than 6 s"
+
+
+# --- faults ----------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_symbol_is_recorded_as_failed_with_code_200_and_the_others_land(warehouse, monkeypatch, capsys):
+    symbols = ["AAPL", "MSFT", "ZZZQ", "BRK B", "JPM"]
+    with simulator(unknown_symbols=frozenset({"ZZZQ"})) as sim:
+        for name, value in ibkr_env(warehouse, sim.port).items():
+            monkeypatch.setenv(name, value)
+        status = cli.main(["--symbols", *symbols, "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_FAILED_SYMBOLS
+    assert "ZZZQ" in out and "200" in out and "No security definition" in out
+    batches = dict(
+        (symbol, (status, code, message, rows))
+        for symbol, status, code, message, rows in query(
+            warehouse, "select symbol, status, error_code, error_message, row_count from raw.load_batches"
+        )
+    )
+    assert batches["ZZZQ"][:2] == ("failed", 200) and "No security definition" in batches["ZZZQ"][2]
+    assert batches["ZZZQ"][3] == 0
+    assert all(batches[s][0] == "ok" and batches[s][3] > 200 for s in ("AAPL", "MSFT", "BRK B", "JPM"))
+    assert query(warehouse, "select count(*) from raw.ibkr_bars where symbol = 'ZZZQ'") == [(0,)]
+
+
+def test_pacing_violations_are_retried_and_everything_lands(warehouse):
+    entries = WATCHLIST[:12]
+    with simulator(pacing_nth=frozenset({2, 5, 9})) as sim:
+        summary = run(warehouse, sim, entries)
+        assert sim.stats.pacing_violations == 3
+    assert summary.ok and summary.count("landed") == 12
+    assert summary.gateway_stats.pacing_violations == 3
+    assert query(warehouse, "select status, count(*) from raw.load_batches group by status") == [("ok", 12)]
+    assert_consistent_batches(warehouse)
+
+
+def test_a_connection_dropped_mid_request_is_reconnected_and_everything_lands(warehouse):
+    entries = WATCHLIST[:12]
+    with simulator(drop_nth=frozenset({4}), latency_s=0.2) as sim:
+        # Requests lost with the connection are re-sent identically, which IBKR's rules space 15 s apart
+        # (as in the 162 test above); a 1 s window keeps this test about reconnecting.
+        summary = run(warehouse, sim, entries, pacing=PacingPolicy(identical_window_s=1.0))
+        assert sim.stats.dropped_connections == 1 and sim.stats.connections == 2
+    assert summary.ok and summary.count("landed") == 12
+    assert summary.gateway_stats.reconnects == 1 and summary.gateway_stats.dropped_requests >= 1
+    assert query(warehouse, "select status, count(*) from raw.load_batches group by status") == [("ok", 12)]
+    assert_consistent_batches(warehouse)
+
+
+def test_a_timeout_is_told_apart_from_no_data_and_321_fails_at_once():
+    async def scenario(port: int) -> tuple:
+        fast = IbkrSettings(port=port, client_id=31, request_timeout_s=0.3)
+        patient = IbkrSettings(port=port, client_id=32, request_timeout_s=10)
+        # The retry of a timed-out request is an identical request: IBKR's 15 s rule applies (unit-tested);
+        # a 1 s window here keeps this test about telling outcomes apart.
+        quick_retry = PacingLimiter(PacingPolicy(identical_window_s=1.0))
+        async with IbkrSession(fast, quick_retry, RetryPolicy(timeout_retries=1)) as impatient:
+            ref = (await impatient.qualify("AAPL", "NASDAQ")).contract
+            timed_out = await impatient.fetch(
+                ref, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+            )
+        async with IbkrSession(patient, PacingLimiter(PacingPolicy())) as session:
+            # Sunday noon: an hour with no session is IBKR's 162 "HMDS query returned no data".
+            no_data = await session.fetch(
+                ref,
+                end="20261122 17:00:00 UTC",
+                duration="3600 S",
+                bar_size="1 hour",
+                what_to_show="TRADES",
+                use_rth=True,
+                intraday=True,
+            )
+            started = time.monotonic()
+            with pytest.raises(InvalidRequestError) as invalid:
+                await session.fetch(  # over 365 days must be given in years: 321
+                    ref, end="", duration="400 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+                )
+            invalid_after = time.monotonic() - started
+        return timed_out, no_data, invalid.value, invalid_after
+
+    with simulator(latency_s=1.0) as sim:
+        timed_out, no_data, invalid, invalid_after = asyncio.run(scenario(sim.port))
+    assert timed_out.status == "failed" and timed_out.error_code is None
+    assert timed_out.error_message.startswith("timed out") and timed_out.attempts == 2
+    assert no_data.status == "no_data" and no_data.error_code == 162 and "no data" in no_data.error_message
+    assert invalid.code == 321 and "years" in invalid.message
+    assert invalid_after < 2.0, "a 321 must not wait for the request timeout"
+
+
+def test_an_invalid_request_stops_the_run_with_exit_status_5(warehouse, monkeypatch, capsys):
+    monkeypatch.setattr(planner, "daily_duration", lambda start, end: "400 D")
+    with simulator() as sim:
+        for name, value in ibkr_env(warehouse, sim.port).items():
+            monkeypatch.setenv(name, value)
+        status = cli.main(["--symbols", "AAPL", "MSFT", "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == cli.EXIT_INVALID_REQUEST
+    assert "error 321" in captured.err and "years" in captured.err
+    assert query(warehouse, "select distinct status, error_code from raw.load_batches") == [("failed", 321)]
+
+
+def test_a_gateway_that_goes_away_for_good_stops_the_run_cleanly(warehouse):
+    """Reconnecting is bounded: when the gateway stays away, the run stops, recording what it had."""
+    entries = WATCHLIST[:60]
+
+    async def scenario() -> tuple[LoadSummary, float]:
+        sim = GatewaySimulator(SimulatorConfig(latency_s=0.5))
+        await sim.start("127.0.0.1", 0)
+        ibkr = IbkrSettings(port=sim.port, reconnect_timeout_s=1.0)
+        task = asyncio.create_task(run_load(warehouse, ibkr, LoadOptions(entries=entries, max_open=5)))
+        await asyncio.sleep(2.5)
+        await sim.stop()
+        stopped = time.monotonic()
+        summary = await task
+        return summary, time.monotonic() - stopped
+
+    summary, after_stop = asyncio.run(scenario())
+    assert summary.aborted and "lost and not restored within 1 s" in summary.aborted
+    assert not summary.ok
+    assert summary.count("landed") >= 5 and summary.count("failed") >= 1
+    assert summary.count("landed") + summary.count("failed") + summary.count("not_attempted") == 60
+    assert after_stop < 10, "every waiting request must give up at once once the gateway is lost"
+    landed = query(warehouse, "select count(*) from raw.load_batches where status = 'ok'")[0][0]
+    assert landed == summary.count("landed")
+    assert_consistent_batches(warehouse)
+
+
+def test_no_gateway_at_the_configured_address_is_a_clear_immediate_error(warehouse, monkeypatch, capsys):
+    port = free_port()
+    for name, value in ibkr_env(warehouse, port).items():
+        monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    status = cli.main(["--symbols", "AAPL", "--no-progress"])
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_GATEWAY
+    assert f"no IB Gateway or TWS answers at 127.0.0.1:{port}" in err and "IBKR_PORT" in err
+    assert took < 10
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
+def test_dry_run_prints_the_plan_and_requests_nothing(warehouse, monkeypatch, capsys):
+    with simulator() as sim:
+        run(warehouse, sim, [WatchlistEntry("AAPL", "NASDAQ")])
+        requests = sim.stats.historical_requests
+        for name, value in ibkr_env(warehouse, sim.port).items():
+            monkeypatch.setenv(name, value)
+        status = cli.main(["--symbols", "AAPL", "MSFT", "--dry-run", "--months", "24"])
+        assert sim.stats.historical_requests == requests
+    out = capsys.readouterr().out
+    assert status == cli.EXIT_OK
+    aapl = next(line for line in out.splitlines() if line.startswith("AAPL"))
+    msft = next(line for line in out.splitlines() if line.startswith("MSFT"))
+    assert "duration=2 Y" in aapl and "backfill" in aapl
+    assert "duration=2 Y" in msft and "nothing in the warehouse" in msft
+    assert "would request 2 historical request(s) for 2 symbol(s)" in out
+
+
+# --- SIGKILL ---------------------------------------------------------------------------------------------
+
+
+def test_sigkill_mid_run_then_a_rerun_completes_every_symbol_without_partial_batches(warehouse):
+    def start_loader(port: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingest", "--no-progress"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **ibkr_env(warehouse, port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def landed() -> int:
+        try:
+            return query(warehouse, "select count(*) from raw.load_batches")[0][0]
+        except Exception:  # noqa: BLE001 - the tables appear once the loader has started
+            return 0
+
+    with simulator(latency_s=1.0) as sim:
+        loader = start_loader(sim.port)
+        deadline = time.monotonic() + 60
+        while landed() < 15 and loader.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert loader.poll() is None, f"the loader finished before it could be killed: {loader.communicate()}"
+        os.kill(loader.pid, signal.SIGKILL)
+        loader.wait(10)
+        time.sleep(0.5)  # let the simulator read what was already on the wire and see the socket close
+        before = landed()
+        assert 15 <= before < 150
+        assert_consistent_batches(warehouse)
+
+        requests_by_killed_run = sim.stats.historical_requests
+        rerun = start_loader(sim.port)
+        out, err = rerun.communicate(timeout=120)
+        assert rerun.returncode == 0, out + err
+        requests_by_rerun = sim.stats.historical_requests - requests_by_killed_run
+    complete = query(
+        warehouse,
+        "select symbol, count(*), count(distinct session_date) from raw.ibkr_bars group by symbol",
+    )
+    assert len(complete) == 150
+    assert all(rows == sessions and rows > 200 for _, rows, sessions in complete)
+    assert query(warehouse, "select count(distinct symbol) from raw.load_batches where status = 'ok'") == [(150,)]
+    assert_consistent_batches(warehouse)
+    # The re-run asked for exactly the symbols that had not landed, once each.
+    assert requests_by_rerun == 150 - before
+    symbols_fetched_twice = query(
+        warehouse, "select count(*) from (select symbol from raw.load_batches group by symbol having count(*) > 1) t"
+    )
+    assert symbols_fetched_twice == [(0,)]
+
+
+def test_timestamps_of_landed_daily_bars_are_new_york_midnight(warehouse):
+    with simulator() as sim:
+        run(warehouse, sim, [WatchlistEntry("AAPL", "NASDAQ")], months=1)
+    ((bar_time, session_date),) = query(
+        warehouse, "select bar_time, session_date from raw.ibkr_bars order by bar_time desc limit 1"
+    )
+    assert bar_time == datetime.combine(session_date, dtime(0), NY)
+
+
+def test_contract_ref_pacing_identity_prefers_the_con_id():
+    assert ContractRef("AAPL", 265598).pacing_id == "265598"
+    assert ContractRef("AAPL").pacing_id == "AAPL"
+
+
+def test_the_cli_dispatches_csv_files_to_the_csv_source(warehouse, monkeypatch, capsys, tmp_path):
+    for name, value in ibkr_env(warehouse, free_port()).items():
+        monkeypatch.setenv(name, value)
+    good = tmp_path / "good.csv"
+    good.write_text("symbol,date,open,high,low,close,volume\nAAPL,2024-07-01,5.04,5.11,4.90,4.96,7202384\n")
+    assert cli.main(["--source", "csv", str(good), "--no-progress"]) == cli.EXIT_OK
+    assert "1 rows landed" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("symbol,date,open,high,low,close,volume\nAAPL,2024-07-02,5.04,4.00,4.90,4.96,7202384\n")
+    assert cli.main(["--source", "csv", str(bad), "--no-progress"]) == cli.EXIT_USAGE
+    assert f"{bad}:2" in capsys.readouterr().err
+    assert query(warehouse, "select source, count(*) from raw.ibkr_bars group by source") == [("csv", 1)]
+
+
+def test_a_client_id_in_use_and_a_silent_port_are_told_apart():
+    async def connect(port: int, client_id: int = 17) -> str:
+        session = IbkrSession(
+            IbkrSettings(port=port, client_id=client_id, connect_timeout_s=1.0), PacingLimiter(PacingPolicy())
+        )
+        try:
+            await session.connect()
+        except GatewayUnavailableError as error:
+            return str(error)
+        finally:
+            await session.close()
+        return "connected"
+
+    async def scenario(port: int, silent_port: int) -> tuple[str, str, str]:
+        first = IbkrSession(IbkrSettings(port=port, client_id=5), PacingLimiter(PacingPolicy()))
+        await first.connect()
+        try:
+            duplicate = await connect(port, client_id=5)
+            other = await connect(port, client_id=6)
+        finally:
+            await first.close()
+        silent = await connect(silent_port)
+        return duplicate, other, silent
+
+    with simulator() as sim, socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts TCP, never speaks the API
+        duplicate, other, silent = asyncio.run(scenario(sim.port, listener.getsockname()[1]))
+    assert "client id 5 is already in use" in duplicate and "IBKR_CLIENT_ID" in duplicate
+    assert other == "connected"
+    assert "no API handshake within 1 s" in silent

@@ -1,0 +1,78 @@
+"""The loader's client code path works with ib_insync 0.9.86 too: same answers from the same simulator.
+
+ib_insync runs in a throwaway venv of its own (``.venv-insync``, git-ignored), built here on first use with
+``pip install ib_insync==0.9.86``. Both runs execute :mod:`ingest.ibkr.compat_check`, which drives the real
+:class:`ingest.ibkr.fetcher.IbkrSession` (connect, qualify, reqHistoricalData, errorEvent capture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ingest.simulator import SimulatorConfig, run_simulator_in_thread
+from warehouse_db.settings import REPO_ROOT
+
+INSYNC_VENV = REPO_ROOT / ".venv-insync"
+INSYNC_VERSION = "0.9.86"
+
+
+def insync_python() -> Path:
+    python = INSYNC_VENV / "bin" / "python"
+    probe = [str(python), "-c", f"import ib_insync; assert ib_insync.__version__ == '{INSYNC_VERSION}'"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(INSYNC_VENV)], check=True, timeout=120)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"ib_insync=={INSYNC_VERSION}"],
+        check=True,
+        timeout=600,
+    )
+    subprocess.run(probe, check=True)
+    return python
+
+
+def compat_report(python: Path | str, port: int, client_id: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("VIRTUAL_ENV", None)
+    result = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "ingest.ibkr.compat_check",
+            "--port",
+            str(port),
+            "--client-id",
+            str(client_id),
+            "--symbols",
+            "AAPL",
+            "BRK B",
+            "NOSUCH",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_same_client_code_gets_the_same_answers_with_ib_insync_0_9_86():
+    python = insync_python()
+    with run_simulator_in_thread(SimulatorConfig(unknown_symbols=frozenset({"NOSUCH"}))) as sim:
+        modern = compat_report(sys.executable, sim.port, client_id=41)
+        legacy = compat_report(python, sim.port, client_id=42)
+    assert (modern["library"], legacy["library"]) == ("ib_async", "ib_insync")
+    assert legacy["version"] == INSYNC_VERSION
+    assert legacy["symbols"] == modern["symbols"]
+    aapl = legacy["symbols"]["AAPL"]
+    assert aapl["con_id"] and aapl["daily"]["status"] == "ok" and aapl["daily"]["bars"] >= 19
+    assert aapl["hourly"]["status"] == "ok" and aapl["hourly"]["aware"] is True
+    assert legacy["symbols"]["BRK B"]["daily"]["bars"] == aapl["daily"]["bars"]
+    assert legacy["symbols"]["NOSUCH"] == {"con_id": None, "error_code": 200}
+    assert legacy["pacing_violations"] == modern["pacing_violations"] == 0

@@ -1,0 +1,286 @@
+"""Pure parts of the IBKR loader: bar sizes, the planner, the pacing limiter, settings, bar conversion, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, time, timedelta, timezone
+
+import pytest
+
+from ingest.cli import _select_entries, build_parser
+from ingest.ibkr.bar_sizes import BarSizeError, daily_duration, parse_bar_size
+from ingest.ibkr.config import IbkrConfigError, IbkrSettings
+from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
+from ingest.ibkr.loader import to_raw_bars
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey
+from ingest.ibkr.planner import NY, Coverage, PlanContext, last_completed_close, months_before, plan_symbol
+
+UTC = timezone.utc
+DAY = parse_bar_size("1 day")
+# Tuesday 2026-11-24, 17:00 New York: after that day's close.
+NOW = datetime(2026, 11, 24, 17, 0, tzinfo=NY)
+LAST_CLOSE = datetime(2026, 11, 24, 16, 0, tzinfo=NY)
+
+
+# --- bar sizes -----------------------------------------------------------------------------------------
+
+
+def test_bar_sizes_are_normalised_to_ibkr_spelling_and_unknown_ones_rejected():
+    assert parse_bar_size("1 day").text == "1 day"
+    assert parse_bar_size("1 days").text == "1 day"
+    assert parse_bar_size("5 min").text == "5 mins"
+    assert parse_bar_size("1 mins").text == "1 min"
+    assert parse_bar_size("1h").text == "1 hour"
+    assert parse_bar_size("30 secs").strict_pacing and not parse_bar_size("1 min").strict_pacing
+    with pytest.raises(BarSizeError, match="IBKR's bar sizes are"):
+        parse_bar_size("7 mins")
+    with pytest.raises(BarSizeError):
+        parse_bar_size("daily")
+
+
+def test_daily_durations_up_to_365_days_are_days_and_longer_ones_whole_years():
+    end = datetime(2026, 11, 24, 17, 0, tzinfo=NY)
+    assert daily_duration(end - timedelta(days=10), end) == "11 D"
+    assert daily_duration(end - timedelta(days=363), end) == "364 D"
+    start_12m = datetime.combine(months_before(end.date(), 12), time(0), NY)
+    assert daily_duration(start_12m, end) == "1 Y"  # 366 days: must be years, and 1 Y reaches back 12 months
+    start_24m = datetime.combine(months_before(end.date(), 24), time(0), NY)
+    assert daily_duration(start_24m, end) == "2 Y"
+    assert daily_duration(start_24m - timedelta(days=1), end) == "3 Y"
+
+
+def test_months_before_clamps_to_the_end_of_the_month():
+    assert months_before(date(2026, 3, 31), 1) == date(2026, 2, 28)
+    assert months_before(date(2026, 11, 24), 12) == date(2025, 11, 24)
+    assert months_before(date(2024, 2, 29), 12) == date(2023, 2, 28)
+
+
+# --- planner -------------------------------------------------------------------------------------------
+
+
+def ctx(**overrides) -> PlanContext:
+    values = {"now": NOW, "last_close": LAST_CLOSE, "bar_size": DAY, "months": 12}
+    values.update(overrides)
+    return PlanContext(**values)
+
+
+def test_an_empty_warehouse_asks_for_the_whole_window_in_one_request():
+    plan = plan_symbol("AAPL", Coverage(), ctx())
+    assert len(plan.requests) == 1
+    request = plan.requests[0]
+    assert request.end is None and request.end_text == "" and request.duration == "1 Y"
+    assert plan.requested_start == datetime(2025, 11, 24, tzinfo=NY)
+    assert "nothing in the warehouse" in plan.reason
+
+
+def test_a_symbol_checked_after_the_last_close_costs_no_request():
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 24, tzinfo=NY),
+        covered_from=datetime(2025, 11, 24, tzinfo=NY),
+        checked_at=LAST_CLOSE + timedelta(minutes=30),
+    )
+    plan = plan_symbol("AAPL", coverage, ctx())
+    assert plan.current and plan.requests == ()
+    assert plan.reason.startswith("current")
+
+
+def test_a_symbol_with_new_sessions_asks_only_for_them_plus_an_overlap():
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 20, tzinfo=NY),  # Friday
+        covered_from=datetime(2025, 11, 1, tzinfo=NY),
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+    )
+    plan = plan_symbol("AAPL", coverage, ctx())
+    assert len(plan.requests) == 1
+    assert plan.requested_start == datetime(2026, 11, 13, tzinfo=NY)  # one week of overlap
+    assert plan.requests[0].duration == "13 D"
+    assert "overlap 7 days" in plan.reason
+
+
+def test_a_longer_window_than_covered_is_backfilled_and_full_refresh_ignores_coverage():
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 24, tzinfo=NY),
+        covered_from=datetime(2025, 11, 24, tzinfo=NY),
+        checked_at=LAST_CLOSE + timedelta(hours=1),
+    )
+    backfill = plan_symbol("AAPL", coverage, ctx(months=24))
+    assert backfill.requests[0].duration == "2 Y" and "backfill" in backfill.reason
+    refresh = plan_symbol("AAPL", coverage, ctx(full_refresh=True))
+    assert refresh.requests[0].duration == "1 Y" and "full refresh" in refresh.reason
+
+
+def test_adjusted_bars_are_fetched_whole_when_anything_is_new():
+    stale = Coverage(
+        last_bar_time=datetime(2026, 11, 20, tzinfo=NY),
+        covered_from=datetime(2025, 11, 1, tzinfo=NY),
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+    )
+    plan = plan_symbol("AAPL", stale, ctx(rewrites_history=True))
+    assert plan.requests[0].duration == "1 Y" and "dividend" in plan.reason
+    fresh = Coverage(stale.last_bar_time, stale.covered_from, checked_at=LAST_CLOSE + timedelta(minutes=1))
+    assert plan_symbol("AAPL", fresh, ctx(rewrites_history=True)).current
+
+
+def test_a_symbol_that_had_no_data_is_current_until_the_next_close():
+    coverage = Coverage(covered_from=datetime(2025, 11, 24, tzinfo=NY), checked_at=LAST_CLOSE + timedelta(minutes=5))
+    assert plan_symbol("NEWCO", coverage, ctx()).current
+    stale = Coverage(covered_from=datetime(2025, 11, 24, tzinfo=NY), checked_at=LAST_CLOSE - timedelta(days=1))
+    assert not plan_symbol("NEWCO", stale, ctx()).current
+
+
+def test_intraday_windows_are_paged_with_explicit_ends_that_meet_exactly():
+    five = parse_bar_size("5 mins")
+    plan = plan_symbol("AAPL", Coverage(), ctx(bar_size=five, months=1))
+    pages = plan.requests
+    assert all(p.duration == "7 D" and p.end is not None for p in pages)
+    assert len(pages) == 5  # 31 days in pages of 7
+    for newer, older in zip(pages, pages[1:], strict=False):
+        assert older.end == newer.end - timedelta(days=7)
+    assert pages[0].end == NOW and pages[-1].start == datetime(2026, 10, 24, tzinfo=NY)
+    assert pages[0].end_text == "20261124 22:00:00 UTC"
+    seconds = plan_symbol("AAPL", Coverage(), ctx(bar_size=parse_bar_size("30 secs"), months=1)).requests
+    assert seconds[0].duration == "28800 S" and len(seconds) == 96  # 31 days 17 hours in 8-hour pages
+
+
+def test_last_completed_close_uses_the_nyse_calendar():
+    # Thanksgiving 2026 is Thursday 26 November; the Friday after is a half day (13:00).
+    thanksgiving = datetime(2026, 11, 26, 12, 0, tzinfo=NY)
+    assert last_completed_close(thanksgiving) == datetime(2026, 11, 25, 16, 0, tzinfo=NY)
+    assert last_completed_close(datetime(2026, 11, 27, 14, 0, tzinfo=NY)) == datetime(2026, 11, 27, 13, 0, tzinfo=NY)
+    assert last_completed_close(datetime(2026, 11, 24, 15, 0, tzinfo=NY), use_rth=False) == datetime(
+        2026, 11, 23, 20, 0, tzinfo=NY
+    )
+
+
+# --- pacing limiter ------------------------------------------------------------------------------------
+
+
+def key(contract: str = "265598", end: str = "", duration: str = "1 Y", what: str = "TRADES") -> RequestKey:
+    return RequestKey(contract, "SMART", what, end, duration, "1 day", True)
+
+
+def send(limiter: PacingLimiter, keys: list[RequestKey], start: float = 0.0) -> list[float]:
+    """Send requests one after another as early as the limiter allows; returns the send times."""
+    now, times = start, []
+    for k in keys:
+        now += limiter.delay(k, now)
+        limiter.record(k, now)
+        times.append(now)
+    return times
+
+
+def test_identical_requests_are_15_seconds_apart():
+    limiter = PacingLimiter(PacingPolicy(), clock=lambda: 0.0)
+    times = send(limiter, [key(), key(), key(duration="2 Y")])
+    assert times[1] - times[0] >= 15.0
+    assert times[2] == times[1]  # a different request is not held back
+
+
+def test_at_most_five_requests_per_contract_in_two_seconds():
+    limiter = PacingLimiter(PacingPolicy(), clock=lambda: 0.0)
+    times = send(limiter, [key(end=f"2026010{i} 00:00:00 UTC") for i in range(1, 10)])
+    for i in range(5, len(times)):
+        assert times[i] - times[i - 5] > 2.0, "6 requests for one contract within 2 s"
+    assert times[4] < 0.5  # the first five go at once
+
+
+def test_strict_mode_keeps_to_60_requests_in_ten_minutes_and_default_mode_does_not_apply_it():
+    strict = PacingLimiter(PacingPolicy.for_bar_size(parse_bar_size("30 secs")), clock=lambda: 0.0)
+    assert strict.policy.strict
+    times = send(strict, [key(contract=str(i)) for i in range(130)])
+    for i in range(60, len(times)):
+        assert times[i] - times[i - 60] > 600.0
+    assert times[-1] > 1200.0
+    daily = PacingLimiter(PacingPolicy.for_bar_size(DAY), clock=lambda: 0.0)
+    assert not daily.policy.strict
+    assert send(daily, [key(contract=str(i)) for i in range(130)])[-1] < 5.0
+    forced = PacingPolicy.for_bar_size(DAY, strict=True)
+    assert forced.strict
+
+
+def test_requests_are_spaced_below_the_client_throttle_of_45_per_second():
+    limiter = PacingLimiter(PacingPolicy(), clock=lambda: 0.0)
+    times = send(limiter, [key(contract=str(i)) for i in range(200)])
+    for i in range(45, len(times)):
+        assert times[i] - times[i - 45] > 1.0
+    assert times[-1] < 200 / 42 + 1.5
+
+
+def test_a_cooldown_holds_back_new_historical_requests():
+    now = [100.0]
+    limiter = PacingLimiter(PacingPolicy(), clock=lambda: now[0])
+    limiter.cooldown(5.0)
+    assert limiter.delay(key(), 100.0) == pytest.approx(5.0)
+    assert limiter.delay(None, 100.0) == 0.0  # contract details are not historical requests
+
+
+def test_no_more_than_max_open_requests_are_open_at_once():
+    async def scenario() -> int:
+        limiter = PacingLimiter(PacingPolicy(max_open=3, message_rate=1000))
+        peak = 0
+
+        async def request(i: int) -> None:
+            nonlocal peak
+            async with limiter.historical(key(contract=str(i))):
+                peak = max(peak, limiter.open_requests)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(request(i) for i in range(12)))
+        return peak
+
+    assert asyncio.run(scenario()) == 3
+    with pytest.raises(ValueError, match="at most 50"):
+        PacingPolicy(max_open=51)
+
+
+# --- settings ------------------------------------------------------------------------------------------
+
+
+def test_ibkr_settings_from_config_with_defaults_and_clear_errors():
+    assert IbkrSettings.from_config({}) == IbkrSettings(host="127.0.0.1", port=4002, client_id=17)
+    settings = IbkrSettings.from_config({"IBKR_HOST": "10.0.0.5", "IBKR_PORT": "7497", "IBKR_CLIENT_ID": "3"})
+    assert (settings.host, settings.port, settings.client_id) == ("10.0.0.5", 7497, 3)
+    with pytest.raises(IbkrConfigError, match="IBKR_PORT"):
+        IbkrSettings.from_config({"IBKR_PORT": "gateway"})
+    with pytest.raises(IbkrConfigError, match="IBKR_REQUEST_TIMEOUT"):
+        IbkrSettings.from_config({"IBKR_REQUEST_TIMEOUT": "0"})
+
+
+# --- bars as landed ------------------------------------------------------------------------------------
+
+
+def test_daily_bars_land_at_new_york_midnight_of_their_session_and_intraday_at_their_instant():
+    ref = ContractRef("AAPL", 265598, "NASDAQ")
+    daily = Outcome("ok", [SourceBar(date(2026, 11, 24), 1.0, 2.0, 0.5, 1.5, 100.0, 1.2, 7)])
+    (bar,) = to_raw_bars(ref, [daily])
+    assert bar.bar_time == datetime(2026, 11, 24, 0, 0, tzinfo=NY) and bar.session_date == date(2026, 11, 24)
+    assert (bar.con_id, bar.exchange, bar.currency, bar.wap, bar.bar_count) == (265598, "NASDAQ", "USD", 1.2, 7)
+    late = datetime(2026, 11, 25, 0, 30, tzinfo=UTC)  # 19:30 New York on the 24th (after hours)
+    page1 = Outcome("ok", [SourceBar(late, 1, 1, 1, 1, 1, 1, 1)])
+    page2 = Outcome(
+        "ok", [SourceBar(late, 1, 1, 1, 1, 1, 1, 1), SourceBar(late - timedelta(hours=1), 2, 2, 2, 2, 2, 2, 2)]
+    )
+    rows = to_raw_bars(ref, [page1, page2])
+    assert [r.session_date for r in rows] == [date(2026, 11, 24)] * 2  # the repeated bar is kept once
+    assert rows[0].bar_time < rows[1].bar_time
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+def test_cli_symbols_override_the_watchlist_keep_its_exchanges_and_limit_applies():
+    parser = build_parser()
+    args = parser.parse_args(["--symbols", "aapl,brk.b", "NEWCO", "--limit", "2"])
+    entries = _select_entries(args)
+    assert [(e.symbol, e.primary_exchange) for e in entries] == [("AAPL", "NASDAQ"), ("BRK B", "NYSE")]
+    defaults = parser.parse_args([])
+    assert (defaults.source, defaults.months, defaults.bar_size, defaults.what_to_show, defaults.rth) == (
+        "ibkr",
+        12,
+        "1 day",
+        "TRADES",
+        True,
+    )
+    assert parser.parse_args(["--no-rth", "--what-to-show", "adjusted_last"]).what_to_show == "ADJUSTED_LAST"
+    with pytest.raises(ValueError, match="invalid symbol"):
+        _select_entries(parser.parse_args(["--symbols", "DROP;TABLE"]))
