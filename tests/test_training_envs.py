@@ -1,0 +1,285 @@
+"""The two trading environments: the fill rule by hand, parity, the env checkers, episode bounds and leakage."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from training.envs import ENV_KINDS, EnvSettings, make_env
+from training.envs.fill_rule import Position
+from training.envs.tensortrade_env import build_tensortrade_env
+from training.market_data import FeatureScaler, SymbolSeries, build_series
+from training.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart
+
+FEATURES = list(FEATURE_LOOKBACKS)
+SETTINGS = EnvSettings.from_bps(window=10, initial_cash=10_000.0, commission_bps=10.0, slippage_bps=5.0,
+                                observation_clip=10.0)
+
+
+@pytest.fixture(scope="module")
+def mart() -> pd.DataFrame:
+    return synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
+
+
+def series_of(frame: pd.DataFrame, split: str = "train", scaler: FeatureScaler | None = None) -> list[SymbolSeries]:
+    scaler = scaler or FeatureScaler.fit(frame[frame["split"] == "train"], FEATURES, clip=10.0)
+    return build_series(frame, split, scaler)
+
+
+def tiny_series() -> SymbolSeries:
+    """Five sessions with distinct opens and closes, so a fill at the wrong price cannot go unnoticed."""
+    return SymbolSeries(
+        symbol="TEST",
+        split="train",
+        dates=np.array(["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08"], dtype="datetime64[D]"),
+        open=np.array([10.0, 11.0, 12.0, 13.0, 14.0]),
+        close=np.array([10.5, 11.5, 12.5, 13.5, 14.5]),
+        features=np.arange(10, dtype=np.float32).reshape(5, 2) / 10,
+    )
+
+
+def run_episode(env, actions, symbol: str | None = None):  # noqa: ANN001
+    """Observations, rewards and infos of one episode driven by ``actions`` (cycled)."""
+    obs, info = env.reset(seed=0, options={"symbol": symbol} if symbol else None)
+    observations, rewards, infos = [obs], [], [info]
+    done, step = False, 0
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(actions[step % len(actions)])
+        observations.append(obs)
+        rewards.append(reward)
+        infos.append(info)
+        done, step = terminated or truncated, step + 1
+    return observations, np.array(rewards), infos
+
+
+@pytest.mark.parametrize("kind", ENV_KINDS)
+def test_fill_rule_by_hand(kind: str) -> None:
+    """Long at t fills at open[t+1]*(1+slippage), marks at close[t+1]; flat fills at open*(1-slippage)."""
+    commission, slippage, cash = 0.001, 0.002, 1_000.0
+    settings = EnvSettings(window=2, initial_cash=cash, commission=commission, slippage=slippage)
+    env = make_env(kind, [tiny_series()], settings)
+    _, info = env.reset(seed=0)
+    assert info["session_index"] == 1 and info["net_worth"] == cash and info["position"] == Position.FLAT
+
+    # Decide long at session 1: buy at the open of session 2, mark at its close.
+    _, reward, terminated, truncated, info = env.step(Position.LONG)
+    shares = cash * (1 - commission) / (12.0 * (1 + slippage))
+    assert info["session_index"] == 2 and info["position"] == Position.LONG
+    assert info["net_worth"] == pytest.approx(shares * 12.5, rel=1e-12)
+    assert reward == pytest.approx(math.log(shares * 12.5 / cash), rel=1e-12)
+    assert not terminated and not truncated
+
+    # Hold through session 3.
+    _, reward, _, truncated, info = env.step(Position.LONG)
+    assert info["net_worth"] == pytest.approx(shares * 13.5, rel=1e-12)
+    assert reward == pytest.approx(math.log(13.5 / 12.5), rel=1e-12)
+    assert not truncated
+
+    # Decide flat at session 3: sell at the open of session 4; the data ends there (N - window = 3 steps).
+    _, reward, terminated, truncated, info = env.step(Position.FLAT)
+    proceeds = shares * (1 - commission) * (14.0 * (1 - slippage))
+    assert info["net_worth"] == pytest.approx(proceeds, rel=1e-12)
+    assert reward == pytest.approx(math.log(proceeds / (shares * 13.5)), rel=1e-12)
+    assert info["session_index"] == 4 and info["position"] == Position.FLAT
+    assert truncated and not terminated
+
+
+@pytest.mark.parametrize("kind", ENV_KINDS)
+def test_observation_is_the_window_ending_at_the_decision_session(kind: str) -> None:
+    series = tiny_series()
+    env = make_env(kind, [series], EnvSettings(window=3))
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, np.append(series.features[0:3].ravel(), 0.0).astype(np.float32))
+    obs, *_ = env.step(Position.LONG)
+    np.testing.assert_array_equal(obs, np.append(series.features[1:4].ravel(), 1.0).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "commission_bps, slippage_bps, initial_cash",
+    [(0.0, 0.0, 10_000.0), (1.0, 5.0, 10_000.0), (25.0, 50.0, 10_000.0), (1.0, 5.0, 1e8)],
+)
+def test_native_and_tensortrade_agree(
+    mart: pd.DataFrame, commission_bps: float, slippage_bps: float, initial_cash: float
+) -> None:
+    """Same actions on the same data: same observations, net-worth path and rewards (relative error < 1e-9)."""
+    settings = EnvSettings.from_bps(10, initial_cash, commission_bps, slippage_bps, 10.0)
+    series = series_of(mart)
+    native, tensortrade = make_env("native", series, settings), make_env("tensortrade", series, settings)
+    rng = np.random.default_rng(5)
+    action_sequences = {
+        "random": rng.integers(0, 2, 500).tolist(),
+        "alternating": [1, 0],
+        "buy_and_hold": [1],
+        "flat": [0],
+        "runs": [1, 1, 1, 0, 0, 1, 0, 0, 0, 1],
+    }
+    for name, actions in action_sequences.items():
+        for symbol in (s.symbol for s in series):
+            obs_a, rewards_a, infos_a = run_episode(native, actions, symbol)
+            obs_b, rewards_b, infos_b = run_episode(tensortrade, actions, symbol)
+            assert len(rewards_a) == len(rewards_b) == len(series[0]) - settings.window
+            for a, b in zip(obs_a, obs_b, strict=True):
+                np.testing.assert_array_equal(a, b)
+            worth_a = np.array([info["net_worth"] for info in infos_a])
+            worth_b = np.array([info["net_worth"] for info in infos_b])
+            assert np.max(np.abs(worth_a / worth_b - 1)) < 1e-9, (name, symbol)
+            assert np.max(np.abs(rewards_a - rewards_b)) < 1e-9, (name, symbol)
+            assert [i["position"] for i in infos_a] == [i["position"] for i in infos_b]
+            assert [i["session_index"] for i in infos_a] == [i["session_index"] for i in infos_b]
+
+
+def test_both_sample_the_same_symbols_from_the_same_seed(mart: pd.DataFrame) -> None:
+    series = series_of(mart)
+    native, tensortrade = make_env("native", series, SETTINGS), make_env("tensortrade", series, SETTINGS)
+    picks = {
+        kind: [env.reset(seed=seed)[1]["symbol"] for seed in range(20)]
+        for kind, env in (("native", native), ("tensortrade", tensortrade))
+    }
+    assert picks["native"] == picks["tensortrade"]
+    assert len(set(picks["native"])) > 1  # the seed actually chooses
+
+
+def _checked_without_warnings(env) -> list[str]:  # noqa: ANN001
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gymnasium_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+    return [str(warning.message) for warning in caught]
+
+
+@pytest.mark.parametrize("kind", ENV_KINDS)
+def test_env_checkers_pass_without_warnings(mart: pd.DataFrame, kind: str) -> None:
+    env = make_env(kind, series_of(mart), SETTINGS)
+    assert _checked_without_warnings(env) == []
+    assert np.all(np.isfinite(env.observation_space.low)) and np.all(np.isfinite(env.observation_space.high))
+
+
+def test_patched_tensortrade_env_itself_passes_the_checkers(mart: pd.DataFrame) -> None:
+    """The TradingEnv subclass (render_mode, close, bounds, flat observations fixed), not only our wrapper."""
+    env = build_tensortrade_env(series_of(mart)[0], SETTINGS)
+    assert env.render_mode is None
+    assert _checked_without_warnings(env) == []
+    env.close()  # upstream raises AttributeError without a plotter
+
+
+def test_tensortrade_envs_in_one_process_keep_their_own_clocks(mart: pd.DataFrame) -> None:
+    """Upstream shares one global clock between environments; interleaved stepping must not change results."""
+    series = series_of(mart)
+    alone = make_env("tensortrade", series, SETTINGS)
+    _, rewards_alone, _ = run_episode(alone, [1, 0, 0, 1], series[0].symbol)
+    first, second = make_env("tensortrade", series, SETTINGS), make_env("tensortrade", series, SETTINGS)
+    first.reset(seed=0, options={"symbol": series[0].symbol})
+    second.reset(seed=0, options={"symbol": series[1].symbol})
+    rewards, done, step = [], False, 0
+    while not done:
+        _, reward, _, done, info = first.step([1, 0, 0, 1][step % 4])
+        second.step(step % 2)
+        rewards.append(reward)
+        step += 1
+    assert first._env.clock.step == step and second._env.clock.step == step  # noqa: SLF001
+    np.testing.assert_allclose(rewards, rewards_alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ENV_KINDS)
+def test_changing_the_target_changes_no_observation(mart: pd.DataFrame, kind: str) -> None:
+    scrambled = mart.copy()
+    scrambled[TARGET] = np.random.default_rng(0).normal(0, 1, len(mart))  # a target that would be a perfect tip
+    actions = np.random.default_rng(1).integers(0, 2, 300).tolist()
+    for split in ("train", "validation"):
+        original_env = make_env(kind, series_of(mart, split), SETTINGS)
+        scrambled_env = make_env(kind, series_of(scrambled, split), SETTINGS)
+        for symbol in mart["symbol"].unique():
+            obs_a, rewards_a, _ = run_episode(original_env, actions, symbol)
+            obs_b, rewards_b, _ = run_episode(scrambled_env, actions, symbol)
+            for a, b in zip(obs_a, obs_b, strict=True):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(rewards_a, rewards_b)
+
+
+def _perturb_after(frame: pd.DataFrame, split: str, symbol: str, cutoff: np.datetime64) -> pd.DataFrame:
+    """Every column of the symbol's rows after ``cutoff`` in ``split`` replaced by something else."""
+    changed = frame.copy()
+    later = (changed["symbol"] == symbol) & (changed["split"] == split) & (
+        pd.to_datetime(changed["session_date"]).to_numpy(dtype="datetime64[D]") > cutoff
+    )
+    rng = np.random.default_rng(2)
+    for column in [*FEATURES, "open", "high", "low", "close", "volume", TARGET]:
+        changed.loc[later, column] = changed.loc[later, column] * rng.uniform(0.5, 1.5, int(later.sum())) + 0.01
+    return changed
+
+
+@pytest.mark.parametrize("kind", ENV_KINDS)
+def test_a_later_bar_changes_no_observation_at_or_before_its_session(mart: pd.DataFrame, kind: str) -> None:
+    """Perturb all bars after session t; observations and rewards up to t are identical.
+
+    On validation the whole pipeline is rerun on the perturbed mart (scaler fitted on train, as in training).
+    On train the scaler is held fixed: it is fitted on the train split like the policy's weights, but the
+    environment itself must still be causal.
+    """
+    actions = np.random.default_rng(3).integers(0, 2, 300).tolist()
+    original_scaler = FeatureScaler.fit(mart[mart["split"] == "train"], FEATURES, clip=10.0)
+    for split in ("validation", "train"):
+        symbol = str(mart["symbol"].iloc[0])
+        dates = series_of(mart, split)[0].dates
+        for t in (SETTINGS.window - 1, SETTINGS.window + 4, len(dates) - 3):
+            changed = _perturb_after(mart, split, symbol, dates[t])
+            scaler = None if split == "validation" else original_scaler
+            obs_a, rewards_a, infos_a = run_episode(make_env(kind, series_of(mart, split, scaler), SETTINGS), actions,
+                                                    symbol)
+            obs_b, rewards_b, infos_b = run_episode(make_env(kind, series_of(changed, split, scaler), SETTINGS),
+                                                    actions, symbol)
+            sessions = [info["session_index"] for info in infos_a]
+            upto = sessions.index(t) + 1  # observations of sessions <= t (the reset one is session window-1)
+            for a, b in zip(obs_a[:upto], obs_b[:upto], strict=True):
+                np.testing.assert_array_equal(a, b)
+            # Rewards of the steps that end at or before t (those fill and mark within sessions <= t).
+            np.testing.assert_array_equal(rewards_a[: upto - 1], rewards_b[: upto - 1])
+            # ...and the perturbation is visible right after t, so the comparison above can fail.
+            assert not np.array_equal(obs_a[upto], obs_b[upto])
+
+
+def test_series_never_carry_the_target(mart: pd.DataFrame) -> None:
+    scaler = FeatureScaler.fit(mart[mart["split"] == "train"], FEATURES, clip=10.0)
+    assert TARGET not in scaler.feature_names
+    assert series_of(mart)[0].features.shape[1] == len(FEATURES)
+
+
+def test_features_are_clipped_to_the_observation_bounds(mart: pd.DataFrame) -> None:
+    extreme = mart.copy()
+    extreme.loc[extreme.index[5], "volume_zscore_20"] = 1e9
+    series = series_of(extreme, scaler=FeatureScaler.fit(mart[mart["split"] == "train"], FEATURES, clip=3.0))
+    env = make_env("native", series, EnvSettings(window=10, observation_clip=3.0))
+    observations, _, _ = run_episode(env, [1, 0], series[0].symbol)
+    assert all(env.observation_space.contains(obs) for obs in observations)
+    assert max(float(np.max(obs[:-1])) for obs in observations) == pytest.approx(3.0)
+
+
+def test_series_too_short_for_the_window_are_rejected() -> None:
+    with pytest.raises(ValueError, match="shorter than window"):
+        make_env("native", [tiny_series()], EnvSettings(window=5))
+
+
+def test_subprocess_and_in_process_vector_envs_see_the_same_episodes(mart: pd.DataFrame) -> None:
+    """--vec-env subproc is a drop-in for the default: with the same seeds the copies replay the same data."""
+    from training.ppo import make_vec_env
+
+    series = series_of(mart)
+    observations = {}
+    for vec_env in ("dummy", "subproc"):
+        env = make_vec_env("native", series, SETTINGS, n_envs=2, vec_env=vec_env)
+        try:
+            env.seed(7)
+            trajectory = [env.reset()]
+            for step in range(80):
+                obs, _, _, _ = env.step(np.array([step % 2, 1]))
+                trajectory.append(obs)
+            observations[vec_env] = np.stack(trajectory)
+        finally:
+            env.close()
+    np.testing.assert_array_equal(observations["dummy"], observations["subproc"])

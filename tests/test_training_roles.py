@@ -1,0 +1,74 @@
+"""The training job reads as ``trainer``: it can read the marts, never raw; it owns ml, analysts read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from training.features import read_mart_schema
+from training.mart import read_mart, trainer_connection
+from training.results_store import ensure_tables
+from training.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
+from warehouse_db import connect
+from warehouse_db.settings import ConnectionSettings
+
+
+@pytest.fixture
+def mart_warehouse(warehouse: ConnectionSettings) -> ConnectionSettings:
+    """The conftest's database (provisioned; raw landing tables created as loader) plus a synthetic mart."""
+    with connect(warehouse) as conn:
+        write_mart(conn, synthetic_mart(n_symbols=2, n_sessions=200, seed=41))
+        conn.execute("set role loader")
+        conn.execute("create table raw.training_probe (secret text)")
+        conn.execute("insert into raw.training_probe values ('raw rows are not for training')")
+        conn.commit()
+    return warehouse
+
+
+@pytest.mark.parametrize("table", ["raw.training_probe", "raw.ibkr_bars"])
+def test_trainer_cannot_read_raw(mart_warehouse: ConnectionSettings, table: str) -> None:
+    with trainer_connection(mart_warehouse) as conn:
+        assert conn.execute("select current_user").fetchone() == ("trainer",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"select * from {table} limit 1")
+
+
+def test_the_mart_reader_reads_as_trainer(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
+    """With trainer's SELECT revoked the reader fails, although the login user (a superuser here) could read."""
+    schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
+    assert read_mart(mart_warehouse, schema).symbols == ("SYM000", "SYM001")
+    with connect(mart_warehouse) as conn:
+        conn.execute("revoke select on marts.training_bars from trainer")
+        conn.commit()
+        assert conn.execute("select count(*) > 0 from marts.training_bars").fetchone() == (True,)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        read_mart(mart_warehouse, schema)
+
+
+def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: ConnectionSettings) -> None:
+    ensure_tables(mart_warehouse)
+    with connect(mart_warehouse) as conn:
+        owners = dict(conn.execute(
+            "select tablename, tableowner from pg_tables where schemaname = 'ml' order by tablename"
+        ).fetchall())
+    assert owners == {"equity_curves": "trainer", "evaluation_metrics": "trainer", "training_runs": "trainer"}
+    with connect(mart_warehouse, role="analyst") as conn:
+        for table in owners:
+            assert conn.execute(f"select count(*) from ml.{table}").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("delete from ml.training_runs")
+
+
+def test_trainer_sees_only_what_it_was_granted(mart_warehouse: ConnectionSettings) -> None:
+    with trainer_connection(mart_warehouse) as conn:
+        readable = {
+            row[0]
+            for row in conn.execute(
+                "select table_schema from information_schema.tables "
+                "where has_table_privilege(format('%I.%I', table_schema, table_name), 'select') "
+                "and table_schema not in ('pg_catalog', 'information_schema')"
+            )
+        }
+    assert readable <= {"marts", "ml"} and "marts" in readable

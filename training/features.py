@@ -1,0 +1,101 @@
+"""The mart's feature list, read from the one place that defines it: the dbt YAML of ``marts.training_bars``.
+
+Each column in that YAML carries ``meta: {role: feature, lookback_sessions: N}`` (a feature the agent may observe),
+``meta: {role: target}`` (what the next session did; never observed) or no role (keys, prices, split). dbt 1.10+
+also accepts ``config: {meta: ...}``; both spellings are read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from warehouse_db.settings import REPO_ROOT
+
+MART_MODEL = "training_bars"
+DEFAULT_MART_YAML = REPO_ROOT / "warehouse" / "models" / "marts" / "training_bars.yml"
+
+FEATURE_ROLE = "feature"
+TARGET_ROLE = "target"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One observable column of the mart."""
+
+    name: str
+    lookback_sessions: int | None
+    """How many sessions (including the current one) the feature looks back over, as the YAML states it."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MartSchema:
+    """What the training job needs to know about the mart's columns."""
+
+    features: tuple[FeatureSpec, ...]
+    target: str
+    source: Path
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+    @property
+    def longest_lookback(self) -> int:
+        """The longest feature lookback: the minimum embargo between splits (design.md, leakage rules)."""
+        lookbacks = [feature.lookback_sessions for feature in self.features if feature.lookback_sessions is not None]
+        return max(lookbacks, default=0)
+
+
+class MartSchemaError(ValueError):
+    """The mart YAML is missing or does not describe features and a target the way the contract needs."""
+
+
+def _column_meta(column: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(column.get("meta") or {})
+    meta.update((column.get("config") or {}).get("meta") or {})
+    return meta
+
+
+def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) -> MartSchema:
+    """Parse the feature and target columns of ``model`` from its dbt schema YAML, in the order listed."""
+    path = Path(path)
+    if not path.exists():
+        raise MartSchemaError(
+            f"{path} does not exist: the feature list of marts.{model} is read from its dbt YAML "
+            "(build the warehouse project first, or pass --mart-yaml)"
+        )
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    models = [entry for entry in document.get("models") or [] if entry.get("name") == model]
+    if not models:
+        raise MartSchemaError(f"{path} has no model named {model!r}")
+
+    features: list[FeatureSpec] = []
+    targets: list[str] = []
+    for column in models[0].get("columns") or []:
+        meta = _column_meta(column)
+        role = meta.get("role")
+        if role == FEATURE_ROLE:
+            lookback = meta.get("lookback_sessions")
+            features.append(
+                FeatureSpec(
+                    name=column["name"],
+                    lookback_sessions=int(lookback) if lookback is not None else None,
+                    description=str(column.get("description") or "").strip(),
+                )
+            )
+        elif role == TARGET_ROLE:
+            targets.append(column["name"])
+
+    if not features:
+        raise MartSchemaError(f"{path}: no column of {model} has meta.role = {FEATURE_ROLE!r}")
+    if len(targets) != 1:
+        raise MartSchemaError(f"{path}: expected exactly one column with meta.role = {TARGET_ROLE!r}, found {targets}")
+    names = [feature.name for feature in features]
+    if len(set(names)) != len(names):
+        raise MartSchemaError(f"{path}: a feature column is listed twice: {names}")
+    return MartSchema(features=tuple(features), target=targets[0], source=path)

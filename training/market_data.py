@@ -1,0 +1,97 @@
+"""From mart rows to what an environment consumes: one ``SymbolSeries`` per symbol and split.
+
+Features are standardised with statistics of the **train split only** (a fitted parameter of the agent, like its
+weights, stored in the run folder) and clipped, so observations have finite bounds. The target column never enters
+a series: only the feature columns named by the mart YAML do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class SymbolSeries:
+    """The sessions of one symbol in one split, in date order, as arrays an environment indexes by session."""
+
+    symbol: str
+    split: str
+    dates: np.ndarray
+    """datetime64[D] session dates."""
+    open: np.ndarray
+    """float64 opens: the fill prices (see envs/fill_rule.py)."""
+    close: np.ndarray
+    """float64 closes: the marking prices."""
+    features: np.ndarray
+    """float32 (sessions, features): standardised, clipped feature rows; row t uses only bars <= t."""
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+@dataclass(frozen=True)
+class FeatureScaler:
+    """Per-feature standardisation fitted on the train split: ``clip((x - mean) / std, -clip, clip)``."""
+
+    feature_names: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float
+
+    @classmethod
+    def fit(cls, train_rows: pd.DataFrame, feature_names: list[str], clip: float) -> FeatureScaler:
+        if train_rows.empty:
+            raise ValueError("cannot fit the feature scaler: the train split has no rows")
+        values = train_rows[feature_names].to_numpy(dtype=np.float64)
+        mean = values.mean(axis=0)
+        std = values.std(axis=0)
+        # A constant feature carries no information; dividing by 1 keeps it finite instead of NaN.
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls(tuple(feature_names), mean, std, float(clip))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        scaled = (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {
+            "feature_names": list(self.feature_names),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "clip": self.clip,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureScaler:
+        return cls(tuple(data["feature_names"]), np.array(data["mean"]), np.array(data["std"]), float(data["clip"]))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureScaler:
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def build_series(frame: pd.DataFrame, split: str, scaler: FeatureScaler) -> list[SymbolSeries]:
+    """One series per symbol of ``split``, sorted by symbol then session date."""
+    rows = frame[frame["split"] == split].sort_values(["symbol", "session_date"], kind="mergesort")
+    feature_names = list(scaler.feature_names)
+    series = []
+    for symbol, group in rows.groupby("symbol", sort=True):
+        series.append(
+            SymbolSeries(
+                symbol=str(symbol),
+                split=split,
+                dates=pd.to_datetime(group["session_date"]).to_numpy(dtype="datetime64[D]"),
+                open=group["open"].to_numpy(dtype=np.float64),
+                close=group["close"].to_numpy(dtype=np.float64),
+                features=scaler.transform(group[feature_names].to_numpy(dtype=np.float64)),
+            )
+        )
+    return series

@@ -1,0 +1,161 @@
+"""Read ``marts.training_bars`` as the ``trainer`` role, fingerprint what was read, and find who built it.
+
+The training job reads nothing else: the trainer role can SELECT the marts and nothing upstream of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from psycopg import sql
+
+import warehouse_db
+from training.features import MART_MODEL, MartSchema
+from warehouse_db import schemas
+from warehouse_db.settings import ConnectionSettings
+
+logger = logging.getLogger(__name__)
+
+MART_TABLE = MART_MODEL
+KEY_COLUMNS = ("symbol", "session_date")
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+SPLIT_COLUMN = "split"
+TEXT_COLUMNS = ("symbol", SPLIT_COLUMN)
+
+
+def mart_columns(schema: MartSchema) -> list[str]:
+    """The columns the job reads and the contract checks, in a fixed order (extra mart columns are ignored)."""
+    return [*KEY_COLUMNS, *PRICE_COLUMNS, *schema.feature_names, schema.target, SPLIT_COLUMN]
+
+
+@dataclass(frozen=True)
+class MartSnapshot:
+    """The mart rows a run used (all splits of the selected symbols), sorted by symbol and session date."""
+
+    frame: pd.DataFrame
+    content_hash: str
+    symbols: tuple[str, ...]
+
+    @property
+    def row_count(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class DbtProvenance:
+    """Which dbt invocation last wrote target/run_results.json (null fields when the file is absent)."""
+
+    invocation_id: str | None
+    generated_at: str | None
+    built_training_bars: bool | None
+    """Whether that invocation's results include the training_bars model (False: the file is from another command)."""
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def trainer_connection(settings: ConnectionSettings):  # noqa: ANN201 - psycopg.Connection
+    """A connection acting as the trainer role (never anything with more privileges)."""
+    return warehouse_db.connect(settings, role=schemas.TRAINER_ROLE)
+
+
+class SymbolSelectionError(ValueError):
+    """The configured symbols are not (all) in the mart."""
+
+
+def select_symbols(available: Sequence[str], wanted: Sequence[str] = (), limit: int | None = None) -> tuple[str, ...]:
+    """``wanted`` (or all ``available``), sorted, first ``limit``; naming a symbol the mart lacks is an error."""
+    available_set = set(available)
+    if wanted:
+        missing = sorted(set(wanted) - available_set)
+        if missing:
+            raise SymbolSelectionError(f"symbols not in {schemas.MARTS}.{MART_TABLE}: {missing}")
+        chosen = sorted(set(wanted))
+    else:
+        chosen = sorted(available_set)
+    return tuple(chosen[:limit] if limit is not None else chosen)
+
+
+def read_mart(
+    settings: ConnectionSettings,
+    schema: MartSchema,
+    symbols: Sequence[str] = (),
+    symbols_limit: int | None = None,
+) -> MartSnapshot:
+    """Load the contract's columns of the selected symbols (all splits) as trainer."""
+    columns = mart_columns(schema)
+    table = sql.Identifier(schemas.MARTS, MART_TABLE)
+    with trainer_connection(settings) as conn:
+        available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
+        chosen = select_symbols(available, symbols, symbols_limit)
+        if not chosen:
+            raise SymbolSelectionError(f"{schemas.MARTS}.{MART_TABLE} has no rows")
+        query = sql.SQL("select {} from {} where symbol = any(%s)").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), table
+        )
+        with conn.cursor() as cursor:
+            cursor.execute(query, (list(chosen),))
+            rows = cursor.fetchall()
+    frame = pd.DataFrame(rows, columns=columns)
+    for name in columns:
+        if name not in (*TEXT_COLUMNS, "session_date"):
+            frame[name] = frame[name].astype(np.float64)
+    # Sort here, not in SQL: text ordering in PostgreSQL depends on the database's collation.
+    frame = frame.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
+    snapshot = MartSnapshot(frame=frame, content_hash=content_hash(frame, columns), symbols=chosen)
+    logger.info(
+        "read %d rows of %s.%s (%d symbols) as %s; content %s",
+        snapshot.row_count, schemas.MARTS, MART_TABLE, len(chosen), schemas.TRAINER_ROLE, snapshot.content_hash,
+    )
+    return snapshot
+
+
+def content_hash(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    """SHA-256 over the rows in their (symbol, session_date) order, column by column: same rows, same hash."""
+    digest = hashlib.sha256()
+    for name in columns:
+        digest.update(name.encode("utf-8") + b"\x00")
+        values = frame[name]
+        if name in TEXT_COLUMNS:
+            digest.update("\x1f".join(values.astype(str)).encode("utf-8"))
+        elif name == "session_date":
+            digest.update(pd.to_datetime(values).to_numpy(dtype="datetime64[D]").astype("<i8").tobytes())
+        else:
+            numbers = values.to_numpy(dtype=np.float64)
+            numbers = np.where(np.isnan(numbers), np.nan, numbers)  # one bit pattern for every NULL/NaN
+            digest.update(numbers.astype("<f8").tobytes())
+        digest.update(b"\x00")
+    return f"sha256:{digest.hexdigest()}"
+
+
+def read_dbt_provenance(run_results: Path) -> DbtProvenance:
+    """invocation_id and generated_at of dbt's last run_results.json, if there is one."""
+    run_results = Path(run_results)
+    if not run_results.exists():
+        logger.warning("no %s: the dbt invocation that built the mart is recorded as null", run_results)
+        return DbtProvenance(None, None, None, str(run_results))
+    try:
+        document = json.loads(run_results.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        logger.warning("cannot read %s (%s): dbt provenance recorded as null", run_results, error)
+        return DbtProvenance(None, None, None, str(run_results))
+    metadata = document.get("metadata") or {}
+    built = any(
+        str(result.get("unique_id", "")).startswith("model.") and str(result.get("unique_id", "")).endswith(
+            f".{MART_TABLE}"
+        )
+        for result in document.get("results") or []
+    )
+    if not built:
+        logger.warning("%s does not list the %s model: its invocation may not be the one that built it",
+                       run_results, MART_TABLE)
+    return DbtProvenance(metadata.get("invocation_id"), metadata.get("generated_at"), built, str(run_results))
