@@ -1,0 +1,224 @@
+"""Each dbt data test fails on the bad data it exists to catch, and passes without it.
+
+A clean database is built once per module; every case copies it (CREATE DATABASE ... TEMPLATE), lands a
+few bad raw rows the way ingest would (raw has no CHECK constraints: the dbt tests are the guard), runs
+`dbt build` and checks which tests failed in run_results.json, and what their failure rows say.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "warehouse" / "scripts"))
+
+import dbt_harness  # noqa: E402
+import synthetic_bars  # noqa: E402
+from warehouse_db import connect, embedded  # noqa: E402
+from warehouse_db.settings import ConnectionSettings  # noqa: E402
+
+# About 90 s: a dbt build per case. `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
+START, END = "2024-01-01", "2024-06-28"
+SYMBOLS = ["SA", "SB", "SC"]
+
+NO_MISSING_SESSIONS = "int_bars_deduplicated_no_missing_sessions"
+EXCHANGE_SESSION = "stg_ibkr__bars_session_date_is_exchange_session"
+SYMBOL_CLEAN = "stg_ibkr__bars_symbol_is_clean_text"
+SYMBOL_PATTERN = "stg_ibkr__bars_symbol_matches_pattern"
+LOW_NOT_ABOVE_HIGH = "stg_ibkr__bars_low_not_above_high"
+OHLC_TESTS = {LOW_NOT_ABOVE_HIGH, "stg_ibkr__bars_open_within_low_high", "stg_ibkr__bars_close_within_low_high"}
+NO_FUTURE_SESSION = "stg_ibkr__bars_no_future_session"
+DEDUPED_UNIQUE = "int_bars_deduplicated_one_row_per_bar"
+# The batch manifest (raw.load_batches) carries the same symbol, and the same test guards it there.
+BATCH_SYMBOL_CLEAN = "stg_ibkr__load_batches_symbol_is_clean_text"
+ENCODING_TESTS = {SYMBOL_CLEAN, SYMBOL_PATTERN, BATCH_SYMBOL_CLEAN}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    cluster = embedded.start()
+    settings = dbt_harness.create_database(cluster, "test_dbt_data")
+    dbt_harness.prepare_raw(settings)
+    frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(SYMBOLS, START, END, seed=3))
+    with connect(settings) as conn:
+        synthetic_bars.copy_bars(conn, frame)
+    result = dbt_harness.DbtProject(settings, tmp_path_factory.mktemp("dbt_data_base")).run("build")
+    yield {"cluster": cluster, "settings": settings, "frame": frame, "result": result}
+    dbt_harness.drop_database(settings)
+
+
+@dataclass
+class Case:
+    name: str
+    rows: Callable[[pd.DataFrame], pd.DataFrame]
+    """Bad raw rows to land, built from the clean frame."""
+    fails: set[str]
+    """Tests that must fail."""
+    may_also_fail: set[str] = field(default_factory=set)
+
+
+def relanded(frame: pd.DataFrame, of_symbol: str, session: str, **changes: object) -> pd.DataFrame:
+    """A re-delivery (new load and batch, landed now) of one clean bar, with some values changed."""
+    row = frame[(frame["symbol"] == of_symbol) & (frame["session_date"] == date.fromisoformat(session))].copy()
+    assert len(row) == 1
+    for column, value in changes.items():
+        row[column] = value(row) if callable(value) else value
+    row["load_id"] = row["batch_id"] = uuid.uuid4()
+    row["ingested_at"] = datetime.now(timezone.utc)
+    return row
+
+
+def on_day(frame: pd.DataFrame, symbol: str, day: str, template_session: str = "2024-03-15") -> pd.DataFrame:
+    """A bar dated ``day`` (00:00 New York), values copied from a clean bar."""
+    row = relanded(frame, SYMBOLS[0], template_session, symbol=symbol)
+    row["session_date"] = date.fromisoformat(day)
+    row["bar_time"] = pd.Timestamp(day).tz_localize("America/New_York")
+    return row
+
+
+def new_symbol_with_gap(frame: pd.DataFrame) -> pd.DataFrame:
+    config = synthetic_bars.SyntheticConfig(["SGAP"], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(timezone.utc))
+    bars = synthetic_bars.generate_bars(config)
+    return bars[bars["session_date"] != date(2024, 2, 15)]
+
+
+def next_session_after_today() -> str:
+    today = datetime.now(timezone.utc).date()
+    sessions = synthetic_bars.nyse_sessions(str(today + pd.Timedelta(days=1)), str(today + pd.Timedelta(days=15)))
+    return str(sessions[0].date())
+
+
+CASES = [
+    Case("missing_session", new_symbol_with_gap, {NO_MISSING_SESSIONS}),
+    Case("bar_on_saturday", lambda f: on_day(f, "SA", "2024-03-16"), {EXCHANGE_SESSION}),
+    Case("bar_on_holiday", lambda f: on_day(f, "SA", "2024-05-27"), {EXCHANGE_SESSION}),  # Memorial Day
+    Case("control_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\x07X"), ENCODING_TESTS),
+    Case("replacement_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\ufffdX"), ENCODING_TESTS),
+    Case("not_nfc", lambda f: relanded(f, "SA", "2024-03-15", symbol="SE\u0301"), ENCODING_TESTS),
+    Case("high_below_low", lambda f: relanded(f, "SC", "2024-04-02", high=lambda r: r["low"] * 0.9),
+         {LOW_NOT_ABOVE_HIGH}, OHLC_TESTS),  # fmt: skip
+    Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
+]
+
+
+def build_with(base: dict, tmp_path: Path, rows: pd.DataFrame) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
+    settings = dbt_harness.clone_database(base["cluster"], base["settings"].dbname, "test_dbt_case")
+    with connect(settings) as conn:
+        synthetic_bars.copy_bars(conn, rows)
+    result = dbt_harness.DbtProject(settings, tmp_path).run("build", "--store-failures")
+    return result, settings
+
+
+def failure_rows(settings: ConnectionSettings, test_name: str) -> pd.DataFrame:
+    with connect(settings) as conn:
+        cursor = conn.execute(f'select * from dbt_test__audit."{test_name}"')
+        return pd.DataFrame(cursor.fetchall(), columns=[c.name for c in cursor.description])
+
+
+def test_clean_build_passes_every_test(base: dict) -> None:
+    result: dbt_harness.DbtResult = base["result"]
+    assert result.returncode == 0, result.output[-4000:]
+    statuses = result.statuses()
+    for test in {NO_MISSING_SESSIONS, EXCHANGE_SESSION, SYMBOL_CLEAN, SYMBOL_PATTERN, NO_FUTURE_SESSION, DEDUPED_UNIQUE} | OHLC_TESTS:
+        assert statuses[test] == "pass", (test, statuses[test])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case) -> None:
+    result, settings = build_with(base, tmp_path, case.rows(base["frame"]))
+    try:
+        assert result.returncode != 0
+        failed = result.failed()
+        assert case.fails <= failed, (case.name, failed)
+        assert failed <= case.fails | case.may_also_fail, f"{case.name}: unexpected failures {failed - case.fails}"
+        for test in case.fails:
+            assert result.by_name()[test]["failures"] >= 1
+
+        if case.name == "missing_session":
+            rows = failure_rows(settings, NO_MISSING_SESSIONS)
+            assert rows[["symbol", "missing_sessions", "missing_session_dates"]].values.tolist() == [["SGAP", 1, "2024-02-15"]]
+        if case.name == "control_character":
+            rows = failure_rows(settings, SYMBOL_CLEAN)
+            assert rows[["value", "problem"]].values.tolist() == [["S\x07X", "control character"]]
+            with connect(settings) as conn:  # flagged, so int_bars_excluded lists it once the data is fixed
+                flagged = conn.execute("select symbol from staging.stg_ibkr__bars where not is_valid_symbol").fetchall()
+            assert flagged == [("S\x07X",)]
+        if case.name == "replacement_character":
+            assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["U+FFFD replacement character"]
+        if case.name == "not_nfc":
+            assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["not NFC-normalised"]
+    finally:
+        dbt_harness.drop_database(settings)
+
+
+def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict, tmp_path: Path) -> None:
+    rows = relanded(base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01, high=lambda r: r["high"] * 1.01)
+    result, settings = build_with(base, tmp_path, rows)
+    try:
+        assert result.returncode == 0, result.output[-4000:]
+        assert result.statuses()[DEDUPED_UNIQUE] == "pass"
+        with connect(settings) as conn:
+            versions = conn.execute(
+                "select close, is_current, distinct_version_count from marts.bar_corrections"
+                " where symbol = 'SB' and session_date = '2024-03-15' order by is_current"
+            ).fetchall()
+            kept = conn.execute(
+                "select close, versions_landed, has_corrections from intermediate.int_bars_deduplicated"
+                " where symbol = 'SB' and session_date = '2024-03-15'"
+            ).fetchone()
+            corrected = conn.execute("select corrected_sessions from marts.symbol_coverage where symbol = 'SB'").fetchone()
+        new_close = float(rows["close"].iloc[0])
+        assert [(is_current, count) for _, is_current, count in versions] == [(False, 2), (True, 2)]
+        assert versions[1][0] == pytest.approx(new_close, abs=0) and kept == (versions[1][0], 2, True)
+        assert corrected == (1,)
+    finally:
+        dbt_harness.drop_database(settings)
+
+
+def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path) -> None:
+    """What normalisation can fix never reaches the tests: 'sa ' and 'sb' are SA and SB re-delivered."""
+    rows = pd.concat([relanded(base["frame"], "SA", "2024-03-15", symbol="sa "),
+                      relanded(base["frame"], "SB", "2024-03-18", symbol=" sb")])  # fmt: skip
+    result, settings = build_with(base, tmp_path, rows)
+    try:
+        assert result.returncode == 0, result.output[-4000:]
+        assert not result.failed()
+        with connect(settings) as conn:
+            symbols = {s for (s,) in conn.execute("select distinct symbol from staging.stg_ibkr__bars")}
+            merged = conn.execute(
+                "select symbol, versions_landed, has_corrections from intermediate.int_bars_deduplicated"
+                " where versions_landed > 1 order by symbol"
+            ).fetchall()
+        assert symbols == set(SYMBOLS)
+        assert merged == [("SA", 2, False), ("SB", 2, False)]
+    finally:
+        dbt_harness.drop_database(settings)
+
+
+def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> None:
+    """Nothing is dropped silently: a 5-minute bar is not modelled, but listed with its reason and counted."""
+    rows = relanded(base["frame"], "SA", "2024-03-15", bar_size="5 mins")
+    rows["bar_time"] = pd.Timestamp("2024-03-15 09:30").tz_localize("America/New_York")
+    result, settings = build_with(base, tmp_path, rows)
+    try:
+        assert result.returncode == 0, result.output[-4000:]
+        with connect(settings) as conn:
+            listed = conn.execute("select symbol, bar_size, exclusion_reason from intermediate.int_bars_excluded").fetchall()
+            counted = conn.execute(
+                "select excluded_rows, excluded_rows_not_daily, sessions_present from marts.symbol_coverage"
+                " where symbol = 'SA' and bar_size = '5 mins'"
+            ).fetchone()
+        assert listed == [("SA", "5 mins", "bar size is not daily")]
+        assert counted == (1, 1, 0)
+    finally:
+        dbt_harness.drop_database(settings)

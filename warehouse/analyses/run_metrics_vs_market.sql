@@ -1,0 +1,38 @@
+-- Each training run's test-split metrics per symbol next to what the symbol itself did over the test
+-- sessions (buy and hold from the mart's closes). ml.* is written by the training job (role trainer);
+-- analysts read it and the marts.
+with test_prices as (
+    select
+        symbol,
+        min(session_date) as first_test_session,
+        max(session_date) as last_test_session,
+        count(*) as test_sessions,
+        exp(sum(target_log_return_next)) - 1 as buy_and_hold_return
+    from marts.training_bars
+    where split = 'test'
+    group by symbol
+),
+
+run_metrics as (
+    select
+        metrics.run_id,
+        metrics.symbol,
+        metrics.policy,
+        metrics.metric,
+        metrics.value
+    from ml.evaluation_metrics as metrics
+    where metrics.split = 'test'
+)
+
+select
+    runs.run_id,
+    run_metrics.symbol,
+    run_metrics.policy,
+    run_metrics.metric,
+    run_metrics.value,
+    test_prices.test_sessions,
+    test_prices.buy_and_hold_return
+from run_metrics
+inner join ml.training_runs as runs using (run_id)
+left join test_prices using (symbol)
+order by runs.run_id, run_metrics.symbol, run_metrics.policy, run_metrics.metric

@@ -1,0 +1,124 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=bar_key_columns(),
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        pre_hook="{{ set_work_mem() }}",
+        indexes=[
+            {'columns': bar_key_columns(), 'unique': true},
+            {'columns': ['dbt_loaded_at']},
+        ],
+    )
+}}
+
+{#-
+    One row per daily bar (symbol, bar settings, session): the latest landed version wins (ingested_at,
+    then load_id, then batch_id as tie-breaks). Incremental: only keys that received rows since the
+    previous build started (minus var raw_lookback) are rebuilt, from all their landed versions, so a
+    rebuild is idempotent and versions_landed / has_corrections stay exact.
+-#}
+
+{%- set key_csv = bar_key_columns() | join(', ') %}
+
+with
+
+{% if is_incremental() %}
+
+landed_since_last_run as (
+
+    select {{ key_csv }}
+    from {{ ref('stg_ibkr__bars') }}
+    -- Rows landed since the previous build started, and var raw_lookback before that: a load whose
+    -- transaction was still open when the previous build took its snapshot is read now.
+    where ingested_at > (
+            select coalesce(max(dbt_loaded_at), '-infinity'::timestamptz) from {{ this }}
+        ) - interval '{{ var("raw_lookback") }}'
+      and is_daily
+      and is_valid_symbol
+
+),
+
+keys_to_rebuild as (
+
+    select distinct {{ key_csv }}
+    from landed_since_last_run
+
+),
+
+versions as (
+
+    select bars.*
+    from {{ ref('stg_ibkr__bars') }} as bars
+    inner join keys_to_rebuild using ({{ key_csv }})
+    -- Cheap pre-filter on an indexed raw column: every version of a key has its bar_time on the key's session date.
+    where bars.bar_time >= (
+            select min(session_date)::timestamp at time zone '{{ var("exchange_timezone") }}' - interval '1 day'
+            from keys_to_rebuild
+        )
+      and bars.is_daily
+      and bars.is_valid_symbol
+
+),
+
+{% else %}
+
+versions as (
+
+    select *
+    from {{ ref('stg_ibkr__bars') }}
+    where is_daily
+      and is_valid_symbol
+
+),
+
+{% endif %}
+
+ranked as (
+
+    select
+        versions.*,
+        row_number() over latest_first as landing_rank,
+        count(*) over key_rows as versions_landed,
+        {{ values_disagree(bar_value_columns(), 'key_rows') }} as has_corrections
+
+    from versions
+    window
+        key_rows as (partition by {{ key_csv }}),
+        latest_first as (partition by {{ key_csv }} order by ingested_at desc, load_id desc, batch_id desc)
+
+),
+
+latest as (
+
+    select
+        symbol,
+        bar_size,
+        what_to_show,
+        use_rth,
+        session_date,
+        bar_time,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        wap,
+        bar_count,
+        con_id,
+        exchange,
+        currency,
+        source,
+        load_id,
+        batch_id,
+        ingested_at,
+        versions_landed,
+        has_corrections,
+        current_timestamp as dbt_loaded_at
+
+    from ranked
+    where landing_rank = 1
+
+)
+
+select * from latest

@@ -1,0 +1,111 @@
+{{ config(materialized='view') }}
+
+-- Per symbol and bar settings: what arrived, what is missing, what was corrected and what was left out.
+
+{%- set series = bar_series_columns() %}
+{%- set series_csv = series | join(', ') %}
+
+with bars as (
+
+    select * from {{ ref('int_bars_deduplicated') }}
+
+),
+
+days as (
+
+    select * from {{ ref('int_calendar_days_numbered') }}
+
+),
+
+excluded as (
+
+    select
+        {{ series_csv }},
+        count(*) as excluded_rows,
+        count(*) filter (where exclusion_reason like 'symbol%') as excluded_rows_bad_symbol,
+        count(*) filter (where exclusion_reason like 'bar size%') as excluded_rows_not_daily
+    from {{ ref('int_bars_excluded') }}
+    group by {{ series_csv }}
+
+),
+
+training_rows as (
+
+    select symbol, count(*) as training_rows
+    from {{ ref('training_bars') }}
+    group by symbol
+
+),
+
+arrived as (
+
+    select
+        {{ series_csv }},
+        min(bars.session_date) as first_session,
+        max(bars.session_date) as last_session,
+        count(*) as bars_present,
+        count(*) filter (where days.is_session) as sessions_present,
+        count(*) filter (where not coalesce(days.is_session, false)) as bars_on_non_session_days,
+        count(*) filter (where bars.has_corrections) as corrected_sessions,
+        sum(bars.versions_landed) as rows_landed,
+        sum(bars.versions_landed - 1) as rows_superseded,
+        max(bars.ingested_at) as last_ingested_at
+
+    from bars
+    left join days on days.calendar_date = bars.session_date
+    group by {{ series_csv }}
+
+),
+
+expected as (
+
+    select
+        arrived.*,
+        through_last.sessions_through_date - coalesce(before_first.sessions_through_date, 0) as sessions_expected
+
+    from arrived
+    left join days as through_last on through_last.calendar_date = arrived.last_session
+    left join days as before_first on before_first.calendar_date = arrived.first_session - 1
+
+),
+
+coverage as (
+
+    select
+        {% for column in series -%}
+        coalesce(expected.{{ column }}, excluded.{{ column }}) as {{ column }},
+        {% endfor -%}
+        expected.first_session,
+        expected.last_session,
+        coalesce(expected.sessions_expected, 0) as sessions_expected,
+        coalesce(expected.sessions_present, 0) as sessions_present,
+        coalesce(expected.sessions_expected - expected.sessions_present, 0) as sessions_missing,
+        coalesce(expected.bars_on_non_session_days, 0) as bars_on_non_session_days,
+        coalesce(expected.corrected_sessions, 0) as corrected_sessions,
+        coalesce(expected.rows_landed, 0) as rows_landed,
+        coalesce(expected.rows_superseded, 0) as rows_superseded,
+        coalesce(excluded.excluded_rows, 0) as excluded_rows,
+        coalesce(excluded.excluded_rows_bad_symbol, 0) as excluded_rows_bad_symbol,
+        coalesce(excluded.excluded_rows_not_daily, 0) as excluded_rows_not_daily,
+        expected.last_ingested_at
+
+    from expected
+    full outer join excluded using ({{ series_csv }})
+
+),
+
+with_training as (
+
+    select
+        coverage.*,
+        coalesce(
+            case when {{ is_training_bar_settings('coverage') }} then training_rows.training_rows end, 0
+        ) as training_rows
+
+    from coverage
+    left join training_rows
+        on training_rows.symbol = coverage.symbol
+
+)
+
+select * from with_training

@@ -1,0 +1,137 @@
+"""Run this dbt project against a throw-away database of the embedded cluster (tests and benchmark).
+
+Each database gets its own target and log directory, so several can be built side by side without
+clobbering each other's manifests, run_results.json or partial-parse state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from warehouse_db import connect  # noqa: E402
+from warehouse_db.provision import provision  # noqa: E402
+from warehouse_db.settings import ConnectionSettings  # noqa: E402
+
+DBT = REPO_ROOT / ".venv" / "bin" / "dbt"
+
+
+@dataclass(frozen=True)
+class DbtResult:
+    """One dbt invocation: exit code, console output and the parsed run_results.json."""
+
+    returncode: int
+    output: str
+    results: dict[str, dict]
+    """unique_id → result entry (status, message, failures, adapter_response, ...)."""
+    seconds: float
+
+    def by_name(self) -> dict[str, dict]:
+        """Result entries keyed by node name (test names are set in the YAML)."""
+        return {unique_id.split(".")[2]: entry for unique_id, entry in self.results.items()}
+
+    def statuses(self) -> dict[str, str]:
+        return {name: entry["status"] for name, entry in self.by_name().items()}
+
+    def failed(self) -> set[str]:
+        return {name for name, status in self.statuses().items() if status in ("fail", "error")}
+
+
+@dataclass
+class DbtProject:
+    """The repository's dbt project pointed at one database."""
+
+    settings: ConnectionSettings
+    work_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL", "DBT_"))}
+        env.update(self.settings.libpq_env())
+        env["DO_NOT_TRACK"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def run(self, *args: str, check: bool = False, timeout: float = 1800) -> DbtResult:
+        target_path = self.work_dir / "target"
+        command = [
+            str(DBT), *args,
+            "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT),
+            "--target-path", str(target_path), "--log-path", str(self.work_dir / "logs"),
+        ]  # fmt: skip
+        results_file = target_path / "run_results.json"
+        results_file.unlink(missing_ok=True)
+        started = time.perf_counter()
+        process = subprocess.run(
+            command, cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+        seconds = time.perf_counter() - started
+        results: dict[str, dict] = {}
+        if results_file.exists():
+            payload = json.loads(results_file.read_text(encoding="utf-8"))
+            results = {entry["unique_id"]: entry for entry in payload.get("results", [])}
+        result = DbtResult(process.returncode, process.stdout + process.stderr, results, seconds)
+        if check and process.returncode != 0:
+            raise AssertionError(f"dbt {' '.join(args)} failed:\n{result.output[-6000:]}")
+        return result
+
+
+def _maintenance(settings: ConnectionSettings) -> psycopg.Connection:
+    return psycopg.connect(**settings.with_database("postgres").connect_kwargs(), autocommit=True)
+
+
+def create_database(cluster: ConnectionSettings, prefix: str, template: str | None = None) -> ConnectionSettings:
+    """A new database (optionally a copy of ``template``, which must have no open connections)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with _maintenance(cluster) as conn:
+        statement = sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(name))
+        if template:
+            statement = sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
+        conn.execute(statement)
+    return cluster.with_database(name)
+
+
+def clone_database(cluster: ConnectionSettings, template: str, prefix: str) -> ConnectionSettings:
+    """A copy of ``template`` (no open connections allowed), provisioned: database-level grants are not copied."""
+    settings = create_database(cluster, prefix, template=template)
+    with connect(settings) as conn:
+        provision(conn)
+    return settings
+
+
+def drop_database(settings: ConnectionSettings) -> None:
+    with _maintenance(settings) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(settings.dbname)))
+
+
+def prepare_raw(settings: ConnectionSettings) -> None:
+    """Roles, schemas and the raw landing tables, exactly as ingest creates them."""
+    from ingest.landing import ensure_landing_tables
+
+    with connect(settings) as conn:
+        provision(conn)
+        ensure_landing_tables(conn)
+
+
+def table_digest(settings: ConnectionSettings, relation: str, columns: list[str], order_by: list[str]) -> tuple[int, str]:
+    """Row count and md5 of the ordered rows (text form of ``columns``) of ``relation``."""
+    row = ", ".join(columns)
+    order = ", ".join(order_by)
+    # md5 of the ordered per-row md5s: exact, and stays far below PostgreSQL's 1 GB string limit.
+    query = f"select count(*), md5(coalesce(string_agg(md5(row({row})::text), '' order by {order}), '')) from {relation}"
+    with connect(settings) as conn:
+        count, digest = conn.execute(query).fetchone()
+    return count, digest

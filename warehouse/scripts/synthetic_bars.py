@@ -1,0 +1,206 @@
+"""Deterministic synthetic daily bars on real NYSE sessions, COPYed straight into ``raw``.
+
+Used by the dbt tests (tests/test_dbt_*.py) and the dbt benchmark (bench/bench_dbt.py); also handy by
+hand to fill a scratch database:
+
+    .venv/bin/python warehouse/scripts/synthetic_bars.py --database scratch --symbols 20 --start 2023-01-01 --end 2024-06-30
+
+Prices follow a geometric random walk per symbol (seeded), with open/high/low consistent with close
+(low <= open, close <= high) and a positive volume. Rows look like what ingest.landing writes: daily
+bars with bar_time at 00:00 America/New_York of the session, lineage columns filled, and one
+raw.load_batches row per symbol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import string
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+import psycopg
+
+logger = logging.getLogger("synthetic_bars")
+
+RAW_BAR_COLUMNS = (
+    "symbol", "con_id", "exchange", "currency", "bar_size", "what_to_show", "use_rth", "bar_time",
+    "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count", "source", "load_id",
+    "batch_id", "ingested_at",
+)  # fmt: skip
+EXCHANGE_TIMEZONE = "America/New_York"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What to generate: which symbols, which sessions, how it was 'landed'."""
+
+    symbols: Sequence[str]
+    start: str
+    end: str
+    seed: int = 7
+    ingested_at: datetime | None = None
+    """Landing time of every row; default: 2 days before now (so an incremental build's lookback skips them)."""
+    source: str = "ibkr"
+    bar_size: str = "1 day"
+    what_to_show: str = "TRADES"
+    use_rth: bool = True
+
+
+def nyse_sessions(start: str, end: str) -> pd.DatetimeIndex:
+    """NYSE session dates between start and end (inclusive), tz-naive."""
+    with warnings.catch_warnings():  # exchange_calendars 4.13 trips a pandas 3.1 deprecation warning
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        calendar = xcals.get_calendar("XNYS", start="2000-01-01", end="2030-12-31")
+    return calendar.sessions_in_range(start, end)
+
+
+def symbol_names(count: int) -> list[str]:
+    """``count`` distinct valid tickers: A..Z, then AA.., AAA.. (deterministic)."""
+    letters = string.ascii_uppercase
+    names: list[str] = []
+    length = 1
+    while len(names) < count:
+        for index in range(len(letters) ** length):
+            name, rest = "", index
+            for _ in range(length):
+                name = letters[rest % 26] + name
+                rest //= 26
+            names.append("S" + name if length > 1 else "S" + name)
+            if len(names) == count:
+                break
+        length += 1
+    return names
+
+
+def generate_bars(config: SyntheticConfig, sessions: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+    """One DataFrame with a row per symbol and session, columns as raw.ibkr_bars."""
+    sessions = nyse_sessions(config.start, config.end) if sessions is None else sessions
+    rng = np.random.default_rng(config.seed)
+    n_symbols, n_sessions = len(config.symbols), len(sessions)
+    start_price = rng.uniform(5.0, 500.0, size=(n_symbols, 1))
+    log_returns = rng.normal(0.0003, 0.02, size=(n_symbols, n_sessions))
+    close = start_price * np.exp(np.cumsum(log_returns, axis=1))
+    previous_close = np.concatenate([start_price, close[:, :-1]], axis=1)
+    open_ = previous_close * np.exp(rng.normal(0.0, 0.005, size=close.shape))
+    high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.02, size=close.shape))
+    low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.02, size=close.shape))
+    volume = np.round(rng.lognormal(13.0, 0.5, size=close.shape))
+    wap = (open_ + high + low + close) / 4.0
+    bar_count = rng.integers(1_000, 50_000, size=close.shape)
+
+    ingested_at = config.ingested_at or (datetime.now(timezone.utc) - timedelta(days=2))
+    bar_times = sessions.tz_localize(EXCHANGE_TIMEZONE)
+    # Lineage ids are unique per call (a re-delivery is a new batch); the bar values are seeded.
+    load_id = uuid.uuid4()
+    batch_ids = [uuid.uuid4() for _ in config.symbols]
+    frame = pd.DataFrame(
+        {
+            "symbol": np.repeat(np.asarray(config.symbols, dtype=object), n_sessions),
+            "con_id": np.repeat(np.arange(1, n_symbols + 1) + 100_000, n_sessions),
+            "exchange": "SMART",
+            "currency": "USD",
+            "bar_size": config.bar_size,
+            "what_to_show": config.what_to_show,
+            "use_rth": config.use_rth,
+            "bar_time": bar_times[np.tile(np.arange(n_sessions), n_symbols)],
+            "session_date": np.tile(sessions.date, n_symbols),
+            "open": open_.ravel(),
+            "high": high.ravel(),
+            "low": low.ravel(),
+            "close": close.ravel(),
+            "volume": volume.ravel(),
+            "wap": wap.ravel(),
+            "bar_count": bar_count.ravel(),
+            "source": config.source,
+            "load_id": load_id,
+            "batch_id": np.repeat(np.asarray(batch_ids, dtype=object), n_sessions),
+            "ingested_at": ingested_at,
+        }
+    )
+    return frame
+
+
+def copy_bars(conn: psycopg.Connection, frame: pd.DataFrame, *, with_batches: bool = True) -> int:
+    """COPY a frame with raw.ibkr_bars' columns into raw (as role loader); returns rows written."""
+    with conn.transaction():
+        conn.execute("set local role loader")
+        with conn.cursor() as cur:
+            with cur.copy(f"copy raw.ibkr_bars ({', '.join(RAW_BAR_COLUMNS)}) from stdin (format csv)") as copy:
+                for chunk in _csv_chunks(frame[list(RAW_BAR_COLUMNS)]):
+                    copy.write(chunk)
+            if with_batches:
+                batches = (
+                    frame.groupby(["batch_id"], sort=False)
+                    .agg(
+                        load_id=("load_id", "first"),
+                        source=("source", "first"),
+                        symbol=("symbol", "first"),
+                        bar_size=("bar_size", "first"),
+                        what_to_show=("what_to_show", "first"),
+                        use_rth=("use_rth", "first"),
+                        requested_start=("bar_time", "min"),
+                        requested_end=("bar_time", "max"),
+                        row_count=("symbol", "size"),
+                        finished_at=("ingested_at", "max"),
+                    )
+                    .reset_index()
+                )
+                with cur.copy(
+                    "copy raw.load_batches (batch_id, load_id, source, symbol, bar_size, what_to_show, use_rth,"
+                    " requested_start, requested_end, status, row_count, started_at, finished_at) from stdin"
+                ) as copy:
+                    for row in batches.itertuples(index=False):
+                        copy.write_row(
+                            (row.batch_id, row.load_id, row.source, row.symbol, row.bar_size, row.what_to_show,
+                             row.use_rth, row.requested_start, row.requested_end, "ok", row.row_count,
+                             row.finished_at, row.finished_at)
+                        )  # fmt: skip
+    return len(frame)
+
+
+def _csv_chunks(frame: pd.DataFrame, rows: int = 200_000) -> Iterator[bytes]:
+    for start in range(0, len(frame), rows):
+        buffer = io.StringIO()
+        frame.iloc[start : start + rows].to_csv(buffer, header=False, index=False, float_format="%.17g")
+        yield buffer.getvalue().encode("utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    from ingest.landing import ensure_landing_tables
+    from warehouse_db import connect, resolve_settings
+    from warehouse_db.provision import provision
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", help="database in the configured server (default: the configured one)")
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--start", default="2023-01-01")
+    parser.add_argument("--end", default="2024-06-30")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    settings = resolve_settings()
+    if args.database:
+        settings = settings.with_database(args.database)
+    frame = generate_bars(SyntheticConfig(symbol_names(args.symbols), args.start, args.end, args.seed))
+    with connect(settings) as conn:
+        provision(conn)
+        ensure_landing_tables(conn)
+        rows = copy_bars(conn, frame)
+    logger.info("landed %d synthetic bars for %d symbols in %s", rows, args.symbols, settings.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
