@@ -15,7 +15,7 @@ SOURCE ?= ibkr
 FILES ?=
 ARGS ?=
 
-.PHONY: help setup demo test test-fast ingest dbt-build train db-up db-down db-status psql docs bench simulator clean
+.PHONY: help setup demo test test-fast ingest dbt-build train db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
 
 help:
 	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator"
@@ -23,7 +23,7 @@ help:
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
 	@echo "make train    - train PPO on marts.training_bars; ARGS='--timesteps 20000'"
-	@echo "make db-up | db-down | db-status | psql | docs | bench | simulator"
+	@echo "make db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,14 +69,21 @@ psql: $(STAMP)
 docs: $(STAMP) db-up
 	$(WAREHOUSE_ENV) && $(BIN)/dbt docs generate && $(BIN)/dbt docs serve --port 8080 --host 127.0.0.1
 
+calendar: $(STAMP)
+	$(BIN)/python warehouse/scripts/generate_calendar.py
+
 simulator: $(STAMP)
 	$(BIN)/python -m ingest.simulator --port 4002 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_landing.py
 	$(BIN)/python bench/bench_ingest.py
-	$(BIN)/python bench/bench_dbt.py
+	$(BIN)/python bench/bench_dbt.py --small-only
 	$(BIN)/python bench/bench_training.py
 
+# 5,000 symbols x 10 years (12.6 M bars): about 15 minutes and 15 GB of disk.
+bench-dbt-large: $(STAMP)
+	$(BIN)/python bench/bench_dbt.py
+
 clean:
-	rm -rf target logs runs .pytest_cache bench/results
+	rm -rf target logs runs .pytest_cache bench/results .venv-insync
