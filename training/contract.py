@@ -74,13 +74,17 @@ class ContractTerms:
 
 
 def _split_bounds_sql(terms: ContractTerms) -> str:
-    """Consecutive split pairs with their boundary dates and the exchange sessions strictly between them."""
+    """Consecutive split pairs with their boundary dates and the exchange sessions strictly between them.
+
+    Queries with a JOIN get ``{batch}`` from GX as a bare subquery, which PostgreSQL before 16 accepts only
+    with an alias: every ``{batch}`` in a joining query carries one (tested on PostgreSQL 15).
+    """
     holidays = ", ".join(f"'{day}'" for day in non_session_weekdays(terms.calendar))
     pairs = ", ".join(f"('{earlier}', '{later}')" for earlier, later in zip(SPLITS, SPLITS[1:]))
     return f"""
         with bounds as (
             select split, min(session_date) as first_session, max(session_date) as last_session
-            from {{batch}}
+            from {{batch}} as mart_rows
             group by split
         ),
         consecutive as (
@@ -171,7 +175,7 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""
                 select s.symbol, p.split, count(b.symbol) as sessions
-                from (select distinct symbol from {{batch}}) s
+                from (select distinct symbol from {{batch}} as mart_rows) s
                 cross join (values {", ".join(f"('{split}')" for split in SPLITS)}) as p(split)
                 left join {{batch}} b on b.symbol = s.symbol and b.split = p.split
                 group by s.symbol, p.split
