@@ -23,9 +23,11 @@ help:
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
 	@echo "make train    - train PPO on marts.training_bars; ARGS='--timesteps 20000'"
-	@echo "make db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
+	@echo "make setup | test-fast | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 
 $(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Python 3.11 is required (found $$($(PYTHON) --version)); run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
@@ -54,8 +56,10 @@ dbt-build: $(STAMP) db-up
 train: $(STAMP)
 	$(BIN)/python -m training $(ARGS)
 
+# Up means ready for `dbt run && dbt test` as typed: provisioned, with the NYSE calendar seed loaded.
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up
+	$(WAREHOUSE_ENV) && $(BIN)/dbt seed --quiet
 
 db-down: $(STAMP)
 	$(BIN)/python -m warehouse_db down
@@ -63,7 +67,7 @@ db-down: $(STAMP)
 db-status: $(STAMP)
 	$(BIN)/python -m warehouse_db status
 
-psql: $(STAMP)
+psql: $(STAMP) db-up
 	$(BIN)/python -m warehouse_db psql $(ARGS)
 
 docs: $(STAMP) db-up

@@ -345,6 +345,8 @@ def format_summary(summary, options, *, show_all: bool = False) -> str:  # noqa:
 def _run_csv(args: argparse.Namespace, parser: argparse.ArgumentParser, stdout: TextIO) -> int:
     if not args.paths:
         parser.error("--source csv needs one or more CSV file paths")
+    import psycopg
+
     from ingest.csv_source import CsvValidationError, load_csv_files
     from ingest.landing import ensure_landing_tables, new_load_id
     from warehouse_db import connect
@@ -363,7 +365,7 @@ def _run_csv(args: argparse.Namespace, parser: argparse.ArgumentParser, stdout: 
     except CsvValidationError as error:
         print(f"error: CSV rejected, nothing landed:\n{error}", file=sys.stderr)
         return EXIT_USAGE
-    except ProvisioningError as error:
+    except (ProvisioningError, psycopg.Error) as error:
         print(f"error: warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     finally:

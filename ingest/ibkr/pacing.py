@@ -28,7 +28,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ingest.ibkr.bar_sizes import BarSize
 
@@ -64,9 +64,6 @@ class PacingPolicy:
     def for_bar_size(cls, bar_size: BarSize, *, strict: bool = False, max_open: int = DEFAULT_MAX_OPEN) -> PacingPolicy:
         """IBKR's rule set for this bar size: strict for bars of 30 s or less, or when forced."""
         return cls(max_open=max_open, strict=strict or bar_size.strict_pacing)
-
-    def with_max_open(self, max_open: int) -> PacingPolicy:
-        return replace(self, max_open=max_open)
 
     def describe(self) -> str:
         rules = [

@@ -227,15 +227,6 @@ class BarGenerator:
             for k, s in enumerate(starts)
         ]
 
-    def minutes_in_session(self, idx: int, rth_only: bool) -> int:
-        """How many one-minute bars a session has (used to bound request sizes)."""
-        rth = (self.calendar.closes[idx] - self.calendar.opens[idx]) // 60
-        if rth_only:
-            return rth
-        day = self.calendar.dates[idx]
-        pre_start = int(dt.datetime.combine(day, _PRE_MARKET_START, NY).timestamp())
-        return rth + (self.calendar.opens[idx] - pre_start) // 60 + _POST_MARKET_MINUTES
-
     def _minutes(self, symbol: str, idx: int, rth_only: bool) -> tuple[np.ndarray, ...]:
         """One-minute TRADES bars of a session: (ts, o, h, l, c, volume, typical, count)."""
         prof = self.profile(symbol)

@@ -68,10 +68,6 @@ class SessionCalendar:
         """Session close as an aware UTC datetime."""
         return dt.datetime.fromtimestamp(self.closes[idx], UTC)
 
-    def is_early_close(self, idx: int) -> bool:
-        """True on half days (close before 16:00 New York time)."""
-        return self.close_at(idx).astimezone(NY).hour < 16
-
 
 @functools.lru_cache(maxsize=1)
 def nyse_calendar() -> SessionCalendar:
