@@ -9,6 +9,7 @@ never appear in anything they print.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -85,7 +86,13 @@ def test_ingest_dbt_and_training_work_on_an_external_postgres_15(postgres15, tmp
 
     assert "PostgreSQL 15" in run([python, "-m", "warehouse_db", "up"], env)
     run([python, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"], env)
-    run([dbt, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], env)
+    # dbt gets its connection the way the README tells shell users: `eval "$(python -m warehouse_db env)"`,
+    # which hands the password over in a private passfile rather than on the terminal.
+    exports = run([python, "-m", "warehouse_db", "env"], env)
+    dbt_env = {k: v for k, v in env.items() if k != "PGPASSWORD"}
+    dbt_env.update(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in exports.splitlines())
+    assert "PGPASSWORD" not in dbt_env and Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
+    run([dbt, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
     run([python, "-m", "training", "--timesteps", "2048", "--n-envs", "2", "--runs-dir", str(tmp_path / "runs"),
          "--no-progress-bar"], env)
 

@@ -11,7 +11,30 @@ import sys
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.provision import ProvisioningError, provision
-from warehouse_db.settings import read_config, uses_external_server
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings, read_config, uses_external_server
+
+PASSFILE = REPO_ROOT / ".warehouse" / "pgpass"
+"""Where ``env`` puts the password for shells (git-ignored with the rest of .warehouse/, mode 0600)."""
+
+
+def shell_env(settings: ConnectionSettings) -> dict[str, str]:
+    """PG* variables for a shell, without the password: it goes to a private passfile (PGPASSFILE) instead.
+
+    The output of ``env`` lands on terminals and in shell history; a password must not. libpq (psql, dbt's
+    psycopg2) reads the password from the file named by PGPASSFILE when none is given.
+    """
+    env = settings.libpq_env()
+    password = env.pop("PGPASSWORD", None)
+    if password:
+        PASSFILE.parent.mkdir(parents=True, exist_ok=True)
+        fields = [settings.port or 5432, settings.dbname or "*", settings.user or "*", password]
+        escaped = [str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields]
+        fd = os.open(PASSFILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as passfile:
+            passfile.write(":".join(["*", *escaped]) + "\n")
+        os.chmod(PASSFILE, 0o600)
+        env["PGPASSFILE"] = str(PASSFILE)
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the embedded warehouse")
     sub.add_parser("status", help="say which server is configured and whether it answers")
     sub.add_parser("provision", help="create the roles and schemas (idempotent)")
-    sub.add_parser("env", help="print `export PG...` lines for dbt/psql in this shell: eval \"$(python -m warehouse_db env)\"")
+    sub.add_parser(
+        "env",
+        help="print `export PG...` lines for dbt/psql in this shell: eval \"$(python -m warehouse_db env)\" "
+        "(a password goes to .warehouse/pgpass, never to the terminal)",
+    )
     psql = sub.add_parser("psql", help="open psql on the warehouse (extra arguments go to psql)")
     psql.add_argument("psql_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -34,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = resolve_settings()
     if args.command == "env":
-        for name, value in settings.libpq_env().items():
+        for name, value in shell_env(settings).items():
             print(f"export {name}={shlex.quote(value)}")
         return 0
     if args.command == "psql":
