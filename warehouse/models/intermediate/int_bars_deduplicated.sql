@@ -1,10 +1,18 @@
+{#-
+    enable_nestloop off: the planner cannot know how many keys landed since the last build (the threshold
+    is only known at run time) and guesses a handful; a nested loop over every landed row then takes
+    minutes (seen after two loads within var raw_lookback). Hash joins keep it well under a second.
+-#}
 {{
     config(
         materialized='incremental',
         unique_key=bar_key_columns(),
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        pre_hook="{{ set_work_mem() }}",
+        pre_hook=[
+            "{{ set_work_mem() }}",
+            "set local enable_nestloop = off",
+        ],
         indexes=[
             {'columns': bar_key_columns(), 'unique': true},
             {'columns': ['dbt_loaded_at']},
