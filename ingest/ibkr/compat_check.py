@@ -23,6 +23,10 @@ from ingest.ibkr.fetcher import IbkrSession, client_library, quiet_client_logs
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 
 
+REQUESTS = (("daily", "1 M", "1 day", False), ("hourly", "2 D", "1 hour", True))
+"""The historical requests made for each symbol: (report key, duration, bar size, intraday)."""
+
+
 async def check(port: int, symbols: list[str], client_id: int) -> dict[str, Any]:
     library = client_library()
     quiet_client_logs()
@@ -42,28 +46,20 @@ async def check(port: int, symbols: list[str], client_id: int) -> dict[str, Any]
                 continue
             entry["con_id"] = qualified.contract.con_id
             entry["primary_exchange"] = qualified.contract.primary_exchange
-            daily = await session.fetch(
-                qualified.contract,
-                end="",
-                duration="1 M",
-                bar_size="1 day",
-                what_to_show="TRADES",
-                use_rth=True,
-                intraday=False,
-            )
-            entry["daily"] = _describe(daily)
-            hourly = await session.fetch(
-                qualified.contract,
-                end="",
-                duration="2 D",
-                bar_size="1 hour",
-                what_to_show="TRADES",
-                use_rth=True,
-                intraday=True,
-            )
-            entry["hourly"] = _describe(hourly)
+            for name, duration, bar_size, intraday in REQUESTS:
+                outcome = await session.fetch(
+                    qualified.contract,
+                    end="",
+                    duration=duration,
+                    bar_size=bar_size,
+                    what_to_show="TRADES",
+                    use_rth=True,
+                    intraday=intraday,
+                )
+                entry[name] = _describe(outcome)
         report["pacing_violations"] = session.stats.pacing_violations
     return report
+
 
 
 def _describe(outcome: Any) -> dict[str, Any]:
