@@ -49,6 +49,15 @@ def test_daily_durations_up_to_365_days_are_days_and_longer_ones_whole_years():
     assert daily_duration(start_24m - timedelta(days=1), end) == "3 Y"
 
 
+def test_daily_durations_count_new_york_days_after_the_utc_date_has_rolled_over():
+    # 19:17 New York time on 24 November is already 25 November in UTC; the window is still 24 Nov .. 24 Nov.
+    end = datetime(2026, 11, 24, 19, 17, tzinfo=NY).astimezone(timezone.utc)
+    assert end.date() == date(2026, 11, 25)
+    assert daily_duration(datetime(2025, 11, 24, tzinfo=NY), end) == "1 Y"
+    assert daily_duration(datetime(2024, 11, 24, tzinfo=NY), end) == "2 Y"
+    assert daily_duration(datetime(2026, 11, 14, tzinfo=NY), end) == "11 D"
+
+
 def test_months_before_clamps_to_the_end_of_the_month():
     assert months_before(date(2026, 3, 31), 1) == date(2026, 2, 28)
     assert months_before(date(2026, 11, 24), 12) == date(2025, 11, 24)
@@ -93,7 +102,7 @@ def test_a_symbol_with_new_sessions_asks_only_for_them_plus_an_overlap():
     plan = plan_symbol("AAPL", coverage, ctx())
     assert len(plan.requests) == 1
     assert plan.requested_start == datetime(2026, 11, 13, tzinfo=NY)  # one week of overlap
-    assert plan.requests[0].duration == "13 D"
+    assert plan.requests[0].duration == "12 D"  # 13 through 24 November, both days included
     assert "overlap 7 days" in plan.reason
 
 

@@ -12,6 +12,10 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+"""The watchlist's exchanges (NYSE, Nasdaq) date their sessions in New York time, and so do durations."""
 
 # canonical spelling -> bar length in seconds (a month counts as 31 days for paging purposes)
 _BAR_SECONDS: dict[str, int] = {
@@ -137,10 +141,10 @@ def parse_bar_size(text: str) -> BarSize:
     return BarSize(canonical, _BAR_SECONDS[canonical])
 
 
-def years_between(start: datetime, end: datetime) -> int:
-    """The fewest whole years K such that ``end``'s date minus K years is on or before ``start``'s date."""
-    k = max(1, end.year - start.year - 1)
-    while _minus_years(end.date(), k) > start.date():
+def years_between(first: date, last: date) -> int:
+    """The fewest whole years K such that ``last`` minus K years is on or before ``first``."""
+    k = max(1, last.year - first.year - 1)
+    while _minus_years(last, k) > first:
         k += 1
     return k
 
@@ -148,13 +152,16 @@ def years_between(start: datetime, end: datetime) -> int:
 def daily_duration(start: datetime, end: datetime) -> str:
     """Duration string reaching back from ``end`` to ``start`` for bars of a day or longer.
 
-    Up to 365 days it is ``N D`` (one day of margin so the first session is inside); beyond, IBKR wants
-    years, so it is the fewest whole years that reach ``start`` (``2 Y``).
+    Counted in New York calendar days, the dates the exchange gives its sessions: from 19:00 New York time
+    the UTC date is already tomorrow's, and counting in it would ask for a year too many. Up to 365 days it
+    is ``N D`` (both end days included, so the first session is inside); beyond, IBKR wants years, so it is
+    the fewest whole years that reach ``start`` (``2 Y``).
     """
-    days = math.ceil((end - start) / timedelta(days=1)) + 1
+    first, last = start.astimezone(EXCHANGE_TZ).date(), end.astimezone(EXCHANGE_TZ).date()
+    days = (last - first).days + 1
     if days <= 365:
         return f"{max(days, 1)} D"
-    return f"{years_between(start, end)} Y"
+    return f"{years_between(first, last)} Y"
 
 
 def _minus_years(moment: date, years: int) -> date:

@@ -20,11 +20,10 @@ import math
 from calendar import monthrange
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
 
+from ingest.ibkr.bar_sizes import EXCHANGE_TZ as NY
 from ingest.ibkr.bar_sizes import BarSize, daily_duration
 
-NY = ZoneInfo("America/New_York")
 UTC = timezone.utc
 
 DEFAULT_MONTHS = 12
