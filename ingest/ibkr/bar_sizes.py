@@ -8,10 +8,9 @@ of any number of years; intraday histories are paged.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")

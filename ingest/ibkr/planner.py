@@ -21,8 +21,7 @@ from calendar import monthrange
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from ingest.ibkr.bar_sizes import EXCHANGE_TZ as NY
-from ingest.ibkr.bar_sizes import BarSize, daily_duration
+from ingest.ibkr.bar_sizes import EXCHANGE_TZ as NY, BarSize, daily_duration
 
 UTC = timezone.utc
 
