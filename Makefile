@@ -15,7 +15,7 @@ SOURCE ?= ibkr
 FILES ?=
 ARGS ?=
 
-.PHONY: help setup demo test test-fast ingest dbt-build train db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
+.PHONY: help setup demo test test-fast lint format ingest dbt-build train db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
 
 help:
 	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator"
@@ -23,13 +23,15 @@ help:
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
 	@echo "make train    - train PPO on marts.training_bars; ARGS='--timesteps 20000'"
-	@echo "make setup | test-fast | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
+	@echo "make setup | test-fast | lint | format | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 
-$(STAMP): requirements.txt
+# The project itself is installed in editable mode, so tests, benchmarks and tools import it without sys.path edits.
+$(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 		{ echo "Python 3.11 is required (found $$($(PYTHON) --version)); run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,11 +39,21 @@ setup: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
 
+# Unit tests only: no PostgreSQL, dbt, Ray, simulator socket or training run (tests/conftest.py enforces it).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(ARGS)
+
+# ruff's rule set and formatter settings live in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ingest: $(STAMP)
 ifeq ($(SOURCE),csv)
@@ -74,10 +86,10 @@ docs: $(STAMP) db-up
 	$(WAREHOUSE_ENV) && $(BIN)/dbt docs generate && $(BIN)/dbt docs serve --port 8080 --host 127.0.0.1
 
 calendar: $(STAMP)
-	$(BIN)/python warehouse/scripts/generate_calendar.py
+	$(BIN)/python -m devtools.generate_calendar
 
 simulator: $(STAMP)
-	$(BIN)/python -m ingest.simulator --port 4002 $(ARGS)
+	$(BIN)/python -m gateway_simulator --port 4002 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_landing.py

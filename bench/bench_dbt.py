@@ -24,16 +24,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "warehouse" / "scripts"))
-sys.path.insert(0, str(REPO_ROOT))
-
-import dbt_harness  # noqa: E402
-import synthetic_bars  # noqa: E402
-from warehouse_db import connect, embedded  # noqa: E402
+from devtools import dbt_harness, scratch_database, synthetic_bars
+from warehouse_db import connect, embedded
+from warehouse_db.settings import REPO_ROOT
 
 logger = logging.getLogger("bench_dbt")
 RESULTS = REPO_ROOT / "bench" / "results" / "bench_dbt.json"
@@ -67,7 +63,7 @@ class Measurement:
 def land_history(settings, size: Size, chunk_symbols: int = 250) -> int:
     names = synthetic_bars.symbol_names(size.symbols)
     sessions = synthetic_bars.nyse_sessions(size.start, size.end)
-    landed_at = datetime.now(timezone.utc) - timedelta(days=1)
+    landed_at = datetime.now(UTC) - timedelta(days=1)
     rows = 0
     with connect(settings) as conn:
         for index, first in enumerate(range(0, len(names), chunk_symbols)):
@@ -87,7 +83,7 @@ def land_next_session(settings, size: Size) -> str:
     session = synthetic_bars.nyse_sessions(str(after), str(after + timedelta(days=10)))[:1]
     config = synthetic_bars.SyntheticConfig(
         synthetic_bars.symbol_names(size.symbols), str(session[0].date()), str(session[0].date()), seed=99,
-        ingested_at=datetime.now(timezone.utc),
+        ingested_at=datetime.now(UTC),
     )  # fmt: skip
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, synthetic_bars.generate_bars(config, session))
@@ -104,7 +100,7 @@ def mart_digest(settings) -> tuple[int, str]:
 
 def measure(size: Size, keep: bool) -> Measurement:
     cluster = embedded.start()
-    settings = dbt_harness.create_database(cluster, "bench_dbt")
+    settings = scratch_database.create_database(cluster, "bench_dbt")
     work_dir = Path(tempfile.mkdtemp(prefix="bench_dbt_"))
     project = dbt_harness.DbtProject(settings, work_dir)
     try:
@@ -137,7 +133,7 @@ def measure(size: Size, keep: bool) -> Measurement:
         )  # fmt: skip
     finally:
         if not keep:
-            dbt_harness.drop_database(settings)
+            scratch_database.drop_database(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,16 +22,15 @@ import argparse
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on sys.path)
-
+from devtools.scratch_database import scratch_database
+from gateway_simulator import SimulatorConfig, run_simulator_in_thread
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import quiet_client_logs
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load
 from ingest.ibkr.pacing import DEFAULT_MAX_OPEN
-from ingest.simulator import SimulatorConfig, run_simulator_in_thread
 from ingest.watchlist import load_watchlist
 from warehouse_db import connect
 from warehouse_db.provision import provision
@@ -40,7 +39,7 @@ CLIENT_THROTTLE_PER_S = 45.0
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(label: str, db, entries, *, latency: float, **options) -> dict:  # noqa: ANN001
+def measure(label: str, db, entries, *, latency: float, **options) -> dict:
     with run_simulator_in_thread(SimulatorConfig(latency_s=latency, enforce_pacing=True)) as sim:
         started = time.perf_counter()
         summary: LoadSummary = load(db, IbkrSettings(port=sim.port), LoadOptions(entries=entries, **options))
@@ -84,7 +83,7 @@ def main() -> int:
     entries = load_watchlist()[: args.limit]
 
     print(f"{len(entries)} symbols x 12 months of daily bars, {args.latency:g} s latency per historical request\n")
-    with _common.scratch_database("bench_ingest") as db:
+    with scratch_database("bench_ingest") as db:
         with connect(db) as conn:
             provision(conn)
         cold = measure("cold", db, entries, latency=args.latency, max_open=args.max_open)
@@ -101,7 +100,7 @@ def main() -> int:
         f"{concurrent['seconds']:.2f} s measured = {concurrent['floor_pct']:.0f}% of the floor's speed"
     )
     RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"bench_ingest_{stamp}.json"
     out.write_text(
         json.dumps(

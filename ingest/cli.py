@@ -182,7 +182,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], parser: argparse
 
     try:
         db = _resolve_warehouse()
-    except Exception as error:  # noqa: BLE001 - any failure to find/start the warehouse is exit 4
+    except Exception as error:  # noqa: BLE001 - any failure to find or start the warehouse is exit 4
         print(f"error: cannot reach the warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
 
@@ -259,13 +259,13 @@ def _select_entries(args: argparse.Namespace) -> list:
     return entries
 
 
-def _resolve_warehouse():  # noqa: ANN202
+def _resolve_warehouse():
     import warehouse_db
 
     return warehouse_db.resolve_settings()
 
 
-def format_plan(summary, options) -> str:  # noqa: ANN001
+def format_plan(summary, options) -> str:
     """The dry run's output: per symbol, what would be requested and why."""
     lines = [
         f"dry run: {len(summary.results)} symbols, {options.bar.bar_size} {options.bar.what_to_show} "
@@ -294,7 +294,7 @@ def format_plan(summary, options) -> str:  # noqa: ANN001
     return "\n".join(line for line in lines if line is not None)
 
 
-def format_summary(summary, options, *, show_all: bool = False) -> str:  # noqa: ANN001
+def format_summary(summary, options, *, show_all: bool = False) -> str:
     """The table printed at the end of a run."""
     counts = [
         ("requested", summary.requested, None),
@@ -355,7 +355,7 @@ def _run_csv(args: argparse.Namespace, parser: argparse.ArgumentParser, stdout: 
     try:
         db = _resolve_warehouse()
         conn = connect(db)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - reported as one line, never a traceback
         print(f"error: cannot reach the warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     try:

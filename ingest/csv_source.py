@@ -25,15 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import psycopg
 from tqdm import tqdm
 
-from ingest.landing import Batch, BarSettings, land_batches, utc_now
+from ingest.landing import BarSettings, Batch, land_batches, utc_now
 from ingest.symbols import InvalidSymbolError, normalize_symbol
+from market_calendar import EXCHANGE_TZ
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 REQUIRED_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS = ("wap", "bar_count", "con_id", "exchange", "currency")
 MAX_ERRORS_SHOWN = 10
@@ -137,7 +136,9 @@ def _decode(path: Path) -> str:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise CsvValidationError(
-            [f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); save the file as UTF-8"]
+            [
+                f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); save the file as UTF-8"
+            ]
         ) from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
@@ -180,7 +181,9 @@ def parse_csv_file(path: Path, today: date | None = None) -> ParsedFile:
                 continue
             key = (values[0], values[5])
             if key in first_seen:
-                errors.append(f"{path}:{line}: duplicate bar for {key[0]} on {key[1]} (first on line {first_seen[key]})")
+                errors.append(
+                    f"{path}:{line}: duplicate bar for {key[0]} on {key[1]} (first on line {first_seen[key]})"
+                )
                 continue
             first_seen[key] = line
             parsed.rows_by_symbol[values[0]].append(values)

@@ -35,7 +35,9 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise WatchlistError(f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
+        raise WatchlistError(
+            f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}"
+        )
     entries: list[WatchlistEntry] = []
     seen: dict[str, int] = {}
     for line_number, row in enumerate(reader, start=2):

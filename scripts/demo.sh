@@ -15,7 +15,7 @@ $BIN/python -m warehouse_db up
 
 step "gateway simulator (TWS protocol on 127.0.0.1)"
 sim_log=$(mktemp)
-$BIN/python -m ingest.simulator --port 0 --seed 7 >"$sim_log" 2>&1 &
+$BIN/python -m gateway_simulator --port 0 --seed 7 >"$sim_log" 2>&1 &
 sim_pid=$!
 trap 'kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; rm -f "$sim_log"' EXIT
 port=""

@@ -1,18 +1,49 @@
-"""Shared fixtures: every test that needs PostgreSQL gets a database of its own in the embedded cluster."""
+"""Shared fixtures and the test tiers.
+
+Tiers: a test that needs PostgreSQL gets it through ``embedded_cluster`` (or ``warehouse``, which builds on it)
+and is marked ``integration`` automatically; a test that needs dbt, Ray, a socket to the gateway simulator or a
+training run, but no database, carries ``@pytest.mark.integration`` itself. Everything else is a unit test:
+``make test-fast`` runs only those, and they are refused any connection to PostgreSQL, so a test that needs the
+database without saying so fails loudly instead of slowing the fast tier down.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from devtools.scratch_database import create_database, drop_database
 from ingest.landing import ensure_landing_tables
 from warehouse_db import connect, embedded
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
+
+DATABASE_FIXTURES = {"embedded_cluster"}
+"""Fixtures that reach PostgreSQL; every fixture that does must build on one of these."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_never_reach_postgresql(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("integration"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"unit test {request.node.nodeid} tried to reach PostgreSQL: use the `warehouse` or `embedded_cluster` "
+            "fixture, or mark the test integration"
+        )
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    monkeypatch.setattr(psycopg.Connection, "connect", refuse)
+    monkeypatch.setattr(embedded, "start", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -21,22 +52,10 @@ def embedded_cluster() -> ConnectionSettings:
     return embedded.start()
 
 
-def create_database(cluster: ConnectionSettings, prefix: str = "test") -> ConnectionSettings:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(**cluster.with_database("postgres").connect_kwargs(), autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return cluster.with_database(name)
-
-
-def drop_database(settings: ConnectionSettings) -> None:
-    with psycopg.connect(**settings.with_database("postgres").connect_kwargs(), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(settings.dbname)))
-
-
 @pytest.fixture
 def warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
     """A fresh, provisioned database with the raw landing tables; dropped afterwards."""
-    settings = create_database(embedded_cluster)
+    settings = create_database(embedded_cluster, "test")
     with connect(settings) as conn:
         provision(conn)
         ensure_landing_tables(conn)

@@ -73,7 +73,11 @@ def test_landing_the_same_file_twice_is_safe_and_each_run_has_its_own_load(wareh
 
 BAD_FILES = {
     # "CAFÉ" saved by a Windows tool in cp1252: É is the single byte 0xC9.
-    "cp1252 bytes": ((HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\n").encode() + b"CAF\xc9,2025-03-03,1,2,0.5,1,5,,\n", "not UTF-8", 3),
+    "cp1252 bytes": (
+        (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\n").encode() + b"CAF\xc9,2025-03-03,1,2,0.5,1,5,,\n",
+        "not UTF-8",
+        3,
+    ),
     "NUL byte": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\nAAPL,2025-03-04,1,2\x00,0.5,1,5,,\n", "NUL", 3),
     "NaN price": (HEADER + "AAPL,2025-03-03,nan,2,0.5,1,5,,\n", "finite", 2),
     "inf price": (HEADER + "AAPL,2025-03-03,1,inf,0.5,1,5,,\n", "finite", 2),
@@ -113,7 +117,10 @@ def test_bad_file_is_rejected_naming_file_and_line_and_nothing_lands(warehouse, 
 def test_every_bad_line_of_a_file_is_reported(tmp_path):
     from ingest.csv_source import parse_csv_file
 
-    path = write(tmp_path, HEADER + "AAPL,2025-03-03,nan,2,0.5,1,5,,\nAAPL,2025-03-04,1,2,0.5,1,5,,\nMSFT,2025-13-01,1,2,0.5,1,5,,\n")
+    path = write(
+        tmp_path,
+        HEADER + "AAPL,2025-03-03,nan,2,0.5,1,5,,\nAAPL,2025-03-04,1,2,0.5,1,5,,\nMSFT,2025-13-01,1,2,0.5,1,5,,\n",
+    )
     with pytest.raises(CsvValidationError) as raised:
         parse_csv_file(path)
     assert [error.split(": ")[0] for error in raised.value.errors] == [f"{path}:2", f"{path}:4"]

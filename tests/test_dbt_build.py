@@ -7,10 +7,9 @@ tests that change data, so each test starts from the same clean build.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,9 @@ import psycopg
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "warehouse" / "scripts"))
-
-import dbt_harness  # noqa: E402
-import synthetic_bars  # noqa: E402
-from warehouse_db import connect, embedded  # noqa: E402
-from warehouse_db.settings import ConnectionSettings  # noqa: E402
+from devtools import dbt_harness, scratch_database, synthetic_bars
+from warehouse_db import connect
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 FEATURES = [
     "log_return_1", "log_return_5", "log_return_20", "realized_vol_20", "close_to_sma_10", "close_to_sma_50",
@@ -40,14 +35,14 @@ TOLERANCE = 1e-9
 
 
 @pytest.fixture(scope="module")
-def cluster() -> ConnectionSettings:
-    return embedded.start()
+def cluster(embedded_cluster: ConnectionSettings) -> ConnectionSettings:
+    return embedded_cluster
 
 
 @pytest.fixture(scope="module")
 def base(cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A database with clean bars for SYMBOLS plus 'brk.b' (normalised to BRK B), built from scratch."""
-    settings = dbt_harness.create_database(cluster, "test_dbt_build")
+    settings = scratch_database.create_database(cluster, "test_dbt_build")
     dbt_harness.prepare_raw(settings)
     frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig([*SYMBOLS, "brk.b "], START, END, seed=11))
     with connect(settings) as conn:
@@ -55,14 +50,14 @@ def base(cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory) 
     project = dbt_harness.DbtProject(settings, tmp_path_factory.mktemp("dbt_base"))
     result = project.run("build")
     yield {"settings": settings, "result": result, "frame": frame}
-    dbt_harness.drop_database(settings)
+    scratch_database.drop_database(settings)
 
 
 @pytest.fixture
 def copy_of_base(base: dict, cluster: ConnectionSettings, tmp_path: Path) -> Iterator[dbt_harness.DbtProject]:
-    settings = dbt_harness.clone_database(cluster, base["settings"].dbname, "test_dbt_copy")
+    settings = scratch_database.clone_database(cluster, base["settings"].dbname, "test_dbt_copy")
     yield dbt_harness.DbtProject(settings, tmp_path)
-    dbt_harness.drop_database(settings)
+    scratch_database.drop_database(settings)
 
 
 def query(settings: ConnectionSettings, sql: str, params: tuple = ()) -> pd.DataFrame:
@@ -97,10 +92,14 @@ def test_custom_schemas_are_used_verbatim(base: dict) -> None:
 
 def test_trainer_sees_only_marts(base: dict) -> None:
     settings = base["settings"]
-    for relation in ("raw.ibkr_bars", "staging.stg_ibkr__bars", "intermediate.int_bars_featurized", "seeds.xnys_sessions"):
-        with connect(settings, role="trainer") as conn:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"select 1 from {relation} limit 1")
+    for relation in (
+        "raw.ibkr_bars",
+        "staging.stg_ibkr__bars",
+        "intermediate.int_bars_featurized",
+        "seeds.xnys_sessions",
+    ):
+        with connect(settings, role="trainer") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"select 1 from {relation} limit 1")
     for role in ("trainer", "analyst"):
         with connect(settings, role=role) as conn:
             for mart in ("training_bars", "symbol_coverage", "training_splits", "bar_corrections"):
@@ -151,9 +150,9 @@ def test_mart_rows_splits_warmup_and_embargo(base: dict) -> None:
     position = {session: index for index, session in enumerate(sessions)}
     assert position[splits["validation_start"]] - position[splits["validation_embargo_start"]] == 50
     assert position[splits["test_start"]] - position[splits["test_embargo_start"]] == 50
-    in_embargo = mart["session_date"].between(splits["validation_embargo_start"], splits["validation_start"], inclusive="left") | mart[
-        "session_date"
-    ].between(splits["test_embargo_start"], splits["test_start"], inclusive="left")
+    in_embargo = mart["session_date"].between(
+        splits["validation_embargo_start"], splits["validation_start"], inclusive="left"
+    ) | mart["session_date"].between(splits["test_embargo_start"], splits["test_start"], inclusive="left")
     assert not in_embargo.any()
 
     joined = mart.merge(features, on=["symbol", "session_date"])
@@ -163,7 +162,7 @@ def test_mart_rows_splits_warmup_and_embargo(base: dict) -> None:
 
 
 def test_default_fractions_leave_three_splits_at_twelve_months(cluster: ConnectionSettings, tmp_path: Path) -> None:
-    settings = dbt_harness.create_database(cluster, "test_dbt_12m")
+    settings = scratch_database.create_database(cluster, "test_dbt_12m")
     try:
         dbt_harness.prepare_raw(settings)
         frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(["SA", "SB"], "2024-01-01", "2024-12-31"))
@@ -171,12 +170,14 @@ def test_default_fractions_leave_three_splits_at_twelve_months(cluster: Connecti
             synthetic_bars.copy_bars(conn, frame)
         project = dbt_harness.DbtProject(settings, tmp_path)
         project.run("build", "--select", "+training_bars", "--exclude", "test_type:data", check=True)
-        counts = query(settings, "select split, count(distinct session_date) as sessions from marts.training_bars group by split")
+        counts = query(
+            settings, "select split, count(distinct session_date) as sessions from marts.training_bars group by split"
+        )
         sessions = dict(zip(counts["split"], counts["sessions"], strict=True))
         assert set(sessions) == {"train", "validation", "test"}
         assert sessions["test"] >= 10 and sessions["validation"] >= 10 and sessions["train"] > sessions["test"]
     finally:
-        dbt_harness.drop_database(settings)
+        scratch_database.drop_database(settings)
 
 
 def reference_features(bars: pd.DataFrame) -> pd.DataFrame:
@@ -226,7 +227,9 @@ def assert_features_match(computed: pd.DataFrame, bars: pd.DataFrame) -> int:
 
 def test_features_match_an_independent_pandas_computation(base: dict) -> None:
     settings = base["settings"]
-    bars = query(settings, "select symbol, session_date, open, high, low, close, volume from intermediate.int_bars_deduplicated")
+    bars = query(
+        settings, "select symbol, session_date, open, high, low, close, volume from intermediate.int_bars_deduplicated"
+    )
     computed = query(settings, "select * from intermediate.int_bars_featurized")
     assert assert_features_match(computed, bars) > 10_000
     # ...and the mart holds exactly those values.
@@ -269,14 +272,31 @@ def digests(settings: ConnectionSettings) -> dict[str, tuple[int, str]]:
                        "macd_signal_9", "avg_gain_14", "avg_loss_14", "atr_14"]  # fmt: skip
     key = ["symbol", "bar_size", "what_to_show", "use_rth", "session_date"]
     return {
-        "training_bars": dbt_harness.table_digest(settings, "marts.training_bars", MART_COLUMNS[:-1], ["symbol", "session_date"]),
+        "training_bars": dbt_harness.table_digest(
+            settings, "marts.training_bars", MART_COLUMNS[:-1], ["symbol", "session_date"]
+        ),
         "training_splits": dbt_harness.table_digest(settings, "marts.training_splits t", ["t.*"], ["first_session"]),
         "symbol_coverage": dbt_harness.table_digest(settings, "marts.symbol_coverage t", ["t.*"], key[:4]),
-        "int_bars_featurized": dbt_harness.table_digest(settings, "intermediate.int_bars_featurized", feature_columns, key),
+        "int_bars_featurized": dbt_harness.table_digest(
+            settings, "intermediate.int_bars_featurized", feature_columns, key
+        ),
         "int_bars_deduplicated": dbt_harness.table_digest(
-            settings, "intermediate.int_bars_deduplicated",
-            [*key, "open", "high", "low", "close", "volume", "load_id", "batch_id", "ingested_at", "versions_landed",
-             "has_corrections"], key,
+            settings,
+            "intermediate.int_bars_deduplicated",
+            [
+                *key,
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "load_id",
+                "batch_id",
+                "ingested_at",
+                "versions_landed",
+                "has_corrections",
+            ],
+            key,
         ),  # fmt: skip
     }
 
@@ -285,7 +305,7 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
     """Append new sessions, correct a past bar, backfill history and add a symbol; build incrementally;
     the marts (and the feature table) must be identical to a full refresh of the same raw data."""
     settings = copy_of_base.settings
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     later = synthetic_bars.generate_bars(
         synthetic_bars.SyntheticConfig([*SYMBOLS, "BRK B"], "2024-07-01", "2024-08-09", seed=12, ingested_at=now)
     )
@@ -330,8 +350,8 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
 
 
 def test_calendar_seed_is_reproducible() -> None:
-    """The committed seed is exactly what warehouse/scripts/generate_calendar.py writes (2000..2030, XNYS)."""
-    import generate_calendar
+    """The committed seed is exactly what devtools/generate_calendar.py writes (2000..2030, XNYS)."""
+    from devtools import generate_calendar
 
     assert generate_calendar.main(["--check"]) == 0
     seed = pd.read_csv(REPO_ROOT / "warehouse/seeds/xnys_sessions.csv")

@@ -7,23 +7,18 @@ few bad raw rows the way ingest would (raw has no CHECK constraints: the dbt tes
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "warehouse" / "scripts"))
-
-import dbt_harness  # noqa: E402
-import synthetic_bars  # noqa: E402
-from warehouse_db import connect, embedded  # noqa: E402
-from warehouse_db.settings import ConnectionSettings  # noqa: E402
+from devtools import dbt_harness, scratch_database, synthetic_bars
+from warehouse_db import connect
+from warehouse_db.settings import ConnectionSettings
 
 # About 90 s: a dbt build per case. `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
@@ -45,16 +40,16 @@ ENCODING_TESTS = {SYMBOL_CLEAN, SYMBOL_PATTERN, BATCH_SYMBOL_CLEAN}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    cluster = embedded.start()
-    settings = dbt_harness.create_database(cluster, "test_dbt_data")
+def base(embedded_cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    cluster = embedded_cluster
+    settings = scratch_database.create_database(cluster, "test_dbt_data")
     dbt_harness.prepare_raw(settings)
     frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(SYMBOLS, START, END, seed=3))
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, frame)
     result = dbt_harness.DbtProject(settings, tmp_path_factory.mktemp("dbt_data_base")).run("build")
     yield {"cluster": cluster, "settings": settings, "frame": frame, "result": result}
-    dbt_harness.drop_database(settings)
+    scratch_database.drop_database(settings)
 
 
 @dataclass
@@ -74,7 +69,7 @@ def relanded(frame: pd.DataFrame, of_symbol: str, session: str, **changes: objec
     for column, value in changes.items():
         row[column] = value(row) if callable(value) else value
     row["load_id"] = row["batch_id"] = uuid.uuid4()
-    row["ingested_at"] = datetime.now(timezone.utc)
+    row["ingested_at"] = datetime.now(UTC)
     return row
 
 
@@ -87,13 +82,13 @@ def on_day(frame: pd.DataFrame, symbol: str, day: str, template_session: str = "
 
 
 def new_symbol_with_gap(frame: pd.DataFrame) -> pd.DataFrame:
-    config = synthetic_bars.SyntheticConfig(["SGAP"], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(timezone.utc))
+    config = synthetic_bars.SyntheticConfig(["SGAP"], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(UTC))
     bars = synthetic_bars.generate_bars(config)
     return bars[bars["session_date"] != date(2024, 2, 15)]
 
 
 def next_session_after_today() -> str:
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     sessions = synthetic_bars.nyse_sessions(str(today + pd.Timedelta(days=1)), str(today + pd.Timedelta(days=15)))
     return str(sessions[0].date())
 
@@ -105,14 +100,18 @@ CASES = [
     Case("control_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\x07X"), ENCODING_TESTS),
     Case("replacement_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\ufffdX"), ENCODING_TESTS),
     Case("not_nfc", lambda f: relanded(f, "SA", "2024-03-15", symbol="SE\u0301"), ENCODING_TESTS),
-    Case("high_below_low", lambda f: relanded(f, "SC", "2024-04-02", high=lambda r: r["low"] * 0.9),
-         {LOW_NOT_ABOVE_HIGH}, OHLC_TESTS),  # fmt: skip
+    Case(
+        "high_below_low",
+        lambda f: relanded(f, "SC", "2024-04-02", high=lambda r: r["low"] * 0.9),
+        {LOW_NOT_ABOVE_HIGH},
+        OHLC_TESTS,
+    ),  # fmt: skip
     Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
 ]
 
 
 def build_with(base: dict, tmp_path: Path, rows: pd.DataFrame) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
-    settings = dbt_harness.clone_database(base["cluster"], base["settings"].dbname, "test_dbt_case")
+    settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, "test_dbt_case")
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, rows)
     result = dbt_harness.DbtProject(settings, tmp_path).run("build", "--store-failures")
@@ -129,7 +128,14 @@ def test_clean_build_passes_every_test(base: dict) -> None:
     result: dbt_harness.DbtResult = base["result"]
     assert result.returncode == 0, result.output[-4000:]
     statuses = result.statuses()
-    for test in {NO_MISSING_SESSIONS, EXCHANGE_SESSION, SYMBOL_CLEAN, SYMBOL_PATTERN, NO_FUTURE_SESSION, DEDUPED_UNIQUE} | OHLC_TESTS:
+    for test in {
+        NO_MISSING_SESSIONS,
+        EXCHANGE_SESSION,
+        SYMBOL_CLEAN,
+        SYMBOL_PATTERN,
+        NO_FUTURE_SESSION,
+        DEDUPED_UNIQUE,
+    } | OHLC_TESTS:
         assert statuses[test] == "pass", (test, statuses[test])
 
 
@@ -146,7 +152,9 @@ def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case)
 
         if case.name == "missing_session":
             rows = failure_rows(settings, NO_MISSING_SESSIONS)
-            assert rows[["symbol", "missing_sessions", "missing_session_dates"]].values.tolist() == [["SGAP", 1, "2024-02-15"]]
+            assert rows[["symbol", "missing_sessions", "missing_session_dates"]].values.tolist() == [
+                ["SGAP", 1, "2024-02-15"]
+            ]
         if case.name == "control_character":
             rows = failure_rows(settings, SYMBOL_CLEAN)
             assert rows[["value", "problem"]].values.tolist() == [["S\x07X", "control character"]]
@@ -158,11 +166,13 @@ def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case)
         if case.name == "not_nfc":
             assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["not NFC-normalised"]
     finally:
-        dbt_harness.drop_database(settings)
+        scratch_database.drop_database(settings)
 
 
 def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict, tmp_path: Path) -> None:
-    rows = relanded(base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01, high=lambda r: r["high"] * 1.01)
+    rows = relanded(
+        base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01, high=lambda r: r["high"] * 1.01
+    )
     result, settings = build_with(base, tmp_path, rows)
     try:
         assert result.returncode == 0, result.output[-4000:]
@@ -176,13 +186,15 @@ def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict, tmp_
                 "select close, versions_landed, has_corrections from intermediate.int_bars_deduplicated"
                 " where symbol = 'SB' and session_date = '2024-03-15'"
             ).fetchone()
-            corrected = conn.execute("select corrected_sessions from marts.symbol_coverage where symbol = 'SB'").fetchone()
+            corrected = conn.execute(
+                "select corrected_sessions from marts.symbol_coverage where symbol = 'SB'"
+            ).fetchone()
         new_close = float(rows["close"].iloc[0])
         assert [(is_current, count) for _, is_current, count in versions] == [(False, 2), (True, 2)]
         assert versions[1][0] == pytest.approx(new_close, abs=0) and kept == (versions[1][0], 2, True)
         assert corrected == (1,)
     finally:
-        dbt_harness.drop_database(settings)
+        scratch_database.drop_database(settings)
 
 
 def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path) -> None:
@@ -202,7 +214,7 @@ def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path)
         assert symbols == set(SYMBOLS)
         assert merged == [("SA", 2, False), ("SB", 2, False)]
     finally:
-        dbt_harness.drop_database(settings)
+        scratch_database.drop_database(settings)
 
 
 def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> None:
@@ -213,7 +225,9 @@ def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> Non
     try:
         assert result.returncode == 0, result.output[-4000:]
         with connect(settings) as conn:
-            listed = conn.execute("select symbol, bar_size, exclusion_reason from intermediate.int_bars_excluded").fetchall()
+            listed = conn.execute(
+                "select symbol, bar_size, exclusion_reason from intermediate.int_bars_excluded"
+            ).fetchall()
             counted = conn.execute(
                 "select excluded_rows, excluded_rows_not_daily, sessions_present from marts.symbol_coverage"
                 " where symbol = 'SA' and bar_size = '5 mins'"
@@ -221,4 +235,4 @@ def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> Non
         assert listed == [("SA", "5 mins", "bar size is not daily")]
         assert counted == (1, 1, 0)
     finally:
-        dbt_harness.drop_database(settings)
+        scratch_database.drop_database(settings)

@@ -15,8 +15,9 @@ from warehouse_db.settings import REPO_ROOT
 
 def run_demo(env: dict[str, str]) -> str:
     try:
-        result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                                timeout=420)
+        result = subprocess.run(
+            ["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420
+        )
     except subprocess.TimeoutExpired as error:
         pytest.fail(f"the demo took over 7 minutes; its output so far:\n{error.stdout}\n{error.stderr}")
     output = result.stdout + result.stderr
@@ -33,9 +34,11 @@ def test_demo_runs_the_whole_pipeline_and_is_safe_to_run_again(warehouse):
     first = run_demo(env)
     with connect(warehouse) as conn:
         symbols, batches = conn.execute(
-            "select count(distinct symbol), count(*) from raw.load_batches where status = 'ok'").fetchone()
+            "select count(distinct symbol), count(*) from raw.load_batches where status = 'ok'"
+        ).fetchone()
         mart_symbols, splits = conn.execute(
-            "select count(distinct symbol), array_agg(distinct split order by split) from marts.training_bars").fetchone()
+            "select count(distinct symbol), array_agg(distinct split order by split) from marts.training_bars"
+        ).fetchone()
         runs = conn.execute("select count(*) from ml.training_runs where status = 'succeeded'").fetchone()[0]
     assert (symbols, batches) == (150, 150)
     assert mart_symbols == 150 and splits == ["test", "train", "validation"]

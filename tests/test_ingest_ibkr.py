@@ -19,17 +19,21 @@ from datetime import time as dtime
 
 import pytest
 
+from gateway_simulator import GatewaySimulator, PacingLimits, PacingRules, SimulatorConfig, run_simulator_in_thread
 from ingest import cli
 from ingest.ibkr import planner
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, InvalidRequestError, RetryPolicy
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
-from ingest.ibkr.planner import NY, months_before
-from ingest.simulator import GatewaySimulator, PacingLimits, PacingRules, SimulatorConfig, run_simulator_in_thread
+from ingest.ibkr.planner import months_before
 from ingest.watchlist import WatchlistEntry, load_watchlist
+from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
+
+# The real ib_async client against the simulator over loopback (and mostly a warehouse too).
+pytestmark = pytest.mark.integration
 
 WATCHLIST = load_watchlist()
 
@@ -43,7 +47,6 @@ def simulator(**config) -> Iterator[GatewaySimulator]:
 def run(db: ConnectionSettings, sim: GatewaySimulator, entries, **options) -> LoadSummary:
     ibkr = IbkrSettings(port=sim.port, request_timeout_s=options.pop("request_timeout_s", 30.0))
     return load(db, ibkr, LoadOptions(entries=list(entries), **options))
-
 
 
 def query(db: ConnectionSettings, sql: str, *params) -> list[tuple]:
@@ -163,7 +166,9 @@ def test_strict_mode_keeps_to_the_rolling_limit_against_an_enforcing_gateway(war
     """The 60-per-10-minutes rule, scaled down to 10 per 3 s on both sides so that it bites within seconds."""
     entries = WATCHLIST[:25]
     with simulator(enforce_pacing=True) as sim:
-        sim.pacing = PacingRules(clock=sim.clock, limits=PacingLimits(rolling_window_s=3.0, rolling_max=10, rolling_for_all_bar_sizes=True))
+        sim.pacing = PacingRules(
+            clock=sim.clock, limits=PacingLimits(rolling_window_s=3.0, rolling_max=10, rolling_for_all_bar_sizes=True)
+        )
         policy = PacingPolicy(strict=True, rolling_window_s=3.0, rolling_max=10, margin_s=0.1)
         started = time.monotonic()
         summary = run(warehouse, sim, entries, pacing=policy)
@@ -185,12 +190,12 @@ def test_an_unknown_symbol_is_recorded_as_failed_with_code_200_and_the_others_la
     out = capsys.readouterr().out
     assert status == cli.EXIT_FAILED_SYMBOLS
     assert "ZZZQ" in out and "200" in out and "No security definition" in out
-    batches = dict(
-        (symbol, (status, code, message, rows))
+    batches = {
+        symbol: (status, code, message, rows)
         for symbol, status, code, message, rows in query(
             warehouse, "select symbol, status, error_code, error_message, row_count from raw.load_batches"
         )
-    )
+    }
     assert batches["ZZZQ"][:2] == ("failed", 200) and "No security definition" in batches["ZZZQ"][2]
     assert batches["ZZZQ"][3] == 0
     assert all(batches[s][0] == "ok" and batches[s][3] > 200 for s in ("AAPL", "MSFT", "BRK B", "JPM"))

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingest.simulator import SimulatorConfig, run_simulator_in_thread
+import pytest
+
+from gateway_simulator import SimulatorConfig, run_simulator_in_thread
 from warehouse_db.settings import REPO_ROOT
 
 INSYNC_VENV = REPO_ROOT / ".venv-insync"
@@ -62,6 +64,8 @@ def compat_report(python: Path | str, port: int, client_id: int) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.integration
+@pytest.mark.slow  # builds a venv with ib_insync on first use
 def test_the_same_client_code_gets_the_same_answers_with_ib_insync_0_9_86():
     python = insync_python()
     with run_simulator_in_thread(SimulatorConfig(unknown_symbols=frozenset({"NOSUCH"}))) as sim:

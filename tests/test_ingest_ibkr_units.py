@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
@@ -13,9 +13,10 @@ from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
 from ingest.ibkr.loader import to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey
-from ingest.ibkr.planner import NY, Coverage, PlanContext, last_completed_close, months_before, plan_symbol
+from ingest.ibkr.planner import Coverage, PlanContext, last_completed_close, months_before, plan_symbol
+from market_calendar import EXCHANGE_TZ as NY
 
-UTC = timezone.utc
+UTC = UTC
 DAY = parse_bar_size("1 day")
 # Tuesday 2026-11-24, 17:00 New York: after that day's close.
 NOW = datetime(2026, 11, 24, 17, 0, tzinfo=NY)
@@ -51,7 +52,7 @@ def test_daily_durations_up_to_365_days_are_days_and_longer_ones_whole_years():
 
 def test_daily_durations_count_new_york_days_after_the_utc_date_has_rolled_over():
     # 19:17 New York time on 24 November is already 25 November in UTC; the window is still 24 Nov .. 24 Nov.
-    end = datetime(2026, 11, 24, 19, 17, tzinfo=NY).astimezone(timezone.utc)
+    end = datetime(2026, 11, 24, 19, 17, tzinfo=NY).astimezone(UTC)
     assert end.date() == date(2026, 11, 25)
     assert daily_duration(datetime(2025, 11, 24, tzinfo=NY), end) == "1 Y"
     assert daily_duration(datetime(2024, 11, 24, tzinfo=NY), end) == "2 Y"

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
-from ingest.landing import Batch, BarSettings, RawBar, land_batch, new_load_id, read_watermarks, utc_now
+from ingest.landing import BarSettings, Batch, RawBar, land_batch, new_load_id, read_watermarks, utc_now
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -77,9 +77,12 @@ def test_sigkill_in_the_middle_of_a_copy_leaves_nothing_and_a_rerun_lands_everyt
     # The server notices the dead client and rolls back; give it a moment to do so.
     deadline = time.monotonic() + 30
     with connect(warehouse, autocommit=True) as observer:
-        while observer.execute(
-            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and state <> 'idle'"
-        ).fetchone()[0] and time.monotonic() < deadline:
+        while (
+            observer.execute(
+                "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and state <> 'idle'"
+            ).fetchone()[0]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     assert batch_state(warehouse) == (0, [])
 
@@ -91,8 +94,21 @@ def test_sigkill_in_the_middle_of_a_copy_leaves_nothing_and_a_rerun_lands_everyt
 
 
 def bar(symbol: str, day: date, close: float) -> RawBar:
-    return RawBar(symbol, 42, "SMART", "USD", datetime(day.year, day.month, day.day, 5, tzinfo=timezone.utc), day,
-                  close, close + 1, close - 1, close, 1000.0, close, 10)
+    return RawBar(
+        symbol,
+        42,
+        "SMART",
+        "USD",
+        datetime(day.year, day.month, day.day, 5, tzinfo=UTC),
+        day,
+        close,
+        close + 1,
+        close - 1,
+        close,
+        1000.0,
+        close,
+        10,
+    )
 
 
 def test_a_failing_batch_rolls_back_its_rows_and_its_batch_row(warehouse):
@@ -102,8 +118,13 @@ def test_a_failing_batch_rolls_back_its_rows_and_its_batch_row(warehouse):
 
     with connect(warehouse) as conn:
         with pytest.raises(RuntimeError, match="source died"):
-            land_batch(conn, load_id=new_load_id(), source="test",
-                       batch=Batch("AAA", BarSettings(), "ok", utc_now()), bars=bars_then_crash())
+            land_batch(
+                conn,
+                load_id=new_load_id(),
+                source="test",
+                batch=Batch("AAA", BarSettings(), "ok", utc_now()),
+                bars=bars_then_crash(),
+            )
         assert conn.execute("select count(*) from raw.ibkr_bars").fetchone()[0] == 0
         assert conn.execute("select count(*) from raw.load_batches").fetchone()[0] == 0
 
@@ -112,16 +133,34 @@ def test_batches_record_status_and_watermarks_follow_ok_bars(warehouse):
     settings = BarSettings()
     with connect(warehouse) as conn:
         load_id = new_load_id()
-        landed = land_batch(conn, load_id=load_id, source="test", batch=Batch("AAA", settings, "ok", utc_now()),
-                            bars=[bar("AAA", date(2025, 3, 3), 10.0), bar("AAA", date(2025, 3, 4), 11.0)])
+        landed = land_batch(
+            conn,
+            load_id=load_id,
+            source="test",
+            batch=Batch("AAA", settings, "ok", utc_now()),
+            bars=[bar("AAA", date(2025, 3, 3), 10.0), bar("AAA", date(2025, 3, 4), 11.0)],
+        )
         empty = land_batch(conn, load_id=load_id, source="test", batch=Batch("BBB", settings, "ok", utc_now()), bars=[])
-        failed = land_batch(conn, load_id=load_id, source="test",
-                            batch=Batch("CCC", settings, "failed", utc_now(), error_code=200,
-                                        error_message="No security definition has been found"), bars=[])
-        statuses = conn.execute("select symbol, status, row_count, error_code from raw.load_batches order by symbol").fetchall()
+        failed = land_batch(
+            conn,
+            load_id=load_id,
+            source="test",
+            batch=Batch(
+                "CCC",
+                settings,
+                "failed",
+                utc_now(),
+                error_code=200,
+                error_message="No security definition has been found",
+            ),
+            bars=[],
+        )
+        statuses = conn.execute(
+            "select symbol, status, row_count, error_code from raw.load_batches order by symbol"
+        ).fetchall()
         watermarks = read_watermarks(conn, settings)
         other_settings = read_watermarks(conn, BarSettings(what_to_show="ADJUSTED_LAST"))
     assert (landed, empty, failed) == (2, 0, 0)
     assert statuses == [("AAA", "ok", 2, None), ("BBB", "no_data", 0, None), ("CCC", "failed", 0, 200)]
-    assert watermarks == {"AAA": datetime(2025, 3, 4, 5, tzinfo=timezone.utc)}
+    assert watermarks == {"AAA": datetime(2025, 3, 4, 5, tzinfo=UTC)}
     assert other_settings == {}

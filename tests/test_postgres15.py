@@ -23,6 +23,9 @@ import pytest
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, settings_from_url
 
+# Its own PostgreSQL server, started by the fixture below.
+pytestmark = pytest.mark.integration
+
 POSTGRES_15_BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER_PASSWORD = "pg15-admin-secret"
 USER_PASSWORD = "quant-secret-7f3a"
@@ -49,12 +52,41 @@ def postgres15() -> Iterator[str]:
         shutil.chown(workdir, "postgres")
         shutil.chown(workdir / "pw", "postgres")
     data, port = workdir / "data", free_port()
-    subprocess.run(as_server_user([str(POSTGRES_15_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                                   "-A", "scram-sha-256", f"--pwfile={workdir / 'pw'}", "-E", "UTF8"]),
-                   check=True, capture_output=True)
-    subprocess.run(as_server_user([str(POSTGRES_15_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(workdir / "log"),
-                                   "-o", f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        as_server_user(
+            [
+                str(POSTGRES_15_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                f"--pwfile={workdir / 'pw'}",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_server_user(
+            [
+                str(POSTGRES_15_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(workdir / "log"),
+                "-o",
+                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
         admin = settings_from_url(f"postgresql://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/postgres")
         with connect(admin, autocommit=True) as conn:
@@ -62,8 +94,10 @@ def postgres15() -> Iterator[str]:
             conn.execute("create database research owner quant")
         yield f"postgresql://quant:{USER_PASSWORD}@127.0.0.1:{port}/research"
     finally:
-        subprocess.run(as_server_user([str(POSTGRES_15_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            as_server_user([str(POSTGRES_15_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            capture_output=True,
+        )
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -93,8 +127,21 @@ def test_ingest_dbt_and_training_work_on_an_external_postgres_15(postgres15, tmp
     dbt_env.update(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in exports.splitlines())
     assert "PGPASSWORD" not in dbt_env and Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
     run([dbt, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
-    run([python, "-m", "training", "--timesteps", "2048", "--n-envs", "2", "--runs-dir", str(tmp_path / "runs"),
-         "--no-progress-bar"], env)
+    run(
+        [
+            python,
+            "-m",
+            "training",
+            "--timesteps",
+            "2048",
+            "--n-envs",
+            "2",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--no-progress-bar",
+        ],
+        env,
+    )
 
     with connect(url) as conn:
         owner = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
@@ -102,7 +149,8 @@ def test_ingest_dbt_and_training_work_on_an_external_postgres_15(postgres15, tmp
         runs = conn.execute("select count(*) from ml.training_runs where status = 'succeeded'").fetchone()[0]
         metrics = conn.execute("select count(*) from ml.evaluation_metrics").fetchone()[0]
         mart_owner = conn.execute(
-            "select tableowner from pg_tables where schemaname = 'marts' and tablename = 'training_bars'").fetchone()[0]
+            "select tableowner from pg_tables where schemaname = 'marts' and tablename = 'training_bars'"
+        ).fetchone()[0]
     assert owner is False, "the test must exercise an ordinary (non-superuser) login"
     assert symbols == 5 and mart_rows > 0
     assert runs == 1 and metrics > 0

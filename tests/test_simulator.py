@@ -26,7 +26,7 @@ import exchange_calendars as xcals
 import pytest
 from ib_async import IB, BarDataList, Contract, Stock
 
-from ingest.simulator import (
+from gateway_simulator import (
     GatewaySimulator,
     PacingLimits,
     PacingRequest,
@@ -34,9 +34,10 @@ from ingest.simulator import (
     SimulatorConfig,
     run_simulator_in_thread,
 )
-from ingest.simulator.contracts import con_id_for
+from gateway_simulator.contracts import con_id_for
 
-pytestmark = pytest.mark.timeout(60)
+# Every test talks to the simulator over a loopback socket.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 REPO = Path(__file__).resolve().parents[1]
 END_DATE = dt.date(2024, 12, 31)
@@ -63,8 +64,7 @@ async def simulator(**overrides: object) -> AsyncIterator[GatewaySimulator]:
 
 
 @contextlib.asynccontextmanager
-async def client(sim: GatewaySimulator | int, client_id: int = 1,
-                 readonly: bool = True) -> AsyncIterator[IB]:
+async def client(sim: GatewaySimulator | int, client_id: int = 1, readonly: bool = True) -> AsyncIterator[IB]:
     port = sim if isinstance(sim, int) else sim.port
     ib = IB()
     await ib.connectAsync("127.0.0.1", port, clientId=client_id, readonly=readonly, timeout=5)
@@ -81,10 +81,10 @@ def record_errors(ib: IB) -> list[tuple[int, int, str]]:
     return seen
 
 
-async def daily(ib: IB, contract: Contract, end: object = "", duration: str = "1 Y",
-                what: str = "TRADES", timeout: float = 10) -> BarDataList:
-    return await ib.reqHistoricalDataAsync(contract, end, duration, "1 day", what, True,
-                                           timeout=timeout)
+async def daily(
+    ib: IB, contract: Contract, end: object = "", duration: str = "1 Y", what: str = "TRADES", timeout: float = 10
+) -> BarDataList:
+    return await ib.reqHistoricalDataAsync(contract, end, duration, "1 day", what, True, timeout=timeout)
 
 
 def ohlc(bars: BarDataList) -> dict[object, tuple[float, float, float, float, float]]:
@@ -117,7 +117,7 @@ def test_connect_readonly_and_read_write() -> None:
                     assert ib.client.serverVersion() == 178
                     assert ib.managedAccounts() == ["DU0000001"]
                 now = await rw.reqCurrentTimeAsync()
-                assert abs((now - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 5
+                assert abs((now - dt.datetime.now(dt.UTC)).total_seconds()) < 5
             assert sim.stats.connections == 2
 
     asyncio.run(main())
@@ -176,8 +176,11 @@ def test_qualify_known_stocks() -> None:
     async def main() -> list[Contract]:
         async with simulator() as sim, client(sim) as ib:
             return await ib.qualifyContractsAsync(
-                Stock("AAPL", "SMART", "USD"), Stock("IBM", "SMART", "USD"),
-                Stock("BRK B", "SMART", "USD"), Stock("SPY", "SMART", "USD", primaryExchange="ARCA"))
+                Stock("AAPL", "SMART", "USD"),
+                Stock("IBM", "SMART", "USD"),
+                Stock("BRK B", "SMART", "USD"),
+                Stock("SPY", "SMART", "USD", primaryExchange="ARCA"),
+            )
 
     first = asyncio.run(main())
     aapl, ibm, brk, spy = first
@@ -193,12 +196,12 @@ def test_unknown_symbol_gives_none_and_error_200() -> None:
     async def main() -> None:
         async with simulator(unknown_symbols=frozenset({"NOPE"})) as sim, client(sim) as ib:
             errors = record_errors(ib)
-            result = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"),
-                                                    Stock("NOPE", "SMART", "USD"))
+            result = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"), Stock("NOPE", "SMART", "USD"))
             assert result[0] is not None and result[0].conId == con_id_for("AAPL")
             assert result[1] is None
             assert [(code, text) for _, code, text in errors] == [
-                (200, "No security definition has been found for the request")]
+                (200, "No security definition has been found for the request")
+            ]
             bars = await daily(ib, Stock("NOPE", "SMART", "USD"), duration="5 D")
             assert list(bars) == [] and errors[-1][1] == 200
 
@@ -240,18 +243,22 @@ def test_overlapping_requests_agree_on_shared_sessions() -> None:
         async with simulator() as sim, client(sim) as ib:
             stock = Stock("XOM", "SMART", "USD")
             a = ohlc(await daily(ib, stock, dt.date(2024, 6, 28), "3 M"))
-            b = ohlc(await daily(ib, stock, dt.datetime(2024, 9, 30, 21, tzinfo=dt.timezone.utc), "6 M"))
+            b = ohlc(await daily(ib, stock, dt.datetime(2024, 9, 30, 21, tzinfo=dt.UTC), "6 M"))
             c = ohlc(await daily(ib, stock, "20240510 16:00:00 US/Eastern", "10 D"))
             shared = a.keys() & b.keys()
             assert len(shared) > 40
             assert all(a[d] == b[d] for d in shared)
             assert len(c) == 10 and all(c[d] == a[d] for d in c)
             # Minute bars of a session aggregate to exactly that session's daily bar.
-            minutes = await ib.reqHistoricalDataAsync(stock, "20240510 20:00:00 UTC", "1 D",
-                                                      "1 min", "TRADES", True)
+            minutes = await ib.reqHistoricalDataAsync(stock, "20240510 20:00:00 UTC", "1 D", "1 min", "TRADES", True)
             assert len(minutes) == 390
-            agg = (minutes[0].open, max(m.high for m in minutes), min(m.low for m in minutes),
-                   minutes[-1].close, sum(m.volume for m in minutes))
+            agg = (
+                minutes[0].open,
+                max(m.high for m in minutes),
+                min(m.low for m in minutes),
+                minutes[-1].close,
+                sum(m.volume for m in minutes),
+            )
             assert agg == c[dt.date(2024, 5, 10)]
 
     asyncio.run(main())
@@ -261,19 +268,22 @@ def test_intraday_bars_follow_session_hours() -> None:
     async def main() -> tuple[BarDataList, BarDataList, BarDataList]:
         async with simulator() as sim, client(sim) as ib:
             stock = Stock("IBM", "SMART", "USD")
-            half_day = await ib.reqHistoricalDataAsync(stock, dt.date(2024, 11, 29), "1 D", "1 hour",
-                                                       "TRADES", True, formatDate=1)
-            five = await ib.reqHistoricalDataAsync(stock, "20241127 23:00:00 UTC", "2 D", "5 mins",
-                                                   "TRADES", True, formatDate=2)
-            extended = await ib.reqHistoricalDataAsync(stock, "20241128 02:00:00 UTC", "1 D",
-                                                       "30 mins", "MIDPOINT", False, formatDate=2)
+            half_day = await ib.reqHistoricalDataAsync(
+                stock, dt.date(2024, 11, 29), "1 D", "1 hour", "TRADES", True, formatDate=1
+            )
+            five = await ib.reqHistoricalDataAsync(
+                stock, "20241127 23:00:00 UTC", "2 D", "5 mins", "TRADES", True, formatDate=2
+            )
+            extended = await ib.reqHistoricalDataAsync(
+                stock, "20241128 02:00:00 UTC", "1 D", "30 mins", "MIDPOINT", False, formatDate=2
+            )
             return half_day, five, extended
 
     half_day, five, extended = asyncio.run(main())
     ny = dt.timezone(dt.timedelta(hours=-5))
     assert [b.date.astimezone(ny).strftime("%H:%M") for b in half_day] == ["09:30", "10:00", "11:00", "12:00"]
     assert all(b.date.date() == dt.date(2024, 11, 29) for b in half_day)
-    assert len(five) == 2 * 78 and all(b.date.tzinfo == dt.timezone.utc for b in five)
+    assert len(five) == 2 * 78 and all(b.date.tzinfo == dt.UTC for b in five)
     assert {b.date.date() for b in five} == {dt.date(2024, 11, 26), dt.date(2024, 11, 27)}
     assert min(b.date for b in five).astimezone(ny).strftime("%H:%M") == "09:30"
     assert max(b.date for b in five).astimezone(ny).strftime("%H:%M") == "15:55"
@@ -290,7 +300,7 @@ def test_what_to_show_views() -> None:
             stock = Stock("JNJ", "SMART", "USD")
             views = ("TRADES", "ADJUSTED_LAST", "MIDPOINT", "BID", "ASK")
             results = await asyncio.gather(*(daily(ib, stock, "", "3 M", what) for what in views))
-            return dict(zip(views, results))
+            return dict(zip(views, results, strict=True))
 
     got = asyncio.run(main())
     trades = got["TRADES"]
@@ -299,9 +309,9 @@ def test_what_to_show_views() -> None:
     assert_bar_invariants(got["ADJUSTED_LAST"])
     for what in ("MIDPOINT", "BID", "ASK"):
         assert_bar_invariants(got[what], quotes=True)
-    assert all(a.close <= t.close for a, t in zip(got["ADJUSTED_LAST"], trades))
+    assert all(a.close <= t.close for a, t in zip(got["ADJUSTED_LAST"], trades, strict=True))
     assert got["ADJUSTED_LAST"][-1].close == trades[-1].close
-    assert all(b.close < a.close for b, a in zip(got["BID"], got["ASK"]))
+    assert all(b.close < a.close for b, a in zip(got["BID"], got["ASK"], strict=True))
 
 
 # --- validation and errors ------------------------------------------------------------
@@ -337,11 +347,11 @@ def test_request_before_history_is_162_no_data_not_pacing() -> None:
             bars = await daily(ib, Stock("AAPL", "SMART", "USD"), "20041231 21:00:00 UTC", "1 M")
             assert list(bars) == []
             assert [(code, text) for _, code, text in errors] == [
-                (162, "Historical Market Data Service error message:HMDS query returned no data: "
-                      "AAPL@SMART Trades")]
+                (162, "Historical Market Data Service error message:HMDS query returned no data: AAPL@SMART Trades")
+            ]
             assert sim.stats.pacing_violations == 0
             head = await ib.reqHeadTimeStampAsync(Stock("AAPL", "SMART", "USD"), "TRADES", True, 2)
-            assert head == dt.datetime(2005, 1, 3, 14, 30, tzinfo=dt.timezone.utc)
+            assert head == dt.datetime(2005, 1, 3, 14, 30, tzinfo=dt.UTC)
 
     asyncio.run(main())
 
@@ -412,8 +422,7 @@ def test_latency_is_applied_concurrently() -> None:
         async with simulator(latency_s=0.3) as sim, client(sim) as ib:
             symbols = ["AAPL", "MSFT", "IBM", "XOM", "KO", "JNJ", "PG", "WMT", "T", "GE"]
             started = time.monotonic()
-            results = await asyncio.gather(
-                *(daily(ib, Stock(s, "SMART", "USD"), "", "1 M") for s in symbols))
+            results = await asyncio.gather(*(daily(ib, Stock(s, "SMART", "USD"), "", "1 M") for s in symbols))
             elapsed = time.monotonic() - started
             assert all(results)
             assert 0.3 <= elapsed < 1.5
@@ -450,8 +459,9 @@ class FakeClock:
         return self.t
 
 
-def req(symbol: str = "AAPL", duration: str = "1 M", end: str = "", what: str = "TRADES",
-        bar_size: str = "1 day") -> PacingRequest:
+def req(
+    symbol: str = "AAPL", duration: str = "1 M", end: str = "", what: str = "TRADES", bar_size: str = "1 day"
+) -> PacingRequest:
     return PacingRequest(symbol, "SMART", what, end, duration, bar_size, True)
 
 
@@ -529,9 +539,25 @@ def test_run_simulator_in_thread_serves_sync_callers() -> None:
 def test_cli_prints_port_serves_and_exits_0_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest.simulator", "--port", "0", "--end-date", "2024-12-31",
-         "--unknown", "NOPE", "--log-level", "WARNING"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gateway_simulator",
+            "--port",
+            "0",
+            "--end-date",
+            "2024-12-31",
+            "--unknown",
+            "NOPE",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -19,7 +19,18 @@ def test_symbols_are_normalised_to_ibkr_spelling(raw, normal):
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "X'); drop table raw.ibkr_bars; --", "AAPL\x00", "ÄPFEL", "TOOLONGSYMBOL", "1ABC", "BRK..B", "BRK B C", "AA\u200b", "ß"],
+    [
+        "",
+        "X'); drop table raw.ibkr_bars; --",
+        "AAPL\x00",
+        "ÄPFEL",
+        "TOOLONGSYMBOL",
+        "1ABC",
+        "BRK..B",
+        "BRK B C",
+        "AA\u200b",
+        "ß",
+    ],
 )
 def test_anything_else_is_rejected(raw):
     with pytest.raises(InvalidSymbolError):

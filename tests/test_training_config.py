@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
 from training import cli
 from training.config import TrainConfig, dump_config, field_docs, load_config
 from training.features import MartSchemaError, read_mart_schema
-from training.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
 
 
 def test_every_field_is_documented_and_has_a_flag() -> None:
@@ -24,16 +24,34 @@ def test_every_field_is_documented_and_has_a_flag() -> None:
 
 def test_defaults_are_seeded_native_cpu_on_every_symbol() -> None:
     config = TrainConfig()
-    assert (config.seed, config.env, config.device, config.symbols, config.symbols_limit) == (42, "native", "cpu", (),
-                                                                                               None)
+    assert (config.seed, config.env, config.device, config.symbols, config.symbols_limit) == (
+        42,
+        "native",
+        "cpu",
+        (),
+        None,
+    )
     assert config.eval_splits == ("validation", "test")
 
 
 def test_yaml_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"seed": 7, "window": 5, "timesteps": 1000, "net_arch": [32, 32]}))
-    config = cli.parse_config(["--config", str(path), "--timesteps", "2_000", "--symbols", "AAA,BBB",
-                               "--env", "tensortrade", "--no-progress-bar", "--symbols-limit", "none"])
+    config = cli.parse_config(
+        [
+            "--config",
+            str(path),
+            "--timesteps",
+            "2_000",
+            "--symbols",
+            "AAA,BBB",
+            "--env",
+            "tensortrade",
+            "--no-progress-bar",
+            "--symbols-limit",
+            "none",
+        ]
+    )
     assert (config.seed, config.window, config.timesteps) == (7, 5, 2000)
     assert config.symbols == ("AAA", "BBB") and config.env == "tensortrade" and config.progress_bar is False
     assert config.net_arch == (32, 32) and config.symbols_limit is None
@@ -47,8 +65,11 @@ def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "values, message",
-    [({"windw": 3}, "unknown configuration keys"), ({"env": "gym"}, "env must be one of"),
-     ({"eval_splits": ("holdout",)}, "eval_splits")],
+    [
+        ({"windw": 3}, "unknown configuration keys"),
+        ({"env": "gym"}, "env must be one of"),
+        ({"eval_splits": ("holdout",)}, "eval_splits"),
+    ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -69,25 +90,43 @@ def test_mart_yaml_features_in_order_with_lookbacks(tmp_path: Path) -> None:
 
 def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
     path = tmp_path / "marts.yml"
-    path.write_text(yaml.safe_dump({"version": 2, "models": [
-        {"name": "other", "columns": [{"name": "x", "meta": {"role": "feature"}}]},
-        {"name": "training_bars", "columns": [
-            {"name": "symbol"},
-            {"name": "a", "config": {"meta": {"role": "feature", "lookback_sessions": 3}}},
-            {"name": "b", "meta": {"role": "feature"}},
-            {"name": "y", "config": {"meta": {"role": "target"}}},
-        ]},
-    ]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 2,
+                "models": [
+                    {"name": "other", "columns": [{"name": "x", "meta": {"role": "feature"}}]},
+                    {
+                        "name": "training_bars",
+                        "columns": [
+                            {"name": "symbol"},
+                            {"name": "a", "config": {"meta": {"role": "feature", "lookback_sessions": 3}}},
+                            {"name": "b", "meta": {"role": "feature"}},
+                            {"name": "y", "config": {"meta": {"role": "target"}}},
+                        ],
+                    },
+                ],
+            }
+        )
+    )
     schema = read_mart_schema(path)
     assert schema.feature_names == ["a", "b"] and schema.target == "y" and schema.longest_lookback == 3
 
 
 @pytest.mark.parametrize(
     "columns, message",
-    [([{"name": "y", "meta": {"role": "target"}}], "no column"),
-     ([{"name": "a", "meta": {"role": "feature"}}], "exactly one column"),
-     ([{"name": "a", "meta": {"role": "feature"}}, {"name": "a", "meta": {"role": "feature"}},
-       {"name": "y", "meta": {"role": "target"}}], "listed twice")],
+    [
+        ([{"name": "y", "meta": {"role": "target"}}], "no column"),
+        ([{"name": "a", "meta": {"role": "feature"}}], "exactly one column"),
+        (
+            [
+                {"name": "a", "meta": {"role": "feature"}},
+                {"name": "a", "meta": {"role": "feature"}},
+                {"name": "y", "meta": {"role": "target"}},
+            ],
+            "listed twice",
+        ),
+    ],
 )
 def test_mart_yaml_without_a_usable_contract_is_refused(tmp_path: Path, columns: list, message: str) -> None:
     path = tmp_path / "marts.yml"

@@ -11,13 +11,13 @@ import pandas as pd
 import psycopg
 import pytest
 
-from conftest import create_database, drop_database
+from devtools.scratch_database import create_database, drop_database
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart, write_mart, write_mart_yaml
 from ingest.landing import ensure_landing_tables
 from training import cli
 from training.config import load_config
 from training.contract import ContractTerms, ContractViolation, build_expectations, check_mart_contract
 from training.job import run_training
-from training.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart, write_mart, write_mart_yaml
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -35,7 +35,7 @@ def mart() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def contract_database(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
     """One provisioned database for the module (creating and dropping one per test costs seconds each)."""
-    settings = create_database(embedded_cluster, prefix="test_contract")
+    settings = create_database(embedded_cluster, "test_contract")
     with connect(settings) as conn:
         provision(conn)
         ensure_landing_tables(conn)
@@ -149,18 +149,18 @@ def test_a_null_target_on_the_last_session_is_allowed(mart_warehouse: Connection
     assert check_mart_contract(mart_warehouse, TERMS).failed == []
 
 
-def _config(tmp_path: Path, **overrides: object):  # noqa: ANN202
-    values = dict(
-        mart_yaml=write_mart_yaml(tmp_path / "training_bars.yml"),
-        runs_dir=tmp_path / "runs",
-        run_id="refused",
-        timesteps=256,
-        n_steps=64,
-        batch_size=64,
-        n_envs=2,
-        progress_bar=False,
-        checkpoint_freq=0,
-    )
+def _config(tmp_path: Path, **overrides: object):
+    values = {
+        "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
+        "runs_dir": tmp_path / "runs",
+        "run_id": "refused",
+        "timesteps": 256,
+        "n_steps": 64,
+        "batch_size": 64,
+        "n_envs": 2,
+        "progress_bar": False,
+        "checkpoint_freq": 0,
+    }
     values.update(overrides)
     return load_config(None, values)
 
@@ -180,7 +180,9 @@ def test_training_refuses_a_broken_mart(mart_warehouse: ConnectionSettings, tmp_
 
 
 def test_cli_exits_non_zero_listing_the_failed_expectations(
-    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    mart_warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     break_mart(mart_warehouse, BREAKAGES["null feature"][0])
@@ -189,8 +191,17 @@ def test_cli_exits_non_zero_listing_the_failed_expectations(
         monkeypatch.setenv(name, value)
     yaml_path = write_mart_yaml(tmp_path / "training_bars.yml")
     with caplog.at_level(logging.ERROR):
-        status = cli.main(["--mart-yaml", str(yaml_path), "--runs-dir", str(tmp_path / "runs"), "--timesteps", "64",
-                           "--no-progress-bar"])
+        status = cli.main(
+            [
+                "--mart-yaml",
+                str(yaml_path),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--timesteps",
+                "64",
+                "--no-progress-bar",
+            ]
+        )
     assert status == cli.EXIT_CONTRACT
     assert "rsi_14 has no nulls" in caplog.text
     assert "(symbol, session_date) is unique" in caplog.text

@@ -11,15 +11,16 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart
 from training.envs import ENV_KINDS, EnvSettings, make_env
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
 from training.market_data import FeatureScaler, SymbolSeries, build_series
-from training.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart
 
 FEATURES = list(FEATURE_LOOKBACKS)
-SETTINGS = EnvSettings.from_bps(window=10, initial_cash=10_000.0, commission_bps=10.0, slippage_bps=5.0,
-                                observation_clip=10.0)
+SETTINGS = EnvSettings.from_bps(
+    window=10, initial_cash=10_000.0, commission_bps=10.0, slippage_bps=5.0, observation_clip=10.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def tiny_series() -> SymbolSeries:
     )
 
 
-def run_episode(env, actions, symbol: str | None = None):  # noqa: ANN001
+def run_episode(env, actions, symbol: str | None = None):
     """Observations, rewards and infos of one episode driven by ``actions`` (cycled)."""
     obs, info = env.reset(seed=0, options={"symbol": symbol} if symbol else None)
     observations, rewards, infos = [obs], [], [info]
@@ -145,7 +146,7 @@ def test_both_sample_the_same_symbols_from_the_same_seed(mart: pd.DataFrame) -> 
     assert len(set(picks["native"])) > 1  # the seed actually chooses
 
 
-def _checked_without_warnings(env) -> list[str]:  # noqa: ANN001
+def _checked_without_warnings(env) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gymnasium_check_env(env, skip_render_check=True)
@@ -182,7 +183,7 @@ def test_tensortrade_envs_in_one_process_keep_their_own_clocks(mart: pd.DataFram
         second.step(step % 2)
         rewards.append(reward)
         step += 1
-    assert first._env.clock.step == step and second._env.clock.step == step  # noqa: SLF001
+    assert first._env.clock.step == step and second._env.clock.step == step
     np.testing.assert_allclose(rewards, rewards_alone, rtol=0, atol=1e-12)
 
 
@@ -205,8 +206,10 @@ def test_changing_the_target_changes_no_observation(mart: pd.DataFrame, kind: st
 def _perturb_after(frame: pd.DataFrame, split: str, symbol: str, cutoff: np.datetime64) -> pd.DataFrame:
     """Every column of the symbol's rows after ``cutoff`` in ``split`` replaced by something else."""
     changed = frame.copy()
-    later = (changed["symbol"] == symbol) & (changed["split"] == split) & (
-        pd.to_datetime(changed["session_date"]).to_numpy(dtype="datetime64[D]") > cutoff
+    later = (
+        (changed["symbol"] == symbol)
+        & (changed["split"] == split)
+        & (pd.to_datetime(changed["session_date"]).to_numpy(dtype="datetime64[D]") > cutoff)
     )
     rng = np.random.default_rng(2)
     for column in [*FEATURES, "open", "high", "low", "close", "volume", TARGET]:
@@ -230,10 +233,12 @@ def test_a_later_bar_changes_no_observation_at_or_before_its_session(mart: pd.Da
         for t in (SETTINGS.window - 1, SETTINGS.window + 4, len(dates) - 3):
             changed = _perturb_after(mart, split, symbol, dates[t])
             scaler = None if split == "validation" else original_scaler
-            obs_a, rewards_a, infos_a = run_episode(make_env(kind, series_of(mart, split, scaler), SETTINGS), actions,
-                                                    symbol)
-            obs_b, rewards_b, infos_b = run_episode(make_env(kind, series_of(changed, split, scaler), SETTINGS),
-                                                    actions, symbol)
+            obs_a, rewards_a, infos_a = run_episode(
+                make_env(kind, series_of(mart, split, scaler), SETTINGS), actions, symbol
+            )
+            obs_b, rewards_b, infos_b = run_episode(
+                make_env(kind, series_of(changed, split, scaler), SETTINGS), actions, symbol
+            )
             sessions = [info["session_index"] for info in infos_a]
             upto = sessions.index(t) + 1  # observations of sessions <= t (the reset one is session window-1)
             for a, b in zip(obs_a[:upto], obs_b[:upto], strict=True):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, synthetic_mart
 from training.envs import EnvSettings
 from training.evaluation import AGGREGATE_SYMBOL, baseline_policies, combined_net_worth, evaluate
 from training.market_data import FeatureScaler, build_series
 from training.metrics import METRICS, drawdown, equity_metrics
-from training.synthetic_mart import FEATURE_LOOKBACKS, synthetic_mart
 
 
 def test_trading_metrics_by_hand() -> None:
@@ -60,7 +60,7 @@ def test_replays_cover_every_session_of_every_symbol(series_by_split: dict, kind
         for s in series:
             for policy in ("buy_and_hold", "flat", "random"):
                 (curve,) = [c for c in evaluation.curves if (c.split, c.symbol, c.policy) == (split, s.symbol, policy)]
-                np.testing.assert_array_equal(curve.dates, s.dates[settings.window - 1:])
+                np.testing.assert_array_equal(curve.dates, s.dates[settings.window - 1 :])
                 assert curve.net_worth[0] == settings.initial_cash
     flat = evaluation.metrics.query("policy == 'flat' and metric == 'total_return'")
     assert (flat["value"] == 0).all()
@@ -70,7 +70,9 @@ def test_replays_cover_every_session_of_every_symbol(series_by_split: dict, kind
 
 def test_the_random_baseline_is_seeded(series_by_split: dict) -> None:
     settings = EnvSettings(window=10)
-    runs = [evaluate("native", series_by_split, settings, {"random": baseline_policies(seed)["random"]})
-            for seed in (1, 1, 2)]
+    runs = [
+        evaluate("native", series_by_split, settings, {"random": baseline_policies(seed)["random"]})
+        for seed in (1, 1, 2)
+    ]
     pd.testing.assert_frame_equal(runs[0].metrics, runs[1].metrics, check_exact=True)
     assert not runs[0].metrics["value"].equals(runs[2].metrics["value"])

@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
 from training.results_store import ensure_tables
-from training.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
@@ -50,9 +50,11 @@ def test_the_mart_reader_reads_as_trainer(mart_warehouse: ConnectionSettings, tm
 def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: ConnectionSettings) -> None:
     ensure_tables(mart_warehouse)
     with connect(mart_warehouse) as conn:
-        owners = dict(conn.execute(
-            "select tablename, tableowner from pg_tables where schemaname = 'ml' order by tablename"
-        ).fetchall())
+        owners = dict(
+            conn.execute(
+                "select tablename, tableowner from pg_tables where schemaname = 'ml' order by tablename"
+            ).fetchall()
+        )
     assert owners == {"equity_curves": "trainer", "evaluation_metrics": "trainer", "training_runs": "trainer"}
     with connect(mart_warehouse, role="analyst") as conn:
         for table in owners:

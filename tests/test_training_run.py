@@ -12,7 +12,8 @@ import pytest
 import yaml
 from stable_baselines3 import PPO
 
-from conftest import create_database, drop_database
+from devtools.scratch_database import create_database, drop_database
+from devtools.synthetic_mart import symbol_names, synthetic_mart, write_mart, write_mart_yaml
 from training import cli
 from training.config import load_config
 from training.evaluation import AGGREGATE_SYMBOL, POLICIES
@@ -20,7 +21,6 @@ from training.features import read_mart_schema
 from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
-from training.synthetic_mart import symbol_names, synthetic_mart, write_mart, write_mart_yaml
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -36,7 +36,7 @@ def mart() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def mart_warehouse(embedded_cluster: ConnectionSettings, mart: pd.DataFrame) -> Iterator[ConnectionSettings]:
     """One provisioned database with the mart for the module; every run in it has its own run_id."""
-    settings = create_database(embedded_cluster, prefix="test_training_run")
+    settings = create_database(embedded_cluster, "test_training_run")
     with connect(settings) as conn:
         provision(conn)
         write_mart(conn, mart)
@@ -44,19 +44,19 @@ def mart_warehouse(embedded_cluster: ConnectionSettings, mart: pd.DataFrame) -> 
     drop_database(settings)
 
 
-def short_config(tmp_path: Path, **overrides: object):  # noqa: ANN202
-    values = dict(
-        mart_yaml=write_mart_yaml(tmp_path / "training_bars.yml"),
-        runs_dir=tmp_path / "runs",
-        dbt_run_results=tmp_path / "target" / "run_results.json",
-        timesteps=2048,
-        n_envs=2,
-        n_steps=256,
-        batch_size=128,
-        n_epochs=2,
-        checkpoint_freq=1024,
-        progress_bar=False,
-    )
+def short_config(tmp_path: Path, **overrides: object):
+    values = {
+        "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
+        "runs_dir": tmp_path / "runs",
+        "dbt_run_results": tmp_path / "target" / "run_results.json",
+        "timesteps": 2048,
+        "n_envs": 2,
+        "n_steps": 256,
+        "batch_size": 128,
+        "n_epochs": 2,
+        "checkpoint_freq": 1024,
+        "progress_bar": False,
+    }
     values.update(overrides)
     return load_config(None, values)
 
@@ -66,16 +66,33 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
 ) -> None:
     run_results = tmp_path / "target" / "run_results.json"
     run_results.parent.mkdir()
-    run_results.write_text(json.dumps({
-        "metadata": {"invocation_id": "0b4c1c9e-0000-4000-8000-000000000001", "generated_at": "2025-07-01T12:00:00Z"},
-        "results": [{"unique_id": "model.warehouse.training_bars", "status": "success"}],
-    }))
+    run_results.write_text(
+        json.dumps(
+            {
+                "metadata": {
+                    "invocation_id": "0b4c1c9e-0000-4000-8000-000000000001",
+                    "generated_at": "2025-07-01T12:00:00Z",
+                },
+                "results": [{"unique_id": "model.warehouse.training_bars", "status": "success"}],
+            }
+        )
+    )
     config = short_config(tmp_path, run_id="e2e")
     result = run_training(config, mart_warehouse)
 
     run_dir = tmp_path / "runs" / "e2e"
-    for name in ("model.zip", "config.yaml", "metrics.json", "scaler.json", "report.html", "train.log",
-                 "equity_validation.png", "drawdown_validation.png", "equity_test.png", "drawdown_test.png"):
+    for name in (
+        "model.zip",
+        "config.yaml",
+        "metrics.json",
+        "scaler.json",
+        "report.html",
+        "train.log",
+        "equity_validation.png",
+        "drawdown_validation.png",
+        "equity_test.png",
+        "drawdown_test.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ppo_1024_steps.zip", "ppo_2048_steps.zip"]
     assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
@@ -100,8 +117,15 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
             "select status, env, seed, timesteps, total_timesteps, mart_hash, dbt_invocation_id, dbt_generated_at, "
             "symbols, mart_rows, config->>'window' from ml.training_runs where run_id = 'e2e'"
         ).fetchone()
-        assert run[:7] == ("succeeded", "native", 42, 2048, 2048, result.mart_hash,
-                           "0b4c1c9e-0000-4000-8000-000000000001")
+        assert run[:7] == (
+            "succeeded",
+            "native",
+            42,
+            2048,
+            2048,
+            result.mart_hash,
+            "0b4c1c9e-0000-4000-8000-000000000001",
+        )
         assert run[7] is not None and run[8] == N_SYMBOLS and run[9] == len(mart) and run[10] == str(config.window)
         count = conn.execute("select count(*) from ml.evaluation_metrics where run_id = 'e2e'").fetchone()[0]
         assert count == 2 * (N_SYMBOLS + 1) * len(POLICIES) * len(METRICS)
@@ -141,8 +165,9 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
     run_training(short_config(tmp_path, run_id="base", timesteps=1024, checkpoint_freq=1024), mart_warehouse)
     checkpoint = tmp_path / "runs" / "base" / "checkpoints" / "ppo_1024_steps.zip"
     resumed = run_training(
-        short_config(tmp_path, run_id="resumed", timesteps=512, resume=checkpoint, checkpoint_freq=0,
-                     progress_bar=True),
+        short_config(
+            tmp_path, run_id="resumed", timesteps=512, resume=checkpoint, checkpoint_freq=0, progress_bar=True
+        ),
         mart_warehouse,
     )
     assert PPO.load(resumed.model_path, device="cpu").num_timesteps == 1024 + 512
@@ -154,27 +179,38 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
 
 
 def test_tensortrade_environment_trains_end_to_end(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
-    result = run_training(short_config(tmp_path, run_id="tt", env="tensortrade", timesteps=1024, checkpoint_freq=0),
-                          mart_warehouse)
+    result = run_training(
+        short_config(tmp_path, run_id="tt", env="tensortrade", timesteps=1024, checkpoint_freq=0), mart_warehouse
+    )
     assert result.report_path.is_file()
     with connect(mart_warehouse) as conn:
         assert conn.execute("select env from ml.training_runs where run_id = 'tt'").fetchone() == ("tensortrade",)
 
 
 def test_cli_trains_from_a_yaml_config_with_flag_overrides(
-    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    mart_warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     for name, value in mart_warehouse.libpq_env().items():
         monkeypatch.setenv(name, value)
     config_path = tmp_path / "short.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "mart_yaml": str(write_mart_yaml(tmp_path / "training_bars.yml")),
-        "runs_dir": str(tmp_path / "runs"),
-        "timesteps": 100_000,  # overridden below
-        "n_envs": 2, "n_steps": 128, "batch_size": 64, "n_epochs": 1, "checkpoint_freq": 0,
-        "symbols_limit": 2,
-    }))
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "mart_yaml": str(write_mart_yaml(tmp_path / "training_bars.yml")),
+                "runs_dir": str(tmp_path / "runs"),
+                "timesteps": 100_000,  # overridden below
+                "n_envs": 2,
+                "n_steps": 128,
+                "batch_size": 64,
+                "n_epochs": 1,
+                "checkpoint_freq": 0,
+                "symbols_limit": 2,
+            }
+        )
+    )
     with caplog.at_level("INFO"):
         status = cli.main(["--config", str(config_path), "--timesteps", "256", "--run-id", "cli", "--no-progress-bar"])
     assert status == 0

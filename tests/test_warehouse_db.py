@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -44,6 +43,7 @@ def test_client_encoding_is_always_utf8():
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
 
 
+@pytest.mark.integration  # a real connection attempt (to a closed port)
 def test_a_password_never_appears_in_descriptions_or_connection_errors():
     secret = "hunter2-very-secret"
     s = settings_from_url(f"postgresql://quant:{secret}@127.0.0.1:1/prod?connect_timeout=2")
@@ -110,9 +110,17 @@ def test_pg_variables_select_an_external_server(second_server, embedded_cluster)
     assert (resolved.host, resolved.dbname) == (second_server.host, "analytics")
     assert resolved.host != embedded_cluster.host
 
-    up = subprocess.run([sys.executable, "-m", "warehouse_db", "up"], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+    up = subprocess.run(
+        [sys.executable, "-m", "warehouse_db", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert up.returncode == 0, up.stderr
     assert "external server" in up.stdout and "analytics" in up.stdout
     with connect(resolved) as conn:
-        assert conn.execute("select to_regnamespace('raw') is not null and to_regnamespace('ml') is not null").fetchone()[0]
+        assert conn.execute(
+            "select to_regnamespace('raw') is not null and to_regnamespace('ml') is not null"
+        ).fetchone()[0]

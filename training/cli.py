@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = docs.get(field.name, "")
         if annotation is bool:
             parser.add_argument(
-                _flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                _flag(field.name),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=f"{help_text} (default: {field.default})",
             )
             continue
@@ -53,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         default = field.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(
-            _flag(field.name), dest=field.name, default=None, choices=choices,
+            _flag(field.name),
+            dest=field.name,
+            default=None,
+            choices=choices,
             metavar=None if choices else _metavar(annotation),
             type=lambda text, annotation=annotation: parse_value(annotation, text),
             help=f"{help_text} (default: {shown})",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import logging
 import textwrap
 import types
@@ -59,8 +60,6 @@ class TrainConfig:
     """Minimum exchange sessions between splits that the contract demands. None: the longest feature lookback."""
     min_episode_steps: int = 5
     """Contract: every symbol needs at least window + this many sessions in each split, so each split can be traded."""
-    session_calendar: str = "XNYS"
-    """exchange_calendars name of the exchange whose sessions the embargo is counted in."""
 
     # --- environment ---
     env: EnvKind = "native"
@@ -176,7 +175,7 @@ def field_docs(cls: type = TrainConfig) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:]):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

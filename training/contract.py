@@ -21,6 +21,7 @@ Expectations (each has a description, which is the name a failure is reported un
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import warnings
@@ -28,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from market_calendar import EXCHANGE, non_session_weekdays
 from training.config import SPLITS
 from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS, SPLIT_COLUMN
-from training.sessions import non_session_weekdays
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
@@ -62,7 +63,6 @@ class ContractTerms:
     target: str
     embargo_sessions: int
     min_sessions_per_split: int
-    calendar: str = "XNYS"
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -79,8 +79,8 @@ def _split_bounds_sql(terms: ContractTerms) -> str:
     Queries with a JOIN get ``{batch}`` from GX as a bare subquery, which PostgreSQL before 16 accepts only
     with an alias: every ``{batch}`` in a joining query carries one (tested on PostgreSQL 15).
     """
-    holidays = ", ".join(f"'{day}'" for day in non_session_weekdays(terms.calendar))
-    pairs = ", ".join(f"('{earlier}', '{later}')" for earlier, later in zip(SPLITS, SPLITS[1:]))
+    holidays = ", ".join(f"'{day}'" for day in non_session_weekdays())
+    pairs = ", ".join(f"('{earlier}', '{later}')" for earlier, later in itertools.pairwise(SPLITS))
     return f"""
         with bounds as (
             select split, min(session_date) as first_session, max(session_date) as last_session
@@ -169,7 +169,7 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 where sessions_between < {int(terms.embargo_sessions)}
             """,
             description=(
-                f"at least {terms.embargo_sessions} {terms.calendar} sessions of embargo between consecutive splits"
+                f"at least {terms.embargo_sessions} {EXCHANGE} sessions of embargo between consecutive splits"
             ),
         ),
         gxe.UnexpectedRowsExpectation(
@@ -211,6 +211,7 @@ def gx_connection_string(
 
 def _plain_rows(rows: Sequence[Any]) -> str:
     """Short text for a few offending rows/values (dates and numbers as their str, not their repr)."""
+
     def plain(value: Any) -> str:
         if isinstance(value, dict):
             return "{" + ", ".join(f"{key}: {plain(item)}" for key, item in value.items()) + "}"
@@ -239,9 +240,11 @@ def _describe_failure(result: Any) -> str:
     if outcome.get("partial_missing_list"):
         details.append(f"missing {outcome['partial_missing_list']}")
     exception = result.exception_info or {}
-    messages = [exception.get("exception_message")] if "exception_message" in exception else [
-        info.get("exception_message") for info in exception.values() if isinstance(info, dict)
-    ]
+    messages = (
+        [exception.get("exception_message")]
+        if "exception_message" in exception
+        else [info.get("exception_message") for info in exception.values() if isinstance(info, dict)]
+    )
     messages = [message for message in messages if message]
     if messages:
         details.append(f"error: {messages[0].strip().splitlines()[-1]}")
@@ -288,10 +291,12 @@ def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> C
         if reader != schemas.TRAINER_ROLE:
             raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
         if not readable:
-            raise ContractViolation([
-                f"{schemas.MARTS}.{MART_TABLE} exists and {schemas.TRAINER_ROLE} may read it [precondition]: "
-                f"it does not, in {settings.describe()} (build it first: make dbt-build)"
-            ])
+            raise ContractViolation(
+                [
+                    f"{schemas.MARTS}.{MART_TABLE} exists and {schemas.TRAINER_ROLE} may read it [precondition]: "
+                    f"it does not, in {settings.describe()} (build it first: make dbt-build)"
+                ]
+            )
         asset = datasource.add_table_asset(MART_TABLE, table_name=MART_TABLE)  # found via search_path
         batch_definition = asset.add_batch_definition_whole_table("whole table")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{schemas.MARTS}.{MART_TABLE} contract"))
@@ -309,8 +314,9 @@ def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> C
     failed = [_describe_failure(r) for r in outcome.results if not r.success]
     if failed:
         raise ContractViolation(failed)
-    logger.info("%s.%s meets its data contract (%d expectations, read as %s)",
-                schemas.MARTS, MART_TABLE, len(passed), reader)
+    logger.info(
+        "%s.%s meets its data contract (%d expectations, read as %s)", schemas.MARTS, MART_TABLE, len(passed), reader
+    )
     return ContractReport(passed=passed, failed=failed)
 
 

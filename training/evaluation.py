@@ -79,20 +79,20 @@ def combined_net_worth(curves: Sequence[EquityCurve], initial_cash: float) -> pd
 
 
 def constant_policy(position: Position) -> PolicyFactory:
-    return lambda split, symbol: (lambda obs: int(position))
+    return lambda split, symbol: lambda obs: int(position)
 
 
 def random_policy(seed: int) -> PolicyFactory:
     """Long or flat with probability 1/2 each session, from a generator seeded by (seed, split, symbol)."""
 
     def factory(split: str, symbol: str) -> Policy:
-        rng = np.random.default_rng([seed, zlib.crc32(f"{split}/{symbol}".encode("utf-8"))])
+        rng = np.random.default_rng([seed, zlib.crc32(f"{split}/{symbol}".encode())])
         return lambda obs: int(rng.integers(2))
 
     return factory
 
 
-def agent_policy(model, deterministic: bool = True) -> PolicyFactory:  # noqa: ANN001 - an SB3 BaseAlgorithm
+def agent_policy(model, deterministic: bool = True) -> PolicyFactory:
     def factory(split: str, symbol: str) -> Policy:
         def act(obs: np.ndarray) -> int:
             action, _ = model.predict(obs, deterministic=deterministic)
@@ -111,7 +111,7 @@ def baseline_policies(seed: int) -> dict[str, PolicyFactory]:
     }
 
 
-def replay(env, series: SymbolSeries, policy_name: str, policy: Policy) -> EquityCurve:  # noqa: ANN001
+def replay(env, series: SymbolSeries, policy_name: str, policy: Policy) -> EquityCurve:
     """Run one whole episode of ``series`` in ``env`` and record its equity curve."""
     obs, info = env.reset(options={"symbol": series.symbol})
     indices, net_worth, positions = [info["session_index"]], [info["net_worth"]], [info["position"]]

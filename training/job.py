@@ -25,8 +25,8 @@ from training.contract import ContractTerms, check_mart_contract
 from training.envs import EnvSettings
 from training.evaluation import AGENT, Evaluation, agent_policy, baseline_policies, evaluate
 from training.features import read_mart_schema
-from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.market_data import FeatureScaler, build_series
+from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.ppo import TrainingStats, build_model, learn, make_vec_env
 from training.report import plot_split, write_metrics_json, write_report_html
 from warehouse_db.settings import ConnectionSettings
@@ -63,7 +63,6 @@ def contract_terms(config: TrainConfig, feature_names: list[str], target: str, l
         target=target,
         embargo_sessions=config.embargo_sessions if config.embargo_sessions is not None else longest_lookback,
         min_sessions_per_split=config.window + config.min_episode_steps,
-        calendar=config.session_calendar,
     )
 
 
@@ -206,6 +205,10 @@ def _log_headline(evaluation: Evaluation, splits: tuple[str, ...]) -> None:
         for policy, row in table.iterrows():
             logger.info(
                 "%-10s %-12s total return %+7.2f%%  sharpe %6.2f  max drawdown %6.2f%%  exposure %5.1f%%",
-                split, policy, 100 * row["total_return"], row["sharpe"], 100 * row["max_drawdown"],
+                split,
+                policy,
+                100 * row["total_return"],
+                row["sharpe"],
+                100 * row["max_drawdown"],
                 100 * row["exposure"],
             )

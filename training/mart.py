@@ -63,7 +63,7 @@ class DbtProvenance:
         return dict(self.__dict__)
 
 
-def trainer_connection(settings: ConnectionSettings):  # noqa: ANN201 - psycopg.Connection
+def trainer_connection(settings: ConnectionSettings):
     """A connection acting as the trainer role (never anything with more privileges)."""
     return warehouse_db.connect(settings, role=schemas.TRAINER_ROLE)
 
@@ -114,7 +114,12 @@ def read_mart(
     snapshot = MartSnapshot(frame=frame, content_hash=content_hash(frame, columns), symbols=chosen)
     logger.info(
         "read %d rows of %s.%s (%d symbols) as %s; content %s",
-        snapshot.row_count, schemas.MARTS, MART_TABLE, len(chosen), schemas.TRAINER_ROLE, snapshot.content_hash,
+        snapshot.row_count,
+        schemas.MARTS,
+        MART_TABLE,
+        len(chosen),
+        schemas.TRAINER_ROLE,
+        snapshot.content_hash,
     )
     return snapshot
 
@@ -150,12 +155,12 @@ def read_dbt_provenance(run_results: Path) -> DbtProvenance:
         return DbtProvenance(None, None, None, str(run_results))
     metadata = document.get("metadata") or {}
     built = any(
-        str(result.get("unique_id", "")).startswith("model.") and str(result.get("unique_id", "")).endswith(
-            f".{MART_TABLE}"
-        )
+        str(result.get("unique_id", "")).startswith("model.")
+        and str(result.get("unique_id", "")).endswith(f".{MART_TABLE}")
         for result in document.get("results") or []
     )
     if not built:
-        logger.warning("%s does not list the %s model: its invocation may not be the one that built it",
-                       run_results, MART_TABLE)
+        logger.warning(
+            "%s does not list the %s model: its invocation may not be the one that built it", run_results, MART_TABLE
+        )
     return DbtProvenance(metadata.get("invocation_id"), metadata.get("generated_at"), built, str(run_results))

@@ -103,9 +103,7 @@ def equity_metrics(net_worth: np.ndarray, positions: np.ndarray) -> dict[str, fl
     }
 
 
-def pooled_metrics(
-    combined_net_worth: np.ndarray, curves: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> dict[str, float]:
+def pooled_metrics(combined_net_worth: np.ndarray, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """Metrics of several symbols traded side by side with equal starting cash.
 
     Return and risk metrics come from ``combined_net_worth`` (the sum of the symbols' net worths per session);

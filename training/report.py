@@ -12,11 +12,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window (CI, servers)
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from training.evaluation import AGGREGATE_SYMBOL, POLICIES, Evaluation  # noqa: E402
-from training.metrics import METRIC_DEFINITIONS, METRICS, drawdown  # noqa: E402
+from training.evaluation import AGGREGATE_SYMBOL, POLICIES, Evaluation
+from training.metrics import METRIC_DEFINITIONS, METRICS, drawdown
 
 POLICY_COLOURS = {"agent": "tab:blue", "buy_and_hold": "tab:orange", "flat": "tab:gray", "random": "tab:green"}
 PERCENT_METRICS = {"total_return", "cagr", "max_drawdown", "turnover", "exposure", "hit_rate"}
@@ -118,7 +118,8 @@ def write_report_html(
     sections = []
     for split, split_plots in plots.items():
         per_symbol = evaluation.metrics[
-            (evaluation.metrics["split"] == split) & (evaluation.metrics["symbol"] != AGGREGATE_SYMBOL)
+            (evaluation.metrics["split"] == split)
+            & (evaluation.metrics["symbol"] != AGGREGATE_SYMBOL)
             & (evaluation.metrics["metric"].isin(["total_return", "sharpe", "max_drawdown", "exposure"]))
         ]
         symbol_table = per_symbol.pivot_table(
@@ -156,7 +157,7 @@ dt {{ font-weight: bold; }} dd {{ margin: 0 0 0.4rem 1rem; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <table>{summary_rows}</table>
-{''.join(sections)}
+{"".join(sections)}
 <h2>Metric definitions</h2><dl>{definitions}</dl>
 <p>Metrics for the policies: agent (the trained PPO policy), buy_and_hold (long from the first fill),
 flat (cash only), random (long or flat with probability 1/2 each session, seeded). Columns: {", ".join(METRICS)}.</p>

@@ -109,11 +109,10 @@ class RunRecord:
 
 def ensure_tables(settings: ConnectionSettings) -> None:
     """Create the ml tables if they do not exist (as trainer, so analysts' default privileges apply)."""
-    with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn:
-        with conn.transaction():
-            # Two runs starting at once would race on CREATE TABLE IF NOT EXISTS; take turns.
-            conn.execute("select pg_advisory_xact_lock(hashtext('training.results_store'))")
-            conn.execute(DDL)
+    with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn, conn.transaction():
+        # Two runs starting at once would race on CREATE TABLE IF NOT EXISTS; take turns.
+        conn.execute("select pg_advisory_xact_lock(hashtext('training.results_store'))")
+        conn.execute(DDL)
 
 
 def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
@@ -158,12 +157,16 @@ def write_run(settings: ConnectionSettings, record: RunRecord, evaluation: Evalu
             for curve in evaluation.curves:
                 dates = curve.dates.astype("datetime64[D]").tolist()
                 for date, net_worth, drawdown, position in zip(
-                    dates, curve.net_worth.tolist(), curve.drawdown.tolist(), curve.positions.tolist()
+                    dates, curve.net_worth.tolist(), curve.drawdown.tolist(), curve.positions.tolist(), strict=True
                 ):
-                    copy.write_row((record.run_id, curve.split, curve.symbol, curve.policy, date, net_worth,
-                                    drawdown, position))
+                    copy.write_row(
+                        (record.run_id, curve.split, curve.symbol, curve.policy, date, net_worth, drawdown, position)
+                    )
                     curve_rows += 1
     logger.info(
         "wrote run %s to %s.training_runs, %d metrics and %d equity-curve rows",
-        record.run_id, schemas.ML, len(evaluation.metrics), curve_rows,
+        record.run_id,
+        schemas.ML,
+        len(evaluation.metrics),
+        curve_rows,
     )

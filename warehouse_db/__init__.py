@@ -1,6 +1,7 @@
 """The warehouse connection: which PostgreSQL, how to connect, and the project's roles and schemas."""
 
 from warehouse_db.connection import connect, resolve_settings
+from warehouse_db.errors import WarehouseError
 from warehouse_db.settings import ConnectionSettings
 
-__all__ = ["ConnectionSettings", "connect", "resolve_settings"]
+__all__ = ["ConnectionSettings", "WarehouseError", "connect", "resolve_settings"]

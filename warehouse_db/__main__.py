@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("provision", help="create the roles and schemas (idempotent)")
     sub.add_parser(
         "env",
-        help="print `export PG...` lines for dbt/psql in this shell: eval \"$(python -m warehouse_db env)\" "
+        help='print `export PG...` lines for dbt/psql in this shell: eval "$(python -m warehouse_db env)" '
         "(a password goes to .warehouse/pgpass, never to the terminal)",
     )
     psql = sub.add_parser("psql", help="open psql on the warehouse (extra arguments go to psql)")

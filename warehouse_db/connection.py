@@ -10,12 +10,21 @@ import psycopg
 from psycopg import sql
 
 from warehouse_db import embedded
-from warehouse_db.settings import DEFAULT_DOTENV, ConnectionSettings, external_settings, read_config, uses_external_server
+from warehouse_db.errors import WarehouseUnreachable
+from warehouse_db.settings import (
+    DEFAULT_DOTENV,
+    ConnectionSettings,
+    external_settings,
+    read_config,
+    uses_external_server,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_settings(env: Mapping[str, str] | None = None, dotenv_path: Path | None = DEFAULT_DOTENV) -> ConnectionSettings:
+def resolve_settings(
+    env: Mapping[str, str] | None = None, dotenv_path: Path | None = DEFAULT_DOTENV
+) -> ConnectionSettings:
     """Settings of the configured server; starts the embedded warehouse when no server is configured."""
     config = read_config(env, dotenv_path)
     if uses_external_server(config):
@@ -39,7 +48,7 @@ def connect(
         conn = psycopg.connect(**settings.connect_kwargs(), autocommit=autocommit)
     except psycopg.OperationalError as error:
         # libpq's message never includes the password; add where we tried, also without it.
-        raise ConnectionError(f"cannot connect to {settings.describe()}: {error}".strip()) from None
+        raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {error}".strip()) from None
     if role is not None:
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
         if not autocommit:

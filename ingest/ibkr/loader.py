@@ -39,7 +39,7 @@ from ingest.ibkr.fetcher import (
     SourceBar,
 )
 from ingest.ibkr.pacing import DEFAULT_MAX_OPEN, LimiterStats, PacingLimiter, PacingPolicy
-from ingest.ibkr.planner import NY, Coverage, PlanContext, SymbolPlan, last_completed_close, plan_symbol
+from ingest.ibkr.planner import Coverage, PlanContext, SymbolPlan, last_completed_close, plan_symbol
 from ingest.landing import (
     BarSettings,
     Batch,
@@ -51,6 +51,7 @@ from ingest.landing import (
     utc_now,
 )
 from ingest.watchlist import WatchlistEntry
+from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings

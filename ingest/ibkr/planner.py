@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 from calendar import monthrange
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
-from ingest.ibkr.bar_sizes import EXCHANGE_TZ as NY, BarSize, daily_duration
+from ingest.ibkr.bar_sizes import BarSize, daily_duration
+from market_calendar import EXCHANGE_TZ as NY
+from market_calendar import session_closes
 
-UTC = timezone.utc
+UTC = UTC
 
 DEFAULT_MONTHS = 12
 DAILY_OVERLAP = timedelta(days=7)
@@ -230,7 +232,7 @@ def _span(delta: timedelta) -> str:
 def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
     """The end of the last NYSE session that has finished by ``now`` (regular close, or 20:00 ET outside RTH).
 
-    Uses the XNYS calendar from ``exchange_calendars`` (holidays and half days included).
+    Uses the XNYS calendar of :mod:`market_calendar` (holidays and half days included).
     """
     now_utc = now.astimezone(UTC)
     closes = _session_closes(now_utc)
@@ -249,17 +251,7 @@ def _session_closes(now_utc: datetime) -> list[tuple[date, datetime]]:
     """(session date, close) for the NYSE sessions of the last 20 days up to tomorrow."""
     first, last = (now_utc - timedelta(days=20)).date(), (now_utc + timedelta(days=1)).date()
     try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pandas deprecation chatter from inside exchange_calendars
-            import exchange_calendars as xcals  # slow import: only when a run needs it
-
-            calendar = xcals.get_calendar("XNYS", start=(first - timedelta(days=10)).isoformat())
-            return [
-                (session.date(), calendar.session_close(session).to_pydatetime())
-                for session in calendar.sessions_in_range(first.isoformat(), last.isoformat())
-            ]
+        return session_closes(first, last)
     except Exception as error:  # noqa: BLE001 - e.g. a date beyond the calendar's known range
         import logging
 

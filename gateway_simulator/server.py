@@ -21,13 +21,15 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from market_calendar import EXCHANGE_TZ as NY
+
 from . import protocol
 from .bars import Bar, BarGenerator
 from .contracts import ContractRequest, con_id_for, contract_data_fields, resolve_symbol
 from .history import DAILY, HistoricalQuery, HistoryPlan, QueryError, plan
 from .pacing import PacingLimits, PacingRequest, PacingRules
 from .protocol import In, Out
-from .sessions import NY, UTC, SessionCalendar, nyse_calendar
+from .sessions import UTC, SessionCalendar, nyse_calendar
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,13 @@ class GatewaySimulator:
     (aware UTC datetime) drives "today" — both injectable for tests.
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self.clock = clock
@@ -226,8 +232,7 @@ class _Dropped(Exception):
 class ClientSession:
     """One client connection: handshake, then request/response until it closes."""
 
-    def __init__(self, sim: GatewaySimulator, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    def __init__(self, sim: GatewaySimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sim = sim
         self.reader = reader
         self.writer = writer
@@ -365,8 +370,7 @@ class ClientSession:
         self.send(Out.NEXT_VALID_ID, 1, 1)
         for code, text in protocol.FARM_OK_NOTICES:
             self.send_error(-1, code, text)
-        log.info("client %d connected from %s (server version %d)", client_id, self.peer,
-                 self.server_version)
+        log.info("client %d connected from %s (server version %d)", client_id, self.peer, self.server_version)
 
     def _on_account_updates(self, fields: list[str]) -> None:
         if fields[2] in ("1", "true", "True"):
@@ -384,8 +388,7 @@ class ClientSession:
             self.send_error(req_id, protocol.ERR_NO_SECURITY, protocol.TEXT_NO_SECURITY)
             return
         self.sim.known_con_ids[con_id_for(symbol)] = symbol
-        self.send(*contract_data_fields(self.server_version, req_id, req, symbol,
-                                        self.sim.calendar, self.sim.today()))
+        self.send(*contract_data_fields(self.server_version, req_id, req, symbol, self.sim.calendar, self.sim.today()))
         self.send(Out.CONTRACT_DATA_END, 1, req_id)
 
     def _on_head_timestamp(self, fields: list[str]) -> None:
@@ -412,11 +415,22 @@ class ClientSession:
         format_date = int(fields[20] or 1)
         sim.stats.historical_requests += 1
         nth = sim.stats.historical_requests
-        sim.stats.requests_log.append(HistoricalRequestRecord(
-            sim.clock(), req.symbol or req.local_symbol or str(req.con_id), end_s, duration,
-            bar_size, what, use_rth))
-        log.debug("historical #%d reqId %d: %s %r %s %s %s rth=%s", nth, req_id, req.describe(),
-                  end_s, duration, bar_size, what, use_rth)
+        sim.stats.requests_log.append(
+            HistoricalRequestRecord(
+                sim.clock(), req.symbol or req.local_symbol or str(req.con_id), end_s, duration, bar_size, what, use_rth
+            )
+        )
+        log.debug(
+            "historical #%d reqId %d: %s %r %s %s %s rth=%s",
+            nth,
+            req_id,
+            req.describe(),
+            end_s,
+            duration,
+            bar_size,
+            what,
+            use_rth,
+        )
 
         if nth in sim.config.drop_nth:
             log.info("historical request #%d: dropping client %s (injected)", nth, self.client_id)
@@ -432,8 +446,7 @@ class ClientSession:
         if symbol is None:
             self.send_error(req_id, protocol.ERR_NO_SECURITY, protocol.TEXT_NO_SECURITY)
             return
-        query = HistoricalQuery(symbol, req.exchange or "SMART", end_s, duration, bar_size, what,
-                                use_rth, format_date)
+        query = HistoricalQuery(symbol, req.exchange or "SMART", end_s, duration, bar_size, what, use_rth, format_date)
         try:
             history = plan(query, sim.calendar, default_end=sim.default_end(), as_of=sim.as_of())
         except QueryError as err:
@@ -442,9 +455,9 @@ class ClientSession:
             return
         if sim.config.enforce_pacing:
             broken = sim.pacing.check(
-                PacingRequest(f"{symbol}|STK|USD", query.exchange, what, end_s, duration, bar_size,
-                              use_rth),
-                open_requests=sim.stats.open_historical)
+                PacingRequest(f"{symbol}|STK|USD", query.exchange, what, end_s, duration, bar_size, use_rth),
+                open_requests=sim.stats.open_historical,
+            )
             if broken:
                 log.info("historical request #%d: pacing violation (%s)", nth, broken)
                 sim.stats.pacing_violations += 1
@@ -477,8 +490,7 @@ class ClientSession:
                 bars = history.generate(sim.generator)
             q = history.query
             if not bars:
-                self.send_error(req_id, protocol.ERR_HMDS,
-                                protocol.text_no_data(q.symbol, q.exchange, q.what_to_show))
+                self.send_error(req_id, protocol.ERR_HMDS, protocol.text_no_data(q.symbol, q.exchange, q.what_to_show))
                 return
             self.send(*self._historical_fields(req_id, history, bars))
             sim.stats.bars_served += len(bars)
@@ -490,8 +502,7 @@ class ClientSession:
     def _historical_fields(self, req_id: int, history: HistoryPlan, bars: list[Bar]) -> list[object]:
         daily = history.bar_minutes == DAILY
         fmt = history.query.format_date
-        out: list[object] = [Out.HISTORICAL_DATA, req_id, _ib_time(history.start),
-                             _ib_time(history.end), len(bars)]
+        out: list[object] = [Out.HISTORICAL_DATA, req_id, _ib_time(history.start), _ib_time(history.end), len(bars)]
         for b in bars:
             if daily:
                 label = f"{b.time:%Y%m%d}"
@@ -499,8 +510,16 @@ class ClientSession:
                 label = str(int(b.time.timestamp()))  # type: ignore[union-attr]
             else:
                 label = _ib_time(b.time)  # type: ignore[arg-type]
-            out += [label, f"{b.open:.2f}", f"{b.high:.2f}", f"{b.low:.2f}", f"{b.close:.2f}",
-                    b.volume, f"{b.wap:.2f}" if b.wap >= 0 else "-1", b.bar_count]
+            out += [
+                label,
+                f"{b.open:.2f}",
+                f"{b.high:.2f}",
+                f"{b.low:.2f}",
+                f"{b.close:.2f}",
+                b.volume,
+                f"{b.wap:.2f}" if b.wap >= 0 else "-1",
+                b.bar_count,
+            ]
         return out
 
     def _on_cancel_historical(self, fields: list[str]) -> None:
@@ -518,8 +537,9 @@ def _ib_time(t: dt.datetime) -> str:
 
 
 @contextlib.contextmanager
-def run_simulator_in_thread(config: SimulatorConfig | None = None, *, host: str = "127.0.0.1",
-                            port: int = 0, timeout_s: float = 15.0) -> Iterator[GatewaySimulator]:
+def run_simulator_in_thread(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 15.0
+) -> Iterator[GatewaySimulator]:
     """Run a simulator on its own event loop in a daemon thread (for synchronous code).
 
     Yields the started simulator; on exit it is stopped and the thread joined.

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .sessions import NY, SessionCalendar
+from market_calendar import EXCHANGE_TZ as NY
+
+from .sessions import SessionCalendar
 
 WHAT_TO_SHOW = ("TRADES", "ADJUSTED_LAST", "MIDPOINT", "BID", "ASK")
 
@@ -189,8 +191,16 @@ class BarGenerator:
         s = self.series(symbol)
         dates = self.calendar.dates
         return [
-            Bar(dates[i], float(s.open[i]), float(s.high[i]), float(s.low[i]), float(s.close[i]),
-                int(s.volume[i]), float(s.wap[i]), int(s.bar_count[i]))
+            Bar(
+                dates[i],
+                float(s.open[i]),
+                float(s.high[i]),
+                float(s.low[i]),
+                float(s.close[i]),
+                int(s.volume[i]),
+                float(s.wap[i]),
+                int(s.bar_count[i]),
+            )
             for i in range(first, last + 1)
         ]
 
@@ -220,10 +230,18 @@ class BarGenerator:
         plain = np.add.reduceat(typ, starts) / np.diff(np.append(starts, len(ts)))
         bw = np.where(bv > 0, weighted / np.maximum(bv, 1), plain)
         bw = np.clip(np.round(bw, 2), bl, bh)
-        utc = dt.timezone.utc
+        utc = dt.UTC
         return [
-            Bar(dt.datetime.fromtimestamp(int(ts[s]), utc), float(bo[k]), float(bh[k]), float(bl[k]),
-                float(bc[k]), int(bv[k]), float(bw[k]), int(bn[k]))
+            Bar(
+                dt.datetime.fromtimestamp(int(ts[s]), utc),
+                float(bo[k]),
+                float(bh[k]),
+                float(bl[k]),
+                float(bc[k]),
+                int(bv[k]),
+                float(bw[k]),
+                int(bn[k]),
+            )
             for k, s in enumerate(starts)
         ]
 
@@ -260,14 +278,22 @@ class BarGenerator:
                 segments[0],
                 (cal.closes[idx], post, 0.02 * vol_day, None, 3072),
             ]
-        parts = [self._segment_minutes(key, base + off, start, path_, volume, bounds, prof)
-                 for start, path_, volume, bounds, off in segments]
-        return tuple(np.concatenate(cols) for cols in zip(*parts))
+        parts = [
+            self._segment_minutes(key, base + off, start, path_, volume, bounds, prof)
+            for start, path_, volume, bounds, off in segments
+        ]
+        return tuple(np.concatenate(cols) for cols in zip(*parts, strict=True))
 
     @staticmethod
-    def _segment_minutes(key: int, counter0: int, start_ts: int, path: np.ndarray, volume: float,
-                         bounds: tuple[float, float] | None,
-                         prof: SymbolProfile) -> tuple[np.ndarray, ...]:
+    def _segment_minutes(
+        key: int,
+        counter0: int,
+        start_ts: int,
+        path: np.ndarray,
+        volume: float,
+        bounds: tuple[float, float] | None,
+        prof: SymbolProfile,
+    ) -> tuple[np.ndarray, ...]:
         """Turn a price path of n+1 points into n minute bars starting at ``start_ts``."""
         n = len(path) - 1
         counters = counter0 + np.arange(n)
@@ -308,8 +334,9 @@ class BarGenerator:
         return (1.0 - q / 4.0) ** count
 
 
-def view(bars: list[Bar], what_to_show: str, gen: BarGenerator, symbol: str,
-         session_dates: list[dt.date], as_of: dt.date) -> list[Bar]:
+def view(
+    bars: list[Bar], what_to_show: str, gen: BarGenerator, symbol: str, session_dates: list[dt.date], as_of: dt.date
+) -> list[Bar]:
     """Turn TRADES bars into the requested ``whatToShow`` (one session date per bar).
 
     ADJUSTED_LAST scales prices (and wap) by the dividend factor; MIDPOINT keeps
@@ -328,20 +355,22 @@ def view(bars: list[Bar], what_to_show: str, gen: BarGenerator, symbol: str,
         f = np.array([factors[d] for d in session_dates])
         o, h, l, c = _fix_ohlc(o * f, h * f, l * f, c * f)
         w = np.clip(np.round(np.array([b.wap for b in bars]) * f, 2), l, h)
-        return [Bar(b.time, float(o[k]), float(h[k]), float(l[k]), float(c[k]),
-                    b.volume, float(w[k]), b.bar_count) for k, b in enumerate(bars)]
+        return [
+            Bar(b.time, float(o[k]), float(h[k]), float(l[k]), float(c[k]), b.volume, float(w[k]), b.bar_count)
+            for k, b in enumerate(bars)
+        ]
     if what == "MIDPOINT":
         shift = np.zeros_like(c)
     else:
         half = np.maximum(np.round(c * 0.0002, 2), 0.01)
         shift = -half if what == "BID" else half
     o, h, l, c = _fix_ohlc(o + shift, h + shift, l + shift, c + shift)
-    return [Bar(b.time, float(o[k]), float(h[k]), float(l[k]), float(c[k]), -1, -1.0, -1)
-            for k, b in enumerate(bars)]
+    return [Bar(b.time, float(o[k]), float(h[k]), float(l[k]), float(c[k]), -1, -1.0, -1) for k, b in enumerate(bars)]
 
 
-def _bridge(key: int, stream: int, counter0: int, n: int, start: float, end: float,
-            natural: float | None = None) -> np.ndarray:
+def _bridge(
+    key: int, stream: int, counter0: int, n: int, start: float, end: float, natural: float | None = None
+) -> np.ndarray:
     """Brownian bridge of n steps from ``start`` to ``end`` (n+1 points).
 
     With ``natural`` the wander is scaled to that price amplitude; otherwise the

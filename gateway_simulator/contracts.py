@@ -13,16 +13,51 @@ import datetime as dt
 import zlib
 from dataclasses import dataclass
 
+from market_calendar import EXCHANGE_TZ as NY
+
 from .protocol import MIN_VERSION_SIZE_RULES, Out
-from .sessions import NY, SessionCalendar
+from .sessions import SessionCalendar
 
 #: Symbols whose primary listing is NASDAQ; everything else is reported as NYSE.
-NASDAQ_SYMBOLS = frozenset({
-    "AAPL", "ADBE", "ADP", "AMD", "AMGN", "AMZN", "AVGO", "BKNG", "CMCSA", "COST", "CSCO",
-    "GILD", "GOOG", "GOOGL", "INTC", "INTU", "ISRG", "MDLZ", "META", "MSFT", "MU", "NFLX",
-    "NVDA", "PEP", "PYPL", "QCOM", "QQQ", "REGN", "SBUX", "TSLA", "TXN", "VRTX",
-})
-VALID_EXCHANGES = "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,NASDAQ,DRCTEDGE,BEX,BATS,EDGEA,BYX,IEX,LTSE,PEARL,MEMX,IBEOS,OVERNIGHT"
+NASDAQ_SYMBOLS = frozenset(
+    {
+        "AAPL",
+        "ADBE",
+        "ADP",
+        "AMD",
+        "AMGN",
+        "AMZN",
+        "AVGO",
+        "BKNG",
+        "CMCSA",
+        "COST",
+        "CSCO",
+        "GILD",
+        "GOOG",
+        "GOOGL",
+        "INTC",
+        "INTU",
+        "ISRG",
+        "MDLZ",
+        "META",
+        "MSFT",
+        "MU",
+        "NFLX",
+        "NVDA",
+        "PEP",
+        "PYPL",
+        "QCOM",
+        "QQQ",
+        "REGN",
+        "SBUX",
+        "TSLA",
+        "TXN",
+        "VRTX",
+    }
+)
+VALID_EXCHANGES = (
+    "SMART,AMEX,NYSE,CBOE,PHLX,ISE,CHX,ARCA,NASDAQ,DRCTEDGE,BEX,BATS,EDGEA,BYX,IEX,LTSE,PEARL,MEMX,IBEOS,OVERNIGHT"
+)
 ORDER_TYPES = "ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,COND,DARKPOLL,DAY,DEACT,GTC,LMT,MKT,MOC,MOO,REL,STP,STPLMT,TRAIL,VWAP"
 
 
@@ -53,19 +88,30 @@ class ContractRequest:
     @classmethod
     def from_fields(cls, fields: list[str], start: int) -> ContractRequest:
         """Read the contract starting at ``fields[start]`` (IndexError if truncated)."""
-        f = fields[start:start + cls.WIDTH]
+        f = fields[start : start + cls.WIDTH]
         if len(f) < cls.WIDTH:
             raise IndexError("truncated contract")
-        return cls(int(f[0] or 0), f[1].strip(), f[2].strip().upper(), f[3], f[4], f[5], f[6],
-                   f[7].strip().upper(), f[8].strip().upper(), f[9].strip().upper(), f[10].strip(), f[11])
+        return cls(
+            int(f[0] or 0),
+            f[1].strip(),
+            f[2].strip().upper(),
+            f[3],
+            f[4],
+            f[5],
+            f[6],
+            f[7].strip().upper(),
+            f[8].strip().upper(),
+            f[9].strip().upper(),
+            f[10].strip(),
+            f[11],
+        )
 
     def describe(self) -> str:
         """Short text for logs and IBKR-style messages."""
         return f"{self.symbol or self.local_symbol or self.con_id}@{self.exchange or 'SMART'}"
 
 
-def resolve_symbol(req: ContractRequest, unknown: frozenset[str],
-                   known_by_con_id: dict[int, str]) -> str | None:
+def resolve_symbol(req: ContractRequest, unknown: frozenset[str], known_by_con_id: dict[int, str]) -> str | None:
     """Which stock the request means, or ``None`` when IBKR would answer error 200.
 
     Accepts STK (or unspecified type) in USD (or unspecified), identified by
@@ -108,33 +154,38 @@ def _hours(calendar: SessionCalendar, today: dt.date, liquid: bool) -> str:
     return ";".join(parts)
 
 
-def contract_data_fields(server_version: int, req_id: int, req: ContractRequest, symbol: str,
-                         calendar: SessionCalendar, today: dt.date) -> list[object]:
+def contract_data_fields(
+    server_version: int, req_id: int, req: ContractRequest, symbol: str, calendar: SessionCalendar, today: dt.date
+) -> list[object]:
     """The contractData (id 10) message for a US common stock."""
     exchange = req.exchange or "SMART"
     fields: list[object] = [Out.CONTRACT_DATA]
     if server_version < MIN_VERSION_SIZE_RULES:
         fields.append(8)  # message version, dropped at 164
-    fields += [req_id, symbol, "STK", "", 0, "", exchange, "USD", symbol, symbol, symbol,
-               con_id_for(symbol), 0.01]
+    fields += [req_id, symbol, "STK", "", 0, "", exchange, "USD", symbol, symbol, symbol, con_id_for(symbol), 0.01]
     if server_version < MIN_VERSION_SIZE_RULES:
         fields.append(1)  # obsolete mdSizeMultiplier
     fields += [
         "",  # multiplier
-        ORDER_TYPES, VALID_EXCHANGES,
+        ORDER_TYPES,
+        VALID_EXCHANGES,
         1,  # priceMagnifier
         0,  # underConId
         f"{symbol} INC",  # longName
         primary_exchange_for(req, symbol),
         "",  # contractMonth
-        "Simulated", "Simulated", "Simulated",  # industry, category, subcategory
+        "Simulated",
+        "Simulated",
+        "Simulated",  # industry, category, subcategory
         "US/Eastern",
         _hours(calendar, today, liquid=False),
         _hours(calendar, today, liquid=True),
-        "", "",  # evRule, evMultiplier
+        "",
+        "",  # evRule, evMultiplier
         0,  # secIdList count
         1,  # aggGroup
-        "", "",  # underSymbol, underSecType
+        "",
+        "",  # underSymbol, underSecType
         "26",  # marketRuleIds
         "",  # realExpirationDate
         "COMMON",  # stockType

@@ -17,7 +17,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from training.sessions import sessions_until
+from market_calendar import sessions_until
 from warehouse_db import schemas
 
 MART_TABLE = "training_bars"
@@ -46,7 +46,7 @@ MART_COLUMNS = ("symbol", "session_date", *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TA
 
 def session_dates(count: int, end: str = "2025-06-30") -> pd.DatetimeIndex:
     """The last ``count`` XNYS sessions up to ``end``."""
-    return sessions_until(end, count, "XNYS")
+    return sessions_until(end, count)
 
 
 def symbol_names(count: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ingest.simulator --port N [options]``.
+"""Command line: ``python -m gateway_simulator --port N [options]``.
 
 Prints ``simulator listening on 127.0.0.1:N`` to stdout (flushed) once ready, so a
 parent process can read the real port when started with ``--port 0``; logs go to
@@ -28,24 +28,57 @@ def _date(text: str) -> dt.date:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
-    p = argparse.ArgumentParser(prog="python -m ingest.simulator",
-                                description="Local IB Gateway simulator (TWS socket protocol).")
+    p = argparse.ArgumentParser(
+        prog="python -m gateway_simulator", description="Local IB Gateway simulator (TWS socket protocol)."
+    )
     p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 = any free port)")
     p.add_argument("--seed", type=int, default=7, help="seed of the deterministic bars (default 7)")
-    p.add_argument("--latency", type=float, default=0.0, metavar="SEC",
-                   help="delay before each historical reply (default 0)")
-    p.add_argument("--unknown", nargs="+", action="extend", default=[], metavar="SYM",
-                   help="symbols answered with error 200 (quote symbols with spaces)")
-    p.add_argument("--pacing-nth", nargs="+", action="extend", type=int, default=[], metavar="N",
-                   help="historical requests (1-based, arrival order) answered with a pacing violation")
-    p.add_argument("--drop-nth", nargs="+", action="extend", type=int, default=[], metavar="N",
-                   help="historical requests on which the client's socket is closed abruptly")
-    p.add_argument("--enforce-pacing", action="store_true",
-                   help="answer 162 exactly when IBKR's pacing rules are broken (the 10-minute rule: bars <= 30 s)")
-    p.add_argument("--strict-pacing", action="store_true",
-                   help="with --enforce-pacing, apply the 60-per-10-minutes rule to every bar size")
-    p.add_argument("--end-date", type=_date, default=None, metavar="YYYY-MM-DD",
-                   help="last session ever served; empty endDateTime means this day")
+    p.add_argument(
+        "--latency", type=float, default=0.0, metavar="SEC", help="delay before each historical reply (default 0)"
+    )
+    p.add_argument(
+        "--unknown",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SYM",
+        help="symbols answered with error 200 (quote symbols with spaces)",
+    )
+    p.add_argument(
+        "--pacing-nth",
+        nargs="+",
+        action="extend",
+        type=int,
+        default=[],
+        metavar="N",
+        help="historical requests (1-based, arrival order) answered with a pacing violation",
+    )
+    p.add_argument(
+        "--drop-nth",
+        nargs="+",
+        action="extend",
+        type=int,
+        default=[],
+        metavar="N",
+        help="historical requests on which the client's socket is closed abruptly",
+    )
+    p.add_argument(
+        "--enforce-pacing",
+        action="store_true",
+        help="answer 162 exactly when IBKR's pacing rules are broken (the 10-minute rule: bars <= 30 s)",
+    )
+    p.add_argument(
+        "--strict-pacing",
+        action="store_true",
+        help="with --enforce-pacing, apply the 60-per-10-minutes rule to every bar size",
+    )
+    p.add_argument(
+        "--end-date",
+        type=_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="last session ever served; empty endDateTime means this day",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level for stderr (default INFO)")
     return p
 
@@ -76,18 +109,22 @@ async def serve(config: SimulatorConfig, port: int) -> int:
     await stop.wait()
     await sim.stop()
     st = sim.stats
-    print(f"simulator stopped: served {st.historical_requests} historical and "
-          f"{st.contract_requests} contract requests, {st.pacing_violations} pacing violations, "
-          f"max {st.max_open_historical} open historical requests, "
-          f"{st.dropped_connections} connections dropped", flush=True)
+    print(
+        f"simulator stopped: served {st.historical_requests} historical and "
+        f"{st.contract_requests} contract requests, {st.pacing_violations} pacing violations, "
+        f"max {st.max_open_historical} open historical requests, "
+        f"{st.dropped_connections} connections dropped",
+        flush=True,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return asyncio.run(serve(config_from_args(args), args.port))
 
 

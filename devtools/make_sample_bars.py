@@ -3,21 +3,17 @@
 The bars come from the gateway simulator's generator (seed 7), on real NYSE sessions, so the sample and the
 simulator agree. The range is fixed, so the file never changes unless this script does.
 
-    .venv/bin/python scripts/make_sample_bars.py
+    .venv/bin/python -m devtools.make_sample_bars
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from ingest.simulator.bars import BarGenerator  # noqa: E402
-from ingest.simulator.sessions import nyse_calendar  # noqa: E402
+from gateway_simulator.bars import BarGenerator
+from gateway_simulator.sessions import nyse_calendar
+from warehouse_db.settings import REPO_ROOT
 
 SYMBOLS = ("AAPL", "MSFT", "JPM", "XOM", "BRK B")
 FIRST, LAST = dt.date(2024, 7, 1), dt.date(2025, 10, 31)
@@ -34,8 +30,19 @@ def main() -> None:
         writer.writerow(["symbol", "date", "open", "high", "low", "close", "volume", "wap", "bar_count"])
         for symbol in SYMBOLS:
             for bar in generator.daily(symbol, first, last):
-                writer.writerow([symbol, bar.time.isoformat(), f"{bar.open:.2f}", f"{bar.high:.2f}", f"{bar.low:.2f}",
-                                 f"{bar.close:.2f}", bar.volume, f"{bar.wap:.2f}", bar.bar_count])
+                writer.writerow(
+                    [
+                        symbol,
+                        bar.time.isoformat(),
+                        f"{bar.open:.2f}",
+                        f"{bar.high:.2f}",
+                        f"{bar.low:.2f}",
+                        f"{bar.close:.2f}",
+                        bar.volume,
+                        f"{bar.wap:.2f}",
+                        bar.bar_count,
+                    ]
+                )
     print(f"wrote {OUTPUT}")
 
 

@@ -3,7 +3,7 @@
 Reproducible: the output depends only on the pinned ``exchange_calendars`` version and the date range,
 never on today's date. Run it again after upgrading exchange_calendars and commit the CSV if it changed:
 
-    .venv/bin/python warehouse/scripts/generate_calendar.py
+    .venv/bin/python -m devtools.generate_calendar      # or: make calendar
 
 ``--check`` exits 1 when the committed CSV differs from what the script would write (for CI).
 """
@@ -14,40 +14,39 @@ import argparse
 import io
 import logging
 import sys
-import warnings
 from pathlib import Path
 
-import exchange_calendars as xcals
 import pandas as pd
+
+from market_calendar import EXCHANGE, FIRST_DAY, LAST_DAY_AT_LEAST, schedule
+from warehouse_db.settings import REPO_ROOT
 
 logger = logging.getLogger("generate_calendar")
 
-EXCHANGE = "XNYS"
-EXCHANGE_TIMEZONE = "America/New_York"
-START = "2000-01-01"
-END = "2030-12-31"
-SEED_PATH = Path(__file__).resolve().parents[1] / "seeds" / "xnys_sessions.csv"
+START = FIRST_DAY.isoformat()
+END = LAST_DAY_AT_LEAST.isoformat()
+SEED_PATH = REPO_ROOT / "warehouse" / "seeds" / "xnys_sessions.csv"
 
 
 def build_sessions(start: str = START, end: str = END) -> pd.DataFrame:
     """One row per NYSE session: its date, open and close (UTC) and whether it closes early."""
-    # The bundled calendar covers only ~20 years back from today by default: ask for the range explicitly.
-    with warnings.catch_warnings():  # exchange_calendars 4.13 trips a pandas 3.1 deprecation warning
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        calendar = xcals.get_calendar(EXCHANGE, start=start, end=end)
-    schedule = calendar.schedule
-    early_closes = set(calendar.early_closes)
+    sessions = schedule(start, end)
     frame = pd.DataFrame(
         {
-            "session_date": schedule.index.strftime("%Y-%m-%d"),
-            "open_at": schedule["open"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-            "close_at": schedule["close"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
-            "is_half_day": [session in early_closes for session in schedule.index],
+            "session_date": sessions.index.strftime("%Y-%m-%d"),
+            "open_at": sessions["open"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
+            "close_at": sessions["close"].dt.strftime("%Y-%m-%d %H:%M:%S+00"),
+            "is_half_day": sessions["is_half_day"].to_list(),
         }
     )
-    if frame.empty or frame["session_date"].iloc[0] > start[:4] + "-01-05" or frame["session_date"].iloc[-1] < end[:4] + "-12-24":
-        raise RuntimeError(f"{EXCHANGE} calendar does not cover {start}..{end}: {frame['session_date'].iloc[[0, -1]].tolist()}")
+    if (
+        frame.empty
+        or frame["session_date"].iloc[0] > start[:4] + "-01-05"
+        or frame["session_date"].iloc[-1] < end[:4] + "-12-24"
+    ):
+        raise RuntimeError(
+            f"{EXCHANGE} calendar does not cover {start}..{end}: {frame['session_date'].iloc[[0, -1]].tolist()}"
+        )
     return frame
 
 
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            logger.error("%s is out of date: run warehouse/scripts/generate_calendar.py", args.output)
+            logger.error("%s is out of date: run `make calendar`", args.output)
             return 1
         logger.info("%s is up to date", args.output)
         return 0

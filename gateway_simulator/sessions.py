@@ -1,4 +1,4 @@
-"""NYSE trading sessions (XNYS from ``exchange_calendars``) as plain arrays.
+"""NYSE trading sessions (XNYS, from :mod:`market_calendar`) as plain arrays.
 
 Bars must land exactly on real sessions — holidays skipped, half days closing at
 13:00 — because the loader and its checks compare against the same calendar.
@@ -13,12 +13,11 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import functools
-import warnings
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
-NY = ZoneInfo("America/New_York")
-UTC = dt.timezone.utc
+from market_calendar import exchange_calendar
+
+UTC = dt.UTC
 
 #: First session the simulator has history for (the head timestamp of every symbol).
 HISTORY_START = dt.date(2005, 1, 3)
@@ -71,14 +70,11 @@ class SessionCalendar:
 
 @functools.lru_cache(maxsize=1)
 def nyse_calendar() -> SessionCalendar:
-    """Build (once) the XNYS calendar from :data:`HISTORY_START` to its default end."""
-    import exchange_calendars as xcals  # slow import (~0.5 s): only when first needed
-
-    with warnings.catch_warnings():
-        # exchange_calendars 4.13 trips a pandas 3.1 deprecation internally; not ours to fix.
-        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
-        cal = xcals.get_calendar("XNYS", start=HISTORY_START.isoformat())
-    dates = tuple(ts.date() for ts in cal.sessions)
-    opens = tuple(int(ts.timestamp()) for ts in cal.opens)
-    closes = tuple(int(ts.timestamp()) for ts in cal.closes)
+    """Build (once) the XNYS sessions from :data:`HISTORY_START` to about a year ahead of today."""
+    schedule = exchange_calendar().schedule
+    last = dt.date.today() + dt.timedelta(days=365)
+    schedule = schedule.loc[HISTORY_START.isoformat() : last.isoformat()]
+    dates = tuple(ts.date() for ts in schedule.index)
+    opens = tuple(int(ts.timestamp()) for ts in schedule["open"])
+    closes = tuple(int(ts.timestamp()) for ts in schedule["close"])
     return SessionCalendar(dates=dates, opens=opens, closes=closes)

@@ -3,7 +3,7 @@
 Used by the dbt tests (tests/test_dbt_*.py) and the dbt benchmark (bench/bench_dbt.py); also handy by
 hand to fill a scratch database:
 
-    .venv/bin/python warehouse/scripts/synthetic_bars.py --database scratch --symbols 20 --start 2023-01-01 --end 2024-06-30
+    .venv/bin/python -m devtools.synthetic_bars --database scratch --symbols 20 --start 2023-01-01 --end 2024-06-30
 
 Prices follow a geometric random walk per symbol (seeded), with open/high/low consistent with close
 (low <= open, close <= high) and a positive volume. Rows look like what ingest.landing writes: daily
@@ -19,15 +19,15 @@ import logging
 import string
 import sys
 import uuid
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import psycopg
+
+from market_calendar import EXCHANGE_TIMEZONE, sessions_in_range
 
 logger = logging.getLogger("synthetic_bars")
 
@@ -36,7 +36,6 @@ RAW_BAR_COLUMNS = (
     "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count", "source", "load_id",
     "batch_id", "ingested_at",
 )  # fmt: skip
-EXCHANGE_TIMEZONE = "America/New_York"
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,7 @@ class SyntheticConfig:
 
 def nyse_sessions(start: str, end: str) -> pd.DatetimeIndex:
     """NYSE session dates between start and end (inclusive), tz-naive."""
-    with warnings.catch_warnings():  # exchange_calendars 4.13 trips a pandas 3.1 deprecation warning
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        calendar = xcals.get_calendar("XNYS", start="2000-01-01", end="2030-12-31")
-    return calendar.sessions_in_range(start, end)
+    return sessions_in_range(start, end)
 
 
 def symbol_names(count: int) -> list[str]:
@@ -98,7 +93,7 @@ def generate_bars(config: SyntheticConfig, sessions: pd.DatetimeIndex | None = N
     wap = (open_ + high + low + close) / 4.0
     bar_count = rng.integers(1_000, 50_000, size=close.shape)
 
-    ingested_at = config.ingested_at or (datetime.now(timezone.utc) - timedelta(days=2))
+    ingested_at = config.ingested_at or (datetime.now(UTC) - timedelta(days=2))
     bar_times = sessions.tz_localize(EXCHANGE_TIMEZONE)
     # Lineage ids are unique per call (a re-delivery is a new batch); the bar values are seeded.
     load_id = uuid.uuid4()
@@ -176,7 +171,6 @@ def _csv_chunks(frame: pd.DataFrame, rows: int = 200_000) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     from ingest.landing import ensure_landing_tables
     from warehouse_db import connect, resolve_settings
     from warehouse_db.provision import provision

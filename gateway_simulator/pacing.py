@@ -68,8 +68,15 @@ class PacingRequest:
     @property
     def identical_key(self) -> tuple[object, ...]:
         """Requests with equal keys are "identical" in IBKR's sense."""
-        return (self.contract, self.exchange, self.end_date_time, self.duration,
-                self.bar_size, self.what_to_show.upper(), self.use_rth)
+        return (
+            self.contract,
+            self.exchange,
+            self.end_date_time,
+            self.duration,
+            self.bar_size,
+            self.what_to_show.upper(),
+            self.use_rth,
+        )
 
     @property
     def burst_key(self) -> tuple[str, str, str]:
@@ -84,8 +91,7 @@ class PacingRules:
     description (and remembers nothing), or ``None`` and records the request.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 limits: PacingLimits | None = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, limits: PacingLimits | None = None) -> None:
         self._clock = clock
         self.limits = limits or PacingLimits()
         self._accepted: deque[float] = deque()
@@ -108,8 +114,10 @@ class PacingRules:
             return f"identical request within {lim.identical_window_s:g} s"
         burst = self._bursts.get(request.burst_key)
         if burst is not None and len(burst) + 1 >= lim.burst_count:
-            return (f"{lim.burst_count} or more requests for the same contract, exchange and "
-                    f"tick type within {lim.burst_window_s:g} s")
+            return (
+                f"{lim.burst_count} or more requests for the same contract, exchange and "
+                f"tick type within {lim.burst_window_s:g} s"
+            )
         rolling_applies = self._rolling_rule_applies(request)
         if rolling_applies and len(self._accepted) + 1 > lim.rolling_max:
             return f"more than {lim.rolling_max} requests within {lim.rolling_window_s:g} s"

@@ -5,14 +5,14 @@ Tests, CI and new users have no gateway; this package stands in for one on
 US stocks and fetch deterministic historical bars over real NYSE sessions, with
 IBKR's error codes, pacing rules and injectable faults.
 
-    from ingest.simulator import GatewaySimulator, SimulatorConfig
+    from gateway_simulator import GatewaySimulator, SimulatorConfig
     sim = GatewaySimulator(SimulatorConfig(seed=7))
     await sim.start(host="127.0.0.1", port=0)
     ...  # connect ib_async to sim.port
     await sim.stop()
 
 or, from synchronous code, ``with run_simulator_in_thread(config) as sim: ...``.
-Run ``python -m ingest.simulator --help`` for the command line.
+Run ``python -m gateway_simulator --help`` for the command line.
 """
 
 from .pacing import PacingLimits, PacingRequest, PacingRules

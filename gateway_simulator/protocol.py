@@ -83,9 +83,7 @@ ERR_CLIENT_ID_IN_USE = 326
 HMDS_PREFIX = "Historical Market Data Service error message:"
 TEXT_PACING_VIOLATION = HMDS_PREFIX + "Historical data request pacing violation"
 TEXT_NO_SECURITY = "No security definition has been found for the request"
-TEXT_CLIENT_ID_IN_USE = (
-    "Unable to connect as the client id is already in use. Retry with a unique client id."
-)
+TEXT_CLIENT_ID_IN_USE = "Unable to connect as the client id is already in use. Retry with a unique client id."
 VALIDATION_PREFIX = "Error validating request.-'bS' : cause - "
 
 #: Informational notices a freshly connected real gateway sends (reqId -1).

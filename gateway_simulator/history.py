@@ -24,9 +24,11 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from market_calendar import EXCHANGE_TZ as NY
+
 from . import protocol
 from .bars import WHAT_TO_SHOW, Bar, BarGenerator, view
-from .sessions import NY, UTC, SessionCalendar
+from .sessions import UTC, SessionCalendar
 
 DAILY = 0  # bar_minutes value meaning "1 day"
 #: Intraday sizes IBKR offers that are whole minutes (seconds-sized bars are not simulated).
@@ -79,16 +81,16 @@ def parse_bar_size(text: str) -> int:
         minutes = n * (60 if unit.startswith("hour") else 1)
         if not unit.startswith("day") and minutes in _MINUTE_SIZES:
             return minutes
-    raise QueryError(protocol.ERR_VALIDATION,
-                     protocol.text_validation("Historical data bar size setting is invalid."))
+    raise QueryError(protocol.ERR_VALIDATION, protocol.text_validation("Historical data bar size setting is invalid."))
 
 
 def parse_duration(text: str) -> tuple[int, str]:
     """``"N U"`` → (N, U); 321 for bad syntax or day/week/month spans over a year."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) < 1:
-        raise QueryError(protocol.ERR_VALIDATION,
-                         protocol.text_validation("Historical data requested duration is invalid."))
+        raise QueryError(
+            protocol.ERR_VALIDATION, protocol.text_validation("Historical data requested duration is invalid.")
+        )
     n, unit = int(match.group(1)), match.group(2)
     limit = _DURATION_LIMITS.get(unit)
     if limit is not None and n > limit:
@@ -106,9 +108,13 @@ def parse_end(text: str, default: dt.datetime) -> dt.datetime:
     if not text.strip():
         return default
     match = _END.match(text)
-    bad = QueryError(protocol.ERR_VALIDATION, protocol.text_validation(
-        f"Historical data query end date/time string [{text}] is invalid. "
-        "Format is 'YYYYMMDD{SPACE}hh:mm:ss[{SPACE}TMZ]'."))
+    bad = QueryError(
+        protocol.ERR_VALIDATION,
+        protocol.text_validation(
+            f"Historical data query end date/time string [{text}] is invalid. "
+            "Format is 'YYYYMMDD{SPACE}hh:mm:ss[{SPACE}TMZ]'."
+        ),
+    )
     if not match:
         raise bad
     day_s, sep, hh, mm, ss, tz_name = match.groups()
@@ -182,8 +188,7 @@ class HistoryPlan:
         return view(bars, q.what_to_show, gen, q.symbol, days, self.as_of)  # type: ignore[arg-type]
 
 
-def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.datetime,
-         as_of: dt.date) -> HistoryPlan:
+def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.datetime, as_of: dt.date) -> HistoryPlan:
     """Validate ``query`` (raising :class:`QueryError`) and select its sessions.
 
     ``default_end`` is what an empty endDateTime means; ``as_of`` is the last
@@ -191,13 +196,13 @@ def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.d
     """
     what = query.what_to_show.upper()
     if what not in WHAT_TO_SHOW:
-        raise QueryError(protocol.ERR_VALIDATION,
-                         protocol.text_validation(f"Invalid what to show: {query.what_to_show}"))
+        raise QueryError(
+            protocol.ERR_VALIDATION, protocol.text_validation(f"Invalid what to show: {query.what_to_show}")
+        )
     bar_minutes = parse_bar_size(query.bar_size)
     n, unit = parse_duration(query.duration)
     if what == "ADJUSTED_LAST" and query.end_date_time.strip():
-        raise QueryError(protocol.ERR_VALIDATION,
-                         protocol.text_validation("End date not supported with adjusted last"))
+        raise QueryError(protocol.ERR_VALIDATION, protocol.text_validation("End date not supported with adjusted last"))
     end = parse_end(query.end_date_time, default_end)
     end_day = end.astimezone(NY).date()
     cap = calendar.index_on_or_before(min(end_day, as_of))
@@ -220,8 +225,15 @@ def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.d
         start = dt.datetime.combine(start_day, dt.time(23, 59, 59), NY)
     first = max(first, 0)
     sessions = tuple(range(first, cap + 1)) if cap >= first else ()
-    result = HistoryPlan(query=query, bar_minutes=bar_minutes, sessions=sessions, start=start,
-                         end=end, intraday_from=intraday_from, as_of=as_of)
+    result = HistoryPlan(
+        query=query,
+        bar_minutes=bar_minutes,
+        sessions=sessions,
+        start=start,
+        end=end,
+        intraday_from=intraday_from,
+        as_of=as_of,
+    )
     if result.estimated_bars > MAX_BARS:
         raise QueryError(protocol.ERR_HMDS, protocol.HMDS_PREFIX + "Time length exceed max.")
     return result

@@ -1,4 +1,4 @@
-"""Run this dbt project against a throw-away database of the embedded cluster (tests and benchmark).
+"""Run this dbt project against a throw-away database (see devtools.scratch_database), for tests and benchmarks.
 
 Each database gets its own target and log directory, so several can be built side by side without
 clobbering each other's manifests, run_results.json or partial-parse state.
@@ -9,22 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from warehouse_db import connect  # noqa: E402
-from warehouse_db.provision import provision  # noqa: E402
-from warehouse_db.settings import ConnectionSettings  # noqa: E402
+from warehouse_db import connect
+from warehouse_db.provision import provision
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DBT = REPO_ROOT / ".venv" / "bin" / "dbt"
 
@@ -89,34 +80,6 @@ class DbtProject:
         return result
 
 
-def _maintenance(settings: ConnectionSettings) -> psycopg.Connection:
-    return psycopg.connect(**settings.with_database("postgres").connect_kwargs(), autocommit=True)
-
-
-def create_database(cluster: ConnectionSettings, prefix: str, template: str | None = None) -> ConnectionSettings:
-    """A new database (optionally a copy of ``template``, which must have no open connections)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with _maintenance(cluster) as conn:
-        statement = sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(name))
-        if template:
-            statement = sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
-        conn.execute(statement)
-    return cluster.with_database(name)
-
-
-def clone_database(cluster: ConnectionSettings, template: str, prefix: str) -> ConnectionSettings:
-    """A copy of ``template`` (no open connections allowed), provisioned: database-level grants are not copied."""
-    settings = create_database(cluster, prefix, template=template)
-    with connect(settings) as conn:
-        provision(conn)
-    return settings
-
-
-def drop_database(settings: ConnectionSettings) -> None:
-    with _maintenance(settings) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(settings.dbname)))
-
-
 def prepare_raw(settings: ConnectionSettings) -> None:
     """Roles, schemas and the raw landing tables, exactly as ingest creates them."""
     from ingest.landing import ensure_landing_tables
@@ -126,12 +89,16 @@ def prepare_raw(settings: ConnectionSettings) -> None:
         ensure_landing_tables(conn)
 
 
-def table_digest(settings: ConnectionSettings, relation: str, columns: list[str], order_by: list[str]) -> tuple[int, str]:
+def table_digest(
+    settings: ConnectionSettings, relation: str, columns: list[str], order_by: list[str]
+) -> tuple[int, str]:
     """Row count and md5 of the ordered rows (text form of ``columns``) of ``relation``."""
     row = ", ".join(columns)
     order = ", ".join(order_by)
     # md5 of the ordered per-row md5s: exact, and stays far below PostgreSQL's 1 GB string limit.
-    query = f"select count(*), md5(coalesce(string_agg(md5(row({row})::text), '' order by {order}), '')) from {relation}"
+    query = (
+        f"select count(*), md5(coalesce(string_agg(md5(row({row})::text), '' order by {order}), '')) from {relation}"
+    )
     with connect(settings) as conn:
         count, digest = conn.execute(query).fetchone()
     return count, digest
