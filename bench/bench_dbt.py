@@ -94,7 +94,7 @@ def mart_digest(settings) -> tuple[int, str]:
     columns = ["symbol", "session_date", "open", "high", "low", "close", "volume", "log_return_1", "log_return_5",
                "log_return_20", "realized_vol_20", "close_to_sma_10", "close_to_sma_50", "rsi_14", "macd_to_close",
                "macd_signal_to_close", "macd_hist_to_close", "atr_14_to_close", "volume_zscore_20", "high_low_range",
-               "target_log_return_next", "split"]  # fmt: skip
+               "target_log_return_next"]  # fmt: skip
     return dbt_harness.table_digest(settings, "marts.training_bars", columns, ["symbol", "session_date"])
 
 
