@@ -30,7 +30,6 @@ class FeatureSpec:
     name: str
     lookback_sessions: int | None
     """How many sessions (including the current one) the feature looks back over, as the YAML states it."""
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,7 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
         if role == FEATURE_ROLE:
             lookback = meta.get("lookback_sessions")
             features.append(
-                FeatureSpec(
-                    name=column["name"],
-                    lookback_sessions=int(lookback) if lookback is not None else None,
-                    description=str(column.get("description") or "").strip(),
-                )
+                FeatureSpec(name=column["name"], lookback_sessions=int(lookback) if lookback is not None else None)
             )
         elif role == TARGET_ROLE:
             targets.append((column["name"], meta.get("horizon_sessions")))
