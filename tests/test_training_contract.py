@@ -20,7 +20,7 @@ from devtools.synthetic_mart import (
     write_mart,
     write_mart_yaml,
 )
-from ingest.landing import ensure_landing_tables
+from ingest.raw_tables import ensure_raw_tables
 from training import cli
 from training.config import load_config
 from training.contract import (
@@ -59,7 +59,7 @@ def contract_database(embedded_cluster: ConnectionSettings) -> Iterator[Connecti
     settings = create_database(embedded_cluster, "test_contract")
     with connect(settings) as conn:
         provision(conn)
-        ensure_landing_tables(conn)
+        ensure_raw_tables(conn)
     yield settings
     drop_database(settings)
 
