@@ -146,7 +146,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], parser: argparse
     from ingest.ibkr.fetcher import GatewayUnavailableError, quiet_client_logs
     from ingest.ibkr.loader import LoadOptions, WarehouseUnavailableError, load
     from ingest.landing import BarSettings
-    from warehouse_db.provision import ProvisioningError
+    from warehouse_db.errors import WarehouseError
 
     try:
         bar_size = parse_bar_size(args.bar_size)
@@ -182,6 +182,9 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], parser: argparse
 
     try:
         db = _resolve_warehouse()
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_WAREHOUSE
     except Exception as error:  # noqa: BLE001 - any failure to find or start the warehouse is exit 4
         print(f"error: cannot reach the warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
@@ -210,7 +213,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], parser: argparse
     except GatewayUnavailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_GATEWAY
-    except (WarehouseUnavailableError, ConnectionError, ProvisioningError, psycopg.Error) as error:
+    except (WarehouseUnavailableError, ConnectionError, WarehouseError, psycopg.Error) as error:
         print(f"error: warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
 
@@ -349,23 +352,27 @@ def _run_csv(args: argparse.Namespace, parser: argparse.ArgumentParser, stdout: 
 
     from ingest.csv_source import CsvValidationError, load_csv_files
     from ingest.landing import ensure_landing_tables, new_load_id
-    from warehouse_db import connect
-    from warehouse_db.provision import ProvisioningError, provision
+    from warehouse_db import connect, ensure_provisioned
+    from warehouse_db.errors import WarehouseError
+    from warehouse_db.schemas import LOADER_ROLE
 
     try:
         db = _resolve_warehouse()
-        conn = connect(db)
+        ensure_provisioned(db, LOADER_ROLE)
+        conn = connect(db, role=LOADER_ROLE)
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_WAREHOUSE
     except Exception as error:  # noqa: BLE001 - reported as one line, never a traceback
         print(f"error: cannot reach the warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     try:
-        provision(conn)
         ensure_landing_tables(conn)
         summary = load_csv_files(conn, list(args.paths), new_load_id(), progress=not args.no_progress)
     except CsvValidationError as error:
         print(f"error: CSV rejected, nothing landed:\n{error}", file=sys.stderr)
         return EXIT_USAGE
-    except (ProvisioningError, psycopg.Error) as error:
+    except (WarehouseError, psycopg.Error) as error:
         print(f"error: warehouse: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     finally:

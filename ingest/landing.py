@@ -179,6 +179,8 @@ def new_load_id() -> uuid.UUID:
 def ensure_landing_tables(conn: psycopg.Connection) -> None:
     """Create the raw landing tables (idempotent), owned by the loader role."""
     with conn.transaction():
+        # Concurrent first runs would race on CREATE TABLE IF NOT EXISTS (pg_type_typname_nsp_index): take turns.
+        conn.execute("select pg_advisory_xact_lock(hashtext('ingest.landing_tables'))")
         conn.execute(f"set local role {schemas.LOADER_ROLE}")
         conn.execute(LANDING_DDL)
 

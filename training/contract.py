@@ -33,6 +33,7 @@ from market_calendar import EXCHANGE, non_session_weekdays
 from training.config import SPLITS
 from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS, SPLIT_COLUMN
 from warehouse_db import schemas
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def gx_connection_string(
     """
     from sqlalchemy.engine import make_url
 
-    url = make_url(settings.sqlalchemy_url())
+    url = make_url(settings.sqlalchemy_url(role))  # role's own login where one is configured
     options = " ".join(
         part for part in (url.query.get("options"), f"-c role={role}", f"-c search_path={schema}") if part
     )
@@ -282,14 +283,17 @@ def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> C
     try:
         with engine.connect() as connection:
             reader = connection.execute(sqlalchemy.text("select current_user")).scalar_one()
-            readable = connection.execute(
+            exists, readable = connection.execute(
                 sqlalchemy.text(
-                    "select to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
+                    "select to_regclass(:table) is not null, "
+                    "to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
                 ),
                 {"table": f"{schemas.MARTS}.{MART_TABLE}"},
-            ).scalar_one()
+            ).one()
         if reader != schemas.TRAINER_ROLE:
             raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
+        if not exists:  # nothing built yet: a warehouse problem (exit 4), not a broken contract
+            raise WarehouseNotProvisioned.missing_relation(f"{schemas.MARTS}.{MART_TABLE}", settings.describe())
         if not readable:
             raise ContractViolation(
                 [

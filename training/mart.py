@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 import warehouse_db
 from training.features import MART_MODEL, MartSchema
 from warehouse_db import schemas
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,12 @@ def read_mart(
     columns = mart_columns(schema)
     table = sql.Identifier(schemas.MARTS, MART_TABLE)
     with trainer_connection(settings) as conn:
-        available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
+        try:
+            available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
+        except psycopg.errors.UndefinedTable:
+            raise WarehouseNotProvisioned.missing_relation(
+                f"{schemas.MARTS}.{MART_TABLE}", settings.describe()
+            ) from None
         chosen = select_symbols(available, symbols, symbols_limit)
         if not chosen:
             raise SymbolSelectionError(f"{schemas.MARTS}.{MART_TABLE} has no rows")

@@ -53,7 +53,6 @@ from ingest.landing import (
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import schemas
-from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
@@ -145,11 +144,11 @@ async def run_load(db_settings: ConnectionSettings, ibkr_settings: IbkrSettings,
     entries = list(options.entries)
     symbols = [e.symbol for e in entries]
     try:
-        conn = warehouse_db.connect(db_settings)
+        warehouse_db.ensure_provisioned(db_settings, schemas.LOADER_ROLE)
+        conn = warehouse_db.connect(db_settings, role=schemas.LOADER_ROLE)
     except ConnectionError as error:
         raise WarehouseUnavailableError(str(error)) from None
     try:
-        provision(conn)
         ensure_landing_tables(conn)
         coverage = read_coverage(conn, settings, symbols)
         known = read_known_contracts(conn, settings, symbols)
