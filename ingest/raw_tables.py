@@ -32,9 +32,8 @@ from typing import Literal, NamedTuple
 import psycopg
 from psycopg import sql
 
-from warehouse_db import connect, schemas
+from warehouse_db import connect, ensure_provisioned, resolve_settings, schemas
 from warehouse_db.errors import ProvisioningError
-from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
 BatchStatus = Literal["ok", "no_data", "failed"]
@@ -289,9 +288,11 @@ def open_for_landing(settings: ConnectionSettings | None = None) -> psycopg.Conn
     Raises :class:`warehouse_db.errors.WarehouseError` (unreachable, not allowed to provision) with a message
     fit to print as it is.
     """
-    conn = connect(settings)
+    settings = settings or resolve_settings()
+    # Provisioning needs an admin login; the landing itself runs as the loader (its own login where configured).
+    ensure_provisioned(settings, schemas.LOADER_ROLE)
+    conn = connect(settings, role=schemas.LOADER_ROLE)
     try:
-        provision(conn)
         ensure_raw_tables(conn)
     except BaseException:
         conn.close()

@@ -35,5 +35,5 @@ step "dbt build: staging -> intermediate -> marts, with every data test"
 eval "$($BIN/python -m warehouse_db env)"
 $BIN/dbt build --quiet
 
-step "training: a short PPO run on the train split, evaluated on validation and test"
+step "training: a short PPO run on the latest walk-forward fold's train range, evaluated on its validation and test"
 $BIN/python -m training --config training/configs/demo.yaml

