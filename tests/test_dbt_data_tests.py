@@ -126,7 +126,7 @@ CASES = [
         "high_below_low",
         lambda f: relanded(f, "SC", "2024-04-02", high=lambda r: r["low"] * 0.9),
         {LOW_NOT_ABOVE_HIGH},
-        OHLC_TESTS,
+        OHLC_TESTS | {WAP_WITHIN_LOW_HIGH},
     ),  # fmt: skip
     Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
     Case("split_not_readjusted", split_not_readjusted, {UNADJUSTED_SPLIT}),
