@@ -211,3 +211,10 @@ def test_a_path_that_cannot_be_read_is_one_line_naming_it_and_nothing_lands(
     assert "Traceback" not in err and len(err.splitlines()) == 2 and len(err.splitlines()[1]) < 300
     assert display_path(bad) in err
     assert counts(warehouse) == (0, 0)
+
+
+def test_the_sample_file_is_what_its_script_writes(tmp_path):
+    from devtools import make_sample_bars
+
+    make_sample_bars.write(tmp_path / "sample.csv")
+    assert (tmp_path / "sample.csv").read_bytes() == make_sample_bars.OUTPUT.read_bytes()
