@@ -1,7 +1,7 @@
 """Command line of the training job: one flag per TrainConfig field (help = the field's docstring), plus --config.
 
 Exit status: 0 trained, 2 bad configuration, 3 the mart broke its data contract (each failed expectation is
-listed), 1 anything else.
+listed), 4 the warehouse is misconfigured, unreachable or not built yet, 1 anything else.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ logger = logging.getLogger("training")
 
 EXIT_CONFIG = 2
 EXIT_CONTRACT = 3
+EXIT_WAREHOUSE = 4
 
 
 def _flag(name: str) -> str:
@@ -88,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     from training.features import MartSchemaError
     from training.job import run_training
     from training.mart import SymbolSelectionError
-    from warehouse_db import resolve_settings
+    from warehouse_db import WarehouseError, resolve_settings
 
     try:
         result = run_training(config, resolve_settings())
+    except WarehouseError as error:
+        logger.error("%s", error)
+        return EXIT_WAREHOUSE
     except ContractViolation as violation:
         logger.error("%s", violation)
         return EXIT_CONTRACT
