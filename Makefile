@@ -105,4 +105,4 @@ bench-dbt-large: $(STAMP)
 	$(BIN)/python bench/bench_dbt.py
 
 clean:
-	rm -rf target logs runs .pytest_cache bench/results .venv-insync
+	rm -rf target logs runs .pytest_cache bench/results

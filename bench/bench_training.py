@@ -1,8 +1,8 @@
 """Training speed: the native environment vs TensorTrade, PPO with each, and the wall time of `make train`.
 
 All on the same mart, in one run: a synthetic mart shaped like the real one (150 symbols x one year of daily
-bars: 50 warm-up sessions dropped, 15% validation, 15% test, 50-session embargoes), or with --real-mart the
-configured warehouse's marts.training_bars (its dbt YAML gives the features).
+bars: the warm-up sessions dropped, one walk-forward fold laid out over the rest), or with --real-mart the
+configured warehouse's marts.training_bars and its latest fold (its dbt YAML gives the features).
 
 1. environment steps per second with random actions (seeded), native vs TensorTrade (target: native >= 100x);
 2. PPO steps per second with each environment (short runs of the default PPO settings);
@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from devtools.scratch_database import scratch_database
-from devtools.synthetic_mart import WARMUP_SESSIONS, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import WARMUP_SESSIONS, synthetic_mart, with_split, write_mart, write_mart_yaml
 from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
 from training.features import read_mart_schema
+from training.folds import Fold
 from training.job import seed_everything
 from training.market_data import FeatureScaler, build_series
 from training.ppo import build_model, make_vec_env
@@ -94,13 +95,13 @@ def full_run_seconds(mart: pd.DataFrame, mart_yaml: Path, runs_dir: Path) -> tup
         return elapsed, process.returncode
 
 
-def load_real_mart() -> tuple[pd.DataFrame, Path]:
+def load_real_mart() -> tuple[pd.DataFrame, Path, Fold]:
     from training.features import DEFAULT_MART_YAML
     from training.mart import read_mart
     from warehouse_db import resolve_settings
 
     snapshot = read_mart(resolve_settings(), read_mart_schema(DEFAULT_MART_YAML))
-    return snapshot.frame, DEFAULT_MART_YAML
+    return snapshot.frame, DEFAULT_MART_YAML, snapshot.folds[-1]
 
 
 def main() -> None:
@@ -116,24 +117,23 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     if args.real_mart:
-        mart, mart_yaml = load_real_mart()
+        mart, mart_yaml, fold = load_real_mart()
         source = "marts.training_bars of the configured warehouse"
     else:
-        # dbt drops the warm-up sessions and a symbol's last one (no target yet): mart rows = sessions - 51.
-        mart = synthetic_mart(
-            args.symbols, args.sessions - WARMUP_SESSIONS - 1, seed=7, split_fractions=(0.7, 0.15, 0.15)
-        )
+        # dbt drops the warm-up sessions: mart rows = sessions - warm-up.
+        mart, fold = synthetic_mart(args.symbols, args.sessions - WARMUP_SESSIONS, seed=7), None
         mart_yaml = write_mart_yaml(Path(tempfile.mkdtemp()) / "training_bars.yml")
         source = f"synthetic, {args.symbols} symbols x {args.sessions} sessions of bars"
     schema = read_mart_schema(mart_yaml)
     config = TrainConfig(mart_yaml=mart_yaml)
     seed_everything(config.seed, config.torch_threads)  # as the job does: one torch thread
-    scaler = FeatureScaler.fit(mart[mart["split"] == "train"], schema.feature_names, config.observation_clip)
-    train = build_series(mart, "train", scaler)
+    labelled = with_split(mart, fold)  # the rows of the latest fold (synthetic: the one fold a year holds)
+    scaler = FeatureScaler.fit(labelled[labelled["split"] == "train"], schema.feature_names, config.observation_clip)
+    train = build_series(labelled, "train", scaler)
     settings = EnvSettings.from_bps(
         config.window, config.initial_cash, config.commission_bps, config.slippage_bps, config.observation_clip
     )
-    rows = mart.groupby("split").size().to_dict()
+    rows = labelled.groupby("split").size().to_dict()
     print(
         f"mart: {source}; rows per split {rows}; {len(train)} train episodes of "
         f"{int(np.mean([len(s) for s in train])) - config.window} steps; window {config.window}, "

@@ -12,12 +12,24 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DBT = REPO_ROOT / ".venv" / "bin" / "dbt"
+DBT_PROJECT_FILE = REPO_ROOT / "dbt_project.yml"
+
+
+def dbt_project_var(name: str) -> Any:
+    """A var's value as dbt_project.yml sets it (what `dbt build` uses unless --vars overrides it)."""
+    variables = (yaml.safe_load(DBT_PROJECT_FILE.read_text(encoding="utf-8")) or {}).get("vars") or {}
+    if name not in variables:
+        raise KeyError(f"{DBT_PROJECT_FILE} sets no var {name!r}")
+    return variables[name]
 
 
 @dataclass(frozen=True)
@@ -82,11 +94,11 @@ class DbtProject:
 
 def prepare_raw(settings: ConnectionSettings) -> None:
     """Roles, schemas and the raw landing tables, exactly as ingest creates them."""
-    from ingest.landing import ensure_landing_tables
+    from ingest.raw_tables import ensure_raw_tables
 
     with connect(settings) as conn:
         provision(conn)
-        ensure_landing_tables(conn)
+        ensure_raw_tables(conn)
 
 
 def table_digest(

@@ -28,12 +28,12 @@ done
 [ -n "$port" ] || { cat "$sim_log"; echo "the simulator did not report its port" >&2; exit 1; }
 echo "simulator listening on 127.0.0.1:$port"
 
-step "ingest: the watchlist, 12 months of daily bars, only what is missing"
+step "ingest: the watchlist, 5 years of daily bars (one request per symbol), only what is missing"
 IBKR_HOST=127.0.0.1 IBKR_PORT=$port IBKR_CLIENT_ID=1 $BIN/python -m ingest --source ibkr
 
 step "dbt build: staging -> intermediate -> marts, with every data test"
 eval "$($BIN/python -m warehouse_db env)"
 $BIN/dbt build --quiet
 
-step "training: a short PPO run on the train split, evaluated on validation and test"
+step "training: a short PPO run on the latest walk-forward fold's train range, evaluated on its validation and test"
 $BIN/python -m training --config training/configs/demo.yaml

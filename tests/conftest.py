@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from devtools.scratch_database import create_database, drop_database
-from ingest.landing import ensure_landing_tables
+from ingest.raw_tables import ensure_raw_tables
 from warehouse_db import connect, embedded
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -61,7 +61,7 @@ def warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettin
     settings = create_database(embedded_cluster, "test")
     with connect(settings) as conn:
         provision(conn)
-        ensure_landing_tables(conn)
+        ensure_raw_tables(conn)
     yield settings
     drop_database(settings)
 

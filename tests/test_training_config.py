@@ -85,7 +85,7 @@ def test_mart_yaml_features_in_order_with_lookbacks(tmp_path: Path) -> None:
     schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
     assert schema.feature_names == list(FEATURE_LOOKBACKS)
     assert schema.target == TARGET and TARGET not in schema.feature_names
-    assert schema.longest_lookback == 50
+    assert schema.longest_lookback == 50 and schema.target_horizon_sessions == 1
 
 
 def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                             {"name": "symbol"},
                             {"name": "a", "config": {"meta": {"role": "feature", "lookback_sessions": 3}}},
                             {"name": "b", "meta": {"role": "feature"}},
-                            {"name": "y", "config": {"meta": {"role": "target"}}},
+                            {"name": "y", "config": {"meta": {"role": "target", "horizon_sessions": 2}}},
                         ],
                     },
                 ],
@@ -111,6 +111,7 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
     )
     schema = read_mart_schema(path)
     assert schema.feature_names == ["a", "b"] and schema.target == "y" and schema.longest_lookback == 3
+    assert schema.target_horizon_sessions == 2
 
 
 @pytest.mark.parametrize(
@@ -125,6 +126,17 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                 {"name": "y", "meta": {"role": "target"}},
             ],
             "listed twice",
+        ),
+        (
+            [{"name": "a", "meta": {"role": "feature"}}, {"name": "y", "meta": {"role": "target"}}],
+            "needs meta.horizon_sessions",
+        ),
+        (
+            [
+                {"name": "a", "meta": {"role": "feature"}},
+                {"name": "y", "meta": {"role": "target", "horizon_sessions": 0}},
+            ],
+            "needs meta.horizon_sessions",
         ),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart, with_split
 from training.envs import ENV_KINDS, EnvSettings, make_env
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
@@ -25,7 +25,7 @@ SETTINGS = EnvSettings.from_bps(
 
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
-    return synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
+    return with_split(synthetic_mart(n_symbols=4, n_sessions=260, seed=11))
 
 
 def series_of(frame: pd.DataFrame, split: str = "train", scaler: FeatureScaler | None = None) -> list[SymbolSeries]:

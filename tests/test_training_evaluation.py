@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, synthetic_mart
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, synthetic_mart, with_split
 from training.envs import EnvSettings
 from training.evaluation import AGGREGATE_SYMBOL, baseline_policies, combined_net_worth, evaluate
 from training.market_data import FeatureScaler, build_series
@@ -47,7 +47,7 @@ def test_combined_curve_keeps_cash_for_symbols_that_start_late() -> None:
 
 @pytest.fixture(scope="module")
 def series_by_split() -> dict:
-    mart = synthetic_mart(n_symbols=3, n_sessions=240, seed=51)
+    mart = with_split(synthetic_mart(n_symbols=3, n_sessions=240, seed=51))
     scaler = FeatureScaler.fit(mart[mart["split"] == "train"], list(FEATURE_LOOKBACKS), clip=10.0)
     return {split: build_series(mart, split, scaler) for split in ("validation", "test")}
 

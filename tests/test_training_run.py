@@ -13,7 +13,7 @@ import yaml
 from stable_baselines3 import PPO
 
 from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import symbol_names, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import lay_out_folds, symbol_names, synthetic_mart, write_mart, write_mart_yaml
 from training import cli
 from training.config import load_config
 from training.evaluation import AGGREGATE_SYMBOL, POLICIES
@@ -108,9 +108,9 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
     flat = metrics["metrics"]["test"][AGGREGATE_SYMBOL]["flat"]
     assert flat["total_return"] == 0.0 and flat["exposure"] == 0.0 and flat["sharpe"] is None
 
-    # The hash is of the rows the run read, computed the same way from the frame we wrote.
+    # The hash is of the rows and folds the run read, computed the same way from the frame and folds we wrote.
     columns = mart_columns(read_mart_schema(tmp_path / "training_bars.yml"))
-    assert result.mart_hash == content_hash(mart[columns], columns)
+    assert result.mart_hash == content_hash(mart[columns], columns, lay_out_folds(mart["session_date"]))
 
     with connect(mart_warehouse, role="analyst") as conn:  # analysts read what trainer wrote
         run = conn.execute(

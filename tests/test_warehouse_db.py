@@ -401,7 +401,7 @@ def _at_once(work, times: int = 6) -> list[str]:
 def test_first_use_ddl_is_safe_when_sessions_run_it_at_once(embedded_cluster):
     """Provisioning, the raw landing tables and the ml tables: CREATE ... IF NOT EXISTS alone races on the
     catalogs ("duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
-    from ingest.landing import ensure_landing_tables
+    from ingest.raw_tables import ensure_raw_tables
     from training.results_store import ensure_tables
 
     settings = create_database(embedded_cluster, "first_use")
@@ -413,7 +413,7 @@ def test_first_use_ddl_is_safe_when_sessions_run_it_at_once(embedded_cluster):
 
         def land_tables() -> None:
             with connect(settings, role=schemas.LOADER_ROLE) as conn:
-                ensure_landing_tables(conn)
+                ensure_raw_tables(conn)
 
         for work in (provision_it, land_tables, lambda: ensure_tables(settings)):
             assert _at_once(work) == []

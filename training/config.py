@@ -22,11 +22,13 @@ from typing import Any, Literal
 import yaml
 
 from training.features import DEFAULT_MART_YAML
+from training.folds import ROLES
 from warehouse_db.settings import REPO_ROOT
 
 EnvKind = Literal["native", "tensortrade"]
 VecEnvKind = Literal["dummy", "subproc"]
-SPLITS = ("train", "validation", "test")
+SPLITS = ROLES
+"""The ranges of a walk-forward fold, in time order."""
 
 
 @dataclass
@@ -56,17 +58,20 @@ class TrainConfig:
     """dbt schema YAML of marts.training_bars: the single source of the feature list (meta.role = feature)."""
     dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
     """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
+    fold: int | None = None
+    """Walk-forward fold to train and evaluate on (fold_id in marts.walk_forward_folds). None: the latest fold."""
     embargo_sessions: int | None = None
-    """Minimum exchange sessions between splits that the contract demands. None: the longest feature lookback."""
+    """Contract: the fewest embargo sessions every fold must have after its purge. None: whatever dbt laid out."""
     min_episode_steps: int = 5
-    """Contract: every symbol needs at least window + this many sessions in each split, so each split can be traded."""
+    """Contract: every fold's ranges need at least window + this many sessions; symbols with fewer rows in a range
+    are left out of that range."""
 
     # --- environment ---
     env: EnvKind = "native"
     """Environment implementation: 'native' (NumPy) or 'tensortrade' (tensortrade-ng). Same semantics, tested parity."""
     window: int = 5
     """Sessions of features in one observation (the decision session and the window-1 before it). The features
-    already summarise up to 50 sessions; a year of bars leaves only ~15 sessions in validation and in test."""
+    already summarise up to 50 sessions."""
     initial_cash: float = 10_000.0
     """Cash at the start of every episode (each episode trades one symbol)."""
     commission_bps: float = 1.0
@@ -116,7 +121,7 @@ class TrainConfig:
 
     # --- evaluation ---
     eval_splits: tuple[str, ...] = ("validation", "test")
-    """Splits replayed in full, per symbol, after training."""
+    """Ranges of the fold replayed in full, per symbol, after training."""
     eval_deterministic: bool = True
     """Evaluate the agent with its most likely action instead of sampling."""
 
@@ -147,6 +152,10 @@ class TrainConfig:
             problems.append("initial_cash and observation_clip must be > 0")
         if unknown := set(self.eval_splits) - set(SPLITS):
             problems.append(f"eval_splits may only name {SPLITS}, not {sorted(unknown)}")
+        if self.fold is not None and self.fold < 1:
+            problems.append("fold must be >= 1 (or None: the latest fold)")
+        if self.embargo_sessions is not None and self.embargo_sessions < 0:
+            problems.append("embargo_sessions must be >= 0 (or None)")
         if self.symbols_limit is not None and self.symbols_limit < 1:
             problems.append("symbols_limit must be >= 1 (or None)")
         if self.torch_threads < 1 or self.checkpoint_freq < 0 or self.min_episode_steps < 1:

@@ -1,7 +1,8 @@
 """One training run, start to finish, in the order it happens (read this file top to bottom).
 
-contract check -> read the mart -> fit the feature scaler on train -> PPO -> replay validation/test with the agent
-and the baselines -> run folder (model, config, metrics, plots, report) -> ml.* tables in one transaction.
+contract check -> read the mart and its folds -> pick one fold (the latest by default) -> fit the feature scaler on
+its train range -> PPO -> replay validation/test with the agent and the baselines -> run folder (model, config,
+metrics, plots, report) -> ml.* tables in one transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from training.config import SPLITS, TrainConfig, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.envs import EnvSettings
 from training.evaluation import AGENT, Evaluation, agent_policy, baseline_policies, evaluate
-from training.features import read_mart_schema
+from training.features import MartSchema, read_mart_schema
+from training.folds import Fold, select_fold
 from training.market_data import FeatureScaler, build_series
 from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.ppo import TrainingStats, build_model, learn, make_vec_env
@@ -57,13 +59,36 @@ def seed_everything(seed: int, torch_threads: int) -> None:
     torch.set_num_threads(torch_threads)
 
 
-def contract_terms(config: TrainConfig, feature_names: list[str], target: str, longest_lookback: int) -> ContractTerms:
+def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     return ContractTerms(
-        feature_names=tuple(feature_names),
-        target=target,
-        embargo_sessions=config.embargo_sessions if config.embargo_sessions is not None else longest_lookback,
-        min_sessions_per_split=config.window + config.min_episode_steps,
+        feature_names=tuple(schema.feature_names),
+        target=schema.target,
+        min_sessions_per_range=config.window + config.min_episode_steps,
+        min_purge_sessions=schema.target_horizon_sessions,
+        min_embargo_sessions=config.embargo_sessions or 0,
     )
+
+
+def fold_rows(snapshot: MartSnapshot, config: TrainConfig) -> tuple[Fold, pd.DataFrame]:
+    """The chosen fold and the mart rows in its ranges, with a ``split`` column naming each row's range.
+
+    A symbol with fewer than window + min_episode_steps rows in a range (listed late, say) sits out that range.
+    """
+    fold = select_fold(snapshot.folds, config.fold)
+    rows = fold.labelled_rows(snapshot.frame)
+    sizes = rows.groupby(["split", "symbol"])["session_date"].transform("size")
+    too_short = sizes < config.window + config.min_episode_steps
+    for split, symbol in sorted(set(zip(rows.loc[too_short, "split"], rows.loc[too_short, "symbol"], strict=True))):
+        logger.warning("%s has too few %s sessions in fold %d: left out of %s", symbol, split, fold.fold_id, split)
+    logger.info(
+        "fold %d of %d: train %s, validation %s, test %s",
+        fold.fold_id,
+        len(snapshot.folds),
+        fold.train,
+        fold.validation,
+        fold.test,
+    )
+    return fold, rows[~too_short]
 
 
 def _file_log(run_dir: Path) -> logging.Handler:
@@ -102,13 +127,13 @@ def _run(
 
     # 1. The contract, then the rows (as trainer both times).
     schema = read_mart_schema(config.mart_yaml)
-    check_mart_contract(settings, contract_terms(config, schema.feature_names, schema.target, schema.longest_lookback))
+    check_mart_contract(settings, contract_terms(config, schema))
     snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
     dbt = read_dbt_provenance(config.dbt_run_results)
+    fold, frame = fold_rows(snapshot, config)
 
-    # 2. What the environments see: features standardised with train-split statistics only.
+    # 2. What the environments see: features standardised with the fold's train-range statistics only.
     seed_everything(config.seed, config.torch_threads)
-    frame = snapshot.frame
     scaler = FeatureScaler.fit(frame[frame["split"] == "train"], schema.feature_names, config.observation_clip)
     scaler.save(run_dir / "scaler.json")
     series = {split: build_series(frame, split, scaler) for split in SPLITS}
@@ -132,7 +157,7 @@ def _run(
 
     # 5. The run folder.
     finished_at = datetime.now(UTC)
-    summary = _summary(config, run_id, snapshot, dbt.to_dict(), stats, started_at, finished_at)
+    summary = _summary(config, run_id, snapshot, fold, dbt.to_dict(), stats, started_at, finished_at)
     write_metrics_json(run_dir / "metrics.json", summary, evaluation)
     plots = {split: plot_split(evaluation, split, run_dir) for split in config.eval_splits}
     report_path = run_dir / "report.html"
@@ -172,6 +197,7 @@ def _summary(
     config: TrainConfig,
     run_id: str,
     snapshot: MartSnapshot,
+    fold: Fold,
     dbt: dict,
     stats: TrainingStats,
     started_at: datetime,
@@ -184,6 +210,8 @@ def _summary(
         "symbols": len(snapshot.symbols),
         "mart_rows": snapshot.row_count,
         "mart_hash": snapshot.content_hash,
+        "fold": fold.fold_id,
+        **{f"{role}_range": str(fold.range(role)) for role in SPLITS},
         "dbt_invocation_id": dbt["invocation_id"],
         "dbt_generated_at": dbt["generated_at"],
         "timesteps": stats.steps,
