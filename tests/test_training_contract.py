@@ -292,6 +292,25 @@ def test_cli_exits_non_zero_listing_the_failed_expectations(
     assert "(symbol, session_date) is unique" in caplog.text
 
 
+def test_cli_names_a_fold_that_is_not_there_in_one_line(
+    mart_warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name, value in mart_warehouse.libpq_env().items():
+        monkeypatch.setenv(name, value)
+    arguments = ["--mart-yaml", str(write_mart_yaml(tmp_path / "training_bars.yml")), "--fold", "7"]
+    with caplog.at_level(logging.ERROR):
+        status = cli.main([*arguments, "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"])
+    assert status == cli.EXIT_CONFIG
+    (record,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert (
+        record.getMessage() == ("marts.walk_forward_folds has no fold 7 (its folds: [1, 2]): choose --fold")
+        and record.exc_info is None
+    )
+
+
 def test_the_contract_reads_as_trainer(mart_warehouse: ConnectionSettings) -> None:
     import sqlalchemy
 

@@ -13,7 +13,7 @@ import pytest
 from devtools.synthetic_mart import TARGET, lay_out_folds, synthetic_mart, with_split
 from market_calendar import sessions_in_range
 from training.config import load_config
-from training.folds import ROLES, DateRange, Fold, select_fold
+from training.folds import ROLES, DateRange, Fold, FoldSelectionError, select_fold
 from training.job import fold_rows
 from training.mart import MartSnapshot
 
@@ -90,9 +90,9 @@ def test_folds_round_trip_through_a_table_row() -> None:
 def test_select_fold_takes_the_latest_by_default(mart: pd.DataFrame) -> None:
     folds = lay_out_folds(mart["session_date"], folds=3, test_sessions=20, validation_sessions=20)
     assert select_fold(folds) is folds[-1] and select_fold(reversed(folds), 2) is folds[1]
-    with pytest.raises(ValueError, match=r"no fold 7 \(its folds: \[1, 2, 3\]\)"):
+    with pytest.raises(FoldSelectionError, match=r"no fold 7 \(its folds: \[1, 2, 3\]\)"):
         select_fold(folds, 7)
-    with pytest.raises(ValueError, match="has no fold"):
+    with pytest.raises(FoldSelectionError, match="has no fold"):
         select_fold(())
 
 

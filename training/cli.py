@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing so that --help is instant (torch, SB3 and GX take seconds to import).
     from training.contract import ContractViolation
     from training.features import MartSchemaError
+    from training.folds import FoldSelectionError
     from training.job import run_training
     from training.mart import SymbolSelectionError
     from warehouse_db import WarehouseError, resolve_settings
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except ContractViolation as violation:
         logger.error("%s", violation)
         return EXIT_CONTRACT
-    except (MartSchemaError, SymbolSelectionError, FileExistsError) as error:
+    except (MartSchemaError, SymbolSelectionError, FoldSelectionError, FileExistsError) as error:
         logger.error("%s", error)
         return EXIT_CONFIG
     logger.info("run %s finished; report at %s", result.run_id, result.report_path.resolve())

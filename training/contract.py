@@ -258,12 +258,12 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
         ),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""
-                select ranges.fold_id, ranges.role, count(distinct mart.session_date) as sessions
+                select ranges.fold_id, ranges.role, count(mart.session_date) as sessions
                 from ({ranges}) as ranges
-                left join {MART_TABLE} as mart
+                left join (select distinct session_date from {MART_TABLE}) as mart
                     on mart.session_date between ranges.range_start and ranges.range_end
                 group by ranges.fold_id, ranges.role
-                having count(distinct mart.session_date) < {int(terms.min_sessions_per_range)}
+                having count(mart.session_date) < {int(terms.min_sessions_per_range)}
             """,
             description=f"every fold's train, validation and test ranges hold at least "
             f"{terms.min_sessions_per_range} sessions of the mart",

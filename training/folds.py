@@ -121,17 +121,23 @@ def _as_date(value: Any) -> date:
     return pd.Timestamp(value).date()
 
 
+class FoldSelectionError(ValueError):
+    """The configured fold is not in ``marts.walk_forward_folds``."""
+
+
 def select_fold(folds: Iterable[Fold], fold_id: int | None = None) -> Fold:
     """The fold with ``fold_id``, or the latest one (the largest id) when ``fold_id`` is None."""
     folds = sorted(folds, key=lambda fold: fold.fold_id)
     if not folds:
-        raise ValueError(f"marts.{FOLDS_TABLE} has no fold")
+        raise FoldSelectionError(f"marts.{FOLDS_TABLE} has no fold")
     if fold_id is None:
         return folds[-1]
     for fold in folds:
         if fold.fold_id == fold_id:
             return fold
-    raise ValueError(f"marts.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]})")
+    raise FoldSelectionError(
+        f"marts.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]}): choose --fold"
+    )
 
 
-__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "ROLES", "DateRange", "Fold", "Role", "select_fold"]
+__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "ROLES", "DateRange", "Fold", "FoldSelectionError", "Role", "select_fold"]

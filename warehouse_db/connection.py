@@ -61,6 +61,8 @@ def connect(
         reason = _one_line(error)
         if "timeout expired" in reason:
             reason += f" (no answer within {settings.connect_timeout} s; PGCONNECT_TIMEOUT sets the limit)"
+        elif settings.embedded and "Peer authentication failed" in reason:
+            reason += " (the embedded warehouse admits only the OS user who created it)"
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
     try:
         statements = []

