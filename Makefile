@@ -96,6 +96,7 @@ simulator: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_landing.py
+	$(BIN)/python bench/bench_csv.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_dbt.py --small-only
 	$(BIN)/python bench/bench_training.py

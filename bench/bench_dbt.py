@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
+
 from devtools import dbt_harness, scratch_database, synthetic_bars
 from training.features import read_mart_schema
 from warehouse_db import connect, embedded
@@ -87,7 +89,16 @@ def land_next_session(settings, size: Size) -> str:
         ingested_at=datetime.now(UTC),
     )  # fmt: skip
     with connect(settings) as conn:
-        synthetic_bars.copy_bars(conn, synthetic_bars.generate_bars(config, session))
+        last = pd.DataFrame(
+            conn.execute(
+                "select distinct on (symbol) symbol, session_date, open, close from raw.ibkr_bars "
+                "order by symbol, bar_time desc"
+            ).fetchall(),
+            columns=["symbol", "session_date", "open", "close"],
+        )
+        # The new bars continue each symbol's last close, as a real next session would.
+        new_bars = synthetic_bars.join_prices(synthetic_bars.generate_bars(config, session), last)
+        synthetic_bars.copy_bars(conn, new_bars)
     return str(session[0].date())
 
 

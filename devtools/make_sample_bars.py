@@ -1,7 +1,8 @@
 """Write data/sample_bars.csv: a small bar file in the CSV source's format, for `make ingest SOURCE=csv`.
 
 The bars come from the gateway simulator's generator (seed 7), on real NYSE sessions, so the sample and the
-simulator agree. The range is fixed, so the file never changes unless this script does.
+simulator agree. Five years, like the loader's default window, so that the default walk-forward folds fit. The
+range is fixed, so the file never changes unless this script does (a test compares them).
 
     .venv/bin/python -m devtools.make_sample_bars
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from pathlib import Path
 
 from gateway_simulator.bars import BarGenerator
 from gateway_simulator.sessions import nyse_calendar
@@ -21,12 +23,12 @@ FIRST, LAST = dt.date(2020, 11, 2), dt.date(2025, 10, 31)
 OUTPUT = REPO_ROOT / "data" / "sample_bars.csv"
 
 
-def main() -> None:
+def write(path: Path = OUTPUT) -> None:
     calendar = nyse_calendar()
     generator = BarGenerator(seed=7, calendar=calendar)
     first = calendar.index_after(FIRST - dt.timedelta(days=1))
     last = calendar.index_on_or_before(LAST)
-    with OUTPUT.open("w", newline="", encoding="utf-8") as f:
+    with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["symbol", "date", "open", "high", "low", "close", "volume", "wap", "bar_count"])
         for symbol in SYMBOLS:
@@ -44,6 +46,10 @@ def main() -> None:
                         bar.bar_count,
                     ]
                 )
+
+
+def main() -> None:
+    write(OUTPUT)
     print(f"wrote {OUTPUT}")
 
 

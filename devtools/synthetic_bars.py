@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.raw_tables import IBKR_BARS, LOAD_BATCHES, LoadBatch, RawBar, open_for_landing
+from ingest.symbols import normalize_symbol
 from market_calendar import EXCHANGE_TIMEZONE, sessions_in_range
 from warehouse_db import schemas
 
@@ -119,6 +120,44 @@ def generate_bars(config: SyntheticConfig, sessions: pd.DatetimeIndex | None = N
     }
     # Every column of raw.ibkr_bars, in its order; a source column this generator does not fill gets RawBar's default.
     return pd.DataFrame({name: values.get(name, RawBar._field_defaults.get(name)) for name in IBKR_BARS.column_names})
+
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "wap")
+
+
+def join_prices(frame: pd.DataFrame, neighbour: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each symbol's prices scaled so that it joins ``neighbour``'s bars without a jump.
+
+    Bars after the neighbour's continue from its last close; bars before it lead into its first open. Every call
+    of :func:`generate_bars` starts its own random walk at its own level, and appending one such frame to another
+    would put a price gap between them that no real series has (and that the dbt test for unadjusted splits may
+    rightly flag). Symbols are matched as staging normalises them (``brk.b`` and ``BRK B`` are one series).
+    """
+    frame = frame.copy()
+    keys = frame["symbol"].map(normalize_symbol)
+    ends = (
+        neighbour.assign(key=neighbour["symbol"].map(normalize_symbol))
+        .sort_values("session_date")
+        .groupby("key")
+        .agg(
+            first_session=("session_date", "first"),
+            first_open=("open", "first"),
+            last_session=("session_date", "last"),
+            last_close=("close", "last"),
+        )  # fmt: skip
+    )
+    for key, index in frame.groupby(keys).groups.items():
+        if key not in ends.index:
+            continue
+        part, neighbour_ends = frame.loc[index].sort_values("session_date"), ends.loc[key]
+        if part["session_date"].iloc[0] > neighbour_ends["last_session"]:
+            factor = neighbour_ends["last_close"] / part["open"].iloc[0]
+        elif part["session_date"].iloc[-1] < neighbour_ends["first_session"]:
+            factor = neighbour_ends["first_open"] / part["close"].iloc[-1]
+        else:
+            continue
+        frame.loc[index, list(PRICE_COLUMNS)] *= factor
+    return frame
 
 
 def copy_bars(conn: psycopg.Connection, frame: pd.DataFrame, *, with_batches: bool = True) -> int:

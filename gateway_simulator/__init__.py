@@ -29,6 +29,7 @@ from .server import (
     HistoricalRequestRecord,
     SimulatorConfig,
     SimulatorStats,
+    Split,
     run_simulator_in_thread,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "PacingRules",
     "SimulatorConfig",
     "SimulatorStats",
+    "Split",
     "TEXT_NO_SECURITY",
     "TEXT_PACING_VIOLATION",
     "run_simulator_in_thread",

@@ -13,17 +13,47 @@ import datetime as dt
 import logging
 import signal
 import sys
+from fractions import Fraction
 
-from .server import GatewaySimulator, SimulatorConfig
+from market_calendar import EXCHANGE_TZ
+
+from .server import GatewaySimulator, SimulatorConfig, Split
 
 HOST = "127.0.0.1"  # never listen beyond loopback: this is a test double, not a gateway
 
 
 def _date(text: str) -> dt.date:
+    """YYYY-MM-DD and nothing else (Python would also take 20240104 and 2024-W02-5)."""
     try:
+        if len(text) != 10 or text[4] != "-" or text[7] != "-":
+            raise ValueError
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def _moment(text: str) -> dt.datetime:
+    """YYYY-MM-DDTHH:MM[:SS], in New York time unless an offset is given."""
+    try:
+        if len(text) < 16 or text[10] != "T":
+            raise ValueError
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DDTHH:MM (New York time), got {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=EXCHANGE_TZ)
+
+
+def _split(text: str) -> Split:
+    """SYM:YYYY-MM-DD:RATIO, RATIO new shares per old share (10, 3/2; 1/10 for a 1-for-10 reverse split)."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected SYM:YYYY-MM-DD:RATIO, got {text!r}")
+    symbol, day, ratio_text = parts
+    try:
+        ratio = float(Fraction(ratio_text))
+        return Split(symbol.strip().upper(), _date(day), ratio)
+    except (ValueError, ZeroDivisionError) as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="last session ever served; empty endDateTime means this day",
     )
+    p.add_argument(
+        "--now",
+        type=_moment,
+        default=None,
+        metavar="YYYY-MM-DDTHH:MM",
+        help="pin the simulator's clock (New York time): a session trading at that moment is served with its "
+        "bars so far, as IBKR serves today's bar during the session",
+    )
+    p.add_argument(
+        "--split",
+        type=_split,
+        action="append",
+        default=[],
+        metavar="SYM:YYYY-MM-DD:RATIO",
+        help="a split on its ex-date (RATIO new shares per old share: 10, 3/2, 1/10 for a reverse split): from "
+        "then on the symbol's whole history is served re-adjusted, as IBKR does for TRADES bars",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level for stderr (default INFO)")
     return p
 
@@ -94,6 +141,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         enforce_pacing=args.enforce_pacing,
         strict_pacing=args.strict_pacing,
         end_date=args.end_date,
+        now=args.now,
+        splits=tuple(args.split),
     )
 
 

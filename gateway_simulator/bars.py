@@ -206,16 +206,22 @@ class BarGenerator:
 
     # intraday -------------------------------------------------------------------
 
-    def intraday(self, symbol: str, idx: int, bar_minutes: int, rth_only: bool) -> list[Bar]:
+    def intraday(
+        self, symbol: str, idx: int, bar_minutes: int, rth_only: bool, until_ts: int | None = None
+    ) -> list[Bar]:
         """TRADES intraday bars of one session, aggregated from one-minute bars.
 
         Regular hours run from the calendar's open to its close (13:00 on half
         days); with ``rth_only=False`` pre-market from 04:00 and four hours of
         after-hours trading are added.  Bars align to clock multiples of the bar
         size from midnight New York time, like IBKR's, so an hourly request's first
-        bar is labelled 09:30 and covers 09:30–10:00.
+        bar is labelled 09:30 and covers 09:30–10:00. With ``until_ts`` (the clock,
+        the session still trading) only minutes that began before it count: the
+        last bar is the one still forming.
         """
-        ts, o, h, l, c, v, typ, cnt = self._minutes(symbol, idx, rth_only)
+        ts, o, h, l, c, v, typ, cnt = self._minutes(symbol, idx, rth_only, until_ts)
+        if len(ts) == 0:
+            return []
         day = self.calendar.dates[idx]
         midnight = int(dt.datetime.combine(day, dt.time(0), NY).timestamp())
         group = ((ts - midnight) // 60) // bar_minutes
@@ -245,8 +251,33 @@ class BarGenerator:
             for k, s in enumerate(starts)
         ]
 
-    def _minutes(self, symbol: str, idx: int, rth_only: bool) -> tuple[np.ndarray, ...]:
-        """One-minute TRADES bars of a session: (ts, o, h, l, c, volume, typical, count)."""
+    def partial_daily(self, symbol: str, idx: int, until_ts: int, rth_only: bool = True) -> Bar | None:
+        """The daily bar of a session still trading, from its minutes that began before ``until_ts``."""
+        ts, o, h, l, c, v, typ, cnt = self._minutes(symbol, idx, rth_only, until_ts)
+        if len(ts) == 0:
+            return None
+        volume = int(v.sum())
+        wap = float(np.clip(round(float((typ * v).sum() / max(volume, 1)), 2), l.min(), h.max()))
+        return Bar(
+            self.calendar.dates[idx],
+            float(o[0]),
+            float(h.max()),
+            float(l.min()),
+            float(c[-1]),
+            volume,
+            wap,
+            int(cnt.sum()),
+        )
+
+    def _minutes(self, symbol: str, idx: int, rth_only: bool, until_ts: int | None = None) -> tuple[np.ndarray, ...]:
+        """One-minute TRADES bars of a session that began before ``until_ts``: (ts, o, h, l, c, volume, typical, count)."""
+        columns = self._all_minutes(symbol, idx, rth_only)
+        if until_ts is None:
+            return columns
+        keep = columns[0] < until_ts
+        return tuple(column[keep] for column in columns)
+
+    def _all_minutes(self, symbol: str, idx: int, rth_only: bool) -> tuple[np.ndarray, ...]:
         prof = self.profile(symbol)
         s = self.series(symbol)
         cal = self.calendar
@@ -332,6 +363,30 @@ class BarGenerator:
         ex = _ex_dates(self.calendar)
         count = bisect.bisect_right(ex, as_of) - bisect.bisect_right(ex, day)
         return (1.0 - q / 4.0) ** count
+
+
+def split_adjusted(bars: list[Bar], factor: float) -> list[Bar]:
+    """Bars as IBKR serves them after splits: prices (and wap) x ``factor``, volume / ``factor``, rounded like IBKR's.
+
+    ``factor`` is the product of 1 / ratio over the symbol's splits up to the as-of date (0.1 after a 10-for-1).
+    """
+    if factor == 1.0 or not bars:
+        return bars
+    o, h, l, c = (np.array([getattr(b, name) for b in bars]) * factor for name in ("open", "high", "low", "close"))
+    o, h, l, c = _fix_ohlc(o, h, l, c)
+    return [
+        Bar(
+            b.time,
+            float(o[k]),
+            float(h[k]),
+            float(l[k]),
+            float(c[k]),
+            int(round(b.volume / factor)),
+            float(np.clip(round(b.wap * factor, 2), l[k], h[k])),
+            b.bar_count,
+        )
+        for k, b in enumerate(bars)
+    ]
 
 
 def view(

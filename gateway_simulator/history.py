@@ -14,7 +14,11 @@ Duration semantics (documented here because IBKR's are only loosely specified):
 * ``N S`` — daily bars of sessions dated after ``end - N s``; intraday bars that
   start in ``[end - N s, end)``.
 
-Sessions after the simulator's as-of date are never returned.
+Sessions after the simulator's as-of date are never returned. A session still
+trading at the simulator's clock is answered with its bars so far (today's daily
+bar up to now, the current intraday bar unfinished), as IBKR does; and a symbol
+with a split on or before the as-of date is answered split-adjusted, its whole
+history included, as IBKR's TRADES bars are.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from market_calendar import EXCHANGE_TZ as NY
 
 from . import protocol
-from .bars import WHAT_TO_SHOW, Bar, BarGenerator, view
+from .bars import WHAT_TO_SHOW, Bar, BarGenerator, split_adjusted, view
 from .sessions import UTC, SessionCalendar
 from .wire_bar_sizes import wire_bar_seconds
 
 DAILY = 0  # bar_minutes value meaning "1 day"
 #: Above this many bars a request is refused like IBKR's "Time length exceed max."
 MAX_BARS = 100_000
+#: After-hours trading runs four hours past the close (what a request without useRTH covers).
+_POST_MARKET_SECONDS = 4 * 3600
 
 _DURATION = re.compile(r"^\s*(\d+)\s+([SDWMY])\s*$")
 _END = re.compile(r"^\s*(\d{8})(?:([ -])\s*(\d{1,2}):(\d{2}):(\d{2}))?(?:\s+(\S+))?\s*$")
@@ -157,6 +163,10 @@ class HistoryPlan:
     end: dt.datetime
     intraday_from: dt.datetime | None  # "N S" lower bound for intraday bars
     as_of: dt.date
+    in_progress_until: int | None = None
+    """Epoch seconds of "now" when the last session is still trading: its bars are built only up to then."""
+    price_factor: float = 1.0
+    """Split adjustment as of ``as_of`` (new shares per old share, inverted): prices x factor, volume / factor."""
 
     @property
     def estimated_bars(self) -> int:
@@ -170,29 +180,46 @@ class HistoryPlan:
         """Build the bars (TRADES first, then the requested view)."""
         q = self.query
         dates = gen.calendar.dates
+        trading = self.sessions[-1] if self.sessions and self.in_progress_until is not None else None
         if self.bar_minutes == DAILY:
             if not self.sessions:
                 return []
             bars = gen.daily(q.symbol, self.sessions[0], self.sessions[-1])
+            if trading is not None:  # today's bar so far, as IBKR sends it during the session
+                bars.pop()
+                partial = gen.partial_daily(q.symbol, trading, self.in_progress_until, q.use_rth)
+                bars += [partial] if partial is not None else []
             days = [b.time for b in bars]
         else:
             bars, days = [], []
             for idx in self.sessions:
-                for bar in gen.intraday(q.symbol, idx, self.bar_minutes, q.use_rth):
+                until = self.in_progress_until if idx == trading else None
+                for bar in gen.intraday(q.symbol, idx, self.bar_minutes, q.use_rth, until_ts=until):
                     if bar.time >= self.end:
                         break
                     if self.intraday_from is not None and bar.time < self.intraday_from:
                         continue
                     bars.append(bar)
                     days.append(dates[idx])
+        bars = split_adjusted(bars, self.price_factor)
         return view(bars, q.what_to_show, gen, q.symbol, days, self.as_of)  # type: ignore[arg-type]
 
 
-def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.datetime, as_of: dt.date) -> HistoryPlan:
+def plan(
+    query: HistoricalQuery,
+    calendar: SessionCalendar,
+    *,
+    default_end: dt.datetime,
+    as_of: dt.date,
+    now: dt.datetime | None = None,
+    price_factor: float = 1.0,
+) -> HistoryPlan:
     """Validate ``query`` (raising :class:`QueryError`) and select its sessions.
 
     ``default_end`` is what an empty endDateTime means; ``as_of`` is the last
-    session the simulator may emit.
+    session the simulator may emit. ``now``, when given, is the simulator's
+    clock: a session still trading at ``now`` is answered with its bars so far.
+    ``price_factor`` is the split adjustment of the symbol's history as of ``as_of``.
     """
     what = query.what_to_show.upper()
     if what not in WHAT_TO_SHOW:
@@ -225,6 +252,12 @@ def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.d
         start = dt.datetime.combine(start_day, dt.time(23, 59, 59), NY)
     first = max(first, 0)
     sessions = tuple(range(first, cap + 1)) if cap >= first else ()
+    in_progress_until = None
+    if now is not None and sessions:
+        now_ts = int(now.timestamp())
+        session_end = calendar.closes[cap] + (0 if query.use_rth else _POST_MARKET_SECONDS)
+        if calendar.opens[cap] <= now_ts < session_end:
+            in_progress_until = now_ts
     result = HistoryPlan(
         query=query,
         bar_minutes=bar_minutes,
@@ -233,6 +266,8 @@ def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.d
         end=end,
         intraday_from=intraday_from,
         as_of=as_of,
+        in_progress_until=in_progress_until,
+        price_factor=price_factor,
     )
     if result.estimated_bars > MAX_BARS:
         raise QueryError(protocol.ERR_HMDS, protocol.HMDS_PREFIX + "Time length exceed max.")

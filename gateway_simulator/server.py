@@ -46,8 +46,11 @@ class SimulatorConfig:
     ``pacing_nth`` / ``drop_nth`` are 1-based positions of historical requests in
     arrival order over the simulator's lifetime.  ``end_date`` pins the
     simulator's "today": no later session is ever emitted and an empty
-    endDateTime means the end of that day.  By default it is the last NYSE
-    session that has closed.
+    endDateTime means the end of that day.  Without it the simulator follows
+    its clock (``now``: pinned, or the wall clock): a session that is trading
+    right now is served with its bars so far, as IBKR serves them.  ``splits``
+    re-adjust a symbol's whole history from its ex-date on, as IBKR does for
+    TRADES bars.
     """
 
     seed: int = 7
@@ -59,6 +62,9 @@ class SimulatorConfig:
     strict_pacing: bool = False
     """With enforce_pacing: apply the 60-per-10-minutes rule to every bar size, not just bars of 30 s or less."""
     end_date: dt.date | None = None
+    now: dt.datetime | None = None
+    """The simulator's clock, pinned (a test's "market is open now"); None: the wall clock."""
+    splits: tuple[Split, ...] = ()
 
     def __post_init__(self) -> None:
         """Accept any iterables for the sets and an ISO string for ``end_date``."""
@@ -70,6 +76,34 @@ class SimulatorConfig:
             set_(self, "end_date", dt.date.fromisoformat(self.end_date))
         if self.latency_s < 0:
             raise ValueError("latency_s must be >= 0")
+        if self.now is not None and self.now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        set_(self, "splits", tuple(self.splits))
+
+    def price_factor(self, symbol: str, as_of: dt.date) -> float:
+        """Split adjustment of ``symbol``'s history as served on ``as_of``: the product of 1 / ratio of its splits."""
+        factor = 1.0
+        for split in self.splits:
+            if split.symbol == symbol and split.ex_date <= as_of:
+                factor /= split.ratio
+        return factor
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split (ratio > 1: new shares per old share) or reverse split (ratio < 1) of ``symbol`` on ``ex_date``.
+
+    From the ex-date on, the simulator serves the symbol's whole history in the new units: prices divided by
+    ``ratio``, volumes multiplied by it, as IBKR's TRADES bars are re-adjusted after a split.
+    """
+
+    symbol: str
+    ex_date: dt.date
+    ratio: float
+
+    def __post_init__(self) -> None:
+        if not self.ratio > 0 or self.ratio == 1:
+            raise ValueError(f"split ratio must be positive and not 1 (got {self.ratio})")
 
 
 class HistoricalRequestRecord(NamedTuple):
@@ -117,7 +151,8 @@ class GatewaySimulator:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
         self.clock = clock
-        self.now = now or (lambda: dt.datetime.now(UTC))
+        pinned = self.config.now
+        self.now = now or ((lambda: pinned) if pinned is not None else (lambda: dt.datetime.now(UTC)))
         self.pacing = PacingRules(clock=clock, limits=PacingLimits(rolling_for_all_bar_sizes=self.config.strict_pacing))
         self.unknown_symbols = self.config.unknown_symbols
         self.known_con_ids: dict[int, str] = {}
@@ -181,12 +216,16 @@ class GatewaySimulator:
     # shared state used by sessions -----------------------------------------------------
 
     def as_of(self) -> dt.date:
-        """Last session that may be emitted: the configured end date, or the last closed one."""
+        """Last session that may be emitted: the configured end date, or the last one that has opened by now."""
         cal = self.calendar
         if self.config.end_date is not None:
             idx = cal.index_on_or_before(min(self.config.end_date, cal.last_session))
             return cal.dates[max(idx, 0)]
-        return cal.last_closed_session(self.now())
+        return cal.last_opened_session(self.now())
+
+    def trading_now(self) -> dt.datetime | None:
+        """The moment a session may be in progress at: the clock, unless an end date pins a finished day."""
+        return None if self.config.end_date is not None else self.now()
 
     def default_end(self) -> dt.datetime:
         """What an empty endDateTime means: now, or the end of the pinned end date."""
@@ -448,7 +487,15 @@ class ClientSession:
             return
         query = HistoricalQuery(symbol, req.exchange or "SMART", end_s, duration, bar_size, what, use_rth, format_date)
         try:
-            history = plan(query, sim.calendar, default_end=sim.default_end(), as_of=sim.as_of())
+            as_of = sim.as_of()
+            history = plan(
+                query,
+                sim.calendar,
+                default_end=sim.default_end(),
+                as_of=as_of,
+                now=sim.trading_now(),
+                price_factor=sim.config.price_factor(symbol, as_of),
+            )
         except QueryError as err:
             log.info("historical request #%d refused: %s", nth, err)
             self.send_error(req_id, err.code, err.text)

@@ -59,6 +59,11 @@ class SessionCalendar:
         idx = bisect.bisect_right(self.closes, ts) - 1
         return self.dates[max(idx, 0)]
 
+    def last_opened_session(self, now: dt.datetime) -> dt.date:
+        """Last session whose open is at or before ``now`` (today included once it has opened)."""
+        idx = bisect.bisect_right(self.opens, int(now.timestamp())) - 1
+        return self.dates[max(idx, 0)]
+
     def open_at(self, idx: int) -> dt.datetime:
         """Session open as an aware UTC datetime."""
         return dt.datetime.fromtimestamp(self.opens[idx], UTC)

@@ -34,9 +34,6 @@ _SECONDS = {
 }
 _LONGER_THAN_A_DAY = frozenset({"1 week", "1 month"})
 
-WIRE_BAR_SIZES = (*_SECONDS, *sorted(_LONGER_THAN_A_DAY))
-"""Every barSizeSetting IBKR's table lists, spelled as on the wire."""
-
 
 def wire_bar_seconds(text: str) -> int | None:
     """Length in seconds of a barSizeSetting as IBKR spells it; None if IBKR would not accept the string.

@@ -525,7 +525,9 @@ class Coverage:
     covered_from: datetime | None = None
     """The earliest start any successful batch of the source asked for."""
     checked_at: datetime | None = None
-    """When the latest successful batch of the source finished."""
+    """The latest moment a successful batch of the source asked for data up to (its ``requested_end``).
+
+    Not when it finished: a request sent at 15:59 and answered at 16:01 saw the session still trading."""
 
     @property
     def empty(self) -> bool:
@@ -551,7 +553,7 @@ def read_coverage(
     watermarks = read_watermarks(conn, settings)
     rows = conn.execute(
         sql.SQL(
-            "select symbol, min(requested_start), max(finished_at) from {} "
+            "select symbol, min(requested_start), max(requested_end) from {} "
             "where source = %s and bar_size = %s and what_to_show = %s and use_rth = %s "
             "and status in ('ok', 'no_data') and symbol = any(%s) group by symbol"
         ).format(LOAD_BATCHES.identifier),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ingest.csv_source import CsvValidationError, Problems, load_csv_files, read_csv_bars
+from ingest import cli
+from ingest.csv_source import CsvValidationError, Problems, display_path, load_csv_files, read_csv_bars
+from ingest.exit_codes import ExitCode
 from ingest.raw_tables import new_load_id
 from ingest.sessions import FinalBars
+from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
@@ -96,6 +100,27 @@ BAD_FILES = {
     "SQL in a symbol": (HEADER + "X'); drop table raw.ibkr_bars; --,2025-03-03,1,2,0.5,1,5,,\n", "invalid symbol", 2),
     "duplicate bar": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\nAAPL,2025-03-03,1,2,0.5,1.5,5,,\n", "duplicate", 3),
     "too many fields": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,,extra\n", "fields", 2),
+    "compact date": (HEADER + "AAPL,20250303,1,2,0.5,1,5,,\n", "'20250303' is not a YYYY-MM-DD date", 2),
+    "week date": (HEADER + "AAPL,2025-W10-1,1,2,0.5,1,5,,\n", "'2025-W10-1' is not a YYYY-MM-DD date", 2),
+    "negative wap": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,-1,\n", "wap -1.0 must lie within [low 0.5, high 2.0]", 2),
+    "wap above high": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,2.5,\n", "wap 2.5 must lie within", 2),
+    "negative bar_count": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,1,-5\n", "bar_count -5 is out of range 0..2^63-1", 2),
+    "fractional bar_count": (
+        HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,1,1.5\n",
+        "bar_count '1.5' is not a whole number",
+        2,
+    ),
+    "negative con_id": (
+        "symbol,date,open,high,low,close,volume,con_id\nAAPL,2025-03-03,1,2,0.5,1,5,-3\n",
+        "con_id -3 is out of range 1..2^63-1",
+        2,
+    ),  # fmt: skip
+    # Valid Python, but beyond bigint: this was an OverflowError traceback after the good file had committed.
+    "con_id beyond bigint": (
+        "symbol,date,open,high,low,close,volume,con_id\nAAPL,2025-03-03,1,2,0.5,1,5,9223372036854775808\n",
+        "con_id 9223372036854775808 is out of range",
+        2,
+    ),  # fmt: skip
 }
 
 
@@ -125,3 +150,71 @@ def test_every_bad_line_of_a_file_is_reported(tmp_path):
     good = list(read_csv_bars(path, problems, FinalBars(datetime.now(UTC))))
     assert [line for line, _ in good] == [3]
     assert [error.split(": ")[0] for error in problems.kept] == [f"{path}:2", f"{path}:4"]
+
+
+def test_a_trade_count_beyond_2_to_the_31_lands_exactly(warehouse, tmp_path):
+    path = write(tmp_path, HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,1,5000000000\n")
+    with connect(warehouse) as conn:
+        assert load_csv_files(conn, [path], new_load_id(), progress=False).rows == 1
+        assert conn.execute("select bar_count from raw.ibkr_bars").fetchone() == (5_000_000_000,)
+
+
+def test_a_bar_of_a_session_still_trading_is_refused(warehouse, tmp_path):
+    path = write(tmp_path, HEADER + "AAPL,2026-11-23,1,2,0.5,1,5,,\nAAPL,2026-11-24,1,2,0.5,1,5,,\n")
+    trading = datetime(2026, 11, 24, 11, 30, tzinfo=NY)
+    with connect(warehouse) as conn, pytest.raises(CsvValidationError) as raised:
+        load_csv_files(conn, [path], new_load_id(), progress=False, now=trading)
+    assert (
+        str(raised.value)
+        == f"{path}:3: the session of 2026-11-24 has not ended yet (its bar is not final until the close)"
+    )
+    assert counts(warehouse) == (0, 0)
+    with connect(warehouse) as conn:  # after the close it is final
+        after_close = datetime(2026, 11, 24, 16, 1, tzinfo=NY)
+        assert load_csv_files(conn, [path], new_load_id(), progress=False, now=after_close).rows == 2
+
+
+def unreadable_file(tmp_path: Path) -> Path:
+    """A file this process cannot read: mode 000, or (root reads those) a file whose reads fail with EIO."""
+    if os.geteuid() != 0:
+        path = write(tmp_path, HEADER + GOOD_ROWS, name="secret.csv")
+        path.chmod(0)
+        return path
+    return Path("/proc/self/mem")  # opens fine; reading from offset 0 fails with an I/O error
+
+
+@pytest.mark.parametrize("kind", ["directory", "too long", "unreadable", "inside a file", "missing"])
+def test_a_path_that_cannot_be_read_is_one_line_naming_it_and_nothing_lands(
+    warehouse, tmp_path, kind, capsys, monkeypatch
+):
+    good = write(tmp_path, HEADER + GOOD_ROWS, name="good.csv")
+    bad = {
+        "directory": tmp_path,
+        "too long": tmp_path / ("x" * 300 + ".csv"),
+        "unreadable": unreadable_file(tmp_path),
+        "inside a file": good / "bars.csv",
+        "missing": tmp_path / "missing.csv",
+    }[kind]
+    expected = {
+        "directory": "is a directory, not a CSV file",
+        "too long": "cannot read it: File name too long",
+        "unreadable": "cannot read it: ",
+        "inside a file": "cannot read it: Not a directory",
+        "missing": "file not found",
+    }[kind]
+    for name, value in {**warehouse.libpq_env(), "DATABASE_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    status = cli.main(["--source", "csv", str(good), str(bad), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == ExitCode.USAGE, err
+    assert err.startswith("error: CSV rejected (1 problem), nothing landed:\n") and expected in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 2 and len(err.splitlines()[1]) < 300
+    assert display_path(bad) in err
+    assert counts(warehouse) == (0, 0)
+
+
+def test_the_sample_file_is_what_its_script_writes(tmp_path):
+    from devtools import make_sample_bars
+
+    make_sample_bars.write(tmp_path / "sample.csv")
+    assert (tmp_path / "sample.csv").read_bytes() == make_sample_bars.OUTPUT.read_bytes()

@@ -423,11 +423,18 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
     the marts (and the feature table) must be identical to a full refresh of the same raw data."""
     settings = copy_of_base.settings
     now = datetime.now(UTC)
-    later = synthetic_bars.generate_bars(
-        synthetic_bars.SyntheticConfig([*SYMBOLS, "BRK B"], "2024-07-01", "2024-08-09", seed=12, ingested_at=now)
+    # Appended and backfilled bars continue the stored series' prices (no price gap where they meet).
+    later = synthetic_bars.join_prices(
+        synthetic_bars.generate_bars(
+            synthetic_bars.SyntheticConfig([*SYMBOLS, "BRK B"], "2024-07-01", "2024-08-09", seed=12, ingested_at=now)
+        ),
+        base["frame"],
     )
-    backfill = synthetic_bars.generate_bars(
-        synthetic_bars.SyntheticConfig(["SC"], "2019-04-01", "2019-06-28", seed=13, ingested_at=now)
+    backfill = synthetic_bars.join_prices(
+        synthetic_bars.generate_bars(
+            synthetic_bars.SyntheticConfig(["SC"], "2019-04-01", "2019-06-28", seed=13, ingested_at=now)
+        ),
+        base["frame"],
     )
     newcomer = synthetic_bars.generate_bars(
         synthetic_bars.SyntheticConfig(["SNEW"], "2024-03-01", "2024-08-09", seed=14, ingested_at=now)

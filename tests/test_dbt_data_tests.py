@@ -34,6 +34,9 @@ LOW_NOT_ABOVE_HIGH = "stg_ibkr__bars_low_not_above_high"
 OHLC_TESTS = {LOW_NOT_ABOVE_HIGH, "stg_ibkr__bars_open_within_low_high", "stg_ibkr__bars_close_within_low_high"}
 NO_FUTURE_SESSION = "stg_ibkr__bars_no_future_session"
 DEDUPED_UNIQUE = "int_bars_deduplicated_one_row_per_bar"
+UNADJUSTED_SPLIT = "int_bars_deduplicated_no_unadjusted_splits"
+BAR_COUNT_NOT_NEGATIVE = "stg_ibkr__bars_bar_count_not_negative"
+WAP_WITHIN_LOW_HIGH = "stg_ibkr__bars_wap_within_low_high"
 # The batch manifest (raw.load_batches) carries the same symbol, and the same test guards it there.
 BATCH_SYMBOL_CLEAN = "stg_ibkr__load_batches_symbol_is_clean_text"
 ENCODING_TESTS = {SYMBOL_CLEAN, SYMBOL_PATTERN, BATCH_SYMBOL_CLEAN}
@@ -87,6 +90,25 @@ def new_symbol_with_gap(frame: pd.DataFrame) -> pd.DataFrame:
     return bars[bars["session_date"] != date(2024, 2, 15)]
 
 
+SPLIT_SESSION = "2024-04-15"
+
+
+def split_not_readjusted(frame: pd.DataFrame) -> pd.DataFrame:
+    """SB's bars from SPLIT_SESSION on, re-delivered after a 2-for-1 split; the earlier ones stay in the old units."""
+    rows = frame[(frame["symbol"] == "SB") & (frame["session_date"] >= date.fromisoformat(SPLIT_SESSION))].copy()
+    for column in ("open", "high", "low", "close", "wap"):
+        rows[column] = rows[column] / 2
+    rows["volume"] = rows["volume"] * 2
+    rows["load_id"] = rows["batch_id"] = uuid.uuid4()
+    rows["ingested_at"] = datetime.now(UTC)
+    return rows
+
+
+def trade_fields_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([relanded(frame, "SA", "2024-03-15", bar_count=-5),
+                      relanded(frame, "SC", "2024-03-18", wap=lambda r: r["high"] * 1.1)])  # fmt: skip
+
+
 def next_session_after_today() -> str:
     today = datetime.now(UTC).date()
     sessions = synthetic_bars.nyse_sessions(str(today + pd.Timedelta(days=1)), str(today + pd.Timedelta(days=15)))
@@ -104,9 +126,11 @@ CASES = [
         "high_below_low",
         lambda f: relanded(f, "SC", "2024-04-02", high=lambda r: r["low"] * 0.9),
         {LOW_NOT_ABOVE_HIGH},
-        OHLC_TESTS,
+        OHLC_TESTS | {WAP_WITHIN_LOW_HIGH},
     ),  # fmt: skip
     Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
+    Case("split_not_readjusted", split_not_readjusted, {UNADJUSTED_SPLIT}),
+    Case("trade_fields_out_of_range", trade_fields_out_of_range, {BAR_COUNT_NOT_NEGATIVE, WAP_WITHIN_LOW_HIGH}),
 ]
 
 
@@ -135,6 +159,9 @@ def test_clean_build_passes_every_test(base: dict) -> None:
         SYMBOL_PATTERN,
         NO_FUTURE_SESSION,
         DEDUPED_UNIQUE,
+        UNADJUSTED_SPLIT,
+        BAR_COUNT_NOT_NEGATIVE,
+        WAP_WITHIN_LOW_HIGH,
     } | OHLC_TESTS:
         assert statuses[test] == "pass", (test, statuses[test])
 
@@ -165,6 +192,16 @@ def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case)
             assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["U+FFFD replacement character"]
         if case.name == "not_nfc":
             assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["not NFC-normalised"]
+        if case.name == "split_not_readjusted":
+            rows = failure_rows(settings, UNADJUSTED_SPLIT)
+            assert rows[["symbol", "session_date", "looks_like_split_ratio"]].values.tolist() == [
+                ["SB", date.fromisoformat(SPLIT_SESSION), 2.0]
+            ]
+        if case.name == "trade_fields_out_of_range":
+            assert failure_rows(settings, BAR_COUNT_NOT_NEGATIVE)[["symbol", "bar_count"]].values.tolist() == [
+                ["SA", -5]
+            ]
+            assert failure_rows(settings, WAP_WITHIN_LOW_HIGH)["symbol"].tolist() == ["SC"]
     finally:
         scratch_database.drop_database(settings)
 
@@ -218,10 +255,14 @@ def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path)
 
 
 def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> None:
-    """Nothing is dropped silently: a 5-minute bar is not modelled, but listed with its reason and counted."""
-    rows = relanded(base["frame"], "SA", "2024-03-15", bar_size="5 mins")
-    rows["bar_time"] = pd.Timestamp("2024-03-15 09:30").tz_localize("America/New_York")
-    result, settings = build_with(base, tmp_path, rows)
+    """Nothing is dropped silently: a 5-minute bar and a bar landed while its session was still trading are not
+    modelled, but listed with their reason and counted; the mart keeps the final bar of that session."""
+    five_minutes = relanded(base["frame"], "SA", "2024-03-15", bar_size="5 mins")
+    five_minutes["bar_time"] = pd.Timestamp("2024-03-15 09:30").tz_localize("America/New_York")
+    # SB's bar of 2024-03-15 as it looked at 11:00 that day (a later landing than the final one, but not final).
+    in_progress = relanded(base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01)
+    in_progress["ingested_at"] = pd.Timestamp("2024-03-15 11:00").tz_localize("America/New_York")
+    result, settings = build_with(base, tmp_path, pd.concat([five_minutes, in_progress]))
     try:
         assert result.returncode == 0, result.output[-4000:]
         with connect(settings) as conn:
@@ -232,7 +273,20 @@ def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> Non
                 "select excluded_rows, excluded_rows_not_daily, sessions_present from marts.symbol_coverage"
                 " where symbol = 'SA' and bar_size = '5 mins'"
             ).fetchone()
-        assert listed == [("SA", "5 mins", "bar size is not daily")]
+            not_final = conn.execute(
+                "select excluded_rows, excluded_rows_not_final from marts.symbol_coverage where symbol = 'SB'"
+                " and bar_size = '1 day'"
+            ).fetchone()
+            kept = conn.execute(
+                "select close, versions_landed from intermediate.int_bars_deduplicated"
+                " where symbol = 'SB' and session_date = '2024-03-15'"
+            ).fetchone()
+        assert sorted(listed) == [("SA", "5 mins", "bar size is not daily"),
+                                  ("SB", "1 day", "landed before its session ended (not final)")]  # fmt: skip
         assert counted == (1, 1, 0)
+        assert not_final == (1, 1)
+        frame = base["frame"]
+        clean = frame[(frame["symbol"] == "SB") & (frame["session_date"] == date(2024, 3, 15))]
+        assert kept == (pytest.approx(float(clean["close"].iloc[0]), abs=0), 1)
     finally:
         scratch_database.drop_database(settings)

@@ -4,6 +4,7 @@ landed. The checks live with the settings they check, so calling the loader dire
 from __future__ import annotations
 
 import re
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +15,7 @@ from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
 from ingest.raw_tables import BarSettings
 from ingest.watchlist import WatchlistEntry
+from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT
 
 AAPL = [WatchlistEntry("AAPL", "NASDAQ")]
@@ -104,3 +106,35 @@ def test_settings_check_themselves_when_built_directly():
         IbkrSettings(port=70000)
     with pytest.raises(IbkrConfigError, match="request timeout"):
         IbkrSettings(request_timeout_s=-1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_plan_too_large_is_refused_with_its_estimate_before_any_request(warehouse, monkeypatch, capsys):
+    for name, value in {**warehouse.libpq_env(), "DATABASE_URL": "", "IBKR_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)  # no gateway listens there: a refused plan never tries to connect
+    argv = ["--symbols", "AAPL", "--bar-size", "1 secs", "--months", "600", "--no-progress"]
+    assert cli.main(argv) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: plan refused: the plan needs ") and err.count("\n") == 1, err
+    requests = int(re.search(r"needs ([\d,]+) historical requests", err).group(1).replace(",", ""))
+    assert requests > 800_000 and " days under IBKR's pacing rules" in err and "--confirm-large-plan" in err
+    assert cli.main([*argv, "--dry-run"]) == ExitCode.OK
+    assert "too large to run without --confirm-large-plan" in capsys.readouterr().out
+    with connect(warehouse) as conn:
+        assert conn.execute("select count(*) from raw.load_batches").fetchone() == (0,)
+
+
+@pytest.mark.integration
+def test_an_unreachable_warehouse_is_one_line_and_exit_4(tmp_path, monkeypatch, capsys):
+    bars = tmp_path / "bars.csv"
+    bars.write_text("symbol,date,open,high,low,close,volume\nAAPL,2025-03-03,1,2,0.5,1,5\n", encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://ingest:s3cret@127.0.0.1:{free_port()}/warehouse")
+    assert cli.main(["--source", "csv", str(bars), "--no-progress"]) == ExitCode.WAREHOUSE
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "s3cret" not in err

@@ -32,9 +32,11 @@ from gateway_simulator import (
     PacingRequest,
     PacingRules,
     SimulatorConfig,
+    Split,
     run_simulator_in_thread,
 )
 from gateway_simulator.contracts import con_id_for
+from market_calendar import EXCHANGE_TZ as NY_TZ
 
 # Every test talks to the simulator over a loopback socket.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -579,3 +581,61 @@ def test_cli_prints_port_serves_and_exits_0_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- a session in progress, splits -------------------------------------------------------------------
+
+
+def test_a_session_in_progress_is_served_with_its_bars_so_far() -> None:
+    now = dt.datetime(2024, 12, 30, 11, 30, tzinfo=NY_TZ)  # a Monday, two hours into the session
+    stock = Stock("KO", "SMART", "USD")
+
+    async def main() -> tuple[BarDataList, BarDataList, BarDataList]:
+        async with simulator(end_date=None, now=now) as sim, client(sim) as ib:
+            days = await daily(ib, stock, "", "3 D")
+            hours = await ib.reqHistoricalDataAsync(stock, "", "1 D", "1 hour", "TRADES", True, formatDate=2)
+        async with simulator(end_date=dt.date(2024, 12, 30)) as sim, client(sim) as ib:
+            minutes = await ib.reqHistoricalDataAsync(stock, "20241230 16:30:00 UTC", "7200 S", "1 min", "TRADES", True)
+        return days, hours, minutes
+
+    days, hours, minutes = asyncio.run(main())
+    assert [b.date for b in days] == [dt.date(2024, 12, 26), dt.date(2024, 12, 27), dt.date(2024, 12, 30)]
+    today = days[-1]
+    assert len(minutes) == 120  # 09:30 .. 11:29, all finished by 11:30
+    so_far = (minutes[0].open, max(m.high for m in minutes), min(m.low for m in minutes), minutes[-1].close,
+              sum(m.volume for m in minutes))  # fmt: skip
+    assert (today.open, today.high, today.low, today.close, today.volume) == so_far
+    assert [b.date.astimezone(NY_TZ).strftime("%H:%M") for b in hours] == ["09:30", "10:00", "11:00"]
+    assert hours[-1].volume == sum(m.volume for m in minutes[90:])  # the 11:00 bar so far: 30 minutes of it
+    assert_bar_invariants(days)
+
+
+def test_a_split_re_adjusts_the_whole_history_from_its_ex_date() -> None:
+    split = Split("KO", dt.date(2024, 12, 16), 10)
+
+    async def fetch(**config: object) -> dict[object, tuple[float, ...]]:
+        async with simulator(**config) as sim, client(sim) as ib:
+            return ohlc(await daily(ib, Stock("KO", "SMART", "USD"), "20241213 22:00:00 UTC", "1 M"))
+
+    plain = asyncio.run(fetch(end_date=dt.date(2024, 12, 31)))
+    before_ex_date = asyncio.run(fetch(end_date=dt.date(2024, 12, 13), splits=(split,)))
+    after_ex_date = asyncio.run(fetch(end_date=dt.date(2024, 12, 31), splits=(split,)))
+    assert before_ex_date == plain  # nothing happened yet
+    assert after_ex_date.keys() == plain.keys()
+    for day, (*prices, volume) in plain.items():  # a tenth of the price, to the cent; ten times the volume
+        assert after_ex_date[day] == pytest.approx((*(price / 10 for price in prices), volume * 10), abs=0.0051)
+    reverse = asyncio.run(fetch(end_date=dt.date(2024, 12, 31), splits=(Split("KO", dt.date(2024, 12, 16), 0.5),)))
+    assert all(reverse[day][3] == pytest.approx(plain[day][3] * 2, abs=0.0051) for day in plain)
+
+
+def test_cli_flags_for_the_clock_and_splits() -> None:
+    from gateway_simulator.__main__ import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--port", "0", "--now", "2024-12-30T11:30", "--split", "BRK B:2024-12-16:3/2"])
+    config = config_from_args(args)
+    assert config.now == dt.datetime(2024, 12, 30, 11, 30, tzinfo=NY_TZ)
+    assert config.splits == (Split("BRK B", dt.date(2024, 12, 16), 1.5),)
+    for bad in (["--end-date", "20240104"], ["--end-date", "2024-W02-5"], ["--split", "KO:2024-12-16:0"],
+                ["--split", "KO:2024-12-16"], ["--now", "2024-12-30"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--port", "0", *bad])

@@ -3,12 +3,17 @@ rules, and land each symbol's bars atomically in ``raw``.
 
 Modules (each small, named for what it does):
 
-* :mod:`ingest.ibkr.config`   -- ``IbkrSettings`` (gateway address, client id, timeouts) from ``.env``.
+* :mod:`ingest.ibkr.config`   -- ``IbkrSettings`` (gateway address, client id, timeouts) from ``.env``, checked.
+* :mod:`ingest.ibkr.options`  -- ``LoadOptions`` (what to load), checked on construction.
 * :mod:`ingest.ibkr.bar_sizes` -- IBKR bar sizes, their page sizes and duration strings.
 * :mod:`ingest.ibkr.planner`  -- pure: warehouse coverage + now + months -> requests per symbol, with the reason.
-* :mod:`ingest.ibkr.pacing`   -- pure limiter (injectable clock) that keeps to IBKR's historical-data rules.
+* :mod:`ingest.ibkr.pacing`   -- pure limiter (injectable clock) that keeps to IBKR's historical-data rules,
+  and the estimate of how long a plan takes under them.
 * :mod:`ingest.ibkr.fetcher`  -- the ib_async session: connect, qualify, request, retry, reconnect.
+* :mod:`ingest.ibkr.readjustment` -- pure: re-delivered bars vs stored ones, a re-adjusted history (a split)?
 * :mod:`ingest.ibkr.loader`   -- orchestration: coverage -> plan -> fetch -> land, progress and summary.
+
+What lands, and how, is :mod:`ingest.raw_tables`; which bars are final, :mod:`ingest.sessions`.
 * :mod:`ingest.ibkr.compat_check` -- the same client path, runnable under ib_insync 0.9.86 as well.
 
 This package's ``__init__`` imports nothing, so that :mod:`ingest.ibkr.fetcher` can be imported in a venv

@@ -2,8 +2,9 @@
 client library is installed, and print what came back as JSON.
 
 ``tests/test_ingest_ibkr_compat.py`` runs it twice against one simulator: with ib_async (the project's
-venv) and with ib_insync 0.9.86 (a throwaway venv, ``.venv-insync``), and expects the same answers. It
-uses :class:`ingest.ibkr.fetcher.IbkrSession` itself, not a copy, so the check covers the real code.
+venv) and with ib_insync 0.9.86 (a venv of its own, cached under the system's temporary directory), and
+expects the same answers. It uses :class:`ingest.ibkr.fetcher.IbkrSession` itself, not a copy, so the check
+covers the real code.
 Needs only the client library: nothing here imports psycopg or the warehouse.
 
     python -m ingest.ibkr.compat_check --port 4002 --symbols AAPL "BRK B" NOSUCH

@@ -38,13 +38,50 @@ class Readjustment:
     """Volumes moved by 1/factor, as they do in a split."""
 
     def describe(self) -> str:
-        ratio = Fraction(1 / self.factor).limit_denominator(20)  # new shares per old share
-        event = f"a {ratio.numerator}-for-{ratio.denominator} {'split' if ratio > 1 else 'reverse split'}"
+        ratio = usual_split_ratio(self.factor)  # new shares per old share
+        if ratio is None:
+            event = f"a split or reverse split of about {1 / self.factor:.4g} new shares per old one"
+        else:
+            event = f"a {ratio.numerator}-for-{ratio.denominator} {'split' if ratio > 1 else 'reverse split'}"
         volumes = "volumes by the inverse" if self.volume_inverse else "volumes unchanged"
         return (
             f"history re-adjusted: {self.sessions} re-delivered bar(s) {self.first}..{self.last} differ from the "
             f"stored ones by price factor {self.factor:.6g} ({volumes}; looks like {event})"
         )
+
+
+USUAL_SPLIT_RATIOS = tuple(
+    Fraction(r)
+    for r in (
+        "5/4",
+        "4/3",
+        "3/2",
+        "2",
+        "5/2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "10",
+        "15",
+        "20",
+        "25",
+        "30",
+        "40",
+        "50",
+        "100",
+    )
+)
+"""New shares per old share of the splits companies usually make (and their inverses, for reverse splits)."""
+
+
+def usual_split_ratio(factor: float, tolerance: float = 0.03) -> Fraction | None:
+    """The usual split ratio (new shares per old share) whose price factor 1/ratio is within ``tolerance`` of ``factor``."""
+    candidates = [*USUAL_SPLIT_RATIOS, *(1 / r for r in USUAL_SPLIT_RATIOS)]
+    best = min(candidates, key=lambda r: abs(factor * float(r) - 1))
+    return best if abs(factor * float(best) - 1) <= tolerance else None
 
 
 def detect_readjustment(bars: Sequence[RawBar], stored: Mapping[datetime, StoredBar]) -> Readjustment | None:

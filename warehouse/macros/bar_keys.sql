@@ -34,3 +34,8 @@
     and {{ prefix }}what_to_show = '{{ var("what_to_show") }}'
     and {{ prefix }}use_rth = {{ 'true' if var('use_rth') else 'false' }}
 {%- endmacro %}
+
+{# IBKR's quote views: their bars carry -1 for volume, wap and bar count ("not applicable"). #}
+{% macro quote_what_to_show() -%}
+    ('MIDPOINT', 'BID', 'ASK', 'BID_ASK')
+{%- endmacro %}

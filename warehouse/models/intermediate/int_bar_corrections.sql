@@ -20,6 +20,7 @@ landed_versions as (
     inner join corrected_bars using ({{ key_csv }})
     where bars.is_daily
       and bars.is_valid_symbol
+      and bars.is_final
 
 ),
 

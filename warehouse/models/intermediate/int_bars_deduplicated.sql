@@ -21,8 +21,9 @@
 }}
 
 {#-
-    One row per daily bar (symbol, bar settings, session): the latest landed version wins (ingested_at,
-    then load_id, then batch_id as tie-breaks). Incremental: only keys that received rows since the
+    One row per daily bar (symbol, bar settings, session): the latest landed final version wins (ingested_at,
+    then load_id, then batch_id as tie-breaks); a version landed while its session was still trading is not final
+    and never wins. Incremental: only keys that received rows since the
     previous build started (minus var raw_lookback) are rebuilt, from all their landed versions, so a
     rebuild is idempotent and versions_landed / has_corrections stay exact.
 -#}
@@ -44,6 +45,7 @@ landed_since_last_run as (
         ) - interval '{{ var("raw_lookback") }}'
       and is_daily
       and is_valid_symbol
+      and is_final
 
 ),
 
@@ -66,6 +68,7 @@ versions as (
         )
       and bars.is_daily
       and bars.is_valid_symbol
+      and bars.is_final
 
 ),
 
@@ -77,6 +80,7 @@ versions as (
     from {{ ref('stg_ibkr__bars') }}
     where is_daily
       and is_valid_symbol
+      and is_final
 
 ),
 

@@ -26,11 +26,12 @@ excluded as (
         ingested_at,
         case
             when not is_valid_symbol then 'symbol does not match the symbol pattern'
-            else 'bar size is not daily'
+            when not is_daily then 'bar size is not daily'
+            else 'landed before its session ended (not final)'
         end as exclusion_reason
 
     from bars
-    where not (is_valid_symbol and is_daily)
+    where not (is_valid_symbol and is_daily and is_final)
 
 )
 

@@ -23,8 +23,24 @@ excluded as (
         {{ series_csv }},
         count(*) as excluded_rows,
         count(*) filter (where exclusion_reason like 'symbol%') as excluded_rows_bad_symbol,
-        count(*) filter (where exclusion_reason like 'bar size%') as excluded_rows_not_daily
+        count(*) filter (where exclusion_reason like 'bar size%') as excluded_rows_not_daily,
+        count(*) filter (where exclusion_reason like 'landed before%') as excluded_rows_not_final
     from {{ ref('int_bars_excluded') }}
+    group by {{ series_csv }}
+
+),
+
+readjustments as (
+
+    -- Loads that found the source had re-adjusted the history (a split) and re-fetched the whole window.
+    select
+        {{ series_csv }},
+        count(*) as readjustments,
+        max(finished_at) as last_readjusted_at,
+        (array_agg(readjustment_factor order by finished_at desc))[1] as last_readjustment_factor
+    from {{ ref('stg_ibkr__load_batches') }}
+    where readjustment_factor is not null
+      and status = 'ok'
     group by {{ series_csv }}
 
 ),
@@ -87,6 +103,7 @@ coverage as (
         coalesce(excluded.excluded_rows, 0) as excluded_rows,
         coalesce(excluded.excluded_rows_bad_symbol, 0) as excluded_rows_bad_symbol,
         coalesce(excluded.excluded_rows_not_daily, 0) as excluded_rows_not_daily,
+        coalesce(excluded.excluded_rows_not_final, 0) as excluded_rows_not_final,
         expected.last_ingested_at
 
     from expected
@@ -94,17 +111,30 @@ coverage as (
 
 ),
 
-with_training as (
+with_readjustments as (
 
     select
         coverage.*,
-        coalesce(
-            case when {{ is_training_bar_settings('coverage') }} then training_rows.training_rows end, 0
-        ) as training_rows
+        coalesce(readjustments.readjustments, 0) as readjustments,
+        readjustments.last_readjusted_at,
+        readjustments.last_readjustment_factor
 
     from coverage
+    left join readjustments using ({{ series_csv }})
+
+),
+
+with_training as (
+
+    select
+        with_readjustments.*,
+        coalesce(
+            case when {{ is_training_bar_settings('with_readjustments') }} then training_rows.training_rows end, 0
+        ) as training_rows
+
+    from with_readjustments
     left join training_rows
-        on training_rows.symbol = coverage.symbol
+        on training_rows.symbol = with_readjustments.symbol
 
 )
 

@@ -4,6 +4,12 @@ with source as (
 
 ),
 
+sessions as (
+
+    select * from {{ ref('xnys_sessions') }}
+
+),
+
 normalised as (
 
     select
@@ -23,9 +29,11 @@ normalised as (
         high,
         low,
         close,
-        volume,
-        wap,
-        bar_count,
+        -- Quote bars (MIDPOINT, BID, ASK, BID_ASK) carry IBKR's -1 for "not applicable": null here.
+        case when what_to_show in {{ quote_what_to_show() }} and volume = -1 then null else volume end as volume,
+        case when what_to_show in {{ quote_what_to_show() }} and wap = -1 then null else wap end as wap,
+        case when what_to_show in {{ quote_what_to_show() }} and bar_count = -1 then null else bar_count end
+            as bar_count,
         source,
         load_id,
         batch_id,
@@ -38,11 +46,24 @@ normalised as (
 flagged as (
 
     select
-        *,
-        bar_size = '{{ var("daily_bar_size") }}' as is_daily,
-        symbol ~ '{{ var("symbol_pattern") }}' as is_valid_symbol
+        normalised.*,
+        normalised.bar_size = '{{ var("daily_bar_size") }}' as is_daily,
+        normalised.symbol ~ '{{ var("symbol_pattern") }}' as is_valid_symbol,
+        -- A daily bar landed before its session ended is the session so far, not the final bar (IBKR answers
+        -- a request during trading hours with today's bar to date). Sessions end at the close for
+        -- regular-hours bars and at 20:00 New York time with after-hours trading.
+        coalesce(
+            normalised.ingested_at >= case
+                when normalised.use_rth then sessions.close_at
+                else (sessions.session_date + time '20:00') at time zone '{{ var("exchange_timezone") }}'
+            end,
+            true
+        ) as is_final
 
     from normalised
+    left join sessions
+        on sessions.session_date = normalised.session_date
+        and normalised.bar_size = '{{ var("daily_bar_size") }}'
 
 )
 
