@@ -341,21 +341,33 @@ def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_BORDER = "│╭╮╰╯─┌┐└┘├┤ "
+_CORNERS = "╭╮╰╯+"
+_RULE = re.compile(r"^[\s│|├┤─+-]*$")
 
 
 def _one_line(tyro_error: str, prog: str) -> str:
-    """tyro's boxed error message as one line: 'Unrecognized options: --x (did you mean --y?)'."""
-    lines = [_ANSI.sub("", line).strip(_BORDER + "\t") for line in tyro_error.splitlines()]
-    raw = [_ANSI.sub("", line).strip() for line in tyro_error.splitlines()]
+    """tyro's boxed error message as one line: 'Unrecognized options: --x (did you mean --y?)'.
+
+    On a terminal the message is a box whose top edge carries the title; elsewhere the title is a line of its own.
+    Either way, rules separate the message from the suggestions and the help hint.
+    """
     blocks: list[list[str]] = [[]]
-    for line, original in zip(lines, raw, strict=True):
-        if original and set(original.strip(" │")) <= set("─├┤╭╮╰╯"):
-            blocks.append([])  # a rule or a box edge separates the parts of the message
-        elif line:
-            blocks[-1].append(line)
+    title = ""
+    for raw in tyro_error.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if not line:
+            continue
+        if line[0] in _CORNERS:  # the top edge carries the title, the bottom edge nothing
+            title = title or line.strip(_CORNERS + "─- ")
+            continue
+        if _RULE.match(line):
+            blocks.append([])
+            continue
+        blocks[-1].append(line.strip("│| "))
     blocks = [block for block in blocks if block]
-    message = " ".join(blocks[0]) if blocks else "invalid command line"
+    if not title and len(blocks) > 1 and len(blocks[0]) == 1:  # no box (not a terminal): the title is a line alone
+        title = blocks.pop(0)[0]
+    message = " ".join(blocks[0]) if blocks else title or "invalid command line"
     suggestions = [
         line.split()[0]
         for block in blocks[1:]
@@ -363,8 +375,6 @@ def _one_line(tyro_error: str, prog: str) -> str:
         for line in block
         if line.startswith("--")
     ]
-    if len(blocks[0]) >= 2:
-        message = " ".join(blocks[0][1:])  # the first line is the box's title, e.g. 'Value error'
     hint = f" (did you mean {' or '.join(dict.fromkeys(suggestions))}?)" if suggestions else ""
     return f"{message}{hint}; see {prog} --help"
 
