@@ -81,6 +81,9 @@ class InProcessRunner:
     task: TaskFunction = run_fold_seed
     progress_bar: bool = False
 
+    def prepare(self) -> None:
+        pass
+
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
         outcome = RunnerOutcome()
         with _progress(len(tasks), self.progress_bar and len(tasks) > 1) as bar:
@@ -97,7 +100,7 @@ def _remote_task(task: TaskFunction, config: TrainConfig, data: MarketData, fold
     import ray
 
     result = task(config, data, fold, seed)
-    result.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    result.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}/pid {os.getpid()}"
     return result
 
 
@@ -137,6 +140,12 @@ class RayRunner:
     retries: int = 1
     progress_bar: bool = True
     task: TaskFunction = run_fold_seed
+
+    def prepare(self) -> None:
+        """Check that the configured cluster answers before any work is done."""
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_ray_address(address, self.connect_timeout)
 
     def _connect(self) -> tuple[bool, str | None]:
         """(whether this runner started Ray and must stop it, the cluster address or None for a local Ray)."""

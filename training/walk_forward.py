@@ -44,6 +44,9 @@ KIND_WALK_FORWARD = "walk_forward"
 
 
 class TaskRunner(Protocol):
+    def prepare(self) -> None:
+        """Fail fast (before the mart is read) when the tasks could not run, e.g. the Ray cluster does not answer."""
+
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome: ...
 
 
@@ -167,6 +170,8 @@ def execute(
     run_dir = config.runs_dir / run_id
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another --run-id")
+    runner = make_runner(run_dir)
+    runner.prepare()
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_log(run_dir / "run.log"):
         logger.info(
@@ -189,7 +194,7 @@ def execute(
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
 
         # 2. Every fold x seed, independently: train, select on validation, test once.
-        outcome = make_runner(run_dir).run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
+        outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
         if not outcome.results:
             raise AllTasksFailed(outcome.failures)
         results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
