@@ -50,6 +50,7 @@ class AgentPolicy:
     deterministic: bool = True
     name: str = AGENT
     draws: int = 1
+    observes: bool = True
 
     def actions(self, step: ReplayStep) -> np.ndarray:
         actions, _ = self.model.predict(step.observations, deterministic=self.deterministic)
@@ -61,6 +62,7 @@ class ConstantPolicy:
     position: Position
     name: str
     draws: int = 1
+    observes: bool = False
 
     def actions(self, step: ReplayStep) -> np.ndarray:
         return np.full(len(step.sessions), int(self.position), dtype=np.int64)
@@ -79,6 +81,7 @@ class SmaCrossoverPolicy:
 
     name = SMA_CROSSOVER
     draws = 1
+    observes = False
 
     def __init__(self, signals: Sequence[np.ndarray]) -> None:
         lengths = np.array([len(signal) for signal in signals], dtype=np.int64)
@@ -119,6 +122,7 @@ class MatchedRandomPolicy:
     """
 
     name = RANDOM
+    observes = False
 
     def __init__(self, exposure: np.ndarray, turnover: np.ndarray, draws: int, seed: Sequence[int]) -> None:
         self.draws = draws

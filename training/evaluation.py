@@ -32,8 +32,9 @@ AGENT = "agent"
 class ReplayStep:
     """What a policy may look at when it decides, for every episode of the batch."""
 
-    observations: np.ndarray
-    """(episodes, observation size): the environment's observations (window of features + position)."""
+    observations: np.ndarray | None
+    """(episodes, observation size): the environment's observations (window of features + position); None for a
+    policy that says it does not look at them (``observes = False``)."""
     sessions: np.ndarray
     """(episodes,) the decision session's index in its series."""
     series_index: np.ndarray
@@ -48,6 +49,8 @@ class BatchPolicy(Protocol):
     name: str
     draws: int
     """How many independent copies of each episode to replay (the random baseline averages over draws)."""
+    observes: bool
+    """Whether the policy reads the observations (building them for thousands of episodes costs time)."""
 
     def actions(self, step: ReplayStep) -> np.ndarray: ...
 
@@ -112,7 +115,8 @@ def replay(
     worth[0] = trading.net_worth
     for j in range(int(steps.max())):
         active = steps > j
-        decision = ReplayStep(trading.observe(), trading.t.copy(), series_index, draw, trading.position.copy())
+        observations = trading.observe() if getattr(policy, "observes", True) else None
+        decision = ReplayStep(observations, trading.t.copy(), series_index, draw, trading.position.copy())
         actions = np.where(active, np.asarray(policy.actions(decision)).reshape(n), trading.position)
         trading.step(actions, active)  # a finished episode stands still on its last session
         worth[j + 1] = np.where(active, trading.net_worth, worth[j])
