@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devtools import dbt_harness, scratch_database, synthetic_bars
+from training.features import read_mart_schema
 from warehouse_db import connect, embedded
 from warehouse_db.settings import REPO_ROOT
 
@@ -91,10 +92,8 @@ def land_next_session(settings, size: Size) -> str:
 
 
 def mart_digest(settings) -> tuple[int, str]:
-    columns = ["symbol", "session_date", "open", "high", "low", "close", "volume", "log_return_1", "log_return_5",
-               "log_return_20", "realized_vol_20", "close_to_sma_10", "close_to_sma_50", "rsi_14", "macd_to_close",
-               "macd_signal_to_close", "macd_hist_to_close", "atr_14_to_close", "volume_zscore_20", "high_low_range",
-               "target_log_return_next", "split"]  # fmt: skip
+    schema = read_mart_schema()
+    columns = ["symbol", "session_date", "open", "high", "low", "close", "volume", *schema.feature_names, schema.target]
     return dbt_harness.table_digest(settings, "marts.training_bars", columns, ["symbol", "session_date"])
 
 

@@ -127,10 +127,9 @@ def load_mart(args: argparse.Namespace):
         snapshot = read_mart(resolve_settings(), schema)
         fold = max(snapshot.folds, key=lambda f: f.fold_id)
         return MarketData.from_frame(snapshot.frame, schema.feature_names), fold, "marts.training_bars (latest fold)"
-    from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
-    from devtools.synthetic_mart import FEATURE_LOOKBACKS
+    from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 
-    frame = synthetic_mart_rows(args.symbols, args.sessions, seed=7)
+    frame = synthetic_mart(args.symbols, args.sessions, seed=7)
     fold = lay_out_folds(frame["session_date"], folds=4, test_sessions=63, validation_sessions=63)[-1]
     source = f"synthetic, {args.symbols} symbols x {args.sessions} sessions (latest of 4 folds)"
     return MarketData.from_frame(frame, list(FEATURE_LOOKBACKS)), fold, source

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
-from devtools.synthetic_mart import FEATURE_LOOKBACKS
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 from training.config import TrainConfig
 from training.fold_task import MarketData
 from training.task_runners import InProcessRunner, RayRunner
@@ -46,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    frame = synthetic_mart_rows(args.symbols, args.sessions, seed=5)
+    frame = synthetic_mart(args.symbols, args.sessions, seed=5)
     folds = lay_out_folds(frame["session_date"], folds=args.folds, test_sessions=63, validation_sessions=63)
     data = MarketData.from_frame(frame, list(FEATURE_LOOKBACKS))
     config = TrainConfig(timesteps=args.timesteps, eval_freq=args.timesteps // 4, progress_bar=False)

@@ -12,12 +12,24 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DBT = REPO_ROOT / ".venv" / "bin" / "dbt"
+DBT_PROJECT_FILE = REPO_ROOT / "dbt_project.yml"
+
+
+def dbt_project_var(name: str) -> Any:
+    """A var's value as dbt_project.yml sets it (what `dbt build` uses unless --vars overrides it)."""
+    variables = (yaml.safe_load(DBT_PROJECT_FILE.read_text(encoding="utf-8")) or {}).get("vars") or {}
+    if name not in variables:
+        raise KeyError(f"{DBT_PROJECT_FILE} sets no var {name!r}")
+    return variables[name]
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,23 @@
-"""A realistic stand-in for ``marts.training_bars``, for tests and benchmarks that must not depend on dbt.
+"""A realistic stand-in for ``marts.training_bars`` and its walk-forward folds, for tests and benchmarks without dbt.
 
-Prices are a seeded geometric random walk per symbol on real exchange sessions (XNYS); the 13 features follow the
-mart contract's definitions (point in time: rolling windows that end at the row's own session); splits are
-contiguous date ranges with ``embargo_sessions`` removed between them, as the dbt model does. ``write_mart`` creates
-the table the way dbt would (schema ``marts`` owned by transformer, SELECT granted to trainer and analyst) and
-``write_mart_yaml`` writes a dbt schema YAML listing the feature columns in the format training/features.py reads.
+Prices are a seeded geometric random walk per symbol on real exchange sessions (XNYS). The features are the mart's
+(the list and lookbacks come from warehouse/models/marts/training_bars.yml, the values from
+devtools/reference_features.py, the pandas twin of the dbt SQL), after the same warm-up (dbt var
+``warmup_sessions``, read from dbt_project.yml). Like the dbt mart, every session after the warm-up is a row and each
+symbol's last session has a null target.
+
+The folds are a test double too: :func:`lay_out_folds` places them the way warehouse/models/marts/
+walk_forward_folds.sql does (test ranges tiling the latest sessions, purge + embargo before validation and test),
+in a few lines of Python, and tests/test_dbt_build.py checks that both agree. Tests may also pass folds of their
+own. ``write_mart`` creates ``marts.training_bars``, ``marts.walk_forward_folds`` and ``marts.walk_forward_plan``
+the way dbt would (schema ``marts`` owned by transformer, SELECT granted to trainer and analyst), and
+``write_mart_yaml`` writes a dbt schema YAML in the format training/features.py reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +26,26 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from market_calendar import sessions_until
+from devtools.dbt_harness import dbt_project_var
+from devtools.reference_features import TARGET, reference_features
+from market_calendar import sessions_in_range, sessions_until
+from training.features import DEFAULT_MART_YAML, read_mart_schema
+from training.folds import FOLDS_TABLE, ROLES, DateRange, Fold
 from warehouse_db import schemas
 
 MART_TABLE = "training_bars"
-WARMUP_SESSIONS = 50
-"""Sessions generated before the first mart row so that every feature has its full lookback (sma_50)."""
+PLAN_TABLE = "walk_forward_plan"
+WARMUP_SESSIONS = int(dbt_project_var("warmup_sessions"))
+"""Sessions generated before the first mart row so that every feature has its full lookback (dbt var)."""
 
+_MART_SCHEMA = read_mart_schema(DEFAULT_MART_YAML)
 FEATURE_LOOKBACKS: dict[str, int] = {
-    "log_return_1": 2,
-    "log_return_5": 6,
-    "log_return_20": 21,
-    "realized_vol_20": 21,
-    "close_to_sma_10": 10,
-    "close_to_sma_50": 50,
-    "rsi_14": 15,
-    "macd_to_close": 26,
-    "macd_signal_to_close": 34,
-    "macd_hist_to_close": 34,
-    "atr_14_to_close": 15,
-    "volume_zscore_20": 20,
-    "high_low_range": 1,
+    feature.name: int(feature.lookback_sessions or 1) for feature in _MART_SCHEMA.features
 }
-TARGET = "target_log_return_next"
+"""The mart's features in column order, with their lookbacks (from training_bars.yml)."""
+TARGET_HORIZON_SESSIONS = _MART_SCHEMA.target_horizon_sessions
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
-MART_COLUMNS = ("symbol", "session_date", *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET, "split")
+MART_COLUMNS = ("symbol", "session_date", *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET)
 
 
 def session_dates(count: int, end: str = "2025-06-30") -> pd.DatetimeIndex:
@@ -54,57 +58,15 @@ def symbol_names(count: int) -> list[str]:
     return [f"SYM{index:03d}" for index in range(count)]
 
 
-def _features(bars: pd.DataFrame) -> pd.DataFrame:
-    close, high, low, volume = bars["close"], bars["high"], bars["low"], bars["volume"]
-    log_close = np.log(close)
-    one_day = log_close.diff()
-    ema_12 = close.ewm(span=12, adjust=False).mean()
-    ema_26 = close.ewm(span=26, adjust=False).mean()
-    macd = ema_12 - ema_26
-    signal = macd.ewm(span=9, adjust=False).mean()
-    gain = one_day.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
-    loss = (-one_day.clip(upper=0)).ewm(alpha=1 / 14, adjust=False).mean()
-    true_range = pd.concat([high - low, (high - close.shift()).abs(), (low - close.shift()).abs()], axis=1).max(axis=1)
-    volume_mean = volume.rolling(20).mean()
-    volume_std = volume.rolling(20).std()
-    return pd.DataFrame(
-        {
-            "log_return_1": one_day,
-            "log_return_5": log_close.diff(5),
-            "log_return_20": log_close.diff(20),
-            "realized_vol_20": one_day.rolling(20).std(),
-            "close_to_sma_10": close / close.rolling(10).mean() - 1.0,
-            "close_to_sma_50": close / close.rolling(50).mean() - 1.0,
-            "rsi_14": 100.0 - 100.0 / (1.0 + gain / loss.where(loss > 0, 1e-12)),
-            "macd_to_close": macd / close,
-            "macd_signal_to_close": signal / close,
-            "macd_hist_to_close": (macd - signal) / close,
-            "atr_14_to_close": true_range.ewm(alpha=1 / 14, adjust=False).mean() / close,
-            "volume_zscore_20": (volume - volume_mean) / volume_std.where(volume_std > 0, 1.0),
-            "high_low_range": (high - low) / close,
-        },
-        index=bars.index,
-    )
-
-
 def synthetic_mart(
-    n_symbols: int = 5,
-    n_sessions: int = 300,
-    *,
-    seed: int = 0,
-    embargo_sessions: int = 50,
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
-    end: str = "2025-06-30",
+    n_symbols: int = 5, n_sessions: int = 300, *, seed: int = 0, end: str = "2025-06-30"
 ) -> pd.DataFrame:
-    """Rows of a mart with ``n_symbols`` symbols over ``n_sessions`` sessions (embargo sessions included, removed).
+    """Rows of a mart with ``n_symbols`` symbols over the ``n_sessions`` sessions up to ``end`` (after the warm-up).
 
-    Sorted by symbol then session_date, columns in ``MART_COLUMNS`` order.
+    Sorted by symbol then session_date, columns in ``MART_COLUMNS`` order; the last session's target is NaN.
     """
-    usable = n_sessions - 2 * embargo_sessions
-    if usable < 30:
-        raise ValueError("n_sessions leaves fewer than 30 sessions after removing two embargoes")
     rng = np.random.default_rng(seed)
-    dates = session_dates(WARMUP_SESSIONS + n_sessions + 1, end=end)  # +1: the target of the last row
+    dates = session_dates(WARMUP_SESSIONS + n_sessions, end=end)
     frames = []
     for symbol in symbol_names(n_symbols):
         drift = rng.normal(0.0003, 0.0004)
@@ -120,63 +82,171 @@ def synthetic_mart(
             {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
             index=pd.Index(dates, name="session_date"),
         )
-        frame = pd.concat([bars, _features(bars)], axis=1)
-        frame[TARGET] = np.log(frame["close"].shift(-1) / frame["close"])
-        frame = frame.iloc[WARMUP_SESSIONS:-1].reset_index()
+        frame = pd.concat([bars, reference_features(bars)], axis=1).iloc[WARMUP_SESSIONS:].reset_index()
         frame.insert(0, "symbol", symbol)
         frames.append(frame)
     mart = pd.concat(frames, ignore_index=True)
-
-    # Contiguous splits by date, with the embargo sessions between them removed.
-    mart_dates = dates[WARMUP_SESSIONS:-1]
-    n_train = int(round(usable * split_fractions[0]))
-    n_validation = int(round(usable * split_fractions[1]))
-    train_end = n_train
-    validation_start = train_end + embargo_sessions
-    validation_end = validation_start + n_validation
-    test_start = validation_end + embargo_sessions
-    position = pd.Series(np.arange(len(mart_dates)), index=mart_dates)
-    index = position.loc[mart["session_date"]].to_numpy()
-    split = np.full(len(mart), "", dtype=object)
-    split[index < train_end] = "train"
-    split[(index >= validation_start) & (index < validation_end)] = "validation"
-    split[index >= test_start] = "test"
-    mart["split"] = split
-    mart = mart[mart["split"] != ""].copy()
     mart["session_date"] = pd.to_datetime(mart["session_date"]).dt.date
     return mart[list(MART_COLUMNS)].sort_values(["symbol", "session_date"], kind="mergesort").reset_index(drop=True)
 
 
-_SQL_TYPES = {"symbol": "text", "session_date": "date", "split": "text"}
+def lay_out_folds(
+    sessions: Sequence[date] | pd.Series | pd.DatetimeIndex,
+    *,
+    folds: int = 1,
+    test_sessions: int | None = None,
+    validation_sessions: int | None = None,
+    purge_sessions: int = TARGET_HORIZON_SESSIONS,
+    embargo_sessions: int = 5,
+    train_sessions: int | None = None,
+) -> tuple[Fold, ...]:
+    """Folds over ``sessions`` (the mart's session dates; duplicates are fine), placed like dbt's walk_forward_folds.
 
-
-def write_mart(conn: psycopg.Connection, mart: pd.DataFrame, *, table: str = MART_TABLE) -> None:
-    """(Re)create ``marts.<table>`` from ``mart`` the way dbt would, and commit.
-
-    ``conn`` must be a provisioned database's owner connection (member of transformer).
+    The test ranges of ``folds`` folds tile the last sessions; before each test and each validation range lie
+    ``purge_sessions + embargo_sessions`` sessions; train starts at the first session (expanding), or holds at most
+    ``train_sessions`` sessions (rolling). Test and validation default to ``len(sessions) // (folds + 4)`` sessions
+    each. Positions count the given sessions, which are exchange sessions when they come from a mart.
     """
-    columns = list(mart.columns)
+    days = sorted(set(pd.to_datetime(pd.Series(sessions)).dt.date))
+    test_sessions = test_sessions or len(days) // (folds + 4)
+    validation_sessions = validation_sessions or len(days) // (folds + 4)
+    gap = purge_sessions + embargo_sessions
+    laid_out = []
+    for position in range(folds, 0, -1):  # oldest first
+        test_end = len(days) - 1 - (position - 1) * test_sessions
+        test_start = test_end - test_sessions + 1
+        validation_end = test_start - gap - 1
+        validation_start = validation_end - validation_sessions + 1
+        train_end = validation_start - gap - 1
+        train_start = 0 if train_sessions is None else max(0, train_end - train_sessions + 1)
+        if train_end < train_start:
+            raise ValueError(f"{len(days)} sessions are too few for {folds} folds of {test_sessions} test sessions")
+        laid_out.append(
+            Fold(
+                fold_id=folds - position + 1,
+                train=DateRange(days[train_start], days[train_end]),
+                validation=DateRange(days[validation_start], days[validation_end]),
+                test=DateRange(days[test_start], days[test_end]),
+                purge_sessions=purge_sessions,
+                embargo_sessions=embargo_sessions,
+            )
+        )
+    return tuple(laid_out)
+
+
+def with_split(mart: pd.DataFrame, fold: Fold | None = None) -> pd.DataFrame:
+    """The rows of ``mart`` in ``fold``'s ranges (default: the one fold :func:`lay_out_folds` places) with a
+    ``split`` column naming the range: what a test of one train / validation / test run needs."""
+    fold = fold or lay_out_folds(mart["session_date"])[-1]
+    return fold.labelled_rows(mart).reset_index(drop=True)
+
+
+_SQL_TYPES = {"symbol": "text", "session_date": "date"}
+
+
+def _sessions_between(first: date, last: date) -> int:
+    return len(sessions_in_range(first, last))
+
+
+def _fold_rows(folds: Sequence[Fold], scheme: str) -> pd.DataFrame:
+    rows = []
+    for fold in folds:
+        row: dict = {"fold_id": fold.fold_id, "scheme": scheme}
+        for role in ROLES:
+            row[f"{role}_start"], row[f"{role}_end"] = fold.range(role).start, fold.range(role).end
+        for role in ROLES:
+            row[f"{role}_sessions"] = _sessions_between(fold.range(role).start, fold.range(role).end)
+        row["purge_sessions"], row["embargo_sessions"] = fold.purge_sessions, fold.embargo_sessions
+        rows.append(row)
+    columns = ["fold_id", "scheme", *(f"{r}_{e}" for r in ROLES for e in ("start", "end")),
+               *(f"{r}_sessions" for r in ROLES), "purge_sessions", "embargo_sessions"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _plan_row(mart: pd.DataFrame, fold_rows: pd.DataFrame, scheme: str, folds_planned: int) -> pd.DataFrame:
+    """The one row of walk_forward_plan that describes ``fold_rows`` over ``mart`` (sizes of the latest fold)."""
+    if fold_rows.empty:
+        raise ValueError("write_mart needs at least one fold (pass folds_planned to pretend more were planned)")
+    latest = fold_rows.iloc[-1]
+    sizes = {name: int(latest[name]) for name in ("test_sessions", "validation_sessions", "purge_sessions",
+                                                  "embargo_sessions")}  # fmt: skip
+    min_train = int(fold_rows["train_sessions"].min())
+    first, last = min(mart["session_date"]), max(mart["session_date"])
+    gap = sizes["purge_sessions"] + sizes["embargo_sessions"]
+    row = {
+        "scheme": scheme,
+        "folds_planned": folds_planned,
+        "folds_laid_out": len(fold_rows),
+        "test_sessions": sizes["test_sessions"],
+        "validation_sessions": sizes["validation_sessions"],
+        "train_sessions": None,
+        "min_train_sessions": min_train,
+        "purge_sessions": sizes["purge_sessions"],
+        "embargo_sessions": sizes["embargo_sessions"],
+        "warmup_sessions": WARMUP_SESSIONS,
+        "first_session": first,
+        "last_session": last,
+        "history_sessions": _sessions_between(first, last),
+        "sessions_needed": folds_planned * sizes["test_sessions"] + 2 * gap + sizes["validation_sessions"] + min_train,
+    }
+    return pd.DataFrame([row])
+
+
+def _create_table(
+    conn: psycopg.Connection, table: str, frame: pd.DataFrame, types: dict[str, str], other_columns: str
+) -> None:
+    """(Re)create ``marts.<table>`` holding ``frame``, as transformer, readable by trainer and analyst."""
+    columns = list(frame.columns)
     definitions = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(_SQL_TYPES.get(name, "double precision")))
-        for name in columns
+        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(types.get(name, other_columns))) for name in columns
     )
     target = sql.Identifier(schemas.MARTS, table)
+    readers = sql.SQL("{}, {}").format(sql.Identifier(schemas.TRAINER_ROLE), sql.Identifier(schemas.ANALYST_ROLE))
+    conn.execute(sql.SQL("drop table if exists {}").format(target))
+    conn.execute(sql.SQL("create table {} ({})").format(target, definitions))
+    copy_statement = sql.SQL("copy {} ({}) from stdin").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor().copy(copy_statement) as copy:
+        for row in frame.itertuples(index=False, name=None):
+            copy.write_row([None if isinstance(value, float) and np.isnan(value) else value for value in row])
+    conn.execute(sql.SQL("grant select on {} to {}").format(target, readers))
+
+
+_FOLD_TYPES = {"scheme": "text", **{f"{role}_{edge}": "date" for role in ROLES for edge in ("start", "end")}}
+_PLAN_TYPES = {"scheme": "text", "first_session": "date", "last_session": "date"}
+
+
+def write_mart(
+    conn: psycopg.Connection,
+    mart: pd.DataFrame,
+    folds: Sequence[Fold] | None = None,
+    *,
+    scheme: str = "expanding",
+    folds_planned: int | None = None,
+    table: str = MART_TABLE,
+) -> None:
+    """(Re)create ``marts.<table>``, ``marts.walk_forward_folds`` and ``marts.walk_forward_plan`` the way dbt would,
+    and commit.
+
+    ``folds`` default to the one fold :func:`lay_out_folds` places over the mart's sessions. ``folds_planned``
+    (default: as many as given) lets a test pretend the history is too short for the planned folds. ``conn`` must be
+    a provisioned database's owner connection (member of transformer).
+    """
+    folds = lay_out_folds(mart["session_date"]) if folds is None else tuple(folds)
+    fold_rows = _fold_rows(folds, scheme)
+    plan = _plan_row(mart, fold_rows, scheme, len(folds) if folds_planned is None else folds_planned)
     marts = sql.Identifier(schemas.MARTS)
     readers = sql.SQL("{}, {}").format(sql.Identifier(schemas.TRAINER_ROLE), sql.Identifier(schemas.ANALYST_ROLE))
-    transformer = sql.Identifier(schemas.TRANSFORMER_ROLE)
     with conn.transaction():
-        conn.execute(sql.SQL("create schema if not exists {} authorization {}").format(marts, transformer))
-        conn.execute(sql.SQL("grant usage on schema {} to {}").format(marts, readers))
-        conn.execute(sql.SQL("set local role {}").format(transformer))
-        conn.execute(sql.SQL("drop table if exists {}").format(target))
-        conn.execute(sql.SQL("create table {} ({})").format(target, definitions))
-        copy_statement = sql.SQL("copy {} ({}) from stdin").format(
-            target, sql.SQL(", ").join(map(sql.Identifier, columns))
+        conn.execute(
+            sql.SQL("create schema if not exists {} authorization {}").format(
+                marts, sql.Identifier(schemas.TRANSFORMER_ROLE)
+            )
         )
-        with conn.cursor().copy(copy_statement) as copy:
-            for row in mart.itertuples(index=False, name=None):
-                copy.write_row([None if isinstance(value, float) and np.isnan(value) else value for value in row])
-        conn.execute(sql.SQL("grant select on {} to {}").format(target, readers))
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(marts, readers))
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(schemas.TRANSFORMER_ROLE)))
+        _create_table(conn, table, mart, _SQL_TYPES, "double precision")
+        _create_table(conn, FOLDS_TABLE, fold_rows, _FOLD_TYPES, "integer")
+        _create_table(conn, PLAN_TABLE, plan, _PLAN_TYPES, "integer")
 
 
 def write_mart_yaml(path: Path, feature_lookbacks: dict[str, int] = FEATURE_LOOKBACKS) -> Path:
@@ -193,8 +263,11 @@ def write_mart_yaml(path: Path, feature_lookbacks: dict[str, int] = FEATURE_LOOK
             }
             for name, lookback in feature_lookbacks.items()
         ),
-        {"name": TARGET, "description": "ln(close[t+1] / close[t]).", "meta": {"role": "target"}},
-        {"name": "split", "description": "train, validation or test."},
+        {
+            "name": TARGET,
+            "description": "ln(close[t+1] / close[t]).",
+            "meta": {"role": "target", "horizon_sessions": TARGET_HORIZON_SESSIONS},
+        },
     ]
     document = {"version": 2, "models": [{"name": MART_TABLE, "description": "Synthetic mart.", "columns": columns}]}
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""The dbt project on clean synthetic bars: builds green, features are exact and point-in-time,
+"""The dbt project on clean synthetic bars: builds green, features are exact and point-in-time, the mart keeps
+every session after the warm-up, the walk-forward folds keep their rules (and their data tests catch broken folds),
 incremental builds equal a full refresh, and only the marts are visible to trainer and analyst.
 
 One database is built per module (embedded cluster) and copied (CREATE DATABASE ... TEMPLATE) for the
@@ -19,18 +20,22 @@ import pytest
 import yaml
 
 from devtools import dbt_harness, scratch_database, synthetic_bars
+from devtools.reference_features import reference_features
+from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
+from market_calendar import sessions_in_range
+from training.features import read_mart_schema
+from training.folds import ROLES, Fold
 from warehouse_db import connect
+from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
-FEATURES = [
-    "log_return_1", "log_return_5", "log_return_20", "realized_vol_20", "close_to_sma_10", "close_to_sma_50",
-    "rsi_14", "macd_to_close", "macd_signal_to_close", "macd_hist_to_close", "atr_14_to_close",
-    "volume_zscore_20", "high_low_range",
-]  # fmt: skip
+MART_YAML = REPO_ROOT / "warehouse/models/marts/training_bars.yml"
+FEATURES = read_mart_schema(MART_YAML).feature_names
 MART_COLUMNS = ["symbol", "session_date", "open", "high", "low", "close", "volume", *FEATURES,
-                "target_log_return_next", "split", "dbt_loaded_at"]  # fmt: skip
+                "target_log_return_next", "dbt_loaded_at"]  # fmt: skip
 SYMBOLS = ["SA", "SB", "SC", "SD"]
-START, END = "2023-01-01", "2024-06-30"  # ~18 months: all three splits non-empty with the defaults
+START, END = "2019-07-01", "2024-06-30"  # 5 years: the default walk-forward folds all fit
+WARMUP = int(dbt_harness.dbt_project_var("warmup_sessions"))
 TOLERANCE = 1e-9
 
 
@@ -102,7 +107,8 @@ def test_trainer_sees_only_marts(base: dict) -> None:
             conn.execute(f"select 1 from {relation} limit 1")
     for role in ("trainer", "analyst"):
         with connect(settings, role=role) as conn:
-            for mart in ("training_bars", "symbol_coverage", "training_splits", "bar_corrections"):
+            for mart in ("training_bars", "symbol_coverage", "walk_forward_plan", "walk_forward_folds",
+                         "walk_forward_fold_rows", "bar_corrections"):  # fmt: skip
                 conn.execute(f"select * from marts.{mart} limit 1").fetchall()
             assert conn.execute("select count(*) from marts.training_bars").fetchone()[0] > 0
 
@@ -124,97 +130,201 @@ def test_mart_columns_and_yaml_meta(base: dict) -> None:
     features = [c for c in columns if c.get("meta", {}).get("role") == "feature"]
     assert [c["name"] for c in features] == FEATURES
     assert all(isinstance(c["meta"]["lookback_sessions"], int) for c in features)
-    assert max(c["meta"]["lookback_sessions"] for c in features) == 50
     assert [c["name"] for c in columns if c.get("meta", {}).get("role") == "target"] == ["target_log_return_next"]
+    # The warm-up (dbt var) is the longest feature lookback (YAML): no mart row has a feature still filling up.
+    assert read_mart_schema(MART_YAML).longest_lookback == WARMUP
+
+
+def test_every_other_feature_list_derives_from_the_mart_yaml() -> None:
+    """The YAML is the one list: the dbt macro reads it from dbt's graph, the training job and the synthetic mart
+    through training.features; the pandas reference computes exactly those features; the docs table lists them."""
     macro = (REPO_ROOT / "warehouse/macros/training_features.sql").read_text(encoding="utf-8")
-    listed = macro.split("training_feature_columns()")[1].split("]")[0]
-    assert [name.strip().strip("',") for name in listed.split("[")[1].split(",") if name.strip()] == FEATURES
+    assert "meta" in macro and not any(f"'{feature}'" in macro for feature in FEATURES), "the macro lists no feature"
+    bars = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(["SA"], "2024-01-01", "2024-03-01"))
+    assert list(reference_features(bars)) == [*FEATURES, "target_log_return_next"]
+    tables = [documented_features(path) for path in (REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("docs/*.md")))]
+    listed = [names for names in tables if names]
+    assert len(listed) == 1, "exactly one page carries the feature table (| feature | definition |)"
+    assert listed[0] == FEATURES, "the documented features are the YAML's, in its order"
 
 
-def test_mart_rows_splits_warmup_and_embargo(base: dict) -> None:
+def documented_features(path: Path) -> list[str]:
+    """Feature names in the first column of the markdown table headed `| feature | definition |`, in order."""
+    names: list[str] = []
+    in_table = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.replace(" ", "").startswith("|feature|definition|"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break
+        if in_table and not set(line) <= set("|-: "):
+            names += [name.strip(" `") for name in line.split("|")[1].split(",")]
+    return names
+
+
+def test_the_mart_keeps_every_session_after_the_warmup(base: dict) -> None:
     settings = base["settings"]
     mart = query(settings, "select * from marts.training_bars")
-    splits = query(settings, "select * from marts.training_splits").iloc[0]
-    features = query(settings, "select symbol, session_date, session_number from intermediate.int_bars_featurized")
-    assert not mart[MART_COLUMNS].isna().any().any(), "no null in the mart"
-    assert set(mart["split"]) == {"train", "validation", "test"}
+    features = query(settings, "select * from intermediate.int_bars_featurized")
     assert set(mart["symbol"]) == {*SYMBOLS, "BRK B"}
-    first_session = mart.groupby("split")["session_date"].min()
-    last_session = mart.groupby("split")["session_date"].max()
-    assert last_session["train"] < splits["validation_embargo_start"]
-    assert first_session["validation"] >= splits["validation_start"]
-    assert last_session["validation"] < splits["test_embargo_start"]
-    assert first_session["test"] >= splits["test_start"]
-
-    sessions = synthetic_bars.nyse_sessions(START, END).date
-    position = {session: index for index, session in enumerate(sessions)}
-    assert position[splits["validation_start"]] - position[splits["validation_embargo_start"]] == 50
-    assert position[splits["test_start"]] - position[splits["test_embargo_start"]] == 50
-    in_embargo = mart["session_date"].between(
-        splits["validation_embargo_start"], splits["validation_start"], inclusive="left"
-    ) | mart["session_date"].between(splits["test_embargo_start"], splits["test_start"], inclusive="left")
-    assert not in_embargo.any()
-
-    joined = mart.merge(features, on=["symbol", "session_date"])
-    assert joined["session_number"].min() == 51, "the first 50 bars of each symbol are warm-up"
-    last_bar = features.groupby("symbol")["session_date"].max()
-    assert not (mart["session_date"].to_numpy() == mart["symbol"].map(last_bar).to_numpy()).any()
+    assert not mart[[c for c in MART_COLUMNS if c != "target_log_return_next"]].isna().any().any()
+    # Every featurized bar after the warm-up with all its features is a mart row, and no other row is.
+    expected = features[(features["session_number"] > WARMUP) & features[FEATURES].notna().all(axis=1)]
+    assert sorted(zip(mart["symbol"], mart["session_date"], strict=True)) == sorted(
+        zip(expected["symbol"], expected["session_date"], strict=True)
+    )
+    joined = mart.merge(features[["symbol", "session_date", "session_number"]], on=["symbol", "session_date"])
+    assert joined["session_number"].min() == WARMUP + 1, "the first warmup_sessions bars of each symbol are warm-up"
+    # Only each symbol's last session lacks its target (the next session has not happened yet).
+    last = mart.groupby("symbol")["session_date"].transform("max")
+    assert mart.loc[mart["session_date"] == last, "target_log_return_next"].isna().all()
+    assert mart.loc[mart["session_date"] < last, "target_log_return_next"].notna().all()
 
 
-def test_default_fractions_leave_three_splits_at_twelve_months(cluster: ConnectionSettings, tmp_path: Path) -> None:
-    settings = scratch_database.create_database(cluster, "test_dbt_12m")
+def fold_tuples(settings: ConnectionSettings) -> tuple[list[Fold], pd.DataFrame]:
+    rows = query(settings, "select * from marts.walk_forward_folds order by fold_id")
+    return [Fold.from_row(row) for row in rows.to_dict("records")], rows
+
+
+def test_default_folds_on_five_years(base: dict) -> None:
+    """dbt's defaults on 5 years of bars: 4 folds of 126 test sessions tiling the latest history, expanding train
+    ranges from the first session, purge + embargo sessions between the ranges, and no test session in any fold's
+    train or validation rows (checked here in Python against the exchange calendar, independently of the SQL)."""
+    settings = base["settings"]
+    plan = query(settings, "select * from marts.walk_forward_plan").iloc[0]
+    folds, rows = fold_tuples(settings)
+    mart = query(settings, "select symbol, session_date from marts.training_bars")
+    sessions = list(sessions_in_range(mart["session_date"].min(), mart["session_date"].max()).date)
+    index = {session: position for position, session in enumerate(sessions)}
+
+    assert (plan["folds_planned"], plan["folds_laid_out"], len(folds)) == (4, 4, 4)
+    assert plan["history_sessions"] == len(sessions) and plan["sessions_needed"] <= len(sessions)
+    assert [fold.fold_id for fold in folds] == [1, 2, 3, 4] and set(rows["scheme"]) == {"expanding"}
+    assert folds[-1].test.end == sessions[-1]
+    for fold, row in zip(folds, rows.to_dict("records"), strict=True):
+        assert fold.train.start == sessions[0], "expanding: every fold trains from the first session"
+        for role in ROLES:
+            assert row[f"{role}_sessions"] == index[fold.range(role).end] - index[fold.range(role).start] + 1
+        assert row["test_sessions"] == 126 >= 60 and row["validation_sessions"] == 63
+        gap = fold.purge_sessions + fold.embargo_sessions
+        assert (fold.purge_sessions, fold.embargo_sessions) == (1, 5)
+        assert index[fold.validation.start] - index[fold.train.end] - 1 == gap
+        assert index[fold.test.start] - index[fold.validation.end] - 1 == gap
+    for earlier, later in zip(folds, folds[1:], strict=False):
+        assert index[later.test.start] == index[earlier.test.end] + 1, "test ranges tile the later history"
+
+    # The analyst view holds exactly the rows Fold.rows selects, and a fold's test rows are in none of its others.
+    view = query(settings, "select fold_id, role, symbol, session_date from marts.walk_forward_fold_rows")
+    for fold in folds:
+        for role in ROLES:
+            from_view = view[(view["fold_id"] == fold.fold_id) & (view["role"] == role)]
+            selected = fold.rows(mart, role)
+            assert sorted(zip(from_view["symbol"], from_view["session_date"], strict=True)) == sorted(
+                zip(selected["symbol"], selected["session_date"], strict=True)
+            )
+        of_fold = view[view["fold_id"] == fold.fold_id]
+        test_sessions = set(of_fold.loc[of_fold["role"] == "test", "session_date"])
+        assert test_sessions and not test_sessions & set(of_fold.loc[of_fold["role"] != "test", "session_date"])
+    # The synthetic mart's fold double places the same folds.
+    assert lay_out_folds(mart["session_date"], folds=4, test_sessions=126, validation_sessions=63) == tuple(folds)
+
+
+def table_columns(settings: ConnectionSettings, table: str) -> list[tuple[str, str]]:
+    frame = query(
+        settings,
+        "select column_name, data_type from information_schema.columns"
+        " where table_schema = 'marts' and table_name = %s order by ordinal_position",
+        (table,),
+    )
+    return [(name, kind) for name, kind in frame.to_numpy() if name != "dbt_loaded_at"]
+
+
+def test_the_synthetic_mart_has_the_shape_dbt_builds(base: dict, cluster: ConnectionSettings) -> None:
+    """Training tests run on devtools.synthetic_mart instead of dbt: its tables have dbt's columns and types."""
+    settings = scratch_database.create_database(cluster, "test_synthetic_shape")
     try:
-        dbt_harness.prepare_raw(settings)
-        frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(["SA", "SB"], "2024-01-01", "2024-12-31"))
         with connect(settings) as conn:
-            synthetic_bars.copy_bars(conn, frame)
-        project = dbt_harness.DbtProject(settings, tmp_path)
-        project.run("build", "--select", "+training_bars", "--exclude", "test_type:data", check=True)
-        counts = query(
-            settings, "select split, count(distinct session_date) as sessions from marts.training_bars group by split"
-        )
-        sessions = dict(zip(counts["split"], counts["sessions"], strict=True))
-        assert set(sessions) == {"train", "validation", "test"}
-        assert sessions["test"] >= 10 and sessions["validation"] >= 10 and sessions["train"] > sessions["test"]
+            provision(conn)
+            write_mart(conn, synthetic_mart(n_symbols=2, n_sessions=300))
+        for table in ("training_bars", "walk_forward_folds", "walk_forward_plan"):
+            assert table_columns(settings, table) == table_columns(base["settings"], table), table
     finally:
         scratch_database.drop_database(settings)
 
 
-def reference_features(bars: pd.DataFrame) -> pd.DataFrame:
-    """The features of one symbol's bars (sorted by session) computed independently with pandas."""
-    close, high, low, volume = bars["close"], bars["high"], bars["low"], bars["volume"]
-    previous = close.shift(1)
-    out = pd.DataFrame({"session_date": bars["session_date"]})
-    out["log_return_1"] = np.log(close / previous)
-    out["log_return_5"] = np.log(close / close.shift(5))
-    out["log_return_20"] = np.log(close / close.shift(20))
-    out["realized_vol_20"] = out["log_return_1"].rolling(20).std(ddof=1)
-    out["close_to_sma_10"] = close / close.rolling(10).mean() - 1
-    out["close_to_sma_50"] = close / close.rolling(50).mean() - 1
-    change = close.diff()
-    avg_gain = change.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
-    avg_loss = (-change).clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
-    rs = avg_gain / avg_loss
-    out["rsi_14"] = np.where(avg_loss == 0, np.where(avg_gain == 0, 50.0, 100.0), 100 - 100 / (1 + rs))
-    out.loc[change.isna(), "rsi_14"] = np.nan
-    macd = close.ewm(span=12, adjust=False).mean() - close.ewm(span=26, adjust=False).mean()
-    signal = macd.ewm(span=9, adjust=False).mean()
-    out["macd_to_close"] = macd / close
-    out["macd_signal_to_close"] = signal / close
-    out["macd_hist_to_close"] = (macd - signal) / close
-    true_range = pd.concat([high - low, (high - previous).abs(), (low - previous).abs()], axis=1).max(axis=1)
-    true_range.iloc[0] = high.iloc[0] - low.iloc[0]
-    out["atr_14_to_close"] = true_range.ewm(alpha=1 / 14, adjust=False).mean() / close
-    out["volume_zscore_20"] = (volume - volume.rolling(20).mean()) / volume.rolling(20).std(ddof=1)
-    out["high_low_range"] = (high - low) / close
-    out["target_log_return_next"] = np.log(close.shift(-1) / close)
-    return out
+def test_fewer_folds_than_planned_and_the_rolling_scheme(copy_of_base: dbt_harness.DbtProject) -> None:
+    """10 planned folds on 5 years: the 6 that fit are laid out and the plan's data test warns. Rolling: every
+    train range holds walk_forward_train_sessions sessions at most and starts later for later folds."""
+    result = copy_of_base.run(
+        "build", "--select", "walk_forward_plan+", "--vars",
+        "{walk_forward_folds: 10, walk_forward_scheme: rolling, walk_forward_train_sessions: 400}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.statuses()["walk_forward_plan_history_holds_every_planned_fold"] == "warn"
+    plan = query(copy_of_base.settings, "select * from marts.walk_forward_plan").iloc[0]
+    folds, rows = fold_tuples(copy_of_base.settings)
+    # (history - 2 gaps - validation - shortest train) // test = (1208 - 12 - 63 - 252) // 126 = 6
+    assert (plan["folds_planned"], plan["folds_laid_out"], len(folds)) == (10, 6, 6)
+    assert plan["history_sessions"] == 1208 and plan["train_sessions"] == 400
+    assert set(rows["scheme"]) == {"rolling"}
+    assert rows["train_sessions"].tolist()[-1] == 400 and rows["train_sessions"].between(252, 400).all()
+    assert [fold.train.start for fold in folds] == sorted(fold.train.start for fold in folds)
+    assert folds[0].train.start < folds[-1].train.start
+
+
+def test_fold_data_tests_fail_on_broken_folds(copy_of_base: dbt_harness.DbtProject) -> None:
+    """Each data test on the folds (and on the mart's target) fails on the breakage it exists to catch, naming
+    the fold: the tables of a clean build are broken by hand, then `dbt test` runs on them."""
+    settings = copy_of_base.settings
+    folds, _ = fold_tuples(settings)
+    sessions = list(sessions_in_range(folds[0].train.start, folds[-1].test.end).date)
+    index = {session: position for position, session in enumerate(sessions)}
+    fold3_train_end = sessions[index[folds[2].train.end] + 3]  # 3 sessions later: the gap shrinks to 3 < 1 + 5
+    fold4_test_start = sessions[index[folds[3].test.start] + 1]  # 1 session later: a hole between test ranges
+    breakages = {
+        # train ends before it starts (with a consistent session count of 0): only the order is broken
+        "walk_forward_folds_ranges_in_order": (1, "update {f} set train_start = train_end + 1, train_sessions = 0 "
+                                                  "where fold_id = 1"),
+        "walk_forward_folds_purge_covers_the_target_horizon": (2, "update {f} set purge_sessions = 0, "
+                                                                  "embargo_sessions = 6 where fold_id = 2"),
+        "walk_forward_folds_validation_sessions_counted": (
+            2, "update {f} set validation_sessions = validation_sessions + 1 where fold_id = 2"),
+        "walk_forward_folds_gap_before_validation": (
+            3, f"update {{f}} set train_end = '{fold3_train_end}', train_sessions = train_sessions + 3 "
+               "where fold_id = 3"),
+        "walk_forward_folds_test_ranges_tile": (
+            4, f"update {{f}} set test_start = '{fold4_test_start}', test_sessions = test_sessions - 1 "
+               "where fold_id = 4"),
+    }  # fmt: skip
+    with connect(settings) as conn:
+        for _, statement in breakages.values():
+            conn.execute(statement.format(f="marts.walk_forward_folds"))
+        conn.execute("update marts.walk_forward_plan set sessions_needed = sessions_needed + 1")
+        conn.execute(
+            "update marts.training_bars set target_log_return_next = null "
+            "where symbol = 'SA' and session_date = (select min(session_date) from marts.training_bars)"
+        )
+    result = copy_of_base.run(
+        "test", "--select", "walk_forward_folds walk_forward_plan training_bars", "--store-failures"
+    )
+    failed = result.failed()
+    assert failed == {*breakages, "walk_forward_plan_sizes_are_consistent",
+                      "training_bars_target_null_only_on_last_session"}, result.output[-3000:]  # fmt: skip
+    for test, (fold_id, _) in breakages.items():
+        assert result.by_name()[test]["failures"] == 1, test
+        failing = query(settings, f'select * from dbt_test__audit."{test}"')
+        named = failing["fold_id"] if "fold_id" in failing else failing["ordinal"]  # ranges_tile: the later fold
+        assert named.tolist() == [fold_id], test
+    target = query(settings, 'select symbol from dbt_test__audit."training_bars_target_null_only_on_last_session"')
+    assert target["symbol"].tolist() == ["SA"]
 
 
 def assert_features_match(computed: pd.DataFrame, bars: pd.DataFrame) -> int:
     checked = 0
     for symbol, symbol_bars in bars.groupby("symbol"):
-        expected = reference_features(symbol_bars.sort_values("session_date").reset_index(drop=True))
+        ordered = symbol_bars.sort_values("session_date").reset_index(drop=True)
+        expected = reference_features(ordered).assign(session_date=ordered["session_date"])
         actual = computed[computed["symbol"] == symbol].sort_values("session_date").reset_index(drop=True)
         assert actual["session_date"].tolist() == expected["session_date"].tolist()
         for column in [*FEATURES, "target_log_return_next"]:
@@ -236,8 +346,8 @@ def test_features_match_an_independent_pandas_computation(base: dict) -> None:
     mart = query(settings, "select * from marts.training_bars")
     merged = mart.merge(computed, on=["symbol", "session_date"], suffixes=("", "_features"))
     assert len(merged) == len(mart)
-    for column in [*FEATURES, "target_log_return_next"]:
-        assert (merged[column] == merged[f"{column}_features"]).all(), column
+    for column in [*FEATURES, "target_log_return_next"]:  # NaN only where both are null (the last targets)
+        pd.testing.assert_series_equal(merged[column], merged[f"{column}_features"], check_names=False, obj=column)
 
 
 def test_symbols_are_normalised(base: dict) -> None:
@@ -275,7 +385,8 @@ def digests(settings: ConnectionSettings) -> dict[str, tuple[int, str]]:
         "training_bars": dbt_harness.table_digest(
             settings, "marts.training_bars", MART_COLUMNS[:-1], ["symbol", "session_date"]
         ),
-        "training_splits": dbt_harness.table_digest(settings, "marts.training_splits t", ["t.*"], ["first_session"]),
+        "walk_forward_plan": dbt_harness.table_digest(settings, "marts.walk_forward_plan t", ["t.*"], ["scheme"]),
+        "walk_forward_folds": dbt_harness.table_digest(settings, "marts.walk_forward_folds t", ["t.*"], ["fold_id"]),
         "symbol_coverage": dbt_harness.table_digest(settings, "marts.symbol_coverage t", ["t.*"], key[:4]),
         "int_bars_featurized": dbt_harness.table_digest(
             settings, "intermediate.int_bars_featurized", feature_columns, key
@@ -310,7 +421,7 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
         synthetic_bars.SyntheticConfig([*SYMBOLS, "BRK B"], "2024-07-01", "2024-08-09", seed=12, ingested_at=now)
     )
     backfill = synthetic_bars.generate_bars(
-        synthetic_bars.SyntheticConfig(["SC"], "2022-10-03", "2022-12-30", seed=13, ingested_at=now)
+        synthetic_bars.SyntheticConfig(["SC"], "2019-04-01", "2019-06-28", seed=13, ingested_at=now)
     )
     newcomer = synthetic_bars.generate_bars(
         synthetic_bars.SyntheticConfig(["SNEW"], "2024-03-01", "2024-08-09", seed=14, ingested_at=now)
@@ -342,11 +453,12 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
     assert full.returncode == 0, full.output[-4000:]
     assert digests(settings) == after_incremental
     assert after_incremental["training_bars"][0] > 1000
-    # The appended sessions moved the derived split boundaries, so the incremental build had to re-split.
+    # The appended sessions moved the folds forward (their test ranges end on the last session).
     with connect(settings) as conn:
-        moved = conn.execute("select test_start from marts.training_splits").fetchone()[0]
+        moved = conn.execute("select max(test_end), min(train_start) from marts.walk_forward_folds").fetchone()
     with connect(base["settings"]) as conn:
-        assert conn.execute("select test_start from marts.training_splits").fetchone()[0] != moved
+        before = conn.execute("select max(test_end), min(train_start) from marts.walk_forward_folds").fetchone()
+    assert moved[0] > before[0] and moved[1] < before[1]  # later sessions, and SC's backfilled history
 
 
 def test_calendar_seed_is_reproducible() -> None:

@@ -105,9 +105,9 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
 
 
 def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
-    config = load_config(SingleRunConfig, None, {"seed": 3, "symbols": ("X",), "resume": "runs/a/model.zip", "fold": 2})
+    config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": "runs/a/model.zip", "fold": 2})
     dump_config(config, tmp_path / "config.yaml")
-    assert load_config(SingleRunConfig, tmp_path / "config.yaml") == config
+    assert load_config(tmp_path / "config.yaml") == config
 
 
 def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        load_config(WalkForwardConfig, None, values)
+        load_config(None, values, cls=WalkForwardConfig)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_mart_yaml_features_in_order_with_lookbacks(tmp_path: Path) -> None:
     schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
     assert schema.feature_names == list(FEATURE_LOOKBACKS)
     assert schema.target == TARGET and TARGET not in schema.feature_names
-    assert schema.longest_lookback == 50
+    assert schema.longest_lookback == 50 and schema.target_horizon_sessions == 1
 
 
 def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                             {"name": "symbol"},
                             {"name": "a", "config": {"meta": {"role": "feature", "lookback_sessions": 3}}},
                             {"name": "b", "meta": {"role": "feature"}},
-                            {"name": "y", "config": {"meta": {"role": "target"}}},
+                            {"name": "y", "config": {"meta": {"role": "target", "horizon_sessions": 2}}},
                         ],
                     },
                 ],
@@ -191,6 +191,7 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
     )
     schema = read_mart_schema(path)
     assert schema.feature_names == ["a", "b"] and schema.target == "y" and schema.longest_lookback == 3
+    assert schema.target_horizon_sessions == 2
 
 
 @pytest.mark.parametrize(
@@ -205,6 +206,17 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                 {"name": "y", "meta": {"role": "target"}},
             ],
             "listed twice",
+        ),
+        (
+            [{"name": "a", "meta": {"role": "feature"}}, {"name": "y", "meta": {"role": "target"}}],
+            "needs meta.horizon_sessions",
+        ),
+        (
+            [
+                {"name": "a", "meta": {"role": "feature"}},
+                {"name": "y", "meta": {"role": "target", "horizon_sessions": 0}},
+            ],
+            "needs meta.horizon_sessions",
         ),
     ],
 )

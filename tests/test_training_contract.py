@@ -12,24 +12,46 @@ import psycopg
 import pytest
 
 from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import (
+    FEATURE_LOOKBACKS,
+    TARGET,
+    lay_out_folds,
+    synthetic_mart,
+    write_mart,
+    write_mart_yaml,
+)
 from ingest.landing import ensure_landing_tables
 from training import cli
 from training.config import load_config
-from training.contract import ContractTerms, ContractViolation, build_expectations, check_mart_contract
+from training.contract import (
+    ContractTerms,
+    ContractViolation,
+    HistoryTooShort,
+    build_expectations,
+    build_fold_expectations,
+    check_mart_contract,
+    history_too_short_message,
+    months_to_fetch,
+)
+from training.exit_codes import ExitCode
+from training.folds import Fold
 from training.job import run_training
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-TERMS = ContractTerms(
-    feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, embargo_sessions=50, min_sessions_per_split=15
-)
+TERMS = ContractTerms(feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, min_sessions_per_range=15)
 
 
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
     return synthetic_mart(n_symbols=3, n_sessions=260, seed=21)
+
+
+@pytest.fixture(scope="module")
+def folds(mart: pd.DataFrame) -> tuple[Fold, ...]:
+    """Two folds: 30 test and 25 validation sessions each, purge 1 and embargo 5."""
+    return lay_out_folds(mart["session_date"], folds=2, test_sessions=30, validation_sessions=25)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +66,12 @@ def contract_database(embedded_cluster: ConnectionSettings) -> Iterator[Connecti
 
 
 @pytest.fixture
-def mart_warehouse(contract_database: ConnectionSettings, mart: pd.DataFrame) -> ConnectionSettings:
-    """A freshly written (clean) mart for every test: each test breaks it in its own way."""
+def mart_warehouse(
+    contract_database: ConnectionSettings, mart: pd.DataFrame, folds: tuple[Fold, ...]
+) -> ConnectionSettings:
+    """A freshly written (clean) mart and folds for every test: each test breaks them in its own way."""
     with connect(contract_database) as conn:
-        write_mart(conn, mart)
+        write_mart(conn, mart, folds)
     return contract_database
 
 
@@ -60,9 +84,10 @@ def break_mart(settings: ConnectionSettings, statement: str) -> None:
 def test_a_clean_mart_meets_the_contract(mart_warehouse: ConnectionSettings) -> None:
     report = check_mart_contract(mart_warehouse, TERMS)
     assert report.failed == []
-    assert len(report.passed) == len(build_expectations(TERMS))
+    assert len(report.passed) == len(build_expectations(TERMS)) + len(build_fold_expectations(TERMS))
 
 
+FOLDS = "marts.walk_forward_folds"
 BREAKAGES = {
     "null feature": (
         "update marts.training_bars set rsi_14 = null "
@@ -71,18 +96,9 @@ BREAKAGES = {
         "rsi_14 has no nulls",
     ),
     "duplicate key": (
-        "insert into marts.training_bars select * from marts.training_bars where split = 'test' limit 1",
+        "insert into marts.training_bars select * from marts.training_bars "
+        "where session_date = (select max(session_date) from marts.training_bars) limit 1",
         "(symbol, session_date) is unique",
-    ),
-    "split overlap": (
-        "update marts.training_bars set split = 'train' where split = 'validation' "
-        "and session_date = (select max(session_date) from marts.training_bars where split = 'validation')",
-        "splits are contiguous date ranges in order: train < validation < test",
-    ),
-    "embargo too short": (
-        "update marts.training_bars set split = 'validation' where split = 'train' "
-        "and session_date > (select max(session_date) - 10 from marts.training_bars where split = 'train')",
-        "at least 50 XNYS sessions of embargo between consecutive splits",
     ),
     "infinite price": (
         "update marts.training_bars set close = 'Infinity' "
@@ -107,24 +123,46 @@ BREAKAGES = {
         "alter table marts.training_bars alter column volume type bigint",
         "volume is double precision",
     ),
-    "unknown split": (
-        "update marts.training_bars set split = 'holdout' where split = 'test'",
-        "split is one of train, validation, test",
-    ),
-    "missing split": (
-        "delete from marts.training_bars where split = 'test'",
-        "every split is present",
-    ),
-    "too few sessions for a symbol": (
-        "delete from marts.training_bars where symbol = 'SYM001' and split = 'validation' "
-        "and session_date > (select min(session_date) + 5 from marts.training_bars where split = 'validation')",
-        "every symbol has at least 15 sessions in each split",
-    ),
     "target null mid-series": (
         f"update marts.training_bars set {TARGET} = null "
         "where session_date = (select min(session_date) from marts.training_bars)",
         f"{TARGET} is null only on a symbol's last session",
     ),
+    "test session in validation": (
+        f"update {FOLDS} set validation_end = test_start where fold_id = 2",
+        "inside every fold: train < validation < test, so no test session is trained or validated on",
+    ),
+    "test session in train": (
+        f"update {FOLDS} set train_end = test_start where fold_id = 1",
+        "inside every fold: train < validation < test, so no test session is trained or validated on",
+    ),
+    "purge shorter than the target's horizon": (
+        f"update {FOLDS} set purge_sessions = 0, embargo_sessions = 6 where fold_id = 1",
+        "every purge covers the target's horizon (1 session)",
+    ),
+    "no gap before validation": (
+        f"update {FOLDS} set train_end = validation_start - 1 where fold_id = 2",
+        "purge + embargo XNYS sessions lie between train and validation and between validation and test",
+    ),
+    "gap before test shorter than purge + embargo": (
+        f"update {FOLDS} set validation_end = (select min(d)::date from generate_series(test_start - 7, "
+        "test_start - 1, interval '1 day') d where extract(isodow from d) < 6) where fold_id = 1",
+        "purge + embargo XNYS sessions lie between train and validation and between validation and test",
+    ),
+    "overlapping test ranges": (
+        f"update {FOLDS} set test_end = test_end + 14 where fold_id = 1",
+        "test ranges do not overlap and follow fold_id order",
+    ),
+    "folds out of order": (
+        f"update {FOLDS} set fold_id = 3 - fold_id",
+        "test ranges do not overlap and follow fold_id order",
+    ),
+    "too few sessions in a range": (
+        f"update {FOLDS} set validation_start = validation_end - 6 where fold_id = 1",
+        "every fold's train, validation and test ranges hold at least 15 sessions of the mart",
+    ),
+    "no fold": (f"delete from {FOLDS}", "there is at least one fold"),
+    "missing fold column": (f"alter table {FOLDS} drop column embargo_sessions", "the fold columns exist"),
 }
 
 
@@ -139,14 +177,55 @@ def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: st
     assert expectation in str(refused.value)
 
 
+def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:
+    demanding = ContractTerms(tuple(FEATURE_LOOKBACKS), TARGET, min_sessions_per_range=15, min_embargo_sessions=10)
+    with pytest.raises(ContractViolation) as refused:
+        check_mart_contract(mart_warehouse, demanding)
+    assert [failure.split(" [")[0] for failure in refused.value.failures] == ["every embargo is at least 10 sessions"]
+
+
 def test_a_null_target_on_the_last_session_is_allowed(mart_warehouse: ConnectionSettings) -> None:
     """The next session of the mart's last one is unknown; the target is never observed anyway."""
-    break_mart(
-        mart_warehouse,
-        f"update marts.training_bars set {TARGET} = null "
-        "where session_date = (select max(session_date) from marts.training_bars)",
-    )
+    with connect(mart_warehouse) as conn:
+        nulls = conn.execute(
+            f"select count(*), count(distinct symbol) from marts.training_bars where {TARGET} is null"
+        ).fetchone()
+    assert nulls == (3, 3)  # as dbt builds it: each symbol's last session
     assert check_mart_contract(mart_warehouse, TERMS).failed == []
+
+
+def test_a_history_too_short_for_the_planned_folds_says_what_to_fetch(
+    contract_database: ConnectionSettings, mart: pd.DataFrame, folds: tuple[Fold, ...]
+) -> None:
+    with connect(contract_database) as conn:
+        write_mart(conn, mart, folds, folds_planned=4)
+    with pytest.raises(HistoryTooShort) as refused:
+        check_mart_contract(contract_database, TERMS)
+    (failure,) = refused.value.failures
+    assert "holds 2 of the 4 planned folds" in failure and "the mart has 260 sessions" in failure
+    assert "make ingest ARGS='--months " in failure and "walk_forward_folds" in failure
+
+
+def test_the_months_to_fetch_for_the_default_folds() -> None:
+    """dbt's defaults (4 x 126 test, 63 validation, 252 train, purge 1, embargo 5) after a 50-session warm-up."""
+    plan = {"folds_planned": 4, "folds_laid_out": 0, "test_sessions": 126, "validation_sessions": 63,
+            "min_train_sessions": 252, "purge_sessions": 1, "embargo_sessions": 5, "warmup_sessions": 50,
+            "sessions_needed": 831, "history_sessions": 202, "first_session": "2024-03-14",
+            "last_session": "2024-12-31"}  # fmt: skip
+    assert months_to_fetch(plan) == 43  # 881 sessions / 21 a month, plus a month for holidays: under 5 years
+    message = history_too_short_message(plan)
+    assert message.startswith("the history is too short for the walk-forward folds: marts.walk_forward_folds holds")
+    assert "0 of the 4 planned folds" in message and "202 sessions (2024-03-14 … 2024-12-31)" in message
+    assert "need 831 (4 x 126 test + 2 x 6 purge and embargo + 63 validation + 252 train)" in message
+    assert "--months 43" in message and "\n" not in message
+
+
+def test_missing_folds_are_refused_with_a_hint(mart_warehouse: ConnectionSettings) -> None:
+    break_mart(mart_warehouse, f"drop table {FOLDS}")
+    with pytest.raises(ContractViolation) as refused:
+        check_mart_contract(mart_warehouse, TERMS)
+    (failure,) = refused.value.failures
+    assert failure.startswith(f"{FOLDS} exists and trainer may read it") and "make dbt-build" in failure
 
 
 def _config(tmp_path: Path, **overrides: object):
@@ -165,7 +244,7 @@ def _config(tmp_path: Path, **overrides: object):
     return load_config(None, values)
 
 
-@pytest.mark.parametrize("breakage", ["null feature", "duplicate key", "split overlap"])
+@pytest.mark.parametrize("breakage", ["null feature", "duplicate key", "test session in validation"])
 def test_training_refuses_a_broken_mart(mart_warehouse: ConnectionSettings, tmp_path: Path, breakage: str) -> None:
     statement, expectation = BREAKAGES[breakage]
     break_mart(mart_warehouse, statement)
@@ -174,9 +253,9 @@ def test_training_refuses_a_broken_mart(mart_warehouse: ConnectionSettings, tmp_
         run_training(config, mart_warehouse)
     assert any(failure.startswith(expectation) for failure in refused.value.failures)
     run_dir = tmp_path / "runs" / "refused"
-    assert not (run_dir / "model.zip").exists()
+    assert not list(run_dir.rglob("model.zip"))
     with connect(mart_warehouse) as conn:
-        assert conn.execute("select count(*) from ml.training_runs").fetchone()[0] == 0
+        assert conn.execute("select count(*) from ml.walk_forward_runs").fetchone()[0] == 0
 
 
 def test_cli_exits_non_zero_listing_the_failed_expectations(
@@ -202,7 +281,7 @@ def test_cli_exits_non_zero_listing_the_failed_expectations(
                 "--no-progress-bar",
             ]
         )
-    assert status == cli.EXIT_CONTRACT
+    assert status == ExitCode.CONTRACT
     assert "rsi_14 has no nulls" in caplog.text
     assert "(symbol, session_date) is unique" in caplog.text
 

@@ -14,8 +14,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, lay_out_folds, synthetic_mart
 from training.config import TrainConfig
 from training.envs import ENV_KINDS, EnvSettings, make_env
 from training.envs.batched_env import NativeVecEnv
@@ -33,7 +32,7 @@ SETTINGS = EnvSettings.from_bps(
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
     """Every session of 4 symbols, with a `split` column from one fold's ranges (gap rows dropped)."""
-    frame = synthetic_mart_rows(n_symbols=4, n_sessions=260, seed=11)
+    frame = synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
     (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=50, validation_sessions=50)
     labels = pd.Series(pd.NA, index=frame.index, dtype="object")
     for role in ("train", "validation", "test"):
@@ -221,7 +220,7 @@ def test_the_target_never_reaches_an_observation() -> None:
     The positive control below leaks the target on purpose (as if the mart YAML listed it as a feature) and the
     same comparison sees it, so this test fails whenever the target reaches an observation.
     """
-    frame = synthetic_mart_rows(n_symbols=3, n_sessions=260, seed=12)
+    frame = synthetic_mart(n_symbols=3, n_sessions=260, seed=12)
     scrambled = frame.assign(**{TARGET: np.random.default_rng(0).normal(0, 1, len(frame))})
     np.testing.assert_array_equal(_training_observations(frame, FEATURES), _training_observations(scrambled, FEATURES))
     leaking = [*FEATURES, TARGET]
@@ -229,7 +228,7 @@ def test_the_target_never_reaches_an_observation() -> None:
 
 
 def test_market_data_for_tasks_carries_no_target() -> None:
-    frame = synthetic_mart_rows(n_symbols=2, n_sessions=120, seed=13)
+    frame = synthetic_mart(n_symbols=2, n_sessions=120, seed=13)
     data = MarketData.from_frame(frame, FEATURES)
     assert TARGET not in data.frame.columns
     assert list(data.frame.columns) == ["symbol", "session_date", "open", "close", *FEATURES]

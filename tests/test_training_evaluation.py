@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
-from devtools.synthetic_mart import FEATURE_LOOKBACKS
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 from training.baselines import (
     ConstantPolicy,
     MatchedRandomPolicy,
@@ -85,7 +84,7 @@ def test_metrics_of_a_stack_equal_metrics_of_each_curve() -> None:
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return synthetic_mart_rows(n_symbols=4, n_sessions=320, seed=51)
+    return synthetic_mart(n_symbols=4, n_sessions=320, seed=51)
 
 
 @pytest.fixture(scope="module")

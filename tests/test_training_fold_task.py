@@ -10,8 +10,7 @@ import pytest
 from stable_baselines3 import PPO
 
 import training.ppo
-from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
-from devtools.synthetic_mart import FEATURE_LOOKBACKS
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 from training.config import TrainConfig
 from training.envs.batched_env import NativeVecEnv
 from training.fold_task import MarketData, TaskResult, run_fold_seed, validate_configuration, validation_scorer
@@ -28,7 +27,7 @@ CONFIG = TrainConfig(
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return synthetic_mart_rows(n_symbols=4, n_sessions=320, seed=21)
+    return synthetic_mart(n_symbols=4, n_sessions=320, seed=21)
 
 
 @pytest.fixture(scope="module")

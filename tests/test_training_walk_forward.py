@@ -7,24 +7,24 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.provisional_folds import lay_out_folds, synthetic_mart_rows
 from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import write_mart_yaml
+from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
 from training import cli
 from training.config import WalkForwardConfig
 from training.exit_codes import ExitCode
+from training.features import read_mart_schema
 from training.fold_task import run_fold_seed
+from training.mart import MartSnapshot, read_mart
 from training.task_runners import InProcessRunner, RayRunner, RayUnavailable, check_ray_address
 from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.provision import provision
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 pytestmark = pytest.mark.integration  # Ray, PPO and the warehouse
 
@@ -42,20 +42,22 @@ def ray_with_two_workers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def snapshot() -> SimpleNamespace:
-    frame = synthetic_mart_rows(n_symbols=4, n_sessions=320, seed=61)
-    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
-    symbols = tuple(sorted(frame["symbol"].unique()))
-    return SimpleNamespace(frame=frame, content_hash="sha256:test", symbols=symbols, folds=folds, row_count=len(frame))
-
-
-@pytest.fixture(scope="module")
 def results_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
+    """A provisioned database holding a synthetic mart with two folds."""
+    frame = synthetic_mart(n_symbols=4, n_sessions=320, seed=61)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
     settings = create_database(embedded_cluster, "test_walk_forward")
     with connect(settings) as conn:
         provision(conn)
+        write_mart(conn, frame, folds)
     yield settings
     drop_database(settings)
+
+
+@pytest.fixture(scope="module")
+def snapshot(results_warehouse: ConnectionSettings, tmp_path_factory) -> MartSnapshot:
+    """The mart as the driver reads it, for the runs that skip reading it again."""
+    return read_mart(results_warehouse, read_mart_schema(write_mart_yaml(tmp_path_factory.mktemp("yaml") / "t.yml")))
 
 
 def config(tmp_path: Path, **overrides) -> WalkForwardConfig:
@@ -69,18 +71,16 @@ def config(tmp_path: Path, **overrides) -> WalkForwardConfig:
 
 
 @pytest.fixture(scope="module")
-def on_ray(
-    ray_with_two_workers, snapshot, results_warehouse: ConnectionSettings, tmp_path_factory
-) -> WalkForwardResult:
+def on_ray(ray_with_two_workers, results_warehouse: ConnectionSettings, tmp_path_factory) -> WalkForwardResult:
+    """The walk-forward as the command runs it: contract, mart read once as trainer, tasks on Ray, ml.* rows."""
     tmp_path = tmp_path_factory.mktemp("on_ray")
-    return run_walk_forward(
-        config(tmp_path, run_id="on-ray"), results_warehouse, runner=RayRunner(progress_bar=False), snapshot=snapshot
-    )
+    return run_walk_forward(config(tmp_path, run_id="on-ray"), results_warehouse, runner=RayRunner(progress_bar=False))
 
 
 def test_every_fold_and_seed_lands_from_two_ray_workers(
-    on_ray: WalkForwardResult, results_warehouse: ConnectionSettings
+    on_ray: WalkForwardResult, snapshot: MartSnapshot, results_warehouse: ConnectionSettings
 ) -> None:
+    assert on_ray.mart_hash == snapshot.content_hash  # the driver read the mart and its folds
     assert sorted((r.fold_id, r.seed) for r in on_ray.results) == [(1, 42), (1, 43), (2, 42), (2, 43)]
     assert not on_ray.failures and all("/pid " in r.node for r in on_ray.results)
     with connect(results_warehouse, role="analyst") as conn:
@@ -132,6 +132,26 @@ def test_an_analyst_finds_configurations_whose_lower_bound_beats_buy_and_hold(
         )  # fmt: skip
     )
     assert row[6:] == (FOLDS, SEEDS) and row[0].startswith("sha256:")
+
+
+@pytest.mark.parametrize("analysis", ["walk_forward_verdicts.sql", "run_metrics_vs_market.sql"])
+def test_the_analyses_of_walk_forward_results_run_as_analyst(
+    on_ray: WalkForwardResult, results_warehouse: ConnectionSettings, analysis: str
+) -> None:
+    query = (REPO_ROOT / "warehouse" / "analyses" / analysis).read_text()
+    with connect(results_warehouse, role="analyst") as conn:
+        cursor = conn.execute(query)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    mine = [row for row in rows if row["run_id"] == "on-ray"]
+    if analysis == "walk_forward_verdicts.sql":
+        (row,) = mine
+        comparison = on_ray.statistics.comparison("buy_and_hold", "sharpe")
+        assert row["evidence_of_beating_buy_and_hold"] == (comparison.difference.low > 0)
+        assert row["verdict"] == on_ray.statistics.verdict and (row["folds"], row["seeds"]) == (FOLDS, SEEDS)
+    else:
+        assert len(mine) == FOLDS * SEEDS * 4 * 5  # folds x seeds x symbols x policies
+        assert all(row["test_sessions"] == 40 and row["symbol_return"] is not None for row in mine)
 
 
 def test_ray_and_serial_runs_give_identical_results(

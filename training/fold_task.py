@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -50,11 +49,9 @@ from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.evaluation import AGENT, PolicyReplay, replay
+from training.folds import Fold
 from training.market_data import FeatureScaler, SymbolSeries, build_series
 from training.ppo import TrainingStats, build_model, learn, make_training_env
-
-if TYPE_CHECKING:
-    from training.mart import Fold
 
 logger = logging.getLogger(__name__)
 

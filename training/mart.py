@@ -1,6 +1,8 @@
-"""Read ``marts.training_bars`` as the ``trainer`` role, fingerprint what was read, and find who built it.
+"""Read ``marts.training_bars`` and its walk-forward folds as the ``trainer`` role, fingerprint what was read, and
+find who built it.
 
-The training job reads nothing else: the trainer role can SELECT the marts and nothing upstream of them.
+The training job reads nothing else: the trainer role can SELECT the marts and nothing upstream of them. Rows and
+folds are read in one repeatable-read transaction, so they always belong to the same build of the mart.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 from psycopg import sql
 
 import warehouse_db
 from training.features import MART_MODEL, MartSchema
+from training.folds import FOLD_COLUMNS, FOLDS_TABLE, Fold
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
@@ -27,22 +31,24 @@ logger = logging.getLogger(__name__)
 MART_TABLE = MART_MODEL
 KEY_COLUMNS = ("symbol", "session_date")
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
-SPLIT_COLUMN = "split"
-TEXT_COLUMNS = ("symbol", SPLIT_COLUMN)
+TEXT_COLUMNS = ("symbol",)
 
 
 def mart_columns(schema: MartSchema) -> list[str]:
     """The columns the job reads and the contract checks, in a fixed order (extra mart columns are ignored)."""
-    return [*KEY_COLUMNS, *PRICE_COLUMNS, *schema.feature_names, schema.target, SPLIT_COLUMN]
+    return [*KEY_COLUMNS, *PRICE_COLUMNS, *schema.feature_names, schema.target]
 
 
 @dataclass(frozen=True)
 class MartSnapshot:
-    """The mart rows a run used (all splits of the selected symbols), sorted by symbol and session date."""
+    """The mart rows a run used (every session of the selected symbols), sorted by symbol and session date, and
+    the walk-forward folds of the same build, oldest first."""
 
     frame: pd.DataFrame
     content_hash: str
+    """Covers the rows and the folds."""
     symbols: tuple[str, ...]
+    folds: tuple[Fold, ...]
 
     @property
     def row_count(self) -> int:
@@ -91,41 +97,66 @@ def read_mart(
     symbols: Sequence[str] = (),
     symbols_limit: int | None = None,
 ) -> MartSnapshot:
-    """Load the contract's columns of the selected symbols (all splits) as trainer."""
+    """Load the contract's columns of the selected symbols (every session) and the folds, as trainer, in one
+    repeatable-read transaction."""
     columns = mart_columns(schema)
     table = sql.Identifier(schemas.MARTS, MART_TABLE)
     with trainer_connection(settings) as conn:
-        available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
-        chosen = select_symbols(available, symbols, symbols_limit)
-        if not chosen:
-            raise SymbolSelectionError(f"{schemas.MARTS}.{MART_TABLE} has no rows")
-        query = sql.SQL("select {} from {} where symbol = any(%s)").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), table
-        )
-        with conn.cursor() as cursor:
-            cursor.execute(query, (list(chosen),))
-            rows = cursor.fetchall()
+        # One snapshot for every statement below: the folds belong to the rows' build even if dbt runs meanwhile.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            # Locked before the snapshot is taken (the first SELECT takes it): dbt rebuilds a table by swapping in
+            # a new one, whose rows a snapshot taken before the swap could not see.
+            conn.execute(
+                sql.SQL("lock table {}, {} in access share mode").format(
+                    table, sql.Identifier(schemas.MARTS, FOLDS_TABLE)
+                )
+            )
+            available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
+            chosen = select_symbols(available, symbols, symbols_limit)
+            if not chosen:
+                raise SymbolSelectionError(f"{schemas.MARTS}.{MART_TABLE} has no rows")
+            query = sql.SQL("select {} from {} where symbol = any(%s)").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)), table
+            )
+            with conn.cursor() as cursor:
+                cursor.execute(query, (list(chosen),))
+                rows = cursor.fetchall()
+            folds = read_folds(conn)
     frame = pd.DataFrame(rows, columns=columns)
     for name in columns:
         if name not in (*TEXT_COLUMNS, "session_date"):
             frame[name] = frame[name].astype(np.float64)
     # Sort here, not in SQL: text ordering in PostgreSQL depends on the database's collation.
     frame = frame.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
-    snapshot = MartSnapshot(frame=frame, content_hash=content_hash(frame, columns), symbols=chosen)
+    snapshot = MartSnapshot(frame=frame, content_hash=content_hash(frame, columns, folds), symbols=chosen, folds=folds)
     logger.info(
-        "read %d rows of %s.%s (%d symbols) as %s; content %s",
+        "read %d rows of %s.%s (%d symbols) and %d folds as %s; content %s",
         snapshot.row_count,
         schemas.MARTS,
         MART_TABLE,
         len(chosen),
+        len(folds),
         schemas.TRAINER_ROLE,
         snapshot.content_hash,
     )
     return snapshot
 
 
-def content_hash(frame: pd.DataFrame, columns: Sequence[str]) -> str:
-    """SHA-256 over the rows in their (symbol, session_date) order, column by column: same rows, same hash."""
+def read_folds(conn: psycopg.Connection) -> tuple[Fold, ...]:
+    """Every row of ``marts.walk_forward_folds``, oldest fold first."""
+    query = sql.SQL("select {} from {} order by fold_id").format(
+        sql.SQL(", ").join(map(sql.Identifier, FOLD_COLUMNS)), sql.Identifier(schemas.MARTS, FOLDS_TABLE)
+    )
+    with conn.cursor() as cursor:
+        cursor.execute(query)
+        return tuple(Fold.from_row(dict(zip(FOLD_COLUMNS, row, strict=True))) for row in cursor.fetchall())
+
+
+def content_hash(frame: pd.DataFrame, columns: Sequence[str], folds: Sequence[Fold] = ()) -> str:
+    """SHA-256 over the rows in their (symbol, session_date) order, column by column, then over the folds:
+    same rows and folds, same hash."""
     digest = hashlib.sha256()
     for name in columns:
         digest.update(name.encode("utf-8") + b"\x00")
@@ -139,6 +170,8 @@ def content_hash(frame: pd.DataFrame, columns: Sequence[str]) -> str:
             numbers = np.where(np.isnan(numbers), np.nan, numbers)  # one bit pattern for every NULL/NaN
             digest.update(numbers.astype("<f8").tobytes())
         digest.update(b"\x00")
+    for fold in folds:
+        digest.update(json.dumps(fold.to_dict(), sort_keys=True).encode("utf-8") + b"\x00")
     return f"sha256:{digest.hexdigest()}"
 
 

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -28,12 +28,10 @@ import numpy as np
 from training.baselines import POLICIES, POLICY_DESCRIPTIONS
 from training.evaluation import AGENT
 from training.fold_task import TaskResult
+from training.folds import Fold
 from training.metrics import METRIC_DEFINITIONS
 from training.statistics import STATISTIC_METRICS, Interval, RunStatistics
 from training.task_runners import TaskFailure
-
-if TYPE_CHECKING:
-    from training.folds import Fold
 
 POLICY_COLOURS = {
     "agent": "tab:blue",

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -35,14 +35,12 @@ from psycopg.types.json import Jsonb
 import warehouse_db
 from training.evaluation import PolicyReplay
 from training.fold_task import TaskResult
+from training.folds import Fold
 from training.metrics import METRICS, drawdown
 from training.statistics import RunStatistics
 from training.task_runners import TaskFailure
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
-
-if TYPE_CHECKING:
-    from training.folds import Fold
 
 logger = logging.getLogger(__name__)
 

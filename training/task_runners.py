@@ -15,22 +15,19 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig
 from training.fold_task import MarketData, TaskResult, run_fold_seed
-
-if TYPE_CHECKING:
-    from training.folds import Fold
+from training.folds import Fold
 
 logger = logging.getLogger(__name__)
 
-Task = tuple["Fold", int]
+Task = tuple[Fold, int]
 """(fold, seed)."""
-TaskFunction = Callable[[TrainConfig, MarketData, "Fold", int], TaskResult]
+TaskFunction = Callable[[TrainConfig, MarketData, Fold, int], TaskResult]
 
 
 class RayUnavailable(RuntimeError):

@@ -20,22 +20,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from training import results_store
 from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
-from training.contract import check_mart_contract
+from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
 from training.fold_task import MarketData, TaskResult
+from training.folds import Fold
 from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
 from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
 from warehouse_db.settings import ConnectionSettings
-
-if TYPE_CHECKING:
-    from training.folds import Fold
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +87,13 @@ def choose_folds(folds: Sequence[Fold], wanted: Sequence[int]) -> list[Fold]:
     return [by_id[fold_id] for fold_id in sorted(set(wanted) or by_id)]
 
 
-def contract_terms(config: TrainConfig, schema: MartSchema):
-    from training.contract import ContractTerms
-
+def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     return ContractTerms(
         feature_names=tuple(schema.feature_names),
         target=schema.target,
         min_sessions_per_range=config.window + config.min_episode_steps,
         min_purge_sessions=schema.target_horizon_sessions,
+        min_embargo_sessions=config.embargo_sessions or 0,
     )
 
 

@@ -1,11 +1,11 @@
 {#
     Custom incremental strategy `replace_intervals`, for a table whose rows may also have to disappear
-    (training_bars: a row moves into an embargo when the split boundaries move).
+    (training_bars: a corrected bar can leave a session with a null feature, and then without a row).
 
-    The model's pre-hook writes the temporary table `<model>__rebuild_scope` (symbol, from_date, to_date):
-    a null symbol means every symbol. The model selects every row that falls into the scope; this
-    strategy deletes every stored row in the scope and inserts the new ones, so rows the model no longer
-    produces inside the scope are gone afterwards.
+    The model's pre-hook writes the temporary table `<model>__rebuild_scope` (symbol, from_date): every
+    stored row of that symbol from that date on is replaced. The model selects every row that falls into
+    the scope; this strategy deletes every stored row in the scope and inserts the new ones, so rows the
+    model no longer produces inside the scope are gone afterwards.
 #}
 {% macro rebuild_scope_relation(model_relation) -%}
     {{ model_relation.identifier }}__rebuild_scope
@@ -18,7 +18,6 @@
     {%- set dest_cols_csv = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
 
     -- Row ids first (an index range scan per scope row), then a TID scan: never a scan of the table.
-    {%- for symbol_condition in ['scope.symbol is null', 'stored.symbol = scope.symbol'] %}
     delete from {{ target }}
     where ctid = any(array(
         select stored.ctid
@@ -26,14 +25,11 @@
         cross join lateral (
             select ctid
             from {{ target }} as stored
-            where {{ symbol_condition }}
+            where stored.symbol = scope.symbol
               and stored.session_date >= scope.from_date
-              and stored.session_date < scope.to_date
             offset 0
         ) as stored
-        where scope.symbol is {{ 'null' if loop.first else 'not null' }}
     ));
-    {% endfor %}
 
     insert into {{ target }} ({{ dest_cols_csv }})
     select {{ dest_cols_csv }}

@@ -26,8 +26,8 @@
 
 {%- set series = bar_series_columns() %}
 {%- set series_csv = series | join(', ') %}
-{#- The longest window (SMA 50); lags (20) and 20-session windows of returns need fewer rows. #}
-{%- set lookback = 50 %}
+{#- The longest window (SMA 50, var warmup_sessions); lags (20) and 20-session windows of returns need fewer rows. #}
+{%- set lookback = var("warmup_sessions") | int %}
 {%- set ema = ema_function() %}
 {%- set running = 'rows between unbounded preceding and current row' %}
 {%- set states = ['ema_12', 'ema_26', 'macd_signal_9', 'avg_gain_14', 'avg_loss_14', 'atr_14'] %}

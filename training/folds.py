@@ -1,0 +1,137 @@
+"""Walk-forward folds as the training side sees them: date ranges laid out by dbt in ``marts.walk_forward_folds``.
+
+A fold trains on its ``train`` range, selects a model on its ``validation`` range and is scored once on its ``test``
+range. The ranges are inclusive exchange-session dates that apply to every symbol; between them lie
+``purge_sessions + embargo_sessions`` sessions that belong to no range. How they are laid out (and why) is the dbt
+model's business: warehouse/models/marts/walk_forward_folds.yml. This module only carries them and selects rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Role = Literal["train", "validation", "test"]
+ROLES: tuple[Role, ...] = ("train", "validation", "test")
+"""The ranges of a fold, in time order."""
+
+FOLDS_TABLE = "walk_forward_folds"
+FOLD_COLUMNS = (
+    "fold_id",
+    "train_start",
+    "train_end",
+    "validation_start",
+    "validation_end",
+    "test_start",
+    "test_end",
+    "purge_sessions",
+    "embargo_sessions",
+)
+"""The columns of ``marts.walk_forward_folds`` a :class:`Fold` is built from (the table has a few more)."""
+
+
+def _as_days(dates: Any) -> np.ndarray:
+    """Dates (datetime.date objects, strings, Timestamps or datetime64) as a datetime64[D] array."""
+    return pd.to_datetime(pd.Series(dates, copy=False)).to_numpy(dtype="datetime64[D]")
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of session dates."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise ValueError(f"a date range must not end ({self.end}) before it starts ({self.start})")
+
+    def contains(self, dates: Any) -> np.ndarray:
+        """Boolean mask: which of ``dates`` lie in the range (start and end included)."""
+        days = _as_days(dates)
+        return (days >= np.datetime64(self.start, "D")) & (days <= np.datetime64(self.end, "D"))
+
+    def __str__(self) -> str:
+        return f"{self.start} … {self.end}"
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One walk-forward fold: three date ranges in time order, with the gaps dbt left between them."""
+
+    fold_id: int
+    train: DateRange
+    validation: DateRange
+    test: DateRange
+    purge_sessions: int
+    """Sessions after train and after validation that no range holds: at least the target's horizon."""
+    embargo_sessions: int
+    """Further sessions left out after each purge, against serial correlation."""
+
+    def range(self, role: Role) -> DateRange:
+        if role not in ROLES:
+            raise ValueError(f"a fold's ranges are {ROLES}, not {role!r}")
+        return getattr(self, role)
+
+    def rows(self, frame: pd.DataFrame, role: Role) -> pd.DataFrame:
+        """The rows of ``frame`` whose ``session_date`` lies in this fold's ``role`` range (order kept)."""
+        return frame[self.range(role).contains(frame["session_date"])]
+
+    def labelled_rows(self, frame: pd.DataFrame, column: str = "split") -> pd.DataFrame:
+        """The rows of ``frame`` in any of the three ranges, with ``column`` naming the range (order kept).
+
+        Rows in the purge and embargo gaps, and rows outside the fold, are not returned.
+        """
+        labels = pd.Series(pd.NA, index=frame.index, dtype="object")
+        for role in ROLES:
+            labels[self.range(role).contains(frame["session_date"])] = role
+        labelled = frame.assign(**{column: labels})
+        return labelled[labelled[column].notna()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (ISO dates), in the column order of ``marts.walk_forward_folds``."""
+        return {
+            "fold_id": self.fold_id,
+            **{
+                f"{role}_{edge}": getattr(self.range(role), edge).isoformat()
+                for role in ROLES
+                for edge in ("start", "end")
+            },
+            "purge_sessions": self.purge_sessions,
+            "embargo_sessions": self.embargo_sessions,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Fold:
+        """A fold from a row of ``marts.walk_forward_folds`` (a mapping with at least :data:`FOLD_COLUMNS`)."""
+        return cls(
+            fold_id=int(row["fold_id"]),
+            **{role: DateRange(_as_date(row[f"{role}_start"]), _as_date(row[f"{role}_end"])) for role in ROLES},
+            purge_sessions=int(row["purge_sessions"]),
+            embargo_sessions=int(row["embargo_sessions"]),
+        )
+
+
+def _as_date(value: Any) -> date:
+    return pd.Timestamp(value).date()
+
+
+def select_fold(folds: Iterable[Fold], fold_id: int | None = None) -> Fold:
+    """The fold with ``fold_id``, or the latest one (the largest id) when ``fold_id`` is None."""
+    folds = sorted(folds, key=lambda fold: fold.fold_id)
+    if not folds:
+        raise ValueError(f"marts.{FOLDS_TABLE} has no fold")
+    if fold_id is None:
+        return folds[-1]
+    for fold in folds:
+        if fold.fold_id == fold_id:
+            return fold
+    raise ValueError(f"marts.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]})")
+
+
+__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "ROLES", "DateRange", "Fold", "Role", "select_fold"]
