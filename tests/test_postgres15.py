@@ -126,7 +126,21 @@ def test_ingest_dbt_and_training_work_on_an_external_postgres_15(postgres15, tmp
     dbt_env = {k: v for k, v in env.items() if k != "PGPASSWORD"}
     dbt_env.update(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in exports.splitlines())
     assert "PGPASSWORD" not in dbt_env and Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
-    run([dbt, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
+    # The sample file holds about 14 months: two short folds instead of the default four half-year ones.
+    folds = '{"walk_forward_folds": 2, "walk_forward_test_sessions": 30, "walk_forward_validation_sessions": 30, "walk_forward_min_train_sessions": 100}'
+    run(
+        [
+            dbt,
+            "build",
+            "--vars",
+            folds,
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        dbt_env,
+    )
     run(
         [
             python,
@@ -146,8 +160,8 @@ def test_ingest_dbt_and_training_work_on_an_external_postgres_15(postgres15, tmp
     with connect(url) as conn:
         owner = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
         mart_rows, symbols = conn.execute("select count(*), count(distinct symbol) from marts.training_bars").fetchone()
-        runs = conn.execute("select count(*) from ml.training_runs where status = 'succeeded'").fetchone()[0]
-        metrics = conn.execute("select count(*) from ml.evaluation_metrics").fetchone()[0]
+        runs = conn.execute("select count(*) from ml.walk_forward_runs where status = 'succeeded'").fetchone()[0]
+        metrics = conn.execute("select count(*) from ml.walk_forward_metrics").fetchone()[0]
         mart_owner = conn.execute(
             "select tableowner from pg_tables where schemaname = 'marts' and tablename = 'training_bars'"
         ).fetchone()[0]
