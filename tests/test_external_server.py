@@ -13,7 +13,6 @@ the passwords contain ``#``, ``/``, ``?``, ``@`` and ``:``, unencoded in DATABAS
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -110,15 +109,11 @@ def dbt_build(env: dict[str, str], tmp_path: Path) -> None:
             for name in rest.split():
                 dbt_env.pop(name, None)
     assert Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
-    # The sample file holds about 14 months: two short folds instead of the default four half-year ones.
-    folds = json.dumps({"walk_forward_folds": 2, "walk_forward_test_sessions": 30,
-                        "walk_forward_validation_sessions": 30, "walk_forward_min_train_sessions": 100})  # fmt: skip
-    run([DBT, "build", "--vars", folds, "--target-path", str(tmp_path / "target"), "--log-path",
-         str(tmp_path / "logs")], dbt_env)  # fmt: skip
+    run([DBT, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
 
 
 def train(env: dict[str, str], tmp_path: Path, expect: int = 0) -> str:
-    command = [PYTHON, "-m", "training", "--timesteps", "2048", "--n-envs", "2", "--eval-freq", "1024",
+    command = [PYTHON, "-m", "training", "--timesteps", "2048", "--n-envs", "2",
                "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]  # fmt: skip
     return run(command, env, expect)
 
