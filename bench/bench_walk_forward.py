@@ -99,7 +99,6 @@ def main() -> None:
 
     frame = synthetic_mart(args.symbols, args.sessions, seed=5)
     folds = lay_out_folds(frame["session_date"], folds=args.folds, test_sessions=63, validation_sessions=63)
-    # 2 folds x 2 seeds would also show the ratio, but a run of tasks as short as that is mostly Ray's start-up.
     data = MarketData.from_frame(frame, list(FEATURE_LOOKBACKS))
     config = TrainConfig(timesteps=args.timesteps, eval_freq=args.timesteps // 4, progress_bar=False)
     tasks = [(fold, seed) for fold in folds for seed in range(42, 42 + args.seeds)]
