@@ -127,7 +127,8 @@ def main() -> None:
           f"(target >= 1.7x on 2 cores); identical results: {identical}")  # fmt: skip
 
     started = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)  # fmt: skip
     ray_start = time.perf_counter() - started
     try:
         remote = ray.remote(num_cpus=1)(no_work)

@@ -40,7 +40,7 @@ def ray_with_two_workers() -> Iterator[None]:
     """One local Ray for the module: two CPUs, so two worker processes run tasks side by side."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -180,6 +180,7 @@ class RayRunner:
                 ) from None
             return True, address
         ray.init(
+            address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
             num_cpus=self.cpus or os.cpu_count(),
             include_dashboard=False,
             logging_level=logging.WARNING,
