@@ -40,7 +40,8 @@ def ray_with_two_workers() -> Iterator[None]:
     """One local Ray for the module: two CPUs, so two worker processes run tasks side by side."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+             _system_config={"worker_niceness": 0})  # fmt: skip
     yield
     ray.shutdown()
 

@@ -182,6 +182,8 @@ class RayRunner:
         ray.init(
             address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
             num_cpus=self.cpus or os.cpu_count(),
+            # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+            _system_config={"worker_niceness": 0},
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
