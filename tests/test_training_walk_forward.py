@@ -243,9 +243,9 @@ def ray_cluster() -> Iterator[str]:
                 break
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)  # the whole group: ray start, its GCS, raylet and workers
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

@@ -166,33 +166,37 @@ def validation_scorer(config: TrainConfig, series: Sequence[SymbolSeries]):
     return score
 
 
+@dataclass(frozen=True)
+class RunExtras:
+    """What a run in this process (make train) may add to a task: checkpoints, TensorBoard logs, resuming from a
+    checkpoint and a progress bar. Tasks on Ray get none (a worker's files are not the driver's)."""
+
+    checkpoint_dir: Path | None = None
+    checkpoint_freq: int = 0
+    tensorboard_dir: Path | None = None
+    resume: Path | None = None
+    progress_bar: bool = False
+
+
 def train_and_select(
-    config: TrainConfig,
-    fold_series: FoldSeries,
-    seed: int,
-    *,
-    checkpoint_dir: Path | None = None,
-    checkpoint_freq: int = 0,
-    tensorboard_dir: Path | None = None,
-    resume: Path | None = None,
-    progress_bar: bool = False,
+    config: TrainConfig, fold_series: FoldSeries, seed: int, extras: RunExtras = RunExtras()
 ) -> Selection:
     """PPO on the fold's train series; the checkpoint with the best validation score is the one returned."""
     seed_everything(seed, config.torch_threads)
     env = make_training_env(config, fold_series.series["train"], env_settings(config))
     try:
-        model = build_model(config, env, seed, tensorboard_dir, resume)
+        model = build_model(config, env, seed, extras.tensorboard_dir, extras.resume)
         selection = ValidationSelection(validation_scorer(config, fold_series.series["validation"]), config.eval_freq)
         callbacks: list[BaseCallback] = [selection]
-        if checkpoint_dir is not None and checkpoint_freq > 0:
+        if extras.checkpoint_dir is not None and extras.checkpoint_freq > 0:
             callbacks.append(
                 CheckpointCallback(
-                    save_freq=max(checkpoint_freq // config.n_envs, 1),
-                    save_path=str(checkpoint_dir),
+                    save_freq=max(extras.checkpoint_freq // config.n_envs, 1),
+                    save_path=str(extras.checkpoint_dir),
                     name_prefix=CHECKPOINT_PREFIX,
                 )
             )
-        stats = learn(model, config.timesteps, callbacks, progress_bar, resumed=resume is not None)
+        stats = learn(model, config.timesteps, callbacks, extras.progress_bar, resumed=extras.resume is not None)
         selection.restore_best(model)
     finally:
         env.close()
@@ -296,30 +300,12 @@ def validate_configuration(config: TrainConfig, data: MarketData, fold: Fold, se
 
 
 def run_fold_seed(
-    config: TrainConfig,
-    data: MarketData,
-    fold: Fold,
-    seed: int,
-    *,
-    checkpoint_dir: Path | None = None,
-    checkpoint_freq: int = 0,
-    tensorboard_dir: Path | None = None,
-    resume: Path | None = None,
-    progress_bar: bool = False,
+    config: TrainConfig, data: MarketData, fold: Fold, seed: int, extras: RunExtras = RunExtras()
 ) -> TaskResult:
     """Train, select on validation, then evaluate the selected model on test once, beside the baselines."""
     started = time.perf_counter()
     fold_series = prepare_fold(data, fold, config)
-    selection = train_and_select(
-        config,
-        fold_series,
-        seed,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_freq=checkpoint_freq,
-        tensorboard_dir=tensorboard_dir,
-        resume=resume,
-        progress_bar=progress_bar,
-    )
+    selection = train_and_select(config, fold_series, seed, extras)
     replays = {
         role: evaluate_policies(config, fold_series, selection.model, seed, role) for role in ("validation", "test")
     }

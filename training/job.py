@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from training.config import SingleRunConfig
-from training.fold_task import run_fold_seed
+from training.fold_task import RunExtras, run_fold_seed
 from training.task_runners import InProcessRunner
 from training.walk_forward import KIND_TRAIN, WalkForwardResult, choose_folds, execute
 from warehouse_db.settings import ConnectionSettings
@@ -33,15 +33,14 @@ def run_training(config: SingleRunConfig, settings: ConnectionSettings) -> WalkF
     mart breaks its contract."""
 
     def runner(run_dir: Path) -> InProcessRunner:
-        task = partial(
-            run_fold_seed,
+        extras = RunExtras(
             checkpoint_dir=run_dir / "checkpoints",
             checkpoint_freq=config.checkpoint_freq,
             tensorboard_dir=run_dir / "tb",
             resume=config.resume,
             progress_bar=config.progress_bar,
         )
-        return InProcessRunner(task=task)
+        return InProcessRunner(task=partial(run_fold_seed, extras=extras))
 
     return execute(
         KIND_TRAIN,

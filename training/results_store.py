@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 import warehouse_db
 from training.evaluation import PolicyReplay
 from training.fold_task import TaskResult
-from training.folds import Fold
+from training.folds import FOLD_COLUMNS, Fold
 from training.metrics import METRICS, drawdown
 from training.statistics import RunStatistics
 from training.task_runners import TaskFailure
@@ -333,33 +333,8 @@ def write_run(
         _copy(
             conn,
             "walk_forward_folds",
-            (
-                "run_id",
-                "fold_id",
-                "train_start",
-                "train_end",
-                "validation_start",
-                "validation_end",
-                "test_start",
-                "test_end",
-                "purge_sessions",
-                "embargo_sessions",
-            ),  # fmt: skip
-            (
-                (
-                    run_id,
-                    f.fold_id,
-                    f.train.start,
-                    f.train.end,
-                    f.validation.start,
-                    f.validation.end,
-                    f.test.start,
-                    f.test.end,
-                    f.purge_sessions,
-                    f.embargo_sessions,
-                )  # fmt: skip
-                for f in folds
-            ),
+            ("run_id", *FOLD_COLUMNS),
+            ((run_id, *fold.to_dict().values()) for fold in folds),  # to_dict keeps FOLD_COLUMNS' order
         )
         _copy(
             conn,
