@@ -16,14 +16,15 @@ SOURCE ?= ibkr
 FILES ?=
 ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format ingest dbt-build train db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
+.PHONY: help setup demo test test-fast lint format ingest dbt-build train walk-forward db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
 
 help:
 	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator"
 	@echo "make test     - the test suite"
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
-	@echo "make train    - train PPO on marts.training_bars; ARGS='--timesteps 20000'"
+	@echo "make train    - one quick run: PPO on the latest walk-forward fold, one seed; ARGS='--timesteps 20000 --fold 2'"
+	@echo "make walk-forward - every fold x 5 seeds on Ray, statistics and verdict; ARGS='--seeds 3 --ray-address host:6379'"
 	@echo "make setup | test-fast | lint | format | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 
 # The project itself is installed in editable mode, so tests, benchmarks and tools import it without sys.path edits.
@@ -69,6 +70,10 @@ dbt-build: $(STAMP) db-up
 train: $(STAMP)
 	$(BIN)/python -m training $(ARGS)
 
+# A local Ray by default; ARGS='--ray-address HOST:PORT' (or RAY_ADDRESS) runs the same tasks on a cluster.
+walk-forward: $(STAMP)
+	$(BIN)/python -m training.walk_forward $(ARGS)
+
 # Up means ready for `dbt run && dbt test` as typed: provisioned, with the NYSE calendar seed loaded.
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up
@@ -100,6 +105,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_dbt.py --small-only
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_walk_forward.py
 
 # 5,000 symbols x 10 years (12.6 M bars): about 15 minutes and 15 GB of disk.
 bench-dbt-large: $(STAMP)

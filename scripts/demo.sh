@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: the whole pipeline on the embedded warehouse and the gateway simulator.
-#   warehouse up -> simulator in the background -> ingest the watchlist -> dbt build -> short training run.
+#   warehouse up -> simulator in the background -> ingest the watchlist -> dbt build -> short walk-forward.
 # The simulator is stopped on every exit path, failures included. Safe to run again: the second ingest
-# requests nothing, dbt builds incrementally, training writes a new run.
+# requests nothing, dbt builds incrementally, the walk-forward writes a new run.
+# RUNS_DIR (default runs), DBT_TARGET_PATH (target) and DBT_LOG_PATH (logs) say where the run folders and dbt's
+# artifacts go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export DO_NOT_TRACK=1 PYTHONUNBUFFERED=1
+RUNS_DIR=${RUNS_DIR:-runs}
+export DBT_TARGET_PATH=${DBT_TARGET_PATH:-target} DBT_LOG_PATH=${DBT_LOG_PATH:-logs}
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -32,8 +36,11 @@ step "ingest: the watchlist, 5 years of daily bars (one request per symbol), onl
 IBKR_HOST=127.0.0.1 IBKR_PORT=$port IBKR_CLIENT_ID=1 $BIN/python -m ingest --source ibkr
 
 step "dbt build: staging -> intermediate -> marts, with every data test"
-eval "$($BIN/python -m warehouse_db env)"
+# Two steps, so that a failure of `warehouse_db env` stops the demo (eval "$(...)" would hide its exit status).
+exports="$($BIN/python -m warehouse_db env)"
+eval "$exports"
 $BIN/dbt build --quiet
 
-step "training: a short PPO run on the latest walk-forward fold's train range, evaluated on its validation and test"
-$BIN/python -m training --config training/configs/demo.yaml
+step "walk-forward: every fold x 2 seeds on a local Ray, model selected on validation, tested against the baselines"
+$BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" \
+  --dbt-run-results "$DBT_TARGET_PATH/run_results.json"

@@ -1,8 +1,9 @@
-"""TrainConfig (defaults, YAML, flags, docs) and the mart-YAML feature reader."""
+"""The jobs' configuration (defaults, YAML, flags, help from field docstrings, exit codes) and the mart-YAML reader."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -10,34 +11,72 @@ import yaml
 
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
 from training import cli
-from training.config import TrainConfig, dump_config, field_docs, load_config
+from training.config import (
+    SingleRunConfig,
+    TrainConfig,
+    WalkForwardConfig,
+    configuration_hash,
+    dump_config,
+    load_config,
+    parse_command_line,
+)
+from training.exit_codes import MEANINGS, ExitCode
 from training.features import MartSchemaError, read_mart_schema
 
-
-def test_every_field_is_documented_and_has_a_flag() -> None:
-    docs = field_docs()
-    names = [field.name for field in dataclasses.fields(TrainConfig)]
-    assert [name for name in names if not docs.get(name)] == []
-    help_text = cli.build_parser().format_help()
-    assert all(f"--{name.replace('_', '-')}" in help_text for name in names)
+COMMANDS = [
+    (SingleRunConfig, cli.main, cli.TRAIN_PROG),
+    (WalkForwardConfig, cli.walk_forward_main, cli.WALK_FORWARD_PROG),
+]
 
 
-def test_defaults_are_seeded_native_cpu_on_every_symbol() -> None:
-    config = TrainConfig()
-    assert (config.seed, config.env, config.device, config.symbols, config.symbols_limit) == (
+def _help(main, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: its flag, its help, its default
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cls, main, prog", COMMANDS)
+def test_every_field_is_a_documented_flag_and_help_lists_the_exit_codes(
+    cls, main, prog, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = _help(main, capsys, monkeypatch)
+    entries: dict[str, str] = {}  # flag -> its usage and help text
+    for line in (line.strip(" │╭╮╰╯─") for line in text.splitlines()):
+        if line.startswith("--"):
+            flag = re.split(r"[\s,]", line, maxsplit=1)[0]
+            entries[flag] = line
+        elif entries and line:
+            entries[flag] += " " + line
+    for field in dataclasses.fields(cls):
+        flag = "--" + field.name.replace("_", "-")
+        explanation = re.sub(r"\[?[A-Z]+( \[[A-Z]+ \.\.\.\]\])?\]?|\{[^}]*\}", "", entries[flag].split("(default")[0])
+        assert len(re.sub(r"[^a-z]", "", explanation.lower())) > 10, f"{flag} has no explanation: {entries[flag]!r}"
+    assert "--config FILE.yaml" in text
+    for code in ExitCode:
+        assert f"{int(code)} {MEANINGS[code][:40]}" in " ".join(text.split()), code
+
+
+def test_defaults_are_seeded_native_batched_cpu_on_every_symbol() -> None:
+    config = WalkForwardConfig()
+    assert (config.seed, config.env, config.vec_env, config.device, config.symbols, config.seeds) == (
         42,
         "native",
+        "batched",
         "cpu",
         (),
-        None,
+        5,
     )
-    assert config.eval_splits == ("validation", "test")
+    assert config.seed_list == (42, 43, 44, 45, 46) and config.folds == () and config.configurations_tried == 1
+    assert SingleRunConfig().fold is None
 
 
 def test_yaml_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"seed": 7, "window": 5, "timesteps": 1000, "net_arch": [32, 32]}))
-    config = cli.parse_config(
+    path.write_text(yaml.safe_dump({"seed": 7, "window": 5, "timesteps": 1000, "net_arch": [32, 32], "folds": "1,3"}))
+    config = parse_command_line(
+        WalkForwardConfig,
         [
             "--config",
             str(path),
@@ -45,22 +84,37 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
             "2_000",
             "--symbols",
             "AAA,BBB",
+            "CCC",
             "--env",
             "tensortrade",
+            "--vec-env",
+            "dummy",
             "--no-progress-bar",
             "--symbols-limit",
-            "none",
-        ]
+            "None",
+            "--seeds",
+            "2",
+        ],  # fmt: skip
+        "prog",
+        "description",
     )
-    assert (config.seed, config.window, config.timesteps) == (7, 5, 2000)
-    assert config.symbols == ("AAA", "BBB") and config.env == "tensortrade" and config.progress_bar is False
-    assert config.net_arch == (32, 32) and config.symbols_limit is None
+    assert (config.seed, config.window, config.timesteps, config.seeds) == (7, 5, 2000, 2)
+    assert config.symbols == ("AAA", "BBB", "CCC") and config.env == "tensortrade" and config.progress_bar is False
+    assert config.net_arch == (32, 32) and config.symbols_limit is None and config.folds == (1, 3)
+    assert parse_command_line(WalkForwardConfig, ["--folds", "2", "4"], "p", "d").folds == (2, 4)
 
 
 def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
-    config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": "runs/a/model.zip"})
+    config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": "runs/a/model.zip", "fold": 2})
     dump_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: Path) -> None:
+    base = WalkForwardConfig()
+    renamed = WalkForwardConfig(run_id="x", runs_dir=tmp_path, seed=1, seeds=2, progress_bar=False)
+    assert configuration_hash(base) == configuration_hash(renamed) == configuration_hash(TrainConfig())
+    assert configuration_hash(base) != configuration_hash(WalkForwardConfig(learning_rate=1e-4))
 
 
 @pytest.mark.parametrize(
@@ -68,17 +122,43 @@ def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
     [
         ({"windw": 3}, "unknown configuration keys"),
         ({"env": "gym"}, "env must be one of"),
-        ({"eval_splits": ("holdout",)}, "eval_splits"),
+        ({"env": "tensortrade"}, "use --vec-env dummy"),
+        ({"seeds": 0}, "seeds must be >= 1"),
+        ({"sma_fast": 50}, "sma_fast"),
+        ({"confidence": 1.0}, "confidence"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        load_config(None, values)
+        load_config(None, values, cls=WalkForwardConfig)
 
 
-def test_cli_reports_a_bad_configuration_with_status_2(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["--config", "/nonexistent/run.yaml"]) == cli.EXIT_CONFIG
-    assert "error" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config", "/nonexistent/run.yaml"], "no such file"),
+        (["--seedz", "3"], "Unrecognized options: --seedz, 3 (did you mean --seed or --seeds?)"),
+        (["--seeds", "many"], "Error parsing --seeds"),
+        (["--timesteps", "0"], "timesteps"),
+        (["--config"], "--config needs a file name"),
+    ],
+)
+def test_a_bad_command_line_ends_in_one_line_and_status_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert cli.walk_forward_main(argv) == ExitCode.CONFIG == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_a_bad_yaml_file_ends_in_one_line_and_status_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("timesteps: [1,\n")
+    assert cli.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not valid YAML" in err
 
 
 def test_mart_yaml_features_in_order_with_lookbacks(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from training.contract import (
     history_too_short_message,
     months_to_fetch,
 )
+from training.exit_codes import ExitCode
 from training.folds import Fold
 from training.job import run_training
 from warehouse_db import connect
@@ -259,9 +260,9 @@ def test_training_refuses_a_broken_mart(mart_warehouse: ConnectionSettings, tmp_
         run_training(config, mart_warehouse)
     assert any(failure.startswith(expectation) for failure in refused.value.failures)
     run_dir = tmp_path / "runs" / "refused"
-    assert not (run_dir / "model.zip").exists()
+    assert not list(run_dir.rglob("model.zip"))
     with connect(mart_warehouse) as conn:
-        assert conn.execute("select count(*) from ml.training_runs").fetchone()[0] == 0
+        assert conn.execute("select count(*) from ml.walk_forward_runs").fetchone()[0] == 0
 
 
 def test_cli_exits_non_zero_listing_the_failed_expectations(
@@ -287,7 +288,7 @@ def test_cli_exits_non_zero_listing_the_failed_expectations(
                 "--no-progress-bar",
             ]
         )
-    assert status == cli.EXIT_CONTRACT
+    assert status == ExitCode.CONTRACT
     assert "rsi_14 has no nulls" in caplog.text
     assert "(symbol, session_date) is unique" in caplog.text
 
@@ -303,7 +304,7 @@ def test_cli_names_a_fold_that_is_not_there_in_one_line(
     arguments = ["--mart-yaml", str(write_mart_yaml(tmp_path / "training_bars.yml")), "--fold", "7"]
     with caplog.at_level(logging.ERROR):
         status = cli.main([*arguments, "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"])
-    assert status == cli.EXIT_CONFIG
+    assert status == ExitCode.CONFIG
     (record,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert (
         record.getMessage() == ("marts.walk_forward_folds has no fold 7 (its folds: [1, 2]): choose --fold")

@@ -1,4 +1,5 @@
-"""The two trading environments: the fill rule by hand, parity, the env checkers, episode bounds and leakage."""
+"""The trading environments: the fill rule by hand, parity (native, TensorTrade, batched), the env checkers, episode
+bounds and leakage."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, synthetic_mart, with_split
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, lay_out_folds, synthetic_mart
+from training.config import TrainConfig
 from training.envs import ENV_KINDS, EnvSettings, make_env
+from training.envs.batched_env import NativeVecEnv
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
+from training.fold_task import MarketData, prepare_fold
 from training.market_data import FeatureScaler, SymbolSeries, build_series
 
 FEATURES = list(FEATURE_LOOKBACKS)
@@ -25,12 +31,18 @@ SETTINGS = EnvSettings.from_bps(
 
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
-    return with_split(synthetic_mart(n_symbols=4, n_sessions=260, seed=11))
+    """Every session of 4 symbols, with a `split` column from one fold's ranges (gap rows dropped)."""
+    frame = synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
+    (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=50, validation_sessions=50)
+    labels = pd.Series(pd.NA, index=frame.index, dtype="object")
+    for role in ("train", "validation", "test"):
+        labels[fold.rows(frame, role).index] = role
+    return frame.assign(split=labels)[labels.notna()].reset_index(drop=True)
 
 
 def series_of(frame: pd.DataFrame, split: str = "train", scaler: FeatureScaler | None = None) -> list[SymbolSeries]:
     scaler = scaler or FeatureScaler.fit(frame[frame["split"] == "train"], FEATURES, clip=10.0)
-    return build_series(frame, split, scaler)
+    return build_series(frame[frame["split"] == split], split, scaler)
 
 
 def tiny_series() -> SymbolSeries:
@@ -187,20 +199,39 @@ def test_tensortrade_envs_in_one_process_keep_their_own_clocks(mart: pd.DataFram
     np.testing.assert_allclose(rewards, rewards_alone, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ENV_KINDS)
-def test_changing_the_target_changes_no_observation(mart: pd.DataFrame, kind: str) -> None:
-    scrambled = mart.copy()
-    scrambled[TARGET] = np.random.default_rng(0).normal(0, 1, len(mart))  # a target that would be a perfect tip
-    actions = np.random.default_rng(1).integers(0, 2, 300).tolist()
-    for split in ("train", "validation"):
-        original_env = make_env(kind, series_of(mart, split), SETTINGS)
-        scrambled_env = make_env(kind, series_of(scrambled, split), SETTINGS)
-        for symbol in mart["symbol"].unique():
-            obs_a, rewards_a, _ = run_episode(original_env, actions, symbol)
-            obs_b, rewards_b, _ = run_episode(scrambled_env, actions, symbol)
-            for a, b in zip(obs_a, obs_b, strict=True):
-                np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(rewards_a, rewards_b)
+def _training_observations(frame: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
+    """Every observation the training and evaluation environments can produce for one fold of ``frame``.
+
+    The path a task takes: mart rows -> MarketData -> prepare_fold (scaler fitted on train) -> batched environment.
+    """
+    (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=50, validation_sessions=50)
+    config = TrainConfig(window=SETTINGS.window)
+    fold_series = prepare_fold(MarketData.from_frame(frame, feature_names), fold, config)
+    observations = []
+    for series in fold_series.series.values():
+        env = NativeVecEnv(series, SETTINGS, n_envs=1)
+        observations.append(env.market.windows)
+    return np.concatenate(observations)
+
+
+def test_the_target_never_reaches_an_observation() -> None:
+    """Scramble the target of the mart's rows: no observation of any range may change.
+
+    The positive control below leaks the target on purpose (as if the mart YAML listed it as a feature) and the
+    same comparison sees it, so this test fails whenever the target reaches an observation.
+    """
+    frame = synthetic_mart(n_symbols=3, n_sessions=260, seed=12)
+    scrambled = frame.assign(**{TARGET: np.random.default_rng(0).normal(0, 1, len(frame))})
+    np.testing.assert_array_equal(_training_observations(frame, FEATURES), _training_observations(scrambled, FEATURES))
+    leaking = [*FEATURES, TARGET]
+    assert not np.array_equal(_training_observations(frame, leaking), _training_observations(scrambled, leaking))
+
+
+def test_market_data_for_tasks_carries_no_target() -> None:
+    frame = synthetic_mart(n_symbols=2, n_sessions=120, seed=13)
+    data = MarketData.from_frame(frame, FEATURES)
+    assert TARGET not in data.frame.columns
+    assert list(data.frame.columns) == ["symbol", "session_date", "open", "close", *FEATURES]
 
 
 def _perturb_after(frame: pd.DataFrame, split: str, symbol: str, cutoff: np.datetime64) -> pd.DataFrame:
@@ -270,21 +301,88 @@ def test_series_too_short_for_the_window_are_rejected() -> None:
         make_env("native", [tiny_series()], EnvSettings(window=5))
 
 
-def test_subprocess_and_in_process_vector_envs_see_the_same_episodes(mart: pd.DataFrame) -> None:
-    """--vec-env subproc is a drop-in for the default: with the same seeds the copies replay the same data."""
-    from training.ppo import make_vec_env
+def _trajectory(env, steps: int = 300, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Observations, rewards, dones and infos of ``steps`` vector steps with seeded random actions."""
+    env.seed(seed)
+    observations, rewards, dones, infos = [env.reset()], [], [], []
+    actions = np.random.default_rng(seed).integers(0, 2, size=(steps, env.num_envs))
+    for action in actions:
+        obs, reward, done, info = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        dones.append(done)
+        infos.append(info)
+    env.close()
+    return np.stack(observations), np.stack(rewards), np.stack(dones), infos
 
+
+def _short_and_long_series(mart: pd.DataFrame) -> list[SymbolSeries]:
+    """Series of different lengths (a symbol listed later), so episodes end at different steps."""
     series = series_of(mart)
-    observations = {}
-    for vec_env in ("dummy", "subproc"):
-        env = make_vec_env("native", series, SETTINGS, n_envs=2, vec_env=vec_env)
-        try:
-            env.seed(7)
-            trajectory = [env.reset()]
-            for step in range(80):
-                obs, _, _, _ = env.step(np.array([step % 2, 1]))
-                trajectory.append(obs)
-            observations[vec_env] = np.stack(trajectory)
-        finally:
-            env.close()
-    np.testing.assert_array_equal(observations["dummy"], observations["subproc"])
+    late = series[1]
+    series[1] = SymbolSeries(
+        late.symbol, late.split, late.dates[40:], late.open[40:], late.close[40:], late.features[40:]
+    )
+    return series
+
+
+def test_batched_vec_env_is_a_dummy_vec_env_of_native_envs(mart: pd.DataFrame) -> None:
+    """Same seeds, same actions: same observations, rewards, episode ends, symbols, net worths and Monitor stats."""
+    series = _short_and_long_series(mart)
+    batched = _trajectory(NativeVecEnv(series, SETTINGS, n_envs=5))
+    dummy = _trajectory(
+        make_vec_env(make_env, n_envs=5, env_kwargs={"kind": "native", "series": series, "settings": SETTINGS})
+    )
+    for a, b in zip(batched[:3], dummy[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert batched[2].sum() > 5  # episodes ended (and restarted on new symbols) along the way
+    for step_a, step_b in zip(batched[3], dummy[3], strict=True):
+        for a, b in zip(step_a, step_b, strict=True):
+            assert (a["symbol"], a["net_worth"], a["position"], a["TimeLimit.truncated"]) == (
+                b["symbol"],
+                b["net_worth"],
+                b["position"],
+                b["TimeLimit.truncated"],
+            )
+            assert ("terminal_observation" in a) == ("terminal_observation" in b)
+            if "terminal_observation" in b:
+                np.testing.assert_array_equal(a["terminal_observation"], b["terminal_observation"])
+                assert (a["episode"]["r"], a["episode"]["l"]) == (b["episode"]["r"], b["episode"]["l"])
+
+
+@pytest.mark.parametrize("vec_env_class", [DummyVecEnv, SubprocVecEnv])
+def test_sb3_vector_envs_over_either_environment_see_the_same_episodes(mart: pd.DataFrame, vec_env_class: type) -> None:
+    """--vec-env dummy|subproc (SB3's make_vec_env) replay the batched environment's episodes, native or TensorTrade."""
+    series = series_of(mart)
+    reference = _trajectory(NativeVecEnv(series, SETTINGS, n_envs=2), steps=120)
+    kind = "tensortrade" if vec_env_class is DummyVecEnv else "native"
+    other = _trajectory(
+        make_vec_env(
+            make_env,
+            n_envs=2,
+            env_kwargs={"kind": kind, "series": series, "settings": SETTINGS},
+            vec_env_cls=vec_env_class,
+        ),
+        steps=120,
+    )
+    np.testing.assert_array_equal(reference[0], other[0])
+    np.testing.assert_allclose(reference[1], other[1], rtol=0, atol=1e-6)  # float32 rewards
+    np.testing.assert_array_equal(reference[2], other[2])
+
+
+def test_batched_vec_env_refuses_actions_outside_long_and_flat(mart: pd.DataFrame) -> None:
+    env = NativeVecEnv(series_of(mart), SETTINGS, n_envs=2)
+    env.reset()
+    with pytest.raises(ValueError, match="0 \\(flat\\) or 1 \\(long\\)"):
+        env.step(np.array([1, 2]))
+
+
+def test_batched_vec_env_passes_sb3_checks(mart: pd.DataFrame) -> None:
+    from stable_baselines3.common.vec_env.util import obs_space_info
+
+    env = NativeVecEnv(series_of(mart), SETTINGS, n_envs=3)
+    obs = env.reset()
+    assert obs.shape == (3, *env.observation_space.shape) and obs.dtype == np.float32
+    assert all(env.observation_space.contains(row) for row in obs)
+    assert obs_space_info(env.observation_space)[1][None] == env.observation_space.shape
+    assert env.env_is_wrapped(__import__("stable_baselines3").common.monitor.Monitor) == [True, True, True]

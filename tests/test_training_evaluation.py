@@ -1,16 +1,31 @@
-"""Metrics by hand, and replays that cover each symbol's whole split deterministically."""
+"""Metrics by hand, and replays: batched = one environment at a time, baselines pay the agent's costs."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, synthetic_mart, with_split
-from training.envs import EnvSettings
-from training.evaluation import AGGREGATE_SYMBOL, baseline_policies, combined_net_worth, evaluate
-from training.market_data import FeatureScaler, build_series
-from training.metrics import METRICS, drawdown, equity_metrics
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+from training.baselines import (
+    ConstantPolicy,
+    MatchedRandomPolicy,
+    SmaCrossoverPolicy,
+    buy_and_hold,
+    flat,
+    sma_signals,
+)
+from training.envs import EnvSettings, make_env
+from training.envs.fill_rule import Position
+from training.evaluation import ReplayStep, replay, replay_episode
+from training.market_data import FeatureScaler, SymbolSeries, build_series
+from training.metrics import METRICS, TRADING_DAYS_PER_YEAR, drawdown, equity_metrics
+
+FEATURES = list(FEATURE_LOOKBACKS)
+SETTINGS = EnvSettings.from_bps(window=5, initial_cash=10_000.0, commission_bps=10.0, slippage_bps=5.0,
+                                observation_clip=10.0)  # fmt: skip
 
 
 def test_trading_metrics_by_hand() -> None:
@@ -26,53 +41,191 @@ def test_trading_metrics_by_hand() -> None:
     np.testing.assert_allclose(drawdown(net_worth), [0, 0, 0, -0.1, -0.1, -0.01], atol=1e-12)
     returns = net_worth[1:] / net_worth[:-1] - 1
     assert metrics["sharpe"] == pytest.approx(returns.mean() / returns.std(ddof=1) * np.sqrt(252))
+    # Sortino: mean over the root mean square of the negative returns (zeros for the others), annualised.
+    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns))
+    assert metrics["sortino"] == pytest.approx(returns.mean() / downside * math.sqrt(252))
+    # Under a year of sessions, CAGR and Calmar are not reported (no extrapolating five sessions to a year).
+    assert np.isnan(metrics["cagr"]) and np.isnan(metrics["calmar"])
     assert set(metrics) == set(METRICS)
 
 
-def test_undefined_metrics_are_nan_not_errors() -> None:
+def test_cagr_and_calmar_by_hand_over_more_than_a_year() -> None:
+    sessions = 300
+    returns = np.full(sessions, 0.001)
+    returns[100:110] = -0.01  # a drawdown of 1 - 0.99**10
+    net_worth = 100.0 * np.concatenate([[1.0], np.cumprod(1 + returns)])
+    metrics = equity_metrics(net_worth, np.ones(sessions + 1))
+    growth = 1.001**290 * 0.99**10
+    cagr = growth ** (252 / 300) - 1
+    assert metrics["total_return"] == pytest.approx(growth - 1, rel=1e-12)
+    assert metrics["cagr"] == pytest.approx(cagr, rel=1e-12)
+    assert metrics["max_drawdown"] == pytest.approx(0.99**10 - 1, rel=1e-12)
+    assert metrics["calmar"] == pytest.approx(cagr / (1 - 0.99**10), rel=1e-12)
+
+
+def test_an_all_cash_curve_has_sharpe_zero_and_undefined_hit_rate() -> None:
     metrics = equity_metrics(np.full(10, 100.0), np.zeros(10))
     assert metrics["total_return"] == 0 and metrics["exposure"] == 0
-    assert np.isnan(metrics["sharpe"]) and np.isnan(metrics["hit_rate"]) and np.isnan(metrics["calmar"])
+    assert metrics["sharpe"] == 0 and metrics["sortino"] == 0
+    assert np.isnan(metrics["hit_rate"]) and np.isnan(metrics["calmar"])
 
 
-def test_combined_curve_keeps_cash_for_symbols_that_start_late() -> None:
-    from training.evaluation import EquityCurve
-
-    dates = np.array(["2024-01-02", "2024-01-03", "2024-01-04"], dtype="datetime64[D]")
-    early = EquityCurve("test", "A", "flat", dates, np.array([100.0, 101.0, 102.0]), np.zeros(3, np.int8))
-    late = EquityCurve("test", "B", "flat", dates[1:], np.array([100.0, 90.0]), np.zeros(2, np.int8))
-    combined = combined_net_worth([early, late], initial_cash=100.0)
-    assert combined.tolist() == [200.0, 201.0, 192.0]
+def test_metrics_of_a_stack_equal_metrics_of_each_curve() -> None:
+    rng = np.random.default_rng(3)
+    net_worth = 100 * np.cumprod(1 + rng.normal(0, 0.01, size=(4, 300)), axis=1)
+    positions = rng.integers(0, 2, size=(4, 300))
+    stacked = equity_metrics(net_worth, positions)
+    for row in range(4):
+        single = equity_metrics(net_worth[row], positions[row])
+        for metric in METRICS:
+            np.testing.assert_allclose(stacked[metric][row], single[metric], rtol=1e-12, equal_nan=True)
+    assert TRADING_DAYS_PER_YEAR == 252
 
 
 @pytest.fixture(scope="module")
-def series_by_split() -> dict:
-    mart = with_split(synthetic_mart(n_symbols=3, n_sessions=240, seed=51))
-    scaler = FeatureScaler.fit(mart[mart["split"] == "train"], list(FEATURE_LOOKBACKS), clip=10.0)
-    return {split: build_series(mart, split, scaler) for split in ("validation", "test")}
+def frame() -> pd.DataFrame:
+    return synthetic_mart(n_symbols=4, n_sessions=320, seed=51)
+
+
+@pytest.fixture(scope="module")
+def test_series(frame: pd.DataFrame) -> list[SymbolSeries]:
+    """One fold's test range, with one symbol cut short (listed late), so replays end at different sessions."""
+    (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=60, validation_sessions=40)
+    scaler = FeatureScaler.fit(fold.rows(frame, "train"), FEATURES, clip=10.0)
+    series = build_series(fold.rows(frame, "test"), "test", scaler)
+    late = series[2]
+    series[2] = SymbolSeries(late.symbol, "test", late.dates[15:], late.open[15:], late.close[15:], late.features[15:])
+    return series
+
+
+class FirstFeaturePolicy:
+    """A stand-in for the agent: long when the newest row's first feature is positive (acts on observations)."""
+
+    name = "agent"
+    draws = 1
+
+    def __init__(self, window: int, n_features: int) -> None:
+        self._column = (window - 1) * n_features
+
+    def actions(self, step: ReplayStep) -> np.ndarray:
+        return (step.observations[:, self._column] > 0).astype(np.int64)
+
+
+def _policies(frame: pd.DataFrame, series: list[SymbolSeries]) -> list:
+    return [
+        FirstFeaturePolicy(SETTINGS.window, len(FEATURES)),
+        buy_and_hold(),
+        flat(),
+        SmaCrossoverPolicy(sma_signals(frame, series, 10, 50)),
+        MatchedRandomPolicy(np.full(len(series), 0.4), np.full(len(series), 0.2), draws=1, seed=(1, 2, 3)),
+    ]
 
 
 @pytest.mark.parametrize("kind", ["native", "tensortrade"])
-def test_replays_cover_every_session_of_every_symbol(series_by_split: dict, kind: str) -> None:
-    settings = EnvSettings.from_bps(10, 10_000.0, 1.0, 5.0, 10.0)
-    evaluation = evaluate(kind, series_by_split, settings, baseline_policies(seed=1))
-    for split, series in series_by_split.items():
-        for s in series:
-            for policy in ("buy_and_hold", "flat", "random"):
-                (curve,) = [c for c in evaluation.curves if (c.split, c.symbol, c.policy) == (split, s.symbol, policy)]
-                np.testing.assert_array_equal(curve.dates, s.dates[settings.window - 1 :])
-                assert curve.net_worth[0] == settings.initial_cash
-    flat = evaluation.metrics.query("policy == 'flat' and metric == 'total_return'")
-    assert (flat["value"] == 0).all()
-    buy_and_hold = evaluation.wide("test", AGGREGATE_SYMBOL).loc["buy_and_hold"]
-    assert buy_and_hold["exposure"] == pytest.approx(1.0) and buy_and_hold["trades"] == 3  # one entry per symbol
+def test_the_batched_replay_is_the_single_environment_replay(
+    frame: pd.DataFrame, test_series: list[SymbolSeries], kind: str
+) -> None:
+    """Each symbol's episode, re-run action by action in a single environment, gives the same net worth path."""
+    for policy in _policies(frame, test_series):
+        result, positions_by_symbol = _replay_recording(test_series, policy)
+        env = make_env(kind, test_series, SETTINGS)
+        pooled = 0.0
+        for series in test_series:
+            planned = positions_by_symbol[series.symbol]
+            sessions, net_worth, positions = replay_episode(env, series, lambda obs, t, p=planned: int(p[t]))
+            np.testing.assert_array_equal(series.dates[sessions], series.dates[SETTINGS.window - 1 :])
+            symbol_metrics = equity_metrics(net_worth, positions)
+            for metric in METRICS:
+                np.testing.assert_allclose(
+                    result.symbol_metrics[series.symbol][metric], symbol_metrics[metric], rtol=1e-9, equal_nan=True
+                )
+            pooled += net_worth[-1]
+        # The pooled book ends at the sum of the symbols' last net worths.
+        assert result.net_worth[-1] == pytest.approx(pooled, rel=1e-9)
 
 
-def test_the_random_baseline_is_seeded(series_by_split: dict) -> None:
-    settings = EnvSettings(window=10)
-    runs = [
-        evaluate("native", series_by_split, settings, {"random": baseline_policies(seed)["random"]})
-        for seed in (1, 1, 2)
-    ]
-    pd.testing.assert_frame_equal(runs[0].metrics, runs[1].metrics, check_exact=True)
-    assert not runs[0].metrics["value"].equals(runs[2].metrics["value"])
+def _replay_recording(series: list[SymbolSeries], policy):
+    """The batched replay, and per symbol and decision session index the action the policy took in it."""
+    recorded: dict[str, np.ndarray] = {s.symbol: np.zeros(len(s), dtype=np.int64) for s in series}
+
+    class Recorder:
+        name, draws = policy.name, 1
+
+        def actions(self, step: ReplayStep) -> np.ndarray:
+            actions = policy.actions(step)
+            for index, session, action in zip(step.series_index, step.sessions, actions, strict=True):
+                recorded[series[index].symbol][session] = action
+            return actions
+
+    return replay("test", series, SETTINGS, Recorder()), recorded
+
+
+def test_baselines_pay_the_same_commission_and_slippage_as_the_agent(test_series: list[SymbolSeries]) -> None:
+    """Buy-and-hold by hand: one buy at the first fill's open with slippage and commission, marked at the close."""
+    result = replay("test", test_series, SETTINGS, buy_and_hold())
+    for series in test_series:
+        first_fill = SETTINGS.window  # decided at window-1, filled at the next open
+        shares = SETTINGS.initial_cash * (1 - SETTINGS.commission) / (series.open[first_fill] * (1 + SETTINGS.slippage))
+        expected = shares * series.close[-1] / SETTINGS.initial_cash - 1
+        assert result.symbol_metrics[series.symbol]["total_return"] == pytest.approx(expected, rel=1e-12)
+    free = EnvSettings(window=SETTINGS.window, initial_cash=SETTINGS.initial_cash)
+    for policy in (buy_and_hold(), MatchedRandomPolicy(np.full(4, 0.5), np.full(4, 0.3), 20, (7,))):
+        with_costs = replay("test", test_series, SETTINGS, policy).metrics()["total_return"]
+        policy = (
+            buy_and_hold()
+            if policy.name == "buy_and_hold"
+            else MatchedRandomPolicy(np.full(4, 0.5), np.full(4, 0.3), 20, (7,))
+        )
+        without = replay("test", test_series, free, policy).metrics()["total_return"]
+        assert with_costs < without
+
+
+def test_a_symbol_listed_late_holds_cash_until_its_first_session(test_series: list[SymbolSeries]) -> None:
+    result = replay("test", test_series, SETTINGS, buy_and_hold())
+    late = test_series[2]
+    before = result.dates < late.dates[SETTINGS.window - 1]
+    assert before.sum() == 15
+    others = [replay("test", [s], SETTINGS, buy_and_hold()) for s in test_series if s is not late]
+    expected = sum(o.net_worth[: before.sum()] for o in others) + SETTINGS.initial_cash
+    np.testing.assert_allclose(result.net_worth[before], expected, rtol=1e-12)
+    assert result.symbols == 4 and len(result.exposure) == len(result.dates) - 1
+    # While the late symbol has not started, three of three trading symbols are long; then four of four.
+    assert result.exposure.min() == pytest.approx(1.0)
+
+
+def test_the_matched_random_baseline_trades_like_the_agent(test_series: list[SymbolSeries]) -> None:
+    exposure, turnover = np.array([0.2, 0.5, 0.8, 0.5]), np.array([0.05, 0.3, 0.1, 0.0])
+    policy = MatchedRandomPolicy(exposure, turnover, draws=400, seed=(42, 1))
+    result = replay("test", test_series, SETTINGS, policy)
+    for index, series in enumerate(test_series):
+        realised = result.symbol_metrics[series.symbol]
+        assert realised["exposure"] == pytest.approx(exposure[index], abs=0.05)
+        assert realised["turnover"] == pytest.approx(turnover[index], abs=0.03)
+    again = replay("test", test_series, SETTINGS, MatchedRandomPolicy(exposure, turnover, 400, (42, 1)))
+    other = replay("test", test_series, SETTINGS, MatchedRandomPolicy(exposure, turnover, 400, (43, 1)))
+    np.testing.assert_array_equal(result.net_worth, again.net_worth)
+    assert not np.array_equal(result.net_worth, other.net_worth)
+
+
+def test_sma_crossover_by_hand_uses_no_later_close(frame: pd.DataFrame, test_series: list[SymbolSeries]) -> None:
+    series = test_series[0]
+    history = frame[frame["symbol"] == series.symbol].reset_index(drop=True)
+    signal = sma_signals(history, [series], 10, 50)[0]
+    dates = pd.to_datetime(history["session_date"]).to_numpy(dtype="datetime64[D]")
+    for t in (0, 17, len(series) - 1):
+        upto = history["close"].to_numpy()[: np.searchsorted(dates, series.dates[t]) + 1]
+        assert signal[t] == int(upto[-10:].mean() > upto[-50:].mean())
+    # Changing every close after session t leaves the signals up to t alone.
+    t = 20
+    later = pd.to_datetime(history["session_date"]).to_numpy(dtype="datetime64[D]") > series.dates[t]
+    changed = history.assign(close=np.where(later, history["close"] * 3.0, history["close"]))
+    changed_signal = sma_signals(changed, [series], 10, 50)[0]
+    np.testing.assert_array_equal(changed_signal[: t + 1], signal[: t + 1])
+    assert not np.array_equal(changed_signal, signal)
+
+
+def test_constant_policies_are_what_they_say(test_series: list[SymbolSeries]) -> None:
+    held = replay("test", test_series, SETTINGS, ConstantPolicy(Position.LONG, "long")).metrics()
+    cash = replay("test", test_series, SETTINGS, flat()).metrics()
+    assert held["exposure"] == pytest.approx(1.0) and held["trades"] == len(test_series)
+    assert cash["total_return"] == 0 and cash["exposure"] == 0 and cash["sharpe"] == 0

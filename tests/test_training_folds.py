@@ -3,19 +3,18 @@ and the synthetic mart's fold double keeping the rules dbt keeps (by date, purge
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.synthetic_mart import TARGET, lay_out_folds, synthetic_mart, with_split
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart, with_split
 from market_calendar import sessions_in_range
 from training.config import load_config
+from training.fold_task import MarketData, prepare_fold
 from training.folds import ROLES, DateRange, Fold, FoldSelectionError, select_fold
-from training.job import fold_rows
-from training.mart import MartSnapshot
+from training.job import latest_or
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +101,16 @@ def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_ran
     folds = lay_out_folds(mart["session_date"], folds=2, test_sessions=30, validation_sessions=30)
     first_validation = folds[-1].validation.start
     late = mart[(mart["symbol"] != "SYM002") | (mart["session_date"] > first_validation)]  # SYM002: 1 day short
-    snapshot = MartSnapshot(frame=late, content_hash="sha256:x", symbols=("SYM000", "SYM001", "SYM002"), folds=folds)
     config = load_config(None, {"window": 5, "min_episode_steps": 25})
 
-    fold, rows = fold_rows(snapshot, config)
+    (fold,) = latest_or(config.fold)(folds)
     assert fold is folds[-1]
-    counts = rows.groupby(["split", "symbol"]).size()
-    assert "SYM002" not in counts["train"] and "SYM002" not in counts["validation"] and counts["test"]["SYM002"] == 30
-    assert (rows.groupby(["split", "symbol"]).size() >= 30).all()
-    assert TARGET in rows and rows["session_date"].between(fold.train.start, fold.test.end).all()
+    series = prepare_fold(MarketData.from_frame(late, list(FEATURE_LOOKBACKS)), fold, config).series
+    lengths = {role: {s.symbol: len(s) for s in series[role]} for role in ROLES}
+    assert "SYM002" not in lengths["train"] and "SYM002" not in lengths["validation"]
+    assert lengths["test"]["SYM002"] == 30
+    assert all(length >= 30 for role in ROLES for length in lengths[role].values())
+    assert all(fold.range(role).contains(s.dates).all() for role in ROLES for s in series[role])
 
-    chosen, rows = fold_rows(snapshot, dataclasses.replace(config, fold=1))
-    assert chosen is folds[0] and rows["session_date"].max() == folds[0].test.end
+    (chosen,) = latest_or(1)(folds)
+    assert chosen is folds[0]

@@ -63,12 +63,15 @@ def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: 
                 "select tablename, tableowner from pg_tables where schemaname = 'ml' order by tablename"
             ).fetchall()
         )
-    assert owners == {"equity_curves": "trainer", "evaluation_metrics": "trainer", "training_runs": "trainer"}
+    assert owners == {
+        f"walk_forward_{name}": "trainer"
+        for name in ("comparisons", "equity", "folds", "metrics", "runs", "selection", "statistics", "tasks")
+    }
     with connect(mart_warehouse, role="analyst") as conn:
         for table in owners:
             assert conn.execute(f"select count(*) from ml.{table}").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("delete from ml.training_runs")
+            conn.execute("delete from ml.walk_forward_runs")
 
 
 def test_trainer_sees_only_what_it_was_granted(mart_warehouse: ConnectionSettings) -> None:

@@ -1,4 +1,4 @@
-"""``python -m training``: what ``make train`` runs."""
+"""``python -m training``: what ``make train`` runs (``python -m training.walk_forward`` runs every fold x seed)."""
 
 import sys
 

@@ -1,107 +1,100 @@
-"""Command line of the training job: one flag per TrainConfig field (help = the field's docstring), plus --config.
+"""Command lines of the training jobs: ``python -m training`` (make train) and ``python -m training.walk_forward``.
 
-Exit status: 0 trained, 2 bad configuration, 3 the mart broke its data contract (each failed expectation is
-listed), 4 the warehouse is misconfigured, unreachable or not built yet, 1 anything else.
+Flags come from the configuration dataclasses (training/config.py, help = field docstrings, via tyro) over an
+optional ``--config file.yaml``. Every failure a user can cause ends in one line and an exit status of
+training/exit_codes.py, which ``--help`` lists.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
-import typing
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from training.config import TrainConfig, field_docs, field_types, load_config, parse_value
+from training.config import CONFIG_FLAG_HELP, SingleRunConfig, TrainConfig, WalkForwardConfig, parse_command_line
+from training.exit_codes import ExitCode, exit_status_table
 
 logger = logging.getLogger("training")
 
-EXIT_CONFIG = 2
-EXIT_CONTRACT = 3
-EXIT_WAREHOUSE = 4
+TRAIN_PROG = "python -m training"
+TRAIN_DESCRIPTION = (
+    "Train PPO on one walk-forward fold of marts.training_bars with one seed, select the checkpoint on the fold's "
+    "validation sessions, test it once against buy-and-hold, flat, SMA crossover and a matched random policy, and "
+    "write runs/<run_id>/ and the ml.walk_forward_* tables. make walk-forward runs every fold x several seeds."
+)
+WALK_FORWARD_PROG = "python -m training.walk_forward"
+WALK_FORWARD_DESCRIPTION = (
+    "Train and test every walk-forward fold x --seeds seeds as independent tasks on Ray (a local Ray by default, "
+    "--ray-address or RAY_ADDRESS for a cluster), then report the statistics over folds x seeds with confidence "
+    "intervals and the verdict: runs/<run_id>/report.html and the ml.walk_forward_* tables."
+)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _help(description: str) -> str:
+    return f"{description}\n\n{CONFIG_FLAG_HELP}\n\n{exit_status_table()}"
 
 
-def _metavar(annotation: Any) -> str:
-    if typing.get_origin(annotation) is tuple:
-        return "A,B,..."
-    inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
-    return {int: "INT", float: "FLOAT", Path: "PATH"}.get(inner[0], "TEXT")
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training``: one fold, one seed, in this process."""
+    from training.job import run_training
+
+    return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, run_training)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description="Train PPO on marts.training_bars and evaluate it against buy-and-hold, flat and random.",
-    )
-    parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields (flags override it)")
-    docs, types = field_docs(), field_types()
-    for field in dataclasses.fields(TrainConfig):
-        annotation = types[field.name]
-        help_text = docs.get(field.name, "")
-        if annotation is bool:
-            parser.add_argument(
-                _flag(field.name),
-                dest=field.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{help_text} (default: {field.default})",
-            )
-            continue
-        choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
-        default = field.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(
-            _flag(field.name),
-            dest=field.name,
-            default=None,
-            choices=choices,
-            metavar=None if choices else _metavar(annotation),
-            type=lambda text, annotation=annotation: parse_value(annotation, text),
-            help=f"{help_text} (default: {shown})",
-        )
-    return parser
+def walk_forward_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.walk_forward``: every fold x seed on Ray."""
+    from training.walk_forward import run_walk_forward
+
+    return _run(WalkForwardConfig, argv, WALK_FORWARD_PROG, WALK_FORWARD_DESCRIPTION, run_walk_forward)
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {
-        name: value for name, value in vars(args).items() if name != "config" and value is not None
-    }
-    return load_config(args.config, overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
+def _run(
+    cls: type[TrainConfig],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    job: Callable[[Any, Any], Any],
+) -> int:
     try:
-        config = parse_config(argv)
-    except (ValueError, OSError) as error:
+        config = parse_command_line(cls, argv, prog, _help(description))
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    # Imported after parsing so that --help is instant (torch, SB3 and GX take seconds to import).
+    # Imported after parsing so that --help is instant (torch, SB3, Ray and GX take seconds to import).
     from training.contract import ContractViolation
     from training.features import MartSchemaError
+    from training.fold_task import NotEnoughData
     from training.folds import FoldSelectionError
-    from training.job import run_training
     from training.mart import SymbolSelectionError
-    from warehouse_db import WarehouseError, resolve_settings
+    from training.task_runners import RayUnavailable
+    from training.walk_forward import AllTasksFailed
+    from warehouse_db import resolve_settings
+    from warehouse_db.errors import WarehouseError
 
     try:
-        result = run_training(config, resolve_settings())
+        result = job(config, resolve_settings())
+    except (ContractViolation, NotEnoughData) as violation:
+        logger.error("%s", violation)
+        return ExitCode.CONTRACT
     except WarehouseError as error:
         logger.error("%s", error)
-        return EXIT_WAREHOUSE
-    except ContractViolation as violation:
-        logger.error("%s", violation)
-        return EXIT_CONTRACT
+        return ExitCode.WAREHOUSE
+    except RayUnavailable as error:
+        logger.error("%s", error)
+        return ExitCode.RAY
     except (MartSchemaError, SymbolSelectionError, FoldSelectionError, FileExistsError) as error:
         logger.error("%s", error)
-        return EXIT_CONFIG
-    logger.info("run %s finished; report at %s", result.run_id, result.report_path.resolve())
-    return 0
+        return ExitCode.CONFIG
+    except AllTasksFailed as error:
+        logger.error("%s", error)
+        return ExitCode.FAILED
+    print(result.statistics.verdict)
+    print(f"report: {result.report_path.resolve()}")
+    if result.failures:
+        failed = ", ".join(f"fold {f.fold_id} seed {f.seed}" for f in result.failures)
+        logger.error("%d task(s) failed after their retries: %s (the report lists why)", len(result.failures), failed)
+        return ExitCode.PARTIAL
+    return ExitCode.OK

@@ -1,39 +1,39 @@
-"""The training job's configuration: one dataclass, each field documented by the string below it.
+"""The training jobs' configuration: dataclasses whose field docstrings are the command line's help (tyro).
 
-Precedence: dataclass defaults < ``--config file.yaml`` < command-line flags. The CLI's ``--help`` text is the field
-docstrings, read from this file's source, so the explanation lives in exactly one place.
+* :class:`TrainConfig`: everything one configuration of the agent depends on: data, environment, PPO, model
+  selection, baselines and statistics. A sweep (issue 9) varies these fields.
+* :class:`SingleRunConfig`: ``python -m training`` / ``make train``, one fold and one seed, in this process.
+* :class:`WalkForwardConfig`: ``python -m training.walk_forward`` / ``make walk-forward``, every fold x N seeds on Ray.
+
+Precedence: dataclass defaults < ``--config file.yaml`` < command-line flags.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import dataclasses
-import inspect
-import itertools
+import io
 import logging
-import textwrap
-import types
+import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from training.features import DEFAULT_MART_YAML
-from training.folds import ROLES
 from warehouse_db.settings import REPO_ROOT
 
 EnvKind = Literal["native", "tensortrade"]
-VecEnvKind = Literal["dummy", "subproc"]
-SPLITS = ROLES
-"""The ranges of a walk-forward fold, in time order."""
+VecEnvKind = Literal["batched", "dummy", "subproc"]
+SelectionMetric = Literal["sharpe", "sortino", "total_return"]
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on besides the mart's rows (recorded in the run folder and ml.training_runs)."""
+    """One configuration of the agent: what a fold x seed task trains, selects and evaluates with."""
 
     # --- run identity and output ---
     run_id: str | None = None
@@ -41,37 +41,33 @@ class TrainConfig:
     runs_dir: Path = Path("runs")
     """Folder that holds one sub-folder per run."""
     seed: int = 42
-    """Seeds Python, NumPy, torch, PPO, the environments' symbol sampling and the random baseline policy."""
+    """Seeds Python, NumPy, torch, PPO, the environments' symbol sampling and the random baseline (the walk-forward's seeds are seed, seed+1, ...)."""
     save_to_warehouse: bool = True
-    """Write ml.training_runs, ml.evaluation_metrics and ml.equity_curves at the end of the run."""
+    """Write the ml.walk_forward_* tables at the end of the run (one transaction)."""
     progress_bar: bool = True
-    """Show a tqdm progress bar while training."""
+    """Show a progress bar (PPO steps for a single run, finished tasks for the walk-forward)."""
     log_level: str = "INFO"
     """Python logging level of the job."""
 
     # --- data ---
     symbols: tuple[str, ...] = ()
-    """Train and evaluate on these symbols only (comma-separated on the command line). Empty: every symbol."""
+    """Train and evaluate on these symbols only (space- or comma-separated). Empty: every symbol."""
     symbols_limit: int | None = None
     """Use only the first N symbols (alphabetical) of those selected. None: no limit."""
     mart_yaml: Path = DEFAULT_MART_YAML
     """dbt schema YAML of marts.training_bars: the single source of the feature list (meta.role = feature)."""
     dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
     """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
-    fold: int | None = None
-    """Walk-forward fold to train and evaluate on (fold_id in marts.walk_forward_folds). None: the latest fold."""
+    min_episode_steps: int = 5
+    """A symbol needs at least window + this many sessions in a fold's range to be traded there; shorter ones are left out of that range (and said so in the log). The contract demands as many sessions in every range."""
     embargo_sessions: int | None = None
     """Contract: the fewest embargo sessions every fold must have after its purge. None: whatever dbt laid out."""
-    min_episode_steps: int = 5
-    """Contract: every fold's ranges need at least window + this many sessions; symbols with fewer rows in a range
-    are left out of that range."""
 
     # --- environment ---
     env: EnvKind = "native"
-    """Environment implementation: 'native' (NumPy) or 'tensortrade' (tensortrade-ng). Same semantics, tested parity."""
+    """Training environment: 'native' (NumPy) or 'tensortrade' (tensortrade-ng), same semantics, tested parity. Evaluation replays always use the native one, batched."""
     window: int = 5
-    """Sessions of features in one observation (the decision session and the window-1 before it). The features
-    already summarise up to 50 sessions."""
+    """Sessions of features in one observation (the decision session and the window-1 before it)."""
     initial_cash: float = 10_000.0
     """Cash at the start of every episode (each episode trades one symbol)."""
     commission_bps: float = 1.0
@@ -83,14 +79,14 @@ class TrainConfig:
 
     # --- PPO (stable-baselines3) ---
     timesteps: int = 200_000
-    """Environment steps to train for (added to the checkpoint's count when resuming)."""
-    n_envs: int = 4
+    """Environment steps to train for, per fold and seed."""
+    n_envs: int = 8
     """Parallel environments (each samples its own symbol per episode)."""
-    vec_env: VecEnvKind = "dummy"
-    """'dummy' (all envs in this process; fastest on 2 cores) or 'subproc' (one process per env)."""
+    vec_env: VecEnvKind = "batched"
+    """'batched' (the native environment, all copies stepped in one NumPy call), or SB3's 'dummy' (one process) or 'subproc' (one process per environment) over single environments of --env."""
     learning_rate: float = 3e-4
     """Adam learning rate."""
-    n_steps: int = 512
+    n_steps: int = 256
     """Steps per environment per rollout (rollout size = n_steps * n_envs)."""
     batch_size: int = 256
     """Minibatch size of the PPO update."""
@@ -114,60 +110,157 @@ class TrainConfig:
     """torch device. CPU is what the determinism guarantee covers."""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for these small networks and keeps runs bit-reproducible."""
-    checkpoint_freq: int = 50_000
-    """Save a checkpoint every this many environment steps (0: never) under <run>/checkpoints/."""
-    resume: Path | None = None
-    """Continue training from this model zip (e.g. runs/<id>/checkpoints/ppo_100000_steps.zip)."""
 
-    # --- evaluation ---
-    eval_splits: tuple[str, ...] = ("validation", "test")
-    """Ranges of the fold replayed in full, per symbol, after training."""
+    # --- model selection (validation sessions only) ---
+    eval_freq: int = 20_000
+    """Score the policy on the fold's validation sessions every this many environment steps and at the end of training; the best-scoring weights are the model that is tested."""
+    selection_metric: SelectionMetric = "sharpe"
+    """Validation score that selects the checkpoint: pooled Sharpe, Sortino or total return of all symbols."""
     eval_deterministic: bool = True
     """Evaluate the agent with its most likely action instead of sampling."""
 
+    # --- baselines ---
+    random_draws: int = 100
+    """Seeded draws of the random baseline (matched to the agent's exposure and turnover) that are averaged."""
+    sma_fast: int = 10
+    """Fast simple moving average (sessions) of the SMA crossover baseline."""
+    sma_slow: int = 50
+    """Slow simple moving average (sessions) of the SMA crossover baseline."""
+
+    # --- statistics ---
+    bootstrap_samples: int = 2000
+    """Bootstrap resamples behind every confidence interval."""
+    block_sessions: int = 5
+    """Length of the blocks of consecutive test sessions the bootstrap resamples (keeps a week's serial correlation)."""
+    confidence: float = 0.95
+    """Confidence level of the intervals."""
+    configurations_tried: int = 1
+    """How many configurations were tried to arrive at this one (a sweep passes its trial count); the deflated Sharpe ratio charges for them."""
+
     def __post_init__(self) -> None:
-        # Values from YAML or flags arrive as strings/lists; normalise the types the rest of the job relies on.
+        # Values from YAML arrive as strings/lists; normalise the types the rest of the job relies on.
         self.runs_dir = Path(self.runs_dir)
         self.mart_yaml = Path(self.mart_yaml)
         self.dbt_run_results = Path(self.dbt_run_results)
-        self.resume = Path(self.resume) if self.resume not in (None, "") else None
-        self.symbols = tuple(self.symbols)
+        self.symbols = _split_commas(self.symbols)
         self.net_arch = tuple(int(size) for size in self.net_arch)
-        self.eval_splits = tuple(self.eval_splits)
         self.validate()
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
-        if self.env not in typing.get_args(EnvKind):
-            problems.append(f"env must be one of {typing.get_args(EnvKind)}, not {self.env!r}")
-        if self.vec_env not in typing.get_args(VecEnvKind):
-            problems.append(f"vec_env must be one of {typing.get_args(VecEnvKind)}, not {self.vec_env!r}")
+        for name in ("env", "vec_env", "selection_metric"):
+            allowed = typing.get_args(typing.get_type_hints(type(self))[name])
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.vec_env == "batched" and self.env != "native":
+            problems.append(
+                "vec_env 'batched' steps the native environment only: use --vec-env dummy with --env tensortrade"
+            )
         if self.window < 1:
             problems.append("window must be >= 1")
-        if self.n_envs < 1 or self.timesteps < 0 or self.n_steps < 1 or self.batch_size < 1:
-            problems.append("n_envs, n_steps and batch_size must be >= 1 and timesteps >= 0")
+        if self.n_envs < 1 or self.timesteps < 1 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
+            problems.append("timesteps, n_envs, n_steps, n_epochs and batch_size must be >= 1")
         if self.commission_bps < 0 or self.slippage_bps < 0 or self.commission_bps >= 10_000:
             problems.append("commission_bps and slippage_bps must be >= 0 (and commission < 10000)")
         if self.initial_cash <= 0 or self.observation_clip <= 0:
             problems.append("initial_cash and observation_clip must be > 0")
-        if unknown := set(self.eval_splits) - set(SPLITS):
-            problems.append(f"eval_splits may only name {SPLITS}, not {sorted(unknown)}")
-        if self.fold is not None and self.fold < 1:
-            problems.append("fold must be >= 1 (or None: the latest fold)")
-        if self.embargo_sessions is not None and self.embargo_sessions < 0:
-            problems.append("embargo_sessions must be >= 0 (or None)")
         if self.symbols_limit is not None and self.symbols_limit < 1:
             problems.append("symbols_limit must be >= 1 (or None)")
-        if self.torch_threads < 1 or self.checkpoint_freq < 0 or self.min_episode_steps < 1:
-            problems.append("torch_threads and min_episode_steps must be >= 1, checkpoint_freq >= 0")
+        if self.embargo_sessions is not None and self.embargo_sessions < 0:
+            problems.append("embargo_sessions must be >= 0 (or None)")
+        if self.torch_threads < 1 or self.min_episode_steps < 1 or self.eval_freq < 1:
+            problems.append("torch_threads, min_episode_steps and eval_freq must be >= 1")
+        if not 1 <= self.sma_fast < self.sma_slow:
+            problems.append("sma_fast must be >= 1 and shorter than sma_slow")
+        if self.random_draws < 1 or self.bootstrap_samples < 100 or self.block_sessions < 1:
+            problems.append("random_draws and block_sessions must be >= 1, bootstrap_samples >= 100")
+        if not 0.5 <= self.confidence < 1:
+            problems.append("confidence must be in [0.5, 1)")
+        if self.configurations_tried < 1:
+            problems.append("configurations_tried must be >= 1")
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             problems.append(f"log_level {self.log_level!r} is not a logging level")
-        if problems:
+        return problems
+
+    def validate(self) -> None:
+        if problems := self.problems():
             raise ValueError("invalid training configuration: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-safe values (paths as strings, tuples as lists)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def task_config(self) -> TrainConfig:
+        """The fields of the configuration proper (what a task needs), without the job's own."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return TrainConfig(**{name: value for name, value in vars(self).items() if name in names})
+
+
+@dataclass
+class SingleRunConfig(TrainConfig):
+    """``python -m training``: train on one fold with one seed in this process, select on validation, test once."""
+
+    fold: int | None = None
+    """Fold to train on (marts.walk_forward_folds.fold_id). None: the last fold (the most recent test window)."""
+    checkpoint_freq: int = 0
+    """Save a checkpoint every this many environment steps (0: never) under <run>/checkpoints/."""
+    resume: Path | None = None
+    """Continue training from this model zip (e.g. runs/<id>/checkpoints/ppo_100000_steps.zip)."""
+
+    def __post_init__(self) -> None:
+        self.resume = Path(self.resume) if self.resume not in (None, "") else None
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.checkpoint_freq < 0:
+            problems.append("checkpoint_freq must be >= 0")
+        if self.fold is not None and self.fold < 1:
+            problems.append("fold must be >= 1 (or None: the latest fold)")
+        return problems
+
+
+@dataclass
+class WalkForwardConfig(TrainConfig):
+    """``python -m training.walk_forward``: every fold x seed as independent tasks on Ray, then the statistics."""
+
+    folds: tuple[int, ...] = ()
+    """Folds to run, by fold id (e.g. --folds 1 2). Empty: every fold of marts.walk_forward_folds."""
+    seeds: int = 5
+    """Seeds per fold: seed, seed+1, ..., seed+seeds-1."""
+    ray_address: str | None = None
+    """Ray cluster to run on (host:port of its head, ray://host:port, or 'auto'). None: $RAY_ADDRESS if set, else a local Ray started for this run."""
+    ray_cpus: int | None = None
+    """CPUs of the local Ray (one task per CPU). None: all of this machine's. Ignored on an existing cluster."""
+    ray_connect_timeout: float = 15.0
+    """Seconds to wait for the Ray cluster at --ray-address to answer before giving up."""
+    task_retries: int = 1
+    """Times a failed fold x seed task is retried before it is reported as failed (the others still land)."""
+
+    def __post_init__(self) -> None:
+        self.folds = tuple(int(fold) for fold in _split_commas(self.folds))  # YAML may say "1,2" or [1, 2]
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.seeds < 1:
+            problems.append("seeds must be >= 1")
+        if self.task_retries < 0 or self.ray_connect_timeout <= 0:
+            problems.append("task_retries must be >= 0 and ray_connect_timeout > 0")
+        if self.ray_cpus is not None and self.ray_cpus < 1:
+            problems.append("ray_cpus must be >= 1 (or None)")
+        return problems
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.seeds))
+
+
+def _split_commas(values: Any) -> tuple[str, ...]:
+    """('A,B', 'C') -> ('A', 'B', 'C'): lists may be given space- or comma-separated."""
+    if isinstance(values, str | int):
+        values = [values]
+    return tuple(part.strip() for value in values for part in str(value).split(",") if part.strip())
 
 
 def _plain(value: Any) -> Any:
@@ -178,75 +271,133 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@cache
-def field_docs(cls: type = TrainConfig) -> dict[str, str]:
-    """The docstring under each field of a dataclass, read from its source (how CleanRL/tyro document flags)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, following in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
+ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
 
-def field_types(cls: type = TrainConfig) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def parse_value(annotation: Any, text: str) -> Any:
-    """Turn a command-line string into a value of the field's annotated type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null", ""):
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return parse_value(inner, text)
-    if origin is Literal:
-        if text not in args:
-            raise ValueError(f"expected one of {args}, got {text!r}")
-        return text
-    if origin is tuple:
-        item_type = args[0]
-        return tuple(parse_value(item_type, item) for item in text.split(",") if item.strip() != "")
-    if annotation is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if annotation is int:
-        return int(text.replace("_", ""))
-    if annotation is float:
-        return float(text)
-    if annotation is Path:
-        return Path(text)
-    return text
-
-
-def load_config(yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file's keys, then ``overrides`` (already typed); unknown keys are an error."""
+def load_config(
+    yaml_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    cls: type[ConfigT] = SingleRunConfig,
+) -> ConfigT:
+    """Defaults of ``cls``, then the YAML file's keys, then ``overrides``; unknown keys are an error."""
     values: dict[str, Any] = {}
     if yaml_path is not None:
-        loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{yaml_path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{yaml_path} must hold a mapping of TrainConfig fields")
+            raise ValueError(f"{yaml_path} must hold a mapping of {cls.__name__} fields")
         values.update(loaded)
     values.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(cls)}
     if unknown := sorted(set(values) - known):
-        raise ValueError(f"unknown configuration keys: {unknown}")
-    return TrainConfig(**values)
+        where = f" in {yaml_path}" if yaml_path is not None else ""
+        raise ValueError(f"unknown configuration keys{where}: {unknown} (python -m training --help lists them)")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ValueError(f"invalid configuration{' in ' + str(yaml_path) if yaml_path else ''}: {error}") from None
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:
     """Write the resolved configuration; ``--config`` on this file reproduces the run's settings."""
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+CONFIG_FLAG_HELP = "--config FILE.yaml: fields of this configuration (flags given as well override the file)."
+
+
+def parse_command_line(cls: type[ConfigT], argv: Sequence[str] | None, prog: str, description: str) -> ConfigT:
+    """Flags from the dataclass ``cls`` (help = field docstrings) over ``--config`` YAML over the defaults.
+
+    Raises ``ValueError`` with one line for a bad flag, value, file or combination; ``--help`` exits 0.
+    """
+    import sys
+
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, rest = _take_config_flag(argv)
+    defaults = load_config(config_path, cls=cls)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=rest, default=defaults, prog=prog, description=description)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        raise ValueError(_one_line(captured.getvalue(), prog)) from None
+
+
+def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
+    rest: list[str] = []
+    config_path: Path | None = None
+    iterator = iter(argv)
+    for arg in iterator:
+        if arg == "--config":
+            value = next(iterator, None)
+            if value is None:
+                raise ValueError("--config needs a file name")
+            config_path = Path(value)
+        elif arg.startswith("--config="):
+            config_path = Path(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    if config_path is not None and not config_path.is_file():
+        raise ValueError(f"--config {config_path}: no such file")
+    return config_path, rest
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CORNERS = "╭╮╰╯+"
+_RULE = re.compile(r"^[\s│|├┤─+-]*$")
+
+
+def _one_line(tyro_error: str, prog: str) -> str:
+    """tyro's boxed error message as one line: 'Unrecognized options: --x (did you mean --y?)'.
+
+    On a terminal the message is a box whose top edge carries the title; elsewhere the title is a line of its own.
+    Either way, rules separate the message from the suggestions and the help hint.
+    """
+    blocks: list[list[str]] = [[]]
+    title = ""
+    for raw in tyro_error.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if not line:
+            continue
+        if line[0] in _CORNERS:  # the top edge carries the title, the bottom edge nothing
+            title = title or line.strip(_CORNERS + "─- ")
+            continue
+        if _RULE.match(line):
+            blocks.append([])
+            continue
+        blocks[-1].append(line.strip("│| "))
+    blocks = [block for block in blocks if block]
+    if not title and len(blocks) > 1 and len(blocks[0]) == 1:  # no box (not a terminal): the title is a line alone
+        title = blocks.pop(0)[0]
+    message = " ".join(blocks[0]) if blocks else title or "invalid command line"
+    suggestions = [
+        line.split()[0]
+        for block in blocks[1:]
+        if block[0].startswith("Perhaps you meant")
+        for line in block
+        if line.startswith("--")
+    ]
+    hint = f" (did you mean {' or '.join(dict.fromkeys(suggestions))}?)" if suggestions else ""
+    return f"{message}{hint}; see {prog} --help"
+
+
+RUN_FIELDS = frozenset(
+    {"run_id", "runs_dir", "seed", "save_to_warehouse", "progress_bar", "log_level", "dbt_run_results", "mart_yaml"}
+)
+"""TrainConfig fields that name or steer a run but do not change the agent (left out of the configuration hash)."""
+
+
+def configuration_hash(config: TrainConfig) -> str:
+    """SHA-256 of the fields that define the agent: runs with the same hash tried the same configuration."""
+    import hashlib
+    import json
+
+    values = {name: value for name, value in config.task_config().to_dict().items() if name not in RUN_FIELDS}
+    return "sha256:" + hashlib.sha256(json.dumps(values, sort_keys=True).encode("utf-8")).hexdigest()

@@ -1,161 +1,215 @@
-"""Replay every symbol's whole split with the agent and three baselines, and measure each equity curve.
+"""Replay every symbol of a split with a policy, all symbols side by side, and measure the result.
 
-Replays are deterministic: each symbol's episode is chosen by name (not sampled), the agent acts on its most likely
-action (``deterministic=True``, configurable), and the random baseline draws from a generator seeded by the run's
-seed, the split and the symbol. Aggregates ('__all__') trade all symbols of a split side by side, each with the same
-starting cash (see metrics.pooled_metrics).
+A replay trades each symbol of the split from its first full window to its last session, with the same starting
+cash, through the batched native environment (envs/batched_env.py: the fill rule and costs of envs/fill_rule.py,
+parity-tested against both single environments). The symbols together form one pooled book: its net worth is the
+sum of the symbols' net worths (a symbol's sleeve is cash before its first session and keeps its last value after
+its last), and its daily returns are what the statistics resample.
+
+Policies act on a whole batch of episodes at once (:class:`BatchPolicy`); the agent and every baseline
+(training/baselines.py) go through the same replay, so they pay the same costs on the same sessions.
+:func:`replay_episode` is the one-environment reference the batched replay is tested against.
 """
 
 from __future__ import annotations
 
-import logging
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from training.envs import EnvSettings, make_env
-from training.envs.fill_rule import Position
+from training.envs.batched_env import BatchedTrading, MarketArrays
+from training.envs.spaces import EnvSettings
 from training.market_data import SymbolSeries
-from training.metrics import METRICS, drawdown, equity_metrics, pooled_metrics
-
-logger = logging.getLogger(__name__)
+from training.metrics import METRICS, RETURN_METRICS, daily_returns, drawdown, equity_metrics
 
 AGENT = "agent"
-BASELINES = ("buy_and_hold", "flat", "random")
-POLICIES = (AGENT, *BASELINES)
-AGGREGATE_SYMBOL = "__all__"
-
-Policy = Callable[[np.ndarray], int]
-PolicyFactory = Callable[[str, str], Policy]
-"""Given (split, symbol), a fresh policy for that episode."""
 
 
 @dataclass(frozen=True)
-class EquityCurve:
-    """Net worth at each session's close over one replayed episode, and the position held during the session."""
+class ReplayStep:
+    """What a policy may look at when it decides, for every episode of the batch."""
 
-    split: str
-    symbol: str
-    policy: str
-    dates: np.ndarray
-    net_worth: np.ndarray
+    observations: np.ndarray | None
+    """(episodes, observation size): the environment's observations (window of features + position); None for a
+    policy that says it does not look at them (``observes = False``)."""
+    sessions: np.ndarray
+    """(episodes,) the decision session's index in its series."""
+    series_index: np.ndarray
+    """(episodes,) which series each episode trades."""
+    draw: np.ndarray
+    """(episodes,) which draw of a multi-draw policy the episode belongs to (0 for the others)."""
     positions: np.ndarray
+    """(episodes,) the position held now (0 flat, 1 long)."""
+
+
+class BatchPolicy(Protocol):
+    name: str
+    draws: int
+    """How many independent copies of each episode to replay (the random baseline averages over draws)."""
+    observes: bool
+    """Whether the policy reads the observations (building them for thousands of episodes costs time)."""
+
+    def actions(self, step: ReplayStep) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PolicyReplay:
+    """One policy over one split: the pooled book and each symbol's own metrics."""
+
+    policy: str
+    split: str
+    dates: np.ndarray
+    """datetime64[D], the sessions of the pooled curve (the first is the close before the first fill)."""
+    net_worth: np.ndarray
+    """Pooled net worth at each date (for several draws: the growth of the draws' mean daily return)."""
+    exposure: np.ndarray
+    """(sessions - 1,) fraction of the symbols trading that session that were long during it."""
+    turnover: np.ndarray
+    """(sessions - 1,) fraction of the symbols trading that session whose position changed at its open."""
+    hit_rate: float
+    trades: float
+    symbols: int
+    symbol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    """symbol -> metric -> value (averaged over draws)."""
+
+    @property
+    def returns(self) -> np.ndarray:
+        return daily_returns(self.net_worth)
+
+    @property
+    def sessions(self) -> int:
+        """Sessions with a return (one fewer than the curve's points)."""
+        return len(self.net_worth) - 1
+
+    def metrics(self) -> dict[str, float]:
+        returns = self.returns
+        values = {name: float(metric(returns)) for name, metric in RETURN_METRICS.items()}
+        values["turnover"] = float(self.turnover.mean()) if len(self.turnover) else float("nan")
+        values["exposure"] = float(self.exposure.mean()) if len(self.exposure) else float("nan")
+        values["hit_rate"] = self.hit_rate
+        values["trades"] = self.trades
+        return {name: values[name] for name in METRICS}
 
     @property
     def drawdown(self) -> np.ndarray:
         return drawdown(self.net_worth)
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    curves: list[EquityCurve]
-    metrics: pd.DataFrame
-    """Long format: split, symbol, policy, metric, value (NaN where undefined)."""
-    initial_cash: float
-
-    def combined_curve(self, split: str, policy: str) -> pd.Series:
-        """Sum of the symbols' net worths per session (each starts with the same cash), indexed by date."""
-        curves = [c for c in self.curves if c.split == split and c.policy == policy]
-        return combined_net_worth(curves, self.initial_cash)
-
-    def wide(self, split: str, symbol: str = AGGREGATE_SYMBOL) -> pd.DataFrame:
-        """Metrics of one split and symbol as a policy x metric table."""
-        rows = self.metrics[(self.metrics["split"] == split) & (self.metrics["symbol"] == symbol)]
-        table = rows.pivot(index="policy", columns="metric", values="value")
-        return table.reindex(index=[p for p in POLICIES if p in table.index], columns=list(METRICS))
-
-
-def combined_net_worth(curves: Sequence[EquityCurve], initial_cash: float) -> pd.Series:
-    """Before a symbol's first session its sleeve is still cash; after its last, it keeps its last value."""
-    if not curves:
-        return pd.Series(dtype=np.float64)
-    frame = pd.concat(
-        [pd.Series(c.net_worth, index=pd.DatetimeIndex(c.dates), name=c.symbol) for c in curves], axis=1
-    ).sort_index()
-    return frame.ffill().fillna(initial_cash).sum(axis=1)
+def replay(
+    split: str, series: Sequence[SymbolSeries], settings: EnvSettings, policy: BatchPolicy, market=None
+) -> PolicyReplay:
+    """Trade every symbol of ``series`` with ``policy`` (``policy.draws`` times each), all in one batch."""
+    market = market or MarketArrays(series, settings.window)
+    k, draws = len(market), max(int(policy.draws), 1)
+    n = k * draws
+    series_index = np.tile(np.arange(k), draws)
+    draw = np.repeat(np.arange(draws), k)
+    trading = BatchedTrading(market, settings, n)
+    trading.start(np.arange(n), series_index)
+    steps = market.lengths[series_index] - settings.window  # each episode has N - window steps
+    worth = np.empty((int(steps.max()) + 1, n))
+    held = np.zeros((int(steps.max()) + 1, n), dtype=np.int8)
+    worth[0] = trading.net_worth
+    for j in range(int(steps.max())):
+        active = steps > j
+        observations = trading.observe() if getattr(policy, "observes", True) else None
+        decision = ReplayStep(observations, trading.t.copy(), series_index, draw, trading.position.copy())
+        actions = np.where(active, np.asarray(policy.actions(decision)).reshape(n), trading.position)
+        trading.step(actions, active)  # a finished episode stands still on its last session
+        worth[j + 1] = np.where(active, trading.net_worth, worth[j])
+        held[j + 1] = np.where(active, trading.position, held[j])
+    return _pool(split, policy.name, market, settings, worth, held, steps, draws)
 
 
-def constant_policy(position: Position) -> PolicyFactory:
-    return lambda split, symbol: lambda obs: int(position)
+def _pool(
+    split: str,
+    policy: str,
+    market: MarketArrays,
+    settings: EnvSettings,
+    worth: np.ndarray,
+    held: np.ndarray,
+    steps: np.ndarray,
+    draws: int,
+) -> PolicyReplay:
+    """Align the episodes on the union of their dates and pool the symbols of each draw into one book."""
+    k = len(market)
+    first = settings.window - 1
+    per_series_dates = [s.dates[first:] for s in market.series]
+    dates = np.unique(np.concatenate(per_series_dates))
+    n_dates = len(dates)
+    positions = [np.searchsorted(dates, d) for d in per_series_dates]
 
+    values = np.full((n_dates, k * draws), np.nan)
+    position = np.zeros((n_dates, k * draws), dtype=np.int8)
+    active = np.zeros((n_dates, k * draws), dtype=bool)  # the symbol trades during that session
+    for episode in range(k * draws):
+        where = positions[episode % k]
+        length = int(steps[episode]) + 1
+        values[where, episode] = worth[:length, episode]
+        position[where, episode] = held[:length, episode]
+        active[where[1:], episode] = True
+    # Before its first session a sleeve is cash; after its last it keeps its last value.
+    values = pd.DataFrame(values).ffill().fillna(settings.initial_cash).to_numpy()
 
-def random_policy(seed: int) -> PolicyFactory:
-    """Long or flat with probability 1/2 each session, from a generator seeded by (seed, split, symbol)."""
+    pooled = values.reshape(n_dates, draws, k).sum(axis=2)  # (dates, draws)
+    pooled_returns = pooled[1:] / pooled[:-1] - 1.0
+    mean_returns = pooled_returns.mean(axis=1)
+    net_worth = k * settings.initial_cash * np.concatenate([[1.0], np.cumprod(1.0 + mean_returns)])
 
-    def factory(split: str, symbol: str) -> Policy:
-        rng = np.random.default_rng([seed, zlib.crc32(f"{split}/{symbol}".encode())])
-        return lambda obs: int(rng.integers(2))
+    trading_now = active[1:].reshape(n_dates - 1, draws, k)
+    long_now = (position[1:] == 1).reshape(n_dates - 1, draws, k) & trading_now
+    changed = (np.abs(np.diff(position.astype(np.int16), axis=0)) > 0).reshape(n_dates - 1, draws, k) & trading_now
+    counted = np.maximum(trading_now.sum(axis=2), 1)
+    exposure = (long_now.sum(axis=2) / counted).mean(axis=1)
+    turnover = (changed.sum(axis=2) / counted).mean(axis=1)
 
-    return factory
+    symbol_returns = (values[1:] / values[:-1] - 1.0).reshape(n_dates - 1, draws, k)
+    wins = (long_now & (symbol_returns > 0)).sum()
+    long_total = long_now.sum()
+    hit_rate = float(wins / long_total) if long_total else float("nan")
+    trades = float(changed.sum() / draws)
 
-
-def agent_policy(model, deterministic: bool = True) -> PolicyFactory:
-    def factory(split: str, symbol: str) -> Policy:
-        def act(obs: np.ndarray) -> int:
-            action, _ = model.predict(obs, deterministic=deterministic)
-            return int(action)
-
-        return act
-
-    return factory
-
-
-def baseline_policies(seed: int) -> dict[str, PolicyFactory]:
-    return {
-        "buy_and_hold": constant_policy(Position.LONG),
-        "flat": constant_policy(Position.FLAT),
-        "random": random_policy(seed),
-    }
-
-
-def replay(env, series: SymbolSeries, policy_name: str, policy: Policy) -> EquityCurve:
-    """Run one whole episode of ``series`` in ``env`` and record its equity curve."""
-    obs, info = env.reset(options={"symbol": series.symbol})
-    indices, net_worth, positions = [info["session_index"]], [info["net_worth"]], [info["position"]]
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(policy(obs))
-        indices.append(info["session_index"])
-        net_worth.append(info["net_worth"])
-        positions.append(info["position"])
-        done = terminated or truncated
-    return EquityCurve(
-        split=series.split,
-        symbol=series.symbol,
-        policy=policy_name,
-        dates=series.dates[np.asarray(indices)],
-        net_worth=np.asarray(net_worth, dtype=np.float64),
-        positions=np.asarray(positions, dtype=np.int8),
+    symbol_metrics: dict[str, dict[str, float]] = {}
+    for index, symbol in enumerate(market.symbols):
+        length = len(positions[index])
+        columns = np.arange(draws) * k + index
+        per_draw = equity_metrics(worth[:length, columns].T, held[:length, columns].T)
+        symbol_metrics[symbol] = {name: _mean_of_defined(per_draw[name]) for name in METRICS}
+    return PolicyReplay(
+        policy=policy,
+        split=split,
+        dates=dates.astype("datetime64[D]"),
+        net_worth=net_worth,
+        exposure=exposure,
+        turnover=turnover,
+        hit_rate=hit_rate,
+        trades=trades,
+        symbols=k,
+        symbol_metrics=symbol_metrics,
     )
 
 
-def evaluate(
-    env_kind: str,
-    series_by_split: dict[str, list[SymbolSeries]],
-    settings: EnvSettings,
-    policies: dict[str, PolicyFactory],
-) -> Evaluation:
-    """Replay every symbol of every split with every policy; metrics per symbol and for all symbols together."""
-    curves: list[EquityCurve] = []
-    rows: list[tuple[str, str, str, str, float]] = []
-    for split, series in series_by_split.items():
-        env = make_env(env_kind, series, settings)
-        try:
-            for policy_name, factory in policies.items():
-                split_curves = [replay(env, s, policy_name, factory(split, s.symbol)) for s in series]
-                for curve in split_curves:
-                    for metric, value in equity_metrics(curve.net_worth, curve.positions).items():
-                        rows.append((split, curve.symbol, policy_name, metric, value))
-                combined = combined_net_worth(split_curves, settings.initial_cash)
-                pooled = pooled_metrics(combined.to_numpy(), [(c.net_worth, c.positions) for c in split_curves])
-                for metric, value in pooled.items():
-                    rows.append((split, AGGREGATE_SYMBOL, policy_name, metric, value))
-                curves += split_curves
-        finally:
-            env.close()
-        logger.info("evaluated %d symbols x %d policies on %s", len(series), len(policies), split)
-    metrics = pd.DataFrame(rows, columns=["split", "symbol", "policy", "metric", "value"])
-    return Evaluation(curves=curves, metrics=metrics, initial_cash=settings.initial_cash)
+def _mean_of_defined(values: np.ndarray) -> float:
+    defined = values[np.isfinite(values)]
+    return float(defined.mean()) if len(defined) else float("nan")
+
+
+def replay_episode(env, series: SymbolSeries, act) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference replay of one symbol in a single environment: (session indices, net worth, positions).
+
+    ``act(observation, session_index)`` returns the action. Used to test the batched replay against the
+    native and TensorTrade environments.
+    """
+    obs, info = env.reset(options={"symbol": series.symbol})
+    sessions, net_worth, positions = [info["session_index"]], [info["net_worth"]], [info["position"]]
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(act(obs, sessions[-1]))
+        sessions.append(info["session_index"])
+        net_worth.append(info["net_worth"])
+        positions.append(info["position"])
+        done = terminated or truncated
+    return np.asarray(sessions), np.asarray(net_worth, dtype=np.float64), np.asarray(positions, dtype=np.int8)

@@ -1,8 +1,8 @@
-"""From mart rows to what an environment consumes: one ``SymbolSeries`` per symbol and split.
+"""From mart rows to what an environment consumes: one ``SymbolSeries`` per symbol and split of a fold.
 
-Features are standardised with statistics of the **train split only** (a fitted parameter of the agent, like its
-weights, stored in the run folder) and clipped, so observations have finite bounds. The target column never enters
-a series: only the feature columns named by the mart YAML do.
+Features are standardised with statistics of the fold's **train range only** (a fitted parameter of the agent, like
+its weights, stored in the run folder) and clipped, so observations have finite bounds. The target column never
+enters a series: only the feature columns named by the mart YAML do.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SymbolSeries:
 
 @dataclass(frozen=True)
 class FeatureScaler:
-    """Per-feature standardisation fitted on the train split: ``clip((x - mean) / std, -clip, clip)``."""
+    """Per-feature standardisation fitted on a fold's train rows: ``clip((x - mean) / std, -clip, clip)``."""
 
     feature_names: tuple[str, ...]
     mean: np.ndarray
@@ -46,7 +46,7 @@ class FeatureScaler:
     @classmethod
     def fit(cls, train_rows: pd.DataFrame, feature_names: list[str], clip: float) -> FeatureScaler:
         if train_rows.empty:
-            raise ValueError("cannot fit the feature scaler: the train split has no rows")
+            raise ValueError("cannot fit the feature scaler: the fold's train range has no rows")
         values = train_rows[feature_names].to_numpy(dtype=np.float64)
         mean = values.mean(axis=0)
         std = values.std(axis=0)
@@ -78,9 +78,9 @@ class FeatureScaler:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def build_series(frame: pd.DataFrame, split: str, scaler: FeatureScaler) -> list[SymbolSeries]:
-    """One series per symbol of ``split``, sorted by symbol then session date."""
-    rows = frame[frame["split"] == split].sort_values(["symbol", "session_date"], kind="mergesort")
+def build_series(rows: pd.DataFrame, split: str, scaler: FeatureScaler) -> list[SymbolSeries]:
+    """One series per symbol of ``rows`` (the rows of one split of a fold), sorted by symbol then session date."""
+    rows = rows.sort_values(["symbol", "session_date"], kind="mergesort")
     feature_names = list(scaler.feature_names)
     series = []
     for symbol, group in rows.groupby("symbol", sort=True):

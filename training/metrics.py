@@ -1,19 +1,26 @@
-"""Performance metrics of an equity curve: empyrical for the standard ratios, the trading statistics by hand.
+"""Performance metrics of daily returns, written once and vectorised over any leading axes.
 
-An equity curve here is the net worth at the close of each session of an episode (the first value is the starting
-cash, at the close of the first decision session) plus the position held *during* each session (0 flat, 1 long).
-Metrics that are undefined (a Sharpe ratio without variance, a hit rate without exposure, a Sortino ratio
-without losses) are NaN; they are stored as NULL.
+The same functions score one equity curve, a fold's pooled curve, and thousands of bootstrap resamples at once
+(``training/statistics.py``): ``returns`` has shape (..., sessions) and every metric reduces the last axis.
+
+Conventions (the hand-computed tests in tests/test_training_evaluation.py pin each one):
+
+* a daily return is ``net_worth[t] / net_worth[t-1] - 1``; an equity curve of N closes has N - 1 returns;
+* Sharpe and Sortino are annualised with sqrt(252) and a zero risk-free rate; a series of zero returns (all cash)
+  has Sharpe and Sortino 0, any other series without variance (or without losses, for Sortino) has NaN;
+* CAGR and Calmar extrapolate to a year, so they are NaN when the window is shorter than one year (252 sessions):
+  "−99.9% a year" from a two-day loss is not a result. Sharpe and Sortino are still reported from shorter
+  windows, and every report marks them as annualised from that many sessions (``annualised_from``);
+* max drawdown is the largest peak-to-trough fall of net worth (the starting value counts as a peak), as a
+  negative fraction.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
-
 import numpy as np
 
 TRADING_DAYS_PER_YEAR = 252
+"""Sessions in a year; annualisation factor of Sharpe/Sortino (sqrt) and CAGR, and the shortest CAGR window."""
 
 METRICS = (
     "total_return",
@@ -27,15 +34,17 @@ METRICS = (
     "hit_rate",
     "trades",
 )
-"""Every metric this module computes, in report order."""
+"""Every metric of one equity curve, in report order."""
+
+ANNUALISED_METRICS = frozenset({"cagr", "sharpe", "sortino", "calmar"})
 
 METRIC_DEFINITIONS = {
     "total_return": "net worth at the end / at the start - 1",
-    "cagr": "compound annual growth rate (252 sessions a year; empyrical.cagr)",
-    "sharpe": "annualised Sharpe ratio of daily returns, risk-free rate 0 (empyrical.sharpe_ratio)",
-    "sortino": "annualised Sortino ratio, required return 0 (empyrical.sortino_ratio)",
-    "max_drawdown": "largest peak-to-trough fall of net worth, as a negative fraction (empyrical.max_drawdown)",
-    "calmar": "CAGR / |max drawdown| (empyrical.calmar_ratio)",
+    "cagr": "compound annual growth rate, (1 + total return)^(252 / sessions) - 1; not reported under 252 sessions",
+    "sharpe": "mean / standard deviation of daily returns x sqrt(252), risk-free rate 0 (0 for an all-cash curve)",
+    "sortino": "mean daily return / downside deviation (root mean square of the negative returns) x sqrt(252)",
+    "max_drawdown": "largest peak-to-trough fall of net worth, as a negative fraction",
+    "calmar": "CAGR / |max drawdown|; not reported under 252 sessions",
     "turnover": "fraction of net worth traded per session, on average (long/flat: position changes / sessions)",
     "exposure": "fraction of sessions spent long",
     "hit_rate": "fraction of the sessions spent long whose return was positive",
@@ -45,80 +54,100 @@ METRIC_DEFINITIONS = {
 
 def daily_returns(net_worth: np.ndarray) -> np.ndarray:
     net_worth = np.asarray(net_worth, dtype=np.float64)
-    return net_worth[1:] / net_worth[:-1] - 1.0
+    return net_worth[..., 1:] / net_worth[..., :-1] - 1.0
 
 
 def drawdown(net_worth: np.ndarray) -> np.ndarray:
     """Net worth relative to its running peak, minus 1 (0 at a new high, negative below it)."""
     net_worth = np.asarray(net_worth, dtype=np.float64)
-    return net_worth / np.maximum.accumulate(net_worth) - 1.0
+    return net_worth / np.maximum.accumulate(net_worth, axis=-1) - 1.0
 
 
-def _ratios(returns: np.ndarray) -> dict[str, float]:
-    import empyrical
+def total_return(returns: np.ndarray) -> np.ndarray:
+    return np.prod(1.0 + np.asarray(returns, dtype=np.float64), axis=-1) - 1.0
 
-    if len(returns) == 0:
-        return {name: float("nan") for name in ("cagr", "sharpe", "sortino", "max_drawdown", "calmar")}
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")
+
+def sharpe(returns: np.ndarray) -> np.ndarray:
+    returns = np.asarray(returns, dtype=np.float64)
+    mean = returns.mean(axis=-1)
+    std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = mean / std * np.sqrt(TRADING_DAYS_PER_YEAR)
+    return _zero_for_all_cash(returns, np.where(std > 0, ratio, np.nan))
+
+
+def sortino(returns: np.ndarray) -> np.ndarray:
+    returns = np.asarray(returns, dtype=np.float64)
+    downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2, axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = returns.mean(axis=-1) / downside * np.sqrt(TRADING_DAYS_PER_YEAR)
+    return _zero_for_all_cash(returns, np.where(downside > 0, ratio, np.nan))
+
+
+def _zero_for_all_cash(returns: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """A curve that never moved (all cash) earned nothing for no risk: ratio 0, not undefined."""
+    return np.where(np.all(returns == 0.0, axis=-1), 0.0, ratio)
+
+
+def max_drawdown(returns: np.ndarray) -> np.ndarray:
+    returns = np.asarray(returns, dtype=np.float64)
+    growth = np.cumprod(1.0 + returns, axis=-1)
+    peaks = np.maximum(np.maximum.accumulate(growth, axis=-1), 1.0)  # the starting value is the first peak
+    return np.minimum((growth / peaks - 1.0).min(axis=-1, initial=0.0), 0.0)
+
+
+def cagr(returns: np.ndarray) -> np.ndarray:
+    returns = np.asarray(returns, dtype=np.float64)
+    sessions = returns.shape[-1]
+    if sessions < TRADING_DAYS_PER_YEAR:
+        return np.full(returns.shape[:-1], np.nan)
+    with np.errstate(invalid="ignore"):
+        return (1.0 + total_return(returns)) ** (TRADING_DAYS_PER_YEAR / sessions) - 1.0
+
+
+def calmar(returns: np.ndarray) -> np.ndarray:
+    drawdowns = max_drawdown(returns)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(drawdowns < 0, cagr(returns) / np.abs(drawdowns), np.nan)
+
+
+RETURN_METRICS = {
+    "total_return": total_return,
+    "cagr": cagr,
+    "sharpe": sharpe,
+    "sortino": sortino,
+    "max_drawdown": max_drawdown,
+    "calmar": calmar,
+}
+"""The metrics that depend on the returns alone (and so can be recomputed on resampled sessions)."""
+
+
+def equity_metrics(net_worth: np.ndarray, positions: np.ndarray) -> dict[str, float | np.ndarray]:
+    """All of METRICS for equity curves of shape (..., closes); ``positions[..., i]`` is held during session i.
+
+    One curve gives floats; a stack of curves gives arrays. NaN where a metric is undefined.
+    """
+    net_worth = np.asarray(net_worth, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.int64)
+    returns = daily_returns(net_worth)
+    sessions = returns.shape[-1]
+    held_long = positions[..., 1:] == 1  # the position during each session after the first close
+    changes = np.abs(np.diff(positions, axis=-1)).sum(axis=-1).astype(np.float64)
+    long_sessions = held_long.sum(axis=-1)
+    wins = (held_long & (returns > 0)).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
         values = {
-            "cagr": empyrical.cagr(returns, annualization=TRADING_DAYS_PER_YEAR),
-            "sharpe": empyrical.sharpe_ratio(returns, annualization=TRADING_DAYS_PER_YEAR),
-            "sortino": empyrical.sortino_ratio(returns, annualization=TRADING_DAYS_PER_YEAR),
-            "max_drawdown": empyrical.max_drawdown(returns),
-            "calmar": empyrical.calmar_ratio(returns, annualization=TRADING_DAYS_PER_YEAR),
+            **{name: metric(returns) for name, metric in RETURN_METRICS.items()},
+            "turnover": changes / sessions if sessions else np.full(changes.shape, np.nan),
+            "exposure": long_sessions / sessions if sessions else np.full(changes.shape, np.nan),
+            "hit_rate": np.where(long_sessions > 0, wins / np.maximum(long_sessions, 1), np.nan),
+            "trades": changes,
         }
-    return {name: _finite_or_nan(value) for name, value in values.items()}
+    if net_worth.ndim == 1:
+        return {name: _finite_or_nan(values[name]) for name in METRICS}
+    return {name: np.asarray(values[name], dtype=np.float64) for name in METRICS}
 
 
-def _finite_or_nan(value: float) -> float:
+def _finite_or_nan(value: np.ndarray) -> float:
     value = float(value)
     return value if np.isfinite(value) else float("nan")
-
-
-def _trading_counts(returns: np.ndarray, positions: np.ndarray) -> tuple[int, int, int, int]:
-    """(sessions, position changes, sessions long, long sessions with a positive return)."""
-    held = np.asarray(positions[1:], dtype=np.int64)  # position during each session after the first close
-    changes = int(np.abs(np.diff(np.asarray(positions, dtype=np.int64))).sum())
-    long_sessions = held == 1
-    return len(returns), changes, int(long_sessions.sum()), int((returns[long_sessions] > 0).sum())
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else float("nan")
-
-
-def equity_metrics(net_worth: np.ndarray, positions: np.ndarray) -> dict[str, float]:
-    """All of METRICS for one equity curve; ``positions[i]`` is the position held during session i."""
-    net_worth = np.asarray(net_worth, dtype=np.float64)
-    returns = daily_returns(net_worth)
-    sessions, changes, long_count, long_wins = _trading_counts(returns, np.asarray(positions))
-    return {
-        "total_return": float(net_worth[-1] / net_worth[0] - 1.0),
-        **_ratios(returns),
-        "turnover": _ratio(changes, sessions),
-        "exposure": _ratio(long_count, sessions),
-        "hit_rate": _ratio(long_wins, long_count),
-        "trades": float(changes),
-    }
-
-
-def pooled_metrics(combined_net_worth: np.ndarray, curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Metrics of several symbols traded side by side with equal starting cash.
-
-    Return and risk metrics come from ``combined_net_worth`` (the sum of the symbols' net worths per session);
-    turnover, exposure and hit rate pool the sessions of all ``curves`` ((net_worth, positions) per symbol).
-    """
-    combined = np.asarray(combined_net_worth, dtype=np.float64)
-    totals = np.zeros(4, dtype=np.int64)
-    for net_worth, positions in curves:
-        totals += _trading_counts(daily_returns(net_worth), np.asarray(positions))
-    sessions, changes, long_count, long_wins = (int(value) for value in totals)
-    return {
-        "total_return": float(combined[-1] / combined[0] - 1.0),
-        **_ratios(daily_returns(combined)),
-        "turnover": _ratio(changes, sessions),
-        "exposure": _ratio(long_count, sessions),
-        "hit_rate": _ratio(long_wins, long_count),
-        "trades": float(changes),
-    }

@@ -1,4 +1,4 @@
-"""PPO from stable-baselines3 on vectorised trading environments: build, resume, learn, checkpoint."""
+"""PPO from stable-baselines3 on vectorised trading environments: the environments, the model, the learn loop."""
 
 from __future__ import annotations
 
@@ -8,43 +8,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
-from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from training.callbacks import StepsPerSecond, TqdmProgressBar
 from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
+from training.envs.batched_env import NativeVecEnv
 from training.market_data import SymbolSeries
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PREFIX = "ppo"
 
+def make_training_env(config: TrainConfig, series: Sequence[SymbolSeries], settings: EnvSettings) -> VecEnv:
+    """``config.n_envs`` environments over the train series, each sampling its own symbol per episode.
 
-def make_vec_env(
-    kind: str, series: Sequence[SymbolSeries], settings: EnvSettings, n_envs: int, vec_env: str = "dummy"
-) -> VecEnv:
-    """``n_envs`` copies of the environment, each sampling its own symbol per episode, with episode statistics.
-
-    Seeding happens through the model (PPO(seed=...) seeds copy i with seed + i).
+    'batched' is the native environment stepped in one NumPy call (envs/batched_env.py); 'dummy' and 'subproc' are
+    SB3's own ``make_vec_env`` with its ``DummyVecEnv`` / ``SubprocVecEnv`` over single environments of
+    ``config.env``. Seeding happens through the model (PPO(seed=s) seeds environment i with s + i).
     """
     series = list(series)
+    if config.vec_env == "batched":
+        return NativeVecEnv(series, settings, config.n_envs)
+    return make_vec_env(
+        make_env,
+        n_envs=config.n_envs,
+        env_kwargs={"kind": config.env, "series": series, "settings": settings},
+        vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv,
+    )
 
-    def factory() -> Monitor:
-        return Monitor(make_env(kind, series, settings))
 
-    if vec_env == "subproc":
-        return SubprocVecEnv([factory] * n_envs)
-    return DummyVecEnv([factory] * n_envs)
-
-
-def build_model(config: TrainConfig, env: VecEnv, tensorboard_dir: Path) -> PPO:
-    """A fresh PPO, or the checkpoint at ``config.resume`` attached to ``env`` and reseeded."""
-    if config.resume is not None:
-        logger.info("resuming from %s", config.resume)
-        model = PPO.load(config.resume, env=env, device=config.device, tensorboard_log=str(tensorboard_dir))
-        model.set_random_seed(config.seed)
+def build_model(
+    config: TrainConfig, env: VecEnv, seed: int, tensorboard_dir: Path | None = None, resume: Path | None = None
+) -> PPO:
+    """A fresh PPO seeded with ``seed``, or the checkpoint ``resume`` attached to ``env`` and reseeded."""
+    tensorboard_log = str(tensorboard_dir) if tensorboard_dir is not None else None
+    if resume is not None:
+        logger.info("resuming from %s", resume)
+        model = PPO.load(resume, env=env, device=config.device, tensorboard_log=tensorboard_log)
+        model.set_random_seed(seed)
         return model
     return PPO(
         "MlpPolicy",
@@ -60,8 +63,8 @@ def build_model(config: TrainConfig, env: VecEnv, tensorboard_dir: Path) -> PPO:
         vf_coef=config.vf_coef,
         max_grad_norm=config.max_grad_norm,
         policy_kwargs={"net_arch": list(config.net_arch)},
-        tensorboard_log=str(tensorboard_dir),
-        seed=config.seed,
+        tensorboard_log=tensorboard_log,
+        seed=seed,
         device=config.device,
         verbose=0,
     )
@@ -70,33 +73,26 @@ def build_model(config: TrainConfig, env: VecEnv, tensorboard_dir: Path) -> PPO:
 @dataclass(frozen=True)
 class TrainingStats:
     steps: int
-    """Environment steps taken by this run."""
+    """Environment steps taken by this learn() call."""
     total_steps: int
     """The model's step count (includes a resumed checkpoint's)."""
     wall_seconds: float
     steps_per_second: float
 
 
-def learn(model: PPO, config: TrainConfig, checkpoint_dir: Path) -> TrainingStats:
-    """Train for ``config.timesteps`` more steps with progress, speed and checkpoint callbacks."""
+def learn(
+    model: PPO,
+    timesteps: int,
+    callbacks: Sequence[BaseCallback] = (),
+    progress_bar: bool = False,
+    resumed: bool = False,
+) -> TrainingStats:
+    """Train for ``timesteps`` more steps with a speed logger, an optional progress bar and ``callbacks``."""
     speed = StepsPerSecond()
-    callbacks: list[BaseCallback] = [speed]
-    if config.progress_bar:
-        callbacks.append(TqdmProgressBar())
-    if config.checkpoint_freq > 0:
-        callbacks.append(
-            CheckpointCallback(
-                save_freq=max(config.checkpoint_freq // config.n_envs, 1),
-                save_path=str(checkpoint_dir),
-                name_prefix=CHECKPOINT_PREFIX,
-            )
-        )
-    model.learn(
-        total_timesteps=config.timesteps,
-        callback=callbacks,
-        reset_num_timesteps=config.resume is None,
-        tb_log_name="ppo",
-    )
+    everything: list[BaseCallback] = [speed, *callbacks]
+    if progress_bar:
+        everything.append(TqdmProgressBar())
+    model.learn(total_timesteps=timesteps, callback=everything, reset_num_timesteps=not resumed, tb_log_name="ppo")
     return TrainingStats(
         steps=speed.steps,
         total_steps=int(model.num_timesteps),

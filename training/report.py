@@ -1,11 +1,21 @@
-"""The run folder's human-facing outputs: metrics.json, equity and drawdown PNGs, and a self-contained report.html."""
+"""The run folder's human-facing outputs: statistics.json and a self-contained report.html that leads with the verdict.
+
+The report shows, in this order: the verdict in words, the statistics over all folds x seeds with their intervals
+and sample sizes, the agent against each baseline, the spread of the test Sharpe ratio across seeds per fold (strip
+plot), every fold's test equity curves (one line per seed for the agent, the baselines beside it), per-fold tables,
+the tasks and their model selection, and the definitions. Plots are embedded as base64 PNGs so the file can be
+mailed or archived alone.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,154 +23,331 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window (CI, servers)
 import matplotlib.pyplot as plt
-import pandas as pd
+import numpy as np
 
-from training.evaluation import AGGREGATE_SYMBOL, POLICIES, Evaluation
-from training.metrics import METRIC_DEFINITIONS, METRICS, drawdown
+from training.baselines import POLICIES, POLICY_DESCRIPTIONS
+from training.evaluation import AGENT
+from training.fold_task import TaskResult
+from training.folds import Fold
+from training.metrics import METRIC_DEFINITIONS
+from training.statistics import STATISTIC_METRICS, Interval, RunStatistics
+from training.task_runners import TaskFailure
 
-POLICY_COLOURS = {"agent": "tab:blue", "buy_and_hold": "tab:orange", "flat": "tab:gray", "random": "tab:green"}
+POLICY_COLOURS = {
+    "agent": "tab:blue",
+    "buy_and_hold": "tab:orange",
+    "flat": "tab:gray",
+    "sma_crossover": "tab:purple",
+    "random": "tab:green",
+}
 PERCENT_METRICS = {"total_return", "cagr", "max_drawdown", "turnover", "exposure", "hit_rate"}
+
+STATISTICS_TEXT = (
+    "Each metric is computed per fold x seed on the fold's test window. Mean: over folds of the mean over the fold's "
+    "seeds. IQM: interquartile mean of all fold x seed values. Intervals: percentile bootstrap, stratified by fold "
+    "(seeds drawn with replacement within the fold, sessions drawn in circular blocks of consecutive sessions; the "
+    "same draws for every policy). P(agent better): share of fold x seed pairs in which the agent beat the baseline "
+    "on the same window (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from windows of the "
+    "stated length, shorter than a year; CAGR and Calmar are not reported from windows under 252 sessions."
+)
 
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
     return value
 
 
-def metrics_document(evaluation: Evaluation) -> dict[str, Any]:
-    """{split: {symbol: {policy: {metric: value}}}}, undefined values as null."""
-    document: dict[str, Any] = {}
-    for row in evaluation.metrics.itertuples(index=False):
-        document.setdefault(row.split, {}).setdefault(row.symbol, {}).setdefault(row.policy, {})[row.metric] = row.value
-    return _json_safe(document)
+def statistics_document(
+    summary: dict[str, Any], statistics: RunStatistics, results: Sequence[TaskResult], failures: Sequence[TaskFailure]
+) -> dict[str, Any]:
+    return _json_safe(
+        {
+            **summary,
+            "verdict": statistics.verdict,
+            "sample": asdict(statistics.size),
+            "confidence": statistics.confidence,
+            "deflated_sharpe": asdict(statistics.deflated_sharpe),
+            "statistics": [asdict(s) for s in statistics.policies],
+            "comparisons": [asdict(c) for c in statistics.comparisons],
+            "tasks": [
+                {
+                    "fold_id": r.fold_id,
+                    "seed": r.seed,
+                    "status": "succeeded",
+                    "attempts": r.attempts,
+                    "selected_step": r.selected_step,
+                    "validation_score": r.validation_score,
+                    "selection_history": r.selection_history,
+                    "steps_per_second": r.training.steps_per_second,
+                    "wall_seconds": r.wall_seconds,
+                    "node": r.node,
+                    "symbols": r.symbols,
+                    "metrics": {
+                        split: {policy: replay.metrics() for policy, replay in replays.items()}
+                        for split, replays in r.replays.items()
+                    },
+                }
+                for r in results
+            ]
+            + [{**asdict(f), "status": "failed"} for f in failures],
+            "metric_definitions": METRIC_DEFINITIONS,
+            "policies": POLICY_DESCRIPTIONS,
+        }
+    )
 
 
-def write_metrics_json(path: Path, run_summary: dict[str, Any], evaluation: Evaluation) -> None:
-    document = {**run_summary, "metric_definitions": METRIC_DEFINITIONS, "metrics": metrics_document(evaluation)}
-    path.write_text(json.dumps(_json_safe(document), indent=2, default=str), encoding="utf-8")
+def write_statistics_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
 
 
-def plot_split(evaluation: Evaluation, split: str, folder: Path) -> dict[str, Path]:
-    """Equity (growth of 1) and drawdown of all symbols together, one line per policy."""
-    curves = {policy: evaluation.combined_curve(split, policy) for policy in POLICIES}
-    curves = {policy: curve for policy, curve in curves.items() if not curve.empty}
-    paths = {"equity": folder / f"equity_{split}.png", "drawdown": folder / f"drawdown_{split}.png"}
+# --- plots -----------------------------------------------------------------------------------------------------------
 
-    figure, axes = plt.subplots(figsize=(9, 4.5))
-    for policy, curve in curves.items():
-        axes.plot(curve.index, curve / curve.iloc[0], label=policy, color=POLICY_COLOURS.get(policy))
-    axes.set_title(f"{split}: growth of 1, all symbols with equal starting cash")
-    axes.set_ylabel("net worth / starting net worth")
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"<img alt='plot' src='data:image/png;base64,{encoded}'>"
+
+
+def sharpe_strip_plot(results: Sequence[TaskResult], policies: Sequence[str] = POLICIES) -> str:
+    """Test Sharpe ratio per fold: a dot per seed for the agent and the random baseline, a mark for the others."""
+    fold_ids = sorted({r.fold_id for r in results})
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(fold_ids) + 3), 4))
+    width = 0.8 / len(policies)
+    for index, policy in enumerate(policies):
+        for position, fold_id in enumerate(fold_ids):
+            values = [r.replays["test"][policy].metrics()["sharpe"] for r in results if r.fold_id == fold_id]
+            x = position + (index - (len(policies) - 1) / 2) * width
+            jitter = np.linspace(-width / 4, width / 4, len(values)) if len(values) > 1 else [0.0]
+            axes.scatter(
+                x + np.asarray(jitter),
+                values,
+                s=22,
+                color=POLICY_COLOURS.get(policy),
+                label=policy if position == 0 else None,
+                alpha=0.85,
+            )
+    axes.axhline(0, color="black", linewidth=0.6)
+    axes.set_xticks(range(len(fold_ids)), [f"fold {fold_id}" for fold_id in fold_ids])
+    axes.set_ylabel("test Sharpe (annualised)")
+    axes.set_title("Spread across seeds: test Sharpe ratio per fold x seed")
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(fontsize=8, ncol=len(policies), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    figure.tight_layout()
+    return _png(figure)
+
+
+def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[str] = POLICIES) -> str:
+    """A fold's test window: growth of 1 for the agent (one line per seed) and the baselines (seed-averaged)."""
+    fold_results = sorted((r for r in results if r.fold_id == fold_id), key=lambda r: r.seed)
+    figure, axes = plt.subplots(figsize=(9, 3.8))
+    for policy in policies:
+        replays = [r.replays["test"][policy] for r in fold_results]
+        dates = replays[0].dates
+        if policy == AGENT:
+            for number, replay in enumerate(replays):
+                axes.plot(
+                    dates,
+                    replay.net_worth / replay.net_worth[0],
+                    color=POLICY_COLOURS[policy],
+                    linewidth=1.0,
+                    alpha=0.6,
+                    label=f"agent ({len(replays)} seeds)" if number == 0 else None,
+                )
+        else:
+            growth = np.mean([replay.net_worth / replay.net_worth[0] for replay in replays], axis=0)
+            axes.plot(dates, growth, color=POLICY_COLOURS.get(policy), linewidth=1.6, label=policy)
+    axes.set_title(f"fold {fold_id}: test window, growth of 1 (all symbols, equal starting cash)")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=8)
     figure.autofmt_xdate()
     figure.tight_layout()
-    figure.savefig(paths["equity"], dpi=100)
-    plt.close(figure)
-
-    figure, axes = plt.subplots(figsize=(9, 3.5))
-    for policy, curve in curves.items():
-        axes.fill_between(curve.index, drawdown(curve.to_numpy()), 0, alpha=0.25, color=POLICY_COLOURS.get(policy))
-        axes.plot(curve.index, drawdown(curve.to_numpy()), label=policy, color=POLICY_COLOURS.get(policy))
-    axes.set_title(f"{split}: drawdown, all symbols")
-    axes.set_ylabel("drawdown")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(paths["drawdown"], dpi=100)
-    plt.close(figure)
-    return paths
+    return _png(figure)
 
 
-def _format(metric: str, value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+# --- tables ----------------------------------------------------------------------------------------------------------
+
+
+def _number(metric: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if metric in PERCENT_METRICS:
         return f"{value:.2%}"
-    if metric == "trades":
-        return f"{value:.0f}"
-    return f"{value:.3f}"
+    return f"{value:.2f}"
 
 
-def _table(frame: pd.DataFrame, index_name: str) -> str:
-    header = "".join(
-        f"<th title='{html.escape(METRIC_DEFINITIONS.get(c, ''))}'>{html.escape(c)}</th>" for c in frame.columns
+def _interval(metric: str, interval: Interval) -> str:
+    return (
+        f"{_number(metric, interval.estimate)} <small>[{_number(metric, interval.low)} … "
+        f"{_number(metric, interval.high)}]</small>"
     )
-    body = "".join(
-        f"<tr><th>{html.escape(str(index))}</th>"
-        + "".join(f"<td>{_format(column, value)}</td>" for column, value in row.items())
-        + "</tr>"
-        for index, row in frame.iterrows()
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _statistics_table(statistics: RunStatistics, fold_id: int | None, estimator: str = "mean") -> str:
+    rows = []
+    for policy in POLICIES:
+        cells = [html.escape(policy)]
+        for metric in STATISTIC_METRICS:
+            statistic = statistics.policy(policy, metric, fold_id)
+            cells.append(_interval(metric, getattr(statistic, estimator)))
+        rows.append(cells)
+    return _table(["policy", *STATISTIC_METRICS], rows)
+
+
+def _comparisons_table(statistics: RunStatistics, fold_id: int | None) -> str:
+    rows = []
+    for comparison in statistics.comparisons:
+        if comparison.fold_id != fold_id:
+            continue
+        rows.append(
+            [
+                html.escape(comparison.baseline),
+                html.escape(comparison.metric),
+                _interval(comparison.metric, comparison.difference),
+                _interval("p", comparison.p_agent_better),
+            ]
+        )
+    return _table(["baseline", "metric", "agent − baseline [CI]", "P(agent better) [CI]"], rows)
+
+
+def _tasks_table(results: Sequence[TaskResult], failures: Sequence[TaskFailure]) -> str:
+    rows = [
+        [
+            str(r.fold_id),
+            str(r.seed),
+            "succeeded" + (f" ({r.attempts} attempts)" if r.attempts > 1 else ""),
+            f"{r.selected_step:,}",
+            f"{r.validation_score:.2f}",
+            f"{r.training.steps_per_second:,.0f}",
+            f"{r.wall_seconds:.0f} s",
+            html.escape(r.node),
+        ]
+        for r in sorted(results, key=lambda r: (r.fold_id, r.seed))
+    ]
+    rows += [
+        [
+            str(f.fold_id),
+            str(f.seed),
+            f"<b>failed</b> ({f.attempts} attempts): {html.escape(f.error)}",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
+        for f in failures
+    ]
+    return _table(["fold", "seed", "status", "selected at step", "validation score", "steps/s", "time", "node"], rows)
+
+
+def _folds_table(folds: Sequence[Fold]) -> str:
+    return _table(
+        ["fold", "train", "validation", "test", "purge + embargo"],
+        [
+            [
+                str(f.fold_id),
+                f"{f.train.start} … {f.train.end}",
+                f"{f.validation.start} … {f.validation.end}",
+                f"{f.test.start} … {f.test.end}",
+                f"{f.purge_sessions} + {f.embargo_sessions} sessions",
+            ]
+            for f in folds
+        ],
     )
-    return f"<table><thead><tr><th>{html.escape(index_name)}</th>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(path: Path) -> str:
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(path.stem)}' src='data:image/png;base64,{encoded}'>"
 
 
 def write_report_html(
-    path: Path, run_summary: dict[str, Any], evaluation: Evaluation, plots: dict[str, dict[str, Path]]
+    path: Path,
+    summary: dict[str, Any],
+    statistics: RunStatistics,
+    folds: Sequence[Fold],
+    results: Sequence[TaskResult],
+    failures: Sequence[TaskFailure],
 ) -> None:
-    """One HTML file with everything inline (plots as base64), so it can be mailed or archived alone."""
+    """One HTML file with everything inline, the verdict first."""
+    size = statistics.size
+    shortest = min(s.annualised_from or 0 for s in statistics.policies if s.metric == "sharpe" and s.fold_id is None)
+    fold_ids = sorted({r.fold_id for r in results})
+    per_fold = "".join(
+        f"<section><h3>Fold {fold_id}</h3>{equity_plot(results, fold_id)}"
+        f"{_statistics_table(statistics, fold_id)}{_comparisons_table(statistics, fold_id)}</section>"
+        for fold_id in fold_ids
+    )
     summary_rows = "".join(
         f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
-        for key, value in run_summary.items()
-        if not isinstance(value, dict)
+        for key, value in summary.items()
+        if not isinstance(value, dict | list)
     )
-    sections = []
-    for split, split_plots in plots.items():
-        per_symbol = evaluation.metrics[
-            (evaluation.metrics["split"] == split)
-            & (evaluation.metrics["symbol"] != AGGREGATE_SYMBOL)
-            & (evaluation.metrics["metric"].isin(["total_return", "sharpe", "max_drawdown", "exposure"]))
-        ]
-        symbol_table = per_symbol.pivot_table(
-            index="symbol", columns=["metric", "policy"], values="value", dropna=False
-        )
-        symbol_table.columns = [f"{metric} · {policy}" for metric, policy in symbol_table.columns]
-        symbol_rows = "".join(
-            f"<tr><th>{html.escape(symbol)}</th>"
-            + "".join(f"<td>{_format(column.split(' · ')[0], value)}</td>" for column, value in row.items())
-            + "</tr>"
-            for symbol, row in symbol_table.iterrows()
-        )
-        symbol_header = "".join(f"<th>{html.escape(column)}</th>" for column in symbol_table.columns)
-        sections.append(
-            f"""<section><h2>{html.escape(split)}</h2>
-            <h3>All symbols together</h3>{_table(evaluation.wide(split), "policy")}
-            {_image(split_plots["equity"])}{_image(split_plots["drawdown"])}
-            <details><summary>Per symbol ({symbol_table.shape[0]})</summary>
-            <table><thead><tr><th>symbol</th>{symbol_header}</tr></thead><tbody>{symbol_rows}</tbody></table>
-            </details></section>"""
-        )
     definitions = "".join(
         f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in METRIC_DEFINITIONS.items()
     )
-    title = f"Training run {run_summary.get('run_id', '')}"
+    policies = "".join(
+        f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in POLICY_DESCRIPTIONS.items()
+    )
+    failed = (
+        f"<p class='warning'>{len(failures)} fold x seed task(s) failed after their retries and are not in the "
+        "statistics; see the tasks table.</p>"
+        if failures
+        else ""
+    )
+    title = f"Walk-forward {summary.get('run_id', '')}"
+    level = f"{statistics.confidence:.0%}"
     path.write_text(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }}
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }}
+.verdict {{ font-size: 1.25rem; padding: 0.8rem 1rem; background: #f3f6fb; border-left: 4px solid #3b6fb6; }}
+.warning {{ color: #a33; font-weight: bold; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.88rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }}
-th {{ background: #f4f4f4; }} img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
+th {{ background: #f4f4f4; }} small {{ color: #666; }} img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
 dt {{ font-weight: bold; }} dd {{ margin: 0 0 0.4rem 1rem; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
+<p class="verdict">{html.escape(statistics.verdict)}</p>
+{failed}
+<p>Sample: {size.folds} fold(s) × {size.seeds} seed(s) = {size.tasks} fold x seed tasks, {size.sessions} test
+sessions, {size.symbols} symbols. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
+from test windows of {shortest} sessions (under a year: read them as a scale, not a forecast).</p>
+<h2>All folds: test windows, mean [{level} CI]</h2>
+{_statistics_table(statistics, None)}
+<h3>Interquartile mean [{level} CI]</h3>
+{_statistics_table(statistics, None, "iqm")}
+<h2>The agent against each baseline</h2>
+{_comparisons_table(statistics, None)}
+<h2>Spread across seeds</h2>
+{sharpe_strip_plot(results)}
+<h2>Per fold</h2>
+{per_fold}
+<h2>Tasks and model selection</h2>
+{_tasks_table(results, failures)}
+<h2>Folds</h2>
+{_folds_table(folds)}
+<h2>Run</h2>
 <table>{summary_rows}</table>
-{"".join(sections)}
-<h2>Metric definitions</h2><dl>{definitions}</dl>
-<p>Metrics for the policies: agent (the trained PPO policy), buy_and_hold (long from the first fill),
-flat (cash only), random (long or flat with probability 1/2 each session, seeded). Columns: {", ".join(METRICS)}.</p>
+<h2>How to read this</h2>
+<p>{html.escape(STATISTICS_TEXT)}</p>
+<p>Deflated Sharpe ratio: the probability that the agent's true Sharpe ratio is above zero, given
+{statistics.deflated_sharpe.trials} configuration(s) tried, from its seed-averaged daily test returns over all folds
+({statistics.deflated_sharpe.sessions} sessions; Bailey &amp; López de Prado, 2014).</p>
+<h3>Policies</h3><dl>{policies}</dl>
+<h3>Metrics</h3><dl>{definitions}</dl>
 </body></html>
 """,
         encoding="utf-8",

@@ -1,8 +1,22 @@
-"""The ``ml`` tables the training job owns: created as trainer, written in one transaction at the end of a run.
+"""The ``ml.walk_forward_*`` tables: created as trainer, written by the driver in one transaction at the end of a run.
 
-``ml.evaluation_metrics`` and ``ml.equity_curves`` join to ``marts.training_bars`` on (symbol, session_date);
-analysts read them through the ``analyst`` role, which the provisioning grants SELECT on every table trainer creates
-in ``ml``.
+Every run (``make train`` is a walk-forward of one fold and one seed) lands the same way:
+
+* ``walk_forward_runs``: one row per run: configuration (jsonb and a hash of the fields that define it), the mart it
+  read, sample sizes, the deflated Sharpe ratio and the verdict in words;
+* ``walk_forward_folds``: the date ranges of each fold the run used (a copy: the mart's folds may be rebuilt later);
+* ``walk_forward_tasks``: one row per fold x seed: succeeded or failed (with the error), attempts, the checkpoint
+  selected on validation, speed, the Ray node;
+* ``walk_forward_selection``: every checkpoint's validation score (how the model was selected);
+* ``walk_forward_metrics``: per fold x seed, range ('validation', 'test'), symbol (``'__all__'`` = all symbols
+  side by side) and policy, every metric;
+* ``walk_forward_statistics``: per policy and metric, the mean and IQM over folds x seeds with confidence intervals
+  (``fold_id`` null = all folds);
+* ``walk_forward_comparisons``: the agent minus each baseline, with its interval and P(agent better);
+* ``walk_forward_equity``: the pooled net worth of every fold x seed x policy per session.
+
+Analysts read them through the ``analyst`` role, which the provisioning grants SELECT on every table trainer creates
+in ``ml``. Runs, folds, tasks and metrics join ``marts.training_bars`` through dates and symbols.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,93 +33,220 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 import warehouse_db
-from training.evaluation import Evaluation
+from training.evaluation import PolicyReplay
+from training.fold_task import TaskResult
+from training.folds import FOLD_COLUMNS, Fold
+from training.metrics import METRICS, drawdown
+from training.statistics import RunStatistics
+from training.task_runners import TaskFailure
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
 
+AGGREGATE_SYMBOL = "__all__"
+RUNS = "walk_forward_runs"
+
 DDL = f"""
-create table if not exists {schemas.ML}.training_runs (
-    run_id              text primary key,
-    started_at          timestamptz not null,
-    finished_at         timestamptz not null,
-    status              text not null,
-    env                 text not null,
-    seed                integer not null,
-    timesteps           bigint not null,
-    total_timesteps     bigint not null,
-    steps_per_second    double precision,
-    symbols             integer not null,
-    mart_rows           bigint not null,
-    mart_hash           text not null,
-    dbt_invocation_id   text,
-    dbt_generated_at    timestamptz,
-    resumed_from        text,
-    run_dir             text not null,
-    config              jsonb not null
+create table if not exists {schemas.ML}.{RUNS} (
+    run_id                 text primary key,
+    kind                   text not null check (kind in ('train', 'walk_forward')),
+    status                 text not null check (status in ('succeeded', 'partial')),
+    started_at             timestamptz not null,
+    finished_at            timestamptz not null,
+    config_hash            text not null,
+    config                 jsonb not null,
+    env                    text not null,
+    timesteps_per_task     bigint not null,
+    folds                  integer not null,
+    seeds                  integer not null,
+    tasks_succeeded        integer not null,
+    tasks_failed           integer not null,
+    test_sessions          integer not null,
+    symbols                integer not null,
+    configurations_tried   integer not null,
+    deflated_sharpe        double precision,
+    verdict                text not null,
+    mart_rows              bigint not null,
+    mart_hash              text not null,
+    dbt_invocation_id      text,
+    dbt_generated_at       timestamptz,
+    ray_address            text,
+    ray_nodes              integer,
+    run_dir                text not null
 );
-comment on table {schemas.ML}.training_runs is
-    'One row per finished training run: what it trained on (mart_hash, dbt_invocation_id) and how (config).';
-comment on column {schemas.ML}.training_runs.timesteps is 'Environment steps trained in this run.';
-comment on column {schemas.ML}.training_runs.total_timesteps is
-    'The model''s steps, including a resumed checkpoint''s.';
-comment on column {schemas.ML}.training_runs.mart_hash is
-    'SHA-256 of the marts.training_bars rows the run read (all splits of its symbols).';
+comment on table {schemas.ML}.{RUNS} is
+    'One row per training run (make train: one fold x one seed; make walk-forward: every fold x N seeds).';
+comment on column {schemas.ML}.{RUNS}.config_hash is
+    'SHA-256 of the configuration fields that define the agent (not the run id, output folder or seeds): '
+    'runs with the same hash tried the same configuration.';
+comment on column {schemas.ML}.{RUNS}.verdict is 'The result in words, with its interval and sample size.';
+comment on column {schemas.ML}.{RUNS}.deflated_sharpe is
+    'P(true Sharpe > 0) of the agent''s test track record after charging for configurations_tried '
+    '(Bailey & Lopez de Prado).';
+comment on column {schemas.ML}.{RUNS}.mart_hash is 'SHA-256 of the marts.training_bars rows and folds the run read.';
 
-create table if not exists {schemas.ML}.evaluation_metrics (
-    run_id  text not null references {schemas.ML}.training_runs (run_id) on delete cascade,
-    split   text not null,
-    symbol  text not null,
-    policy  text not null,
-    metric  text not null,
-    value   double precision,
-    primary key (run_id, split, symbol, policy, metric)
+create table if not exists {schemas.ML}.walk_forward_folds (
+    run_id               text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id              integer not null,
+    train_start          date not null,
+    train_end            date not null,
+    validation_start     date not null,
+    validation_end       date not null,
+    test_start           date not null,
+    test_end             date not null,
+    purge_sessions       integer not null,
+    embargo_sessions     integer not null,
+    primary key (run_id, fold_id)
 );
-comment on table {schemas.ML}.evaluation_metrics is
-    'Replay metrics per run, split, symbol (''__all__'' = all symbols side by side, equal starting cash) and policy '
-    '(agent, buy_and_hold, flat, random). value is null where a metric is undefined.';
+comment on table {schemas.ML}.walk_forward_folds is
+    'The folds a run used, as marts.walk_forward_folds held them when it read the mart (inclusive dates).';
 
-create table if not exists {schemas.ML}.equity_curves (
-    run_id        text not null references {schemas.ML}.training_runs (run_id) on delete cascade,
-    split         text not null,
-    symbol        text not null,
+create table if not exists {schemas.ML}.walk_forward_tasks (
+    run_id               text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id              integer not null,
+    seed                 integer not null,
+    status               text not null check (status in ('succeeded', 'failed')),
+    attempts             integer not null,
+    error                text,
+    selected_step        bigint,
+    validation_score     double precision,
+    selection_metric     text not null,
+    timesteps            bigint,
+    steps_per_second     double precision,
+    wall_seconds         double precision,
+    node                 text,
+    train_symbols        integer,
+    validation_symbols   integer,
+    test_symbols         integer,
+    primary key (run_id, fold_id, seed)
+);
+comment on table {schemas.ML}.walk_forward_tasks is
+    'One row per fold x seed task: the checkpoint selected on validation (selected_step, validation_score), '
+    'or why it failed after its retries.';
+
+create table if not exists {schemas.ML}.walk_forward_selection (
+    run_id               text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id              integer not null,
+    seed                 integer not null,
+    step                 bigint not null,
+    validation_score     double precision,
+    primary key (run_id, fold_id, seed, step)
+);
+comment on table {schemas.ML}.walk_forward_selection is
+    'Every checkpoint scored on validation during training; the best one was tested.';
+
+create table if not exists {schemas.ML}.walk_forward_metrics (
+    run_id    text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id   integer not null,
+    seed      integer not null,
+    split     text not null check (split in ('validation', 'test')),
+    symbol    text not null,
+    policy    text not null,
+    metric    text not null,
+    value     double precision,
+    sessions  integer not null,
+    primary key (run_id, fold_id, seed, split, symbol, policy, metric)
+);
+comment on table {schemas.ML}.walk_forward_metrics is
+    'Replay metrics per fold x seed, range, symbol (''__all__'' = all symbols side by side with equal cash) and '
+    'policy. value is null where undefined (CAGR and Calmar under 252 sessions).';
+
+create table if not exists {schemas.ML}.walk_forward_statistics (
+    run_id            text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id           integer,
+    policy            text not null,
+    metric            text not null,
+    estimator         text not null check (estimator in ('mean', 'iqm')),
+    estimate          double precision,
+    ci_low            double precision,
+    ci_high           double precision,
+    confidence        double precision not null,
+    folds             integer not null,
+    seeds             integer not null,
+    tasks             integer not null,
+    sessions          integer not null,
+    symbols           integer not null,
+    annualised_from   integer
+);
+create unique index if not exists walk_forward_statistics_key
+    on {schemas.ML}.walk_forward_statistics (run_id, coalesce(fold_id, 0), policy, metric, estimator);
+comment on table {schemas.ML}.walk_forward_statistics is
+    'Test-window statistics over folds x seeds with bootstrap confidence intervals (blocks of sessions, '
+    'stratified by fold). fold_id null = all folds.';
+comment on column {schemas.ML}.walk_forward_statistics.annualised_from is
+    'For annualised metrics (Sharpe, Sortino): the sessions per window they were annualised from.';
+
+create table if not exists {schemas.ML}.walk_forward_comparisons (
+    run_id            text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id           integer,
+    baseline          text not null,
+    metric            text not null,
+    difference        double precision,
+    ci_low            double precision,
+    ci_high           double precision,
+    p_agent_better    double precision,
+    p_ci_low          double precision,
+    p_ci_high         double precision,
+    confidence        double precision not null,
+    folds             integer not null,
+    seeds             integer not null,
+    tasks             integer not null,
+    sessions          integer not null
+);
+create unique index if not exists walk_forward_comparisons_key
+    on {schemas.ML}.walk_forward_comparisons (run_id, coalesce(fold_id, 0), baseline, metric);
+comment on table {schemas.ML}.walk_forward_comparisons is
+    'The agent minus each baseline on the same test windows (mean over folds of the mean over seeds), with its '
+    'interval, and the share of fold x seed pairs in which the agent did better. fold_id null = all folds.';
+
+create table if not exists {schemas.ML}.walk_forward_equity (
+    run_id        text not null references {schemas.ML}.{RUNS} (run_id) on delete cascade,
+    fold_id       integer not null,
+    seed          integer not null,
+    split         text not null check (split in ('validation', 'test')),
     policy        text not null,
     session_date  date not null,
     net_worth     double precision not null,
     drawdown      double precision not null,
-    position      smallint not null,
-    primary key (run_id, split, symbol, policy, session_date)
+    exposure      double precision,
+    primary key (run_id, fold_id, seed, split, policy, session_date)
 );
-comment on table {schemas.ML}.equity_curves is
-    'Net worth at each session''s close during evaluation replays; '
-    'joins marts.training_bars on (symbol, session_date).';
-comment on column {schemas.ML}.equity_curves.position is 'Position held during the session: 0 flat, 1 long.';
-comment on column {schemas.ML}.equity_curves.drawdown is 'net_worth / running peak - 1 (0 at a new high).';
+comment on table {schemas.ML}.walk_forward_equity is
+    'Net worth of all symbols side by side (equal starting cash each) at each session''s close; exposure is the '
+    'fraction of symbols long during the session (null on the first close).';
 """
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The ml.training_runs row of one run."""
+    """The ml.walk_forward_runs row of one run."""
 
     run_id: str
+    kind: str
+    status: str
     started_at: datetime
     finished_at: datetime
-    status: str
+    config_hash: str
+    config: dict[str, Any]
     env: str
-    seed: int
-    timesteps: int
-    total_timesteps: int
-    steps_per_second: float | None
+    timesteps_per_task: int
+    folds: int
+    seeds: int
+    tasks_succeeded: int
+    tasks_failed: int
+    test_sessions: int
     symbols: int
+    configurations_tried: int
+    deflated_sharpe: float | None
+    verdict: str
     mart_rows: int
     mart_hash: str
     dbt_invocation_id: str | None
     dbt_generated_at: str | None
-    resumed_from: str | None
+    ray_address: str | None
+    ray_nodes: int | None
     run_dir: str
-    config: dict[str, Any]
 
 
 def ensure_tables(settings: ConnectionSettings) -> None:
@@ -117,56 +259,261 @@ def ensure_tables(settings: ConnectionSettings) -> None:
 
 def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn:
-        query = sql.SQL("select 1 from {} where run_id = %s").format(sql.Identifier(schemas.ML, "training_runs"))
+        query = sql.SQL("select 1 from {} where run_id = %s").format(sql.Identifier(schemas.ML, RUNS))
         return conn.execute(query, (run_id,)).fetchone() is not None
 
 
-def _nullable(value: float) -> float | None:
+def _nullable(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def write_run(settings: ConnectionSettings, record: RunRecord, evaluation: Evaluation) -> None:
-    """Insert the run, its metrics and its equity curves in one transaction (all or nothing)."""
+def _copy(conn, table: str, columns: Sequence[str], rows) -> int:
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(schemas.ML, table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    count = 0
+    with conn.cursor().copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def _metric_rows(run_id: str, result: TaskResult):
+    for split, replays in result.replays.items():
+        for policy, replay in replays.items():
+            for metric, value in replay.metrics().items():
+                yield (run_id, result.fold_id, result.seed, split, AGGREGATE_SYMBOL, policy, metric,
+                       _nullable(value), replay.sessions)  # fmt: skip
+            for symbol, values in replay.symbol_metrics.items():
+                for metric in METRICS:
+                    yield (run_id, result.fold_id, result.seed, split, symbol, policy, metric,
+                           _nullable(values[metric]), replay.sessions)  # fmt: skip
+
+
+def _equity_rows(run_id: str, result: TaskResult):
+    for split, replays in result.replays.items():
+        for policy, replay in replays.items():
+            yield from _curve_rows(run_id, result, split, policy, replay)
+
+
+def _curve_rows(run_id: str, result: TaskResult, split: str, policy: str, replay: PolicyReplay):
+    exposure = [None, *replay.exposure.tolist()]
+    for day, worth, fall, long_share in zip(
+        replay.dates.tolist(), replay.net_worth.tolist(), drawdown(replay.net_worth).tolist(), exposure, strict=True
+    ):
+        yield (run_id, result.fold_id, result.seed, split, policy, day, worth, fall, long_share)
+
+
+def write_run(
+    settings: ConnectionSettings,
+    record: RunRecord,
+    folds: Sequence[Fold],
+    results: Sequence[TaskResult],
+    failures: Sequence[TaskFailure],
+    statistics: RunStatistics,
+    selection_metric: str,
+) -> None:
+    """Insert everything about one run in one transaction (all or nothing)."""
     ensure_tables(settings)
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn, conn.transaction():
         fields = list(record.__dataclass_fields__)
         values = [getattr(record, name) for name in fields]
         values[fields.index("config")] = Jsonb(json.loads(json.dumps(record.config, default=str)))
-        values[fields.index("steps_per_second")] = _nullable(record.steps_per_second)
+        values[fields.index("deflated_sharpe")] = _nullable(record.deflated_sharpe)
         conn.execute(
             sql.SQL("insert into {} ({}) values ({})").format(
-                sql.Identifier(schemas.ML, "training_runs"),
+                sql.Identifier(schemas.ML, RUNS),
                 sql.SQL(", ").join(map(sql.Identifier, fields)),
                 sql.SQL(", ").join(sql.Placeholder() * len(fields)),
             ),
             values,
         )
-        with conn.cursor().copy(
-            sql.SQL("copy {} (run_id, split, symbol, policy, metric, value) from stdin").format(
-                sql.Identifier(schemas.ML, "evaluation_metrics")
-            )
-        ) as copy:
-            for row in evaluation.metrics.itertuples(index=False):
-                copy.write_row((record.run_id, row.split, row.symbol, row.policy, row.metric, _nullable(row.value)))
-        curve_rows = 0
-        with conn.cursor().copy(
-            sql.SQL(
-                "copy {} (run_id, split, symbol, policy, session_date, net_worth, drawdown, position) from stdin"
-            ).format(sql.Identifier(schemas.ML, "equity_curves"))
-        ) as copy:
-            for curve in evaluation.curves:
-                dates = curve.dates.astype("datetime64[D]").tolist()
-                for date, net_worth, drawdown, position in zip(
-                    dates, curve.net_worth.tolist(), curve.drawdown.tolist(), curve.positions.tolist(), strict=True
-                ):
-                    copy.write_row(
-                        (record.run_id, curve.split, curve.symbol, curve.policy, date, net_worth, drawdown, position)
-                    )
-                    curve_rows += 1
+        run_id = record.run_id
+        _copy(
+            conn,
+            "walk_forward_folds",
+            ("run_id", *FOLD_COLUMNS),
+            ((run_id, *fold.to_dict().values()) for fold in folds),  # to_dict keeps FOLD_COLUMNS' order
+        )
+        _copy(
+            conn,
+            "walk_forward_tasks",
+            (
+                "run_id",
+                "fold_id",
+                "seed",
+                "status",
+                "attempts",
+                "error",
+                "selected_step",
+                "validation_score",
+                "selection_metric",
+                "timesteps",
+                "steps_per_second",
+                "wall_seconds",
+                "node",
+                "train_symbols",
+                "validation_symbols",
+                "test_symbols",
+            ),  # fmt: skip
+            [
+                *(
+                    (
+                        run_id,
+                        r.fold_id,
+                        r.seed,
+                        "succeeded",
+                        r.attempts,
+                        None,
+                        r.selected_step,
+                        _nullable(r.validation_score),
+                        selection_metric,
+                        r.training.steps,
+                        _nullable(r.training.steps_per_second),
+                        r.wall_seconds,
+                        r.node,
+                        r.symbols["train"],
+                        r.symbols["validation"],
+                        r.symbols["test"],
+                    )  # fmt: skip
+                    for r in results
+                ),
+                *(
+                    (
+                        run_id,
+                        f.fold_id,
+                        f.seed,
+                        "failed",
+                        f.attempts,
+                        f.error,
+                        None,
+                        None,
+                        selection_metric,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )  # fmt: skip
+                    for f in failures
+                ),
+            ],
+        )
+        _copy(
+            conn,
+            "walk_forward_selection",
+            ("run_id", "fold_id", "seed", "step", "validation_score"),
+            (
+                (run_id, r.fold_id, r.seed, step, _nullable(score))
+                for r in results
+                for step, score in r.selection_history
+            ),
+        )
+        metric_rows = _copy(
+            conn,
+            "walk_forward_metrics",
+            ("run_id", "fold_id", "seed", "split", "symbol", "policy", "metric", "value", "sessions"),
+            (row for r in results for row in _metric_rows(run_id, r)),
+        )
+        _copy(
+            conn,
+            "walk_forward_statistics",
+            (
+                "run_id",
+                "fold_id",
+                "policy",
+                "metric",
+                "estimator",
+                "estimate",
+                "ci_low",
+                "ci_high",
+                "confidence",
+                "folds",
+                "seeds",
+                "tasks",
+                "sessions",
+                "symbols",
+                "annualised_from",
+            ),  # fmt: skip
+            (
+                (
+                    run_id,
+                    s.fold_id,
+                    s.policy,
+                    s.metric,
+                    estimator,
+                    _nullable(interval.estimate),
+                    _nullable(interval.low),
+                    _nullable(interval.high),
+                    statistics.confidence,
+                    s.size.folds,
+                    s.size.seeds,
+                    s.size.tasks,
+                    s.size.sessions,
+                    s.size.symbols,
+                    s.annualised_from,
+                )  # fmt: skip
+                for s in statistics.policies
+                for estimator, interval in (("mean", s.mean), ("iqm", s.iqm))
+            ),
+        )
+        _copy(
+            conn,
+            "walk_forward_comparisons",
+            (
+                "run_id",
+                "fold_id",
+                "baseline",
+                "metric",
+                "difference",
+                "ci_low",
+                "ci_high",
+                "p_agent_better",
+                "p_ci_low",
+                "p_ci_high",
+                "confidence",
+                "folds",
+                "seeds",
+                "tasks",
+                "sessions",
+            ),  # fmt: skip
+            (
+                (
+                    run_id,
+                    c.fold_id,
+                    c.baseline,
+                    c.metric,
+                    _nullable(c.difference.estimate),
+                    _nullable(c.difference.low),
+                    _nullable(c.difference.high),
+                    _nullable(c.p_agent_better.estimate),
+                    _nullable(c.p_agent_better.low),
+                    _nullable(c.p_agent_better.high),
+                    statistics.confidence,
+                    c.size.folds,
+                    c.size.seeds,
+                    c.size.tasks,
+                    c.size.sessions,
+                )  # fmt: skip
+                for c in statistics.comparisons
+            ),
+        )
+        equity_rows = _copy(
+            conn,
+            "walk_forward_equity",
+            ("run_id", "fold_id", "seed", "split", "policy", "session_date", "net_worth", "drawdown", "exposure"),
+            (row for r in results for row in _equity_rows(run_id, r)),
+        )
     logger.info(
-        "wrote run %s to %s.training_runs, %d metrics and %d equity-curve rows",
+        "wrote run %s to %s.%s: %d tasks, %d failed, %d metric and %d equity rows",
         record.run_id,
         schemas.ML,
-        len(evaluation.metrics),
-        curve_rows,
+        RUNS,
+        len(results),
+        len(failures),
+        metric_rows,
+        equity_rows,
     )

@@ -26,10 +26,6 @@ from enum import IntEnum
 
 FILL_DELAY_SESSIONS = 1
 """An action decided with data through session t fills in session t + FILL_DELAY_SESSIONS."""
-FILL_PRICE_COLUMN = "open"
-"""The bar price an order fills at (in the fill session), before slippage."""
-MARK_PRICE_COLUMN = "close"
-"""The bar price net worth is marked at (in the fill session)."""
 
 
 class Position(IntEnum):
@@ -37,11 +33,6 @@ class Position(IntEnum):
 
     FLAT = 0
     LONG = 1
-
-
-def fill_session(decision_session: int) -> int:
-    """Index of the session whose open fills an action decided at ``decision_session``."""
-    return decision_session + FILL_DELAY_SESSIONS
 
 
 def buy_price(open_price: float, slippage: float) -> float:

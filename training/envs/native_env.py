@@ -68,7 +68,7 @@ class NativeTradingEnv(gymnasium.Env[np.ndarray, int]):
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         target = int(action)
-        fill = self._t + _DELAY  # fill_rule.fill_session, inlined
+        fill = self._t + _DELAY  # the fill session (envs/fill_rule.py)
         if target != self._position:
             settings = self.settings
             if target == _LONG:

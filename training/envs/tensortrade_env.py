@@ -11,7 +11,7 @@ slippage for the side being traded; the wallets are valued with the ``close`` st
 t+1. Parity with the native environment needs exact-enough arithmetic: TensorTrade quantises every quantity and price
 to its instrument's precision (Decimal), so cash and shares use ``PRECISION`` decimals instead of USD's usual 2.
 
-Defects of tensortrade-ng 2.0.0a2 that this module works around (see /work/shared/reference/tensortrade-ng.md):
+Defects of tensortrade-ng 2.0.0a2 that this module works around:
 
 * render_mode hard-coded to 'human' (gymnasium's checker fails) -> ``render_mode = None``;
 * ``close()`` raises without a plotter (crashes SB3's VecEnv.close) -> overridden;

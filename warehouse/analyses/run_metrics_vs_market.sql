@@ -1,45 +1,44 @@
--- Each training run's test metrics per symbol next to what the symbol itself did over the test sessions
--- (buy and hold from the mart's closes). `make train` tests on the last walk-forward fold's test range.
--- ml.* is written by the training job (role trainer); analysts read it and the marts.
-with last_fold_test as (
-    select bars.symbol, bars.session_date, bars.target_log_return_next
-    from marts.walk_forward_fold_rows as fold_rows
-    inner join marts.training_bars as bars using (symbol, session_date)
-    where fold_rows.role = 'test'
-      and fold_rows.fold_id = (select max(fold_id) from marts.walk_forward_folds)
-),
-
-test_prices as (
+-- Each run's test metrics per fold, seed, symbol and policy next to what the symbol itself did over that fold's
+-- test range (its close-to-close move, from the mart). The fold ranges are the ones the run recorded.
+-- ml.* is written by the training jobs (role trainer); analysts read it and the marts.
+with test_prices as (
     select
-        symbol,
-        min(session_date) as first_test_session,
-        max(session_date) as last_test_session,
+        folds.run_id,
+        folds.fold_id,
+        bars.symbol,
         count(*) as test_sessions,
-        exp(sum(target_log_return_next)) - 1 as buy_and_hold_return
-    from last_fold_test
-    group by symbol
+        exp(sum(ln(bars.close / bars.previous_close))) - 1 as symbol_return
+    from ml.walk_forward_folds as folds
+    inner join (
+        select symbol, session_date, close, lag(close) over (partition by symbol order by session_date) as previous_close
+        from marts.training_bars
+    ) as bars on bars.session_date between folds.test_start and folds.test_end
+    group by folds.run_id, folds.fold_id, bars.symbol
 ),
 
-run_metrics as (
-    select
-        metrics.run_id,
-        metrics.symbol,
-        metrics.policy,
-        metrics.metric,
-        metrics.value
-    from ml.evaluation_metrics as metrics
-    where metrics.split = 'test'
+test_metrics as (
+    select run_id, fold_id, seed, symbol, policy,
+           max(value) filter (where metric = 'total_return') as total_return,
+           max(value) filter (where metric = 'sharpe') as sharpe,
+           max(value) filter (where metric = 'exposure') as exposure
+    from ml.walk_forward_metrics
+    where split = 'test' and symbol <> '__all__'
+    group by run_id, fold_id, seed, symbol, policy
 )
 
 select
     runs.run_id,
-    run_metrics.symbol,
-    run_metrics.policy,
-    run_metrics.metric,
-    run_metrics.value,
+    runs.config_hash,
+    test_metrics.fold_id,
+    test_metrics.seed,
+    test_metrics.symbol,
+    test_metrics.policy,
+    test_metrics.total_return,
+    test_metrics.sharpe,
+    test_metrics.exposure,
     test_prices.test_sessions,
-    test_prices.buy_and_hold_return
-from run_metrics
-inner join ml.training_runs as runs using (run_id)
-left join test_prices using (symbol)
-order by runs.run_id, run_metrics.symbol, run_metrics.policy, run_metrics.metric
+    test_prices.symbol_return
+from test_metrics
+inner join ml.walk_forward_runs as runs using (run_id)
+left join test_prices using (run_id, fold_id, symbol)
+order by runs.run_id, test_metrics.fold_id, test_metrics.seed, test_metrics.symbol, test_metrics.policy

@@ -1,0 +1,137 @@
+"""One fold x seed task: what it may see (train for training, validation for selection, test once) and determinism."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from stable_baselines3 import PPO
+
+import training.ppo
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+from training.config import TrainConfig
+from training.envs.batched_env import NativeVecEnv
+from training.fold_task import MarketData, TaskResult, run_fold_seed, validate_configuration, validation_scorer
+from training.market_data import FeatureScaler
+
+pytestmark = pytest.mark.integration  # trains PPO
+
+FEATURES = list(FEATURE_LOOKBACKS)
+CONFIG = TrainConfig(
+    timesteps=1024, eval_freq=256, n_envs=4, n_steps=64, batch_size=128, n_epochs=1, random_draws=10,
+    progress_bar=False, save_to_warehouse=False,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_mart(n_symbols=4, n_sessions=320, seed=21)
+
+
+@pytest.fixture(scope="module")
+def fold(frame: pd.DataFrame):
+    return lay_out_folds(frame["session_date"], folds=2, test_sessions=50, validation_sessions=40)[0]
+
+
+@pytest.fixture(scope="module")
+def result(frame: pd.DataFrame, fold) -> TaskResult:
+    return run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=3)
+
+
+def _weights(model_zip: bytes) -> dict[str, np.ndarray]:
+    model = PPO.load(io.BytesIO(model_zip), device="cpu")
+    return {name: value.numpy() for name, value in model.policy.state_dict().items()}
+
+
+def _perturbed(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """Prices and features of the masked rows scaled by random factors."""
+    changed = frame.copy()
+    factors = np.random.default_rng(8).uniform(0.5, 1.5, int(mask.sum()))
+    for column in ["open", "close", *FEATURES]:
+        changed.loc[mask, column] = changed.loc[mask, column] * factors
+    return changed
+
+
+def test_training_and_model_selection_never_see_a_test_session(frame: pd.DataFrame, fold, result: TaskResult) -> None:
+    """Change every test-range row: the scaler, the training, every validation score and the selected weights stay
+    bit-identical; only the test replays change (they are where the test rows are used, once)."""
+    after_validation = pd.to_datetime(frame["session_date"]).dt.date > fold.validation.end
+    changed = run_fold_seed(CONFIG, MarketData.from_frame(_perturbed(frame, after_validation.to_numpy()), FEATURES),
+                            fold, seed=3)  # fmt: skip
+    assert changed.selection_history == result.selection_history
+    assert changed.selected_step == result.selected_step and changed.scaler == result.scaler
+    for name, value in _weights(result.model_zip).items():
+        np.testing.assert_array_equal(value, _weights(changed.model_zip)[name])
+    for policy, replay in result.replays["validation"].items():
+        np.testing.assert_array_equal(replay.net_worth, changed.replays["validation"][policy].net_worth)
+    assert not np.array_equal(result.replays["test"]["agent"].net_worth, changed.replays["test"]["agent"].net_worth)
+
+
+def test_the_selection_api_cannot_reach_test_rows(frame: pd.DataFrame, fold, result: TaskResult) -> None:
+    """validate_configuration (what a sweep calls) gives the same answer with test rows present, changed or absent."""
+    dates = pd.to_datetime(frame["session_date"]).dt.date
+    runs = [
+        validate_configuration(CONFIG, MarketData.from_frame(data, FEATURES), fold, seed=3)
+        for data in (frame, frame[dates <= fold.validation.end], _perturbed(frame, (dates > fold.validation.end).to_numpy()))
+    ]  # fmt: skip
+    for run in runs:
+        assert run.selection_history == result.selection_history and run.score == result.validation_score
+        assert set(run.validation) == set(result.replays["validation"])
+        np.testing.assert_array_equal(
+            run.validation["agent"].net_worth, result.replays["validation"]["agent"].net_worth
+        )
+
+
+def test_the_training_environment_sees_only_train_dates(
+    frame: pd.DataFrame, fold, result: TaskResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[np.ndarray] = []
+
+    class Recording(NativeVecEnv):
+        def __init__(self, series, settings, n_envs):
+            super().__init__(series, settings, n_envs)
+            seen.extend(s.dates for s in series)
+
+    monkeypatch.setattr(training.ppo, "NativeVecEnv", Recording)
+    run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=4)
+    train_dates = np.concatenate(seen)
+    assert len(train_dates) and fold.train.contains(train_dates).all()
+    # Every replayed session belongs to the range it was replayed for.
+    for split, replays in result.replays.items():
+        for replay in replays.values():
+            assert getattr(fold, split).contains(replay.dates).all()
+            assert replay.dates[0] > fold.train.end
+
+
+def test_the_scaler_is_fitted_on_train_rows_only(frame: pd.DataFrame, fold, result: TaskResult) -> None:
+    on_train = FeatureScaler.fit(fold.rows(frame, "train"), FEATURES, CONFIG.observation_clip)
+    on_everything = FeatureScaler.fit(frame, FEATURES, CONFIG.observation_clip)
+    np.testing.assert_array_equal(result.scaler["mean"], on_train.mean)
+    np.testing.assert_array_equal(result.scaler["std"], on_train.std)
+    assert not np.allclose(result.scaler["mean"], on_everything.mean)
+
+
+def test_the_tested_model_is_the_best_checkpoint_on_validation(frame: pd.DataFrame, fold, result: TaskResult) -> None:
+    scores = [score for _, score in result.selection_history]
+    assert [step for step, _ in result.selection_history] == [256, 512, 768, 1024]
+    assert result.validation_score == max(scores)
+    assert result.selected_step == result.selection_history[scores.index(max(scores))][0]
+    assert len(set(scores)) > 1  # checkpoints differ, so choosing among them means something
+    model = PPO.load(io.BytesIO(result.model_zip), device="cpu")
+    from training.fold_task import prepare_fold
+
+    validation = prepare_fold(MarketData.from_frame(frame, FEATURES), fold, CONFIG).series["validation"]
+    assert validation_scorer(CONFIG, validation)(model) == result.validation_score
+    assert result.replays["validation"]["agent"].metrics()["sharpe"] == result.validation_score
+
+
+def test_the_same_task_twice_gives_the_same_result(frame: pd.DataFrame, fold, result: TaskResult) -> None:
+    again = run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=3)
+    assert again.selection_history == result.selection_history
+    for split, replays in result.replays.items():
+        for policy, replay in replays.items():
+            np.testing.assert_array_equal(replay.net_worth, again.replays[split][policy].net_worth)
+    other_seed = run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=5)
+    assert other_seed.selection_history != result.selection_history

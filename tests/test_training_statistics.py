@@ -1,0 +1,157 @@
+"""The statistics of a walk-forward: by hand where a formula exists, and the verdict on samples with a known answer."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from training.baselines import POLICIES
+from training.metrics import sharpe
+from training.statistics import (
+    EULER_MASCHERONI,
+    FoldSample,
+    block_indices,
+    compute_statistics,
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    interquartile_mean,
+)
+
+AGENT, BUY_AND_HOLD = POLICIES.index("agent"), POLICIES.index("buy_and_hold")
+
+
+def _sample(fold_id: int, returns: np.ndarray, start: str = "2024-01-02") -> FoldSample:
+    """A fold from (seeds, policies, sessions) returns; exposure and turnover constant."""
+    seeds, policies, sessions = returns.shape
+    return FoldSample(
+        fold_id=fold_id,
+        seeds=tuple(range(seeds)),
+        dates=np.datetime64(start) + np.arange(sessions),
+        returns=returns,
+        exposure=np.full(returns.shape, 0.5),
+        turnover=np.full(returns.shape, 0.1),
+        symbols=10,
+    )
+
+
+def _market(seed: int, seeds: int = 3, sessions: int = 60) -> np.ndarray:
+    """Every policy follows buy-and-hold's noisy returns (flat earns nothing)."""
+    market = np.random.default_rng(seed).normal(0.0003, 0.01, sessions)
+    returns = np.tile(market, (seeds, len(POLICIES), 1))
+    returns[:, POLICIES.index("flat")] = 0.0
+    return returns
+
+
+def test_deflated_sharpe_ratio_by_hand() -> None:
+    returns = np.array([0.011, -0.004, 0.007, 0.002, -0.012, 0.009, 0.004, -0.001, 0.015, -0.006, 0.003, 0.008])
+    n = len(returns)
+    mean = sum(returns) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1))
+    sr = mean / std
+    m2 = sum((r - mean) ** 2 for r in returns) / n
+    skew = sum((r - mean) ** 3 for r in returns) / n / m2**1.5
+    kurt = sum((r - mean) ** 4 for r in returns) / n / m2**2  # not in excess
+    normal = NormalDist()
+
+    def dsr(sr0: float) -> float:
+        return normal.cdf((sr - sr0) * math.sqrt(n - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr**2))
+
+    # One configuration: the probabilistic Sharpe ratio against zero.
+    one = deflated_sharpe_ratio(returns, trials=1)
+    assert one.value == pytest.approx(dsr(0.0), rel=1e-9)
+    assert one.sharpe == pytest.approx(sr * math.sqrt(252), rel=1e-12)
+    assert (one.skewness, one.kurtosis) == (pytest.approx(skew), pytest.approx(kurt))
+    # Fifty configurations whose Sharpe ratios varied by 0.04 (per session): the bar rises to SR0.
+    variance, trials = 0.04, 50
+    sr0 = math.sqrt(variance) * (
+        (1 - EULER_MASCHERONI) * normal.inv_cdf(1 - 1 / trials)
+        + EULER_MASCHERONI * normal.inv_cdf(1 - 1 / (trials * math.e))
+    )
+    fifty = deflated_sharpe_ratio(returns, trials=trials, trial_sharpe_variance=variance)
+    assert expected_max_sharpe(trials, variance) == pytest.approx(sr0, rel=1e-9)
+    assert fifty.value == pytest.approx(dsr(sr0), rel=1e-9)
+    assert fifty.value < one.value
+    # Without the trials' variance, the sampling variance of a Sharpe ratio under the null stands in.
+    default = deflated_sharpe_ratio(returns, trials=trials)
+    assert default.benchmark_sharpe == pytest.approx(expected_max_sharpe(trials, 1 / (n - 1)) * math.sqrt(252))
+
+
+def test_block_indices_are_runs_of_consecutive_sessions_wrapping_around() -> None:
+    indices = block_indices(np.random.default_rng(0), resamples=50, sessions=23, block=5)
+    assert indices.shape == (50, 23) and indices.min() >= 0 and indices.max() < 23
+    steps = (np.diff(indices, axis=1) % 23).reshape(-1)
+    # Inside a block the next session follows; between blocks anything may follow.
+    within = np.ones(22, dtype=bool)
+    within[4::5] = False
+    assert np.all((np.diff(indices, axis=1) % 23)[:, within] == 1)
+    assert steps.size
+
+
+def test_interquartile_mean_by_hand() -> None:
+    values = np.array([[8.0, 1.0, 7.0, 2.0, 6.0, 3.0, 5.0, 4.0], [1.0, 2.0, np.nan, 4.0, 100.0, -100.0, 3.0, 5.0]])
+    np.testing.assert_allclose(interquartile_mean(values, axis=1), [4.5, (2.0 + 3.0 + 4.0) / 3])
+
+
+def test_identical_agent_and_buy_and_hold_show_no_evidence() -> None:
+    folds = [_sample(1, _market(1)), _sample(2, _market(2))]
+    statistics = compute_statistics(folds, POLICIES, resamples=300, seed=1)
+    comparison = statistics.comparison("buy_and_hold", "sharpe")
+    assert (comparison.difference.estimate, comparison.difference.low, comparison.difference.high) == (0, 0, 0)
+    assert comparison.p_agent_better.estimate == 0.5
+    assert statistics.verdict.startswith("no evidence the agent beats buy-and-hold: P = 0.50")
+    flat = statistics.policy("flat", "total_return")
+    assert (flat.mean.estimate, flat.mean.low, flat.mean.high) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "edge, verdict", [(0.003, "evidence the agent beats"), (-0.003, "evidence the agent does worse")]
+)
+def test_a_clear_edge_is_evidence(edge: float, verdict: str) -> None:
+    folds = []
+    for fold_id in (1, 2, 3):
+        returns = _market(fold_id)
+        returns[:, AGENT] += edge + np.random.default_rng(fold_id).normal(0, 0.001, returns[:, AGENT].shape)
+        folds.append(_sample(fold_id, returns, start=f"202{fold_id}-01-02"))
+    statistics = compute_statistics(folds, POLICIES, resamples=400, seed=2)
+    comparison = statistics.comparison("buy_and_hold", "sharpe")
+    assert statistics.verdict.startswith(verdict)
+    assert (comparison.difference.low > 0) == (edge > 0) and (comparison.difference.high < 0) == (edge < 0)
+    assert comparison.p_agent_better.estimate == (1.0 if edge > 0 else 0.0)
+    assert "3 folds × 3 seeds, 180 test sessions, 10 symbols" in statistics.verdict
+
+
+def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:
+    """Fold 1 has three seeds, fold 2 one: the mean is the mean of the two fold means, not of four values."""
+    one, two = _market(1, seeds=3), _market(2, seeds=1, sessions=40)
+    one[:, AGENT] = np.array([0.001, 0.002, 0.003])[:, None] + np.random.default_rng(5).normal(0, 0.01, (3, 60))
+    folds = [_sample(1, one), _sample(2, two, start="2025-01-02")]
+    statistics = compute_statistics(folds, POLICIES, resamples=200, seed=3)
+    per_task = [sharpe(one[s, AGENT]) for s in range(3)]
+    expected = (np.mean(per_task) + sharpe(two[0, AGENT])) / 2
+    agent = statistics.policy("agent", "sharpe")
+    assert agent.mean.estimate == pytest.approx(expected, rel=1e-12)
+    assert agent.mean.low <= agent.mean.estimate <= agent.mean.high
+    assert (agent.size.folds, agent.size.seeds, agent.size.tasks, agent.size.sessions) == (2, 3, 4, 100)
+    assert agent.annualised_from == 40  # the shortest window the Sharpe ratios were annualised from
+    assert statistics.policy("agent", "total_return").annualised_from is None
+    per_fold = statistics.policy("agent", "sharpe", fold_id=1)
+    assert per_fold.mean.estimate == pytest.approx(np.mean(per_task), rel=1e-12) and per_fold.size.tasks == 3
+    assert {c.fold_id for c in statistics.comparisons} == {None, 1, 2}
+
+
+def test_resamples_stay_inside_their_fold() -> None:
+    """Stratified by fold: a fold whose agent always earns 1% a session keeps that mean in every resample."""
+    quiet = _market(1)
+    quiet[:, AGENT] = 0.01
+    noisy = _market(2)
+    noisy[:, AGENT] = np.random.default_rng(9).normal(0, 0.05, noisy[:, AGENT].shape)
+    statistics = compute_statistics([_sample(1, quiet), _sample(2, noisy)], POLICIES, resamples=300, seed=4)
+    quiet_return = statistics.policy("agent", "total_return", fold_id=1).mean
+    assert quiet_return.low == pytest.approx(1.01**60 - 1) and quiet_return.high == pytest.approx(1.01**60 - 1)
+    assert (
+        statistics.policy("agent", "total_return", fold_id=2).mean.high
+        > statistics.policy("agent", "total_return", fold_id=2).mean.low
+    )

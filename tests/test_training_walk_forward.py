@@ -1,0 +1,304 @@
+"""The walk-forward on a local Ray with two worker processes: every fold x seed lands, Ray = serial, failures are
+retried once and then reported while the others land, and an unreachable cluster fails fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from devtools.scratch_database import create_database, drop_database
+from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from training import cli
+from training.config import WalkForwardConfig
+from training.exit_codes import ExitCode
+from training.features import read_mart_schema
+from training.fold_task import run_fold_seed
+from training.mart import MartSnapshot, read_mart
+from training.task_runners import InProcessRunner, RayRunner, RayUnavailable, check_ray_address
+from training.walk_forward import WalkForwardResult, run_walk_forward
+from warehouse_db import connect
+from warehouse_db.provision import provision
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
+
+pytestmark = pytest.mark.integration  # Ray, PPO and the warehouse
+
+FOLDS, SEEDS = 2, 2
+
+
+@pytest.fixture(scope="module")
+def ray_with_two_workers() -> Iterator[None]:
+    """One local Ray for the module: two CPUs, so two worker processes run tasks side by side."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+             _system_config={"worker_niceness": 0})  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def results_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
+    """A provisioned database holding a synthetic mart with two folds."""
+    frame = synthetic_mart(n_symbols=4, n_sessions=320, seed=61)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
+    settings = create_database(embedded_cluster, "test_walk_forward")
+    with connect(settings) as conn:
+        provision(conn)
+        write_mart(conn, frame, folds)
+    yield settings
+    drop_database(settings)
+
+
+@pytest.fixture(scope="module")
+def snapshot(results_warehouse: ConnectionSettings, tmp_path_factory) -> MartSnapshot:
+    """The mart as the driver reads it, for the runs that skip reading it again."""
+    return read_mart(results_warehouse, read_mart_schema(write_mart_yaml(tmp_path_factory.mktemp("yaml") / "t.yml")))
+
+
+def config(tmp_path: Path, **overrides) -> WalkForwardConfig:
+    values = {
+        "timesteps": 768, "eval_freq": 256, "n_envs": 4, "n_steps": 64, "batch_size": 128, "n_epochs": 1,
+        "random_draws": 10, "bootstrap_samples": 200, "seeds": SEEDS, "progress_bar": False,
+        "runs_dir": tmp_path / "runs", "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
+        "dbt_run_results": tmp_path / "run_results.json",
+    }  # fmt: skip
+    return WalkForwardConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def on_ray(ray_with_two_workers, results_warehouse: ConnectionSettings, tmp_path_factory) -> WalkForwardResult:
+    """The walk-forward as the command runs it: contract, mart read once as trainer, tasks on Ray, ml.* rows."""
+    tmp_path = tmp_path_factory.mktemp("on_ray")
+    return run_walk_forward(config(tmp_path, run_id="on-ray"), results_warehouse, runner=RayRunner(progress_bar=False))
+
+
+def test_every_fold_and_seed_lands_from_two_ray_workers(
+    on_ray: WalkForwardResult, snapshot: MartSnapshot, results_warehouse: ConnectionSettings
+) -> None:
+    assert on_ray.mart_hash == snapshot.content_hash  # the driver read the mart and its folds
+    assert sorted((r.fold_id, r.seed) for r in on_ray.results) == [(1, 42), (1, 43), (2, 42), (2, 43)]
+    assert not on_ray.failures and all("/pid " in r.node for r in on_ray.results)
+    with connect(results_warehouse, role="analyst") as conn:
+        tasks = conn.execute(
+            "select fold_id, seed, status, attempts, selected_step > 0 from ml.walk_forward_tasks "
+            "where run_id = 'on-ray' order by fold_id, seed"
+        ).fetchall()
+        assert tasks == [(f, s, "succeeded", 1, True) for f in (1, 2) for s in (42, 43)]
+        run = conn.execute(
+            "select kind, status, folds, seeds, tasks_succeeded, tasks_failed, verdict, deflated_sharpe "
+            "from ml.walk_forward_runs where run_id = 'on-ray'"
+        ).fetchone()
+        assert run[:6] == ("walk_forward", "succeeded", FOLDS, SEEDS, 4, 0)
+        assert run[6] == on_ray.statistics.verdict and "2 folds × 2 seeds" in run[6]
+        assert run[7] == pytest.approx(on_ray.statistics.deflated_sharpe.value)
+        assert conn.execute(
+            "select count(distinct (fold_id, seed, policy)) from ml.walk_forward_equity where run_id = 'on-ray'"
+        ).fetchone() == (4 * 5,)
+        folds = conn.execute("select count(*) from ml.walk_forward_folds where run_id = 'on-ray'").fetchone()
+        assert folds == (FOLDS,)
+    report = on_ray.report_path.read_text()
+    assert on_ray.statistics.verdict.split(":")[0] in report and report.count("data:image/png;base64,") == 1 + FOLDS
+    assert sorted(p.relative_to(on_ray.run_dir).as_posix() for p in on_ray.run_dir.rglob("model.zip")) == [
+        f"folds/fold-{f}/seed-{s}/model.zip" for f in (1, 2) for s in (42, 43)
+    ]
+
+
+def test_an_analyst_finds_configurations_whose_lower_bound_beats_buy_and_hold(
+    on_ray: WalkForwardResult, results_warehouse: ConnectionSettings
+) -> None:
+    """The query of the docs: runs whose Sharpe difference to buy-and-hold has a positive lower CI bound."""
+    query = """
+        select r.config_hash, r.run_id, c.difference, c.ci_low, c.ci_high, c.p_agent_better, c.folds, c.seeds
+        from ml.walk_forward_comparisons c
+        join ml.walk_forward_runs r using (run_id)
+        where c.fold_id is null and c.baseline = 'buy_and_hold' and c.metric = 'sharpe'
+        order by c.ci_low desc
+    """
+    with connect(results_warehouse, role="analyst") as conn:
+        rows = {row[1]: row for row in conn.execute(query)}
+    comparison = on_ray.statistics.comparison("buy_and_hold", "sharpe")
+    row = rows["on-ray"]
+    assert row[2:6] == pytest.approx(
+        (
+            comparison.difference.estimate,
+            comparison.difference.low,
+            comparison.difference.high,
+            comparison.p_agent_better.estimate,
+        )  # fmt: skip
+    )
+    assert row[6:] == (FOLDS, SEEDS) and row[0].startswith("sha256:")
+
+
+@pytest.mark.parametrize("analysis", ["walk_forward_verdicts.sql", "run_metrics_vs_market.sql"])
+def test_the_analyses_of_walk_forward_results_run_as_analyst(
+    on_ray: WalkForwardResult, results_warehouse: ConnectionSettings, analysis: str
+) -> None:
+    query = (REPO_ROOT / "warehouse" / "analyses" / analysis).read_text()
+    with connect(results_warehouse, role="analyst") as conn:
+        cursor = conn.execute(query)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    mine = [row for row in rows if row["run_id"] == "on-ray"]
+    if analysis == "walk_forward_verdicts.sql":
+        (row,) = mine
+        comparison = on_ray.statistics.comparison("buy_and_hold", "sharpe")
+        assert row["evidence_of_beating_buy_and_hold"] == (comparison.difference.low > 0)
+        assert row["verdict"] == on_ray.statistics.verdict and (row["folds"], row["seeds"]) == (FOLDS, SEEDS)
+    else:
+        assert len(mine) == FOLDS * SEEDS * 4 * 5  # folds x seeds x symbols x policies
+        assert all(row["test_sessions"] == 40 and row["symbol_return"] is not None for row in mine)
+
+
+def test_ray_and_serial_runs_give_identical_results(
+    on_ray: WalkForwardResult, snapshot, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    serial = run_walk_forward(
+        config(tmp_path, save_to_warehouse=False), results_warehouse, runner=InProcessRunner(), snapshot=snapshot
+    )
+    assert serial.statistics.verdict == on_ray.statistics.verdict
+    for a, b in zip(serial.results, on_ray.results, strict=True):
+        assert (a.fold_id, a.seed, a.selection_history) == (b.fold_id, b.seed, b.selection_history)
+        for split, replays in a.replays.items():
+            for policy, replay in replays.items():
+                np.testing.assert_array_equal(replay.net_worth, b.replays[split][policy].net_worth)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(serial.statistics.policies).drop(columns="size"),
+        pd.DataFrame(on_ray.statistics.policies).drop(columns="size"),
+    )
+
+
+def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
+    ray_with_two_workers, snapshot, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fold-1-seed-43-failed-once"
+
+    def flaky(config, data, fold, seed):
+        """Fold 1 seed 43 fails on its first attempt only; fold 2 seed 42 always fails."""
+        if (fold.fold_id, seed) == (1, 43) and not marker.exists():
+            marker.touch()
+            raise RuntimeError("transient trouble")
+        if (fold.fold_id, seed) == (2, 42):
+            raise RuntimeError("this task always fails")
+        return run_fold_seed(config, data, fold, seed)
+
+    result = run_walk_forward(
+        config(tmp_path, run_id="flaky"),
+        results_warehouse,
+        runner=RayRunner(progress_bar=False, retries=1, task=flaky),
+        snapshot=snapshot,
+    )
+    assert sorted((r.fold_id, r.seed, r.attempts) for r in result.results) == [(1, 42, 1), (1, 43, 2), (2, 43, 1)]
+    (failure,) = result.failures
+    assert (failure.fold_id, failure.seed, failure.attempts) == (2, 42, 2)
+    assert failure.error == "RuntimeError: this task always fails"
+    assert result.statistics.size.tasks == 3
+    with connect(results_warehouse) as conn:
+        assert conn.execute(
+            "select status, attempts, error from ml.walk_forward_tasks where run_id = 'flaky' and status = 'failed'"
+        ).fetchall() == [("failed", 2, "RuntimeError: this task always fails")]
+        assert conn.execute(
+            "select status, tasks_failed from ml.walk_forward_runs where run_id = 'flaky'"
+        ).fetchone() == (
+            "partial",
+            1,
+        )
+    assert "this task always fails" in result.report_path.read_text()
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[str]:
+    """A Ray cluster started the way users start one (`ray start --head`), in its own process group, stopped after."""
+    port = _closed_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    process = subprocess.Popen(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--block",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "--block" in line:  # "... will block until ... (--block)": the head node is up
+                break
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the whole group: ray start, its GCS, raylet and workers
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_same_command_runs_on_an_existing_cluster(
+    ray_cluster: str, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    """`python -m training.walk_forward --ray-address HOST:PORT`, as a user runs it (its own process, no local Ray)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env())
+    command = [sys.executable, "-m", "training.walk_forward", "--ray-address", ray_cluster, "--run-id", "on-cluster",
+               "--runs-dir", str(tmp_path / "runs"), "--mart-yaml", str(write_mart_yaml(tmp_path / "t.yml")),
+               "--folds", "2", "--seeds", "2", "--timesteps", "256", "--eval-freq", "256", "--n-envs", "2",
+               "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--random-draws", "5",
+               "--bootstrap-samples", "100", "--no-progress-bar"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0].split(":")[0] in ("no evidence the agent beats buy-and-hold",
+        "evidence the agent beats buy-and-hold", "evidence the agent does worse than buy-and-hold")  # fmt: skip
+    with connect(results_warehouse) as conn:
+        assert conn.execute(
+            "select ray_address, ray_nodes, tasks_succeeded from ml.walk_forward_runs where run_id = 'on-cluster'"
+        ).fetchone() == (ray_cluster, 1, 2)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_ray_address_that_does_not_answer_fails_fast() -> None:
+    started = time.perf_counter()
+    with pytest.raises(RayUnavailable, match="no Ray cluster answers at 127.0.0.1:"):
+        check_ray_address(f"127.0.0.1:{_closed_port()}", timeout=2)
+    with pytest.raises(RayUnavailable, match="ray start --head"):
+        check_ray_address(f"ray://127.0.0.1:{_closed_port()}", timeout=2)
+    with pytest.raises(RayUnavailable, match="not host:port"):
+        check_ray_address("nowhere", timeout=2)
+    assert time.perf_counter() - started < 10
+
+
+def test_the_command_line_says_so_with_status_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, results_warehouse
+) -> None:
+    for name, value in results_warehouse.libpq_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
+    started = time.perf_counter()
+    status = cli.walk_forward_main(["--runs-dir", str(tmp_path), "--ray-connect-timeout", "2"])
+    assert status == ExitCode.RAY == 5
+    assert time.perf_counter() - started < 30
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "no Ray cluster answers" in errors[0].getMessage()
+    assert not any(tmp_path.iterdir())  # nothing was started, nothing written

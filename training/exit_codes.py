@@ -1,0 +1,32 @@
+"""The exit statuses of the training commands, defined once: the CLIs return them and render this table in --help."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    CONFIG = 2
+    CONTRACT = 3
+    WAREHOUSE = 4
+    RAY = 5
+    PARTIAL = 6
+
+
+MEANINGS = {
+    ExitCode.OK: "the run finished; its results are in runs/<run_id>/ and the ml.walk_forward_* tables",
+    ExitCode.FAILED: "anything else (every task failed, or a bug): the last line says what happened",
+    ExitCode.CONFIG: "a bad flag, value, --config file, fold id or symbol",
+    ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
+    "its history is too short for the planned folds (the message says how much to fetch)",
+    ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run)",
+    ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
+    ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
+}
+
+
+def exit_status_table() -> str:
+    """The statuses as help text, one per line."""
+    return "Exit status:\n" + "\n".join(f"  {int(code)}  {MEANINGS[code]}" for code in ExitCode)

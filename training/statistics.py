@@ -1,0 +1,448 @@
+"""How sure we are: the statistics of a walk-forward over folds x seeds, and its verdict in words.
+
+The sample is every fold x seed task's test window, per policy (the agent and the baselines, replayed on the same
+sessions). A metric is computed per fold x seed, then aggregated two ways: the **mean** (over folds of the mean over
+the fold's seeds, so every test window weighs the same) and the **interquartile mean** (IQM: the mean of the middle
+50% of all fold x seed values, robust to a few outliers, as rliable recommends).
+
+**Confidence intervals** come from a bootstrap stratified by fold: each resample keeps every fold, draws the fold's
+seeds with replacement, and rebuilds the fold's test window from blocks of ``block_sessions`` consecutive sessions
+drawn with replacement (circular blocks, so serial correlation within a block survives). The same sessions and
+seeds are drawn for every policy, so differences between policies are paired. The interval is the percentile
+interval of the aggregate over the resamples.
+
+**P(agent beats a baseline)** is the share of fold x seed pairs in which the agent's metric exceeds the baseline's
+on the same window (ties count one half), with its bootstrap interval.
+
+**The deflated Sharpe ratio** (Bailey & López de Prado, 2014) is the probability that the agent's true Sharpe ratio
+is above zero after charging for the number of configurations tried: the track record is the agent's daily test
+returns, averaged over seeds, over all folds' test windows in date order.
+
+The **verdict** compares the agent with buy-and-hold on the Sharpe ratio: evidence of better (the interval of the
+difference lies above 0), evidence of worse (below 0), or no evidence either way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from training.baselines import BUY_AND_HOLD, POLICIES
+from training.evaluation import AGENT
+from training.metrics import TRADING_DAYS_PER_YEAR, max_drawdown, sharpe, sortino, total_return
+
+EULER_MASCHERONI = 0.5772156649015329
+
+STATISTIC_METRICS = ("sharpe", "sortino", "total_return", "max_drawdown", "exposure", "turnover")
+"""Metrics with confidence intervals (those a resample of sessions can recompute)."""
+COMPARISON_METRICS = ("sharpe", "total_return")
+"""Metrics on which the agent is compared with each baseline."""
+ANNUALISED = frozenset({"sharpe", "sortino"})
+VERDICT_BASELINE = BUY_AND_HOLD
+VERDICT_METRIC = "sharpe"
+
+
+@dataclass(frozen=True)
+class FoldSample:
+    """One fold's test window: per seed and policy, the pooled book's daily numbers."""
+
+    fold_id: int
+    seeds: tuple[int, ...]
+    dates: np.ndarray
+    """datetime64[D] of the sessions with a return (the window's closes after the first)."""
+    returns: np.ndarray
+    """(seeds, policies, sessions) daily returns of the pooled book."""
+    exposure: np.ndarray
+    """(seeds, policies, sessions) fraction of the symbols long during each session."""
+    turnover: np.ndarray
+    """(seeds, policies, sessions) fraction of the symbols that changed position at each session's open."""
+    symbols: int
+
+    @property
+    def sessions(self) -> int:
+        return self.returns.shape[-1]
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SampleSize:
+    folds: int
+    seeds: int
+    """Seeds per fold (the largest; a fold whose task failed has fewer: see tasks)."""
+    tasks: int
+    """Fold x seed pairs in the sample."""
+    sessions: int
+    """Test sessions over all folds."""
+    symbols: int
+    """Symbols traded in the test windows (the largest fold)."""
+
+
+@dataclass(frozen=True)
+class PolicyStatistic:
+    fold_id: int | None
+    """None: all folds."""
+    policy: str
+    metric: str
+    mean: Interval
+    iqm: Interval
+    size: SampleSize
+    annualised_from: int | None
+    """Sessions per window an annualised metric was computed on (None: not annualised)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    fold_id: int | None
+    baseline: str
+    metric: str
+    difference: Interval
+    """Mean over folds (of the mean over seeds) of agent - baseline."""
+    p_agent_better: Interval
+    size: SampleSize
+
+
+@dataclass(frozen=True)
+class DeflatedSharpe:
+    value: float
+    """P(true Sharpe > 0) after charging for ``trials`` configurations."""
+    sharpe: float
+    """Annualised Sharpe ratio of the track record."""
+    benchmark_sharpe: float
+    """Annualised Sharpe ratio the best of ``trials`` skill-less configurations would be expected to reach."""
+    trials: int
+    sessions: int
+    skewness: float
+    kurtosis: float
+
+
+@dataclass(frozen=True)
+class RunStatistics:
+    policies: list[PolicyStatistic]
+    comparisons: list[Comparison]
+    deflated_sharpe: DeflatedSharpe
+    size: SampleSize
+    confidence: float
+    verdict: str
+
+    def policy(self, policy: str, metric: str, fold_id: int | None = None) -> PolicyStatistic:
+        return next(s for s in self.policies if (s.policy, s.metric, s.fold_id) == (policy, metric, fold_id))
+
+    def comparison(self, baseline: str, metric: str, fold_id: int | None = None) -> Comparison:
+        return next(c for c in self.comparisons if (c.baseline, c.metric, c.fold_id) == (baseline, metric, fold_id))
+
+
+# --- per-window metrics on (..., sessions) arrays ------------------------------------------------------------------
+
+
+def window_metrics(returns: np.ndarray, exposure: np.ndarray, turnover: np.ndarray) -> dict[str, np.ndarray]:
+    """STATISTIC_METRICS of every window along the last axis."""
+    return {
+        "sharpe": sharpe(returns),
+        "sortino": sortino(returns),
+        "total_return": total_return(returns),
+        "max_drawdown": max_drawdown(returns),
+        "exposure": exposure.mean(axis=-1),
+        "turnover": turnover.mean(axis=-1),
+    }
+
+
+def block_indices(rng: np.random.Generator, resamples: int, sessions: int, block: int) -> np.ndarray:
+    """(resamples, sessions) indices made of circular blocks of ``block`` consecutive sessions."""
+    block = max(1, min(block, sessions))
+    blocks = math.ceil(sessions / block)
+    starts = rng.integers(0, sessions, size=(resamples, blocks))
+    indices = (starts[:, :, None] + np.arange(block)) % sessions
+    return indices.reshape(resamples, blocks * block)[:, :sessions]
+
+
+def interquartile_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of the middle 50% along ``axis`` (NaNs ignored; NaN when nothing is defined)."""
+    values = np.sort(np.where(np.isnan(values), np.inf, values), axis=axis)
+    counts = np.sum(np.isfinite(values), axis=axis, keepdims=True)
+    ranks = np.arange(values.shape[axis]).reshape([-1 if i == axis % values.ndim else 1 for i in range(values.ndim)])
+    low, high = np.floor(counts * 0.25), np.ceil(counts * 0.75)
+    inside = (ranks >= low) & (ranks < high) & np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(np.where(inside, values, 0.0), axis=axis) / np.sum(inside, axis=axis)
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    defined = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(np.where(defined, values, 0.0), axis=axis) / np.sum(defined, axis=axis)
+
+
+def _interval(point: float, resampled: np.ndarray, confidence: float) -> Interval:
+    resampled = resampled[np.isfinite(resampled)]
+    if len(resampled) == 0 or not np.isfinite(point):
+        return Interval(float(point), float("nan"), float("nan"))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled, [tail, 1.0 - tail])
+    return Interval(float(point), float(low), float(high))
+
+
+# --- the bootstrap ---------------------------------------------------------------------------------------------------
+
+
+def _fold_values(fold: FoldSample, seed_index: np.ndarray, session_index: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of resampled windows: (resamples, seeds, policies) per metric."""
+    take = session_index[:, None, None, :]
+
+    def gather(array: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(array[seed_index], take, axis=-1)
+
+    return window_metrics(gather(fold.returns), gather(fold.exposure), gather(fold.turnover))
+
+
+def _resampled_values(
+    folds: Sequence[FoldSample], resamples: int, block: int, rng: np.random.Generator, chunk: int = 250
+) -> list[dict[str, np.ndarray]]:
+    """Per fold, per metric: (resamples, seeds, policies) metric values over bootstrap resamples."""
+    out: list[dict[str, np.ndarray]] = []
+    for fold in folds:
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, resamples, chunk):
+            count = min(chunk, resamples - start)
+            seed_index = rng.integers(0, len(fold.seeds), size=(count, len(fold.seeds)))
+            session_index = block_indices(rng, count, fold.sessions, block)
+            parts.append(_fold_values(fold, seed_index, session_index))
+        out.append({metric: np.concatenate([p[metric] for p in parts]) for metric in parts[0]})
+    return out
+
+
+def _observed_values(folds: Sequence[FoldSample]) -> list[dict[str, np.ndarray]]:
+    """Per fold, per metric: (1, seeds, policies), the windows as they happened."""
+    return [
+        {m: v[None] for m, v in window_metrics(fold.returns, fold.exposure, fold.turnover).items()} for fold in folds
+    ]
+
+
+def _aggregate_mean(per_fold: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean over folds of the mean over each fold's seeds: (resamples, policies) from [(resamples, seeds, policies)]."""
+    return _nanmean(np.stack([_nanmean(values, axis=1) for values in per_fold]), axis=0)
+
+
+def _aggregate_iqm(per_fold: Sequence[np.ndarray]) -> np.ndarray:
+    return interquartile_mean(np.concatenate(list(per_fold), axis=1), axis=1)
+
+
+def _p_better(per_fold: Sequence[np.ndarray], agent: int, baseline: int) -> np.ndarray:
+    """Share of fold x seed pairs with agent > baseline (ties 1/2): (resamples,)."""
+    values = np.concatenate(list(per_fold), axis=1)
+    a, b = values[:, :, agent], values[:, :, baseline]
+    defined = np.isfinite(a) & np.isfinite(b)
+    wins = np.where(defined, (a > b) + 0.5 * (a == b), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wins.sum(axis=1) / defined.sum(axis=1)
+
+
+def _size(folds: Sequence[FoldSample]) -> SampleSize:
+    return SampleSize(
+        folds=len(folds),
+        seeds=max(len(f.seeds) for f in folds),
+        tasks=sum(len(f.seeds) for f in folds),
+        sessions=sum(f.sessions for f in folds),
+        symbols=max(f.symbols for f in folds),
+    )
+
+
+def _statistics_for(
+    folds: Sequence[FoldSample],
+    fold_id: int | None,
+    policies: Sequence[str],
+    resamples: int,
+    block: int,
+    confidence: float,
+    rng: np.random.Generator,
+) -> tuple[list[PolicyStatistic], list[Comparison]]:
+    observed = _observed_values(folds)
+    resampled = _resampled_values(folds, resamples, block, rng)
+    size = _size(folds)
+    shortest = min(f.sessions for f in folds)
+    agent = policies.index(AGENT)
+    policy_statistics, comparisons = [], []
+    for metric in STATISTIC_METRICS:
+        seen = [values[metric] for values in observed]
+        drawn = [values[metric] for values in resampled]
+        means, means_drawn = _aggregate_mean(seen)[0], _aggregate_mean(drawn)
+        iqms, iqms_drawn = _aggregate_iqm(seen)[0], _aggregate_iqm(drawn)
+        for index, policy in enumerate(policies):
+            policy_statistics.append(
+                PolicyStatistic(
+                    fold_id=fold_id,
+                    policy=policy,
+                    metric=metric,
+                    mean=_interval(means[index], means_drawn[:, index], confidence),
+                    iqm=_interval(iqms[index], iqms_drawn[:, index], confidence),
+                    size=size,
+                    annualised_from=shortest if metric in ANNUALISED else None,
+                )
+            )
+        if metric not in COMPARISON_METRICS:
+            continue
+        for index, baseline in enumerate(policies):
+            if index == agent:
+                continue
+            difference = [values[:, :, agent] - values[:, :, index] for values in seen]
+            difference_drawn = [values[:, :, agent] - values[:, :, index] for values in drawn]
+            point = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference]), axis=0)[0]
+            spread = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference_drawn]), axis=0)
+            comparisons.append(
+                Comparison(
+                    fold_id=fold_id,
+                    baseline=baseline,
+                    metric=metric,
+                    difference=_interval(point, spread, confidence),
+                    p_agent_better=_interval(
+                        _p_better(seen, agent, index)[0], _p_better(drawn, agent, index), confidence
+                    ),
+                    size=size,
+                )
+            )
+    return policy_statistics, comparisons
+
+
+# --- the deflated Sharpe ratio ---------------------------------------------------------------------------------------
+
+
+def expected_max_sharpe(trials: int, sharpe_variance: float) -> float:
+    """SR0: the Sharpe ratio (per period) the best of ``trials`` skill-less configurations is expected to reach."""
+    if trials <= 1:
+        return 0.0
+    normal = scipy_stats.norm
+    return math.sqrt(sharpe_variance) * (
+        (1.0 - EULER_MASCHERONI) * normal.ppf(1.0 - 1.0 / trials)
+        + EULER_MASCHERONI * normal.ppf(1.0 - 1.0 / (trials * math.e))
+    )
+
+
+def deflated_sharpe_ratio(
+    returns: np.ndarray, trials: int = 1, trial_sharpe_variance: float | None = None
+) -> DeflatedSharpe:
+    """Bailey & López de Prado's DSR of a daily return series given ``trials`` configurations tried.
+
+    DSR = Phi((SR - SR0) sqrt(T - 1) / sqrt(1 - skew SR + (kurtosis - 1) / 4 SR^2)), with SR the per-session Sharpe
+    ratio, T the sessions, kurtosis not in excess, and SR0 = sqrt(V) ((1 - g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))
+    (g: Euler-Mascheroni). V is the variance of the Sharpe ratios across the trials; when the caller does not know
+    it, the sampling variance of a Sharpe ratio estimated from T sessions under the null, 1 / (T - 1), stands in.
+    With one configuration SR0 = 0 and the DSR is the probabilistic Sharpe ratio against zero.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    sessions = len(returns)
+    std = returns.std(ddof=1) if sessions > 1 else 0.0
+    if sessions < 3 or std == 0:
+        return DeflatedSharpe(float("nan"), float("nan"), float("nan"), trials, sessions, float("nan"), float("nan"))
+    sr = returns.mean() / std
+    skewness = float(scipy_stats.skew(returns))
+    kurtosis = float(scipy_stats.kurtosis(returns, fisher=False))
+    variance = trial_sharpe_variance if trial_sharpe_variance is not None else 1.0 / (sessions - 1)
+    sr0 = expected_max_sharpe(trials, variance)
+    denominator = 1.0 - skewness * sr + (kurtosis - 1.0) / 4.0 * sr**2
+    value = float(scipy_stats.norm.cdf((sr - sr0) * math.sqrt(sessions - 1) / math.sqrt(max(denominator, 1e-12))))
+    annualise = math.sqrt(TRADING_DAYS_PER_YEAR)
+    return DeflatedSharpe(value, sr * annualise, sr0 * annualise, trials, sessions, skewness, kurtosis)
+
+
+def agent_track_record(folds: Sequence[FoldSample], policies: Sequence[str]) -> np.ndarray:
+    """The agent's daily test returns, averaged over seeds, all folds in date order."""
+    agent = policies.index(AGENT)
+    ordered = sorted(folds, key=lambda f: f.dates[0])
+    return np.concatenate([fold.returns[:, agent, :].mean(axis=0) for fold in ordered])
+
+
+# --- putting it together ---------------------------------------------------------------------------------------------
+
+
+def compute_statistics(
+    folds: Sequence[FoldSample],
+    policies: Sequence[str] = POLICIES,
+    *,
+    resamples: int = 2000,
+    block_sessions: int = 5,
+    confidence: float = 0.95,
+    configurations_tried: int = 1,
+    trial_sharpe_variance: float | None = None,
+    seed: int = 0,
+) -> RunStatistics:
+    """Every statistic of a walk-forward, all folds together and per fold, and the verdict."""
+    if not folds:
+        raise ValueError("no fold x seed task succeeded: there is nothing to measure")
+    rng = np.random.default_rng(seed)
+    policies = list(policies)
+    policy_statistics, comparisons = _statistics_for(folds, None, policies, resamples, block_sessions, confidence, rng)
+    for fold in sorted(folds, key=lambda f: f.fold_id):
+        per_policy, per_comparison = _statistics_for(
+            [fold], fold.fold_id, policies, resamples, block_sessions, confidence, rng
+        )
+        policy_statistics += per_policy
+        comparisons += per_comparison
+    dsr = deflated_sharpe_ratio(agent_track_record(folds, policies), configurations_tried, trial_sharpe_variance)
+    size = _size(folds)
+    statistics = RunStatistics(policy_statistics, comparisons, dsr, size, confidence, verdict="")
+    return RunStatistics(policy_statistics, comparisons, dsr, size, confidence, verdict(statistics))
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.2f}".replace("-", "−")
+
+
+def verdict(statistics: RunStatistics) -> str:
+    """The result in words, evidence or not, with the interval and the sample size beside it."""
+    comparison = statistics.comparison(VERDICT_BASELINE, VERDICT_METRIC)
+    difference, p = comparison.difference, comparison.p_agent_better
+    size = statistics.size
+    level = f"{statistics.confidence:.0%}"
+    if not np.isfinite(difference.low):
+        head = "no evidence either way (the Sharpe difference is undefined on this sample)"
+    elif difference.low > 0:
+        head = "evidence the agent beats buy-and-hold"
+    elif difference.high < 0:
+        head = "evidence the agent does worse than buy-and-hold"
+    else:
+        head = "no evidence the agent beats buy-and-hold"
+    annualised = min(s.annualised_from or 0 for s in statistics.policies if s.metric == "sharpe" and s.fold_id is None)
+    dsr = statistics.deflated_sharpe
+    trials = f"{dsr.trials} configuration{'s' if dsr.trials != 1 else ''} tried"
+    return (
+        f"{head}: P = {p.estimate:.2f}, {level} CI of the Sharpe difference {_signed(difference.low)} … "
+        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {size.folds} fold"
+        f"{'s' if size.folds != 1 else ''} × {size.seeds} seed{'s' if size.seeds != 1 else ''}, "
+        f"{size.sessions} test sessions, {size.symbols} symbols; Sharpe annualised from {annualised}-session "
+        f"windows). Deflated Sharpe ratio {dsr.value:.2f} with {trials} (0.95 or more would be evidence of a "
+        f"positive Sharpe ratio)."
+    )
+
+
+def fold_sample(fold_id: int, replays_by_seed: dict[int, dict], policies: Sequence[str] = POLICIES) -> FoldSample:
+    """A fold's test replays (seed -> policy -> PolicyReplay) as the arrays the statistics resample."""
+    seeds = tuple(sorted(replays_by_seed))
+    first = replays_by_seed[seeds[0]][policies[0]]
+    for seed in seeds:
+        for policy in policies:
+            if not np.array_equal(replays_by_seed[seed][policy].dates, first.dates):
+                raise ValueError(f"fold {fold_id}: the replays of seed {seed}, {policy} cover other sessions")
+
+    def stack(attribute: str) -> np.ndarray:
+        return np.stack(
+            [np.stack([getattr(replays_by_seed[s][p], attribute) for p in policies]) for s in seeds]
+        ).astype(np.float64)
+
+    return FoldSample(
+        fold_id=fold_id,
+        seeds=seeds,
+        dates=first.dates[1:],
+        returns=stack("returns"),
+        exposure=stack("exposure"),
+        turnover=stack("turnover"),
+        symbols=first.symbols,
+    )

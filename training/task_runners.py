@@ -1,0 +1,244 @@
+"""Where fold x seed tasks run: in this process (``make train``, tests) or as independent tasks on Ray.
+
+Ray: by default ``ray.init()`` starts a local Ray for the run (one task per CPU) and stops it afterwards; with an
+address (``--ray-address`` or ``RAY_ADDRESS``) the same tasks run on an existing cluster, whose nodes need this
+project installed (the same requirements.txt, ``pip install -e .``). The driver puts the mart rows into Ray's object
+store once; every task reads them from there, so workers never connect to the warehouse. A task that fails is
+submitted again (``task_retries`` times) and then reported by fold and seed; the other tasks still land.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
+
+from training.config import TrainConfig
+from training.fold_task import MarketData, TaskResult, run_fold_seed
+from training.folds import Fold
+
+logger = logging.getLogger(__name__)
+
+Task = tuple[Fold, int]
+"""(fold, seed)."""
+TaskFunction = Callable[[TrainConfig, MarketData, Fold, int], TaskResult]
+
+
+class RayUnavailable(RuntimeError):
+    """The Ray cluster named by --ray-address / RAY_ADDRESS does not answer."""
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    fold_id: int
+    seed: int
+    attempts: int
+    error: str
+    """The last attempt's exception, as one line."""
+
+
+@dataclass
+class RunnerOutcome:
+    results: list[TaskResult] = field(default_factory=list)
+    failures: list[TaskFailure] = field(default_factory=list)
+    ray_address: str | None = None
+    """The cluster the tasks ran on (None: this process)."""
+    nodes: int = 1
+
+
+def _progress(total: int, enabled: bool) -> tqdm:
+    return tqdm(total=total, unit="task", desc="fold x seed tasks", dynamic_ncols=True, disable=not enabled)
+
+
+def _log_finished(result: TaskResult) -> None:
+    test = result.replays["test"]
+    logger.info(
+        "fold %d seed %d finished in %.0f s: checkpoint of %d steps selected on validation (%.2f); test Sharpe "
+        "agent %.2f, buy-and-hold %.2f",
+        result.fold_id,
+        result.seed,
+        result.wall_seconds,
+        result.selected_step,
+        result.validation_score,
+        test["agent"].metrics()["sharpe"],
+        test["buy_and_hold"].metrics()["sharpe"],
+    )
+
+
+@dataclass
+class InProcessRunner:
+    """Every task, one after another, in this process; exceptions propagate (``make train`` runs one task)."""
+
+    task: TaskFunction = run_fold_seed
+    progress_bar: bool = False
+
+    def prepare(self) -> None:
+        pass
+
+    def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
+        outcome = RunnerOutcome()
+        with _progress(len(tasks), self.progress_bar and len(tasks) > 1) as bar:
+            for fold, seed in tasks:
+                result = self.task(config, data, fold, seed)
+                result.node = socket.gethostname()
+                outcome.results.append(result)
+                _log_finished(result)
+                bar.update(1)
+        return outcome
+
+
+def _remote_task(task: TaskFunction, config: TrainConfig, data: MarketData, fold: Fold, seed: int) -> TaskResult:
+    import ray
+
+    result = task(config, data, fold, seed)
+    result.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}/pid {os.getpid()}"
+    return result
+
+
+def _one_line(error: BaseException) -> str:
+    import ray.exceptions
+
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
+
+
+def _use_token_authentication() -> None:
+    """Send Ray's token (the one `ray start` keeps in ~/.ray/auth_token, or RAY_AUTH_TOKEN) to an explicit address.
+
+    Ray 2.60 protects clusters it starts with that token by default, but a driver given an explicit address only
+    sends it when RAY_AUTH_MODE=token; without it the connection is refused after some 20 s of retries.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user decided
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        # What ray.init does for a cluster it finds itself: RAY_AUTH_MODE=token, and Ray's cached config refreshed.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+
+
+def check_ray_address(address: str, timeout: float) -> None:
+    """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``."""
+    if address in ("auto", "local"):
+        return
+    parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise RayUnavailable(f"--ray-address {address!r} is not host:port, ray://host:port or 'auto'")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        raise RayUnavailable(
+            f"no Ray cluster answers at {address} ({error.strerror or error} within {timeout:g} s): start one with "
+            f"`ray start --head --port={port}`, or leave out --ray-address and RAY_ADDRESS to run on a local Ray"
+        ) from None
+
+
+@dataclass
+class RayRunner:
+    """Each task on Ray, one CPU each, retried ``retries`` times on failure; a progress bar counts finished tasks."""
+
+    address: str | None = None
+    cpus: int | None = None
+    connect_timeout: float = 15.0
+    retries: int = 1
+    progress_bar: bool = True
+    task: TaskFunction = run_fold_seed
+
+    def prepare(self) -> None:
+        """Check that the configured cluster answers before any work is done."""
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_ray_address(address, self.connect_timeout)
+
+    def _connect(self) -> tuple[bool, str | None]:
+        """(whether this runner started Ray and must stop it, the cluster address or None for a local Ray)."""
+        import ray
+
+        if ray.is_initialized():  # a caller (the sweep, a test) holds a Ray session already: use it
+            return False, self.address
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_ray_address(address, self.connect_timeout)
+            _use_token_authentication()
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, RuntimeError, TimeoutError) as error:
+                raise RayUnavailable(
+                    f"could not join the Ray cluster at {address}: {error} (a cluster with token authentication, "
+                    "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
+                ) from None
+            return True, address
+        ray.init(
+            address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
+            num_cpus=self.cpus or os.cpu_count(),
+            # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+            _system_config={"worker_niceness": 0},
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        return True, None
+
+    def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
+        import ray
+        import ray.exceptions
+
+        started_here, address = self._connect()
+        try:
+            nodes = len([node for node in ray.nodes() if node.get("Alive")])
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            logger.info(
+                "%d fold x seed tasks on %s (%d node%s, %d CPUs)",
+                len(tasks),
+                f"the Ray cluster at {address}" if address else "a local Ray",
+                nodes,
+                "s" if nodes != 1 else "",
+                cpus,
+            )
+            remote = ray.remote(num_cpus=1, max_retries=0)(_remote_task)
+            started = time.perf_counter()
+            data_ref = ray.put(data)
+            config_ref = ray.put(config)
+            pending = {
+                remote.remote(self.task, config_ref, data_ref, fold, seed): (fold, seed, 1) for fold, seed in tasks
+            }
+            outcome = RunnerOutcome(ray_address=address, nodes=nodes)
+            with _progress(len(tasks), self.progress_bar) as bar:
+                while pending:
+                    (ready,), _ = ray.wait(list(pending), num_returns=1)
+                    fold, seed, attempt = pending.pop(ready)
+                    try:
+                        result = ray.get(ready)
+                    except ray.exceptions.RayError as error:
+                        message = _one_line(error)
+                        if attempt <= self.retries:
+                            logger.warning("fold %d seed %d failed (%s); retrying", fold.fold_id, seed, message)
+                            pending[remote.remote(self.task, config_ref, data_ref, fold, seed)] = (
+                                fold,
+                                seed,
+                                attempt + 1,
+                            )
+                            continue
+                        logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
+                        outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
+                    else:
+                        result.attempts = attempt
+                        outcome.results.append(result)
+                        _log_finished(result)
+                    bar.update(1)
+            logger.info("tasks done in %.0f s", time.perf_counter() - started)
+            return outcome
+        finally:
+            if started_here:
+                ray.shutdown()

@@ -1,0 +1,307 @@
+"""The walk-forward, start to finish, in the order it happens (read this file top to bottom).
+
+contract check -> read the mart and its folds once, as trainer -> every fold x seed as an independent task (on Ray;
+each one fits the scaler on its train range, trains PPO, selects a checkpoint on validation, and tests it once beside
+the baselines: training/fold_task.py) -> statistics over folds x seeds with confidence intervals, and the verdict ->
+run folder (models, statistics.json, report.html) -> ml.walk_forward_* tables in one transaction.
+
+``python -m training.walk_forward`` (``make walk-forward``) runs it on every fold with ``--seeds`` seeds; ``make
+train`` (training/job.py) runs the same job on one fold with one seed, in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from training import results_store
+from training.baselines import POLICIES
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
+from training.contract import ContractTerms, check_mart_contract
+from training.features import MartSchema, read_mart_schema
+from training.fold_task import MarketData, TaskResult
+from training.folds import FOLDS_TABLE, Fold, FoldSelectionError
+from training.mart import MartSnapshot, read_dbt_provenance, read_mart
+from training.report import statistics_document, write_report_html, write_statistics_json
+from training.statistics import RunStatistics, compute_statistics, fold_sample
+from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
+from warehouse_db.settings import ConnectionSettings
+
+logger = logging.getLogger(__name__)
+
+KIND_TRAIN = "train"
+KIND_WALK_FORWARD = "walk_forward"
+
+
+class TaskRunner(Protocol):
+    def prepare(self) -> None:
+        """Fail fast (before the mart is read) when the tasks could not run, e.g. the Ray cluster does not answer."""
+
+    def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome: ...
+
+
+class AllTasksFailed(RuntimeError):
+    """No fold x seed task succeeded: there is nothing to measure."""
+
+    def __init__(self, failures: Sequence[TaskFailure]) -> None:
+        self.failures = list(failures)
+        first = self.failures[0].error if self.failures else "no task ran"
+        super().__init__(f"all {len(self.failures)} fold x seed tasks failed; the first: {first}")
+
+
+@dataclass(frozen=True)
+class WalkForwardResult:
+    run_id: str
+    run_dir: Path
+    report_path: Path
+    statistics: RunStatistics
+    results: list[TaskResult]
+    failures: list[TaskFailure]
+    mart_hash: str
+
+
+def new_run_id() -> str:
+    # The suffix comes from the OS, not from a seeded generator: two runs with one seed still get two ids.
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def choose_folds(folds: Sequence[Fold], wanted: Sequence[int]) -> list[Fold]:
+    """The folds with the ``wanted`` ids (all when empty), oldest first; an unknown id is an error."""
+    by_id = {fold.fold_id: fold for fold in folds}
+    if not by_id:
+        raise FoldSelectionError(f"marts.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)")
+    if missing := sorted(set(wanted) - set(by_id)):
+        raise FoldSelectionError(
+            f"marts.{FOLDS_TABLE} has no fold {missing} (its folds: {sorted(by_id)}): choose --folds"
+        )
+    return [by_id[fold_id] for fold_id in sorted(set(wanted) or by_id)]
+
+
+def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
+    return ContractTerms(
+        feature_names=tuple(schema.feature_names),
+        target=schema.target,
+        min_sessions_per_range=config.window + config.min_episode_steps,
+        min_purge_sessions=schema.target_horizon_sessions,
+        min_embargo_sessions=config.embargo_sessions or 0,
+    )
+
+
+def read_checked_mart(config: TrainConfig, settings: ConnectionSettings, schema: MartSchema) -> MartSnapshot:
+    """The data contract first, then the rows and folds (as trainer both times)."""
+    check_mart_contract(settings, contract_terms(config, schema))
+    return read_mart(settings, schema, config.symbols, config.symbols_limit)
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def run_walk_forward(
+    config: WalkForwardConfig,
+    settings: ConnectionSettings,
+    *,
+    runner: TaskRunner | None = None,
+    snapshot: MartSnapshot | None = None,
+    trial_sharpe_variance: float | None = None,
+) -> WalkForwardResult:
+    """Every fold (or ``config.folds``) x ``config.seeds`` seeds on Ray, then statistics, report and ml.* rows.
+
+    A sweep passes the configuration it chose with ``configurations_tried`` set to its trial count (and, if it knows
+    it, the variance of its trials' Sharpe ratios): the deflated Sharpe ratio charges for them. ``snapshot`` skips
+    reading the mart again when the caller already holds it.
+    """
+    runner = runner or RayRunner(
+        address=config.ray_address,
+        cpus=config.ray_cpus,
+        connect_timeout=config.ray_connect_timeout,
+        retries=config.task_retries,
+        progress_bar=config.progress_bar,
+    )
+    return execute(
+        KIND_WALK_FORWARD,
+        config,
+        settings,
+        fold_ids=config.folds,
+        seeds=config.seed_list,
+        make_runner=lambda run_dir: runner,
+        snapshot=snapshot,
+        trial_sharpe_variance=trial_sharpe_variance,
+    )
+
+
+def execute(
+    kind: str,
+    config: TrainConfig,
+    settings: ConnectionSettings,
+    *,
+    fold_ids: Sequence[int],
+    seeds: Sequence[int],
+    make_runner: Callable[[Path], TaskRunner],
+    snapshot: MartSnapshot | None = None,
+    trial_sharpe_variance: float | None = None,
+    pick_folds: Callable[[Sequence[Fold]], list[Fold]] | None = None,
+) -> WalkForwardResult:
+    """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward)."""
+    started_at = datetime.now(UTC)
+    run_id = config.run_id or new_run_id()
+    config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
+    run_dir = config.runs_dir / run_id
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another --run-id")
+    runner = make_runner(run_dir)
+    runner.prepare()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir / "run.log"):
+        logger.info(
+            "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
+        )
+        dump_config(config, run_dir / "config.yaml")
+        if config.save_to_warehouse:
+            results_store.ensure_tables(settings)
+            if results_store.run_exists(settings, run_id):
+                raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
+
+        # 1. The mart and its folds, read once as trainer (after the data contract).
+        schema = read_mart_schema(config.mart_yaml)
+        snapshot = snapshot or read_checked_mart(config, settings, schema)
+        dbt = read_dbt_provenance(config.dbt_run_results)
+        folds = pick_folds(snapshot.folds) if pick_folds else choose_folds(snapshot.folds, fold_ids)
+        for fold in folds:
+            logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
+                        fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
+        data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+
+        # 2. Every fold x seed, independently: train, select on validation, test once.
+        outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
+        if not outcome.results:
+            raise AllTasksFailed(outcome.failures)
+        results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
+
+        # 3. How sure we are.
+        samples = [
+            fold_sample(fold.fold_id, {r.seed: r.replays["test"] for r in results if r.fold_id == fold.fold_id})
+            for fold in folds
+            if any(r.fold_id == fold.fold_id for r in results)
+        ]
+        statistics = compute_statistics(
+            samples,
+            POLICIES,
+            resamples=config.bootstrap_samples,
+            block_sessions=config.block_sessions,
+            confidence=config.confidence,
+            configurations_tried=config.configurations_tried,
+            trial_sharpe_variance=trial_sharpe_variance,
+            seed=config.seed,
+        )
+
+        # 4. The run folder: models, statistics.json, report.html.
+        finished_at = datetime.now(UTC)
+        for result in results:
+            task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
+            task_dir.mkdir(parents=True, exist_ok=True)
+            (task_dir / "model.zip").write_bytes(result.model_zip)
+            (task_dir.parent / "scaler.json").write_text(_json(result.scaler), encoding="utf-8")
+        summary = {
+            "run_id": run_id,
+            "kind": kind,
+            "config_hash": configuration_hash(config),
+            "env": config.env,
+            "timesteps_per_task": config.timesteps,
+            "folds": [fold.fold_id for fold in folds],
+            "seeds": list(seeds),
+            "tasks_failed": len(outcome.failures),
+            "configurations_tried": config.configurations_tried,
+            "symbols": len(snapshot.symbols),
+            "mart_rows": snapshot.row_count,
+            "mart_hash": snapshot.content_hash,
+            "dbt_invocation_id": dbt.invocation_id,
+            "dbt_generated_at": dbt.generated_at,
+            "ray_address": outcome.ray_address,
+            "ray_nodes": outcome.nodes,
+            "window": config.window,
+            "commission_bps": config.commission_bps,
+            "slippage_bps": config.slippage_bps,
+            "started_at": started_at.isoformat(),
+            "finished_at": finished_at.isoformat(),
+            "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
+        }
+        write_statistics_json(
+            run_dir / "statistics.json", statistics_document(summary, statistics, results, outcome.failures)
+        )
+        report_path = run_dir / "report.html"
+        write_report_html(report_path, summary, statistics, folds, results, outcome.failures)
+
+        # 5. The warehouse, all or nothing.
+        if config.save_to_warehouse:
+            results_store.write_run(
+                settings,
+                results_store.RunRecord(
+                    run_id=run_id,
+                    kind=kind,
+                    status="partial" if outcome.failures else "succeeded",
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    config_hash=summary["config_hash"],
+                    config=config.to_dict(),
+                    env=config.env,
+                    timesteps_per_task=config.timesteps,
+                    folds=len(folds),
+                    seeds=len(seeds),
+                    tasks_succeeded=len(results),
+                    tasks_failed=len(outcome.failures),
+                    test_sessions=statistics.size.sessions,
+                    symbols=statistics.size.symbols,
+                    configurations_tried=config.configurations_tried,
+                    deflated_sharpe=statistics.deflated_sharpe.value,
+                    verdict=statistics.verdict,
+                    mart_rows=snapshot.row_count,
+                    mart_hash=snapshot.content_hash,
+                    dbt_invocation_id=dbt.invocation_id,
+                    dbt_generated_at=dbt.generated_at,
+                    ray_address=outcome.ray_address,
+                    ray_nodes=outcome.nodes,
+                    run_dir=str(run_dir.resolve()),
+                ),
+                folds,
+                results,
+                outcome.failures,
+                statistics,
+                config.selection_metric,
+            )
+        for failure in outcome.failures:
+            logger.error("fold %d seed %d failed after %d attempts: %s", failure.fold_id, failure.seed,
+                         failure.attempts, failure.error)  # fmt: skip
+        logger.info("verdict: %s", statistics.verdict)
+        logger.info("report: %s", report_path.resolve())
+    return WalkForwardResult(
+        run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
+    )
+
+
+def _json(value: dict) -> str:
+    import json
+
+    return json.dumps(value, indent=2)
+
+
+if __name__ == "__main__":
+    from training.cli import walk_forward_main
+
+    sys.exit(walk_forward_main())
