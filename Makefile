@@ -8,8 +8,9 @@ STAMP := $(VENV)/.requirements-installed
 # dbt must never phone home (there is no network here, and users may not want it).
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
-# Children reach the warehouse the same way Python does: embedded by default, else .env / PG* / DATABASE_URL.
-WAREHOUSE_ENV = eval "$$($(BIN)/python -m warehouse_db env)"
+# Children reach the warehouse the same way Python does: embedded by default, else .env / PG* / DATABASE_URL,
+# with the per-component logins (dbt: WAREHOUSE_TRANSFORMER_USER). If that fails, its one-line error stops the target.
+WAREHOUSE_ENV = exports="$$($(BIN)/python -m warehouse_db env)" && eval "$$exports"
 
 SOURCE ?= ibkr
 FILES ?=
@@ -84,8 +85,10 @@ db-down: $(STAMP)
 db-status: $(STAMP)
 	$(BIN)/python -m warehouse_db status
 
-psql: $(STAMP) db-up
-	$(BIN)/python -m warehouse_db psql $(ARGS)
+# ARGS go to psql unchanged (make psql ARGS="-c 'select 1'"); ROLE=analyst connects with the analyst's login.
+ROLE ?=
+psql: $(STAMP)
+	$(BIN)/python -m warehouse_db psql $(if $(ROLE),--as $(ROLE)) $(ARGS)
 
 docs: $(STAMP) db-up
 	$(WAREHOUSE_ENV) && $(BIN)/dbt docs generate && $(BIN)/dbt docs serve --port 8080 --host 127.0.0.1
@@ -108,4 +111,4 @@ bench-dbt-large: $(STAMP)
 	$(BIN)/python bench/bench_dbt.py
 
 clean:
-	rm -rf target logs runs .pytest_cache bench/results .venv-insync
+	rm -rf target logs runs .pytest_cache bench/results

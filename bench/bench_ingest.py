@@ -1,6 +1,6 @@
 """IBKR loader throughput: our concurrent loader vs the same loader limited to one request at a time.
 
-150 symbols (the watchlist) x 12 months of daily bars from the gateway simulator, which answers each
+150 symbols (the watchlist) x 5 years of daily bars (the default window; ``--months``) from the gateway simulator, which answers each
 historical request after a fixed latency (default 1 s) and enforces IBKR's pacing rules for daily bars
 (identical requests, 6 per contract in 2 s, 50 open; see README "Pacing"), counting every violation.
 
@@ -13,7 +13,7 @@ Runs, each against a fresh simulator and in the same scratch database of the emb
 Prints the ratio serial / concurrent (target >= 10) and how close each concurrent run comes to the floor
 that the client library's own throttle sets: messages / 45 per second + one latency.
 
-    python bench/bench_ingest.py [--latency 1.0] [--limit 150] [--max-open 40]
+    python bench/bench_ingest.py [--latency 1.0] [--limit 150] [--max-open 40] [--months 60]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import quiet_client_logs
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load
 from ingest.ibkr.pacing import DEFAULT_MAX_OPEN
+from ingest.ibkr.planner import DEFAULT_MONTHS
 from ingest.watchlist import load_watchlist
 from warehouse_db import connect
 from warehouse_db.provision import provision
@@ -77,18 +78,22 @@ def main() -> int:
     )
     parser.add_argument("--limit", type=int, default=150, help="symbols from the watchlist (default 150)")
     parser.add_argument("--max-open", type=int, default=DEFAULT_MAX_OPEN, help="the concurrent loader's open requests")
+    parser.add_argument("--months", type=int, default=DEFAULT_MONTHS, help="history window (default: the loader's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     quiet_client_logs()
     entries = load_watchlist()[: args.limit]
 
-    print(f"{len(entries)} symbols x 12 months of daily bars, {args.latency:g} s latency per historical request\n")
+    print(
+        f"{len(entries)} symbols x {args.months} months of daily bars, {args.latency:g} s latency per historical request\n"
+    )
     with scratch_database("bench_ingest") as db:
         with connect(db) as conn:
             provision(conn)
-        cold = measure("cold", db, entries, latency=args.latency, max_open=args.max_open)
-        concurrent = measure("concurrent", db, entries, latency=args.latency, max_open=args.max_open, full_refresh=True)
-        serial = measure("serial", db, entries, latency=args.latency, max_open=1, full_refresh=True)
+        window = {"latency": args.latency, "months": args.months}
+        cold = measure("cold", db, entries, max_open=args.max_open, **window)
+        concurrent = measure("concurrent", db, entries, max_open=args.max_open, full_refresh=True, **window)
+        serial = measure("serial", db, entries, max_open=1, full_refresh=True, **window)
 
     ratio = serial["seconds"] / concurrent["seconds"]
     violations = sum(r["pacing_violations"] for r in (cold, concurrent, serial))
@@ -106,6 +111,7 @@ def main() -> int:
         json.dumps(
             {
                 "latency_s": args.latency,
+                "months": args.months,
                 "symbols": len(entries),
                 "ratio": round(ratio, 2),
                 "runs": [cold, concurrent, serial],

@@ -19,34 +19,41 @@ import _common
 import psycopg2
 
 from devtools.scratch_database import scratch_database
-from ingest.landing import BAR_COLUMNS, BarSettings, Batch, ensure_landing_tables, land_batch, new_load_id, utc_now
+from ingest.raw_tables import (
+    IBKR_BARS,
+    BarSettings,
+    Batch,
+    RawBar,
+    land_batch,
+    new_load_id,
+    open_for_landing,
+    utc_now,
+)
 from warehouse_db import connect
-from warehouse_db.provision import provision
 
 
-def make_bars(n: int) -> list[tuple]:
+def make_bars(n: int) -> list[RawBar]:
     """n distinct one-minute bars over 500 symbols, deterministic."""
     start = datetime(2020, 1, 1, 14, 30, tzinfo=UTC)
     rows = []
     for i in range(n):
-        symbol = f"S{i % 500:03d}"
         t = start + timedelta(minutes=i // 500)
         price = 10.0 + (i % 997) / 100
         rows.append(
-            (
-                symbol,
-                1000 + i % 500,
-                "SMART",
-                "USD",
-                t,
-                t.date(),
-                price,
-                price + 0.5,
-                price - 0.5,
-                price + 0.1,
-                1000.0 + i % 50,
-                price,
-                7,
+            RawBar(
+                symbol=f"S{i % 500:03d}",
+                bar_time=t,
+                session_date=t.date(),
+                open=price,
+                high=price + 0.5,
+                low=price - 0.5,
+                close=price + 0.1,
+                volume=1000.0 + i % 50,
+                wap=price,
+                bar_count=7,
+                con_id=1000 + i % 500,
+                exchange="SMART",
+                currency="USD",
             )
         )
     return rows
@@ -59,11 +66,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with scratch_database("bench_landing") as settings:
-        with connect(settings) as conn:
-            provision(conn)
-            ensure_landing_tables(conn)
-        extra = ("bar_size", "what_to_show", "use_rth", "source", "load_id", "batch_id", "ingested_at")
-        all_columns = BAR_COLUMNS + extra
+        open_for_landing(settings).close()
+        # The full raw row: the source's columns, then the bar settings and lineage (their order in IBKR_BARS).
+        all_columns = IBKR_BARS.column_names
         print(
             f"{'bars':>10} {'executemany':>12} {'ours':>8} {'server COPY':>12} {'ours/execmany':>14} {'ours/COPY':>10}"
         )

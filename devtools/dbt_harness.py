@@ -94,11 +94,11 @@ class DbtProject:
 
 def prepare_raw(settings: ConnectionSettings) -> None:
     """Roles, schemas and the raw landing tables, exactly as ingest creates them."""
-    from ingest.landing import ensure_landing_tables
+    from ingest.raw_tables import ensure_raw_tables
 
     with connect(settings) as conn:
         provision(conn)
-        ensure_landing_tables(conn)
+        ensure_raw_tables(conn)
 
 
 def table_digest(

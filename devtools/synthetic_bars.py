@@ -6,9 +6,9 @@ hand to fill a scratch database:
     .venv/bin/python -m devtools.synthetic_bars --database scratch --symbols 20 --start 2023-01-01 --end 2024-06-30
 
 Prices follow a geometric random walk per symbol (seeded), with open/high/low consistent with close
-(low <= open, close <= high) and a positive volume. Rows look like what ingest.landing writes: daily
-bars with bar_time at 00:00 America/New_York of the session, lineage columns filled, and one
-raw.load_batches row per symbol.
+(low <= open, close <= high) and a positive volume. Rows have the columns of ``ingest.raw_tables`` (the one
+definition of the raw tables) and look like what its landing path writes: daily bars with bar_time at 00:00
+America/New_York of the session, lineage columns filled, and one raw.load_batches row per symbol.
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg import sql
 
+from ingest.raw_tables import IBKR_BARS, LOAD_BATCHES, LoadBatch, RawBar, open_for_landing
 from market_calendar import EXCHANGE_TIMEZONE, sessions_in_range
+from warehouse_db import schemas
 
 logger = logging.getLogger("synthetic_bars")
-
-RAW_BAR_COLUMNS = (
-    "symbol", "con_id", "exchange", "currency", "bar_size", "what_to_show", "use_rth", "bar_time",
-    "session_date", "open", "high", "low", "close", "volume", "wap", "bar_count", "source", "load_id",
-    "batch_id", "ingested_at",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,69 +95,85 @@ def generate_bars(config: SyntheticConfig, sessions: pd.DatetimeIndex | None = N
     # Lineage ids are unique per call (a re-delivery is a new batch); the bar values are seeded.
     load_id = uuid.uuid4()
     batch_ids = [uuid.uuid4() for _ in config.symbols]
-    frame = pd.DataFrame(
-        {
-            "symbol": np.repeat(np.asarray(config.symbols, dtype=object), n_sessions),
-            "con_id": np.repeat(np.arange(1, n_symbols + 1) + 100_000, n_sessions),
-            "exchange": "SMART",
-            "currency": "USD",
-            "bar_size": config.bar_size,
-            "what_to_show": config.what_to_show,
-            "use_rth": config.use_rth,
-            "bar_time": bar_times[np.tile(np.arange(n_sessions), n_symbols)],
-            "session_date": np.tile(sessions.date, n_symbols),
-            "open": open_.ravel(),
-            "high": high.ravel(),
-            "low": low.ravel(),
-            "close": close.ravel(),
-            "volume": volume.ravel(),
-            "wap": wap.ravel(),
-            "bar_count": bar_count.ravel(),
-            "source": config.source,
-            "load_id": load_id,
-            "batch_id": np.repeat(np.asarray(batch_ids, dtype=object), n_sessions),
-            "ingested_at": ingested_at,
-        }
-    )
-    return frame
+    values = {
+        "symbol": np.repeat(np.asarray(config.symbols, dtype=object), n_sessions),
+        "con_id": np.repeat(np.arange(1, n_symbols + 1) + 100_000, n_sessions),
+        "exchange": "SMART",
+        "currency": "USD",
+        "bar_size": config.bar_size,
+        "what_to_show": config.what_to_show,
+        "use_rth": config.use_rth,
+        "bar_time": bar_times[np.tile(np.arange(n_sessions), n_symbols)],
+        "session_date": np.tile(sessions.date, n_symbols),
+        "open": open_.ravel(),
+        "high": high.ravel(),
+        "low": low.ravel(),
+        "close": close.ravel(),
+        "volume": volume.ravel(),
+        "wap": wap.ravel(),
+        "bar_count": bar_count.ravel(),
+        "source": config.source,
+        "load_id": load_id,
+        "batch_id": np.repeat(np.asarray(batch_ids, dtype=object), n_sessions),
+        "ingested_at": ingested_at,
+    }
+    # Every column of raw.ibkr_bars, in its order; a source column this generator does not fill gets RawBar's default.
+    return pd.DataFrame({name: values.get(name, RawBar._field_defaults.get(name)) for name in IBKR_BARS.column_names})
 
 
 def copy_bars(conn: psycopg.Connection, frame: pd.DataFrame, *, with_batches: bool = True) -> int:
     """COPY a frame with raw.ibkr_bars' columns into raw (as role loader); returns rows written."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, IBKR_BARS.column_names))
     with conn.transaction():
-        conn.execute("set local role loader")
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(schemas.LOADER_ROLE)))
         with conn.cursor() as cur:
-            with cur.copy(f"copy raw.ibkr_bars ({', '.join(RAW_BAR_COLUMNS)}) from stdin (format csv)") as copy:
-                for chunk in _csv_chunks(frame[list(RAW_BAR_COLUMNS)]):
+            statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(IBKR_BARS.identifier, columns)
+            with cur.copy(statement) as copy:
+                for chunk in _csv_chunks(frame[list(IBKR_BARS.column_names)]):
                     copy.write(chunk)
             if with_batches:
-                batches = (
-                    frame.groupby(["batch_id"], sort=False)
-                    .agg(
-                        load_id=("load_id", "first"),
-                        source=("source", "first"),
-                        symbol=("symbol", "first"),
-                        bar_size=("bar_size", "first"),
-                        what_to_show=("what_to_show", "first"),
-                        use_rth=("use_rth", "first"),
-                        requested_start=("bar_time", "min"),
-                        requested_end=("bar_time", "max"),
-                        row_count=("symbol", "size"),
-                        finished_at=("ingested_at", "max"),
-                    )
-                    .reset_index()
+                statement = sql.SQL("copy {} ({}) from stdin").format(
+                    LOAD_BATCHES.identifier, sql.SQL(", ").join(map(sql.Identifier, LoadBatch._fields))
                 )
-                with cur.copy(
-                    "copy raw.load_batches (batch_id, load_id, source, symbol, bar_size, what_to_show, use_rth,"
-                    " requested_start, requested_end, status, row_count, started_at, finished_at) from stdin"
-                ) as copy:
-                    for row in batches.itertuples(index=False):
-                        copy.write_row(
-                            (row.batch_id, row.load_id, row.source, row.symbol, row.bar_size, row.what_to_show,
-                             row.use_rth, row.requested_start, row.requested_end, "ok", row.row_count,
-                             row.finished_at, row.finished_at)
-                        )  # fmt: skip
+                with cur.copy(statement) as copy:
+                    for row in batch_rows(frame):
+                        copy.write_row(row)
     return len(frame)
+
+
+def batch_rows(frame: pd.DataFrame) -> list[LoadBatch]:
+    """One ok raw.load_batches row per batch of the frame, as the landing path would have written it."""
+    batches = frame.groupby(["batch_id"], sort=False).agg(
+        load_id=("load_id", "first"),
+        source=("source", "first"),
+        symbol=("symbol", "first"),
+        bar_size=("bar_size", "first"),
+        what_to_show=("what_to_show", "first"),
+        use_rth=("use_rth", "first"),
+        requested_start=("bar_time", "min"),
+        requested_end=("bar_time", "max"),
+        row_count=("symbol", "size"),
+        finished_at=("ingested_at", "max"),
+    )
+    return [
+        LoadBatch(
+            batch_id=batch_id,
+            load_id=row.load_id,
+            source=row.source,
+            symbol=row.symbol,
+            bar_size=row.bar_size,
+            what_to_show=row.what_to_show,
+            use_rth=bool(row.use_rth),
+            status="ok",
+            row_count=int(row.row_count),
+            started_at=row.finished_at,
+            finished_at=row.finished_at,
+            requested_start=row.requested_start,
+            requested_end=row.requested_end,
+            request_reason="synthetic bars (devtools.synthetic_bars)",
+        )
+        for batch_id, row in zip(batches.index, batches.itertuples(index=False), strict=True)
+    ]
 
 
 def _csv_chunks(frame: pd.DataFrame, rows: int = 200_000) -> Iterator[bytes]:
@@ -171,9 +184,7 @@ def _csv_chunks(frame: pd.DataFrame, rows: int = 200_000) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ingest.landing import ensure_landing_tables
-    from warehouse_db import connect, resolve_settings
-    from warehouse_db.provision import provision
+    from warehouse_db import resolve_settings
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", help="database in the configured server (default: the configured one)")
@@ -188,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.database:
         settings = settings.with_database(args.database)
     frame = generate_bars(SyntheticConfig(symbol_names(args.symbols), args.start, args.end, args.seed))
-    with connect(settings) as conn:
-        provision(conn)
-        ensure_landing_tables(conn)
+    with open_for_landing(settings) as conn:
         rows = copy_bars(conn, frame)
     logger.info("landed %d synthetic bars for %d symbols in %s", rows, args.symbols, settings.describe())
     return 0

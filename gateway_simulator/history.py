@@ -29,14 +29,12 @@ from market_calendar import EXCHANGE_TZ as NY
 from . import protocol
 from .bars import WHAT_TO_SHOW, Bar, BarGenerator, view
 from .sessions import UTC, SessionCalendar
+from .wire_bar_sizes import wire_bar_seconds
 
 DAILY = 0  # bar_minutes value meaning "1 day"
-#: Intraday sizes IBKR offers that are whole minutes (seconds-sized bars are not simulated).
-_MINUTE_SIZES = {1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 240, 480}
 #: Above this many bars a request is refused like IBKR's "Time length exceed max."
 MAX_BARS = 100_000
 
-_BAR_SIZE = re.compile(r"^\s*(\d+)\s*(min|mins|hour|hours|day|days)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+)\s+([SDWMY])\s*$")
 _END = re.compile(r"^\s*(\d{8})(?:([ -])\s*(\d{1,2}):(\d{2}):(\d{2}))?(?:\s+(\S+))?\s*$")
 _DURATION_LIMITS = {"S": 86400, "D": 365, "W": 52, "M": 12}
@@ -71,16 +69,18 @@ class HistoricalQuery:
     format_date: int
 
 
-def parse_bar_size(text: str) -> int:
-    """Bar size in minutes, or :data:`DAILY`; 321 for anything not simulated."""
-    match = _BAR_SIZE.match(text)
-    if match:
-        n, unit = int(match.group(1)), match.group(2).lower()
-        if unit.startswith("day") and n == 1:
-            return DAILY
-        minutes = n * (60 if unit.startswith("hour") else 1)
-        if not unit.startswith("day") and minutes in _MINUTE_SIZES:
-            return minutes
+def simulated_bar_minutes(text: str) -> int:
+    """The length in minutes of the bars the simulator builds for this barSizeSetting, or :data:`DAILY`.
+
+    The setting must be spelled as IBKR spells it (:mod:`gateway_simulator.wire_bar_sizes`, the simulator's own
+    reading, independent of the loader's); bars of seconds, weeks and months are not simulated. Anything else
+    is answered with 321, as IBKR answers a bar size it does not know.
+    """
+    seconds = wire_bar_seconds(text)
+    if seconds == 86400:
+        return DAILY
+    if seconds is not None and seconds % 60 == 0 and seconds < 86400:
+        return seconds // 60
     raise QueryError(protocol.ERR_VALIDATION, protocol.text_validation("Historical data bar size setting is invalid."))
 
 
@@ -199,7 +199,7 @@ def plan(query: HistoricalQuery, calendar: SessionCalendar, *, default_end: dt.d
         raise QueryError(
             protocol.ERR_VALIDATION, protocol.text_validation(f"Invalid what to show: {query.what_to_show}")
         )
-    bar_minutes = parse_bar_size(query.bar_size)
+    bar_minutes = simulated_bar_minutes(query.bar_size)
     n, unit = parse_duration(query.duration)
     if what == "ADJUSTED_LAST" and query.end_date_time.strip():
         raise QueryError(protocol.ERR_VALIDATION, protocol.text_validation("End date not supported with adjusted last"))

@@ -13,7 +13,8 @@ larger bars, "but be careful".  The simulator therefore always enforces the
 open-request, identical-request and 2-second rules (cheap for any client to keep),
 and the 60-per-10-minutes rule for bars of 30 s or less only, or for every bar size
 when ``PacingLimits.rolling_for_all_bar_sizes`` is set (``--strict-pacing``).  The
-loader's limiter (``ingest/ibkr/pacing.py``) keeps the same rule set.
+loader's limiter (``ingest/ibkr/pacing.py``) keeps the same rule set.  Bar lengths come from the simulator's
+own reading of IBKR's bar sizes (:mod:`gateway_simulator.wire_bar_sizes`, independent of the loader's on purpose).
 Only *accepted* requests are remembered: a
 rejected request fetched nothing, and this makes the simulator predictable — a
 loader that waits out the window is guaranteed to get through.
@@ -25,6 +26,8 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .wire_bar_sizes import wire_bar_seconds
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,6 @@ class PacingLimits:
     max_open: int = 50  # more than this many open at once is a violation
     rolling_for_all_bar_sizes: bool = False  # True: the 10-minute rule also binds bars larger than 30 s
     small_bar_max_s: int = 30  # bars of at most this many seconds are "small" in IBKR's sense
-
-
-def bar_seconds(bar_size: str) -> int | None:
-    """Length of an IBKR bar size string in seconds ("30 secs" -> 30, "1 day" -> 86400); None if unknown."""
-    units = {"sec": 1, "min": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
-    parts = bar_size.split()
-    if len(parts) != 2 or not parts[0].isdigit():
-        return None
-    for unit, seconds in units.items():
-        if parts[1].lower().startswith(unit):
-            return int(parts[0]) * seconds
-    return None
 
 
 @dataclass(frozen=True)
@@ -130,7 +121,7 @@ class PacingRules:
     def _rolling_rule_applies(self, request: PacingRequest) -> bool:
         if self.limits.rolling_for_all_bar_sizes:
             return True
-        seconds = bar_seconds(request.bar_size)
+        seconds = wire_bar_seconds(request.bar_size)
         return seconds is not None and seconds <= self.limits.small_bar_max_s
 
     def _expire(self, now: float) -> None:

@@ -1,61 +1,67 @@
-"""Bars from CSV files, validated completely before anything lands.
+"""Bars from CSV files: streamed, validated row by row, and landed all together or not at all.
 
 File format (UTF-8, a byte-order mark is accepted, comma-separated, one header line):
 
     required columns: symbol, date, open, high, low, close, volume
     optional columns: wap, bar_count, con_id, exchange, currency
 
-``date`` is the session date (YYYY-MM-DD) of a daily bar; the bar's ``bar_time`` is midnight of that date
-in New York, as for daily bars from IBKR. Rules: the symbol matches :data:`ingest.symbols.SYMBOL_PATTERN`,
-prices are finite and > 0, low <= open, close <= high, volume >= 0, the date is a real calendar date and
-not in the future, and a (symbol, date) appears at most once per file.
+``date`` is the session date, written ``YYYY-MM-DD`` (nothing else: no ``20240104``, no week dates); the bar's
+``bar_time`` is midnight of that date in New York, as for daily bars from IBKR. Rules: the symbol matches
+:data:`ingest.symbols.SYMBOL_PATTERN`; prices are finite and > 0, low <= open, close <= high; volume is finite
+and >= 0; wap, when given, is finite and lies within [low, high]; bar_count, when given, is a whole number
+0 .. 2^63-1; con_id, when given, a whole number 1 .. 2^63-1; the session has ended (not in the future, not
+today's session before its close); and a (symbol, date) appears at most once per file.
 
-A file with any bad row is rejected with ``file:line: reason``; all files are checked before the first
-one lands, so a run with a bad file lands nothing. Each file then lands in one transaction.
+All files of a run land in ONE transaction: rows stream through COPY into a temporary table while they are
+checked, so memory stays flat whatever the file size. Any bad row in any file rolls the whole run back: a run
+with a bad file lands nothing, and the error lists ``file:line: reason`` for the bad lines (the first
+:data:`MAX_ERRORS_KEPT`). Each (file, symbol) becomes one ``raw.load_batches`` row.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import functools
 import math
+import re
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 from tqdm import tqdm
 
-from ingest.landing import BarSettings, Batch, land_batches, utc_now
+from ingest.raw_tables import BarSettings, Batch, RawBar, landing, new_load_id, open_for_landing, utc_now
+from ingest.sessions import FinalBars
 from ingest.symbols import InvalidSymbolError, normalize_symbol
 from market_calendar import EXCHANGE_TZ
+from warehouse_db.settings import ConnectionSettings
 
+SOURCE = "csv"
 REQUIRED_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS = ("wap", "bar_count", "con_id", "exchange", "currency")
 MAX_ERRORS_SHOWN = 10
+MAX_ERRORS_KEPT = 100
+"""Problems remembered per run (all are counted): a file that is wrong on every line cannot exhaust memory."""
+BIGINT_MAX = 2**63 - 1
+"""Largest value raw's bigint columns (bar_count, con_id) hold."""
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+_PROGRESS_EVERY = 65536
 
 
 class CsvValidationError(ValueError):
-    """One or more files failed validation; ``errors`` holds every ``file:line: reason`` found."""
+    """One or more files failed validation; ``errors`` holds the first ``file:line: reason`` found."""
 
-    def __init__(self, errors: Sequence[str]) -> None:
+    def __init__(self, errors: Sequence[str], total: int | None = None) -> None:
         self.errors = list(errors)
+        self.total = max(total or 0, len(self.errors))
         shown = self.errors[:MAX_ERRORS_SHOWN]
-        more = len(self.errors) - len(shown)
+        more = self.total - len(shown)
         super().__init__("\n".join(shown) + (f"\n... and {more} more" if more else ""))
-
-
-@dataclass
-class ParsedFile:
-    path: Path
-    rows_by_symbol: dict[str, list[tuple]] = field(default_factory=lambda: defaultdict(list))
-
-    @property
-    def row_count(self) -> int:
-        return sum(len(rows) for rows in self.rows_by_symbol.values())
 
 
 @dataclass
@@ -66,134 +72,234 @@ class CsvLoadSummary:
     rows: int
 
 
+class Problems:
+    """The problems found so far: all counted, the first :data:`MAX_ERRORS_KEPT` kept."""
+
+    def __init__(self) -> None:
+        self.kept: list[str] = []
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.kept) < MAX_ERRORS_KEPT:
+            self.kept.append(message)
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def error(self) -> CsvValidationError:
+        return CsvValidationError(self.kept, self.count)
+
+
 class _RowError(ValueError):
     pass
 
 
-def _price(row: dict[str, str], column: str) -> float:
-    text = row[column].strip()
+def display_path(path: Path | str, limit: int = 160) -> str:
+    """The path as a message shows it: a path too long for a terminal keeps its start and its end."""
+    text = str(path)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]}...({len(text)} characters)...{text[-(limit // 4) :]}"
+
+
+# --- one row ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _symbol(text: str) -> str:
+    try:
+        return normalize_symbol(text)
+    except InvalidSymbolError as error:
+        raise _RowError(str(error)) from None
+
+
+@functools.lru_cache(maxsize=8192)
+def _session_date(text: str) -> date:
+    text = text.strip()
+    if not DATE_PATTERN.fullmatch(text):
+        raise _RowError(f"date {text!r} is not a YYYY-MM-DD date")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _RowError(f"date {text!r} is not a valid YYYY-MM-DD date") from None
+
+
+def _number(text: str, column: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise _RowError(f"{column} {text!r} is not a number") from None
+        raise _RowError(f"{column} {text.strip()!r} is not a number") from None
     if not math.isfinite(value):
-        raise _RowError(f"{column} is {text!r}; prices must be finite")
+        raise _RowError(f"{column} is {text.strip()!r}; must be finite")
+    return value
+
+
+def _price(text: str, column: str) -> float:
+    value = _number(text, column)
     if value <= 0:
-        raise _RowError(f"{column} is {text!r}; prices must be > 0")
+        raise _RowError(f"{column} is {text.strip()!r}; prices must be > 0")
     return value
 
 
-def _optional(row: dict[str, str], column: str, convert: Callable[[str], object]) -> object | None:
-    text = (row.get(column) or "").strip()
-    if not text:
-        return None
+def _whole(text: str, column: str, low: int) -> int:
     try:
-        value = convert(text)
+        value = int(text)
     except ValueError:
-        raise _RowError(f"{column} {text!r} is not valid") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _RowError(f"{column} is {text!r}; must be finite")
+        raise _RowError(f"{column} {text.strip()!r} is not a whole number") from None
+    if not low <= value <= BIGINT_MAX:
+        raise _RowError(f"{column} {value} is out of range {low}..2^63-1")
     return value
 
 
-def _parse_row(row: dict[str, str], today: date) -> tuple:
-    if None in row or any(value is None for value in row.values()):
-        raise _RowError("wrong number of fields")
-    try:
-        symbol = normalize_symbol(row["symbol"])
-    except InvalidSymbolError as error:
-        raise _RowError(str(error)) from None
-    text = row["date"].strip()
-    try:
-        session_date = date.fromisoformat(text)
-    except ValueError:
-        raise _RowError(f"date {text!r} is not a valid YYYY-MM-DD date") from None
-    if session_date > today:
-        raise _RowError(f"date {text} is in the future")
-    open_, high, low, close = (_price(row, c) for c in ("open", "high", "low", "close"))
-    if high < low:
-        raise _RowError(f"high {high} < low {low}")
-    if not (low <= open_ <= high and low <= close <= high):
-        raise _RowError(f"open {open_} and close {close} must lie within [low {low}, high {high}]")
-    volume = _optional(row, "volume", float)
-    if volume is None:
-        raise _RowError("volume is empty")
-    if volume < 0:
-        raise _RowError(f"volume {volume} < 0")
-    wap = _optional(row, "wap", float)
-    bar_count = _optional(row, "bar_count", int)
-    con_id = _optional(row, "con_id", int)
-    exchange = (row.get("exchange") or "").strip() or None
-    currency = (row.get("currency") or "").strip() or None
-    bar_time = datetime.combine(session_date, time(0), tzinfo=EXCHANGE_TZ)
-    return (symbol, con_id, exchange, currency, bar_time, session_date, open_, high, low, close, volume, wap, bar_count)
+class _RowParser:
+    """Turns one CSV record into a :class:`RawBar`, or raises _RowError saying what is wrong."""
+
+    def __init__(self, header: list[str], final: FinalBars) -> None:
+        self.width = len(header)
+        self.index = {name: header.index(name) for name in header}
+        self.final = final
+
+    def __call__(self, fields: list[str]) -> RawBar:
+        if len(fields) != self.width:
+            raise _RowError(f"wrong number of fields ({len(fields)}, the header has {self.width})")
+        i = self.index
+        symbol = _symbol(fields[i["symbol"]])
+        session = _session_date(fields[i["date"]])
+        if not self.final.daily(session):
+            raise _RowError(self.final.why_not_daily(session))
+        open_ = _price(fields[i["open"]], "open")
+        high = _price(fields[i["high"]], "high")
+        low = _price(fields[i["low"]], "low")
+        close = _price(fields[i["close"]], "close")
+        if high < low:
+            raise _RowError(f"high {high} < low {low}")
+        if not (low <= open_ <= high and low <= close <= high):
+            raise _RowError(f"open {open_} and close {close} must lie within [low {low}, high {high}]")
+        text = fields[i["volume"]].strip()
+        if not text:
+            raise _RowError("volume is empty")
+        volume = _number(text, "volume")
+        if volume < 0:
+            raise _RowError(f"volume {volume} < 0")
+        wap = bar_count = con_id = exchange = currency = None
+        if "wap" in i and (text := fields[i["wap"]].strip()):
+            wap = _number(text, "wap")
+            if not low <= wap <= high:
+                raise _RowError(f"wap {wap} must lie within [low {low}, high {high}]")
+        if "bar_count" in i and (text := fields[i["bar_count"]].strip()):
+            bar_count = _whole(text, "bar_count", 0)
+        if "con_id" in i and (text := fields[i["con_id"]].strip()):
+            con_id = _whole(text, "con_id", 1)
+        if "exchange" in i:
+            exchange = fields[i["exchange"]].strip() or None
+        if "currency" in i:
+            currency = fields[i["currency"]].strip() or None
+        return RawBar(
+            symbol=symbol,
+            bar_time=datetime.combine(session, time(0), EXCHANGE_TZ),
+            session_date=session,
+            open=open_,
+            high=high,
+            low=low,
+            close=close,
+            volume=volume,
+            wap=wap,
+            bar_count=bar_count,
+            con_id=con_id,
+            exchange=exchange,
+            currency=currency,
+        )
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise CsvValidationError(
-            [
-                f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); save the file as UTF-8"
-            ]
-        ) from None
-    if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise CsvValidationError([f"{path}:{line}: contains a NUL byte"])
-    return text
+# --- one file ---------------------------------------------------------------------------------------------
 
 
-def parse_csv_file(path: Path, today: date | None = None) -> ParsedFile:
-    """Validate one file completely; raise CsvValidationError listing every bad line."""
-    today = today or datetime.now(EXCHANGE_TZ).date()
-    if not path.is_file():
-        raise CsvValidationError([f"{path}: file not found"])
-    text = _decode(path)
-    if not text.strip():
-        raise CsvValidationError([f"{path}:1: the file is empty; expected a header line: {','.join(REQUIRED_COLUMNS)}"])
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    header = [name.strip().lower() for name in (reader.fieldnames or [])]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-    if missing or unknown or len(set(header)) != len(header):
-        problems = []
-        if missing:
-            problems.append(f"missing column(s) {', '.join(missing)}")
-        if unknown:
-            problems.append(f"unknown column(s) {', '.join(unknown)}")
-        if len(set(header)) != len(header):
-            problems.append("a column appears twice")
-        raise CsvValidationError([f"{path}:1: {'; '.join(problems)} (required: {', '.join(REQUIRED_COLUMNS)})"])
-    reader.fieldnames = header
-    parsed = ParsedFile(path)
-    errors: list[str] = []
-    first_seen: dict[tuple[str, date], int] = {}
+class _FileError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _decoded_lines(file: BinaryIO, progress: tqdm) -> Iterator[str]:
+    """The file's lines as text, checked for UTF-8 and NUL bytes one line at a time."""
+    offset = 0
+    for number, raw in enumerate(file, start=1):
+        data = raw[len(BYTE_ORDER_MARK) :] if number == 1 and raw.startswith(BYTE_ORDER_MARK) else raw
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            at = offset + (len(raw) - len(data)) + error.start
+            raise _FileError(
+                number, f"not UTF-8 (byte 0x{data[error.start]:02x} at offset {at}); save the file as UTF-8"
+            ) from None
+        if "\x00" in text:
+            raise _FileError(number, "contains a NUL byte")
+        offset += len(raw)
+        if number % _PROGRESS_EVERY == 0:
+            progress.update(offset - progress.n)
+        yield text
+    progress.update(offset - progress.n)
+
+
+def read_csv_bars(
+    path: Path, problems: Problems, final: FinalBars, progress: tqdm | None = None
+) -> Iterator[tuple[int, RawBar]]:
+    """Yield (line, bar) for every good row of ``path``; every problem goes to ``problems`` as ``file:line: ...``."""
+    shown = display_path(path)
     try:
-        for row in reader:
-            line = reader.line_num
+        with open(path, "rb") as file:
+            yield from _read_bars(file, shown, problems, final, progress or tqdm(disable=True))
+    except IsADirectoryError:
+        problems.add(f"{shown}: is a directory, not a CSV file")
+    except FileNotFoundError:
+        problems.add(f"{shown}: file not found")
+    except OSError as error:  # permission denied, a name too long for the file system, an I/O error, ...
+        problems.add(f"{shown}: cannot read it: {error.strerror or error}")
+
+
+def _read_bars(
+    file: BinaryIO, shown: str, problems: Problems, final: FinalBars, progress: tqdm
+) -> Iterator[tuple[int, RawBar]]:
+    reader = csv.reader(_decoded_lines(file, progress), strict=True)
+    problems_before, rows = problems.count, 0
+    try:
+        header_fields = next(reader, None)
+        if header_fields is None or not any(f.strip() for f in header_fields):
+            problems.add(f"{shown}:1: the file is empty; expected a header line: {','.join(REQUIRED_COLUMNS)}")
+            return
+        header = [name.strip().lower() for name in header_fields]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if missing or unknown or len(set(header)) != len(header):
+            described = []
+            if missing:
+                described.append(f"missing column(s) {', '.join(missing)}")
+            if unknown:
+                described.append(f"unknown column(s) {', '.join(unknown)}")
+            if len(set(header)) != len(header):
+                described.append("a column appears twice")
+            problems.add(f"{shown}:1: {'; '.join(described)} (required: {', '.join(REQUIRED_COLUMNS)})")
+            return
+        parse = _RowParser(header, final)
+        for fields in reader:
             try:
-                values = _parse_row(row, today)
+                bar = parse(fields)
             except _RowError as error:
-                errors.append(f"{path}:{line}: {error}")
+                problems.add(f"{shown}:{reader.line_num}: {error}")
                 continue
-            key = (values[0], values[5])
-            if key in first_seen:
-                errors.append(
-                    f"{path}:{line}: duplicate bar for {key[0]} on {key[1]} (first on line {first_seen[key]})"
-                )
-                continue
-            first_seen[key] = line
-            parsed.rows_by_symbol[values[0]].append(values)
+            rows += 1
+            yield reader.line_num, bar
+    except _FileError as error:
+        problems.add(f"{shown}:{error.line}: {error}")
     except csv.Error as error:
-        errors.append(f"{path}:{reader.line_num}: malformed CSV ({error})")
-    if errors:
-        raise CsvValidationError(errors)
-    if not parsed.rows_by_symbol:
-        raise CsvValidationError([f"{path}:2: the file has a header but no bars"])
-    return parsed
+        problems.add(f"{shown}:{reader.line_num}: malformed CSV ({error})")
+    else:
+        if rows == 0 and problems.count == problems_before:
+            problems.add(f"{shown}:2: the file has a header but no bars")
+
+
+# --- a run ------------------------------------------------------------------------------------------------
 
 
 def load_csv_files(
@@ -201,41 +307,66 @@ def load_csv_files(
     paths: Sequence[Path],
     load_id: uuid.UUID,
     settings: BarSettings = BarSettings(),
+    *,
     progress: bool = True,
+    now: datetime | None = None,
 ) -> CsvLoadSummary:
-    """Validate every file, then land each file in one transaction (one batch per symbol)."""
-    parsed_files: list[ParsedFile] = []
-    errors: list[str] = []
-    for path in tqdm(paths, desc="validating", unit="file", disable=not progress or len(paths) < 2):
-        try:
-            parsed_files.append(parse_csv_file(Path(path)))
-        except CsvValidationError as error:
-            errors.extend(error.errors)
-    if errors:
-        raise CsvValidationError(errors)
+    """Stream every file into one landing transaction; commit only if every row of every file is good.
 
-    symbols: set[str] = set()
-    rows = 0
-    total = sum(p.row_count for p in parsed_files)
-    with tqdm(total=total, desc="landing", unit="bar", disable=not progress) as bar:
-        for parsed in parsed_files:
-            started_at = utc_now()
-            batches = [
-                (
-                    Batch(
-                        symbol=symbol,
-                        settings=settings,
-                        status="ok",
-                        started_at=started_at,
-                        requested_start=min(row[4] for row in symbol_rows),
-                        requested_end=max(row[4] for row in symbol_rows),
-                    ),
-                    symbol_rows,
-                )
-                for symbol, symbol_rows in parsed.rows_by_symbol.items()
-            ]
-            counts = land_batches(conn, load_id=load_id, source="csv", batches=batches)
-            rows += sum(counts)
-            symbols.update(parsed.rows_by_symbol)
-            bar.update(parsed.row_count)
-    return CsvLoadSummary(load_id=load_id, files=len(parsed_files), symbols=len(symbols), rows=rows)
+    ``now`` decides which sessions have ended (default: the wall clock).
+    """
+    final = FinalBars(now or utc_now(), use_rth=settings.use_rth)
+    problems = Problems()
+    batches: dict[int, Batch] = {}
+    keys: dict[tuple[int, str], int] = {}
+    started_at = utc_now()
+    total_bytes = sum(_size(Path(p)) for p in paths)
+    with (
+        tqdm(total=total_bytes, desc="csv", unit="B", unit_scale=True, disable=not progress) as bar,
+        landing(conn, load_id=load_id, source=SOURCE) as transaction,
+    ):
+        with transaction.copy() as writer:
+            for file_index, path in enumerate(paths):
+                for line, raw_bar in read_csv_bars(Path(path), problems, final, bar):
+                    if problems:
+                        continue  # keep checking the rest, but nothing will land
+                    key = keys.get((file_index, raw_bar.symbol))
+                    if key is None:
+                        key = keys[(file_index, raw_bar.symbol)] = len(keys)
+                        batches[key] = Batch(
+                            symbol=raw_bar.symbol, settings=settings, status="ok", started_at=started_at
+                        )
+                    writer.write(key, raw_bar, line)
+        if not problems:
+            files = {key: file_index for (file_index, _), key in keys.items()}
+            for key, symbol, session, lines in transaction.duplicates(MAX_ERRORS_KEPT):
+                shown = display_path(paths[files[key]])
+                for line in lines[1:]:
+                    problems.add(f"{shown}:{line}: duplicate bar for {symbol} on {session} (first on line {lines[0]})")
+        if problems:
+            raise problems.error()  # leaves the transaction: PostgreSQL discards every row streamed so far
+        landed = transaction.finish(batches, requested_range_from_bars=True)
+    return CsvLoadSummary(
+        load_id=load_id,
+        files=len(paths),
+        symbols=len({symbol for _, symbol in keys}),
+        rows=sum(batch.row.row_count for batch in landed.values()),
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def load_csv(
+    settings: ConnectionSettings | None, paths: Sequence[Path], *, progress: bool = True, now: datetime | None = None
+) -> CsvLoadSummary:
+    """The CSV source's whole run: open the warehouse for landing, land every file or none, close."""
+    conn = open_for_landing(settings)
+    try:
+        return load_csv_files(conn, paths, new_load_id(), progress=progress, now=now)
+    finally:
+        conn.close()

@@ -4,7 +4,7 @@ Normal form is IBKR's own spelling: upper case, and a class-share suffix separat
 (``BRK B``). ``BRK.B`` and ``brk b`` are accepted and normalised to ``BRK B``; anything else, such as
 quotes, semicolons, control characters or non-ASCII letters, is rejected, so a symbol can never carry SQL
 or odd bytes into the warehouse. dbt's staging model applies the same pattern (var ``symbol_pattern``
-in dbt_project.yml); ``tests/test_symbols.py`` checks that both agree.
+in dbt_project.yml); ``tests/test_symbols_and_watchlist.py`` checks that both agree.
 """
 
 from __future__ import annotations

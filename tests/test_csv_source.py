@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ingest.csv_source import CsvValidationError, load_csv_files
-from ingest.landing import new_load_id
+from ingest.csv_source import CsvValidationError, Problems, load_csv_files, read_csv_bars
+from ingest.raw_tables import new_load_id
+from ingest.sessions import FinalBars
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
@@ -115,12 +117,11 @@ def test_bad_file_is_rejected_naming_file_and_line_and_nothing_lands(warehouse, 
 
 
 def test_every_bad_line_of_a_file_is_reported(tmp_path):
-    from ingest.csv_source import parse_csv_file
-
     path = write(
         tmp_path,
         HEADER + "AAPL,2025-03-03,nan,2,0.5,1,5,,\nAAPL,2025-03-04,1,2,0.5,1,5,,\nMSFT,2025-13-01,1,2,0.5,1,5,,\n",
     )
-    with pytest.raises(CsvValidationError) as raised:
-        parse_csv_file(path)
-    assert [error.split(": ")[0] for error in raised.value.errors] == [f"{path}:2", f"{path}:4"]
+    problems = Problems()
+    good = list(read_csv_bars(path, problems, FinalBars(datetime.now(UTC))))
+    assert [line for line, _ in good] == [3]
+    assert [error.split(": ")[0] for error in problems.kept] == [f"{path}:2", f"{path}:4"]

@@ -21,6 +21,7 @@ import pytest
 
 from gateway_simulator import GatewaySimulator, PacingLimits, PacingRules, SimulatorConfig, run_simulator_in_thread
 from ingest import cli
+from ingest.exit_codes import ExitCode
 from ingest.ibkr import planner
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, InvalidRequestError, RetryPolicy
@@ -44,9 +45,10 @@ def simulator(**config) -> Iterator[GatewaySimulator]:
         yield sim
 
 
-def run(db: ConnectionSettings, sim: GatewaySimulator, entries, **options) -> LoadSummary:
+def run(db: ConnectionSettings, sim: GatewaySimulator, entries, months: int = 12, **options) -> LoadSummary:
+    """A load with the test's options; 12 months keep most tests quick (the full-watchlist test runs the default)."""
     ibkr = IbkrSettings(port=sim.port, request_timeout_s=options.pop("request_timeout_s", 30.0))
-    return load(db, ibkr, LoadOptions(entries=list(entries), **options))
+    return load(db, ibkr, LoadOptions(entries=list(entries), months=months, **options))
 
 
 def query(db: ConnectionSettings, sql: str, *params) -> list[tuple]:
@@ -188,7 +190,7 @@ def test_an_unknown_symbol_is_recorded_as_failed_with_code_200_and_the_others_la
             monkeypatch.setenv(name, value)
         status = cli.main(["--symbols", *symbols, "--no-progress"])
     out = capsys.readouterr().out
-    assert status == cli.EXIT_FAILED_SYMBOLS
+    assert status == ExitCode.FAILED_SYMBOLS
     assert "ZZZQ" in out and "200" in out and "No security definition" in out
     batches = {
         symbol: (status, code, message, rows)
@@ -273,7 +275,7 @@ def test_an_invalid_request_stops_the_run_with_exit_status_5(warehouse, monkeypa
             monkeypatch.setenv(name, value)
         status = cli.main(["--symbols", "AAPL", "MSFT", "--no-progress"])
     captured = capsys.readouterr()
-    assert status == cli.EXIT_INVALID_REQUEST
+    assert status == ExitCode.INVALID_REQUEST
     assert "error 321" in captured.err and "years" in captured.err
     assert query(warehouse, "select distinct status, error_code from raw.load_batches") == [("failed", 321)]
 
@@ -312,7 +314,7 @@ def test_no_gateway_at_the_configured_address_is_a_clear_immediate_error(warehou
     status = cli.main(["--symbols", "AAPL", "--no-progress"])
     took = time.monotonic() - started
     err = capsys.readouterr().err
-    assert status == cli.EXIT_GATEWAY
+    assert status == ExitCode.GATEWAY
     assert f"no IB Gateway or TWS answers at 127.0.0.1:{port}" in err and "IBKR_PORT" in err
     assert took < 10
     assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
@@ -327,12 +329,16 @@ def test_dry_run_prints_the_plan_and_requests_nothing(warehouse, monkeypatch, ca
         status = cli.main(["--symbols", "AAPL", "MSFT", "--dry-run", "--months", "24"])
         assert sim.stats.historical_requests == requests
     out = capsys.readouterr().out
-    assert status == cli.EXIT_OK
+    assert status == ExitCode.OK
     aapl = next(line for line in out.splitlines() if line.startswith("AAPL"))
     msft = next(line for line in out.splitlines() if line.startswith("MSFT"))
     assert "duration=2 Y" in aapl and "backfill" in aapl
     assert "duration=2 Y" in msft and "nothing in the warehouse" in msft
     assert "would request 2 historical request(s) for 2 symbol(s)" in out
+
+    # By default five years, in one request per symbol.
+    status = cli.main(["--symbols", "AAPL", "--dry-run"])
+    assert status == ExitCode.OK and "duration=5 Y" in capsys.readouterr().out
 
 
 # --- SIGKILL ---------------------------------------------------------------------------------------------
@@ -341,7 +347,7 @@ def test_dry_run_prints_the_plan_and_requests_nothing(warehouse, monkeypatch, ca
 def test_sigkill_mid_run_then_a_rerun_completes_every_symbol_without_partial_batches(warehouse):
     def start_loader(port: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "ingest", "--no-progress"],
+            [sys.executable, "-m", "ingest", "--no-progress", "--months", "12"],
             cwd=REPO_ROOT,
             env={**os.environ, **ibkr_env(warehouse, port)},
             stdout=subprocess.PIPE,
@@ -408,11 +414,11 @@ def test_the_cli_dispatches_csv_files_to_the_csv_source(warehouse, monkeypatch, 
         monkeypatch.setenv(name, value)
     good = tmp_path / "good.csv"
     good.write_text("symbol,date,open,high,low,close,volume\nAAPL,2024-07-01,5.04,5.11,4.90,4.96,7202384\n")
-    assert cli.main(["--source", "csv", str(good), "--no-progress"]) == cli.EXIT_OK
+    assert cli.main(["--source", "csv", str(good), "--no-progress"]) == ExitCode.OK
     assert "1 rows landed" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text("symbol,date,open,high,low,close,volume\nAAPL,2024-07-02,5.04,4.00,4.90,4.96,7202384\n")
-    assert cli.main(["--source", "csv", str(bad), "--no-progress"]) == cli.EXIT_USAGE
+    assert cli.main(["--source", "csv", str(bad), "--no-progress"]) == ExitCode.USAGE
     assert f"{bad}:2" in capsys.readouterr().err
     assert query(warehouse, "select source, count(*) from raw.ibkr_bars group by source") == [("csv", 1)]
 

@@ -1,16 +1,20 @@
 """The loader's client code path works with ib_insync 0.9.86 too: same answers from the same simulator.
 
-ib_insync runs in a throwaway venv of its own (``.venv-insync``, git-ignored), built here on first use with
-``pip install ib_insync==0.9.86``. Both runs execute :mod:`ingest.ibkr.compat_check`, which drives the real
+ib_insync runs in a venv of its own (both libraries ship a module named ``eventkit``), built on first use with
+``pip install ib_insync==0.9.86`` outside the checkout: tests write only to temporary directories, so the venv is
+cached under the system's temporary directory, keyed by the library and Python versions, and built under a lock
+(several test runs may start at once). Both runs execute :mod:`ingest.ibkr.compat_check`, which drives the real
 :class:`ingest.ibkr.fetcher.IbkrSession` (connect, qualify, reqHistoricalData, errorEvent capture).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,22 +22,26 @@ import pytest
 from gateway_simulator import SimulatorConfig, run_simulator_in_thread
 from warehouse_db.settings import REPO_ROOT
 
-INSYNC_VENV = REPO_ROOT / ".venv-insync"
 INSYNC_VERSION = "0.9.86"
+INSYNC_VENV = Path(tempfile.gettempdir()) / (
+    f"ibkr-rl-warehouse-ib_insync-{INSYNC_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
+)
 
 
 def insync_python() -> Path:
+    """The cached venv's python, built first when missing or broken (under a lock: runs may start at once)."""
     python = INSYNC_VENV / "bin" / "python"
     probe = [str(python), "-c", f"import ib_insync; assert ib_insync.__version__ == '{INSYNC_VERSION}'"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(INSYNC_VENV)], check=True, timeout=120)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"ib_insync=={INSYNC_VERSION}"],
-        check=True,
-        timeout=600,
-    )
-    subprocess.run(probe, check=True)
+    with open(f"{INSYNC_VENV}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+            return python
+        # --clear: a build that died half-way is started over.
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(INSYNC_VENV)], check=True, timeout=120)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", f"ib_insync=={INSYNC_VERSION}"], check=True, timeout=600
+        )
+        subprocess.run(probe, check=True)
     return python
 
 

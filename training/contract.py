@@ -45,6 +45,7 @@ from market_calendar import EXCHANGE, non_session_weekdays
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, ROLES
 from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS
 from warehouse_db import schemas
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def gx_connection_string(
     """
     from sqlalchemy.engine import make_url
 
-    url = make_url(settings.sqlalchemy_url())
+    url = make_url(settings.sqlalchemy_url(role))  # role's own login where one is configured
     options = " ".join(
         part for part in (url.query.get("options"), f"-c role={role}", f"-c search_path={schema}") if part
     )
@@ -356,12 +357,15 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
     if reader != schemas.TRAINER_ROLE:
         raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
     for table in (MART_TABLE, FOLDS_TABLE, PLAN_TABLE):
-        readable = connection.execute(
+        exists, readable = connection.execute(
             sqlalchemy.text(
-                "select to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
+                "select to_regclass(:table) is not null, "
+                "to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
             ),
             {"table": f"{schemas.MARTS}.{table}"},
-        ).scalar_one()
+        ).one()
+        if not exists:  # nothing built yet: a warehouse problem (exit 4), not a broken contract
+            raise WarehouseNotProvisioned.missing_relation(f"{schemas.MARTS}.{table}", settings.describe())
         if not readable:
             raise ContractViolation(
                 [

@@ -24,6 +24,7 @@ import warehouse_db
 from training.features import MART_MODEL, MartSchema
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, Fold
 from warehouse_db import schemas
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -108,11 +109,16 @@ def read_mart(
         with conn.transaction():
             # Locked before the snapshot is taken (the first SELECT takes it): dbt rebuilds a table by swapping in
             # a new one, whose rows a snapshot taken before the swap could not see.
-            conn.execute(
-                sql.SQL("lock table {}, {} in access share mode").format(
-                    table, sql.Identifier(schemas.MARTS, FOLDS_TABLE)
+            try:
+                conn.execute(
+                    sql.SQL("lock table {}, {} in access share mode").format(
+                        table, sql.Identifier(schemas.MARTS, FOLDS_TABLE)
+                    )
                 )
-            )
+            except psycopg.errors.UndefinedTable:
+                raise WarehouseNotProvisioned.missing_relation(
+                    f"{schemas.MARTS}.{MART_TABLE} / {schemas.MARTS}.{FOLDS_TABLE}", settings.describe()
+                ) from None
             available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
             chosen = select_symbols(available, symbols, symbols_limit)
             if not chosen:

@@ -1,4 +1,8 @@
-"""``python -m warehouse_db up|down|status|psql|env|provision``: what the Makefile's db targets run."""
+"""``python -m warehouse_db up|down|status|provision|env|psql``: what the Makefile's db targets run.
+
+Exit status: 0 done; 2 bad usage; 4 the warehouse is misconfigured, cannot be reached, started or provisioned
+(one line on stderr says which and what to do). ``psql`` exits with psql's own status.
+"""
 
 from __future__ import annotations
 
@@ -7,79 +11,141 @@ import logging
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
-from warehouse_db.provision import ProvisioningError, provision
-from warehouse_db.settings import REPO_ROOT, ConnectionSettings, read_config, uses_external_server
+from warehouse_db.errors import WarehouseError
+from warehouse_db.provision import missing_pieces, provision
+from warehouse_db.schemas import COMPONENT_ROLES
+from warehouse_db.settings import ConnectionSettings, read_config, uses_external_server, warehouse_dir
 
-PASSFILE = REPO_ROOT / ".warehouse" / "pgpass"
-"""Where ``env`` puts the password for shells (git-ignored with the rest of .warehouse/, mode 0600)."""
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_WAREHOUSE = 4
+
+PASSFILE_NAME = "pgpass"
+"""``env`` puts passwords for shells in ``<WAREHOUSE_DIR>/pgpass`` (git-ignored with the rest, mode 0600)."""
 
 
-def shell_env(settings: ConnectionSettings) -> dict[str, str]:
-    """PG* variables for a shell, without the password: it goes to a private passfile (PGPASSFILE) instead.
+def write_passfile(path: Path, settings: ConnectionSettings) -> bool:
+    """A libpq password file with a line for each login that has a password; False when there is none."""
+    logins = [(settings.user, settings.password), *((login.user, login.password) for login in settings.logins.values())]
+    lines = []
+    for user, password in logins:
+        if user and password:
+            fields = ["*", settings.port or "*", settings.dbname or "*", user, password]
+            lines.append(":".join(str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields))
+    if not lines:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as passfile:
+        passfile.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its mode under O_CREAT
+    return True
+
+
+def shell_env(settings: ConnectionSettings, passfile: Path) -> tuple[dict[str, str], list[str]]:
+    """Variables to export for dbt and psql, and variables to unset, without any password.
 
     The output of ``env`` lands on terminals and in shell history; a password must not. libpq (psql, dbt's
-    psycopg2) reads the password from the file named by PGPASSFILE when none is given.
+    psycopg2) reads passwords from the file named by PGPASSFILE when none is given, so they go there.
     """
-    env = settings.libpq_env()
-    password = env.pop("PGPASSWORD", None)
-    if password:
-        PASSFILE.parent.mkdir(parents=True, exist_ok=True)
-        fields = [settings.port or 5432, settings.dbname or "*", settings.user or "*", password]
-        escaped = [str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields]
-        fd = os.open(PASSFILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as passfile:
-            passfile.write(":".join(["*", *escaped]) + "\n")
-        os.chmod(PASSFILE, 0o600)
-        env["PGPASSFILE"] = str(PASSFILE)
-    return env
+    env = {
+        name: value
+        for name, value in settings.libpq_env().items()
+        if name != "PGPASSWORD" and not (name.startswith("WAREHOUSE_") and name.endswith("_PASSWORD"))
+    }
+    if write_passfile(passfile, settings):
+        env["PGPASSFILE"] = str(passfile)
+    return env, ["PGPASSWORD"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m warehouse_db", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m warehouse_db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the embedded warehouse (if no external server is configured) and provision it")
     sub.add_parser("down", help="stop the embedded warehouse")
-    sub.add_parser("status", help="say which server is configured and whether it answers")
-    sub.add_parser("provision", help="create the roles and schemas (idempotent)")
+    sub.add_parser("status", help="say which server is configured, whether it answers and whether it is provisioned")
+    sub.add_parser("provision", help="create the roles, schemas and per-component logins (idempotent)")
     sub.add_parser(
         "env",
         help='print `export PG...` lines for dbt/psql in this shell: eval "$(python -m warehouse_db env)" '
-        "(a password goes to .warehouse/pgpass, never to the terminal)",
+        "(passwords go to <WAREHOUSE_DIR>/pgpass, never to the terminal)",
     )
-    psql = sub.add_parser("psql", help="open psql on the warehouse (extra arguments go to psql)")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sub.add_parser(
+        "psql",
+        help="open psql on the warehouse; `psql --as ROLE` uses that role's login and acts as the role; every "
+        "other argument goes to psql unchanged (e.g. psql -c 'select 1')",
+    )
+    return parser
 
-    if args.command == "down":
-        stopped = embedded.stop()
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["psql"]:
+        # Not through argparse: psql's own options (-c, -f, -v ...) must reach psql untouched.
+        return _psql(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args.command)
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_WAREHOUSE
+
+
+def _run(command: str) -> int:
+    config = read_config()
+    if command == "down":
+        stopped = embedded.stop(warehouse_dir(config) / embedded.PGDATA_NAME)
         print("embedded warehouse stopped" if stopped else "embedded warehouse was not running")
-        return 0
+        return EXIT_OK
 
     settings = resolve_settings()
-    if args.command == "env":
-        for name, value in shell_env(settings).items():
+    if command == "env":
+        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME)
+        for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
-        return 0
-    if args.command == "psql":
-        env = {**os.environ, **settings.libpq_env()}
-        # The bundled client matches the embedded server (Debian's psql 15 cannot \l on PostgreSQL 18).
-        psql_path = embedded.client_bin_dir() / "psql"
-        os.execve(psql_path, [str(psql_path), *args.psql_args], env)
-    try:
-        with connect(settings) as conn:
-            version = conn.execute("show server_version").fetchone()[0]
-            if args.command in ("up", "provision"):
-                provision(conn)
-    except (ConnectionError, ProvisioningError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(read_config()) else "embedded"
+        print(f"unset {' '.join(unsets)}")
+        return EXIT_OK
+    with connect(settings) as conn:
+        version = conn.execute("show server_version").fetchone()[0]
+        if command in ("up", "provision"):
+            provision(conn, settings.logins)
+        missing = missing_pieces(conn)
+    where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
+    logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
     print(f"warehouse ready: {settings.describe()} [{where}], PostgreSQL {version}")
-    return 0
+    print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
+    if missing:
+        print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
+    return EXIT_OK
+
+
+def _psql(args: list[str]) -> int:
+    role = None
+    if args[:1] == ["--as"]:
+        if len(args) < 2 or args[1] not in COMPONENT_ROLES:
+            print(f"error: psql --as needs one of {', '.join(COMPONENT_ROLES)}", file=sys.stderr)
+            return EXIT_USAGE
+        role, args = args[1], args[2:]
+    try:
+        settings = resolve_settings()
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_WAREHOUSE
+    # A PGPASSWORD of this shell belongs to another login than --as ROLE's; libpq_env() brings the right one.
+    env = {name: value for name, value in os.environ.items() if name != "PGPASSWORD"}
+    env.update(settings.for_role(role).libpq_env())
+    if role:
+        env["PGOPTIONS"] = " ".join(part for part in (env.get("PGOPTIONS"), f"-c role={role}") if part)
+    # The bundled client matches the embedded server (Debian's psql 15 cannot \l on PostgreSQL 18).
+    psql_path = embedded.client_bin_dir() / "psql"
+    os.execve(psql_path, [str(psql_path), *args], env)
 
 
 if __name__ == "__main__":

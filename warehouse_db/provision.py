@@ -1,32 +1,150 @@
-"""Apply the warehouse's roles, schemas and privileges (``provision.sql``) to the connected database."""
+"""Apply the warehouse's roles, schemas and privileges (``provision.sql``) and its per-component logins.
+
+Provisioning is the admin login's job: the embedded warehouse does it on every start, ``python -m warehouse_db
+up|provision`` does it on any server, and ingest does it on a single-login server (whose one login is the admin).
+A component that has its own login only checks that an admin has provisioned (:func:`ensure_provisioned`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from warehouse_db.errors import ProvisioningError
+from warehouse_db.errors import ProvisioningError, WarehouseNotProvisioned
+from warehouse_db.schemas import COMPONENT_ROLES, ML, RAW
+from warehouse_db.settings import ConnectionSettings, Login, login_variables
 
-__all__ = ["ProvisioningError", "provision"]
+__all__ = ["PrivilegeMissing", "ProvisioningError", "ensure_provisioned", "missing_pieces", "provision"]
 
 PROVISION_SQL = Path(__file__).with_name("provision.sql")
+LOCK_TIMEOUT = "60s"
+"""How long provisioning waits for another process that is provisioning (or holds a lock it needs)."""
 
 
-def provision(conn: psycopg.Connection) -> None:
-    """Create the roles loader/transformer/trainer/analyst and the raw and ml schemas, idempotently.
+class PrivilegeMissing(ProvisioningError):
+    """The connected login may not provision (no CREATEROLE, not the database's owner)."""
 
-    Runs in its own transaction. Concurrent first runs may race on CREATE ROLE; a transaction-level
-    advisory lock makes them take turns.
+
+def provision(
+    conn: psycopg.Connection, logins: Mapping[str, Login] | None = None, *, passwordless_logins: bool = False
+) -> None:
+    """Create the roles loader/transformer/trainer/analyst, the raw and ml schemas and the given per-component
+    logins, idempotently, in one transaction.
+
+    A login that does not exist is created with its configured password (sent as a SCRAM verifier computed
+    here, never in clear text), or without one where ``passwordless_logins`` (the embedded warehouse's peer
+    authentication needs none). Existing logins keep their passwords. Every login must end up a member of its
+    role only: one that is a superuser or a member of another project role is refused, since the boundary
+    between components would not hold. Concurrent runs take turns (an advisory lock).
     """
+    logins = dict(logins or {})
     try:
         with conn.transaction():
+            conn.execute(f"set local statement_timeout = '{LOCK_TIMEOUT}'")
             conn.execute("select pg_advisory_xact_lock(hashtext('warehouse_db.provision'))")
             conn.execute(PROVISION_SQL.read_text(encoding="utf-8"))
+            for role, login in logins.items():
+                _ensure_login(conn, role, login, passwordless_logins)
     except psycopg.errors.InsufficientPrivilege as error:
-        user = conn.info.user
-        raise ProvisioningError(
-            f"PostgreSQL user {user!r} may not create the warehouse roles and schemas ({error}). "
-            "Grant it CREATEROLE and ownership of the database, or have an administrator run "
-            "`python -m warehouse_db provision` once."
+        raise PrivilegeMissing(
+            f"PostgreSQL user {conn.info.user!r} may not create the warehouse roles, schemas or logins "
+            f"({_first_line(error)}). Grant it CREATEROLE and ownership of the database, or have an administrator "
+            "run `python -m warehouse_db provision` once."
         ) from None
+    except psycopg.errors.QueryCanceled:
+        raise ProvisioningError(
+            f"provisioning waited more than {LOCK_TIMEOUT} for another session (another process provisioning, "
+            "or a transaction holding a lock on the warehouse's roles or schemas); try again when it has finished"
+        ) from None
+
+
+def _verifier(conn: psycopg.Connection, login: Login) -> str:
+    """The password as the server stores it (SCRAM or md5, as its password_encryption says): the clear text
+    never travels to the server, so it cannot end up in a server log either."""
+    assert login.password is not None
+    algorithm = conn.execute("show password_encryption").fetchone()[0]
+    return conn.pgconn.encrypt_password(login.password.encode(), login.user.encode(), algorithm.encode()).decode()
+
+
+def _ensure_login(conn: psycopg.Connection, role: str, login: Login, passwordless: bool) -> None:
+    user = sql.Identifier(login.user)
+    found = conn.execute("select rolsuper, rolbypassrls from pg_roles where rolname = %s", (login.user,)).fetchone()
+    if found is None:
+        if login.password:
+            password = sql.Literal(_verifier(conn, login))
+            conn.execute(sql.SQL("create role {} login password {}").format(user, password))
+        elif passwordless:
+            conn.execute(sql.SQL("create role {} login").format(user))
+        else:
+            user_variable, password_variable = login_variables(role)
+            raise ProvisioningError(
+                f"login {login.user!r} ({user_variable}) does not exist: create it (CREATE ROLE ... LOGIN PASSWORD) "
+                f"or set {password_variable} so that provisioning creates it"
+            )
+    elif found[0] or found[1]:
+        raise ProvisioningError(
+            f"login {login.user!r} for the {role} role is a superuser or bypasses row security: a component's "
+            f"login must be an ordinary login that is a member of {role} only"
+        )
+    # PostgreSQL 16 separates membership from the right to SET ROLE (which connect() does).
+    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    if not conn.execute("select pg_has_role(%s, %s, %s)", (login.user, role, privilege)).fetchone()[0]:
+        conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(role), user))
+    others = [
+        other
+        for (other,) in conn.execute(
+            "select rolname from pg_roles where rolname = any(%s) and rolname <> %s "
+            "and pg_has_role(%s, oid, 'member') order by rolname",
+            (list(COMPONENT_ROLES), role, login.user),
+        )
+    ]
+    if others:
+        raise ProvisioningError(
+            f"login {login.user!r} for the {role} role is also a member of {', '.join(others)}: the boundary "
+            f"between components would not hold. Give {role} a login of its own (REVOKE the other roles from it)"
+        )
+
+
+def missing_pieces(conn: psycopg.Connection) -> list[str]:
+    """What provisioning creates and this database lacks (roles, schemas); empty when it is provisioned."""
+    row = conn.execute(
+        "select array(select r from unnest(%s::text[]) as r where not exists "
+        "(select from pg_roles where rolname = r)), "
+        "array(select s from unnest(%s::text[]) as s where to_regnamespace(s) is null)",
+        (list(COMPONENT_ROLES), [RAW, ML]),
+    ).fetchone()
+    return [f"role {name}" for name in row[0]] + [f"schema {name}" for name in row[1]]
+
+
+def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
+    """Make sure the warehouse is provisioned before ``role`` works in it.
+
+    Where an admin login is configured (DATABASE_URL's or PGUSER's user) or the component has no login of its
+    own, that login provisions, as it always did; if it may not, that is fine as long as an administrator already
+    has. A component configured with only its own login (it may not create roles) just checks.
+    """
+    from warehouse_db.connection import connect
+
+    if settings.user is not None or role not in settings.logins:
+        with connect(settings) as conn:
+            try:
+                provision(conn, settings.logins)
+            except PrivilegeMissing:
+                conn.rollback()
+                if missing_pieces(conn):
+                    raise
+        return
+    with connect(settings, role=role) as conn:
+        missing = missing_pieces(conn)
+    if missing:
+        raise WarehouseNotProvisioned(
+            f"{settings.describe()} lacks {', '.join(missing)}: have an administrator run "
+            "`python -m warehouse_db provision` with the admin login (DATABASE_URL or PGUSER)"
+        )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,15 +1,24 @@
--- Roles, schemas and privileges of the warehouse. Idempotent: every entry point runs it before work.
--- The roles are NOLOGIN group roles: the connecting user is made a member and acts as one with SET ROLE,
--- so the same setup works on the embedded warehouse (trust auth) and on a hosted server (one login user).
+-- Roles, schemas and privileges of the warehouse. Idempotent: the admin login runs it (warehouse_db/provision.py,
+-- which also creates the per-component logins, each a member of one of these roles only).
+-- The roles are NOLOGIN group roles. The admin login is made a member of each, so that on a hosted server with a
+-- single login that login can act as any of them with SET ROLE.
 do $$
 declare
     role_name text;
+    can_set boolean;
 begin
     foreach role_name in array array['loader', 'transformer', 'trainer', 'analyst'] loop
         if not exists (select from pg_roles where rolname = role_name) then
             execute format('create role %I nologin', role_name);
         end if;
-        if not pg_has_role(current_user, role_name, 'member') then
+        -- PostgreSQL 16 gives a CREATEROLE user an ADMIN-only membership in the roles it creates; SET ROLE
+        -- needs one with the SET option.
+        if current_setting('server_version_num')::int >= 160000 then
+            can_set := pg_has_role(current_user, role_name, 'SET');
+        else
+            can_set := pg_has_role(current_user, role_name, 'MEMBER');
+        end if;
+        if not can_set then
             execute format('grant %I to %I', role_name, current_user);
         end if;
     end loop;

@@ -17,3 +17,6 @@ LOADER_ROLE = "loader"
 TRANSFORMER_ROLE = "transformer"
 TRAINER_ROLE = "trainer"
 ANALYST_ROLE = "analyst"
+
+COMPONENT_ROLES = (LOADER_ROLE, TRANSFORMER_ROLE, TRAINER_ROLE, ANALYST_ROLE)
+"""The NOLOGIN group roles, one per component; each may have its own login (a member of that role only)."""

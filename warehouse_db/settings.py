@@ -1,29 +1,74 @@
-"""Which PostgreSQL the project talks to, decided in one place.
+"""Which PostgreSQL the project talks to, as which logins, with which timeouts: decided in one place.
 
-Precedence (the first that applies wins):
+Server (the first that applies wins):
 1. ``DATABASE_URL`` (e.g. a hosted PostgreSQL's connection URL),
 2. any of the standard libpq variables ``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``,
-3. otherwise the embedded warehouse under ``.warehouse/`` (see :mod:`warehouse_db.embedded`).
+3. otherwise the embedded warehouse under ``WAREHOUSE_DIR`` (default ``.warehouse/``; see
+   :mod:`warehouse_db.embedded`), which creates and uses its own per-component logins.
 
-Each is read from the process environment first and from ``.env`` second, so an exported variable
-always beats the file. Nothing here connects or starts a server; it only decides.
+Logins: the URL's or PGUSER's login is the *admin* login (it provisions, and it is the single login of a hosted
+server that offers one). ``WAREHOUSE_<ROLE>_USER`` / ``WAREHOUSE_<ROLE>_PASSWORD`` (ROLE = LOADER, TRANSFORMER,
+TRAINER, ANALYST) name a component's own login, a member of that role only; a component with such a login
+connects with it, so that its boundary holds even against a ``RESET ROLE``.
+
+Timeouts: ``PGCONNECT_TIMEOUT`` (seconds, default 10; a URL's ``connect_timeout`` wins) and
+``WAREHOUSE_STATEMENT_TIMEOUT`` (seconds one statement of ingest or training may run, default 1800, 0 = none).
+
+Each is read from the process environment first and from ``.env`` second, so an exported variable always beats
+the file. Nothing here connects or starts a server; it only decides. No error message here ever quotes any
+part of ``DATABASE_URL`` or of a password.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 from dotenv import dotenv_values
 
+from warehouse_db.errors import WarehouseConfigError
+from warehouse_db.schemas import COMPONENT_ROLES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DOTENV = REPO_ROOT / ".env"
+DEFAULT_WAREHOUSE_DIR = REPO_ROOT / ".warehouse"
 EMBEDDED_DATABASE = "warehouse"
 EMBEDDED_USER = "postgres"
 LIBPQ_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+DEFAULT_CONNECT_TIMEOUT = 10
+"""Seconds to wait for a server to answer a new connection (dbt's profile uses the same default)."""
+DEFAULT_STATEMENT_TIMEOUT = 1800
+"""Seconds one SQL statement of ingest or training may run, lock waits included (0: no limit)."""
+
+LIBPQ_OPTION_VARIABLES = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "passfile": "PGPASSFILE",
+    "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE",
+    "options": "PGOPTIONS",
+}
+"""libpq connection parameters that travel from a URL or .env to child processes, with their standard variables."""
+
+
+def login_variables(role: str) -> tuple[str, str]:
+    """The variables that name a component's own login: ``WAREHOUSE_<ROLE>_USER``, ``WAREHOUSE_<ROLE>_PASSWORD``."""
+    return f"WAREHOUSE_{role.upper()}_USER", f"WAREHOUSE_{role.upper()}_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Login:
+    """A login (a PostgreSQL role with LOGIN) and its password; None means libpq finds it (passfile, peer)."""
+
+    user: str
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -37,7 +82,16 @@ class ConnectionSettings:
     dbname: str | None
     embedded: bool
     options: Mapping[str, str] = field(default_factory=dict)
-    """Extra libpq parameters from a URL's query string (e.g. sslmode)."""
+    """Extra libpq parameters (a URL's query string, PGSSLMODE and the like from .env)."""
+    logins: Mapping[str, Login] = field(default_factory=dict)
+    """Per-component logins by role (loader, transformer, trainer, analyst); roles without one use ``user``."""
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    statement_timeout: int = DEFAULT_STATEMENT_TIMEOUT
+
+    def for_role(self, role: str | None) -> ConnectionSettings:
+        """These settings with the role's own login as the login, when one is configured."""
+        login = self.logins.get(role) if role else None
+        return self if login is None else replace(self, user=login.user, password=login.password)
 
     def connect_kwargs(self) -> dict[str, str | int]:
         """Keyword arguments for ``psycopg.connect`` / ``psycopg2.connect``; UTF-8 is forced."""
@@ -53,12 +107,19 @@ class ConnectionSettings:
             if value not in (None, "")
         }
         kwargs.update(self.options)
+        # A server that accepts TCP and never answers must not hang us; one that dies mid-query is noticed by
+        # TCP keepalives within about a minute (libpq ignores these on Unix sockets).
+        kwargs["connect_timeout"] = str(self.connect_timeout)
+        kwargs.setdefault("keepalives_idle", "30")
+        kwargs.setdefault("keepalives_interval", "10")
+        kwargs.setdefault("keepalives_count", "3")
         # The prototype died on a UnicodeDecodeError: never let the server's locale choose the encoding.
         kwargs["client_encoding"] = "UTF8"
         return kwargs
 
     def libpq_env(self) -> dict[str, str]:
-        """The standard PG* variables for a child process (dbt, psql) that should reach the same server."""
+        """Variables for a child process (dbt, psql, another of our commands) that should reach the same server
+        with the same logins: the standard PG* variables plus the WAREHOUSE_* login and timeout variables."""
         env = {
             name: str(value)
             for name, value in (
@@ -70,29 +131,38 @@ class ConnectionSettings:
             )
             if value not in (None, "")
         }
-        if "sslmode" in self.options:
-            env["PGSSLMODE"] = self.options["sslmode"]
+        for option, name in LIBPQ_OPTION_VARIABLES.items():
+            if self.options.get(option):
+                env[name] = self.options[option]
+        env["PGCONNECT_TIMEOUT"] = str(self.connect_timeout)
         env["PGCLIENTENCODING"] = "UTF8"
+        env["WAREHOUSE_STATEMENT_TIMEOUT"] = str(self.statement_timeout)
+        for role, login in self.logins.items():
+            user_variable, password_variable = login_variables(role)
+            env[user_variable] = login.user
+            if login.password:
+                env[password_variable] = login.password
         return env
 
-    def sqlalchemy_url(self) -> str:
-        """A SQLAlchemy URL (psycopg 3 driver), for Great Expectations."""
+    def sqlalchemy_url(self, role: str | None = None) -> str:
+        """A SQLAlchemy URL (psycopg 3 driver) for ``role``'s login, for Great Expectations."""
         from sqlalchemy.engine import URL
 
-        query = dict(self.options)
-        if self.host and self.host.startswith("/"):
+        settings = self.for_role(role)
+        query = {**settings.options, "connect_timeout": str(settings.connect_timeout)}
+        if settings.host and settings.host.startswith("/"):
             # A socket directory travels as the `host` query parameter.
-            query["host"] = self.host
+            query["host"] = settings.host
             host = None
         else:
-            host = self.host
+            host = settings.host
         url = URL.create(
             "postgresql+psycopg",
-            username=self.user,
-            password=self.password or None,
+            username=settings.user,
+            password=settings.password or None,
             host=host,
-            port=self.port,
-            database=self.dbname,
+            port=settings.port,
+            database=settings.dbname,
             query=query,
         )
         return url.render_as_string(hide_password=False)
@@ -122,34 +192,122 @@ def uses_external_server(config: Mapping[str, str]) -> bool:
     return bool(config.get("DATABASE_URL")) or any(config.get(name) for name in LIBPQ_VARIABLES)
 
 
-def settings_from_url(url: str) -> ConnectionSettings:
-    """Parse ``postgresql://user:pass@host:port/db?sslmode=require`` (also ``postgres://``)."""
-    parts = urlsplit(url)
-    if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
-        raise ValueError(f"DATABASE_URL must start with postgresql:// (got scheme {parts.scheme!r})")
-    options = dict(parse_qsl(parts.query))
-    host = options.pop("host", None) or (unquote(parts.hostname) if parts.hostname else None)
-    return ConnectionSettings(
-        host=host,
-        port=parts.port,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        dbname=unquote(parts.path.lstrip("/")) or None,
-        embedded=False,
-        options=options,
-    )
+def warehouse_dir(config: Mapping[str, str]) -> Path:
+    """Where the embedded warehouse keeps its data (``WAREHOUSE_DIR``; relative paths start at the repository)."""
+    configured = config.get("WAREHOUSE_DIR")
+    return REPO_ROOT / configured if configured else DEFAULT_WAREHOUSE_DIR
+
+
+def _seconds(config: Mapping[str, str], name: str, default: int) -> int:
+    text = (config.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise WarehouseConfigError(f"{name} must be a whole number of seconds (0: no limit), got {text!r}")
+    return int(text)
+
+
+def _port(text: str, setting: str, *, quote: bool) -> int:
+    text = text.strip()
+    if text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    got = f", got {text!r}" if quote else ""
+    raise WarehouseConfigError(f"{setting}: the port must be a number from 1 to 65535{got}")
+
+
+def component_logins(config: Mapping[str, str]) -> dict[str, Login]:
+    """The configured per-component logins (``WAREHOUSE_<ROLE>_USER`` and ``_PASSWORD``), by role."""
+    logins: dict[str, Login] = {}
+    for role in COMPONENT_ROLES:
+        user_variable, password_variable = login_variables(role)
+        user, password = config.get(user_variable), config.get(password_variable)
+        if user:
+            logins[role] = Login(user, password or None)
+        elif password:
+            raise WarehouseConfigError(f"{password_variable} is set but {user_variable} is not")
+    return logins
+
+
+def client_limits(config: Mapping[str, str]) -> dict[str, int]:
+    """connect_timeout and statement_timeout (seconds) from PGCONNECT_TIMEOUT and WAREHOUSE_STATEMENT_TIMEOUT."""
+    return {
+        "connect_timeout": _seconds(config, "PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+        "statement_timeout": _seconds(config, "WAREHOUSE_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT),
+    }
+
+
+def _query_pairs(query: str) -> Iterator[tuple[str, str]]:
+    # Not urllib's parse_qsl: libpq does not read '+' as a space, and neither do we.
+    for pair in query.split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            yield unquote(key), unquote(value)
+
+
+def settings_from_url(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> ConnectionSettings:
+    """Parse ``postgresql://user:password@host:port/db?sslmode=require`` (also ``postgres://``).
+
+    The login part ends at the *last* ``@`` before the host, so a password may contain ``#``, ``/``, ``?``,
+    ``:`` and even ``@`` without percent-encoding (percent-encoded characters are decoded as usual); an ``@``
+    in a query value must be written ``%40``. Query parameters win over the URL's parts, as in libpq.
+    Errors never quote the URL: any part of it may be a password.
+    """
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator or scheme.lower().split("+")[0] not in ("postgresql", "postgres"):
+        raise WarehouseConfigError("DATABASE_URL must start with postgresql:// or postgres://")
+    userinfo, _, rest = rest.rpartition("@")
+    ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    authority, rest = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    path, _, query = rest.partition("?")
+
+    if "," in authority:
+        raise WarehouseConfigError("DATABASE_URL: several hosts in one URL are not supported")
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise WarehouseConfigError("DATABASE_URL: an IPv6 host must be written [address] or [address]:port")
+        port_text = after[1:]
+    else:
+        host, _, port_text = authority.partition(":")
+    user, _, password = userinfo.partition(":")
+    fields: dict[str, str | int | None] = {
+        "host": unquote(host) or None,
+        "port": _port(port_text, "DATABASE_URL", quote=False) if port_text else None,
+        "user": unquote(user) or None,
+        "password": unquote(password) or None,
+        "dbname": unquote(path.removeprefix("/")) or None,
+    }
+    options: dict[str, str] = {}
+    for key, value in _query_pairs(query):
+        if key == "port":
+            fields["port"] = _port(value, "DATABASE_URL's port parameter", quote=False)
+        elif key in fields:
+            fields[key] = value or None
+        elif key == "connect_timeout":
+            if not value.strip().isdigit():
+                raise WarehouseConfigError("DATABASE_URL: connect_timeout must be a whole number of seconds")
+            connect_timeout = int(value)
+        else:
+            options[key] = value
+    return ConnectionSettings(**fields, embedded=False, options=options, connect_timeout=connect_timeout)
 
 
 def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
-    """Settings for a server chosen by DATABASE_URL or the PG* variables."""
+    """Settings for a server chosen by DATABASE_URL or the PG* variables, with logins and timeouts."""
+    limits = client_limits(config)
+    logins = component_logins(config)
     if config.get("DATABASE_URL"):
-        return settings_from_url(config["DATABASE_URL"])
+        settings = settings_from_url(config["DATABASE_URL"], connect_timeout=limits["connect_timeout"])
+        return replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
     port = config.get("PGPORT")
     return ConnectionSettings(
         host=config.get("PGHOST") or None,
-        port=int(port) if port else None,
+        port=_port(port, "PGPORT", quote=True) if port else None,
         user=config.get("PGUSER") or None,
         password=config.get("PGPASSWORD") or None,
         dbname=config.get("PGDATABASE") or None,
         embedded=False,
+        options={option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)},
+        logins=logins,
+        **limits,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -9,6 +10,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4002
 """IB Gateway, paper account. Live IB Gateway: 4001; TWS paper: 7497; TWS live: 7496."""
 DEFAULT_CLIENT_ID = 17
+PORT_RANGE = (1, 65535)
+CLIENT_ID_RANGE = (0, 2**31 - 1)
+MAX_TIMEOUT_S = 24 * 3600.0
+"""Longest wait any IBKR timeout may be set to: a day (beyond that, it is a typo)."""
 
 
 class IbkrConfigError(ValueError):
@@ -31,13 +36,31 @@ class IbkrSettings:
     readonly: bool = True
     """Connect read-only: the loader never places orders (works with the gateway's 'Read-Only API' setting)."""
 
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise IbkrConfigError("the gateway host (IBKR_HOST, --host) is empty")
+        if not PORT_RANGE[0] <= self.port <= PORT_RANGE[1]:
+            raise IbkrConfigError(
+                f"the gateway port (IBKR_PORT, --port) {self.port} is out of range {PORT_RANGE[0]}..{PORT_RANGE[1]}"
+            )
+        if not CLIENT_ID_RANGE[0] <= self.client_id <= CLIENT_ID_RANGE[1]:
+            raise IbkrConfigError(
+                f"the client id (IBKR_CLIENT_ID, --client-id) {self.client_id} is out of range "
+                f"{CLIENT_ID_RANGE[0]}..{CLIENT_ID_RANGE[1]}"
+            )
+        for name, setting in _TIMEOUTS.items():
+            seconds = getattr(self, name)
+            problem = timeout_problem(seconds)
+            if problem:
+                raise IbkrConfigError(f"{setting} {seconds:g} {problem}")
+
     @classmethod
     def from_config(cls, config: Mapping[str, str]) -> IbkrSettings:
         """Settings from ``warehouse_db.settings.read_config()`` (``.env`` overlaid by the environment)."""
         return cls(
             host=(config.get("IBKR_HOST") or DEFAULT_HOST).strip(),
-            port=_int(config, "IBKR_PORT", DEFAULT_PORT, low=1, high=65535),
-            client_id=_int(config, "IBKR_CLIENT_ID", DEFAULT_CLIENT_ID, low=0, high=2**31 - 1),
+            port=_int(config, "IBKR_PORT", DEFAULT_PORT, *PORT_RANGE),
+            client_id=_int(config, "IBKR_CLIENT_ID", DEFAULT_CLIENT_ID, *CLIENT_ID_RANGE),
             connect_timeout_s=_float(config, "IBKR_CONNECT_TIMEOUT", cls.connect_timeout_s),
             request_timeout_s=_float(config, "IBKR_REQUEST_TIMEOUT", cls.request_timeout_s),
             reconnect_timeout_s=_float(config, "IBKR_RECONNECT_TIMEOUT", cls.reconnect_timeout_s),
@@ -47,7 +70,23 @@ class IbkrSettings:
         return f"{self.host}:{self.port} (client id {self.client_id})"
 
 
-def _int(config: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+_TIMEOUTS = {
+    "connect_timeout_s": "the connect timeout (IBKR_CONNECT_TIMEOUT)",
+    "request_timeout_s": "the request timeout (IBKR_REQUEST_TIMEOUT, --timeout)",
+    "reconnect_timeout_s": "the reconnect timeout (IBKR_RECONNECT_TIMEOUT)",
+}
+
+
+def timeout_problem(seconds: float) -> str | None:
+    """What is wrong with a timeout in seconds, or None."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return "must be a number of seconds above 0"
+    if seconds > MAX_TIMEOUT_S:
+        return f"is more than a day ({MAX_TIMEOUT_S:g} s)"
+    return None
+
+
+def _int(config: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = (config.get(name) or "").strip()
     if not raw:
         return default
@@ -68,6 +107,7 @@ def _float(config: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise IbkrConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise IbkrConfigError(f"{name}={raw!r} must be more than 0 seconds")
+    problem = timeout_problem(value)
+    if problem:
+        raise IbkrConfigError(f"{name}={raw!r} {problem}")
     return value

@@ -1,13 +1,21 @@
-"""The IBKR load: read what the warehouse holds, plan, fetch concurrently within the pacing rules, land
-each symbol atomically, and report.
+"""The IBKR load: read what the warehouse holds, plan, fetch concurrently within the pacing rules, land each
+symbol atomically, and report.
 
-``load(db_settings, ibkr_settings, options)`` is the whole run (``asyncio.run`` inside); the CLI only
-resolves settings and prints. Tests point both settings anywhere (a test database, a simulator port).
+``load(db_settings, ibkr_settings, options)`` is the whole run (``asyncio.run`` inside); the CLI only parses
+and prints. Tests point both settings anywhere (a test database, a simulator port).
 
 Per symbol, all pages of its plan are fetched first and then landed as ONE batch in one transaction
-(``ingest.landing.land_batch``): a run killed at any moment leaves every symbol either complete for that
+(:func:`ingest.raw_tables.land_batch`): a run killed at any moment leaves every symbol either complete for that
 batch or untouched, and the next run's plan sees exactly what is missing. Failures are landed too, as a
 ``raw.load_batches`` row with status 'failed', the IBKR error code and message, and no bars.
+
+Two checks stand between a fetch and the warehouse:
+
+* bars that are not final yet -- today's daily bar while the session is still trading, an intraday bar that
+  has not ended -- are left out (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
+* re-delivered bars that differ from the stored ones by one consistent price factor mean IBKR re-adjusted the
+  history (a split, :mod:`ingest.ibkr.readjustment`): the symbol's whole window is fetched again in the same
+  run and lands instead, with the reason and the factor in ``raw.load_batches``.
 """
 
 from __future__ import annotations
@@ -25,8 +33,7 @@ from typing import Literal
 
 import psycopg
 
-import warehouse_db
-from ingest.ibkr.bar_sizes import parse_bar_size
+from ingest.ibkr.bar_sizes import BarSize
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
     ContractRef,
@@ -34,26 +41,32 @@ from ingest.ibkr.fetcher import (
     IbkrSession,
     InvalidRequestError,
     Outcome,
-    RetryPolicy,
     SessionStats,
     SourceBar,
 )
-from ingest.ibkr.pacing import DEFAULT_MAX_OPEN, LimiterStats, PacingLimiter, PacingPolicy
-from ingest.ibkr.planner import Coverage, PlanContext, SymbolPlan, last_completed_close, plan_symbol
-from ingest.landing import (
+from ingest.ibkr.options import LARGE_PLAN_REQUESTS, LARGE_PLAN_SECONDS, LoadOptions
+from ingest.ibkr.pacing import LimiterStats, PacingLimiter, PacingPolicy, estimate_seconds
+from ingest.ibkr.planner import PlanContext, SymbolPlan, plan_symbol, plan_whole_window
+from ingest.ibkr.readjustment import Readjustment, detect_readjustment
+from ingest.raw_tables import (
     BarSettings,
     Batch,
+    Coverage,
     RawBar,
-    ensure_landing_tables,
+    StoredBar,
     land_batch,
     new_load_id,
-    read_watermarks,
+    open_for_landing,
+    read_coverage,
+    read_known_contracts,
+    read_stored_bars,
     utc_now,
 )
+from ingest.report import describe_duration
+from ingest.sessions import FinalBars, last_completed_close
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
-from warehouse_db import schemas
-from warehouse_db.provision import provision
+from warehouse_db.errors import WarehouseError
 from warehouse_db.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
@@ -64,28 +77,28 @@ GATEWAY_LOST = "connection to the gateway lost and not restored; the run stopped
 SymbolStatus = Literal["landed", "no_data", "current", "failed", "planned", "not_attempted"]
 
 
-class WarehouseUnavailableError(ConnectionError):
-    """The warehouse could not be reached or prepared."""
-
-
 @dataclass(frozen=True)
-class LoadOptions:
-    """What to load and how; everything the CLI flags decide."""
+class PlanEstimate:
+    """How big a plan is: historical requests, and the least time IBKR's pacing rules allow for them."""
 
-    entries: Sequence[WatchlistEntry]
-    bar: BarSettings = BarSettings()
-    months: int = 12
-    full_refresh: bool = False
-    dry_run: bool = False
-    strict_pacing: bool = False
-    """Apply IBKR's 60-requests-per-10-minutes rule whatever the bar size (it always applies to <= 30 s)."""
-    max_open: int = DEFAULT_MAX_OPEN
-    pacing: PacingPolicy | None = None
-    """Overrides the policy derived from the bar size (tests, the benchmark)."""
-    retry: RetryPolicy | None = None
-    progress: bool = False
-    now: datetime | None = None
-    """The planning moment (default: the wall clock)."""
+    requests: int
+    seconds: float
+
+    @property
+    def large(self) -> bool:
+        return self.requests > LARGE_PLAN_REQUESTS or self.seconds > LARGE_PLAN_SECONDS
+
+
+class PlanTooLargeError(ValueError):
+    """The plan is above the size a run may start without ``confirm_large_plan``."""
+
+    def __init__(self, estimate: PlanEstimate, policy: PacingPolicy) -> None:
+        super().__init__(
+            f"the plan needs {estimate.requests:,} historical requests, at least {describe_duration(estimate.seconds)} "
+            f"under IBKR's pacing rules ({policy.describe()}); pass --confirm-large-plan to run it anyway, "
+            "or ask for fewer months, fewer symbols or a larger bar size (--dry-run shows the plan)"
+        )
+        self.estimate = estimate
 
 
 @dataclass
@@ -99,6 +112,9 @@ class SymbolResult:
     """Historical requests this symbol needed (planned pages; retries not counted)."""
     error_code: int | None = None
     error_message: str | None = None
+    unfinished: int = 0
+    """Bars the gateway sent that were not final yet (a session or bar still in progress): not landed."""
+    readjustment: Readjustment | None = None
 
 
 @dataclass
@@ -112,6 +128,7 @@ class LoadSummary:
     gateway_stats: SessionStats | None = None
     limiter_stats: LimiterStats | None = None
     pacing: PacingPolicy | None = None
+    estimate: PlanEstimate | None = None
 
     def count(self, *statuses: SymbolStatus) -> int:
         return sum(1 for r in self.results if r.status in statuses)
@@ -126,6 +143,14 @@ class LoadSummary:
         return sum(r.rows for r in self.results)
 
     @property
+    def unfinished(self) -> int:
+        return sum(r.unfinished for r in self.results)
+
+    @property
+    def readjusted(self) -> list[SymbolResult]:
+        return [r for r in self.results if r.readjustment is not None]
+
+    @property
     def ok(self) -> bool:
         """Every symbol landed, was current or had no data."""
         return self.aborted is None and all(
@@ -133,28 +158,25 @@ class LoadSummary:
         )
 
 
-def load(db_settings: ConnectionSettings, ibkr_settings: IbkrSettings, options: LoadOptions) -> LoadSummary:
-    """Run one load to completion (its own event loop)."""
+def load(db_settings: ConnectionSettings | None, ibkr_settings: IbkrSettings, options: LoadOptions) -> LoadSummary:
+    """Run one load to completion (its own event loop).
+
+    Raises :class:`warehouse_db.errors.WarehouseError` (warehouse), :class:`GatewayUnavailableError` (no
+    gateway) and :class:`PlanTooLargeError`; per-symbol faults are results, not exceptions.
+    """
     return asyncio.run(run_load(db_settings, ibkr_settings, options))
 
 
-async def run_load(db_settings: ConnectionSettings, ibkr_settings: IbkrSettings, options: LoadOptions) -> LoadSummary:
+async def run_load(
+    db_settings: ConnectionSettings | None, ibkr_settings: IbkrSettings, options: LoadOptions
+) -> LoadSummary:
     started = time.monotonic()
-    bar_size = parse_bar_size(options.bar.bar_size)
-    settings = BarSettings(bar_size.text, options.bar.what_to_show.upper(), options.bar.use_rth)
+    bar_size = options.bar_size
+    settings = options.bar
     entries = list(options.entries)
     symbols = [e.symbol for e in entries]
+    conn = await asyncio.to_thread(open_for_landing, db_settings)
     try:
-        conn = warehouse_db.connect(db_settings)
-    except ConnectionError as error:
-        raise WarehouseUnavailableError(str(error)) from None
-    try:
-        provision(conn)
-        ensure_landing_tables(conn)
-        coverage = read_coverage(conn, settings, symbols)
-        known = read_known_contracts(conn, settings, symbols)
-        conn.commit()
-
         now = options.now or utc_now()
         ctx = PlanContext(
             now=now,
@@ -164,19 +186,35 @@ async def run_load(db_settings: ConnectionSettings, ibkr_settings: IbkrSettings,
             full_refresh=options.full_refresh,
             rewrites_history=settings.what_to_show == "ADJUSTED_LAST",
         )
-        plans = {e.symbol: plan_symbol(e.symbol, coverage.get(e.symbol, Coverage()), ctx) for e in entries}
+        coverage = read_coverage(conn, settings, symbols, source=SOURCE)
+        known = {
+            symbol: ContractRef(symbol, k.con_id, k.exchange or "", k.currency or "USD")
+            for symbol, k in read_known_contracts(conn, settings, symbols, source=SOURCE).items()
+        }
+        plans = {e.symbol: plan_symbol(e.symbol, coverage[e.symbol], ctx) for e in entries}
+        # The latest stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
+        since = {
+            symbol: max(plan.requested_start, coverage[symbol].last_bar_time - ctx.overlap)
+            for symbol, plan in plans.items()
+            if not plan.current and coverage[symbol].last_bar_time is not None
+        }
+        stored = read_stored_bars(conn, settings, since)
+        conn.commit()
+
         summary = LoadSummary(load_id=new_load_id(), results=[])
         results: dict[str, SymbolResult] = {}
         for e in entries:
             p = plans[e.symbol]
             status: SymbolStatus = "current" if p.current else "planned"
-            results[e.symbol] = SymbolResult(e.symbol, status, reason=p.reason, plan=p, requests=len(p.requests))
+            results[e.symbol] = SymbolResult(e.symbol, status, reason=p.reason, plan=p, requests=p.request_count)
         summary.results = [results[s] for s in symbols]
         todo = [e for e in entries if not plans[e.symbol].current]
-        policy = options.pacing or PacingPolicy.for_bar_size(
-            bar_size, strict=options.strict_pacing, max_open=options.max_open
-        )
+        policy = options.pacing_policy()
         summary.pacing = policy
+        counts = [plans[e.symbol].request_count for e in todo]
+        summary.estimate = PlanEstimate(sum(counts), estimate_seconds(policy, counts, settings.what_to_show))
+        if summary.estimate.large and not options.dry_run and not options.confirm_large_plan:
+            raise PlanTooLargeError(summary.estimate, policy)
         if options.dry_run or not todo:
             summary.elapsed_s = time.monotonic() - started
             if not todo and not options.dry_run:
@@ -190,7 +228,11 @@ async def run_load(db_settings: ConnectionSettings, ibkr_settings: IbkrSettings,
             session=session,
             lander=_Lander(conn, summary.load_id),
             settings=settings,
-            intraday=bar_size.intraday,
+            bar_size=bar_size,
+            ctx=ctx,
+            coverage=coverage,
+            stored=stored,
+            final=FinalBars(now, settings.use_rth),
             known=known,
             summary=summary,
         )
@@ -210,7 +252,11 @@ class _Run:
     session: IbkrSession
     lander: _Lander
     settings: BarSettings
-    intraday: bool
+    bar_size: BarSize
+    ctx: PlanContext
+    coverage: dict[str, Coverage]
+    stored: dict[str, dict[datetime, StoredBar]]
+    final: FinalBars
     known: dict[str, ContractRef]
     summary: LoadSummary
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -256,23 +302,21 @@ class _Run:
                     await self._record_failure(result, plan, started_at, qualified.error_code, qualified.error_message)
                     return
                 ref = qualified.contract
-            if self.stop.is_set():
+            outcomes = await self._fetch(ref, plan)
+            if outcomes is None:
                 result.status = "not_attempted"
                 return
-            outcomes = await asyncio.gather(
-                *(
-                    self.session.fetch(
-                        ref,
-                        end=r.end_text,
-                        duration=r.duration,
-                        bar_size=self.settings.bar_size,
-                        what_to_show=self.settings.what_to_show,
-                        use_rth=self.settings.use_rth,
-                        intraday=self.intraday,
-                    )
-                    for r in plan.requests
-                )
-            )
+            bars, unfinished = self.final_bars(ref, outcomes)
+            readjustment = detect_readjustment(bars, self.stored.get(symbol, {}))
+            if readjustment is not None and self._window_reaches_back_further(symbol, plan):
+                log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
+                plan = plan_whole_window(symbol, self.coverage[symbol], self.ctx, readjustment.describe())
+                result.requests += plan.request_count
+                outcomes = await self._fetch(ref, plan)
+                if outcomes is None:
+                    result.status = "not_attempted"
+                    return
+                bars, unfinished = self.final_bars(ref, outcomes)
         except InvalidRequestError as error:
             self.summary.invalid_request = True
             self._abort(str(error))
@@ -286,23 +330,59 @@ class _Run:
         if failed is not None:
             await self._record_failure(result, plan, started_at, failed.error_code, failed.error_message)
             return
-        bars = to_raw_bars(ref, outcomes)
-        status = "ok" if bars else "no_data"
-        no_data = next((o for o in outcomes if o.status == "no_data"), None)
+        no_data = next((o for o in outcomes if o.status == "no_data"), None) if not bars else None
         batch = Batch(
             symbol=symbol,
             settings=self.settings,
-            status=status,
+            status="ok" if bars else "no_data",
             started_at=started_at,
             requested_start=plan.requested_start,
             requested_end=plan.requested_end,
-            error_code=no_data.error_code if (no_data and not bars) else None,
-            error_message=no_data.error_message if (no_data and not bars) else None,
+            error_code=no_data.error_code if no_data else None,
+            error_message=no_data.error_message if no_data else None,
             finished_at=utc_now(),
+            request_reason=plan.reason,
+            readjustment_factor=readjustment.factor if readjustment else None,
         )
         result.rows = await self.lander.land(batch, bars)
         result.status = "landed" if result.rows else "no_data"
         result.error_code, result.error_message = batch.error_code, batch.error_message
+        result.unfinished, result.readjustment, result.plan = unfinished, readjustment, plan
+
+    async def _fetch(self, ref: ContractRef, plan: SymbolPlan) -> list[Outcome] | None:
+        """Every request of the plan (concurrently, within the limiter); None when the run stopped meanwhile."""
+        if self.stop.is_set():
+            return None
+        return await asyncio.gather(
+            *(
+                self.session.fetch(
+                    ref,
+                    end=r.end_text,
+                    duration=r.duration,
+                    bar_size=self.settings.bar_size,
+                    what_to_show=self.settings.what_to_show,
+                    use_rth=self.settings.use_rth,
+                    intraday=self.bar_size.intraday,
+                )
+                for r in plan.requests
+            )
+        )
+
+    def _window_reaches_back_further(self, symbol: str, plan: SymbolPlan) -> bool:
+        """Whether stored bars older than this plan's start exist (they would keep the old units)."""
+        covered_from = self.coverage[symbol].covered_from
+        return covered_from is None or plan.requested_start is None or covered_from < plan.requested_start
+
+    def final_bars(self, ref: ContractRef, outcomes: Sequence[Outcome]) -> tuple[list[RawBar], int]:
+        """The final bars of all pages as raw rows, and how many were left out as not final yet."""
+        bars = to_raw_bars(ref, outcomes)
+        if self.bar_size.intraday:
+            final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
+        else:
+            final = [b for b in bars if self.final.daily(b.session_date)]
+        if len(final) < len(bars):
+            log.info("%s: %d bar(s) not final yet (still in progress); not landed", ref.symbol, len(bars) - len(final))
+        return final, len(bars) - len(final)
 
     async def _record_failure(
         self, result: SymbolResult, plan: SymbolPlan, started_at: datetime, code: int | None, message: str | None
@@ -319,6 +399,7 @@ class _Run:
             error_code=code,
             error_message=message,
             finished_at=utc_now(),
+            request_reason=plan.reason,
         )
         await self.lander.land(batch, [])
         if message != GATEWAY_LOST:
@@ -345,7 +426,10 @@ class _Lander:
 
     def _land(self, batch: Batch, bars: list[RawBar]) -> int:
         with self._lock:
-            return land_batch(self._conn, load_id=self._load_id, source=SOURCE, batch=batch, bars=bars)
+            try:
+                return land_batch(self._conn, load_id=self._load_id, source=SOURCE, batch=batch, bars=bars)
+            except psycopg.Error as error:
+                raise WarehouseError(f"landing {batch.symbol} failed: {error}".strip()) from None
 
 
 def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
@@ -366,9 +450,6 @@ def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
             rows.append(
                 RawBar(
                     symbol=ref.symbol,
-                    con_id=ref.con_id,
-                    exchange=ref.primary_exchange or ref.exchange,
-                    currency=ref.currency,
                     bar_time=bar_time,
                     session_date=session_date,
                     open=bar.open,
@@ -378,6 +459,9 @@ def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
                     volume=bar.volume,
                     wap=bar.wap,
                     bar_count=bar.bar_count,
+                    con_id=ref.con_id,
+                    exchange=ref.primary_exchange or ref.exchange,
+                    currency=ref.currency,
                 )
             )
     rows.sort(key=lambda r: r.bar_time)
@@ -391,66 +475,3 @@ def _bar_times(bar: SourceBar) -> tuple[datetime, date]:
             value = value.replace(tzinfo=NY)
         return value, value.astimezone(NY).date()
     return datetime.combine(value, datetime.min.time(), NY), value
-
-
-# --- what the warehouse holds -----------------------------------------------------------------------
-
-
-def read_coverage(conn: psycopg.Connection, settings: BarSettings, symbols: Sequence[str]) -> dict[str, Coverage]:
-    """Watermark, covered window start and last successful check per symbol, for these bar settings."""
-    watermarks = read_watermarks(conn, settings)
-    rows = conn.execute(
-        f"""
-        select symbol, min(requested_start), max(finished_at)
-        from {schemas.RAW}.load_batches
-        where source = %s and bar_size = %s and what_to_show = %s and use_rth = %s
-          and status in ('ok', 'no_data') and symbol = any(%s)
-        group by symbol
-        """,
-        (SOURCE, settings.bar_size, settings.what_to_show, settings.use_rth, list(symbols)),
-    ).fetchall()
-    batches = {symbol: (covered_from, checked_at) for symbol, covered_from, checked_at in rows}
-    coverage: dict[str, Coverage] = {}
-    for symbol in symbols:
-        covered_from, checked_at = batches.get(symbol, (None, None))
-        coverage[symbol] = Coverage(
-            last_bar_time=watermarks.get(symbol), covered_from=covered_from, checked_at=checked_at
-        )
-    return coverage
-
-
-def read_known_contracts(
-    conn: psycopg.Connection, settings: BarSettings, symbols: Sequence[str]
-) -> dict[str, ContractRef]:
-    """conIds already in raw (from IBKR loads): those symbols need no contract-details request.
-
-    Looks at the latest bar of these settings first (an index scan), then at any IBKR bar of the symbol.
-    """
-    rows = conn.execute(
-        f"""
-        select s.symbol, k.con_id, k.exchange, k.currency
-        from unnest(%s::text[]) as s(symbol)
-        cross join lateral (
-            (select b.con_id, b.exchange, b.currency, 0 as preference
-             from {schemas.RAW}.ibkr_bars b
-             where b.symbol = s.symbol and b.bar_size = %s and b.what_to_show = %s and b.use_rth = %s
-               and b.source = %s and b.con_id is not null
-             order by b.bar_time desc
-             limit 1)
-            union all
-            (select b.con_id, b.exchange, b.currency, 1
-             from {schemas.RAW}.ibkr_bars b
-             where b.symbol = s.symbol and b.source = %s and b.con_id is not null
-             limit 1)
-            order by preference
-            limit 1
-        ) k
-        """,
-        (list(symbols), settings.bar_size, settings.what_to_show, settings.use_rth, SOURCE, SOURCE),
-    ).fetchall()
-    return {
-        symbol: ContractRef(
-            symbol=symbol, con_id=int(con_id), primary_exchange=exchange or "", currency=currency or "USD"
-        )
-        for symbol, con_id, exchange, currency in rows
-    }

@@ -24,9 +24,10 @@ Pure apart from ``asyncio.sleep``; the clock and the sleep function are injectab
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ class PacingPolicy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_open <= 50:
-            raise ValueError(f"max_open must be 1..50 (IBKR allows at most 50 open requests), got {self.max_open}")
+            raise ValueError(f"max open: {self.max_open} is out of range 1..50 (IBKR allows at most 50 open requests)")
         if self.burst_max < 1 or self.rolling_max < 1 or self.message_rate < 1:
             raise ValueError("pacing limits must be positive")
 
@@ -238,3 +239,23 @@ class PacingLimiter:
         for times in self._bursts.values():
             while times and now - times[0] >= p.burst_window_s + p.margin_s:
                 times.popleft()
+
+
+def estimate_seconds(policy: PacingPolicy, requests_per_contract: Sequence[int], what_to_show: str = "TRADES") -> float:
+    """The least time these requests can take while keeping to ``policy``, gateway latency not counted.
+
+    ``requests_per_contract`` holds each symbol's number of historical requests. The rules overlap in time, so
+    the slowest one decides: the message rate over all requests, the burst rule within the busiest contract,
+    and in strict mode the rolling 10-minute rule over all requests.
+    """
+    total = sum(requests_per_contract)
+    if total == 0:
+        return 0.0
+    waits = [total / policy.message_rate]
+    busiest = max(requests_per_contract)
+    waits.append((math.ceil(busiest / policy.burst_max) - 1) * (policy.burst_window_s + policy.margin_s))
+    if policy.strict:
+        weight = 2 if what_to_show.upper() == "BID_ASK" else 1
+        windows = math.ceil(total * weight / policy.rolling_max) - 1
+        waits.append(windows * (policy.rolling_window_s + policy.margin_s))
+    return max(waits)

@@ -16,35 +16,24 @@ beyond); intraday windows are cut into pages that IBKR accepts.
 
 from __future__ import annotations
 
+import functools
 import math
 from calendar import monthrange
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from ingest.ibkr.bar_sizes import BarSize, daily_duration
+from ingest.raw_tables import Coverage
 from market_calendar import EXCHANGE_TZ as NY
-from market_calendar import session_closes
 
-UTC = UTC
-
-DEFAULT_MONTHS = 12
+DEFAULT_MONTHS = 60
+"""Five years of history: IBKR serves that in one request per symbol for daily bars (``5 Y``)."""
+MAX_MONTHS = 1200
+"""A hundred years: more than any IBKR history, and a window whose start is still a date."""
 DAILY_OVERLAP = timedelta(days=7)
 """Daily bars: re-ask the last week (about five sessions) so that late corrections are picked up."""
 INTRADAY_OVERLAP_BARS = 30
 COVERAGE_SLACK = timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """What the warehouse holds for one symbol and one set of bar settings."""
-
-    last_bar_time: datetime | None = None
-    covered_from: datetime | None = None
-    checked_at: datetime | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.last_bar_time is None and self.checked_at is None
 
 
 @dataclass(frozen=True)
@@ -65,8 +54,8 @@ class PlanContext:
     def __post_init__(self) -> None:
         if self.now.tzinfo is None or self.last_close.tzinfo is None:
             raise ValueError("PlanContext needs timezone-aware datetimes")
-        if self.months < 1:
-            raise ValueError(f"months must be at least 1 (got {self.months})")
+        if not 1 <= self.months <= MAX_MONTHS:
+            raise ValueError(f"months must be 1..{MAX_MONTHS} (got {self.months})")
 
     @property
     def window_start(self) -> datetime:
@@ -106,23 +95,50 @@ class PlannedRequest:
 
 @dataclass(frozen=True)
 class SymbolPlan:
-    """The requests for one symbol (none when current) and the reason, in words."""
+    """What to request for one symbol (nothing when current) and the reason, in words.
+
+    The requests cover ``start`` .. ``until`` and are built only when asked for: a ``1 secs`` plan over years
+    is hundreds of thousands of pages, and :attr:`request_count` tells so without building them.
+    """
 
     symbol: str
     reason: str
-    requests: tuple[PlannedRequest, ...] = field(default_factory=tuple)
+    start: datetime | None = None
+    """None: current, nothing to request."""
+    until: datetime | None = None
+    bar_size: BarSize | None = None
 
     @property
     def current(self) -> bool:
-        return not self.requests
+        return self.start is None
+
+    @property
+    def request_count(self) -> int:
+        if self.start is None:
+            return 0
+        return page_count(self.start, self.until, self.bar_size)
+
+    @functools.cached_property
+    def requests(self) -> tuple[PlannedRequest, ...]:
+        """Newest first."""
+        if self.start is None:
+            return ()
+        return tuple(page_requests(self.start, self.until, self.bar_size))
+
+    def request(self, k: int) -> PlannedRequest:
+        """The k-th request, newest first (negative k counts from the oldest), without building the others."""
+        count = self.request_count
+        if not -count <= k < count:
+            raise IndexError(k)
+        return page_request(self.start, self.until, self.bar_size, k % count)
 
     @property
     def requested_start(self) -> datetime | None:
-        return min((r.start for r in self.requests), default=None)
+        return None if self.start is None else self.request(-1).start
 
     @property
     def requested_end(self) -> datetime | None:
-        return max((r.until for r in self.requests), default=None)
+        return None if self.start is None else self.until
 
 
 def months_before(day: date, months: int) -> date:
@@ -182,31 +198,55 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
     return _plan(symbol, ctx, start, f"{why}; from {_moment(start, ctx.bar_size)} (overlap {_span(ctx.overlap)})")
 
 
+def plan_whole_window(symbol: str, coverage: Coverage, ctx: PlanContext, reason: str) -> SymbolPlan:
+    """Everything again: the run's window, and further back if the warehouse already holds older bars.
+
+    Used when re-delivered bars show that the source re-adjusted the history (a split): every stored bar of
+    the symbol must be replaced, or the series would mix units.
+    """
+    start = ctx.window_start
+    if coverage.covered_from is not None:
+        start = min(start, coverage.covered_from)
+    return _plan(symbol, ctx, start, reason)
+
+
 def _plan(symbol: str, ctx: PlanContext, start: datetime, reason: str) -> SymbolPlan:
-    return SymbolPlan(symbol, reason, tuple(page_requests(start, ctx.now, ctx.bar_size)))
+    return SymbolPlan(symbol, reason, start=start, until=ctx.now, bar_size=ctx.bar_size)
 
 
-def page_requests(start: datetime, now: datetime, bar_size: BarSize) -> list[PlannedRequest]:
-    """Requests covering ``start`` .. ``now``, newest first.
+def _first_instant(start: datetime, now: datetime, bar_size: BarSize) -> datetime:
+    """A window that starts at or after ``now`` still asks for the latest bar."""
+    return now - timedelta(seconds=bar_size.seconds) if start >= now else start
+
+
+def page_count(start: datetime, now: datetime, bar_size: BarSize) -> int:
+    """How many requests cover ``start`` .. ``now``: one for daily and longer bars, else one per page."""
+    page = bar_size.page_seconds
+    if page is None:
+        return 1
+    return max(1, math.ceil((now - _first_instant(start, now, bar_size)).total_seconds() / page))
+
+
+def page_request(start: datetime, now: datetime, bar_size: BarSize, k: int) -> PlannedRequest:
+    """The k-th (newest first) of the requests covering ``start`` .. ``now``.
 
     Daily and longer: one request ending now (``endDateTime`` empty, which ADJUSTED_LAST requires).
     Intraday: pages of the largest span IBKR accepts, each with an explicit end so that pages meet exactly
     however long the limiter holds them back.
     """
-    if start >= now:
-        start = now - timedelta(seconds=bar_size.seconds)
+    start = _first_instant(start, now, bar_size)
     page = bar_size.page_seconds
     if page is None:
-        return [PlannedRequest(end=None, duration=daily_duration(start, now), start=start, until=now)]
-    duration = bar_size.page_duration()
-    count = max(1, math.ceil((now - start).total_seconds() / page))
-    requests = []
-    for k in range(count):
-        end = now - timedelta(seconds=page * k)
-        requests.append(
-            PlannedRequest(end=end, duration=duration, start=max(start, end - timedelta(seconds=page)), until=end)
-        )
-    return requests
+        return PlannedRequest(end=None, duration=daily_duration(start, now), start=start, until=now)
+    end = now - timedelta(seconds=page * k)
+    return PlannedRequest(
+        end=end, duration=bar_size.page_duration(), start=max(start, end - timedelta(seconds=page)), until=end
+    )
+
+
+def page_requests(start: datetime, now: datetime, bar_size: BarSize) -> list[PlannedRequest]:
+    """Every request covering ``start`` .. ``now``, newest first."""
+    return [page_request(start, now, bar_size, k) for k in range(page_count(start, now, bar_size))]
 
 
 def _day(moment: datetime) -> str:
@@ -224,39 +264,3 @@ def _span(delta: timedelta) -> str:
         return f"{delta.days} days"
     minutes = int(delta.total_seconds() // 60)
     return f"{minutes} min" if minutes < 120 else f"{minutes / 60:g} h"
-
-
-# --- the trading calendar: when did the last session end? --------------------------------------------
-
-
-def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
-    """The end of the last NYSE session that has finished by ``now`` (regular close, or 20:00 ET outside RTH).
-
-    Uses the XNYS calendar of :mod:`market_calendar` (holidays and half days included).
-    """
-    now_utc = now.astimezone(UTC)
-    closes = _session_closes(now_utc)
-    last: datetime | None = None
-    for session, close in closes:
-        if not use_rth:
-            close = datetime.combine(session, time(20, 0), NY)
-        if close <= now_utc:
-            last = close
-    if last is None:  # pragma: no cover - there is always a session in 20 days
-        raise RuntimeError(f"no completed NYSE session in the 20 days before {now_utc}")
-    return last.astimezone(UTC)
-
-
-def _session_closes(now_utc: datetime) -> list[tuple[date, datetime]]:
-    """(session date, close) for the NYSE sessions of the last 20 days up to tomorrow."""
-    first, last = (now_utc - timedelta(days=20)).date(), (now_utc + timedelta(days=1)).date()
-    try:
-        return session_closes(first, last)
-    except Exception as error:  # noqa: BLE001 - e.g. a date beyond the calendar's known range
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "NYSE calendar unavailable (%s); assuming weekdays closing at 16:00 New York time", error
-        )
-        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        return [(d, datetime.combine(d, time(16, 0), NY)) for d in days if d.weekday() < 5]

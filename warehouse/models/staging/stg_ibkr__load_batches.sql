@@ -20,6 +20,8 @@ renamed as (
         row_count,
         error_code,
         error_message,
+        request_reason,
+        readjustment_factor,
         started_at,
         finished_at
 

@@ -1,0 +1,51 @@
+"""The exit statuses of ``python -m ingest``, defined once.
+
+The CLI's ``--help`` and docstring and the documentation's table are rendered from :class:`ExitCode`
+(``tests/test_ingest_cli.py`` checks the docs against it). Adding one: add a member here with its description,
+return it from ``ingest/cli.py``, and paste :func:`markdown_table`'s output into the docs.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+TABLE_HEADER = "`python -m ingest` exit status"
+"""The first column's heading in the documentation's table (how the test finds the table)."""
+
+
+class ExitCode(IntEnum):
+    """Exit status of one ingest run; ``description`` says what it means."""
+
+    description: str
+
+    def __new__(cls, value: int, description: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.description = description
+        return member
+
+    OK = 0, "every symbol landed, was current, or had no data"
+    FAILED_SYMBOLS = 1, "some symbols failed (listed in the summary and in `raw.load_batches`)"
+    USAGE = (
+        2,
+        (
+            "bad usage, setting, watchlist or CSV file (`file:line` shown), or a plan too large to run without "
+            "`--confirm-large-plan`; nothing landed"
+        ),
+    )
+    GATEWAY = 3, "no IB Gateway/TWS answers, or the connection was lost for good"
+    WAREHOUSE = 4, "the warehouse cannot be reached or provisioned"
+    INVALID_REQUEST = 5, "IBKR rejected a request as invalid (error 321); the run stopped"
+    INTERRUPTED = 130, "interrupted (Ctrl-C); every batch landed so far is complete, nothing partial landed"
+
+
+def plain_text() -> str:
+    """One line per status, for ``--help`` and the module docstring."""
+    return "\n".join(f"  {code.value:>3}  {code.description.replace('`', '')}" for code in ExitCode)
+
+
+def markdown_table() -> str:
+    """The documentation's table of exit statuses."""
+    rows = [f"| {TABLE_HEADER} | meaning |", "|---|---|"]
+    rows += [f"| {code.value} | {code.description} |" for code in ExitCode]
+    return "\n".join(rows)

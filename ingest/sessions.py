@@ -1,0 +1,78 @@
+"""When a session ends, and so when a bar is final: the exchange calendar as ingest needs it.
+
+A daily request ends "now", and during trading hours IBKR answers with today's bar *so far*; an intraday
+request's newest bar may still be forming. Such a bar is not final: it must never land as if it were. Every
+source asks here (:class:`FinalBars`) which bars it may land.
+
+A session ends at its regular close (13:00 New York time on half days) for regular-trading-hours bars, and at
+20:00 New York time when after-hours trading is included. Sessions come from :mod:`market_calendar`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, time, timedelta
+
+from market_calendar import EXCHANGE_TZ, session_closes
+
+log = logging.getLogger(__name__)
+
+EXTENDED_HOURS_END = time(20, 0)
+"""End of after-hours trading (New York time): when a session ends for bars that include it."""
+
+
+def session_end(close: datetime, session: date, use_rth: bool) -> datetime:
+    """When a session with this regular ``close`` ends for bars with or without after-hours trading."""
+    return close if use_rth else datetime.combine(session, EXTENDED_HOURS_END, EXCHANGE_TZ)
+
+
+def recent_session_ends(now: datetime, use_rth: bool = True, days: int = 20) -> list[tuple[date, datetime]]:
+    """(session, end) for the NYSE sessions from ``days`` before ``now`` to the day after it, in order."""
+    now_utc = now.astimezone(UTC)
+    first, last = (now_utc - timedelta(days=days)).date(), (now_utc + timedelta(days=1)).date()
+    try:
+        closes = session_closes(first, last)
+    except Exception as error:  # noqa: BLE001 - e.g. a date beyond the calendar's known range
+        log.warning("NYSE calendar unavailable (%s); assuming weekdays closing at 16:00 New York time", error)
+        weekdays = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        closes = [(d, datetime.combine(d, time(16, 0), EXCHANGE_TZ)) for d in weekdays if d.weekday() < 5]
+    return [(session, session_end(close, session, use_rth)) for session, close in closes]
+
+
+def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
+    """The end of the last NYSE session that has finished by ``now`` (UTC)."""
+    now_utc = now.astimezone(UTC)
+    ended = [end for _, end in recent_session_ends(now_utc, use_rth) if end <= now_utc]
+    if not ended:  # pragma: no cover - there is always a session in 20 days
+        raise RuntimeError(f"no completed NYSE session in the 20 days before {now_utc}")
+    return ended[-1].astimezone(UTC)
+
+
+class FinalBars:
+    """Which bars are final at ``now``: a daily bar once its session has ended, an intraday bar once it has."""
+
+    def __init__(self, now: datetime, use_rth: bool = True) -> None:
+        if now.tzinfo is None:
+            raise ValueError("FinalBars needs a timezone-aware now")
+        self.now = now
+        self.use_rth = use_rth
+        self.today = now.astimezone(EXCHANGE_TZ).date()
+        """Today in New York."""
+        end_today = next((end for session, end in recent_session_ends(now, use_rth, 1) if session == self.today), None)
+        self._today_ended = end_today is None or end_today <= now
+
+    def daily(self, session: date) -> bool:
+        """A daily bar of ``session`` is final: the session lies before today, or today's has ended."""
+        if session < self.today:
+            return True
+        return session == self.today and self._today_ended
+
+    def intraday(self, bar_start: datetime, bar_seconds: int) -> bool:
+        """An intraday bar is final once it has ended."""
+        return bar_start + timedelta(seconds=bar_seconds) <= self.now
+
+    def why_not_daily(self, session: date) -> str:
+        """Why a daily bar of ``session`` is not final, in words."""
+        if session > self.today:
+            return f"{session} is in the future"
+        return f"the session of {session} has not ended yet (its bar is not final until the close)"

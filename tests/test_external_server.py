@@ -1,0 +1,203 @@
+"""The pipeline against external PostgreSQL servers, chosen with DATABASE_URL or the PG* variables, as a user of a
+hosted server runs it.
+
+Each server is a real PostgreSQL on 127.0.0.1 with password authentication (devtools.external_server): the
+bundled PostgreSQL 18 always, and Debian's PostgreSQL 15 where it is installed. The project connects as an
+ordinary CREATEROLE login that owns its database, never as a superuser:
+- with per-component logins: the admin login provisions them, then ingest, dbt and training each run with nothing
+  but their own login, and the trainer's login cannot read raw even after RESET ROLE;
+- with a single login (a hosted server that offers one), which acts as each role with SET ROLE.
+Ingest (CSV), dbt build and a short training run must work, and no output may contain any piece of a password:
+the passwords contain ``#``, ``/``, ``?``, ``@`` and ``:``, unencoded in DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devtools.external_server import ExternalServer, external_server
+from devtools.leaks import leaked_fragments
+from warehouse_db import connect, resolve_settings
+from warehouse_db.errors import WarehouseNotProvisioned
+from warehouse_db.schemas import COMPONENT_ROLES
+from warehouse_db.settings import REPO_ROOT, login_variables
+
+pytestmark = pytest.mark.integration  # its own PostgreSQL servers
+
+DEBIAN_15_BIN = Path("/usr/lib/postgresql/15/bin")
+SERVERS = {"bundled-postgres-18": None, "debian-postgres-15": DEBIAN_15_BIN}
+ADMIN_USER, ADMIN_PASSWORD = "quant", "qu#nt/Adm?n@7:x"
+LOGINS = {
+    "loader": ("loader_app", "L0#d/er?Pw@1"),
+    "transformer": ("transformer_app", "Tr#f/rm?Pw@2"),
+    "trainer": ("trainer_app", "Tn#r/Pw?x@3"),
+    "analyst": ("analyst_app", "An#l/st?Pw@4"),
+}
+PASSWORDS = [ADMIN_PASSWORD, *(password for _, password in LOGINS.values())]
+PYTHON, DBT = sys.executable, str(Path(sys.executable).with_name("dbt"))
+
+
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(request: pytest.FixtureRequest) -> Iterator[ExternalServer]:
+    bin_dir = SERVERS[request.param]
+    if bin_dir is not None and not (bin_dir / "postgres").exists():
+        pytest.skip(
+            f"Debian's PostgreSQL 15 is not installed here ({bin_dir}, package postgresql-15); the same tests ran "
+            "against the bundled PostgreSQL 18 over TCP"
+        )
+    with external_server(bin_dir) as running:
+        yield running
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """This process's environment without any warehouse setting; passfiles go to tmp_path."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PG", "WAREHOUSE_")) and name != "DATABASE_URL"
+    }
+    return {**env, "DO_NOT_TRACK": "1", "WAREHOUSE_DIR": str(tmp_path / "warehouse-dir")}
+
+
+def server_env(server: ExternalServer, dbname: str) -> dict[str, str]:
+    return {"PGHOST": "127.0.0.1", "PGPORT": str(server.port), "PGDATABASE": dbname}
+
+
+def login_env(*roles: str) -> dict[str, str]:
+    env = {}
+    for role in roles:
+        user_variable, password_variable = login_variables(role)
+        env[user_variable], env[password_variable] = LOGINS[role]
+    return env
+
+
+def admin_url(server: ExternalServer, dbname: str) -> str:
+    return f"postgresql://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{server.port}/{dbname}"
+
+
+def run(command: list[str], env: dict[str, str], expect: int = 0) -> str:
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == expect, f"{' '.join(command)} exited {result.returncode}:\n{output[-5000:]}"
+    assert not leaked_fragments(output, PASSWORDS), f"{' '.join(command)} printed a piece of a password"
+    return output
+
+
+def ingest(env: dict[str, str], expect: int = 0) -> str:
+    return run([PYTHON, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"], env, expect)
+
+
+def dbt_build(env: dict[str, str], tmp_path: Path) -> None:
+    """dbt gets its connection as the README tells shell users: `eval "$(python -m warehouse_db env)"`, which
+    hands passwords over in a private passfile rather than on the terminal."""
+    exports = run([PYTHON, "-m", "warehouse_db", "env"], env)
+    dbt_env = {name: value for name, value in env.items() if not name.endswith("PASSWORD")}
+    for line in exports.splitlines():
+        command, _, rest = line.partition(" ")
+        if command == "export":
+            name, _, value = rest.partition("=")
+            dbt_env[name] = shlex.split(value)[0]
+        elif command == "unset":
+            for name in rest.split():
+                dbt_env.pop(name, None)
+    assert Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
+    run([DBT, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
+
+
+def train(env: dict[str, str], tmp_path: Path, expect: int = 0) -> str:
+    command = [PYTHON, "-m", "training", "--timesteps", "2048", "--n-envs", "2",
+               "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]  # fmt: skip
+    return run(command, env, expect)
+
+
+def memberships(conn: psycopg.Connection, login: str) -> set[str]:
+    rows = conn.execute(
+        "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid "
+        "join pg_roles u on u.oid = m.member where u.rolname = %s",
+        (login,),
+    )
+    return {name for (name,) in rows}
+
+
+def assert_built_and_trained(conn: psycopg.Connection) -> None:
+    rolsuper = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0]
+    assert rolsuper is False, "the test must exercise an ordinary (non-superuser) login"
+    mart_rows, symbols = conn.execute("select count(*), count(distinct symbol) from marts.training_bars").fetchone()
+    assert symbols == 5 and mart_rows > 0
+    assert conn.execute("select count(*) from ml.training_runs where status = 'succeeded'").fetchone() == (1,)
+    owners = dict(conn.execute("select schemaname || '.' || tablename, tableowner from pg_tables").fetchall())
+    assert owners["raw.ibkr_bars"] == "loader"
+    assert owners["marts.training_bars"] == "transformer"
+    assert owners["ml.training_runs"] == "trainer"
+
+
+@pytest.mark.slow
+def test_each_component_runs_with_nothing_but_its_own_login(server: ExternalServer, tmp_path: Path) -> None:
+    database = "research"
+    admin = server.create_owner(ADMIN_USER, ADMIN_PASSWORD, database)
+    base = clean_env(tmp_path)
+    loader_env = {**base, **server_env(server, database), **login_env("loader")}
+
+    # Before an administrator provisions, the loader's login does not exist: one line, exit 4.
+    refused = ingest(loader_env, expect=4)
+    assert "Traceback" not in refused and "loader_app" in refused
+
+    admin_env = {**base, "DATABASE_URL": admin_url(server, database), **login_env(*COMPONENT_ROLES)}
+    up = run([PYTHON, "-m", "warehouse_db", "up"], admin_env)
+    assert "external server" in up and "trainer=trainer_app" in up
+    ingest(loader_env)
+    dbt_build({**base, **server_env(server, database), **login_env("transformer")}, tmp_path)
+    train({**base, **server_env(server, database), **login_env("trainer")}, tmp_path)
+
+    with connect(admin) as conn:
+        assert_built_and_trained(conn)
+        for role, (login, _) in LOGINS.items():
+            assert memberships(conn, login) == {role}, f"{login} must be a member of {role} only"
+    trainer_login, trainer_password = LOGINS["trainer"]
+    with connect(server.settings(trainer_login, trainer_password, database)) as conn:
+        conn.execute("reset role")
+        assert conn.execute("select count(*) > 0 from marts.training_bars").fetchone() == (True,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from raw.ibkr_bars limit 1")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("set role loader")
+
+
+@pytest.mark.slow
+def test_a_single_login_acts_as_every_role(tmp_path: Path) -> None:
+    """A hosted server that offers one login: it provisions, and acts as loader, transformer and trainer."""
+    base = clean_env(tmp_path)
+    with external_server() as server:
+        admin = server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "solo")
+        env = {**base, "DATABASE_URL": admin_url(server, "solo")}
+
+        # Nothing provisioned yet: acting as trainer says what to run first (the training CLI prints it, exit 4).
+        with pytest.raises(WarehouseNotProvisioned, match="make ingest.*dbt build"):
+            connect(admin, role="trainer")
+
+        run([PYTHON, "-m", "warehouse_db", "up"], env)
+        ingest(env)
+        dbt_build(env, tmp_path)
+        train(env, tmp_path)
+        with connect(admin) as conn:
+            assert_built_and_trained(conn)
+            assert memberships(conn, ADMIN_USER) >= set(COMPONENT_ROLES)
+
+
+def test_pg_variables_select_an_external_server(server: ExternalServer, tmp_path: Path) -> None:
+    env = {**clean_env(tmp_path), **server_env(server, "postgres"), "PGUSER": "postgres"}
+    env["PGPASSWORD"] = server.superuser_password
+    resolved = resolve_settings(env=env, dotenv_path=None)
+    assert not resolved.embedded
+    assert (resolved.host, resolved.port, resolved.dbname) == ("127.0.0.1", server.port, "postgres")
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env)
+    assert "external server" in status and "not provisioned yet" in status
