@@ -110,6 +110,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_dbt.py --small-only
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_walk_forward.py
+	$(BIN)/python bench/bench_sweep.py
 
 # 5,000 symbols x 10 years (12.6 M bars): about 15 minutes and 15 GB of disk.
 bench-dbt-large: $(STAMP)

@@ -679,6 +679,9 @@ def run_sweep(
 
             # 4. The search.
             if to_run > 0:
+                # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
+                # charged for every trial (the earlier run stays in ml.walk_forward_runs).
+                sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
                 if finished:
                     logger.info(
                         "sweep %s: %d trial(s) finished before; running %d more", sweep_id, len(finished), to_run
