@@ -16,7 +16,8 @@ from gateway_simulator.sessions import nyse_calendar
 from warehouse_db.settings import REPO_ROOT
 
 SYMBOLS = ("AAPL", "MSFT", "JPM", "XOM", "BRK B")
-FIRST, LAST = dt.date(2024, 7, 1), dt.date(2025, 10, 31)
+# Five years: enough history for the default walk-forward folds (marts.walk_forward_plan), so the sample trains.
+FIRST, LAST = dt.date(2020, 11, 2), dt.date(2025, 10, 31)
 OUTPUT = REPO_ROOT / "data" / "sample_bars.csv"
 
 

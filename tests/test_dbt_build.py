@@ -282,6 +282,7 @@ def test_fold_data_tests_fail_on_broken_folds(copy_of_base: dbt_harness.DbtProje
     index = {session: position for position, session in enumerate(sessions)}
     fold3_train_end = sessions[index[folds[2].train.end] + 3]  # 3 sessions later: the gap shrinks to 3 < 1 + 5
     fold4_test_start = sessions[index[folds[3].test.start] + 1]  # 1 session later: a hole between test ranges
+    fold1_validation_end = sessions[index[folds[0].validation.end] + 2]  # 2 later: 4 < 1 + 5 sessions before test
     breakages = {
         # train ends before it starts (with a consistent session count of 0): only the order is broken
         "walk_forward_folds_ranges_in_order": (1, "update {f} set train_start = train_end + 1, train_sessions = 0 "
@@ -293,6 +294,11 @@ def test_fold_data_tests_fail_on_broken_folds(copy_of_base: dbt_harness.DbtProje
         "walk_forward_folds_gap_before_validation": (
             3, f"update {{f}} set train_end = '{fold3_train_end}', train_sessions = train_sessions + 3 "
                "where fold_id = 3"),
+        "walk_forward_folds_gap_before_test": (
+            1, f"update {{f}} set validation_end = '{fold1_validation_end}', "
+               "validation_sessions = validation_sessions + 2 where fold_id = 1"),
+        "walk_forward_folds_train_sessions_counted": (4, "update {f} set train_sessions = 0 where fold_id = 4"),
+        "walk_forward_folds_test_sessions_counted": (3, "update {f} set test_sessions = 125 where fold_id = 3"),
         "walk_forward_folds_test_ranges_tile": (
             4, f"update {{f}} set test_start = '{fold4_test_start}', test_sessions = test_sessions - 1 "
                "where fold_id = 4"),

@@ -223,6 +223,12 @@ def test_the_months_to_fetch_for_the_default_folds() -> None:
 
 def test_missing_folds_are_refused_with_a_hint(mart_warehouse: ConnectionSettings) -> None:
     break_mart(mart_warehouse, f"drop table {FOLDS}")
+    with pytest.raises(WarehouseNotProvisioned, match="marts.walk_forward_folds does not exist yet.*make ingest.*dbt"):
+        check_mart_contract(mart_warehouse, TERMS)
+
+
+def test_folds_trainer_may_not_read_are_refused(mart_warehouse: ConnectionSettings) -> None:
+    break_mart(mart_warehouse, f"revoke select on {FOLDS} from trainer")
     with pytest.raises(ContractViolation) as refused:
         check_mart_contract(mart_warehouse, TERMS)
     (failure,) = refused.value.failures
