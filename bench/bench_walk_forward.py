@@ -6,7 +6,14 @@
 2. Ray's overhead: the start of a local Ray, and the time per task of shipping the mart and a result through the
    object store (tasks that do no work), and what each task costs beyond its work in the run above.
 
+With ``--full default`` (or ``--full demo``) it instead times the command users run: ``python -m training.walk_forward``
+with its defaults (or training/configs/demo.yaml, what ``make demo`` runs) as a separate process, on a scratch
+database holding a synthetic mart shaped like the demo's (150 symbols x 5 years) and dbt's default folds (4 x 126 test
+sessions, 63 validation, purge 1, embargo 5). Targets on 2 cores: default under 20 minutes, demo's walk-forward a
+part of make demo's 10.
+
     python bench/bench_walk_forward.py [--symbols 60] [--sessions 1000] [--timesteps 30000] [--cpus N]
+    python bench/bench_walk_forward.py --full default [--symbols 150] [--sessions 1260]
 """
 
 from __future__ import annotations
@@ -34,6 +41,41 @@ def no_work(config, data, fold, seed):
     return (fold.fold_id, seed, len(data.frame))
 
 
+def full_run(kind: str, symbols: int, sessions: int) -> dict:
+    """Wall time of `python -m training.walk_forward` (defaults, or the demo's config) on a scratch database."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from devtools.scratch_database import scratch_database
+    from devtools.synthetic_mart import write_mart, write_mart_yaml
+    from warehouse_db import connect
+    from warehouse_db.provision import provision
+    from warehouse_db.settings import REPO_ROOT
+
+    frame = synthetic_mart(symbols, sessions, seed=11)
+    folds = lay_out_folds(frame["session_date"], folds=4, test_sessions=126, validation_sessions=63)
+    with scratch_database("bench_walk_forward") as settings, tempfile.TemporaryDirectory() as folder:
+        with connect(settings) as conn:
+            provision(conn)
+            write_mart(conn, frame, folds)
+        command = [sys.executable, "-m", "training.walk_forward", "--runs-dir", folder, "--no-progress-bar",
+                   "--mart-yaml", str(write_mart_yaml(Path(folder) / "training_bars.yml"))]  # fmt: skip
+        if kind == "demo":
+            command += ["--config", str(REPO_ROOT / "training" / "configs" / "demo.yaml")]
+        started = time.perf_counter()
+        process = subprocess.run(command, env={**os.environ, **settings.libpq_env()}, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"the walk-forward failed ({process.returncode}):\n{process.stderr[-4000:]}")
+    verdict = process.stdout.splitlines()[0]
+    target = 20 * 60 if kind == "default" else 10 * 60
+    print(f"`python -m training.walk_forward` ({kind}) on {symbols} symbols x {sessions} sessions, 4 folds: "
+          f"{seconds:,.0f} s = {seconds / 60:.1f} min; ratio to the {target // 60}-minute target {seconds / target:.2f}")  # fmt: skip
+    print(f"verdict: {verdict}")
+    return {"kind": kind, "symbols": symbols, "sessions": sessions, "wall_seconds": seconds, "verdict": verdict}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=60)
@@ -42,8 +84,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--timesteps", type=int, default=30_000)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--full", choices=("default", "demo"), help="time the whole command instead (see above)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.full:
+        symbols = 150 if args.symbols == parser.get_default("symbols") else args.symbols
+        sessions = 1260 if args.sessions == parser.get_default("sessions") else args.sessions
+        results = full_run(args.full, symbols, sessions)
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"bench_walk_forward_full_{args.full}_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(f"results: {path}")
+        return
 
     frame = synthetic_mart(args.symbols, args.sessions, seed=5)
     folds = lay_out_folds(frame["session_date"], folds=args.folds, test_sessions=63, validation_sessions=63)

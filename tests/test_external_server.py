@@ -132,11 +132,11 @@ def assert_built_and_trained(conn: psycopg.Connection) -> None:
     assert rolsuper is False, "the test must exercise an ordinary (non-superuser) login"
     mart_rows, symbols = conn.execute("select count(*), count(distinct symbol) from marts.training_bars").fetchone()
     assert symbols == 5 and mart_rows > 0
-    assert conn.execute("select count(*) from ml.training_runs where status = 'succeeded'").fetchone() == (1,)
+    assert conn.execute("select count(*) from ml.walk_forward_runs where status = 'succeeded'").fetchone() == (1,)
     owners = dict(conn.execute("select schemaname || '.' || tablename, tableowner from pg_tables").fetchall())
     assert owners["raw.ibkr_bars"] == "loader"
     assert owners["marts.training_bars"] == "transformer"
-    assert owners["ml.training_runs"] == "trainer"
+    assert owners["ml.walk_forward_runs"] == "trainer"
 
 
 @pytest.mark.slow
