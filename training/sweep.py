@@ -587,10 +587,13 @@ def run_sweep(
                 if value != frozen_settings(stored.base_config).get(name)
             )
             if changed:
-                were = ", ".join(f"{n} {frozen_settings(stored.base_config).get(n)!r}" for n in changed)
+                was = frozen_settings(stored.base_config)
+                were = ", ".join(
+                    f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed
+                )
                 raise SweepError(
-                    f"sweep {config.resume} keeps the settings it started with; these differ: {were} (start a new sweep "
-                    "to search with other settings)"
+                    f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+                    "to search with other settings"
                 )
             space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
             sweep_id = stored.sweep_id
@@ -678,6 +681,9 @@ def run_sweep(
             to_run = config.trials - len(finished)
 
             # 4. The search.
+            if to_run <= 0 and sweep.final_run_id:
+                logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep_id,
+                            len(finished), sweep.final_run_id)  # fmt: skip
             if to_run > 0:
                 # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
                 # charged for every trial (the earlier run stays in ml.walk_forward_runs).
@@ -877,4 +883,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, not this __main__ copy's: Ray then pickles the trial function by its name
+    # (training.sweep.run_trial), and every worker imports the same module.
+    from training.sweep import main as sweep_main
+
+    sys.exit(sweep_main())

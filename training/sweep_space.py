@@ -191,6 +191,8 @@ def space_from_dict(
             parameters.append(_parameter(str(name), spec, base))
         except SearchSpaceError as error:
             raise SearchSpaceError(f"{where}: {error}") from None
+    # One order whatever the file's (jsonb, which stores a resumed sweep's space, keeps no key order).
+    parameters.sort(key=lambda p: SEARCHABLE.index(p.name))
     return SearchSpace(tuple(parameters), source)
 
 
