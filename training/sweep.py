@@ -416,7 +416,9 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    study, storage = optuna_study(space, trials, config.seed, sweep.sweep_id)
+    # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
+    # repeat the values the finished trials already had.
+    study, storage = optuna_study(space, trials, config.seed + len(trials), sweep.sweep_id)
     for record in trials:  # interrupted trials run again first, with the values they had
         if record.state == "interrupted" and record.params not in [t.params for t in trials if t.scored]:
             study.enqueue_trial(space.encode(record.params), skip_if_exists=True)
