@@ -243,7 +243,7 @@ def run_trial(
 def _one_line(error: BaseException | None) -> str:
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip().splitlines() if cause is not None else []
-    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip() if cause is not None else "unknown error"
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip() if cause is not None else "unknown error"
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +254,7 @@ def _not_restorable() -> None:
     return None
 
 
-def _make_recorder(conn, sweep, space, base, folds, trial_seeds, trials, total, progress_bar):
+def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
     """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials."""
     from ray import tune
     from tqdm.auto import tqdm
@@ -443,9 +443,8 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     else:
         scheduler = FIFOScheduler()
     recorder = _make_recorder(
-        conn, sweep, space, config.task_config(), folds, config.trial_seed_list, trials, config.trials,
-        config.progress_bar,
-    )  # fmt: skip
+        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
+    )
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
@@ -544,7 +543,8 @@ def _recount(sweep, trials, folds: int) -> None:
     sweep.trial_steps_run = sum(t.trial_steps for t in finished)
     # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
     sweep.trial_steps_without_early_stopping = sum(
-        t.trial_steps * folds // t.folds_done if t.state == "pruned" else t.trial_steps for t in finished
+        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
+        for t in finished
     )
     best = best_trial(trials, folds)
     sweep.best_trial = best.trial_number if best else None
