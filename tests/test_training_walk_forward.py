@@ -3,7 +3,11 @@ retried once and then reported while the others land, and an unreachable cluster
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +40,8 @@ def ray_with_two_workers() -> Iterator[None]:
     """One local Ray for the module: two CPUs, so two worker processes run tasks side by side."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+             _system_config={"worker_niceness": 0})  # fmt: skip
     yield
     ray.shutdown()
 
@@ -208,6 +213,63 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
             1,
         )
     assert "this task always fails" in result.report_path.read_text()
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[str]:
+    """A Ray cluster started the way users start one (`ray start --head`), in its own process group, stopped after."""
+    port = _closed_port()
+    ray_cli = Path(sys.executable).with_name("ray")
+    process = subprocess.Popen(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--block",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "--block" in line:  # "... will block until ... (--block)": the head node is up
+                break
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_same_command_runs_on_an_existing_cluster(
+    ray_cluster: str, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    """`python -m training.walk_forward --ray-address HOST:PORT`, as a user runs it (its own process, no local Ray)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env())
+    command = [sys.executable, "-m", "training.walk_forward", "--ray-address", ray_cluster, "--run-id", "on-cluster",
+               "--runs-dir", str(tmp_path / "runs"), "--mart-yaml", str(write_mart_yaml(tmp_path / "t.yml")),
+               "--folds", "2", "--seeds", "2", "--timesteps", "256", "--eval-freq", "256", "--n-envs", "2",
+               "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--random-draws", "5",
+               "--bootstrap-samples", "100", "--no-progress-bar"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0].split(":")[0] in ("no evidence the agent beats buy-and-hold",
+        "evidence the agent beats buy-and-hold", "evidence the agent does worse than buy-and-hold")  # fmt: skip
+    with connect(results_warehouse) as conn:
+        assert conn.execute(
+            "select ray_address, ray_nodes, tasks_succeeded from ml.walk_forward_runs where run_id = 'on-cluster'"
+        ).fetchone() == (ray_cluster, 1, 2)
 
 
 def _closed_port() -> int:

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
@@ -109,6 +110,22 @@ def _one_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
 
 
+def _use_token_authentication() -> None:
+    """Send Ray's token (the one `ray start` keeps in ~/.ray/auth_token, or RAY_AUTH_TOKEN) to an explicit address.
+
+    Ray 2.60 protects clusters it starts with that token by default, but a driver given an explicit address only
+    sends it when RAY_AUTH_MODE=token; without it the connection is refused after some 20 s of retries.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user decided
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        # What ray.init does for a cluster it finds itself: RAY_AUTH_MODE=token, and Ray's cached config refreshed.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+
+
 def check_ray_address(address: str, timeout: float) -> None:
     """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``."""
     if address in ("auto", "local"):
@@ -170,16 +187,20 @@ class RayRunner:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_ray_address(address, self.connect_timeout)
+            _use_token_authentication()
             try:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             except (ConnectionError, RuntimeError, TimeoutError) as error:
-                raise RayUnavailable(f"could not join the Ray cluster at {address}: {error}") from None
+                raise RayUnavailable(
+                    f"could not join the Ray cluster at {address}: {error} (a cluster with token authentication, "
+                    "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
+                ) from None
             return True, address
         ray.init(
-            # "local": a new Ray of our own. Without an address, ray.init() would join the cluster that the last
-            # `ray start` on this machine recorded in /tmp/ray, which may be someone else's.
-            address="local",
+            address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
             num_cpus=self.cpus or os.cpu_count(),
+            # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+            _system_config={"worker_niceness": 0},
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
