@@ -77,9 +77,6 @@ def main() -> None:
 
     import ray
 
-    # Ray runs its workers at nice 15; on a machine shared with other work they would yield to it, and the
-    # comparison would measure the neighbours. At 0 they compete on equal terms (alone, it changes nothing).
-    os.environ.setdefault("RAY_worker_niceness", "0")
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     (work / "space.yaml").write_text(COST_NEUTRAL_SPACE, encoding="utf-8")
     frame = synthetic_mart(args.symbols, args.sessions, seed=9)
@@ -90,8 +87,9 @@ def main() -> None:
             write_mart(conn, frame, folds)
         mart_yaml = write_mart_yaml(work / "training_bars.yml")
         snapshot = read_mart(settings, read_mart_schema(mart_yaml))
+        # Workers at nice 0, as the sweep's own local Ray runs them (Ray's default of 15 yields to any other work).
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)  # fmt: skip
+                 logging_level=logging.WARNING, _system_config={"worker_niceness": 0})  # fmt: skip
         try:
 
             def sweep(name: str, max_concurrent: int, early_stopping: bool):
