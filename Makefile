@@ -16,7 +16,7 @@ SOURCE ?= ibkr
 FILES ?=
 ARGS ?=
 
-.PHONY: help setup demo test test-fast lint format ingest dbt-build train walk-forward db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
+.PHONY: help setup demo test test-fast lint format ingest dbt-build train walk-forward sweep db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
 
 help:
 	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator"
@@ -25,6 +25,7 @@ help:
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
 	@echo "make train    - one quick run: PPO on the latest walk-forward fold, one seed; ARGS='--timesteps 20000 --fold 2'"
 	@echo "make walk-forward - every fold x 5 seeds on Ray, statistics and verdict; ARGS='--seeds 3 --ray-address host:6379'"
+	@echo "make sweep    - hyperparameter search (Optuna TPE + ASHA on Ray Tune) on validation folds, then the best one walked forward; ARGS='--trials 40 --resume <sweep_id>'"
 	@echo "make setup | test-fast | lint | format | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 
 # The project itself is installed in editable mode, so tests, benchmarks and tools import it without sys.path edits.
@@ -74,6 +75,10 @@ train: $(STAMP)
 walk-forward: $(STAMP)
 	$(BIN)/python -m training.walk_forward $(ARGS)
 
+# Trials scored on validation folds only; the search space is training/configs/sweep_space.yaml (ARGS='--space FILE').
+sweep: $(STAMP)
+	$(BIN)/python -m training.sweep $(ARGS)
+
 # Up means ready for `dbt run && dbt test` as typed: provisioned, with the NYSE calendar seed loaded.
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up
@@ -106,6 +111,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_dbt.py --small-only
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_walk_forward.py
+	$(BIN)/python bench/bench_sweep.py
 
 # 5,000 symbols x 10 years (12.6 M bars): about 15 minutes and 15 GB of disk.
 bench-dbt-large: $(STAMP)

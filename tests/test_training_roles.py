@@ -64,8 +64,12 @@ def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: 
             ).fetchall()
         )
     assert owners == {
-        f"walk_forward_{name}": "trainer"
-        for name in ("comparisons", "equity", "folds", "metrics", "runs", "selection", "statistics", "tasks")
+        **{
+            f"walk_forward_{name}": "trainer"
+            for name in ("comparisons", "equity", "folds", "metrics", "runs", "selection", "statistics", "tasks")
+        },
+        "sweeps": "trainer",
+        "sweep_trials": "trainer",
     }
     with connect(mart_warehouse, role="analyst") as conn:
         for table in owners:

@@ -160,6 +160,14 @@ class TrainConfig:
             problems.append("window must be >= 1")
         if self.n_envs < 1 or self.timesteps < 1 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
             problems.append("timesteps, n_envs, n_steps, n_epochs and batch_size must be >= 1")
+        if not (self.learning_rate > 0 and self.clip_range > 0 and self.max_grad_norm > 0):
+            problems.append("learning_rate, clip_range and max_grad_norm must be > 0")
+        if not (0 < self.gamma <= 1 and 0 < self.gae_lambda <= 1):
+            problems.append("gamma and gae_lambda must be in (0, 1]")
+        if self.ent_coef < 0 or self.vf_coef < 0:
+            problems.append("ent_coef and vf_coef must be >= 0")
+        if any(size < 1 for size in self.net_arch):
+            problems.append("net_arch layer sizes must be >= 1")
         if self.commission_bps < 0 or self.slippage_bps < 0 or self.commission_bps >= 10_000:
             problems.append("commission_bps and slippage_bps must be >= 0 (and commission < 10000)")
         if self.initial_cash <= 0 or self.observation_clip <= 0:
@@ -278,9 +286,11 @@ def load_config(
     yaml_path: Path | None = None,
     overrides: dict[str, Any] | None = None,
     cls: type[ConfigT] = SingleRunConfig,
+    base: dict[str, Any] | None = None,
 ) -> ConfigT:
-    """Defaults of ``cls``, then the YAML file's keys, then ``overrides``; unknown keys are an error."""
-    values: dict[str, Any] = {}
+    """Defaults of ``cls`` (or ``base``, e.g. a stored configuration), then the YAML file's keys, then ``overrides``;
+    unknown keys are an error."""
+    values: dict[str, Any] = dict(base or {})
     if yaml_path is not None:
         try:
             loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
@@ -308,8 +318,15 @@ def dump_config(config: TrainConfig, path: Path) -> None:
 CONFIG_FLAG_HELP = "--config FILE.yaml: fields of this configuration (flags given as well override the file)."
 
 
-def parse_command_line(cls: type[ConfigT], argv: Sequence[str] | None, prog: str, description: str) -> ConfigT:
-    """Flags from the dataclass ``cls`` (help = field docstrings) over ``--config`` YAML over the defaults.
+def parse_command_line(
+    cls: type[ConfigT],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    base: dict[str, Any] | None = None,
+) -> ConfigT:
+    """Flags from the dataclass ``cls`` (help = field docstrings) over ``--config`` YAML over the defaults (or over
+    ``base``: a resumed sweep's stored configuration).
 
     Raises ``ValueError`` with one line for a bad flag, value, file or combination; ``--help`` exits 0.
     """
@@ -319,7 +336,7 @@ def parse_command_line(cls: type[ConfigT], argv: Sequence[str] | None, prog: str
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _take_config_flag(argv)
-    defaults = load_config(config_path, cls=cls)
+    defaults = load_config(config_path, cls=cls, base=base)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -389,9 +406,12 @@ def _one_line(tyro_error: str, prog: str) -> str:
 
 
 RUN_FIELDS = frozenset(
-    {"run_id", "runs_dir", "seed", "save_to_warehouse", "progress_bar", "log_level", "dbt_run_results", "mart_yaml"}
-)
-"""TrainConfig fields that name or steer a run but do not change the agent (left out of the configuration hash)."""
+    {"run_id", "runs_dir", "seed", "save_to_warehouse", "progress_bar", "log_level", "dbt_run_results", "mart_yaml",
+     "configurations_tried"}
+)  # fmt: skip
+"""TrainConfig fields that name or steer a run but do not change the agent (left out of the configuration hash).
+``configurations_tried`` is what led to a configuration, not part of it: a sweep's trial and the walk-forward of the
+same configuration share their hash."""
 
 
 def configuration_hash(config: TrainConfig) -> str:

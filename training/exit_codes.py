@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     WAREHOUSE = 4
     RAY = 5
     PARTIAL = 6
+    INTERRUPTED = 130
 
 
 MEANINGS = {
@@ -24,6 +25,7 @@ MEANINGS = {
     ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl+C); a sweep continues with --resume <sweep_id>, repeating no finished trial",
 }
 
 

@@ -15,12 +15,22 @@ Every run (``make train`` is a walk-forward of one fold and one seed) lands the 
 * ``walk_forward_comparisons``: the agent minus each baseline, with its interval and P(agent better);
 * ``walk_forward_equity``: the pooled net worth of every fold x seed x policy per session.
 
+A hyperparameter sweep (training/sweep.py) adds two tables, written by its driver as the search goes (one short
+transaction per trial event, so an interrupted sweep can resume from them):
+
+* ``sweeps``: one row per sweep: the search space, the objective, the state, the best trial, the number of
+  configurations tried, the final walk-forward's run id (a row of ``walk_forward_runs``) and its deflated Sharpe;
+* ``sweep_trials``: one row per trial: the values drawn (jsonb), the whole configuration, its state (running,
+  completed, pruned by ASHA, failed, interrupted), the validation score of every fold it reached, the Ray node that
+  ran it and how long it took.
+
 Analysts read them through the ``analyst`` role, which the provisioning grants SELECT on every table trainer creates
 in ``ml``. Runs, folds, tasks and metrics join ``marts.training_bars`` through dates and symbols.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -255,6 +265,7 @@ def ensure_tables(settings: ConnectionSettings) -> None:
         # Two runs starting at once would race on CREATE TABLE IF NOT EXISTS; take turns.
         conn.execute("select pg_advisory_xact_lock(hashtext('training.results_store'))")
         conn.execute(DDL)
+        conn.execute(SWEEP_DDL)
 
 
 def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
@@ -517,3 +528,238 @@ def write_run(
         metric_rows,
         equity_rows,
     )
+
+
+# --- sweeps (training/sweep.py) --------------------------------------------------------------------------------------
+
+SWEEPS = "sweeps"
+SWEEP_TRIALS = "sweep_trials"
+SWEEP_STATES = ("running", "interrupted", "failed", "finished")
+TRIAL_STATES = ("running", "completed", "pruned", "failed", "interrupted")
+
+SWEEP_DDL = f"""
+create table if not exists {schemas.ML}.{SWEEPS} (
+    sweep_id                            text primary key,
+    status                              text not null check (status in {SWEEP_STATES}),
+    started_at                          timestamptz not null,
+    updated_at                          timestamptz not null,
+    finished_at                         timestamptz,
+    trials_requested                    integer not null,
+    objective                           text not null,
+    search_algorithm                    text not null,
+    scheduler                           text not null,
+    space                               jsonb not null,
+    base_config                         jsonb not null,
+    search_folds                        integer[] not null,
+    report_folds                        integer[] not null,
+    trial_seeds                         integer[] not null,
+    mart_hash                           text not null,
+    ray_address                         text,
+    ray_nodes                           integer,
+    trials_completed                    integer not null default 0,
+    trials_pruned                       integer not null default 0,
+    trials_failed                       integer not null default 0,
+    best_trial                          integer,
+    best_objective                      double precision,
+    best_params                         jsonb,
+    configurations_tried                integer,
+    trial_steps_run                     bigint,
+    trial_steps_without_early_stopping  bigint,
+    parameter_importance                jsonb,
+    final_run_id                        text references {schemas.ML}.{RUNS} (run_id) on delete set null,
+    deflated_sharpe                     double precision,
+    verdict                             text,
+    error                               text,
+    run_dir                             text not null
+);
+comment on table {schemas.ML}.{SWEEPS} is
+    'One row per hyperparameter sweep (python -m training.sweep): Optuna TPE on Ray Tune, scored on validation '
+    'sessions only; the best configuration''s full walk-forward is final_run_id.';
+comment on column {schemas.ML}.{SWEEPS}.objective is 'What the trials were ranked by (validation sessions only).';
+comment on column {schemas.ML}.{SWEEPS}.search_folds is 'The folds whose validation ranges the trials were scored on.';
+comment on column {schemas.ML}.{SWEEPS}.report_folds is
+    'The folds the final walk-forward reports: their test ranges start after every session a trial saw.';
+comment on column {schemas.ML}.{SWEEPS}.configurations_tried is
+    'Trials that produced a validation score (completed or pruned): the N the deflated Sharpe ratio charges for.';
+comment on column {schemas.ML}.{SWEEPS}.trial_steps_without_early_stopping is
+    'PPO steps the finished trials would have taken had every one run every fold: ASHA saved the difference to '
+    'trial_steps_run.';
+comment on column {schemas.ML}.{SWEEPS}.parameter_importance is
+    'Optuna''s parameter importance (PED-ANOVA) over the scored trials, summing to 1.';
+
+create table if not exists {schemas.ML}.{SWEEP_TRIALS} (
+    sweep_id        text not null references {schemas.ML}.{SWEEPS} (sweep_id) on delete cascade,
+    trial_number    integer not null,
+    tune_trial_id   text not null,
+    state           text not null check (state in {TRIAL_STATES}),
+    params          jsonb not null,
+    config          jsonb not null,
+    config_hash     text not null,
+    objective       double precision,
+    folds_done      integer not null,
+    fold_ids        integer[] not null,
+    fold_scores     double precision[] not null,
+    trial_steps     bigint not null,
+    node            text,
+    started_at      timestamptz not null,
+    finished_at     timestamptz,
+    wall_seconds    double precision,
+    error           text,
+    primary key (sweep_id, trial_number)
+);
+comment on table {schemas.ML}.{SWEEP_TRIALS} is
+    'One row per sweep trial: the values drawn (params), the whole configuration, its state and its validation '
+    'score per fold (fold_scores[i] belongs to fold_ids[i]).';
+comment on column {schemas.ML}.{SWEEP_TRIALS}.objective is
+    'Mean over the folds reached of the fold score (the agent''s annualised validation Sharpe, mean over the '
+    'trial''s seeds). Pruned trials carry the mean of the folds they reached.';
+comment on column {schemas.ML}.{SWEEP_TRIALS}.node is 'The Ray node (host/node id) whose worker ran the trial.';
+comment on column {schemas.ML}.{SWEEP_TRIALS}.config_hash is
+    'training.config.configuration_hash of the trial''s configuration: joins ml.walk_forward_runs.config_hash.';
+"""
+
+
+@dataclass
+class SweepRecord:
+    """The ml.sweeps row of one sweep (the driver keeps it and saves it whole at every change)."""
+
+    sweep_id: str
+    status: str
+    started_at: datetime
+    updated_at: datetime
+    trials_requested: int
+    objective: str
+    search_algorithm: str
+    scheduler: str
+    space: dict[str, Any]
+    base_config: dict[str, Any]
+    search_folds: list[int]
+    report_folds: list[int]
+    trial_seeds: list[int]
+    mart_hash: str
+    run_dir: str
+    finished_at: datetime | None = None
+    ray_address: str | None = None
+    ray_nodes: int | None = None
+    trials_completed: int = 0
+    trials_pruned: int = 0
+    trials_failed: int = 0
+    best_trial: int | None = None
+    best_objective: float | None = None
+    best_params: dict[str, Any] | None = None
+    configurations_tried: int | None = None
+    trial_steps_run: int | None = None
+    trial_steps_without_early_stopping: int | None = None
+    parameter_importance: dict[str, float] | None = None
+    final_run_id: str | None = None
+    deflated_sharpe: float | None = None
+    verdict: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TrialRecord:
+    """The ml.sweep_trials row of one trial."""
+
+    sweep_id: str
+    trial_number: int
+    tune_trial_id: str
+    state: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+    config_hash: str
+    started_at: datetime
+    objective: float | None = None
+    folds_done: int = 0
+    fold_ids: list[int] = dataclasses.field(default_factory=list)
+    fold_scores: list[float | None] = dataclasses.field(default_factory=list)
+    trial_steps: int = 0
+    node: str | None = None
+    finished_at: datetime | None = None
+    wall_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def scored(self) -> bool:
+        """Completed or pruned with a validation score: a configuration that was tried."""
+        return self.state in ("completed", "pruned") and self.folds_done > 0
+
+
+_JSON_COLUMNS = frozenset({"space", "base_config", "best_params", "parameter_importance", "params", "config"})
+
+
+def _row_values(record: Any) -> tuple[list[str], list[Any]]:
+    columns = [f.name for f in dataclasses.fields(record)]
+    values = []
+    for name in columns:
+        value = getattr(record, name)
+        if name in _JSON_COLUMNS and value is not None:
+            value = Jsonb(json.loads(json.dumps(value, default=str)))
+        elif isinstance(value, float):
+            value = _nullable(value)
+        elif isinstance(value, list):
+            value = [_nullable(v) if isinstance(v, float) else v for v in value]
+        values.append(value)
+    return columns, values
+
+
+def _upsert(conn, table: str, keys: Sequence[str], record: Any) -> None:
+    columns, values = _row_values(record)
+    conn.execute(
+        sql.SQL("insert into {} ({}) values ({}) on conflict ({}) do update set {}").format(
+            sql.Identifier(schemas.ML, table),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            sql.SQL(", ").join(map(sql.Identifier, keys)),
+            sql.SQL(", ").join(
+                sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+                for c in columns
+                if c not in keys
+            ),
+        ),
+        values,
+    )
+
+
+def save_sweep(conn, record: SweepRecord) -> None:
+    """Insert or replace the sweep's row (``conn`` is the sweep driver's trainer connection, autocommit)."""
+    _upsert(conn, SWEEPS, ("sweep_id",), record)
+
+
+def save_trial(conn, record: TrialRecord) -> None:
+    """Insert or replace one trial's row."""
+    _upsert(conn, SWEEP_TRIALS, ("sweep_id", "trial_number"), record)
+
+
+def load_sweep(conn, sweep_id: str) -> SweepRecord | None:
+    columns = [f.name for f in dataclasses.fields(SweepRecord)]
+    row = conn.execute(
+        sql.SQL("select {} from {} where sweep_id = %s").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schemas.ML, SWEEPS)
+        ),
+        (sweep_id,),
+    ).fetchone()
+    return None if row is None else SweepRecord(**dict(zip(columns, row, strict=True)))
+
+
+def load_trials(conn, sweep_id: str) -> list[TrialRecord]:
+    """Every trial of the sweep, in trial order."""
+    columns = [f.name for f in dataclasses.fields(TrialRecord)]
+    rows = conn.execute(
+        sql.SQL("select {} from {} where sweep_id = %s order by trial_number").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schemas.ML, SWEEP_TRIALS)
+        ),
+        (sweep_id,),
+    ).fetchall()
+    return [TrialRecord(**dict(zip(columns, row, strict=True))) for row in rows]
+
+
+def sweep_tables_exist(conn) -> bool:
+    return conn.execute("select to_regclass(%s) is not null", (f"{schemas.ML}.{SWEEPS}",)).fetchone()[0]
+
+
+def try_lock_sweep(conn, sweep_id: str) -> bool:
+    """A session-level lock on the sweep id: one driver per sweep; released when ``conn`` closes (or dies)."""
+    return conn.execute(
+        "select pg_try_advisory_lock(hashtext('training.sweep'), hashtext(%s))", (sweep_id,)
+    ).fetchone()[0]

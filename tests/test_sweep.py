@@ -1,0 +1,270 @@
+"""A sweep of a few tiny trials on a local Ray: interrupted with Ctrl+C after two trials, resumed, completed. Every
+trial lands in SQL, no evaluation ever touches a test session (recorded in the workers, asserted here), the resume
+repeats no finished trial, and the winner's walk-forward carries the deflated Sharpe ratio of the trials run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ray import tune
+
+from devtools.scratch_database import create_database, drop_database
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from training.baselines import POLICIES
+from training.config import TrainConfig, configuration_hash
+from training.features import read_mart_schema
+from training.fold_task import MarketData, run_fold_seed, validate_configuration
+from training.mart import read_mart
+from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
+from training.sweep import EvaluatedOutsideValidation, SweepConfig, SweepResult, check_validation_only, run_sweep
+from warehouse_db import connect
+from warehouse_db.provision import provision
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
+
+pytestmark = pytest.mark.integration  # Ray, PPO and the warehouse
+
+TRIALS, FOLDS, SEARCH_FOLDS = 4, 3, 2  # search on folds 1-2; the walk-forward reports folds 2-3
+SPACE = "learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nnet_arch: {choices: [[16], [32, 32]]}\nwindow: {low: 3, high: 8}\n"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module with two CPUs: two trials at a time."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sweep_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[tuple[ConnectionSettings, tuple]]:
+    frame = synthetic_mart(n_symbols=4, n_sessions=340, seed=61)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
+    settings = create_database(embedded_cluster, "test_sweep")
+    with connect(settings) as conn:
+        provision(conn)
+        write_mart(conn, frame, folds)
+    yield settings, folds
+    drop_database(settings)
+
+
+def sweep_config(tmp_path: Path, **overrides) -> SweepConfig:
+    (tmp_path / "space.yaml").write_text(SPACE, encoding="utf-8")
+    values = {
+        "timesteps": 512, "eval_freq": 256, "n_envs": 4, "n_steps": 64, "batch_size": 128, "n_epochs": 1,
+        "random_draws": 10, "bootstrap_samples": 200, "seeds": 1, "trials": TRIALS, "max_concurrent": 2,
+        "space": tmp_path / "space.yaml", "runs_dir": tmp_path / "runs", "progress_bar": False,
+        "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"), "dbt_run_results": tmp_path / "run_results.json",
+    }  # fmt: skip
+    return SweepConfig(**{**values, **overrides})
+
+
+def recording(log: Path, run: str):
+    """validate_configuration, recording in the worker every session the evaluation could see or was scored on."""
+
+    def evaluate(config, data, fold, seed):
+        result = validate_configuration(config, data, fold, seed)
+        scored = sorted({str(d) for replay in result.validation.values() for d in replay.dates.astype("datetime64[D]")})
+        entry = {
+            "run": run, "config_hash": configuration_hash(config), "fold_id": fold.fold_id, "seed": seed,
+            "last_row_seen": str(max(data.frame["session_date"])), "scored_sessions": scored,
+        }  # fmt: skip
+        with open(log, "a", encoding="utf-8") as file:
+            file.write(json.dumps(entry) + "\n")
+        return result
+
+    return evaluate
+
+
+class InterruptAfter(tune.Callback):
+    """Presses Ctrl+C (SIGINT to this process) once ``trials`` trials have finished, as a user would."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials, self.finished = trials, 0
+
+    def _finished(self) -> None:
+        self.finished += 1
+        if self.finished == self.trials:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finished()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finished()
+
+
+def trial_rows(settings: ConnectionSettings, sweep_id: str) -> list[dict]:
+    with connect(settings, role="analyst") as conn:
+        cursor = conn.execute(
+            "select trial_number, state, objective, folds_done, fold_ids, fold_scores, params, config, config_hash, "
+            "node, started_at, wall_seconds, trial_steps from ml.sweep_trials where sweep_id = %s order by trial_number",
+            (sweep_id,),
+        )
+        columns = [column.name for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(local_ray, sweep_warehouse, tmp_path_factory) -> dict:
+    settings, _ = sweep_warehouse
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    log = tmp_path / "evaluations.jsonl"
+    config = sweep_config(tmp_path, sweep_id="sweep-under-test")
+    first = run_sweep(config, settings, evaluate=recording(log, "first"), callbacks=[InterruptAfter(2)])
+    after_first = trial_rows(settings, first.sweep_id)
+    # The resumed run reads the mart without the contract check (the first run did it; it takes seconds).
+    snapshot = read_mart(settings, read_mart_schema(config.mart_yaml))
+    resumed = run_sweep(
+        dataclasses.replace(config, resume=first.sweep_id),
+        settings,
+        evaluate=recording(log, "resumed"),
+        snapshot=snapshot,
+    )
+    evaluations = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    return {"first": first, "after_first": after_first, "resumed": resumed, "evaluations": evaluations, "log": log}
+
+
+def test_an_interrupted_sweep_resumes_without_repeating_a_finished_trial(interrupted_then_resumed, sweep_warehouse):
+    settings, _ = sweep_warehouse
+    first: SweepResult = interrupted_then_resumed["first"]
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    assert first.interrupted and first.sweep.status == "interrupted" and first.walk_forward is None
+    finished_first = [r for r in interrupted_then_resumed["after_first"] if r["state"] in ("completed", "pruned")]
+    assert len(finished_first) == 2
+    assert {r["state"] for r in interrupted_then_resumed["after_first"]} <= {"completed", "pruned", "interrupted"}
+
+    rows = trial_rows(settings, resumed.sweep_id)
+    finished = [r for r in rows if r["state"] in ("completed", "pruned")]
+    assert len(finished) == TRIALS and not resumed.interrupted and resumed.sweep.status == "finished"
+    by_number = {r["trial_number"]: r for r in rows}
+    for before in finished_first:  # untouched by the resume
+        assert by_number[before["trial_number"]] == before
+    evaluations = interrupted_then_resumed["evaluations"]
+    for before in finished_first:  # and never evaluated again
+        runs = {e["run"] for e in evaluations if e["config_hash"] == before["config_hash"]}
+        assert runs == {"first"}
+        assert sum(e["config_hash"] == before["config_hash"] for e in evaluations) == before["folds_done"]
+    for row in finished:  # every finished trial was evaluated exactly once per fold it reached
+        assert sum(e["config_hash"] == row["config_hash"] for e in evaluations) >= row["folds_done"]
+
+
+def test_every_trial_lands_in_sql_with_its_scores_node_and_duration(interrupted_then_resumed, sweep_warehouse):
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    rows = trial_rows(settings, resumed.sweep_id)
+    assert [r["trial_number"] for r in rows] == list(range(1, len(rows) + 1))
+    for row in rows:
+        assert set(row["params"]) == {"learning_rate", "net_arch", "window"}
+        assert row["config"]["learning_rate"] == row["params"]["learning_rate"] and row["config"]["timesteps"] == 512
+        assert row["config_hash"].startswith("sha256:")
+        if row["state"] in ("completed", "pruned"):
+            assert row["folds_done"] == len(row["fold_scores"]) == len(row["fold_ids"]) >= 1
+            assert row["fold_ids"] == [1, 2][: row["folds_done"]]
+            assert row["objective"] == pytest.approx(np.mean(row["fold_scores"]))
+            assert row["node"] and row["wall_seconds"] > 0 and row["trial_steps"] >= 512 * row["folds_done"]
+            assert (row["state"] == "completed") == (row["folds_done"] == SEARCH_FOLDS)
+    with connect(settings, role="analyst") as conn:
+        sweep = conn.execute(
+            "select status, trials_requested, trials_completed, trials_pruned, configurations_tried, best_trial, "
+            "final_run_id, trial_steps_run, trial_steps_without_early_stopping from ml.sweeps where sweep_id = %s",
+            (resumed.sweep_id,),
+        ).fetchone()
+    completed = [r for r in rows if r["state"] == "completed"]
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    best = max(completed, key=lambda r: r["objective"])
+    assert sweep[:7] == ("finished", TRIALS, len(completed), len(pruned), TRIALS, best["trial_number"],
+                         resumed.walk_forward.run_id)  # fmt: skip
+    assert sweep[7] == sum(r["trial_steps"] for r in completed + pruned)
+    assert sweep[8] == sum(
+        r["trial_steps"] * (SEARCH_FOLDS if r["state"] == "pruned" else 1) for r in completed + pruned
+    )
+
+
+def test_no_trial_ever_evaluates_on_test(interrupted_then_resumed, sweep_warehouse):
+    """Every session an evaluation received or was scored on precedes every test session the walk-forward reports."""
+    settings, folds = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    by_id = {fold.fold_id: fold for fold in folds}
+    reported = [by_id[fold_id] for fold_id in resumed.sweep.report_folds]
+    assert resumed.sweep.search_folds == [1, 2] and resumed.sweep.report_folds == [2, 3]
+    first_reported_test = min(fold.test.start for fold in reported)
+    evaluations = interrupted_then_resumed["evaluations"]
+    assert len(evaluations) >= TRIALS + 1  # every trial ran fold 1; the recording saw them all
+    for entry in evaluations:
+        fold = by_id[entry["fold_id"]]
+        assert entry["fold_id"] in (1, 2)
+        assert date.fromisoformat(entry["last_row_seen"]) <= fold.validation.end < first_reported_test
+        scored = [date.fromisoformat(day) for day in entry["scored_sessions"]]
+        assert scored and all(fold.validation.start <= day <= fold.validation.end for day in scored)
+        assert not any(other.test.start <= day <= other.test.end for day in scored for other in reported + [fold])
+
+
+def test_the_guard_refuses_a_score_from_outside_validation(sweep_warehouse) -> None:
+    """Break the rule on purpose: an evaluation that replays test sessions is refused."""
+    _, folds = sweep_warehouse
+    frame = synthetic_mart(n_symbols=4, n_sessions=340, seed=61)
+    data = MarketData.from_frame(frame, list(FEATURE_LOOKBACKS))
+    tiny = TrainConfig(timesteps=256, eval_freq=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1, random_draws=2)
+    honest = validate_configuration(tiny, data, folds[0], 42)
+    check_validation_only(honest, folds[0])
+    tested = run_fold_seed(tiny, data, folds[0], 42)
+    with pytest.raises(EvaluatedOutsideValidation, match="outside the validation range"):
+        check_validation_only(dataclasses.replace(honest, validation=tested.replays["test"]), folds[0])
+
+
+def test_the_winner_walks_forward_once_charged_for_the_trials_run(interrupted_then_resumed, sweep_warehouse):
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    walk_forward = resumed.walk_forward
+    rows = trial_rows(settings, resumed.sweep_id)
+    scored = [r for r in rows if r["state"] in ("completed", "pruned")]
+    best = resumed.best
+    assert walk_forward is not None and not walk_forward.failures
+    assert sorted((r.fold_id, r.seed) for r in walk_forward.results) == [(2, 42), (3, 42)]  # test included, once
+    dsr = walk_forward.statistics.deflated_sharpe
+    assert dsr.trials == len(scored) == TRIALS
+    # The same number from the pieces: the agent's test track record, N = trials scored, V = their variance.
+    samples = [
+        fold_sample(f, {r.seed: r.replays["test"] for r in walk_forward.results if r.fold_id == f}) for f in (2, 3)
+    ]
+    variance = np.var([r["objective"] for r in scored], ddof=1) / 252
+    expected = deflated_sharpe_ratio(agent_track_record(samples, POLICIES), TRIALS, variance)
+    assert dsr.value == pytest.approx(expected.value)
+    assert dsr.benchmark_sharpe == pytest.approx(expected.benchmark_sharpe) and dsr.benchmark_sharpe > 0
+    with connect(settings, role="analyst") as conn:
+        run = conn.execute(
+            "select runs.configurations_tried, runs.deflated_sharpe, runs.config_hash, runs.config, sweeps.deflated_sharpe "
+            "from ml.sweeps join ml.walk_forward_runs as runs on runs.run_id = sweeps.final_run_id "
+            "where sweeps.sweep_id = %s",
+            (resumed.sweep_id,),
+        ).fetchone()
+    assert run[0] == TRIALS and run[1] == pytest.approx(dsr.value) == pytest.approx(run[4])
+    chosen = next(r for r in rows if r["trial_number"] == best.trial_number)
+    assert run[2] == chosen["config_hash"]  # the walk-forward ran exactly the chosen trial's configuration
+    assert {k: run[3][k] for k in chosen["params"]} == chosen["params"]
+
+
+def test_the_report_page_and_the_analysis(interrupted_then_resumed, sweep_warehouse):
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    page = resumed.report_path.read_text(encoding="utf-8")
+    assert "The chosen configuration" in page and f"<b>{resumed.best.trial_number} (chosen)</b>" in page
+    assert "Parameter importance (Optuna" in page or "Not computed" in page
+    assert page.count("data:image/png;base64,") >= 2 and resumed.walk_forward.statistics.verdict.split(":")[0] in page
+    query = (REPO_ROOT / "warehouse" / "analyses" / "sweep_trials.sql").read_text(encoding="utf-8")
+    with connect(settings, role="analyst") as conn:
+        cursor = conn.execute(query)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall() if row[0] == resumed.sweep_id]
+    assert [row["trial_number"] for row in rows if row["chosen"]] == [resumed.best.trial_number]
+    assert all(row["verdict"] == resumed.walk_forward.statistics.verdict for row in rows)

@@ -1,0 +1,83 @@
+"""The same sweep on a real two-node Ray cluster on this machine (a head and a second node, one CPU each, joined
+through RAY_ADDRESS as a user would): trials run on both nodes, and the driver alone writes the warehouse."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.scratch_database import create_database, drop_database
+from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from training.sweep import SweepConfig, run_sweep
+from warehouse_db import connect
+from warehouse_db.provision import provision
+from warehouse_db.settings import ConnectionSettings
+
+pytestmark = pytest.mark.integration  # a Ray cluster, PPO and the warehouse
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[object]:
+    """A head node and a second node with their own raylets and one CPU each.
+
+    Their own Ray temp dir keeps the cluster's address out of /tmp/ray, where another process's ray.init() could
+    otherwise find it and join it.
+    """
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="ray-sweep-", dir="/tmp")  # short: Ray's sockets live under it
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp_dir, "include_dashboard": False}
+    )
+    try:
+        cluster.add_node(num_cpus=1, temp_dir=temp_dir)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
+    frame = synthetic_mart(n_symbols=4, n_sessions=320, seed=62)
+    folds = lay_out_folds(frame["session_date"], folds=2, test_sessions=40, validation_sessions=40)
+    settings = create_database(embedded_cluster, "test_sweep_cluster")
+    with connect(settings) as conn:
+        provision(conn)
+        write_mart(conn, frame, folds)
+    yield settings
+    drop_database(settings)
+
+
+def test_trials_run_on_both_nodes_of_a_cluster_joined_through_ray_address(
+    two_nodes, cluster_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", two_nodes.address)
+    (tmp_path / "space.yaml").write_text("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
+    config = SweepConfig(
+        timesteps=256, eval_freq=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1, random_draws=5,
+        trials=2, max_concurrent=2, search_folds=1, final_walk_forward=False, early_stopping=False,
+        space=tmp_path / "space.yaml", runs_dir=tmp_path / "runs", progress_bar=False,
+        mart_yaml=write_mart_yaml(tmp_path / "training_bars.yml"), dbt_run_results=tmp_path / "run_results.json",
+    )  # fmt: skip
+    result = run_sweep(config, cluster_warehouse)
+    assert not ray.is_initialized()  # the sweep joined the cluster and left it
+
+    node_ids = {node.node_id[:12] for node in (two_nodes.head_node, *two_nodes.worker_nodes)}
+    with connect(cluster_warehouse, role="analyst") as conn:
+        rows = conn.execute(
+            "select state, node from ml.sweep_trials where sweep_id = %s order by trial_number", (result.sweep_id,)
+        ).fetchall()
+        sweep = conn.execute(
+            "select status, ray_address, ray_nodes from ml.sweeps where sweep_id = %s", (result.sweep_id,)
+        ).fetchone()
+    assert [state for state, _ in rows] == ["completed", "completed"]
+    assert {node.split("/")[1] for _, node in rows} == node_ids and len(node_ids) == 2  # one trial on each node
+    assert sweep == ("finished", two_nodes.address, 2)

@@ -1,0 +1,165 @@
+"""The sweep's search space file and its command line: bad input ends in one line naming the file, the line and the
+field, with a documented exit status, and nothing is read or written (these are unit tests: any attempt to reach
+PostgreSQL fails them)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from training import sweep
+from training.config import TrainConfig
+from training.exit_codes import ExitCode
+from training.sweep_space import DEFAULT_SPACE, SEARCHABLE, SearchSpaceError, load_space
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_default_space_loads_and_draws_valid_configurations() -> None:
+    space = load_space(DEFAULT_SPACE)
+    assert set(space.names) <= set(SEARCHABLE) and {"learning_rate", "net_arch", "window"} <= set(space.names)
+    distributions = space.distributions()
+    assert distributions["learning_rate"] == optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
+    assert distributions["window"] == optuna.distributions.IntDistribution(3, 20)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        trial = study.ask(distributions)
+        config = space.apply(TrainConfig(), trial.params)  # every draw is a valid TrainConfig
+        assert isinstance(config.net_arch, tuple) and config.net_arch in {(32, 32), (64, 64), (128, 128)}
+        assert 3 <= config.window <= 20 and isinstance(config.window, int)
+        assert space.encode(space.decode(trial.params)) == trial.params  # lists travel through Optuna as text
+    assert space.largest("window", 5) == 20 and space.largest("n_envs", 8) == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rate: {low: 1.0e-5, high: 1.0e-3}\nlerning_rate: {low: 1, high: 2}\n",
+         "line 2: unknown hyperparameter 'lerning_rate' (did you mean 'learning_rate'?)"),
+        ("commission_bps: {low: 0, high: 5}\n", "line 1: 'commission_bps' is not searchable"),
+        ("gamma: {low: 0.95, high: 0.95}\n", "line 1: gamma: the range [0.95, 0.95] is empty"),
+        ("gamma: {low: 0.99, high: 0.9}\n", "line 1: gamma: the range is inverted: low 0.99 is above high 0.9"),
+        ("gamma: {low: 0.9, high: 1.5}\n", "gamma: the value 1.5 is not allowed: gamma and gae_lambda must be in (0, 1]"),
+        ("ent_coef: {low: 0, high: 0.1, log: true}\n", "ent_coef: a log-scale range needs low > 0"),
+        ("window: {low: 3.5, high: 10}\n", "window: an integer field needs integer bounds"),
+        ("window: {low: 3}\n", "window: a range needs both low and high"),
+        ("net_arch: {low: 1, high: 2}\n", "net_arch: a tuple field takes choices, not a range"),
+        ("net_arch: {choices: []}\n", "net_arch: choices must be a non-empty list"),
+        ("net_arch: {choices: [64, 64]}\n", "net_arch: every choice must be a list of integers"),
+        ("n_steps: {choices: [64, 64]}\n", "n_steps: choices [64, 64] repeat a value"),
+        ("n_steps: {choices: [64], low: 1, high: 2}\n", "n_steps: give either low and high"),
+        ("n_steps: 64\n", "n_steps: expected {low: .., high: ..} or {choices: [..]}"),
+        ("gamma: {low: 0.9, high: 0.99}\ngamma: {low: 0.8, high: 0.9}\n", "line 2: 'gamma' appears twice"),
+        ("learning_rate: {low: 1.0e-5, high: 1.0e-3\nwindow: {low: 3, high: 8}\n", "is not valid YAML"),
+        ("- learning_rate\n", "expected a mapping of hyperparameter"),
+        ("# nothing here\n", "holds no hyperparameter"),
+    ],
+)  # fmt: skip
+def test_a_bad_space_file_is_refused_naming_the_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SearchSpaceError) as raised:
+        load_space(path)
+    assert message in str(raised.value) and str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_invalid_yaml_says_where(tmp_path: Path) -> None:
+    path = write(tmp_path, "learning_rate: {low: 1.0e-5, high: 1.0e-3\nwindow: {low: 3, high: 8}\n")
+    with pytest.raises(SearchSpaceError, match=r"not valid YAML: .* \(line 2, column"):
+        load_space(path)
+
+
+def _no_ray_here() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--trials", "0"], "trials must be >= 1"),
+        (["--max-concurrent", "0"], "max_concurrent must be >= 1"),
+        (["--space", "no/such/space.yaml"], "search space no/such/space.yaml: no such file"),
+        (["--trails", "3"], "--trails"),
+        (["--no-save-to-warehouse"], "a sweep keeps its trials in the warehouse"),
+    ],
+)
+def test_bad_flags_end_in_one_line_with_status_2_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    status = sweep.main([*arguments, "--runs-dir", str(tmp_path / "runs")])
+    assert status == ExitCode.CONFIG == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_space_file_on_the_command_line_is_status_2(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "gamma: {low: 0.99, high: 0.9}\n")
+    assert sweep.main(["--space", str(path), "--runs-dir", str(tmp_path / "runs")]) == ExitCode.CONFIG
+    assert "inverted" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_a_ray_address_that_does_not_answer_is_status_5_within_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    started = time.perf_counter()
+    status = sweep.main(
+        ["--ray-address", f"127.0.0.1:{_no_ray_here()}", "--ray-connect-timeout", "2", "--runs-dir", str(tmp_path)]
+    )
+    assert status == ExitCode.RAY == 5 and time.perf_counter() - started < 15
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "no Ray cluster answers at 127.0.0.1:" in errors[0]
+    assert not any(tmp_path.iterdir())  # the warehouse was not touched (a unit test cannot reach it) nor a folder made
+
+
+def test_a_port_that_listens_but_is_not_ray_fails_within_the_timeout_not_a_hang(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.perf_counter()
+        status = sweep.main(["--ray-address", address, "--ray-connect-timeout", "2", "--runs-dir", str(tmp_path)])
+    assert status == ExitCode.RAY and time.perf_counter() - started < 15
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "does not answer as Ray" in errors[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_lists_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--trials" in text and "--resume" in text and "130" in text and "--max-concurrent" in text
+
+
+def test_the_walk_forward_reports_only_folds_whose_test_follows_every_session_the_search_saw() -> None:
+    from devtools.synthetic_mart import lay_out_folds, session_dates
+    from training.sweep import SweepError, split_folds
+
+    folds = lay_out_folds(session_dates(600), folds=4, test_sessions=60, validation_sessions=30)
+    # Why: folds tile the history, so fold 2's validation sessions lie inside fold 1's test range. Reporting fold 1
+    # after searching on fold 2 would measure the choice on sessions that helped make it.
+    assert folds[0].test.start <= folds[1].validation.start and folds[1].validation.end <= folds[0].test.end
+    search, report = split_folds(folds, None)
+    assert [f.fold_id for f in search] == [1, 2] and [f.fold_id for f in report] == [2, 3, 4]
+    assert all(r.test.start > s.validation.end for r in report for s in search)
+    search, report = split_folds(folds, 1)
+    assert [f.fold_id for f in search] == [1] and [f.fold_id for f in report] == [1, 2, 3, 4]
+    search, report = split_folds(folds, 4)
+    assert [f.fold_id for f in report] == [4]
+    with pytest.raises(SweepError, match="only 4 fold"):
+        split_folds(folds, 5)

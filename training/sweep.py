@@ -1,0 +1,893 @@
+"""Hyperparameter sweep: Optuna's TPE on Ray Tune, scored on validation sessions only, then the winner's walk-forward.
+
+``python -m training.sweep`` (``make sweep``), in the order it happens (read this file top to bottom):
+
+1. check the search space (training/configs/sweep_space.yaml by default) and that the Ray cluster answers;
+2. check the data contract, then read the mart and its folds once, as trainer (the driver alone touches the
+   warehouse; trials get the rows through Ray's object store);
+3. split the folds: the trials are scored on the validation ranges of the oldest ``--search-folds`` folds; the final
+   walk-forward reports the folds whose test range starts after the last session any trial saw. Folds tile the
+   history (fold k+1's validation range lies inside fold k's test range), so reporting every fold would measure the
+   chosen configuration on sessions that helped choose it;
+4. a Ray Tune experiment: Optuna's TPE sampler (``OptunaSearch``) draws a configuration; the trial trains it on
+   each search fold's train range and scores it on that fold's validation range, oldest fold first, reporting
+   after each so that ASHA stops the trials that trail. A trial only ever receives the rows up to its fold's
+   validation end (``training.fold_task.validate_configuration``), and a guard refuses any score computed on
+   another range: no trial evaluates on test;
+5. every trial lands in ``ml.sweep_trials`` as it goes (started, each fold's score, completed / pruned / failed), so
+   an interrupted sweep continues with ``--resume <sweep_id>`` and repeats no finished trial;
+6. the best completed trial's configuration runs the walk-forward once (the report folds x ``--seeds`` seeds, test
+   included: training.walk_forward), its deflated Sharpe ratio charged for the number of trials actually scored;
+7. ``ml.sweeps`` and ``runs/<sweep_id>/report.html`` (score by trial, Optuna's parameter importance, the choice).
+
+**The objective** is the mean over the search folds of the agent's annualised Sharpe ratio on each fold's validation
+sessions (pooled over symbols; with ``--trial-seeds`` above 1, the mean over those seeds first), for the checkpoint
+selected on those sessions. The mean, not a lower confidence bound: ASHA compares trials after each fold, where the
+mean of the folds so far is defined from the first fold on while a bound from one or two folds is mostly noise;
+every trial sees the same folds and seeds, so comparisons are paired. The level is optimistic (the checkpoint was
+chosen on the same sessions), equally so for every trial; the honest number is the final walk-forward's test
+statistics, whose deflated Sharpe ratio charges for every trial tried. A fold whose Sharpe ratio is undefined
+counts as ``WORST_SCORE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash, parse_command_line
+from training.exit_codes import ExitCode, exit_status_table
+from training.folds import Fold
+from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
+
+if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
+    from training.fold_task import MarketData, ValidationResult
+
+logger = logging.getLogger(__name__)
+
+PROG = "python -m training.sweep"
+OBJECTIVE = "objective"
+OBJECTIVE_TEXT = (
+    "mean over folds of the agent's annualised validation Sharpe ratio (pooled symbols, mean over trial seeds)"
+)
+WORST_SCORE = -100.0
+"""The score of a fold whose validation Sharpe ratio is undefined: below anything a real agent reaches."""
+SCORE_METRIC = "sharpe"
+
+Evaluate = Callable[[TrainConfig, "MarketData", Fold, int], "ValidationResult"]
+
+
+@dataclass
+class SweepConfig(WalkForwardConfig):
+    """``python -m training.sweep``: search the fields in --space on validation folds, then walk the best forward."""
+
+    space: Path = DEFAULT_SPACE
+    """Search space YAML: the TrainConfig fields to search and the range or choices of each (the default file documents the format)."""
+    trials: int = 20
+    """Trials in the sweep (configurations tried). A resumed sweep runs only those still missing."""
+    max_concurrent: int | None = None
+    """Trials running at once (one CPU each). None: one per CPU of the Ray cluster."""
+    search_folds: int | None = None
+    """How many of the oldest folds the trials are scored on (their validation ranges). The final walk-forward reports the folds whose test range starts after every session a trial saw: the last search fold and all later ones. None: half the folds, rounded up (4 folds: search on 1-2, report 2-4)."""
+    trial_seeds: int = 1
+    """Seeds each trial trains on every fold (seed, seed+1, ...); the fold's score is their mean. The same seeds for every trial."""
+    early_stopping: bool = True
+    """ASHA: after each fold, stop the trials whose mean validation score so far trails (--no-early-stopping: every trial runs every fold)."""
+    grace_folds: int = 1
+    """ASHA's grace period: every trial runs at least this many folds before it can be stopped."""
+    reduction_factor: int = 2
+    """ASHA keeps about 1 in reduction_factor trials at each fold it compares them on."""
+    resume: str | None = None
+    """Sweep id to continue (its stored settings apply; flags may change only --trials, --max-concurrent, the final walk-forward's and Ray's settings). Finished trials are not run again; interrupted ones are, with the values they had."""
+    sweep_id: str | None = None
+    """Name of the sweep: its folder is <runs_dir>/<sweep_id>/ and ml.sweeps.sweep_id. Default: sweep-<UTC time>-<random>."""
+    final_walk_forward: bool = True
+    """When the search ends, run the best configuration's walk-forward once: the report folds (see --search-folds) x --seeds seeds, test included (run id: --run-id or <sweep_id>-best)."""
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.trials < 1:
+            problems.append("trials must be >= 1 (a sweep needs at least one trial)")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            problems.append("max_concurrent must be >= 1 (or None: one per CPU)")
+        if self.trial_seeds < 1 or self.grace_folds < 1:
+            problems.append("trial_seeds and grace_folds must be >= 1")
+        if self.search_folds is not None and self.search_folds < 1:
+            problems.append("search_folds must be >= 1 (or None: half the folds)")
+        if self.reduction_factor < 2:
+            problems.append("reduction_factor must be >= 2")
+        if not self.save_to_warehouse:
+            problems.append(
+                "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
+            )
+        return problems
+
+    def __post_init__(self) -> None:
+        self.space = Path(self.space)
+        super().__post_init__()
+
+    @property
+    def trial_seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.trial_seeds))
+
+
+CHANGEABLE_ON_RESUME = frozenset(
+    {"trials", "max_concurrent", "resume", "sweep_id", "final_walk_forward", "seeds", "run_id", "task_retries",
+     "ray_address", "ray_cpus", "ray_connect_timeout", "progress_bar", "log_level", "runs_dir", "dbt_run_results",
+     "mart_yaml", "save_to_warehouse"}
+)  # fmt: skip
+"""Settings a resumed sweep may change: how many trials, where they run, and the final walk-forward's; not what a
+trial is (that would compare trials that were scored differently)."""
+
+
+class SweepError(ValueError):
+    """The sweep cannot start as asked (unknown or busy sweep id, changed settings on resume, a changed mart)."""
+
+
+class NoTrialCompleted(RuntimeError):
+    """No trial ran every fold: there is no configuration to walk forward."""
+
+
+class EvaluatedOutsideValidation(AssertionError):
+    """A trial's score came from sessions outside its fold's validation range (the guard against tuning on test)."""
+
+
+# --- 1. which folds the search may score, and which the final walk-forward reports -------------------------------
+
+
+def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[Fold], list[Fold]]:
+    """(the folds the trials are scored on, the folds the chosen configuration's walk-forward reports).
+
+    Folds tile the history: fold k+1's validation range lies inside fold k's test range. A configuration chosen on
+    fold k+1's validation sessions would be measured on fold k's test window by the walk-forward, on sessions that
+    helped choose it. So the search scores the oldest ``search_folds`` folds, and the walk-forward reports only the
+    folds whose test range starts after the last session any trial saw (the last search fold's validation end):
+    the last search fold and every later one.
+    """
+    folds = sorted(folds, key=lambda fold: fold.fold_id)
+    count = search_folds if search_folds is not None else math.ceil(len(folds) / 2)
+    if count > len(folds):
+        raise SweepError(f"--search-folds {count}: the mart has only {len(folds)} fold(s) to search and report on")
+    search = folds[:count]
+    last_seen = max(fold.validation.end for fold in search)
+    report = [fold for fold in folds[count - 1 :] if fold.test.start > last_seen]
+    if not report:
+        raise SweepError(
+            f"no fold's test range starts after {last_seen}, the last validation session the search would score: "
+            "use fewer --search-folds"
+        )
+    return search, report
+
+
+# --- 2. a trial: one configuration, fold after fold, on validation only --------------------------------------------
+
+
+def fold_score(results: Sequence[ValidationResult]) -> float:
+    """The agent's validation Sharpe ratio, mean over the trial's seeds (NaN when undefined for any seed)."""
+    scores = [result.validation["agent"].metrics()[SCORE_METRIC] for result in results]
+    return float(np.mean(scores)) if all(math.isfinite(score) for score in scores) else float("nan")
+
+
+def objective(fold_scores: Sequence[float]) -> float:
+    """Mean of the fold scores so far, an undefined fold counting as WORST_SCORE."""
+    return float(np.mean([score if math.isfinite(score) else WORST_SCORE for score in fold_scores]))
+
+
+def check_validation_only(result: ValidationResult, fold: Fold) -> None:
+    """Raise unless every session every policy was scored on lies in ``fold``'s validation range."""
+    for policy, replay in result.validation.items():
+        dates = np.asarray(replay.dates, dtype="datetime64[D]")
+        outside = dates[~fold.validation.contains(dates)] if len(dates) else dates
+        if len(outside):
+            raise EvaluatedOutsideValidation(
+                f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation range "
+                f"{fold.validation} (first {outside[0]}); a sweep may only score on validation sessions"
+            )
+
+
+def run_trial(
+    params: dict[str, Any],
+    *,
+    base: TrainConfig,
+    space: SearchSpace,
+    data: MarketData,
+    folds: Sequence[Fold],
+    seeds: Sequence[int],
+    evaluate: Evaluate | None = None,
+) -> None:
+    """Tune's trainable: train and score ``params`` on each fold's validation range, reporting after each fold."""
+    import ray
+    from ray import tune
+
+    from training.fold_task import validate_configuration
+
+    evaluate = evaluate or validate_configuration
+
+    config = space.apply(base, params)
+    node = f"{os.uname().nodename}/{ray.get_runtime_context().get_node_id()[:12]}"
+    scores: list[float] = []
+    steps = 0
+    for fold in folds:
+        visible = data.until(fold.validation.end)  # the trial never receives a row of this fold's test range
+        results = [evaluate(config, visible, fold, seed) for seed in seeds]
+        for result in results:
+            check_validation_only(result, fold)
+        steps += sum(result.training.steps for result in results)
+        scores.append(fold_score(results))
+        tune.report(
+            {
+                OBJECTIVE: objective(scores),
+                "fold_id": fold.fold_id,
+                "fold_score": scores[-1],
+                "trial_steps": steps,
+                "node": node,
+            }
+        )
+
+
+# --- 3. the driver's record of the trials: ml.sweep_trials as they go, and the progress display ---------------------
+
+
+def _one_line(error: BaseException | None) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines() if cause is not None else []
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip() if cause is not None else "unknown error"
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, default=str))
+
+
+def _not_restorable() -> None:
+    return None
+
+
+def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
+    """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials."""
+    from ray import tune
+    from tqdm.auto import tqdm
+
+    from training import results_store
+
+    class SweepRecorder(tune.Callback):
+        def __init__(self) -> None:
+            self.trials: dict[str, results_store.TrialRecord] = {}
+            self.history = list(trials)
+            self.next_number = max((t.trial_number for t in trials), default=0) + 1
+            finished = sum(t.state in ("completed", "pruned", "failed") for t in trials)
+            self.bar = tqdm(total=total, initial=finished, unit="trial", desc="trials", disable=not progress_bar)
+            self._show()
+
+        def _save(self, record: results_store.TrialRecord) -> None:
+            results_store.save_trial(conn, record)
+
+        def _show(self) -> None:
+            records = self.history + list(self.trials.values())
+            counts = {state: sum(r.state == state for r in records) for state in results_store.TRIAL_STATES}
+            completed = [r for r in records if r.state == "completed" and r.objective is not None]
+            best = max(completed, key=lambda r: (r.objective, -r.trial_number), default=None)
+            best_text = f"best {best.objective:.3f} (trial {best.trial_number})" if best else "best –"
+            self.bar.set_postfix_str(
+                f"running {counts['running']}, completed {counts['completed']}, pruned {counts['pruned']}, "
+                f"failed {counts['failed']}, {best_text}",
+                refresh=True,
+            )
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            config = space.apply(base, trial.config)
+            record = results_store.TrialRecord(
+                sweep_id=sweep.sweep_id,
+                trial_number=self.next_number,
+                tune_trial_id=trial.trial_id,
+                state="running",
+                params=_json_safe(space.decode(trial.config)),
+                config=config.to_dict(),
+                config_hash=configuration_hash(config),
+                started_at=datetime.now(UTC),
+            )
+            self.next_number += 1
+            self.trials[trial.trial_id] = record
+            self._save(record)
+            self._show()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            record = self.trials[trial.trial_id]
+            record.folds_done = int(result["training_iteration"])
+            record.fold_ids = [*record.fold_ids, int(result["fold_id"])]
+            record.fold_scores = [*record.fold_scores, float(result["fold_score"])]
+            record.objective = float(result[OBJECTIVE])
+            record.trial_steps = int(result["trial_steps"])
+            record.node = str(result["node"])
+            record.wall_seconds = (datetime.now(UTC) - record.started_at).total_seconds()
+            self._save(record)
+            self._show()
+
+        def _finish(self, trial, state: str, error: str | None = None) -> None:
+            record = self.trials[trial.trial_id]
+            record.state, record.error = state, error
+            record.finished_at = datetime.now(UTC)
+            record.wall_seconds = (record.finished_at - record.started_at).total_seconds()
+            self._save(record)
+            self.bar.update(1)
+            self._show()
+            scores = ", ".join(f"fold {f}: {s:.2f}" for f, s in zip(record.fold_ids, record.fold_scores, strict=True))
+            logger.info(
+                "trial %d %s after %d of %d folds in %.0f s: objective %s (%s) %s",
+                record.trial_number,
+                state,
+                record.folds_done,
+                len(folds),
+                record.wall_seconds,
+                "–" if record.objective is None else f"{record.objective:.3f}",
+                scores or "no fold scored",
+                error or json.dumps(record.params),
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            # ASHA stops a trial by completing it early: fewer folds than all of them means pruned.
+            record = self.trials[trial.trial_id]
+            self._finish(trial, "completed" if record.folds_done == len(folds) else "pruned")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._finish(trial, "failed", _one_line(trial.get_pickled_error()))
+
+        def __reduce__(self):
+            # Tune pickles its callbacks so that Tuner.restore can rebuild them; a sweep resumes from
+            # ml.sweep_trials instead, and a live database connection cannot be pickled.
+            return (_not_restorable, ())
+
+        def close(self) -> list[results_store.TrialRecord]:
+            """Trials still running (the sweep was interrupted) are recorded as interrupted."""
+            for record in self.trials.values():
+                if record.state == "running":
+                    record.state = "interrupted"
+                    record.finished_at = datetime.now(UTC)
+                    self._save(record)
+            self.bar.close()
+            return list(self.trials.values())
+
+    return SweepRecorder()
+
+
+# --- 4. the search: Optuna's study (warm-started from the stored trials on resume), ASHA, Tune -----------------------
+
+
+def optuna_study(space: SearchSpace, trials: Sequence[Any], seed: int, name: str):
+    """An in-memory Optuna study holding the scored trials (TPE learns from them; importance is computed on them).
+
+    Pruned trials enter as complete with the mean of the folds they reached, as Ray's OptunaSearch reports them
+    while the sweep runs; failed ones as failed.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+    distributions = space.distributions()
+    for record in trials:
+        params = space.encode(record.params)
+        if record.scored:
+            study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=distributions, value=record.objective)
+            )
+        elif record.state == "failed":
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params, distributions=distributions, state=optuna.trial.TrialState.FAIL
+                )
+            )
+    return study, storage
+
+
+def parameter_importance(space: SearchSpace, trials: Sequence[Any]) -> dict[str, float] | None:
+    """Optuna's parameter importance (PED-ANOVA, its default) over the scored trials; None with fewer than 3."""
+    import optuna
+
+    scored = [t for t in trials if t.scored]
+    if len(scored) < 3:
+        return None
+    study, _ = optuna_study(space, scored, seed=0, name="importance")
+    try:
+        return {name: float(value) for name, value in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. every trial scored the same
+        logger.warning("parameter importance not computed: %s", error)
+        return None
+
+
+def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks):
+    """Run ``to_run`` more trials on Tune; returns the records of the trials it started."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
+    # repeat the values the finished trials already had.
+    study, storage = optuna_study(space, trials, config.seed + len(trials), sweep.sweep_id)
+    for record in trials:  # interrupted trials run again first, with the values they had
+        if record.state == "interrupted" and record.params not in [t.params for t in trials if t.scored]:
+            study.enqueue_trial(space.encode(record.params), skip_if_exists=True)
+    searcher = OptunaSearch(
+        space.distributions(),
+        metric=OBJECTIVE,
+        mode="max",
+        sampler=study.sampler,
+        storage=storage,
+        study_name=sweep.sweep_id,
+    )
+    concurrent = config.max_concurrent or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    if config.early_stopping:
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=OBJECTIVE,
+            mode="max",
+            max_t=len(folds),
+            grace_period=min(config.grace_folds, len(folds)),
+            reduction_factor=config.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    recorder = _make_recorder(
+        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            base=config.task_config(),
+            space=space,
+            data=data,
+            folds=tuple(folds),
+            seeds=config.trial_seed_list,
+            evaluate=evaluate,
+        ),
+        {"cpu": 1},
+    )
+    logger.info(
+        "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",
+        sweep.sweep_id,
+        to_run,
+        concurrent,
+        len(folds),
+        config.trial_seeds,
+        OBJECTIVE_TEXT,
+    )
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 Tune prints nothing: the recorder's bar is the display
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            scheduler=scheduler,
+            num_samples=to_run,
+            reuse_actors=True,  # a worker keeps torch and SB3 imported from one trial to the next
+        ),
+        run_config=tune.RunConfig(
+            name=f"search-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
+            storage_path=str((Path(sweep.run_dir) / "tune").resolve()),
+            verbose=0,
+            callbacks=[recorder, *callbacks],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        recorder.close()
+
+
+# --- 5. the job ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep_id: str
+    run_dir: Path
+    report_path: Path
+    sweep: Any
+    """The ml.sweeps row (training.results_store.SweepRecord)."""
+    trials: list[Any]
+    """Every trial (training.results_store.TrialRecord), before and after any resume."""
+    best: Any | None
+    walk_forward: Any | None
+    """The final walk-forward (training.walk_forward.WalkForwardResult), or None."""
+    interrupted: bool
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings that define what a trial is (everything a resume must keep)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
+
+
+def best_trial(trials: Sequence[Any], folds: int) -> Any | None:
+    """The completed trial (every fold scored) with the highest objective; the earlier one on a tie."""
+    completed = [t for t in trials if t.state == "completed" and t.folds_done == folds and t.objective is not None]
+    return max(completed, key=lambda t: (t.objective, -t.trial_number), default=None)
+
+
+def trial_sharpe_variance(trials: Sequence[Any]) -> float | None:
+    """Variance across the scored trials of their objective, per session (the DSR's V); None with fewer than 2."""
+    scores = [t.objective for t in trials if t.scored and t.objective is not None and t.objective > WORST_SCORE]
+    if len(scores) < 2:
+        return None
+    from training.metrics import TRADING_DAYS_PER_YEAR
+
+    return float(np.var(scores, ddof=1) / TRADING_DAYS_PER_YEAR)
+
+
+def _recount(sweep, trials, folds: int) -> None:
+    """The sweep row's counts, best trial and ASHA's saving, from the trial rows."""
+    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+    sweep.trials_completed = sum(t.state == "completed" for t in trials)
+    sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
+    sweep.trials_failed = sum(t.state == "failed" for t in trials)
+    sweep.configurations_tried = sum(t.scored for t in trials)
+    sweep.trial_steps_run = sum(t.trial_steps for t in finished)
+    # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
+    sweep.trial_steps_without_early_stopping = sum(
+        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
+        for t in finished
+    )
+    best = best_trial(trials, folds)
+    sweep.best_trial = best.trial_number if best else None
+    sweep.best_objective = best.objective if best else None
+    sweep.best_params = best.params if best else None
+
+
+def run_sweep(
+    config: SweepConfig,
+    settings,
+    *,
+    snapshot=None,
+    evaluate: Evaluate | None = None,
+    callbacks: Sequence[Any] = (),
+) -> SweepResult:
+    """The sweep, start to finish (or from where ``config.resume`` left off). See the module docstring.
+
+    ``snapshot`` skips reading the mart when the caller holds it; ``evaluate`` replaces the validation of one
+    (config, fold, seed) (tests record what it touches); ``callbacks`` are extra Tune callbacks.
+    """
+    import warehouse_db
+    from training import results_store
+    from training.features import read_mart_schema
+    from training.fold_task import MarketData
+    from training.mart import read_mart
+    from training.task_runners import RayRunner
+    from training.walk_forward import choose_folds, contract_terms
+    from warehouse_db import schemas
+
+    ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
+    ray_runner.prepare()  # an address that does not answer fails here, before anything is read or written
+    with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE, autocommit=True) as conn:
+        # 1. What to search: a new sweep, or the stored one.
+        stored = None
+        if config.resume:
+            stored = results_store.load_sweep(conn, config.resume) if results_store.sweep_tables_exist(conn) else None
+            if stored is None:
+                raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_store.SWEEPS} to resume")
+            changed = sorted(
+                name
+                for name, value in frozen_settings(config).items()
+                if value != frozen_settings(stored.base_config).get(name)
+            )
+            if changed:
+                was = frozen_settings(stored.base_config)
+                were = ", ".join(
+                    f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed
+                )
+                raise SweepError(
+                    f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+                    "to search with other settings"
+                )
+            space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
+            sweep_id = stored.sweep_id
+        else:
+            space = load_space(config.space, config)
+            sweep_id = config.sweep_id or new_sweep_id()
+            if results_store.sweep_tables_exist(conn) and results_store.load_sweep(conn, sweep_id) is not None:
+                raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {sweep_id} continues it")
+
+        # 2. The mart and its folds, read once (the contract asks for the longest window the space can draw).
+        schema = read_mart_schema(config.mart_yaml)
+        widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
+        if snapshot is None:
+            from training.contract import check_mart_contract
+
+            check_mart_contract(settings, contract_terms(widest, schema))
+            snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
+        if stored is not None and stored.mart_hash != snapshot.content_hash:
+            raise SweepError(
+                f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
+                f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
+            )
+        folds, report_folds = split_folds(choose_folds(snapshot.folds, config.folds), config.search_folds)
+        data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+
+        # 3. One driver per sweep, then its row.
+        results_store.ensure_tables(settings)
+        if not results_store.try_lock_sweep(conn, sweep_id):
+            raise SweepError(f"sweep {sweep_id} is running in another process")
+        now = datetime.now(UTC)
+        if stored is None:
+            run_dir = config.runs_dir / sweep_id
+            sweep = results_store.SweepRecord(
+                sweep_id=sweep_id,
+                status="running",
+                started_at=now,
+                updated_at=now,
+                trials_requested=config.trials,
+                objective=OBJECTIVE_TEXT,
+                search_algorithm=f"Optuna TPE (seed {config.seed})",
+                scheduler=(
+                    f"ASHA (grace {min(config.grace_folds, len(folds))} fold(s), reduction factor "
+                    f"{config.reduction_factor}, after each validation fold)"
+                    if config.early_stopping
+                    else "none (every trial runs every fold)"
+                ),
+                space=space.to_dict(),
+                base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
+                search_folds=[fold.fold_id for fold in folds],
+                report_folds=[fold.fold_id for fold in report_folds],
+                trial_seeds=list(config.trial_seed_list),
+                mart_hash=snapshot.content_hash,
+                run_dir=str(run_dir.resolve()),
+            )
+        else:
+            sweep = stored
+            sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
+        run_dir = Path(sweep.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        results_store.save_sweep(conn, sweep)
+        trials = results_store.load_trials(conn, sweep_id)
+        for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
+            if record.state == "running":
+                record.state = "interrupted"
+                results_store.save_trial(conn, record)
+
+        def settle() -> tuple[list[Any], Path]:
+            """Counts, best trial, importance and state into ml.sweeps; the report page."""
+            trials = results_store.load_trials(conn, sweep_id)
+            _recount(sweep, trials, len(folds))
+            sweep.parameter_importance = parameter_importance(space, trials)
+            sweep.updated_at = datetime.now(UTC)
+            results_store.save_sweep(conn, sweep)
+            return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
+
+        started_ray = False
+        walk_forward = None
+        try:
+            started_ray, address = ray_runner._connect()
+            import ray
+
+            sweep.ray_address = address
+            sweep.ray_nodes = len([node for node in ray.nodes() if node.get("Alive")])
+            finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+            to_run = config.trials - len(finished)
+
+            # 4. The search.
+            if to_run <= 0 and sweep.final_run_id:
+                logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep_id,
+                            len(finished), sweep.final_run_id)  # fmt: skip
+            if to_run > 0:
+                # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
+                # charged for every trial (the earlier run stays in ml.walk_forward_runs).
+                sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
+                if finished:
+                    logger.info(
+                        "sweep %s: %d trial(s) finished before; running %d more", sweep_id, len(finished), to_run
+                    )
+                _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks)
+            trials = results_store.load_trials(conn, sweep_id)
+            _recount(sweep, trials, len(folds))
+            interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
+            best = best_trial(trials, len(folds))
+
+            # 5. The winner, walked forward once: every fold x seeds, test included, charged for the trials.
+            if not interrupted:
+                if best is None:
+                    raise NoTrialCompleted(
+                        f"no trial of sweep {sweep_id} scored every fold ({sweep.trials_failed} failed, "
+                        f"{sweep.trials_pruned} pruned): nothing to walk forward"
+                    )
+                if config.final_walk_forward and not sweep.final_run_id:
+                    walk_forward = _final_walk_forward(config, settings, sweep, best, snapshot, trials, report_folds)
+                    sweep.final_run_id = walk_forward.run_id
+                    sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
+                    sweep.verdict = walk_forward.statistics.verdict
+                sweep.finished_at = datetime.now(UTC)
+            sweep.status = "interrupted" if interrupted else "finished"
+            trials, report_path = settle()
+        except BaseException as error:
+            interrupted = isinstance(error, KeyboardInterrupt)
+            sweep.status = "interrupted" if interrupted else "failed"
+            sweep.error = None if interrupted else _one_line(error)
+            try:  # record what is known; the original error is the one to report
+                settle()
+            except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
+                logger.warning("could not record the sweep's state after the error: %s", _one_line(secondary))
+            raise
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    if interrupted:
+        logger.warning(
+            "sweep %s interrupted with %d of %d trials finished; continue it with: %s --resume %s",
+            sweep_id,
+            sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed,
+            config.trials,
+            PROG,
+            sweep_id,
+        )
+    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, best_trial(trials, len(folds)), walk_forward,
+                       interrupted)  # fmt: skip
+
+
+def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, trials, report_folds):
+    from training.walk_forward import run_walk_forward
+
+    names = {f.name for f in dataclasses.fields(WalkForwardConfig)}
+    values = {name: getattr(config, name) for name in names}
+    values.update(best.params)
+    # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
+    # counts this one too).
+    values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best")
+    values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test ranges after every session a trial saw
+    wf_config = WalkForwardConfig(**values)
+    logger.info(
+        "sweep %s: walking trial %d forward (%s): folds %s x %d seeds, test included, charged for %d configurations",
+        sweep.sweep_id,
+        best.trial_number,
+        json.dumps(best.params),
+        list(values["folds"]),
+        config.seeds,
+        wf_config.configurations_tried,
+    )
+    return run_walk_forward(wf_config, settings, snapshot=snapshot, trial_sharpe_variance=trial_sharpe_variance(trials))
+
+
+def _free_run_id(runs_dir: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when an interrupted final walk-forward left a folder behind."""
+    candidate, attempt = name, 1
+    while (runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir()):
+        attempt += 1
+        candidate = f"{name}-{attempt}"
+    return candidate
+
+
+def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
+    from training.sweep_report import write_sweep_report
+
+    path = run_dir / "report.html"
+    write_sweep_report(path, sweep, trials, space, walk_forward)
+    return path
+
+
+# --- 6. the command line --------------------------------------------------------------------------------------------
+
+DESCRIPTION = (
+    "Search PPO's hyperparameters with Optuna's TPE on Ray Tune. Each trial trains on the train range of the oldest "
+    "--search-folds folds and is scored on their validation ranges only (ASHA stops trailing trials after each "
+    "fold); every trial lands in ml.sweep_trials. The best configuration then runs the walk-forward once, on the "
+    "folds whose test ranges start after every session a trial saw (every such fold x --seeds seeds, test "
+    "included), its deflated Sharpe ratio charged for the trials tried: ml.sweeps and runs/<sweep_id>/report.html. "
+    "A local Ray by default; --ray-address or RAY_ADDRESS joins a cluster. --resume <sweep_id> continues an "
+    "interrupted sweep (status 2 also covers an unknown sweep id or changed settings on resume)."
+)
+
+
+def _resume_id(argv: Sequence[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == "--resume" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--resume="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _stored_config(sweep_id: str) -> dict[str, Any]:
+    import warehouse_db
+    from training import results_store
+    from warehouse_db import schemas
+
+    with warehouse_db.connect(role=schemas.TRAINER_ROLE, autocommit=True) as conn:
+        stored = results_store.load_sweep(conn, sweep_id) if results_store.sweep_tables_exist(conn) else None
+    if stored is None:
+        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_store.SWEEPS} to resume")
+    return {name: value for name, value in stored.base_config.items() if name not in ("resume",)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from warehouse_db.errors import WarehouseError
+
+    help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
+    try:
+        resume = _resume_id(argv)
+        base = _stored_config(resume) if resume and not {"-h", "--help"} & set(argv) else None
+        config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
+        if not config.resume:
+            load_space(config.space, config)  # a bad space file fails here, before anything runs
+            config.sweep_id = config.sweep_id or new_sweep_id()
+    except (ValueError, SearchSpaceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except WarehouseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return ExitCode.WAREHOUSE
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # Imported after parsing so that --help and bad flags answer at once (Ray, torch and GX take seconds).
+    from training.contract import ContractViolation
+    from training.features import MartSchemaError
+    from training.fold_task import NotEnoughData
+    from training.folds import FoldSelectionError
+    from training.mart import SymbolSelectionError
+    from training.task_runners import RayRunner, RayUnavailable
+    from training.walk_forward import AllTasksFailed
+    from warehouse_db import resolve_settings
+
+    try:
+        # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
+        RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
+        result = run_sweep(config, resolve_settings())
+    except KeyboardInterrupt:
+        logger.error(
+            "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"
+        )
+        return ExitCode.INTERRUPTED
+    except (ContractViolation, NotEnoughData) as error:
+        logger.error("%s", error)
+        return ExitCode.CONTRACT
+    except WarehouseError as error:
+        logger.error("%s", error)
+        return ExitCode.WAREHOUSE
+    except RayUnavailable as error:
+        logger.error("%s", error)
+        return ExitCode.RAY
+    except (SweepError, SearchSpaceError, MartSchemaError, SymbolSelectionError, FoldSelectionError,
+            FileExistsError) as error:  # fmt: skip
+        logger.error("%s", error)
+        return ExitCode.CONFIG
+    except (NoTrialCompleted, AllTasksFailed) as error:
+        logger.error("%s", error)
+        return ExitCode.FAILED
+    print(f"sweep {result.sweep_id}: report {result.report_path.resolve()}")
+    if result.interrupted:
+        return ExitCode.INTERRUPTED
+    best = result.best
+    print(f"best trial {best.trial_number}: objective {best.objective:.3f} with {json.dumps(best.params)}")
+    if result.walk_forward is not None:
+        print(result.walk_forward.statistics.verdict)
+        print(f"walk-forward report: {result.walk_forward.report_path.resolve()}")
+        if result.walk_forward.failures:
+            return ExitCode.PARTIAL
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, not this __main__ copy's: Ray then pickles the trial function by its name
+    # (training.sweep.run_trial), and every worker imports the same module.
+    from training.sweep import main as sweep_main
+
+    sys.exit(sweep_main())
