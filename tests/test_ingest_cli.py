@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from devtools.documented_tables import documented_table
 from ingest import cli
 from ingest.exit_codes import TABLE_HEADER, ExitCode, markdown_table
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
@@ -16,27 +17,12 @@ from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
 from ingest.raw_tables import BarSettings
 from ingest.watchlist import WatchlistEntry
 from warehouse_db import connect
-from warehouse_db.settings import REPO_ROOT
 
 AAPL = [WatchlistEntry("AAPL", "NASDAQ")]
 
 
-def documented_exit_table() -> str:
-    """The exit-status table in the README or a docs page (whichever holds it)."""
-    pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("**/*.md"))]
-    for page in pages:
-        if not page.exists():
-            continue
-        lines = page.read_text(encoding="utf-8").splitlines()
-        for i, line in enumerate(lines):
-            if line.startswith(f"| {TABLE_HEADER} |"):
-                end = next((j for j in range(i, len(lines)) if not lines[j].startswith("|")), len(lines))
-                return "\n".join(lines[i:end])
-    raise AssertionError(f"no table headed '{TABLE_HEADER}' in README.md or docs/")
-
-
 def test_the_documented_exit_statuses_are_the_enum():
-    assert documented_exit_table() == markdown_table()
+    assert documented_table(TABLE_HEADER) == markdown_table()
 
 
 def test_help_and_docstring_list_every_exit_status(capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.documented_tables import documented_table
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
 from training import cli
 from training.config import (
@@ -20,7 +21,7 @@ from training.config import (
     load_config,
     parse_command_line,
 )
-from training.exit_codes import MEANINGS, ExitCode
+from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 
 COMMANDS = [
@@ -35,6 +36,10 @@ def _help(main, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) 
         main(["--help"])
     assert exit_.value.code == 0
     return capsys.readouterr().out
+
+
+def test_the_documented_exit_statuses_are_the_enum() -> None:
+    assert documented_table(TABLE_HEADER) == markdown_table()
 
 
 @pytest.mark.parametrize("cls, main, prog", COMMANDS)

@@ -49,6 +49,34 @@ def walk_forward_main(argv: Sequence[str] | None = None) -> int:
     return _run(WalkForwardConfig, argv, WALK_FORWARD_PROG, WALK_FORWARD_DESCRIPTION, run_walk_forward)
 
 
+def user_error_status(error: BaseException) -> ExitCode | None:
+    """The exit status of a failure a user can cause (a bad mart, fold, warehouse or cluster), or None for a bug.
+
+    Imported here, not at the top, so that --help and bad flags answer at once (torch, SB3, Ray and GX take seconds).
+    """
+    from training.contract import ContractViolation
+    from training.features import MartSchemaError
+    from training.fold_task import NotEnoughData
+    from training.folds import FoldSelectionError
+    from training.mart import SymbolSelectionError
+    from training.sweep_space import SearchSpaceError
+    from training.task_runners import RayUnavailable
+    from training.walk_forward import AllTasksFailed
+    from warehouse_db.errors import WarehouseError
+
+    statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
+        ((ContractViolation, NotEnoughData), ExitCode.CONTRACT),
+        ((WarehouseError,), ExitCode.WAREHOUSE),
+        ((RayUnavailable,), ExitCode.RAY),
+        (
+            (MartSchemaError, SymbolSelectionError, FoldSelectionError, SearchSpaceError, FileExistsError),
+            ExitCode.CONFIG,
+        ),
+        ((AllTasksFailed,), ExitCode.FAILED),
+    ]
+    return next((status for kinds, status in statuses if isinstance(error, kinds)), None)
+
+
 def _run(
     cls: type[TrainConfig],
     argv: Sequence[str] | None,
@@ -63,34 +91,16 @@ def _run(
         return ExitCode.CONFIG
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    # Imported after parsing so that --help is instant (torch, SB3, Ray and GX take seconds to import).
-    from training.contract import ContractViolation
-    from training.features import MartSchemaError
-    from training.fold_task import NotEnoughData
-    from training.folds import FoldSelectionError
-    from training.mart import SymbolSelectionError
-    from training.task_runners import RayUnavailable
-    from training.walk_forward import AllTasksFailed
-    from warehouse_db import resolve_settings
-    from warehouse_db.errors import WarehouseError
-
     try:
+        from warehouse_db import resolve_settings
+
         result = job(config, resolve_settings())
-    except (ContractViolation, NotEnoughData) as violation:
-        logger.error("%s", violation)
-        return ExitCode.CONTRACT
-    except WarehouseError as error:
+    except Exception as error:
+        status = user_error_status(error)
+        if status is None:
+            raise
         logger.error("%s", error)
-        return ExitCode.WAREHOUSE
-    except RayUnavailable as error:
-        logger.error("%s", error)
-        return ExitCode.RAY
-    except (MartSchemaError, SymbolSelectionError, FoldSelectionError, FileExistsError) as error:
-        logger.error("%s", error)
-        return ExitCode.CONFIG
-    except AllTasksFailed as error:
-        logger.error("%s", error)
-        return ExitCode.FAILED
+        return status
     print(result.statistics.verdict)
     print(f"report: {result.report_path.resolve()}")
     if result.failures:

@@ -1,8 +1,16 @@
-"""The exit statuses of the training commands, defined once: the CLIs return them and render this table in --help."""
+"""The exit statuses of the training commands, defined once.
+
+The CLIs return them and render :func:`exit_status_table` in ``--help``; docs/training.md holds
+:func:`markdown_table`'s output (``tests/test_training_config.py`` checks it). Adding one: a member and its meaning
+here, returned from the CLI, then paste :func:`markdown_table` into the docs.
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+TABLE_HEADER = "training exit status"
+"""The first column's heading in the documentation's table (how the test finds the table)."""
 
 
 class ExitCode(IntEnum):
@@ -32,3 +40,10 @@ MEANINGS = {
 def exit_status_table() -> str:
     """The statuses as help text, one per line."""
     return "Exit status:\n" + "\n".join(f"  {int(code)}  {MEANINGS[code]}" for code in ExitCode)
+
+
+def markdown_table() -> str:
+    """The documentation's table of exit statuses."""
+    rows = [f"| {TABLE_HEADER} | meaning |", "|---|---|"]
+    rows += [f"| {int(code)} | {MEANINGS[code]} |" for code in ExitCode]
+    return "\n".join(rows)

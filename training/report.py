@@ -51,6 +51,17 @@ STATISTICS_TEXT = (
     "stated length, shorter than a year; CAGR and Calmar are not reported from windows under 252 sessions."
 )
 
+PAGE_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }
+.verdict { font-size: 1.25rem; padding: 0.8rem 1rem; background: #f3f6fb; border-left: 4px solid #3b6fb6; }
+.warning { color: #a33; font-weight: bold; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.88rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f4f4f4; } small { color: #666; } img { max-width: 100%; display: block; margin: 0.5rem 0; }
+dt { font-weight: bold; } dd { margin: 0 0 0.4rem 1rem; }
+</style>"""
+"""The style of every HTML report (walk-forward and sweep), so that they read alike."""
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -310,15 +321,7 @@ def write_report_html(
     path.write_text(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }}
-.verdict {{ font-size: 1.25rem; padding: 0.8rem 1rem; background: #f3f6fb; border-left: 4px solid #3b6fb6; }}
-.warning {{ color: #a33; font-weight: bold; }}
-table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.88rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }}
-th {{ background: #f4f4f4; }} small {{ color: #666; }} img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
-dt {{ font-weight: bold; }} dd {{ margin: 0 0 0.4rem 1rem; }}
-</style></head><body>
+{PAGE_STYLE}</head><body>
 <h1>{html.escape(title)}</h1>
 <p class="verdict">{html.escape(statistics.verdict)}</p>
 {failed}

@@ -837,14 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    # Imported after parsing so that --help and bad flags answer at once (Ray, torch and GX take seconds).
-    from training.contract import ContractViolation
-    from training.features import MartSchemaError
-    from training.fold_task import NotEnoughData
-    from training.folds import FoldSelectionError
-    from training.mart import SymbolSelectionError
-    from training.task_runners import RayRunner, RayUnavailable
-    from training.walk_forward import AllTasksFailed
+    from training.cli import user_error_status
+    from training.task_runners import RayRunner
     from warehouse_db import resolve_settings
 
     try:
@@ -856,22 +850,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"
         )
         return ExitCode.INTERRUPTED
-    except (ContractViolation, NotEnoughData) as error:
+    except (SweepError, NoTrialCompleted) as error:
         logger.error("%s", error)
-        return ExitCode.CONTRACT
-    except WarehouseError as error:
+        return ExitCode.CONFIG if isinstance(error, SweepError) else ExitCode.FAILED
+    except Exception as error:
+        status = user_error_status(error)
+        if status is None:
+            raise
         logger.error("%s", error)
-        return ExitCode.WAREHOUSE
-    except RayUnavailable as error:
-        logger.error("%s", error)
-        return ExitCode.RAY
-    except (SweepError, SearchSpaceError, MartSchemaError, SymbolSelectionError, FoldSelectionError,
-            FileExistsError) as error:  # fmt: skip
-        logger.error("%s", error)
-        return ExitCode.CONFIG
-    except (NoTrialCompleted, AllTasksFailed) as error:
-        logger.error("%s", error)
-        return ExitCode.FAILED
+        return status
     print(f"sweep {result.sweep_id}: report {result.report_path.resolve()}")
     if result.interrupted:
         return ExitCode.INTERRUPTED

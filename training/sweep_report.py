@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from training.report import _png, _table
+from training.report import PAGE_STYLE, _png, _table
 
 STATE_STYLE = {
     "completed": {"marker": "o", "color": "tab:blue"},
@@ -180,14 +180,7 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
     path.write_text(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 80rem; }}
-.verdict {{ font-size: 1.15rem; padding: 0.8rem 1rem; background: #f3f6fb; border-left: 4px solid #3b6fb6; }}
-.warning {{ color: #a33; font-weight: bold; }}
-table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.85rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }}
-th {{ background: #f4f4f4; }} small {{ color: #666; }} img {{ max-width: 100%; display: block; margin: 0.5rem 0; }}
-</style></head><body>
+{PAGE_STYLE}</head><body>
 <h1>{html.escape(title)}</h1>
 <p>Status: {html.escape(sweep.status)}. {len(trials)} trial(s) of {sweep.trials_requested} requested:
 {counts["completed"]} completed, {counts["pruned"]} pruned by ASHA, {counts["failed"]} failed,
