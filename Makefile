@@ -19,7 +19,7 @@ ARGS ?=
 .PHONY: help setup demo test test-fast lint format ingest dbt-build train walk-forward sweep db-up db-down db-status psql docs calendar bench bench-dbt-large simulator clean
 
 help:
-	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator"
+	@echo "make demo     - whole pipeline on the embedded warehouse and the gateway simulator; ARGS go to its walk-forward"
 	@echo "make test     - the test suite"
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build- dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
@@ -39,8 +39,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# ARGS go to the walk-forward step, e.g. ARGS='--seeds 1 --timesteps 10000' for a quicker look.
 demo: $(STAMP)
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(ARGS)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)

@@ -18,9 +18,12 @@ def _maintenance(cluster: ConnectionSettings) -> psycopg.Connection:
     return psycopg.connect(**cluster.with_database("postgres").connect_kwargs(), autocommit=True)
 
 
-def create_database(cluster: ConnectionSettings, prefix: str, template: str | None = None) -> ConnectionSettings:
-    """A new, empty UTF-8 database named ``<prefix>_<random>`` (or a copy of ``template``, which must be idle)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+def create_database(
+    cluster: ConnectionSettings, prefix: str = "scratch", template: str | None = None, *, name: str | None = None
+) -> ConnectionSettings:
+    """A new, empty UTF-8 database named ``name`` or ``<prefix>_<random>`` (or a copy of ``template``, which must be
+    idle)."""
+    name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
     statement = sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(name))
     if template:
         statement = sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template))
@@ -29,9 +32,12 @@ def create_database(cluster: ConnectionSettings, prefix: str, template: str | No
     return cluster.with_database(name)
 
 
-def clone_database(cluster: ConnectionSettings, template: str, prefix: str) -> ConnectionSettings:
-    """A copy of ``template``, provisioned again (database-level grants are not copied by CREATE DATABASE)."""
-    settings = create_database(cluster, prefix, template=template)
+def clone_database(
+    cluster: ConnectionSettings, template: str, prefix: str = "clone", *, name: str | None = None
+) -> ConnectionSettings:
+    """A copy of ``template`` (named like :func:`create_database`'s), provisioned again (database-level grants are
+    not copied by CREATE DATABASE)."""
+    settings = create_database(cluster, prefix, template=template, name=name)
     with connect(settings) as conn:
         provision(conn)
     return settings

@@ -3,6 +3,7 @@
 #   warehouse up -> simulator in the background -> ingest the watchlist -> dbt build -> short walk-forward.
 # The simulator is stopped on every exit path, failures included. Safe to run again: the second ingest
 # requests nothing, dbt builds incrementally, the walk-forward writes a new run.
+# Arguments go to the walk-forward (python -m training.walk_forward --help), e.g. --seeds 1 --timesteps 10000.
 # RUNS_DIR (default runs), DBT_TARGET_PATH (target) and DBT_LOG_PATH (logs) say where the run folders and dbt's
 # artifacts go.
 set -euo pipefail
@@ -43,4 +44,4 @@ $BIN/dbt build --quiet
 
 step "walk-forward: every fold x 2 seeds on a local Ray, model selected on validation, tested against the baselines"
 $BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" \
-  --dbt-run-results "$DBT_TARGET_PATH/run_results.json"
+  --dbt-run-results "$DBT_TARGET_PATH/run_results.json" "$@"

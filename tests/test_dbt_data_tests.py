@@ -2,7 +2,9 @@
 
 A clean database is built once per module; every case copies it (CREATE DATABASE ... TEMPLATE), lands a
 few bad raw rows the way ingest would (raw has no CHECK constraints: the dbt tests are the guard), runs
-`dbt build` and checks which tests failed in run_results.json, and what their failure rows say.
+`dbt build` and checks which tests failed in run_results.json, and what their failure rows say. Every case's copy
+has the same name and the cases share dbt's target directory, so dbt parses the project once (its partial parsing
+starts over when the profile's database changes).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -51,7 +52,10 @@ def base(embedded_cluster: ConnectionSettings, tmp_path_factory: pytest.TempPath
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, frame)
     result = dbt_harness.DbtProject(settings, tmp_path_factory.mktemp("dbt_data_base")).run("build")
-    yield {"cluster": cluster, "settings": settings, "frame": frame, "result": result}
+    case_dir = tmp_path_factory.mktemp("dbt_data_cases")
+    case_database = f"test_dbt_case_{uuid.uuid4().hex[:10]}"
+    yield {"cluster": cluster, "settings": settings, "frame": frame, "result": result, "case_dir": case_dir,
+           "case_database": case_database}  # fmt: skip
     scratch_database.drop_database(settings)
 
 
@@ -134,11 +138,13 @@ CASES = [
 ]
 
 
-def build_with(base: dict, tmp_path: Path, rows: pd.DataFrame) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
-    settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, "test_dbt_case")
+def build_with(base: dict, rows: pd.DataFrame) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
+    """A copy of the clean database with ``rows`` landed, built; the caller drops the copy."""
+    scratch_database.drop_database(base["cluster"].with_database(base["case_database"]))  # a failed case's, if any
+    settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, name=base["case_database"])
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, rows)
-    result = dbt_harness.DbtProject(settings, tmp_path).run("build", "--store-failures")
+    result = dbt_harness.DbtProject(settings, base["case_dir"]).run("build", "--store-failures")
     return result, settings
 
 
@@ -167,8 +173,8 @@ def test_clean_build_passes_every_test(base: dict) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case) -> None:
-    result, settings = build_with(base, tmp_path, case.rows(base["frame"]))
+def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
+    result, settings = build_with(base, case.rows(base["frame"]))
     try:
         assert result.returncode != 0
         failed = result.failed()
@@ -206,11 +212,11 @@ def test_data_test_fails_on_its_bad_data(base: dict, tmp_path: Path, case: Case)
         scratch_database.drop_database(settings)
 
 
-def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict, tmp_path: Path) -> None:
+def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict) -> None:
     rows = relanded(
         base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01, high=lambda r: r["high"] * 1.01
     )
-    result, settings = build_with(base, tmp_path, rows)
+    result, settings = build_with(base, rows)
     try:
         assert result.returncode == 0, result.output[-4000:]
         assert result.statuses()[DEDUPED_UNIQUE] == "pass"
@@ -234,11 +240,11 @@ def test_disagreeing_redelivery_is_a_correction_not_a_duplicate(base: dict, tmp_
         scratch_database.drop_database(settings)
 
 
-def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path) -> None:
+def test_lowercase_and_padded_symbols_are_normalised(base: dict) -> None:
     """What normalisation can fix never reaches the tests: 'sa ' and 'sb' are SA and SB re-delivered."""
     rows = pd.concat([relanded(base["frame"], "SA", "2024-03-15", symbol="sa "),
                       relanded(base["frame"], "SB", "2024-03-18", symbol=" sb")])  # fmt: skip
-    result, settings = build_with(base, tmp_path, rows)
+    result, settings = build_with(base, rows)
     try:
         assert result.returncode == 0, result.output[-4000:]
         assert not result.failed()
@@ -254,7 +260,7 @@ def test_lowercase_and_padded_symbols_are_normalised(base: dict, tmp_path: Path)
         scratch_database.drop_database(settings)
 
 
-def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> None:
+def test_rows_left_out_are_listed_and_counted(base: dict) -> None:
     """Nothing is dropped silently: a 5-minute bar and a bar landed while its session was still trading are not
     modelled, but listed with their reason and counted; the mart keeps the final bar of that session."""
     five_minutes = relanded(base["frame"], "SA", "2024-03-15", bar_size="5 mins")
@@ -262,7 +268,7 @@ def test_rows_left_out_are_listed_and_counted(base: dict, tmp_path: Path) -> Non
     # SB's bar of 2024-03-15 as it looked at 11:00 that day (a later landing than the final one, but not final).
     in_progress = relanded(base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01)
     in_progress["ingested_at"] = pd.Timestamp("2024-03-15 11:00").tz_localize("America/New_York")
-    result, settings = build_with(base, tmp_path, pd.concat([five_minutes, in_progress]))
+    result, settings = build_with(base, pd.concat([five_minutes, in_progress]))
     try:
         assert result.returncode == 0, result.output[-4000:]
         with connect(settings) as conn:
