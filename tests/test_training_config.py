@@ -110,7 +110,8 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
 
 
 def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
-    config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": "runs/a/model.zip", "fold": 2})
+    (tmp_path / "model.zip").write_bytes(b"")
+    config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": str(tmp_path / "model.zip"), "fold": 2})
     dump_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
 
@@ -131,6 +132,8 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         ({"seeds": 0}, "seeds must be >= 1"),
         ({"sma_fast": 50}, "sma_fast"),
         ({"confidence": 1.0}, "confidence"),
+        ({"batch_size": 1}, r"batch_size and n_steps x n_envs must be >= 2"),
+        ({"n_steps": 1, "n_envs": 1, "batch_size": 2}, r"batch_size and n_steps x n_envs must be >= 2"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
@@ -155,6 +158,14 @@ def test_a_bad_command_line_ends_in_one_line_and_status_2(
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], captured.err
+    assert captured.out == ""
+
+
+def test_a_missing_model_to_resume_ends_in_one_line_before_anything_runs(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["--resume", "/nonexistent/model.zip"]) == ExitCode.CONFIG
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "resume: there is no model file /nonexistent/model.zip" in lines[0], captured.err
     assert captured.out == ""
 
 
@@ -243,3 +254,31 @@ def test_the_real_mart_yaml_matches_the_synthetic_stand_in() -> None:
     assert schema.source == TrainConfig().mart_yaml
     assert {f.name: f.lookback_sessions for f in schema.features} == FEATURE_LOOKBACKS
     assert schema.target == TARGET
+
+
+@pytest.mark.parametrize("main, job", [(cli.main, "training.job.run_training"),
+                                       (cli.walk_forward_main, "training.walk_forward.run_walk_forward")])  # fmt: skip
+def test_ctrl_c_ends_in_one_line_and_status_130(
+    main, job: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, interrupted)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert main(["--no-progress-bar"] if main is cli.main else []) == ExitCode.INTERRUPTED == 130
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        "interrupted: no row of this run was written (a run lands in one transaction, at the end)"
+    ]
+
+
+def test_a_yaml_number_without_a_dot_is_a_number_and_text_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 3e-4\nclip_range: 1\n")  # YAML 1.1 reads 3e-4 as the text '3e-4'
+    config = load_config(path, cls=WalkForwardConfig)
+    assert (config.learning_rate, config.clip_range) == (3e-4, 1.0)
+    path.write_text("learning_rate: fast\n")
+    with pytest.raises(
+        ValueError, match=f"invalid configuration in {path}: learning_rate must be a number, not 'fast'"
+    ):
+        load_config(path, cls=WalkForwardConfig)

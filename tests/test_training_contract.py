@@ -291,6 +291,7 @@ def test_cli_exits_non_zero_listing_the_failed_expectations(
     assert status == ExitCode.CONTRACT
     assert "rsi_14 has no nulls" in caplog.text
     assert "(symbol, session_date) is unique" in caplog.text
+    assert not any((tmp_path / "runs").iterdir()), "a run refused before training leaves no run folder behind"
 
 
 def test_cli_names_a_fold_that_is_not_there_in_one_line(

@@ -220,3 +220,4 @@ def test_cli_trains_from_a_yaml_config_with_flag_overrides(
     # The same run id again, and a fold the mart does not have: one line each, status 2.
     assert cli.main(argv) == ExitCode.CONFIG
     assert cli.main([*argv[:-1], "7", "--run-id", "other"]) == ExitCode.CONFIG
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["cli"], "refused runs leave no folder"

@@ -95,6 +95,9 @@ def _run(
         from warehouse_db import resolve_settings
 
         result = job(config, resolve_settings())
+    except KeyboardInterrupt:
+        logger.error("interrupted: no row of this run was written (a run lands in one transaction, at the end)")
+        return ExitCode.INTERRUPTED
     except Exception as error:
         status = user_error_status(error)
         if status is None:

@@ -160,6 +160,9 @@ class TrainConfig:
             problems.append("window must be >= 1")
         if self.n_envs < 1 or self.timesteps < 1 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
             problems.append("timesteps, n_envs, n_steps, n_epochs and batch_size must be >= 1")
+        elif self.batch_size < 2 or self.n_steps * self.n_envs < 2:
+            # PPO normalises advantages within a minibatch: one sample has no standard deviation (SB3 asserts it).
+            problems.append("batch_size and n_steps x n_envs must be >= 2")
         if not (self.learning_rate > 0 and self.clip_range > 0 and self.max_grad_norm > 0):
             problems.append("learning_rate, clip_range and max_grad_norm must be > 0")
         if not (0 < self.gamma <= 1 and 0 < self.gae_lambda <= 1):
@@ -225,6 +228,8 @@ class SingleRunConfig(TrainConfig):
             problems.append("checkpoint_freq must be >= 0")
         if self.fold is not None and self.fold < 1:
             problems.append("fold must be >= 1 (or None: the latest fold)")
+        if self.resume is not None and not self.resume.is_file():
+            problems.append(f"resume: there is no model file {self.resume}")
         return problems
 
 
@@ -304,10 +309,19 @@ def load_config(
     if unknown := sorted(set(values) - known):
         where = f" in {yaml_path}" if yaml_path is not None else ""
         raise ValueError(f"unknown configuration keys{where}: {unknown} (python -m training --help lists them)")
+    where = f" in {yaml_path}" if yaml_path is not None else ""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        # YAML 1.1 reads 3e-4 (no dot) as text: a float field takes any number written as text or as an integer.
+        if hints[name] is float and isinstance(value, str | int) and not isinstance(value, bool):
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise ValueError(f"invalid configuration{where}: {name} must be a number, not {value!r}") from None
     try:
         return cls(**values)
     except TypeError as error:
-        raise ValueError(f"invalid configuration{' in ' + str(yaml_path) if yaml_path else ''}: {error}") from None
+        raise ValueError(f"invalid configuration{where}: {error}") from None
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:

@@ -98,7 +98,8 @@ class FoldSeries:
     left_out: dict[str, list[str]]
     """Symbols with fewer than window + min_episode_steps sessions in a range, per range."""
     history: pd.DataFrame
-    """Rows the SMA baseline may look back on (sessions up to the last prepared range's end)."""
+    """Mart rows the SMA baseline computes its moving averages from (every row it was given: for a task, the whole
+    mart; for a sweep trial, rows up to the validation end). Its averages use closes up to each session only."""
 
 
 def env_settings(config: TrainConfig) -> EnvSettings:
@@ -117,15 +118,6 @@ def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, roles: Seque
         cut = build_series(fold.rows(data.frame, role), role, scaler)
         series[role] = [s for s in cut if len(s) >= minimum]
         left_out[role] = [s.symbol for s in cut if len(s) < minimum]
-        if left_out[role]:
-            logger.info(
-                "fold %d: %d symbol(s) have fewer than %d sessions in the %s range and sit it out: %s",
-                fold.fold_id,
-                len(left_out[role]),
-                minimum,
-                role,
-                ", ".join(left_out[role][:10]),
-            )
         if not series[role]:
             raise NotEnoughData(
                 f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {role} "

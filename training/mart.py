@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,12 +61,7 @@ class DbtProvenance:
 
     invocation_id: str | None
     generated_at: str | None
-    built_training_bars: bool | None
-    """Whether that invocation's results include the training_bars model (False: the file is from another command)."""
     path: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def trainer_connection(settings: ConnectionSettings):
@@ -186,20 +180,20 @@ def read_dbt_provenance(run_results: Path) -> DbtProvenance:
     run_results = Path(run_results)
     if not run_results.exists():
         logger.warning("no %s: the dbt invocation that built the mart is recorded as null", run_results)
-        return DbtProvenance(None, None, None, str(run_results))
+        return DbtProvenance(None, None, str(run_results))
     try:
         document = json.loads(run_results.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         logger.warning("cannot read %s (%s): dbt provenance recorded as null", run_results, error)
-        return DbtProvenance(None, None, None, str(run_results))
+        return DbtProvenance(None, None, str(run_results))
     metadata = document.get("metadata") or {}
-    built = any(
+    # A run_results.json from another command (dbt test, say) names another invocation than the one that built the mart.
+    if not any(
         str(result.get("unique_id", "")).startswith("model.")
         and str(result.get("unique_id", "")).endswith(f".{MART_TABLE}")
         for result in document.get("results") or []
-    )
-    if not built:
+    ):
         logger.warning(
             "%s does not list the %s model: its invocation may not be the one that built it", run_results, MART_TABLE
         )
-    return DbtProvenance(metadata.get("invocation_id"), metadata.get("generated_at"), built, str(run_results))
+    return DbtProvenance(metadata.get("invocation_id"), metadata.get("generated_at"), str(run_results))

@@ -36,8 +36,6 @@ METRICS = (
 )
 """Every metric of one equity curve, in report order."""
 
-ANNUALISED_METRICS = frozenset({"cagr", "sharpe", "sortino", "calmar"})
-
 METRIC_DEFINITIONS = {
     "total_return": "net worth at the end / at the start - 1",
     "cagr": "compound annual growth rate, (1 + total return)^(252 / sessions) - 1; not reported under 252 sessions",

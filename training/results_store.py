@@ -580,7 +580,9 @@ comment on column {schemas.ML}.{SWEEPS}.search_folds is 'The folds whose validat
 comment on column {schemas.ML}.{SWEEPS}.report_folds is
     'The folds the final walk-forward reports: their test ranges start after every session a trial saw.';
 comment on column {schemas.ML}.{SWEEPS}.configurations_tried is
-    'Trials that produced a validation score (completed or pruned): the N the deflated Sharpe ratio charges for.';
+    'Trials that produced a validation score (completed or pruned). The final walk-forward charges its deflated '
+    'Sharpe ratio for these plus any configurations tried before the sweep (--configurations-tried beyond 1): '
+    'ml.walk_forward_runs.configurations_tried of final_run_id is the N charged.';
 comment on column {schemas.ML}.{SWEEPS}.trial_steps_without_early_stopping is
     'PPO steps the finished trials would have taken had every one run every fold: ASHA saved the difference to '
     'trial_steps_run.';

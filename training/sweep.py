@@ -524,8 +524,18 @@ def best_trial(trials: Sequence[Any], folds: int) -> Any | None:
 
 
 def trial_sharpe_variance(trials: Sequence[Any]) -> float | None:
-    """Variance across the scored trials of their objective, per session (the DSR's V); None with fewer than 2."""
-    scores = [t.objective for t in trials if t.scored and t.objective is not None and t.objective > WORST_SCORE]
+    """Variance across the scored trials of their objective, per session (the DSR's V); None with fewer than 2.
+
+    Only trials whose every fold score is defined count: one undefined fold enters the objective as WORST_SCORE,
+    which ranks the trial last but is not a Sharpe ratio, and would blow V (and so the DSR's hurdle) up."""
+    scores = [
+        t.objective
+        for t in trials
+        if t.scored
+        and t.objective is not None
+        and t.fold_scores
+        and all(score is not None and math.isfinite(score) for score in t.fold_scores)
+    ]
     if len(scores) < 2:
         return None
     from training.metrics import TRADING_DAYS_PER_YEAR

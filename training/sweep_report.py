@@ -149,8 +149,8 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
             f"<p class='verdict'>{verdict}</p><p>Walk-forward run <code>{html.escape(sweep.final_run_id)}</code>: folds "
             f"{html.escape(str(sweep.report_folds))} x every seed of the chosen configuration, test sessions included, "
             "touched once (only folds whose test range starts after every session a trial saw). Its deflated Sharpe ratio "
-            f"{_number(sweep.deflated_sharpe, 2)} is charged for {sweep.configurations_tried} trial(s) scored in this "
-            f"sweep.{link}</p>"
+            f"{_number(sweep.deflated_sharpe, 2)} is charged for the {sweep.configurations_tried} trial(s) scored in this "
+            f"sweep, plus any configurations tried before it (--configurations-tried).{link}</p>"
         )
     elif sweep.status == "finished":
         final = "<p>The final walk-forward was not run (--no-final-walk-forward).</p>"

@@ -70,6 +70,11 @@ def _log_finished(result: TaskResult) -> None:
         test["agent"].metrics()["sharpe"],
         test["buy_and_hold"].metrics()["sharpe"],
     )
+    # Logged here, on the driver: a Ray worker's own log lines do not reach the console or run.log.
+    for role, symbols in result.left_out.items():
+        if symbols:
+            logger.info("fold %d seed %d: %d symbol(s) have too few sessions in the %s range and sat it out: %s",
+                        result.fold_id, result.seed, len(symbols), role, ", ".join(symbols[:10]))  # fmt: skip
 
 
 @dataclass
@@ -77,20 +82,17 @@ class InProcessRunner:
     """Every task, one after another, in this process; exceptions propagate (``make train`` runs one task)."""
 
     task: TaskFunction = run_fold_seed
-    progress_bar: bool = False
 
     def prepare(self) -> None:
         pass
 
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
         outcome = RunnerOutcome()
-        with _progress(len(tasks), self.progress_bar and len(tasks) > 1) as bar:
-            for fold, seed in tasks:
-                result = self.task(config, data, fold, seed)
-                result.node = socket.gethostname()
-                outcome.results.append(result)
-                _log_finished(result)
-                bar.update(1)
+        for fold, seed in tasks:
+            result = self.task(config, data, fold, seed)
+            result.node = socket.gethostname()
+            outcome.results.append(result)
+            _log_finished(result)
         return outcome
 
 
@@ -183,7 +185,7 @@ class RayRunner:
         import ray
 
         if ray.is_initialized():  # a caller (the sweep, a test) holds a Ray session already: use it
-            return False, self.address
+            return False, self.address or os.environ.get("RAY_ADDRESS") or None
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_ray_address(address, self.connect_timeout)

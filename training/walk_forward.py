@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -168,128 +169,137 @@ def execute(
     runner = make_runner(run_dir)
     runner.prepare()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir / "run.log"):
-        logger.info(
-            "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
-        )
-        dump_config(config, run_dir / "config.yaml")
-        if config.save_to_warehouse:
-            results_store.ensure_tables(settings)
-            if results_store.run_exists(settings, run_id):
-                raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
-
-        # 1. The mart and its folds, read once as trainer (after the data contract).
-        schema = read_mart_schema(config.mart_yaml)
-        snapshot = snapshot or read_checked_mart(config, settings, schema)
-        dbt = read_dbt_provenance(config.dbt_run_results)
-        folds = pick_folds(snapshot.folds) if pick_folds else choose_folds(snapshot.folds, fold_ids)
-        for fold in folds:
-            logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
-                        fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
-        data = MarketData.from_frame(snapshot.frame, schema.feature_names)
-
-        # 2. Every fold x seed, independently: train, select on validation, test once.
-        outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
-        if not outcome.results:
-            raise AllTasksFailed(outcome.failures)
-        results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
-
-        # 3. How sure we are.
-        samples = [
-            fold_sample(fold.fold_id, {r.seed: r.replays["test"] for r in results if r.fold_id == fold.fold_id})
-            for fold in folds
-            if any(r.fold_id == fold.fold_id for r in results)
-        ]
-        statistics = compute_statistics(
-            samples,
-            POLICIES,
-            resamples=config.bootstrap_samples,
-            block_sessions=config.block_sessions,
-            confidence=config.confidence,
-            configurations_tried=config.configurations_tried,
-            trial_sharpe_variance=trial_sharpe_variance,
-            seed=config.seed,
-        )
-
-        # 4. The run folder: models, statistics.json, report.html.
-        finished_at = datetime.now(UTC)
-        for result in results:
-            task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
-            task_dir.mkdir(parents=True, exist_ok=True)
-            (task_dir / "model.zip").write_bytes(result.model_zip)
-            (task_dir.parent / "scaler.json").write_text(_json(result.scaler), encoding="utf-8")
-        summary = {
-            "run_id": run_id,
-            "kind": kind,
-            "config_hash": configuration_hash(config),
-            "env": config.env,
-            "timesteps_per_task": config.timesteps,
-            "folds": [fold.fold_id for fold in folds],
-            "seeds": list(seeds),
-            "tasks_failed": len(outcome.failures),
-            "configurations_tried": config.configurations_tried,
-            "symbols": len(snapshot.symbols),
-            "mart_rows": snapshot.row_count,
-            "mart_hash": snapshot.content_hash,
-            "dbt_invocation_id": dbt.invocation_id,
-            "dbt_generated_at": dbt.generated_at,
-            "ray_address": outcome.ray_address,
-            "ray_nodes": outcome.nodes,
-            "window": config.window,
-            "commission_bps": config.commission_bps,
-            "slippage_bps": config.slippage_bps,
-            "started_at": started_at.isoformat(),
-            "finished_at": finished_at.isoformat(),
-            "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
-        }
-        write_statistics_json(
-            run_dir / "statistics.json", statistics_document(summary, statistics, results, outcome.failures)
-        )
-        report_path = run_dir / "report.html"
-        write_report_html(report_path, summary, statistics, folds, results, outcome.failures)
-
-        # 5. The warehouse, all or nothing.
-        if config.save_to_warehouse:
-            results_store.write_run(
-                settings,
-                results_store.RunRecord(
-                    run_id=run_id,
-                    kind=kind,
-                    status="partial" if outcome.failures else "succeeded",
-                    started_at=started_at,
-                    finished_at=finished_at,
-                    config_hash=summary["config_hash"],
-                    config=config.to_dict(),
-                    env=config.env,
-                    timesteps_per_task=config.timesteps,
-                    folds=len(folds),
-                    seeds=len(seeds),
-                    tasks_succeeded=len(results),
-                    tasks_failed=len(outcome.failures),
-                    test_sessions=statistics.size.sessions,
-                    symbols=statistics.size.symbols,
-                    configurations_tried=config.configurations_tried,
-                    deflated_sharpe=statistics.deflated_sharpe.value,
-                    verdict=statistics.verdict,
-                    mart_rows=snapshot.row_count,
-                    mart_hash=snapshot.content_hash,
-                    dbt_invocation_id=dbt.invocation_id,
-                    dbt_generated_at=dbt.generated_at,
-                    ray_address=outcome.ray_address,
-                    ray_nodes=outcome.nodes,
-                    run_dir=str(run_dir.resolve()),
-                ),
-                folds,
-                results,
-                outcome.failures,
-                statistics,
-                config.selection_metric,
+    tasks_ran = False
+    try:
+        with run_log(run_dir / "run.log"):
+            logger.info(
+                "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
             )
-        for failure in outcome.failures:
-            logger.error("fold %d seed %d failed after %d attempts: %s", failure.fold_id, failure.seed,
-                         failure.attempts, failure.error)  # fmt: skip
-        logger.info("verdict: %s", statistics.verdict)
-        logger.info("report: %s", report_path.resolve())
+            dump_config(config, run_dir / "config.yaml")
+            if config.save_to_warehouse:
+                results_store.ensure_tables(settings)
+                if results_store.run_exists(settings, run_id):
+                    raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
+
+            # 1. The mart and its folds, read once as trainer (after the data contract).
+            schema = read_mart_schema(config.mart_yaml)
+            snapshot = snapshot or read_checked_mart(config, settings, schema)
+            dbt = read_dbt_provenance(config.dbt_run_results)
+            folds = pick_folds(snapshot.folds) if pick_folds else choose_folds(snapshot.folds, fold_ids)
+            for fold in folds:
+                logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
+                            fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
+            data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+
+            # 2. Every fold x seed, independently: train, select on validation, test once.
+            outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
+            tasks_ran = True
+            if not outcome.results:
+                raise AllTasksFailed(outcome.failures)
+            results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
+
+            # 3. How sure we are.
+            samples = [
+                fold_sample(fold.fold_id, {r.seed: r.replays["test"] for r in results if r.fold_id == fold.fold_id})
+                for fold in folds
+                if any(r.fold_id == fold.fold_id for r in results)
+            ]
+            statistics = compute_statistics(
+                samples,
+                POLICIES,
+                resamples=config.bootstrap_samples,
+                block_sessions=config.block_sessions,
+                confidence=config.confidence,
+                configurations_tried=config.configurations_tried,
+                trial_sharpe_variance=trial_sharpe_variance,
+                seed=config.seed,
+            )
+
+            # 4. The run folder: models, statistics.json, report.html.
+            finished_at = datetime.now(UTC)
+            for result in results:
+                task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
+                task_dir.mkdir(parents=True, exist_ok=True)
+                (task_dir / "model.zip").write_bytes(result.model_zip)
+                (task_dir.parent / "scaler.json").write_text(_json(result.scaler), encoding="utf-8")
+            summary = {
+                "run_id": run_id,
+                "kind": kind,
+                "config_hash": configuration_hash(config),
+                "env": config.env,
+                "timesteps_per_task": config.timesteps,
+                "folds": [fold.fold_id for fold in folds],
+                "seeds": list(seeds),
+                "tasks_failed": len(outcome.failures),
+                "configurations_tried": config.configurations_tried,
+                "symbols": len(snapshot.symbols),
+                "mart_rows": snapshot.row_count,
+                "mart_hash": snapshot.content_hash,
+                "dbt_invocation_id": dbt.invocation_id,
+                "dbt_generated_at": dbt.generated_at,
+                "ray_address": outcome.ray_address,
+                "ray_nodes": outcome.nodes,
+                "window": config.window,
+                "commission_bps": config.commission_bps,
+                "slippage_bps": config.slippage_bps,
+                "started_at": started_at.isoformat(),
+                "finished_at": finished_at.isoformat(),
+                "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
+            }
+            write_statistics_json(
+                run_dir / "statistics.json", statistics_document(summary, statistics, results, outcome.failures)
+            )
+            report_path = run_dir / "report.html"
+            write_report_html(report_path, summary, statistics, folds, results, outcome.failures)
+
+            # 5. The warehouse, all or nothing.
+            if config.save_to_warehouse:
+                results_store.write_run(
+                    settings,
+                    results_store.RunRecord(
+                        run_id=run_id,
+                        kind=kind,
+                        status="partial" if outcome.failures else "succeeded",
+                        started_at=started_at,
+                        finished_at=finished_at,
+                        config_hash=summary["config_hash"],
+                        config=config.to_dict(),
+                        env=config.env,
+                        timesteps_per_task=config.timesteps,
+                        folds=len(folds),
+                        seeds=len(seeds),
+                        tasks_succeeded=len(results),
+                        tasks_failed=len(outcome.failures),
+                        test_sessions=statistics.size.sessions,
+                        symbols=statistics.size.symbols,
+                        configurations_tried=config.configurations_tried,
+                        deflated_sharpe=statistics.deflated_sharpe.value,
+                        verdict=statistics.verdict,
+                        mart_rows=snapshot.row_count,
+                        mart_hash=snapshot.content_hash,
+                        dbt_invocation_id=dbt.invocation_id,
+                        dbt_generated_at=dbt.generated_at,
+                        ray_address=outcome.ray_address,
+                        ray_nodes=outcome.nodes,
+                        run_dir=str(run_dir.resolve()),
+                    ),
+                    folds,
+                    results,
+                    outcome.failures,
+                    statistics,
+                    config.selection_metric,
+                )
+            for failure in outcome.failures:
+                logger.error("fold %d seed %d failed after %d attempts: %s", failure.fold_id, failure.seed,
+                             failure.attempts, failure.error)  # fmt: skip
+            logger.info("verdict: %s", statistics.verdict)
+            logger.info("report: %s", report_path.resolve())
+    except BaseException:
+        # Failed before any task ran (bad mart, folds, warehouse): the folder would hold only a log and a config
+        # that no result belongs to. The error itself is on stderr.
+        if not tasks_ran:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return WalkForwardResult(
         run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
     )

@@ -144,7 +144,6 @@ class NativeVecEnv(VecEnv):
         self._actions = np.zeros(n_envs, dtype=np.int64)
         self._episode_return = np.zeros(n_envs, dtype=np.float64)
         self._episode_length = np.zeros(n_envs, dtype=np.int64)
-        self._episode_started = np.zeros(n_envs, dtype=np.float64)
         self._created = time.time()
         super().__init__(
             n_envs,
@@ -162,7 +161,6 @@ class NativeVecEnv(VecEnv):
         self._trading.start(np.array([index]), np.array([series_index]))
         self._episode_return[index] = 0.0
         self._episode_length[index] = 0
-        self._episode_started[index] = time.time()
 
     def _info(self, index: int) -> dict[str, Any]:
         trading = self._trading
