@@ -285,25 +285,32 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
                 refresh=True,
             )
 
+        def _record(self, trial) -> results_store.TrialRecord:
+            """The trial's record, made (and saved as running) the first time Tune mentions the trial: a trial whose
+            actor dies before it starts is reported as an error without ever having started."""
+            if trial.trial_id not in self.trials:
+                config = space.apply(base, trial.config)
+                record = results_store.TrialRecord(
+                    sweep_id=sweep.sweep_id,
+                    trial_number=self.next_number,
+                    tune_trial_id=trial.trial_id,
+                    state="running",
+                    params=_json_safe(space.decode(trial.config)),
+                    config=config.to_dict(),
+                    config_hash=configuration_hash(config),
+                    started_at=datetime.now(UTC),
+                )
+                self.next_number += 1
+                self.trials[trial.trial_id] = record
+                self._save(record)
+            return self.trials[trial.trial_id]
+
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            config = space.apply(base, trial.config)
-            record = results_store.TrialRecord(
-                sweep_id=sweep.sweep_id,
-                trial_number=self.next_number,
-                tune_trial_id=trial.trial_id,
-                state="running",
-                params=_json_safe(space.decode(trial.config)),
-                config=config.to_dict(),
-                config_hash=configuration_hash(config),
-                started_at=datetime.now(UTC),
-            )
-            self.next_number += 1
-            self.trials[trial.trial_id] = record
-            self._save(record)
+            self._record(trial)
             self._show()
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            record = self.trials[trial.trial_id]
+            record = self._record(trial)
             record.folds_done = int(result["training_iteration"])
             record.fold_ids = [*record.fold_ids, int(result["fold_id"])]
             record.fold_scores = [*record.fold_scores, float(result["fold_score"])]
@@ -315,7 +322,7 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
             self._show()
 
         def _finish(self, trial, state: str, error: str | None = None) -> None:
-            record = self.trials[trial.trial_id]
+            record = self._record(trial)
             record.state, record.error = state, error
             record.finished_at = datetime.now(UTC)
             record.wall_seconds = (record.finished_at - record.started_at).total_seconds()
@@ -337,7 +344,7 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             # ASHA stops a trial by completing it early: fewer folds than all of them means pruned.
-            record = self.trials[trial.trial_id]
+            record = self._record(trial)
             self._finish(trial, "completed" if record.folds_done == len(folds) else "pruned")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -473,7 +480,10 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
             scheduler=scheduler,
             num_samples=to_run,
-            reuse_actors=True,  # a worker keeps torch and SB3 imported from one trial to the next
+            # A fresh actor per trial. Reusing actors would save a trial's imports (a few seconds), but Tune then
+            # cancels the actor it had requested for the trial, and on a busy machine that cancellation can reach the
+            # trial as an error ("the actor never ran"): seen here with two test workers side by side.
+            reuse_actors=False,
         ),
         run_config=tune.RunConfig(
             name=f"search-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
