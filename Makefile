@@ -43,10 +43,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	bash scripts/demo.sh $(ARGS)
 
-# Two workers, a test file each at a time (module fixtures build once): most tests wait on PostgreSQL, dbt or Ray, so
-# two workers halve the wall time even on 2 cores. ARGS='-n 0' runs them in this process.
+# Two workers, a test module each at a time (module fixtures build once; the modules that start Ray share one worker:
+# tests/conftest.py). Most tests wait on PostgreSQL, dbt or Ray, so two workers cut the wall time even on 2 cores.
+# ARGS='-n 0' runs them in this process.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 # Unit tests only: no PostgreSQL, dbt, Ray, simulator socket or training run (tests/conftest.py enforces it).
 test-fast: $(STAMP)

@@ -31,6 +31,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        # `make test` runs two workers with --dist loadgroup: a module's tests stay together (its module fixtures are
+        # built once), and the modules that start Ray carry xdist_group("ray") and run one after another on one
+        # worker. Two Ray clusters side by side on this machine failed trials whose actors never ran.
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
 
 
 @pytest.fixture(autouse=True)

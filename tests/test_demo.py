@@ -16,6 +16,8 @@ import pytest
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT
 
+pytestmark = pytest.mark.xdist_group("ray")  # the demo's walk-forward starts a local Ray
+
 CHECKOUT_OUTPUTS = ("runs", "target", "logs")
 
 

@@ -29,7 +29,7 @@ from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
-pytestmark = pytest.mark.integration  # Ray, PPO and the warehouse
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
 
 TRIALS, FOLDS, SEARCH_FOLDS = 4, 3, 2  # search on folds 1-2; the walk-forward reports folds 2-3
 SPACE = "learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\nnet_arch: {choices: [[16], [32, 32]]}\nwindow: {low: 3, high: 8}\n"

@@ -17,7 +17,7 @@ from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-pytestmark = pytest.mark.integration  # a Ray cluster, PPO and the warehouse
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # a Ray cluster, PPO and the warehouse
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
-pytestmark = pytest.mark.integration  # Ray, PPO and the warehouse
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
 
 FOLDS, SEEDS = 2, 2
 
