@@ -59,6 +59,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.fold_task import NotEnoughData
     from training.folds import FoldSelectionError
     from training.mart import SymbolSelectionError
+    from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import RayUnavailable
     from training.walk_forward import AllTasksFailed
@@ -69,12 +70,21 @@ def user_error_status(error: BaseException) -> ExitCode | None:
         ((WarehouseError,), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),
         (
-            (MartSchemaError, SymbolSelectionError, FoldSelectionError, SearchSpaceError, FileExistsError),
+            (MartSchemaError, SymbolSelectionError, FoldSelectionError, SearchSpaceError, SweepError, FileExistsError),
             ExitCode.CONFIG,
         ),
-        ((AllTasksFailed,), ExitCode.FAILED),
+        ((AllTasksFailed, NoTrialCompleted), ExitCode.FAILED),
     ]
     return next((status for kinds, status in statuses if isinstance(error, kinds)), None)
+
+
+def report_user_error(error: Exception) -> ExitCode:
+    """Log a failure the user can cause in one line and return its exit status; anything else (a bug) raises."""
+    status = user_error_status(error)
+    if status is None:
+        raise error
+    logger.error("%s", error)
+    return status
 
 
 def _run(
@@ -98,12 +108,8 @@ def _run(
     except KeyboardInterrupt:
         logger.error("interrupted: no row of this run was written (a run lands in one transaction, at the end)")
         return ExitCode.INTERRUPTED
-    except Exception as error:
-        status = user_error_status(error)
-        if status is None:
-            raise
-        logger.error("%s", error)
-        return status
+    except Exception as error:  # noqa: BLE001 - report_user_error re-raises what a user cannot cause
+        return report_user_error(error)
     print(result.statistics.verdict)
     print(f"report: {result.report_path.resolve()}")
     if result.failures:

@@ -857,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from training.cli import user_error_status
+    from training.cli import report_user_error
     from training.task_runners import RayRunner
     from warehouse_db import resolve_settings
 
@@ -870,15 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"
         )
         return ExitCode.INTERRUPTED
-    except (SweepError, NoTrialCompleted) as error:
-        logger.error("%s", error)
-        return ExitCode.CONFIG if isinstance(error, SweepError) else ExitCode.FAILED
-    except Exception as error:
-        status = user_error_status(error)
-        if status is None:
-            raise
-        logger.error("%s", error)
-        return status
+    except Exception as error:  # noqa: BLE001 - report_user_error re-raises what a user cannot cause
+        return report_user_error(error)
     print(f"sweep {result.sweep_id}: report {result.report_path.resolve()}")
     if result.interrupted:
         return ExitCode.INTERRUPTED
