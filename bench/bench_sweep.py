@@ -19,23 +19,19 @@ is understated by about as much.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from devtools.scratch_database import scratch_database
-from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+import _common
+
+from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training.features import read_mart_schema
 from training.mart import read_mart
 from training.sweep import SweepConfig, run_sweep
-from warehouse_db import connect
-from warehouse_db.provision import provision
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COST_NEUTRAL_SPACE = """
 learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}
 gamma: {low: 0.9, high: 0.999}
@@ -81,10 +77,7 @@ def main() -> None:
     (work / "space.yaml").write_text(COST_NEUTRAL_SPACE, encoding="utf-8")
     frame = synthetic_mart(args.symbols, args.sessions, seed=9)
     folds = lay_out_folds(frame["session_date"], folds=args.folds, test_sessions=63, validation_sessions=63)
-    with scratch_database("bench_sweep") as settings:
-        with connect(settings) as conn:
-            provision(conn)
-            write_mart(conn, frame, folds)
+    with mart_database("bench_sweep", frame, folds) as settings:
         mart_yaml = write_mart_yaml(work / "training_bars.yml")
         snapshot = read_mart(settings, read_mart_schema(mart_yaml))
         # Workers at nice 0, as the sweep's own local Ray runs them (Ray's default of 15 yields to any other work).
@@ -137,10 +130,7 @@ def main() -> None:
         "asha_saved": saved,
         "asha_pruned": asha.trials_pruned,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench_sweep_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"results: {path}")
+    _common.write_results("bench_sweep", results)
 
 
 if __name__ == "__main__":

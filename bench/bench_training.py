@@ -17,13 +17,11 @@ On one synthetic mart shaped like the demo's (150 symbols x 5 years of daily bar
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
+import _common
 import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
@@ -35,8 +33,6 @@ from training.envs.batched_env import NativeVecEnv
 from training.evaluation import replay, replay_episode
 from training.fold_task import MarketData, env_settings, prepare_fold, seed_everything
 from training.ppo import build_model
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def env_steps_per_second(kind: str, series: list, settings: EnvSettings, steps: int, seed: int = 0) -> float:
@@ -189,10 +185,7 @@ def main() -> None:
     print(f"replay of {len(test)} test series x {draws} draws: batched {batched:6.2f} s  one env per episode "
           f"{single:6.2f} s  ratio {single / batched:6.1f}x")  # fmt: skip
 
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench_training_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"results: {path}")
+    _common.write_results("bench_training", results)
 
 
 if __name__ == "__main__":

@@ -19,21 +19,18 @@ part of make demo's 10.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+import _common
 import numpy as np
 
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, mart_database, synthetic_mart
 from training.config import TrainConfig
 from training.fold_task import MarketData
 from training.task_runners import InProcessRunner, RayRunner
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def no_work(config, data, fold, seed):
@@ -47,18 +44,12 @@ def full_run(kind: str, symbols: int, sessions: int) -> dict:
     import sys
     import tempfile
 
-    from devtools.scratch_database import scratch_database
-    from devtools.synthetic_mart import write_mart, write_mart_yaml
-    from warehouse_db import connect
-    from warehouse_db.provision import provision
+    from devtools.synthetic_mart import write_mart_yaml
     from warehouse_db.settings import REPO_ROOT
 
     frame = synthetic_mart(symbols, sessions, seed=11)
     folds = lay_out_folds(frame["session_date"], folds=4, test_sessions=126, validation_sessions=63)
-    with scratch_database("bench_walk_forward") as settings, tempfile.TemporaryDirectory() as folder:
-        with connect(settings) as conn:
-            provision(conn)
-            write_mart(conn, frame, folds)
+    with mart_database("bench_walk_forward", frame, folds) as settings, tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "training.walk_forward", "--runs-dir", folder, "--no-progress-bar",
                    "--mart-yaml", str(write_mart_yaml(Path(folder) / "training_bars.yml"))]  # fmt: skip
         if kind == "demo":
@@ -91,10 +82,7 @@ def main() -> None:
         symbols = 150 if args.symbols == parser.get_default("symbols") else args.symbols
         sessions = 1260 if args.sessions == parser.get_default("sessions") else args.sessions
         results = full_run(args.full, symbols, sessions)
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"bench_walk_forward_full_{args.full}_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        print(f"results: {path}")
+        _common.write_results(f"bench_walk_forward_full_{args.full}", results)
         return
 
     frame = synthetic_mart(args.symbols, args.sessions, seed=5)
@@ -158,10 +146,7 @@ def main() -> None:
         "ray_seconds_per_empty_task": per_task,
         "ray_seconds_per_task_beyond_work": beyond,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench_walk_forward_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    print(f"results: {path}")
+    _common.write_results("bench_walk_forward", results)
 
 
 if __name__ == "__main__":

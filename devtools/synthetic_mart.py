@@ -16,7 +16,8 @@ the way dbt would (schema ``marts`` owned by transformer, SELECT granted to trai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -28,10 +29,13 @@ from psycopg import sql
 
 from devtools.dbt_harness import dbt_project_var
 from devtools.reference_features import TARGET, reference_features
+from devtools.scratch_database import scratch_database
 from market_calendar import sessions_in_range, sessions_until
 from training.features import DEFAULT_MART_YAML, read_mart_schema
 from training.folds import FOLDS_TABLE, ROLES, DateRange, Fold
-from warehouse_db import schemas
+from warehouse_db import connect, schemas
+from warehouse_db.provision import provision
+from warehouse_db.settings import ConnectionSettings
 
 MART_TABLE = "training_bars"
 PLAN_TABLE = "walk_forward_plan"
@@ -247,6 +251,18 @@ def write_mart(
         _create_table(conn, table, mart, _SQL_TYPES, "double precision")
         _create_table(conn, FOLDS_TABLE, fold_rows, _FOLD_TYPES, "integer")
         _create_table(conn, PLAN_TABLE, plan, _PLAN_TYPES, "integer")
+
+
+@contextmanager
+def mart_database(
+    prefix: str, mart: pd.DataFrame, folds: Sequence[Fold] | None = None, cluster: ConnectionSettings | None = None
+) -> Iterator[ConnectionSettings]:
+    """A provisioned scratch database holding ``mart`` and its ``folds`` (see :func:`write_mart`), dropped after."""
+    with scratch_database(prefix, cluster) as settings:
+        with connect(settings) as conn:
+            provision(conn)
+            write_mart(conn, mart, folds)
+        yield settings
 
 
 def write_mart_yaml(path: Path, feature_lookbacks: dict[str, int] = FEATURE_LOOKBACKS) -> Path:

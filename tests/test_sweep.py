@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 from ray import tune
 
-from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import (
+    FEATURE_LOOKBACKS,
+    lay_out_folds,
+    mart_database,
+    synthetic_mart,
+    write_mart_yaml,
+)
 from training.baselines import POLICIES
 from training.config import TrainConfig, configuration_hash
 from training.features import read_mart_schema
@@ -26,7 +31,6 @@ from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
 from training.sweep import EvaluatedOutsideValidation, SweepConfig, SweepResult, check_validation_only, run_sweep
 from warehouse_db import connect
-from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
@@ -49,12 +53,8 @@ def local_ray() -> Iterator[None]:
 def sweep_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[tuple[ConnectionSettings, tuple]]:
     frame = synthetic_mart(n_symbols=4, n_sessions=340, seed=61)
     folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
-    settings = create_database(embedded_cluster, "test_sweep")
-    with connect(settings) as conn:
-        provision(conn)
-        write_mart(conn, frame, folds)
-    yield settings, folds
-    drop_database(settings)
+    with mart_database("test_sweep", frame, folds, embedded_cluster) as settings:
+        yield settings, folds
 
 
 def sweep_config(tmp_path: Path, **overrides) -> SweepConfig:

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training.sweep import SweepConfig, run_sweep
 from warehouse_db import connect
-from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # a Ray cluster, PPO and the warehouse
@@ -46,12 +44,8 @@ def two_nodes() -> Iterator[object]:
 def cluster_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
     frame = synthetic_mart(n_symbols=4, n_sessions=320, seed=62)
     folds = lay_out_folds(frame["session_date"], folds=2, test_sessions=40, validation_sessions=40)
-    settings = create_database(embedded_cluster, "test_sweep_cluster")
-    with connect(settings) as conn:
-        provision(conn)
-        write_mart(conn, frame, folds)
-    yield settings
-    drop_database(settings)
+    with mart_database("test_sweep_cluster", frame, folds, embedded_cluster) as settings:
+        yield settings
 
 
 def test_trials_run_on_both_nodes_of_a_cluster_joined_through_ray_address(

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from stable_baselines3 import PPO
 
-from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training import cli
 from training.baselines import POLICIES
 from training.config import load_config
@@ -23,7 +22,6 @@ from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
 from warehouse_db import connect
-from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
 N_SYMBOLS = 4
@@ -42,12 +40,8 @@ def folds(mart: pd.DataFrame):
 @pytest.fixture(scope="module")
 def mart_warehouse(embedded_cluster: ConnectionSettings, mart: pd.DataFrame, folds) -> Iterator[ConnectionSettings]:
     """One provisioned database with the mart and its folds for the module; every run in it has its own run_id."""
-    settings = create_database(embedded_cluster, "test_training_run")
-    with connect(settings) as conn:
-        provision(conn)
-        write_mart(conn, mart, folds)
-    yield settings
-    drop_database(settings)
+    with mart_database("test_training_run", mart, folds, embedded_cluster) as settings:
+        yield settings
 
 
 def short_config(tmp_path: Path, **overrides: object):

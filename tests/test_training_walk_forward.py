@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.scratch_database import create_database, drop_database
-from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart, write_mart_yaml
+from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training import cli
 from training.config import WalkForwardConfig
 from training.exit_codes import ExitCode
@@ -27,7 +26,6 @@ from training.mart import MartSnapshot, read_mart
 from training.task_runners import InProcessRunner, RayRunner, RayUnavailable, check_ray_address
 from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
-from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
@@ -51,12 +49,8 @@ def results_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[Connecti
     """A provisioned database holding a synthetic mart with two folds."""
     frame = synthetic_mart(n_symbols=4, n_sessions=320, seed=61)
     folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
-    settings = create_database(embedded_cluster, "test_walk_forward")
-    with connect(settings) as conn:
-        provision(conn)
-        write_mart(conn, frame, folds)
-    yield settings
-    drop_database(settings)
+    with mart_database("test_walk_forward", frame, folds, embedded_cluster) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
