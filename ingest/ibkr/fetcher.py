@@ -7,14 +7,26 @@ IBKR does: ``gateway_simulator/protocol.py``), and what this module turns it int
 ==========================================  ===================================================
 what ib_async shows                          what the session does
 ==========================================  ===================================================
-``[]`` + errorEvent 162 "pacing violation"   cool the limiter down, back off, retry (bounded)
+``[]`` + a pacing violation: 162 "pacing     keep IBKR's 60-per-10-minutes rule from then on, cool
+violation", 420, or 322 "simultaneous"       the limiter down, back off, retry for up to
+                                             ``RetryPolicy.pacing_give_up_s`` (IBKR's window: 10 min)
 ``[]`` + errorEvent 162 "returned no data"   outcome ``no_data`` (not an error)
+``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 errorEvent 321 (request invalid)             :class:`InvalidRequestError` at once (ib_async would
                                              only time out); the loader stops the run
-``[]`` and no error code at all              a timeout: retried, then ``failed`` "timed out"
+``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out" (with
+                                             the decoding error, if the client could not read an
+                                             answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
+apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
+                                             (e.g. a server version older than the client's minimum)
+a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
+                                             misread that version's messages
 ==========================================  ===================================================
+
+Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2100-2199 notices (the
+2174 time-zone warning among them), and so does this module (:func:`is_notice`).
 
 An empty list alone cannot tell "no data", "error" and "timeout" apart; the codes that errorEvent
 delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
@@ -44,9 +56,34 @@ log = logging.getLogger(__name__)
 ERR_HMDS = 162
 ERR_NO_SECURITY = 200
 ERR_INVALID_REQUEST = 321
+ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
-#: Notices that never mean a request failed: farm status, connectivity lost/restored, delayed-data notice.
-INFORMATIONAL_CODES = frozenset({1100, 1101, 1102, 2103, 2104, 2105, 2106, 2107, 2108, 2119, 2157, 2158, 10167, 366})
+ERR_PACING = 420
+#: Codes that never mean a request failed: connectivity lost/restored (1100-1102), "HMDS query message" (165),
+#: "no historical query found" after a cancel (366) and the delayed-data notice (10167). With the 2100-2199
+#: notices (farm status, the 2174 time-zone warning) these are what ib_async itself treats as warnings.
+NOTICE_CODES = frozenset({165, 366, 1100, 1101, 1102, 10167})
+
+
+def is_notice(code: int) -> bool:
+    """A notice or warning: the request it names goes on (ib_async keeps waiting for its answer)."""
+    return code in NOTICE_CODES or 2100 <= code < 2200
+
+
+def is_pacing_violation(code: int, message: str) -> bool:
+    """IBKR's ways of saying "too many requests": 162 or 322 with pacing wording, 420, or 322 "simultaneous"."""
+    text = message.lower()
+    if code == ERR_HMDS:
+        return "pacing violation" in text
+    if code == ERR_SIMULTANEOUS_OR_PACING:
+        return "simultaneous" in text or "pacing" in text
+    return code == ERR_PACING
+
+
+def is_no_data(code: int, message: str) -> bool:
+    """162 "HMDS query returned no data": the range holds no bars (not an error)."""
+    return code == ERR_HMDS and "query returned no data" in message.lower()
+
 
 OutcomeStatus = Literal["ok", "no_data", "failed"]
 
@@ -129,9 +166,11 @@ class QualifyOutcome:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    pacing_retries: int = 5
+    pacing_give_up_s: float = 900.0
+    """A request still refused for pacing this long after its first violation fails (IBKR's window is 10 min)."""
     pacing_backoff_s: float = 2.0
-    """First back-off after a pacing violation, doubled each time (the limiter adds IBKR's 15 s rule)."""
+    """First back-off after a pacing violation, doubled each time up to ``pacing_backoff_max_s``."""
+    pacing_backoff_max_s: float = 60.0
     pacing_cooldown_s: float = 5.0
     """After a violation no new request goes out for this long: IBKR's limits were tighter than ours."""
     timeout_retries: int = 2
@@ -165,7 +204,7 @@ class _Tracked:
 
     @property
     def failures(self) -> list[tuple[int, str]]:
-        return [(code, text) for code, text in self.errors if code not in INFORMATIONAL_CODES]
+        return [(code, text) for code, text in self.errors if not is_notice(code)]
 
 
 class IbkrSession:
@@ -193,6 +232,8 @@ class IbkrSession:
         self._connection_notices: list[tuple[int, str]] = []
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
+        self._handshake_ended: asyncio.Event | None = None
+        self._decode_errors = _DecodeErrors(self.lib.__name__)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -207,9 +248,14 @@ class IbkrSession:
         self._closing = True
         if self.ib.isConnected():
             self.ib.disconnect()
+        self._decode_errors.detach()
 
     async def __aenter__(self) -> IbkrSession:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -230,18 +276,36 @@ class IbkrSession:
         ):
             kwargs["fetchFields"] = self.lib.StartupFetchNONE
         self._connection_notices.clear()
+        self._decode_errors.attach()
         where = f"{s.host}:{s.port}"
+        handshake_errors: list[str] = []
+        ended = self._handshake_ended = asyncio.Event()
+
+        def on_api_error(message: object) -> None:
+            if str(message).startswith("API connection failed"):
+                return  # the library echoing the exception connectAsync is about to raise
+            handshake_errors.append(str(message))
+            ended.set()
+
+        # The client library reports a handshake it gives up on (a server too old for it, say) only through
+        # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
+        self.ib.client.apiError += on_api_error
         try:
-            await self.ib.connectAsync(**kwargs)
+            await _first_of(self.ib.connectAsync(**kwargs), ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
                 f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
                 "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
-        except TimeoutError:
+        except (TimeoutError, _Ended):
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
                 reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+            elif handshake_errors:
+                reason = f"the API handshake failed: {handshake_errors[0]}"
+                if "version" in handshake_errors[0].lower():
+                    minimum = getattr(self.ib.client, "MinClientVersion", "?")
+                    reason += f" (this client needs API version {minimum} or newer: update IB Gateway/TWS)"
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
@@ -251,11 +315,30 @@ class IbkrSession:
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {error}") from None
+        finally:
+            self.ib.client.apiError -= on_api_error
+            self._handshake_ended = None
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
                 f"cannot connect to IB Gateway/TWS at {where}: connection closed during start-up"
             )
-        log.info("connected to %s (server version %s)", self.settings.describe(), self.ib.client.serverVersion())
+        version, highest = self.ib.client.serverVersion(), getattr(self.ib.client, "MaxClientVersion", None)
+        if highest is not None and version > highest:
+            # The protocol has the server pick a version within the client's offer; the messages of a later
+            # version have other shapes, which the client would misread without a word.
+            self._disconnect_quietly()
+            raise GatewayUnavailableError(
+                f"cannot connect to IB Gateway/TWS at {where}: the server chose API version {version}, above the "
+                f"highest this client offered ({highest}); its messages would be misread"
+            )
+        log.info("connected to %s (server version %s)", self.settings.describe(), version)
+
+    def _disconnect_quietly(self) -> None:
+        closing, self._closing = self._closing, True
+        try:
+            self.ib.disconnect()
+        finally:
+            self._closing = closing
 
     async def _ensure_connected(self) -> None:
         """Reconnect after a drop: one coroutine reconnects, the others wait for it.
@@ -302,7 +385,9 @@ class IbkrSession:
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
         if req_id == -1 or contract is None:
             self._connection_notices.append((code, message))
-            if code not in INFORMATIONAL_CODES:
+            if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
+                self._handshake_ended.set()
+            if not is_notice(code):
                 log.warning("gateway notice %s: %s", code, message)
             return
         tracked = self._tracked.get(id(contract))
@@ -402,7 +487,9 @@ class IbkrSession:
     ) -> Outcome:
         """One reqHistoricalData with retries; never raises for per-symbol faults (only 321 and a lost gateway)."""
         key = RequestKey(ref.pacing_id, ref.exchange, what_to_show, end, duration, bar_size, use_rth)
+        loop = asyncio.get_running_loop()
         attempts = pacing = timeouts = drops = 0
+        first_violation: float | None = None
         while True:
             attempts += 1
             await self._ensure_connected()
@@ -413,6 +500,7 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
+                        sent_at, undecoded_before = loop.time(), self._decode_errors.count
                         bars = await self._race_invalid(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
@@ -439,54 +527,119 @@ class IbkrSession:
             if bars:
                 return Outcome("ok", [_source_bar(b) for b in bars], attempts=attempts)
 
-            pacing_error = tracked.first(lambda c, m: c == ERR_HMDS and "pacing violation" in m.lower())
-            if pacing_error is not None:
-                pacing += 1
+            violation = tracked.first(is_pacing_violation)
+            if violation is not None:
                 self.stats.pacing_violations += 1
-                if pacing > self.retry.pacing_retries:
-                    return Outcome("failed", error_code=ERR_HMDS, error_message=pacing_error[1], attempts=attempts)
-                backoff = self.retry.pacing_backoff_s * 2 ** (pacing - 1)
+                now = loop.time()
+                first_violation = now if first_violation is None else first_violation
+                if now - first_violation >= self.retry.pacing_give_up_s:
+                    return Outcome(
+                        "failed",
+                        error_code=violation[0],
+                        error_message=f"{violation[1]} (still refused {now - first_violation:.0f} s after the first)",
+                        attempts=attempts,
+                    )
+                pacing += 1
+                if self.limiter.keep_rolling_rule():
+                    log.warning(
+                        "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
+                        *violation,
+                        self.limiter.policy.describe(),
+                    )
                 self.limiter.cooldown(self.retry.pacing_cooldown_s)
-                log.info("%s: pacing violation (162); retry %d in %.0f s", ref.symbol, pacing, backoff)
+                backoff = min(self.retry.pacing_backoff_s * 2 ** (pacing - 1), self.retry.pacing_backoff_max_s)
+                log.info("%s: pacing violation (%s); retry %d in %.0f s", ref.symbol, violation[0], pacing, backoff)
                 await asyncio.sleep(backoff)
                 continue
-            no_data = tracked.first(lambda c, m: c == ERR_HMDS and "no data" in m.lower())
+            no_data = tracked.first(is_no_data)
             if no_data is not None:
                 return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
             failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
             if failures:
                 return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
+            if loop.time() - sent_at < self.settings.request_timeout_s:
+                # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
+                return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
             timeouts += 1
             self.stats.timeouts += 1
+            undecoded = self._decode_errors.count > undecoded_before
             if timeouts > self.retry.timeout_retries:
-                return Outcome(
-                    "failed",
-                    error_message=(
-                        f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                    ),
-                    attempts=attempts,
-                )
+                message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
+                if undecoded:
+                    message += f"; the client could not decode an answer ({self._decode_errors.last})"
+                return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
 
     async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
         """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
-        task = asyncio.ensure_future(request)
-        invalid = asyncio.ensure_future(tracked.invalid.wait())
         try:
-            done, _ = await asyncio.wait({task, invalid}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            task.cancel()
-            invalid.cancel()
-            raise
-        if task in done:
-            invalid.cancel()
-            return task.result()
+            return await _first_of(request, tracked.invalid)
+        except _Ended:
+            code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
+            raise InvalidRequestError(code, message, symbol) from None
+
+
+class _Ended(Exception):
+    """The event that :func:`_first_of` raced against came first."""
+
+
+async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
+    """The awaitable's result, unless ``event`` is set first: then the awaitable is cancelled and _Ended raised."""
+    task = asyncio.ensure_future(awaitable)
+    ended = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
-        raise InvalidRequestError(code, message, symbol)
+        ended.cancel()
+        raise
+    if task in done:
+        ended.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise _Ended
+
+
+class _DecodeErrors(logging.Handler):
+    """Counts the messages the client library could not decode.
+
+    The library logs such a message and drops it, so the request it answered only times out; the count tells
+    the timeout why. Quiet client logs (the CLI's default) are kept quiet: the first one is reported once here.
+    """
+
+    def __init__(self, library_name: str) -> None:
+        super().__init__(logging.ERROR)
+        self.logger = logging.getLogger(f"{library_name}.Decoder")
+        self.count = 0
+        self.last = ""
+        self._saved: tuple[int, bool] | None = None
+
+    def attach(self) -> None:
+        if self._saved is not None:
+            return
+        self._saved = (self.logger.level, self.logger.propagate)
+        if not self.logger.isEnabledFor(logging.ERROR):  # quiet: let records reach this handler only
+            self.logger.setLevel(logging.ERROR)
+            self.logger.propagate = False
+        self.logger.addHandler(self)
+
+    def detach(self) -> None:
+        if self._saved is None:
+            return
+        self.logger.removeHandler(self)
+        level, self.logger.propagate = self._saved
+        self.logger.setLevel(level)
+        self._saved = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        self.last = f"{type(error).__name__}: {error}" if error is not None else record.getMessage()
+        if self.count == 0:
+            log.warning("the client library could not decode a message from the gateway: %s", self.last)
+        self.count += 1
 
 
 async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:

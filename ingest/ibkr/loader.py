@@ -236,8 +236,8 @@ async def run_load(
             known=known,
             summary=summary,
         )
-        await session.connect()
         try:
+            await session.connect()
             await run.load_all(todo, plans, results, progress=options.progress)
         finally:
             await session.close()

@@ -10,7 +10,8 @@ IBKR's rules (TWS API docs, "historical data limitations"; error 162 when broken
 IBKR applies 2-4 to bars of 30 s or less and says it lifted them for larger bars "but be careful". This
 limiter therefore always keeps to 1-3, which cost a daily-bar load nothing (one request per contract),
 and applies 4 -- which would stretch a 150-symbol daily load to 25 minutes -- only in *strict* mode:
-bars of 30 s or less, or when asked (``--strict-pacing``). Every window gets a small margin, because the
+bars of 30 s or less, when asked (``--strict-pacing``), or from the first pacing violation on (the
+session calls :meth:`PacingLimiter.keep_rolling_rule`). Every window gets a small margin, because the
 server's clock, not ours, decides.
 
 It also spaces all outgoing requests (historical and contract details) below the client library's own
@@ -24,6 +25,7 @@ Pure apart from ``asyncio.sleep``; the clock and the sleep function are injectab
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections import defaultdict, deque
@@ -185,6 +187,17 @@ class PacingLimiter:
         self._bursts[key.burst].append(now)
         for _ in range(key.weight):
             self._rolling.append(now)
+
+    def keep_rolling_rule(self) -> bool:
+        """Apply the 60-per-10-minutes rule from now on; whether it was off until now.
+
+        For after a pacing violation: the server enforces the rule although the bar size is exempt, or another
+        client of the same login shares the budget. The requests of the last 10 minutes already count.
+        """
+        if self.policy.strict:
+            return False
+        self.policy = dataclasses.replace(self.policy, strict=True)
+        return True
 
     def cooldown(self, seconds: float) -> None:
         """After a pacing violation: no new historical request for ``seconds`` (our model was too loose)."""

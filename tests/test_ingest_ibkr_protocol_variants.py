@@ -1,0 +1,153 @@
+"""The loader's gateway session against TWS-protocol peers that answer differently from our simulator.
+
+Real gateways of other builds and third-party servers of the protocol (devtools.scripted_gateway) may send zero
+bars instead of error 162, a warning before an answer that never comes, pacing violations as 420 or 322, a server
+version outside the client's offer, or dates the client library cannot parse. Each test runs the real ib_async
+client, through the loader's own ``IbkrSession``, against one such variant over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from devtools.scripted_gateway import ScriptedGateway, bars, error
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, Outcome, RetryPolicy
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
+
+pytestmark = pytest.mark.integration  # sockets and the real client library
+
+DAYS = ["20240104", "20240105"]
+AAPL = ContractRef("AAPL", 265598, "NASDAQ")
+QUICK_RETRY = RetryPolicy(pacing_backoff_s=0.01, pacing_cooldown_s=0.01, timeout_retries=1)
+PACING_162 = "Historical Market Data Service error message:Historical data request pacing violation"
+
+
+def run_session(
+    gateway: ScriptedGateway,
+    action: Callable[[IbkrSession], Awaitable[Any]],
+    retry: RetryPolicy = QUICK_RETRY,
+    request_timeout_s: float = 0.5,
+    connect_timeout_s: float = 5.0,
+) -> tuple[Any, float, IbkrSession]:
+    """(what ``action`` returned or raised, seconds it took, the session) against the scripted gateway."""
+
+    async def scenario() -> tuple[Any, float, IbkrSession]:
+        async with gateway.serving() as port:
+            settings = IbkrSettings(
+                port=port, client_id=5, connect_timeout_s=connect_timeout_s, request_timeout_s=request_timeout_s
+            )
+            # Identical retries may follow each other at once here; the 15 s rule is the limiter's own test.
+            limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
+            session = IbkrSession(settings, limiter, retry)
+            started = time.monotonic()
+            try:
+                result: Any = await action(session)
+            except GatewayUnavailableError as failure:
+                result = failure
+            finally:
+                await session.close()
+            return result, time.monotonic() - started, session
+
+    return asyncio.run(scenario())
+
+
+async def fetch_daily(session: IbkrSession) -> Outcome:
+    await session.connect()
+    return await session.fetch(
+        AAPL, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+    )
+
+
+def test_zero_bars_before_the_timeout_are_no_data_asked_once():
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, [])])
+    outcome, _, _ = run_session(gateway, fetch_daily, request_timeout_s=5.0)
+    assert (outcome.status, outcome.attempts, outcome.error_code) == ("no_data", 1, None)
+    assert len(gateway.historical_requests) == 1
+
+
+@pytest.mark.parametrize(
+    "code, text",
+    [
+        (2174, "Warning: You submitted request with date-time attributes without explicit time zone."),
+        (165, "Historical Market Data Service query message:HMDS server connection was successful"),
+    ],
+)
+def test_a_warning_before_a_silence_is_a_timeout_to_retry_not_a_failure(code, text):
+    """The first request gets only the warning and no answer; the retry gets bars."""
+
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text)] if nth == 1 else [bars(req_id, DAYS)]
+
+    outcome, _, session = run_session(ScriptedGateway(answer=answer), fetch_daily)
+    assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+    assert session.stats.timeouts == 1
+
+
+@pytest.mark.parametrize(
+    "code, text",
+    [
+        (420, "Invalid Real-time Query:Historical data request pacing violation"),
+        (322, "Error processing request.-'bR' : cause - Only 50 simultaneous API historical data requests allowed."),
+        (162, PACING_162),
+    ],
+)
+def test_every_pacing_code_is_retried_and_the_rolling_rule_kept_from_then_on(code, text):
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text)] if nth == 1 else [bars(req_id, DAYS)]
+
+    outcome, _, session = run_session(ScriptedGateway(answer=answer), fetch_daily)
+    assert (outcome.status, outcome.attempts) == ("ok", 2)
+    assert session.stats.pacing_violations == 1
+    assert session.limiter.policy.strict  # daily bars are exempt, but this server enforces the 10-minute rule
+
+
+def test_pacing_violations_are_retried_until_the_give_up_time_not_a_count_of_tries():
+    def answer(req_id: int, nth: int):
+        return [error(req_id, 162, PACING_162)] if nth <= 8 else [bars(req_id, DAYS)]
+
+    patient = RetryPolicy(pacing_backoff_s=0.01, pacing_backoff_max_s=0.02, pacing_cooldown_s=0.0)
+    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily, retry=patient)
+    assert (outcome.status, outcome.attempts) == ("ok", 9)
+
+    def always_refused(req_id: int, nth: int):
+        return [error(req_id, 162, PACING_162)]
+
+    impatient = RetryPolicy(pacing_give_up_s=0.3, pacing_backoff_s=0.05, pacing_backoff_max_s=0.05, pacing_cooldown_s=0)
+    outcome, seconds, _ = run_session(ScriptedGateway(answer=always_refused), fetch_daily, retry=impatient)
+    assert (outcome.status, outcome.error_code) == ("failed", 162)
+    assert "still refused" in outcome.error_message and outcome.attempts >= 3
+    assert seconds < 5
+
+
+def test_a_server_too_old_for_the_client_is_named_at_once():
+    result, seconds, _ = run_session(ScriptedGateway(server_version=150), fetch_daily, connect_timeout_s=5.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "version" in str(result) and "update IB Gateway/TWS" in str(result)
+    assert seconds < 2  # not the whole connect timeout
+
+
+def test_a_server_version_above_the_clients_offer_is_refused():
+    result, _, _ = run_session(ScriptedGateway(server_version=200), fetch_daily)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "API version 200, above the highest this client offered (178)" in str(result)
+
+
+def test_a_client_id_in_use_is_named_at_once():
+    result, seconds, _ = run_session(ScriptedGateway(client_id_in_use=True), fetch_daily, connect_timeout_s=5.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "client id 5 is already in use" in str(result)
+    assert seconds < 2
+
+
+def test_an_answer_the_client_cannot_decode_is_named_in_the_timeout():
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, ["2024-01-04", "2024-01-05"])])
+    outcome, _, _ = run_session(gateway, fetch_daily)
+    assert outcome.status == "failed" and outcome.error_code is None
+    assert outcome.error_message.startswith("timed out")
+    assert "could not decode an answer (ValueError: time data" in outcome.error_message
