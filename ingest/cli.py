@@ -24,6 +24,7 @@ from typing import TextIO
 
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
+from warehouse_db.command_line import OneLineParser
 
 __doc__ = __doc__.format(exit_codes=exit_codes.plain_text())
 
@@ -37,7 +38,7 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     from ingest.watchlist import DEFAULT_WATCHLIST
 
     config = config or {}
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ingest",
         description="Load daily (or intraday) bars into the warehouse's raw schema, incrementally.",
         epilog="exit status:\n" + exit_codes.plain_text(),
@@ -133,11 +134,14 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
-    from warehouse_db.errors import WarehouseError
+    from warehouse_db.errors import ConfigFileError, WarehouseError
     from warehouse_db.settings import read_config
 
     stdout = stdout or sys.stdout
-    config = read_config()
+    try:
+        config = read_config()
+    except ConfigFileError as error:
+        return _fail(ExitCode.USAGE, str(error))
     parser = build_parser(config)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
