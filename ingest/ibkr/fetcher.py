@@ -71,7 +71,7 @@ def is_notice(code: int) -> bool:
 
 
 def is_pacing_violation(code: int, message: str) -> bool:
-    """IBKR's ways of saying "too many requests": 162 or 322 with pacing wording, 420, or 322 "simultaneous"."""
+    """IBKR's ways of saying "too many requests": 162 "pacing violation", 420, and 322 "simultaneous"/"pacing"."""
     text = message.lower()
     if code == ERR_HMDS:
         return "pacing violation" in text
