@@ -22,8 +22,9 @@ from gateway_simulator import protocol
 from gateway_simulator.protocol import In, Out
 
 Message = list[object]
-Answer = Callable[[int, int], Sequence[Message]]
-"""(request id, 1-based number of the historical request) -> the messages to send back (none: stay silent)."""
+Answer = Callable[[int, int], Sequence[Message | float]]
+"""(request id, 1-based number of the historical request) -> the messages to send back, in order (none: stay
+silent); a number among them is a pause of that many seconds (other requests are served meanwhile)."""
 
 
 def bars(req_id: int, dates: Sequence[str]) -> Message:
@@ -52,6 +53,7 @@ class ScriptedGateway:
     answer: Answer = silent
     historical_requests: list[list[str]] = field(default_factory=list)
     """The fields of every historical request received, in order."""
+    _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
@@ -78,8 +80,8 @@ class ScriptedGateway:
                     send([Out.POSITION_END, 1])
                 elif message_id == In.REQ_HISTORICAL_DATA:
                     self.historical_requests.append(fields)
-                    for answer in self.answer(int(fields[1]), len(self.historical_requests)):
-                        send(answer)
+                    answers = self.answer(int(fields[1]), len(self.historical_requests))
+                    self._tasks.add(asyncio.create_task(self._send_in_order(writer, answers)))
                 elif message_id == In.CANCEL_HISTORICAL_DATA:
                     req_id = int(fields[2])
                     send(error(req_id, protocol.ERR_HMDS, protocol.text_query_cancelled(req_id)))
@@ -87,7 +89,18 @@ class ScriptedGateway:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            for task in self._tasks:
+                task.cancel()
             writer.close()
+
+    @staticmethod
+    async def _send_in_order(writer: asyncio.StreamWriter, answers: Sequence[Message | float]) -> None:
+        for answer in answers:
+            if isinstance(answer, int | float):
+                await asyncio.sleep(answer)
+            elif not writer.is_closing():
+                writer.write(protocol.encode(answer))
+                await writer.drain()
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> list[str]:

@@ -151,3 +151,20 @@ def test_an_answer_the_client_cannot_decode_is_named_in_the_timeout():
     assert outcome.status == "failed" and outcome.error_code is None
     assert outcome.error_message.startswith("timed out")
     assert "could not decode an answer (ValueError: time data" in outcome.error_message
+
+
+def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns():
+    """1100 (IBKR unreachable, e.g. its nightly restart), then 1102: the lost request's timeout is not counted."""
+    lost = "Connectivity between IB and Trader Workstation has been lost."
+    restored = "Connectivity between IB and Trader Workstation has been restored - data maintained."
+
+    def answer(req_id: int, nth: int):
+        if nth == 1:
+            return [error(-1, 1100, lost), 0.8, error(-1, 1102, restored)]
+        return [bars(req_id, DAYS)]
+
+    strict = RetryPolicy(timeout_retries=0)  # any counted timeout would fail the symbol
+    outcome, seconds, session = run_session(ScriptedGateway(answer=answer), fetch_daily, retry=strict)
+    assert (outcome.status, outcome.attempts) == ("ok", 2)
+    assert session.stats.timeouts == 0
+    assert seconds >= 0.8  # the retry waited for 1102, after the first attempt's 0.5 s timeout

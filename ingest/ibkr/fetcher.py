@@ -19,6 +19,8 @@ errorEvent 321 (request invalid)             :class:`InvalidRequestError` at onc
                                              the decoding error, if the client could not read an
                                              answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
+notice 1100 / 2105 (IBKR unreachable)        hold new requests until 1101 / 1102 / 2106 (at most the
+                                             reconnect timeout); a timeout meanwhile is not counted
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -59,6 +61,9 @@ ERR_INVALID_REQUEST = 321
 ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
+#: IBKR's own connectivity (gateway <-> IBKR, e.g. its nightly restart) and the historical-data farm's: lost, restored.
+CONNECTIVITY_LOST = frozenset({1100, 2105})
+CONNECTIVITY_RESTORED = frozenset({1101, 1102, 2106})
 #: Codes that never mean a request failed: connectivity lost/restored (1100-1102), "HMDS query message" (165),
 #: "no historical query found" after a cancel (366) and the delayed-data notice (10167). With the 2100-2199
 #: notices (farm status, the 2174 time-zone warning) these are what ib_async itself treats as warnings.
@@ -233,6 +238,9 @@ class IbkrSession:
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
         self._handshake_ended: asyncio.Event | None = None
+        self._ibkr_reachable = asyncio.Event()  # cleared by 1100/2105 until 1101/1102/2106
+        self._ibkr_reachable.set()
+        self._outages = 0
         self._decode_errors = _DecodeErrors(self.lib.__name__)
 
     # --- connection ---------------------------------------------------------------------------
@@ -331,6 +339,7 @@ class IbkrSession:
                 f"cannot connect to IB Gateway/TWS at {where}: the server chose API version {version}, above the "
                 f"highest this client offered ({highest}); its messages would be misread"
             )
+        self._ibkr_reachable.set()  # a new API session starts with IBKR's notices afresh
         log.info("connected to %s (server version %s)", self.settings.describe(), version)
 
     def _disconnect_quietly(self) -> None:
@@ -387,6 +396,14 @@ class IbkrSession:
             self._connection_notices.append((code, message))
             if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
                 self._handshake_ended.set()
+            if code in CONNECTIVITY_LOST:
+                if self._ibkr_reachable.is_set():
+                    log.warning("IBKR reports %s (%s): new requests wait until it is restored", code, message)
+                self._ibkr_reachable.clear()
+                self._outages += 1
+            elif code in CONNECTIVITY_RESTORED and not self._ibkr_reachable.is_set():
+                log.warning("IBKR reports %s (%s): requests resume", code, message)
+                self._ibkr_reachable.set()
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:  # 326 becomes the connection's error
                 log.warning("gateway notice %s: %s", code, message)
             return
@@ -488,11 +505,12 @@ class IbkrSession:
         """One reqHistoricalData with retries; never raises for per-symbol faults (only 321 and a lost gateway)."""
         key = RequestKey(ref.pacing_id, ref.exchange, what_to_show, end, duration, bar_size, use_rth)
         loop = asyncio.get_running_loop()
-        attempts = pacing = timeouts = drops = 0
+        attempts = pacing = timeouts = drops = outage_timeouts = 0
         first_violation: float | None = None
         while True:
             attempts += 1
             await self._ensure_connected()
+            await self._wait_for_ibkr()
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
@@ -500,7 +518,11 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
-                        sent_at, undecoded_before = loop.time(), self._decode_errors.count
+                        sent_at, undecoded_before, outages_before = (
+                            loop.time(),
+                            self._decode_errors.count,
+                            self._outages,
+                        )
                         bars = await self._race_invalid(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
@@ -561,6 +583,10 @@ class IbkrSession:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
+            if self._outages > outages_before and outage_timeouts < self.retry.connection_retries:
+                outage_timeouts += 1  # IBKR was unreachable meanwhile: the request was lost, not refused
+                log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
+                continue
             timeouts += 1
             self.stats.timeouts += 1
             undecoded = self._decode_errors.count > undecoded_before
@@ -570,6 +596,13 @@ class IbkrSession:
                     message += f"; the client could not decode an answer ({self._decode_errors.last})"
                 return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
+
+    async def _wait_for_ibkr(self) -> None:
+        """While IBKR reports its connectivity lost (1100, 2105), hold new requests back, for at most the
+        reconnect timeout; then send anyway and let the request's own timeout decide."""
+        if not self._ibkr_reachable.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ibkr_reachable.wait(), self.settings.reconnect_timeout_s)
 
     async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
         """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
