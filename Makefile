@@ -84,9 +84,11 @@ sweep: $(STAMP)
 	$(BIN)/python -m training.sweep $(ARGS)
 
 # Up means ready for `dbt run && dbt test` as typed: provisioned, with the NYSE calendar seed loaded.
+# The seed's run results go to target/seed/: target/run_results.json stays the last build's, which training records
+# as the provenance of the mart.
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up
-	$(WAREHOUSE_ENV) && $(BIN)/dbt seed --quiet
+	$(WAREHOUSE_ENV) && $(BIN)/dbt seed --quiet --target-path target/seed
 
 db-down: $(STAMP)
 	$(BIN)/python -m warehouse_db down

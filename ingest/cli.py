@@ -24,6 +24,7 @@ from typing import TextIO
 
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
+from warehouse_db.command_line import OneLineParser
 
 __doc__ = __doc__.format(exit_codes=exit_codes.plain_text())
 
@@ -37,7 +38,7 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     from ingest.watchlist import DEFAULT_WATCHLIST
 
     config = config or {}
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ingest",
         description="Load daily (or intraday) bars into the warehouse's raw schema, incrementally.",
         epilog="exit status:\n" + exit_codes.plain_text(),
@@ -122,7 +123,9 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)"
+    )
     out.add_argument(
         "--show-all", action="store_true", help="list every symbol in the summary, not only failures and no-data"
     )
@@ -133,11 +136,14 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
-    from warehouse_db.errors import WarehouseError
+    from warehouse_db.errors import ConfigFileError, WarehouseError
     from warehouse_db.settings import read_config
 
     stdout = stdout or sys.stdout
-    config = read_config()
+    try:
+        config = read_config()
+    except ConfigFileError as error:
+        return _fail(ExitCode.USAGE, str(error))
     parser = build_parser(config)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
@@ -186,7 +192,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
             strict_pacing=args.strict_pacing,
             max_open=args.max_open,
             confirm_large_plan=args.confirm_large_plan,
-            progress=not args.no_progress and not args.dry_run,
+            progress=_show_progress(args) and not args.dry_run,
         )
     except (IbkrConfigError, WatchlistError, InvalidLoadOptions) as error:
         return _fail(ExitCode.USAGE, str(error))
@@ -232,7 +238,7 @@ def _run_csv(args: argparse.Namespace, stdout: TextIO) -> int:
     if db is None:
         return ExitCode.WAREHOUSE
     try:
-        summary = load_csv(db, list(args.paths), progress=not args.no_progress)
+        summary = load_csv(db, list(args.paths), progress=_show_progress(args))
     except CsvValidationError as error:
         problems = f"{error.total} problem{'s' if error.total > 1 else ''}"
         return _fail(ExitCode.USAGE, f"CSV rejected ({problems}), nothing landed:\n{error}")
@@ -252,6 +258,11 @@ def _resolve_warehouse():
     except Exception as error:  # noqa: BLE001 - any failure to find or start the warehouse is one line, exit 4
         _fail(ExitCode.WAREHOUSE, f"cannot reach the warehouse: {error}")
         return None
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar redraws one terminal line; in a log file or a pipe it would be a line per update."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def _fail(code: ExitCode, message: str | None) -> ExitCode:

@@ -317,6 +317,15 @@ def load_csv_files(
     """
     final = FinalBars(now or utc_now(), use_rth=settings.use_rth)
     problems = Problems()
+    first_named: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        first = first_named.setdefault(path.resolve(), path)
+        if first is not path:
+            problems.add(
+                f"{display_path(path)}: given twice (also as {display_path(first)}); its rows would land twice"
+            )
+    if problems:
+        raise problems.error()
     batches: dict[int, Batch] = {}
     keys: dict[tuple[int, str], int] = {}
     started_at = utc_now()

@@ -29,7 +29,7 @@ class ExitCode(IntEnum):
     USAGE = (
         2,
         (
-            "bad usage, setting, watchlist or CSV file (`file:line` shown), or a plan too large to run without "
+            "bad usage, setting, `.env`, watchlist or CSV file (`file:line` shown), or a plan too large to run without "
             "`--confirm-large-plan`; nothing landed"
         ),
     )

@@ -36,7 +36,10 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
     except OSError as error:  # permission denied, a name too long, ...
         raise WatchlistError(f"{path}: cannot read the watchlist: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
-        raise WatchlistError(f"{path}: not UTF-8 ({error.reason} at byte {error.start})") from None
+        line = error.object[: error.start].count(b"\n") + 1
+        raise WatchlistError(
+            f"{path}:{line}: not UTF-8 (byte 0x{error.object[error.start]:02x}); save the file as UTF-8"
+        ) from None
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:

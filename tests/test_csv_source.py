@@ -218,3 +218,15 @@ def test_the_sample_file_is_what_its_script_writes(tmp_path):
 
     make_sample_bars.write(tmp_path / "sample.csv")
     assert (tmp_path / "sample.csv").read_bytes() == make_sample_bars.OUTPUT.read_bytes()
+
+
+def test_a_file_given_twice_is_refused_before_anything_lands(warehouse, tmp_path, capsys, monkeypatch):
+    good = write(tmp_path, HEADER + GOOD_ROWS, name="good.csv")
+    for name, value in {**warehouse.libpq_env(), "DATABASE_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # the second time by a relative name: the same file all the same
+    status = cli.main(["--source", "csv", str(good), "good.csv", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == ExitCode.USAGE, err
+    assert "good.csv: given twice (also as " in err and "its rows would land twice" in err
+    assert counts(warehouse) == (0, 0)

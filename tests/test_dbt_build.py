@@ -483,3 +483,14 @@ def test_calendar_seed_is_reproducible() -> None:
     assert seed["session_date"].iloc[0] == "2000-01-03" and seed["session_date"].iloc[-1] == "2030-12-31"
     half_days = seed.loc[seed["is_half_day"], "session_date"]
     assert "2024-11-29" in set(half_days) and "2024-07-04" not in set(seed["session_date"])
+
+
+def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(cluster: ConnectionSettings, tmp_path: Path):
+    """`make db-up` provisions schemas but the loader creates the raw tables: dbt run then names the missing step."""
+    with scratch_database.scratch_database("test_dbt_no_ingest", cluster) as settings:
+        with connect(settings) as conn:
+            provision(conn)
+        result = dbt_harness.DbtProject(settings, tmp_path).run("run")
+    assert result.returncode != 0
+    assert "raw.ibkr_bars does not exist yet: nothing was ingested. Run `make ingest`" in result.output
+    assert not result.results  # no model ran

@@ -124,3 +124,31 @@ def test_an_unreachable_warehouse_is_one_line_and_exit_4(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--months", "abc"], "argument --months: invalid int value: 'abc'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--source", "csv"], "--source csv needs one or more CSV file paths"),
+    ],
+)
+def test_a_usage_error_is_one_line_not_the_usage_block(capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err == f"error: {says}; see python -m ingest --help\n"
+
+
+def test_a_dotenv_that_cannot_be_read_is_one_line_and_a_usage_error(monkeypatch, capsys):
+    from warehouse_db import settings
+    from warehouse_db.errors import ConfigFileError
+
+    def unreadable(*args, **kwargs):
+        raise ConfigFileError("/repo/.env:2: not UTF-8 (byte 0xff)")
+
+    monkeypatch.setattr(settings, "read_config", unreadable)
+    assert cli.main(["--dry-run"]) == ExitCode.USAGE
+    assert capsys.readouterr().err == "error: /repo/.env:2: not UTF-8 (byte 0xff)\n"

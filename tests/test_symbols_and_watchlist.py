@@ -71,5 +71,6 @@ def test_a_bad_watchlist_is_rejected_naming_file_and_line(tmp_path, content, mes
 def test_a_watchlist_that_is_not_utf8_is_rejected(tmp_path):
     path = tmp_path / "watchlist.csv"
     path.write_bytes(b"symbol,primary_exchange\nSOCI\xc9T\xc9,NYSE\n")
-    with pytest.raises(WatchlistError, match="not UTF-8"):
+    with pytest.raises(WatchlistError) as raised:
         load_watchlist(path)
+    assert str(raised.value).startswith(f"{path}:2: not UTF-8 (byte 0xc9)")

@@ -17,9 +17,16 @@ import pytest
 
 from devtools.leaks import leaked_fragments
 from devtools.scratch_database import create_database, drop_database
-from warehouse_db import connect, embedded, ensure_provisioned, schemas
+from warehouse_db import __main__ as warehouse_main
+from warehouse_db import connect, embedded, ensure_provisioned, resolve_settings, schemas
 from warehouse_db.__main__ import main as warehouse_db_main
-from warehouse_db.errors import ProvisioningError, WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
+from warehouse_db.errors import (
+    ConfigFileError,
+    ProvisioningError,
+    WarehouseConfigError,
+    WarehouseNotProvisioned,
+    WarehouseUnreachable,
+)
 from warehouse_db.provision import provision
 from warehouse_db.settings import (
     REPO_ROOT,
@@ -419,3 +426,59 @@ def test_first_use_ddl_is_safe_when_sessions_run_it_at_once(embedded_cluster):
             assert _at_once(work) == []
     finally:
         drop_database(settings)
+
+
+def test_an_unknown_database_url_parameter_is_named_without_quoting_the_url():
+    with pytest.raises(WarehouseConfigError, match="query parameter 'foo' is not a libpq connection parameter"):
+        settings_from_url(f"postgresql://quant:{SECRET}@127.0.0.1:5432/db?foo=bar")
+    with pytest.raises(WarehouseConfigError, match="DATABASE_URL: query parameter is not") as refused:
+        settings_from_url(f"postgresql://quant@127.0.0.1/db?{SECRET[:5]}=1")  # a name that may be a secret
+    assert SECRET[:5] not in str(refused.value)
+    assert settings_from_url("postgresql://q@h/db?application_name=lab&sslmode=disable").options == {
+        "application_name": "lab",
+        "sslmode": "disable",
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "where", "says"),
+    [
+        (b"PGPORT=5432\nPGHOST=\xff\xfe\n", ":2:", "not UTF-8 (byte 0xff)"),
+        (b"PGPORT=5432\nthis is not a setting\n", ":2:", "not a NAME=value line"),
+    ],
+)
+def test_a_dotenv_that_cannot_be_read_names_its_line(tmp_path, content, where, says):
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(content)
+    with pytest.raises(ConfigFileError) as refused:
+        read_config(env={}, dotenv_path=dotenv)
+    assert str(refused.value).startswith(f"{dotenv}{where} {says}")
+
+
+def test_a_dotenv_with_a_byte_order_mark_and_comments_is_read(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"\xef\xbb\xbfPGHOST=db\r\n# a comment\r\nexport PGUSER=quant\r\n")
+    assert read_config(env={}, dotenv_path=dotenv) == {"PGHOST": "db", "PGUSER": "quant"}
+
+
+def test_a_component_password_without_its_user_is_refused_on_the_embedded_warehouse_too(tmp_path):
+    with pytest.raises(WarehouseConfigError, match="WAREHOUSE_TRAINER_PASSWORD is set but WAREHOUSE_TRAINER_USER"):
+        resolve_settings(env={"WAREHOUSE_TRAINER_PASSWORD": SECRET}, dotenv_path=tmp_path / "missing.env")
+
+
+def test_ctrl_c_in_the_warehouse_command_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(command: str) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(warehouse_main, "_run", interrupted)
+    assert warehouse_main.main(["up"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: interrupted")
+
+
+def test_a_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        warehouse_main.main(["bogus"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'bogus'" in err and "see python -m warehouse_db --help" in err

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from warehouse_db import embedded
+from warehouse_db.command_line import EXIT_USAGE, OneLineParser
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import missing_pieces, provision
@@ -21,8 +22,8 @@ from warehouse_db.schemas import COMPONENT_ROLES
 from warehouse_db.settings import ConnectionSettings, read_config, uses_external_server, warehouse_dir
 
 EXIT_OK = 0
-EXIT_USAGE = 2
 EXIT_WAREHOUSE = 4
+EXIT_INTERRUPTED = 130
 
 PASSFILE_NAME = "pgpass"
 """``env`` puts passwords for shells in ``<WAREHOUSE_DIR>/pgpass`` (git-ignored with the rest, mode 0600)."""
@@ -63,7 +64,7 @@ def shell_env(settings: ConnectionSettings, passfile: Path) -> tuple[dict[str, s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m warehouse_db", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except WarehouseError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
+    except KeyboardInterrupt:
+        print("error: interrupted; run it again: starting and provisioning pick up where they stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _run(command: str) -> int:

@@ -11,11 +11,12 @@ import psycopg
 from psycopg import sql
 
 from warehouse_db import embedded
-from warehouse_db.errors import WarehouseNotProvisioned, WarehouseUnreachable
+from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
     ConnectionSettings,
     client_limits,
+    component_logins,
     external_settings,
     read_config,
     uses_external_server,
@@ -35,6 +36,7 @@ def resolve_settings(
     config = read_config(env, dotenv_path)
     if uses_external_server(config):
         return external_settings(config)
+    component_logins(config)  # checked here too, though the embedded warehouse has logins of its own
     limits = client_limits(config)
     return replace(embedded.start(pgdata=warehouse_dir(config) / embedded.PGDATA_NAME), **limits)
 
@@ -64,6 +66,8 @@ def connect(
         elif settings.embedded and "Peer authentication failed" in reason:
             reason += " (the embedded warehouse admits only the OS user who created it)"
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
+    except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
+        raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
     try:
         statements = []
         if settings.statement_timeout:

@@ -18,6 +18,10 @@ class WarehouseConfigError(WarehouseError, ValueError):
     """The configuration (DATABASE_URL, PG* or WAREHOUSE_* variables) is malformed; the message names the setting."""
 
 
+class ConfigFileError(WarehouseConfigError):
+    """The ``.env`` file cannot be read (not UTF-8, a line that is not NAME=value); the message names file and line."""
+
+
 class WarehouseUnreachable(WarehouseError, ConnectionError):
     """No connection could be opened to the configured PostgreSQL (also a ConnectionError, as it always was)."""
 

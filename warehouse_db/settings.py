@@ -21,15 +21,20 @@ part of ``DATABASE_URL`` or of a password.
 
 from __future__ import annotations
 
+import functools
+import io
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote
 
+import psycopg
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
-from warehouse_db.errors import WarehouseConfigError
+from warehouse_db.errors import ConfigFileError, WarehouseConfigError
 from warehouse_db.schemas import COMPONENT_ROLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -180,12 +185,31 @@ class ConnectionSettings:
 
 
 def read_config(env: Mapping[str, str] | None = None, dotenv_path: Path | None = DEFAULT_DOTENV) -> dict[str, str]:
-    """The effective configuration: ``.env`` values overlaid by the process environment."""
+    """The effective configuration: ``.env`` values overlaid by the process environment.
+
+    Raises ConfigFileError, naming the file and line, for a ``.env`` that is not UTF-8 or holds a line that is not
+    ``NAME=value`` (python-dotenv would only warn and skip it, so a typo would silently fall back to a default).
+    """
     values: dict[str, str] = {}
     if dotenv_path is not None and dotenv_path.exists():
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        values.update(_read_dotenv(dotenv_path))
     values.update(os.environ if env is None else env)
     return values
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigFileError(f"{path}:{line}: not UTF-8 (byte 0x{data[error.start]:02x})") from None
+    except OSError as error:
+        raise ConfigFileError(f"{path}: cannot read it ({error.strerror})") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigFileError(f"{path}:{binding.original.line}: not a NAME=value line (a comment starts with #)")
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def uses_external_server(config: Mapping[str, str]) -> bool:
@@ -287,9 +311,18 @@ def settings_from_url(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOU
             if not value.strip().isdigit():
                 raise WarehouseConfigError("DATABASE_URL: connect_timeout must be a whole number of seconds")
             connect_timeout = int(value)
-        else:
+        elif key in _libpq_keywords():
             options[key] = value
+        else:
+            name = f" {key!r}" if re.fullmatch(r"[A-Za-z_]{1,40}", key) else ""  # never quote what may be a secret
+            raise WarehouseConfigError(f"DATABASE_URL: query parameter{name} is not a libpq connection parameter")
     return ConnectionSettings(**fields, embedded=False, options=options, connect_timeout=connect_timeout)
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str]:
+    """The connection parameters this libpq knows (sslmode, application_name, ...)."""
+    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
 
 
 def external_settings(config: Mapping[str, str]) -> ConnectionSettings:

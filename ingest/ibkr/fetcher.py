@@ -387,7 +387,7 @@ class IbkrSession:
             self._connection_notices.append((code, message))
             if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
                 self._handshake_ended.set()
-            if not is_notice(code):
+            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:  # 326 becomes the connection's error
                 log.warning("gateway notice %s: %s", code, message)
             return
         tracked = self._tracked.get(id(contract))
