@@ -374,6 +374,7 @@ def test_resuming_from_a_file_that_is_not_a_model_is_refused_before_the_mart_is_
 ) -> None:
     import zipfile
 
+    monkeypatch.setenv("COLUMNS", "40")  # tyro wraps at the terminal's width: the one line must not split the path
     path = tmp_path / "model.zip"
     if content is None:
         with zipfile.ZipFile(path, "w") as archive:

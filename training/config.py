@@ -509,7 +509,25 @@ def parse_command_line(
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise ValueError(_one_line(captured.getvalue(), prog)) from None
+    # tyro wraps its message at the terminal's width, inside words (a long path would read 'runs/fo lder'): parse
+    # again, as wide as the message needs, for the one line.
+    captured = io.StringIO()
+    with _wide_terminal(), contextlib.redirect_stderr(captured), contextlib.suppress(SystemExit):
+        tyro.cli(cls, args=rest, default=defaults, prog=prog, description=description)
+    raise ValueError(_one_line(captured.getvalue(), prog))
+
+
+@contextlib.contextmanager
+def _wide_terminal():
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
 
 
 def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
