@@ -163,3 +163,44 @@ def test_the_walk_forward_reports_only_folds_whose_test_follows_every_session_th
     assert [f.fold_id for f in report] == [4]
     with pytest.raises(SweepError, match="only 4 fold"):
         split_folds(folds, 5)
+
+
+def test_a_space_or_config_file_that_is_not_utf8_is_status_2_naming_the_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_bytes(b"gamma: {low: 0.9, high: 0.99}\n# caf\xe9\n")
+    assert sweep.main(["--space", str(path), "--runs-dir", str(tmp_path / "runs")]) == ExitCode.CONFIG
+    assert capsys.readouterr().err.strip() == (
+        f"error: search space {path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"
+    )
+    assert sweep.main(["--config", str(path), "--runs-dir", str(tmp_path / "runs")]) == ExitCode.CONFIG
+    assert capsys.readouterr().err.strip() == f"error: {path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_malformed_ray_address_is_status_2_not_5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert sweep.main(["--ray-address", "garbage", "--runs-dir", str(tmp_path)]) == ExitCode.CONFIG == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "ray_address 'garbage' is not host:port, ray://host:port or 'auto'" in error
+    assert not any(tmp_path.iterdir())
+
+
+def test_space_values_convert_as_config_values_do(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1e-5 (no dot) as text: a float field's bounds and choices take it, as --config files do.
+    space = load_space(
+        write(tmp_path, "learning_rate: {low: 1e-5, high: 1e-3, log: true}\nclip_range: {choices: [1e-1, 2e-1]}\n")
+    )
+    assert space.to_dict() == {
+        "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
+        "clip_range": {"choices": [0.1, 0.2]},
+    }
+    with pytest.raises(SearchSpaceError, match="n_steps: every choice must be an integer, got 'many'"):
+        load_space(write(tmp_path, "n_steps: {choices: [64, many]}\n"))
+    with pytest.raises(
+        SearchSpaceError, match=r"net_arch: every choice must be a list of integers such as \[64, 64\], got \[64, x\]"
+    ):
+        load_space(write(tmp_path, "net_arch: {choices: [[64, x]]}\n"))

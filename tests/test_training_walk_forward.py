@@ -23,7 +23,7 @@ from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.fold_task import run_fold_seed
 from training.mart import MartSnapshot, read_mart
-from training.task_runners import InProcessRunner, RayRunner, RayUnavailable, check_ray_address
+from training.task_runners import BadRayAddress, InProcessRunner, RayRunner, RayUnavailable, check_ray_address
 from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -278,7 +278,7 @@ def test_a_ray_address_that_does_not_answer_fails_fast() -> None:
         check_ray_address(f"127.0.0.1:{_closed_port()}", timeout=2)
     with pytest.raises(RayUnavailable, match="ray start --head"):
         check_ray_address(f"ray://127.0.0.1:{_closed_port()}", timeout=2)
-    with pytest.raises(RayUnavailable, match="not host:port"):
+    with pytest.raises(BadRayAddress, match="--ray-address 'nowhere' is not host:port"):  # a bad value: status 2
         check_ray_address("nowhere", timeout=2)
     assert time.perf_counter() - started < 10
 

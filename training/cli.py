@@ -59,9 +59,10 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.fold_task import NotEnoughData
     from training.folds import FoldSelectionError
     from training.mart import SymbolSelectionError
+    from training.ppo import ModelFileError
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
-    from training.task_runners import RayUnavailable
+    from training.task_runners import BadRayAddress, RayUnavailable
     from training.walk_forward import AllTasksFailed
     from warehouse_db.errors import WarehouseError
 
@@ -70,7 +71,16 @@ def user_error_status(error: BaseException) -> ExitCode | None:
         ((WarehouseError,), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),
         (
-            (MartSchemaError, SymbolSelectionError, FoldSelectionError, SearchSpaceError, SweepError, FileExistsError),
+            (
+                MartSchemaError,
+                SymbolSelectionError,
+                FoldSelectionError,
+                SearchSpaceError,
+                SweepError,
+                FileExistsError,
+                BadRayAddress,
+                ModelFileError,
+            ),
             ExitCode.CONFIG,
         ),
         ((AllTasksFailed, NoTrialCompleted), ExitCode.FAILED),

@@ -14,12 +14,16 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import re
+import types
 import typing
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -230,6 +234,8 @@ class SingleRunConfig(TrainConfig):
             problems.append("fold must be >= 1 (or None: the latest fold)")
         if self.resume is not None and not self.resume.is_file():
             problems.append(f"resume: there is no model file {self.resume}")
+        elif self.resume is not None and (problem := model_zip_problem(self.resume)):
+            problems.append(f"resume: {problem}")
         return problems
 
 
@@ -262,11 +268,45 @@ class WalkForwardConfig(TrainConfig):
             problems.append("task_retries must be >= 0 and ray_connect_timeout > 0")
         if self.ray_cpus is not None and self.ray_cpus < 1:
             problems.append("ray_cpus must be >= 1 (or None)")
+        if self.ray_address and (problem := ray_address_problem(self.ray_address)):
+            problems.append(f"ray_address {problem}")
         return problems
 
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.seeds))
+
+
+def model_zip_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a stable-baselines3 model (a zip holding ``data`` and ``policy.pth``), or None.
+
+    Checked before the mart is read: SB3 itself would fail only after it, with a traceback.
+    """
+    example = "such as runs/<run_id>/checkpoints/ppo_100000_steps.zip"
+    try:
+        if not zipfile.is_zipfile(path):
+            return f"{path} is not a model zip (give a stable-baselines3 model {example})"
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"cannot read the model zip {path}: {error}"
+    if not {"data", "policy.pth"} <= names:
+        return f"{path} is a zip file but not a stable-baselines3 model (it holds no data and policy.pth: give one {example})"
+    return None
+
+
+def ray_address_problem(address: str) -> str | None:
+    """Why ``address`` is not a Ray address (host:port, ray://host:port, 'auto' or 'local'), or None."""
+    if address in ("auto", "local"):
+        return None
+    parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is not a number, or out of range
+        host, port = None, None
+    if not host or not port:
+        return f"{address!r} is not host:port, ray://host:port or 'auto'"
+    return None
 
 
 def _split_commas(values: Any) -> tuple[str, ...]:
@@ -294,34 +334,145 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> ConfigT:
     """Defaults of ``cls`` (or ``base``, e.g. a stored configuration), then the YAML file's keys, then ``overrides``;
-    unknown keys are an error."""
-    values: dict[str, Any] = dict(base or {})
+    unknown keys and values of the wrong type are an error that names the file and the field."""
+    values = typed_fields(cls, base or {}, "stored configuration: ")
     if yaml_path is not None:
         try:
-            loaded = yaml.safe_load(Path(yaml_path).read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(read_text(Path(yaml_path))) or {}
         except yaml.YAMLError as error:
             raise ValueError(f"{yaml_path} is not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{yaml_path} must hold a mapping of {cls.__name__} fields")
-        values.update(loaded)
-    values.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    if unknown := sorted(set(values) - known):
-        where = f" in {yaml_path}" if yaml_path is not None else ""
-        raise ValueError(f"unknown configuration keys{where}: {unknown} (python -m training --help lists them)")
-    where = f" in {yaml_path}" if yaml_path is not None else ""
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        # YAML 1.1 reads 3e-4 (no dot) as text: a float field takes any number written as text or as an integer.
-        if hints[name] is float and isinstance(value, str | int) and not isinstance(value, bool):
-            try:
-                values[name] = float(value)
-            except ValueError:
-                raise ValueError(f"invalid configuration{where}: {name} must be a number, not {value!r}") from None
+        values.update(typed_fields(cls, loaded, f"{yaml_path}: "))
+    values.update(typed_fields(cls, overrides or {}, ""))
     try:
         return cls(**values)
     except TypeError as error:
+        where = f" in {yaml_path}" if yaml_path is not None else ""
         raise ValueError(f"invalid configuration{where}: {error}") from None
+
+
+def read_text(path: Path, label: str = "") -> str:
+    """The text of the UTF-8 file ``path``, or a one-line ``ValueError`` that names it (and the line of a byte that
+    is not UTF-8)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"{label}{path}: cannot read it ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{label}{path} is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} (save it as UTF-8)"
+        ) from None
+
+
+def typed_fields(cls: type, values: dict[Any, Any], where: str) -> dict[str, Any]:
+    """``values`` (from YAML or JSON) as the types of ``cls``'s fields; an error names ``where``, the key and the
+    expected type. Unknown keys are an error."""
+    for key in values:
+        if not isinstance(key, str):
+            raise ValueError(f"{where}key {shown(key)} is not a field name (python -m training --help lists them)")
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(values) - known):
+        where_ = f" in {where.removesuffix(': ')}" if where else ""
+        raise ValueError(f"unknown configuration keys{where_}: {unknown} (python -m training --help lists them)")
+    hints = typing.get_type_hints(cls)
+    typed = {}
+    for name, value in values.items():
+        try:
+            typed[name] = field_value(hints[name], value)
+        except FieldTypeError as error:
+            raise ValueError(f"{where}field {name!r} {error}") from None
+    return typed
+
+
+class FieldTypeError(ValueError):
+    """A value is not of its field's type: the message reads 'must be an integer, got 'abc''."""
+
+
+_INVALID = object()
+
+
+def field_value(annotation: Any, value: Any) -> Any:
+    """``value`` as a field of type ``annotation`` (int, float, bool, str, Path, Literal, tuple[T, ...], Optional).
+
+    A float takes an integer, and text that is a number (YAML 1.1 reads 3e-4, without a dot, as text); a tuple takes a
+    list or one item (as the command line does), a tuple of integers also text such as "1,2". Raises
+    :class:`FieldTypeError` for anything else.
+    """
+    converted = _convert(annotation, value)
+    if converted is _INVALID:
+        raise FieldTypeError(f"must be {_expected(annotation)}, got {shown(value)}")
+    return converted
+
+
+def _options(annotation: Any) -> tuple[list[Any], bool] | None:
+    """(the types of a union, whether None is one of them), or None when ``annotation`` is not a union."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    args = typing.get_args(annotation)
+    return [arg for arg in args if arg is not type(None)], type(None) in args
+
+
+def _convert(annotation: Any, value: Any) -> Any:
+    if (union := _options(annotation)) is not None:
+        options, optional = union
+        if optional and (value is None or (value == "" and Path in options)):
+            return None
+        return next((c for c in (_convert(o, value) for o in options) if c is not _INVALID), _INVALID)
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return value if isinstance(value, str) and value in typing.get_args(annotation) else _INVALID
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        if item is int and isinstance(value, str):
+            items: list[Any] = value.replace(",", " ").split()
+            items = [int(part) if re.fullmatch(r"-?\d+", part) else part for part in items]
+        else:
+            items = list(value) if isinstance(value, list | tuple) else [value]
+        converted = [_convert(item, part) for part in items]
+        return _INVALID if any(c is _INVALID for c in converted) else tuple(converted)
+    if annotation is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return float(value)
+        return _INVALID
+    if annotation is str:
+        return value if isinstance(value, str) else _INVALID
+    if annotation is Path:
+        return Path(value) if isinstance(value, str | os.PathLike) and str(value) != "" else _INVALID
+    return value  # a type this function does not know: the dataclass checks it
+
+
+def _expected(annotation: Any) -> str:
+    if (union := _options(annotation)) is not None:
+        options, optional = union
+        return " or ".join([_expected(option) for option in options] + (["null"] if optional else []))
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        return "a list of integers such as [64, 64]" if item is int else "a list of names such as [AAPL, MSFT]"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a file or folder name"}
+    return names.get(annotation, str(annotation))
+
+
+def shown(value: Any) -> str:
+    """A value as YAML would write it ('abc' quoted), for messages."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+    except yaml.YAMLError:
+        return repr(value)
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:
@@ -358,7 +509,25 @@ def parse_command_line(
     except SystemExit as exit_:
         if exit_.code in (0, None):
             raise
-        raise ValueError(_one_line(captured.getvalue(), prog)) from None
+    # tyro wraps its message at the terminal's width, inside words (a long path would read 'runs/fo lder'): parse
+    # again, as wide as the message needs, for the one line.
+    captured = io.StringIO()
+    with _wide_terminal(), contextlib.redirect_stderr(captured), contextlib.suppress(SystemExit):
+        tyro.cli(cls, args=rest, default=defaults, prog=prog, description=description)
+    raise ValueError(_one_line(captured.getvalue(), prog))
+
+
+@contextlib.contextmanager
+def _wide_terminal():
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
 
 
 def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:

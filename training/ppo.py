@@ -21,6 +21,10 @@ from training.market_data import SymbolSeries
 logger = logging.getLogger(__name__)
 
 
+class ModelFileError(ValueError):
+    """The model zip given to --resume cannot be loaded for this run (another SB3 format, observation space, ...)."""
+
+
 def make_training_env(config: TrainConfig, series: Sequence[SymbolSeries], settings: EnvSettings) -> VecEnv:
     """``config.n_envs`` environments over the train series, each sampling its own symbol per episode.
 
@@ -46,7 +50,14 @@ def build_model(
     tensorboard_log = str(tensorboard_dir) if tensorboard_dir is not None else None
     if resume is not None:
         logger.info("resuming from %s", resume)
-        model = PPO.load(resume, env=env, device=config.device, tensorboard_log=tensorboard_log)
+        try:
+            model = PPO.load(resume, env=env, device=config.device, tensorboard_log=tensorboard_log)
+        except Exception as error:  # noqa: BLE001 - whatever SB3 raises on this file, the file is what is wrong
+            text = str(error).strip().splitlines()
+            raise ModelFileError(
+                f"--resume {resume}: stable-baselines3 cannot load this model for this run: "
+                f"{type(error).__name__}: {text[0] if text else ''}"
+            ) from None
         model.set_random_seed(seed)
         return model
     return PPO(

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from training.config import TrainConfig
+from training.config import FieldTypeError, TrainConfig, field_value, read_text
 from warehouse_db.settings import REPO_ROOT
 
 DEFAULT_SPACE = REPO_ROOT / "training" / "configs" / "sweep_space.yaml"
@@ -146,7 +146,10 @@ def load_space(path: Path, base: TrainConfig | None = None) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise SearchSpaceError(f"search space {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path, "search space ")
+    except ValueError as error:
+        raise SearchSpaceError(str(error)) from None
     try:
         root = yaml.compose(text)
         loaded = yaml.safe_load(text)
@@ -240,6 +243,8 @@ def _range(name: str, spec: dict[str, Any], annotation: Any) -> Parameter:
             f"{name}: a {getattr(annotation, '__name__', annotation)} field takes choices, not a range"
         )
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    if annotation is float:  # YAML 1.1 reads 1e-5 (no dot) as text: a float field's bounds take it as --config does
+        low, high, step = (_float_or_as_is(value) for value in (low, high, step))
     if not (_is_number(low) and _is_number(high)):
         raise SearchSpaceError(f"{name}: low and high must be numbers, found {low!r} and {high!r}")
     if annotation is int and not (isinstance(low, int) and isinstance(high, int)):
@@ -264,6 +269,13 @@ def _range(name: str, spec: dict[str, Any], annotation: Any) -> Parameter:
     return Parameter(name, "float", float(low), float(high), log, None if step is None else float(step))
 
 
+def _float_or_as_is(value: Any) -> Any:
+    try:
+        return field_value(float, value) if isinstance(value, str) else value
+    except FieldTypeError:
+        return value  # not a number: the checks below say so
+
+
 def _choices(name: str, choices: Any, annotation: Any) -> Parameter:
     if not isinstance(choices, list) or not choices:
         raise SearchSpaceError(f"{name}: choices must be a non-empty list, found {choices!r}")
@@ -274,22 +286,16 @@ def _choices(name: str, choices: Any, annotation: Any) -> Parameter:
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """A choice as the field's type, or an error that says what was expected."""
-    if typing.get_origin(annotation) is tuple:
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            raise SearchSpaceError(f"{name}: every choice must be a list of integers such as [64, 64], found {value!r}")
-        return tuple(value)
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation is float and _is_number(value):
-        return float(value)
-    raise SearchSpaceError(
-        f"{name}: every choice must be {'an integer' if annotation is int else 'a number'}, found {value!r}"
-    )
+    """A choice as the field's type (the conversion of ``--config`` files), or an error that says what was expected.
+
+    A choice of a tuple field must be a list: ``choices: [64, 64]`` is two integers, not one network.
+    """
+    if typing.get_origin(annotation) is tuple and (not isinstance(value, list) or not value):
+        raise SearchSpaceError(f"{name}: every choice must be a list of integers such as [64, 64], found {value!r}")
+    try:
+        return field_value(annotation, value)
+    except FieldTypeError as error:
+        raise SearchSpaceError(f"{name}: every choice {error}") from None
 
 
 def _normalise(value: Any) -> Any:

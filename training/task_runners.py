@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from training.config import TrainConfig
+from training.config import TrainConfig, ray_address_problem
 from training.fold_task import MarketData, TaskResult, run_fold_seed
 from training.folds import Fold
 
@@ -33,6 +33,10 @@ TaskFunction = Callable[[TrainConfig, MarketData, Fold, int], TaskResult]
 
 class RayUnavailable(RuntimeError):
     """The Ray cluster named by --ray-address / RAY_ADDRESS does not answer."""
+
+
+class BadRayAddress(ValueError):
+    """--ray-address / RAY_ADDRESS is not an address at all (a bad value, not a cluster that does not answer)."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +132,15 @@ def _use_token_authentication() -> None:
         _enable_token_auth()
 
 
-def check_ray_address(address: str, timeout: float) -> None:
-    """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``."""
+def check_ray_address(address: str, timeout: float, source: str = "--ray-address") -> None:
+    """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``
+    (:class:`BadRayAddress` when ``address``, from ``source``, is not an address)."""
+    if problem := ray_address_problem(address):
+        raise BadRayAddress(f"{source} {problem}")
     if address in ("auto", "local"):
         return
     parsed = urlsplit(address if "://" in address else f"ray://{address}")
     host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        raise RayUnavailable(f"--ray-address {address!r} is not host:port, ray://host:port or 'auto'")
     started = time.perf_counter()
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -178,7 +183,7 @@ class RayRunner:
         """Check that the configured cluster answers before any work is done."""
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            check_ray_address(address, self.connect_timeout)
+            check_ray_address(address, self.connect_timeout, "--ray-address" if self.address else "RAY_ADDRESS")
 
     def _connect(self) -> tuple[bool, str | None]:
         """(whether this runner started Ray and must stop it, the cluster address or None for a local Ray)."""
@@ -188,7 +193,7 @@ class RayRunner:
             return False, self.address or os.environ.get("RAY_ADDRESS") or None
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            check_ray_address(address, self.connect_timeout)
+            check_ray_address(address, self.connect_timeout, "--ray-address" if self.address else "RAY_ADDRESS")
             _use_token_authentication()
             try:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)

@@ -103,12 +103,18 @@ def read_checked_mart(config: TrainConfig, settings: ConnectionSettings, schema:
 
 
 @contextmanager
-def run_log(path: Path) -> Iterator[None]:
+def run_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """Every log line of the run also goes to ``path``. Yields a function that writes a line to ``path`` only: the
+    verdict and the report, which the command prints once itself (on stdout), not again as a console log line."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+
+    def to_run_log_only(message: str) -> None:
+        handler.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, (), None))
+
     try:
-        yield
+        yield to_run_log_only
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -171,7 +177,7 @@ def execute(
     run_dir.mkdir(parents=True, exist_ok=True)
     tasks_ran = False
     try:
-        with run_log(run_dir / "run.log"):
+        with run_log(run_dir / "run.log") as to_run_log_only:
             logger.info(
                 "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
             )
@@ -292,8 +298,8 @@ def execute(
             for failure in outcome.failures:
                 logger.error("fold %d seed %d failed after %d attempts: %s", failure.fold_id, failure.seed,
                              failure.attempts, failure.error)  # fmt: skip
-            logger.info("verdict: %s", statistics.verdict)
-            logger.info("report: %s", report_path.resolve())
+            to_run_log_only(f"verdict: {statistics.verdict}")
+            to_run_log_only(f"report: {report_path.resolve()}")
     except BaseException:
         # Failed before any task ran (bad mart, folds, warehouse): the folder would hold only a log and a config
         # that no result belongs to. The error itself is on stderr.
