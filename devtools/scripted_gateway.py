@@ -53,11 +53,12 @@ class ScriptedGateway:
     answer: Answer = silent
     historical_requests: list[list[str]] = field(default_factory=list)
     """The fields of every historical request received, in order."""
-    _tasks: set[asyncio.Task] = field(default_factory=set, repr=False)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
             writer.write(protocol.encode(fields))
+
+        answering: set[asyncio.Task] = set()  # this connection's answers still being sent
 
         try:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
@@ -81,7 +82,7 @@ class ScriptedGateway:
                 elif message_id == In.REQ_HISTORICAL_DATA:
                     self.historical_requests.append(fields)
                     answers = self.answer(int(fields[1]), len(self.historical_requests))
-                    self._tasks.add(asyncio.create_task(self._send_in_order(writer, answers)))
+                    answering.add(asyncio.create_task(self._send_in_order(writer, answers)))
                 elif message_id == In.CANCEL_HISTORICAL_DATA:
                     req_id = int(fields[2])
                     send(error(req_id, protocol.ERR_HMDS, protocol.text_query_cancelled(req_id)))
@@ -89,7 +90,7 @@ class ScriptedGateway:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            for task in self._tasks:
+            for task in answering:
                 task.cancel()
             writer.close()
 

@@ -143,7 +143,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     try:
         config = read_config()
     except ConfigFileError as error:
-        return _fail(ExitCode.USAGE, str(error))
+        if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
+            return _fail(ExitCode.USAGE, str(error))
+        config = {}  # --help still answers: the defaults it shows are the built-in ones
     parser = build_parser(config)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)

@@ -152,3 +152,16 @@ def test_a_dotenv_that_cannot_be_read_is_one_line_and_a_usage_error(monkeypatch,
     monkeypatch.setattr(settings, "read_config", unreadable)
     assert cli.main(["--dry-run"]) == ExitCode.USAGE
     assert capsys.readouterr().err == "error: /repo/.env:2: not UTF-8 (byte 0xff)\n"
+
+
+def test_help_still_answers_when_the_dotenv_cannot_be_read(monkeypatch, capsys):
+    from warehouse_db import settings
+    from warehouse_db.errors import ConfigFileError
+
+    def unreadable(*args, **kwargs):
+        raise ConfigFileError("/repo/.env:2: not UTF-8 (byte 0xff)")
+
+    monkeypatch.setattr(settings, "read_config", unreadable)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0 and "--watchlist" in capsys.readouterr().out

@@ -9,15 +9,24 @@ client, through the loader's own ``IbkrSession``, against one such variant over 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import ib_async
 import pytest
 
 from devtools.scripted_gateway import ScriptedGateway, bars, error
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, Outcome, RetryPolicy
+from ingest.ibkr.fetcher import (
+    ContractRef,
+    GatewayUnavailableError,
+    IbkrSession,
+    Outcome,
+    RetryPolicy,
+    quiet_client_logs,
+)
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 
 pytestmark = pytest.mark.integration  # sockets and the real client library
@@ -34,13 +43,18 @@ def run_session(
     retry: RetryPolicy = QUICK_RETRY,
     request_timeout_s: float = 0.5,
     connect_timeout_s: float = 5.0,
+    reconnect_timeout_s: float = 60.0,
 ) -> tuple[Any, float, IbkrSession]:
     """(what ``action`` returned or raised, seconds it took, the session) against the scripted gateway."""
 
     async def scenario() -> tuple[Any, float, IbkrSession]:
         async with gateway.serving() as port:
             settings = IbkrSettings(
-                port=port, client_id=5, connect_timeout_s=connect_timeout_s, request_timeout_s=request_timeout_s
+                port=port,
+                client_id=5,
+                connect_timeout_s=connect_timeout_s,
+                request_timeout_s=request_timeout_s,
+                reconnect_timeout_s=reconnect_timeout_s,
             )
             # Identical retries may follow each other at once here; the 15 s rule is the limiter's own test.
             limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
@@ -90,21 +104,27 @@ def test_a_warning_before_a_silence_is_a_timeout_to_retry_not_a_failure(code, te
 
 
 @pytest.mark.parametrize(
-    "code, text",
+    "code, text, rolling_rule_from_then_on",
     [
-        (420, "Invalid Real-time Query:Historical data request pacing violation"),
-        (322, "Error processing request.-'bR' : cause - Only 50 simultaneous API historical data requests allowed."),
-        (162, PACING_162),
+        (420, "Invalid Real-time Query:Historical data request pacing violation", True),
+        (162, PACING_162, True),
+        # Too many requests open at once (other clients of the login count too): nothing to do with the 10-minute rule.
+        (
+            322,
+            "Error processing request.-'bR' : cause - Only 50 simultaneous API historical data requests allowed.",
+            False,
+        ),
     ],
 )
-def test_every_pacing_code_is_retried_and_the_rolling_rule_kept_from_then_on(code, text):
+def test_every_pacing_code_is_retried(code, text, rolling_rule_from_then_on):
     def answer(req_id: int, nth: int):
         return [error(req_id, code, text)] if nth == 1 else [bars(req_id, DAYS)]
 
     outcome, _, session = run_session(ScriptedGateway(answer=answer), fetch_daily)
     assert (outcome.status, outcome.attempts) == ("ok", 2)
     assert session.stats.pacing_violations == 1
-    assert session.limiter.policy.strict  # daily bars are exempt, but this server enforces the 10-minute rule
+    # Daily bars are exempt from the 10-minute rule, but a server that says "pacing violation" enforces it.
+    assert session.limiter.policy.strict == rolling_rule_from_then_on
 
 
 def test_pacing_violations_are_retried_until_the_give_up_time_not_a_count_of_tries():
@@ -133,9 +153,10 @@ def test_a_server_too_old_for_the_client_is_named_at_once():
 
 
 def test_a_server_version_above_the_clients_offer_is_refused():
-    result, _, _ = run_session(ScriptedGateway(server_version=200), fetch_daily)
+    highest = ib_async.client.Client.MaxClientVersion
+    result, _, _ = run_session(ScriptedGateway(server_version=highest + 22), fetch_daily)
     assert isinstance(result, GatewayUnavailableError)
-    assert "API version 200, above the highest this client offered (178)" in str(result)
+    assert f"API version {highest + 22}, above the highest this client offered ({highest})" in str(result)
 
 
 def test_a_client_id_in_use_is_named_at_once():
@@ -168,3 +189,60 @@ def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns()
     assert (outcome.status, outcome.attempts) == ("ok", 2)
     assert session.stats.timeouts == 0
     assert seconds >= 0.8  # the retry waited for 1102, after the first attempt's 0.5 s timeout
+
+
+def test_a_request_the_server_cancels_is_asked_again_not_taken_for_no_data():
+    def answer(req_id: int, nth: int):
+        if nth == 1:
+            return [
+                0.1,
+                error(
+                    req_id,
+                    162,
+                    f"Historical Market Data Service error message:API historical data query cancelled: {req_id}",
+                ),
+            ]
+        return [bars(req_id, DAYS)]
+
+    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily)
+    assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+
+
+def test_an_outage_never_reported_over_holds_requests_back_once_not_each_time():
+    """A 2105 for a farm the load does not use may never see its 2106: after one reconnect timeout, requests flow."""
+
+    def answer(req_id: int, nth: int):
+        broken = [error(-1, 2105, "HMDS data farm connection is broken:euhmds")] if nth == 1 else []
+        return [*broken, bars(req_id, DAYS)]
+
+    async def three_fetches(session: IbkrSession) -> list[float]:
+        seconds = []
+        for _ in range(3):
+            started = time.monotonic()
+            assert (await fetch_daily(session)).status == "ok"
+            seconds.append(time.monotonic() - started)
+        return seconds
+
+    gateway = ScriptedGateway(answer=answer)
+    patient = RetryPolicy(timeout_retries=0)
+    seconds, _, _ = run_session(gateway, three_fetches, retry=patient, reconnect_timeout_s=0.6)
+    assert seconds[1] >= 0.55  # the second request waited for the farm
+    assert seconds[2] < 0.3  # the third did not: the outage counts as over
+
+
+def test_the_client_librarys_decoder_logger_is_left_as_it_was():
+    """The session listens for decode errors on the library's logger; closing it restores what the user had."""
+    decoder = logging.getLogger("ib_async.Decoder")
+    quiet_client_logs()
+    before = (decoder.level, decoder.propagate, list(decoder.handlers))
+    run_session(ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)]), fetch_daily)
+
+    async def overlapping() -> None:  # two sessions, closed in the order they were opened
+        first, second = (IbkrSession(IbkrSettings(), PacingLimiter(PacingPolicy())) for _ in range(2))
+        first._decode_errors.attach()
+        second._decode_errors.attach()
+        await first.close()
+        await second.close()
+
+    asyncio.run(overlapping())
+    assert (decoder.level, decoder.propagate, list(decoder.handlers)) == before

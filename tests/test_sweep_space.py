@@ -54,6 +54,7 @@ def test_the_default_space_loads_and_draws_valid_configurations() -> None:
         ("net_arch: {low: 1, high: 2}\n", "net_arch: a tuple field takes choices, not a range"),
         ("net_arch: {choices: []}\n", "net_arch: choices must be a non-empty list"),
         ("net_arch: {choices: [64, 64]}\n", "net_arch: every choice must be a list of integers"),
+        ("ent_coef: {choices: [0.0, .nan]}\n", "ent_coef: every choice must be a number"),
         ("n_steps: {choices: [64, 64]}\n", "n_steps: choices [64, 64] repeat a value"),
         ("n_steps: {choices: [64], low: 1, high: 2}\n", "n_steps: give either low and high"),
         ("n_steps: 64\n", "n_steps: expected {low: .., high: ..} or {choices: [..]}"),

@@ -318,11 +318,15 @@ def _refused_before_the_job(main, argv: list[str], monkeypatch: pytest.MonkeyPat
         ("timesteps: true\n", "field 'timesteps' must be an integer, got true"),
         ("net_arch: [64, wide]\n", "field 'net_arch' must be a list of integers such as [64, 64], got [64, wide]"),
         ("net_arch: {a: 1}\n", "field 'net_arch' must be a list of integers"),
-        ("symbols: 5\n", "field 'symbols' must be a list of names such as [AAPL, MSFT], got 5"),
-        ("symbols: [AAPL, 5]\n", "field 'symbols' must be a list of names"),
+        ("symbols: [AAPL, ON]\n", "field 'symbols' must be a list of names such as [AAPL, MSFT], got [AAPL, true] "
+         "(YAML reads yes, no, on and off as true or false: quote the value)"),
+        ("symbols: [AAPL, {a: 1}]\n", "field 'symbols' must be a list of names"),
         ("env: gym\n", "field 'env' must be one of 'native', 'tensortrade', got 'gym'"),
         ("progress_bar: 1\n", "field 'progress_bar' must be true or false, got 1"),
-        ("run_id: 2024-01-02\n", "field 'run_id' must be text or null, got 2024-01-02"),
+        ("run_id: [a]\n", "field 'run_id' must be text or null, got [a]"),
+        ("ent_coef: .nan\n", "field 'ent_coef' must be a number, got .nan"),
+        ("gamma: .inf\n", "field 'gamma' must be a number, got .inf"),
+        ("learning_rate: nan\n", "field 'learning_rate' must be a number, got 'nan'"),
         ("symbols_limit: many\n", "field 'symbols_limit' must be an integer or null, got 'many'"),
         ("runs_dir: [a]\n", "field 'runs_dir' must be a file or folder name, got [a]"),
         ("learning_rate: [1]\n", "field 'learning_rate' must be a number, got [1]"),
@@ -347,6 +351,15 @@ def test_config_values_take_the_forms_the_command_line_takes(tmp_path: Path) -> 
     path.write_text("folds: 3\nsymbols: [A, B]\nnet_arch: [16, 16]\nsymbols_limit: null\nrun_id: x\n")
     config = load_config(path, cls=WalkForwardConfig)
     assert (config.folds, config.symbols, config.net_arch, config.symbols_limit) == ((3,), ("A", "B"), (16, 16), None)
+    # What YAML reads as numbers or dates where the field is text, and integers written as 64.0 or "64".
+    path.write_text('symbols: [SPY, 3988]\nrun_id: 2024-01-02\nnet_arch: [64.0, "64"]\nfolds: [1, 2.0]\ndevice: cpu\n')
+    config = load_config(path, cls=WalkForwardConfig)
+    assert (config.symbols, config.run_id, config.net_arch, config.folds) == (
+        ("SPY", "3988"),
+        "2024-01-02",
+        (64, 64),
+        (1, 2),
+    )
 
 
 def test_a_config_file_that_is_not_utf8_is_named_with_its_line(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import io
 import logging
+import math
 import os
 import re
 import types
@@ -398,14 +400,20 @@ _INVALID = object()
 def field_value(annotation: Any, value: Any) -> Any:
     """``value`` as a field of type ``annotation`` (int, float, bool, str, Path, Literal, tuple[T, ...], Optional).
 
-    A float takes an integer, and text that is a number (YAML 1.1 reads 3e-4, without a dot, as text); a tuple takes a
-    list or one item (as the command line does), a tuple of integers also text such as "1,2". Raises
-    :class:`FieldTypeError` for anything else.
+    A float takes an integer, and text that is a finite number (YAML 1.1 reads 3e-4, without a dot, as text); an int
+    takes 64.0 and "64"; text takes a number or a date (YAML reads 3988 and 2024-01-02 so); a tuple takes a list or
+    one item (as the command line does), a tuple of integers also text such as "1,2". Only a bool takes true/false.
+    Raises :class:`FieldTypeError` for anything else.
     """
     converted = _convert(annotation, value)
     if converted is _INVALID:
-        raise FieldTypeError(f"must be {_expected(annotation)}, got {shown(value)}")
+        quote = " (YAML reads yes, no, on and off as true or false: quote the value)" if _holds_bool(value) else ""
+        raise FieldTypeError(f"must be {_expected(annotation)}, got {shown(value)}{quote}")
     return converted
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value))
 
 
 def _options(annotation: Any) -> tuple[list[Any], bool] | None:
@@ -436,16 +444,26 @@ def _convert(annotation: Any, value: Any) -> Any:
         return _INVALID if any(c is _INVALID for c in converted) else tuple(converted)
     if annotation is bool:
         return value if isinstance(value, bool) else _INVALID
-    if annotation is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return float(value)
+    if isinstance(value, bool):  # YAML 1.1 also reads yes/no/on/off so: only a bool field takes one
         return _INVALID
+    if annotation is int:
+        if isinstance(value, float) and value.is_integer():  # 64.0
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):  # "64", as on the command line
+            return int(value)
+        return value if isinstance(value, int) else _INVALID
+    if annotation is float:
+        number = value
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as text
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        # nan and inf would pass every "must be >= 0" check and train on nonsense.
+        return float(number) if isinstance(number, int | float) and math.isfinite(number) else _INVALID
     if annotation is str:
+        if isinstance(value, int):  # a numeric ticker or run id: YAML read 3988 or 20240101 as a number
+            return str(value)
+        if isinstance(value, datetime.date):  # YAML read 2024-01-02 as a date
+            return value.isoformat()
         return value if isinstance(value, str) else _INVALID
     if annotation is Path:
         return Path(value) if isinstance(value, str | os.PathLike) and str(value) != "" else _INVALID

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -311,11 +310,16 @@ def settings_from_url(url: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOU
             if not value.strip().isdigit():
                 raise WarehouseConfigError("DATABASE_URL: connect_timeout must be a whole number of seconds")
             connect_timeout = int(value)
+        elif key == "ssl" and value.lower() == "true":
+            options["sslmode"] = "require"  # libpq reads the JDBC-style ssl=true so
         elif key in _libpq_keywords():
             options[key] = value
         else:
-            name = f" {key!r}" if re.fullmatch(r"[A-Za-z_]{1,40}", key) else ""  # never quote what may be a secret
-            raise WarehouseConfigError(f"DATABASE_URL: query parameter{name} is not a libpq connection parameter")
+            # Not even the name is shown: an unencoded '&' in a password would make its tail a "parameter name".
+            raise WarehouseConfigError(
+                "DATABASE_URL: a query parameter is not a libpq connection parameter (sslmode, application_name, "
+                "connect_timeout, ...); percent-encode '&' and '=' inside a password"
+            )
     return ConnectionSettings(**fields, embedded=False, options=options, connect_timeout=connect_timeout)
 
 

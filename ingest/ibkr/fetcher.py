@@ -7,11 +7,12 @@ IBKR does: ``gateway_simulator/protocol.py``), and what this module turns it int
 ==========================================  ===================================================
 what ib_async shows                          what the session does
 ==========================================  ===================================================
-``[]`` + a pacing violation: 162 "pacing     keep IBKR's 60-per-10-minutes rule from then on, cool
-violation", 420, or 322 "simultaneous"       the limiter down, back off, retry for up to
-                                             ``RetryPolicy.pacing_give_up_s`` (IBKR's window: 10 min)
+``[]`` + a pacing violation: 162 "pacing     keep IBKR's 60-per-10-minutes rule from then on (not
+violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, back off, retry for up
+                                             to ``RetryPolicy.pacing_give_up_s`` (IBKR's window: 10 min)
 ``[]`` + errorEvent 162 "returned no data"   outcome ``no_data`` (not an error)
-``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars)
+``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars);
+                                             retried if the server cancelled the request itself
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 errorEvent 321 (request invalid)             :class:`InvalidRequestError` at once (ib_async would
                                              only time out); the loader stops the run
@@ -19,8 +20,9 @@ errorEvent 321 (request invalid)             :class:`InvalidRequestError` at onc
                                              the decoding error, if the client could not read an
                                              answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
-notice 1100 / 2105 (IBKR unreachable)        hold new requests until 1101 / 1102 / 2106 (at most the
-                                             reconnect timeout); a timeout meanwhile is not counted
+notice 1100 / 2105 / 2110 (IBKR or a        hold new requests until 1101 / 1102 / 2106 (at most the
+farm unreachable)                            reconnect timeout per outage); a timeout meanwhile is
+                                             not counted
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -48,7 +50,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.pacing import PacingLimiter, RequestKey
@@ -61,12 +63,13 @@ ERR_INVALID_REQUEST = 321
 ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
-#: IBKR's own connectivity (gateway <-> IBKR, e.g. its nightly restart) and the historical-data farm's: lost, restored.
-CONNECTIVITY_LOST = frozenset({1100, 2105})
+#: IBKR's own connectivity (gateway <-> IBKR, e.g. its nightly restart: 1100, 2110) and a historical-data farm's
+#: (2105): lost; then restored (1101, 1102, 2106). Notices, not per-request errors.
+CONNECTIVITY_LOST = frozenset({1100, 2105, 2110})
 CONNECTIVITY_RESTORED = frozenset({1101, 1102, 2106})
-#: Codes that never mean a request failed: connectivity lost/restored (1100-1102), "HMDS query message" (165),
-#: "no historical query found" after a cancel (366) and the delayed-data notice (10167). With the 2100-2199
-#: notices (farm status, the 2174 time-zone warning) these are what ib_async itself treats as warnings.
+#: Codes that never mean a request failed: "HMDS query message" (165) and the delayed-data notice (10167), which
+#: ib_async treats as warnings too; "no historical query found" after a cancel (366); connectivity lost/restored
+#: (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
 NOTICE_CODES = frozenset({165, 366, 1100, 1101, 1102, 10167})
 
 
@@ -238,7 +241,7 @@ class IbkrSession:
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
         self._handshake_ended: asyncio.Event | None = None
-        self._ibkr_reachable = asyncio.Event()  # cleared by 1100/2105 until 1101/1102/2106
+        self._ibkr_reachable = asyncio.Event()  # cleared by a CONNECTIVITY_LOST notice until CONNECTIVITY_RESTORED
         self._ibkr_reachable.set()
         self._outages = 0
         self._decode_errors = _DecodeErrors(self.lib.__name__)
@@ -562,7 +565,8 @@ class IbkrSession:
                         attempts=attempts,
                     )
                 pacing += 1
-                if self.limiter.keep_rolling_rule():
+                # 322 "only 50 simultaneous requests" is about requests open at once, not about the 10-minute rule.
+                if violation[0] != ERR_SIMULTANEOUS_OR_PACING and self.limiter.keep_rolling_rule():
                     log.warning(
                         "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
                         *violation,
@@ -579,7 +583,9 @@ class IbkrSession:
             failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
             if failures:
                 return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            if loop.time() - sent_at < self.settings.request_timeout_s:
+            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server.
+            cancelled = len(failures) < len(tracked.failures)
+            if loop.time() - sent_at < self.settings.request_timeout_s and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
@@ -598,11 +604,22 @@ class IbkrSession:
             log.info("%s: request timed out; retrying", ref.symbol)
 
     async def _wait_for_ibkr(self) -> None:
-        """While IBKR reports its connectivity lost (1100, 2105), hold new requests back, for at most the
-        reconnect timeout; then send anyway and let the request's own timeout decide."""
-        if not self._ibkr_reachable.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ibkr_reachable.wait(), self.settings.reconnect_timeout_s)
+        """While IBKR reports its connectivity lost (1100, 2105, 2110), hold new requests back.
+
+        For at most the reconnect timeout per outage: a farm the load does not use may never be reported restored,
+        so after that wait the outage counts as over and requests go out again (their own timeouts decide).
+        """
+        if self._ibkr_reachable.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ibkr_reachable.wait(), self.settings.reconnect_timeout_s)
+        except TimeoutError:
+            if not self._ibkr_reachable.is_set():
+                log.warning(
+                    "IBKR reported no restored connectivity within %g s (IBKR_RECONNECT_TIMEOUT); sending requests again",
+                    self.settings.reconnect_timeout_s,
+                )
+                self._ibkr_reachable.set()
 
     async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
         """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
@@ -643,29 +660,39 @@ class _DecodeErrors(logging.Handler):
     the timeout why. Quiet client logs (the CLI's default) are kept quiet: the first one is reported once here.
     """
 
+    _users: ClassVar[dict[str, tuple[int, tuple[int, bool]]]] = {}
+    """Per logger: how many sessions listen, and its (level, propagate) from before the first of them."""
+
     def __init__(self, library_name: str) -> None:
         super().__init__(logging.ERROR)
         self.logger = logging.getLogger(f"{library_name}.Decoder")
         self.count = 0
         self.last = ""
-        self._saved: tuple[int, bool] | None = None
+        self._attached = False
 
     def attach(self) -> None:
-        if self._saved is not None:
+        if self._attached:
             return
-        self._saved = (self.logger.level, self.logger.propagate)
-        if not self.logger.isEnabledFor(logging.ERROR):  # quiet: let records reach this handler only
+        self._attached = True
+        name = self.logger.name
+        users, saved = self._users.get(name, (0, (self.logger.level, self.logger.propagate)))
+        if users == 0 and not self.logger.isEnabledFor(logging.ERROR):  # quiet: records reach these handlers only
             self.logger.setLevel(logging.ERROR)
             self.logger.propagate = False
+        self._users[name] = (users + 1, saved)
         self.logger.addHandler(self)
 
     def detach(self) -> None:
-        if self._saved is None:
+        if not self._attached:
             return
+        self._attached = False
         self.logger.removeHandler(self)
-        level, self.logger.propagate = self._saved
-        self.logger.setLevel(level)
-        self._saved = None
+        users, saved = self._users.pop(self.logger.name)
+        if users > 1:
+            self._users[self.logger.name] = (users - 1, saved)
+        else:  # the last session restores what the user had
+            level, self.logger.propagate = saved
+            self.logger.setLevel(level)
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
