@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -733,27 +733,29 @@ def save_trial(conn, record: TrialRecord) -> None:
     _upsert(conn, SWEEP_TRIALS, ("sweep_id", "trial_number"), record)
 
 
+RecordT = TypeVar("RecordT")
+
+
 def load_sweep(conn, sweep_id: str) -> SweepRecord | None:
-    columns = [f.name for f in dataclasses.fields(SweepRecord)]
-    row = conn.execute(
-        sql.SQL("select {} from {} where sweep_id = %s").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schemas.ML, SWEEPS)
-        ),
-        (sweep_id,),
-    ).fetchone()
-    return None if row is None else SweepRecord(**dict(zip(columns, row, strict=True)))
+    records = _select_for_sweep(conn, SweepRecord, SWEEPS, sweep_id)
+    return records[0] if records else None
 
 
 def load_trials(conn, sweep_id: str) -> list[TrialRecord]:
     """Every trial of the sweep, in trial order."""
-    columns = [f.name for f in dataclasses.fields(TrialRecord)]
-    rows = conn.execute(
-        sql.SQL("select {} from {} where sweep_id = %s order by trial_number").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schemas.ML, SWEEP_TRIALS)
-        ),
-        (sweep_id,),
-    ).fetchall()
-    return [TrialRecord(**dict(zip(columns, row, strict=True))) for row in rows]
+    return _select_for_sweep(conn, TrialRecord, SWEEP_TRIALS, sweep_id, order_by="trial_number")
+
+
+def _select_for_sweep(conn, record_type: type[RecordT], table: str, sweep_id: str, order_by: str = "") -> list[RecordT]:
+    """The rows of ml.<table> for one sweep, as ``record_type`` (its fields are the columns read)."""
+    columns = [f.name for f in dataclasses.fields(record_type)]
+    query = sql.SQL("select {} from {} where sweep_id = %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schemas.ML, table)
+    )
+    if order_by:
+        query += sql.SQL(" order by {}").format(sql.Identifier(order_by))
+    rows = conn.execute(query, (sweep_id,)).fetchall()
+    return [record_type(**dict(zip(columns, row, strict=True))) for row in rows]
 
 
 def sweep_tables_exist(conn) -> bool:
