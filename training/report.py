@@ -63,6 +63,16 @@ dt { font-weight: bold; } dd { margin: 0 0 0.4rem 1rem; }
 """The style of every HTML report (walk-forward and sweep), so that they read alike."""
 
 
+def html_page(title: str, body: str) -> str:
+    """A self-contained report page: the house style, the title as heading, then ``body`` (HTML)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+{PAGE_STYLE}</head><body>
+<h1>{html.escape(title)}</h1>
+{body}</body></html>
+"""
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -319,11 +329,9 @@ def write_report_html(
     title = f"Walk-forward {summary.get('run_id', '')}"
     level = f"{statistics.confidence:.0%}"
     path.write_text(
-        f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-{PAGE_STYLE}</head><body>
-<h1>{html.escape(title)}</h1>
-<p class="verdict">{html.escape(statistics.verdict)}</p>
+        html_page(
+            title,
+            f"""<p class="verdict">{html.escape(statistics.verdict)}</p>
 {failed}
 <p>Sample: {size.folds} fold(s) × {size.seeds} seed(s) = {size.tasks} fold x seed tasks, {size.sessions} test
 sessions, {size.symbols} symbols. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
@@ -351,7 +359,7 @@ from test windows of {shortest} sessions (under a year: read them as a scale, no
 ({statistics.deflated_sharpe.sessions} sessions; Bailey &amp; López de Prado, 2014).</p>
 <h3>Policies</h3><dl>{policies}</dl>
 <h3>Metrics</h3><dl>{definitions}</dl>
-</body></html>
 """,
+        ),
         encoding="utf-8",
     )

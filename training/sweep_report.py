@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from training.report import PAGE_STYLE, _png, _table
+from training.report import _png, _table, html_page
 
 STATE_STYLE = {
     "completed": {"marker": "o", "color": "tab:blue"},
@@ -178,11 +178,9 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
     space_rows = [[html.escape(n), html.escape(json.dumps(spec))] for n, spec in space.to_dict().items()]
     title = f"Sweep {sweep.sweep_id}"
     path.write_text(
-        f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-{PAGE_STYLE}</head><body>
-<h1>{html.escape(title)}</h1>
-<p>Status: {html.escape(sweep.status)}. {len(trials)} trial(s) of {sweep.trials_requested} requested:
+        html_page(
+            title,
+            f"""<p>Status: {html.escape(sweep.status)}. {len(trials)} trial(s) of {sweep.trials_requested} requested:
 {counts["completed"]} completed, {counts["pruned"]} pruned by ASHA, {counts["failed"]} failed,
 {counts["interrupted"]} interrupted. Trials scored on the validation ranges of folds
 {html.escape(str(sweep.search_folds))}; the walk-forward reports folds {html.escape(str(sweep.report_folds))}, whose
@@ -215,7 +213,7 @@ mean of the folds they reached. Parameter importance (Optuna's PED-ANOVA) says w
 within this sweep's trials; with few trials it is a hint, not a finding.</p>
 <p>In SQL: <code>select * from ml.sweep_trials where sweep_id = '{html.escape(sweep.sweep_id)}' order by
 objective desc nulls last</code>.</p>
-</body></html>
 """,
+        ),
         encoding="utf-8",
     )
