@@ -296,6 +296,17 @@ def test_features_are_clipped_to_the_observation_bounds(mart: pd.DataFrame) -> N
     assert max(float(np.max(obs[:-1])) for obs in observations) == pytest.approx(3.0)
 
 
+def test_the_scaler_standardises_with_the_train_mean_and_deviation_by_hand() -> None:
+    """(x - mean) / std of the rows it was fitted on (population std; a constant feature divides by 1), clipped."""
+    train = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 5.0, 5.0, 5.0]})
+    scaler = FeatureScaler.fit(train, ["a", "b"], clip=1.5)
+    std = math.sqrt(1.25)
+    np.testing.assert_array_equal(scaler.mean, [2.5, 5.0])
+    np.testing.assert_allclose(scaler.std, [std, 1.0], rtol=1e-15)
+    scaled = scaler.transform(np.array([[2.5 + std, 6.0], [2.5 - 0.5 * std, 5.0], [100.0, -100.0]]))
+    np.testing.assert_allclose(scaled, [[1.0, 1.0], [-0.5, 0.0], [1.5, -1.5]], rtol=1e-6)
+
+
 def test_series_too_short_for_the_window_are_rejected() -> None:
     with pytest.raises(ValueError, match="shorter than window"):
         make_env("native", [tiny_series()], EnvSettings(window=5))

@@ -9,11 +9,33 @@ import pandas as pd
 import pytest
 from stable_baselines3 import PPO
 
+import training.fold_task
 import training.ppo
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+from training.baselines import (
+    BUY_AND_HOLD,
+    FLAT,
+    RANDOM,
+    SMA_CROSSOVER,
+    SmaCrossoverPolicy,
+    buy_and_hold,
+    flat,
+    matched_random,
+    sma_signals,
+)
 from training.config import TrainConfig
 from training.envs.batched_env import NativeVecEnv
-from training.fold_task import MarketData, TaskResult, run_fold_seed, validate_configuration, validation_scorer
+from training.evaluation import AGENT
+from training.evaluation import replay as replay_policy
+from training.fold_task import (
+    MarketData,
+    TaskResult,
+    env_settings,
+    prepare_fold,
+    run_fold_seed,
+    validate_configuration,
+    validation_scorer,
+)
 from training.market_data import FeatureScaler
 
 pytestmark = pytest.mark.integration  # trains PPO
@@ -84,6 +106,51 @@ def test_the_selection_api_cannot_reach_test_rows(frame: pd.DataFrame, fold, res
         )
 
 
+def test_the_selection_api_drops_test_rows_before_anything_sees_them(
+    frame: pd.DataFrame, fold, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What validate_configuration hands on ends with the validation range (the answer alone cannot show it: the
+    scaler and the environments also keep to their ranges)."""
+    handed_on: list[pd.DataFrame] = []
+
+    class Seen(Exception):
+        pass
+
+    def recording(data: MarketData, *args, **kwargs):
+        handed_on.append(data.frame)
+        raise Seen
+
+    monkeypatch.setattr(training.fold_task, "prepare_fold", recording)
+    with pytest.raises(Seen):
+        validate_configuration(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=3)
+    dates = pd.to_datetime(handed_on[0]["session_date"]).dt.date
+    assert dates.max() == fold.validation.end
+
+
+def test_the_baselines_trade_with_the_task_costs_and_the_agent_exposure(
+    frame: pd.DataFrame, fold, result: TaskResult
+) -> None:
+    """Every baseline of a task is replayed by hand through the same environment, fill rule and costs as the agent;
+    the random baseline is matched to the agent's exposure and turnover on the same window."""
+    settings = env_settings(CONFIG)
+    assert settings.commission > 0 and settings.slippage > 0
+    series = prepare_fold(MarketData.from_frame(frame, FEATURES), fold, CONFIG).series["test"]
+    symbols = [s.symbol for s in series]
+    agent = result.replays["test"][AGENT]
+    by_hand = {
+        BUY_AND_HOLD: buy_and_hold(),
+        FLAT: flat(),
+        SMA_CROSSOVER: SmaCrossoverPolicy(sma_signals(frame, series, CONFIG.sma_fast, CONFIG.sma_slow)),
+        RANDOM: matched_random(agent.symbol_metrics, symbols, CONFIG.random_draws, 3, fold.fold_id, "test"),
+    }
+    for name, policy in by_hand.items():
+        np.testing.assert_array_equal(
+            result.replays["test"][name].net_worth,
+            replay_policy("test", series, settings, policy).net_worth,
+            err_msg=name,
+        )
+
+
 def test_the_training_environment_sees_only_train_dates(
     frame: pd.DataFrame, fold, result: TaskResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,8 +187,6 @@ def test_the_tested_model_is_the_best_checkpoint_on_validation(frame: pd.DataFra
     assert result.selected_step == result.selection_history[scores.index(max(scores))][0]
     assert len(set(scores)) > 1  # checkpoints differ, so choosing among them means something
     model = PPO.load(io.BytesIO(result.model_zip), device="cpu")
-    from training.fold_task import prepare_fold
-
     validation = prepare_fold(MarketData.from_frame(frame, FEATURES), fold, CONFIG).series["validation"]
     assert validation_scorer(CONFIG, validation)(model) == result.validation_score
     assert result.replays["validation"]["agent"].metrics()["sharpe"] == result.validation_score

@@ -13,6 +13,7 @@ from training.metrics import sharpe
 from training.statistics import (
     EULER_MASCHERONI,
     FoldSample,
+    agent_track_record,
     block_indices,
     compute_statistics,
     deflated_sharpe_ratio,
@@ -155,3 +156,40 @@ def test_resamples_stay_inside_their_fold() -> None:
         statistics.policy("agent", "total_return", fold_id=2).mean.high
         > statistics.policy("agent", "total_return", fold_id=2).mean.low
     )
+
+
+def test_the_bootstrap_draws_the_seeds_of_each_fold() -> None:
+    """Seeds are resampled with replacement: an agent earning a different constant per seed has an interval spanning
+    the seeds' values (sessions alone would leave it at one point)."""
+    returns = _market(1)
+    returns[:, AGENT] = np.array([0.001, 0.002, 0.004])[:, None]
+    statistics = compute_statistics([_sample(1, returns)], POLICIES, resamples=300, seed=5)
+    mean = statistics.policy("agent", "total_return", fold_id=1).mean
+    per_seed = (1 + np.array([0.001, 0.002, 0.004])) ** 60 - 1
+    assert mean.estimate == pytest.approx(per_seed.mean())
+    assert per_seed.min() - 1e-12 <= mean.low < mean.estimate < mean.high <= per_seed.max() + 1e-12
+
+
+@pytest.mark.parametrize("block_sessions, constant", [(2, True), (1, False)])
+def test_resampled_blocks_keep_consecutive_sessions_together(block_sessions: int, constant: bool) -> None:
+    """An agent that alternates +1% and -1% earns the same over every pair of sessions: blocks of 2 keep the pairs
+    (every resample has the window's total return), single sessions break them."""
+    returns = _market(1, sessions=60)
+    returns[:, AGENT] = np.tile([0.01, -0.01], 30)
+    statistics = compute_statistics([_sample(1, returns)], POLICIES, resamples=300, block_sessions=block_sessions)
+    mean = statistics.policy("agent", "total_return").mean
+    assert mean.estimate == pytest.approx(0.9999**30 - 1)
+    assert (mean.high - mean.low < 1e-12) == constant
+
+
+def test_the_deflated_sharpe_ratio_charges_for_the_configurations_tried() -> None:
+    returns = _market(1)
+    returns[:, AGENT] += 0.001
+    folds = [_sample(1, returns), _sample(2, _market(2), start="2025-01-02")]
+    track_record = agent_track_record(folds, POLICIES)
+    for trials, variance in ((1, None), (40, None), (40, 0.01)):
+        dsr = compute_statistics(
+            folds, POLICIES, resamples=50, configurations_tried=trials, trial_sharpe_variance=variance
+        ).deflated_sharpe
+        assert dsr == deflated_sharpe_ratio(track_record, trials, variance)
+        assert dsr.trials == trials and dsr.sessions == 120
