@@ -96,10 +96,17 @@ BREAKAGES = {
         "order by symbol limit 1)",
         "rsi_14 has no nulls",
     ),
-    "duplicate key": (
-        "insert into marts.training_bars select * from marts.training_bars "
-        "where session_date = (select max(session_date) from marts.training_bars) limit 1",
+    "duplicate key": (  # the second row disagrees on a value: the key alone must be unique
+        "create temp table duplicate as select * from marts.training_bars "
+        "where session_date = (select max(session_date) from marts.training_bars) limit 1; "
+        "update duplicate set close = close * 1.01; insert into marts.training_bars select * from duplicate",
         "(symbol, session_date) is unique",
+    ),
+    "zero low, negative volume": (
+        "update marts.training_bars set low = case when session_date = (select max(session_date) "
+        "from marts.training_bars) then 0 else low end, volume = case when session_date = (select min(session_date) "
+        "from marts.training_bars) then -1 else volume end",
+        ("low is positive", "volume >= 0"),
     ),
     "infinite price": (
         "update marts.training_bars set close = 'Infinity' "
@@ -141,6 +148,11 @@ BREAKAGES = {
         f"update {FOLDS} set purge_sessions = 0, embargo_sessions = 6 where fold_id = 1",
         "every purge covers the target's horizon (1 session)",
     ),
+    "gap before validation shorter than purge + embargo": (
+        f"update {FOLDS} set train_end = (select min(d)::date from generate_series(validation_start - 7, "
+        "validation_start - 1, interval '1 day') d where extract(isodow from d) < 6) where fold_id = 2",
+        "purge + embargo XNYS sessions lie between train and validation and between validation and test",
+    ),
     "no gap before validation": (
         f"update {FOLDS} set train_end = validation_start - 1 where fold_id = 2",
         "purge + embargo XNYS sessions lie between train and validation and between validation and test",
@@ -162,6 +174,11 @@ BREAKAGES = {
         f"update {FOLDS} set validation_start = validation_end - 6 where fold_id = 1",
         "every fold's train, validation and test ranges hold at least 15 sessions of the mart",
     ),
+    "a fold id twice, a fold date missing, a fold count of another type": (
+        f"update {FOLDS} set test_end = null where fold_id = 2; update {FOLDS} set fold_id = 1; "
+        f"alter table {FOLDS} alter column embargo_sessions type bigint",
+        ("fold_id is unique", "fold test_end has no nulls", "fold embargo_sessions is integer"),
+    ),
     "no fold": (f"delete from {FOLDS}", "there is at least one fold"),
     "missing fold column": (f"alter table {FOLDS} drop column embargo_sessions", "the fold columns exist"),
 }
@@ -169,13 +186,14 @@ BREAKAGES = {
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: str) -> None:
-    statement, expectation = BREAKAGES[breakage]
+    statement, named = BREAKAGES[breakage]
     break_mart(mart_warehouse, statement)
     with pytest.raises(ContractViolation) as refused:
         check_mart_contract(mart_warehouse, TERMS)
     names = [failure.split(" [")[0] for failure in refused.value.failures]
-    assert expectation in names, refused.value.failures
-    assert expectation in str(refused.value)
+    for expectation in (named,) if isinstance(named, str) else named:
+        assert expectation in names, refused.value.failures
+        assert expectation in str(refused.value)
 
 
 def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:
