@@ -25,7 +25,7 @@ from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
 from market_calendar import sessions_in_range
 from training.features import read_mart_schema
 from training.folds import ROLES, Fold
-from warehouse_db import connect
+from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -324,6 +324,66 @@ def test_fold_data_tests_fail_on_broken_folds(copy_of_base: dbt_harness.DbtProje
         assert named.tolist() == [fold_id], test
     target = query(settings, 'select symbol from dbt_test__audit."training_bars_target_null_only_on_last_session"')
     assert target["symbol"].tolist() == ["SA"]
+
+
+def test_model_data_tests_fail_on_broken_rows(copy_of_base: dbt_harness.DbtProject) -> None:
+    """The data tests on the deduplicated bars, the features, the mart, the fold rows, the coverage and the
+    corrections each fail on the row they exist to catch. Clean rows cannot break these invariants, so the relations of a clean build are broken
+    by hand (a view becomes a table of its rows first; a unique index goes), then `dbt test` runs on them."""
+    settings = copy_of_base.settings
+    first, last = "(select min(session_date) from {table})", "(select max(session_date) from {table})"
+    breakages = {
+        "int_bars_deduplicated_one_row_per_bar": (
+            "SA", f"insert into {{table}} select * from {{table}} where symbol = 'SA' and session_date = {last}"),
+        "int_bars_featurized_rsi_in_range": (
+            "SA", f"update {{table}} set rsi_14 = 100.5 where symbol = 'SA' and session_date = {last}"),
+        "int_bars_featurized_non_negative_dispersion": (
+            "SB", f"update {{table}} set realized_vol_20 = -0.01 where symbol = 'SB' and session_date = {last}"),
+        "int_bars_featurized_one_row_per_bar": (
+            "SC", f"insert into {{table}} select * from {{table}} where symbol = 'SC' and session_date = {last}"),
+        "training_bars_one_row_per_symbol_session": (  # not the last session: its null target may appear once
+            "SD", f"insert into {{table}} select * from {{table}} where symbol = 'SD' and session_date = {first}"),
+        "walk_forward_fold_rows_one_role_per_fold_row": (
+            "SA", "insert into {table} select * from {table} where symbol = 'SA' and fold_id = 1 and role = 'test' "
+                  "order by session_date limit 1"),
+        "symbol_coverage_counts_add_up": ("SB", "update {table} set sessions_missing = -1 where symbol = 'SB'"),
+        "symbol_coverage_one_row_per_series": ("SC", "insert into {table} select * from {table} where symbol = 'SC'"),
+        "int_bar_corrections_at_least_two_versions": (
+            "SD", "insert into {table} (symbol, distinct_version_count) values ('SD', 1)"),
+    }  # fmt: skip
+    tables = {
+        "int_bars_deduplicated": "intermediate.int_bars_deduplicated",
+        "int_bars_featurized": "intermediate.int_bars_featurized",
+        "training_bars": "marts.training_bars",
+        "walk_forward_fold_rows": "marts.walk_forward_fold_rows",
+        "symbol_coverage": "marts.symbol_coverage",
+        "int_bar_corrections": "intermediate.int_bar_corrections",
+    }
+    with connect(settings) as conn:
+        conn.execute(f"set role {schemas.TRANSFORMER_ROLE}")  # dbt reads (and owns) the relations as transformer
+        for name in ("walk_forward_fold_rows", "symbol_coverage", "int_bar_corrections"):
+            view = tables[name]
+            conn.execute(f"create table {view}_rows as select * from {view}")
+            conn.execute(f"drop view {view} cascade")
+            conn.execute(f"alter table {view}_rows rename to {name}")
+        unique_indexes = conn.execute(
+            "select quote_ident(schemaname) || '.' || quote_ident(indexname) from pg_indexes "
+            "where indexdef like 'CREATE UNIQUE INDEX%%' "
+            "and schemaname || '.' || tablename in "
+            "('intermediate.int_bars_deduplicated', 'intermediate.int_bars_featurized', 'marts.training_bars')"
+        ).fetchall()
+        assert len(unique_indexes) == 3
+        for (index,) in unique_indexes:
+            conn.execute(f"drop index {index}")
+        for test, (_, statement) in breakages.items():
+            model = next(name for name in tables if test.startswith(name))
+            conn.execute(statement.format(table=tables[model]))
+    result = copy_of_base.run("test", "--select", " ".join(tables), "--exclude", "test_type:unit", "--store-failures")
+    assert result.failed() == set(breakages), result.output[-3000:]
+    for test, (symbol, _) in breakages.items():
+        assert result.by_name()[test]["failures"] == 1, test
+        failing = query(settings, f'select * from dbt_test__audit."{test}"')
+        assert failing["symbol"].tolist() == [symbol], test
 
 
 def assert_features_match(computed: pd.DataFrame, bars: pd.DataFrame) -> int:

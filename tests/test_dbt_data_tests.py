@@ -21,7 +21,7 @@ from devtools import dbt_harness, scratch_database, synthetic_bars
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
-# About 90 s: a dbt build per case. `make test-fast` leaves this module out.
+# About 110 s: a dbt build per case. `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
 
 START, END = "2024-01-01", "2024-06-28"
@@ -32,12 +32,23 @@ EXCHANGE_SESSION = "stg_ibkr__bars_session_date_is_exchange_session"
 SYMBOL_CLEAN = "stg_ibkr__bars_symbol_is_clean_text"
 SYMBOL_PATTERN = "stg_ibkr__bars_symbol_matches_pattern"
 LOW_NOT_ABOVE_HIGH = "stg_ibkr__bars_low_not_above_high"
-OHLC_TESTS = {LOW_NOT_ABOVE_HIGH, "stg_ibkr__bars_open_within_low_high", "stg_ibkr__bars_close_within_low_high"}
+OPEN_WITHIN_LOW_HIGH = "stg_ibkr__bars_open_within_low_high"
+CLOSE_WITHIN_LOW_HIGH = "stg_ibkr__bars_close_within_low_high"
+OHLC_TESTS = {LOW_NOT_ABOVE_HIGH, OPEN_WITHIN_LOW_HIGH, CLOSE_WITHIN_LOW_HIGH}
 NO_FUTURE_SESSION = "stg_ibkr__bars_no_future_session"
 DEDUPED_UNIQUE = "int_bars_deduplicated_one_row_per_bar"
 UNADJUSTED_SPLIT = "int_bars_deduplicated_no_unadjusted_splits"
 BAR_COUNT_NOT_NEGATIVE = "stg_ibkr__bars_bar_count_not_negative"
 WAP_WITHIN_LOW_HIGH = "stg_ibkr__bars_wap_within_low_high"
+PRICES_POSITIVE = "stg_ibkr__bars_prices_positive"
+VOLUME_NOT_NEGATIVE = "stg_ibkr__bars_volume_not_negative"
+OTHER_TEXT_TESTS = {
+    *(
+        f"stg_ibkr__bars_{column}_is_clean_text"
+        for column in ("exchange", "currency", "source", "bar_size", "what_to_show")
+    ),
+    *(f"stg_ibkr__load_batches_{column}_is_clean_text" for column in ("source", "bar_size", "what_to_show")),
+}
 # The batch manifest (raw.load_batches) carries the same symbol, and the same test guards it there.
 BATCH_SYMBOL_CLEAN = "stg_ibkr__load_batches_symbol_is_clean_text"
 ENCODING_TESTS = {SYMBOL_CLEAN, SYMBOL_PATTERN, BATCH_SYMBOL_CLEAN}
@@ -113,6 +124,22 @@ def trade_fields_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
                       relanded(frame, "SC", "2024-03-18", wap=lambda r: r["high"] * 1.1)])  # fmt: skip
 
 
+def prices_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
+    """One bad value per bar, each caught by its own test: open above the high, close below the low, a zero low,
+    a negative volume."""
+    return pd.concat([relanded(frame, "SA", "2024-03-19", open=lambda r: r["high"] * 1.01),
+                      relanded(frame, "SB", "2024-03-20", close=lambda r: r["low"] * 0.99),
+                      relanded(frame, "SC", "2024-03-21", low=0.0),
+                      relanded(frame, "SA", "2024-03-22", volume=-100.0)])  # fmt: skip
+
+
+def other_text_not_clean(frame: pd.DataFrame) -> pd.DataFrame:
+    """The text columns besides the symbol (bars and batch manifest): a control character, a surrounding space, a
+    U+FFFD, a text that is not NFC."""
+    return pd.concat([relanded(frame, "SB", "2024-03-15", exchange="SMART\x07", currency="USD ", source="ibkr\ufffd"),
+                      relanded(frame, "SC", "2024-03-15", bar_size="1 day\u0301", what_to_show=" TRADES")])  # fmt: skip
+
+
 def next_session_after_today() -> str:
     today = datetime.now(UTC).date()
     sessions = synthetic_bars.nyse_sessions(str(today + pd.Timedelta(days=1)), str(today + pd.Timedelta(days=15)))
@@ -135,6 +162,17 @@ CASES = [
     Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
     Case("split_not_readjusted", split_not_readjusted, {UNADJUSTED_SPLIT}),
     Case("trade_fields_out_of_range", trade_fields_out_of_range, {BAR_COUNT_NOT_NEGATIVE, WAP_WITHIN_LOW_HIGH}),
+    Case(
+        "prices_out_of_range",
+        prices_out_of_range,
+        {OPEN_WITHIN_LOW_HIGH, CLOSE_WITHIN_LOW_HIGH, PRICES_POSITIVE, VOLUME_NOT_NEGATIVE},
+    ),
+    Case(
+        "other_text_not_clean",
+        other_text_not_clean,
+        OTHER_TEXT_TESTS,
+        {"accepted_values_stg_ibkr__bars_source__ibkr__csv"},
+    ),
 ]
 
 
@@ -208,6 +246,27 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 ["SA", -5]
             ]
             assert failure_rows(settings, WAP_WITHIN_LOW_HIGH)["symbol"].tolist() == ["SC"]
+        if case.name == "prices_out_of_range":
+            for test, symbol in [(OPEN_WITHIN_LOW_HIGH, "SA"), (CLOSE_WITHIN_LOW_HIGH, "SB"), (PRICES_POSITIVE, "SC"),
+                                 (VOLUME_NOT_NEGATIVE, "SA")]:  # fmt: skip
+                assert failure_rows(settings, test)["symbol"].tolist() == [symbol], test
+        if case.name == "other_text_not_clean":
+            problems = {test: failure_rows(settings, test)["problem"].tolist() for test in OTHER_TEXT_TESTS}
+            source, bar_size, what_to_show = (
+                ["U+FFFD replacement character"],
+                ["not NFC-normalised"],
+                ["leading or trailing whitespace"],
+            )
+            assert problems == {
+                "stg_ibkr__bars_exchange_is_clean_text": ["control character"],
+                "stg_ibkr__bars_currency_is_clean_text": ["leading or trailing whitespace"],
+                "stg_ibkr__bars_source_is_clean_text": source,
+                "stg_ibkr__bars_bar_size_is_clean_text": bar_size,
+                "stg_ibkr__bars_what_to_show_is_clean_text": what_to_show,
+                "stg_ibkr__load_batches_source_is_clean_text": source,
+                "stg_ibkr__load_batches_bar_size_is_clean_text": bar_size,
+                "stg_ibkr__load_batches_what_to_show_is_clean_text": what_to_show,
+            }
     finally:
         scratch_database.drop_database(settings)
 
