@@ -485,3 +485,14 @@ def test_a_usage_error_is_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'bogus'" in err and "see python -m warehouse_db --help" in err
+
+
+def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fresh_warehouse_dir):
+    """After `make db-down`, `make db-status` says the server is down instead of starting it again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    status = [sys.executable, "-m", "warehouse_db", "status"]
+    result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("not running (`make db-up` starts it; so does any command)"), result.stdout
+    assert not embedded.is_running(fresh_warehouse_dir / embedded.PGDATA_NAME)

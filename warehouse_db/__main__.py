@@ -104,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(command: str) -> int:
     config = read_config()
+    pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
     if command == "down":
-        stopped = embedded.stop(warehouse_dir(config) / embedded.PGDATA_NAME)
+        stopped = embedded.stop(pgdata)
         print("embedded warehouse stopped" if stopped else "embedded warehouse was not running")
         return EXIT_OK
-
+    if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
+        # A status starts nothing: after `make db-down` it says so instead of starting the server again.
+        print(f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it; so does any command)")
+        return EXIT_OK
     settings = resolve_settings()
     if command == "env":
         exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME)
