@@ -150,6 +150,7 @@ def test_a_whole_history_re_fetch_reaches_the_oldest_stored_bar_even_before_the_
     plan = plan_whole_window("AAPL", coverage, ctx(), "history re-adjusted")
     assert plan.requested_start == datetime(2024, 11, 20, tzinfo=NY) and plan.replaces_history
     assert plan.requests[0].duration == "3 Y" and plan.reason.endswith("from 2024-11-20")
+    assert plan_symbol("AAPL", coverage, ctx(full_refresh=True)).requested_start == datetime(2024, 11, 20, tzinfo=NY)
     # Nothing stored before the window: the window.
     recent = Coverage(coverage.last_bar_time, covered_from=datetime(2025, 12, 1, tzinfo=NY), checked_at=NOW)
     assert plan_whole_window("AAPL", recent, ctx(), "x").requested_start == datetime(2025, 11, 24, tzinfo=NY)

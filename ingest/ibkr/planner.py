@@ -159,8 +159,10 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
     """The requests that bring ``symbol`` up to date, or none when it is current."""
     window_start = ctx.window_start
     if ctx.full_refresh:
-        return _plan(
-            symbol, ctx, window_start, f"full refresh: the whole {ctx.months}-month window from {_day(window_start)}"
+        # Every stored bar too: a refresh is the remedy for a history that mixes units (a split IBKR re-adjusted
+        # late, and dbt's no_unadjusted_splits says so), and a bar older than the window would keep the old ones.
+        return plan_whole_window(
+            symbol, coverage, ctx, f"full refresh: every stored bar and the {ctx.months}-month window"
         )
     if coverage.empty:
         return _plan(
