@@ -426,7 +426,9 @@ class Landing:
         outcome. With ``requested_range_from_bars`` a batch's requested range is its first and last bar (a
         file asks for nothing: it holds what it holds). Returns what each batch landed.
         """
-        landed_at = utc_now()
+        # The database's clock, not this machine's: dbt compares ingested_at with its own current_timestamp to
+        # find what landed since its last build, and a loader whose clock runs behind would land bars it skips.
+        landed_at = self.conn.execute("select clock_timestamp()").fetchone()[0]
         keys = list(batches)
         stats = {
             key: (count, first, last)
