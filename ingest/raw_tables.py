@@ -426,7 +426,9 @@ class Landing:
         outcome. With ``requested_range_from_bars`` a batch's requested range is its first and last bar (a
         file asks for nothing: it holds what it holds). Returns what each batch landed.
         """
-        landed_at = utc_now()
+        # The database's clock, not this machine's: dbt compares ingested_at with its own current_timestamp to
+        # find what landed since its last build, and a loader whose clock runs behind would land bars it skips.
+        landed_at = self.conn.execute("select clock_timestamp()").fetchone()[0]
         keys = list(batches)
         stats = {
             key: (count, first, last)
@@ -528,29 +530,44 @@ class Coverage:
     """The latest moment a successful batch of the source asked for data up to (its ``requested_end``).
 
     Not when it finished: a request sent at 15:59 and answered at 16:01 saw the session still trading."""
+    first_bar_time: datetime | None = None
+    """The earliest landed bar. It may be older than ``covered_from``: a duration in whole years (``2 Y``) can
+    return more than was asked for, and all of it lands."""
 
     @property
     def empty(self) -> bool:
         return self.last_bar_time is None and self.checked_at is None
 
+    @property
+    def held_from(self) -> datetime | None:
+        """The earliest moment the warehouse holds bars for, or asked for them from: what a re-fetch of the whole
+        history must reach back to, so that no stored bar keeps an older adjustment."""
+        known = [moment for moment in (self.first_bar_time, self.covered_from) if moment is not None]
+        return min(known, default=None)
+
 
 def read_watermarks(conn: psycopg.Connection, settings: BarSettings) -> dict[str, datetime]:
     """The latest landed bar_time per symbol for these bar settings: where an incremental fetch resumes."""
+    return {symbol: last for symbol, (_, last) in read_bar_spans(conn, settings).items()}
+
+
+def read_bar_spans(conn: psycopg.Connection, settings: BarSettings) -> dict[str, tuple[datetime, datetime]]:
+    """The earliest and the latest landed bar_time per symbol for these bar settings."""
     rows = conn.execute(
         sql.SQL(
-            "select symbol, max(bar_time) from {} where bar_size = %s and what_to_show = %s and use_rth = %s "
-            "group by symbol"
+            "select symbol, min(bar_time), max(bar_time) from {} "
+            "where bar_size = %s and what_to_show = %s and use_rth = %s group by symbol"
         ).format(IBKR_BARS.identifier),
         (settings.bar_size, settings.what_to_show, settings.use_rth),
     ).fetchall()
-    return dict(rows)
+    return {symbol: (first, last) for symbol, first, last in rows}
 
 
 def read_coverage(
     conn: psycopg.Connection, settings: BarSettings, symbols: Sequence[str], *, source: str
 ) -> dict[str, Coverage]:
     """Watermark, covered window start and last successful check per symbol, for these bar settings."""
-    watermarks = read_watermarks(conn, settings)
+    spans = read_bar_spans(conn, settings)
     rows = conn.execute(
         sql.SQL(
             "select symbol, min(requested_start), max(requested_end) from {} "
@@ -563,8 +580,9 @@ def read_coverage(
     coverage: dict[str, Coverage] = {}
     for symbol in symbols:
         covered_from, checked_at = batches.get(symbol, (None, None))
+        first_bar_time, last_bar_time = spans.get(symbol, (None, None))
         coverage[symbol] = Coverage(
-            last_bar_time=watermarks.get(symbol), covered_from=covered_from, checked_at=checked_at
+            last_bar_time=last_bar_time, first_bar_time=first_bar_time, covered_from=covered_from, checked_at=checked_at
         )
     return coverage
 

@@ -13,7 +13,7 @@ from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
 from ingest.ibkr.loader import to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
-from ingest.ibkr.planner import PlanContext, months_before, plan_symbol
+from ingest.ibkr.planner import PlanContext, months_before, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import detect_readjustment
 from ingest.raw_tables import Coverage, RawBar, StoredBar
 from ingest.sessions import FinalBars, last_completed_close
@@ -130,9 +130,32 @@ def test_adjusted_bars_are_fetched_whole_when_anything_is_new():
         checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
     )
     plan = plan_symbol("AAPL", stale, ctx(rewrites_history=True))
-    assert plan.requests[0].duration == "1 Y" and "dividend" in plan.reason
+    # Back to the oldest stored bar (1 November 2025), not only the 12-month window (24 November 2025): a bar left
+    # out would keep the dividend adjustment of an earlier load.
+    assert plan.requested_start == datetime(2025, 11, 1, tzinfo=NY) and plan.replaces_history
+    assert plan.requests[0].duration == "2 Y" and "dividend" in plan.reason
     fresh = Coverage(stale.last_bar_time, stale.covered_from, checked_at=LAST_CLOSE + timedelta(minutes=1))
     assert plan_symbol("AAPL", fresh, ctx(rewrites_history=True)).current
+
+
+def test_a_whole_history_re_fetch_reaches_the_oldest_stored_bar_even_before_the_oldest_request():
+    # A "2 Y" answer landed bars from November 2024 although the batch asked from May 2025 on.
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 20, tzinfo=NY),
+        first_bar_time=datetime(2024, 11, 20, tzinfo=NY),
+        covered_from=datetime(2025, 5, 4, tzinfo=NY),
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+    )
+    assert coverage.held_from == datetime(2024, 11, 20, tzinfo=NY)
+    plan = plan_whole_window("AAPL", coverage, ctx(), "history re-adjusted")
+    assert plan.requested_start == datetime(2024, 11, 20, tzinfo=NY) and plan.replaces_history
+    assert plan.requests[0].duration == "3 Y" and plan.reason.endswith("from 2024-11-20")
+    assert plan_symbol("AAPL", coverage, ctx(full_refresh=True)).requested_start == datetime(2024, 11, 20, tzinfo=NY)
+    # Nothing stored before the window: the window.
+    recent = Coverage(coverage.last_bar_time, covered_from=datetime(2025, 12, 1, tzinfo=NY), checked_at=NOW)
+    assert plan_whole_window("AAPL", recent, ctx(), "x").requested_start == datetime(2025, 11, 24, tzinfo=NY)
+    # An ordinary incremental plan lands whatever comes back (its overlap is a correction, never harmful).
+    assert not plan_symbol("AAPL", coverage, ctx()).replaces_history
 
 
 def test_a_symbol_that_had_no_data_is_current_until_the_next_close():

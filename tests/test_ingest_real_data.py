@@ -8,22 +8,22 @@ so the loader and the simulator agree on what "now" is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from devtools import dbt_harness
-from devtools.scratch_database import scratch_database
 from gateway_simulator import GatewaySimulator, SimulatorConfig, Split, run_simulator_in_thread
-from gateway_simulator.bars import BarGenerator
+from gateway_simulator.bars import BarGenerator, split_adjusted
 from gateway_simulator.sessions import nyse_calendar
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.loader import LoadSummary, load
 from ingest.ibkr.options import LoadOptions
-from ingest.raw_tables import BarSettings, open_for_landing
+from ingest.raw_tables import BarSettings
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
@@ -76,52 +76,130 @@ def mart_rows(db: ConnectionSettings, symbol: str) -> list[tuple]:
     )
 
 
-# --- a split ---------------------------------------------------------------------------------------------
+# --- months of evening loads: splits, a load during the session, skipped days, a holiday, a half day ---------
 
-BEFORE, AFTER = datetime(2026, 10, 16, 18, 0, tzinfo=NY), datetime(2026, 10, 23, 18, 0, tzinfo=NY)
-SPLIT = Split("AAPL", date(2026, 10, 21), 10)  # a 10-for-1 split between the two loads
+AAPL_SPLIT = Split("AAPL", date(2026, 10, 21), 10)  # 10-for-1
+AAPL_REVERSE_SPLIT = Split("AAPL", date(2026, 11, 18), 1 / 5)  # 1-for-5, four weeks later
+NVDA = WatchlistEntry("NVDA", "NASDAQ")
 
 
-def test_a_split_re_fetches_the_whole_window_and_the_mart_equals_a_fresh_load(warehouse, embedded_cluster, tmp_path):
-    with simulator(end_date=BEFORE.date(), splits=(SPLIT,)) as sim:
-        first = load_at(warehouse, sim, [AAPL, MSFT], BEFORE, months=12)
+def generated_closes(symbol: str, first: date, last: date, price_factor: float) -> dict[date, float]:
+    """The simulator's closes of ``symbol`` from ``first`` to ``last``, in the units of ``price_factor``."""
+    calendar = nyse_calendar()
+    bars = BarGenerator(7, calendar).daily(symbol, calendar.index_after(first - timedelta(days=1)),
+                                           calendar.index_on_or_before(last))  # fmt: skip
+    return {bar.time: bar.close for bar in split_adjusted(bars, price_factor)}
+
+
+def test_months_of_loads_keep_one_unit_per_symbol_and_incremental_builds_equal_a_full_refresh(warehouse, tmp_path):
+    """A researcher's evenings: load and build; a split; a load during the session, a week or more skipped, the
+    watchlist changed and a reverse split; then a load on a half day after Thanksgiving. Every stored bar ends in
+    the units of the last split, the mart's returns across both ex-dates are the stock's, and the incremental
+    builds equal a full refresh."""
+    project = dbt_harness.DbtProject(warehouse, tmp_path)
+    splits = (AAPL_SPLIT, AAPL_REVERSE_SPLIT)
+
+    def load_on(now: datetime, entries) -> tuple[LoadSummary, GatewaySimulator]:
+        with simulator(now=now, splits=splits) as sim:
+            return load_at(warehouse, sim, entries, now, months=12), sim
+
+    def build(*args: str) -> None:
+        built = project.run("build", *args)
+        assert built.returncode == 0, built.output[-4000:]
+        assert built.statuses()["int_bars_deduplicated_no_unadjusted_splits"] == "pass"
+
+    first, _ = load_on(datetime(2026, 10, 16, 18, 0, tzinfo=NY), [AAPL, MSFT])  # "1 Y": from 2025-10-16
     assert first.ok and first.count("landed") == 2
+    build()
 
-    with simulator(end_date=AFTER.date(), splits=(SPLIT,)) as sim:
-        second = load_at(warehouse, sim, [AAPL, MSFT], AFTER, months=12)
-        # AAPL: the usual incremental request, then its whole window again; MSFT: the incremental request only.
-        assert [r.symbol for r in sim.stats.requests_log].count("AAPL") == 2 and sim.stats.historical_requests == 3
-    aapl, msft = second.results
-    assert aapl.status == "landed" and aapl.readjustment is not None and msft.readjustment is None
+    # The 10-for-1 split: AAPL's usual request, then its whole history again, in "2 Y" (more than was asked).
+    split, sim = load_on(datetime(2026, 10, 23, 18, 0, tzinfo=NY), [AAPL, MSFT])
+    assert [r.symbol for r in sim.stats.requests_log].count("AAPL") == 2 and sim.stats.historical_requests == 3
+    aapl, msft = split.results
     assert aapl.readjustment.factor == pytest.approx(0.1, rel=0.01) and aapl.readjustment.volume_inverse
+    assert msft.readjustment is None
     ((factor, reason, start),) = query(
         warehouse,
         "select readjustment_factor, request_reason, requested_start from raw.load_batches "
         "where symbol = 'AAPL' and readjustment_factor is not null",
     )
     assert factor == pytest.approx(0.1, rel=0.01) and "10-for-1 split" in reason
-    assert start == datetime(2025, 10, 16, tzinfo=NY)  # back to the first load's start: nothing old is left
+    assert start == datetime(2025, 10, 16, tzinfo=NY)  # back to the oldest stored bar: nothing old is left
 
-    # A fresh load of the same window, after the split, straight into another database.
-    with scratch_database("test_fresh_load", embedded_cluster) as fresh:
-        open_for_landing(fresh).close()
-        with simulator(end_date=AFTER.date(), splits=(SPLIT,)) as sim:
-            assert load_at(fresh, sim, [AAPL], AFTER, months=24).ok
-        assert latest_bars(warehouse, "AAPL") == latest_bars(fresh, "AAPL")
+    # Four weeks later, during Friday's session: MSFT left the watchlist, NVDA joined, AAPL had a 1-for-5 reverse
+    # split. Today's bar is not final and does not land.
+    during, _ = load_on(datetime(2026, 11, 20, 11, 30, tzinfo=NY), [AAPL, NVDA])
+    assert during.ok and during.unfinished == 2 and during.results[0].readjustment is not None
+    assert query(warehouse, "select count(*) from raw.ibkr_bars where session_date = '2026-11-20'") == [(0,)]
 
-        built = dbt_harness.DbtProject(warehouse, tmp_path / "incremental").run("build")
-        assert built.returncode == 0, built.output[-4000:]
-        assert built.statuses()["int_bars_deduplicated_no_unadjusted_splits"] == "pass"
-        fresh_built = dbt_harness.DbtProject(fresh, tmp_path / "fresh").run("build")
-        assert fresh_built.returncode == 0, fresh_built.output[-4000:]
-        rows = mart_rows(warehouse, "AAPL")
-        assert len(rows) > 200 and rows == mart_rows(fresh, "AAPL")
-    coverage = query(
+    # The next load is on the half day after Thanksgiving, after its 13:00 close.
+    half_day, _ = load_on(datetime(2026, 11, 27, 14, 0, tzinfo=NY), [AAPL, NVDA])
+    assert half_day.ok and half_day.unfinished == 0
+    again, sim = load_on(datetime(2026, 11, 27, 14, 0, tzinfo=NY), [AAPL, NVDA])  # the same load twice
+    assert again.count("current") == 2 and sim.stats.historical_requests == 0
+
+    # Raw: every stored AAPL bar, as dbt will keep it (latest landed), is in the units after both splits.
+    stored = {row[0]: row[4] for row in latest_bars(warehouse, "AAPL")}
+    assert min(stored) == date(2025, 10, 16) and max(stored) == date(2026, 11, 27)
+    expected = generated_closes("AAPL", min(stored), max(stored), price_factor=0.1 * 5)
+    assert stored == expected
+
+    build()
+    mart = {s: dict(zip(("close", "log_return_1", "target"), v, strict=True)) for s, *v in query(
         warehouse,
-        "select symbol, readjustments, last_readjustment_factor from marts.symbol_coverage order by symbol",
+        "select session_date, close, log_return_1, target_log_return_next from marts.training_bars "
+        "where symbol = 'AAPL' order by session_date",
+    )}  # fmt: skip
+    calendar = nyse_calendar()
+    sessions = list(calendar.dates[calendar.index_after(min(mart) - timedelta(days=1)) :
+                                   calendar.index_on_or_before(date(2026, 11, 27)) + 1])  # fmt: skip
+    assert list(mart) == sessions  # every session, the half day included, Thanksgiving not
+    for ex_date in (AAPL_SPLIT.ex_date, AAPL_REVERSE_SPLIT.ex_date):
+        previous = sessions[sessions.index(ex_date) - 1]
+        assert mart[ex_date]["log_return_1"] == pytest.approx(math.log(expected[ex_date] / expected[previous]))
+        assert abs(mart[ex_date]["log_return_1"]) < 0.2  # not ln(10) or ln(1/5)
+    assert mart[date(2026, 11, 20)]["close"] == expected[date(2026, 11, 20)]  # the final bar, not the partial one
+    assert mart[date(2026, 11, 27)]["target"] is None and mart[date(2026, 11, 25)]["target"] is not None
+    last_sessions = dict(query(warehouse, "select symbol, max(session_date) from marts.training_bars group by 1"))
+    assert last_sessions == {"AAPL": date(2026, 11, 27), "NVDA": date(2026, 11, 27), "MSFT": date(2026, 10, 23)}
+    coverage = dict(query(warehouse, "select symbol, readjustments from marts.symbol_coverage"))
+    assert coverage == {"AAPL": 2, "MSFT": 0, "NVDA": 0}
+
+    incremental = {symbol: mart_rows(warehouse, symbol) for symbol in ("AAPL", "MSFT", "NVDA")}
+    build("--full-refresh")
+    assert {symbol: mart_rows(warehouse, symbol) for symbol in incremental} == incremental
+
+
+def test_adjusted_last_re_fetches_every_stored_bar_after_a_dividend_and_the_history_does_not_grow(warehouse):
+    """ADJUSTED_LAST: every dividend re-bases all earlier bars. A load a week later asks for its 12-month window,
+    which starts a week later than the stored bars: those must be re-fetched too, or the series would keep a week
+    of bars adjusted for one dividend fewer (a silent jump in the returns). Bars older than what is stored are not
+    landed, so the next whole-history request does not reach back another year each run."""
+    adjusted = BarSettings(what_to_show="ADJUSTED_LAST")
+    first_sessions = []
+    for now in (datetime(2026, 11, 13, 18, 0, tzinfo=NY), datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+                datetime(2026, 11, 24, 18, 0, tzinfo=NY)):  # fmt: skip
+        with simulator(now=now) as sim:  # a dividend goes ex on 16 November
+            summary = load_at(warehouse, sim, [AAPL], now, months=12, bar=adjusted)
+        assert summary.ok and summary.count("landed") == 1
+        ((latest_load, first_session),) = query(
+            warehouse,
+            "select array_agg(distinct load_id), min(session_date) from ("
+            "select distinct on (session_date) session_date, load_id from raw.ibkr_bars "
+            "where what_to_show = 'ADJUSTED_LAST' order by session_date, ingested_at desc) as latest",
+        )  # fmt: skip
+        assert latest_load == [summary.load_id]  # one adjustment basis: every stored bar re-delivered by this load
+        first_sessions.append(first_session)
+    # The first load asked from 13 November 2025 (its "1 Y" served from the 14th); the history never reaches back
+    # further than that, although the later requests ("2 Y") are answered with a year more.
+    assert min(first_sessions) >= date(2025, 11, 13) and first_sessions[1] == first_sessions[2]
+    versions = query(
+        warehouse,
+        "select close from raw.ibkr_bars where what_to_show = 'ADJUSTED_LAST' and session_date = %s "
+        "order by ingested_at",
+        first_sessions[0],
     )
-    assert [(s, n) for s, n, _ in coverage] == [("AAPL", 1), ("MSFT", 0)]
-    assert coverage[0][2] == pytest.approx(0.1, rel=0.01) and coverage[1][2] is None
+    assert len(versions) == 3 and versions[0] != versions[1]  # the dividend re-based the oldest bar
 
 
 # --- a session in progress -------------------------------------------------------------------------------
@@ -158,6 +236,8 @@ def test_a_session_in_progress_never_lands_and_its_final_bar_does_after_the_clos
 
 
 # --- adjusted prices ---------------------------------------------------------------------------------------
+
+AFTER = datetime(2026, 10, 23, 18, 0, tzinfo=NY)
 
 
 def test_the_mart_can_be_built_from_adjusted_last_bars(warehouse, tmp_path: Path):

@@ -164,3 +164,26 @@ def test_batches_record_status_and_watermarks_follow_ok_bars(warehouse):
     assert statuses == [("AAA", "ok", 2, None), ("BBB", "no_data", 0, None), ("CCC", "failed", 0, 200)]
     assert watermarks == {"AAA": datetime(2025, 3, 4, 5, tzinfo=UTC)}
     assert other_settings == {}
+
+
+def test_bars_are_stamped_with_the_database_clock_not_the_loaders(warehouse, monkeypatch):
+    # dbt's incremental models find new bars by ingested_at against the database's current_timestamp: a loader
+    # machine whose clock runs three hours behind must not land bars that look older than the last build.
+    import ingest.raw_tables
+
+    behind = datetime(2020, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(ingest.raw_tables, "utc_now", lambda: behind)
+    with connect(warehouse) as conn:
+        land_batch(
+            conn,
+            load_id=new_load_id(),
+            source="test",
+            batch=Batch("AAA", BarSettings(), "ok", behind),
+            bars=[bar("AAA", date(2025, 3, 3), 10.0)],
+        )
+        ingested_at, finished_at, skew = conn.execute(
+            "select b.ingested_at, l.finished_at, now() - b.ingested_at "
+            "from raw.ibkr_bars as b join raw.load_batches as l using (batch_id)"
+        ).fetchone()
+    assert ingested_at == finished_at
+    assert abs(skew.total_seconds()) < 60, f"ingested_at {ingested_at} is not the database's clock"

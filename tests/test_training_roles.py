@@ -8,11 +8,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.scratch_database import scratch_database
 from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
 from training.results_store import ensure_tables
 from warehouse_db import connect
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 
@@ -89,3 +91,13 @@ def test_trainer_sees_only_what_it_was_granted(mart_warehouse: ConnectionSetting
             )
         }
     assert readable <= {"marts", "ml"} and "marts" in readable
+
+
+def test_a_database_never_provisioned_is_named_not_a_traceback(embedded_cluster: ConnectionSettings) -> None:
+    """The roles belong to the server, the schemas to each database: a new database on a server provisioned for
+    another has the trainer role but no ml schema, and training must say what to run."""
+    with (
+        scratch_database("unprovisioned", embedded_cluster) as settings,
+        pytest.raises(WarehouseNotProvisioned, match=r"schema ml does not exist yet .*make ingest"),
+    ):
+        ensure_tables(settings)

@@ -485,3 +485,33 @@ def test_a_usage_error_is_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'bogus'" in err and "see python -m warehouse_db --help" in err
+
+
+def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fresh_warehouse_dir):
+    """After `make db-down`, `make db-status` says the server is down instead of starting it again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    status = [sys.executable, "-m", "warehouse_db", "status"]
+    result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("not running (`make db-up` starts it; so does any command)"), result.stdout
+    assert not embedded.is_running(fresh_warehouse_dir / embedded.PGDATA_NAME)
+
+
+def test_a_warehouse_dir_anywhere_in_the_repository_stays_out_of_git(tmp_path, monkeypatch):
+    """WAREHOUSE_DIR may be any path (relative ones start at the repository): what the project creates there, a
+    password file included, must not show up for `git add`, while a directory that existed before is left alone."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path / "warehouse-data" / "prod"))
+    assert warehouse_db_main(["env"]) == 0
+    assert (tmp_path / "warehouse-data" / "prod" / "pgpass").exists()
+    untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert untracked == ""
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path))
+    assert warehouse_db_main(["env"]) == 0
+    assert not (tmp_path / ".gitignore").exists()

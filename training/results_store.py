@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -50,6 +51,7 @@ from training.metrics import METRICS, drawdown
 from training.statistics import RunStatistics
 from training.task_runners import TaskFailure
 from warehouse_db import schemas
+from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -264,7 +266,11 @@ def ensure_tables(settings: ConnectionSettings) -> None:
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn, conn.transaction():
         # Two runs starting at once would race on CREATE TABLE IF NOT EXISTS; take turns.
         conn.execute("select pg_advisory_xact_lock(hashtext('training.results_store'))")
-        conn.execute(DDL)
+        try:
+            conn.execute(DDL)
+        except psycopg.errors.InvalidSchemaName:
+            # The roles are the server's, the schemas each database's: a new database on a server provisioned before.
+            raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", settings.describe()) from None
         conn.execute(SWEEP_DDL)
 
 

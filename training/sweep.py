@@ -39,7 +39,8 @@ import math
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -494,9 +495,28 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         ),
     )
     try:
-        tuner.fit()
+        with _without_tunes_restore_hint():
+            tuner.fit()
     finally:
         recorder.close()
+
+
+class _TunesRestoreHint(logging.Filter):
+    """Drops Tune's "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)" on Ctrl+C: a sweep
+    resumes with ``--resume <sweep_id>`` (the line the sweep prints), never with Tuner.restore."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+@contextmanager
+def _without_tunes_restore_hint() -> Iterator[None]:
+    tune_logger, hint = logging.getLogger("ray.tune.tune"), _TunesRestoreHint()
+    tune_logger.addFilter(hint)
+    try:
+        yield
+    finally:
+        tune_logger.removeFilter(hint)
 
 
 # --- 5. the job ----------------------------------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import missing_pieces, provision
 from warehouse_db.schemas import COMPONENT_ROLES
-from warehouse_db.settings import ConnectionSettings, read_config, uses_external_server, warehouse_dir
+from warehouse_db.settings import (
+    ConnectionSettings,
+    create_warehouse_dir,
+    read_config,
+    uses_external_server,
+    warehouse_dir,
+)
 
 EXIT_OK = 0
 EXIT_WAREHOUSE = 4
@@ -39,7 +45,7 @@ def write_passfile(path: Path, settings: ConnectionSettings) -> bool:
             lines.append(":".join(str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields))
     if not lines:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_warehouse_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as passfile:
         passfile.write("\n".join(lines) + "\n")
@@ -104,11 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(command: str) -> int:
     config = read_config()
+    pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
     if command == "down":
-        stopped = embedded.stop(warehouse_dir(config) / embedded.PGDATA_NAME)
+        stopped = embedded.stop(pgdata)
         print("embedded warehouse stopped" if stopped else "embedded warehouse was not running")
         return EXIT_OK
-
+    if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
+        # A status starts nothing: after `make db-down` it says so instead of starting the server again.
+        print(f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it; so does any command)")
+        return EXIT_OK
     settings = resolve_settings()
     if command == "env":
         exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME)

@@ -38,6 +38,7 @@ from warehouse_db.settings import (
     EMBEDDED_USER,
     ConnectionSettings,
     Login,
+    create_warehouse_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     provisioned with the per-component logins, and return settings that use them."""
     pgdata = pgdata.resolve()
     try:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        create_warehouse_dir(pgdata.parent)
         with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
             if not (pgdata / "PG_VERSION").exists():
                 _initdb(pgdata)

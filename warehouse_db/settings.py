@@ -221,6 +221,19 @@ def warehouse_dir(config: Mapping[str, str]) -> Path:
     return REPO_ROOT / configured if configured else DEFAULT_WAREHOUSE_DIR
 
 
+def create_warehouse_dir(path: Path) -> None:
+    """Create ``path`` (the WAREHOUSE_DIR) if it is missing, with a ``.gitignore`` of ``*`` in it: what it holds (a
+    database, a password file) must stay out of git wherever it is, not only at the ``.warehouse/`` the repository's
+    .gitignore names. A directory that already exists is left as it is."""
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    (path / ".gitignore").write_text(
+        "# the warehouse's data and password file: never commit them\n*\n", encoding="utf-8"
+    )
+
+
 def _seconds(config: Mapping[str, str], name: str, default: int) -> int:
     text = (config.get(name) or "").strip()
     if not text:

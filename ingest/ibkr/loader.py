@@ -306,7 +306,7 @@ class _Run:
             if outcomes is None:
                 result.status = "not_attempted"
                 return
-            bars, unfinished = self.final_bars(ref, outcomes)
+            bars, unfinished = self.final_bars(ref, outcomes, plan)
             readjustment = detect_readjustment(bars, self.stored.get(symbol, {}))
             if readjustment is not None and self._window_reaches_back_further(symbol, plan):
                 log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
@@ -316,7 +316,7 @@ class _Run:
                 if outcomes is None:
                     result.status = "not_attempted"
                     return
-                bars, unfinished = self.final_bars(ref, outcomes)
+                bars, unfinished = self.final_bars(ref, outcomes, plan)
         except InvalidRequestError as error:
             self.summary.invalid_request = True
             self._abort(str(error))
@@ -370,12 +370,17 @@ class _Run:
 
     def _window_reaches_back_further(self, symbol: str, plan: SymbolPlan) -> bool:
         """Whether stored bars older than this plan's start exist (they would keep the old units)."""
-        covered_from = self.coverage[symbol].covered_from
-        return covered_from is None or plan.requested_start is None or covered_from < plan.requested_start
+        held_from = self.coverage[symbol].held_from
+        return held_from is None or plan.requested_start is None or held_from < plan.requested_start
 
-    def final_bars(self, ref: ContractRef, outcomes: Sequence[Outcome]) -> tuple[list[RawBar], int]:
-        """The final bars of all pages as raw rows, and how many were left out as not final yet."""
+    def final_bars(self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan) -> tuple[list[RawBar], int]:
+        """The final bars of all pages as raw rows, and how many were left out as not final yet.
+
+        A plan that replaces the history keeps only bars from its start on (see ``SymbolPlan.replaces_history``).
+        """
         bars = to_raw_bars(ref, outcomes)
+        if plan.replaces_history and plan.start is not None:
+            bars = [b for b in bars if b.bar_time >= plan.start]
         if self.bar_size.intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
         else:

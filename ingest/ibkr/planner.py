@@ -108,6 +108,11 @@ class SymbolPlan:
     """None: current, nothing to request."""
     until: datetime | None = None
     bar_size: BarSize | None = None
+    replaces_history: bool = False
+    """The plan re-delivers every bar the warehouse holds (a re-adjusted history, or ADJUSTED_LAST): it starts at
+    the earliest stored bar, and bars older than ``start`` are not landed. IBKR answers a duration in whole years
+    (``2 Y``) with up to a year more than asked; landing that would push the next such plan a year further back
+    every run."""
 
     @property
     def current(self) -> bool:
@@ -154,8 +159,10 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
     """The requests that bring ``symbol`` up to date, or none when it is current."""
     window_start = ctx.window_start
     if ctx.full_refresh:
-        return _plan(
-            symbol, ctx, window_start, f"full refresh: the whole {ctx.months}-month window from {_day(window_start)}"
+        # Every stored bar too: a refresh is the remedy for a history that mixes units (a split IBKR re-adjusted
+        # late, and dbt's no_unadjusted_splits says so), and a bar older than the window would keep the old ones.
+        return plan_whole_window(
+            symbol, coverage, ctx, f"full refresh: every stored bar and the {ctx.months}-month window"
         )
     if coverage.empty:
         return _plan(
@@ -176,11 +183,8 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
             f"after the last close ({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
         )
     if ctx.rewrites_history:
-        return _plan(
-            symbol,
-            ctx,
-            window_start,
-            f"adjusted bars change with every dividend: the whole {ctx.months}-month window from {_day(window_start)}",
+        return plan_whole_window(
+            symbol, coverage, ctx, "adjusted bars change with every dividend: every stored bar and the window"
         )
     if backfill:
         covered = _day(coverage.covered_from) if coverage.covered_from else "no IBKR request on record"
@@ -202,17 +206,19 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
 def plan_whole_window(symbol: str, coverage: Coverage, ctx: PlanContext, reason: str) -> SymbolPlan:
     """Everything again: the run's window, and further back if the warehouse already holds older bars.
 
-    Used when re-delivered bars show that the source re-adjusted the history (a split): every stored bar of
-    the symbol must be replaced, or the series would mix units.
+    Used when the source re-adjusts the history (a split; ADJUSTED_LAST after every dividend): every stored bar
+    of the symbol must be replaced, or the series would mix units (a jump at the oldest bar not re-delivered).
     """
     start = ctx.window_start
-    if coverage.covered_from is not None:
-        start = min(start, coverage.covered_from)
-    return _plan(symbol, ctx, start, reason)
+    if coverage.held_from is not None:
+        start = min(start, coverage.held_from)
+    return _plan(symbol, ctx, start, f"{reason}, from {_day(start)}", replaces_history=True)
 
 
-def _plan(symbol: str, ctx: PlanContext, start: datetime, reason: str) -> SymbolPlan:
-    return SymbolPlan(symbol, reason, start=start, until=ctx.now, bar_size=ctx.bar_size)
+def _plan(symbol: str, ctx: PlanContext, start: datetime, reason: str, replaces_history: bool = False) -> SymbolPlan:
+    return SymbolPlan(
+        symbol, reason, start=start, until=ctx.now, bar_size=ctx.bar_size, replaces_history=replaces_history
+    )
 
 
 def _first_instant(start: datetime, now: datetime, bar_size: BarSize) -> datetime:

@@ -162,21 +162,26 @@ class NativeVecEnv(VecEnv):
         self._episode_return[index] = 0.0
         self._episode_length[index] = 0
 
-    def _info(self, index: int) -> dict[str, Any]:
+    def _infos(self, envs: Sequence[int] | slice = slice(None)) -> list[dict[str, Any]]:
+        """The info dicts of ``envs``, one array conversion each: per-environment scalars were most of a step."""
         trading = self._trading
-        return {
-            "symbol": self.market.symbols[trading.series_index[index]],
-            "session_index": int(trading.t[index]),
-            "net_worth": float(trading.net_worth[index]),
-            "position": int(trading.position[index]),
-        }
+        return [
+            {"symbol": self.market.symbols[series_index], "session_index": t, "net_worth": worth, "position": held}
+            for series_index, t, worth, held in zip(
+                trading.series_index[envs].tolist(),
+                trading.t[envs].tolist(),
+                trading.net_worth[envs].tolist(),
+                trading.position[envs].tolist(),
+                strict=True,
+            )
+        ]
 
     def reset(self) -> VecEnvObs:
         for index in range(self.num_envs):
             if self._seeds[index] is not None:
                 self._rngs[index], _ = np_random(self._seeds[index])
             self._begin(index, self._options[index] or None)
-            self.reset_infos[index] = self._info(index)
+            self.reset_infos[index] = self._infos([index])[0]
         self._reset_seeds()
         self._reset_options()
         return self._trading.observe()
@@ -189,11 +194,9 @@ class NativeVecEnv(VecEnv):
         self._episode_return += rewards
         self._episode_length += 1
         obs = self._trading.observe()
-        infos: list[dict[str, Any]] = []
-        for index in range(self.num_envs):
-            info = self._info(index)
-            info["TimeLimit.truncated"] = bool(truncated[index])  # the data ends, the market does not
-            infos.append(info)
+        infos = self._infos()
+        for info, ended in zip(infos, truncated.tolist(), strict=True):
+            info["TimeLimit.truncated"] = ended  # the data ends, the market does not
         for index in np.flatnonzero(truncated):
             info = infos[index]
             info["terminal_observation"] = obs[index].copy()
@@ -203,7 +206,7 @@ class NativeVecEnv(VecEnv):
                 "t": round(time.time() - self._created, 6),
             }
             self._begin(int(index), None)
-            self.reset_infos[index] = self._info(int(index))
+            self.reset_infos[index] = self._infos([index])[0]
             obs[index] = self._trading.observe(np.array([index]))[0]
         return obs, rewards.astype(np.float32), truncated.copy(), infos
 
