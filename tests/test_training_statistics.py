@@ -163,7 +163,8 @@ def test_the_bootstrap_draws_the_seeds_of_each_fold() -> None:
     the seeds' values (sessions alone would leave it at one point)."""
     returns = _market(1)
     returns[:, AGENT] = np.array([0.001, 0.002, 0.004])[:, None]
-    statistics = compute_statistics([_sample(1, returns)], POLICIES, resamples=300, seed=5)
+    noisy = _sample(2, _market(2), start="2025-01-02")  # keeps the agent's track record (DSR) from being constant
+    statistics = compute_statistics([_sample(1, returns), noisy], POLICIES, resamples=300, seed=5)
     mean = statistics.policy("agent", "total_return", fold_id=1).mean
     per_seed = (1 + np.array([0.001, 0.002, 0.004])) ** 60 - 1
     assert mean.estimate == pytest.approx(per_seed.mean())
