@@ -49,13 +49,12 @@ from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.evaluation import AGENT, PolicyReplay, replay
-from training.folds import Fold
+from training.folds import ROLES, Fold
 from training.market_data import FeatureScaler, SymbolSeries, build_series
 from training.ppo import TrainingStats, build_model, learn, make_training_env
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("train", "validation", "test")
 CHECKPOINT_PREFIX = "ppo"
 KEY_COLUMNS = ("symbol", "session_date")
 PRICE_COLUMNS = ("open", "close")
