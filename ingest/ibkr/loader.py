@@ -152,7 +152,8 @@ class LoadSummary:
 
     @property
     def ok(self) -> bool:
-        """Every symbol landed, was current or had no data."""
+        """The run was not aborted and every symbol landed, was current or had no data (or, in a dry run, was
+        planned)."""
         return self.aborted is None and all(
             r.status in ("landed", "no_data", "current", "planned") for r in self.results
         )
