@@ -57,8 +57,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "ppo"
 KEY_COLUMNS = ("symbol", "session_date")
-PRICE_COLUMNS = ("open", "close")
-"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes."""
+TRADED_PRICE_COLUMNS = ("open", "close")
+"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
+Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
 
 
 class NotEnoughData(ValueError):
@@ -77,7 +78,7 @@ class MarketData:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, feature_names: Sequence[str]) -> MarketData:
-        columns = [*KEY_COLUMNS, *PRICE_COLUMNS, *feature_names]
+        columns = [*KEY_COLUMNS, *TRADED_PRICE_COLUMNS, *feature_names]
         rows = frame[columns].sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
         return cls(rows, tuple(feature_names))
 
