@@ -12,6 +12,7 @@ import yaml
 from devtools.documented_tables import documented_table
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
 from training import cli
+from training.cli import parse_command_line
 from training.config import (
     SingleRunConfig,
     TrainConfig,
@@ -19,7 +20,6 @@ from training.config import (
     configuration_hash,
     dump_config,
     load_config,
-    parse_command_line,
 )
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema

@@ -7,12 +7,17 @@ training/exit_codes.py, which ``--help`` lists.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from training.config import CONFIG_FLAG_HELP, SingleRunConfig, TrainConfig, WalkForwardConfig, parse_command_line
+from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
 
 logger = logging.getLogger("training")
@@ -29,6 +34,112 @@ WALK_FORWARD_DESCRIPTION = (
     "--ray-address or RAY_ADDRESS for a cluster), then report the statistics over folds x seeds with confidence "
     "intervals and the verdict: runs/<run_id>/report.html and the ml.walk_forward_* tables."
 )
+
+
+CONFIG_FLAG_HELP = "--config FILE.yaml: fields of this configuration (flags given as well override the file)."
+
+
+def parse_command_line(
+    cls: type[ConfigT],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    base: dict[str, Any] | None = None,
+) -> ConfigT:
+    """Flags from the dataclass ``cls`` (help = field docstrings) over ``--config`` YAML over the defaults (or over
+    ``base``: a resumed sweep's stored configuration).
+
+    Raises ``ValueError`` with one line for a bad flag, value, file or combination; ``--help`` exits 0.
+    """
+    import tyro  # here, not at the top: it takes a moment, and --help of other commands need not wait
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, rest = _take_config_flag(argv)
+    defaults = load_config(config_path, cls=cls, base=base)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=rest, default=defaults, prog=prog, description=description)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+    # tyro wraps its message at the terminal's width, inside words (a long path would read 'runs/fo lder'): parse
+    # again, as wide as the message needs, for the one line.
+    captured = io.StringIO()
+    with _wide_terminal(), contextlib.redirect_stderr(captured), contextlib.suppress(SystemExit):
+        tyro.cli(cls, args=rest, default=defaults, prog=prog, description=description)
+    raise ValueError(_one_line(captured.getvalue(), prog))
+
+
+@contextlib.contextmanager
+def _wide_terminal():
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100000"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
+
+
+def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
+    rest: list[str] = []
+    config_path: Path | None = None
+    iterator = iter(argv)
+    for arg in iterator:
+        if arg == "--config":
+            value = next(iterator, None)
+            if value is None:
+                raise ValueError("--config needs a file name")
+            config_path = Path(value)
+        elif arg.startswith("--config="):
+            config_path = Path(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    if config_path is not None and not config_path.is_file():
+        raise ValueError(f"--config {config_path}: no such file")
+    return config_path, rest
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CORNERS = "╭╮╰╯+"
+_RULE = re.compile(r"^[\s│|├┤─+-]*$")
+
+
+def _one_line(tyro_error: str, prog: str) -> str:
+    """tyro's boxed error message as one line: 'Unrecognized options: --x (did you mean --y?)'.
+
+    On a terminal the message is a box whose top edge carries the title; elsewhere the title is a line of its own.
+    Either way, rules separate the message from the suggestions and the help hint.
+    """
+    blocks: list[list[str]] = [[]]
+    title = ""
+    for raw in tyro_error.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if not line:
+            continue
+        if line[0] in _CORNERS:  # the top edge carries the title, the bottom edge nothing
+            title = title or line.strip(_CORNERS + "─- ")
+            continue
+        if _RULE.match(line):
+            blocks.append([])
+            continue
+        blocks[-1].append(line.strip("│| "))
+    blocks = [block for block in blocks if block]
+    if not title and len(blocks) > 1 and len(blocks[0]) == 1:  # no box (not a terminal): the title is a line alone
+        title = blocks.pop(0)[0]
+    message = " ".join(blocks[0]) if blocks else title or "invalid command line"
+    suggestions = [
+        line.split()[0]
+        for block in blocks[1:]
+        if block[0].startswith("Perhaps you meant")
+        for line in block
+        if line.startswith("--")
+    ]
+    hint = f" (did you mean {' or '.join(dict.fromkeys(suggestions))}?)" if suggestions else ""
+    return f"{message}{hint}; see {prog} --help"
 
 
 def _help(description: str) -> str:

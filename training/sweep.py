@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash, parse_command_line
+from training.cli import parse_command_line
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict

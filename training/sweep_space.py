@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from training.config import FieldTypeError, TrainConfig, field_value, read_text
+from training.config import TrainConfig
+from training.config_values import FieldTypeError, field_value, read_text
 from warehouse_db.settings import REPO_ROOT
 
 DEFAULT_SPACE = REPO_ROOT / "training" / "configs" / "sweep_space.yaml"
