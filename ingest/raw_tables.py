@@ -404,11 +404,16 @@ class Landing:
         Across batches too: they would land with the same ingested_at and load_id, leaving the version dbt keeps to
         their random batch ids. (Its one caller, the CSV source, lands one bar setting per transaction.)
         """
+        # Places are gathered for the duplicated bars only: for every bar of a large file, that costs seconds.
         groups = self.conn.execute(
             sql.SQL(
-                "select symbol, session_date, array_agg(array[batch_key, line] order by batch_key, line) from {} "
-                "group by symbol, session_date having count(*) > 1 order by min(array[batch_key, line]) limit %s"
-            ).format(sql.Identifier(_STAGING_TABLE)),
+                "with duplicated as ("
+                "select symbol, session_date, min(array[batch_key, line]) as first_place from {staging} "
+                "group by symbol, session_date having count(*) > 1 order by first_place limit %s) "
+                "select symbol, session_date, array_agg(array[batch_key, line] order by batch_key, line) "
+                "from duplicated join {staging} using (symbol, session_date) "
+                "group by symbol, session_date, first_place order by first_place"
+            ).format(staging=sql.Identifier(_STAGING_TABLE)),
             (limit,),
         ).fetchall()
         return [
