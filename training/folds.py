@@ -16,6 +16,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from warehouse_db import schemas
+
 Role = Literal["train", "validation", "test"]
 ROLES: tuple[Role, ...] = ("train", "validation", "test")
 """The ranges of a fold, in time order."""
@@ -129,14 +131,16 @@ def select_fold(folds: Iterable[Fold], fold_id: int | None = None) -> Fold:
     """The fold with ``fold_id``, or the latest one (the largest id) when ``fold_id`` is None."""
     folds = sorted(folds, key=lambda fold: fold.fold_id)
     if not folds:
-        raise FoldSelectionError(f"marts.{FOLDS_TABLE} has no fold")
+        raise FoldSelectionError(
+            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)"
+        )
     if fold_id is None:
         return folds[-1]
     for fold in folds:
         if fold.fold_id == fold_id:
             return fold
     raise FoldSelectionError(
-        f"marts.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]}): choose --fold"
+        f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]}): choose --fold"
     )
 
 

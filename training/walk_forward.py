@@ -12,6 +12,7 @@ train`` (training/job.py) runs the same job on one fold with one seed, in this p
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
 import shutil
@@ -34,6 +35,7 @@ from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
 from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
+from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -78,10 +80,12 @@ def choose_folds(folds: Sequence[Fold], wanted: Sequence[int]) -> list[Fold]:
     """The folds with the ``wanted`` ids (all when empty), oldest first; an unknown id is an error."""
     by_id = {fold.fold_id: fold for fold in folds}
     if not by_id:
-        raise FoldSelectionError(f"marts.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)")
+        raise FoldSelectionError(
+            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)"
+        )
     if missing := sorted(set(wanted) - set(by_id)):
         raise FoldSelectionError(
-            f"marts.{FOLDS_TABLE} has no fold {missing} (its folds: {sorted(by_id)}): choose --folds"
+            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {missing} (its folds: {sorted(by_id)}): choose --folds"
         )
     return [by_id[fold_id] for fold_id in sorted(set(wanted) or by_id)]
 
@@ -227,7 +231,7 @@ def execute(
                 task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
                 task_dir.mkdir(parents=True, exist_ok=True)
                 (task_dir / "model.zip").write_bytes(result.model_zip)
-                (task_dir.parent / "scaler.json").write_text(_json(result.scaler), encoding="utf-8")
+                (task_dir.parent / "scaler.json").write_text(json.dumps(result.scaler, indent=2), encoding="utf-8")
             summary = {
                 "run_id": run_id,
                 "kind": kind,
@@ -309,12 +313,6 @@ def execute(
     return WalkForwardResult(
         run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
     )
-
-
-def _json(value: dict) -> str:
-    import json
-
-    return json.dumps(value, indent=2)
 
 
 if __name__ == "__main__":

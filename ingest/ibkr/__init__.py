@@ -12,9 +12,9 @@ Modules (each small, named for what it does):
 * :mod:`ingest.ibkr.fetcher`  -- the ib_async session: connect, qualify, request, retry, reconnect.
 * :mod:`ingest.ibkr.readjustment` -- pure: re-delivered bars vs stored ones, a re-adjusted history (a split)?
 * :mod:`ingest.ibkr.loader`   -- orchestration: coverage -> plan -> fetch -> land, progress and summary.
+* :mod:`ingest.ibkr.compat_check` -- the same client path, runnable under ib_insync 0.9.86 as well.
 
 What lands, and how, is :mod:`ingest.raw_tables`; which bars are final, :mod:`ingest.sessions`.
-* :mod:`ingest.ibkr.compat_check` -- the same client path, runnable under ib_insync 0.9.86 as well.
 
 This package's ``__init__`` imports nothing, so that :mod:`ingest.ibkr.fetcher` can be imported in a venv
 that has only ``ib_insync`` (see :mod:`ingest.ibkr.compat_check`).

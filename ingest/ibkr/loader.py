@@ -152,7 +152,8 @@ class LoadSummary:
 
     @property
     def ok(self) -> bool:
-        """Every symbol landed, was current or had no data."""
+        """The run was not aborted and every symbol landed, was current or had no data (or, in a dry run, was
+        planned)."""
         return self.aborted is None and all(
             r.status in ("landed", "no_data", "current", "planned") for r in self.results
         )
@@ -476,7 +477,9 @@ def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
 def _bar_times(bar: SourceBar) -> tuple[datetime, date]:
     value = bar.date
     if isinstance(value, datetime):
-        if value.tzinfo is None:  # only with formatDate=1 on intraday bars: the gateway's (New York) zone
+        # Intraday bars are asked for with formatDate=2 (epoch seconds, aware). A server that sends local times anyway
+        # sends them in its login time zone, which the client cannot know: read them as exchange time.
+        if value.tzinfo is None:
             value = value.replace(tzinfo=NY)
         return value, value.astimezone(NY).date()
     return datetime.combine(value, datetime.min.time(), NY), value

@@ -6,13 +6,16 @@ Inputs per symbol (:class:`Coverage`, read from ``raw`` by the loader):
 * ``covered_from``   -- the earliest start any successful IBKR batch asked for (so a longer ``--months``
   is noticed and backfilled, while a stock listed since then is not asked for again every run);
 * ``checked_at``     -- the moment the latest successful IBKR batch asked for data up to (its
-  ``requested_end``: the planning moment of that run).
+  ``requested_end``: the planning moment of that run);
+* ``held_from``      -- the earliest bar held or asked for: where a plan that replaces the whole history
+  (``--full-refresh``, a re-adjusted split, ADJUSTED_LAST) must start.
 
 A symbol is *current*, and costs no request, when it was checked up to a moment after the close of the last
-completed session (a request made during the session only got the session so far, which was not landed) and its covered window reaches back far enough. Otherwise the plan asks for what is missing: from
-the watermark minus a short overlap (to pick up corrections of recent bars) up to now, or the whole window
-when nothing usable is there. Daily and longer bars fit one request (``N D`` up to 365 days, whole years
-beyond); intraday windows are cut into pages that IBKR accepts.
+completed session (a request made during the session only got the session so far, which was not landed) and its
+covered window reaches back far enough. Otherwise the plan asks for what is missing: from the watermark minus a
+short overlap (to pick up corrections of recent bars) up to now, or the whole window when nothing usable is there.
+Daily and longer bars fit one request (``N D`` up to 365 days, whole years beyond); intraday windows are cut into
+pages that IBKR accepts.
 """
 
 from __future__ import annotations

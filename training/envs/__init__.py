@@ -6,13 +6,15 @@ The semantics are stated once, in :mod:`training.envs.fill_rule`; the observatio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import gymnasium
 
+from training.config import EnvKind
 from training.envs.spaces import EnvSettings
 from training.market_data import SymbolSeries
 
-ENV_KINDS = ("native", "tensortrade")
+ENV_KINDS: tuple[str, ...] = get_args(EnvKind)  # the config's Literal is the one list
 
 
 def make_env(kind: str, series: Sequence[SymbolSeries], settings: EnvSettings) -> gymnasium.Env:
