@@ -10,7 +10,7 @@ File format (UTF-8, a byte-order mark is accepted, comma-separated, one header l
 :data:`ingest.symbols.SYMBOL_PATTERN`; prices are finite and > 0, low <= open, close <= high; volume is finite
 and >= 0; wap, when given, is finite and lies within [low, high]; bar_count, when given, is a whole number
 0 .. 2^63-1; con_id, when given, a whole number 1 .. 2^63-1; the session has ended (not in the future, not
-today's session before its close); and a (symbol, date) appears at most once per file.
+today's session before its close); and a (symbol, date) appears at most once per run, in one of its files.
 
 All files of a run land in ONE transaction: rows stream through COPY into a temporary table while they are
 checked, so memory stays flat whatever the file size. Any bad row in any file rolls the whole run back: a run
@@ -348,10 +348,15 @@ def load_csv_files(
                     writer.write(key, raw_bar, line)
         if not problems:
             files = {key: file_index for (file_index, _), key in keys.items()}
-            for key, symbol, session, lines in transaction.duplicates(MAX_ERRORS_KEPT):
-                shown = display_path(paths[files[key]])
-                for line in lines[1:]:
-                    problems.add(f"{shown}:{line}: duplicate bar for {symbol} on {session} (first on line {lines[0]})")
+
+            def place(key: int, line: int) -> str:
+                return f"{display_path(paths[files[key]])}:{line}"
+
+            # Within a file, or across two files of the run (one of them would win at random: see duplicates).
+            for symbol, session, ((first_key, first_line), *others) in transaction.duplicates(MAX_ERRORS_KEPT):
+                for key, line in others:
+                    first = f"line {first_line}" if key == first_key else place(first_key, first_line)
+                    problems.add(f"{place(key, line)}: duplicate bar for {symbol} on {session} (first on {first})")
         if problems:
             raise problems.error()  # leaves the transaction: PostgreSQL discards every row streamed so far
         landed = transaction.finish(batches, requested_range_from_bars=True)

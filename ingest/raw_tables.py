@@ -397,25 +397,28 @@ class Landing:
             copy.set_types([column.copy_type for column in columns])
             yield BarWriter(copy)
 
-    def duplicates(self, limit: int = 100) -> list[tuple[int, str, date, list[int]]]:
-        """Bars that appear more than once within a batch: (batch_key, symbol, session_date, lines), first ones."""
+    def duplicates(self, limit: int = 100) -> list[tuple[str, date, list[tuple[int, int]]]]:
+        """Bars that appear more than once in the transaction, in one batch or in several (two files of a run):
+        (symbol, session_date, [(batch_key, line), ...]) in the order they were written, the first ones first.
+
+        Across batches too: they would land with the same ingested_at and load_id, leaving the version dbt keeps to
+        their random batch ids. (Its one caller, the CSV source, lands one bar setting per transaction.)
+        """
+        # Places are gathered for the duplicated bars only: for every bar of a large file, that costs seconds.
         groups = self.conn.execute(
             sql.SQL(
-                "select batch_key, symbol, session_date from {} group by batch_key, symbol, session_date "
-                "having count(*) > 1 order by min(line) limit %s"
-            ).format(sql.Identifier(_STAGING_TABLE)),
+                "with duplicated as ("
+                "select symbol, session_date, min(array[batch_key, line]) as first_place from {staging} "
+                "group by symbol, session_date having count(*) > 1 order by first_place limit %s) "
+                "select symbol, session_date, array_agg(array[batch_key, line] order by batch_key, line) "
+                "from duplicated join {staging} using (symbol, session_date) "
+                "group by symbol, session_date, first_place order by first_place"
+            ).format(staging=sql.Identifier(_STAGING_TABLE)),
             (limit,),
         ).fetchall()
-        found = []
-        for batch_key, symbol, session_date in groups:
-            lines = self.conn.execute(
-                sql.SQL(
-                    "select line from {} where batch_key = %s and symbol = %s and session_date = %s order by line"
-                ).format(sql.Identifier(_STAGING_TABLE)),
-                (batch_key, symbol, session_date),
-            ).fetchall()
-            found.append((batch_key, symbol, session_date, [line for (line,) in lines]))
-        return found
+        return [
+            (symbol, session_date, [(key, line) for key, line in places]) for symbol, session_date, places in groups
+        ]
 
     def finish(
         self, batches: Mapping[int, Batch], *, requested_range_from_bars: bool = False

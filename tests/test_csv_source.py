@@ -98,7 +98,7 @@ BAD_FILES = {
     "empty file": ("", "empty", 1),
     "header only": (HEADER, "no bars", 2),
     "SQL in a symbol": (HEADER + "X'); drop table raw.ibkr_bars; --,2025-03-03,1,2,0.5,1,5,,\n", "invalid symbol", 2),
-    "duplicate bar": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\nAAPL,2025-03-03,1,2,0.5,1.5,5,,\n", "duplicate", 3),
+    "duplicate bar": (HEADER + "AAPL,2025-03-05,1,2,0.5,1,5,,\nAAPL,2025-03-05,1,2,0.5,1.5,5,,\n", "duplicate", 3),
     "too many fields": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,,extra\n", "fields", 2),
     "compact date": (HEADER + "AAPL,20250303,1,2,0.5,1,5,,\n", "'20250303' is not a YYYY-MM-DD date", 2),
     "week date": (HEADER + "AAPL,2025-W10-1,1,2,0.5,1,5,,\n", "'2025-W10-1' is not a YYYY-MM-DD date", 2),
@@ -139,6 +139,16 @@ def test_bad_file_is_rejected_naming_file_and_line_and_nothing_lands(warehouse, 
     assert counts(warehouse) == (0, 0)
     with connect(warehouse) as conn:  # the injection attempt did not drop anything
         assert conn.execute("select to_regclass('raw.ibkr_bars') is not null").fetchone()[0]
+
+
+def test_a_bar_in_two_files_of_a_run_is_refused_naming_both(warehouse, tmp_path):
+    """Both versions would land with the same ingested_at and load_id: which one dbt keeps would be left to chance."""
+    good = write(tmp_path, HEADER + GOOD_ROWS, name="good.csv")
+    revised = write(tmp_path, HEADER + "AAPL,2025-03-04,237.71,240.07,234.68,236.50,53798100,,\n", name="revised.csv")
+    with connect(warehouse) as conn, pytest.raises(CsvValidationError) as raised:
+        load_csv_files(conn, [good, revised], new_load_id(), progress=False)
+    assert f"{revised}:2: duplicate bar for AAPL on 2025-03-04 (first on {good}:3)" in str(raised.value)
+    assert counts(warehouse) == (0, 0)
 
 
 def test_every_bad_line_of_a_file_is_reported(tmp_path):

@@ -515,3 +515,25 @@ def test_a_warehouse_dir_anywhere_in_the_repository_stays_out_of_git(tmp_path, m
     monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path))
     assert warehouse_db_main(["env"]) == 0
     assert not (tmp_path / ".gitignore").exists()
+
+
+def test_a_warehouse_dir_that_existed_before_keeps_the_database_and_password_file_out_of_git(tmp_path, monkeypatch):
+    """WAREHOUSE_DIR=. (or a directory the repository tracks) gets no .gitignore of its own: the repository's
+    .gitignore keeps what the warehouse puts there, the password file above all, out of `git add`."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_bytes((REPO_ROOT / ".gitignore").read_bytes())
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    for directory in (tmp_path, tmp_path / "data"):
+        directory.mkdir(exist_ok=True)
+        monkeypatch.setenv("WAREHOUSE_DIR", str(directory))
+        assert warehouse_db_main(["env"]) == 0
+        assert (directory / warehouse_main.PASSFILE_NAME).exists()
+        (directory / embedded.PGDATA_NAME).mkdir()  # what the embedded server keeps there, as it names it
+        (directory / embedded.PGDATA_NAME / "PG_VERSION").write_text("18\n", encoding="utf-8")
+        (directory / f".{embedded.PGDATA_NAME}.lock").touch()
+    untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert untracked == "?? .gitignore\n"
