@@ -232,9 +232,13 @@ def ray_cluster() -> Iterator[str]:
     )
     try:
         assert process.stdout is not None
+        said: list[str] = []
         for line in process.stdout:
+            said.append(line)
             if "--block" in line:  # "... will block until ... (--block)": the head node is up
                 break
+        else:  # `ray start` ended without starting a head (e.g. a port another Ray on this machine holds)
+            pytest.fail(f"ray start --head --port={port} did not start a head node:\n{''.join(said)[-3000:]}")
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the whole group: ray start, its GCS, raylet and workers
