@@ -10,7 +10,7 @@ checked against it by tests.
 from __future__ import annotations
 
 import warnings
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -27,6 +27,8 @@ EXCHANGE = "XNYS"
 EXCHANGE_TIMEZONE = "America/New_York"
 """Session dates are dates in this time zone (daily bars land at 00:00 of it)."""
 EXCHANGE_TZ = ZoneInfo(EXCHANGE_TIMEZONE)
+EXTENDED_HOURS_END = time(20, 0)
+"""End of after-hours trading (exchange time): when a session ends for bars that include it."""
 
 FIRST_DAY = date(2000, 1, 1)
 """The calendar reaches back this far (the seed's range starts here)."""

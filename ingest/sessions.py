@@ -5,7 +5,7 @@ request's newest bar may still be forming. Such a bar is not final: it must neve
 source asks here (:class:`FinalBars`) which bars it may land.
 
 A session ends at its regular close (13:00 New York time on half days) for regular-trading-hours bars, and at
-20:00 New York time when after-hours trading is included. Sessions come from :mod:`market_calendar`.
+the end of after-hours trading when it is included. Sessions and both moments come from :mod:`market_calendar`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 
-from market_calendar import EXCHANGE_TZ, session_closes
+from market_calendar import EXCHANGE_TZ, EXTENDED_HOURS_END, session_closes
 
 log = logging.getLogger(__name__)
-
-EXTENDED_HOURS_END = time(20, 0)
-"""End of after-hours trading (New York time): when a session ends for bars that include it."""
 
 
 def session_end(close: datetime, session: date, use_rth: bool) -> datetime:

@@ -13,6 +13,8 @@ from warehouse_db.settings import REPO_ROOT
 def test_dbt_dates_sessions_in_the_same_time_zone():
     project = yaml.safe_load((REPO_ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
     assert project["vars"]["exchange_timezone"] == market_calendar.EXCHANGE_TIMEZONE
+    # After-hours bars are final at the same moment for the loader and for dbt's is_final.
+    assert project["vars"]["extended_hours_end"] == market_calendar.EXTENDED_HOURS_END.strftime("%H:%M")
 
 
 def test_sessions_skip_weekends_and_holidays_and_know_half_days():

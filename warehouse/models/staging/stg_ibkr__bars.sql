@@ -51,11 +51,11 @@ flagged as (
         normalised.symbol ~ '{{ var("symbol_pattern") }}' as is_valid_symbol,
         -- A daily bar landed before its session ended is the session so far, not the final bar (IBKR answers
         -- a request during trading hours with today's bar to date). Sessions end at the close for
-        -- regular-hours bars and at 20:00 New York time with after-hours trading.
+        -- regular-hours bars and at var extended_hours_end (exchange time) with after-hours trading.
         coalesce(
             normalised.ingested_at >= case
                 when normalised.use_rth then sessions.close_at
-                else (sessions.session_date + time '20:00') at time zone '{{ var("exchange_timezone") }}'
+                else (sessions.session_date + time '{{ var("extended_hours_end") }}') at time zone '{{ var("exchange_timezone") }}'
             end,
             true
         ) as is_final
