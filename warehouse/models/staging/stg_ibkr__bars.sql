@@ -13,8 +13,7 @@ sessions as (
 normalised as (
 
     select
-        -- IBKR spells class shares with a space (BRK B); BRK.B, brk.b and ' BRK B ' all become BRK B.
-        replace(upper(btrim(symbol)), '.', ' ') as symbol,
+        {{ normalise_symbol('symbol') }} as symbol,  -- BRK.B, brk.b and ' BRK B ' all become BRK B
         con_id,
         exchange,
         currency,

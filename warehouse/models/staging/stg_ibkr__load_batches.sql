@@ -10,7 +10,7 @@ renamed as (
         batch_id,
         load_id,
         source,
-        replace(upper(btrim(symbol)), '.', ' ') as symbol,
+        {{ normalise_symbol('symbol') }} as symbol,
         bar_size,
         what_to_show,
         use_rth,
