@@ -549,13 +549,9 @@ class Coverage:
         return min(known, default=None)
 
 
-def read_watermarks(conn: psycopg.Connection, settings: BarSettings) -> dict[str, datetime]:
-    """The latest landed bar_time per symbol for these bar settings: where an incremental fetch resumes."""
-    return {symbol: last for symbol, (_, last) in read_bar_spans(conn, settings).items()}
-
-
 def read_bar_spans(conn: psycopg.Connection, settings: BarSettings) -> dict[str, tuple[datetime, datetime]]:
-    """The earliest and the latest landed bar_time per symbol for these bar settings."""
+    """The earliest and the latest landed bar_time per symbol for these bar settings: where a history re-fetch
+    must reach back to, and where an incremental fetch resumes (the watermark)."""
     rows = conn.execute(
         sql.SQL(
             "select symbol, min(bar_time), max(bar_time) from {} "

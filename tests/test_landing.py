@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ingest.raw_tables import BarSettings, Batch, RawBar, land_batch, new_load_id, read_watermarks, utc_now
+from ingest.raw_tables import BarSettings, Batch, RawBar, land_batch, new_load_id, read_bar_spans, utc_now
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -158,11 +158,11 @@ def test_batches_record_status_and_watermarks_follow_ok_bars(warehouse):
         statuses = conn.execute(
             "select symbol, status, row_count, error_code from raw.load_batches order by symbol"
         ).fetchall()
-        watermarks = read_watermarks(conn, settings)
-        other_settings = read_watermarks(conn, BarSettings(what_to_show="ADJUSTED_LAST"))
+        spans = read_bar_spans(conn, settings)
+        other_settings = read_bar_spans(conn, BarSettings(what_to_show="ADJUSTED_LAST"))
     assert (landed, empty, failed) == (2, 0, 0)
     assert statuses == [("AAA", "ok", 2, None), ("BBB", "no_data", 0, None), ("CCC", "failed", 0, 200)]
-    assert watermarks == {"AAA": datetime(2025, 3, 4, 5, tzinfo=UTC)}
+    assert spans == {"AAA": (datetime(2025, 3, 3, 5, tzinfo=UTC), datetime(2025, 3, 4, 5, tzinfo=UTC))}
     assert other_settings == {}
 
 
