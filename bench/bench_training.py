@@ -31,7 +31,8 @@ from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
 from training.envs.batched_env import NativeVecEnv
 from training.evaluation import replay, replay_episode
-from training.fold_task import MarketData, env_settings, prepare_fold, seed_everything
+from training.fold_task import env_settings, prepare_fold, seed_everything
+from training.market_data import MarketData
 from training.ppo import build_model
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, mart_database, synthetic_mart
 from training.config import TrainConfig
-from training.fold_task import MarketData
+from training.market_data import MarketData
 from training.task_runners import InProcessRunner, RayRunner
 
 

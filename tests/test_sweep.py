@@ -26,7 +26,8 @@ from devtools.synthetic_mart import (
 from training.baselines import POLICIES
 from training.config import TrainConfig, configuration_hash
 from training.features import read_mart_schema
-from training.fold_task import MarketData, run_fold_seed, validate_configuration
+from training.fold_task import run_fold_seed, validate_configuration
+from training.market_data import MarketData
 from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
 from training.sweep import EvaluatedOutsideValidation, SweepConfig, SweepResult, check_validation_only, run_sweep

@@ -20,8 +20,8 @@ from training.envs import ENV_KINDS, EnvSettings, make_env
 from training.envs.batched_env import NativeVecEnv
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
-from training.fold_task import MarketData, prepare_fold
-from training.market_data import FeatureScaler, SymbolSeries, build_series
+from training.fold_task import prepare_fold
+from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
 
 FEATURES = list(FEATURE_LOOKBACKS)
 SETTINGS = EnvSettings.from_bps(

@@ -12,9 +12,10 @@ import pytest
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart, with_split
 from market_calendar import sessions_in_range
 from training.config import load_config
-from training.fold_task import MarketData, prepare_fold
+from training.fold_task import prepare_fold
 from training.folds import ROLES, DateRange, Fold, FoldSelectionError, select_fold
 from training.job import latest_or
+from training.market_data import MarketData
 
 
 @pytest.fixture(scope="module")

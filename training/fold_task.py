@@ -22,7 +22,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -50,42 +49,16 @@ from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.evaluation import AGENT, PolicyReplay, replay
 from training.folds import ROLES, Fold
-from training.market_data import FeatureScaler, SymbolSeries, build_series
+from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
 from training.ppo import TrainingStats, build_model, learn, make_training_env
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "ppo"
-KEY_COLUMNS = ("symbol", "session_date")
-TRADED_PRICE_COLUMNS = ("open", "close")
-"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
-Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
 
 
 class NotEnoughData(ValueError):
     """A fold's range holds no symbol with enough sessions to trade."""
-
-
-@dataclass(frozen=True)
-class MarketData:
-    """The mart rows a task may use: keys, open, close and the features, sorted by symbol and session date.
-
-    The target column is never part of it, so no task can observe the future return it describes.
-    """
-
-    frame: pd.DataFrame
-    feature_names: tuple[str, ...]
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, feature_names: Sequence[str]) -> MarketData:
-        columns = [*KEY_COLUMNS, *TRADED_PRICE_COLUMNS, *feature_names]
-        rows = frame[columns].sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
-        return cls(rows, tuple(feature_names))
-
-    def until(self, last_session: date) -> MarketData:
-        """Only the rows of sessions up to and including ``last_session``."""
-        dates = pd.to_datetime(self.frame["session_date"]).dt.date
-        return MarketData(self.frame[dates <= last_session].reset_index(drop=True), self.feature_names)
 
 
 @dataclass(frozen=True)

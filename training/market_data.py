@@ -1,4 +1,5 @@
-"""From mart rows to what an environment consumes: one ``SymbolSeries`` per symbol and split of a fold.
+"""From mart rows to what an environment consumes: the rows a task may use (``MarketData``), then one
+``SymbolSeries`` per symbol and split of a fold.
 
 Features are standardised with statistics of the fold's **train range only** (a fitted parameter of the agent, like
 its weights, stored in the run folder) and clipped, so observations have finite bounds. The target column never
@@ -8,11 +9,41 @@ enters a series: only the feature columns named by the mart YAML do.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+KEY_COLUMNS = ("symbol", "session_date")
+"""A mart row's key: one row per symbol and session."""
+TRADED_PRICE_COLUMNS = ("open", "close")
+"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
+Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """The mart rows a task may use: keys, open, close and the features, sorted by symbol and session date.
+
+    The target column is never part of it, so no task can observe the future return it describes.
+    """
+
+    frame: pd.DataFrame
+    feature_names: tuple[str, ...]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, feature_names: Sequence[str]) -> MarketData:
+        columns = [*KEY_COLUMNS, *TRADED_PRICE_COLUMNS, *feature_names]
+        rows = frame[columns].sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
+        return cls(rows, tuple(feature_names))
+
+    def until(self, last_session: date) -> MarketData:
+        """Only the rows of sessions up to and including ``last_session``."""
+        dates = pd.to_datetime(self.frame["session_date"]).dt.date
+        return MarketData(self.frame[dates <= last_session].reset_index(drop=True), self.feature_names)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from psycopg import sql
 import warehouse_db
 from training.features import MART_MODEL, MartSchema
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, Fold
+from training.market_data import KEY_COLUMNS
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
@@ -29,7 +30,6 @@ from warehouse_db.settings import ConnectionSettings
 logger = logging.getLogger(__name__)
 
 MART_TABLE = MART_MODEL
-KEY_COLUMNS = ("symbol", "session_date")
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 TEXT_COLUMNS = ("symbol",)
 

@@ -55,7 +55,8 @@ from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
-    from training.fold_task import MarketData, ValidationResult
+    from training.fold_task import ValidationResult
+from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
 
@@ -609,7 +610,7 @@ def run_sweep(
     import warehouse_db
     from training import results_store
     from training.features import read_mart_schema
-    from training.fold_task import MarketData
+    from training.market_data import MarketData
     from training.mart import read_mart
     from training.task_runners import RayRunner
     from training.walk_forward import choose_folds, contract_terms

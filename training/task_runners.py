@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig, ray_address_problem
-from training.fold_task import MarketData, TaskResult, run_fold_seed
+from training.fold_task import TaskResult, run_fold_seed
 from training.folds import Fold
+from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,9 @@ from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
-from training.fold_task import MarketData, TaskResult
+from training.fold_task import TaskResult
 from training.folds import FOLDS_TABLE, Fold, FoldSelectionError
+from training.market_data import MarketData
 from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
