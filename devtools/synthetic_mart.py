@@ -33,6 +33,7 @@ from devtools.scratch_database import scratch_database
 from market_calendar import sessions_in_range, sessions_until
 from training.features import DEFAULT_MART_YAML, read_mart_schema
 from training.folds import FOLDS_TABLE, SPLITS, DateRange, Fold
+from training.market_data import KEY_COLUMNS
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -48,8 +49,9 @@ FEATURE_LOOKBACKS: dict[str, int] = {
 }
 """The mart's features in column order, with their lookbacks (from training_bars.yml)."""
 TARGET_HORIZON_SESSIONS = _MART_SCHEMA.target_horizon_sessions
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
-MART_COLUMNS = ("symbol", "session_date", *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET)
+PRICE_COLUMNS = _MART_SCHEMA.price_columns
+"""The mart's price columns (meta.role = price in training_bars.yml)."""
+MART_COLUMNS = (*KEY_COLUMNS, *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET)
 
 
 def session_dates(count: int, end: str = "2025-06-30") -> pd.DatetimeIndex:
@@ -268,9 +270,8 @@ def mart_database(
 def write_mart_yaml(path: Path, feature_lookbacks: dict[str, int] = FEATURE_LOOKBACKS) -> Path:
     """A dbt schema YAML for the synthetic mart, in the format of warehouse/models/marts/training_bars.yml."""
     columns = [
-        {"name": "symbol", "description": "Ticker."},
-        {"name": "session_date", "description": "Exchange session date."},
-        *({"name": name, "description": f"Session {name}."} for name in PRICE_COLUMNS),
+        *({"name": name, "description": f"Key {name}.", "meta": {"role": "key"}} for name in KEY_COLUMNS),
+        *({"name": name, "description": f"Session {name}.", "meta": {"role": "price"}} for name in PRICE_COLUMNS),
         *(
             {
                 "name": name,

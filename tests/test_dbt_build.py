@@ -25,14 +25,15 @@ from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
 from market_calendar import sessions_in_range
 from training.features import read_mart_schema
 from training.folds import SPLITS, Fold
+from training.market_data import KEY_COLUMNS
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 MART_YAML = REPO_ROOT / "warehouse/models/marts/training_bars.yml"
-FEATURES = read_mart_schema(MART_YAML).feature_names
-MART_COLUMNS = ["symbol", "session_date", "open", "high", "low", "close", "volume", *FEATURES,
-                "target_log_return_next", "dbt_loaded_at"]  # fmt: skip
+MART_SCHEMA = read_mart_schema(MART_YAML)
+FEATURES = MART_SCHEMA.feature_names
+MART_COLUMNS = [*KEY_COLUMNS, *MART_SCHEMA.price_columns, *FEATURES, MART_SCHEMA.target, "dbt_loaded_at"]
 SYMBOLS = ["SA", "SB", "SC", "SD"]
 START, END = "2019-07-01", "2024-06-30"  # 5 years: the default walk-forward folds all fit
 WARMUP = int(dbt_harness.dbt_project_var("warmup_sessions"))
@@ -127,6 +128,11 @@ def test_mart_columns_and_yaml_meta(base: dict) -> None:
     columns = spec["models"][0]["columns"]
     assert [c["name"] for c in columns] == MART_COLUMNS, "every mart column is described, in order"
     assert all(c.get("description") for c in columns)
+    # Every column says what it is to the training job, which reads keys, prices, features and target by meta.role.
+    assert {c["name"]: c.get("meta", {}).get("role") for c in columns} == {
+        **dict.fromkeys(KEY_COLUMNS, "key"), **dict.fromkeys(MART_SCHEMA.price_columns, "price"),
+        **dict.fromkeys(FEATURES, "feature"), MART_SCHEMA.target: "target", "dbt_loaded_at": "lineage",
+    }  # fmt: skip
     features = [c for c in columns if c.get("meta", {}).get("role") == "feature"]
     assert [c["name"] for c in features] == FEATURES
     assert all(isinstance(c["meta"]["lookback_sessions"], int) for c in features)

@@ -14,6 +14,7 @@ import pytest
 from devtools.scratch_database import create_database, drop_database
 from devtools.synthetic_mart import (
     FEATURE_LOOKBACKS,
+    PRICE_COLUMNS,
     TARGET,
     lay_out_folds,
     synthetic_mart,
@@ -41,7 +42,9 @@ from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-TERMS = ContractTerms(feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, min_sessions_per_split=15)
+TERMS = ContractTerms(
+    feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, price_columns=PRICE_COLUMNS, min_sessions_per_split=15
+)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +200,9 @@ def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: st
 
 
 def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:
-    demanding = ContractTerms(tuple(FEATURE_LOOKBACKS), TARGET, min_sessions_per_split=15, min_embargo_sessions=10)
+    demanding = ContractTerms(
+        tuple(FEATURE_LOOKBACKS), TARGET, PRICE_COLUMNS, min_sessions_per_split=15, min_embargo_sessions=10
+    )
     with pytest.raises(ContractViolation) as refused:
         check_mart_contract(mart_warehouse, demanding)
     assert [failure.split(" [")[0] for failure in refused.value.failures] == ["every embargo is at least 10 sessions"]

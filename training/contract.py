@@ -43,7 +43,7 @@ from typing import Any
 
 from market_calendar import EXCHANGE, non_session_weekdays
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, SPLITS
-from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS
+from training.mart import KEY_COLUMNS, MART_TABLE
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
@@ -82,6 +82,7 @@ class ContractTerms:
 
     feature_names: tuple[str, ...]
     target: str
+    price_columns: tuple[str, ...]
     min_sessions_per_split: int
     """Every train, validation and test split must hold this many sessions of the mart (window + episode steps)."""
     min_purge_sessions: int = 1
@@ -90,7 +91,7 @@ class ContractTerms:
 
     @property
     def numeric_columns(self) -> list[str]:
-        return [*PRICE_COLUMNS, *self.feature_names, self.target]
+        return [*self.price_columns, *self.feature_names, self.target]
 
     @property
     def columns(self) -> list[str]:
@@ -145,7 +146,7 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 column=column, type_=expected_type, description=f"{column} is {expected_type.lower()}"
             )
         )
-    for column in [*KEY_COLUMNS, *PRICE_COLUMNS, *terms.feature_names]:
+    for column in [*KEY_COLUMNS, *terms.price_columns, *terms.feature_names]:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"{column} has no nulls"))
     expectations.append(
         gxe.UnexpectedRowsExpectation(

@@ -21,7 +21,7 @@ KEY_COLUMNS = ("symbol", "session_date")
 """A mart row's key: one row per symbol and session."""
 TRADED_PRICE_COLUMNS = ("open", "close")
 """The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
-Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
+Not MartSchema.price_columns, which is every price column the job reads and the contract checks."""
 
 
 @dataclass(frozen=True)

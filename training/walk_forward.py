@@ -95,6 +95,7 @@ def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     return ContractTerms(
         feature_names=tuple(schema.feature_names),
         target=schema.target,
+        price_columns=schema.price_columns,
         min_sessions_per_split=config.window + config.min_episode_steps,
         min_purge_sessions=schema.target_horizon_sessions,
         min_embargo_sessions=config.embargo_sessions or 0,
