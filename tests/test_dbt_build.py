@@ -142,6 +142,35 @@ def test_mart_columns_and_yaml_meta(base: dict) -> None:
     assert read_mart_schema(MART_YAML).longest_lookback == WARMUP
 
 
+def test_every_model_has_a_yaml_beside_it_describing_each_built_column(base: dict) -> None:
+    """Each model's SQL has a YAML of the same name beside it that describes the model and every column of the
+    relation dbt built (no more, no fewer: a renamed or added column must be documented where the model is)."""
+    built = query(
+        base["settings"],
+        "select table_schema, table_name, column_name from information_schema.columns"
+        " where table_schema in ('staging', 'intermediate', 'marts')",
+    )
+    problems = []
+    for sql_path in sorted((REPO_ROOT / "warehouse/models").glob("**/*.sql")):
+        name, schema, yaml_path = sql_path.stem, sql_path.parent.name, sql_path.with_suffix(".yml")
+        spec = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) if yaml_path.exists() else {}
+        entries = [model for model in spec.get("models") or [] if model.get("name") == name]
+        if not entries or not entries[0].get("description"):
+            problems.append(f"{name}: no description in {yaml_path.name} beside it")
+            continue
+        described = {column["name"]: column.get("description") for column in entries[0].get("columns") or []}
+        columns = set(built.loc[(built["table_schema"] == schema) & (built["table_name"] == name), "column_name"])
+        if not columns:
+            problems.append(f"{name}: dbt built no relation {schema}.{name}")
+        if set(described) != columns:
+            problems.append(
+                f"{name}: undescribed {sorted(columns - set(described))}, not built {sorted(set(described) - columns)}"
+            )
+        if empty := [column for column, description in described.items() if not description]:
+            problems.append(f"{name}: columns without a description {empty}")
+    assert not problems, "\n".join(problems)
+
+
 def test_the_documented_walk_forward_defaults_are_dbt_project_vars() -> None:
     """docs/warehouse.md's table of walk-forward vars and its worked example hold dbt_project.yml's defaults (the
     models' YAML names the vars or renders them, so the docs are the one other place their values appear)."""
