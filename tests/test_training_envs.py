@@ -31,12 +31,12 @@ SETTINGS = EnvSettings.from_bps(
 
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
-    """Every session of 4 symbols, with a `split` column from one fold's ranges (gap rows dropped)."""
+    """Every session of 4 symbols, with a `split` column from one fold's splits (gap rows dropped)."""
     frame = synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
     (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=50, validation_sessions=50)
     labels = pd.Series(pd.NA, index=frame.index, dtype="object")
-    for role in ("train", "validation", "test"):
-        labels[fold.rows(frame, role).index] = role
+    for split in ("train", "validation", "test"):
+        labels[fold.rows(frame, split).index] = split
     return frame.assign(split=labels)[labels.notna()].reset_index(drop=True)
 
 
@@ -215,7 +215,7 @@ def _training_observations(frame: pd.DataFrame, feature_names: list[str]) -> np.
 
 
 def test_the_target_never_reaches_an_observation() -> None:
-    """Scramble the target of the mart's rows: no observation of any range may change.
+    """Scramble the target of the mart's rows: no observation of any split may change.
 
     The positive control below leaks the target on purpose (as if the mart YAML listed it as a feature) and the
     same comparison sees it, so this test fails whenever the target reaches an observation.

@@ -89,7 +89,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def test_series(frame: pd.DataFrame) -> list[SymbolSeries]:
-    """One fold's test range, with one symbol cut short (listed late), so replays end at different sessions."""
+    """One fold's test split, with one symbol cut short (listed late), so replays end at different sessions."""
     (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=60, validation_sessions=40)
     scaler = FeatureScaler.fit(fold.rows(frame, "train"), FEATURES, clip=10.0)
     series = build_series(fold.rows(frame, "test"), "test", scaler)

@@ -97,7 +97,7 @@ def sma_signals(history: pd.DataFrame, series: Sequence[SymbolSeries], fast: int
 
     ``history`` holds mart rows (symbol, session_date, close) of each symbol up to at least the series' last
     session; a rolling mean at session t uses closes of sessions <= t only, so earlier rows (from train or the
-    gaps between ranges) serve as the lookback and later rows change nothing.
+    gaps between splits) serve as the lookback and later rows change nothing.
     """
     signals = []
     for s in series:

@@ -20,7 +20,7 @@ from warehouse_db.settings import ConnectionSettings
 
 
 def latest_or(fold_id: int | None):
-    """Picks the fold with ``fold_id``, or the latest one (the most recent test window)."""
+    """Picks the fold with ``fold_id``, or the latest one (the most recent test split)."""
 
     def pick(folds: Sequence[Fold]) -> list[Fold]:
         return [select_fold(folds, fold_id)]
@@ -29,7 +29,7 @@ def latest_or(fold_id: int | None):
 
 
 def run_training(config: SingleRunConfig, settings: ConnectionSettings) -> WalkForwardResult:
-    """Train on one fold with one seed, select on its validation range, test once; raises before training when the
+    """Train on one fold with one seed, select on its validation split, test once; raises before training when the
     mart breaks its contract."""
 
     def runner(run_dir: Path) -> InProcessRunner:

@@ -1,7 +1,7 @@
 """The walk-forward, start to finish, in the order it happens (read this file top to bottom).
 
 contract check -> read the mart and its folds once, as trainer -> every fold x seed as an independent task (on Ray;
-each one fits the scaler on its train range, trains PPO, selects a checkpoint on validation, and tests it once beside
+each one fits the scaler on its train split, trains PPO, selects a checkpoint on validation, and tests it once beside
 the baselines: training/fold_task.py) -> statistics over folds x seeds with confidence intervals, and the verdict ->
 run folder (models, statistics.json, report.html) -> ml.walk_forward_* tables in one transaction.
 
@@ -95,7 +95,8 @@ def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     return ContractTerms(
         feature_names=tuple(schema.feature_names),
         target=schema.target,
-        min_sessions_per_range=config.window + config.min_episode_steps,
+        price_columns=schema.price_columns,
+        min_sessions_per_split=config.window + config.min_episode_steps,
         min_purge_sessions=schema.target_horizon_sessions,
         min_embargo_sessions=config.embargo_sessions or 0,
     )
