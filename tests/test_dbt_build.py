@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from devtools import dbt_harness, scratch_database, synthetic_bars
+from devtools.documented_tables import documented_table
 from devtools.reference_features import reference_features
 from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
 from market_calendar import sessions_in_range
@@ -139,6 +140,52 @@ def test_mart_columns_and_yaml_meta(base: dict) -> None:
     assert [c["name"] for c in columns if c.get("meta", {}).get("role") == "target"] == ["target_log_return_next"]
     # The warm-up (dbt var) is the longest feature lookback (YAML): no mart row has a feature still filling up.
     assert read_mart_schema(MART_YAML).longest_lookback == WARMUP
+
+
+def test_every_model_has_a_yaml_beside_it_describing_each_built_column(base: dict) -> None:
+    """Each model's SQL has a YAML of the same name beside it that describes the model and every column of the
+    relation dbt built (no more, no fewer: a renamed or added column must be documented where the model is)."""
+    built = query(
+        base["settings"],
+        "select table_schema, table_name, column_name from information_schema.columns"
+        " where table_schema in ('staging', 'intermediate', 'marts')",
+    )
+    problems = []
+    for sql_path in sorted((REPO_ROOT / "warehouse/models").glob("**/*.sql")):
+        name, schema, yaml_path = sql_path.stem, sql_path.parent.name, sql_path.with_suffix(".yml")
+        spec = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) if yaml_path.exists() else {}
+        entries = [model for model in spec.get("models") or [] if model.get("name") == name]
+        if not entries or not entries[0].get("description"):
+            problems.append(f"{name}: no description in {yaml_path.name} beside it")
+            continue
+        described = {column["name"]: column.get("description") for column in entries[0].get("columns") or []}
+        columns = set(built.loc[(built["table_schema"] == schema) & (built["table_name"] == name), "column_name"])
+        if not columns:
+            problems.append(f"{name}: dbt built no relation {schema}.{name}")
+        if set(described) != columns:
+            problems.append(
+                f"{name}: undescribed {sorted(columns - set(described))}, not built {sorted(set(described) - columns)}"
+            )
+        if empty := [column for column, description in described.items() if not description]:
+            problems.append(f"{name}: columns without a description {empty}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_documented_walk_forward_defaults_are_dbt_project_vars() -> None:
+    """docs/warehouse.md's table of walk-forward vars and its worked example hold dbt_project.yml's defaults (the
+    models' YAML names the vars or renders them, so the docs are the one other place their values appear)."""
+    rows = [line.split("|")[1:3] for line in documented_table("dbt var").splitlines()[2:]]
+    documented = {name.strip().strip("`"): value.strip() for name, value in rows}
+    assert documented == {name: str(dbt_harness.dbt_project_var(name)) for name in documented}
+    var = {name: int(value) for name, value in documented.items() if value.isdigit()}
+    needed = (var["walk_forward_folds"] * var["walk_forward_test_sessions"]
+              + 2 * (var["purge_sessions"] + var["embargo_sessions"])
+              + var["walk_forward_validation_sessions"] + var["walk_forward_min_train_sessions"])  # fmt: skip
+    page = (REPO_ROOT / "docs/warehouse.md").read_text(encoding="utf-8")
+    assert f"= **{needed} sessions of the mart**" in page
+    assert (
+        f"plus the {var['warmup_sessions']}-session warm-up before them: {needed + var['warmup_sessions']} NYSE" in page
+    )
 
 
 def test_every_other_feature_list_derives_from_the_mart_yaml() -> None:

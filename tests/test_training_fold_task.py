@@ -131,7 +131,7 @@ def test_the_baselines_trade_with_the_task_costs_and_the_agent_exposure(
     frame: pd.DataFrame, fold, result: TaskResult
 ) -> None:
     """Every baseline of a task is replayed by hand through the same environment, fill rule and costs as the agent;
-    the random baseline is matched to the agent's exposure and turnover on the same window."""
+    the random baseline is matched to the agent's exposure and turnover on the same split."""
     settings = env_settings(CONFIG)
     assert settings.commission > 0 and settings.slippage > 0
     series = prepare_fold(MarketData.from_frame(frame, FEATURES), fold, CONFIG).series["test"]

@@ -13,7 +13,7 @@ from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_
 from market_calendar import sessions_in_range
 from training.config import load_config
 from training.fold_task import prepare_fold
-from training.folds import SPLITS, DateRange, Fold, FoldSelectionError, select_fold
+from training.folds import SPLITS, DateRange, Fold, FoldSelectionError, select_folds
 from training.job import latest_or
 from training.market_data import MarketData
 
@@ -87,16 +87,16 @@ def test_folds_round_trip_through_a_table_row() -> None:
     assert Fold.from_row({**row, "train_start": pd.Timestamp("2024-01-02"), "scheme": "expanding"}) == fold
 
 
-def test_select_fold_takes_the_latest_by_default(mart: pd.DataFrame) -> None:
+def test_select_folds_takes_every_fold_by_default_oldest_first(mart: pd.DataFrame) -> None:
     folds = lay_out_folds(mart["session_date"], folds=3, test_sessions=20, validation_sessions=20)
-    assert select_fold(folds) is folds[-1] and select_fold(reversed(folds), 2) is folds[1]
-    with pytest.raises(FoldSelectionError, match=r"no fold 7 \(its folds: \[1, 2, 3\]\)"):
-        select_fold(folds, 7)
-    with pytest.raises(FoldSelectionError, match="has no fold"):
-        select_fold(())
+    assert select_folds(reversed(folds)) == list(folds) and select_folds(reversed(folds), [3, 2]) == list(folds[1:])
+    with pytest.raises(FoldSelectionError, match=r"no fold 7, 9 \(its folds: \[1, 2, 3\]\): choose --folds$"):
+        select_folds(folds, [9, 2, 7])
+    with pytest.raises(FoldSelectionError, match="has no fold: build the warehouse first"):
+        select_folds((), flag="--fold")
 
 
-def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_range(mart: pd.DataFrame) -> None:
+def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_split(mart: pd.DataFrame) -> None:
     """`make train`: the latest fold by default (or --fold); a symbol listed late sits out the splits it barely
     reaches instead of breaking the episode length the contract promises."""
     folds = lay_out_folds(mart["session_date"], folds=2, test_sessions=30, validation_sessions=30)

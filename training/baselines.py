@@ -8,7 +8,7 @@ and pays the same commission and slippage:
 * ``sma_crossover``: long while the fast simple moving average of the close (10 sessions) is above the slow one
   (50), computed from closes up to the decision session only (earlier mart rows included, later ones never);
 * ``random``: a random policy matched to the agent: for each symbol, a two-state Markov chain whose long share and
-  switching rate equal the agent's exposure and turnover on that symbol in the same window, so it is charged for
+  switching rate equal the agent's exposure and turnover on that symbol in the same split, so it is charged for
   the same amount of trading; averaged over ``draws`` seeded draws. A coin flip per session trades far more
   than the agent and is too easy to beat.
 """

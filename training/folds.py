@@ -127,21 +127,23 @@ class FoldSelectionError(ValueError):
     """The configured fold is not in ``marts.walk_forward_folds``."""
 
 
-def select_fold(folds: Iterable[Fold], fold_id: int | None = None) -> Fold:
-    """The fold with ``fold_id``, or the latest one (the largest id) when ``fold_id`` is None."""
-    folds = sorted(folds, key=lambda fold: fold.fold_id)
-    if not folds:
+def select_folds(folds: Iterable[Fold], wanted: Iterable[int] = (), flag: str = "--folds") -> list[Fold]:
+    """The folds with the ``wanted`` ids (every fold when none are wanted), oldest first.
+
+    An empty fold table or an id it lacks is an error that names ``flag``, the option that chose the ids.
+    """
+    by_id = {fold.fold_id: fold for fold in folds}
+    if not by_id:
         raise FoldSelectionError(
             f"{schemas.MARTS}.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)"
         )
-    if fold_id is None:
-        return folds[-1]
-    for fold in folds:
-        if fold.fold_id == fold_id:
-            return fold
-    raise FoldSelectionError(
-        f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]}): choose --fold"
-    )
+    wanted = set(wanted)
+    if missing := sorted(wanted - set(by_id)):
+        raise FoldSelectionError(
+            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {', '.join(map(str, missing))} (its folds: {sorted(by_id)}): "
+            f"choose {flag}"
+        )
+    return [by_id[fold_id] for fold_id in sorted(wanted or by_id)]
 
 
-__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "SPLITS", "DateRange", "Fold", "FoldSelectionError", "Split", "select_fold"]
+__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "SPLITS", "DateRange", "Fold", "FoldSelectionError", "Split", "select_folds"]

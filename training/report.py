@@ -47,8 +47,8 @@ STATISTICS_TEXT = (
     "seeds. IQM: interquartile mean of all fold x seed values. Intervals: percentile bootstrap, stratified by fold "
     "(seeds drawn with replacement within the fold, sessions drawn in circular blocks of consecutive sessions; the "
     "same draws for every policy). P(agent better): share of fold x seed pairs in which the agent beat the baseline "
-    "on the same window (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from windows of the "
-    "stated length, shorter than a year; CAGR and Calmar are not reported from windows under 252 sessions."
+    "on the same test split (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from test splits of the "
+    "stated length, shorter than a year; CAGR and Calmar are not reported from test splits under 252 sessions."
 )
 
 PAGE_STYLE = """<style>

@@ -12,7 +12,7 @@ seeds are drawn for every policy, so differences between policies are paired. Th
 interval of the aggregate over the resamples.
 
 **P(agent beats a baseline)** is the share of fold x seed pairs in which the agent's metric exceeds the baseline's
-on the same window (ties count one half), with its bootstrap interval.
+on the same test split (ties count one half), with its bootstrap interval.
 
 **The deflated Sharpe ratio** (Bailey & López de Prado, 2014) is the probability that the agent's true Sharpe ratio
 is above zero after charging for the number of configurations tried: the track record is the agent's daily test

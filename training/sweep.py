@@ -610,10 +610,11 @@ def run_sweep(
     import warehouse_db
     from training import results_store
     from training.features import read_mart_schema
+    from training.folds import select_folds
     from training.market_data import MarketData
     from training.mart import read_mart
     from training.task_runners import RayRunner
-    from training.walk_forward import choose_folds, contract_terms
+    from training.walk_forward import contract_terms
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -660,7 +661,7 @@ def run_sweep(
                 f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
                 f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
             )
-        folds, report_folds = split_folds(choose_folds(snapshot.folds, config.folds), config.search_folds)
+        folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
 
         # 3. One driver per sweep, then its row.
