@@ -133,6 +133,19 @@ def _use_token_authentication() -> None:
         _enable_token_auth()
 
 
+def _state_token_authentication() -> None:
+    """Protect the local Ray this run starts with Ray's token, as Ray 2.60 does by default, but say so.
+
+    Left to its default, ray.init enables token authentication and warns on every run that it did ("Set
+    RAY_AUTH_MODE=disabled to opt out"); Ray's documented way to choose it is RAY_AUTH_MODE=token, which Ray then
+    respects without a warning. A RAY_AUTH_MODE the user set (disabled, say) stands.
+    """
+    if "RAY_AUTH_MODE" not in os.environ:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+
+
 def check_ray_address(address: str, timeout: float, source: str = "--ray-address") -> None:
     """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``
     (:class:`BadRayAddress` when ``address``, from ``source``, is not an address)."""
@@ -204,6 +217,7 @@ class RayRunner:
                     "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
                 ) from None
             return True, address
+        _state_token_authentication()
         ray.init(
             address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
             num_cpus=self.cpus or os.cpu_count(),
