@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import yaml
 from stable_baselines3 import PPO
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
-from training import cli
+from training import cli, results_store
 from training.baselines import POLICIES
 from training.config import load_config
 from training.exit_codes import ExitCode
@@ -22,6 +23,7 @@ from training.features import read_mart_schema
 from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
+from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
@@ -127,6 +129,33 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
             "select max(session_date) from ml.walk_forward_equity where run_id = 'e2e' and split = 'test'"
         ).fetchone()[0]
         assert last_day == folds[-1].test.end
+
+
+def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(
+    mart_warehouse: ConnectionSettings,
+) -> None:
+    """Two runs with one --run-id (other --runs-dir) both pass the check at their start; the second to land is
+    refused with the exit status of a bad --run-id, and the first run's rows stay."""
+    returns = np.zeros((2, len(POLICIES), 30))
+    sample = FoldSample(1, (1, 2), np.datetime64("2024-01-02") + np.arange(30), returns, returns, returns, 1)
+    statistics = compute_statistics([sample], POLICIES, resamples=10)
+    record = results_store.RunRecord(
+        run_id="twin", kind="walk_forward", status="succeeded", started_at=pd.Timestamp.now(tz="UTC"),
+        finished_at=pd.Timestamp.now(tz="UTC"), config_hash="h", config={}, env="native", timesteps_per_task=1,
+        folds=0, seeds=2, tasks_succeeded=0, tasks_failed=0, test_sessions=30, symbols=1, configurations_tried=1,
+        deflated_sharpe=None, verdict=statistics.verdict, mart_rows=0, mart_hash="m", dbt_invocation_id=None,
+        dbt_generated_at=None, ray_address=None, ray_nodes=None, run_dir="runs-a/twin",
+    )  # fmt: skip
+    results_store.write_run(mart_warehouse, record, [], [], [], statistics, "sharpe")
+    with pytest.raises(FileExistsError, match="already has a run 'twin'.*only in runs-b/twin") as refused:
+        results_store.write_run(
+            mart_warehouse, dataclasses.replace(record, run_dir="runs-b/twin"), [], [], [], statistics, "sharpe"
+        )
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+    with connect(mart_warehouse) as conn:
+        assert conn.execute("select run_dir from ml.walk_forward_runs where run_id = 'twin'").fetchall() == [
+            ("runs-a/twin",)
+        ]
 
 
 def test_same_mart_config_and_seed_give_identical_results(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
