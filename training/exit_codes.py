@@ -34,7 +34,7 @@ MEANINGS = {
     ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl+C): a run lands no row; a sweep continues with --resume <sweep_id>, "
+    ExitCode.INTERRUPTED: "interrupted (Ctrl+C, or SIGTERM from kill): a run lands no row; a sweep continues with --resume <sweep_id>, "
     "repeating no finished trial",
 }
 

@@ -770,7 +770,10 @@ def run_sweep(
             if started_ray:
                 import ray
 
-                ray.shutdown()
+                from training.task_runners import interruptions_held
+
+                with interruptions_held():
+                    ray.shutdown()
     if interrupted:
         logger.warning(
             "sweep %s interrupted with %d of %d trials finished; continue it with: %s --resume %s",
@@ -879,14 +882,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from training.cli import report_user_error
+    from training.cli import report_user_error, sigterm_interrupts
     from training.task_runners import RayRunner
     from warehouse_db import resolve_settings
 
     try:
         # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
         RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
-        result = run_sweep(config, resolve_settings())
+        with sigterm_interrupts():
+            result = run_sweep(config, resolve_settings())
     except KeyboardInterrupt:
         logger.error(
             "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,6 +136,39 @@ def _use_token_authentication() -> None:
         _enable_token_auth()
 
 
+@contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """ray.init replaces this process's SIGTERM handling with Ray's own (a C++ stack dump, then abort): put back the
+    handler the command had (training/cli.py: SIGTERM interrupts a run as Ctrl+C does)."""
+    on_terminate = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if on_terminate is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_terminate)  # None: not set from Python, which cannot put it back
+
+
+@contextmanager
+def interruptions_held() -> Iterator[None]:
+    """Ctrl+C or SIGTERM waits until the block is done, then interrupts: ray.shutdown stopped halfway leaves Ray's
+    processes behind, and Ray then ends this process with status 1 before the run can say it was interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    received: list[int] = []
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in handlers:
+        signal.signal(number, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def _state_token_authentication() -> None:
     """Protect the local Ray this run starts with Ray's token, as Ray 2.60 does by default, but say so.
 
@@ -218,15 +254,16 @@ class RayRunner:
                 ) from None
             return True, address
         _state_token_authentication()
-        ray.init(
-            address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
-            num_cpus=self.cpus or os.cpu_count(),
-            # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
-            _system_config={"worker_niceness": 0},
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        with _sigterm_handler_kept():
+            ray.init(
+                address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
+                num_cpus=self.cpus or os.cpu_count(),
+                # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+                _system_config={"worker_niceness": 0},
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         return True, None
 
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
@@ -280,4 +317,5 @@ class RayRunner:
             return outcome
         finally:
             if started_here:
-                ray.shutdown()
+                with interruptions_held():
+                    ray.shutdown()
