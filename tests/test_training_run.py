@@ -25,7 +25,7 @@ from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
 from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 N_SYMBOLS = 4
 
@@ -131,22 +131,29 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
         assert last_day == folds[-1].test.end
 
 
+def _stored_run(settings: ConnectionSettings, run_id: str, returns: np.ndarray, run_dir: str = "runs/x"):
+    """Write a run of one fold whose test returns are ``returns`` (seeds, policies, sessions), as the job would."""
+    seeds, _, sessions = returns.shape
+    sample = FoldSample(1, tuple(range(seeds)), np.datetime64("2024-01-02") + np.arange(sessions), returns,
+                        np.zeros_like(returns), np.zeros_like(returns), 1)  # fmt: skip
+    statistics = compute_statistics([sample], POLICIES, resamples=50)
+    record = results_store.RunRecord(
+        run_id=run_id, kind="walk_forward", status="succeeded", started_at=pd.Timestamp.now(tz="UTC"),
+        finished_at=pd.Timestamp.now(tz="UTC"), config_hash="h", config={}, env="native", timesteps_per_task=1,
+        folds=1, seeds=seeds, tasks_succeeded=seeds, tasks_failed=0, test_sessions=sessions, symbols=1,
+        configurations_tried=1, deflated_sharpe=None, verdict=statistics.verdict, mart_rows=0, mart_hash="m",
+        dbt_invocation_id=None, dbt_generated_at=None, ray_address=None, ray_nodes=None, run_dir=run_dir,
+    )  # fmt: skip
+    results_store.write_run(settings, record, [], [], [], statistics, "sharpe")
+    return record, statistics
+
+
 def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(
     mart_warehouse: ConnectionSettings,
 ) -> None:
     """Two runs with one --run-id (other --runs-dir) both pass the check at their start; the second to land is
     refused with the exit status of a bad --run-id, and the first run's rows stay."""
-    returns = np.zeros((2, len(POLICIES), 30))
-    sample = FoldSample(1, (1, 2), np.datetime64("2024-01-02") + np.arange(30), returns, returns, returns, 1)
-    statistics = compute_statistics([sample], POLICIES, resamples=10)
-    record = results_store.RunRecord(
-        run_id="twin", kind="walk_forward", status="succeeded", started_at=pd.Timestamp.now(tz="UTC"),
-        finished_at=pd.Timestamp.now(tz="UTC"), config_hash="h", config={}, env="native", timesteps_per_task=1,
-        folds=0, seeds=2, tasks_succeeded=0, tasks_failed=0, test_sessions=30, symbols=1, configurations_tried=1,
-        deflated_sharpe=None, verdict=statistics.verdict, mart_rows=0, mart_hash="m", dbt_invocation_id=None,
-        dbt_generated_at=None, ray_address=None, ray_nodes=None, run_dir="runs-a/twin",
-    )  # fmt: skip
-    results_store.write_run(mart_warehouse, record, [], [], [], statistics, "sharpe")
+    record, statistics = _stored_run(mart_warehouse, "twin", np.zeros((2, len(POLICIES), 30)), "runs-a/twin")
     with pytest.raises(FileExistsError, match="already has a run 'twin'.*only in runs-b/twin") as refused:
         results_store.write_run(
             mart_warehouse, dataclasses.replace(record, run_dir="runs-b/twin"), [], [], [], statistics, "sharpe"
@@ -156,6 +163,23 @@ def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(
         assert conn.execute("select run_dir from ml.walk_forward_runs where run_id = 'twin'").fetchall() == [
             ("runs-a/twin",)
         ]
+
+
+def test_the_analysts_verdicts_take_no_evidence_from_one_seed(mart_warehouse: ConnectionSettings) -> None:
+    """warehouse/analyses/walk_forward_verdicts.sql agrees with the verdict: a one-seed run whose interval lies above 0
+    is no evidence (make train's runs are all one seed), the same edge over two seeds is."""
+    returns = np.tile(np.random.default_rng(3).normal(0.0003, 0.01, 60), (2, len(POLICIES), 1))
+    returns[:, POLICIES.index("agent")] += 0.004
+    _, one_seed = _stored_run(mart_warehouse, "lucky-seed", returns[:1])
+    _, two_seeds = _stored_run(mart_warehouse, "two-seeds", returns)
+    assert one_seed.comparison("buy_and_hold", "sharpe").difference.low > 0 and two_seeds.verdict.startswith("evidence")
+    query = (REPO_ROOT / "warehouse" / "analyses" / "walk_forward_verdicts.sql").read_text(encoding="utf-8")
+    with connect(mart_warehouse, role="analyst") as conn:
+        cursor = conn.execute(query)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor]
+    evidence = {row["run_id"]: row["evidence_of_beating_buy_and_hold"] for row in rows}
+    assert (evidence["lucky-seed"], evidence["two-seeds"]) == (False, True)
 
 
 def test_same_mart_config_and_seed_give_identical_results(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
