@@ -145,6 +145,9 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         ({"confidence": 1.0}, "confidence"),
         ({"batch_size": 1}, r"batch_size and n_steps x n_envs must be >= 2"),
         ({"n_steps": 1, "n_envs": 1, "batch_size": 2}, r"batch_size and n_steps x n_envs must be >= 2"),
+        # <runs_dir>/<run_id> elsewhere: the runs folder's parent, or a folder beside it.
+        ({"run_id": "../elsewhere"}, r"run_id '../elsewhere' must name one folder, <runs_dir>/<run_id>/"),
+        ({"run_id": ".."}, r"run_id '..' must name one folder"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:

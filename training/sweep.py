@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash, is_folder_name
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -111,6 +111,10 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
+        if self.sweep_id and not is_folder_name(self.sweep_id):
+            problems.append(
+                f"sweep_id {self.sweep_id!r} must name one folder, <runs_dir>/<sweep_id>/: no '/', not '.' or '..'"
+            )
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
