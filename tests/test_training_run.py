@@ -216,6 +216,28 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
     assert row == (512, str(checkpoint))
 
 
+def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
+    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder goes unless it holds them
+    (Ctrl+C removed them with the folder)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.fold_task.evaluate_policies", interrupted)  # training and its checkpoints are done
+    with pytest.raises(KeyboardInterrupt):
+        run_training(short_config(tmp_path, run_id="interrupted", checkpoint_freq=512), mart_warehouse)
+    checkpoints = tmp_path / "runs" / "interrupted" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ppo_1024_steps.zip", "ppo_512_steps.zip"]
+    with connect(mart_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'interrupted'").fetchone() == (0,)
+
+    with pytest.raises(KeyboardInterrupt):  # without checkpoints, nothing stays
+        run_training(short_config(tmp_path, run_id="no-checkpoints", checkpoint_freq=0), mart_warehouse)
+    assert not (tmp_path / "runs" / "no-checkpoints").exists()
+
+
 def test_tensortrade_environment_trains_end_to_end(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
     result = run_training(
         short_config(tmp_path, run_id="tt", env="tensortrade", vec_env="dummy", timesteps=512, checkpoint_freq=0),

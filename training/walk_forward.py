@@ -125,6 +125,17 @@ def run_log(path: Path) -> Iterator[Callable[[str], None]]:
         handler.close()
 
 
+def remove_unfinished_run(run_dir: Path) -> None:
+    """Remove the folder of a run that ended before its tasks were done, unless ``make train`` saved checkpoints in
+    it: they are there to continue from (--resume), after a Ctrl+C above all."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.zip"), key=lambda path: path.stat().st_mtime)
+    if checkpoints:
+        logger.warning("the run's checkpoints stay in %s: continue from the latest with --resume %s",
+                       checkpoints[-1].parent, checkpoints[-1])  # fmt: skip
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def run_walk_forward(
     config: WalkForwardConfig,
     settings: ConnectionSettings,
@@ -306,10 +317,10 @@ def execute(
             to_run_log_only(f"verdict: {statistics.verdict}")
             to_run_log_only(f"report: {report_path.resolve()}")
     except BaseException:
-        # Failed before any task ran (bad mart, folds, warehouse): the folder would hold only a log and a config
-        # that no result belongs to. The error itself is on stderr.
+        # Failed or interrupted before the tasks were done (bad mart, folds, warehouse, Ctrl+C): the folder would hold
+        # only a log and a config that no result belongs to. The error itself is on stderr.
         if not tasks_ran:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_unfinished_run(run_dir)
         raise
     return WalkForwardResult(
         run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
