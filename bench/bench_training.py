@@ -1,6 +1,6 @@
 """Training speed, each figure a ratio against its baseline measured in the same run.
 
-On one synthetic mart shaped like the demo's (150 symbols x 5 years of daily bars; one fold's train range), or with
+On one synthetic mart shaped like the demo's (150 symbols x 5 years of daily bars; one fold's train split), or with
 --real-mart the configured warehouse's marts.training_bars (its latest fold):
 
 1. environment steps per second with random actions, native vs TensorTrade (target: native >= 100x);

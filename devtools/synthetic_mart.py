@@ -7,7 +7,7 @@ devtools/reference_features.py, the pandas twin of the dbt SQL), after the same 
 symbol's last session has a null target.
 
 The folds are a test double too: :func:`lay_out_folds` places them the way warehouse/models/marts/
-walk_forward_folds.sql does (test ranges tiling the latest sessions, purge + embargo before validation and test),
+walk_forward_folds.sql does (test splits tiling the latest sessions, purge + embargo before validation and test),
 in a few lines of Python, and tests/test_dbt_build.py checks that both agree. Tests may also pass folds of their
 own. ``write_mart`` creates ``marts.training_bars``, ``marts.walk_forward_folds`` and ``marts.walk_forward_plan``
 the way dbt would (schema ``marts`` owned by transformer, SELECT granted to trainer and analyst), and
@@ -32,7 +32,8 @@ from devtools.reference_features import TARGET, reference_features
 from devtools.scratch_database import scratch_database
 from market_calendar import sessions_in_range, sessions_until
 from training.features import DEFAULT_MART_YAML, read_mart_schema
-from training.folds import FOLDS_TABLE, ROLES, DateRange, Fold
+from training.folds import FOLDS_TABLE, SPLITS, DateRange, Fold
+from training.market_data import KEY_COLUMNS
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -48,8 +49,9 @@ FEATURE_LOOKBACKS: dict[str, int] = {
 }
 """The mart's features in column order, with their lookbacks (from training_bars.yml)."""
 TARGET_HORIZON_SESSIONS = _MART_SCHEMA.target_horizon_sessions
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
-MART_COLUMNS = ("symbol", "session_date", *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET)
+PRICE_COLUMNS = _MART_SCHEMA.price_columns
+"""The mart's price columns (meta.role = price in training_bars.yml)."""
+MART_COLUMNS = (*KEY_COLUMNS, *PRICE_COLUMNS, *FEATURE_LOOKBACKS, TARGET)
 
 
 def session_dates(count: int, end: str = "2025-06-30") -> pd.DatetimeIndex:
@@ -106,7 +108,7 @@ def lay_out_folds(
 ) -> tuple[Fold, ...]:
     """Folds over ``sessions`` (the mart's session dates; duplicates are fine), placed like dbt's walk_forward_folds.
 
-    The test ranges of ``folds`` folds tile the last sessions; before each test and each validation range lie
+    The test splits of ``folds`` folds tile the last sessions; before each test and each validation split lie
     ``purge_sessions + embargo_sessions`` sessions; train starts at the first session (expanding), or holds at most
     ``train_sessions`` sessions (rolling). Test and validation default to ``len(sessions) // (folds + 4)`` sessions
     each. Positions count the given sessions, which are exchange sessions when they come from a mart.
@@ -139,8 +141,8 @@ def lay_out_folds(
 
 
 def with_split(mart: pd.DataFrame, fold: Fold | None = None) -> pd.DataFrame:
-    """The rows of ``mart`` in ``fold``'s ranges (default: the one fold :func:`lay_out_folds` places) with a
-    ``split`` column naming the range: what a test of one train / validation / test run needs."""
+    """The rows of ``mart`` in ``fold``'s splits (default: the one fold :func:`lay_out_folds` places) with a
+    ``split`` column naming the split: what a test of one train / validation / test run needs."""
     fold = fold or lay_out_folds(mart["session_date"])[-1]
     return fold.labelled_rows(mart).reset_index(drop=True)
 
@@ -156,14 +158,14 @@ def _fold_rows(folds: Sequence[Fold], scheme: str) -> pd.DataFrame:
     rows = []
     for fold in folds:
         row: dict = {"fold_id": fold.fold_id, "scheme": scheme}
-        for role in ROLES:
-            row[f"{role}_start"], row[f"{role}_end"] = fold.range(role).start, fold.range(role).end
-        for role in ROLES:
-            row[f"{role}_sessions"] = _sessions_between(fold.range(role).start, fold.range(role).end)
+        for split in SPLITS:
+            row[f"{split}_start"], row[f"{split}_end"] = fold.dates(split).start, fold.dates(split).end
+        for split in SPLITS:
+            row[f"{split}_sessions"] = _sessions_between(fold.dates(split).start, fold.dates(split).end)
         row["purge_sessions"], row["embargo_sessions"] = fold.purge_sessions, fold.embargo_sessions
         rows.append(row)
-    columns = ["fold_id", "scheme", *(f"{r}_{e}" for r in ROLES for e in ("start", "end")),
-               *(f"{r}_sessions" for r in ROLES), "purge_sessions", "embargo_sessions"]  # fmt: skip
+    columns = ["fold_id", "scheme", *(f"{r}_{e}" for r in SPLITS for e in ("start", "end")),
+               *(f"{r}_sessions" for r in SPLITS), "purge_sessions", "embargo_sessions"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -215,7 +217,7 @@ def _create_table(
     conn.execute(sql.SQL("grant select on {} to {}").format(target, readers))
 
 
-_FOLD_TYPES = {"scheme": "text", **{f"{role}_{edge}": "date" for role in ROLES for edge in ("start", "end")}}
+_FOLD_TYPES = {"scheme": "text", **{f"{split}_{edge}": "date" for split in SPLITS for edge in ("start", "end")}}
 _PLAN_TYPES = {"scheme": "text", "first_session": "date", "last_session": "date"}
 
 
@@ -268,9 +270,8 @@ def mart_database(
 def write_mart_yaml(path: Path, feature_lookbacks: dict[str, int] = FEATURE_LOOKBACKS) -> Path:
     """A dbt schema YAML for the synthetic mart, in the format of warehouse/models/marts/training_bars.yml."""
     columns = [
-        {"name": "symbol", "description": "Ticker."},
-        {"name": "session_date", "description": "Exchange session date."},
-        *({"name": name, "description": f"Session {name}."} for name in PRICE_COLUMNS),
+        *({"name": name, "description": f"Key {name}.", "meta": {"role": "key"}} for name in KEY_COLUMNS),
+        *({"name": name, "description": f"Session {name}.", "meta": {"role": "price"}} for name in PRICE_COLUMNS),
         *(
             {
                 "name": name,

@@ -20,19 +20,21 @@ import pytest
 import yaml
 
 from devtools import dbt_harness, scratch_database, synthetic_bars
+from devtools.documented_tables import documented_table
 from devtools.reference_features import reference_features
 from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
 from market_calendar import sessions_in_range
 from training.features import read_mart_schema
-from training.folds import ROLES, Fold
+from training.folds import SPLITS, Fold
+from training.market_data import KEY_COLUMNS
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 MART_YAML = REPO_ROOT / "warehouse/models/marts/training_bars.yml"
-FEATURES = read_mart_schema(MART_YAML).feature_names
-MART_COLUMNS = ["symbol", "session_date", "open", "high", "low", "close", "volume", *FEATURES,
-                "target_log_return_next", "dbt_loaded_at"]  # fmt: skip
+MART_SCHEMA = read_mart_schema(MART_YAML)
+FEATURES = MART_SCHEMA.feature_names
+MART_COLUMNS = [*KEY_COLUMNS, *MART_SCHEMA.price_columns, *FEATURES, MART_SCHEMA.target, "dbt_loaded_at"]
 SYMBOLS = ["SA", "SB", "SC", "SD"]
 START, END = "2019-07-01", "2024-06-30"  # 5 years: the default walk-forward folds all fit
 WARMUP = int(dbt_harness.dbt_project_var("warmup_sessions"))
@@ -127,12 +129,63 @@ def test_mart_columns_and_yaml_meta(base: dict) -> None:
     columns = spec["models"][0]["columns"]
     assert [c["name"] for c in columns] == MART_COLUMNS, "every mart column is described, in order"
     assert all(c.get("description") for c in columns)
+    # Every column says what it is to the training job, which reads keys, prices, features and target by meta.role.
+    assert {c["name"]: c.get("meta", {}).get("role") for c in columns} == {
+        **dict.fromkeys(KEY_COLUMNS, "key"), **dict.fromkeys(MART_SCHEMA.price_columns, "price"),
+        **dict.fromkeys(FEATURES, "feature"), MART_SCHEMA.target: "target", "dbt_loaded_at": "lineage",
+    }  # fmt: skip
     features = [c for c in columns if c.get("meta", {}).get("role") == "feature"]
     assert [c["name"] for c in features] == FEATURES
     assert all(isinstance(c["meta"]["lookback_sessions"], int) for c in features)
     assert [c["name"] for c in columns if c.get("meta", {}).get("role") == "target"] == ["target_log_return_next"]
     # The warm-up (dbt var) is the longest feature lookback (YAML): no mart row has a feature still filling up.
     assert read_mart_schema(MART_YAML).longest_lookback == WARMUP
+
+
+def test_every_model_has_a_yaml_beside_it_describing_each_built_column(base: dict) -> None:
+    """Each model's SQL has a YAML of the same name beside it that describes the model and every column of the
+    relation dbt built (no more, no fewer: a renamed or added column must be documented where the model is)."""
+    built = query(
+        base["settings"],
+        "select table_schema, table_name, column_name from information_schema.columns"
+        " where table_schema in ('staging', 'intermediate', 'marts')",
+    )
+    problems = []
+    for sql_path in sorted((REPO_ROOT / "warehouse/models").glob("**/*.sql")):
+        name, schema, yaml_path = sql_path.stem, sql_path.parent.name, sql_path.with_suffix(".yml")
+        spec = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) if yaml_path.exists() else {}
+        entries = [model for model in spec.get("models") or [] if model.get("name") == name]
+        if not entries or not entries[0].get("description"):
+            problems.append(f"{name}: no description in {yaml_path.name} beside it")
+            continue
+        described = {column["name"]: column.get("description") for column in entries[0].get("columns") or []}
+        columns = set(built.loc[(built["table_schema"] == schema) & (built["table_name"] == name), "column_name"])
+        if not columns:
+            problems.append(f"{name}: dbt built no relation {schema}.{name}")
+        if set(described) != columns:
+            problems.append(
+                f"{name}: undescribed {sorted(columns - set(described))}, not built {sorted(set(described) - columns)}"
+            )
+        if empty := [column for column, description in described.items() if not description]:
+            problems.append(f"{name}: columns without a description {empty}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_documented_walk_forward_defaults_are_dbt_project_vars() -> None:
+    """docs/warehouse.md's table of walk-forward vars and its worked example hold dbt_project.yml's defaults (the
+    models' YAML names the vars or renders them, so the docs are the one other place their values appear)."""
+    rows = [line.split("|")[1:3] for line in documented_table("dbt var").splitlines()[2:]]
+    documented = {name.strip().strip("`"): value.strip() for name, value in rows}
+    assert documented == {name: str(dbt_harness.dbt_project_var(name)) for name in documented}
+    var = {name: int(value) for name, value in documented.items() if value.isdigit()}
+    needed = (var["walk_forward_folds"] * var["walk_forward_test_sessions"]
+              + 2 * (var["purge_sessions"] + var["embargo_sessions"])
+              + var["walk_forward_validation_sessions"] + var["walk_forward_min_train_sessions"])  # fmt: skip
+    page = (REPO_ROOT / "docs/warehouse.md").read_text(encoding="utf-8")
+    assert f"= **{needed} sessions of the mart**" in page
+    assert (
+        f"plus the {var['warmup_sessions']}-session warm-up before them: {needed + var['warmup_sessions']} NYSE" in page
+    )
 
 
 def test_every_other_feature_list_derives_from_the_mart_yaml() -> None:
@@ -189,7 +242,7 @@ def fold_tuples(settings: ConnectionSettings) -> tuple[list[Fold], pd.DataFrame]
 
 def test_default_folds_on_five_years(base: dict) -> None:
     """dbt's defaults on 5 years of bars: 4 folds of 126 test sessions tiling the latest history, expanding train
-    ranges from the first session, purge + embargo sessions between the ranges, and no test session in any fold's
+    splits from the first session, purge + embargo sessions between the splits, and no test session in any fold's
     train or validation rows (checked here in Python against the exchange calendar, independently of the SQL)."""
     settings = base["settings"]
     plan = query(settings, "select * from marts.walk_forward_plan").iloc[0]
@@ -204,28 +257,28 @@ def test_default_folds_on_five_years(base: dict) -> None:
     assert folds[-1].test.end == sessions[-1]
     for fold, row in zip(folds, rows.to_dict("records"), strict=True):
         assert fold.train.start == sessions[0], "expanding: every fold trains from the first session"
-        for role in ROLES:
-            assert row[f"{role}_sessions"] == index[fold.range(role).end] - index[fold.range(role).start] + 1
+        for split in SPLITS:
+            assert row[f"{split}_sessions"] == index[fold.dates(split).end] - index[fold.dates(split).start] + 1
         assert row["test_sessions"] == 126 >= 60 and row["validation_sessions"] == 63
         gap = fold.purge_sessions + fold.embargo_sessions
         assert (fold.purge_sessions, fold.embargo_sessions) == (1, 5)
         assert index[fold.validation.start] - index[fold.train.end] - 1 == gap
         assert index[fold.test.start] - index[fold.validation.end] - 1 == gap
     for earlier, later in zip(folds, folds[1:], strict=False):
-        assert index[later.test.start] == index[earlier.test.end] + 1, "test ranges tile the later history"
+        assert index[later.test.start] == index[earlier.test.end] + 1, "test splits tile the later history"
 
     # The analyst view holds exactly the rows Fold.rows selects, and a fold's test rows are in none of its others.
-    view = query(settings, "select fold_id, role, symbol, session_date from marts.walk_forward_fold_rows")
+    view = query(settings, "select fold_id, split, symbol, session_date from marts.walk_forward_fold_rows")
     for fold in folds:
-        for role in ROLES:
-            from_view = view[(view["fold_id"] == fold.fold_id) & (view["role"] == role)]
-            selected = fold.rows(mart, role)
+        for split in SPLITS:
+            from_view = view[(view["fold_id"] == fold.fold_id) & (view["split"] == split)]
+            selected = fold.rows(mart, split)
             assert sorted(zip(from_view["symbol"], from_view["session_date"], strict=True)) == sorted(
                 zip(selected["symbol"], selected["session_date"], strict=True)
             )
         of_fold = view[view["fold_id"] == fold.fold_id]
-        test_sessions = set(of_fold.loc[of_fold["role"] == "test", "session_date"])
-        assert test_sessions and not test_sessions & set(of_fold.loc[of_fold["role"] != "test", "session_date"])
+        test_sessions = set(of_fold.loc[of_fold["split"] == "test", "session_date"])
+        assert test_sessions and not test_sessions & set(of_fold.loc[of_fold["split"] != "test", "session_date"])
     # The synthetic mart's fold double places the same folds.
     assert lay_out_folds(mart["session_date"], folds=4, test_sessions=126, validation_sessions=63) == tuple(folds)
 
@@ -255,7 +308,7 @@ def test_the_synthetic_mart_has_the_shape_dbt_builds(base: dict, cluster: Connec
 
 def test_fewer_folds_than_planned_and_the_rolling_scheme(copy_of_base: dbt_harness.DbtProject) -> None:
     """10 planned folds on 5 years: the 6 that fit are laid out and the plan's data test warns. Rolling: every
-    train range holds walk_forward_train_sessions sessions at most and starts later for later folds."""
+    train split holds walk_forward_train_sessions sessions at most and starts later for later folds."""
     result = copy_of_base.run(
         "build", "--select", "walk_forward_plan+", "--vars",
         "{walk_forward_folds: 10, walk_forward_scheme: rolling, walk_forward_train_sessions: 400}",
@@ -281,11 +334,11 @@ def test_fold_data_tests_fail_on_broken_folds(copy_of_base: dbt_harness.DbtProje
     sessions = list(sessions_in_range(folds[0].train.start, folds[-1].test.end).date)
     index = {session: position for position, session in enumerate(sessions)}
     fold3_train_end = sessions[index[folds[2].train.end] + 3]  # 3 sessions later: the gap shrinks to 3 < 1 + 5
-    fold4_test_start = sessions[index[folds[3].test.start] + 1]  # 1 session later: a hole between test ranges
+    fold4_test_start = sessions[index[folds[3].test.start] + 1]  # 1 session later: a hole between test splits
     fold1_validation_end = sessions[index[folds[0].validation.end] + 2]  # 2 later: 4 < 1 + 5 sessions before test
     breakages = {
         # train ends before it starts (with a consistent session count of 0): only the order is broken
-        "walk_forward_folds_ranges_in_order": (1, "update {f} set train_start = train_end + 1, train_sessions = 0 "
+        "walk_forward_folds_splits_in_order": (1, "update {f} set train_start = train_end + 1, train_sessions = 0 "
                                                   "where fold_id = 1"),
         "walk_forward_folds_purge_covers_the_target_horizon": (2, "update {f} set purge_sessions = 0, "
                                                                   "embargo_sessions = 6 where fold_id = 2"),
@@ -343,8 +396,8 @@ def test_model_data_tests_fail_on_broken_rows(copy_of_base: dbt_harness.DbtProje
             "SC", f"insert into {{table}} select * from {{table}} where symbol = 'SC' and session_date = {last}"),
         "training_bars_one_row_per_symbol_session": (  # not the last session: its null target may appear once
             "SD", f"insert into {{table}} select * from {{table}} where symbol = 'SD' and session_date = {first}"),
-        "walk_forward_fold_rows_one_role_per_fold_row": (
-            "SA", "insert into {table} select * from {table} where symbol = 'SA' and fold_id = 1 and role = 'test' "
+        "walk_forward_fold_rows_one_split_per_fold_row": (
+            "SA", "insert into {table} select * from {table} where symbol = 'SA' and fold_id = 1 and split = 'test' "
                   "order by session_date limit 1"),
         "symbol_coverage_counts_add_up": ("SB", "update {table} set sessions_missing = -1 where symbol = 'SB'"),
         "symbol_coverage_one_row_per_series": ("SC", "insert into {table} select * from {table} where symbol = 'SC'"),
@@ -526,7 +579,7 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
     assert full.returncode == 0, full.output[-4000:]
     assert digests(settings) == after_incremental
     assert after_incremental["training_bars"][0] > 1000
-    # The appended sessions moved the folds forward (their test ranges end on the last session).
+    # The appended sessions moved the folds forward (their test splits end on the last session).
     with connect(settings) as conn:
         moved = conn.execute("select max(test_end), min(train_start) from marts.walk_forward_folds").fetchone()
     with connect(base["settings"]) as conn:

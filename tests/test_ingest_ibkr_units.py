@@ -8,12 +8,12 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from ingest.cli import build_parser
-from ingest.ibkr.bar_sizes import BarSizeError, daily_duration, parse_bar_size
+from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
 from ingest.ibkr.loader import to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
-from ingest.ibkr.planner import PlanContext, months_before, plan_symbol, plan_whole_window
+from ingest.ibkr.planner import INTRADAY_OVERLAP_BARS, PlanContext, months_before, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import detect_readjustment
 from ingest.raw_tables import Coverage, RawBar, StoredBar
 from ingest.sessions import FinalBars, last_completed_close
@@ -121,6 +121,30 @@ def test_a_longer_window_than_covered_is_backfilled_and_full_refresh_ignores_cov
     assert backfill.requests[0].duration == "2 Y" and "backfill" in backfill.reason
     refresh = plan_symbol("AAPL", coverage, ctx(full_refresh=True))
     assert refresh.requests[0].duration == "1 Y" and "full refresh" in refresh.reason
+
+
+def test_coverage_is_judged_in_new_york_days():
+    """Covered from any hour of the window's first New York day is covered; from the next day on it is not."""
+    window_start = ctx().window_start
+    for covered_from, backfill in [
+        (window_start, False),
+        (window_start + timedelta(hours=23), False),
+        (window_start + timedelta(days=1), True),
+    ]:
+        coverage = Coverage(
+            window_start + timedelta(days=300), covered_from, checked_at=LAST_CLOSE + timedelta(hours=1)
+        )
+        assert ("backfill" in plan_symbol("AAPL", coverage, ctx()).reason) is backfill, covered_from
+
+
+def test_the_intraday_overlap_fits_one_page_of_every_bar_size():
+    """The overlap re-asks INTRADAY_OVERLAP_BARS bars and never more than one page's span (one extra request)."""
+    for text in VALID_BAR_SIZES:
+        bar_size = parse_bar_size(text)
+        if bar_size.intraday:
+            overlap = ctx(bar_size=bar_size).overlap
+            assert overlap == timedelta(seconds=bar_size.seconds * INTRADAY_OVERLAP_BARS)
+            assert overlap <= timedelta(seconds=bar_size.page_seconds), text
 
 
 def test_adjusted_bars_are_fetched_whole_when_anything_is_new():

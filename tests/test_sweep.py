@@ -219,7 +219,7 @@ def test_the_guard_refuses_a_score_from_outside_validation(sweep_warehouse) -> N
     honest = validate_configuration(tiny, data, folds[0], 42)
     check_validation_only(honest, folds[0])
     tested = run_fold_seed(tiny, data, folds[0], 42)
-    with pytest.raises(EvaluatedOutsideValidation, match="outside the validation range"):
+    with pytest.raises(EvaluatedOutsideValidation, match="outside the validation split"):
         check_validation_only(dataclasses.replace(honest, validation=tested.replays["test"]), folds[0])
 
 

@@ -153,7 +153,7 @@ def test_the_walk_forward_reports_only_folds_whose_test_follows_every_session_th
     from training.sweep import SweepError, split_folds
 
     folds = lay_out_folds(session_dates(600), folds=4, test_sessions=60, validation_sessions=30)
-    # Why: folds tile the history, so fold 2's validation sessions lie inside fold 1's test range. Reporting fold 1
+    # Why: folds tile the history, so fold 2's validation sessions lie inside fold 1's test split. Reporting fold 1
     # after searching on fold 2 would measure the choice on sessions that helped make it.
     assert folds[0].test.start <= folds[1].validation.start and folds[1].validation.end <= folds[0].test.end
     search, report = split_folds(folds, None)

@@ -209,7 +209,10 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                     {
                         "name": "training_bars",
                         "columns": [
-                            {"name": "symbol"},
+                            {"name": "symbol", "meta": {"role": "key"}},
+                            {"name": "session_date", "config": {"meta": {"role": "key"}}},
+                            {"name": "open", "config": {"meta": {"role": "price"}}},
+                            {"name": "close", "meta": {"role": "price"}},
                             {"name": "a", "config": {"meta": {"role": "feature", "lookback_sessions": 3}}},
                             {"name": "b", "meta": {"role": "feature"}},
                             {"name": "y", "config": {"meta": {"role": "target", "horizon_sessions": 2}}},
@@ -221,7 +224,13 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
     )
     schema = read_mart_schema(path)
     assert schema.feature_names == ["a", "b"] and schema.target == "y" and schema.longest_lookback == 3
-    assert schema.target_horizon_sessions == 2
+    assert schema.target_horizon_sessions == 2 and schema.price_columns == ("open", "close")
+
+
+KEYS = [{"name": "symbol", "meta": {"role": "key"}}, {"name": "session_date", "meta": {"role": "key"}}]
+PRICES = [{"name": "open", "meta": {"role": "price"}}, {"name": "close", "meta": {"role": "price"}}]
+FEATURE = {"name": "a", "meta": {"role": "feature"}}
+TARGET_COLUMN = {"name": "y", "meta": {"role": "target", "horizon_sessions": 1}}
 
 
 @pytest.mark.parametrize(
@@ -247,6 +256,14 @@ def test_mart_yaml_reads_dbt_config_meta_too(tmp_path: Path) -> None:
                 {"name": "y", "meta": {"role": "target", "horizon_sessions": 0}},
             ],
             "needs meta.horizon_sessions",
+        ),
+        (
+            [*KEYS, {"name": "open", "meta": {"role": "price"}}, FEATURE, TARGET_COLUMN],
+            "close has no meta.role = 'price'",
+        ),
+        (
+            [{"name": "symbol", "meta": {"role": "key"}}, *PRICES, FEATURE, TARGET_COLUMN],
+            "must be symbol, session_date",
         ),
     ],
 )

@@ -14,6 +14,7 @@ import pytest
 from devtools.scratch_database import create_database, drop_database
 from devtools.synthetic_mart import (
     FEATURE_LOOKBACKS,
+    PRICE_COLUMNS,
     TARGET,
     lay_out_folds,
     synthetic_mart,
@@ -41,7 +42,9 @@ from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
 
-TERMS = ContractTerms(feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, min_sessions_per_range=15)
+TERMS = ContractTerms(
+    feature_names=tuple(FEATURE_LOOKBACKS), target=TARGET, price_columns=PRICE_COLUMNS, min_sessions_per_split=15
+)
 
 
 @pytest.fixture(scope="module")
@@ -162,17 +165,17 @@ BREAKAGES = {
         "test_start - 1, interval '1 day') d where extract(isodow from d) < 6) where fold_id = 1",
         "purge + embargo XNYS sessions lie between train and validation and between validation and test",
     ),
-    "overlapping test ranges": (
+    "overlapping test splits": (
         f"update {FOLDS} set test_end = test_end + 14 where fold_id = 1",
-        "test ranges do not overlap and follow fold_id order",
+        "test splits do not overlap and follow fold_id order",
     ),
     "folds out of order": (
         f"update {FOLDS} set fold_id = 3 - fold_id",
-        "test ranges do not overlap and follow fold_id order",
+        "test splits do not overlap and follow fold_id order",
     ),
-    "too few sessions in a range": (
+    "too few sessions in a split": (
         f"update {FOLDS} set validation_start = validation_end - 6 where fold_id = 1",
-        "every fold's train, validation and test ranges hold at least 15 sessions of the mart",
+        "every fold's train, validation and test splits hold at least 15 sessions of the mart",
     ),
     "a fold id twice, a fold date missing, a fold count of another type": (
         f"update {FOLDS} set test_end = null where fold_id = 2; update {FOLDS} set fold_id = 1; "
@@ -197,7 +200,9 @@ def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: st
 
 
 def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:
-    demanding = ContractTerms(tuple(FEATURE_LOOKBACKS), TARGET, min_sessions_per_range=15, min_embargo_sessions=10)
+    demanding = ContractTerms(
+        tuple(FEATURE_LOOKBACKS), TARGET, PRICE_COLUMNS, min_sessions_per_split=15, min_embargo_sessions=10
+    )
     with pytest.raises(ContractViolation) as refused:
         check_mart_contract(mart_warehouse, demanding)
     assert [failure.split(" [")[0] for failure in refused.value.failures] == ["every embargo is at least 10 sessions"]

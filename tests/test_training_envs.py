@@ -3,6 +3,7 @@ bounds and leakage."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -20,7 +21,7 @@ from training.envs import ENV_KINDS, EnvSettings, make_env
 from training.envs.batched_env import NativeVecEnv
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
-from training.fold_task import prepare_fold
+from training.fold_task import env_settings, prepare_fold
 from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
 
 FEATURES = list(FEATURE_LOOKBACKS)
@@ -29,14 +30,19 @@ SETTINGS = EnvSettings.from_bps(
 )
 
 
+def frictionless(**fields) -> EnvSettings:
+    """TrainConfig's environment settings without commission or slippage, with ``fields`` changed."""
+    return dataclasses.replace(env_settings(TrainConfig()), **{"commission": 0.0, "slippage": 0.0, **fields})
+
+
 @pytest.fixture(scope="module")
 def mart() -> pd.DataFrame:
-    """Every session of 4 symbols, with a `split` column from one fold's ranges (gap rows dropped)."""
+    """Every session of 4 symbols, with a `split` column from one fold's splits (gap rows dropped)."""
     frame = synthetic_mart(n_symbols=4, n_sessions=260, seed=11)
     (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=50, validation_sessions=50)
     labels = pd.Series(pd.NA, index=frame.index, dtype="object")
-    for role in ("train", "validation", "test"):
-        labels[fold.rows(frame, role).index] = role
+    for split in ("train", "validation", "test"):
+        labels[fold.rows(frame, split).index] = split
     return frame.assign(split=labels)[labels.notna()].reset_index(drop=True)
 
 
@@ -75,7 +81,7 @@ def run_episode(env, actions, symbol: str | None = None):
 def test_fill_rule_by_hand(kind: str) -> None:
     """Long at t fills at open[t+1]*(1+slippage), marks at close[t+1]; flat fills at open*(1-slippage)."""
     commission, slippage, cash = 0.001, 0.002, 1_000.0
-    settings = EnvSettings(window=2, initial_cash=cash, commission=commission, slippage=slippage)
+    settings = frictionless(window=2, initial_cash=cash, commission=commission, slippage=slippage)
     env = make_env(kind, [tiny_series()], settings)
     _, info = env.reset(seed=0)
     assert info["session_index"] == 1 and info["net_worth"] == cash and info["position"] == Position.FLAT
@@ -106,7 +112,7 @@ def test_fill_rule_by_hand(kind: str) -> None:
 @pytest.mark.parametrize("kind", ENV_KINDS)
 def test_observation_is_the_window_ending_at_the_decision_session(kind: str) -> None:
     series = tiny_series()
-    env = make_env(kind, [series], EnvSettings(window=3))
+    env = make_env(kind, [series], frictionless(window=3))
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, np.append(series.features[0:3].ravel(), 0.0).astype(np.float32))
     obs, *_ = env.step(Position.LONG)
@@ -215,7 +221,7 @@ def _training_observations(frame: pd.DataFrame, feature_names: list[str]) -> np.
 
 
 def test_the_target_never_reaches_an_observation() -> None:
-    """Scramble the target of the mart's rows: no observation of any range may change.
+    """Scramble the target of the mart's rows: no observation of any split may change.
 
     The positive control below leaks the target on purpose (as if the mart YAML listed it as a feature) and the
     same comparison sees it, so this test fails whenever the target reaches an observation.
@@ -290,7 +296,7 @@ def test_features_are_clipped_to_the_observation_bounds(mart: pd.DataFrame) -> N
     extreme = mart.copy()
     extreme.loc[extreme.index[5], "volume_zscore_20"] = 1e9
     series = series_of(extreme, scaler=FeatureScaler.fit(mart[mart["split"] == "train"], FEATURES, clip=3.0))
-    env = make_env("native", series, EnvSettings(window=10, observation_clip=3.0))
+    env = make_env("native", series, frictionless(window=10, observation_clip=3.0))
     observations, _, _ = run_episode(env, [1, 0], series[0].symbol)
     assert all(env.observation_space.contains(obs) for obs in observations)
     assert max(float(np.max(obs[:-1])) for obs in observations) == pytest.approx(3.0)
@@ -309,7 +315,7 @@ def test_the_scaler_standardises_with_the_train_mean_and_deviation_by_hand() -> 
 
 def test_series_too_short_for_the_window_are_rejected() -> None:
     with pytest.raises(ValueError, match="shorter than window"):
-        make_env("native", [tiny_series()], EnvSettings(window=5))
+        make_env("native", [tiny_series()], frictionless(window=5))
 
 
 def _trajectory(env, steps: int = 300, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -89,7 +90,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def test_series(frame: pd.DataFrame) -> list[SymbolSeries]:
-    """One fold's test range, with one symbol cut short (listed late), so replays end at different sessions."""
+    """One fold's test split, with one symbol cut short (listed late), so replays end at different sessions."""
     (fold,) = lay_out_folds(frame["session_date"], folds=1, test_sessions=60, validation_sessions=40)
     scaler = FeatureScaler.fit(fold.rows(frame, "train"), FEATURES, clip=10.0)
     series = build_series(fold.rows(frame, "test"), "test", scaler)
@@ -168,7 +169,7 @@ def test_baselines_pay_the_same_commission_and_slippage_as_the_agent(test_series
         shares = SETTINGS.initial_cash * (1 - SETTINGS.commission) / (series.open[first_fill] * (1 + SETTINGS.slippage))
         expected = shares * series.close[-1] / SETTINGS.initial_cash - 1
         assert result.symbol_metrics[series.symbol]["total_return"] == pytest.approx(expected, rel=1e-12)
-    free = EnvSettings(window=SETTINGS.window, initial_cash=SETTINGS.initial_cash)
+    free = dataclasses.replace(SETTINGS, commission=0.0, slippage=0.0)
     for policy in (buy_and_hold(), MatchedRandomPolicy(np.full(4, 0.5), np.full(4, 0.3), 20, (7,))):
         with_costs = replay("test", test_series, SETTINGS, policy).metrics()["total_return"]
         policy = (

@@ -77,7 +77,7 @@ def _perturbed(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 
 
 def test_training_and_model_selection_never_see_a_test_session(frame: pd.DataFrame, fold, result: TaskResult) -> None:
-    """Change every test-range row: the scaler, the training, every validation score and the selected weights stay
+    """Change every test-split row: the scaler, the training, every validation score and the selected weights stay
     bit-identical; only the test replays change (they are where the test rows are used, once)."""
     after_validation = pd.to_datetime(frame["session_date"]).dt.date > fold.validation.end
     changed = run_fold_seed(CONFIG, MarketData.from_frame(_perturbed(frame, after_validation.to_numpy()), FEATURES),
@@ -109,8 +109,8 @@ def test_the_selection_api_cannot_reach_test_rows(frame: pd.DataFrame, fold, res
 def test_the_selection_api_drops_test_rows_before_anything_sees_them(
     frame: pd.DataFrame, fold, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What validate_configuration hands on ends with the validation range (the answer alone cannot show it: the
-    scaler and the environments also keep to their ranges)."""
+    """What validate_configuration hands on ends with the validation split (the answer alone cannot show it: the
+    scaler and the environments also keep to their splits)."""
     handed_on: list[pd.DataFrame] = []
 
     class Seen(Exception):
@@ -131,7 +131,7 @@ def test_the_baselines_trade_with_the_task_costs_and_the_agent_exposure(
     frame: pd.DataFrame, fold, result: TaskResult
 ) -> None:
     """Every baseline of a task is replayed by hand through the same environment, fill rule and costs as the agent;
-    the random baseline is matched to the agent's exposure and turnover on the same window."""
+    the random baseline is matched to the agent's exposure and turnover on the same split."""
     settings = env_settings(CONFIG)
     assert settings.commission > 0 and settings.slippage > 0
     series = prepare_fold(MarketData.from_frame(frame, FEATURES), fold, CONFIG).series["test"]
@@ -165,7 +165,7 @@ def test_the_training_environment_sees_only_train_dates(
     run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=4)
     train_dates = np.concatenate(seen)
     assert len(train_dates) and fold.train.contains(train_dates).all()
-    # Every replayed session belongs to the range it was replayed for.
+    # Every replayed session belongs to the split it was replayed for.
     for split, replays in result.replays.items():
         for replay in replays.values():
             assert getattr(fold, split).contains(replay.dates).all()

@@ -1,4 +1,4 @@
-"""Folds on the training side (unit tests, no database): date ranges, the rows a fold selects, choosing a fold,
+"""Folds on the training side (unit tests, no database): splits as date ranges, the rows a fold selects, choosing a fold,
 and the synthetic mart's fold double keeping the rules dbt keeps (by date, purge + embargo, test never trained on)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_
 from market_calendar import sessions_in_range
 from training.config import load_config
 from training.fold_task import prepare_fold
-from training.folds import ROLES, DateRange, Fold, FoldSelectionError, select_fold
+from training.folds import SPLITS, DateRange, Fold, FoldSelectionError, select_folds
 from training.job import latest_or
 from training.market_data import MarketData
 
@@ -40,12 +40,12 @@ def test_a_fold_selects_its_rows_by_date_and_leaves_the_gaps_out(mart: pd.DataFr
     sessions = sorted(set(mart["session_date"]))
     labelled = fold.labelled_rows(mart)
     assert list(labelled.columns) == [*mart.columns, "split"] and labelled.index.is_monotonic_increasing
-    for role in ROLES:
-        rows = fold.rows(mart, role)
-        assert rows["session_date"].between(fold.range(role).start, fold.range(role).end).all()
-        assert rows.equals(labelled[labelled["split"] == role].drop(columns="split"))
+    for split in SPLITS:
+        rows = fold.rows(mart, split)
+        assert rows["session_date"].between(fold.dates(split).start, fold.dates(split).end).all()
+        assert rows.equals(labelled[labelled["split"] == split].drop(columns="split"))
         assert set(rows["symbol"]) == set(mart["symbol"])
-    # Every session is in at most one range; the 2 x 6 sessions in the purge + embargo gaps are in none.
+    # Every session is in at most one split; the 2 x 6 sessions in the purge + embargo gaps are in none.
     per_session = labelled.groupby("session_date")["split"].nunique()
     assert (per_session == 1).all()
     assert len(sessions) - labelled["session_date"].nunique() == 2 * (fold.purge_sessions + fold.embargo_sessions)
@@ -55,7 +55,7 @@ def test_a_fold_selects_its_rows_by_date_and_leaves_the_gaps_out(mart: pd.DataFr
 
 
 def test_the_fold_double_keeps_the_rules_of_the_dbt_model(mart: pd.DataFrame) -> None:
-    """By date, test ranges tiling the last sessions, purge + embargo exchange sessions before validation and test,
+    """By date, test splits tiling the last sessions, purge + embargo exchange sessions before validation and test,
     and no test session in its fold's train or validation rows: for both schemes."""
     sessions = list(sessions_in_range(min(mart["session_date"]), max(mart["session_date"])).date)
     index = {session: position for position, session in enumerate(sessions)}
@@ -87,17 +87,17 @@ def test_folds_round_trip_through_a_table_row() -> None:
     assert Fold.from_row({**row, "train_start": pd.Timestamp("2024-01-02"), "scheme": "expanding"}) == fold
 
 
-def test_select_fold_takes_the_latest_by_default(mart: pd.DataFrame) -> None:
+def test_select_folds_takes_every_fold_by_default_oldest_first(mart: pd.DataFrame) -> None:
     folds = lay_out_folds(mart["session_date"], folds=3, test_sessions=20, validation_sessions=20)
-    assert select_fold(folds) is folds[-1] and select_fold(reversed(folds), 2) is folds[1]
-    with pytest.raises(FoldSelectionError, match=r"no fold 7 \(its folds: \[1, 2, 3\]\)"):
-        select_fold(folds, 7)
-    with pytest.raises(FoldSelectionError, match="has no fold"):
-        select_fold(())
+    assert select_folds(reversed(folds)) == list(folds) and select_folds(reversed(folds), [3, 2]) == list(folds[1:])
+    with pytest.raises(FoldSelectionError, match=r"no fold 7, 9 \(its folds: \[1, 2, 3\]\): choose --folds$"):
+        select_folds(folds, [9, 2, 7])
+    with pytest.raises(FoldSelectionError, match="has no fold: build the warehouse first"):
+        select_folds((), flag="--fold")
 
 
-def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_range(mart: pd.DataFrame) -> None:
-    """`make train`: the latest fold by default (or --fold); a symbol listed late sits out the ranges it barely
+def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_split(mart: pd.DataFrame) -> None:
+    """`make train`: the latest fold by default (or --fold); a symbol listed late sits out the splits it barely
     reaches instead of breaking the episode length the contract promises."""
     folds = lay_out_folds(mart["session_date"], folds=2, test_sessions=30, validation_sessions=30)
     first_validation = folds[-1].validation.start
@@ -107,11 +107,11 @@ def test_the_single_run_trains_on_one_fold_and_drops_symbols_too_short_for_a_ran
     (fold,) = latest_or(config.fold)(folds)
     assert fold is folds[-1]
     series = prepare_fold(MarketData.from_frame(late, list(FEATURE_LOOKBACKS)), fold, config).series
-    lengths = {role: {s.symbol: len(s) for s in series[role]} for role in ROLES}
+    lengths = {split: {s.symbol: len(s) for s in series[split]} for split in SPLITS}
     assert "SYM002" not in lengths["train"] and "SYM002" not in lengths["validation"]
     assert lengths["test"]["SYM002"] == 30
-    assert all(length >= 30 for role in ROLES for length in lengths[role].values())
-    assert all(fold.range(role).contains(s.dates).all() for role in ROLES for s in series[role])
+    assert all(length >= 30 for split in SPLITS for length in lengths[split].values())
+    assert all(fold.dates(split).contains(s.dates).all() for split in SPLITS for s in series[split])
 
     (chosen,) = latest_or(1)(folds)
     assert chosen is folds[0]

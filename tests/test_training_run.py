@@ -117,7 +117,7 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
         ).fetchall() == [(2, 42, "succeeded", True)]
         count = conn.execute("select count(*) from ml.walk_forward_metrics where run_id = 'e2e'").fetchone()[0]
         assert count == 2 * (N_SYMBOLS + 1) * len(POLICIES) * len(METRICS)
-        # Every evaluated session lies in its range of the fold the run used.
+        # Every evaluated session lies in its split of the fold the run used.
         outside = conn.execute(
             "select count(*) from ml.walk_forward_equity e join ml.walk_forward_folds f using (run_id, fold_id) "
             "where e.run_id = 'e2e' and not ((e.split = 'validation' and e.session_date between f.validation_start "

@@ -150,7 +150,7 @@ def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:
     assert agent.mean.estimate == pytest.approx(expected, rel=1e-12)
     assert agent.mean.low <= agent.mean.estimate <= agent.mean.high
     assert (agent.size.folds, agent.size.seeds, agent.size.tasks, agent.size.sessions) == (2, 3, 4, 100)
-    assert agent.annualised_from == 40  # the shortest window the Sharpe ratios were annualised from
+    assert agent.annualised_from == 40  # the shortest test split the Sharpe ratios were annualised from
     assert statistics.policy("agent", "total_return").annualised_from is None
     per_fold = statistics.policy("agent", "sharpe", fold_id=1)
     assert per_fold.mean.estimate == pytest.approx(np.mean(per_task), rel=1e-12) and per_fold.size.tasks == 3

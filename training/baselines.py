@@ -8,7 +8,7 @@ and pays the same commission and slippage:
 * ``sma_crossover``: long while the fast simple moving average of the close (10 sessions) is above the slow one
   (50), computed from closes up to the decision session only (earlier mart rows included, later ones never);
 * ``random``: a random policy matched to the agent: for each symbol, a two-state Markov chain whose long share and
-  switching rate equal the agent's exposure and turnover on that symbol in the same window, so it is charged for
+  switching rate equal the agent's exposure and turnover on that symbol in the same split, so it is charged for
   the same amount of trading; averaged over ``draws`` seeded draws. A coin flip per session trades far more
   than the agent and is too easy to beat.
 """
@@ -97,7 +97,7 @@ def sma_signals(history: pd.DataFrame, series: Sequence[SymbolSeries], fast: int
 
     ``history`` holds mart rows (symbol, session_date, close) of each symbol up to at least the series' last
     session; a rolling mean at session t uses closes of sessions <= t only, so earlier rows (from train or the
-    gaps between ranges) serve as the lookback and later rows change nothing.
+    gaps between splits) serve as the lookback and later rows change nothing.
     """
     signals = []
     for s in series:

@@ -59,7 +59,7 @@ class TrainConfig:
     dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
     """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
     min_episode_steps: int = 5
-    """A symbol needs at least window + this many sessions in a fold's range to be traded there; shorter ones are left out of that range (and said so in the log). The contract demands as many sessions in every range."""
+    """A symbol needs at least window + this many sessions in a fold's split to be traded there; shorter ones are left out of that split (and said so in the log). The contract demands as many sessions in every split."""
     embargo_sessions: int | None = None
     """Contract: the fewest embargo sessions every fold must have after its purge. None: whatever dbt laid out."""
 
@@ -216,7 +216,7 @@ class SingleRunConfig(TrainConfig):
     """``python -m training``: train on one fold with one seed in this process, select on validation, test once."""
 
     fold: int | None = None
-    """Fold to train on (marts.walk_forward_folds.fold_id). None: the last fold (the most recent test window)."""
+    """Fold to train on (marts.walk_forward_folds.fold_id). None: the last fold (the most recent test split)."""
     checkpoint_freq: int = 0
     """Save a checkpoint every this many environment steps (0: never) under <run>/checkpoints/."""
     resume: Path | None = None

@@ -22,13 +22,13 @@ Preconditions, checked before Great Expectations runs:
 ``marts.walk_forward_folds``:
 
 * its columns exist with their types, no nulls, fold_id unique, at least one fold;
-* inside every fold the ranges are in date order: train < validation < test (so no test session is in the fold's
-  train or validation range);
+* inside every fold the splits are in date order: train < validation < test (so no test session is in the fold's
+  train or validation split);
 * the purge covers the target's horizon (``min_purge_sessions``) and the embargo is at least
   ``min_embargo_sessions``; at least purge + embargo exchange sessions lie strictly between train and validation and
   between validation and test (counted on the exchange calendar: the mart has rows there, the fold does not);
-* test ranges do not overlap and follow fold_id order;
-* every range holds at least ``min_sessions_per_range`` sessions of the mart.
+* test splits do not overlap and follow fold_id order;
+* every split holds at least ``min_sessions_per_split`` sessions of the mart.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from market_calendar import EXCHANGE, non_session_weekdays
-from training.folds import FOLD_COLUMNS, FOLDS_TABLE, ROLES
-from training.mart import KEY_COLUMNS, MART_TABLE, PRICE_COLUMNS
+from training.folds import FOLD_COLUMNS, FOLDS_TABLE, SPLITS
+from training.mart import KEY_COLUMNS, MART_TABLE
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
@@ -82,15 +82,16 @@ class ContractTerms:
 
     feature_names: tuple[str, ...]
     target: str
-    min_sessions_per_range: int
-    """Every train, validation and test range must hold this many sessions of the mart (window + episode steps)."""
+    price_columns: tuple[str, ...]
+    min_sessions_per_split: int
+    """Every train, validation and test split must hold this many sessions of the mart (window + episode steps)."""
     min_purge_sessions: int = 1
     """The target's horizon: a fold's purge must be at least this (MartSchema.target_horizon_sessions)."""
     min_embargo_sessions: int = 0
 
     @property
     def numeric_columns(self) -> list[str]:
-        return [*PRICE_COLUMNS, *self.feature_names, self.target]
+        return [*self.price_columns, *self.feature_names, self.target]
 
     @property
     def columns(self) -> list[str]:
@@ -145,7 +146,7 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 column=column, type_=expected_type, description=f"{column} is {expected_type.lower()}"
             )
         )
-    for column in [*KEY_COLUMNS, *PRICE_COLUMNS, *terms.feature_names]:
+    for column in [*KEY_COLUMNS, *terms.price_columns, *terms.feature_names]:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"{column} has no nulls"))
     expectations.append(
         gxe.UnexpectedRowsExpectation(
@@ -190,9 +191,9 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
     """
     import great_expectations.expectations as gxe
 
-    ranges = " union all ".join(
-        f"select fold_id, '{role}' as role, {role}_start as range_start, {role}_end as range_end from {{batch}} as f"
-        for role in ROLES
+    splits = " union all ".join(
+        f"select fold_id, '{split}' as split, {split}_start as split_start, {split}_end as split_end from {{batch}} as f"
+        for split in SPLITS
     )
     expectations: list[Any] = [
         gxe.ExpectTableColumnsToMatchSet(
@@ -254,19 +255,19 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
                 join {batch} as later on earlier.fold_id < later.fold_id
                 where later.test_start <= earlier.test_end
             """,
-            description="test ranges do not overlap and follow fold_id order",
+            description="test splits do not overlap and follow fold_id order",
         ),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""
-                select ranges.fold_id, ranges.role, count(mart.session_date) as sessions
-                from ({ranges}) as ranges
+                select splits.fold_id, splits.split, count(mart.session_date) as sessions
+                from ({splits}) as splits
                 left join (select distinct session_date from {MART_TABLE}) as mart
-                    on mart.session_date between ranges.range_start and ranges.range_end
-                group by ranges.fold_id, ranges.role
-                having count(mart.session_date) < {int(terms.min_sessions_per_range)}
+                    on mart.session_date between splits.split_start and splits.split_end
+                group by splits.fold_id, splits.split
+                having count(mart.session_date) < {int(terms.min_sessions_per_split)}
             """,
-            description=f"every fold's train, validation and test ranges hold at least "
-            f"{terms.min_sessions_per_range} sessions of the mart",
+            description=f"every fold's train, validation and test splits hold at least "
+            f"{terms.min_sessions_per_split} sessions of the mart",
         ),
     ]
     return expectations

@@ -1,9 +1,11 @@
 """The mart's feature list, read from the one place that defines it: the dbt YAML of ``marts.training_bars``.
 
 Each column in that YAML carries ``meta: {role: feature, lookback_sessions: N}`` (a feature the agent may observe),
-``meta: {role: target, horizon_sessions: H}`` (what the next H sessions did; never observed) or another role (keys,
-prices, lineage). dbt 1.10+ also accepts ``config: {meta: ...}``; both spellings are read. The dbt macro
-``training_feature_columns`` reads the same list, so this YAML is the one place a feature is declared.
+``meta: {role: target, horizon_sessions: H}`` (what the next H sessions did; never observed), ``meta: {role: price}``
+(a session's prices and volume, read and checked but never observed), ``meta: {role: key}`` (symbol, session) or
+``meta: {role: lineage}`` (not read). dbt 1.10+ also accepts ``config: {meta: ...}``; both spellings are read. The dbt
+macro ``training_feature_columns`` reads the same feature list, so this YAML is the one place a column's role is
+declared.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from training.market_data import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 from warehouse_db.settings import REPO_ROOT
 
 MART_MODEL = "training_bars"
@@ -21,6 +24,8 @@ DEFAULT_MART_YAML = REPO_ROOT / "warehouse" / "models" / "marts" / "training_bar
 
 FEATURE_ROLE = "feature"
 TARGET_ROLE = "target"
+PRICE_ROLE = "price"
+KEY_ROLE = "key"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class MartSchema:
 
     features: tuple[FeatureSpec, ...]
     target: str
+    price_columns: tuple[str, ...]
+    """The session's prices and volume the job reads and the data contract checks (meta.role = price), in order."""
     target_horizon_sessions: int
     """How many sessions past its own the target looks: the smallest purge a walk-forward fold may have."""
     source: Path
@@ -78,10 +85,16 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
 
     features: list[FeatureSpec] = []
     targets: list[tuple[str, Any]] = []
+    prices: list[str] = []
+    keys: list[str] = []
     for column in models[0].get("columns") or []:
         meta = _column_meta(column)
         role = meta.get("role")
-        if role == FEATURE_ROLE:
+        if role == PRICE_ROLE:
+            prices.append(column["name"])
+        elif role == KEY_ROLE:
+            keys.append(column["name"])
+        elif role == FEATURE_ROLE:
             lookback = meta.get("lookback_sessions")
             features.append(
                 FeatureSpec(name=column["name"], lookback_sessions=int(lookback) if lookback is not None else None)
@@ -102,4 +115,20 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
         raise MartSchemaError(
             f"{path}: the target {target} needs meta.horizon_sessions, the sessions it looks ahead (>= 1), not {horizon!r}"
         )
-    return MartSchema(features=tuple(features), target=target, target_horizon_sessions=horizon, source=path)
+    if missing := [name for name in TRADED_PRICE_COLUMNS if name not in prices]:
+        raise MartSchemaError(
+            f"{path}: the environments trade at {' and '.join(TRADED_PRICE_COLUMNS)}, but {', '.join(missing)} "
+            f"has no meta.role = {PRICE_ROLE!r}"
+        )
+    # The job sorts, joins and fingerprints rows by these names, so the YAML must name the same key.
+    if tuple(keys) != KEY_COLUMNS:
+        raise MartSchemaError(
+            f"{path}: the mart's key (meta.role = {KEY_ROLE!r}) must be {', '.join(KEY_COLUMNS)}, not {keys}"
+        )
+    return MartSchema(
+        features=tuple(features),
+        target=target,
+        target_horizon_sessions=horizon,
+        price_columns=tuple(prices),
+        source=path,
+    )

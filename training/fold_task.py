@@ -1,6 +1,6 @@
 """One fold x seed, start to finish: the unit of work of every training job (read top to bottom).
 
-fit the feature scaler on the fold's train range -> PPO on train sessions -> every eval_freq steps score the policy
+fit the feature scaler on the fold's train split -> PPO on train sessions -> every eval_freq steps score the policy
 on validation and keep the best weights -> replay validation, then test (once, with the selected model) for the
 agent and every baseline.
 
@@ -10,7 +10,7 @@ object store by the walk-forward, or built in-process by ``make train``) and ret
 Two entry points, both plain functions (the sweep, training/sweep.py, calls the first):
 
 * :func:`validate_configuration`: train, select and score on validation; the rows after the fold's validation
-  range are dropped before anything else, so test sessions cannot reach it;
+  split are dropped before anything else, so test sessions cannot reach it;
 * :func:`run_fold_seed`: the same, then the selected model is evaluated on test once, beside the baselines.
 """
 
@@ -48,7 +48,7 @@ from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.evaluation import AGENT, PolicyReplay, replay
-from training.folds import ROLES, Fold
+from training.folds import SPLITS, Fold
 from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
 from training.ppo import TrainingStats, build_model, learn, make_training_env
 
@@ -58,18 +58,18 @@ CHECKPOINT_PREFIX = "ppo"
 
 
 class NotEnoughData(ValueError):
-    """A fold's range holds no symbol with enough sessions to trade."""
+    """A fold's split holds no symbol with enough sessions to trade."""
 
 
 @dataclass(frozen=True)
 class FoldSeries:
-    """One fold's symbol series per range, with features scaled by statistics of its train range."""
+    """One fold's symbol series per split, with features scaled by statistics of its train split."""
 
     fold_id: int
     scaler: FeatureScaler
     series: dict[str, list[SymbolSeries]]
     left_out: dict[str, list[str]]
-    """Symbols with fewer than window + min_episode_steps sessions in a range, per range."""
+    """Symbols with fewer than window + min_episode_steps sessions in a split, per split."""
     history: pd.DataFrame
     """Mart rows the SMA baseline computes its moving averages from (every row it was given: for a task, the whole
     mart; for a sweep trial, rows up to the validation end). Its averages use closes up to each session only."""
@@ -81,20 +81,20 @@ def env_settings(config: TrainConfig) -> EnvSettings:
     )
 
 
-def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, roles: Sequence[str] = ROLES) -> FoldSeries:
-    """Scale the features with the fold's train rows only, then cut one series per symbol and range."""
+def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:
+    """Scale the features with the fold's train rows only, then cut one series per symbol and split."""
     scaler = FeatureScaler.fit(fold.rows(data.frame, "train"), list(data.feature_names), config.observation_clip)
     minimum = config.window + config.min_episode_steps
     series: dict[str, list[SymbolSeries]] = {}
     left_out: dict[str, list[str]] = {}
-    for role in roles:
-        cut = build_series(fold.rows(data.frame, role), role, scaler)
-        series[role] = [s for s in cut if len(s) >= minimum]
-        left_out[role] = [s.symbol for s in cut if len(s) < minimum]
-        if not series[role]:
+    for split in splits:
+        cut = build_series(fold.rows(data.frame, split), split, scaler)
+        series[split] = [s for s in cut if len(s) >= minimum]
+        left_out[split] = [s.symbol for s in cut if len(s) < minimum]
+        if not series[split]:
             raise NotEnoughData(
-                f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {role} "
-                f"range {getattr(fold, role).start} .. {getattr(fold, role).end}"
+                f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
+                f"split {getattr(fold, split).start} .. {getattr(fold, split).end}"
             )
     return FoldSeries(fold.fold_id, scaler, series, left_out, data.frame)
 
@@ -178,23 +178,23 @@ def train_and_select(
 
 
 def evaluate_policies(
-    config: TrainConfig, fold_series: FoldSeries, model: PPO, seed: int, role: str
+    config: TrainConfig, fold_series: FoldSeries, model: PPO, seed: int, split: str
 ) -> dict[str, PolicyReplay]:
-    """Replay one range with the agent and every baseline, through the same batched environment and costs."""
+    """Replay one split with the agent and every baseline, through the same batched environment and costs."""
     settings = env_settings(config)
-    series = fold_series.series[role]
+    series = fold_series.series[split]
     market = MarketArrays(series, settings.window)
-    agent = replay(role, series, settings, AgentPolicy(model, config.eval_deterministic), market)
+    agent = replay(split, series, settings, AgentPolicy(model, config.eval_deterministic), market)
     signals = sma_signals(fold_series.history, series, config.sma_fast, config.sma_slow)
     random_policy = matched_random(
-        agent.symbol_metrics, market.symbols, config.random_draws, seed, fold_series.fold_id, role
+        agent.symbol_metrics, market.symbols, config.random_draws, seed, fold_series.fold_id, split
     )
     return {
         AGENT: agent,
-        BUY_AND_HOLD: replay(role, series, settings, buy_and_hold(), market),
-        FLAT: replay(role, series, settings, flat(), market),
-        SMA_CROSSOVER: replay(role, series, settings, SmaCrossoverPolicy(signals), market),
-        RANDOM: replay(role, series, settings, random_policy, market),
+        BUY_AND_HOLD: replay(split, series, settings, buy_and_hold(), market),
+        FLAT: replay(split, series, settings, flat(), market),
+        SMA_CROSSOVER: replay(split, series, settings, SmaCrossoverPolicy(signals), market),
+        RANDOM: replay(split, series, settings, random_policy, market),
     }
 
 
@@ -215,9 +215,9 @@ class TaskResult:
     selection_history: list[tuple[int, float]]
     training: TrainingStats
     replays: dict[str, dict[str, PolicyReplay]]
-    """range ('validation', 'test') -> policy -> replay."""
+    """split ('validation', 'test') -> policy -> replay."""
     symbols: dict[str, int]
-    """Symbols traded in each range."""
+    """Symbols traded in each split."""
     left_out: dict[str, list[str]]
     scaler: dict
     model_zip: bytes = field(repr=False)
@@ -237,19 +237,19 @@ class ValidationResult:
     selected_step: int
     selection_history: list[tuple[int, float]]
     validation: dict[str, PolicyReplay]
-    """'agent' and every baseline on the validation range."""
+    """'agent' and every baseline on the validation split."""
     training: TrainingStats
     wall_seconds: float
 
 
 def validate_configuration(config: TrainConfig, data: MarketData, fold: Fold, seed: int) -> ValidationResult:
-    """Train on ``fold``'s train range, select on its validation range and score it there; never touches test.
+    """Train on ``fold``'s train split, select on its validation split and score it there; never touches test.
 
-    The rows after the validation range are dropped before the scaler, the environments or the baselines see any
+    The rows after the validation split are dropped before the scaler, the environments or the baselines see any
     row, so a sweep that calls this for every trial cannot choose on test sessions.
     """
     started = time.perf_counter()
-    fold_series = prepare_fold(data.until(fold.validation.end), fold, config, roles=("train", "validation"))
+    fold_series = prepare_fold(data.until(fold.validation.end), fold, config, splits=("train", "validation"))
     selection = train_and_select(config, fold_series, seed)
     validation = evaluate_policies(config, fold_series, selection.model, seed, "validation")
     return ValidationResult(
@@ -272,7 +272,7 @@ def run_fold_seed(
     fold_series = prepare_fold(data, fold, config)
     selection = train_and_select(config, fold_series, seed, extras)
     replays = {
-        role: evaluate_policies(config, fold_series, selection.model, seed, role) for role in ("validation", "test")
+        split: evaluate_policies(config, fold_series, selection.model, seed, split) for split in ("validation", "test")
     }
     return TaskResult(
         fold_id=fold.fold_id,
@@ -282,7 +282,7 @@ def run_fold_seed(
         selection_history=selection.history,
         training=selection.training,
         replays=replays,
-        symbols={role: len(fold_series.series[role]) for role in ROLES},
+        symbols={split: len(fold_series.series[split]) for split in SPLITS},
         left_out=fold_series.left_out,
         scaler=fold_series.scaler.to_dict(),
         model_zip=model_bytes(selection.model),

@@ -1,8 +1,8 @@
 """Walk-forward folds as the training side sees them: date ranges laid out by dbt in ``marts.walk_forward_folds``.
 
-A fold trains on its ``train`` range, selects a model on its ``validation`` range and is scored once on its ``test``
-range. The ranges are inclusive exchange-session dates that apply to every symbol; between them lie
-``purge_sessions + embargo_sessions`` sessions that belong to no range. How they are laid out (and why) is the dbt
+A fold trains on its ``train`` split, selects a model on its ``validation`` split and is scored once on its ``test``
+split. Each split is an inclusive range of exchange-session dates that applies to every symbol; between them lie
+``purge_sessions + embargo_sessions`` sessions that belong to no split. How they are laid out (and why) is the dbt
 model's business: warehouse/models/marts/walk_forward_folds.yml. This module only carries them and selects rows.
 """
 
@@ -18,9 +18,9 @@ import pandas as pd
 
 from warehouse_db import schemas
 
-Role = Literal["train", "validation", "test"]
-ROLES: tuple[Role, ...] = ("train", "validation", "test")
-"""The ranges of a fold, in time order."""
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "test")
+"""The splits of a fold, in time order."""
 
 FOLDS_TABLE = "walk_forward_folds"
 FOLD_COLUMNS = (
@@ -64,34 +64,34 @@ class DateRange:
 
 @dataclass(frozen=True)
 class Fold:
-    """One walk-forward fold: three date ranges in time order, with the gaps dbt left between them."""
+    """One walk-forward fold: three splits (date ranges) in time order, with the gaps dbt left between them."""
 
     fold_id: int
     train: DateRange
     validation: DateRange
     test: DateRange
     purge_sessions: int
-    """Sessions after train and after validation that no range holds: at least the target's horizon."""
+    """Sessions after train and after validation that no split holds: at least the target's horizon."""
     embargo_sessions: int
     """Further sessions left out after each purge, against serial correlation."""
 
-    def range(self, role: Role) -> DateRange:
-        if role not in ROLES:
-            raise ValueError(f"a fold's ranges are {ROLES}, not {role!r}")
-        return getattr(self, role)
+    def dates(self, split: Split) -> DateRange:
+        if split not in SPLITS:
+            raise ValueError(f"a fold's splits are {SPLITS}, not {split!r}")
+        return getattr(self, split)
 
-    def rows(self, frame: pd.DataFrame, role: Role) -> pd.DataFrame:
-        """The rows of ``frame`` whose ``session_date`` lies in this fold's ``role`` range (order kept)."""
-        return frame[self.range(role).contains(frame["session_date"])]
+    def rows(self, frame: pd.DataFrame, split: Split) -> pd.DataFrame:
+        """The rows of ``frame`` whose ``session_date`` lies in this fold's ``split`` (order kept)."""
+        return frame[self.dates(split).contains(frame["session_date"])]
 
     def labelled_rows(self, frame: pd.DataFrame, column: str = "split") -> pd.DataFrame:
-        """The rows of ``frame`` in any of the three ranges, with ``column`` naming the range (order kept).
+        """The rows of ``frame`` in any of the three splits, with ``column`` naming the split (order kept).
 
         Rows in the purge and embargo gaps, and rows outside the fold, are not returned.
         """
         labels = pd.Series(pd.NA, index=frame.index, dtype="object")
-        for role in ROLES:
-            labels[self.range(role).contains(frame["session_date"])] = role
+        for split in SPLITS:
+            labels[self.dates(split).contains(frame["session_date"])] = split
         labelled = frame.assign(**{column: labels})
         return labelled[labelled[column].notna()]
 
@@ -100,8 +100,8 @@ class Fold:
         return {
             "fold_id": self.fold_id,
             **{
-                f"{role}_{edge}": getattr(self.range(role), edge).isoformat()
-                for role in ROLES
+                f"{split}_{edge}": getattr(self.dates(split), edge).isoformat()
+                for split in SPLITS
                 for edge in ("start", "end")
             },
             "purge_sessions": self.purge_sessions,
@@ -113,7 +113,7 @@ class Fold:
         """A fold from a row of ``marts.walk_forward_folds`` (a mapping with at least :data:`FOLD_COLUMNS`)."""
         return cls(
             fold_id=int(row["fold_id"]),
-            **{role: DateRange(_as_date(row[f"{role}_start"]), _as_date(row[f"{role}_end"])) for role in ROLES},
+            **{split: DateRange(_as_date(row[f"{split}_start"]), _as_date(row[f"{split}_end"])) for split in SPLITS},
             purge_sessions=int(row["purge_sessions"]),
             embargo_sessions=int(row["embargo_sessions"]),
         )
@@ -127,21 +127,23 @@ class FoldSelectionError(ValueError):
     """The configured fold is not in ``marts.walk_forward_folds``."""
 
 
-def select_fold(folds: Iterable[Fold], fold_id: int | None = None) -> Fold:
-    """The fold with ``fold_id``, or the latest one (the largest id) when ``fold_id`` is None."""
-    folds = sorted(folds, key=lambda fold: fold.fold_id)
-    if not folds:
+def select_folds(folds: Iterable[Fold], wanted: Iterable[int] = (), flag: str = "--folds") -> list[Fold]:
+    """The folds with the ``wanted`` ids (every fold when none are wanted), oldest first.
+
+    An empty fold table or an id it lacks is an error that names ``flag``, the option that chose the ids.
+    """
+    by_id = {fold.fold_id: fold for fold in folds}
+    if not by_id:
         raise FoldSelectionError(
             f"{schemas.MARTS}.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)"
         )
-    if fold_id is None:
-        return folds[-1]
-    for fold in folds:
-        if fold.fold_id == fold_id:
-            return fold
-    raise FoldSelectionError(
-        f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {fold_id} (its folds: {[fold.fold_id for fold in folds]}): choose --fold"
-    )
+    wanted = set(wanted)
+    if missing := sorted(wanted - set(by_id)):
+        raise FoldSelectionError(
+            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {', '.join(map(str, missing))} (its folds: {sorted(by_id)}): "
+            f"choose {flag}"
+        )
+    return [by_id[fold_id] for fold_id in sorted(wanted or by_id)]
 
 
-__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "ROLES", "DateRange", "Fold", "FoldSelectionError", "Role", "select_fold"]
+__all__ = ["FOLDS_TABLE", "FOLD_COLUMNS", "SPLITS", "DateRange", "Fold", "FoldSelectionError", "Split", "select_folds"]

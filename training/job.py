@@ -13,23 +13,23 @@ from pathlib import Path
 
 from training.config import SingleRunConfig
 from training.fold_task import RunExtras, run_fold_seed
-from training.folds import Fold, select_fold
+from training.folds import Fold, select_folds
 from training.task_runners import InProcessRunner
 from training.walk_forward import KIND_TRAIN, WalkForwardResult, execute
 from warehouse_db.settings import ConnectionSettings
 
 
 def latest_or(fold_id: int | None):
-    """Picks the fold with ``fold_id``, or the latest one (the most recent test window)."""
+    """Picks the fold with ``fold_id``, or the latest one (the most recent test split)."""
 
     def pick(folds: Sequence[Fold]) -> list[Fold]:
-        return [select_fold(folds, fold_id)]
+        return select_folds(folds, () if fold_id is None else (fold_id,), flag="--fold")[-1:]
 
     return pick
 
 
 def run_training(config: SingleRunConfig, settings: ConnectionSettings) -> WalkForwardResult:
-    """Train on one fold with one seed, select on its validation range, test once; raises before training when the
+    """Train on one fold with one seed, select on its validation split, test once; raises before training when the
     mart breaks its contract."""
 
     def runner(run_dir: Path) -> InProcessRunner:

@@ -1,7 +1,7 @@
 """From mart rows to what an environment consumes: the rows a task may use (``MarketData``), then one
 ``SymbolSeries`` per symbol and split of a fold.
 
-Features are standardised with statistics of the fold's **train range only** (a fitted parameter of the agent, like
+Features are standardised with statistics of the fold's **train split only** (a fitted parameter of the agent, like
 its weights, stored in the run folder) and clipped, so observations have finite bounds. The target column never
 enters a series: only the feature columns named by the mart YAML do.
 """
@@ -21,7 +21,7 @@ KEY_COLUMNS = ("symbol", "session_date")
 """A mart row's key: one row per symbol and session."""
 TRADED_PRICE_COLUMNS = ("open", "close")
 """The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
-Not training.mart.PRICE_COLUMNS, which is every price column the job reads and the contract checks."""
+Not MartSchema.price_columns, which is every price column the job reads and the contract checks."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class FeatureScaler:
     @classmethod
     def fit(cls, train_rows: pd.DataFrame, feature_names: list[str], clip: float) -> FeatureScaler:
         if train_rows.empty:
-            raise ValueError("cannot fit the feature scaler: the fold's train range has no rows")
+            raise ValueError("cannot fit the feature scaler: the fold's train split has no rows")
         values = train_rows[feature_names].to_numpy(dtype=np.float64)
         mean = values.mean(axis=0)
         std = values.std(axis=0)

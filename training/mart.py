@@ -30,13 +30,12 @@ from warehouse_db.settings import ConnectionSettings
 logger = logging.getLogger(__name__)
 
 MART_TABLE = MART_MODEL
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 TEXT_COLUMNS = ("symbol",)
 
 
 def mart_columns(schema: MartSchema) -> list[str]:
     """The columns the job reads and the contract checks, in a fixed order (extra mart columns are ignored)."""
-    return [*KEY_COLUMNS, *PRICE_COLUMNS, *schema.feature_names, schema.target]
+    return [*KEY_COLUMNS, *schema.price_columns, *schema.feature_names, schema.target]
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,12 @@ POLICY_COLOURS = {
 PERCENT_METRICS = {"total_return", "cagr", "max_drawdown", "turnover", "exposure", "hit_rate"}
 
 STATISTICS_TEXT = (
-    "Each metric is computed per fold x seed on the fold's test window. Mean: over folds of the mean over the fold's "
+    "Each metric is computed per fold x seed on the fold's test split. Mean: over folds of the mean over the fold's "
     "seeds. IQM: interquartile mean of all fold x seed values. Intervals: percentile bootstrap, stratified by fold "
     "(seeds drawn with replacement within the fold, sessions drawn in circular blocks of consecutive sessions; the "
     "same draws for every policy). P(agent better): share of fold x seed pairs in which the agent beat the baseline "
-    "on the same window (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from windows of the "
-    "stated length, shorter than a year; CAGR and Calmar are not reported from windows under 252 sessions."
+    "on the same test split (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from test splits of the "
+    "stated length, shorter than a year; CAGR and Calmar are not reported from test splits under 252 sessions."
 )
 
 PAGE_STYLE = """<style>
@@ -168,7 +168,7 @@ def sharpe_strip_plot(results: Sequence[TaskResult], policies: Sequence[str] = P
 
 
 def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[str] = POLICIES) -> str:
-    """A fold's test window: growth of 1 for the agent (one line per seed) and the baselines (seed-averaged)."""
+    """A fold's test split: growth of 1 for the agent (one line per seed) and the baselines (seed-averaged)."""
     fold_results = sorted((r for r in results if r.fold_id == fold_id), key=lambda r: r.seed)
     figure, axes = plt.subplots(figsize=(9, 3.8))
     for policy in policies:
@@ -187,7 +187,7 @@ def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[
         else:
             growth = np.mean([replay.net_worth / replay.net_worth[0] for replay in replays], axis=0)
             axes.plot(dates, growth, color=POLICY_COLOURS.get(policy), linewidth=1.6, label=policy)
-    axes.set_title(f"fold {fold_id}: test window, growth of 1 (all symbols, equal starting cash)")
+    axes.set_title(f"fold {fold_id}: test split, growth of 1 (all symbols, equal starting cash)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.autofmt_xdate()
@@ -335,8 +335,8 @@ def write_report_html(
 {failed}
 <p>Sample: {size.folds} fold(s) × {size.seeds} seed(s) = {size.tasks} fold x seed tasks, {size.sessions} test
 sessions, {size.symbols} symbols. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
-from test windows of {shortest} sessions (under a year: read them as a scale, not a forecast).</p>
-<h2>All folds: test windows, mean [{level} CI]</h2>
+from test splits of {shortest} sessions (under a year: read them as a scale, not a forecast).</p>
+<h2>All folds: test splits, mean [{level} CI]</h2>
 {_statistics_table(statistics, None)}
 <h3>Interquartile mean [{level} CI]</h3>
 {_statistics_table(statistics, None, "iqm")}

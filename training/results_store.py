@@ -8,7 +8,7 @@ Every run (``make train`` is a walk-forward of one fold and one seed) lands the 
 * ``walk_forward_tasks``: one row per fold x seed: succeeded or failed (with the error), attempts, the checkpoint
   selected on validation, speed, the Ray node;
 * ``walk_forward_selection``: every checkpoint's validation score (how the model was selected);
-* ``walk_forward_metrics``: per fold x seed, range ('validation', 'test'), symbol (``'__all__'`` = all symbols
+* ``walk_forward_metrics``: per fold x seed, split ('validation', 'test'), symbol (``'__all__'`` = all symbols
   side by side) and policy, every metric;
 * ``walk_forward_statistics``: per policy and metric, the mean and IQM over folds x seeds with confidence intervals
   (``fold_id`` null = all folds);
@@ -161,7 +161,7 @@ create table if not exists {schemas.ML}.walk_forward_metrics (
     primary key (run_id, fold_id, seed, split, symbol, policy, metric)
 );
 comment on table {schemas.ML}.walk_forward_metrics is
-    'Replay metrics per fold x seed, range, symbol (''__all__'' = all symbols side by side with equal cash) and '
+    'Replay metrics per fold x seed, split, symbol (''__all__'' = all symbols side by side with equal cash) and '
     'policy. value is null where undefined (CAGR and Calmar under 252 sessions).';
 
 create table if not exists {schemas.ML}.walk_forward_statistics (
@@ -209,7 +209,7 @@ create table if not exists {schemas.ML}.walk_forward_comparisons (
 create unique index if not exists walk_forward_comparisons_key
     on {schemas.ML}.walk_forward_comparisons (run_id, coalesce(fold_id, 0), baseline, metric);
 comment on table {schemas.ML}.walk_forward_comparisons is
-    'The agent minus each baseline on the same test windows (mean over folds of the mean over seeds), with its '
+    'The agent minus each baseline on the same test splits (mean over folds of the mean over seeds), with its '
     'interval, and the share of fold x seed pairs in which the agent did better. fold_id null = all folds.';
 
 create table if not exists {schemas.ML}.walk_forward_equity (
@@ -590,9 +590,9 @@ comment on table {schemas.ML}.{SWEEPS} is
     'One row per hyperparameter sweep (python -m training.sweep): Optuna TPE on Ray Tune, scored on validation '
     'sessions only; the best configuration''s full walk-forward is final_run_id.';
 comment on column {schemas.ML}.{SWEEPS}.objective is 'What the trials were ranked by (validation sessions only).';
-comment on column {schemas.ML}.{SWEEPS}.search_folds is 'The folds whose validation ranges the trials were scored on.';
+comment on column {schemas.ML}.{SWEEPS}.search_folds is 'The folds whose validation splits the trials were scored on.';
 comment on column {schemas.ML}.{SWEEPS}.report_folds is
-    'The folds the final walk-forward reports: their test ranges start after every session a trial saw.';
+    'The folds the final walk-forward reports: their test splits start after every session a trial saw.';
 comment on column {schemas.ML}.{SWEEPS}.configurations_tried is
     'Trials that produced a validation score (completed or pruned). The final walk-forward charges its deflated '
     'Sharpe ratio for these plus any configurations tried before the sweep (--configurations-tried beyond 1): '

@@ -1,22 +1,22 @@
 """How sure we are: the statistics of a walk-forward over folds x seeds, and its verdict in words.
 
-The sample is every fold x seed task's test window, per policy (the agent and the baselines, replayed on the same
+The sample is every fold x seed task's test split, per policy (the agent and the baselines, replayed on the same
 sessions). A metric is computed per fold x seed, then aggregated two ways: the **mean** (over folds of the mean over
-the fold's seeds, so every test window weighs the same) and the **interquartile mean** (IQM: the mean of the middle
+the fold's seeds, so every test split weighs the same) and the **interquartile mean** (IQM: the mean of the middle
 50% of all fold x seed values, robust to a few outliers, as rliable recommends).
 
 **Confidence intervals** come from a bootstrap stratified by fold: each resample keeps every fold, draws the fold's
-seeds with replacement, and rebuilds the fold's test window from blocks of ``block_sessions`` consecutive sessions
+seeds with replacement, and rebuilds the fold's test split from blocks of ``block_sessions`` consecutive sessions
 drawn with replacement (circular blocks, so serial correlation within a block survives). The same sessions and
 seeds are drawn for every policy, so differences between policies are paired. The interval is the percentile
 interval of the aggregate over the resamples.
 
 **P(agent beats a baseline)** is the share of fold x seed pairs in which the agent's metric exceeds the baseline's
-on the same window (ties count one half), with its bootstrap interval.
+on the same test split (ties count one half), with its bootstrap interval.
 
 **The deflated Sharpe ratio** (Bailey & López de Prado, 2014) is the probability that the agent's true Sharpe ratio
 is above zero after charging for the number of configurations tried: the track record is the agent's daily test
-returns, averaged over seeds, over all folds' test windows in date order.
+returns, averaged over seeds, over all folds' test splits in date order.
 
 The **verdict** compares the agent with buy-and-hold on the Sharpe ratio: evidence of better (the interval of the
 difference lies above 0), evidence of worse (below 0), or no evidence either way; never evidence from one seed per
@@ -49,7 +49,7 @@ VERDICT_METRIC = "sharpe"
 
 @dataclass(frozen=True)
 class FoldSample:
-    """One fold's test window: per seed and policy, the pooled book's daily numbers."""
+    """One fold's test split: per seed and policy, the pooled book's daily numbers."""
 
     fold_id: int
     seeds: tuple[int, ...]
@@ -85,7 +85,7 @@ class SampleSize:
     sessions: int
     """Test sessions over all folds."""
     symbols: int
-    """Symbols traded in the test windows (the largest fold)."""
+    """Symbols traded in the test splits (the largest fold)."""
 
 
 @dataclass(frozen=True)

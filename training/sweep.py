@@ -5,15 +5,15 @@
 1. check the search space (training/configs/sweep_space.yaml by default) and that the Ray cluster answers;
 2. check the data contract, then read the mart and its folds once, as trainer (the driver alone touches the
    warehouse; trials get the rows through Ray's object store);
-3. split the folds: the trials are scored on the validation ranges of the oldest ``--search-folds`` folds; the final
-   walk-forward reports the folds whose test range starts after the last session any trial saw. Folds tile the
-   history (fold k+1's validation range lies inside fold k's test range), so reporting every fold would measure the
+3. divide the folds: the trials are scored on the validation splits of the oldest ``--search-folds`` folds; the final
+   walk-forward reports the folds whose test split starts after the last session any trial saw. Folds tile the
+   history (fold k+1's validation split lies inside fold k's test split), so reporting every fold would measure the
    chosen configuration on sessions that helped choose it;
 4. a Ray Tune experiment: Optuna's TPE sampler (``OptunaSearch``) draws a configuration; the trial trains it on
-   each search fold's train range and scores it on that fold's validation range, oldest fold first, reporting
+   each search fold's train split and scores it on that fold's validation split, oldest fold first, reporting
    after each so that ASHA stops the trials that trail. A trial only ever receives the rows up to its fold's
    validation end (``training.fold_task.validate_configuration``), and a guard refuses any score computed on
-   another range: no trial evaluates on test;
+   another split: no trial evaluates on test;
 5. every trial lands in ``ml.sweep_trials`` as it goes (started, each fold's score, completed / pruned / failed), so
    an interrupted sweep continues with ``--resume <sweep_id>`` and repeats no finished trial;
 6. the best completed trial's configuration runs the walk-forward once (the report folds x ``--seeds`` seeds, test
@@ -83,7 +83,7 @@ class SweepConfig(WalkForwardConfig):
     max_concurrent: int | None = None
     """Trials running at once (one CPU each). None: one per CPU of the Ray cluster."""
     search_folds: int | None = None
-    """How many of the oldest folds the trials are scored on (their validation ranges). The final walk-forward reports the folds whose test range starts after every session a trial saw: the last search fold and all later ones. None: half the folds, rounded up (4 folds: search on 1-2, report 2-4)."""
+    """How many of the oldest folds the trials are scored on (their validation splits). The final walk-forward reports the folds whose test split starts after every session a trial saw: the last search fold and all later ones. None: half the folds, rounded up (4 folds: search on 1-2, report 2-4)."""
     trial_seeds: int = 1
     """Seeds each trial trains on every fold (seed, seed+1, ...); the fold's score is their mean. The same seeds for every trial."""
     early_stopping: bool = True
@@ -148,7 +148,7 @@ class NoTrialCompleted(RuntimeError):
 
 
 class EvaluatedOutsideValidation(AssertionError):
-    """A trial's score came from sessions outside its fold's validation range (the guard against tuning on test)."""
+    """A trial's score came from sessions outside its fold's validation split (the guard against tuning on test)."""
 
 
 # --- 1. which folds the search may score, and which the final walk-forward reports -------------------------------
@@ -157,10 +157,10 @@ class EvaluatedOutsideValidation(AssertionError):
 def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[Fold], list[Fold]]:
     """(the folds the trials are scored on, the folds the chosen configuration's walk-forward reports).
 
-    Folds tile the history: fold k+1's validation range lies inside fold k's test range. A configuration chosen on
-    fold k+1's validation sessions would be measured on fold k's test window by the walk-forward, on sessions that
+    Folds tile the history: fold k+1's validation split lies inside fold k's test split. A configuration chosen on
+    fold k+1's validation sessions would be measured on fold k's test split by the walk-forward, on sessions that
     helped choose it. So the search scores the oldest ``search_folds`` folds, and the walk-forward reports only the
-    folds whose test range starts after the last session any trial saw (the last search fold's validation end):
+    folds whose test split starts after the last session any trial saw (the last search fold's validation end):
     the last search fold and every later one.
     """
     folds = sorted(folds, key=lambda fold: fold.fold_id)
@@ -172,7 +172,7 @@ def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[F
     report = [fold for fold in folds[count - 1 :] if fold.test.start > last_seen]
     if not report:
         raise SweepError(
-            f"no fold's test range starts after {last_seen}, the last validation session the search would score: "
+            f"no fold's test split starts after {last_seen}, the last validation session the search would score: "
             "use fewer --search-folds"
         )
     return search, report
@@ -193,13 +193,13 @@ def objective(fold_scores: Sequence[float]) -> float:
 
 
 def check_validation_only(result: ValidationResult, fold: Fold) -> None:
-    """Raise unless every session every policy was scored on lies in ``fold``'s validation range."""
+    """Raise unless every session every policy was scored on lies in ``fold``'s validation split."""
     for policy, replay in result.validation.items():
         dates = np.asarray(replay.dates, dtype="datetime64[D]")
         outside = dates[~fold.validation.contains(dates)] if len(dates) else dates
         if len(outside):
             raise EvaluatedOutsideValidation(
-                f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation range "
+                f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation split "
                 f"{fold.validation} (first {outside[0]}); a sweep may only score on validation sessions"
             )
 
@@ -214,7 +214,7 @@ def run_trial(
     seeds: Sequence[int],
     evaluate: Evaluate | None = None,
 ) -> None:
-    """Tune's trainable: train and score ``params`` on each fold's validation range, reporting after each fold."""
+    """Tune's trainable: train and score ``params`` on each fold's validation split, reporting after each fold."""
     import ray
     from ray import tune
 
@@ -227,7 +227,7 @@ def run_trial(
     scores: list[float] = []
     steps = 0
     for fold in folds:
-        visible = data.until(fold.validation.end)  # the trial never receives a row of this fold's test range
+        visible = data.until(fold.validation.end)  # the trial never receives a row of this fold's test split
         results = [evaluate(config, visible, fold, seed) for seed in seeds]
         for result in results:
             check_validation_only(result, fold)
@@ -614,10 +614,11 @@ def run_sweep(
     import warehouse_db
     from training import results_store
     from training.features import read_mart_schema
+    from training.folds import select_folds
     from training.market_data import MarketData
     from training.mart import read_mart
     from training.task_runners import RayRunner
-    from training.walk_forward import choose_folds, contract_terms
+    from training.walk_forward import contract_terms
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -664,7 +665,7 @@ def run_sweep(
                 f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
                 f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
             )
-        folds, report_folds = split_folds(choose_folds(snapshot.folds, config.folds), config.search_folds)
+        folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
 
         # 3. One driver per sweep, then its row.
@@ -801,7 +802,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
     values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best")
-    values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test ranges after every session a trial saw
+    values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
         "sweep %s: walking trial %d forward (%s): folds %s x %d seeds, test included, charged for %d configurations",
@@ -835,10 +836,10 @@ def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
 # --- 6. the command line --------------------------------------------------------------------------------------------
 
 DESCRIPTION = (
-    "Search PPO's hyperparameters with Optuna's TPE on Ray Tune. Each trial trains on the train range of the oldest "
-    "--search-folds folds and is scored on their validation ranges only (ASHA stops trailing trials after each "
+    "Search PPO's hyperparameters with Optuna's TPE on Ray Tune. Each trial trains on the train split of the oldest "
+    "--search-folds folds and is scored on their validation splits only (ASHA stops trailing trials after each "
     "fold); every trial lands in ml.sweep_trials. The best configuration then runs the walk-forward once, on the "
-    "folds whose test ranges start after every session a trial saw (every such fold x --seeds seeds, test "
+    "folds whose test splits start after every session a trial saw (every such fold x --seeds seeds, test "
     "included), its deflated Sharpe ratio charged for the trials tried: ml.sweeps and runs/<sweep_id>/report.html. "
     "A local Ray by default; --ray-address or RAY_ADDRESS joins a cluster. --resume <sweep_id> continues an "
     "interrupted sweep (status 2 also covers an unknown sweep id or changed settings on resume)."

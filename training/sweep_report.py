@@ -148,7 +148,7 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
         final = (
             f"<p class='verdict'>{verdict}</p><p>Walk-forward run <code>{html.escape(sweep.final_run_id)}</code>: folds "
             f"{html.escape(str(sweep.report_folds))} x every seed of the chosen configuration, test sessions included, "
-            "touched once (only folds whose test range starts after every session a trial saw). Its deflated Sharpe ratio "
+            "touched once (only folds whose test split starts after every session a trial saw). Its deflated Sharpe ratio "
             f"{_number(sweep.deflated_sharpe, 2)} is charged for the {sweep.configurations_tried} trial(s) scored in this "
             f"sweep, plus any configurations tried before it (--configurations-tried).{link}</p>"
         )
@@ -182,9 +182,9 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
             title,
             f"""<p>Status: {html.escape(sweep.status)}. {len(trials)} trial(s) of {sweep.trials_requested} requested:
 {counts["completed"]} completed, {counts["pruned"]} pruned by ASHA, {counts["failed"]} failed,
-{counts["interrupted"]} interrupted. Trials scored on the validation ranges of folds
+{counts["interrupted"]} interrupted. Trials scored on the validation splits of folds
 {html.escape(str(sweep.search_folds))}; the walk-forward reports folds {html.escape(str(sweep.report_folds))}, whose
-test ranges start after every session a trial saw. Trial seeds
+test splits start after every session a trial saw. Trial seeds
 {html.escape(str(sweep.trial_seeds))}. Search: {html.escape(sweep.search_algorithm)}; early stopping:
 {html.escape(sweep.scheduler)}. Ray: {html.escape(sweep.ray_address or "a local Ray")}
 ({sweep.ray_nodes or 1} node(s)).</p>

@@ -79,10 +79,10 @@ def _log_finished(result: TaskResult) -> None:
         test["buy_and_hold"].metrics()["sharpe"],
     )
     # Logged here, on the driver: a Ray worker's own log lines do not reach the console or run.log.
-    for role, symbols in result.left_out.items():
+    for split, symbols in result.left_out.items():
         if symbols:
-            logger.info("fold %d seed %d: %d symbol(s) have too few sessions in the %s range and sat it out: %s",
-                        result.fold_id, result.seed, len(symbols), role, ", ".join(symbols[:10]))  # fmt: skip
+            logger.info("fold %d seed %d: %d symbol(s) have too few sessions in the %s split and sat it out: %s",
+                        result.fold_id, result.seed, len(symbols), split, ", ".join(symbols[:10]))  # fmt: skip
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The walk-forward, start to finish, in the order it happens (read this file top to bottom).
 
 contract check -> read the mart and its folds once, as trainer -> every fold x seed as an independent task (on Ray;
-each one fits the scaler on its train range, trains PPO, selects a checkpoint on validation, and tests it once beside
+each one fits the scaler on its train split, trains PPO, selects a checkpoint on validation, and tests it once beside
 the baselines: training/fold_task.py) -> statistics over folds x seeds with confidence intervals, and the verdict ->
 run folder (models, statistics.json, report.html) -> ml.walk_forward_* tables in one transaction.
 
@@ -30,13 +30,12 @@ from training.config import TrainConfig, WalkForwardConfig, configuration_hash, 
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
 from training.fold_task import TaskResult
-from training.folds import FOLDS_TABLE, Fold, FoldSelectionError
+from training.folds import Fold, select_folds
 from training.market_data import MarketData
 from training.mart import MartSnapshot, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
 from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
-from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -77,25 +76,12 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def choose_folds(folds: Sequence[Fold], wanted: Sequence[int]) -> list[Fold]:
-    """The folds with the ``wanted`` ids (all when empty), oldest first; an unknown id is an error."""
-    by_id = {fold.fold_id: fold for fold in folds}
-    if not by_id:
-        raise FoldSelectionError(
-            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold: build the warehouse first (make dbt-build)"
-        )
-    if missing := sorted(set(wanted) - set(by_id)):
-        raise FoldSelectionError(
-            f"{schemas.MARTS}.{FOLDS_TABLE} has no fold {missing} (its folds: {sorted(by_id)}): choose --folds"
-        )
-    return [by_id[fold_id] for fold_id in sorted(set(wanted) or by_id)]
-
-
 def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     return ContractTerms(
         feature_names=tuple(schema.feature_names),
         target=schema.target,
-        min_sessions_per_range=config.window + config.min_episode_steps,
+        price_columns=schema.price_columns,
+        min_sessions_per_split=config.window + config.min_episode_steps,
         min_purge_sessions=schema.target_horizon_sessions,
         min_embargo_sessions=config.embargo_sessions or 0,
     )
@@ -207,7 +193,7 @@ def execute(
             schema = read_mart_schema(config.mart_yaml)
             snapshot = snapshot or read_checked_mart(config, settings, schema)
             dbt = read_dbt_provenance(config.dbt_run_results)
-            folds = pick_folds(snapshot.folds) if pick_folds else choose_folds(snapshot.folds, fold_ids)
+            folds = pick_folds(snapshot.folds) if pick_folds else select_folds(snapshot.folds, fold_ids)
             for fold in folds:
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
                             fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip

@@ -37,7 +37,11 @@ MAX_MONTHS = 1200
 DAILY_OVERLAP = timedelta(days=7)
 """Daily bars: re-ask the last week (about five sessions) so that late corrections are picked up."""
 INTRADAY_OVERLAP_BARS = 30
-COVERAGE_SLACK = timedelta(days=1)
+"""Intraday bars: re-ask the last 30 bars, for the same reasons as the daily week (late corrections, and enough
+re-delivered bars for ingest/ibkr/readjustment.py to tell a re-based history, every bar off by one factor, from a
+corrected bar or two). No measurement chose 30 (git log -S and the tests give none); what holds it is that the
+overlap stays inside one page for every intraday bar size (the shortest page, 30 days of 8-hour bars, holds 90),
+so it never costs more than one extra request per symbol, and a test checks that."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,9 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
             f"nothing in the warehouse: the whole {ctx.months}-month window from {_day(window_start)}",
         )
 
-    backfill = coverage.covered_from is None or coverage.covered_from > window_start + COVERAGE_SLACK
+    # Windows start at a New York midnight, and covered_from is an earlier run's window start (or an older stored
+    # bar): whether the window is covered is a question of New York days, not of hours.
+    backfill = coverage.covered_from is None or coverage.covered_from.astimezone(NY).date() > window_start.date()
     fresh = coverage.checked_at is not None and coverage.checked_at >= ctx.last_close
     last = coverage.last_bar_time
     if fresh and not backfill:

@@ -20,15 +20,19 @@ from training.market_data import SymbolSeries
 
 @dataclass(frozen=True)
 class EnvSettings:
-    """Trading settings common to both environment implementations."""
+    """Trading settings common to both environment implementations.
+
+    No defaults: the jobs build them from a TrainConfig (training.fold_task.env_settings), whose fields hold the
+    defaults and say what each setting means.
+    """
 
     window: int
-    initial_cash: float = 10_000.0
-    commission: float = 0.0
+    initial_cash: float
+    commission: float
     """Fraction of the traded amount (1 bp = 0.0001)."""
-    slippage: float = 0.0
+    slippage: float
     """Fraction of the open price moved against the trader."""
-    observation_clip: float = 10.0
+    observation_clip: float
 
     @classmethod
     def from_bps(

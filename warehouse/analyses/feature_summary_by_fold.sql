@@ -1,8 +1,8 @@
--- Distribution of each feature and of the target per walk-forward fold and role: do train, validation
+-- Distribution of each feature and of the target per walk-forward fold and split: do train, validation
 -- and test look alike, and does the market change from fold to fold?
 select
     fold_rows.fold_id,
-    fold_rows.role,
+    fold_rows.split,
     count(*) as rows,
     count(distinct bars.symbol) as symbols,
     min(bars.session_date) as first_session,
@@ -17,5 +17,5 @@ select
     stddev_samp(bars.target_log_return_next) as sd_target
 from marts.walk_forward_fold_rows as fold_rows
 inner join marts.training_bars as bars using (symbol, session_date)
-group by fold_rows.fold_id, fold_rows.role
+group by fold_rows.fold_id, fold_rows.split
 order by fold_rows.fold_id, min(bars.session_date)

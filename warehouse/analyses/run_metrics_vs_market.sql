@@ -1,5 +1,5 @@
 -- Each run's test metrics per fold, seed, symbol and policy next to what the symbol itself did over that fold's
--- test range (its close-to-close move, from the mart). The fold ranges are the ones the run recorded.
+-- test split (its close-to-close move, from the mart). The folds' splits are the ones the run recorded.
 -- ml.* is written by the training jobs (role trainer); analysts read it and the marts.
 with test_prices as (
     select

@@ -10,9 +10,9 @@ folds as (
 
 ),
 
-ranges as (
+splits as (
 
-    select fold_id, 'train' as role, train_start as range_start, train_end as range_end from folds
+    select fold_id, 'train' as split, train_start as split_start, train_end as split_end from folds
     union all
     select fold_id, 'validation', validation_start, validation_end from folds
     union all
@@ -27,10 +27,10 @@ bars as (
 )
 
 select
-    ranges.fold_id,
-    ranges.role,
+    splits.fold_id,
+    splits.split,
     bars.symbol,
     bars.session_date
 
-from ranges
-inner join bars on bars.session_date between ranges.range_start and ranges.range_end
+from splits
+inner join bars on bars.session_date between splits.split_start and splits.split_end

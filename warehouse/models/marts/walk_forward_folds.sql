@@ -1,6 +1,6 @@
 {{ config(materialized='table') }}
 
--- One row per walk-forward fold, oldest first: its train, validation and test date ranges (see the YAML).
+-- One row per walk-forward fold, oldest first: the date ranges of its train, validation and test splits (see the YAML).
 
 with
 
@@ -34,7 +34,7 @@ plan_indexed as (
 
 tested as (
 
-    -- Position 1 is the latest fold: its test range ends on the last session; earlier ones tile backwards.
+    -- Position 1 is the latest fold: its test split ends on the last session; earlier ones tile backwards.
     select
         plan_indexed.*,
         plan_indexed.folds_laid_out - position + 1 as fold_id,

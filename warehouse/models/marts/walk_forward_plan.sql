@@ -66,7 +66,7 @@ plan as (
         '{{ scheme }}'::text as scheme,
         {{ folds }} as folds_planned,
         -- Test windows are laid out from the last session backwards; a fold fits when what is left before
-        -- its validation range and the two gaps still holds the shortest train range.
+        -- its validation split and the two gaps still holds the shortest train split.
         greatest(0, least(
             {{ folds }},
             (history_sessions - {{ 2 * gap + validation_sessions + min_train_sessions }}) / {{ test_sessions }}
