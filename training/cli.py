@@ -175,7 +175,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
-    from training.walk_forward import AllTasksFailed, MartKeptChanging
+    from training.walk_forward import AllTasksFailed, MartKeptChanging, RunFolderError
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
@@ -190,6 +190,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
                 SearchSpaceError,
                 SweepError,
                 FileExistsError,
+                RunFolderError,
                 BadRayAddress,
                 ModelFileError,
             ),

@@ -617,7 +617,7 @@ def run_sweep(
     from training.folds import select_folds
     from training.market_data import MarketData
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms, read_checked_mart
+    from training.walk_forward import contract_terms, make_run_folder, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -697,7 +697,7 @@ def run_sweep(
             sweep = stored
             sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
         run_dir = Path(sweep.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_folder(run_dir)
         results_store.save_sweep(conn, sweep)
         trials = results_store.load_trials(conn, sweep_id)
         for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)

@@ -138,6 +138,19 @@ def run_log(path: Path) -> Iterator[Callable[[str], None]]:
         handler.close()
 
 
+class RunFolderError(ValueError):
+    """The run folder cannot be created under --runs-dir (not a folder, no permission, a read-only disk)."""
+
+
+def make_run_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(
+            f"cannot create the folder {run_dir} ({error.strerror or error}): choose another --runs-dir"
+        ) from None
+
+
 def remove_unfinished_run(run_dir: Path) -> None:
     """Remove the folder of a run that ended before its tasks were done, unless ``make train`` saved checkpoints in
     it: they are there to continue from (--resume), after a Ctrl+C above all."""
@@ -199,11 +212,11 @@ def execute(
     run_id = config.run_id or new_run_id()
     config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
     run_dir = config.runs_dir / run_id
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another --run-id")
     runner = make_runner(run_dir)
     runner.prepare()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_folder(run_dir)
     tasks_ran = False
     try:
         with run_log(run_dir / "run.log") as to_run_log_only:
