@@ -159,9 +159,13 @@ def build_marker(conn: psycopg.Connection) -> tuple:
     return tuple(conn.execute(query).fetchone())
 
 
-def read_build_marker(settings: ConnectionSettings) -> tuple:
+def read_build_marker(settings: ConnectionSettings) -> tuple | None:
+    """The build marker now; None while the mart does not exist (the contract check then says what to run)."""
     with trainer_connection(settings) as conn:
-        return build_marker(conn)
+        try:
+            return build_marker(conn)
+        except psycopg.errors.UndefinedTable:
+            return None
 
 
 def read_folds(conn: psycopg.Connection) -> tuple[Fold, ...]:
