@@ -38,7 +38,9 @@ import logging
 import math
 import os
 import secrets
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -501,10 +503,26 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         ),
     )
     try:
-        with _without_tunes_restore_hint():
+        with _without_tunes_restore_hint(), _signal_handlers_kept():
             tuner.fit()
     finally:
         recorder.close()
+
+
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Tune's fit installs its own SIGINT handler (the first Ctrl+C ends the search gracefully) and leaves it behind:
+    the first Ctrl+C of the final walk-forward then only printed Tune's "ending Ray Tune run". Put the sweep's back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Tune installs none off the main thread either
+        return
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
 
 
 class _TunesRestoreHint(logging.Filter):
