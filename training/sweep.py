@@ -40,7 +40,6 @@ import os
 import secrets
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -432,6 +431,8 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from training.task_runners import signal_handlers_kept
+
     # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
     # repeat the values the finished trials already had.
     study, storage = optuna_study(space, trials, config.seed + len(trials), sweep.sweep_id)
@@ -503,26 +504,12 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         ),
     )
     try:
-        with _without_tunes_restore_hint(), _signal_handlers_kept():
+        # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
+        # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
+        with _without_tunes_restore_hint(), signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
             tuner.fit()
     finally:
         recorder.close()
-
-
-@contextmanager
-def _signal_handlers_kept() -> Iterator[None]:
-    """Tune's fit installs its own SIGINT handler (the first Ctrl+C ends the search gracefully) and leaves it behind:
-    the first Ctrl+C of the final walk-forward then only printed Tune's "ending Ray Tune run". Put the sweep's back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # Tune installs none off the main thread either
-        return
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)}
-    try:
-        yield
-    finally:
-        for number, handler in handlers.items():
-            if handler is not None:
-                signal.signal(number, handler)
 
 
 class _TunesRestoreHint(logging.Filter):

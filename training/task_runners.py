@@ -137,34 +137,33 @@ def _use_token_authentication() -> None:
 
 
 @contextmanager
-def _sigterm_handler_kept() -> Iterator[None]:
-    """ray.init replaces this process's SIGTERM handling with Ray's own (a C++ stack dump, then abort): put back the
-    handler the command had (training/cli.py: SIGTERM interrupts a run as Ctrl+C does)."""
-    on_terminate = signal.getsignal(signal.SIGTERM)
+def signal_handlers_kept(*signals: signal.Signals) -> Iterator[None]:
+    """Whatever the block installs for ``signals``, the handlers they had come back after it (main thread only: the
+    others can neither read nor set them). ray.init takes over SIGTERM (a C++ stack dump, then abort) and Ray Tune's
+    fit leaves its SIGINT handler behind; the commands keep their own (training/cli.py: SIGTERM interrupts a run as
+    Ctrl+C does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {number: signal.getsignal(number) for number in signals}
     try:
         yield
     finally:
-        if on_terminate is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, on_terminate)  # None: not set from Python, which cannot put it back
+        for number, handler in handlers.items():
+            if handler is not None:  # None: a handler not set from Python, which Python cannot put back
+                signal.signal(number, handler)
 
 
 @contextmanager
 def interruptions_held() -> Iterator[None]:
     """Ctrl+C or SIGTERM waits until the block is done, then interrupts: ray.shutdown stopped halfway leaves Ray's
     processes behind, and Ray then ends this process with status 1 before the run can say it was interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
-        return
     received: list[int] = []
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    for number in handlers:
-        signal.signal(number, lambda signum, frame: received.append(signum))
-    try:
+    with signal_handlers_kept(signal.SIGINT, signal.SIGTERM):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, lambda signum, frame: received.append(signum))
         yield
-    finally:
-        for number, handler in handlers.items():
-            if handler is not None:
-                signal.signal(number, handler)
     if received:
         raise KeyboardInterrupt
 
@@ -254,7 +253,7 @@ class RayRunner:
                 ) from None
             return True, address
         _state_token_authentication()
-        with _sigterm_handler_kept():
+        with signal_handlers_kept(signal.SIGTERM):
             ray.init(
                 address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
                 num_cpus=self.cpus or os.cpu_count(),
