@@ -92,6 +92,7 @@ def _no_ray_here() -> int:
         (["--space", "no/such/space.yaml"], "search space no/such/space.yaml: no such file"),
         (["--trails", "3"], "--trails"),
         (["--no-save-to-warehouse"], "a sweep keeps its trials in the warehouse"),
+        (["--sweep-id", "../beside-runs"], "sweep_id '../beside-runs' must name one folder"),
     ],
 )
 def test_bad_flags_end_in_one_line_with_status_2_and_nothing_written(

@@ -24,6 +24,7 @@ from training.config import (
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
+from training.walk_forward import RunFolderError
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -145,6 +146,9 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         ({"confidence": 1.0}, "confidence"),
         ({"batch_size": 1}, r"batch_size and n_steps x n_envs must be >= 2"),
         ({"n_steps": 1, "n_envs": 1, "batch_size": 2}, r"batch_size and n_steps x n_envs must be >= 2"),
+        # <runs_dir>/<run_id> elsewhere: the runs folder's parent, or a folder beside it.
+        ({"run_id": "../elsewhere"}, r"run_id '../elsewhere' must name one folder, <runs_dir>/<run_id>/"),
+        ({"run_id": ".."}, r"run_id '..' must name one folder"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
@@ -442,3 +446,15 @@ def test_a_malformed_ray_address_in_the_environment_is_status_2_before_anything_
         "RAY_ADDRESS 'garbage' is not host:port, ray://host:port or 'auto'"
     ]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("runs_dir", ["a-file", "a-file/below"])
+def test_a_runs_dir_that_cannot_hold_the_run_folder_is_one_line_and_status_2(tmp_path: Path, runs_dir: str) -> None:
+    """Checked before the warehouse is touched (settings=None here): a file, or a folder below one, was a traceback."""
+    from training.job import run_training
+
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    config = load_config(None, {"runs_dir": str(tmp_path / runs_dir), "run_id": "r"}, cls=SingleRunConfig)
+    with pytest.raises(RunFolderError, match=r"cannot create the folder .*/r \(Not a directory\): choose another") as e:
+        run_training(config, None)
+    assert cli.user_error_status(e.value) == ExitCode.CONFIG

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -29,6 +30,7 @@ from training.evaluation import AGENT
 from training.evaluation import replay as replay_policy
 from training.fold_task import (
     MarketData,
+    NotEnoughData,
     TaskResult,
     env_settings,
     prepare_fold,
@@ -125,6 +127,17 @@ def test_the_selection_api_drops_test_rows_before_anything_sees_them(
         validate_configuration(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=3)
     dates = pd.to_datetime(handed_on[0]["session_date"]).dt.date
     assert dates.max() == fold.validation.end
+
+
+def test_a_split_too_short_to_trade_is_named_with_its_dates(frame: pd.DataFrame, fold) -> None:
+    """The 40-session validation split cannot hold a 40-session window plus an episode: one clear error, naming it."""
+    too_long_a_window = dataclasses.replace(CONFIG, window=40)
+    with pytest.raises(NotEnoughData) as raised:
+        prepare_fold(MarketData.from_frame(frame, FEATURES), fold, too_long_a_window)
+    assert str(raised.value) == (
+        f"fold {fold.fold_id}: no symbol has 45 sessions (window + min_episode_steps) in its validation split "
+        f"{fold.validation.start} .. {fold.validation.end}"
+    )
 
 
 def test_the_baselines_trade_with_the_task_costs_and_the_agent_exposure(

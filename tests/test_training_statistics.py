@@ -124,6 +124,20 @@ def test_a_clear_edge_is_evidence(edge: float, verdict: str) -> None:
     assert "3 folds × 3 seeds, 180 test sessions, 10 symbols" in statistics.verdict
 
 
+def test_one_seed_per_fold_is_never_evidence() -> None:
+    """With one seed the bootstrap can only resample sessions: the spread between seeds, PPO's largest source of
+    variance, is not in the interval, so even an edge whose interval lies far above 0 is no evidence."""
+    folds = []
+    for fold_id in (1, 2):
+        returns = _market(fold_id, seeds=1)
+        returns[:, AGENT] += 0.004
+        folds.append(_sample(fold_id, returns, start=f"202{fold_id}-01-02"))
+    statistics = compute_statistics(folds, POLICIES, resamples=200, seed=6)
+    assert statistics.comparison("buy_and_hold", "sharpe").difference.low > 0
+    assert statistics.verdict.startswith("no evidence either way from one seed per fold")
+    assert "2 folds × 1 seed," in statistics.verdict
+
+
 def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:
     """Fold 1 has three seeds, fold 2 one: the mean is the mean of the two fold means, not of four values."""
     one, two = _market(1, seeds=3), _market(2, seeds=1, sessions=40)

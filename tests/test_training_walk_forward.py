@@ -23,7 +23,14 @@ from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.fold_task import run_fold_seed
 from training.mart import MartSnapshot, read_mart
-from training.task_runners import BadRayAddress, InProcessRunner, RayRunner, RayUnavailable, check_ray_address
+from training.task_runners import (
+    BadRayAddress,
+    InProcessRunner,
+    RayRunner,
+    RayUnavailable,
+    check_ray_address,
+    interruptions_held,
+)
 from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -300,3 +307,42 @@ def test_the_command_line_says_so_with_status_5(
     errors = [record for record in caplog.records if record.levelname == "ERROR"]
     assert len(errors) == 1 and "no Ray cluster answers" in errors[0].getMessage()
     assert not any(tmp_path.iterdir())  # nothing was started, nothing written
+
+
+def test_ctrl_c_while_ray_shuts_down_interrupts_once_the_shutdown_is_done() -> None:
+    """A ray.shutdown cut short leaves Ray's processes behind, and Ray then ended the run with status 1."""
+    finished, handler = [], signal.getsignal(signal.SIGINT)  # not always Python's own: Ray Tune leaves its handler
+    with pytest.raises(KeyboardInterrupt), interruptions_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # long enough for Python to run the handler
+        finished.append("shutdown")
+    assert finished == ["shutdown"] and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_sigterm_interrupts_a_run_as_ctrl_c_does(results_warehouse: ConnectionSettings, tmp_path: Path) -> None:
+    """`kill PID` (SIGTERM) while the tasks run on the local Ray the command started: one line, status 130, no run
+    folder and no row (Ray's own SIGTERM handling dumped a C++ stack and aborted with status 134)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env())
+    command = [sys.executable, "-m", "training.walk_forward", "--run-id", "terminated", "--runs-dir",
+               str(tmp_path / "runs"), "--mart-yaml", str(write_mart_yaml(tmp_path / "t.yml")), "--folds", "2",
+               "--seeds", "1", "--timesteps", "1000000", "--n-envs", "2", "--ray-cpus", "1", "--no-progress-bar"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if "tasks on a local Ray" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    try:
+        rest = process.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the run did not stop on SIGTERM:\n{''.join(said)[-3000:]}")
+    assert process.returncode == ExitCode.INTERRUPTED, "".join(said)[-3000:] + rest
+    assert rest.strip().splitlines()[-1].endswith("interrupted: no row of this run was written "
+                                                  "(a run lands in one transaction, at the end)"), rest  # fmt: skip
+    assert "Traceback" not in rest and "SIGTERM received" not in rest
+    assert not (tmp_path / "runs" / "terminated").exists()
+    with connect(results_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'terminated'").fetchone() == (0,)

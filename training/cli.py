@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -174,11 +175,11 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
-    from training.walk_forward import AllTasksFailed
+    from training.walk_forward import AllTasksFailed, MartKeptChanging, RunFolderError
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
-        ((ContractViolation, NotEnoughData), ExitCode.CONTRACT),
+        ((ContractViolation, NotEnoughData, MartKeptChanging), ExitCode.CONTRACT),
         ((WarehouseError,), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),
         (
@@ -189,6 +190,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
                 SearchSpaceError,
                 SweepError,
                 FileExistsError,
+                RunFolderError,
                 BadRayAddress,
                 ModelFileError,
             ),
@@ -208,6 +210,21 @@ def report_user_error(error: Exception) -> ExitCode:
     return status
 
 
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM (kill, timeout, a scheduler cancelling the job) ends a run as Ctrl+C does: it lands no row, leaves no
+    folder behind before its tasks ran, says so in one line and exits 130."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(
     cls: type[TrainConfig],
     argv: Sequence[str] | None,
@@ -225,7 +242,8 @@ def _run(
     try:
         from warehouse_db import resolve_settings
 
-        result = job(config, resolve_settings())
+        with sigterm_interrupts():
+            result = job(config, resolve_settings())
     except KeyboardInterrupt:
         logger.error("interrupted: no row of this run was written (a run lands in one transaction, at the end)")
         return ExitCode.INTERRUPTED

@@ -189,6 +189,10 @@ class TrainConfig:
             problems.append("confidence must be in [0.5, 1)")
         if self.configurations_tried < 1:
             problems.append("configurations_tried must be >= 1")
+        if self.run_id and not is_folder_name(self.run_id):
+            problems.append(
+                f"run_id {self.run_id!r} must name one folder, <runs_dir>/<run_id>/: no '/', not '.' or '..'"
+            )
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             problems.append(f"log_level {self.log_level!r} is not a logging level")
         return problems
@@ -303,6 +307,12 @@ def ray_address_problem(address: str) -> str | None:
     if not host or not port:
         return f"{address!r} is not host:port, ray://host:port or 'auto'"
     return None
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` names one folder inside another (a run id, a sweep id), never one elsewhere: no separator,
+    not '.' or '..' (which, as <runs_dir>/<run_id>, would be the runs folder or its parent)."""
+    return name.strip() not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _split_commas(values: Any) -> tuple[str, ...]:

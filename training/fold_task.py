@@ -94,7 +94,7 @@ def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequ
         if not series[split]:
             raise NotEnoughData(
                 f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
-                f"split {getattr(fold, split).start} .. {getattr(fold, split).end}"
+                f"split {fold.dates(split).start} .. {fold.dates(split).end}"
             )
     return FoldSeries(fold.fold_id, scaler, series, left_out, data.frame)
 

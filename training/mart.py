@@ -48,6 +48,8 @@ class MartSnapshot:
     """Covers the rows and the folds."""
     symbols: tuple[str, ...]
     folds: tuple[Fold, ...]
+    build: tuple = ()
+    """The build of the mart the rows come from (:func:`build_marker`, read in the same transaction)."""
 
     @property
     def row_count(self) -> int:
@@ -123,13 +125,16 @@ def read_mart(
                 cursor.execute(query, (list(chosen),))
                 rows = cursor.fetchall()
             folds = read_folds(conn)
+            build = build_marker(conn)
     frame = pd.DataFrame(rows, columns=columns)
     for name in columns:
         if name not in (*TEXT_COLUMNS, "session_date"):
             frame[name] = frame[name].astype(np.float64)
     # Sort here, not in SQL: text ordering in PostgreSQL depends on the database's collation.
     frame = frame.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
-    snapshot = MartSnapshot(frame=frame, content_hash=content_hash(frame, columns, folds), symbols=chosen, folds=folds)
+    snapshot = MartSnapshot(
+        frame=frame, content_hash=content_hash(frame, columns, folds), symbols=chosen, folds=folds, build=build
+    )
     logger.info(
         "read %d rows of %s.%s (%d symbols) and %d folds as %s; content %s",
         snapshot.row_count,
@@ -141,6 +146,26 @@ def read_mart(
         snapshot.content_hash,
     )
     return snapshot
+
+
+def build_marker(conn: psycopg.Connection) -> tuple:
+    """What tells one build of the mart from another, cheaply: its row count, the sum of its rows' xmin (the
+    transaction that wrote each row: a dbt run that deletes, inserts or swaps rows changes it) and its folds. Equal
+    before and after: no write to them landed in between."""
+    query = sql.SQL(
+        "select (select count(*) from {mart}), (select sum(xmin::text::bigint) from {mart}), "
+        "(select md5(coalesce(string_agg(f::text, '|' order by fold_id), '')) from {folds} as f)"
+    ).format(mart=sql.Identifier(schemas.MARTS, MART_TABLE), folds=sql.Identifier(schemas.MARTS, FOLDS_TABLE))
+    return tuple(conn.execute(query).fetchone())
+
+
+def read_build_marker(settings: ConnectionSettings) -> tuple | None:
+    """The build marker now; None while the mart does not exist (the contract check then says what to run)."""
+    with trainer_connection(settings) as conn:
+        try:
+            return build_marker(conn)
+        except psycopg.errors.UndefinedTable:
+            return None
 
 
 def read_folds(conn: psycopg.Connection) -> tuple[Fold, ...]:

@@ -338,14 +338,22 @@ def write_run(
         values = [getattr(record, name) for name in fields]
         values[fields.index("config")] = Jsonb(json.loads(json.dumps(record.config, default=str)))
         values[fields.index("deflated_sharpe")] = _nullable(record.deflated_sharpe)
-        conn.execute(
-            sql.SQL("insert into {} ({}) values ({})").format(
-                sql.Identifier(schemas.ML, RUNS),
-                sql.SQL(", ").join(map(sql.Identifier, fields)),
-                sql.SQL(", ").join(sql.Placeholder() * len(fields)),
-            ),
-            values,
-        )
+        try:
+            conn.execute(
+                sql.SQL("insert into {} ({}) values ({})").format(
+                    sql.Identifier(schemas.ML, RUNS),
+                    sql.SQL(", ").join(map(sql.Identifier, fields)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(fields)),
+                ),
+                values,
+            )
+        except psycopg.errors.UniqueViolation:
+            # The run checked its id before training; another run with the same id (another --runs-dir, another
+            # machine) landed in the meantime.
+            raise FileExistsError(
+                f"ml.walk_forward_runs already has a run {record.run_id!r}: another run with this id landed while "
+                f"this one ran; this run's results are only in {record.run_dir} (choose another --run-id)"
+            ) from None
         run_id = record.run_id
         _copy(
             conn,

@@ -19,7 +19,8 @@ is above zero after charging for the number of configurations tried: the track r
 returns, averaged over seeds, over all folds' test splits in date order.
 
 The **verdict** compares the agent with buy-and-hold on the Sharpe ratio: evidence of better (the interval of the
-difference lies above 0), evidence of worse (below 0), or no evidence either way.
+difference lies above 0), evidence of worse (below 0), or no evidence either way; never evidence from one seed per
+fold, whose interval cannot hold the spread between seeds.
 """
 
 from __future__ import annotations
@@ -404,6 +405,13 @@ def verdict(statistics: RunStatistics) -> str:
     level = f"{statistics.confidence:.0%}"
     if not np.isfinite(difference.low):
         head = "no evidence either way (the Sharpe difference is undefined on this sample)"
+    elif size.seeds < 2:
+        # The interval resamples sessions only: how far PPO's result moves between seeds (often several units of
+        # Sharpe) is not in it, so no interval from one seed can be evidence.
+        head = (
+            "no evidence either way from one seed per fold (its interval leaves out how far the agent moves between "
+            "seeds: walk forward with --seeds 2 or more)"
+        )
     elif difference.low > 0:
         head = "evidence the agent beats buy-and-hold"
     elif difference.high < 0:

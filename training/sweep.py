@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash, is_folder_name
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -111,6 +112,10 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
+        if self.sweep_id and not is_folder_name(self.sweep_id):
+            problems.append(
+                f"sweep_id {self.sweep_id!r} must name one folder, <runs_dir>/<sweep_id>/: no '/', not '.' or '..'"
+            )
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
@@ -426,6 +431,8 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from training.task_runners import signal_handlers_kept
+
     # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
     # repeat the values the finished trials already had.
     study, storage = optuna_study(space, trials, config.seed + len(trials), sweep.sweep_id)
@@ -497,7 +504,9 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         ),
     )
     try:
-        with _without_tunes_restore_hint():
+        # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
+        # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
+        with _without_tunes_restore_hint(), signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
             tuner.fit()
     finally:
         recorder.close()
@@ -612,9 +621,8 @@ def run_sweep(
     from training.features import read_mart_schema
     from training.folds import select_folds
     from training.market_data import MarketData
-    from training.mart import read_mart
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms
+    from training.walk_forward import contract_terms, make_run_folder, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -652,10 +660,7 @@ def run_sweep(
         schema = read_mart_schema(config.mart_yaml)
         widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
         if snapshot is None:
-            from training.contract import check_mart_contract
-
-            check_mart_contract(settings, contract_terms(widest, schema))
-            snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
+            snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
         if stored is not None and stored.mart_hash != snapshot.content_hash:
             raise SweepError(
                 f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
@@ -697,7 +702,7 @@ def run_sweep(
             sweep = stored
             sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
         run_dir = Path(sweep.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_folder(run_dir)
         results_store.save_sweep(conn, sweep)
         trials = results_store.load_trials(conn, sweep_id)
         for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
@@ -771,7 +776,10 @@ def run_sweep(
             if started_ray:
                 import ray
 
-                ray.shutdown()
+                from training.task_runners import interruptions_held
+
+                with interruptions_held():
+                    ray.shutdown()
     if interrupted:
         logger.warning(
             "sweep %s interrupted with %d of %d trials finished; continue it with: %s --resume %s",
@@ -880,14 +888,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from training.cli import report_user_error
+    from training.cli import report_user_error, sigterm_interrupts
     from training.task_runners import RayRunner
     from warehouse_db import resolve_settings
 
     try:
         # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
         RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
-        result = run_sweep(config, resolve_settings())
+        with sigterm_interrupts():
+            result = run_sweep(config, resolve_settings())
     except KeyboardInterrupt:
         logger.error(
             "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,6 +136,51 @@ def _use_token_authentication() -> None:
         _enable_token_auth()
 
 
+@contextmanager
+def signal_handlers_kept(*signals: signal.Signals) -> Iterator[None]:
+    """Whatever the block installs for ``signals``, the handlers they had come back after it (main thread only: the
+    others can neither read nor set them). ray.init takes over SIGTERM (a C++ stack dump, then abort) and Ray Tune's
+    fit leaves its SIGINT handler behind; the commands keep their own (training/cli.py: SIGTERM interrupts a run as
+    Ctrl+C does)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {number: signal.getsignal(number) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:  # None: a handler not set from Python, which Python cannot put back
+                signal.signal(number, handler)
+
+
+@contextmanager
+def interruptions_held() -> Iterator[None]:
+    """Ctrl+C or SIGTERM waits until the block is done, then interrupts: ray.shutdown stopped halfway leaves Ray's
+    processes behind, and Ray then ends this process with status 1 before the run can say it was interrupted."""
+    received: list[int] = []
+    with signal_handlers_kept(signal.SIGINT, signal.SIGTERM):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, lambda signum, frame: received.append(signum))
+        yield
+    if received:
+        raise KeyboardInterrupt
+
+
+def _state_token_authentication() -> None:
+    """Protect the local Ray this run starts with Ray's token, as Ray 2.60 does by default, but say so.
+
+    Left to its default, ray.init enables token authentication and warns on every run that it did ("Set
+    RAY_AUTH_MODE=disabled to opt out"); Ray's documented way to choose it is RAY_AUTH_MODE=token, which Ray then
+    respects without a warning. A RAY_AUTH_MODE the user set (disabled, say) stands.
+    """
+    if "RAY_AUTH_MODE" not in os.environ:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+
+
 def check_ray_address(address: str, timeout: float, source: str = "--ray-address") -> None:
     """Fail within ``timeout`` seconds, with one clear line, when nothing listens at ``address``
     (:class:`BadRayAddress` when ``address``, from ``source``, is not an address)."""
@@ -204,15 +252,17 @@ class RayRunner:
                     "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
                 ) from None
             return True, address
-        ray.init(
-            address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
-            num_cpus=self.cpus or os.cpu_count(),
-            # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
-            _system_config={"worker_niceness": 0},
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        _state_token_authentication()
+        with signal_handlers_kept(signal.SIGTERM):
+            ray.init(
+                address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
+                num_cpus=self.cpus or os.cpu_count(),
+                # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+                _system_config={"worker_niceness": 0},
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         return True, None
 
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
@@ -266,4 +316,5 @@ class RayRunner:
             return outcome
         finally:
             if started_here:
-                ray.shutdown()
+                with interruptions_held():
+                    ray.shutdown()

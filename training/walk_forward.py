@@ -32,10 +32,11 @@ from training.features import MartSchema, read_mart_schema
 from training.fold_task import TaskResult
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
-from training.mart import MartSnapshot, read_dbt_provenance, read_mart
+from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_dbt_provenance, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.statistics import RunStatistics, compute_statistics, fold_sample
 from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
+from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -87,10 +88,36 @@ def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
     )
 
 
-def read_checked_mart(config: TrainConfig, settings: ConnectionSettings, schema: MartSchema) -> MartSnapshot:
-    """The data contract first, then the rows and folds (as trainer both times)."""
-    check_mart_contract(settings, contract_terms(config, schema))
-    return read_mart(settings, schema, config.symbols, config.symbols_limit)
+class MartKeptChanging(RuntimeError):
+    """dbt wrote the mart during every contract check: no build could be read that was the one checked."""
+
+
+CONTRACT_CHECKS = 3
+"""Tries to read the build of the mart that the contract check saw, while dbt writes it."""
+
+
+def read_checked_mart(
+    config: TrainConfig, settings: ConnectionSettings, schema: MartSchema, terms: ContractTerms | None = None
+) -> MartSnapshot:
+    """The data contract first, then the rows and folds (as trainer both times) of the build the contract saw.
+
+    The check and the read are separate transactions (Great Expectations opens its own connections), and a dbt run
+    that lands between them would have the job train on rows nobody checked: the build is compared before the check
+    and in the read's transaction, and checked again when it changed.
+    """
+    terms = terms or contract_terms(config, schema)
+    for _ in range(CONTRACT_CHECKS):
+        checked = read_build_marker(settings)
+        check_mart_contract(settings, terms)
+        snapshot = read_mart(settings, schema, config.symbols, config.symbols_limit)
+        if snapshot.build == checked:
+            return snapshot
+        logger.warning("%s.%s changed while its contract was checked (a dbt run?): checking it again",
+                       schemas.MARTS, MART_TABLE)  # fmt: skip
+    raise MartKeptChanging(
+        f"{schemas.MARTS}.{MART_TABLE} changed during each of {CONTRACT_CHECKS} contract checks (is dbt running?): "
+        "run again when the dbt run is done"
+    )
 
 
 @contextmanager
@@ -109,6 +136,30 @@ def run_log(path: Path) -> Iterator[Callable[[str], None]]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be created under --runs-dir (not a folder, no permission, a read-only disk)."""
+
+
+def make_run_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunFolderError(
+            f"cannot create the folder {run_dir} ({error.strerror or error}): choose another --runs-dir"
+        ) from None
+
+
+def remove_unfinished_run(run_dir: Path) -> None:
+    """Remove the folder of a run that ended before its tasks were done, unless ``make train`` saved checkpoints in
+    it: they are there to continue from (--resume), after a Ctrl+C above all."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.zip"), key=lambda path: path.stat().st_mtime)
+    if checkpoints:
+        logger.warning("the run's checkpoints stay in %s: continue from the latest with --resume %s",
+                       checkpoints[-1].parent, checkpoints[-1])  # fmt: skip
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def run_walk_forward(
@@ -161,11 +212,11 @@ def execute(
     run_id = config.run_id or new_run_id()
     config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
     run_dir = config.runs_dir / run_id
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another --run-id")
     runner = make_runner(run_dir)
     runner.prepare()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_folder(run_dir)
     tasks_ran = False
     try:
         with run_log(run_dir / "run.log") as to_run_log_only:
@@ -292,10 +343,10 @@ def execute(
             to_run_log_only(f"verdict: {statistics.verdict}")
             to_run_log_only(f"report: {report_path.resolve()}")
     except BaseException:
-        # Failed before any task ran (bad mart, folds, warehouse): the folder would hold only a log and a config
-        # that no result belongs to. The error itself is on stderr.
+        # Failed or interrupted before the tasks were done (bad mart, folds, warehouse, Ctrl+C): the folder would hold
+        # only a log and a config that no result belongs to. The error itself is on stderr.
         if not tasks_ran:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_unfinished_run(run_dir)
         raise
     return WalkForwardResult(
         run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
