@@ -430,7 +430,7 @@ def test_a_malformed_ray_address_is_a_bad_value_status_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    for address in ("garbage", "host:port", "ray://:10001"):
+    for address in ("garbage", "host:port", "ray://:10001", "http://127.0.0.1:8265"):
         line = _refused_before_the_job(cli.walk_forward_main, ["--ray-address", address], monkeypatch, capsys)
         assert f"ray_address {address!r} is not host:port, ray://host:port or 'auto'" in line
 

@@ -300,6 +300,9 @@ def ray_address_problem(address: str) -> str | None:
     if address in ("auto", "local"):
         return None
     parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    if parsed.scheme != "ray":
+        # http://host:8265 is the dashboard's address, for `ray job submit`; ray.init takes no other scheme.
+        return f"{address!r} is not host:port, ray://host:port or 'auto' (ray.init takes no {parsed.scheme}:// address)"
     try:
         host, port = parsed.hostname, parsed.port
     except ValueError:  # a port that is not a number, or out of range
