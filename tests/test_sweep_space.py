@@ -59,6 +59,7 @@ def test_the_default_space_loads_and_draws_valid_configurations() -> None:
         ("n_steps: {choices: [64], low: 1, high: 2}\n", "n_steps: give either low and high"),
         ("n_steps: 64\n", "n_steps: expected {low: .., high: ..} or {choices: [..]}"),
         ("gamma: {low: 0.9, high: 0.99}\ngamma: {low: 0.8, high: 0.9}\n", "line 2: 'gamma' appears twice"),
+        ("gamma: {low: 0.9, high: 0.99,\n        low: 0.8}\n", "line 2: 'low' appears twice (first on line 1)"),
         ("learning_rate: {low: 1.0e-5, high: 1.0e-3\nwindow: {low: 3, high: 8}\n", "is not valid YAML"),
         ("- learning_rate\n", "expected a mapping of hyperparameter"),
         ("# nothing here\n", "holds no hyperparameter"),

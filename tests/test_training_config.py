@@ -192,6 +192,16 @@ def test_a_bad_yaml_file_ends_in_one_line_and_status_2(tmp_path: Path, capsys: p
     assert len(err.splitlines()) == 1 and "is not valid YAML" in err
 
 
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    """YAML forbids it, and PyYAML would silently keep the second value: a run would train with a setting the
+    reader of the file may not see."""
+    path = tmp_path / "run.yaml"
+    path.write_text("timesteps: 1000\nseed: 3\ntimesteps: 2000\n")
+    with pytest.raises(ValueError) as raised:
+        load_config(path)
+    assert str(raised.value) == f"{path} is not valid YAML: line 3: 'timesteps' appears twice (first on line 1)"
+
+
 def test_mart_yaml_features_in_order_with_lookbacks(tmp_path: Path) -> None:
     schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
     assert schema.feature_names == list(FEATURE_LOOKBACKS)
@@ -430,7 +440,7 @@ def test_a_malformed_ray_address_is_a_bad_value_status_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    for address in ("garbage", "host:port", "ray://:10001"):
+    for address in ("garbage", "host:port", "ray://:10001", "http://127.0.0.1:8265"):
         line = _refused_before_the_job(cli.walk_forward_main, ["--ray-address", address], monkeypatch, capsys)
         assert f"ray_address {address!r} is not host:port, ray://host:port or 'auto'" in line
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from training.config_values import read_text, typed_fields
+from training.config_values import load_yaml, read_text, typed_fields
 from training.features import DEFAULT_MART_YAML
 from warehouse_db.settings import REPO_ROOT
 
@@ -300,6 +300,9 @@ def ray_address_problem(address: str) -> str | None:
     if address in ("auto", "local"):
         return None
     parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    if parsed.scheme != "ray":
+        # http://host:8265 is the dashboard's address, for `ray job submit`; ray.init takes no other scheme.
+        return f"{address!r} is not host:port, ray://host:port or 'auto' (ray.init takes no {parsed.scheme}:// address)"
     try:
         host, port = parsed.hostname, parsed.port
     except ValueError:  # a port that is not a number, or out of range
@@ -343,10 +346,7 @@ def load_config(
     unknown keys and values of the wrong type are an error that names the file and the field."""
     values = typed_fields(cls, base or {}, "stored configuration: ")
     if yaml_path is not None:
-        try:
-            loaded = yaml.safe_load(read_text(Path(yaml_path))) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"{yaml_path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        loaded = load_yaml(read_text(Path(yaml_path)), str(yaml_path)) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{yaml_path} must hold a mapping of {cls.__name__} fields")
         values.update(typed_fields(cls, loaded, f"{yaml_path}: "))

@@ -2,7 +2,8 @@
 
 YAML guesses types (3988 is a number, ``ON`` is true, 2024-01-02 is a date, 3e-4 is text), and a dataclass checks
 none: each value is converted here, or refused with a message that names the field and what it must be.
-Used by training/config.py (``--config`` files, stored configurations) and training/sweep_space.py (search spaces).
+Used by training/config.py (``--config`` files, stored configurations) and training/sweep_space.py (search spaces),
+which both read their files with :func:`load_yaml` (a key given twice is an error, not the last one winning).
 """
 
 from __future__ import annotations
@@ -35,6 +36,39 @@ def read_text(path: Path, label: str = "") -> str:
         raise ValueError(
             f"{label}{path} is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line} (save it as UTF-8)"
         ) from None
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping, which YAML forbids (PyYAML would keep the last one silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader (plain data only), refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            with contextlib.suppress(TypeError):  # an unhashable key: the safe loader's own error names it
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    message = f"line {line}: {shown(key)} appears twice (first on line {first_lines[key]})"
+                    raise _DuplicateKey(problem=message)
+                first_lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The YAML document ``text`` from ``source`` (a file), or a one-line ``ValueError`` naming it and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except _DuplicateKey as error:
+        raise ValueError(f"{source} is not valid YAML: {error.problem}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{source} is not valid YAML: {problem}{where}") from None
 
 
 def typed_fields(cls: type, values: dict[Any, Any], where: str) -> dict[str, Any]:

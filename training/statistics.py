@@ -393,6 +393,11 @@ def compute_statistics(
     return RunStatistics(policy_statistics, comparisons, dsr, size, confidence, verdict(statistics))
 
 
+def _counted(count: int, noun: str) -> str:
+    """'1 symbol', '2 symbols'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _signed(value: float) -> str:
     return f"{value:+.2f}".replace("-", "−")
 
@@ -420,14 +425,13 @@ def verdict(statistics: RunStatistics) -> str:
         head = "no evidence the agent beats buy-and-hold"
     annualised = min(s.annualised_from or 0 for s in statistics.policies if s.metric == "sharpe" and s.fold_id is None)
     dsr = statistics.deflated_sharpe
-    trials = f"{dsr.trials} configuration{'s' if dsr.trials != 1 else ''} tried"
     return (
         f"{head}: P = {p.estimate:.2f}, {level} CI of the Sharpe difference {_signed(difference.low)} … "
-        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {size.folds} fold"
-        f"{'s' if size.folds != 1 else ''} × {size.seeds} seed{'s' if size.seeds != 1 else ''}, "
-        f"{size.sessions} test sessions, {size.symbols} symbols; Sharpe annualised from {annualised}-session "
-        f"windows). Deflated Sharpe ratio {dsr.value:.2f} with {trials} (0.95 or more would be evidence of a "
-        f"positive Sharpe ratio)."
+        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {_counted(size.folds, 'fold')} × "
+        f"{_counted(size.seeds, 'seed')}, {_counted(size.sessions, 'test session')}, "
+        f"{_counted(size.symbols, 'symbol')}; Sharpe annualised from {annualised}-session windows). Deflated Sharpe "
+        f"ratio {dsr.value:.2f} with {_counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
+        f"of a positive Sharpe ratio)."
     )
 
 

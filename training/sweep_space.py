@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from training.config import TrainConfig
-from training.config_values import FieldTypeError, field_value, read_text
+from training.config_values import FieldTypeError, field_value, load_yaml, read_text
 from warehouse_db.settings import REPO_ROOT
 
 DEFAULT_SPACE = REPO_ROOT / "training" / "configs" / "sweep_space.yaml"
@@ -152,13 +152,10 @@ def load_space(path: Path, base: TrainConfig | None = None) -> SearchSpace:
     except ValueError as error:
         raise SearchSpaceError(str(error)) from None
     try:
-        root = yaml.compose(text)
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SearchSpaceError(f"search space {path} is not valid YAML: {problem}{where}") from None
+        loaded = load_yaml(text, f"search space {path}")
+    except ValueError as error:
+        raise SearchSpaceError(str(error)) from None
+    root = yaml.compose(text)  # parsed once already: the node tree gives each hyperparameter's line
     if root is None or loaded is None:
         raise SearchSpaceError(
             f"search space {path} holds no hyperparameter: list at least one (see {DEFAULT_SPACE.name})"
@@ -168,15 +165,7 @@ def load_space(path: Path, base: TrainConfig | None = None) -> SearchSpace:
             f"search space {path} line {root.start_mark.line + 1}: expected a mapping of hyperparameter -> "
             "{low, high} or {choices}"
         )
-    lines: dict[str, int] = {}
-    for key_node, _ in root.value:
-        name = str(key_node.value)
-        if name in lines:
-            raise SearchSpaceError(
-                f"search space {path} line {key_node.start_mark.line + 1}: {name!r} appears twice "
-                f"(first on line {lines[name]})"
-            )
-        lines[name] = key_node.start_mark.line + 1
+    lines = {str(key_node.value): key_node.start_mark.line + 1 for key_node, _ in root.value}
     return space_from_dict(loaded, str(path), base, lines)
 
 
