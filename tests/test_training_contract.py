@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -197,6 +198,16 @@ def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: st
     for expectation in (named,) if isinstance(named, str) else named:
         assert expectation in names, refused.value.failures
         assert expectation in str(refused.value)
+
+
+def test_the_sign_rules_follow_the_price_columns_the_yaml_declares(mart_warehouse: ConnectionSettings) -> None:
+    """The price columns come from training_bars.yml (meta.role = price): a mart whose YAML and SQL both call its
+    volume column otherwise meets the contract, and that column is still held to it (no nulls, finite)."""
+    break_mart(mart_warehouse, "alter table marts.training_bars rename column volume to shares")
+    renamed = replace(TERMS, price_columns=tuple("shares" if name == "volume" else name for name in PRICE_COLUMNS))
+    report = check_mart_contract(mart_warehouse, renamed)
+    assert report.failed == []
+    assert {"shares has no nulls", "shares is finite", "open is positive"} <= set(report.passed)
 
 
 def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:

@@ -55,7 +55,7 @@ class TrainConfig:
     symbols_limit: int | None = None
     """Use only the first N symbols (alphabetical) of those selected. None: no limit."""
     mart_yaml: Path = DEFAULT_MART_YAML
-    """dbt schema YAML of marts.training_bars: the single source of the feature list (meta.role = feature)."""
+    """dbt schema YAML of marts.training_bars: the single source of what each column is to the job (meta.role: key, price, feature or target)."""
     dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
     """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
     min_episode_steps: int = 5

@@ -15,8 +15,10 @@ Preconditions, checked before Great Expectations runs:
 
 * the contract's columns exist (extra columns are allowed and ignored) and have their types
   (text symbol, date session_date, double precision for everything else);
-* no nulls in keys, prices and features; the target may be null only on a symbol's last session;
-* every number finite (PostgreSQL double precision admits NaN and +-Infinity); prices > 0, volume >= 0;
+* no nulls in keys, prices and features; the target may be null only on a symbol's last session (the prices are
+  the columns with ``meta.role: price`` in the mart YAML);
+* every number finite (PostgreSQL double precision admits NaN and +-Infinity); open, high, low and close > 0 and
+  volume >= 0, each where the YAML declares it a price (open and close always are);
 * (symbol, session_date) unique.
 
 ``marts.walk_forward_folds``:
@@ -167,13 +169,16 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 column=column, min_value=-FINITE_LIMIT, max_value=FINITE_LIMIT, description=f"{column} is finite"
             )
         )
-    for column in ("open", "high", "low", "close"):
+    # Sign rules for the usual price columns, where the YAML declares them: its price columns are the ones the job
+    # reads (open and close always: read_mart_schema demands them), so a column it names otherwise is not demanded.
+    for column in [name for name in ("open", "high", "low", "close") if name in terms.price_columns]:
         expectations.append(
             gxe.ExpectColumnValuesToBeBetween(
                 column=column, min_value=0, strict_min=True, description=f"{column} is positive"
             )
         )
-    expectations.append(gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0"))
+    if "volume" in terms.price_columns:
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0"))
     expectations.append(
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=list(KEY_COLUMNS), description="(symbol, session_date) is unique"
