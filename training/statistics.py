@@ -429,7 +429,7 @@ def verdict(statistics: RunStatistics) -> str:
         f"{head}: P = {p.estimate:.2f}, {level} CI of the Sharpe difference {_signed(difference.low)} … "
         f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {_counted(size.folds, 'fold')} × "
         f"{_counted(size.seeds, 'seed')}, {_counted(size.sessions, 'test session')}, "
-        f"{_counted(size.symbols, 'symbol')}; Sharpe annualised from {annualised}-session windows). Deflated Sharpe "
+        f"{_counted(size.symbols, 'symbol')}; Sharpe annualised from {annualised}-session test splits). Deflated Sharpe "
         f"ratio {dsr.value:.2f} with {_counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"of a positive Sharpe ratio)."
     )
