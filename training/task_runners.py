@@ -120,20 +120,24 @@ def _one_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
 
 
-def _use_token_authentication() -> None:
-    """Send Ray's token (the one `ray start` keeps in ~/.ray/auth_token, or RAY_AUTH_TOKEN) to an explicit address.
+def _use_token_authentication(joining_a_cluster: bool) -> None:
+    """Choose Ray's token authentication explicitly (RAY_AUTH_MODE=token), unless the user set RAY_AUTH_MODE.
 
-    Ray 2.60 protects clusters it starts with that token by default, but a driver given an explicit address only
-    sends it when RAY_AUTH_MODE=token; without it the connection is refused after some 20 s of retries.
+    Ray 2.60 protects the Ray it starts with a token by default, but says so on every run ("Set RAY_AUTH_MODE=disabled
+    to opt out") unless RAY_AUTH_MODE=token chose it; and a driver given an explicit address only sends the token
+    (the one `ray start` keeps in ~/.ray/auth_token, or RAY_AUTH_TOKEN) when RAY_AUTH_MODE=token: without it the
+    connection is refused after some 20 s of retries. Joining a cluster, there must be a token to send.
     """
     if "RAY_AUTH_MODE" in os.environ:
         return  # the user decided
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        # What ray.init does for a cluster it finds itself: RAY_AUTH_MODE=token, and Ray's cached config refreshed.
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    if joining_a_cluster:
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+            return
+    # What ray.init does for a Ray it starts: RAY_AUTH_MODE=token, and Ray's cached config refreshed.
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
-        _enable_token_auth()
+    _enable_token_auth()
 
 
 @contextmanager
@@ -166,19 +170,6 @@ def interruptions_held() -> Iterator[None]:
         yield
     if received:
         raise KeyboardInterrupt
-
-
-def _state_token_authentication() -> None:
-    """Protect the local Ray this run starts with Ray's token, as Ray 2.60 does by default, but say so.
-
-    Left to its default, ray.init enables token authentication and warns on every run that it did ("Set
-    RAY_AUTH_MODE=disabled to opt out"); Ray's documented way to choose it is RAY_AUTH_MODE=token, which Ray then
-    respects without a warning. A RAY_AUTH_MODE the user set (disabled, say) stands.
-    """
-    if "RAY_AUTH_MODE" not in os.environ:
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
-
-        _enable_token_auth()
 
 
 def check_ray_address(address: str, timeout: float, source: str = "--ray-address") -> None:
@@ -243,17 +234,17 @@ class RayRunner:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_ray_address(address, self.connect_timeout, "--ray-address" if self.address else "RAY_ADDRESS")
-            _use_token_authentication()
-            try:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            except (ConnectionError, RuntimeError, TimeoutError) as error:
-                raise RayUnavailable(
-                    f"could not join the Ray cluster at {address}: {error} (a cluster with token authentication, "
-                    "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
-                ) from None
-            return True, address
-        _state_token_authentication()
-        with signal_handlers_kept(signal.SIGTERM):
+        _use_token_authentication(joining_a_cluster=address is not None)
+        with signal_handlers_kept(signal.SIGTERM):  # ray.init takes SIGTERM over; the commands keep their own
+            if address:
+                try:
+                    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+                except (ConnectionError, RuntimeError, TimeoutError) as error:
+                    raise RayUnavailable(
+                        f"could not join the Ray cluster at {address}: {error} (a cluster with token authentication, "
+                        "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
+                    ) from None
+                return True, address
             ray.init(
                 address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
                 num_cpus=self.cpus or os.cpu_count(),
