@@ -172,8 +172,9 @@ def test_every_model_has_a_yaml_beside_it_describing_each_built_column(base: dic
 
 
 def test_the_documented_walk_forward_defaults_are_dbt_project_vars() -> None:
-    """docs/warehouse.md's table of walk-forward vars and its worked example hold dbt_project.yml's defaults (the
-    models' YAML names the vars or renders them, so the docs are the one other place their values appear)."""
+    """docs/warehouse.md's table of walk-forward vars, its worked example and the README's summary hold
+    dbt_project.yml's defaults (the models' YAML names the vars or renders them, so the docs are the one other place
+    their values appear)."""
     rows = [line.split("|")[1:3] for line in documented_table("dbt var").splitlines()[2:]]
     documented = {name.strip().strip("`"): value.strip() for name, value in rows}
     assert documented == {name: str(dbt_harness.dbt_project_var(name)) for name in documented}
@@ -186,6 +187,15 @@ def test_the_documented_walk_forward_defaults_are_dbt_project_vars() -> None:
     assert (
         f"plus the {var['warmup_sessions']}-session warm-up before them: {needed + var['warmup_sessions']} NYSE" in page
     )
+    # The README's front-door summary restates the defaults in prose: it must say the same.
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    for claim in (
+        f"by default {var['walk_forward_folds']} folds whose {var['walk_forward_test_sessions']}-session test splits",
+        f"validates on the {var['walk_forward_validation_sessions']} sessions before its test split",
+        f"a **purge** of {var['purge_sessions']} session",
+        f"**embargo** of {var['embargo_sessions']} sessions",
+    ):
+        assert claim in readme, f"README.md does not say: {claim}"
 
 
 def test_every_other_feature_list_derives_from_the_mart_yaml() -> None:
