@@ -95,6 +95,7 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["timesteps"] == 1024
     report = (run_dir / "report.html").read_text()
     assert result.statistics.verdict.split(":")[0] in report and "1 fold" in result.statistics.verdict
+    assert "Sample: 1 fold × 1 seed = 1 fold x seed task,\n" in report and f"{N_SYMBOLS} symbols." in report
 
     document = json.loads((run_dir / "statistics.json").read_text())
     assert document["mart_hash"] == result.mart_hash and document["folds"] == [2] and document["seeds"] == [42]

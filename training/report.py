@@ -30,7 +30,7 @@ from training.evaluation import AGENT
 from training.fold_task import TaskResult
 from training.folds import Fold
 from training.metrics import METRIC_DEFINITIONS
-from training.statistics import STATISTIC_METRICS, Interval, RunStatistics
+from training.statistics import STATISTIC_METRICS, Interval, RunStatistics, counted
 from training.task_runners import TaskFailure
 
 POLICY_COLOURS = {
@@ -333,8 +333,8 @@ def write_report_html(
             title,
             f"""<p class="verdict">{html.escape(statistics.verdict)}</p>
 {failed}
-<p>Sample: {size.folds} fold(s) × {size.seeds} seed(s) = {size.tasks} fold x seed tasks, {size.sessions} test
-sessions, {size.symbols} symbols. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
+<p>Sample: {counted(size.folds, "fold")} × {counted(size.seeds, "seed")} = {counted(size.tasks, "fold x seed task")},
+{counted(size.sessions, "test session")}, {counted(size.symbols, "symbol")}. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
 from test splits of {shortest} sessions (under a year: read them as a scale, not a forecast).</p>
 <h2>All folds: test splits, mean [{level} CI]</h2>
 {_statistics_table(statistics, None)}
@@ -355,7 +355,7 @@ from test splits of {shortest} sessions (under a year: read them as a scale, not
 <h2>How to read this</h2>
 <p>{html.escape(STATISTICS_TEXT)}</p>
 <p>Deflated Sharpe ratio: the probability that the agent's true Sharpe ratio is above zero, given
-{statistics.deflated_sharpe.trials} configuration(s) tried, from its seed-averaged daily test returns over all folds
+{counted(statistics.deflated_sharpe.trials, "configuration")} tried, from its seed-averaged daily test returns over all folds
 ({statistics.deflated_sharpe.sessions} sessions; Bailey &amp; López de Prado, 2014).</p>
 <h3>Policies</h3><dl>{policies}</dl>
 <h3>Metrics</h3><dl>{definitions}</dl>

@@ -393,7 +393,7 @@ def compute_statistics(
     return RunStatistics(policy_statistics, comparisons, dsr, size, confidence, verdict(statistics))
 
 
-def _counted(count: int, noun: str) -> str:
+def counted(count: int, noun: str) -> str:
     """'1 symbol', '2 symbols'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -427,10 +427,10 @@ def verdict(statistics: RunStatistics) -> str:
     dsr = statistics.deflated_sharpe
     return (
         f"{head}: P = {p.estimate:.2f}, {level} CI of the Sharpe difference {_signed(difference.low)} … "
-        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {_counted(size.folds, 'fold')} × "
-        f"{_counted(size.seeds, 'seed')}, {_counted(size.sessions, 'test session')}, "
-        f"{_counted(size.symbols, 'symbol')}; Sharpe annualised from {annualised}-session test splits). Deflated Sharpe "
-        f"ratio {dsr.value:.2f} with {_counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
+        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}; {counted(size.folds, 'fold')} × "
+        f"{counted(size.seeds, 'seed')}, {counted(size.sessions, 'test session')}, "
+        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {annualised}-session test splits). Deflated Sharpe "
+        f"ratio {dsr.value:.2f} with {counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"of a positive Sharpe ratio)."
     )
 
