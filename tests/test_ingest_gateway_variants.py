@@ -14,13 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date, datetime
 
-from devtools.scripted_gateway import ScriptedGateway, bars
+from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, stock
 from ingest.exit_codes import ExitCode
+from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DAYS = ["20240104", "20240105"]
+NO_SECURITY = "No security definition has been found for the request"
 
 
 def ingest(db: ConnectionSettings, port: int, *args: str) -> subprocess.Popen:
@@ -62,6 +65,57 @@ def assert_no_partial_batch(db: ConnectionSettings) -> None:
         "group by b.batch_id, b.symbol, b.row_count having b.row_count <> count(r.batch_id)",
     )
     assert partial == []
+
+
+def test_a_con_id_that_changed_since_the_last_load_is_looked_up_again(warehouse):
+    """IBKR gives a stock a new conId after some corporate actions (a reverse split with a new CUSIP): the conId kept
+    in raw then gets error 200, which must not fail the symbol on every run from then on."""
+    con_id = {"AAPL": 111}
+
+    def contracts(req_id, request):
+        return [stock(req_id, request.symbol, con_id[request.symbol]), contract_end(req_id)]
+
+    def answer(req_id: int, nth: int):
+        asked_for = int(gateway.historical_requests[nth - 1][2])
+        return [bars(req_id, DAYS)] if asked_for == con_id["AAPL"] else [error(req_id, 200, NO_SECURITY)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        assert run_ingest(warehouse, port, "--symbols", "AAPL")[0] == ExitCode.OK
+        con_id["AAPL"] = 222
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--full-refresh")
+        assert status == ExitCode.OK, out + err
+        assert "IBKR no longer knows conId 111 (error 200); its conId is now 222" in err
+        # The next run asks with the new conId at once.
+        asked = len(gateway.contract_requests)
+        assert run_ingest(warehouse, port, "--symbols", "AAPL", "--full-refresh")[0] == ExitCode.OK
+        assert len(gateway.contract_requests) == asked
+    batches = query(warehouse, "select status, row_count from raw.load_batches order by started_at")
+    assert batches == [("ok", 2)] * 3
+    latest_load = "(select load_id from raw.load_batches order by started_at desc limit 1)"
+    assert query(warehouse, f"select distinct con_id from raw.ibkr_bars where load_id = {latest_load}") == [(222,)]
+    assert_no_partial_batch(warehouse)
+
+
+def test_daily_bars_dated_with_a_time_or_in_epoch_seconds_land_on_the_session_the_gateway_wrote(warehouse):
+    """IBKR writes daily bars as yyyyMMdd; other servers add a time and zone, or send epoch seconds (00:00 UTC)."""
+    dates = {
+        "AAPL": ["20240104", "20240105"],
+        "MSFT": ["20240104 16:00:00 US/Eastern", "20240105 16:00:00 US/Eastern"],
+        "IBM": ["1704326400", "1704412800"],  # 2024-01-04 and -05, 00:00 UTC: 19:00 New York the evening before
+    }
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, dates[gateway.historical_requests[nth - 1][3]])]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", *dates)
+    assert status == ExitCode.OK, out + err
+    landed = query(warehouse, "select symbol, session_date, bar_time from raw.ibkr_bars order by symbol, bar_time")
+    sessions = [date(2024, 1, 4), date(2024, 1, 5)]
+    expected = [(s, day, datetime.combine(day, datetime.min.time(), NY)) for s in sorted(dates) for day in sessions]
+    assert landed == expected
 
 
 def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(warehouse):
