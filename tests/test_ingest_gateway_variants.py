@@ -118,6 +118,16 @@ def test_daily_bars_dated_with_a_time_or_in_epoch_seconds_land_on_the_session_th
     assert landed == expected
 
 
+def test_a_gateway_that_drops_every_client_during_start_up_is_one_line_and_exit_3(warehouse):
+    gateway = ScriptedGateway(close_after_start=True)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    assert status == ExitCode.GATEWAY
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port}")
+    assert "closed the connection during the API start-up" in err and "Trusted IPs" in err
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
 def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(warehouse):
     """kill, a timeout or a scheduler stopping the job: as Ctrl+C, whole batches only, then a re-run loads the rest."""
     symbols = ["AAPL", "MSFT", "IBM", "KO", "PEP", "XOM", "CVX", "JPM"]

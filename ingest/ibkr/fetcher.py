@@ -312,6 +312,8 @@ class IbkrSession:
         except (TimeoutError, _Ended):
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
                 reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+            elif handshake_errors and _closed_by_peer(handshake_errors[0]):
+                reason = _closed_during_start_up(handshake_errors[0], s.client_id)
             elif handshake_errors:
                 reason = f"the API handshake failed: {handshake_errors[0]}"
                 if "version" in handshake_errors[0].lower():
@@ -325,6 +327,10 @@ class IbkrSession:
                 )
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
+            if handshake_errors and _closed_by_peer(handshake_errors[0]):  # the start-up's next message found it closed
+                raise GatewayUnavailableError(
+                    f"cannot connect to IB Gateway/TWS at {where}: {_closed_during_start_up(handshake_errors[0], s.client_id)}"
+                ) from None
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {error}") from None
         finally:
             self.ib.client.apiError -= on_api_error
@@ -391,7 +397,8 @@ class IbkrSession:
                 return
 
     def _on_disconnected(self) -> None:
-        if not self._closing:
+        # A handshake that fails reports itself (GatewayUnavailableError): nothing was connected that could resume.
+        if not self._closing and self._handshake_ended is None:
             log.warning("connection to %s lost; requests will reconnect and resume", self.settings.describe())
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
@@ -628,6 +635,20 @@ class IbkrSession:
         except _Ended:
             code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
+
+
+def _closed_by_peer(handshake_error: str) -> bool:
+    text = handshake_error.lower()
+    return "peer closed" in text or "reset by peer" in text
+
+
+def _closed_during_start_up(detail: str, client_id: int) -> str:
+    """A gateway that accepts the connection and then closes it refuses this client (IB Gateway does so silently)."""
+    return (
+        f"the gateway closed the connection during the API start-up ({detail.rstrip('.')}): it accepts API clients "
+        "only from its trusted IPs (Configure > Settings > API > Settings, 'Allow connections from localhost only' / "
+        f"'Trusted IPs') and with a client id no other client uses (IBKR_CLIENT_ID, now {client_id})"
+    )
 
 
 class _Ended(Exception):
