@@ -80,6 +80,8 @@ class ScriptedGateway:
     accounts: str = "DU1234567"
     client_id_in_use: bool = False
     """Answer the start of the API with error 326 and close the connection, as a gateway does."""
+    start_up_notices: Sequence[tuple[int, str]] = protocol.FARM_OK_NOTICES
+    """The errors/notices (code, text) sent after the next valid id, as IBKR's farm notices are."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -111,7 +113,7 @@ class ScriptedGateway:
                         return
                     send([Out.MANAGED_ACCTS, 1, self.accounts])
                     send([Out.NEXT_VALID_ID, 1, 1])
-                    for code, text in protocol.FARM_OK_NOTICES:
+                    for code, text in self.start_up_notices:
                         send(error(-1, code, text))
                     if self.close_after_start:
                         await writer.drain()
