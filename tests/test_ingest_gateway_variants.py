@@ -169,3 +169,26 @@ def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(
     per_symbol = query(warehouse, "select symbol, count(*) from raw.load_batches where status = 'ok' group by symbol")
     assert sorted(per_symbol) == sorted((s, 1) for s in symbols)
     assert_no_partial_batch(warehouse)
+
+
+def test_a_batch_handed_to_the_warehouse_commits_before_an_interrupted_load_exits(warehouse):
+    """Ctrl+C while a batch's transaction waits on the warehouse (a slow or busy server): the batch lands whole, the
+    connection is not closed under it, and the load then stops in one line with 130."""
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        loader = ingest(warehouse, port, "--symbols", "AAPL")
+        with connect(warehouse) as conn:
+            # Once the bars are asked for, the warehouse makes their batch wait, as a busy server would.
+            deadline = time.monotonic() + 30
+            while not gateway.historical_requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            conn.execute("lock table raw.ibkr_bars in access exclusive mode")
+            time.sleep(1.0)  # the batch's transaction is waiting for the lock
+            loader.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            assert loader.poll() is None, "the load must wait for the batch it handed over"
+        out, err = loader.communicate(timeout=30)
+    assert loader.returncode == ExitCode.INTERRUPTED, out + err
+    assert err == "error: interrupted; every batch landed so far is complete, nothing partial landed\n"
+    assert query(warehouse, "select symbol, status, row_count from raw.load_batches") == [("AAPL", "ok", 2)]
+    assert_no_partial_batch(warehouse)

@@ -178,6 +178,7 @@ async def run_load(
     entries = list(options.entries)
     symbols = [e.symbol for e in entries]
     conn = await asyncio.to_thread(open_for_landing, db_settings)
+    landing = threading.Lock()  # held by the lander's thread for the whole of a batch's transaction
     try:
         now = options.now or utc_now()
         ctx = PlanContext(
@@ -228,7 +229,7 @@ async def run_load(
         summary.gateway_stats, summary.limiter_stats = session.stats, limiter.stats
         run = _Run(
             session=session,
-            lander=_Lander(conn, summary.load_id),
+            lander=_Lander(conn, summary.load_id, landing),
             settings=settings,
             bar_size=bar_size,
             ctx=ctx,
@@ -246,7 +247,11 @@ async def run_load(
         summary.elapsed_s = time.monotonic() - started
         return summary
     finally:
-        conn.close()
+        # Interrupted (Ctrl+C, SIGTERM) while the lander's thread is in a batch's transaction: that batch commits
+        # first. Closing the connection under the thread would abort it, and psycopg connections must not be closed
+        # while another thread uses them.
+        with landing:
+            conn.close()
 
 
 @dataclass
@@ -445,10 +450,11 @@ class _Run:
 class _Lander:
     """Lands batches from the event loop without blocking it: one worker thread at a time on one connection."""
 
-    def __init__(self, conn: psycopg.Connection, load_id: uuid.UUID) -> None:
+    def __init__(self, conn: psycopg.Connection, load_id: uuid.UUID, lock: threading.Lock) -> None:
         self._conn = conn
         self._load_id = load_id
-        self._lock = threading.Lock()
+        self._lock = lock
+        """Held for each batch's transaction; whoever closes the connection takes it first."""
 
     async def land(self, batch: Batch, bars: list[RawBar]) -> int:
         # Shielded: once a batch is handed over, its transaction finishes even if the run is cancelled.
