@@ -323,8 +323,9 @@ class IbkrSession:
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
-                    "or what answers is not the gateway's API port (API disabled, 127.0.0.1 not among its "
-                    f"trusted IPs, or client id {s.client_id} already in use)"
+                    "or what answers is not the gateway's API port (API disabled), or it has not accepted this "
+                    "host (not among its trusted IPs: TWS asks on its screen whether to accept the connection), "
+                    f"or client id {s.client_id} is already in use"
                 )
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
