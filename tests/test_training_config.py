@@ -24,6 +24,7 @@ from training.config import (
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
+from training.sweep import main as sweep_main
 from training.walk_forward import RunFolderError
 
 COMMANDS = [
@@ -190,6 +191,16 @@ def test_a_bad_yaml_file_ends_in_one_line_and_status_2(tmp_path: Path, capsys: p
     assert cli.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not valid YAML" in err
+
+
+@pytest.mark.parametrize("command", [cli.main, sweep_main])
+def test_a_yaml_file_nested_too_deeply_for_the_parser_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command
+) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("timesteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert command(["--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path} is not valid YAML: nested too deeply\n"
 
 
 def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path: Path) -> None:
