@@ -150,6 +150,9 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         # <runs_dir>/<run_id> elsewhere: the runs folder's parent, or a folder beside it.
         ({"run_id": "../elsewhere"}, r"run_id '../elsewhere' must name one folder, <runs_dir>/<run_id>/"),
         ({"run_id": ".."}, r"run_id '..' must name one folder"),
+        # NumPy refuses these seeds with a traceback (status 1), minutes into a walk-forward.
+        ({"seed": -5}, r"seed must be from 0 to 4294967295"),
+        ({"seed": 2**32 - 1, "seeds": 2}, r"seed \+ seeds - 1 must be at most 4294967295"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
@@ -164,6 +167,10 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
         (["--seedz", "3"], "Unrecognized options: --seedz, 3 (did you mean --seed or --seeds?)"),
         (["--seeds", "many"], "Error parsing --seeds"),
         (["--timesteps", "0"], "timesteps"),
+        # inf and nan passed every "> 0" check and ended in a traceback from torch (status 1), or a NaN loss.
+        (["--learning-rate", "inf"], "learning_rate must be finite (not inf or nan)"),
+        (["--ent-coef", "nan", "--vf-coef", "inf"], "ent_coef, vf_coef must be finite"),
+        (["--seed", "-5"], "seed must be from 0 to 4294967295"),
         (["--config"], "--config needs a file name"),
     ],
 )
