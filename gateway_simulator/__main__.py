@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import math
 import signal
 import sys
 from fractions import Fraction
 
 from market_calendar import EXCHANGE_TZ
+from warehouse_db.command_line import OneLineParser
 
 from .server import GatewaySimulator, SimulatorConfig, Split
 
@@ -56,15 +58,38 @@ def _split(text: str) -> Split:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.strip().isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 (any free port) to 65535, got {text!r}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+def _log_level(text: str) -> str:
+    if not isinstance(logging.getLevelName(text.upper()), int):
+        raise argparse.ArgumentTypeError(f"expected DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return text.upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m gateway_simulator", description="Local IB Gateway simulator (TWS socket protocol)."
     )
-    p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 = any free port)")
+    p.add_argument("--port", type=_port, required=True, help="TCP port on 127.0.0.1 (0 = any free port)")
     p.add_argument("--seed", type=int, default=7, help="seed of the deterministic bars (default 7)")
     p.add_argument(
-        "--latency", type=float, default=0.0, metavar="SEC", help="delay before each historical reply (default 0)"
+        "--latency", type=_seconds, default=0.0, metavar="SEC", help="delay before each historical reply (default 0)"
     )
     p.add_argument(
         "--unknown",
@@ -126,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a split on its ex-date (RATIO new shares per old share: 10, 3/2, 1/10 for a reverse split): from "
         "then on the symbol's whole history is served re-adjusted, as IBKR does for TRADES bars",
     )
-    p.add_argument("--log-level", default="INFO", help="logging level for stderr (default INFO)")
+    p.add_argument("--log-level", type=_log_level, default="INFO", help="logging level for stderr (default INFO)")
     return p
 
 
@@ -174,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(serve(config_from_args(args), args.port))
+    try:
+        return asyncio.run(serve(config_from_args(args), args.port))
+    except OSError as error:  # the port is taken (or not ours to bind)
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {error.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

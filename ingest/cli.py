@@ -85,7 +85,7 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     ibkr.add_argument(
         "--rth",
         action=argparse.BooleanOptionalAction,
-        default=_bool(config.get("IBKR_USE_RTH"), True),
+        default=_bool(config, "IBKR_USE_RTH", True),
         help="regular trading hours only (default: --rth)",
     )
     ibkr.add_argument(
@@ -136,17 +136,19 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
+    from ingest.ibkr.config import IbkrConfigError
     from warehouse_db.errors import ConfigFileError, WarehouseError
     from warehouse_db.settings import read_config
 
     stdout = stdout or sys.stdout
     try:
         config = read_config()
-    except ConfigFileError as error:
+        parser = build_parser(config)
+    except (ConfigFileError, IbkrConfigError) as error:
         if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
             return _fail(ExitCode.USAGE, str(error))
         config = {}  # --help still answers: the defaults it shows are the built-in ones
-    parser = build_parser(config)
+        parser = build_parser(config)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -273,10 +275,18 @@ def _fail(code: ExitCode, message: str | None) -> ExitCode:
     return code
 
 
-def _bool(text: str | None, default: bool) -> bool:
-    if text is None or not text.strip():
+def _bool(config: dict[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting; anything else is an error, not a silent "no" (IBKR_USE_RTH=ture would load all hours)."""
+    from ingest.ibkr.config import IbkrConfigError
+
+    text = (config.get(name) or "").strip().lower()
+    if not text:
         return default
-    return text.strip().lower() in ("1", "true", "yes", "on")
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise IbkrConfigError(f"{name}={config[name]!r} is not true or false (1/0, yes/no, on/off)")
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -1,6 +1,6 @@
 """Bars from CSV files: streamed, validated row by row, and landed all together or not at all.
 
-File format (UTF-8, a byte-order mark is accepted, comma-separated, one header line):
+File format (UTF-8, a byte-order mark is accepted, comma-separated, one header line; blank lines are skipped):
 
     required columns: symbol, date, open, high, low, close, volume
     optional columns: wap, bar_count, con_id, exchange, currency
@@ -283,6 +283,8 @@ def _read_bars(
             return
         parse = _RowParser(header, final)
         for fields in reader:
+            if not fields:
+                continue  # a blank line (one at the end of a file, two files joined with one between): no bar
             try:
                 bar = parse(fields)
             except _RowError as error:

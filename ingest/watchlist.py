@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,9 @@ from ingest.symbols import InvalidSymbolError, normalize_symbol
 
 DEFAULT_WATCHLIST = Path(__file__).resolve().parent.parent / "data" / "tensorwatchlist.csv"
 REQUIRED_COLUMNS = ("symbol", "primary_exchange")
+EXCHANGE_PATTERN = re.compile(r"[A-Z][A-Z0-9._-]{0,15}")
+"""An IBKR exchange code (NYSE, NASDAQ, ARCA, BVME.ETF, ...): it travels to the gateway as a protocol field, where a
+NUL byte or a line break would not be a name but a broken message."""
 
 
 class WatchlistError(ValueError):
@@ -40,15 +45,27 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
         raise WatchlistError(
             f"{path}:{line}: not UTF-8 (byte 0x{error.object[error.start]:02x}); save the file as UTF-8"
         ) from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise WatchlistError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}"
-        )
+    # The reader's own line count, not a row count: blank lines (skipped) and quoted line breaks count as lines.
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise WatchlistError(
+                f"{path}:1: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}"
+            )
+        entries = _read_entries(path, reader)
+    except csv.Error as error:  # an unterminated quote, a field over the csv module's size limit
+        raise WatchlistError(f"{path}:{reader.reader.line_num}: malformed CSV ({error})") from None
+    if not entries:
+        raise WatchlistError(f"{path}: the watchlist has no symbols")
+    return entries
+
+
+def _read_entries(path: Path, reader: csv.DictReader) -> list[WatchlistEntry]:
     entries: list[WatchlistEntry] = []
     seen: dict[str, int] = {}
-    for line_number, row in enumerate(reader, start=2):
+    for row in reader:
+        line_number = reader.line_num
         try:
             symbol = normalize_symbol(row["symbol"] or "")
         except InvalidSymbolError as error:
@@ -59,9 +76,12 @@ def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
         exchange = (row["primary_exchange"] or "").strip().upper()
         if not exchange:
             raise WatchlistError(f"{path}:{line_number}: symbol {symbol} has no primary_exchange")
+        if not exchange.isascii() or not EXCHANGE_PATTERN.fullmatch(exchange):
+            raise WatchlistError(
+                f"{path}:{line_number}: primary_exchange {row['primary_exchange']!r} of {symbol} is not an "
+                "exchange code like NYSE or NASDAQ"
+            )
         entries.append(WatchlistEntry(symbol=symbol, primary_exchange=exchange))
-    if not entries:
-        raise WatchlistError(f"{path}: the watchlist has no symbols")
     return entries
 
 

@@ -162,6 +162,15 @@ def test_every_bad_line_of_a_file_is_reported(tmp_path):
     assert [error.split(": ")[0] for error in problems.kept] == [f"{path}:2", f"{path}:4"]
 
 
+def test_blank_lines_are_skipped_and_lines_keep_their_numbers_in_the_file(tmp_path):
+    rows = GOOD_ROWS.splitlines(keepends=True)
+    path = write(tmp_path, HEADER + rows[0] + "\n" + rows[1] + "\r\n" + "AAPL,2025-03-05,1,2,3,1,5,,\n\n")
+    problems = Problems()
+    good = list(read_csv_bars(path, problems, FinalBars(datetime.now(UTC))))
+    assert [line for line, _ in good] == [2, 4]
+    assert problems.kept == [f"{path}:6: high 2.0 < low 3.0"]
+
+
 def test_a_trade_count_beyond_2_to_the_31_lands_exactly(warehouse, tmp_path):
     path = write(tmp_path, HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,1,5000000000\n")
     with connect(warehouse) as conn:

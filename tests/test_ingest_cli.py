@@ -75,6 +75,19 @@ def test_the_environment_is_checked_like_the_flags(monkeypatch, capsys):
     assert "IBKR_PORT=70000 is out of range 1..65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("value", "rth"), [("maybe", None), ("ture", None), ("no", False), (" On ", True)])
+def test_a_yes_no_setting_that_is_neither_is_an_error_not_a_silent_no(monkeypatch, capsys, value, rth):
+    monkeypatch.setenv("IBKR_USE_RTH", value)
+    if rth is None:
+        assert cli.main(["--symbols", "AAPL"]) == ExitCode.USAGE
+        assert capsys.readouterr().err == f"error: IBKR_USE_RTH={value!r} is not true or false (1/0, yes/no, on/off)\n"
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--help"])  # still answers
+        assert exit_.value.code == 0
+    else:
+        assert cli.build_parser({"IBKR_USE_RTH": value}).parse_args([]).rth is rth
+
+
 def test_settings_check_themselves_when_built_directly():
     with pytest.raises(InvalidLoadOptions, match="ADJUSTED_LAST"):
         LoadOptions(entries=AAPL, bar=BarSettings("1 hour", "ADJUSTED_LAST"))

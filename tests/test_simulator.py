@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -636,6 +637,28 @@ def test_cli_flags_for_the_clock_and_splits() -> None:
     assert config.now == dt.datetime(2024, 12, 30, 11, 30, tzinfo=NY_TZ)
     assert config.splits == (Split("BRK B", dt.date(2024, 12, 16), 1.5),)
     for bad in (["--end-date", "20240104"], ["--end-date", "2024-W02-5"], ["--split", "KO:2024-12-16:0"],
-                ["--split", "KO:2024-12-16"], ["--now", "2024-12-30"]):  # fmt: skip
+                ["--split", "KO:2024-12-16"], ["--now", "2024-12-30"], ["--latency", "nan"],
+                ["--latency", "-1"], ["--log-level", "loud"]):  # fmt: skip
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--port", "0", *bad])
+
+
+@pytest.mark.integration  # binds a port on loopback
+def test_a_bad_or_taken_port_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture) -> None:
+    from gateway_simulator.__main__ import main
+
+    for port in ("-1", "70000"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--port", port])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == (
+            f"error: argument --port: expected a port from 0 (any free port) to 65535, got '{port}'; "
+            "see python -m gateway_simulator --help\n"
+        )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port), "--log-level", "error"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and err.count("\n") == 1, err

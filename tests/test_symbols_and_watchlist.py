@@ -58,6 +58,12 @@ def test_the_shipped_watchlist_has_150_unique_valid_symbols():
         ("symbol\nAAPL\n", ":1: missing column(s) primary_exchange"),
         ("symbol,primary_exchange\n", "has no symbols"),
         ("symbol,primary_exchange\nAAPL,\n", ":2: symbol AAPL has no primary_exchange"),
+        ("symbol,primary_exchange\nAAPL,NAS\x00DAQ\n", ":2: primary_exchange 'NAS\\x00DAQ' of AAPL is not an exchange"),
+        ('symbol,primary_exchange\nAAPL,"NAS\nDAQ"\n', ":3: primary_exchange 'NAS\\nDAQ' of AAPL is not an exchange"),
+        # Lines as the file has them: blank lines are skipped, but counted.
+        ("symbol,primary_exchange\nAAPL,NASDAQ\n\nMSFT,NASDAQ\n\nBAD;SYM,NYSE\n", ":6: invalid symbol 'BAD;SYM'"),
+        ('symbol,primary_exchange\nAAPL,NASDAQ\n"MSFT,NASDAQ\n', ":3: malformed CSV (unexpected end of data)"),
+        ("symbol,primary_exchange\nAAPL,NASDAQ\n" + "A" * 200_000 + ",NYSE\n", ":3: malformed CSV (field larger"),
     ],
 )
 def test_a_bad_watchlist_is_rejected_naming_file_and_line(tmp_path, content, message):

@@ -24,6 +24,7 @@ from training.config import (
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
+from training.sweep import main as sweep_main
 from training.walk_forward import RunFolderError
 
 COMMANDS = [
@@ -149,6 +150,9 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         # <runs_dir>/<run_id> elsewhere: the runs folder's parent, or a folder beside it.
         ({"run_id": "../elsewhere"}, r"run_id '../elsewhere' must name one folder, <runs_dir>/<run_id>/"),
         ({"run_id": ".."}, r"run_id '..' must name one folder"),
+        # NumPy refuses these seeds with a traceback (status 1), minutes into a walk-forward.
+        ({"seed": -5}, r"seed must be from 0 to 4294967295"),
+        ({"seed": 2**32 - 1, "seeds": 2}, r"seed \+ seeds - 1 must be at most 4294967295"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
@@ -163,6 +167,10 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
         (["--seedz", "3"], "Unrecognized options: --seedz, 3 (did you mean --seed or --seeds?)"),
         (["--seeds", "many"], "Error parsing --seeds"),
         (["--timesteps", "0"], "timesteps"),
+        # inf and nan passed every "> 0" check and ended in a traceback from torch (status 1), or a NaN loss.
+        (["--learning-rate", "inf"], "learning_rate must be finite (not inf or nan)"),
+        (["--ent-coef", "nan", "--vf-coef", "inf"], "ent_coef, vf_coef must be finite"),
+        (["--seed", "-5"], "seed must be from 0 to 4294967295"),
         (["--config"], "--config needs a file name"),
     ],
 )
@@ -190,6 +198,16 @@ def test_a_bad_yaml_file_ends_in_one_line_and_status_2(tmp_path: Path, capsys: p
     assert cli.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not valid YAML" in err
+
+
+@pytest.mark.parametrize("command", [cli.main, sweep_main])
+def test_a_yaml_file_nested_too_deeply_for_the_parser_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command
+) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("timesteps: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert command(["--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"error: {path} is not valid YAML: nested too deeply\n"
 
 
 def test_a_key_given_twice_in_a_config_file_is_refused_naming_both_lines(tmp_path: Path) -> None:

@@ -498,6 +498,46 @@ def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fr
     assert not embedded.is_running(fresh_warehouse_dir / embedded.PGDATA_NAME)
 
 
+def test_lock_files_left_by_a_killed_server_whose_pid_was_reused_do_not_stop_it_starting(fresh_warehouse_dir):
+    """A server killed with SIGKILL (or a machine that lost power) leaves postmaster.pid and the socket's lock file;
+    after a reboot the PID they name may belong to any process. The warehouse must still start, and status must say
+    it is not running, instead of both taking that process for the server."""
+    pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
+    embedded.start(pgdata)
+    lock_files = [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]
+    left_behind = {path: path.read_text().splitlines()[1:] for path in lock_files}
+    assert embedded.stop(pgdata)
+    with subprocess.Popen(["sleep", "60"]) as other_process:
+        try:
+            for path, rest in left_behind.items():
+                path.write_text("\n".join([str(other_process.pid), *rest]) + "\n")
+            assert not embedded.is_running(pgdata)
+            settings = embedded.start(pgdata)
+            with connect(settings) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+            assert embedded.is_running(pgdata)
+        finally:
+            other_process.kill()
+
+
+@pytest.mark.integration  # embedded.start runs (and stops at the directory before any server starts)
+@pytest.mark.parametrize("where", ["a-file", "a-file/sub"])
+def test_a_warehouse_dir_that_cannot_be_a_directory_is_one_line_and_status_4(tmp_path, monkeypatch, capsys, where):
+    from ingest import cli as ingest_cli
+
+    (tmp_path / "a-file").write_text("not a directory\n")
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path / where))
+    bars = tmp_path / "bars.csv"
+    bars.write_text("symbol,date,open,high,low,close,volume\nAAPL,2024-01-02,1,1,1,1,1\n")
+    assert warehouse_db_main(["env"]) == 4
+    assert ingest_cli.main(["--source", "csv", str(bars)]) == 4
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(f"the warehouse directory {tmp_path / where} (WAREHOUSE_DIR)" in x for x in lines)
+
+
 def test_a_warehouse_dir_anywhere_in_the_repository_stays_out_of_git(tmp_path, monkeypatch):
     """WAREHOUSE_DIR may be any path (relative ones start at the repository): what the project creates there, a
     password file included, must not show up for `git add`, while a directory that existed before is left alone."""

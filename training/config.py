@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import typing
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from warehouse_db.settings import REPO_ROOT
 EnvKind = Literal["native", "tensortrade"]
 VecEnvKind = Literal["batched", "dummy", "subproc"]
 SelectionMetric = Literal["sharpe", "sortino", "total_return"]
+MAX_SEED = 2**32 - 1
+"""The largest seed NumPy's random generators accept (the run seeds them, torch and PPO with it)."""
 
 
 @dataclass
@@ -148,6 +151,16 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         problems = []
+        # inf or nan passes every "> 0" check below and ends in a traceback (or a NaN loss) minutes later.
+        not_finite = [
+            field.name
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), float) and not math.isfinite(value)
+        ]
+        if not_finite:
+            problems.append(f"{', '.join(not_finite)} must be finite (not inf or nan)")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be from 0 to {MAX_SEED} (NumPy's seeds)")
         for name in ("env", "vec_env", "selection_metric"):
             allowed = typing.get_args(typing.get_type_hints(type(self))[name])
             if getattr(self, name) not in allowed:
@@ -264,6 +277,8 @@ class WalkForwardConfig(TrainConfig):
         problems = super().problems()
         if self.seeds < 1:
             problems.append("seeds must be >= 1")
+        elif 0 <= self.seed <= MAX_SEED < self.seed + self.seeds - 1:
+            problems.append(f"seed + seeds - 1 must be at most {MAX_SEED} (NumPy's seeds)")
         if self.task_retries < 0 or self.ray_connect_timeout <= 0:
             problems.append("task_retries must be >= 0 and ray_connect_timeout > 0")
         if self.ray_cpus is not None and self.ray_cpus < 1:

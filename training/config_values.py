@@ -64,6 +64,8 @@ def load_yaml(text: str, source: str) -> Any:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
     except _DuplicateKey as error:
         raise ValueError(f"{source} is not valid YAML: {error.problem}") from None
+    except RecursionError:  # PyYAML builds nested lists and mappings recursively: [[[[... a few thousand deep
+        raise ValueError(f"{source} is not valid YAML: nested too deeply") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

