@@ -174,16 +174,20 @@ def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(
 def test_a_batch_handed_to_the_warehouse_commits_before_an_interrupted_load_exits(warehouse):
     """Ctrl+C while a batch's transaction waits on the warehouse (a slow or busy server): the batch lands whole, the
     connection is not closed under it, and the load then stops in one line with 130."""
-    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [0.5, bars(req_id, DAYS)])
+    waiting_for_the_lock = "select count(*) from pg_locks where not granted and relation = 'raw.ibkr_bars'::regclass"
     with gateway.running_in_thread() as port:
         loader = ingest(warehouse, port, "--symbols", "AAPL")
         with connect(warehouse) as conn:
-            # Once the bars are asked for, the warehouse makes their batch wait, as a busy server would.
+            # Once the bars are asked for (they come 0.5 s later), the warehouse makes their batch wait, as a busy
+            # server would.
             deadline = time.monotonic() + 30
             while not gateway.historical_requests and time.monotonic() < deadline:
                 time.sleep(0.01)
             conn.execute("lock table raw.ibkr_bars in access exclusive mode")
-            time.sleep(1.0)  # the batch's transaction is waiting for the lock
+            while query(warehouse, waiting_for_the_lock) == [(0,)] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert query(warehouse, waiting_for_the_lock) == [(1,)], "the batch's transaction never reached the lock"
             loader.send_signal(signal.SIGINT)
             time.sleep(1.0)
             assert loader.poll() is None, "the load must wait for the batch it handed over"

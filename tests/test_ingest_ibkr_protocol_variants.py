@@ -17,7 +17,7 @@ from typing import Any
 import ib_async
 import pytest
 
-from devtools.scripted_gateway import ScriptedGateway, bars, error
+from devtools.scripted_gateway import ScriptedGateway, bars, error, one_stock
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
     ContractRef,
@@ -246,3 +246,26 @@ def test_the_client_librarys_decoder_logger_is_left_as_it_was():
 
     asyncio.run(overlapping())
     assert (decoder.level, decoder.propagate, list(decoder.handlers)) == before
+
+
+def test_a_contract_lookup_lost_in_an_ibkr_outage_is_asked_again_when_connectivity_returns():
+    """1100 while a contract-details request is out (IBKR's nightly restart, say), then 1102: not counted as a timeout."""
+    lost = "Connectivity between IB and Trader Workstation has been lost."
+    restored = "Connectivity between IB and Trader Workstation has been restored - data maintained."
+    lookups: list[int] = []
+
+    def contracts(req_id, request):
+        lookups.append(req_id)
+        if len(lookups) == 1:
+            return [error(-1, 1100, lost), 0.8, error(-1, 1102, restored)]
+        return one_stock(req_id, request)
+
+    async def qualify(session: IbkrSession):
+        await session.connect()
+        return await session.qualify("AAPL", "NASDAQ")
+
+    strict = RetryPolicy(timeout_retries=0)  # any counted timeout would fail the lookup
+    outcome, seconds, session = run_session(ScriptedGateway(contracts=contracts), qualify, retry=strict)
+    assert outcome.contract is not None and outcome.contract.primary_exchange == "NASDAQ", outcome
+    assert len(lookups) == 2 and session.stats.timeouts == 0
+    assert seconds >= 0.8  # the second lookup waited for 1102

@@ -20,9 +20,9 @@ errorEvent 321 (request invalid)             :class:`InvalidRequestError` at onc
                                              the decoding error, if the client could not read an
                                              answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
-notice 1100 / 2105 / 2110 (IBKR or a        hold new requests until 1101 / 1102 / 2106 (at most the
-farm unreachable)                            reconnect timeout per outage); a timeout meanwhile is
-                                             not counted
+notice 1100 / 2105 / 2110 (IBKR or a        hold new requests and contract lookups until 1101 /
+farm unreachable)                            1102 / 2106 (at most the reconnect timeout per outage);
+                                             a timeout meanwhile is not counted
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -465,14 +465,16 @@ class IbkrSession:
     async def qualify(self, symbol: str, primary_exchange: str = "") -> QualifyOutcome:
         """Look up the stock's conId (SMART routing, USD, the watchlist's primary exchange)."""
         ref = ContractRef(symbol=symbol, primary_exchange=primary_exchange)
-        timeouts = drops = 0
+        timeouts = drops = outage_timeouts = 0
         while True:
             await self._ensure_connected()
+            await self._wait_for_ibkr()
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
                     await self.limiter.message()
                     self.stats.contract_requests += 1
+                    outages_before = self._outages
                     details = await asyncio.wait_for(
                         _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
                     )
@@ -483,6 +485,9 @@ class IbkrSession:
                         return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
                     continue
                 except TimeoutError:
+                    if self._outages > outages_before and outage_timeouts < self.retry.connection_retries:
+                        outage_timeouts += 1  # IBKR was unreachable meanwhile: the lookup was lost, not refused
+                        continue
                     timeouts += 1
                     self.stats.timeouts += 1
                     if timeouts > self.retry.timeout_retries:
