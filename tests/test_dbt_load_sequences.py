@@ -9,7 +9,14 @@ of event through the incremental paths, with as few dbt commands as that needs.
 
 from __future__ import annotations
 
+import random
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+
 from devtools import warehouse_months
+from market_calendar import EXCHANGE_TZ
 from warehouse_db.settings import ConnectionSettings
 
 EVERY_KIND_OF_LOAD = [
@@ -43,3 +50,30 @@ def test_every_kind_of_load_keeps_the_incremental_warehouse_equal_to_a_full_refr
     # The incremental paths were taken: each command rebuilt the bars that landed since the one before, not all
     # of them (SA's re-adjusted history is the largest part).
     assert all(0 < rebuilt < 400 for rebuilt in outcome.bars_rebuilt), outcome.bars_rebuilt
+
+
+def test_a_failing_sequence_shrinks_to_the_events_that_matter() -> None:
+    def fails(events: list[warehouse_months.Event]) -> bool:  # fails when a split is followed by a build
+        kinds = [event[0] for event in events]
+        return "split" in kinds and "build" in kinds[kinds.index("split") :]
+
+    events = warehouse_months.random_events(random.Random(4), 40) + [("split", "SA", 2.0), ("build",)]
+    shrunk = warehouse_months.shrink(events, fails, budget_seconds=60)
+    assert fails(shrunk) and len(shrunk) == 2 and shrunk[0][0] == "split" and shrunk[1] == ("build",)
+
+
+def test_the_reference_keeps_the_latest_final_version_of_each_bar() -> None:
+    landed = datetime(2024, 3, 16, tzinfo=UTC)
+    versions = [  # (session, close, ingested_at)
+        (date(2024, 3, 15), 100.0, landed),
+        (date(2024, 3, 15), 101.0, landed + timedelta(days=1)),  # a revision
+        (date(2024, 3, 18), 99.0, datetime(2024, 3, 18, 11, 0, tzinfo=EXCHANGE_TZ)),  # the session so far
+    ]
+    raw = pd.DataFrame(
+        [{"symbol": "SA", "session_date": session, "open": 100.0, "high": 102.0, "low": 98.0, "close": close,
+          "volume": 1e6, "ingested_at": ingested, "load_id": uuid.uuid4(), "batch_id": uuid.uuid4()}
+         for session, close, ingested in versions]
+    )  # fmt: skip
+    bars, mart = warehouse_months.reference_marts(raw, ["log_return_1"])
+    assert bars[["session_date", "close"]].values.tolist() == [[date(2024, 3, 15), 101.0]]
+    assert mart.empty  # one session is all warm-up
