@@ -6,25 +6,36 @@ error 162, a warning before an answer that never comes, pacing reported as 420 o
 cannot parse. A test gives this peer one such variant and runs the loader's own ``IbkrSession`` against it over a
 real socket, through the real client library.
 
-It speaks only what a loader's session needs: the handshake, the start-up messages (managed accounts, next valid
-id, farm notices, the end of the positions download) and historical data, which ``answer`` scripts.
+It speaks only what a loader needs: the handshake, the start-up messages (managed accounts, next valid id, farm
+notices, the end of the positions download), contract details (``contracts`` scripts them: one stock per symbol by
+default) and historical data, which ``answer`` scripts. ``running_in_thread`` serves it to a loader run as a
+subprocess (``python -m ingest``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from gateway_simulator import protocol
+from gateway_simulator.contracts import ContractRequest, con_id_for
 from gateway_simulator.protocol import In, Out
 
 Message = list[object]
 Answer = Callable[[int, int], Sequence[Message | float]]
 """(request id, 1-based number of the historical request) -> the messages to send back, in order (none: stay
 silent); a number among them is a pause of that many seconds (other requests are served meanwhile)."""
+
+
+ContractAnswer = Callable[[int, ContractRequest], Sequence[Message | float]]
+"""(request id, the contract asked for) -> the contract-details messages to send back, as for ``Answer``."""
+
+CLOSE = "close"
+"""Among an answer's messages: close the connection there (a gateway that goes away mid-answer)."""
 
 
 def bars(req_id: int, dates: Sequence[str]) -> Message:
@@ -43,6 +54,25 @@ def silent(req_id: int, nth: int) -> Sequence[Message]:
     return []
 
 
+def stock(req_id: int, symbol: str, con_id: int, primary_exchange: str = "NASDAQ", currency: str = "USD") -> Message:
+    """A contractData message (server versions 164 and later) for a common stock."""
+    return [
+        Out.CONTRACT_DATA, req_id, symbol, "STK", "", 0, "", "SMART", currency, symbol, symbol, symbol, con_id, 0.01,
+        "", "LMT,MKT", "SMART,NYSE,NASDAQ", 1, 0, f"{symbol} INC", primary_exchange, "", "", "", "", "US/Eastern",
+        "", "", "", "", 0, 1, "", "", "26", "", "COMMON", "0.0001", "0.0001", "100",
+    ]  # fmt: skip
+
+
+def contract_end(req_id: int) -> Message:
+    return [Out.CONTRACT_DATA_END, 1, req_id]
+
+
+def one_stock(req_id: int, request: ContractRequest) -> Sequence[Message]:
+    """Every symbol is one stock, with a conId that is a function of the symbol (as the simulator's)."""
+    symbol = request.symbol.upper()
+    return [stock(req_id, symbol, con_id_for(symbol), request.primary_exchange or "NASDAQ"), contract_end(req_id)]
+
+
 @dataclass
 class ScriptedGateway:
     server_version: int = protocol.MAX_SERVER_VERSION
@@ -50,9 +80,16 @@ class ScriptedGateway:
     accounts: str = "DU1234567"
     client_id_in_use: bool = False
     """Answer the start of the API with error 326 and close the connection, as a gateway does."""
+    start_up_notices: Sequence[tuple[int, str]] = protocol.FARM_OK_NOTICES
+    """The errors/notices (code, text) sent after the next valid id, as IBKR's farm notices are."""
+    close_after_start: bool = False
+    """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
+    contracts: ContractAnswer = one_stock
     historical_requests: list[list[str]] = field(default_factory=list)
     """The fields of every historical request received, in order."""
+    contract_requests: list[ContractRequest] = field(default_factory=list)
+    connections: int = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
@@ -64,6 +101,7 @@ class ScriptedGateway:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless
+            self.connections += 1
             send([self.server_version, "20240105 12:00:00 EST"])
             while True:
                 fields = await self._read(reader)
@@ -75,8 +113,16 @@ class ScriptedGateway:
                         return
                     send([Out.MANAGED_ACCTS, 1, self.accounts])
                     send([Out.NEXT_VALID_ID, 1, 1])
-                    for code, text in protocol.FARM_OK_NOTICES:
+                    for code, text in self.start_up_notices:
                         send(error(-1, code, text))
+                    if self.close_after_start:
+                        await writer.drain()
+                        return
+                elif message_id == In.REQ_CONTRACT_DETAILS:
+                    request = ContractRequest.from_fields(fields, 3)
+                    self.contract_requests.append(request)
+                    answers = self.contracts(int(fields[2]), request)
+                    answering.add(asyncio.create_task(self._send_in_order(writer, answers)))
                 elif message_id == In.REQ_POSITIONS:
                     send([Out.POSITION_END, 1])
                 elif message_id == In.REQ_HISTORICAL_DATA:
@@ -99,6 +145,9 @@ class ScriptedGateway:
         for answer in answers:
             if isinstance(answer, int | float):
                 await asyncio.sleep(answer)
+            elif answer == CLOSE:
+                writer.close()
+                return
             elif not writer.is_closing():
                 writer.write(protocol.encode(answer))
                 await writer.drain()
@@ -116,3 +165,25 @@ class ScriptedGateway:
             yield server.sockets[0].getsockname()[1]
         finally:
             server.close()
+
+    @contextmanager
+    def running_in_thread(self) -> Iterator[int]:
+        """Serve on an ephemeral loopback port (yielded) from an event loop of its own, for a loader in a subprocess."""
+        loop = asyncio.new_event_loop()
+        started: asyncio.Future[int] = loop.create_future()
+        stop = asyncio.Event()
+
+        async def serve() -> None:
+            async with self.serving() as port:
+                started.set_result(port)
+                await stop.wait()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+        thread.start()
+        port = asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(started), 10), loop).result()
+        try:
+            yield port
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(10)
+            loop.close()

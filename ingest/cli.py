@@ -24,7 +24,7 @@ from typing import TextIO
 
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
-from warehouse_db.command_line import OneLineParser
+from warehouse_db.command_line import OneLineParser, sigterm_interrupts
 
 __doc__ = __doc__.format(exit_codes=exit_codes.plain_text())
 
@@ -150,13 +150,14 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        if args.source == "csv":
-            if not args.paths:
-                parser.error("--source csv needs one or more CSV file paths")
-            return _run_csv(args, stdout)
-        if args.paths:
-            parser.error("PATH arguments are only for --source csv")
-        return _run_ibkr(args, config, stdout)
+        with sigterm_interrupts():  # kill, a timeout or a scheduler ends a load as Ctrl+C does
+            if args.source == "csv":
+                if not args.paths:
+                    parser.error("--source csv needs one or more CSV file paths")
+                return _run_csv(args, stdout)
+            if args.paths:
+                parser.error("PATH arguments are only for --source csv")
+            return _run_ibkr(args, config, stdout)
     except (WarehouseError, psycopg.Error) as error:
         return _fail(ExitCode.WAREHOUSE, f"warehouse: {error}")
     except KeyboardInterrupt:

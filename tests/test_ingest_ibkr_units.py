@@ -313,7 +313,7 @@ def test_ibkr_settings_from_config_with_defaults_and_clear_errors():
 def test_daily_bars_land_at_new_york_midnight_of_their_session_and_intraday_at_their_instant():
     ref = ContractRef("AAPL", 265598, "NASDAQ")
     daily = Outcome("ok", [SourceBar(date(2026, 11, 24), 1.0, 2.0, 0.5, 1.5, 100.0, 1.2, 7)])
-    (bar,) = to_raw_bars(ref, [daily])
+    (bar,) = to_raw_bars(ref, [daily], intraday=False)
     assert bar.bar_time == datetime(2026, 11, 24, 0, 0, tzinfo=NY) and bar.session_date == date(2026, 11, 24)
     assert (bar.con_id, bar.exchange, bar.currency, bar.wap, bar.bar_count) == (265598, "NASDAQ", "USD", 1.2, 7)
     late = datetime(2026, 11, 25, 0, 30, tzinfo=UTC)  # 19:30 New York on the 24th (after hours)
@@ -321,7 +321,7 @@ def test_daily_bars_land_at_new_york_midnight_of_their_session_and_intraday_at_t
     page2 = Outcome(
         "ok", [SourceBar(late, 1, 1, 1, 1, 1, 1, 1), SourceBar(late - timedelta(hours=1), 2, 2, 2, 2, 2, 2, 2)]
     )
-    rows = to_raw_bars(ref, [page1, page2])
+    rows = to_raw_bars(ref, [page1, page2], intraday=True)
     assert [r.session_date for r in rows] == [date(2026, 11, 24)] * 2  # the repeated bar is kept once
     assert rows[0].bar_time < rows[1].bar_time
 

@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
+from warehouse_db.command_line import sigterm_interrupts
 
 logger = logging.getLogger("training")
 
@@ -208,21 +208,6 @@ def report_user_error(error: Exception) -> ExitCode:
         raise error
     logger.error("%s", error)
     return status
-
-
-@contextlib.contextmanager
-def sigterm_interrupts():
-    """SIGTERM (kill, timeout, a scheduler cancelling the job) ends a run as Ctrl+C does: it lands no row, leaves no
-    folder behind before its tasks ran, says so in one line and exits 130."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(

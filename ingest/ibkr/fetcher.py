@@ -310,8 +310,11 @@ class IbkrSession:
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
         except (TimeoutError, _Ended):
+            refused = self._refused_during_start_up(handshake_errors)
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
                 reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+            elif refused:
+                reason = refused
             elif handshake_errors:
                 reason = f"the API handshake failed: {handshake_errors[0]}"
                 if "version" in handshake_errors[0].lower():
@@ -320,12 +323,15 @@ class IbkrSession:
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
-                    "or what answers is not the gateway's API port (API disabled, 127.0.0.1 not among its "
-                    f"trusted IPs, or client id {s.client_id} already in use)"
+                    "or what answers is not the gateway's API port (API disabled), or it has not accepted this "
+                    "host (not among its trusted IPs: TWS asks on its screen whether to accept the connection), "
+                    f"or client id {s.client_id} is already in use"
                 )
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
-            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {error}") from None
+            # Closed after the handshake began: the start-up's next message found the connection gone.
+            reason = self._refused_during_start_up(handshake_errors) or str(error)
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         finally:
             self.ib.client.apiError -= on_api_error
             self._handshake_ended = None
@@ -343,7 +349,24 @@ class IbkrSession:
                 f"highest this client offered ({highest}); its messages would be misread"
             )
         self._ibkr_reachable.set()  # a new API session starts with IBKR's notices afresh
+        for code, message in self._connection_notices:  # held back while a failed start-up would have named them
+            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
+                log.warning("gateway notice %s: %s", code, message)
         log.info("connected to %s (server version %s)", self.settings.describe(), version)
+
+    def _refused_during_start_up(self, handshake_errors: list[str]) -> str | None:
+        """Why a gateway that accepted the connection closed it during the start-up (IB Gateway does so, without a
+        word, to a host not among its trusted IPs), or None if it did not close it. An error the gateway sent
+        before closing is its own reason, and is named."""
+        if not (handshake_errors and _closed_by_peer(handshake_errors[0])):
+            return None
+        said = [f"error {code}: {text}" for code, text in self._connection_notices if not is_notice(code)]
+        return (
+            f"the gateway closed the connection during the API start-up ({said[0] if said else handshake_errors[0].rstrip('.')}): "
+            "it accepts API clients only from its trusted IPs (Configure > Settings > API > Settings, 'Allow "
+            "connections from localhost only' / 'Trusted IPs') and with a client id no other client uses "
+            f"(IBKR_CLIENT_ID, now {self.settings.client_id})"
+        )
 
     def _disconnect_quietly(self) -> None:
         closing, self._closing = self._closing, True
@@ -391,7 +414,8 @@ class IbkrSession:
                 return
 
     def _on_disconnected(self) -> None:
-        if not self._closing:
+        # A handshake that fails reports itself (GatewayUnavailableError): nothing was connected that could resume.
+        if not self._closing and self._handshake_ended is None:
             log.warning("connection to %s lost; requests will reconnect and resume", self.settings.describe())
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
@@ -407,7 +431,8 @@ class IbkrSession:
             elif code in CONNECTIVITY_RESTORED and not self._ibkr_reachable.is_set():
                 log.warning("IBKR reports %s (%s): requests resume", code, message)
                 self._ibkr_reachable.set()
-            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:  # 326 becomes the connection's error
+            # 326, and any error during the start-up, becomes the connection's error.
+            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE and self._handshake_ended is None:
                 log.warning("gateway notice %s: %s", code, message)
             return
         tracked = self._tracked.get(id(contract))
@@ -628,6 +653,12 @@ class IbkrSession:
         except _Ended:
             code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
+
+
+def _closed_by_peer(handshake_error: str) -> bool:
+    """The client library's ways of saying the gateway closed the connection."""
+    text = handshake_error.lower()
+    return "peer closed" in text or "reset by peer" in text
 
 
 class _Ended(Exception):

@@ -36,6 +36,7 @@ import psycopg
 from ingest.ibkr.bar_sizes import BarSize
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
+    ERR_NO_SECURITY,
     ContractRef,
     GatewayUnavailableError,
     IbkrSession,
@@ -177,6 +178,7 @@ async def run_load(
     entries = list(options.entries)
     symbols = [e.symbol for e in entries]
     conn = await asyncio.to_thread(open_for_landing, db_settings)
+    landing = threading.Lock()  # held by the lander's thread for the whole of a batch's transaction
     try:
         now = options.now or utc_now()
         ctx = PlanContext(
@@ -227,7 +229,7 @@ async def run_load(
         summary.gateway_stats, summary.limiter_stats = session.stats, limiter.stats
         run = _Run(
             session=session,
-            lander=_Lander(conn, summary.load_id),
+            lander=_Lander(conn, summary.load_id, landing),
             settings=settings,
             bar_size=bar_size,
             ctx=ctx,
@@ -245,7 +247,11 @@ async def run_load(
         summary.elapsed_s = time.monotonic() - started
         return summary
     finally:
-        conn.close()
+        # Interrupted (Ctrl+C, SIGTERM) while the lander's thread is in a batch's transaction: that batch commits
+        # first. Closing the connection under the thread would abort it, and psycopg connections must not be closed
+        # while another thread uses them.
+        with landing:
+            conn.close()
 
 
 @dataclass
@@ -304,6 +310,8 @@ class _Run:
                     return
                 ref = qualified.contract
             outcomes = await self._fetch(ref, plan)
+            if outcomes is not None and symbol in self.known and _no_security_definition(outcomes):
+                ref, outcomes = await self._refetch_with_new_con_id(entry, ref, plan, outcomes)
             if outcomes is None:
                 result.status = "not_attempted"
                 return
@@ -369,6 +377,27 @@ class _Run:
             )
         )
 
+    async def _refetch_with_new_con_id(
+        self, entry: WatchlistEntry, stale: ContractRef, plan: SymbolPlan, outcomes: list[Outcome]
+    ) -> tuple[ContractRef, list[Outcome] | None]:
+        """The conId from raw no longer names a security: look the symbol up again and, if IBKR's conId changed,
+        fetch with the new one.
+
+        IBKR issues a new conId after some corporate actions (a reverse split with a new CUSIP, a reorganisation);
+        asking with the old one gets error 200 on every run, even with --full-refresh.
+        """
+        qualified = await self.session.qualify(entry.symbol, entry.primary_exchange)
+        fresh = qualified.contract
+        if fresh is None or fresh.con_id == stale.con_id:
+            return stale, outcomes
+        log.warning(
+            "%s: IBKR no longer knows conId %s (error 200); its conId is now %s",
+            entry.symbol,
+            stale.con_id,
+            fresh.con_id,
+        )
+        return fresh, await self._fetch(fresh, plan)
+
     def _window_reaches_back_further(self, symbol: str, plan: SymbolPlan) -> bool:
         """Whether stored bars older than this plan's start exist (they would keep the old units)."""
         held_from = self.coverage[symbol].held_from
@@ -379,7 +408,7 @@ class _Run:
 
         A plan that replaces the history keeps only bars from its start on (see ``SymbolPlan.replaces_history``).
         """
-        bars = to_raw_bars(ref, outcomes)
+        bars = to_raw_bars(ref, outcomes, intraday=self.bar_size.intraday)
         if plan.replaces_history and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
         if self.bar_size.intraday:
@@ -421,10 +450,11 @@ class _Run:
 class _Lander:
     """Lands batches from the event loop without blocking it: one worker thread at a time on one connection."""
 
-    def __init__(self, conn: psycopg.Connection, load_id: uuid.UUID) -> None:
+    def __init__(self, conn: psycopg.Connection, load_id: uuid.UUID, lock: threading.Lock) -> None:
         self._conn = conn
         self._load_id = load_id
-        self._lock = threading.Lock()
+        self._lock = lock
+        """Held for each batch's transaction; whoever closes the connection takes it first."""
 
     async def land(self, batch: Batch, bars: list[RawBar]) -> int:
         # Shielded: once a batch is handed over, its transaction finishes even if the run is cancelled.
@@ -438,7 +468,11 @@ class _Lander:
                 raise WarehouseError(f"landing {batch.symbol} failed: {error}".strip()) from None
 
 
-def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
+def _no_security_definition(outcomes: Sequence[Outcome]) -> bool:
+    return any(o.status == "failed" and o.error_code == ERR_NO_SECURITY for o in outcomes)
+
+
+def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome], *, intraday: bool) -> list[RawBar]:
     """Bars of all pages as raw rows, exactly as sent; a bar repeated by overlapping pages is kept once.
 
     Daily (and longer) bars arrive as ``date``: ``bar_time`` is 00:00 New York time of that session date.
@@ -449,7 +483,7 @@ def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
     rows: list[RawBar] = []
     for outcome in outcomes:
         for bar in outcome.bars:
-            bar_time, session_date = _bar_times(bar)
+            bar_time, session_date = _bar_times(bar, intraday)
             if bar_time in seen:
                 continue
             seen.add(bar_time)
@@ -474,8 +508,13 @@ def to_raw_bars(ref: ContractRef, outcomes: Sequence[Outcome]) -> list[RawBar]:
     return rows
 
 
-def _bar_times(bar: SourceBar) -> tuple[datetime, date]:
+def _bar_times(bar: SourceBar, intraday: bool) -> tuple[datetime, date]:
     value = bar.date
+    if isinstance(value, datetime) and not intraday:
+        # IBKR sends daily bars as yyyyMMdd; other servers may add a time ("20240104 16:00:00 US/Eastern") or send
+        # epoch seconds (often 00:00 UTC of the day). The session is the date as the server wrote it, in the zone it
+        # wrote it in: its New York date would put a 00:00 UTC bar on the session before.
+        value = value.date()
     if isinstance(value, datetime):
         # Intraday bars are asked for with formatDate=2 (epoch seconds, aware). A server that sends local times anyway
         # sends them in its login time zone, which the client cannot know: read them as exchange time.

@@ -1,0 +1,194 @@
+"""``python -m ingest`` as a user runs it, against TWS-protocol peers that behave as real gateways do and our simulator
+does not: a conId that changed since the last load, daily bars dated with a time or in epoch seconds, a gateway that
+drops every client during start-up, and a slow gateway stopped with SIGTERM.
+
+Each test runs the whole CLI in a subprocess (the real ib_async client, the embedded warehouse) against a scripted
+peer (devtools.scripted_gateway) and checks the exit status, the one line printed, what landed in ``raw`` and that a
+re-run completes the load.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+
+import pytest
+
+from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, stock
+from ingest.exit_codes import ExitCode
+from market_calendar import EXCHANGE_TZ as NY
+from warehouse_db import connect
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
+
+DAYS = ["20240104", "20240105"]
+NO_SECURITY = "No security definition has been found for the request"
+
+
+def ingest(db: ConnectionSettings, port: int, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        **db.libpq_env(),
+        "DATABASE_URL": "",
+        "IBKR_HOST": "127.0.0.1",
+        "IBKR_PORT": str(port),
+        "IBKR_CLIENT_ID": "17",
+        "IBKR_CONNECT_TIMEOUT": "5",
+        "IBKR_RECONNECT_TIMEOUT": "2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", "--no-progress", "--months", "1", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_ingest(db: ConnectionSettings, port: int, *args: str) -> tuple[int, str, str]:
+    loader = ingest(db, port, *args)
+    out, err = loader.communicate(timeout=60)
+    return loader.returncode, out, err
+
+
+def query(db: ConnectionSettings, sql: str) -> list[tuple]:
+    with connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def assert_no_partial_batch(db: ConnectionSettings) -> None:
+    partial = query(
+        db,
+        "select b.symbol from raw.load_batches b left join raw.ibkr_bars r using (batch_id) "
+        "group by b.batch_id, b.symbol, b.row_count having b.row_count <> count(r.batch_id)",
+    )
+    assert partial == []
+
+
+def test_a_con_id_that_changed_since_the_last_load_is_looked_up_again(warehouse):
+    """IBKR gives a stock a new conId after some corporate actions (a reverse split with a new CUSIP): the conId kept
+    in raw then gets error 200, which must not fail the symbol on every run from then on."""
+    con_id = {"AAPL": 111}
+
+    def contracts(req_id, request):
+        return [stock(req_id, request.symbol, con_id[request.symbol]), contract_end(req_id)]
+
+    def answer(req_id: int, nth: int):
+        asked_for = int(gateway.historical_requests[nth - 1][2])
+        return [bars(req_id, DAYS)] if asked_for == con_id["AAPL"] else [error(req_id, 200, NO_SECURITY)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        assert run_ingest(warehouse, port, "--symbols", "AAPL")[0] == ExitCode.OK
+        con_id["AAPL"] = 222
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--full-refresh")
+        assert status == ExitCode.OK, out + err
+        assert "IBKR no longer knows conId 111 (error 200); its conId is now 222" in err
+        # The next run asks with the new conId at once.
+        asked = len(gateway.contract_requests)
+        assert run_ingest(warehouse, port, "--symbols", "AAPL", "--full-refresh")[0] == ExitCode.OK
+        assert len(gateway.contract_requests) == asked
+    batches = query(warehouse, "select status, row_count from raw.load_batches order by started_at")
+    assert batches == [("ok", 2)] * 3
+    latest_load = "(select load_id from raw.load_batches order by started_at desc limit 1)"
+    assert query(warehouse, f"select distinct con_id from raw.ibkr_bars where load_id = {latest_load}") == [(222,)]
+    assert_no_partial_batch(warehouse)
+
+
+def test_daily_bars_dated_with_a_time_or_in_epoch_seconds_land_on_the_session_the_gateway_wrote(warehouse):
+    """IBKR writes daily bars as yyyyMMdd; other servers add a time and zone, or send epoch seconds (00:00 UTC)."""
+    dates = {
+        "AAPL": ["20240104", "20240105"],
+        "MSFT": ["20240104 16:00:00 US/Eastern", "20240105 16:00:00 US/Eastern"],
+        "IBM": ["1704326400", "1704412800"],  # 2024-01-04 and -05, 00:00 UTC: 19:00 New York the evening before
+    }
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, dates[gateway.historical_requests[nth - 1][3]])]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", *dates)
+    assert status == ExitCode.OK, out + err
+    landed = query(warehouse, "select symbol, session_date, bar_time from raw.ibkr_bars order by symbol, bar_time")
+    sessions = [date(2024, 1, 4), date(2024, 1, 5)]
+    expected = [(s, day, datetime.combine(day, datetime.min.time(), NY)) for s in sorted(dates) for day in sessions]
+    assert landed == expected
+
+
+@pytest.mark.parametrize(
+    ("start_up_notices", "names"),
+    [
+        ((), "closed the connection during the API start-up ("),  # the detail depends on when the client noticed
+        (
+            [(502, "Couldn't connect to TWS. Confirm that API is enabled.")],
+            "closed the connection during the API start-up (error 502: Couldn't connect to TWS.",
+        ),
+    ],
+)
+def test_a_gateway_that_drops_every_client_during_start_up_is_one_line_and_exit_3(warehouse, start_up_notices, names):
+    """IB Gateway closes the connection of a host not among its trusted IPs; other servers may say why first."""
+    gateway = ScriptedGateway(start_up_notices=start_up_notices, close_after_start=True)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    assert status == ExitCode.GATEWAY
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port}")
+    assert names in err and "Trusted IPs" in err
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
+def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(warehouse):
+    """kill, a timeout or a scheduler stopping the job: as Ctrl+C, whole batches only, then a re-run loads the rest."""
+    symbols = ["AAPL", "MSFT", "IBM", "KO", "PEP", "XOM", "CVX", "JPM"]
+    seconds_per_answer = {"now": 0.4}
+
+    def answer(req_id: int, nth: int):  # a slow gateway: answers come one after another
+        return [seconds_per_answer["now"] * nth, bars(req_id, DAYS)]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        loader = ingest(warehouse, port, "--symbols", *symbols)
+        deadline = time.monotonic() + 30
+        while query(warehouse, "select count(*) from raw.load_batches") < [(2,)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loader.send_signal(signal.SIGTERM)
+        out, err = loader.communicate(timeout=30)
+        assert loader.returncode == ExitCode.INTERRUPTED, out + err
+        assert err == "error: interrupted; every batch landed so far is complete, nothing partial landed\n"
+        landed = query(warehouse, "select count(*) from raw.load_batches where status = 'ok'")[0][0]
+        assert 2 <= landed < len(symbols)
+        assert_no_partial_batch(warehouse)
+
+        seconds_per_answer["now"] = 0.0
+        status, out, err = run_ingest(warehouse, port, "--symbols", *symbols)
+    assert status == ExitCode.OK, out + err
+    per_symbol = query(warehouse, "select symbol, count(*) from raw.load_batches where status = 'ok' group by symbol")
+    assert sorted(per_symbol) == sorted((s, 1) for s in symbols)
+    assert_no_partial_batch(warehouse)
+
+
+def test_a_batch_handed_to_the_warehouse_commits_before_an_interrupted_load_exits(warehouse):
+    """Ctrl+C while a batch's transaction waits on the warehouse (a slow or busy server): the batch lands whole, the
+    connection is not closed under it, and the load then stops in one line with 130."""
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        loader = ingest(warehouse, port, "--symbols", "AAPL")
+        with connect(warehouse) as conn:
+            # Once the bars are asked for, the warehouse makes their batch wait, as a busy server would.
+            deadline = time.monotonic() + 30
+            while not gateway.historical_requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            conn.execute("lock table raw.ibkr_bars in access exclusive mode")
+            time.sleep(1.0)  # the batch's transaction is waiting for the lock
+            loader.send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            assert loader.poll() is None, "the load must wait for the batch it handed over"
+        out, err = loader.communicate(timeout=30)
+    assert loader.returncode == ExitCode.INTERRUPTED, out + err
+    assert err == "error: interrupted; every batch landed so far is complete, nothing partial landed\n"
+    assert query(warehouse, "select symbol, status, row_count from raw.load_batches") == [("AAPL", "ok", 2)]
+    assert_no_partial_batch(warehouse)
