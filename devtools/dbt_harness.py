@@ -114,3 +114,37 @@ def table_digest(
     with connect(settings) as conn:
         count, digest = conn.execute(query).fetchone()
     return count, digest
+
+
+BAR_KEY = ["symbol", "bar_size", "what_to_show", "use_rth", "session_date"]
+FEATURE_STATES = ["ema_12", "ema_26", "macd_signal_9", "avg_gain_14", "avg_loss_14", "atr_14"]
+
+
+def warehouse_digests(settings: ConnectionSettings) -> dict[str, tuple[int, str]]:
+    """Row count and md5 of every incremental model and every mart (lineage timestamps left out), by model.
+
+    Two databases built from the same raw rows, one incrementally and one with ``--full-refresh``, must give
+    equal digests.
+    """
+    from training.features import read_mart_schema
+
+    schema = read_mart_schema()
+    prices = ["open", "high", "low", "close", "volume"]
+    mart_columns = ["symbol", "session_date", *schema.price_columns, *schema.feature_names, schema.target]
+    feature_columns = [*BAR_KEY, "session_number", *prices, *schema.feature_names, schema.target, *FEATURE_STATES]
+    bar_columns = [*BAR_KEY, *prices, "wap", "bar_count", "load_id", "batch_id", "ingested_at", "versions_landed",
+                   "has_corrections"]  # fmt: skip
+    return {
+        "training_bars": table_digest(settings, "marts.training_bars", mart_columns, ["symbol", "session_date"]),
+        "walk_forward_plan": table_digest(settings, "marts.walk_forward_plan t", ["t.*"], ["scheme"]),
+        "walk_forward_folds": table_digest(settings, "marts.walk_forward_folds t", ["t.*"], ["fold_id"]),
+        "walk_forward_fold_rows": table_digest(
+            settings, "marts.walk_forward_fold_rows t", ["t.*"], ["fold_id", "split", "symbol", "session_date"]
+        ),
+        "symbol_coverage": table_digest(settings, "marts.symbol_coverage t", ["t.*"], BAR_KEY[:4]),
+        "bar_corrections": table_digest(
+            settings, "marts.bar_corrections t", ["t.*"], [*BAR_KEY, "first_landed_at", "close", "volume"]
+        ),
+        "int_bars_featurized": table_digest(settings, "intermediate.int_bars_featurized", feature_columns, BAR_KEY),
+        "int_bars_deduplicated": table_digest(settings, "intermediate.int_bars_deduplicated", bar_columns, BAR_KEY),
+    }

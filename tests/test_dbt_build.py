@@ -505,42 +505,6 @@ def test_features_are_point_in_time(base: dict, copy_of_base: dbt_harness.DbtPro
     assert after.xs(cutoff, level=1)["target_log_return_next"].isna().all()
 
 
-def digests(settings: ConnectionSettings) -> dict[str, tuple[int, str]]:
-    feature_columns = ["symbol", "bar_size", "what_to_show", "use_rth", "session_date", "session_number", "open", "high",
-                       "low", "close", "volume", *FEATURES, "target_log_return_next", "ema_12", "ema_26",
-                       "macd_signal_9", "avg_gain_14", "avg_loss_14", "atr_14"]  # fmt: skip
-    key = ["symbol", "bar_size", "what_to_show", "use_rth", "session_date"]
-    return {
-        "training_bars": dbt_harness.table_digest(
-            settings, "marts.training_bars", MART_COLUMNS[:-1], ["symbol", "session_date"]
-        ),
-        "walk_forward_plan": dbt_harness.table_digest(settings, "marts.walk_forward_plan t", ["t.*"], ["scheme"]),
-        "walk_forward_folds": dbt_harness.table_digest(settings, "marts.walk_forward_folds t", ["t.*"], ["fold_id"]),
-        "symbol_coverage": dbt_harness.table_digest(settings, "marts.symbol_coverage t", ["t.*"], key[:4]),
-        "int_bars_featurized": dbt_harness.table_digest(
-            settings, "intermediate.int_bars_featurized", feature_columns, key
-        ),
-        "int_bars_deduplicated": dbt_harness.table_digest(
-            settings,
-            "intermediate.int_bars_deduplicated",
-            [
-                *key,
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                "load_id",
-                "batch_id",
-                "ingested_at",
-                "versions_landed",
-                "has_corrections",
-            ],
-            key,
-        ),  # fmt: skip
-    }
-
-
 def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_harness.DbtProject) -> None:
     """Append new sessions, correct a past bar, backfill history and add a symbol; build incrementally;
     the marts (and the feature table) must be identical to a full refresh of the same raw data."""
@@ -577,17 +541,17 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
             if name in ("int_bars_deduplicated", "int_bars_featurized")}  # fmt: skip
     assert rows["int_bars_deduplicated"] < len(base["frame"]) / 4, f"incremental path not taken: {rows}"
 
-    after_incremental = digests(settings)
+    after_incremental = dbt_harness.warehouse_digests(settings)
     corrections = query(settings, "select * from intermediate.int_bar_corrections where symbol = 'SB'")
     assert len(corrections) == 2 and corrections["is_current"].sum() == 1
 
     again = copy_of_base.run("run")  # nothing new: nothing changes
     assert again.returncode == 0
-    assert digests(settings) == after_incremental
+    assert dbt_harness.warehouse_digests(settings) == after_incremental
 
     full = copy_of_base.run("build", "--full-refresh")
     assert full.returncode == 0, full.output[-4000:]
-    assert digests(settings) == after_incremental
+    assert dbt_harness.warehouse_digests(settings) == after_incremental
     assert after_incremental["training_bars"][0] > 1000
     # The appended sessions moved the folds forward (their test splits end on the last session).
     with connect(settings) as conn:
