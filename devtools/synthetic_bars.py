@@ -19,7 +19,7 @@ import logging
 import string
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -160,8 +160,13 @@ def join_prices(frame: pd.DataFrame, neighbour: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def copy_bars(conn: psycopg.Connection, frame: pd.DataFrame, *, with_batches: bool = True) -> int:
-    """COPY a frame with raw.ibkr_bars' columns into raw (as role loader); returns rows written."""
+def copy_bars(
+    conn: psycopg.Connection, frame: pd.DataFrame, *, readjustment_factors: Mapping[str, float] | None = None
+) -> int:
+    """COPY a frame with raw.ibkr_bars' columns, and one ok raw.load_batches row per batch, into raw in one
+    transaction (as role loader); returns rows written. ``readjustment_factors`` marks a symbol's batch as a
+    re-adjusted history (old units per new unit), as ingest does after a split."""
+    factors = readjustment_factors or {}
     columns = sql.SQL(", ").join(map(sql.Identifier, IBKR_BARS.column_names))
     with conn.transaction():
         conn.execute(sql.SQL("set local role {}").format(sql.Identifier(schemas.LOADER_ROLE)))
@@ -170,13 +175,12 @@ def copy_bars(conn: psycopg.Connection, frame: pd.DataFrame, *, with_batches: bo
             with cur.copy(statement) as copy:
                 for chunk in _csv_chunks(frame[list(IBKR_BARS.column_names)]):
                     copy.write(chunk)
-            if with_batches:
-                statement = sql.SQL("copy {} ({}) from stdin").format(
-                    LOAD_BATCHES.identifier, sql.SQL(", ").join(map(sql.Identifier, LoadBatch._fields))
-                )
-                with cur.copy(statement) as copy:
-                    for row in batch_rows(frame):
-                        copy.write_row(row)
+            statement = sql.SQL("copy {} ({}) from stdin").format(
+                LOAD_BATCHES.identifier, sql.SQL(", ").join(map(sql.Identifier, LoadBatch._fields))
+            )
+            with cur.copy(statement) as copy:
+                for row in batch_rows(frame):
+                    copy.write_row(row._replace(readjustment_factor=factors.get(row.symbol)))
     return len(frame)
 
 

@@ -205,8 +205,7 @@ class Loader:
 
     def _land_frame(self, frame: pd.DataFrame, readjustment: dict[str, float]) -> None:
         with connect(self.settings) as conn:
-            synthetic_bars.copy_bars(conn, frame, with_batches=False)
-            _land_batches(conn, frame, readjustment)
+            synthetic_bars.copy_bars(conn, frame, readjustment_factors=readjustment)
         self.last_batch = frame
 
     def daily_load(self, overlap: int = OVERLAP) -> None:
@@ -325,17 +324,6 @@ def _raw_frame(rows: list[dict], landed_at: datetime, *, not_final: bool) -> pd.
         not_final=not_final,
     )
     return frame
-
-
-def _land_batches(conn, frame: pd.DataFrame, readjustment: dict[str, float]) -> None:
-    rows = synthetic_bars.batch_rows(frame)
-    rows = [row._replace(readjustment_factor=readjustment.get(row.symbol)) for row in rows]
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"insert into raw.load_batches ({', '.join(rows[0]._fields)}) "
-            f"values ({', '.join(['%s'] * len(rows[0]._fields))})",
-            rows,
-        )
 
 
 def random_events(rng: random.Random, count: int) -> list[Event]:
