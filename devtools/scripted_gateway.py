@@ -89,7 +89,6 @@ class ScriptedGateway:
     historical_requests: list[list[str]] = field(default_factory=list)
     """The fields of every historical request received, in order."""
     contract_requests: list[ContractRequest] = field(default_factory=list)
-    connections: int = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
@@ -101,7 +100,6 @@ class ScriptedGateway:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless
-            self.connections += 1
             send([self.server_version, "20240105 12:00:00 EST"])
             while True:
                 fields = await self._read(reader)
