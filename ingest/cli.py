@@ -15,7 +15,6 @@ in one line on stderr and an exit status of :class:`ingest.exit_codes.ExitCode`:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -85,8 +84,7 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     ibkr.add_argument(
         "--rth",
         action=argparse.BooleanOptionalAction,
-        default=_bool(config, "IBKR_USE_RTH", True),
-        help="regular trading hours only (default: --rth)",
+        help="regular trading hours only (default: IBKR_USE_RTH, else --rth)",
     )
     ibkr.add_argument(
         "--full-refresh", action="store_true", help="fetch the whole window again, whatever the warehouse holds"
@@ -136,7 +134,6 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
-    from ingest.ibkr.config import IbkrConfigError
     from warehouse_db.errors import ConfigFileError, WarehouseError
     from warehouse_db.settings import read_config
 
@@ -144,7 +141,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     try:
         config = read_config()
         parser = build_parser(config)
-    except (ConfigFileError, IbkrConfigError) as error:
+    except ConfigFileError as error:
         if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
             return _fail(ExitCode.USAGE, str(error))
         config = {}  # --help still answers: the defaults it shows are the built-in ones
@@ -179,18 +176,13 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     from ingest.watchlist import WatchlistError, select_entries
 
     try:
-        ibkr = IbkrSettings.from_config(config)
-        overrides = {
-            "host": args.host,
-            "port": args.port,
-            "client_id": args.client_id,
-            "request_timeout_s": args.timeout,
-        }
-        ibkr = dataclasses.replace(ibkr, **{k: v for k, v in overrides.items() if v is not None})
+        ibkr = IbkrSettings.from_config(
+            config, host=args.host, port=args.port, client_id=args.client_id, request_timeout_s=args.timeout
+        )
         entries = select_entries(args.watchlist, args.symbols, args.limit)
         options = LoadOptions(
             entries=entries,
-            bar=BarSettings(args.bar_size, args.what_to_show, args.rth),
+            bar=BarSettings(args.bar_size, args.what_to_show, use_rth(args, config)),
             months=args.months,
             full_refresh=args.full_refresh,
             dry_run=args.dry_run,
@@ -273,6 +265,12 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _fail(code: ExitCode, message: str | None) -> ExitCode:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def use_rth(args: argparse.Namespace, config: dict[str, str]) -> bool:
+    """--rth/--no-rth, else IBKR_USE_RTH, else regular hours: a flag given makes the variable unread (and any typo in
+    it harmless), as --host/--port/--client-id/--timeout do for theirs."""
+    return args.rth if args.rth is not None else _bool(config, "IBKR_USE_RTH", True)
 
 
 def _bool(config: dict[str, str], name: str, default: bool) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from ingest.cli import build_parser
+from ingest.cli import build_parser, use_rth
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
@@ -335,7 +335,7 @@ def test_cli_symbols_override_the_watchlist_keep_its_exchanges_and_limit_applies
     entries = select_entries(args.watchlist, args.symbols, args.limit)
     assert [(e.symbol, e.primary_exchange) for e in entries] == [("AAPL", "NASDAQ"), ("BRK B", "NYSE")]
     defaults = parser.parse_args([])
-    assert (defaults.source, defaults.months, defaults.bar_size, defaults.what_to_show, defaults.rth) == (
+    assert (defaults.source, defaults.months, defaults.bar_size, defaults.what_to_show, use_rth(defaults, {})) == (
         "ibkr",
         60,
         "1 day",
