@@ -103,7 +103,7 @@ def test_a_yes_no_setting_that_is_neither_is_an_error_not_a_silent_no(monkeypatc
 def test_a_flag_wins_over_its_variable_whose_bad_value_then_does_not_matter(monkeypatch, capsys, name, value, flag):
     monkeypatch.setenv(name, value)
     assert cli.main(["--symbols", "AAPL", "--dry-run"]) == ExitCode.USAGE  # the variable alone is checked
-    capsys.readouterr()
+    assert name in capsys.readouterr().err  # and named
     # With the flag, the settings pass and the run goes on to the warehouse (which a unit test is refused: exit 4).
     assert cli.main([*flag, "--symbols", "AAPL", "--dry-run"]) == ExitCode.WAREHOUSE
     err = capsys.readouterr().err
