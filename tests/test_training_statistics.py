@@ -106,6 +106,8 @@ def test_identical_agent_and_buy_and_hold_show_no_evidence() -> None:
     assert statistics.verdict.startswith("no evidence the agent beats buy-and-hold: 95% CI of the Sharpe difference")
     # P is spelled out as the share of test splits it is: a bare "P = 0.50" reads as a p-value.
     assert "the agent's Sharpe ratio beat buy-and-hold's in 50% of 6 fold × seed test splits" in statistics.verdict
+    # The deflated Sharpe ratio takes the seeds that ran as given, and the sentence says so.
+    assert "evidence that these seeds' Sharpe ratio is positive; other seeds' spread is not in it" in statistics.verdict
     flat = statistics.policy("flat", "total_return")
     assert (flat.mean.estimate, flat.mean.low, flat.mean.high) == (0, 0, 0)
 

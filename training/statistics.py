@@ -478,7 +478,7 @@ def verdict(statistics: RunStatistics) -> str:
         f"{counted(size.seeds, 'seed')}, {counted(size.sessions, 'test session')}, "
         f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits). Deflated Sharpe "
         f"ratio {dsr.value:.2f} with {counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
-        f"of a positive Sharpe ratio)."
+        f"that these seeds' Sharpe ratio is positive; other seeds' spread is not in it)."
     )
 
 
