@@ -7,7 +7,8 @@ cannot parse. A test gives this peer one such variant and runs the loader's own 
 real socket, through the real client library.
 
 It speaks only what a loader needs: the handshake, the start-up messages (managed accounts, next valid id, farm
-notices, the end of the positions download), contract details (``contracts`` scripts them: one stock per symbol by
+notices, the end of the positions download), later notices (``after_start_up``: a farm that breaks or recovers
+while the loader runs), contract details (``contracts`` scripts them: one stock per symbol by
 default) and historical data, which ``answer`` scripts. ``running_in_thread`` serves it to a loader run as a
 subprocess (``python -m ingest``).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +50,11 @@ def bars(req_id: int, dates: Sequence[str]) -> Message:
 
 def error(req_id: int, code: int, text: str, server_version: int = protocol.MAX_SERVER_VERSION) -> Message:
     return protocol.error_fields(server_version, req_id, code, text)
+
+
+def notice(code: int, text: str) -> Message:
+    """A notice for no request in particular (request id -1): IBKR's connectivity and farm notices."""
+    return error(-1, code, text)
 
 
 def silent(req_id: int, nth: int) -> Sequence[Message]:
@@ -82,6 +89,9 @@ class ScriptedGateway:
     """Answer the start of the API with error 326 and close the connection, as a gateway does."""
     start_up_notices: Sequence[tuple[int, str]] = protocol.FARM_OK_NOTICES
     """The errors/notices (code, text) sent after the next valid id, as IBKR's farm notices are."""
+    after_start_up: Sequence[Message | float] = ()
+    """Messages (and pauses, as in an answer) sent after the start-up notices while requests are served: IBKR's
+    farm notices come whenever a farm's state changes, e.g. ``[1.0, notice(2106, "HMDS ...OK:ushmds")]``."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -89,6 +99,13 @@ class ScriptedGateway:
     historical_requests: list[list[str]] = field(default_factory=list)
     """The fields of every historical request received, in order."""
     contract_requests: list[ContractRequest] = field(default_factory=list)
+    sent: list[tuple[float, Message]] = field(default_factory=list)
+    """(``time.monotonic()``, message) of every scripted message sent: start-up notices, answers, later notices.
+    A test that scripts a message can tell when (or whether) it went out with :meth:`sent_at`."""
+
+    def sent_at(self, message: Message) -> float | None:
+        """When this very message (the same object) went out, or None if it has not."""
+        return next((at for at, sent in self.sent if sent is message), None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
@@ -112,10 +129,12 @@ class ScriptedGateway:
                     send([Out.MANAGED_ACCTS, 1, self.accounts])
                     send([Out.NEXT_VALID_ID, 1, 1])
                     for code, text in self.start_up_notices:
-                        send(error(-1, code, text))
+                        send(start_up_notice := notice(code, text))
+                        self.sent.append((time.monotonic(), start_up_notice))
                     if self.close_after_start:
                         await writer.drain()
                         return
+                    answering.add(asyncio.create_task(self._send_in_order(writer, self.after_start_up)))
                 elif message_id == In.REQ_CONTRACT_DETAILS:
                     request = ContractRequest.from_fields(fields, 3)
                     self.contract_requests.append(request)
@@ -138,8 +157,7 @@ class ScriptedGateway:
                 task.cancel()
             writer.close()
 
-    @staticmethod
-    async def _send_in_order(writer: asyncio.StreamWriter, answers: Sequence[Message | float]) -> None:
+    async def _send_in_order(self, writer: asyncio.StreamWriter, answers: Sequence[Message | float]) -> None:
         for answer in answers:
             if isinstance(answer, int | float):
                 await asyncio.sleep(answer)
@@ -149,6 +167,7 @@ class ScriptedGateway:
             elif not writer.is_closing():
                 writer.write(protocol.encode(answer))
                 await writer.drain()
+                self.sent.append((time.monotonic(), answer))
 
     @staticmethod
     async def _read(reader: asyncio.StreamReader) -> list[str]:

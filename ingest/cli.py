@@ -15,20 +15,25 @@ in one line on stderr and an exit status of :class:`ingest.exit_codes.ExitCode`:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
 from warehouse_db.command_line import OneLineParser, sigterm_interrupts
 
+if TYPE_CHECKING:
+    from ingest.raw_tables import BarSettings
+
 __doc__ = __doc__.format(exit_codes=exit_codes.plain_text())
 
 log = logging.getLogger("ingest")
+
+DEFAULT_BAR_SIZE = "1 day"
+DEFAULT_WHAT_TO_SHOW = "TRADES"
 
 
 def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParser:
@@ -72,21 +77,19 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
     )
     ibkr.add_argument(
         "--bar-size",
-        default=config.get("IBKR_BAR_SIZE") or "1 day",
-        help="IBKR bar size, e.g. '1 day', '1 hour', '5 mins' (default: '%(default)s')",
+        help=f"IBKR bar size, e.g. '1 day', '1 hour', '5 mins' (default: IBKR_BAR_SIZE, else '{DEFAULT_BAR_SIZE}')",
     )
     ibkr.add_argument(
         "--what-to-show",
         type=str.upper,
         choices=WHAT_TO_SHOW,
-        default=(config.get("IBKR_WHAT_TO_SHOW") or "TRADES").upper(),
-        help="TRADES (split-adjusted) or ADJUSTED_LAST (split- and dividend-adjusted), ... (default: %(default)s)",
+        help="TRADES (split-adjusted) or ADJUSTED_LAST (split- and dividend-adjusted), ... "
+        f"(default: IBKR_WHAT_TO_SHOW, else {DEFAULT_WHAT_TO_SHOW})",
     )
     ibkr.add_argument(
         "--rth",
         action=argparse.BooleanOptionalAction,
-        default=_bool(config, "IBKR_USE_RTH", True),
-        help="regular trading hours only (default: --rth)",
+        help="regular trading hours only (default: IBKR_USE_RTH, else --rth)",
     )
     ibkr.add_argument(
         "--full-refresh", action="store_true", help="fetch the whole window again, whatever the warehouse holds"
@@ -136,7 +139,6 @@ def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
-    from ingest.ibkr.config import IbkrConfigError
     from warehouse_db.errors import ConfigFileError, WarehouseError
     from warehouse_db.settings import read_config
 
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     try:
         config = read_config()
         parser = build_parser(config)
-    except (ConfigFileError, IbkrConfigError) as error:
+    except ConfigFileError as error:
         if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
             return _fail(ExitCode.USAGE, str(error))
         config = {}  # --help still answers: the defaults it shows are the built-in ones
@@ -174,23 +176,17 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     from ingest.ibkr.fetcher import GatewayUnavailableError, quiet_client_logs
     from ingest.ibkr.loader import PlanTooLargeError, load
     from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
-    from ingest.raw_tables import BarSettings
     from ingest.report import format_plan, format_summary
     from ingest.watchlist import WatchlistError, select_entries
 
     try:
-        ibkr = IbkrSettings.from_config(config)
-        overrides = {
-            "host": args.host,
-            "port": args.port,
-            "client_id": args.client_id,
-            "request_timeout_s": args.timeout,
-        }
-        ibkr = dataclasses.replace(ibkr, **{k: v for k, v in overrides.items() if v is not None})
+        ibkr = IbkrSettings.from_config(
+            config, host=args.host, port=args.port, client_id=args.client_id, request_timeout_s=args.timeout
+        )
         entries = select_entries(args.watchlist, args.symbols, args.limit)
         options = LoadOptions(
             entries=entries,
-            bar=BarSettings(args.bar_size, args.what_to_show, args.rth),
+            bar=bar_settings(args, config),
             months=args.months,
             full_refresh=args.full_refresh,
             dry_run=args.dry_run,
@@ -273,6 +269,41 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _fail(code: ExitCode, message: str | None) -> ExitCode:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def bar_settings(args: argparse.Namespace, config: dict[str, str]) -> BarSettings:
+    """What bars to ask for: each flag given, else its variable (IBKR_BAR_SIZE, IBKR_WHAT_TO_SHOW, IBKR_USE_RTH), else
+    the default. A value from a variable is checked here, so that its error names the variable."""
+    from ingest.ibkr.bar_sizes import parse_bar_size
+    from ingest.ibkr.options import WHAT_TO_SHOW
+    from ingest.raw_tables import BarSettings
+
+    def known_what_to_show(text: str) -> None:
+        if text.strip().upper() not in WHAT_TO_SHOW:
+            raise ValueError(f"not one of {', '.join(WHAT_TO_SHOW)}")
+
+    bar_size = args.bar_size or _checked(config, "IBKR_BAR_SIZE", DEFAULT_BAR_SIZE, parse_bar_size)
+    what_to_show = args.what_to_show or _checked(config, "IBKR_WHAT_TO_SHOW", DEFAULT_WHAT_TO_SHOW, known_what_to_show)
+    return BarSettings(bar_size, what_to_show.strip().upper(), use_rth(args, config))
+
+
+def _checked(config: dict[str, str], name: str, default: str, check: Callable[[str], object]) -> str:
+    from ingest.ibkr.config import IbkrConfigError
+
+    text = (config.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        check(text)
+    except ValueError as error:
+        raise IbkrConfigError(f"{name}={config[name]!r}: {error}") from None
+    return text
+
+
+def use_rth(args: argparse.Namespace, config: dict[str, str]) -> bool:
+    """--rth/--no-rth, else IBKR_USE_RTH, else regular hours: a flag given makes the variable unread (and any typo in
+    it harmless), as --host/--port/--client-id/--timeout do for theirs."""
+    return args.rth if args.rth is not None else _bool(config, "IBKR_USE_RTH", True)
 
 
 def _bool(config: dict[str, str], name: str, default: bool) -> bool:

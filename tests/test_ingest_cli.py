@@ -85,7 +85,29 @@ def test_a_yes_no_setting_that_is_neither_is_an_error_not_a_silent_no(monkeypatc
             cli.main(["--help"])  # still answers
         assert exit_.value.code == 0
     else:
-        assert cli.build_parser({"IBKR_USE_RTH": value}).parse_args([]).rth is rth
+        assert cli.use_rth(cli.build_parser().parse_args([]), {"IBKR_USE_RTH": value}) is rth
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "flag"),
+    [
+        ("IBKR_PORT", "gateway", ["--port", "4002"]),
+        ("IBKR_HOST", "  ", ["--host", "127.0.0.1"]),
+        ("IBKR_CLIENT_ID", "-1", ["--client-id", "5"]),
+        ("IBKR_REQUEST_TIMEOUT", "0", ["--timeout", "5"]),
+        ("IBKR_USE_RTH", "ture", ["--no-rth"]),
+        ("IBKR_BAR_SIZE", "7 mins", ["--bar-size", "1 day"]),
+        ("IBKR_WHAT_TO_SHOW", "NOPE", ["--what-to-show", "TRADES"]),
+    ],
+)
+def test_a_flag_wins_over_its_variable_whose_bad_value_then_does_not_matter(monkeypatch, capsys, name, value, flag):
+    monkeypatch.setenv(name, value)
+    assert cli.main(["--symbols", "AAPL", "--dry-run"]) == ExitCode.USAGE  # the variable alone is checked
+    assert name in capsys.readouterr().err  # and named
+    # With the flag, the settings pass and the run goes on to the warehouse (which a unit test is refused: exit 4).
+    assert cli.main([*flag, "--symbols", "AAPL", "--dry-run"]) == ExitCode.WAREHOUSE
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the warehouse") and f"{name}=" not in err, err
 
 
 def test_settings_check_themselves_when_built_directly():

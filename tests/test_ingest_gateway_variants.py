@@ -18,7 +18,7 @@ from datetime import date, datetime
 
 import pytest
 
-from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, stock
+from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, notice, one_stock, stock
 from ingest.exit_codes import ExitCode
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
@@ -26,9 +26,17 @@ from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DAYS = ["20240104", "20240105"]
 NO_SECURITY = "No security definition has been found for the request"
+# IB Gateway's farm notices, as it words them (the farm's name ends the text).
+MARKET_DATA_OK = "Market data farm connection is OK:usfarm.nj"
+MARKET_DATA_INACTIVE = "Market data farm connection is inactive but should be available upon demand.usfarm.nj"
+HMDS_BROKEN = "HMDS data farm connection is broken:{}"
+HMDS_OK = "HMDS data farm connection is OK:{}"
+HMDS_INACTIVE = "HMDS data farm connection is inactive but should be available upon demand.{}"
+SEC_DEF_BROKEN = "Sec-def data farm connection is broken:{}"
+SEC_DEF_OK = "Sec-def data farm connection is OK:{}"
 
 
-def ingest(db: ConnectionSettings, port: int, *args: str) -> subprocess.Popen:
+def ingest(db: ConnectionSettings, port: int, *args: str, reconnect_timeout_s: float = 2) -> subprocess.Popen:
     env = {
         **os.environ,
         **db.libpq_env(),
@@ -37,7 +45,7 @@ def ingest(db: ConnectionSettings, port: int, *args: str) -> subprocess.Popen:
         "IBKR_PORT": str(port),
         "IBKR_CLIENT_ID": "17",
         "IBKR_CONNECT_TIMEOUT": "5",
-        "IBKR_RECONNECT_TIMEOUT": "2",
+        "IBKR_RECONNECT_TIMEOUT": str(reconnect_timeout_s),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "ingest", "--no-progress", "--months", "1", *args],
@@ -49,8 +57,8 @@ def ingest(db: ConnectionSettings, port: int, *args: str) -> subprocess.Popen:
     )
 
 
-def run_ingest(db: ConnectionSettings, port: int, *args: str) -> tuple[int, str, str]:
-    loader = ingest(db, port, *args)
+def run_ingest(db: ConnectionSettings, port: int, *args: str, reconnect_timeout_s: float = 2) -> tuple[int, str, str]:
+    loader = ingest(db, port, *args, reconnect_timeout_s=reconnect_timeout_s)
     out, err = loader.communicate(timeout=60)
     return loader.returncode, out, err
 
@@ -196,3 +204,110 @@ def test_a_batch_handed_to_the_warehouse_commits_before_an_interrupted_load_exit
     assert err == "error: interrupted; every batch landed so far is complete, nothing partial landed\n"
     assert query(warehouse, "select symbol, status, row_count from raw.load_batches") == [("AAPL", "ok", 2)]
     assert_no_partial_batch(warehouse)
+
+
+# --- IBKR's outages, per farm ----------------------------------------------------------------------------------------
+# IB Gateway reports each data farm's state right after the handshake and whenever it changes (IBKR restarts its farms
+# every night). A historical request may need any HMDS farm (which one serves a symbol is not known), a contract lookup
+# any sec-def farm, and both IBKR itself (1100/2110). A farm that is down answers nothing: the scripted gateway stays
+# silent then, so a request sent during an outage times out and shows up as one more request.
+
+
+def test_an_hmds_outage_reported_at_start_up_holds_historical_requests_until_its_own_farm_is_ok(warehouse):
+    """During IBKR's nightly reset the gateway starts the session with "ushmds broken": the first requests must not go
+    out into it (each would time out and burn a try), and contract lookups, which need no HMDS farm, need not wait."""
+    restored = notice(2106, HMDS_OK.format("ushmds"))
+    looked_up: list[float] = []
+
+    def contracts(req_id, request):
+        looked_up.append(time.monotonic())
+        return one_stock(req_id, request)
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, DAYS)] if gateway.sent_at(restored) is not None else []
+
+    gateway = ScriptedGateway(
+        start_up_notices=[(2104, MARKET_DATA_OK), (2105, HMDS_BROKEN.format("ushmds")), (2158, SEC_DEF_OK.format("n"))],
+        after_start_up=[1.5, restored],
+        contracts=contracts,
+        answer=answer,
+    )
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(
+            warehouse, port, "--symbols", "AAPL", "MSFT", "--timeout", "1", reconnect_timeout_s=30
+        )
+    assert status == ExitCode.OK, out + err
+    assert len(gateway.historical_requests) == 2, err  # one per symbol: none went out during the outage
+    assert len(looked_up) == 2 and max(looked_up) < gateway.sent_at(restored)
+    assert "HMDS (historical data) farm ushmds down (2105: " in err and "farm ushmds restored (2106: " in err
+    assert query(warehouse, "select symbol, status, row_count from raw.load_batches order by symbol") == [
+        ("AAPL", "ok", 2),
+        ("MSFT", "ok", 2),
+    ]
+
+
+def test_an_ok_for_one_hmds_farm_does_not_end_another_farms_outage(warehouse):
+    """euhmds breaks, then ushmds reports OK: euhmds is still down. Requests wait for it, as for any HMDS farm, but no
+    longer than IBKR_RECONNECT_TIMEOUT (a load of US stocks may never hear of euhmds again), and the log names it."""
+    broken = notice(2105, HMDS_BROKEN.format("euhmds"))
+    other_farm_ok = notice(2106, HMDS_OK.format("ushmds"))
+    asked: list[float] = []
+
+    def contracts(req_id, request):
+        return [broken, *one_stock(req_id, request), 0.3, other_farm_ok]
+
+    def answer(req_id: int, nth: int):
+        asked.append(time.monotonic())
+        return [bars(req_id, DAYS)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", reconnect_timeout_s=3)
+    assert status == ExitCode.OK, out + err
+    assert gateway.sent_at(other_farm_ok) is not None
+    assert len(asked) == 1 and asked[0] - gateway.sent_at(broken) >= 2.5, err  # held for euhmds's 3 s
+    assert "IBKR has not reported HMDS (historical data) farm euhmds restored within 3 s" in err
+
+
+def test_an_inactive_hmds_farm_holds_nothing_and_ends_that_farms_outage(warehouse):
+    """2107/2108 "inactive but should be available upon demand" are no outage: the gateway connects to the farm when a
+    request needs it. After "ushmds broken", "ushmds inactive" lets requests go at once."""
+    inactive = notice(2107, HMDS_INACTIVE.format("ushmds"))
+    asked: list[float] = []
+
+    def contracts(req_id, request):
+        return [notice(2105, HMDS_BROKEN.format("ushmds")), *one_stock(req_id, request), 0.3, inactive]
+
+    def answer(req_id: int, nth: int):
+        asked.append(time.monotonic())
+        return [bars(req_id, DAYS)]
+
+    start_up = [(2104, MARKET_DATA_OK), (2107, HMDS_INACTIVE.format("cashhmds")), (2108, MARKET_DATA_INACTIVE)]
+    gateway = ScriptedGateway(start_up_notices=start_up, contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", reconnect_timeout_s=20)
+    assert status == ExitCode.OK, out + err
+    assert len(asked) == 1 and asked[0] - gateway.sent_at(inactive) < 5, err  # not the 20 s reconnect timeout
+    assert "farm ushmds restored (2107: " in err and "cashhmds" not in err
+
+
+def test_a_lookup_lost_while_a_sec_def_farm_is_down_is_asked_again_once_it_is_ok(warehouse):
+    """A sec-def farm breaks with a contract lookup out: the lookup's timeout is not counted, and it is asked again
+    when the farm is back (2158), not while it is still down."""
+    broken = notice(2157, SEC_DEF_BROKEN.format("secdefnj"))
+    restored = notice(2158, SEC_DEF_OK.format("secdefnj"))
+    lookups: list[float] = []
+
+    def contracts(req_id, request):
+        lookups.append(time.monotonic())
+        if len(lookups) == 1:
+            return [broken, 1.5, restored]  # no answer: the farm broke
+        return one_stock(req_id, request) if gateway.sent_at(restored) is not None else []
+
+    gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--timeout", "1", reconnect_timeout_s=30)
+    assert status == ExitCode.OK, out + err
+    assert len(lookups) == 2 and lookups[1] >= gateway.sent_at(restored), err
+    assert "sec-def farm secdefnj down (2157: " in err and "sec-def farm secdefnj restored (2158: " in err
+    assert query(warehouse, "select status, row_count from raw.load_batches") == [("ok", 2)]

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from ingest.cli import build_parser
+from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
@@ -15,7 +15,7 @@ from ingest.ibkr.loader import to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
 from ingest.ibkr.planner import INTRADAY_OVERLAP_BARS, PlanContext, months_before, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import detect_readjustment
-from ingest.raw_tables import Coverage, RawBar, StoredBar
+from ingest.raw_tables import BarSettings, Coverage, RawBar, StoredBar
 from ingest.sessions import FinalBars, last_completed_close
 from ingest.watchlist import DEFAULT_WATCHLIST, select_entries
 from market_calendar import EXCHANGE_TZ as NY
@@ -335,12 +335,10 @@ def test_cli_symbols_override_the_watchlist_keep_its_exchanges_and_limit_applies
     entries = select_entries(args.watchlist, args.symbols, args.limit)
     assert [(e.symbol, e.primary_exchange) for e in entries] == [("AAPL", "NASDAQ"), ("BRK B", "NYSE")]
     defaults = parser.parse_args([])
-    assert (defaults.source, defaults.months, defaults.bar_size, defaults.what_to_show, defaults.rth) == (
+    assert (defaults.source, defaults.months, bar_settings(defaults, {})) == (
         "ibkr",
         60,
-        "1 day",
-        "TRADES",
-        True,
+        BarSettings("1 day", "TRADES"),
     )
     assert parser.parse_args(["--no-rth", "--what-to-show", "adjusted_last"]).what_to_show == "ADJUSTED_LAST"
     with pytest.raises(ValueError, match="invalid symbol"):

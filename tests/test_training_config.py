@@ -173,6 +173,11 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
         (["--learning-rate", "inf"], "learning_rate must be finite (not inf or nan)"),
         (["--ent-coef", "nan", "--vf-coef", "inf"], "ent_coef, vf_coef must be finite"),
         (["--seed", "-5"], "seed must be from 0 to 4294967295"),
+        # Accepted, they failed only when the results were written (bigint), after the whole run.
+        (
+            ["--timesteps", str(10**23), "--net-arch", "64", str(2**64)],
+            "timesteps, net_arch must be at most 9223372036854775807",
+        ),
         (["--config"], "--config needs a file name"),
     ],
 )
@@ -332,6 +337,23 @@ def test_ctrl_c_ends_in_one_line_and_status_130(
     assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
         "interrupted: no row of this run was written (a run lands in one transaction, at the end)"
     ]
+
+
+@pytest.mark.parametrize("main, job", [(cli.main, "training.job.run_training"),
+                                       (cli.walk_forward_main, "training.walk_forward.run_walk_forward")])  # fmt: skip
+def test_settings_past_the_memory_end_in_one_line_and_status_2(
+    main, job: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        # What NumPy raises for SB3's rollout buffer at --n-envs 100000000 (was a traceback, status 1).
+        raise MemoryError("Unable to allocate 6.15 TiB for an array with shape (256, 100000000, 66)")
+
+    monkeypatch.setattr(job, out_of_memory)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert main(["--no-progress-bar"] if main is cli.main else []) == ExitCode.CONFIG == 2
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("out of memory (Unable to allocate 6.15 TiB"), errors
+    assert "lower --n-envs" in errors[0]
 
 
 def test_a_yaml_number_without_a_dot_is_a_number_and_text_is_refused_by_name(tmp_path: Path) -> None:

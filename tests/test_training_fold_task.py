@@ -213,3 +213,30 @@ def test_the_same_task_twice_gives_the_same_result(frame: pd.DataFrame, fold, re
             np.testing.assert_array_equal(replay.net_worth, again.replays[split][policy].net_worth)
     other_seed = run_fold_seed(CONFIG, MarketData.from_frame(frame, FEATURES), fold, seed=5)
     assert other_seed.selection_history != result.selection_history
+
+
+def test_settings_past_the_memory_are_refused_before_anything_is_built(
+    frame: pd.DataFrame, fold, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --n-envs 100000000 was a NumPy traceback, or the kernel's out-of-memory killer while the environments were built.
+    observation = len(FEATURES) * CONFIG.window + 1
+    needed = training.ppo.memory_needed(CONFIG, observation)
+    # The rollout buffer alone, twice: n_steps x n_envs x (observation + 7 numbers) float32.
+    assert needed > 2 * CONFIG.n_steps * CONFIG.n_envs * (observation + 7) * 4
+
+    def must_not_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the environments were built before the memory check")
+
+    monkeypatch.setattr(training.fold_task, "make_training_env", must_not_build)
+    available = type("Memory", (), {"available": needed - 1})
+    monkeypatch.setattr(training.ppo.psutil, "virtual_memory", lambda: available)
+    data = MarketData.from_frame(frame, FEATURES)
+    with pytest.raises(
+        training.ppo.SettingsTooLarge,
+        match=r"n_envs 4, n_steps 64, .* needs at least \d+\.\d MiB of memory; \d+\.\d MiB is available",
+    ):
+        run_fold_seed(CONFIG, data, fold, seed=3)
+    # With just enough memory the check passes, and the task goes on to build its environments.
+    available.available = needed
+    with pytest.raises(AssertionError, match="built before the memory check"):
+        run_fold_seed(CONFIG, data, fold, seed=3)

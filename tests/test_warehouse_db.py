@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -518,6 +519,22 @@ def test_lock_files_left_by_a_killed_server_whose_pid_was_reused_do_not_stop_it_
             assert embedded.is_running(pgdata)
         finally:
             other_process.kill()
+
+
+def test_a_warehouse_deleted_under_its_running_server_starts_afresh_and_stays_reachable(fresh_warehouse_dir):
+    """`rm -rf .warehouse` while its server runs, then any command: the old server, still running, would stop by
+    itself within a minute and on its way out delete the new server's socket file (every command then failed until
+    `make db-down`). It is stopped before the new one starts."""
+    import psutil
+
+    pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
+    embedded.start(pgdata)
+    old_server = psutil.Process(int((pgdata / "postmaster.pid").read_text().splitlines()[0]))
+    shutil.rmtree(pgdata)
+    settings = embedded.start(pgdata)
+    assert not old_server.is_running()
+    with connect(settings) as conn:
+        assert conn.execute("select count(*) from pg_roles where rolname = 'loader'").fetchone() == (1,)
 
 
 @pytest.mark.integration  # embedded.start runs (and stops at the directory before any server starts)

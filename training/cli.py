@@ -208,6 +208,8 @@ def user_error_status(error: BaseException) -> ExitCode | None:
             ExitCode.CONFIG,
         ),
         ((AllTasksFailed, NoTrialCompleted), ExitCode.FAILED),
+        # Settings sized past this machine's memory (e.g. --n-envs 100000000: a 6 TiB rollout buffer).
+        ((MemoryError,), ExitCode.CONFIG),
     ]
     return next((status for kinds, status in statuses if isinstance(error, kinds)), None)
 
@@ -217,7 +219,14 @@ def report_user_error(error: Exception) -> ExitCode:
     status = user_error_status(error)
     if status is None:
         raise error
-    logger.error("%s", error)
+    if isinstance(error, MemoryError):
+        logger.error(
+            "out of memory (%s): lower --n-envs, --n-steps, --batch-size, --net-arch, --random-draws or "
+            "--bootstrap-samples",
+            error or "no detail",
+        )
+    else:
+        logger.error("%s", error)
     return status
 
 

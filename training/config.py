@@ -32,6 +32,8 @@ VecEnvKind = Literal["batched", "dummy", "subproc"]
 SelectionMetric = Literal["sharpe", "sortino", "total_return"]
 MAX_SEED = 2**32 - 1
 """The largest seed NumPy's random generators accept (the run seeds them, torch and PPO with it)."""
+MAX_INTEGER = 2**63 - 1
+"""The largest value of any integer setting: the results land in the warehouse's bigint columns (and NumPy's int64)."""
 
 
 @dataclass
@@ -159,6 +161,17 @@ class TrainConfig:
         ]
         if not_finite:
             problems.append(f"{', '.join(not_finite)} must be finite (not inf or nan)")
+        # Accepted, it would fail only when the results are written, after the whole run.
+        too_large = [
+            field.name
+            for field in dataclasses.fields(self)
+            if any(
+                isinstance(number, int) and not isinstance(number, bool) and abs(number) > MAX_INTEGER
+                for number in _numbers(getattr(self, field.name))
+            )
+        ]
+        if too_large:
+            problems.append(f"{', '.join(too_large)} must be at most {MAX_INTEGER} (a 64-bit integer)")
         if not 0 <= self.seed <= MAX_SEED:
             problems.append(f"seed must be from 0 to {MAX_SEED} (NumPy's seeds)")
         for name in ("env", "vec_env", "selection_metric"):
@@ -338,6 +351,11 @@ def _split_commas(values: Any) -> tuple[str, ...]:
     if isinstance(values, str | int):
         values = [values]
     return tuple(part.strip() for value in values for part in str(value).split(",") if part.strip())
+
+
+def _numbers(value: Any) -> tuple[Any, ...]:
+    """A setting's value as a tuple of its items: net_arch's layer sizes, or the value itself."""
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _plain(value: Any) -> Any:

@@ -47,10 +47,11 @@ from training.callbacks import ValidationSelection
 from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
+from training.envs.spaces import observation_size
 from training.evaluation import AGENT, PolicyReplay, replay
 from training.folds import SPLITS, Fold
 from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
-from training.ppo import TrainingStats, build_model, learn, make_training_env
+from training.ppo import TrainingStats, build_model, check_memory, learn, make_training_env
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +148,10 @@ def train_and_select(
     config: TrainConfig, fold_series: FoldSeries, seed: int, extras: RunExtras = RunExtras()
 ) -> Selection:
     """PPO on the fold's train series; the checkpoint with the best validation score is the one returned."""
+    settings = env_settings(config)
+    check_memory(config, observation_size(settings.window, n_features=fold_series.series["train"][0].features.shape[1]))
     seed_everything(seed, config.torch_threads)
-    env = make_training_env(config, fold_series.series["train"], env_settings(config))
+    env = make_training_env(config, fold_series.series["train"], settings)
     try:
         model = build_model(config, env, seed, extras.tensorboard_dir, extras.resume)
         selection = ValidationSelection(validation_scorer(config, fold_series.series["validation"]), config.eval_freq)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -23,6 +24,47 @@ logger = logging.getLogger(__name__)
 
 class ModelFileError(ValueError):
     """The model zip given to --resume cannot be loaded for this run (another SB3 format, observation space, ...)."""
+
+
+class SettingsTooLarge(MemoryError):
+    """The settings ask for more memory than this machine has available (e.g. --n-envs 100000000)."""
+
+
+#: Numbers SB3's rollout buffer holds per step besides the observation: action, reward, return, episode start,
+#: value, log-probability and advantage.
+ROLLOUT_NUMBERS_PER_STEP = 7
+#: Bytes one environment costs besides its rollout (its state, random generator and SB3's bookkeeping): a
+#: generous round figure; about 0.2 kB was measured for the batched environment's state.
+BYTES_PER_ENVIRONMENT = 4096
+
+
+def memory_needed(config: TrainConfig, observation_size: int) -> int:
+    """Bytes one PPO training needs at least: its rollout buffer, twice (SB3 flattens a copy for the update), each
+    environment's state, and the policy and value networks with their gradients and Adam's two moments (float32)."""
+    rollout = config.n_steps * config.n_envs * (observation_size + ROLLOUT_NUMBERS_PER_STEP) * 4 * 2
+    layers = [observation_size, *config.net_arch]
+    parameters = 2 * sum((inputs + 1) * outputs for inputs, outputs in zip(layers, layers[1:], strict=False))
+    activations = 2 * config.batch_size * sum(config.net_arch) * 4 * 3  # forward and backward, both networks
+    return rollout + config.n_envs * BYTES_PER_ENVIRONMENT + parameters * 4 * 4 + activations
+
+
+def check_memory(config: TrainConfig, observation_size: int, available: int | None = None) -> None:
+    """Refuse settings that cannot fit in memory before anything is allocated.
+
+    Without this an absurd value (a typo like --n-envs 100000000) ended in a NumPy traceback, or in the kernel's
+    out-of-memory killer (status 137, no word) while the environments were being built.
+    """
+    available = psutil.virtual_memory().available if available is None else available
+    needed = memory_needed(config, observation_size)
+    if needed > available:
+        raise SettingsTooLarge(
+            f"PPO with n_envs {config.n_envs}, n_steps {config.n_steps}, batch_size {config.batch_size} and net_arch "
+            f"{list(config.net_arch)} needs at least {_size(needed)} of memory; {_size(available)} is available"
+        )
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.1f} MiB"
 
 
 def make_training_env(config: TrainConfig, series: Sequence[SymbolSeries], settings: EnvSettings) -> VecEnv:

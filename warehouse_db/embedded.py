@@ -23,11 +23,12 @@ import fcntl
 import logging
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from warehouse_db.errors import WarehouseError, WarehouseUnreachable
@@ -80,6 +81,8 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     try:
         create_warehouse_dir(pgdata.parent)
         with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
+            if not is_running(pgdata):
+                _stop_orphaned_servers(pgdata)
             if not (pgdata / "PG_VERSION").exists():
                 _initdb(pgdata)
             _restrict_access(pgdata)
@@ -280,6 +283,38 @@ def _remove_stale_lock_files(pgdata: Path) -> None:
         if lock_file.exists():
             logger.warning("removing %s: no server is running (left by a server that was killed)", lock_file)
             lock_file.unlink(missing_ok=True)
+
+
+def _stop_orphaned_servers(pgdata: Path) -> None:
+    """Called when no server runs for ``pgdata`` by its ``postmaster.pid``: stop any that still runs with ``-D
+    pgdata`` because its data directory was deleted (or moved) under it, before anything is written there.
+
+    Left alone, it would stop by itself within a minute (PostgreSQL rechecks its lock file), and on its way out
+    delete the socket file at the same path, which by then belongs to the server started in its place: that one would
+    run on, unreachable. An immediate shutdown (SIGQUIT), because a fast one writes a checkpoint, and it writes
+    some of it by absolute path: into a new data directory at the same place.
+    """
+    import psutil
+
+    orphans = [
+        process
+        for process in psutil.process_iter(["name", "cmdline"])
+        if process.info["name"] == "postgres" and _data_directory(process.info["cmdline"] or []) == pgdata
+    ]
+    for process in orphans:
+        logger.warning(
+            "stopping PostgreSQL server %d: its data directory %s was deleted or moved while it ran",
+            process.pid,
+            pgdata,
+        )
+        with suppress(psutil.Error):
+            process.send_signal(signal.SIGQUIT)
+    psutil.wait_procs(orphans, timeout=30)
+
+
+def _data_directory(arguments: list[str]) -> Path | None:
+    """The ``-D`` of a postmaster's command line (its children's read "postgres: checkpointer" and the like)."""
+    return Path(arguments[arguments.index("-D") + 1]) if "-D" in arguments[:-1] else None
 
 
 def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:

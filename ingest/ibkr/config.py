@@ -32,7 +32,8 @@ class IbkrSettings:
     request_timeout_s: float = 60.0
     """How long one historical request may stay unanswered before it counts as timed out (then retried)."""
     reconnect_timeout_s: float = 60.0
-    """After a dropped connection, how long to keep trying to reconnect before giving up."""
+    """After a dropped connection, how long to keep trying to reconnect before giving up; after IBKR reports an
+    outage (its own, or a farm's), how long requests wait for it to end before they go out again."""
     readonly: bool = True
     """Connect read-only: the loader never places orders (works with the gateway's 'Read-Only API' setting)."""
 
@@ -55,14 +56,31 @@ class IbkrSettings:
                 raise IbkrConfigError(f"{setting} {seconds:g} {problem}")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, str]) -> IbkrSettings:
-        """Settings from ``warehouse_db.settings.read_config()`` (``.env`` overlaid by the environment)."""
+    def from_config(
+        cls,
+        config: Mapping[str, str],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        client_id: int | None = None,
+        request_timeout_s: float | None = None,
+    ) -> IbkrSettings:
+        """Settings from ``warehouse_db.settings.read_config()`` (``.env`` overlaid by the environment).
+
+        A value given here (a command-line flag: ``--host``, ``--port``, ``--client-id``, ``--timeout``) wins, and
+        the variable it overrides is then not read at all: a bad ``IBKR_PORT`` in ``.env`` does not stop a run that
+        names its port.
+        """
         return cls(
-            host=(config.get("IBKR_HOST") or DEFAULT_HOST).strip(),
-            port=_int(config, "IBKR_PORT", DEFAULT_PORT, *PORT_RANGE),
-            client_id=_int(config, "IBKR_CLIENT_ID", DEFAULT_CLIENT_ID, *CLIENT_ID_RANGE),
+            host=host if host is not None else (config.get("IBKR_HOST") or DEFAULT_HOST).strip(),
+            port=port if port is not None else _int(config, "IBKR_PORT", DEFAULT_PORT, *PORT_RANGE),
+            client_id=client_id
+            if client_id is not None
+            else _int(config, "IBKR_CLIENT_ID", DEFAULT_CLIENT_ID, *CLIENT_ID_RANGE),
             connect_timeout_s=_float(config, "IBKR_CONNECT_TIMEOUT", cls.connect_timeout_s),
-            request_timeout_s=_float(config, "IBKR_REQUEST_TIMEOUT", cls.request_timeout_s),
+            request_timeout_s=request_timeout_s
+            if request_timeout_s is not None
+            else _float(config, "IBKR_REQUEST_TIMEOUT", cls.request_timeout_s),
             reconnect_timeout_s=_float(config, "IBKR_RECONNECT_TIMEOUT", cls.reconnect_timeout_s),
         )
 

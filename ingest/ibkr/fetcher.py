@@ -20,9 +20,15 @@ errorEvent 321 (request invalid)             :class:`InvalidRequestError` at onc
                                              the decoding error, if the client could not read an
                                              answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
-notice 1100 / 2105 / 2110 (IBKR or a        hold new requests and contract lookups until 1101 /
-farm unreachable)                            1102 / 2106 (at most the reconnect timeout per outage);
-                                             a timeout meanwhile is not counted
+an outage notice (1100/2110 IBKR-wide,       a request waits while a farm it may use is down:
+2105 an HMDS farm, 2157 a sec-def farm;      historical requests for IBKR-wide and every HMDS
+:mod:`ingest.ibkr.farms`), kept per          farm (which one serves a symbol is not known),
+farm from the start-up on                    contract lookups for IBKR-wide and every sec-def
+                                             farm; each outage ends with its own OK notice
+                                             (1101/1102; 2106 or 2107 for that farm; 2158), or
+                                             after the reconnect timeout from its notice; a
+                                             timeout of a request that met a new outage is
+                                             asked again, not counted; 2107/2108 never hold one
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -36,7 +42,7 @@ An empty list alone cannot tell "no data", "error" and "timeout" apart; the code
 delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
 very object back, so every error lands with the request it belongs to.
 
-Imports only the standard library, the client library and the pure planner/limiter modules, so that
+Imports only the standard library, the client library and the pure planner/limiter/farm modules, so that
 :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of its own.
 """
 
@@ -52,6 +58,7 @@ from datetime import date, datetime
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
+from ingest.ibkr import farms
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.pacing import PacingLimiter, RequestKey
 
@@ -63,10 +70,6 @@ ERR_INVALID_REQUEST = 321
 ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
-#: IBKR's own connectivity (gateway <-> IBKR, e.g. its nightly restart: 1100, 2110) and a historical-data farm's
-#: (2105): lost; then restored (1101, 1102, 2106). Notices, not per-request errors.
-CONNECTIVITY_LOST = frozenset({1100, 2105, 2110})
-CONNECTIVITY_RESTORED = frozenset({1101, 1102, 2106})
 #: Codes that never mean a request failed: "HMDS query message" (165) and the delayed-data notice (10167), which
 #: ib_async treats as warnings too; "no historical query found" after a cancel (366); connectivity lost/restored
 #: (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
@@ -241,9 +244,8 @@ class IbkrSession:
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
         self._handshake_ended: asyncio.Event | None = None
-        self._ibkr_reachable = asyncio.Event()  # cleared by a CONNECTIVITY_LOST notice until CONNECTIVITY_RESTORED
-        self._ibkr_reachable.set()
-        self._outages = 0
+        self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
+        self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
         self._decode_errors = _DecodeErrors(self.lib.__name__)
 
     # --- connection ---------------------------------------------------------------------------
@@ -287,6 +289,7 @@ class IbkrSession:
         ):
             kwargs["fetchFields"] = self.lib.StartupFetchNONE
         self._connection_notices.clear()
+        self._farms.reset()  # a new API session: the gateway reports every farm afresh, from its start-up on
         self._decode_errors.attach()
         where = f"{s.host}:{s.port}"
         handshake_errors: list[str] = []
@@ -348,7 +351,6 @@ class IbkrSession:
                 f"cannot connect to IB Gateway/TWS at {where}: the server chose API version {version}, above the "
                 f"highest this client offered ({highest}); its messages would be misread"
             )
-        self._ibkr_reachable.set()  # a new API session starts with IBKR's notices afresh
         for code, message in self._connection_notices:  # held back while a failed start-up would have named them
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
                 log.warning("gateway notice %s: %s", code, message)
@@ -423,14 +425,7 @@ class IbkrSession:
             self._connection_notices.append((code, message))
             if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
                 self._handshake_ended.set()
-            if code in CONNECTIVITY_LOST:
-                if self._ibkr_reachable.is_set():
-                    log.warning("IBKR reports %s (%s): new requests wait until it is restored", code, message)
-                self._ibkr_reachable.clear()
-                self._outages += 1
-            elif code in CONNECTIVITY_RESTORED and not self._ibkr_reachable.is_set():
-                log.warning("IBKR reports %s (%s): requests resume", code, message)
-                self._ibkr_reachable.set()
+            self._note_farm(code, message)
             # 326, and any error during the start-up, becomes the connection's error.
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE and self._handshake_ended is None:
                 log.warning("gateway notice %s: %s", code, message)
@@ -468,13 +463,13 @@ class IbkrSession:
         timeouts = drops = outage_timeouts = 0
         while True:
             await self._ensure_connected()
-            await self._wait_for_ibkr()
+            await self._wait_for_farms(farms.CONTRACT_DETAILS)
+            outages_before = self._farms.reported(farms.CONTRACT_DETAILS)
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
                     await self.limiter.message()
                     self.stats.contract_requests += 1
-                    outages_before = self._outages
                     details = await asyncio.wait_for(
                         _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
                     )
@@ -485,8 +480,8 @@ class IbkrSession:
                         return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
                     continue
                 except TimeoutError:
-                    if self._outages > outages_before and outage_timeouts < self.retry.connection_retries:
-                        outage_timeouts += 1  # IBKR was unreachable meanwhile: the lookup was lost, not refused
+                    if self._met_an_outage(farms.CONTRACT_DETAILS, outages_before, outage_timeouts):
+                        outage_timeouts += 1  # IBKR or a sec-def farm was down meanwhile: lost, not refused
                         continue
                     timeouts += 1
                     self.stats.timeouts += 1
@@ -543,7 +538,8 @@ class IbkrSession:
         while True:
             attempts += 1
             await self._ensure_connected()
-            await self._wait_for_ibkr()
+            await self._wait_for_farms(farms.HISTORY)
+            outages_before = self._farms.reported(farms.HISTORY)
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
@@ -551,11 +547,7 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
-                        sent_at, undecoded_before, outages_before = (
-                            loop.time(),
-                            self._decode_errors.count,
-                            self._outages,
-                        )
+                        sent_at, undecoded_before = loop.time(), self._decode_errors.count
                         bars = await self._race_invalid(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
@@ -619,8 +611,8 @@ class IbkrSession:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
-            if self._outages > outages_before and outage_timeouts < self.retry.connection_retries:
-                outage_timeouts += 1  # IBKR was unreachable meanwhile: the request was lost, not refused
+            if self._met_an_outage(farms.HISTORY, outages_before, outage_timeouts):
+                outage_timeouts += 1  # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
                 log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
                 continue
             timeouts += 1
@@ -633,23 +625,49 @@ class IbkrSession:
                 return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
 
-    async def _wait_for_ibkr(self) -> None:
-        """While IBKR reports its connectivity lost (1100, 2105, 2110), hold new requests back.
+    async def _wait_for_farms(self, uses: frozenset[farms.FarmKind]) -> None:
+        """While IBKR reports a farm down that a request may use (``uses``), hold the request back.
 
-        For at most the reconnect timeout per outage: a farm the load does not use may never be reported restored,
-        so after that wait the outage counts as over and requests go out again (their own timeouts decide).
+        For at most the reconnect timeout per outage, counted from its notice: a farm the load does not use may never
+        be reported restored, so after that the outage no longer holds requests (their own timeouts decide).
         """
-        if self._ibkr_reachable.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._ibkr_reachable.wait(), self.settings.reconnect_timeout_s)
-        except TimeoutError:
-            if not self._ibkr_reachable.is_set():
+        while held := self._farms.holding(uses):
+            changed = self._farms_changed
+            try:
+                await asyncio.wait_for(changed.wait(), min(self._farms.seconds_left(o) for o in held))
+            except TimeoutError:
+                for outage in self._farms.wait_out(uses):
+                    log.warning(
+                        "IBKR has not reported %s restored within %g s (IBKR_RECONNECT_TIMEOUT); sending %s again",
+                        outage.describe(),
+                        self._farms.patience_s,
+                        _WHO_WAITS[outage.kind],
+                    )
+
+    def _note_farm(self, code: int, message: str) -> None:
+        """An outage notice (1100/2110, 2105, 2157) or its end, for the farm it names: logged, and waiters woken."""
+        changes = self._farms.note(code, message)
+        for change in changes:
+            outage = change.outage
+            if change.down:
                 log.warning(
-                    "IBKR reported no restored connectivity within %g s (IBKR_RECONNECT_TIMEOUT); sending requests again",
-                    self.settings.reconnect_timeout_s,
+                    "IBKR reports %s down (%s: %s): %s wait for it, at most %g s (IBKR_RECONNECT_TIMEOUT)",
+                    outage.describe(),
+                    code,
+                    message,
+                    _WHO_WAITS[outage.kind],
+                    self._farms.patience_s,
                 )
-                self._ibkr_reachable.set()
+            else:
+                log.warning("IBKR reports %s restored (%s: %s)", outage.describe(), code, message)
+        if changes:
+            self._farms_changed.set()
+            self._farms_changed = asyncio.Event()
+
+    def _met_an_outage(self, uses: frozenset[farms.FarmKind], reported_before: int, outage_timeouts: int) -> bool:
+        """Whether a request that timed out met an outage of a farm it may use (reported since it was let go), and
+        may still be asked again without counting the timeout (as often as a dropped connection)."""
+        return self._farms.reported(uses) > reported_before and outage_timeouts < self.retry.connection_retries
 
     async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
         """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
@@ -658,6 +676,13 @@ class IbkrSession:
         except _Ended:
             code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
+
+
+_WHO_WAITS = {
+    farms.FarmKind.IBKR: "historical requests and contract lookups",
+    farms.FarmKind.HMDS: "historical requests",
+    farms.FarmKind.SEC_DEF: "contract lookups",
+}
 
 
 def _closed_by_peer(handshake_error: str) -> bool:

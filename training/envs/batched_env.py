@@ -26,7 +26,14 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from training.envs import fill_rule
 from training.envs.fill_rule import Position
-from training.envs.spaces import EnvSettings, action_space, choose_series, observation_space, validate_series
+from training.envs.spaces import (
+    EnvSettings,
+    action_space,
+    choose_series,
+    observation_size,
+    observation_space,
+    validate_series,
+)
 from training.market_data import SymbolSeries
 
 _DELAY = fill_rule.FILL_DELAY_SESSIONS
@@ -73,7 +80,7 @@ class BatchedTrading:
         self.shares = np.zeros(n, dtype=np.float64)
         self.position = np.zeros(n, dtype=np.int64)
         self.net_worth = np.full(n, settings.initial_cash, dtype=np.float64)
-        self._obs_dim = settings.window * market.n_features + 1
+        self._obs_dim = observation_size(settings.window, market.n_features)
 
     def start(self, episodes: np.ndarray, series_index: np.ndarray) -> None:
         """(Re)start ``episodes`` (indices) on ``series_index``: flat, initial cash, at the first full window."""

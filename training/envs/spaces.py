@@ -51,9 +51,14 @@ def action_space() -> spaces.Discrete:
     return spaces.Discrete(len(Position))
 
 
+def observation_size(window: int, n_features: int) -> int:
+    """Numbers in one observation: ``window`` sessions of features, then the position held (0 or 1)."""
+    return window * n_features + 1
+
+
 def observation_space(window: int, n_features: int, clip: float) -> spaces.Box:
-    low = np.full(window * n_features + 1, -clip, dtype=np.float32)
-    high = np.full(window * n_features + 1, clip, dtype=np.float32)
+    low = np.full(observation_size(window, n_features), -clip, dtype=np.float32)
+    high = np.full(observation_size(window, n_features), clip, dtype=np.float32)
     low[-1], high[-1] = 0.0, 1.0
     return spaces.Box(low=low, high=high, dtype=np.float32)
 
