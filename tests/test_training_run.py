@@ -219,7 +219,10 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
 
 
 def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
-    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mart_warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder, which an interrupted run
     removes, stays for them (Ctrl+C removed them with the folder)."""
@@ -232,6 +235,8 @@ def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
         run_training(short_config(tmp_path, run_id="interrupted", checkpoint_freq=512), mart_warehouse)
     checkpoints = tmp_path / "runs" / "interrupted" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["ppo_1024_steps.zip", "ppo_512_steps.zip"]
+    # The hint names the fold too: --resume alone trains on the latest fold, whatever fold the checkpoint came from.
+    assert f"with the same --fold and --resume {checkpoints / 'ppo_1024_steps.zip'}" in caplog.text
     with connect(mart_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'interrupted'").fetchone() == (0,)
 
