@@ -179,6 +179,7 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
             "timesteps, net_arch must be at most 9223372036854775807",
         ),
         (["--config"], "--config needs a file name"),
+        (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
     ],
 )
 def test_a_bad_command_line_ends_in_one_line_and_status_2(

@@ -132,6 +132,8 @@ def _one_line(tyro_error: str, prog: str) -> str:
     if not title and len(blocks) > 1 and len(blocks[0]) == 1:  # no box (not a terminal): the title is a line alone
         title = blocks.pop(0)[0]
     message = " ".join(blocks[0]) if blocks else title or "invalid command line"
+    # "Missing value for argument '--seed'. Expected 1 values." says it twice, the second time ungrammatically.
+    message = message.replace(". Expected 1 values.", "").rstrip(". ")
     suggestions = [
         flag
         for block in blocks[1:]
