@@ -156,7 +156,11 @@ def test_each_component_runs_with_nothing_but_its_own_login(server: ExternalServ
     up = run([PYTHON, "-m", "warehouse_db", "up"], admin_env)
     assert "external server" in up and "trainer=trainer_app" in up
     ingest(loader_env)
-    dbt_build({**base, **server_env(server, database), **login_env("transformer")}, tmp_path)
+    transformer_env = {**base, **server_env(server, database), **login_env("transformer")}
+    # `make dbt-build` and `make db-up` run `up` first: on dbt's machine, with only the transformer's login (no
+    # admin login to provision with), it checks as that login. It used to stop with "no password supplied".
+    assert "warehouse ready: PostgreSQL transformer_app@" in run([PYTHON, "-m", "warehouse_db", "up"], transformer_env)
+    dbt_build(transformer_env, tmp_path)
     train({**base, **server_env(server, database), **login_env("trainer")}, tmp_path)
 
     with connect(admin) as conn:
@@ -213,3 +217,4 @@ def test_pg_variables_select_an_external_server(server: ExternalServer, tmp_path
     assert (resolved.host, resolved.port, resolved.dbname) == ("127.0.0.1", server.port, "postgres")
     status = run([PYTHON, "-m", "warehouse_db", "status"], env)
     assert "external server" in status and "not provisioned yet" in status
+    assert "warehouse ready" not in status, status

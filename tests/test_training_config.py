@@ -165,6 +165,8 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
     [
         (["--config", "/nonexistent/run.yaml"], "no such file"),
         (["--seedz", "3"], "Unrecognized options: --seedz, 3 (did you mean --seed or --seeds?)"),
+        # A true/false flag is suggested as its pair, not as "--progress-bar,".
+        (["--no-progress"], "--no-progress (did you mean --progress-bar or --no-progress-bar?)"),
         (["--seeds", "many"], "Error parsing --seeds"),
         (["--timesteps", "0"], "timesteps"),
         # inf and nan passed every "> 0" check and ended in a traceback from torch (status 1), or a NaN loss.
@@ -177,6 +179,7 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
             "timesteps, net_arch must be at most 9223372036854775807",
         ),
         (["--config"], "--config needs a file name"),
+        (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
     ],
 )
 def test_a_bad_command_line_ends_in_one_line_and_status_2(

@@ -24,6 +24,7 @@ from training.features import read_mart_schema
 from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
+from training.ppo import ModelHasSeenHeldOutSessions
 from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -222,8 +223,29 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
     assert row == (512, str(checkpoint))
 
 
+def test_resuming_a_model_that_has_seen_the_folds_test_sessions_is_refused(
+    mart_warehouse: ConnectionSettings, folds, tmp_path: Path
+) -> None:
+    """A later fold's model resumed on an earlier fold would be tested on sessions it has trained on or was selected
+    on. Each model zip, checkpoints included, says the last session it has seen."""
+    base = run_training(short_config(tmp_path, run_id="base", timesteps=512), mart_warehouse)
+    fold_1, fold_2 = folds
+    checkpoint = tmp_path / "runs" / "base" / "checkpoints" / "ppo_512_steps.zip"
+    assert PPO.load(checkpoint, device="cpu").sessions_seen_until == fold_2.train.end.isoformat()
+    selected = base.run_dir / "folds/fold-2/seed-42/model.zip"
+    assert PPO.load(selected, device="cpu").sessions_seen_until == fold_2.validation.end.isoformat()
+    assert fold_2.validation.end >= fold_1.test.start  # fold 2 was selected on sessions of fold 1's test split
+    with pytest.raises(ModelHasSeenHeldOutSessions, match="fold 1's test split begins on") as refused:
+        run_training(short_config(tmp_path, run_id="leaky", fold=1, resume=selected), mart_warehouse)
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+    assert not (tmp_path / "runs" / "leaky").exists()
+
+
 def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
-    mart_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mart_warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Ctrl+C after some checkpoints were saved: the run lands no row, and its folder, which an interrupted run
     removes, stays for them (Ctrl+C removed them with the folder)."""
@@ -236,6 +258,8 @@ def test_an_interrupted_run_keeps_its_checkpoints_to_resume_from(
         run_training(short_config(tmp_path, run_id="interrupted", checkpoint_freq=512), mart_warehouse)
     checkpoints = tmp_path / "runs" / "interrupted" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["ppo_1024_steps.zip", "ppo_512_steps.zip"]
+    # The hint names the fold too: --resume alone trains on the latest fold, whatever fold the checkpoint came from.
+    assert f"with the same --fold and --resume {checkpoints / 'ppo_1024_steps.zip'}" in caplog.text
     with connect(mart_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'interrupted'").fetchone() == (0,)
 

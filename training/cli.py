@@ -132,15 +132,28 @@ def _one_line(tyro_error: str, prog: str) -> str:
     if not title and len(blocks) > 1 and len(blocks[0]) == 1:  # no box (not a terminal): the title is a line alone
         title = blocks.pop(0)[0]
     message = " ".join(blocks[0]) if blocks else title or "invalid command line"
+    # "Missing value for argument '--seed'. Expected 1 values." says it twice, the second time ungrammatically.
+    message = message.replace(". Expected 1 values.", "").rstrip(". ")
     suggestions = [
-        line.split()[0]
+        flag
         for block in blocks[1:]
         if block[0].startswith("Perhaps you meant")
         for line in block
         if line.startswith("--")
+        for flag in _flag_names(line)
     ]
     hint = f" (did you mean {' or '.join(dict.fromkeys(suggestions))}?)" if suggestions else ""
     return f"{message}{hint}; see {prog} --help"
+
+
+def _flag_names(line: str) -> list[str]:
+    """The flags a line of tyro's suggestions names: '--seed INT ...' or a true/false pair '--a, --no-a ...'."""
+    names = []
+    for word in line.split():
+        names.append(word.rstrip(","))
+        if not word.endswith(","):
+            break
+    return names
 
 
 def _help(description: str) -> str:

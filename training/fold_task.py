@@ -51,7 +51,15 @@ from training.envs.spaces import observation_size
 from training.evaluation import AGENT, PolicyReplay, replay
 from training.folds import SPLITS, Fold
 from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
-from training.ppo import TrainingStats, build_model, check_memory, learn, make_training_env
+from training.ppo import (
+    TrainingStats,
+    build_model,
+    check_memory,
+    check_unseen,
+    learn,
+    make_training_env,
+    mark_seen,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +74,7 @@ class NotEnoughData(ValueError):
 class FoldSeries:
     """One fold's symbol series per split, with features scaled by statistics of its train split."""
 
-    fold_id: int
+    fold: Fold
     scaler: FeatureScaler
     series: dict[str, list[SymbolSeries]]
     left_out: dict[str, list[str]]
@@ -74,6 +82,10 @@ class FoldSeries:
     history: pd.DataFrame
     """Mart rows the SMA baseline computes its moving averages from (every row it was given: for a task, the whole
     mart; for a sweep trial, rows up to the validation end). Its averages use closes up to each session only."""
+
+    @property
+    def fold_id(self) -> int:
+        return self.fold.fold_id
 
 
 def env_settings(config: TrainConfig) -> EnvSettings:
@@ -97,7 +109,7 @@ def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequ
                 f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
                 f"split {fold.dates(split).start} .. {fold.dates(split).end}"
             )
-    return FoldSeries(fold.fold_id, scaler, series, left_out, data.frame)
+    return FoldSeries(fold, scaler, series, left_out, data.frame)
 
 
 def seed_everything(seed: int, torch_threads: int) -> None:
@@ -154,6 +166,10 @@ def train_and_select(
     env = make_training_env(config, fold_series.series["train"], settings)
     try:
         model = build_model(config, env, seed, extras.tensorboard_dir, extras.resume)
+        fold = fold_series.fold
+        if extras.resume is not None:
+            check_unseen(model, fold, extras.resume)
+        mark_seen(model, fold.train.end)  # the checkpoints saved while it learns say so
         selection = ValidationSelection(validation_scorer(config, fold_series.series["validation"]), config.eval_freq)
         callbacks: list[BaseCallback] = [selection]
         if extras.checkpoint_dir is not None and extras.checkpoint_freq > 0:
@@ -166,6 +182,7 @@ def train_and_select(
             )
         stats = learn(model, config.timesteps, callbacks, extras.progress_bar, resumed=extras.resume is not None)
         selection.restore_best(model)
+        mark_seen(model, fold.validation.end)  # it was chosen on validation sessions
     finally:
         env.close()
     assert selection.best_step is not None

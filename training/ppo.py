@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import psutil
@@ -17,6 +18,7 @@ from training.callbacks import StepsPerSecond, TqdmProgressBar
 from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
 from training.envs.batched_env import NativeVecEnv
+from training.folds import Fold
 from training.market_data import SymbolSeries
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,51 @@ logger = logging.getLogger(__name__)
 
 class ModelFileError(ValueError):
     """The model zip given to --resume cannot be loaded for this run (another SB3 format, observation space, ...)."""
+
+
+class ModelHasSeenHeldOutSessions(ModelFileError):
+    """The model given to --resume trained on (or was selected on) sessions of this fold's test split."""
+
+
+SESSIONS_SEEN_UNTIL = "sessions_seen_until"
+"""Attribute of a model, saved in its zip, checkpoints included: the last session (ISO date) it trained on or was
+selected on. --resume refuses a model whose sessions reach into the fold's test split."""
+
+
+def mark_seen(model: PPO, last_session: date) -> None:
+    """Record that ``model`` has now seen sessions up to ``last_session`` (never moves the mark back)."""
+    seen = getattr(model, SESSIONS_SEEN_UNTIL, None)
+    if seen is None or date.fromisoformat(seen) < last_session:
+        setattr(model, SESSIONS_SEEN_UNTIL, last_session.isoformat())
+
+
+def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
+    """Refuse to go on training ``model`` (from ``path``) on ``fold`` if it has seen any of the fold's test sessions:
+    a later fold's checkpoint resumed on an earlier fold has trained on that fold's test sessions, and its test
+    result would be look-ahead. Validation sessions seen make only the checkpoint selection optimistic: a warning."""
+    seen = getattr(model, SESSIONS_SEEN_UNTIL, None)
+    if seen is None:
+        logger.warning(
+            "--resume %s: the model does not say which sessions it has seen (it was not saved by this project's "
+            "training): make sure none is on or after %s, where fold %d's test split begins",
+            path,
+            fold.test.start,
+            fold.fold_id,
+        )
+    elif date.fromisoformat(seen) >= fold.test.start:
+        raise ModelHasSeenHeldOutSessions(
+            f"--resume {path}: the model has seen sessions up to {seen}, and fold {fold.fold_id}'s test split begins "
+            f"on {fold.test.start}: resume it on the fold it was trained on (--fold) or a later one"
+        )
+    elif date.fromisoformat(seen) >= fold.validation.start:
+        logger.warning(
+            "--resume %s: the model has seen sessions up to %s, in fold %d's validation split (from %s): the "
+            "checkpoint selection on validation will be optimistic",
+            path,
+            seen,
+            fold.fold_id,
+            fold.validation.start,
+        )
 
 
 class SettingsTooLarge(MemoryError):

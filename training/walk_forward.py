@@ -156,7 +156,9 @@ def remove_unfinished_run(run_dir: Path) -> None:
     it: they are there to continue from (--resume), after a Ctrl+C above all."""
     checkpoints = sorted((run_dir / "checkpoints").glob("*.zip"), key=lambda path: path.stat().st_mtime)
     if checkpoints:
-        logger.warning("the run's checkpoints stay in %s: continue from the latest with --resume %s",
+        # Without the same --fold, a resumed run trains on the latest fold: a checkpoint of a later fold resumed on an
+        # earlier one has trained on that fold's test sessions.
+        logger.warning("the run's checkpoints stay in %s: continue from the latest with the same --fold and --resume %s",
                        checkpoints[-1].parent, checkpoints[-1])  # fmt: skip
         return
     shutil.rmtree(run_dir, ignore_errors=True)

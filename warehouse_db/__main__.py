@@ -17,7 +17,7 @@ from warehouse_db import embedded
 from warehouse_db.command_line import EXIT_USAGE, OneLineParser
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
-from warehouse_db.provision import missing_pieces, provision
+from warehouse_db.provision import ensure_provisioned, missing_pieces, provision
 from warehouse_db.schemas import COMPONENT_ROLES
 from warehouse_db.settings import (
     ConnectionSettings,
@@ -126,14 +126,21 @@ def _run(command: str) -> int:
             print(f"export {name}={shlex.quote(value)}")
         print(f"unset {' '.join(unsets)}")
         return EXIT_OK
-    with connect(settings) as conn:
+    # A machine that runs one component (say dbt) may hold only that component's login, not the admin login
+    # (PGUSER or DATABASE_URL's user): `up` and `status` then check as that login, as the component itself does.
+    own_login = command != "provision" and settings.user is None and not settings.embedded
+    role = next((role for role in COMPONENT_ROLES if role in settings.logins), None) if own_login else None
+    if command == "up" and role is not None:
+        ensure_provisioned(settings, role)
+    with connect(settings, role=role) as conn:
         version = conn.execute("show server_version").fetchone()[0]
-        if command in ("up", "provision"):
+        if command in ("up", "provision") and role is None:
             provision(conn, settings.logins)
         missing = missing_pieces(conn)
     where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
-    print(f"warehouse ready: {settings.describe()} [{where}], PostgreSQL {version}")
+    state = "reachable" if missing else "ready"  # reachable, not ready: `status` on a server nobody provisioned
+    print(f"warehouse {state}: {settings.for_role(role).describe()} [{where}], PostgreSQL {version}")
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
     if missing:
         print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
