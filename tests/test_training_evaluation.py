@@ -230,3 +230,11 @@ def test_constant_policies_are_what_they_say(test_series: list[SymbolSeries]) ->
     cash = replay("test", test_series, SETTINGS, flat()).metrics()
     assert held["exposure"] == pytest.approx(1.0) and held["trades"] == len(test_series)
     assert cash["total_return"] == 0 and cash["exposure"] == 0 and cash["sharpe"] == 0
+
+
+def test_a_constant_return_has_no_sharpe_ratio() -> None:
+    """+0.1% every session has no variance: Sharpe is undefined, not the ~1e14 that rounding noise would give."""
+    net_worth = 100.0 * np.cumprod(np.r_[1.0, np.full(20, 1.001)])
+    metrics = equity_metrics(net_worth, np.ones(21))
+    assert np.isnan(metrics["sharpe"]) and np.isnan(metrics["sortino"])  # no loss either: no downside deviation
+    assert metrics["total_return"] == pytest.approx(1.001**20 - 1)

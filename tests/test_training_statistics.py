@@ -19,6 +19,7 @@ from training.statistics import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     interquartile_mean,
+    interval_tail,
 )
 
 AGENT, BUY_AND_HOLD = POLICIES.index("agent"), POLICIES.index("buy_and_hold")
@@ -102,7 +103,11 @@ def test_identical_agent_and_buy_and_hold_show_no_evidence() -> None:
     comparison = statistics.comparison("buy_and_hold", "sharpe")
     assert (comparison.difference.estimate, comparison.difference.low, comparison.difference.high) == (0, 0, 0)
     assert comparison.p_agent_better.estimate == 0.5
-    assert statistics.verdict.startswith("no evidence the agent beats buy-and-hold: P = 0.50")
+    assert statistics.verdict.startswith("no evidence the agent beats buy-and-hold: 95% CI of the Sharpe difference")
+    # P is spelled out as the share of test splits it is: a bare "P = 0.50" reads as a p-value.
+    assert "the agent's Sharpe ratio beat buy-and-hold's in 50% of 6 fold × seed test splits" in statistics.verdict
+    # The deflated Sharpe ratio takes the seeds that ran as given, and the sentence says so.
+    assert "evidence that these seeds' Sharpe ratio is positive; other seeds' spread is not in it" in statistics.verdict
     flat = statistics.policy("flat", "total_return")
     assert (flat.mean.estimate, flat.mean.low, flat.mean.high) == (0, 0, 0)
 
@@ -122,6 +127,7 @@ def test_a_clear_edge_is_evidence(edge: float, verdict: str) -> None:
     assert (comparison.difference.low > 0) == (edge > 0) and (comparison.difference.high < 0) == (edge < 0)
     assert comparison.p_agent_better.estimate == (1.0 if edge > 0 else 0.0)
     assert "3 folds × 3 seeds, 180 test sessions, 10 symbols" in statistics.verdict
+    assert f"beat buy-and-hold's in {'100%' if edge > 0 else '0%'} of 9 fold × seed test splits" in statistics.verdict
 
 
 def test_one_seed_per_fold_is_never_evidence() -> None:
@@ -136,6 +142,27 @@ def test_one_seed_per_fold_is_never_evidence() -> None:
     assert statistics.comparison("buy_and_hold", "sharpe").difference.low > 0
     assert statistics.verdict.startswith("no evidence either way from one seed per fold")
     assert "2 folds × 1 seed," in statistics.verdict
+
+
+@pytest.mark.parametrize(
+    "folds, seeds, sessions, verdict",
+    [
+        (1, 2, 60, "no evidence either way from two seeds of one fold"),
+        (2, 3, 8, "no evidence either way from 8-session test splits (under two blocks of 5 sessions"),
+        (1, 3, 60, "evidence the agent beats buy-and-hold"),  # the smallest sample that may be evidence
+    ],
+)
+def test_too_small_a_sample_is_never_evidence(folds: int, seeds: int, sessions: int, verdict: str) -> None:
+    """Two seeds of one fold cannot bound the spread between seeds, and a split under two blocks resamples into
+    itself; on a random walk both claimed evidence far more often than 5% (see docs/training.md)."""
+    samples = []
+    for fold_id in range(1, folds + 1):
+        returns = _market(fold_id, seeds=seeds, sessions=sessions)
+        returns[:, AGENT] += 0.004 + np.random.default_rng(fold_id).normal(0, 0.001, returns[:, AGENT].shape)
+        samples.append(_sample(fold_id, returns, start=f"202{fold_id}-01-02"))
+    statistics = compute_statistics(samples, POLICIES, resamples=300, seed=7)
+    assert statistics.comparison("buy_and_hold", "sharpe").difference.low > 0
+    assert statistics.verdict.startswith(verdict)
 
 
 def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:
@@ -183,6 +210,25 @@ def test_the_bootstrap_draws_the_seeds_of_each_fold() -> None:
     per_seed = (1 + np.array([0.001, 0.002, 0.004])) ** 60 - 1
     assert mean.estimate == pytest.approx(per_seed.mean())
     assert per_seed.min() - 1e-12 <= mean.low < mean.estimate < mean.high <= per_seed.max() + 1e-12
+
+
+def test_an_interval_over_few_seeds_is_as_wide_as_their_standard_error_says() -> None:
+    """One fold, five seeds, each with its own constant exposure: the interval of the mean holds at least
+    mean ± 1.96 s / sqrt(5). Drawing 5 of 5 seeds shrinks the spread to 4/5 of that variance, and a plain percentile
+    interval forgets that a mean of 5 has t's wider tails: the interval was [0.18, 0.42] here, narrower than even
+    the normal one, and on a random walk with PPO-like seed spread 4 folds x 2 seeds claimed evidence 13% of the time."""
+    per_seed = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    returns = _market(1, seeds=5)[:, [AGENT, BUY_AND_HOLD]]
+    fold = _sample(1, returns)
+    exposure = np.broadcast_to(per_seed[:, None, None], returns.shape).copy()
+    fold = FoldSample(fold.fold_id, fold.seeds, fold.dates, returns, exposure, fold.turnover, fold.symbols)
+    statistics = compute_statistics([fold], ("agent", "buy_and_hold"), resamples=1000, seed=0)
+    mean = statistics.policy("agent", "exposure").mean
+    half_width = 1.96 * per_seed.std(ddof=1) / math.sqrt(5)
+    assert mean.estimate == pytest.approx(0.3)
+    assert mean.low <= 0.3 - half_width and mean.high >= 0.3 + half_width
+    assert interval_tail(0.95, 4) == pytest.approx(NormalDist().cdf(-2.7764451051977987))  # t(4)'s 2.5% quantile
+    assert interval_tail(0.95, 0) == pytest.approx(0.025)  # one seed per fold: no seed spread to widen for
 
 
 @pytest.mark.parametrize("block_sessions, constant", [(2, True), (1, False)])

@@ -269,8 +269,8 @@ def test_the_same_command_runs_on_an_existing_cluster(
                "--bootstrap-samples", "100", "--no-progress-bar"]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == ExitCode.OK, result.stderr[-3000:]
-    assert result.stdout.splitlines()[0].split(":")[0] in ("no evidence the agent beats buy-and-hold",
-        "evidence the agent beats buy-and-hold", "evidence the agent does worse than buy-and-hold")  # fmt: skip
+    # One fold (--folds 2) x 2 seeds: never evidence, whatever the interval (training/statistics.py verdict).
+    assert result.stdout.splitlines()[0].startswith("no evidence either way from two seeds of one fold"), result.stdout
     with connect(results_warehouse) as conn:
         assert conn.execute(
             "select ray_address, ray_nodes, tasks_succeeded from ml.walk_forward_runs where run_id = 'on-cluster'"

@@ -45,8 +45,9 @@ PERCENT_METRICS = {"total_return", "cagr", "max_drawdown", "turnover", "exposure
 STATISTICS_TEXT = (
     "Each metric is computed per fold x seed on the fold's test split. Mean: over folds of the mean over the fold's "
     "seeds. IQM: interquartile mean of all fold x seed values. Intervals: percentile bootstrap, stratified by fold "
-    "(seeds drawn with replacement within the fold, sessions drawn in circular blocks of consecutive sessions; the "
-    "same draws for every policy). P(agent better): share of fold x seed pairs in which the agent beat the baseline "
+    "(n - 1 of the fold's n seeds drawn with replacement, sessions drawn in circular blocks of consecutive sessions; "
+    "the same draws for every policy), tails at Student's t quantile for the seeds' degrees of freedom, so that few "
+    "seeds give a wide interval. P(agent better): share of fold x seed pairs in which the agent beat the baseline "
     "on the same test split (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from test splits of the "
     "stated length, shorter than a year; CAGR and Calmar are not reported from test splits under 252 sessions."
 )
