@@ -10,6 +10,7 @@ database without saying so fails loudly instead of slowing the fast tier down.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,13 @@ from warehouse_db.settings import ConnectionSettings
 
 DATABASE_FIXTURES = {"embedded_cluster", "fresh_warehouse_dir"}
 """Fixtures that reach PostgreSQL; every fixture that does must build on one of these."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test &` or nohup starts the tests with SIGINT ignored, and every command a test starts would inherit that:
+    # a test that presses Ctrl+C on one would find it ignored. Tests press it as a user at a terminal does.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
