@@ -17,7 +17,7 @@ from typing import Any
 import ib_async
 import pytest
 
-from devtools.scripted_gateway import ScriptedGateway, bars, error, one_stock
+from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, one_stock
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
     ContractRef,
@@ -269,3 +269,29 @@ def test_a_contract_lookup_lost_in_an_ibkr_outage_is_asked_again_when_connectivi
     assert outcome.contract is not None and outcome.contract.primary_exchange == "NASDAQ", outcome
     assert len(lookups) == 2 and session.stats.timeouts == 0
     assert seconds >= 0.8  # the second lookup waited for 1102
+
+
+def test_a_request_held_by_an_outage_goes_out_once_a_new_session_no_longer_reports_it():
+    """ushmds breaks, then the connection drops: the next API session reports its farms afresh (ushmds OK), so a
+    historical request held by the last session's outage goes out at once, not after IBKR_RECONNECT_TIMEOUT."""
+    lookups: list[int] = []
+
+    def contracts(req_id, request):
+        lookups.append(req_id)
+        broken = error(-1, 2105, "HMDS data farm connection is broken:ushmds")
+        return [broken, *one_stock(req_id, request), 0.2, CLOSE] if len(lookups) == 1 else one_stock(req_id, request)
+
+    gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+
+    async def held_then_reconnected(session: IbkrSession) -> Outcome:
+        await session.connect()
+        await session.qualify("AAPL", "NASDAQ")  # answered with "ushmds broken"; then the gateway drops the connection
+        fetching = asyncio.create_task(fetch_daily(session))
+        await asyncio.sleep(0.5)
+        assert not fetching.done() and gateway.historical_requests == []  # held by ushmds's outage
+        await session.connect()  # as the next request would: the new session's start-up says ushmds is OK
+        return await asyncio.wait_for(fetching, 5)  # not the 60 s patience for the forgotten outage
+
+    outcome, seconds, session = run_session(gateway, held_then_reconnected, reconnect_timeout_s=60)
+    assert outcome.status == "ok" and len(gateway.historical_requests) == 1, outcome
+    assert session.stats.connects == 2 and seconds < 10

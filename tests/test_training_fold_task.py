@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,3 +241,11 @@ def test_settings_past_the_memory_are_refused_before_anything_is_built(
     available.available = needed
     with pytest.raises(AssertionError, match="built before the memory check"):
         run_fold_seed(CONFIG, data, fold, seed=3)
+
+
+@pytest.mark.parametrize("seen", ["last spring", 20210101])
+def test_a_resumed_model_whose_seen_sessions_are_no_date_is_refused_in_one_line(fold, seen) -> None:
+    """A model zip's data is JSON anyone can edit: a sessions_seen_until that is no date was a traceback (status 1)."""
+    model = type("Model", (), {training.ppo.SESSIONS_SEEN_UNTIL: seen})()
+    with pytest.raises(training.ppo.ModelFileError, match=r"--resume m\.zip: its sessions_seen_until .* is not a date"):
+        training.ppo.check_unseen(model, fold, Path("m.zip"))

@@ -165,6 +165,18 @@ def test_too_small_a_sample_is_never_evidence(folds: int, seeds: int, sessions: 
     assert statistics.verdict.startswith(verdict)
 
 
+def test_two_seeds_of_one_fold_among_one_seed_folds_are_named_as_such() -> None:
+    """Two folds whose tasks failed but for a second seed of one: still one difference between seeds, and the verdict
+    says so without calling the run one fold (it said "from two seeds of one fold" of a two-fold run)."""
+    one, two = _market(1, seeds=2), _market(2, seeds=1)
+    for returns in (one, two):
+        returns[:, AGENT] += 0.004
+    statistics = compute_statistics([_sample(1, one), _sample(2, two, start="2025-01-02")], POLICIES, resamples=200)
+    assert statistics.verdict.startswith(
+        "no evidence either way from two seeds of one fold and one seed of each other fold (one difference"
+    ), statistics.verdict
+
+
 def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:
     """Fold 1 has three seeds, fold 2 one: the mean is the mean of the two fold means, not of four values."""
     one, two = _market(1, seeds=3), _market(2, seeds=1, sessions=40)

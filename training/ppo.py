@@ -49,6 +49,8 @@ def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
     a later fold's checkpoint resumed on an earlier fold has trained on that fold's test sessions, and its test
     result would be look-ahead. Validation sessions seen make only the checkpoint selection optimistic: a warning."""
     seen = getattr(model, SESSIONS_SEEN_UNTIL, None)
+    if seen is not None and not _iso_date(seen):  # the zip's data is JSON anyone can edit: one line, not a traceback
+        raise ModelFileError(f"--resume {path}: its {SESSIONS_SEEN_UNTIL} {seen!r} is not a date (YYYY-MM-DD)")
     if seen is None:
         logger.warning(
             "--resume %s: the model does not say which sessions it has seen (it was not saved by this project's "
@@ -71,6 +73,13 @@ def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
             fold.fold_id,
             fold.validation.start,
         )
+
+
+def _iso_date(value: object) -> bool:
+    try:
+        return isinstance(value, str) and bool(date.fromisoformat(value))
+    except ValueError:
+        return False
 
 
 class SettingsTooLarge(MemoryError):

@@ -451,9 +451,11 @@ def verdict(statistics: RunStatistics) -> str:
         # Two seeds of one fold: their spread is one difference, and no resample of two values reaches the tails
         # Student's t gives one degree of freedom (±12.7 standard errors). On a simulated random walk whose seeds'
         # Sharpe ratios spread by ~9 units, such intervals claimed evidence a quarter of the time.
+        # Also a run of several folds whose tasks failed but for one second seed: say so, not "one fold".
+        others = "" if size.folds == 1 else " and one seed of each other fold"
         head = (
-            "no evidence either way from two seeds of one fold (one difference between seeds cannot bound how far "
-            "the agent moves between them: walk forward with --seeds 3 or more, or more folds)"
+            f"no evidence either way from two seeds of one fold{others} (one difference between seeds cannot bound how "
+            "far the agent moves between them: walk forward with --seeds 3 or more, or more folds)"
         )
     elif shortest < 2 * statistics.block_sessions:
         # Under two blocks, a resample is nearly the split itself rotated: the sessions' luck drops out of the

@@ -355,6 +355,9 @@ class IbkrSession:
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
                 log.warning("gateway notice %s: %s", code, message)
         log.info("connected to %s (server version %s)", self.settings.describe(), version)
+        # Requests held by an outage of the last session look again: it was forgotten with that session, and would
+        # otherwise hold them for the rest of its patience although the new session's notices say nothing of it.
+        self._farms_have_changed()
 
     def _refused_during_start_up(self, handshake_errors: list[str]) -> str | None:
         """Why a gateway that accepted the connection closed it during the start-up (IB Gateway does so, without a
@@ -661,8 +664,12 @@ class IbkrSession:
             else:
                 log.warning("IBKR reports %s restored (%s: %s)", outage.describe(), code, message)
         if changes:
-            self._farms_changed.set()
-            self._farms_changed = asyncio.Event()
+            self._farms_have_changed()
+
+    def _farms_have_changed(self) -> None:
+        """Wake the requests waiting for an outage to end (:meth:`_wait_for_farms`): they look at the farms again."""
+        self._farms_changed.set()
+        self._farms_changed = asyncio.Event()
 
     def _met_an_outage(self, uses: frozenset[farms.FarmKind], reported_before: int, outage_timeouts: int) -> bool:
         """Whether a request that timed out met an outage of a farm it may use (reported since it was let go), and
