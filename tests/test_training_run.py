@@ -171,22 +171,22 @@ def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(
 def test_the_analysts_verdicts_take_no_evidence_from_one_seed(mart_warehouse: ConnectionSettings) -> None:
     """warehouse/analyses/walk_forward_verdicts.sql agrees with the verdict: a one-seed run whose interval lies above 0
     is no evidence (make train's runs are all one seed), and neither is one over two seeds of one fold (one difference
-    cannot bound the seeds' spread); the same edge over three seeds is."""
-    returns = np.tile(np.random.default_rng(3).normal(0.0003, 0.01, 60), (3, len(POLICIES), 1))
-    returns[:, POLICIES.index("agent")] += 0.004 + np.random.default_rng(4).normal(0, 0.001, (3, 60))
+    cannot bound the seeds' spread); the same edge over six seeds is."""
+    returns = np.tile(np.random.default_rng(3).normal(0.0003, 0.01, 60), (6, len(POLICIES), 1))
+    returns[:, POLICIES.index("agent")] += 0.004 + np.random.default_rng(4).normal(0, 0.001, (6, 60))
     _, one_seed = _stored_run(mart_warehouse, "lucky-seed", returns[:1])
     _, two_seeds = _stored_run(mart_warehouse, "two-seeds", returns[:2])
-    _, three_seeds = _stored_run(mart_warehouse, "three-seeds", returns)
+    _, six_seeds = _stored_run(mart_warehouse, "six-seeds", returns)
     assert one_seed.comparison("buy_and_hold", "sharpe").difference.low > 0
     assert two_seeds.comparison("buy_and_hold", "sharpe").difference.low > 0
-    assert three_seeds.verdict.startswith("evidence")
+    assert six_seeds.verdict.startswith("evidence")
     query = (REPO_ROOT / "warehouse" / "analyses" / "walk_forward_verdicts.sql").read_text(encoding="utf-8")
     with connect(mart_warehouse, role="analyst") as conn:
         cursor = conn.execute(query)
         columns = [column.name for column in cursor.description]
         rows = [dict(zip(columns, row, strict=True)) for row in cursor]
     evidence = {row["run_id"]: row["evidence_of_beating_buy_and_hold"] for row in rows}
-    assert (evidence["lucky-seed"], evidence["two-seeds"], evidence["three-seeds"]) == (False, False, True)
+    assert (evidence["lucky-seed"], evidence["two-seeds"], evidence["six-seeds"]) == (False, False, True)
 
 
 def test_same_mart_config_and_seed_give_identical_results(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:

@@ -149,12 +149,15 @@ def test_one_seed_per_fold_is_never_evidence() -> None:
     [
         (1, 2, 60, "no evidence either way from two seeds of one fold"),
         (2, 3, 8, "no evidence either way from 8-session test splits (under two blocks of 5 sessions"),
-        (1, 3, 60, "evidence the agent beats buy-and-hold"),  # the smallest sample that may be evidence
+        (1, 5, 60, "no evidence either way from 5 fold × seed test splits (fewer than 6: all of them beat, or all"),
+        (2, 2, 60, "no evidence either way from 4 fold × seed test splits (fewer than 6"),
+        (2, 3, 60, "evidence the agent beats buy-and-hold"),  # the smallest sample that may be evidence
     ],
 )
 def test_too_small_a_sample_is_never_evidence(folds: int, seeds: int, sessions: int, verdict: str) -> None:
-    """Two seeds of one fold cannot bound the spread between seeds, and a split under two blocks resamples into
-    itself; on a random walk both claimed evidence far more often than 5% (see docs/training.md)."""
+    """Two seeds of one fold cannot bound the spread between seeds, fewer than 6 test splits all land on one side of
+    the truth by luck more than 5% of the time, and a split under two blocks resamples into itself; on a random walk
+    each claimed evidence far more often than 5% (see docs/training.md)."""
     samples = []
     for fold_id in range(1, folds + 1):
         returns = _market(fold_id, seeds=seeds, sessions=sessions)

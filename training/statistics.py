@@ -22,8 +22,9 @@ returns, averaged over seeds, over all folds' test splits in date order.
 
 The **verdict** compares the agent with buy-and-hold on the Sharpe ratio: evidence of better (the interval of the
 difference lies above 0), evidence of worse (below 0), or no evidence either way; never evidence from one seed per
-fold or two seeds of one fold, whose interval cannot hold the spread between seeds, nor from test splits under two
-bootstrap blocks, whose resamples are little more than the split itself.
+fold or two seeds of one fold, whose interval cannot hold the spread between seeds, nor from fewer fold x seed test
+splits than a sign test needs (6 at 95%), nor from test splits under two bootstrap blocks, whose resamples are little
+more than the split itself.
 """
 
 from __future__ import annotations
@@ -431,6 +432,12 @@ def _signed(value: float) -> str:
     return f"{value:+.2f}".replace("-", "−")
 
 
+def fewest_test_splits(confidence: float) -> int:
+    """The fewest fold x seed test splits that may be evidence at ``confidence``: all T of them land on one side of
+    the truth by luck with probability 2^(1-T), which must be below 1 - confidence (6 at 95%)."""
+    return math.ceil(1 + math.log2(1 / (1 - confidence)) - 1e-9)
+
+
 def verdict(statistics: RunStatistics) -> str:
     """The result in words, evidence or not, with the interval and the sample size beside it."""
     comparison = statistics.comparison(VERDICT_BASELINE, VERDICT_METRIC)
@@ -455,7 +462,16 @@ def verdict(statistics: RunStatistics) -> str:
         others = "" if size.folds == 1 else " and one seed of each other fold"
         head = (
             f"no evidence either way from two seeds of one fold{others} (one difference between seeds cannot bound how "
-            "far the agent moves between them: walk forward with --seeds 3 or more, or more folds)"
+            "far the agent moves between them: walk forward with more seeds or folds)"
+        )
+    elif size.tasks < (fewest := fewest_test_splits(statistics.confidence)):
+        # When seeds differ more than sessions do, no resample reaches beyond the best and the worst seed, and all
+        # of T test splits land on one side of the truth by luck 2^(1-T) of the time (a sign test): one fold x 3
+        # seeds claimed evidence 14% of the time on a simulated random walk.
+        head = (
+            f"no evidence either way from {counted(size.tasks, 'fold × seed test split')} (fewer than {fewest}: all "
+            f"of them beat, or all trail, buy-and-hold by luck alone {2.0 ** (1 - size.tasks):.0%} of the time: walk "
+            "forward with more seeds or folds)"
         )
     elif shortest < 2 * statistics.block_sessions:
         # Under two blocks, a resample is nearly the split itself rotated: the sessions' luck drops out of the
