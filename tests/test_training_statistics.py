@@ -269,3 +269,14 @@ def test_the_deflated_sharpe_ratio_charges_for_the_configurations_tried() -> Non
         ).deflated_sharpe
         assert dsr == deflated_sharpe_ratio(track_record, trials, variance)
         assert dsr.trials == trials and dsr.sessions == 120
+
+
+def test_an_undefined_sharpe_difference_is_said_in_words() -> None:
+    """A constant daily return has no Sharpe ratio: the verdict said "+nan … +nan"."""
+    returns = _market(4, seeds=3)
+    returns[:, AGENT] = 0.001  # the same every session: no deviation, so no Sharpe ratio
+    samples = [_sample(1, returns), _sample(2, returns, start="2025-01-02")]
+    statistics = compute_statistics(samples, POLICIES, resamples=100)
+    assert statistics.verdict.startswith("no evidence either way (the Sharpe difference is undefined on this sample)")
+    assert "CI of the Sharpe difference undefined … undefined (mean undefined)" in statistics.verdict
+    assert "nan" not in statistics.verdict

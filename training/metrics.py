@@ -71,9 +71,14 @@ def sharpe(returns: np.ndarray) -> np.ndarray:
     std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = mean / std * np.sqrt(TRADING_DAYS_PER_YEAR)
-    # A constant return (+0.1% every session) has no variance, but rounding leaves its standard deviation near 1e-19
-    # and the ratio near 1e14: a deviation under 1e-9 of the mean's size counts as none.
-    return _zero_for_all_cash(returns, np.where(std > 1e-9 * np.abs(mean), ratio, np.nan))
+    return _zero_for_all_cash(returns, np.where(varies(std, mean), ratio, np.nan))
+
+
+def varies(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
+    """Whether returns with this standard deviation and mean vary at all. A constant return (+0.1% every session) has
+    no variance, but rounding leaves its standard deviation near 1e-19 and a Sharpe ratio near 1e14: a deviation under
+    1e-9 of the mean's size counts as none."""
+    return np.asarray(std) > 1e-9 * np.abs(mean)
 
 
 def sortino(returns: np.ndarray) -> np.ndarray:

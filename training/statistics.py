@@ -38,7 +38,7 @@ from scipy import stats as scipy_stats
 
 from training.baselines import BUY_AND_HOLD, POLICIES
 from training.evaluation import AGENT
-from training.metrics import TRADING_DAYS_PER_YEAR, max_drawdown, sharpe, sortino, total_return
+from training.metrics import TRADING_DAYS_PER_YEAR, max_drawdown, sharpe, sortino, total_return, varies
 
 EULER_MASCHERONI = 0.5772156649015329
 
@@ -371,7 +371,7 @@ def deflated_sharpe_ratio(
     returns = np.asarray(returns, dtype=np.float64)
     sessions = len(returns)
     std = returns.std(ddof=1) if sessions > 1 else 0.0
-    if sessions < 3 or std == 0:
+    if sessions < 3 or not varies(std, returns.mean()):
         return DeflatedSharpe(float("nan"), float("nan"), float("nan"), trials, sessions, float("nan"), float("nan"))
     sr = returns.mean() / std
     skewness = float(scipy_stats.skew(returns))
@@ -429,6 +429,8 @@ def counted(count: int, noun: str) -> str:
 
 
 def _signed(value: float) -> str:
+    if not np.isfinite(value):
+        return "undefined"  # not "+nan"
     return f"{value:+.2f}".replace("-", "−")
 
 
@@ -495,7 +497,8 @@ def verdict(statistics: RunStatistics) -> str:
         f"{counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
         f"{counted(size.seeds, 'seed')}, {counted(size.sessions, 'test session')}, "
         f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits). Deflated Sharpe "
-        f"ratio {dsr.value:.2f} with {counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
+        f"ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
+        f"{counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"that these seeds' Sharpe ratio is positive; other seeds' spread is not in it)."
     )
 
