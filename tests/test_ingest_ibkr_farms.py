@@ -35,6 +35,14 @@ from ingest.ibkr.farms import CONTRACT_DETAILS, HISTORY, FarmKind, FarmNotice, F
         (2157, "Sec-def data farm connection is broken:secdefnj", FarmNotice(FarmKind.SEC_DEF, "secdefnj", True)),
         (2158, "Sec-def data farm connection is OK:secdefil", FarmNotice(FarmKind.SEC_DEF, "secdefil", False)),
         (2105, "HMDS data farm connection is broken", FarmNotice(FarmKind.HMDS, "", True)),  # a server naming none
+        # Other builds' spellings: an "inactive" notice with a colon (was read as naming no farm, and so ended every
+        # HMDS outage), a capitalised name (was another farm than the lower-case one reported broken).
+        (
+            2107,
+            "HMDS data farm connection is inactive but should be available upon demand:ushmds",
+            FarmNotice(FarmKind.HMDS, "ushmds", False),
+        ),  # fmt: skip
+        (2106, "HMDS data farm connection is OK:USHMDS", FarmNotice(FarmKind.HMDS, "ushmds", False)),
         (2104, "Market data farm connection is OK:usfarm.nj", None),  # market data farms serve neither request
         (2108, "Market data farm connection is inactive but should be available upon demand.usfarm.nj", None),
         (2174, "Warning: You submitted request with date-time attributes without explicit time zone.", None),

@@ -2,8 +2,8 @@
 
 IB Gateway / TWS report IBKR's own connectivity and each data farm's through notices (errorEvent, request id -1),
 right after the API handshake and whenever a state changes (IBKR restarts its servers every night). The farm's
-name ends the text: after the ``:`` of a broken/OK notice, after the sentence's ``.`` of an "inactive" one
-(names may hold dots themselves: ``usfarm.nj``)::
+name ends the text: after the ``:`` of a broken/OK notice, after the sentence's ``.`` of an "inactive" one (or
+its ``:``; names may hold dots themselves: ``usfarm.nj``), compared in lower case::
 
     2105  HMDS data farm connection is broken:ushmds
     2107  HMDS data farm connection is inactive but should be available upon demand.ushmds
@@ -88,11 +88,14 @@ def parse_notice(code: int, message: str) -> FarmNotice | None:
     kind, down = known
     if kind is FarmKind.IBKR:
         farm = ""
+    elif ":" in message:  # also an "inactive" notice written with a colon, as other builds may
+        farm = message.partition(":")[2]
     elif code in _INACTIVE:
         farm = message.partition(".")[2]
     else:
-        farm = message.partition(":")[2]
-    return FarmNotice(kind, farm.strip(), down)
+        farm = ""
+    # One farm, however a build capitalises it: a 2106 for "USHMDS" ends the outage of "ushmds".
+    return FarmNotice(kind, farm.strip().lower(), down)
 
 
 @dataclass
