@@ -41,7 +41,7 @@ from ingest.ibkr.farms import CONTRACT_DETAILS, HISTORY, FarmKind, FarmNotice, F
             2107,
             "HMDS data farm connection is inactive but should be available upon demand:ushmds",
             FarmNotice(FarmKind.HMDS, "ushmds", False),
-        ),  # fmt: skip
+        ),
         (2106, "HMDS data farm connection is OK:USHMDS", FarmNotice(FarmKind.HMDS, "ushmds", False)),
         (2104, "Market data farm connection is OK:usfarm.nj", None),  # market data farms serve neither request
         (2108, "Market data farm connection is inactive but should be available upon demand.usfarm.nj", None),
