@@ -249,3 +249,20 @@ def test_a_resumed_model_whose_seen_sessions_are_no_date_is_refused_in_one_line(
     model = type("Model", (), {training.ppo.SESSIONS_SEEN_UNTIL: seen})()
     with pytest.raises(training.ppo.ModelFileError, match=r"--resume m\.zip: its sessions_seen_until .* is not a date"):
         training.ppo.check_unseen(model, fold, Path("m.zip"))
+
+
+def test_a_containers_memory_limit_bounds_the_memory_available(tmp_path) -> None:
+    """In a container the kernel kills at the cgroup's limit, whatever the host has free (psutil sees the host)."""
+    host = training.ppo.psutil.virtual_memory().available
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{2**20 * 3}\n")
+    (v2 / "memory.current").write_text(f"{2**20}\n")
+    assert training.ppo.available_memory(v2) == min(host, 2 * 2**20)
+    (v2 / "memory.max").write_text("max\n")  # no limit
+    assert abs(training.ppo.available_memory(v2) - host) < 2**28
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2**20 * 5}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**20 * 6}\n")  # over its limit: nothing left
+    assert training.ppo.available_memory(tmp_path / "v1") == 0

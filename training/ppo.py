@@ -110,13 +110,37 @@ def check_memory(config: TrainConfig, observation_size: int, available: int | No
     Without this an absurd value (a typo like --n-envs 100000000) ended in a NumPy traceback, or in the kernel's
     out-of-memory killer (status 137, no word) while the environments were being built.
     """
-    available = psutil.virtual_memory().available if available is None else available
+    available = available_memory() if available is None else available
     needed = memory_needed(config, observation_size)
     if needed > available:
         raise SettingsTooLarge(
             f"PPO with n_envs {config.n_envs}, n_steps {config.n_steps}, batch_size {config.batch_size} and net_arch "
             f"{list(config.net_arch)} needs at least {_size(needed)} of memory; {_size(available)} is available"
         )
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: A container's memory limit and use: cgroup v2's files, then v1's. psutil sees only the host's memory.
+CGROUP_MEMORY_FILES = (
+    ("memory.max", "memory.current"),
+    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+)
+
+
+def available_memory(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """Bytes this process may still allocate: the machine's available memory, or less in a container whose memory
+    limit (cgroup) is nearer; the kernel kills a container's process at its limit, whatever the host has free."""
+    available = psutil.virtual_memory().available
+    for limit_file, usage_file in CGROUP_MEMORY_FILES:
+        try:
+            limit = (cgroup_root / limit_file).read_text().strip()
+            usage = int((cgroup_root / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():  # v2 writes "max" for no limit; v1 a number near 2^63
+            available = min(available, max(int(limit) - usage, 0))
+        break
+    return available
 
 
 def _size(size: int) -> str:
