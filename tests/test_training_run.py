@@ -24,7 +24,7 @@ from training.features import read_mart_schema
 from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
-from training.ppo import ModelHasSeenHeldOutSessions
+from training.ppo import ModelFileError, ModelHasSeenHeldOutSessions
 from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -210,10 +210,13 @@ def test_same_mart_config_and_seed_give_identical_results(mart_warehouse: Connec
 def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, tmp_path: Path) -> None:
     run_training(short_config(tmp_path, run_id="base", timesteps=1024, save_to_warehouse=False), mart_warehouse)
     checkpoint = tmp_path / "runs" / "base" / "checkpoints" / "ppo_1024_steps.zip"
+    # The resumed run trains with its own settings (SB3 kept the checkpoint's, which the run's records did not show).
     resumed = run_training(
-        short_config(tmp_path, run_id="resumed", timesteps=512, resume=checkpoint, checkpoint_freq=0), mart_warehouse
+        short_config(tmp_path, run_id="resumed", timesteps=512, resume=checkpoint, checkpoint_freq=0, n_steps=64),
+        mart_warehouse,
     )
-    assert PPO.load(resumed.run_dir / "folds/fold-2/seed-42/model.zip", device="cpu").num_timesteps == 1024 + 512
+    model = PPO.load(resumed.run_dir / "folds/fold-2/seed-42/model.zip", device="cpu")
+    assert (model.num_timesteps, model.n_steps) == (1024 + 512, 64)
     assert [step for step, _ in resumed.results[0].selection_history] == [1536]
     with connect(mart_warehouse) as conn:
         row = conn.execute(
@@ -221,6 +224,8 @@ def test_resume_continues_from_a_checkpoint(mart_warehouse: ConnectionSettings, 
             "using (run_id) where run_id = 'resumed'"
         ).fetchone()
     assert row == (512, str(checkpoint))
+    with pytest.raises(ModelFileError, match=r"the model's network has layers \[64, 64\], not --net-arch \[32\]"):
+        run_training(short_config(tmp_path, run_id="other-net", resume=checkpoint, net_arch=(32,)), mart_warehouse)
 
 
 def test_resuming_a_model_that_has_seen_the_folds_test_sessions_is_refused(

@@ -168,39 +168,58 @@ def make_training_env(config: TrainConfig, series: Sequence[SymbolSeries], setti
 def build_model(
     config: TrainConfig, env: VecEnv, seed: int, tensorboard_dir: Path | None = None, resume: Path | None = None
 ) -> PPO:
-    """A fresh PPO seeded with ``seed``, or the checkpoint ``resume`` attached to ``env`` and reseeded."""
+    """A fresh PPO seeded with ``seed``, or the checkpoint ``resume`` attached to ``env`` and reseeded.
+
+    A resumed model trains on with this run's hyperparameters (``--n-steps``, ``--learning-rate``, ...), the ones its
+    configuration records; SB3 would keep the checkpoint's. Its network must be the one ``--net-arch`` describes.
+    """
     tensorboard_log = str(tensorboard_dir) if tensorboard_dir is not None else None
     if resume is not None:
         logger.info("resuming from %s", resume)
         try:
-            model = PPO.load(resume, env=env, device=config.device, tensorboard_log=tensorboard_log)
+            model = PPO.load(
+                resume, env=env, device=config.device, tensorboard_log=tensorboard_log, **hyperparameters(config)
+            )
         except Exception as error:  # noqa: BLE001 - whatever SB3 raises on this file, the file is what is wrong
             text = str(error).strip().splitlines()
             raise ModelFileError(
                 f"--resume {resume}: stable-baselines3 cannot load this model for this run: "
                 f"{type(error).__name__}: {text[0] if text else ''}"
             ) from None
+        saved = list(model.policy_kwargs.get("net_arch") or [])
+        if saved != list(config.net_arch):
+            raise ModelFileError(
+                f"--resume {resume}: the model's network has layers {saved}, not --net-arch {list(config.net_arch)}: "
+                f"give --net-arch {' '.join(map(str, saved))}"
+            )
         model.set_random_seed(seed)
         return model
     return PPO(
         "MlpPolicy",
         env,
-        learning_rate=config.learning_rate,
-        n_steps=config.n_steps,
-        batch_size=config.batch_size,
-        n_epochs=config.n_epochs,
-        gamma=config.gamma,
-        gae_lambda=config.gae_lambda,
-        clip_range=config.clip_range,
-        ent_coef=config.ent_coef,
-        vf_coef=config.vf_coef,
-        max_grad_norm=config.max_grad_norm,
+        **hyperparameters(config),
         policy_kwargs={"net_arch": list(config.net_arch)},
         tensorboard_log=tensorboard_log,
         seed=seed,
         device=config.device,
         verbose=0,
     )
+
+
+def hyperparameters(config: TrainConfig) -> dict[str, float | int]:
+    """PPO's settings from the configuration: for a new model, and over a resumed one's."""
+    return {
+        "learning_rate": config.learning_rate,
+        "n_steps": config.n_steps,
+        "batch_size": config.batch_size,
+        "n_epochs": config.n_epochs,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "clip_range": config.clip_range,
+        "ent_coef": config.ent_coef,
+        "vf_coef": config.vf_coef,
+        "max_grad_norm": config.max_grad_norm,
+    }
 
 
 @dataclass(frozen=True)
