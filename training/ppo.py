@@ -1,4 +1,5 @@
-"""PPO from stable-baselines3 on vectorised trading environments: the environments, the model, the learn loop."""
+"""PPO from stable-baselines3 on vectorised trading environments: the environments, the model (new, or resumed with
+the sessions it has seen checked against the fold), the memory it needs, the learn loop."""
 
 from __future__ import annotations
 
@@ -49,8 +50,6 @@ def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
     a later fold's checkpoint resumed on an earlier fold has trained on that fold's test sessions, and its test
     result would be look-ahead. Validation sessions seen make only the checkpoint selection optimistic: a warning."""
     seen = getattr(model, SESSIONS_SEEN_UNTIL, None)
-    if seen is not None and not _iso_date(seen):  # the zip's data is JSON anyone can edit: one line, not a traceback
-        raise ModelFileError(f"--resume {path}: its {SESSIONS_SEEN_UNTIL} {seen!r} is not a date (YYYY-MM-DD)")
     if seen is None:
         logger.warning(
             "--resume %s: the model does not say which sessions it has seen (it was not saved by this project's "
@@ -59,12 +58,19 @@ def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
             fold.test.start,
             fold.fold_id,
         )
-    elif date.fromisoformat(seen) >= fold.test.start:
+        return
+    try:
+        last_seen = date.fromisoformat(seen)
+    except (TypeError, ValueError):  # the zip's data is JSON anyone can edit: one line, not a traceback
+        raise ModelFileError(
+            f"--resume {path}: its {SESSIONS_SEEN_UNTIL} {seen!r} is not a date (YYYY-MM-DD)"
+        ) from None
+    if last_seen >= fold.test.start:
         raise ModelHasSeenHeldOutSessions(
             f"--resume {path}: the model has seen sessions up to {seen}, and fold {fold.fold_id}'s test split begins "
             f"on {fold.test.start}: resume it on the fold it was trained on (--fold) or a later one"
         )
-    elif date.fromisoformat(seen) >= fold.validation.start:
+    if last_seen >= fold.validation.start:
         logger.warning(
             "--resume %s: the model has seen sessions up to %s, in fold %d's validation split (from %s): the "
             "checkpoint selection on validation will be optimistic",
@@ -73,13 +79,6 @@ def check_unseen(model: PPO, fold: Fold, path: Path) -> None:
             fold.fold_id,
             fold.validation.start,
         )
-
-
-def _iso_date(value: object) -> bool:
-    try:
-        return isinstance(value, str) and bool(date.fromisoformat(value))
-    except ValueError:
-        return False
 
 
 class SettingsTooLarge(MemoryError):
