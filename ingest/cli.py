@@ -36,13 +36,14 @@ DEFAULT_BAR_SIZE = "1 day"
 DEFAULT_WHAT_TO_SHOW = "TRADES"
 
 
-def build_parser(config: dict[str, str] | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line alone: settings that have an environment variable too are resolved after parsing (a flag
+    given wins, and its variable is then not read)."""
     from ingest.ibkr.options import WHAT_TO_SHOW
     from ingest.ibkr.pacing import DEFAULT_MAX_OPEN
     from ingest.ibkr.planner import DEFAULT_MONTHS
     from ingest.watchlist import DEFAULT_WATCHLIST
 
-    config = config or {}
     parser = OneLineParser(
         prog="python -m ingest",
         description="Load daily (or intraday) bars into the warehouse's raw schema, incrementally.",
@@ -143,15 +144,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     from warehouse_db.settings import read_config
 
     stdout = stdout or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help answers even when .env is unreadable
     try:
         config = read_config()
-        parser = build_parser(config)
     except ConfigFileError as error:
-        if not {"-h", "--help"} & set(sys.argv[1:] if argv is None else argv):
-            return _fail(ExitCode.USAGE, str(error))
-        config = {}  # --help still answers: the defaults it shows are the built-in ones
-        parser = build_parser(config)
-    args = parser.parse_args(argv)
+        return _fail(ExitCode.USAGE, str(error))
     _setup_logging(args.verbose)
     try:
         with sigterm_interrupts():  # kill, a timeout or a scheduler ends a load as Ctrl+C does
