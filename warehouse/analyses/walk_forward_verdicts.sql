@@ -1,8 +1,8 @@
 -- Which configurations beat buy-and-hold, and how sure is each run? One row per run: the Sharpe difference to
 -- buy-and-hold over all folds x seeds with its confidence interval, P(agent better), the deflated Sharpe ratio
 -- and the verdict in words. `ci_low > 0` is evidence; an interval around 0 is none, and so is any interval from
--- one seed per fold (it leaves out how far the agent moves between seeds), from two seeds of one fold, or from test
--- splits under two bootstrap blocks: the verdict (training/statistics.py) is the one place that decides, and
+-- one seed per fold (it leaves out how far the agent moves between seeds), from fewer than 6 fold x seed test
+-- splits, or from splits under two bootstrap blocks: the verdict (training/statistics.py) is the one place that decides, and
 -- evidence_of_beating_buy_and_hold reads it.
 select
     runs.config_hash,
