@@ -324,35 +324,39 @@ def test_the_real_mart_yaml_matches_the_synthetic_stand_in() -> None:
     assert schema.target == TARGET
 
 
-@pytest.mark.parametrize("main, job", [(cli.main, "training.job.run_training"),
-                                       (cli.walk_forward_main, "training.walk_forward.run_walk_forward")])  # fmt: skip
+JOBS = [(cli.main, "training.job.run_training"), (cli.walk_forward_main, "training.walk_forward.run_walk_forward")]
+"""Each training command and the job it runs."""
+
+
+def _errors_when_the_job_raises(main, job: str, error: BaseException, monkeypatch, caplog) -> tuple[int, list[str]]:
+    """Run ``main`` with its job raising ``error``: its exit status and the ERROR lines it logged."""
+
+    def raising(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(job, raising)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    status = main(["--no-progress-bar"] if main is cli.main else [])
+    return status, [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("main, job", JOBS)
 def test_ctrl_c_ends_in_one_line_and_status_130(
     main, job: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(job, interrupted)
-    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
-    assert main(["--no-progress-bar"] if main is cli.main else []) == ExitCode.INTERRUPTED == 130
-    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
-        "interrupted: no row of this run was written (a run lands in one transaction, at the end)"
-    ]
+    status, errors = _errors_when_the_job_raises(main, job, KeyboardInterrupt(), monkeypatch, caplog)
+    assert status == ExitCode.INTERRUPTED == 130
+    assert errors == ["interrupted: no row of this run was written (a run lands in one transaction, at the end)"]
 
 
-@pytest.mark.parametrize("main, job", [(cli.main, "training.job.run_training"),
-                                       (cli.walk_forward_main, "training.walk_forward.run_walk_forward")])  # fmt: skip
+@pytest.mark.parametrize("main, job", JOBS)
 def test_settings_past_the_memory_end_in_one_line_and_status_2(
     main, job: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def out_of_memory(*args: object, **kwargs: object) -> None:
-        # What NumPy raises for SB3's rollout buffer at --n-envs 100000000 (was a traceback, status 1).
-        raise MemoryError("Unable to allocate 6.15 TiB for an array with shape (256, 100000000, 66)")
-
-    monkeypatch.setattr(job, out_of_memory)
-    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
-    assert main(["--no-progress-bar"] if main is cli.main else []) == ExitCode.CONFIG == 2
-    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    # What NumPy raises for SB3's rollout buffer at --n-envs 100000000 (was a traceback, status 1).
+    error = MemoryError("Unable to allocate 6.15 TiB for an array with shape (256, 100000000, 66)")
+    status, errors = _errors_when_the_job_raises(main, job, error, monkeypatch, caplog)
+    assert status == ExitCode.CONFIG == 2
     assert len(errors) == 1 and errors[0].startswith("out of memory (Unable to allocate 6.15 TiB"), errors
     assert "lower --n-envs" in errors[0]
 
