@@ -36,7 +36,15 @@ from training.fold_task import run_fold_seed, validate_configuration
 from training.market_data import MarketData
 from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
-from training.sweep import EvaluatedOutsideValidation, SweepConfig, SweepResult, check_validation_only, run_sweep
+from training.sweep import (
+    EvaluatedOutsideValidation,
+    SweepConfig,
+    SweepError,
+    SweepResult,
+    _free_run_id,
+    check_validation_only,
+    run_sweep,
+)
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -309,3 +317,26 @@ def test_a_new_sweep_never_writes_into_another_runs_folder(sweep_warehouse, tmp_
     assert (taken / "report.html").read_text(encoding="utf-8") == "another run's report"
     with connect(settings) as conn:  # the sweep's tables may not exist yet when this test runs alone
         assert not results_store.sweep_tables_exist(conn) or results_store.load_sweep(conn, "taken") is None
+
+
+def test_a_final_run_id_another_run_has_is_refused_before_the_search(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+):
+    """--run-id of a run in ml.walk_forward_runs (its folder elsewhere, or gone) failed only after every trial ran."""
+    settings, _ = sweep_warehouse
+    taken = interrupted_then_resumed["resumed"].walk_forward.run_id
+    with pytest.raises(SweepError, match=f"ml.walk_forward_runs already has a run {re.escape(repr(taken))}: choose"):
+        run_sweep(sweep_config(tmp_path, sweep_id="another", run_id=taken), settings)
+    with connect(settings) as conn:
+        assert results_store.load_sweep(conn, "another") is None
+
+
+def test_the_default_final_run_id_skips_one_that_only_the_warehouse_still_has(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+):
+    """A sweep resumed with more trials after `make clean` named its new walk-forward <sweep_id>-best again: the old
+    run's folder was gone, its row was not, and the walk-forward failed after the whole search."""
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    assert resumed.walk_forward.run_id == f"{resumed.sweep_id}-best"
+    assert _free_run_id(tmp_path / "cleaned-runs", f"{resumed.sweep_id}-best", settings) == f"{resumed.sweep_id}-best-2"

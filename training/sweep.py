@@ -667,6 +667,15 @@ def run_sweep(
             # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
             refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
 
+        # The final walk-forward's --run-id, when another run has it, failed only after the whole search.
+        if config.run_id and config.final_walk_forward and not (stored and stored.final_run_id == config.run_id):
+            refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
+            if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
+                raise SweepError(
+                    f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
+                    "walk-forward"
+                )
+
         # 2. The mart and its folds, read once (the contract asks for the longest window the space can draw).
         schema = read_mart_schema(config.mart_yaml)
         widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
@@ -813,7 +822,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
-    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best")
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best", settings)
     values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
@@ -828,10 +837,16 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     return run_walk_forward(wf_config, settings, snapshot=snapshot, trial_sharpe_variance=trial_sharpe_variance(trials))
 
 
-def _free_run_id(runs_dir: Path, name: str) -> str:
-    """``name``, or ``name-2``, ``name-3``, ... when an interrupted final walk-forward left a folder behind."""
+def _free_run_id(runs_dir: Path, name: str, settings) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when a folder has it (an interrupted final walk-forward's) or a run in
+    ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
+    removed runs/: that failed only after the whole search)."""
+    from training import results_store
+
     candidate, attempt = name, 1
-    while (runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir()):
+    while ((runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir())) or results_store.run_exists(
+        settings, candidate
+    ):
         attempt += 1
         candidate = f"{name}-{attempt}"
     return candidate
