@@ -347,15 +347,34 @@ def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_
     assert "HMDS (historical data) farm ushmds down (1102: " in err and "farm ushmds restored (2106: " in err
 
 
-def test_a_farm_that_a_1102_names_as_connected_ends_its_outage(warehouse):
-    """ushmds broke, then IBKR's 1102 says all data farms are connected, ushmds among them, and no 2106 follows:
-    requests go at once, not after the reconnect timeout."""
-    all_connected = notice(1102, ALL_FARMS.format("usfarm; ushmds; secdefnj"))
+@pytest.mark.parametrize(
+    ("outage", "ended_by", "logged"),
+    [
+        # ushmds broke with IBKR, whose 1102 then lists it among the connected farms; no 2106 follows.
+        (
+            [notice(2105, HMDS_BROKEN.format("ushmds")), notice(1100, LOST)],
+            notice(1102, ALL_FARMS.format("usfarm; ushmds; secdefnj")),
+            "farm ushmds restored (1102: ",
+        ),
+        # 2110 (the gateway lost its link to IBKR's server), then the farms come back (2104) and no 1101/1102: a farm
+        # that reports OK is reached through that link.
+        (
+            [notice(2110, LINK_BROKEN)],
+            notice(2104, MARKET_DATA_OK),
+            "IBKR's server restored (2104: Market data farm connection is OK:usfarm.nj)",
+        ),
+    ],
+    ids=["1102-lists-it-connected", "farm-ok-after-2110"],
+)
+def test_an_outage_ended_by_another_notice_than_its_own_ok_lets_requests_go_at_once(
+    warehouse, outage, ended_by, logged
+):
+    """Requests go when the outage ends, not after the reconnect timeout (they used to wait for a notice that never
+    came)."""
     asked: list[float] = []
 
     def contracts(req_id, request):
-        broken = [notice(2105, HMDS_BROKEN.format("ushmds")), notice(1100, LOST)]
-        return [*broken, *one_stock(req_id, request), 0.3, all_connected]
+        return [*outage, *one_stock(req_id, request), 0.3, ended_by]
 
     def answer(req_id: int, nth: int):
         asked.append(time.monotonic())
@@ -365,29 +384,8 @@ def test_a_farm_that_a_1102_names_as_connected_ends_its_outage(warehouse):
     with gateway.running_in_thread() as port:
         status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", reconnect_timeout_s=20)
     assert status == ExitCode.OK, out + err
-    assert len(asked) == 1 and asked[0] - gateway.sent_at(all_connected) < 5, err  # not the 20 s reconnect timeout
-    assert "farm ushmds restored (1102: " in err
-
-
-def test_a_broken_server_link_ends_with_a_farm_ok_when_no_1102_follows(warehouse):
-    """2110 (the gateway lost its link to IBKR's server) ended by the farms coming back (2104/2106) and no 1101/1102:
-    a farm that reports OK is reached through that link, so requests go on, not after the reconnect timeout."""
-    farm_ok = notice(2104, MARKET_DATA_OK)
-    asked: list[float] = []
-
-    def contracts(req_id, request):
-        return [notice(2110, LINK_BROKEN), *one_stock(req_id, request), 0.3, farm_ok]
-
-    def answer(req_id: int, nth: int):
-        asked.append(time.monotonic())
-        return [bars(req_id, DAYS)]
-
-    gateway = ScriptedGateway(contracts=contracts, answer=answer)
-    with gateway.running_in_thread() as port:
-        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", reconnect_timeout_s=20)
-    assert status == ExitCode.OK, out + err
-    assert len(asked) == 1 and asked[0] - gateway.sent_at(farm_ok) < 5, err  # not the 20 s reconnect timeout
-    assert "restored (2104: Market data farm connection is OK:usfarm.nj)" in err
+    assert len(asked) == 1 and asked[0] - gateway.sent_at(ended_by) < 5, err  # not the 20 s reconnect timeout
+    assert logged in err
 
 
 def test_an_outage_over_before_a_request_goes_out_does_not_excuse_its_timeout(warehouse):
