@@ -311,3 +311,98 @@ def test_a_lookup_lost_while_a_sec_def_farm_is_down_is_asked_again_once_it_is_ok
     assert len(lookups) == 2 and lookups[1] >= gateway.sent_at(restored), err
     assert "sec-def farm secdefnj down (2157: " in err and "sec-def farm secdefnj restored (2158: " in err
     assert query(warehouse, "select status, row_count from raw.load_batches") == [("ok", 2)]
+
+
+# IBKR's own connectivity (1100/2110) and the farm lists of its 1102, in the words of real IB Gateway / TWS builds as
+# public logs quote them.
+LOST = "Connectivity between IB and Trader Workstation has been lost."
+LINK_BROKEN = "Connectivity between Trader Workstation and server is broken. It will be restored automatically."
+RESTORED = "Connectivity between IB and Trader Workstation has been restored - data maintained."
+SOME_FARMS = (
+    RESTORED + " The following farms are connected: usfarm; secdefnj. The following farms are not connected: {}."
+)
+ALL_FARMS = (
+    "Connectivity between IBKR and Trader Workstation has been restored - data maintained. All data farms are "
+    "connected: {}."
+)
+
+
+def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_ok(warehouse):
+    """IBKR comes back (1102) but says ushmds is not connected: historical requests wait for ushmds's own 2106, instead
+    of going out into its outage and burning tries (the 1102 used to end every wait)."""
+    restored = notice(2106, HMDS_OK.format("ushmds"))
+
+    def contracts(req_id, request):
+        lost = [notice(1100, LOST), *one_stock(req_id, request)]
+        return [*lost, 0.3, notice(1102, SOME_FARMS.format("ushmds")), 2.0, restored]
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, DAYS)] if gateway.sent_at(restored) is not None else []
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--timeout", "1", reconnect_timeout_s=30)
+    assert status == ExitCode.OK, out + err
+    assert len(gateway.historical_requests) == 1, err  # none went out while ushmds was down
+    assert "HMDS (historical data) farm ushmds down (1102: " in err and "farm ushmds restored (2106: " in err
+
+
+@pytest.mark.parametrize(
+    ("outage", "ended_by", "logged"),
+    [
+        # ushmds broke with IBKR, whose 1102 then lists it among the connected farms; no 2106 follows.
+        (
+            [notice(2105, HMDS_BROKEN.format("ushmds")), notice(1100, LOST)],
+            notice(1102, ALL_FARMS.format("usfarm; ushmds; secdefnj")),
+            "farm ushmds restored (1102: ",
+        ),
+        # 2110 (the gateway lost its link to IBKR's server), then the farms come back (2104) and no 1101/1102: a farm
+        # that reports OK is reached through that link.
+        (
+            [notice(2110, LINK_BROKEN)],
+            notice(2104, MARKET_DATA_OK),
+            "IBKR's server restored (2104: Market data farm connection is OK:usfarm.nj)",
+        ),
+    ],
+    ids=["1102-lists-it-connected", "farm-ok-after-2110"],
+)
+def test_an_outage_ended_by_another_notice_than_its_own_ok_lets_requests_go_at_once(
+    warehouse, outage, ended_by, logged
+):
+    """Requests go when the outage ends, not after the reconnect timeout (they used to wait for a notice that never
+    came)."""
+    asked: list[float] = []
+
+    def contracts(req_id, request):
+        return [*outage, *one_stock(req_id, request), 0.3, ended_by]
+
+    def answer(req_id: int, nth: int):
+        asked.append(time.monotonic())
+        return [bars(req_id, DAYS)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", reconnect_timeout_s=20)
+    assert status == ExitCode.OK, out + err
+    assert len(asked) == 1 and asked[0] - gateway.sent_at(ended_by) < 5, err  # not the 20 s reconnect timeout
+    assert logged in err
+
+
+def test_an_outage_over_before_a_request_goes_out_does_not_excuse_its_timeout(warehouse):
+    """One request open at a time (--max-open 1): the second symbol waits for the first one's slot while ushmds breaks
+    and recovers. It then goes out, after the outage, into a gateway that never answers it: its timeout counts as one,
+    and is not excused as lost to an outage it never met (the count used to be taken before the wait for the slot)."""
+    flap = [notice(2105, HMDS_BROKEN.format("ushmds")), 0.2, notice(2106, HMDS_OK.format("ushmds"))]
+
+    def answer(req_id: int, nth: int):
+        return [0.3, *flap, 0.3, bars(req_id, DAYS)] if nth == 1 else []
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        loader = ingest(warehouse, port, "-v", "--symbols", "AAPL", "MSFT", "--max-open", "1", "--timeout", "1")
+        # Its retry would wait 15 s (IBKR's identical-request rule): what matters is how the timeout was taken.
+        timed_out = next((line for line in loader.stderr if "request timed out" in line), "")
+        loader.send_signal(signal.SIGINT)
+        out, err = loader.communicate(timeout=30)
+    assert timed_out.rstrip().endswith(": request timed out; retrying"), timed_out + err
+    assert len(gateway.historical_requests) == 2 and loader.returncode == ExitCode.INTERRUPTED, out + err

@@ -244,6 +244,64 @@ def test_a_disk_that_fills_up_during_the_run_is_one_line_and_status_2_and_nothin
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'disk-full'").fetchone() == (0,)
 
 
+def test_a_task_killed_for_memory_is_retried_only_after_another_task_has_finished(
+    ray_with_two_workers, snapshot, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    """Retried at once, a task that Ray's memory monitor killed met the pressure that killed it and failed twice."""
+    import ray.exceptions
+
+    events, running, killed = tmp_path / "events", tmp_path / "fold-2-seed-42-runs", tmp_path / "killed"
+
+    # Defined here, not at module level: Ray ships the task to its workers by value, and they cannot import tests.
+    def wait_for(path: Path, seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path.name} never appeared"
+            time.sleep(0.05)
+
+    def note(event: str) -> None:
+        with events.open("a") as log:  # the tasks run in two worker processes: one short append each
+            log.write(f"{event}\n")
+
+    def under_pressure(config, data, fold, seed):
+        """Fold 2 seed 43 is killed for memory on its first attempt, while fold 2 seed 42 runs beside it."""
+        task = f"fold {fold.fold_id} seed {seed}"
+        note(f"start {task}")
+        if (fold.fold_id, seed) == (2, 43) and not killed.exists():
+            wait_for(running)
+            killed.touch()
+            note(f"killed {task}")
+            raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+        if (fold.fold_id, seed) == (2, 42):
+            running.touch()
+            wait_for(killed)
+            time.sleep(1)  # a retry at once would start in the meantime, on the CPU the killed task left free
+        result = run_fold_seed(config, data, fold, seed)
+        note(f"end {task}")
+        return result
+
+    result = run_walk_forward(
+        config(tmp_path, run_id="out-of-memory", timesteps=256, eval_freq=256),
+        results_warehouse,
+        runner=RayRunner(progress_bar=False, retries=1, task=under_pressure),
+        snapshot=snapshot,
+    )
+    said = events.read_text().splitlines()
+    killed_at = said.index("killed fold 2 seed 43")
+    retried_at = said.index("start fold 2 seed 43", killed_at)
+    assert any(event.startswith("end ") for event in said[killed_at:retried_at]), said
+    assert sorted((r.fold_id, r.seed, r.attempts) for r in result.results) == [
+        (1, 42, 1), (1, 43, 1), (2, 42, 1), (2, 43, 2)
+    ]  # fmt: skip
+    assert not result.failures
+    with connect(results_warehouse) as conn:
+        assert conn.execute(
+            "select fold_id, seed, status, attempts from ml.walk_forward_tasks where run_id = 'out-of-memory' "
+            "order by fold_id, seed"
+        ).fetchall() == [(1, 42, "succeeded", 1), (1, 43, "succeeded", 1), (2, 42, "succeeded", 1),
+                         (2, 43, "succeeded", 2)]  # fmt: skip
+
+
 @pytest.fixture
 def ray_cluster() -> Iterator[str]:
     """A Ray cluster started the way users start one (`ray start --head`), in its own process group, stopped after."""

@@ -103,18 +103,21 @@ def memory_needed(config: TrainConfig, observation_size: int) -> int:
     return rollout + config.n_envs * BYTES_PER_ENVIRONMENT + parameters * 4 * 4 + activations
 
 
-def check_memory(config: TrainConfig, observation_size: int, available: int | None = None) -> None:
+def check_memory(
+    config: TrainConfig, observation_size: int, available: int | None = None, available_is: str = "is available"
+) -> None:
     """Refuse settings that cannot fit in memory before anything is allocated.
 
     Without this an absurd value (a typo like --n-envs 100000000) ended in a NumPy traceback, or in the kernel's
-    out-of-memory killer (status 137, no word) while the environments were being built.
+    out-of-memory killer (status 137, no word) while the environments were being built. ``available_is`` says what
+    ``available`` is (the Ray runner checks against the most memory any node of the cluster offers one task).
     """
     available = available_memory() if available is None else available
     needed = memory_needed(config, observation_size)
     if needed > available:
         raise SettingsTooLarge(
             f"PPO with n_envs {config.n_envs}, n_steps {config.n_steps}, batch_size {config.batch_size} and net_arch "
-            f"{list(config.net_arch)} needs at least {_size(needed)} of memory; {_size(available)} is available"
+            f"{list(config.net_arch)} needs at least {size_text(needed)} of memory; {size_text(available)} {available_is}"
         )
 
 
@@ -142,7 +145,7 @@ def available_memory(cgroup_root: Path = CGROUP_ROOT) -> int:
     return available
 
 
-def _size(size: int) -> str:
+def size_text(size: int) -> str:
     return f"{size / 2**30:,.1f} GiB" if size >= 2**30 else f"{size / 2**20:,.1f} MiB"
 
 

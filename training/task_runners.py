@@ -3,8 +3,10 @@
 Ray: by default ``ray.init()`` starts a local Ray for the run (one task per CPU) and stops it afterwards; with an
 address (``--ray-address`` or ``RAY_ADDRESS``) the same tasks run on an existing cluster, whose nodes need this
 project installed (the same requirements.txt, ``pip install -e .``). The driver puts the mart rows into Ray's object
-store once; every task reads them from there, so workers never connect to the warehouse. A task that fails is
-submitted again (``task_retries`` times) and then reported by fold and seed; the other tasks still land.
+store once; every task reads them from there, so workers never connect to the warehouse. Each task asks Ray for one
+CPU and the memory PPO's settings need (training/ppo.py ``memory_needed``), so tasks that would together need more
+than a node has wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
+has finished when it ran out of memory) and then reported by fold and seed; the other tasks still land.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig, ray_address_problem
+from training.envs.spaces import observation_size
 from training.fold_task import TaskResult, run_fold_seed
 from training.folds import Fold
 from training.market_data import MarketData
+from training.ppo import check_memory, memory_needed, size_text
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,16 @@ def _one_line(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether a task failed for want of memory: killed by Ray's memory monitor, its worker killed outright (the
+    kernel's out-of-memory killer's SIGKILL, which Ray cannot tell from other deaths), or a MemoryError (NumPy's, or
+    the task's own memory check) while others held the memory."""
+    import ray.exceptions
+
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+    return isinstance(cause, (ray.exceptions.OutOfMemoryError, ray.exceptions.WorkerCrashedError, MemoryError))
+
+
 def _use_token_authentication(joining_a_cluster: bool) -> None:
     """Choose Ray's token authentication explicitly (RAY_AUTH_MODE=token), unless the user set RAY_AUTH_MODE.
 
@@ -210,7 +224,8 @@ def check_ray_address(address: str, timeout: float, source: str = "--ray-address
 
 @dataclass
 class RayRunner:
-    """Each task on Ray, one CPU each, retried ``retries`` times on failure; a progress bar counts finished tasks."""
+    """Each task on Ray with one CPU and PPO's memory estimate, retried ``retries`` times on failure; a progress bar
+    counts finished tasks."""
 
     address: str | None = None
     cpus: int | None = None
@@ -262,50 +277,89 @@ class RayRunner:
 
         started_here, address = self._connect()
         try:
-            nodes = len([node for node in ray.nodes() if node.get("Alive")])
-            cpus = int(ray.cluster_resources().get("CPU", 0))
+            alive = [node for node in ray.nodes() if node.get("Alive")]
+            nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
+            task_memory = self._check_task_memory(config, data, alive)
             logger.info(
-                "%d fold x seed tasks on %s (%d node%s, %d CPUs)",
+                "%d fold x seed tasks on %s (%d node%s, %d CPUs); each reserves %s of Ray's memory resource",
                 len(tasks),
                 f"the Ray cluster at {address}" if address else "a local Ray",
                 nodes,
                 "s" if nodes != 1 else "",
                 cpus,
+                size_text(task_memory),
             )
-            remote = ray.remote(num_cpus=1, max_retries=0)(_remote_task)
+            # Ray's scheduler starts a task on a node only while the memory its running tasks declared leaves room for
+            # the new one's: tasks that would together need more than a node offers wait instead of being killed.
+            remote = ray.remote(num_cpus=1, memory=task_memory, max_retries=0)(_remote_task)
             started = time.perf_counter()
             data_ref = ray.put(data)
             config_ref = ray.put(config)
-            pending = {
-                remote.remote(self.task, config_ref, data_ref, fold, seed): (fold, seed, 1) for fold, seed in tasks
-            }
+            pending: dict[ray.ObjectRef, tuple[Fold, int, int]] = {}
+            # Retries of tasks that ran out of memory, each waiting for another task to finish (and free its memory):
+            # retried at once, the pressure that killed them is usually still there, and they fail twice.
+            waiting: list[tuple[Fold, int, int]] = []
+
+            def submit(fold: Fold, seed: int, attempt: int) -> None:
+                pending[remote.remote(self.task, config_ref, data_ref, fold, seed)] = (fold, seed, attempt)
+
+            def let_one_waiting_go(finished: Fold, finished_seed: int) -> None:
+                if waiting:
+                    fold, seed, attempt = waiting.pop(0)
+                    logger.info("fold %d seed %d: retrying now that fold %d seed %d has finished", fold.fold_id,
+                                seed, finished.fold_id, finished_seed)  # fmt: skip
+                    submit(fold, seed, attempt)
+
+            for fold, seed in tasks:
+                submit(fold, seed, 1)
             outcome = RunnerOutcome(ray_address=address, nodes=nodes)
             with _progress(len(tasks), self.progress_bar) as bar:
-                while pending:
+                while pending or waiting:
+                    if not pending:  # nothing else runs, so nothing else will free memory: retry now
+                        submit(*waiting.pop(0))
                     (ready,), _ = ray.wait(list(pending), num_returns=1)
                     fold, seed, attempt = pending.pop(ready)
+                    out_of_memory = False
                     try:
                         result = ray.get(ready)
                     except ray.exceptions.RayError as error:
-                        message = _one_line(error)
-                        if attempt <= self.retries:
+                        message, out_of_memory = _one_line(error), _out_of_memory(error)
+                        if attempt > self.retries:
+                            logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
+                            outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
+                            bar.update(1)
+                        elif out_of_memory and pending:
+                            logger.warning("fold %d seed %d failed (%s); retrying once another task has finished",
+                                           fold.fold_id, seed, message)  # fmt: skip
+                            waiting.append((fold, seed, attempt + 1))
+                        else:
                             logger.warning("fold %d seed %d failed (%s); retrying", fold.fold_id, seed, message)
-                            pending[remote.remote(self.task, config_ref, data_ref, fold, seed)] = (
-                                fold,
-                                seed,
-                                attempt + 1,
-                            )
-                            continue
-                        logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
-                        outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
+                            submit(fold, seed, attempt + 1)
                     else:
                         result.attempts = attempt
                         outcome.results.append(result)
                         _log_finished(result)
-                    bar.update(1)
+                        bar.update(1)
+                    if not out_of_memory:  # its memory is free again (after a kill for memory, the pressure stays)
+                        let_one_waiting_go(fold, seed)
             logger.info("tasks done in %.0f s", time.perf_counter() - started)
             return outcome
         finally:
             if started_here:
                 with interruptions_held():
                     ray.shutdown()
+
+    @staticmethod
+    def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int:
+        """The memory one task declares to Ray (PPO's estimate, as the task checks it), after checking that some node
+        can ever hold it: Ray leaves a task that asks more than any node has pending for ever, without a word."""
+        observation = observation_size(config.window, n_features=len(data.feature_names))
+        offered = [node["Resources"].get("memory", 0) for node in nodes if node["Resources"].get("CPU", 0) >= 1]
+        check_memory(
+            config,
+            observation,
+            available=int(max(offered, default=0)),
+            available_is="is the most a node of the Ray cluster offers (its memory resource: what Ray found free "
+            "when the node started, less its object store)",
+        )
+        return memory_needed(config, observation)

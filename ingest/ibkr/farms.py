@@ -12,25 +12,44 @@ its ``:``; names may hold dots themselves: ``usfarm.nj``), compared in lower cas
 =====  ======================================  ======================================================
 code   notice                                  here
 =====  ======================================  ======================================================
-1100   connectivity between IBKR and the       IBKR-wide outage (one more "farm": every request
-       gateway lost                            needs it)
-2110   connectivity between TWS and the        IBKR-wide outage
-       server broken
-1101   restored, data lost                     IBKR-wide outage over
-1102   restored, data maintained               IBKR-wide outage over
+1100   connectivity between IBKR and the       IBKR-wide outage (every request needs IBKR)
+       gateway lost
+2110   connectivity between the gateway and    IBKR-wide outage of its own: the gateway's link to
+       the server broken                       IBKR's server
+1101   restored, data lost                     both IBKR-wide outages over; the farms it lists (as
+1102   restored, data maintained               1102 does) as connected or not: see below
 2105   HMDS (historical data) farm broken      that farm's outage: historical requests may need it
-2106   HMDS farm OK                            that farm's outage over (no other farm's)
+2106   HMDS farm OK                            that farm's outage over (no other farm's); a 2110
+                                               outage over
 2107   HMDS farm inactive, available on        not an outage; ends one of that farm's, if any (the
        demand                                  gateway connects to it when a request needs it)
 2157   sec-def farm broken                     that farm's outage: contract lookups may need it
-2158   sec-def farm OK                         that farm's outage over
-2103,  market data farm broken / OK /          not tracked: historical bars and contract details do
-2104,  inactive                                not come from market data farms
+2158   sec-def farm OK                         that farm's outage over; a 2110 outage over
+2104   market data farm OK                     a 2110 outage over (otherwise not tracked:
+                                               historical bars and contract details do not come
+2103,  market data farm broken / inactive      from market data farms)
 2108
 =====  ======================================  ======================================================
 
 A notice that names no farm (a server that leaves the name out) is an outage of an unnamed farm of its kind; an
 OK notice without a name ends every outage of its kind, since it cannot say which one it means.
+
+A farm's OK notice ends a 2110 outage because the gateway reaches that farm through its link to IBKR's server; it
+does not end a 1100 one: IBKR's primary server (1100/1101/1102) and its farms are separate connections, and real
+gateways report farms OK while the primary one is still lost (2158, 2104 between a 1100 and its 1102).
+
+The 1101/1102 that ends an IBKR-wide outage may list the farms (real gateways' wordings)::
+
+    ... restored - data maintained. All data farms are connected: usfarm; ushmds; secdefnj.
+    ... restored - data maintained. The following farms are connected: usfarm; secdefnj. The following farms are
+    not connected: ushmds.
+
+A farm named as connected ends its outage; "All data farms are connected" ends every farm's. A farm named as not
+connected is in outage from then on, until its own OK notice, unless the last this connection heard of it was
+"inactive" (2107/2108): inactive farms are listed as not connected, and the gateway connects to them on demand. The
+lists do not say a farm's kind: it is the kind of the farm's last notice, else what its name says (``...hmds...``:
+HMDS, ``secdef...``: sec-def); a farm of neither kind (a market data farm) holds nothing. A 1101/1102 worded
+otherwise ends the IBKR-wide outages only.
 
 Which farm serves a request is not known in advance (ushmds serves US stocks, typically, but IBKR does not say),
 so a request counts every farm of the kinds it may use: historical requests :data:`HISTORY`, contract lookups
@@ -39,27 +58,33 @@ so a request counts every farm of the kinds it may use: historical requests :dat
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
 class FarmKind(StrEnum):
     IBKR = "IBKR connectivity"
+    IBKR_SERVER = "the gateway's link to IBKR's server"
     HMDS = "HMDS (historical data) farm"
     SEC_DEF = "sec-def farm"
+    MARKET_DATA = "market data farm"
 
 
-HISTORY = frozenset({FarmKind.IBKR, FarmKind.HMDS})
+HISTORY = frozenset({FarmKind.IBKR, FarmKind.IBKR_SERVER, FarmKind.HMDS})
 """What a historical-data request may need."""
-CONTRACT_DETAILS = frozenset({FarmKind.IBKR, FarmKind.SEC_DEF})
+CONTRACT_DETAILS = frozenset({FarmKind.IBKR, FarmKind.IBKR_SERVER, FarmKind.SEC_DEF})
 """What a contract lookup may need."""
+_IBKR_WIDE = frozenset({FarmKind.IBKR, FarmKind.IBKR_SERVER})
+_HELD_BY_FARMS = frozenset({FarmKind.HMDS, FarmKind.SEC_DEF})
+"""The farm kinds whose outages hold requests (market data farms serve neither kind of request)."""
 
 _DOWN, _UP = True, False
 _NOTICES: dict[int, tuple[FarmKind, bool]] = {
     1100: (FarmKind.IBKR, _DOWN),
-    2110: (FarmKind.IBKR, _DOWN),
+    2110: (FarmKind.IBKR_SERVER, _DOWN),
     1101: (FarmKind.IBKR, _UP),
     1102: (FarmKind.IBKR, _UP),
     2105: (FarmKind.HMDS, _DOWN),
@@ -67,9 +92,14 @@ _NOTICES: dict[int, tuple[FarmKind, bool]] = {
     2107: (FarmKind.HMDS, _UP),
     2157: (FarmKind.SEC_DEF, _DOWN),
     2158: (FarmKind.SEC_DEF, _UP),
+    2103: (FarmKind.MARKET_DATA, _DOWN),
+    2104: (FarmKind.MARKET_DATA, _UP),
+    2108: (FarmKind.MARKET_DATA, _UP),
 }
-_INACTIVE = frozenset({2107})
-"""Notices whose farm name follows the sentence's full stop instead of a colon."""
+_INACTIVE = frozenset({2107, 2108})
+"""Notices of a farm that is "inactive but should be available upon demand": its name follows the sentence's full
+stop instead of a colon."""
+_FARM_LIST = re.compile(r"(all data farms are connected|the following farms are (not )?connected):", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,8 @@ class FarmNotice:
     farm: str
     """The farm's name (``ushmds``); "" for IBKR-wide notices and for a notice that names none."""
     down: bool
+    inactive: bool = False
+    """Not down, not connected either: the gateway connects to the farm when a request needs it (2107/2108)."""
 
 
 def parse_notice(code: int, message: str) -> FarmNotice | None:
@@ -86,7 +118,7 @@ def parse_notice(code: int, message: str) -> FarmNotice | None:
     if known is None:
         return None
     kind, down = known
-    if kind is FarmKind.IBKR:
+    if kind in _IBKR_WIDE:
         farm = ""
     elif ":" in message:  # also an "inactive" notice written with a colon, as other builds may
         farm = message.partition(":")[2]
@@ -95,7 +127,38 @@ def parse_notice(code: int, message: str) -> FarmNotice | None:
     else:
         farm = ""
     # One farm, however a build capitalises it: a 2106 for "USHMDS" ends the outage of "ushmds".
-    return FarmNotice(kind, farm.strip().lower(), down)
+    return FarmNotice(kind, farm.strip().lower(), down, inactive=code in _INACTIVE)
+
+
+@dataclass
+class FarmLists:
+    """The farms a 1101/1102 names (the wordings are in the module's docstring)."""
+
+    connected: list[str] = field(default_factory=list)
+    not_connected: list[str] = field(default_factory=list)
+    all_connected: bool = False
+
+
+def parse_farm_lists(message: str) -> FarmLists | None:
+    """The farms a restored-connectivity notice lists as connected or not; None when it lists none."""
+    parts = _FARM_LIST.split(message)  # [before, heading, "not " or None, its list, heading, ...]
+    if len(parts) == 1:
+        return None
+    lists = FarmLists(all_connected=any(h.lower().startswith("all") for h in parts[1::3]))
+    for heading_not, names in zip(parts[2::3], parts[3::3], strict=True):
+        farms = [name.strip().lower() for name in names.strip().rstrip(".").split(";")]
+        (lists.not_connected if heading_not else lists.connected).extend(f for f in farms if f)
+    return lists
+
+
+def kind_by_name(farm: str) -> FarmKind | None:
+    """What a farm's name says of its kind, for a farm known by name only: IBKR's HMDS farms are named ``...hmds...``
+    (ushmds, euhmds, cashhmds), its sec-def farms ``secdef...`` (secdefnj, secdefil); None for any other."""
+    if "hmds" in farm:
+        return FarmKind.HMDS
+    if farm.startswith("secdef"):
+        return FarmKind.SEC_DEF
+    return None
 
 
 @dataclass
@@ -110,7 +173,7 @@ class Outage:
     reported OK again)."""
 
     def describe(self) -> str:
-        if self.kind is FarmKind.IBKR:
+        if self.kind in _IBKR_WIDE:
             return str(self.kind)
         return f"{self.kind} {self.farm}" if self.farm else f"an unnamed {self.kind}"
 
@@ -132,28 +195,64 @@ class FarmStatus:
         self._clock = clock
         self._outages: dict[tuple[FarmKind, str], Outage] = {}
         self._reported: dict[FarmKind, int] = dict.fromkeys(FarmKind, 0)
+        self._last_heard: dict[str, FarmNotice] = {}
+        """The last notice naming each farm on this connection: its kind, and whether it was inactive."""
 
     def reset(self) -> None:
         """A new API connection: the gateway reports every farm afresh."""
         self._outages.clear()
+        self._last_heard.clear()
 
     def note(self, code: int, message: str) -> list[Change]:
         """Take in one notice; what it changed (nothing for a repeated notice or another code)."""
         notice = parse_notice(code, message)
         if notice is None:
             return []
-        key = (notice.kind, notice.farm)
-        if notice.down:
-            if key in self._outages:  # already down (and maybe waited out): a repeat starts no new wait
-                return []
-            outage = self._outages[key] = Outage(notice.kind, notice.farm, code, message, self._clock())
-            self._reported[notice.kind] += 1
-            return [Change(outage, down=True)]
+        if notice.kind in _IBKR_WIDE:
+            if notice.down:
+                return self._begin(notice.kind, "", code, message)
+            # 1101/1102: the gateway is in touch with IBKR again, and may say which farms are not.
+            return self._end(lambda o: o.kind in _IBKR_WIDE) + self._note_farm_lists(code, message)
         if notice.farm:
-            ended = [key] if key in self._outages else []
-        else:  # cannot say which farm it means: every outage of its kind
-            ended = [k for k in self._outages if k[0] is notice.kind]
-        return [Change(self._outages.pop(k), down=False) for k in ended]
+            self._last_heard[notice.farm] = notice
+        changes = []
+        if not (notice.down or notice.inactive):  # a farm connected, through the gateway's link to IBKR's server
+            changes += self._end(lambda o: o.kind is FarmKind.IBKR_SERVER)
+        if notice.kind not in _HELD_BY_FARMS:
+            return changes
+        if notice.down:
+            return changes + self._begin(notice.kind, notice.farm, code, message)
+        if notice.farm:
+            return changes + self._end(lambda o: o.kind is notice.kind and o.farm == notice.farm)
+        return changes + self._end(lambda o: o.kind is notice.kind)  # cannot say which farm it means: every one
+
+    def _note_farm_lists(self, code: int, message: str) -> list[Change]:
+        lists = parse_farm_lists(message)
+        if lists is None:
+            return []
+        changes = []
+        if lists.all_connected:
+            changes += self._end(lambda o: o.kind not in _IBKR_WIDE)
+        for farm in lists.connected:
+            changes += self._end(lambda o, farm=farm: o.farm == farm)
+        for farm in lists.not_connected:
+            last = self._last_heard.get(farm)
+            kind = last.kind if last is not None else kind_by_name(farm)
+            if kind in _HELD_BY_FARMS and not (last is not None and last.inactive):
+                changes += self._begin(kind, farm, code, message)
+        return changes
+
+    def _begin(self, kind: FarmKind, farm: str, code: int, message: str) -> list[Change]:
+        key = (kind, farm)
+        if key in self._outages:  # already down (and maybe waited out): a repeat starts no new wait
+            return []
+        outage = self._outages[key] = Outage(kind, farm, code, message, self._clock())
+        self._reported[kind] += 1
+        return [Change(outage, down=True)]
+
+    def _end(self, ends: Callable[[Outage], bool]) -> list[Change]:
+        ended = [key for key, outage in self._outages.items() if ends(outage)]
+        return [Change(self._outages.pop(key), down=False) for key in ended]
 
     def holding(self, kinds: Iterable[FarmKind]) -> list[Outage]:
         """The outages of these kinds that requests still wait for, oldest first."""
@@ -172,5 +271,17 @@ class FarmStatus:
         return over
 
     def reported(self, kinds: Iterable[FarmKind]) -> int:
-        """How many outages of these kinds were reported so far: a rise during a request means it met one."""
+        """How many outages of these kinds were reported so far."""
         return sum(self._reported[kind] for kind in frozenset(kinds))
+
+    def mark(self, kinds: Iterable[FarmKind]) -> int:
+        """Taken as a request goes on the wire: :meth:`met_since` then tells whether it met an outage of these kinds.
+
+        A request meets the outages reported while it is out, and also those it goes out into (reported while it
+        waited for its turn under the pacing rules): a farm that is down answers it no more than one that breaks
+        later. One reported and over before it went out, it never met.
+        """
+        return self.reported(kinds) - len(self.holding(kinds))
+
+    def met_since(self, kinds: Iterable[FarmKind], mark: int) -> bool:
+        return self.reported(kinds) > mark

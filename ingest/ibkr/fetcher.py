@@ -20,15 +20,18 @@ errorEvent 321 (request invalid)             :class:`InvalidRequestError` at onc
                                              the decoding error, if the client could not read an
                                              answer)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
-an outage notice (1100/2110 IBKR-wide,       a request waits while a farm it may use is down:
-2105 an HMDS farm, 2157 a sec-def farm;      historical requests for IBKR-wide and every HMDS
-:mod:`ingest.ibkr.farms`), kept per          farm (which one serves a symbol is not known),
-farm from the start-up on                    contract lookups for IBKR-wide and every sec-def
-                                             farm; each outage ends with its own OK notice
-                                             (1101/1102; 2106 or 2107 for that farm; 2158), or
-                                             after the reconnect timeout from its notice; a
-                                             timeout of a request that met a new outage is
-                                             asked again, not counted; 2107/2108 never hold one
+an outage notice (1100 and 2110 IBKR-wide,   a request waits while a farm it may use is down:
+2105 an HMDS farm, 2157 a sec-def farm, a    historical requests for IBKR-wide and every HMDS
+farm a 1102 lists as not connected;          farm (which one serves a symbol is not known),
+:mod:`ingest.ibkr.farms`), kept per          contract lookups for IBKR-wide and every sec-def
+farm from the start-up on                    farm; each outage ends with its own OK notice
+                                             (1101/1102, for 2110 also a farm's OK; 2106 or
+                                             2107 for that farm, or a 1102 listing it as
+                                             connected; 2158), or after the reconnect timeout
+                                             from its notice; a timeout of a request that met
+                                             an outage (in effect when it went on the wire, or
+                                             reported while it was out) is asked again, not
+                                             counted; 2107/2108 never hold one
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -467,11 +470,11 @@ class IbkrSession:
         while True:
             await self._ensure_connected()
             await self._wait_for_farms(farms.CONTRACT_DETAILS)
-            outages_before = self._farms.reported(farms.CONTRACT_DETAILS)
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
                     await self.limiter.message()
+                    outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
                     details = await asyncio.wait_for(
                         _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
@@ -483,7 +486,7 @@ class IbkrSession:
                         return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
                     continue
                 except TimeoutError:
-                    if self._met_an_outage(farms.CONTRACT_DETAILS, outages_before, outage_timeouts):
+                    if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
                         outage_timeouts += 1  # IBKR or a sec-def farm was down meanwhile: lost, not refused
                         continue
                     timeouts += 1
@@ -542,7 +545,6 @@ class IbkrSession:
             attempts += 1
             await self._ensure_connected()
             await self._wait_for_farms(farms.HISTORY)
-            outages_before = self._farms.reported(farms.HISTORY)
             contract = self._stock(ref)
             with self._track(contract) as tracked:
                 try:
@@ -550,6 +552,7 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
+                        outages = self._farms.mark(farms.HISTORY)  # as it goes out, after its turn and its slot
                         sent_at, undecoded_before = loop.time(), self._decode_errors.count
                         bars = await self._race_invalid(
                             self.ib.reqHistoricalDataAsync(
@@ -614,7 +617,7 @@ class IbkrSession:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
-            if self._met_an_outage(farms.HISTORY, outages_before, outage_timeouts):
+            if self._met_an_outage(farms.HISTORY, outages, outage_timeouts):
                 outage_timeouts += 1  # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
                 log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
                 continue
@@ -648,7 +651,7 @@ class IbkrSession:
                     )
 
     def _note_farm(self, code: int, message: str) -> None:
-        """An outage notice (1100/2110, 2105, 2157) or its end, for the farm it names: logged, and waiters woken."""
+        """An outage notice (1100, 2110, 2105, 2157, a farm a 1102 lists) or its end: logged, and waiters woken."""
         changes = self._farms.note(code, message)
         for change in changes:
             outage = change.outage
@@ -671,10 +674,11 @@ class IbkrSession:
         self._farms_changed.set()
         self._farms_changed = asyncio.Event()
 
-    def _met_an_outage(self, uses: frozenset[farms.FarmKind], reported_before: int, outage_timeouts: int) -> bool:
-        """Whether a request that timed out met an outage of a farm it may use (reported since it was let go), and
-        may still be asked again without counting the timeout (as often as a dropped connection)."""
-        return self._farms.reported(uses) > reported_before and outage_timeouts < self.retry.connection_retries
+    def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
+        """Whether a request that timed out met an outage of a farm it may use (in effect when it went on the wire,
+        or reported while it was out: :meth:`farms.FarmStatus.mark`), and may still be asked again without counting
+        the timeout (as often as a dropped connection)."""
+        return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
 
     async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
         """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
@@ -687,6 +691,7 @@ class IbkrSession:
 
 _WHO_WAITS = {
     farms.FarmKind.IBKR: "historical requests and contract lookups",
+    farms.FarmKind.IBKR_SERVER: "historical requests and contract lookups",
     farms.FarmKind.HMDS: "historical requests",
     farms.FarmKind.SEC_DEF: "contract lookups",
 }

@@ -1,0 +1,102 @@
+"""Each fold x seed task declares PPO's memory estimate to Ray's scheduler (its `memory` resource): tasks that would
+together need more than a node offers never run side by side, and a task no node can ever hold fails fast, in one
+line, instead of waiting for ever."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+from training import cli
+from training.config import TrainConfig
+from training.envs.spaces import observation_size
+from training.exit_codes import ExitCode
+from training.fold_task import run_fold_seed
+from training.market_data import MarketData
+from training.ppo import SettingsTooLarge, memory_needed
+from training.task_runners import RayRunner
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray and PPO
+
+FEATURES = list(FEATURE_LOOKBACKS)
+CONFIG = TrainConfig(
+    timesteps=256, eval_freq=256, n_envs=4, n_steps=64, batch_size=128, n_epochs=1, random_draws=5,
+    progress_bar=False, save_to_warehouse=False,
+)  # fmt: skip
+TASK_MEMORY = memory_needed(CONFIG, observation_size(CONFIG.window, len(FEATURES)))
+NODE_MEMORY = TASK_MEMORY * 3 // 2
+"""The local Ray's memory resource: room for one task of CONFIG, not two."""
+
+
+@pytest.fixture(scope="module")
+def ray_with_room_for_one_task() -> Iterator[None]:
+    """A local Ray with two CPUs (two tasks could run at once) but memory for one task of CONFIG."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, _memory=NODE_MEMORY, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING", _system_config={"worker_niceness": 0})  # fmt: skip
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return synthetic_mart(n_symbols=4, n_sessions=320, seed=73)
+
+
+def test_tasks_that_do_not_fit_together_never_run_side_by_side(
+    ray_with_room_for_one_task, frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    import ray
+
+    assert ray.cluster_resources()["CPU"] == 2 and ray.cluster_resources()["memory"] == NODE_MEMORY
+
+    def timed(config, data, fold, seed):
+        """Each attempt writes when it started and ended (the workers are other processes)."""
+        started = time.time()
+        result = run_fold_seed(config, data, fold, seed)
+        (tmp_path / f"seed-{seed}").write_text(f"{started} {time.time()}")
+        return result
+
+    fold = lay_out_folds(frame["session_date"], folds=1, test_sessions=40, validation_sessions=40)[0]
+    seeds = (1, 2, 3)
+    outcome = RayRunner(progress_bar=False, task=timed).run(
+        CONFIG, MarketData.from_frame(frame, FEATURES), [(fold, seed) for seed in seeds]
+    )
+    assert sorted(result.seed for result in outcome.results) == list(seeds) and not outcome.failures
+    spans = sorted(tuple(map(float, (tmp_path / f"seed-{seed}").read_text().split())) for seed in seeds)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"two tasks ran at once: {spans}"  # one ended before the next began
+
+
+def test_a_task_that_no_node_can_hold_fails_fast_in_one_line(
+    ray_with_room_for_one_task, frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ray leaves a task that asks for more memory than any node has pending for ever, without a word."""
+    too_large = dataclasses.replace(CONFIG, n_envs=64)
+    assert memory_needed(too_large, observation_size(CONFIG.window, len(FEATURES))) > NODE_MEMORY
+
+    def must_not_run(config, data, fold, seed):
+        (tmp_path / "ran").touch()
+        return run_fold_seed(config, data, fold, seed)
+
+    fold = lay_out_folds(frame["session_date"], folds=1, test_sessions=40, validation_sessions=40)[0]
+    started = time.perf_counter()
+    with pytest.raises(SettingsTooLarge) as refused:
+        RayRunner(progress_bar=False, task=must_not_run).run(too_large, MarketData.from_frame(frame, FEATURES),
+                                                              [(fold, 1)])  # fmt: skip
+    assert time.perf_counter() - started < 10 and not (tmp_path / "ran").exists()
+    # What the command says (training/cli.py): one line naming the settings and what Ray offers, status 2.
+    with caplog.at_level(logging.ERROR):
+        assert cli.report_user_error(refused.value) == ExitCode.CONFIG == 2
+    (line,) = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert "\n" not in line
+    assert "n_envs 64, n_steps 64, batch_size 128 and net_arch [64, 64] needs at least" in line, line
+    assert "is the most a node of the Ray cluster offers (its memory resource" in line, line
