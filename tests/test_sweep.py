@@ -5,9 +5,12 @@ repeats no finished trial, and the winner's walk-forward carries the deflated Sh
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
+import re
 import signal
+import urllib.parse
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -23,14 +26,25 @@ from devtools.synthetic_mart import (
     synthetic_mart,
     write_mart_yaml,
 )
+from training import results_store
 from training.baselines import POLICIES
+from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
+from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.fold_task import run_fold_seed, validate_configuration
 from training.market_data import MarketData
 from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
-from training.sweep import EvaluatedOutsideValidation, SweepConfig, SweepResult, check_validation_only, run_sweep
+from training.sweep import (
+    EvaluatedOutsideValidation,
+    SweepConfig,
+    SweepError,
+    SweepResult,
+    _free_run_id,
+    check_validation_only,
+    run_sweep,
+)
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -120,7 +134,8 @@ def interrupted_then_resumed(local_ray, sweep_warehouse, tmp_path_factory) -> di
     settings, _ = sweep_warehouse
     tmp_path = tmp_path_factory.mktemp("sweep")
     log = tmp_path / "evaluations.jsonl"
-    config = sweep_config(tmp_path, sweep_id="sweep-under-test")
+    # Quote, '#', '%' and spaces: the report's link to the walk-forward and its SQL must stay whole.
+    config = sweep_config(tmp_path, sweep_id="sweep under test #1 'q' 100%")
     first = run_sweep(config, settings, evaluate=recording(log, "first"), callbacks=[InterruptAfter(2)])
     after_first = trial_rows(settings, first.sweep_id)
     # The resumed run reads the mart without the contract check (the first run did it; it takes seconds).
@@ -279,3 +294,49 @@ def test_the_report_page_and_the_analysis(interrupted_then_resumed, sweep_wareho
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall() if row[0] == resumed.sweep_id]
     assert [row["trial_number"] for row in rows if row["chosen"]] == [resumed.best.trial_number]
     assert all(row["verdict"] == resumed.walk_forward.statistics.verdict for row in rows)
+    # The link to the walk-forward's report is a URL: '#' would end its path, '%' begin an escape.
+    (href,) = re.findall(r"<a href='([^']*)'>The walk-forward's report</a>", page)
+    linked = resumed.report_path.parent / urllib.parse.unquote(urllib.parse.urlsplit(html.unescape(href)).path)
+    assert linked.resolve() == resumed.walk_forward.report_path.resolve()
+    # The SQL the page shows runs as it is, the quote in the sweep id included.
+    (shown,) = re.findall(r"In SQL: <code>(.*?)</code>", page, flags=re.DOTALL)
+    with connect(settings, role="analyst") as conn:
+        assert len(conn.execute(html.unescape(shown)).fetchall()) == len(resumed.trials) == TRIALS
+
+
+def test_a_new_sweep_never_writes_into_another_runs_folder(sweep_warehouse, tmp_path: Path) -> None:
+    """--sweep-id naming another run's folder overwrote that run's report.html (and mixed Tune's files into it)."""
+    settings, _ = sweep_warehouse
+    taken = tmp_path / "runs" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "report.html").write_text("another run's report", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="already exists and is not empty: choose another --sweep-id") as error:
+        run_sweep(sweep_config(tmp_path, sweep_id="taken"), settings)
+    assert user_error_status(error.value) == ExitCode.CONFIG
+    assert [p.name for p in taken.iterdir()] == ["report.html"]
+    assert (taken / "report.html").read_text(encoding="utf-8") == "another run's report"
+    with connect(settings) as conn:  # the sweep's tables may not exist yet when this test runs alone
+        assert not results_store.sweep_tables_exist(conn) or results_store.load_sweep(conn, "taken") is None
+
+
+def test_a_final_run_id_another_run_has_is_refused_before_the_search(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+):
+    """--run-id of a run in ml.walk_forward_runs (its folder elsewhere, or gone) failed only after every trial ran."""
+    settings, _ = sweep_warehouse
+    taken = interrupted_then_resumed["resumed"].walk_forward.run_id
+    with pytest.raises(SweepError, match=f"ml.walk_forward_runs already has a run {re.escape(repr(taken))}: choose"):
+        run_sweep(sweep_config(tmp_path, sweep_id="another", run_id=taken), settings)
+    with connect(settings) as conn:
+        assert results_store.load_sweep(conn, "another") is None
+
+
+def test_the_default_final_run_id_skips_one_that_only_the_warehouse_still_has(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+):
+    """A sweep resumed with more trials after `make clean` named its new walk-forward <sweep_id>-best again: the old
+    run's folder was gone, its row was not, and the walk-forward failed after the whole search."""
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    assert resumed.walk_forward.run_id == f"{resumed.sweep_id}-best"
+    assert _free_run_id(tmp_path / "cleaned-runs", f"{resumed.sweep_id}-best", settings) == f"{resumed.sweep_id}-best-2"

@@ -94,6 +94,12 @@ def _no_ray_here() -> int:
         (["--trails", "3"], "--trails"),
         (["--no-save-to-warehouse"], "a sweep keeps its trials in the warehouse"),
         (["--sweep-id", "../beside-runs"], "sweep_id '../beside-runs' must name one folder"),
+        (["--sweep-id", "s" * 201], "sweep_id must be at most 200 bytes long (UTF-8), not 201"),
+        (["--sweep-id", "two\nlines"], "sweep_id 'two\\nlines' must be printable text"),
+        # --resume "$ID" with ID unset started a new sweep; bytes that are not UTF-8 were a codec's message.
+        (["--resume", ""], "resume names no sweep: give the id of the sweep to continue"),
+        (["--resume=  "], "resume names no sweep"),
+        (["--resume", "\udcff"], "resume '\\udcff' must be printable text"),
     ],
 )
 def test_bad_flags_end_in_one_line_with_status_2_and_nothing_written(

@@ -150,6 +150,12 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         # <runs_dir>/<run_id> elsewhere: the runs folder's parent, or a folder beside it.
         ({"run_id": "../elsewhere"}, r"run_id '../elsewhere' must name one folder, <runs_dir>/<run_id>/"),
         ({"run_id": ".."}, r"run_id '..' must name one folder"),
+        # Longer than a folder name may be (255 bytes): a traceback from the file system. Control characters: a folder,
+        # log lines and ml.* keys that cannot all hold them (PostgreSQL refuses NUL only when the results are written).
+        ({"run_id": "x" * 201}, r"run_id must be at most 200 bytes long \(UTF-8\), not 201"),
+        ({"run_id": "é" * 101}, r"run_id must be at most 200 bytes long \(UTF-8\), not 202"),
+        ({"run_id": "two\nlines"}, r"run_id 'two\\nlines' must be printable text: no newline, tab, NUL"),
+        ({"run_id": "a\x00b"}, r"run_id 'a\\x00b' must be printable text"),
         # NumPy refuses these seeds with a traceback (status 1), minutes into a walk-forward.
         ({"seed": -5}, r"seed must be from 0 to 4294967295"),
         ({"seed": 2**32 - 1, "seeds": 2}, r"seed \+ seeds - 1 must be at most 4294967295"),
@@ -503,6 +509,19 @@ def test_a_malformed_ray_address_in_the_environment_is_status_2_before_anything_
         "RAY_ADDRESS 'garbage' is not host:port, ray://host:port or 'auto'"
     ]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("main", [cli.main, cli.walk_forward_main])
+def test_a_run_id_the_file_system_cannot_hold_is_one_line_and_status_2_before_anything_runs(
+    main, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """300 characters was a traceback (File name too long) from the run folder's check; a NUL byte from YAML too."""
+    line = _refused_before_the_job(main, ["--run-id", "r" * 300, "--runs-dir", str(tmp_path)], monkeypatch, capsys)
+    assert "run_id must be at most 200 bytes long (UTF-8), not 300" in line
+    (tmp_path / "nul.yaml").write_text('run_id: "a\\0b"\n', encoding="utf-8")
+    line = _refused_before_the_job(main, ["--config", str(tmp_path / "nul.yaml")], monkeypatch, capsys)
+    assert "run_id 'a\\x00b' must be printable text" in line
+    assert list(tmp_path.iterdir()) == [tmp_path / "nul.yaml"]
 
 
 @pytest.mark.parametrize("runs_dir", ["a-file", "a-file/below"])

@@ -3,6 +3,7 @@ retried once and then reported while the others land, and an unreachable cluster
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -31,7 +32,7 @@ from training.task_runners import (
     check_ray_address,
     interruptions_held,
 )
-from training.walk_forward import WalkForwardResult, run_walk_forward
+from training.walk_forward import RunFolderError, WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -214,6 +215,33 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
             1,
         )
     assert "this task always fails" in result.report_path.read_text()
+
+
+def test_a_disk_that_fills_up_during_the_run_is_one_line_and_status_2_and_nothing_lands(
+    snapshot, results_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing the run folder after the tasks (models, statistics, report) on a full disk was a traceback (status 1)
+    that left a half-written folder behind."""
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("training.walk_forward.write_report_html", disk_full)
+    with pytest.raises(RunFolderError) as error:
+        run_walk_forward(
+            config(tmp_path, run_id="disk-full", folds=(1,), seeds=1),
+            results_warehouse,
+            runner=InProcessRunner(),
+            snapshot=snapshot,
+        )
+    assert str(error.value) == (
+        f"cannot write the run folder {tmp_path / 'runs' / 'disk-full'} (No space left on device): free some space or "
+        "choose another --runs-dir, and run again (nothing of this run landed in the warehouse)"
+    )
+    assert cli.user_error_status(error.value) == ExitCode.CONFIG
+    assert list((tmp_path / "runs").iterdir()) == []  # the half-written folder is gone
+    with connect(results_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'disk-full'").fetchone() == (0,)
 
 
 def test_a_task_killed_for_memory_is_retried_only_after_another_task_has_finished(

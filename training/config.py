@@ -215,10 +215,8 @@ class TrainConfig:
             problems.append("confidence must be in [0.5, 1)")
         if self.configurations_tried < 1:
             problems.append("configurations_tried must be >= 1")
-        if self.run_id and not is_folder_name(self.run_id):
-            problems.append(
-                f"run_id {self.run_id!r} must name one folder, <runs_dir>/<run_id>/: no '/', not '.' or '..'"
-            )
+        if self.run_id and (problem := folder_name_problem(self.run_id, "run_id")):
+            problems.append(problem)
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             problems.append(f"log_level {self.log_level!r} is not a logging level")
         return problems
@@ -340,10 +338,27 @@ def ray_address_problem(address: str) -> str | None:
     return None
 
 
-def is_folder_name(name: str) -> bool:
-    """Whether ``name`` names one folder inside another (a run id, a sweep id), never one elsewhere: no separator,
-    not '.' or '..' (which, as <runs_dir>/<run_id>, would be the runs folder or its parent)."""
-    return name.strip() not in ("", ".", "..") and "/" not in name and "\\" not in name
+MAX_FOLDER_NAME_BYTES = 200
+"""The longest run or sweep id, in UTF-8 bytes: file systems allow 255 per folder name, and a sweep names its final
+walk-forward <sweep_id>-best (-2, -3, ... beside an unfinished one)."""
+
+
+def folder_name_problem(name: str, field: str) -> str | None:
+    """Why ``name`` cannot be the run or sweep id ``field`` (a folder <runs_dir>/<name>/ and a key in ml.*), or None.
+
+    It must name one folder inside another, never one elsewhere: no separator, not '.' or '..' (which, as
+    <runs_dir>/<run_id>, would be the runs folder or its parent). Control characters (a newline, a NUL byte from a YAML
+    "\\0") and bytes that are not UTF-8 (surrogates from the command line) are refused too: the folder, the log lines
+    and PostgreSQL's text columns cannot all hold them. Checked before anything runs: a name too long for the file
+    system was a traceback, and one PostgreSQL refuses would fail only when the results are written.
+    """
+    if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
+        return f"{field} {name!r} must name one folder, <runs_dir>/<{field}>/: no '/', not '.' or '..'"
+    if not name.isprintable():
+        return f"{field} {name!r} must be printable text: no newline, tab, NUL or other control character"
+    if len(name.encode("utf-8")) > MAX_FOLDER_NAME_BYTES:
+        return f"{field} must be at most {MAX_FOLDER_NAME_BYTES} bytes long (UTF-8), not {len(name.encode('utf-8'))}"
+    return None
 
 
 def _split_commas(values: Any) -> tuple[str, ...]:

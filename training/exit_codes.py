@@ -27,9 +27,10 @@ class ExitCode(IntEnum):
 MEANINGS = {
     ExitCode.OK: "the run finished; its results are in runs/<run_id>/ and the ml.walk_forward_* tables",
     ExitCode.FAILED: "anything else (every task failed, or a bug): the last line says what happened",
-    ExitCode.CONFIG: "a bad flag, value, --config file, --resume model, fold id or symbol (a malformed --ray-address "
-    "or RAY_ADDRESS too), a mart YAML (training_bars.yml, --mart-yaml) whose column roles (meta.role) are missing or inconsistent, "
-    "or settings too large for this machine's memory (on Ray: for every node's)",
+    ExitCode.CONFIG: "a bad flag, value, --config file, --resume model or sweep id, fold id or symbol (a malformed --ray-address "
+    "or RAY_ADDRESS too), a run or sweep id whose folder is taken, a --runs-dir where the run folder cannot be created or "
+    "written whole (a file, no permission, a full disk), a mart YAML (training_bars.yml, --mart-yaml) whose column roles "
+    "(meta.role) are missing or inconsistent, or settings too large for this machine's memory (on Ray: for every node's)",
     ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
     "its history is too short for the planned folds (the message says how much to fetch), or dbt kept writing it "
     "during the check",

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import secrets
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash, is_folder_name
+from training.config import TrainConfig, WalkForwardConfig, configuration_hash, folder_name_problem
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -112,10 +113,10 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
-        if self.sweep_id and not is_folder_name(self.sweep_id):
-            problems.append(
-                f"sweep_id {self.sweep_id!r} must name one folder, <runs_dir>/<sweep_id>/: no '/', not '.' or '..'"
-            )
+        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id")):
+            problems.append(problem)
+        if self.resume is not None and (problem := resume_problem(self.resume)):
+            problems.append(problem)
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
@@ -129,6 +130,14 @@ class SweepConfig(WalkForwardConfig):
     @property
     def trial_seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.trial_seeds))
+
+
+def resume_problem(sweep_id: str) -> str | None:
+    """Why ``sweep_id`` (the value of --resume) cannot name a sweep, or None. An empty one (``--resume "$ID"`` with ID
+    unset) started a new sweep instead; one PostgreSQL cannot take (bytes that are not UTF-8) was a codec's message."""
+    if not sweep_id.strip():
+        return "resume names no sweep: give the id of the sweep to continue (ml.sweeps.sweep_id)"
+    return folder_name_problem(sweep_id, "resume")
 
 
 CHANGEABLE_ON_RESUME = frozenset(
@@ -622,7 +631,7 @@ def run_sweep(
     from training.folds import select_folds
     from training.market_data import MarketData
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms, make_run_folder, read_checked_mart
+    from training.walk_forward import contract_terms, make_run_folder, read_checked_mart, refuse_used_folder
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -654,7 +663,18 @@ def run_sweep(
             space = load_space(config.space, config)
             sweep_id = config.sweep_id or new_sweep_id()
             if results_store.sweep_tables_exist(conn) and results_store.load_sweep(conn, sweep_id) is not None:
-                raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {sweep_id} continues it")
+                raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
+            # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
+            refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
+
+        # The final walk-forward's --run-id, when another run has it, failed only after the whole search.
+        if config.run_id and config.final_walk_forward and not (stored and stored.final_run_id == config.run_id):
+            refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
+            if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
+                raise SweepError(
+                    f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
+                    "walk-forward"
+                )
 
         # 2. The mart and its folds, read once (the contract asks for the longest window the space can draw).
         schema = read_mart_schema(config.mart_yaml)
@@ -787,7 +807,7 @@ def run_sweep(
             sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed,
             config.trials,
             PROG,
-            sweep_id,
+            shlex.quote(sweep_id),
         )
     return SweepResult(sweep_id, run_dir, report_path, sweep, trials, best_trial(trials, len(folds)), walk_forward,
                        interrupted)  # fmt: skip
@@ -802,7 +822,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
-    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best")
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best", settings)
     values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
@@ -817,10 +837,16 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     return run_walk_forward(wf_config, settings, snapshot=snapshot, trial_sharpe_variance=trial_sharpe_variance(trials))
 
 
-def _free_run_id(runs_dir: Path, name: str) -> str:
-    """``name``, or ``name-2``, ``name-3``, ... when an interrupted final walk-forward left a folder behind."""
+def _free_run_id(runs_dir: Path, name: str, settings) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when a folder has it (an interrupted final walk-forward's) or a run in
+    ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
+    removed runs/: that failed only after the whole search)."""
+    from training import results_store
+
     candidate, attempt = name, 1
-    while (runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir()):
+    while ((runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir())) or results_store.run_exists(
+        settings, candidate
+    ):
         attempt += 1
         candidate = f"{name}-{attempt}"
     return candidate
@@ -828,9 +854,14 @@ def _free_run_id(runs_dir: Path, name: str) -> str:
 
 def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
     from training.sweep_report import write_sweep_report
+    from training.walk_forward import writing_run_folder
 
     path = run_dir / "report.html"
-    write_sweep_report(path, sweep, trials, space, walk_forward)
+    remedy = (
+        f"free some space; --resume {shlex.quote(sweep.sweep_id)} then writes it (the trials are in ml.sweep_trials)"
+    )
+    with writing_run_folder(run_dir, remedy):
+        write_sweep_report(path, sweep, trials, space, walk_forward)
     return path
 
 
@@ -861,6 +892,8 @@ def _stored_config(sweep_id: str) -> dict[str, Any]:
     from training import results_store
     from warehouse_db import schemas
 
+    if problem := resume_problem(sweep_id):
+        raise SweepError(problem)
     with warehouse_db.connect(role=schemas.TRAINER_ROLE, autocommit=True) as conn:
         stored = results_store.load_sweep(conn, sweep_id) if results_store.sweep_tables_exist(conn) else None
     if stored is None:
@@ -875,7 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
     try:
         resume = _resume_id(argv)
-        base = _stored_config(resume) if resume and not {"-h", "--help"} & set(argv) else None
+        base = _stored_config(resume) if resume is not None and not {"-h", "--help"} & set(argv) else None
         config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
         if not config.resume:
             load_space(config.space, config)  # a bad space file fails here, before anything runs
@@ -899,7 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_sweep(config, resolve_settings())
     except KeyboardInterrupt:
         logger.error(
-            "interrupted; continue with: %s --resume %s", PROG, config.resume or config.sweep_id or "<sweep_id>"
+            "interrupted; continue with: %s --resume %s",
+            PROG,
+            shlex.quote(config.resume or config.sweep_id) if config.resume or config.sweep_id else "<sweep_id>",
         )
         return ExitCode.INTERRUPTED
     except Exception as error:  # noqa: BLE001 - report_user_error re-raises what a user cannot cause

@@ -13,6 +13,8 @@ import html
 import json
 import math
 import os
+import shlex
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,11 @@ def _trials_table(trials: Sequence[Any], names: Sequence[str], best: int | None)
     return _table(["trial", "state", "objective", "fold: score", *names, "PPO steps", "Ray node", "time"], rows)
 
 
+def sql_literal(text: str) -> str:
+    """``text`` as an SQL string literal to copy into psql: a sweep id with a quote in it stays one literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any, walk_forward: Any | None) -> None:
     """One HTML file with everything inline, the choice first."""
     names = list(space.names)
@@ -143,7 +150,9 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
         verdict = html.escape(sweep.verdict or "")
         link = ""
         if walk_forward is not None:
-            link = html.escape(os.path.relpath(walk_forward.report_path.resolve(), path.parent.resolve()))
+            # A URL: a run id with '#', '?' or '%' would end the path or be read as an escape.
+            relative = os.path.relpath(walk_forward.report_path.resolve(), path.parent.resolve())
+            link = html.escape(urllib.parse.quote(Path(relative).as_posix()))
             link = f" <a href='{link}'>The walk-forward's report</a>."
         final = (
             f"<p class='verdict'>{verdict}</p><p>Walk-forward run <code>{html.escape(sweep.final_run_id)}</code>: folds "
@@ -158,7 +167,7 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
         final = (
             f"<p class='warning'>The sweep is {html.escape(sweep.status)}"
             + (f": {html.escape(sweep.error)}" if sweep.error else "")
-            + f". Continue it with <code>python -m training.sweep --resume {html.escape(sweep.sweep_id)}</code>.</p>"
+            + f". Continue it with <code>python -m training.sweep --resume {html.escape(shlex.quote(sweep.sweep_id))}</code>.</p>"
         )
     saved = ""
     if sweep.trial_steps_without_early_stopping:
@@ -211,7 +220,7 @@ measures it on test sessions no trial saw, and its deflated Sharpe ratio charges
 Pruned trials stopped early because their mean so far trailed the others at the same fold; their objective is the
 mean of the folds they reached. Parameter importance (Optuna's PED-ANOVA) says which parameters moved the objective
 within this sweep's trials; with few trials it is a hint, not a finding.</p>
-<p>In SQL: <code>select * from ml.sweep_trials where sweep_id = '{html.escape(sweep.sweep_id)}' order by
+<p>In SQL: <code>select * from ml.sweep_trials where sweep_id = {html.escape(sql_literal(sweep.sweep_id))} order by
 objective desc nulls last</code>.</p>
 """,
         ),

@@ -18,11 +18,11 @@ import secrets
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from training import results_store
 from training.baselines import POLICIES
@@ -120,11 +120,29 @@ def read_checked_mart(
     )
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's log file. A disk that fills up stops the file, not the run: logging's own handler printed a traceback
+    for every line from then on (the console has every line anyway, and the run folder's writes end the run with
+    one line that says why)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)  # a bug (e.g. a message's arguments): logging's own report
+        elif not getattr(self, "failed", False):
+            self.failed = True
+            print(f"warning: cannot write {self.baseFilename} any more; the log goes on here only", file=sys.stderr)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            super().close()
+
+
 @contextmanager
 def run_log(path: Path) -> Iterator[Callable[[str], None]]:
     """Every log line of the run also goes to ``path``. Yields a function that writes a line to ``path`` only: the
     verdict and the report, which the command prints once itself (on stdout), not again as a console log line."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    with writing_run_folder(path.parent):
+        handler = _RunLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 
@@ -139,7 +157,28 @@ def run_log(path: Path) -> Iterator[Callable[[str], None]]:
 
 
 class RunFolderError(ValueError):
-    """The run folder cannot be created under --runs-dir (not a folder, no permission, a read-only disk)."""
+    """The run folder cannot be created under --runs-dir (not a folder, no permission, a read-only disk), or not be
+    written whole (a full disk)."""
+
+
+@contextmanager
+def writing_run_folder(
+    run_dir: Path,
+    remedy: str = "free some space or choose another --runs-dir, and run again (nothing of this run landed in the "
+    "warehouse)",
+) -> Iterator[None]:
+    """An ``OSError`` while writing the run folder (a full disk, a quota, a file system gone read-only during the run)
+    as a one-line :class:`RunFolderError` that ends with ``remedy``: it was a traceback, after the whole run."""
+    try:
+        yield
+    except OSError as error:
+        raise RunFolderError(f"cannot write the run folder {run_dir} ({error.strerror or error}): {remedy}") from None
+
+
+def refuse_used_folder(run_dir: Path, flag: str) -> None:
+    """Raise unless ``run_dir`` is free for a new run or sweep: a folder with files in it is another one's."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another {flag}")
 
 
 def make_run_folder(run_dir: Path) -> None:
@@ -162,6 +201,27 @@ def remove_unfinished_run(run_dir: Path) -> None:
                        checkpoints[-1].parent, checkpoints[-1])  # fmt: skip
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def write_run_folder(
+    run_dir: Path,
+    summary: dict[str, Any],
+    statistics: RunStatistics,
+    folds: Sequence[Fold],
+    results: Sequence[TaskResult],
+    failures: Sequence[TaskFailure],
+) -> Path:
+    """Each task's model and its fold's scaler, statistics.json and report.html; returns the report's path."""
+    with writing_run_folder(run_dir):
+        for result in results:
+            task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
+            task_dir.mkdir(parents=True, exist_ok=True)
+            (task_dir / "model.zip").write_bytes(result.model_zip)
+            (task_dir.parent / "scaler.json").write_text(json.dumps(result.scaler, indent=2), encoding="utf-8")
+        write_statistics_json(run_dir / "statistics.json", statistics_document(summary, statistics, results, failures))
+        report_path = run_dir / "report.html"
+        write_report_html(report_path, summary, statistics, folds, results, failures)
+    return report_path
 
 
 def run_walk_forward(
@@ -214,8 +274,7 @@ def execute(
     run_id = config.run_id or new_run_id()
     config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
     run_dir = config.runs_dir / run_id
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another --run-id")
+    refuse_used_folder(run_dir, "--run-id")
     runner = make_runner(run_dir)
     runner.prepare()
     make_run_folder(run_dir)
@@ -225,7 +284,8 @@ def execute(
             logger.info(
                 "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
             )
-            dump_config(config, run_dir / "config.yaml")
+            with writing_run_folder(run_dir):
+                dump_config(config, run_dir / "config.yaml")
             if config.save_to_warehouse:
                 results_store.ensure_tables(settings)
                 if results_store.run_exists(settings, run_id):
@@ -267,11 +327,6 @@ def execute(
 
             # 4. The run folder: models, statistics.json, report.html.
             finished_at = datetime.now(UTC)
-            for result in results:
-                task_dir = run_dir / "folds" / f"fold-{result.fold_id}" / f"seed-{result.seed}"
-                task_dir.mkdir(parents=True, exist_ok=True)
-                (task_dir / "model.zip").write_bytes(result.model_zip)
-                (task_dir.parent / "scaler.json").write_text(json.dumps(result.scaler, indent=2), encoding="utf-8")
             summary = {
                 "run_id": run_id,
                 "kind": kind,
@@ -296,11 +351,7 @@ def execute(
                 "finished_at": finished_at.isoformat(),
                 "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
             }
-            write_statistics_json(
-                run_dir / "statistics.json", statistics_document(summary, statistics, results, outcome.failures)
-            )
-            report_path = run_dir / "report.html"
-            write_report_html(report_path, summary, statistics, folds, results, outcome.failures)
+            report_path = write_run_folder(run_dir, summary, statistics, folds, results, outcome.failures)
 
             # 5. The warehouse, all or nothing.
             if config.save_to_warehouse:
@@ -344,10 +395,11 @@ def execute(
                              failure.attempts, failure.error)  # fmt: skip
             to_run_log_only(f"verdict: {statistics.verdict}")
             to_run_log_only(f"report: {report_path.resolve()}")
-    except BaseException:
+    except BaseException as error:
         # Failed or interrupted before the tasks were done (bad mart, folds, warehouse, Ctrl+C): the folder would hold
-        # only a log and a config that no result belongs to. The error itself is on stderr.
-        if not tasks_ran:
+        # only a log and a config that no result belongs to; or it could not be written whole (a full disk), and
+        # nothing landed. The error itself is on stderr.
+        if not tasks_ran or isinstance(error, RunFolderError):
             remove_unfinished_run(run_dir)
         raise
     return WalkForwardResult(
