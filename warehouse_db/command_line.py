@@ -41,8 +41,8 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class _StdoutWithoutReader:
-    """Standard output that, once its reader has gone away (``| head``, a closed terminal), discards what it is
+class _OutputWithoutReader:
+    """Standard output (or error) that, once its reader has gone away (``| head``, a closed terminal), discards what it is
     given instead of raising ``BrokenPipeError`` from whatever print or flush comes next (Python ignores SIGPIPE, so
     every write to a closed pipe raises). Everything else is the stream's own."""
 
@@ -82,22 +82,24 @@ CommandT = TypeVar("CommandT", bound=Callable[..., int])
 
 
 def outlives_its_reader(command: CommandT) -> CommandT:
-    """Run ``command`` (a command's ``main``) so that a reader of its standard output going away (``make sweep | head
-    -3``) does not stop it: what it would still print is dropped, its log (standard error, a run's run.log) goes on,
-    and it finishes, landing its results, with the status it would have had. A long job keeps what it computed; a
-    short one ends as quietly as ``head`` expects: never a BrokenPipeError, never a half-written batch."""
+    """Run ``command`` (a command's ``main``) so that a reader of its output going away (``make sweep | head -3``, or
+    ``2>&1 | head`` for its log too) does not stop it: what it would still print there is dropped (a training run's
+    log goes on in its run.log), and it finishes, landing its results, with the status it would have had. A long job
+    keeps what it computed; a short one ends as quietly as ``head`` expects: never a BrokenPipeError, never a
+    half-written batch."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> int:
-        stream = sys.stdout
-        guarded = _StdoutWithoutReader(stream)
-        sys.stdout = guarded
+        streams = sys.stdout, sys.stderr
+        guarded = _OutputWithoutReader(sys.stdout), _OutputWithoutReader(sys.stderr)
+        sys.stdout, sys.stderr = guarded
         try:
             return command(*args, **kwargs)
         finally:
-            guarded.flush()
-            if sys.stdout is guarded:
-                sys.stdout = stream
+            for stream in guarded:
+                stream.flush()
+            if (sys.stdout, sys.stderr) == guarded:
+                sys.stdout, sys.stderr = streams
 
     return run  # type: ignore[return-value]
 
