@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash, folder_name_problem
+from training.config import (
+    MAX_FOLDER_NAME_BYTES,
+    TrainConfig,
+    WalkForwardConfig,
+    configuration_hash,
+    folder_name_problem,
+)
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -72,6 +78,13 @@ WORST_SCORE = -100.0
 SCORE_METRIC = "sharpe"
 
 Evaluate = Callable[[TrainConfig, "MarketData", Fold, int], "ValidationResult"]
+
+
+FINAL_RUN_SUFFIX = "-best"
+"""The final walk-forward's run id is <sweep_id>-best (-best-2, -best-3, ... when that one is taken: _free_run_id)."""
+MAX_SWEEP_ID_BYTES = MAX_FOLDER_NAME_BYTES - len(f"{FINAL_RUN_SUFFIX}-999")
+"""A sweep id leaves room for the final walk-forward's suffix within a run id's limit: a 200-byte sweep id passed, and
+its run id <sweep_id>-best was refused after the whole search (a traceback, on every --resume too)."""
 
 
 @dataclass
@@ -113,7 +126,7 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
-        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id")):
+        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id", MAX_SWEEP_ID_BYTES)):
             problems.append(problem)
         if self.resume is not None and (problem := resume_problem(self.resume)):
             problems.append(problem)
@@ -822,7 +835,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
-    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best", settings)
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}{FINAL_RUN_SUFFIX}", settings)
     values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
