@@ -97,6 +97,8 @@ def _no_ray_here() -> int:
         (["--sweep-id", "../beside-runs"], "sweep_id '../beside-runs' must name one folder"),
         (["--sweep-id", "s" * 201], "sweep_id must be at most 191 bytes long (UTF-8), not 201"),
         (["--sweep-id", "two\nlines"], "sweep_id 'two\\nlines' must be printable text"),
+        # The final walk-forward in the sweep's own folder: the sweep page overwrote its report.html.
+        (["--sweep-id", "s1", "--run-id", "s1"], "run_id 's1' names the sweep's own folder"),
         # --resume "$ID" with ID unset started a new sweep; bytes that are not UTF-8 were a codec's message.
         (["--resume", ""], "resume names no sweep: give the id of the sweep to continue"),
         (["--resume=  "], "resume names no sweep"),

@@ -130,6 +130,11 @@ class SweepConfig(WalkForwardConfig):
             problems.append(problem)
         if self.resume is not None and (problem := resume_problem(self.resume)):
             problems.append(problem)
+        if self.run_id and self.run_id == self.sweep_id:  # the walk-forward's report.html would be the sweep page's
+            problems.append(
+                f"run_id {self.run_id!r} names the sweep's own folder: give the final walk-forward another (or none: "
+                f"<sweep_id>{FINAL_RUN_SUFFIX})"
+            )
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
