@@ -125,6 +125,13 @@ def test_the_longest_sweep_id_leaves_room_for_its_final_walk_forwards_run_id() -
         SweepConfig(sweep_id="é" * 96)
 
 
+def test_the_final_walk_forward_skips_a_name_a_file_has_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file <sweep_id>-best under --runs-dir was a NotADirectoryError traceback after the whole search."""
+    monkeypatch.setattr("training.results_store.run_exists", lambda settings, run_id: False)  # no row has either name
+    (tmp_path / "s1-best").write_text("not a run folder")
+    assert sweep._free_run_id(tmp_path, "s1-best", settings=None) == "s1-best-2"
+
+
 def test_a_bad_space_file_on_the_command_line_is_status_2(tmp_path: Path, capsys) -> None:
     path = write(tmp_path, "gamma: {low: 0.99, high: 0.9}\n")
     assert sweep.main(["--space", str(path), "--runs-dir", str(tmp_path / "runs")]) == ExitCode.CONFIG

@@ -860,11 +860,10 @@ def _free_run_id(runs_dir: Path, name: str, settings) -> str:
     ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
     removed runs/: that failed only after the whole search)."""
     from training import results_store
+    from training.walk_forward import folder_in_use
 
     candidate, attempt = name, 1
-    while ((runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir())) or results_store.run_exists(
-        settings, candidate
-    ):
+    while folder_in_use(runs_dir / candidate) or results_store.run_exists(settings, candidate):
         attempt += 1
         candidate = f"{name}-{attempt}"
     return candidate
