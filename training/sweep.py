@@ -685,8 +685,11 @@ def run_sweep(
             # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
             refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
 
-        # The final walk-forward's --run-id, when another run has it, failed only after the whole search.
-        if config.run_id and config.final_walk_forward and not (stored and stored.final_run_id == config.run_id):
+        # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
+        # sweep's own final run counts as another once more trials are to run: they walk forward anew.
+        finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
+        keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
+        if config.run_id and config.final_walk_forward and not keeps_its_final_run:
             refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
             if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
                 raise SweepError(
