@@ -12,8 +12,9 @@ import optuna
 import pytest
 
 from training import sweep
-from training.config import TrainConfig
+from training.config import TrainConfig, WalkForwardConfig
 from training.exit_codes import ExitCode
+from training.sweep import SweepConfig
 from training.sweep_space import DEFAULT_SPACE, SEARCHABLE, SearchSpaceError, load_space
 
 
@@ -94,8 +95,10 @@ def _no_ray_here() -> int:
         (["--trails", "3"], "--trails"),
         (["--no-save-to-warehouse"], "a sweep keeps its trials in the warehouse"),
         (["--sweep-id", "../beside-runs"], "sweep_id '../beside-runs' must name one folder"),
-        (["--sweep-id", "s" * 201], "sweep_id must be at most 200 bytes long (UTF-8), not 201"),
+        (["--sweep-id", "s" * 201], "sweep_id must be at most 191 bytes long (UTF-8), not 201"),
         (["--sweep-id", "two\nlines"], "sweep_id 'two\\nlines' must be printable text"),
+        # The final walk-forward in the sweep's own folder: the sweep page overwrote its report.html.
+        (["--sweep-id", "s1", "--run-id", "s1"], "run_id 's1' names the sweep's own folder"),
         # --resume "$ID" with ID unset started a new sweep; bytes that are not UTF-8 were a codec's message.
         (["--resume", ""], "resume names no sweep: give the id of the sweep to continue"),
         (["--resume=  "], "resume names no sweep"),
@@ -110,6 +113,23 @@ def test_bad_flags_end_in_one_line_with_status_2_and_nothing_written(
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_longest_sweep_id_leaves_room_for_its_final_walk_forwards_run_id() -> None:
+    """A 200-byte sweep id passed, and its final walk-forward's run id <sweep_id>-best failed the run id's 200-byte
+    limit after the whole search (a traceback, again on every --resume)."""
+    longest = "é" * 95 + "s"  # 191 bytes of UTF-8
+    assert SweepConfig(sweep_id=longest).sweep_id == longest
+    assert WalkForwardConfig(run_id=f"{longest}-best-999").run_id == f"{longest}-best-999"  # _free_run_id's names
+    with pytest.raises(ValueError, match="sweep_id must be at most 191 bytes long"):
+        SweepConfig(sweep_id="é" * 96)
+
+
+def test_the_final_walk_forward_skips_a_name_a_file_has_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file <sweep_id>-best under --runs-dir was a NotADirectoryError traceback after the whole search."""
+    monkeypatch.setattr("training.results_store.run_exists", lambda settings, run_id: False)  # no row has either name
+    (tmp_path / "s1-best").write_text("not a run folder")
+    assert sweep._free_run_id(tmp_path, "s1-best", settings=None) == "s1-best-2"
 
 
 def test_a_bad_space_file_on_the_command_line_is_status_2(tmp_path: Path, capsys) -> None:

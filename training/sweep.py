@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash, folder_name_problem
+from training.config import (
+    MAX_FOLDER_NAME_BYTES,
+    TrainConfig,
+    WalkForwardConfig,
+    configuration_hash,
+    folder_name_problem,
+)
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -72,6 +78,13 @@ WORST_SCORE = -100.0
 SCORE_METRIC = "sharpe"
 
 Evaluate = Callable[[TrainConfig, "MarketData", Fold, int], "ValidationResult"]
+
+
+FINAL_RUN_SUFFIX = "-best"
+"""The final walk-forward's run id is <sweep_id>-best (-best-2, -best-3, ... when that one is taken: _free_run_id)."""
+MAX_SWEEP_ID_BYTES = MAX_FOLDER_NAME_BYTES - len(f"{FINAL_RUN_SUFFIX}-999")
+"""A sweep id leaves room for the final walk-forward's suffix within a run id's limit: a 200-byte sweep id passed, and
+its run id <sweep_id>-best was refused after the whole search (a traceback, on every --resume too)."""
 
 
 @dataclass
@@ -113,10 +126,15 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
-        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id")):
+        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id", MAX_SWEEP_ID_BYTES)):
             problems.append(problem)
         if self.resume is not None and (problem := resume_problem(self.resume)):
             problems.append(problem)
+        if self.run_id and self.run_id == self.sweep_id:  # the walk-forward's report.html would be the sweep page's
+            problems.append(
+                f"run_id {self.run_id!r} names the sweep's own folder: give the final walk-forward another (or none: "
+                f"<sweep_id>{FINAL_RUN_SUFFIX})"
+            )
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
@@ -667,8 +685,11 @@ def run_sweep(
             # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
             refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
 
-        # The final walk-forward's --run-id, when another run has it, failed only after the whole search.
-        if config.run_id and config.final_walk_forward and not (stored and stored.final_run_id == config.run_id):
+        # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
+        # sweep's own final run counts as another once more trials are to run: they walk forward anew.
+        finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
+        keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
+        if config.run_id and config.final_walk_forward and not keeps_its_final_run:
             refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
             if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
                 raise SweepError(
@@ -822,7 +843,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
-    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best", settings)
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}{FINAL_RUN_SUFFIX}", settings)
     values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
@@ -842,11 +863,10 @@ def _free_run_id(runs_dir: Path, name: str, settings) -> str:
     ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
     removed runs/: that failed only after the whole search)."""
     from training import results_store
+    from training.walk_forward import folder_in_use
 
     candidate, attempt = name, 1
-    while ((runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir())) or results_store.run_exists(
-        settings, candidate
-    ):
+    while folder_in_use(runs_dir / candidate) or results_store.run_exists(settings, candidate):
         attempt += 1
         candidate = f"{name}-{attempt}"
     return candidate
