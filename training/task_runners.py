@@ -281,13 +281,15 @@ class RayRunner:
             nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
             task_memory = self._check_task_memory(config, data, alive)
             logger.info(
-                "%d fold x seed tasks on %s (%d node%s, %d CPUs); each reserves %s of Ray's memory resource",
+                "%d fold x seed tasks on %s (%d node%s, %d CPUs); %s",
                 len(tasks),
                 f"the Ray cluster at {address}" if address else "a local Ray",
                 nodes,
                 "s" if nodes != 1 else "",
                 cpus,
-                size_text(task_memory),
+                f"each reserves {size_text(task_memory)} of Ray's memory resource"
+                if task_memory
+                else "its nodes offer no memory resource, so each task checks its own machine's memory",
             )
             # Ray's scheduler starts a task on a node only while the memory its running tasks declared leaves room for
             # the new one's: tasks that would together need more than a node offers wait instead of being killed.
@@ -350,11 +352,17 @@ class RayRunner:
                     ray.shutdown()
 
     @staticmethod
-    def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int:
+    def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int | None:
         """The memory one task declares to Ray (PPO's estimate, as the task checks it), after checking that some node
-        can ever hold it: Ray leaves a task that asks more than any node has pending for ever, without a word."""
+        can ever hold it: Ray leaves a task that asks more than any node has pending for ever, without a word.
+
+        None (declare nothing) on a cluster whose nodes offer no memory resource at all (``ray start --memory 0``):
+        a task that declared some would never start there; each task then checks its own machine, as a serial run
+        does."""
         observation = observation_size(config.window, n_features=len(data.feature_names))
         offered = [node["Resources"].get("memory", 0) for node in nodes if node["Resources"].get("CPU", 0) >= 1]
+        if not any(offered):
+            return None
         check_memory(
             config,
             observation,
