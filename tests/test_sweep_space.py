@@ -233,3 +233,27 @@ def test_space_values_convert_as_config_values_do(tmp_path: Path) -> None:
         SearchSpaceError, match=r"net_arch: every choice must be a list of integers such as \[64, 64\], got \[64, x\]"
     ):
         load_space(write(tmp_path, "net_arch: {choices: [[64, x]]}\n"))
+
+
+def test_each_trial_asks_ray_for_the_memory_its_drawn_settings_need(tmp_path: Path) -> None:
+    """A trial declares PPO's estimate for its own draw (larger n_envs, more memory), capped at the largest node's
+    offer (a trial asking more would wait for ever), and nothing where nodes offer no memory resource."""
+    from training.envs.spaces import observation_size
+    from training.ppo import memory_needed
+
+    space = load_space(write(tmp_path, "n_envs: {choices: [2, 64]}\n"))
+    base, n_features = TrainConfig(), 13
+
+    def declared(params: dict, offer: int) -> dict:
+        resources = sweep.trial_resources(params, base=base, space=space, n_features=n_features, memory_offer=offer)
+        return resources.bundles[0]
+
+    small, large = ({"n_envs": n} for n in (2, 64))
+    need = {
+        n: memory_needed(space.apply(base, {"n_envs": n}), observation_size(base.window, n_features)) for n in (2, 64)
+    }
+    assert need[2] < need[64]
+    assert declared(small, 10**12) == {"CPU": 1, "memory": need[2]}
+    assert declared(large, 10**12) == {"CPU": 1, "memory": need[64]}
+    assert declared(large, need[2]) == {"CPU": 1, "memory": need[2]}  # capped at the offer
+    assert declared(large, 0) == {"CPU": 1}

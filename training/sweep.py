@@ -33,6 +33,7 @@ counts as ``WORST_SCORE``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -63,6 +64,8 @@ from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
+    from ray.tune import PlacementGroupFactory
+
     from training.fold_task import ValidationResult
 from training.market_data import MarketData
 
@@ -230,6 +233,25 @@ def check_validation_only(result: ValidationResult, fold: Fold) -> None:
                 f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation split "
                 f"{fold.validation} (first {outside[0]}); a sweep may only score on validation sessions"
             )
+
+
+def trial_resources(
+    params: dict[str, Any], *, base: TrainConfig, space: SearchSpace, n_features: int, memory_offer: int
+) -> PlacementGroupFactory:
+    """What a trial asks of Ray: one CPU, and PPO's memory estimate for its drawn settings (training/ppo.py), so that
+    trials whose settings would together need more than a node offers do not run side by side. The estimate is capped
+    at the largest node's offer (``memory_offer``; none declared where nodes offer no memory resource): a trial that
+    asked for more would wait for ever; started, it checks its settings against its machine and fails alone."""
+    from ray.tune import PlacementGroupFactory
+
+    from training.envs.spaces import observation_size
+    from training.ppo import memory_needed
+
+    if not memory_offer:
+        return PlacementGroupFactory([{"CPU": 1}])
+    config = space.apply(base, params)
+    needed = memory_needed(config, observation_size(config.window, n_features=n_features))
+    return PlacementGroupFactory([{"CPU": 1, "memory": min(needed, memory_offer)}])
 
 
 def run_trial(
@@ -458,7 +480,7 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from training.task_runners import signal_handlers_kept
+    from training.task_runners import largest_memory_offer, signal_handlers_kept
 
     # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
     # repeat the values the finished trials already had.
@@ -499,7 +521,13 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
             seeds=config.trial_seed_list,
             evaluate=evaluate,
         ),
-        {"cpu": 1},
+        functools.partial(
+            trial_resources,
+            base=config.task_config(),
+            space=space,
+            n_features=len(data.feature_names),
+            memory_offer=largest_memory_offer(ray.nodes()),
+        ),
     )
     logger.info(
         "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",

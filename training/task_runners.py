@@ -222,6 +222,21 @@ def check_ray_address(address: str, timeout: float, source: str = "--ray-address
             channel.close()
 
 
+def largest_memory_offer(nodes: Sequence[dict]) -> int:
+    """The largest `memory` resource a live Ray node that can run a task (one CPU) offers, in bytes; 0 when none
+    offers any (``ray start --memory 0``). ``nodes`` as ``ray.nodes()`` reports them."""
+    return int(
+        max(
+            (
+                node["Resources"].get("memory", 0)
+                for node in nodes
+                if node.get("Alive") and node["Resources"].get("CPU", 0) >= 1
+            ),
+            default=0,
+        )
+    )
+
+
 @dataclass
 class RayRunner:
     """Each task on Ray with one CPU and PPO's memory estimate, retried ``retries`` times on failure; a progress bar
@@ -360,13 +375,13 @@ class RayRunner:
         a task that declared some would never start there; each task then checks its own machine, as a serial run
         does."""
         observation = observation_size(config.window, n_features=len(data.feature_names))
-        offered = [node["Resources"].get("memory", 0) for node in nodes if node["Resources"].get("CPU", 0) >= 1]
-        if not any(offered):
+        offered = largest_memory_offer(nodes)
+        if not offered:
             return None
         check_memory(
             config,
             observation,
-            available=int(max(offered, default=0)),
+            available=offered,
             available_is="is the most a node of the Ray cluster offers (its memory resource: what Ray found free "
             "when the node started, less its object store)",
         )
