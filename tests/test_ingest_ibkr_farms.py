@@ -125,6 +125,11 @@ def test_a_farm_ok_ends_a_broken_server_link_but_not_a_lost_ibkr_connection():
             "connected: cashhmds.",
             FarmLists(connected=["cashfarm", "secdefil"], not_connected=["cashhmds"]),
         ),
+        (  # spacing as loose as a build may write it: two spaces, a line break, a space before the colon
+            RESTORED + "  The following farms are connected:  usfarm ;  secdefnj .  The following farms are  not\n"
+            "connected : ushmds",
+            FarmLists(connected=["usfarm", "secdefnj"], not_connected=["ushmds"]),
+        ),
     ],
 )
 def test_a_1102_lists_the_farms_connected_and_not_as_real_gateways_word_it(text, expected):

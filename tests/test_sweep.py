@@ -331,6 +331,24 @@ def test_a_final_run_id_another_run_has_is_refused_before_the_search(
         assert results_store.load_sweep(conn, "another") is None
 
 
+def test_a_sweep_resumed_with_more_trials_refuses_its_own_final_run_id_before_the_search(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+):
+    """More trials walk forward anew: the --run-id of the stored walk-forward (kept from the first start, or given
+    again) was let through, and the new walk-forward failed on it after every added trial ran."""
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    with connect(settings) as conn:
+        stored = results_store.load_sweep(conn, resumed.sweep_id)
+    assert stored.final_run_id == resumed.walk_forward.run_id
+    config = SweepConfig(**{**stored.base_config, "resume": resumed.sweep_id, "trials": TRIALS + 1,
+                            "run_id": stored.final_run_id, "runs_dir": tmp_path / "runs"})  # fmt: skip
+    with pytest.raises(SweepError, match=f"already has a run {re.escape(repr(stored.final_run_id))}: choose another"):
+        run_sweep(config, settings)
+    with connect(settings) as conn:
+        assert results_store.load_sweep(conn, resumed.sweep_id).trials_requested == TRIALS  # nothing ran
+
+
 def test_the_default_final_run_id_skips_one_that_only_the_warehouse_still_has(
     interrupted_then_resumed, sweep_warehouse, tmp_path
 ):

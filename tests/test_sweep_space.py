@@ -12,8 +12,9 @@ import optuna
 import pytest
 
 from training import sweep
-from training.config import TrainConfig
+from training.config import TrainConfig, WalkForwardConfig
 from training.exit_codes import ExitCode
+from training.sweep import SweepConfig
 from training.sweep_space import DEFAULT_SPACE, SEARCHABLE, SearchSpaceError, load_space
 
 
@@ -94,8 +95,10 @@ def _no_ray_here() -> int:
         (["--trails", "3"], "--trails"),
         (["--no-save-to-warehouse"], "a sweep keeps its trials in the warehouse"),
         (["--sweep-id", "../beside-runs"], "sweep_id '../beside-runs' must name one folder"),
-        (["--sweep-id", "s" * 201], "sweep_id must be at most 200 bytes long (UTF-8), not 201"),
+        (["--sweep-id", "s" * 201], "sweep_id must be at most 191 bytes long (UTF-8), not 201"),
         (["--sweep-id", "two\nlines"], "sweep_id 'two\\nlines' must be printable text"),
+        # The final walk-forward in the sweep's own folder: the sweep page overwrote its report.html.
+        (["--sweep-id", "s1", "--run-id", "s1"], "run_id 's1' names the sweep's own folder"),
         # --resume "$ID" with ID unset started a new sweep; bytes that are not UTF-8 were a codec's message.
         (["--resume", ""], "resume names no sweep: give the id of the sweep to continue"),
         (["--resume=  "], "resume names no sweep"),
@@ -110,6 +113,23 @@ def test_bad_flags_end_in_one_line_with_status_2_and_nothing_written(
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and message in error and "\n" not in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_longest_sweep_id_leaves_room_for_its_final_walk_forwards_run_id() -> None:
+    """A 200-byte sweep id passed, and its final walk-forward's run id <sweep_id>-best failed the run id's 200-byte
+    limit after the whole search (a traceback, again on every --resume)."""
+    longest = "é" * 95 + "s"  # 191 bytes of UTF-8
+    assert SweepConfig(sweep_id=longest).sweep_id == longest
+    assert WalkForwardConfig(run_id=f"{longest}-best-999").run_id == f"{longest}-best-999"  # _free_run_id's names
+    with pytest.raises(ValueError, match="sweep_id must be at most 191 bytes long"):
+        SweepConfig(sweep_id="é" * 96)
+
+
+def test_the_final_walk_forward_skips_a_name_a_file_has_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file <sweep_id>-best under --runs-dir was a NotADirectoryError traceback after the whole search."""
+    monkeypatch.setattr("training.results_store.run_exists", lambda settings, run_id: False)  # no row has either name
+    (tmp_path / "s1-best").write_text("not a run folder")
+    assert sweep._free_run_id(tmp_path, "s1-best", settings=None) == "s1-best-2"
 
 
 def test_a_bad_space_file_on_the_command_line_is_status_2(tmp_path: Path, capsys) -> None:
@@ -213,3 +233,27 @@ def test_space_values_convert_as_config_values_do(tmp_path: Path) -> None:
         SearchSpaceError, match=r"net_arch: every choice must be a list of integers such as \[64, 64\], got \[64, x\]"
     ):
         load_space(write(tmp_path, "net_arch: {choices: [[64, x]]}\n"))
+
+
+def test_each_trial_asks_ray_for_the_memory_its_drawn_settings_need(tmp_path: Path) -> None:
+    """A trial declares PPO's estimate for its own draw (larger n_envs, more memory), capped at the largest node's
+    offer (a trial asking more would wait for ever), and nothing where nodes offer no memory resource."""
+    from training.envs.spaces import observation_size
+    from training.ppo import memory_needed
+
+    space = load_space(write(tmp_path, "n_envs: {choices: [2, 64]}\n"))
+    base, n_features = TrainConfig(), 13
+
+    def declared(params: dict, offer: int) -> dict:
+        resources = sweep.trial_resources(params, base=base, space=space, n_features=n_features, memory_offer=offer)
+        return resources.bundles[0]
+
+    small, large = ({"n_envs": n} for n in (2, 64))
+    need = {
+        n: memory_needed(space.apply(base, {"n_envs": n}), observation_size(base.window, n_features)) for n in (2, 64)
+    }
+    assert need[2] < need[64]
+    assert declared(small, 10**12) == {"CPU": 1, "memory": need[2]}
+    assert declared(large, 10**12) == {"CPU": 1, "memory": need[64]}
+    assert declared(large, need[2]) == {"CPU": 1, "memory": need[2]}  # capped at the offer
+    assert declared(large, 0) == {"CPU": 1}

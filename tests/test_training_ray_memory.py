@@ -100,3 +100,14 @@ def test_a_task_that_no_node_can_hold_fails_fast_in_one_line(
     assert "\n" not in line
     assert "n_envs 64, n_steps 64, batch_size 128 and net_arch [64, 64] needs at least" in line, line
     assert "is the most a node of the Ray cluster offers (its memory resource" in line, line
+
+
+def test_nodes_that_offer_no_memory_resource_get_no_declaration(frame: pd.DataFrame) -> None:
+    """`ray start --memory 0` leaves a node without any memory resource: a task that declared memory would never
+    start there, so none is declared (each task then checks its own machine); where nodes offer memory, the estimate
+    is declared. The nodes are `ray.nodes()` entries as Ray reports them."""
+    data = MarketData.from_frame(frame, FEATURES)
+    without_memory = [{"Alive": True, "Resources": {"CPU": 2.0, "object_store_memory": 1e9}}]
+    assert RayRunner._check_task_memory(CONFIG, data, without_memory) is None
+    with_memory = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": float(NODE_MEMORY)}}]
+    assert RayRunner._check_task_memory(CONFIG, data, with_memory) == TASK_MEMORY

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
-from training import cli
+from training import cli, results_store
 from training.config import WalkForwardConfig
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
@@ -34,6 +34,7 @@ from training.task_runners import (
 )
 from training.walk_forward import RunFolderError, WalkForwardResult, run_walk_forward
 from warehouse_db import connect
+from warehouse_db.errors import WarehouseError
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
@@ -242,6 +243,44 @@ def test_a_disk_that_fills_up_during_the_run_is_one_line_and_status_2_and_nothin
     assert list((tmp_path / "runs").iterdir()) == []  # the half-written folder is gone
     with connect(results_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'disk-full'").fetchone() == (0,)
+
+
+def test_a_warehouse_disk_that_fills_up_while_the_run_lands_is_one_line_and_status_4_and_nothing_lands(
+    snapshot, results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    """PostgreSQL's own full disk (SQLSTATE 53100) during the results transaction was a traceback after the whole run.
+    A trigger raises it the way the server does, on the second table the transaction writes."""
+    results_store.ensure_tables(results_warehouse)
+    with connect(results_warehouse) as conn:
+        conn.execute(
+            "create function raise_disk_full() returns trigger language plpgsql as $$ begin raise exception "
+            "'could not extend file \"base/1/2\": No space left on device' using errcode = 'disk_full'; end $$;"
+            "create trigger disk_full before insert on ml.walk_forward_tasks for each row execute function "
+            "raise_disk_full()"
+        )
+    try:
+        with pytest.raises(WarehouseError) as error:
+            run_walk_forward(
+                config(tmp_path, run_id="warehouse-full", folds=(1,), seeds=1),
+                results_warehouse,
+                runner=InProcessRunner(),
+                snapshot=snapshot,
+            )
+    finally:
+        with connect(results_warehouse) as conn:
+            conn.execute("drop trigger disk_full on ml.walk_forward_tasks; drop function raise_disk_full()")
+    run_dir = tmp_path / "runs" / "warehouse-full"
+    assert str(error.value) == (
+        'the warehouse\'s disk is full (could not extend file "base/1/2": No space left on device): nothing of run '
+        f"'warehouse-full' landed in ml.*; its results are only in {run_dir.resolve()}; free some space on the "
+        "database server"
+    )
+    assert cli.user_error_status(error.value) == ExitCode.WAREHOUSE
+    assert (run_dir / "report.html").is_file()
+    with connect(results_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'warehouse-full'").fetchone() == (
+            0,
+        )
 
 
 def test_a_task_killed_for_memory_is_retried_only_after_another_task_has_finished(

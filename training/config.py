@@ -355,7 +355,7 @@ MAX_FOLDER_NAME_BYTES = 200
 walk-forward <sweep_id>-best (-2, -3, ... beside an unfinished one)."""
 
 
-def folder_name_problem(name: str, field: str) -> str | None:
+def folder_name_problem(name: str, field: str, max_bytes: int = MAX_FOLDER_NAME_BYTES) -> str | None:
     """Why ``name`` cannot be the run or sweep id ``field`` (a folder <runs_dir>/<name>/ and a key in ml.*), or None.
 
     It must name one folder inside another, never one elsewhere: no separator, not '.' or '..' (which, as
@@ -368,8 +368,8 @@ def folder_name_problem(name: str, field: str) -> str | None:
         return f"{field} {name!r} must name one folder, <runs_dir>/<{field}>/: no '/', not '.' or '..'"
     if not name.isprintable():
         return f"{field} {name!r} must be printable text: no newline, tab, NUL or other control character"
-    if len(name.encode("utf-8")) > MAX_FOLDER_NAME_BYTES:
-        return f"{field} must be at most {MAX_FOLDER_NAME_BYTES} bytes long (UTF-8), not {len(name.encode('utf-8'))}"
+    if len(name.encode("utf-8")) > max_bytes:
+        return f"{field} must be at most {max_bytes} bytes long (UTF-8), not {len(name.encode('utf-8'))}"
     return None
 
 

@@ -34,7 +34,8 @@ MEANINGS = {
     ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
     "its history is too short for the planned folds (the message says how much to fetch), or dbt kept writing it "
     "during the check",
-    ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run)",
+    ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or its disk filled up "
+    "while the results landed (none did; the run folder keeps them)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
     ExitCode.INTERRUPTED: "interrupted (Ctrl+C, or SIGTERM from kill): a run lands no row; a sweep continues with --resume <sweep_id>, "

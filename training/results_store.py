@@ -34,7 +34,8 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -51,7 +52,7 @@ from training.metrics import METRICS, drawdown
 from training.statistics import RunStatistics
 from training.task_runners import TaskFailure
 from warehouse_db import schemas
-from warehouse_db.errors import WarehouseNotProvisioned
+from warehouse_db.errors import WarehouseError, WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,19 @@ def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
         return conn.execute(query, (run_id,)).fetchone() is not None
 
 
+@contextmanager
+def _disk_full_in_one_line(record: RunRecord) -> Iterator[None]:
+    """The database server's disk full while a run lands (SQLSTATE 53100, on an insert, a COPY or the commit): one line
+    that says where the results are, not a traceback after the whole run; the transaction landed nothing."""
+    try:
+        yield
+    except psycopg.errors.DiskFull as error:
+        raise WarehouseError(
+            f"the warehouse's disk is full ({error.diag.message_primary or error}): nothing of run {record.run_id!r} landed "
+            f"in ml.*; its results are only in {record.run_dir}; free some space on the database server"
+        ) from None
+
+
 def _nullable(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -333,7 +347,11 @@ def write_run(
 ) -> None:
     """Insert everything about one run in one transaction (all or nothing)."""
     ensure_tables(settings)
-    with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn, conn.transaction():
+    with (
+        _disk_full_in_one_line(record),
+        warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn,
+        conn.transaction(),
+    ):
         fields = list(record.__dataclass_fields__)
         values = [getattr(record, name) for name in fields]
         values[fields.index("config")] = Jsonb(json.loads(json.dumps(record.config, default=str)))

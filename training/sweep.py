@@ -33,6 +33,7 @@ counts as ``WORST_SCORE``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -51,13 +52,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from training.cli import parse_command_line
-from training.config import TrainConfig, WalkForwardConfig, configuration_hash, folder_name_problem, path_field
+from training.config import (
+    MAX_FOLDER_NAME_BYTES,
+    TrainConfig,
+    WalkForwardConfig,
+    configuration_hash,
+    folder_name_problem,
+    path_field,
+)
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
 from warehouse_db.command_line import outlives_its_reader
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
+    from ray.tune import PlacementGroupFactory
+
     from training.fold_task import ValidationResult
 from training.market_data import MarketData
 
@@ -73,6 +83,13 @@ WORST_SCORE = -100.0
 SCORE_METRIC = "sharpe"
 
 Evaluate = Callable[[TrainConfig, "MarketData", Fold, int], "ValidationResult"]
+
+
+FINAL_RUN_SUFFIX = "-best"
+"""The final walk-forward's run id is <sweep_id>-best (-best-2, -best-3, ... when that one is taken: _free_run_id)."""
+MAX_SWEEP_ID_BYTES = MAX_FOLDER_NAME_BYTES - len(f"{FINAL_RUN_SUFFIX}-999")
+"""A sweep id leaves room for the final walk-forward's suffix within a run id's limit: a 200-byte sweep id passed, and
+its run id <sweep_id>-best was refused after the whole search (a traceback, on every --resume too)."""
 
 
 @dataclass
@@ -114,10 +131,15 @@ class SweepConfig(WalkForwardConfig):
             problems.append("search_folds must be >= 1 (or None: half the folds)")
         if self.reduction_factor < 2:
             problems.append("reduction_factor must be >= 2")
-        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id")):
+        if self.sweep_id and (problem := folder_name_problem(self.sweep_id, "sweep_id", MAX_SWEEP_ID_BYTES)):
             problems.append(problem)
         if self.resume is not None and (problem := resume_problem(self.resume)):
             problems.append(problem)
+        if self.run_id and self.run_id == self.sweep_id:  # the walk-forward's report.html would be the sweep page's
+            problems.append(
+                f"run_id {self.run_id!r} names the sweep's own folder: give the final walk-forward another (or none: "
+                f"<sweep_id>{FINAL_RUN_SUFFIX})"
+            )
         if not self.save_to_warehouse:
             problems.append(
                 "a sweep keeps its trials in the warehouse (that is how it resumes): drop --no-save-to-warehouse"
@@ -213,6 +235,25 @@ def check_validation_only(result: ValidationResult, fold: Fold) -> None:
                 f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation split "
                 f"{fold.validation} (first {outside[0]}); a sweep may only score on validation sessions"
             )
+
+
+def trial_resources(
+    params: dict[str, Any], *, base: TrainConfig, space: SearchSpace, n_features: int, memory_offer: int
+) -> PlacementGroupFactory:
+    """What a trial asks of Ray: one CPU, and PPO's memory estimate for its drawn settings (training/ppo.py), so that
+    trials whose settings would together need more than a node offers do not run side by side. The estimate is capped
+    at the largest node's offer (``memory_offer``; none declared where nodes offer no memory resource): a trial that
+    asked for more would wait for ever; started, it checks its settings against its machine and fails alone."""
+    from ray.tune import PlacementGroupFactory
+
+    from training.envs.spaces import observation_size
+    from training.ppo import memory_needed
+
+    if not memory_offer:
+        return PlacementGroupFactory([{"CPU": 1}])
+    config = space.apply(base, params)
+    needed = memory_needed(config, observation_size(config.window, n_features=n_features))
+    return PlacementGroupFactory([{"CPU": 1, "memory": min(needed, memory_offer)}])
 
 
 def run_trial(
@@ -441,7 +482,7 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from training.task_runners import signal_handlers_kept
+    from training.task_runners import largest_memory_offer, signal_handlers_kept
 
     # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
     # repeat the values the finished trials already had.
@@ -482,7 +523,13 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
             seeds=config.trial_seed_list,
             evaluate=evaluate,
         ),
-        {"cpu": 1},
+        functools.partial(
+            trial_resources,
+            base=config.task_config(),
+            space=space,
+            n_features=len(data.feature_names),
+            memory_offer=largest_memory_offer(ray.nodes()),
+        ),
     )
     logger.info(
         "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",
@@ -668,8 +715,11 @@ def run_sweep(
             # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
             refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
 
-        # The final walk-forward's --run-id, when another run has it, failed only after the whole search.
-        if config.run_id and config.final_walk_forward and not (stored and stored.final_run_id == config.run_id):
+        # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
+        # sweep's own final run counts as another once more trials are to run: they walk forward anew.
+        finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
+        keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
+        if config.run_id and config.final_walk_forward and not keeps_its_final_run:
             refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
             if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
                 raise SweepError(
@@ -823,7 +873,7 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
     # Charge for every scored trial, plus any configurations tried before this sweep (--configurations-tried N
     # counts this one too).
     values["configurations_tried"] = sweep.configurations_tried + config.configurations_tried - 1
-    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}-best", settings)
+    values["run_id"] = config.run_id or _free_run_id(config.runs_dir, f"{sweep.sweep_id}{FINAL_RUN_SUFFIX}", settings)
     values["folds"] = tuple(fold.fold_id for fold in report_folds)  # test splits after every session a trial saw
     wf_config = WalkForwardConfig(**values)
     logger.info(
@@ -843,11 +893,10 @@ def _free_run_id(runs_dir: Path, name: str, settings) -> str:
     ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
     removed runs/: that failed only after the whole search)."""
     from training import results_store
+    from training.walk_forward import folder_in_use
 
     candidate, attempt = name, 1
-    while ((runs_dir / candidate).exists() and any((runs_dir / candidate).iterdir())) or results_store.run_exists(
-        settings, candidate
-    ):
+    while folder_in_use(runs_dir / candidate) or results_store.run_exists(settings, candidate):
         attempt += 1
         candidate = f"{name}-{attempt}"
     return candidate

@@ -222,6 +222,21 @@ def check_ray_address(address: str, timeout: float, source: str = "--ray-address
             channel.close()
 
 
+def largest_memory_offer(nodes: Sequence[dict]) -> int:
+    """The largest `memory` resource a live Ray node that can run a task (one CPU) offers, in bytes; 0 when none
+    offers any (``ray start --memory 0``). ``nodes`` as ``ray.nodes()`` reports them."""
+    return int(
+        max(
+            (
+                node["Resources"].get("memory", 0)
+                for node in nodes
+                if node.get("Alive") and node["Resources"].get("CPU", 0) >= 1
+            ),
+            default=0,
+        )
+    )
+
+
 @dataclass
 class RayRunner:
     """Each task on Ray with one CPU and PPO's memory estimate, retried ``retries`` times on failure; a progress bar
@@ -281,13 +296,15 @@ class RayRunner:
             nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
             task_memory = self._check_task_memory(config, data, alive)
             logger.info(
-                "%d fold x seed tasks on %s (%d node%s, %d CPUs); each reserves %s of Ray's memory resource",
+                "%d fold x seed tasks on %s (%d node%s, %d CPUs); %s",
                 len(tasks),
                 f"the Ray cluster at {address}" if address else "a local Ray",
                 nodes,
                 "s" if nodes != 1 else "",
                 cpus,
-                size_text(task_memory),
+                f"each reserves {size_text(task_memory)} of Ray's memory resource"
+                if task_memory
+                else "its nodes offer no memory resource, so each task checks its own machine's memory",
             )
             # Ray's scheduler starts a task on a node only while the memory its running tasks declared leaves room for
             # the new one's: tasks that would together need more than a node offers wait instead of being killed.
@@ -350,15 +367,21 @@ class RayRunner:
                     ray.shutdown()
 
     @staticmethod
-    def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int:
+    def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int | None:
         """The memory one task declares to Ray (PPO's estimate, as the task checks it), after checking that some node
-        can ever hold it: Ray leaves a task that asks more than any node has pending for ever, without a word."""
+        can ever hold it: Ray leaves a task that asks more than any node has pending for ever, without a word.
+
+        None (declare nothing) on a cluster whose nodes offer no memory resource at all (``ray start --memory 0``):
+        a task that declared some would never start there; each task then checks its own machine, as a serial run
+        does."""
         observation = observation_size(config.window, n_features=len(data.feature_names))
-        offered = [node["Resources"].get("memory", 0) for node in nodes if node["Resources"].get("CPU", 0) >= 1]
+        offered = largest_memory_offer(nodes)
+        if not offered:
+            return None
         check_memory(
             config,
             observation,
-            available=int(max(offered, default=0)),
+            available=offered,
             available_is="is the most a node of the Ray cluster offers (its memory resource: what Ray found free "
             "when the node started, less its object store)",
         )

@@ -175,9 +175,15 @@ def writing_run_folder(
         raise RunFolderError(f"cannot write the run folder {run_dir} ({error.strerror or error}): {remedy}") from None
 
 
+def folder_in_use(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is not free for a new run or sweep: a folder with files in it is another one's (and a file
+    of that name is in the way)."""
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+
+
 def refuse_used_folder(run_dir: Path, flag: str) -> None:
-    """Raise unless ``run_dir`` is free for a new run or sweep: a folder with files in it is another one's."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    """Raise unless ``run_dir`` is free for a new run or sweep (:func:`folder_in_use`)."""
+    if folder_in_use(run_dir):
         raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another {flag}")
 
 

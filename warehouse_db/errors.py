@@ -11,7 +11,7 @@ NOT_BUILT_ADVICE = "run `make ingest` and then the dbt build (`make dbt-build`) 
 
 
 class WarehouseError(Exception):
-    """Base class of every warehouse problem a user can fix (unreachable, not provisioned, no privileges)."""
+    """Base class of every warehouse problem a user can fix (unreachable, not provisioned, no privileges, a full disk)."""
 
 
 class WarehouseConfigError(WarehouseError, ValueError):

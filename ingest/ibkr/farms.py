@@ -99,7 +99,11 @@ _NOTICES: dict[int, tuple[FarmKind, bool]] = {
 _INACTIVE = frozenset({2107, 2108})
 """Notices of a farm that is "inactive but should be available upon demand": its name follows the sentence's full
 stop instead of a colon."""
-_FARM_LIST = re.compile(r"(all data farms are connected|the following farms are (not )?connected):", re.IGNORECASE)
+# Spaces as loose as the words' case: a build that breaks the line or doubles a space still lists its farms (a heading
+# missed would read as part of the farm list before it).
+_FARM_LIST = re.compile(
+    r"(all\s+data\s+farms\s+are\s+connected|the\s+following\s+farms\s+are\s+(not\s+)?connected)\s*:", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
