@@ -18,12 +18,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
-from warehouse_db.command_line import OneLineParser, sigterm_interrupts
+from warehouse_db.command_line import OneLineParser, outlives_its_reader, path_argument, sigterm_interrupts
 
 if TYPE_CHECKING:
     from ingest.raw_tables import BarSettings
@@ -53,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source", choices=("ibkr", "csv"), default="ibkr", help="where bars come from (default: ibkr)"
     )
-    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="CSV files (only with --source csv)")
+    parser.add_argument(
+        "paths", nargs="*", type=path_argument, metavar="PATH", help="CSV files (only with --source csv)"
+    )
 
     ibkr = parser.add_argument_group("IBKR source (gateway address from .env: IBKR_HOST, IBKR_PORT, IBKR_CLIENT_ID)")
     ibkr.add_argument(
         "--watchlist",
-        type=Path,
+        type=path_argument,
         default=DEFAULT_WATCHLIST,
         help="CSV with symbol,primary_exchange (default: %(default)s)",
     )
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@outlives_its_reader
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 

@@ -1,4 +1,5 @@
-"""The sweep's objective and the variance its deflated Sharpe ratio charges for (unit tests: no Ray, no database)."""
+"""The sweep's objective and the variance its deflated Sharpe ratio charges for (unit tests: no Ray, no database),
+and how an undefined fold score lands in ml.sweep_trials."""
 
 from __future__ import annotations
 
@@ -39,3 +40,33 @@ def test_the_variance_counts_only_trials_whose_every_fold_is_a_sharpe_ratio() ->
     expected = np.var([1.0, 1.5, -0.5], ddof=1) / TRADING_DAYS_PER_YEAR
     assert trial_sharpe_variance(trials) == pytest.approx(expected)
     assert trial_sharpe_variance(trials[2:]) is None  # fewer than two Sharpe ratios
+
+
+def test_an_undefined_fold_score_lands_as_null_never_nan(warehouse) -> None:
+    """NaN in SQL sorts above every number and turns every avg() into NaN; NULL is what the other ml tables store."""
+    from training import results_store
+    from training.sweep_report import fold_scores_plot
+    from warehouse_db import connect
+    from warehouse_db.schemas import TRAINER_ROLE
+
+    results_store.ensure_tables(warehouse)
+    now = datetime.now(UTC)
+    sweep = results_store.SweepRecord(
+        sweep_id="s", status="running", started_at=now, updated_at=now, trials_requested=1, objective="mean",
+        search_algorithm="tpe", scheduler="asha", space={}, base_config={}, search_folds=[1, 2], report_folds=[3],
+        trial_seeds=[42], mart_hash="h", run_dir="runs/s",
+    )  # fmt: skip
+    with connect(warehouse, role=TRAINER_ROLE) as conn:
+        results_store.save_sweep(conn, sweep)
+        results_store.save_trial(conn, trial(1, [math.nan, 0.5], state="pruned"))
+        conn.commit()
+    with connect(warehouse, role="analyst") as conn:  # the documented per-fold query, averaged
+        per_fold = conn.execute(
+            "select count(*), count(score), avg(score) "
+            "from ml.sweep_trials, unnest(fold_ids, fold_scores) as per_fold(fold_id, score) where sweep_id = 's'"
+        ).fetchone()
+        assert per_fold == (2, 1, 0.5)
+    with connect(warehouse, role=TRAINER_ROLE) as conn:  # a resumed sweep reads it back
+        [stored] = results_store.load_trials(conn, "s")
+    assert (stored.fold_scores, stored.objective) == ([None, 0.5], pytest.approx((WORST_SCORE + 0.5) / 2))
+    assert fold_scores_plot([stored], [1, 2])  # the report's plot takes the NULL

@@ -19,7 +19,7 @@ from typing import Any
 
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
-from warehouse_db.command_line import sigterm_interrupts
+from warehouse_db.command_line import outlives_its_reader, sigterm_interrupts, user_path
 
 logger = logging.getLogger("training")
 
@@ -94,9 +94,9 @@ def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
             value = next(iterator, None)
             if value is None:
                 raise ValueError("--config needs a file name")
-            config_path = Path(value)
+            config_path = user_path(value)
         elif arg.startswith("--config="):
-            config_path = Path(arg.split("=", 1)[1])
+            config_path = user_path(arg.split("=", 1)[1])
         else:
             rest.append(arg)
     if config_path is not None and not config_path.is_file():
@@ -160,6 +160,7 @@ def _help(description: str) -> str:
     return f"{description}\n\n{CONFIG_FLAG_HELP}\n\n{exit_status_table()}"
 
 
+@outlives_its_reader
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training``: one fold, one seed, in this process."""
     from training.job import run_training
@@ -167,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, run_training)
 
 
+@outlives_its_reader
 def walk_forward_main(argv: Sequence[str] | None = None) -> int:
     """``python -m training.walk_forward``: every fold x seed on Ray."""
     from training.walk_forward import run_walk_forward

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import typing
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import yaml
 
 from training.config_values import load_yaml, read_text, typed_fields
 from training.features import DEFAULT_MART_YAML
+from warehouse_db.command_line import user_path
 from warehouse_db.settings import REPO_ROOT
 
 EnvKind = Literal["native", "tensortrade"]
@@ -144,9 +146,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Values from YAML arrive as strings/lists; normalise the types the rest of the job relies on.
-        self.runs_dir = Path(self.runs_dir)
-        self.mart_yaml = Path(self.mart_yaml)
-        self.dbt_run_results = Path(self.dbt_run_results)
+        self.runs_dir = path_field("runs_dir", self.runs_dir)
+        self.mart_yaml = path_field("mart_yaml", self.mart_yaml)
+        self.dbt_run_results = path_field("dbt_run_results", self.dbt_run_results)
         self.symbols = _split_commas(self.symbols)
         self.net_arch = tuple(int(size) for size in self.net_arch)
         self.validate()
@@ -247,7 +249,7 @@ class SingleRunConfig(TrainConfig):
     """Continue training from this model zip (e.g. runs/<id>/checkpoints/ppo_100000_steps.zip)."""
 
     def __post_init__(self) -> None:
-        self.resume = Path(self.resume) if self.resume not in (None, "") else None
+        self.resume = path_field("resume", self.resume) if self.resume not in (None, "") else None
         super().__post_init__()
 
     def problems(self) -> list[str]:
@@ -301,6 +303,16 @@ class WalkForwardConfig(TrainConfig):
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.seeds))
+
+
+def path_field(name: str, value: str | os.PathLike[str]) -> Path:
+    """The path setting ``name`` with ``~`` expanded: a --config file, a stored configuration and ``--flag=~/x`` reach
+    here with no shell having expanded it (a folder named ``~`` would be the result). A ``~user`` of no known user is
+    a ``ValueError`` (status 2)."""
+    try:
+        return user_path(value)
+    except ValueError as error:
+        raise ValueError(f"invalid training configuration: {name} {error}") from None
 
 
 def model_zip_problem(path: Path) -> str | None:

@@ -58,10 +58,12 @@ from training.config import (
     WalkForwardConfig,
     configuration_hash,
     folder_name_problem,
+    path_field,
 )
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
+from warehouse_db.command_line import outlives_its_reader
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
     from ray.tune import PlacementGroupFactory
@@ -145,7 +147,7 @@ class SweepConfig(WalkForwardConfig):
         return problems
 
     def __post_init__(self) -> None:
-        self.space = Path(self.space)
+        self.space = path_field("space", self.space)
         super().__post_init__()
 
     @property
@@ -949,6 +951,7 @@ def _stored_config(sweep_id: str) -> dict[str, Any]:
     return {name: value for name, value in stored.base_config.items() if name not in ("resume",)}
 
 
+@outlives_its_reader
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from warehouse_db.errors import WarehouseError

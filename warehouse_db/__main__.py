@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from warehouse_db import embedded
-from warehouse_db.command_line import EXIT_USAGE, OneLineParser
+from warehouse_db.command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import ensure_provisioned, missing_pieces, provision
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@outlives_its_reader
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,14 +1,18 @@
 """What the project's commands share: argparse whose usage error is one line, like every other error they report,
-and SIGTERM ending a command as Ctrl+C does."""
+SIGTERM ending a command as Ctrl+C does, a reader of standard output that may go away (``| head``), and ``~`` in a
+path setting meaning a home directory."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import os
 import signal
 import sys
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
 
 EXIT_USAGE = 2
 """argparse's own status for a usage error, which every command of the project documents as 'bad usage'."""
@@ -35,3 +39,91 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _OutputWithoutReader:
+    """Standard output (or error) that, once its reader has gone away (``| head``, a closed terminal), discards what it is
+    given instead of raising ``BrokenPipeError`` from whatever print or flush comes next (Python ignores SIGPIPE, so
+    every write to a closed pipe raises). Everything else is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard_from_now_on()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard_from_now_on()
+
+    def _discard_from_now_on(self) -> None:
+        # Point the file descriptor itself at /dev/null (Python's docs, "Note on SIGPIPE"): what is still buffered,
+        # and Python's own flush at exit, then go nowhere instead of raising again.
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+        except (OSError, ValueError, AttributeError):  # a stream with no descriptor: replace the stream instead
+            self._stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+CommandT = TypeVar("CommandT", bound=Callable[..., int])
+
+
+def outlives_its_reader(command: CommandT) -> CommandT:
+    """Run ``command`` (a command's ``main``) so that a reader of its output going away (``make sweep | head -3``, or
+    ``2>&1 | head`` for its log too) does not stop it: what it would still print there is dropped (a training run's
+    log goes on in its run.log), and it finishes, landing its results, with the status it would have had. A long job
+    keeps what it computed; a short one ends as quietly as ``head`` expects: never a BrokenPipeError, never a
+    half-written batch."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> int:
+        streams = sys.stdout, sys.stderr
+        guarded = _OutputWithoutReader(sys.stdout), _OutputWithoutReader(sys.stderr)
+        sys.stdout, sys.stderr = guarded
+        try:
+            return command(*args, **kwargs)
+        finally:
+            for stream in guarded:
+                stream.flush()
+            if (sys.stdout, sys.stderr) == guarded:
+                sys.stdout, sys.stderr = streams
+
+    return run  # type: ignore[return-value]
+
+
+def user_path(value: str | os.PathLike[str]) -> Path:
+    """A path setting with a leading ``~`` or ``~user`` expanded as a shell expands it.
+
+    A shell expands ``--runs-dir ~/x`` but not ``--runs-dir=~/x``, a YAML file, a .env file or a quoted variable:
+    left as it is, ``~/x`` would be a folder named ``~`` in the working directory (and ``rm -rf ~`` the way to tidy
+    it). Every path setting goes through here. Raises ``ValueError`` for ``~user`` of a user this machine does not
+    know, rather than create a folder of that name.
+    """
+    text = os.fspath(value)
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        prefix = text.split(os.sep, 1)[0]
+        whose = f"no user {prefix[1:]!r}" if prefix != "~" else "HOME is not set"
+        raise ValueError(f"{text}: {prefix} is no home directory here ({whose}): write the full path")
+    return Path(expanded)
+
+
+def path_argument(text: str) -> Path:
+    """:func:`user_path` as an argparse ``type``: a bad ``~user`` is a one-line usage error (status 2)."""
+    try:
+        return user_path(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

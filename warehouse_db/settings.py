@@ -33,6 +33,7 @@ import psycopg
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from warehouse_db.command_line import user_path
 from warehouse_db.errors import ConfigFileError, WarehouseConfigError
 from warehouse_db.schemas import COMPONENT_ROLES
 
@@ -216,9 +217,15 @@ def uses_external_server(config: Mapping[str, str]) -> bool:
 
 
 def warehouse_dir(config: Mapping[str, str]) -> Path:
-    """Where the embedded warehouse keeps its data (``WAREHOUSE_DIR``; relative paths start at the repository)."""
+    """Where the embedded warehouse keeps its data (``WAREHOUSE_DIR``, ``~`` expanded: .env has no shell; relative
+    paths start at the repository)."""
     configured = config.get("WAREHOUSE_DIR")
-    return REPO_ROOT / configured if configured else DEFAULT_WAREHOUSE_DIR
+    if not configured:
+        return DEFAULT_WAREHOUSE_DIR
+    try:
+        return REPO_ROOT / user_path(configured)
+    except ValueError as error:
+        raise WarehouseConfigError(f"WAREHOUSE_DIR={error}") from None
 
 
 def create_warehouse_dir(path: Path) -> None:

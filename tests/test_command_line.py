@@ -1,0 +1,122 @@
+"""What every command shares (warehouse_db/command_line.py): ``~`` in a path setting given where no shell expands
+it, and a reader of standard output that goes away (``| head``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.cli import build_parser as ingest_parser
+from ingest.cli import main as ingest_main
+from training.cli import main as training_main
+from training.cli import parse_command_line, walk_forward_main
+from training.config import SingleRunConfig, WalkForwardConfig, load_config
+from training.sweep import SweepConfig
+from training.sweep import main as sweep_main
+from warehouse_db.__main__ import main as warehouse_db_main
+from warehouse_db.command_line import outlives_its_reader, user_path
+from warehouse_db.errors import WarehouseConfigError
+from warehouse_db.settings import warehouse_dir
+
+NO_SUCH_USER = "~no-such-user-k9"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home directory, in a working directory of its own (where a literal '~' folder would appear)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+def test_a_tilde_in_a_config_file_is_the_home_directory_never_a_folder_named_tilde(home: Path) -> None:
+    (home.parent / "run.yaml").write_text(
+        "runs_dir: ~/experiments\nmart_yaml: ~/mart.yml\ndbt_run_results: '~'\n", encoding="utf-8"
+    )
+    config = load_config(Path("run.yaml"), cls=WalkForwardConfig)
+    assert (config.runs_dir, config.mart_yaml, config.dbt_run_results) == (
+        home / "experiments",
+        home / "mart.yml",
+        home,
+    )
+    # --flag=~/x reaches the program unexpanded (a shell expands only a word that starts with ~), and so does the
+    # file --config names; a stored configuration (a resumed sweep's) goes through the same fields.
+    home.mkdir()
+    (home / "run.yaml").write_text("seed: 7\n", encoding="utf-8")
+    config = parse_command_line(SingleRunConfig, ["--config=~/run.yaml", "--runs-dir=~/flagged"], "prog", "")
+    assert (config.seed, config.runs_dir) == (7, home / "flagged")
+    assert load_config(base={"runs_dir": "~/stored"}, cls=WalkForwardConfig).runs_dir == home / "stored"
+    assert SweepConfig(space=Path("~/space.yaml")).space == home / "space.yaml"
+    assert not Path("~").exists()
+
+
+def test_every_other_path_setting_expands_the_same_way(home: Path) -> None:
+    assert warehouse_dir({"WAREHOUSE_DIR": "~/warehouse"}) == home / "warehouse"  # from .env: no shell there
+    args = ingest_parser().parse_args(["--source", "csv", "--watchlist=~/watch.csv", "~/bars.csv"])
+    assert (args.watchlist, args.paths) == (home / "watch.csv", [home / "bars.csv"])
+    assert user_path("~/x") == home / "x"
+    assert user_path("a/~/b") == Path("a/~/b")  # only a leading ~ is a home directory, as in a shell
+
+
+def test_an_unknown_users_home_is_refused_in_one_line_never_made_a_folder(
+    home: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (home.parent / "run.yaml").write_text(f"runs_dir: {NO_SUCH_USER}/runs\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"runs_dir {NO_SUCH_USER}/runs: {NO_SUCH_USER} is no home directory here"):
+        load_config(Path("run.yaml"), cls=WalkForwardConfig)
+    assert sweep_main([f"--space={NO_SUCH_USER}/space.yaml"]) == 2
+    assert f"space {NO_SUCH_USER}/space.yaml: {NO_SUCH_USER} is no home" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ingest_parser().parse_args(["--source", "csv", f"--watchlist={NO_SUCH_USER}/w.csv"])
+    assert exit_.value.code == 2
+    with pytest.raises(WarehouseConfigError, match=f"WAREHOUSE_DIR={NO_SUCH_USER}/w: {NO_SUCH_USER} is no home"):
+        warehouse_dir({"WAREHOUSE_DIR": f"{NO_SUCH_USER}/w"})
+    assert list(home.parent.iterdir()) == [home.parent / "run.yaml"]
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has already gone away: every write to it fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+def test_a_command_outlives_the_reader_of_its_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    landed = []
+
+    @outlives_its_reader
+    def long_job() -> int:
+        print("trial 1 ...", flush=True)
+        print("a log line", file=sys.stderr, flush=True)  # make sweep 2>&1 | head: the log's reader went away too
+        landed.append("results")  # what a long job computed after its reader left still lands
+        print("verdict")
+        return 6
+
+    with open(_closed_pipe(), "w", encoding="utf-8") as stdout, open(_closed_pipe(), "w", encoding="utf-8") as stderr:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert long_job() == 6
+        assert (sys.stdout, sys.stderr) == (stdout, stderr)
+        print("and later writes go nowhere quietly")
+    assert landed == ["results"]
+
+
+def test_every_commands_main_outlives_the_reader_of_its_output() -> None:
+    mains = [ingest_main, training_main, walk_forward_main, sweep_main, warehouse_db_main]
+    assert all(getattr(main, "__wrapped__", None) for main in mains)
+
+
+def test_a_help_page_cut_short_ends_quietly() -> None:
+    module = "training.sweep"  # tyro's help raised BrokenPipeError (argparse's, ingest's, never did)
+    write_end = _closed_pipe()
+    finished = subprocess.run(
+        [sys.executable, "-m", module, "--help"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+    )
+    assert (finished.returncode, finished.stderr) == (0, "")
+    finished = subprocess.run([sys.executable, "-m", module, "--help"], stdout=write_end, stderr=write_end, timeout=60)
+    os.close(write_end)
+    assert finished.returncode == 0
