@@ -70,3 +70,13 @@ def test_an_undefined_fold_score_lands_as_null_never_nan(warehouse) -> None:
         [stored] = results_store.load_trials(conn, "s")
     assert (stored.fold_scores, stored.objective) == ([None, 0.5], pytest.approx((WORST_SCORE + 0.5) / 2))
     assert fold_scores_plot([stored], [1, 2])  # the report's plot takes the NULL
+
+
+def test_no_run_exists_before_the_first_run_created_the_ml_tables(warehouse) -> None:
+    """A sweep checks its final --run-id up front (run_exists): on a warehouse without ml tables yet that check must
+    answer no, not fail on the missing table (nor be skipped, as it was when guarded by the sweep tables)."""
+    from training import results_store
+
+    assert not results_store.run_exists(warehouse, "any-run")
+    results_store.ensure_tables(warehouse)
+    assert not results_store.run_exists(warehouse, "any-run")

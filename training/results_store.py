@@ -276,7 +276,10 @@ def ensure_tables(settings: ConnectionSettings) -> None:
 
 
 def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
+    """Whether ml.walk_forward_runs holds ``run_id``; False before the first run created the table."""
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn:
+        if conn.execute("select to_regclass(%s) is null", (f"{schemas.ML}.{RUNS}",)).fetchone()[0]:
+            return False
         query = sql.SQL("select 1 from {} where run_id = %s").format(sql.Identifier(schemas.ML, RUNS))
         return conn.execute(query, (run_id,)).fetchone() is not None
 

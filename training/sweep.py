@@ -721,7 +721,7 @@ def run_sweep(
         keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
         if config.run_id and config.final_walk_forward and not keeps_its_final_run:
             refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
-            if results_store.sweep_tables_exist(conn) and results_store.run_exists(settings, config.run_id):
+            if results_store.run_exists(settings, config.run_id):
                 raise SweepError(
                     f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
                     "walk-forward"
