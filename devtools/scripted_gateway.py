@@ -19,7 +19,7 @@ import asyncio
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -40,11 +40,13 @@ CLOSE = "close"
 """Among an answer's messages: close the connection there (a gateway that goes away mid-answer)."""
 
 
-def bars(req_id: int, dates: Sequence[str]) -> Message:
-    """A historical-data message (server versions below 196) with one bar per date, as the server writes it."""
+def bars(req_id: int, dates: Sequence[str], closes: Mapping[str, object] | None = None) -> Message:
+    """A historical-data message (server versions below 196) with one bar per date, as the server writes it.
+
+    ``closes`` gives some dates another close, written as given (``"nan"``, ``0``): a server's odd values."""
     fields: Message = [Out.HISTORICAL_DATA, req_id, "", "", len(dates)]
     for day in dates:
-        fields += [day, 10.0, 11.0, 9.0, 10.5, 1000, 10.2, 5]
+        fields += [day, 10.0, 11.0, 9.0, (closes or {}).get(day, 10.5), 1000, 10.2, 5]
     return fields
 
 

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
 from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, notice, one_stock, stock
 from ingest.exit_codes import ExitCode
+from ingest.sessions import recent_session_ends
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -126,6 +127,28 @@ def test_daily_bars_dated_with_a_time_or_in_epoch_seconds_land_on_the_session_th
     sessions = [date(2024, 1, 4), date(2024, 1, 5)]
     expected = [(s, day, datetime.combine(day, datetime.min.time(), NY)) for s in sorted(dates) for day in sessions]
     assert landed == expected
+
+
+def test_a_bar_a_server_sent_without_usable_prices_does_not_break_the_next_load(warehouse):
+    """raw keeps what a server sent: a close of 0 or NaN lands (dbt's data tests flag it). A later load re-delivers it
+    (an incremental one in its overlap, here a full refresh) and compares it with the stored bar: that used to end the
+    whole run in a ZeroDivisionError traceback (0), or take it for a split and fetch the whole window again with a NaN
+    factor, on every run."""
+    now = datetime.now(UTC)
+    days = [f"{session:%Y%m%d}" for session, end in recent_session_ends(now) if end <= now][-2:]  # in the window
+    closes = {"AAPL": {days[1]: 0}, "MSFT": {days[1]: "nan"}}
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, days, closes[gateway.historical_requests[nth - 1][3]])]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        for _ in range(2):
+            status, out, err = run_ingest(warehouse, port, "--symbols", *closes, "--full-refresh")
+            assert (status, err) == (ExitCode.OK, ""), out + err
+    assert len(gateway.historical_requests) == 4  # no whole-window re-fetch
+    batches = "select symbol, row_count, readjustment_factor from raw.load_batches order by symbol, started_at"
+    assert query(warehouse, batches) == [("AAPL", 2, None)] * 2 + [("MSFT", 2, None)] * 2
 
 
 @pytest.mark.parametrize(
