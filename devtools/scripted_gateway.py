@@ -64,12 +64,26 @@ def silent(req_id: int, nth: int) -> Sequence[Message]:
 
 
 def stock(req_id: int, symbol: str, con_id: int, primary_exchange: str = "NASDAQ", currency: str = "USD") -> Message:
-    """A contractData message (server versions 164 and later) for a common stock."""
+    """A contractData message for a common stock, in the shape of server versions 164 and later (a peer that claims
+    an older version sends it in that version's shape: :func:`in_version`)."""
     return [
         Out.CONTRACT_DATA, req_id, symbol, "STK", "", 0, "", "SMART", currency, symbol, symbol, symbol, con_id, 0.01,
         "", "LMT,MKT", "SMART,NYSE,NASDAQ", 1, 0, f"{symbol} INC", primary_exchange, "", "", "", "", "US/Eastern",
         "", "", "", "", 0, 1, "", "", "26", "", "COMMON", "0.0001", "0.0001", "100",
     ]  # fmt: skip
+
+
+def in_version(message: Message, server_version: int) -> Message:
+    """``message`` (written in the shape of the highest version) as a server of ``server_version`` writes it: before
+    164 contractData has a version field and mdSizeMultiplier and no size increments (163 has one), and before 166 an
+    error has no advancedOrderRejectJson. Every other message this peer sends has one shape from 157 to 178."""
+    if message[0] == Out.CONTRACT_DATA and server_version < protocol.MIN_VERSION_SIZE_RULES:
+        min_tick = 13  # Out.CONTRACT_DATA, reqId, symbol ... conId, minTick
+        size_increments = ["100"] if server_version == 163 else []
+        return [message[0], 8, *message[1 : min_tick + 1], 1, *message[min_tick + 1 : -3], *size_increments]
+    if message[0] == Out.ERR_MSG and server_version < protocol.MIN_VERSION_ADVANCED_REJECT:
+        return message[:5]
+    return message
 
 
 def contract_end(req_id: int) -> Message:
@@ -111,7 +125,7 @@ class ScriptedGateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
-            writer.write(protocol.encode(fields))
+            writer.write(protocol.encode(in_version(fields, self.server_version)))
 
         answering: set[asyncio.Task] = set()  # this connection's answers still being sent
 
@@ -167,7 +181,7 @@ class ScriptedGateway:
                 writer.close()
                 return
             elif not writer.is_closing():
-                writer.write(protocol.encode(answer))
+                writer.write(protocol.encode(in_version(answer, self.server_version)))
                 await writer.drain()
                 self.sent.append((time.monotonic(), answer))
 

@@ -152,6 +152,48 @@ def test_a_bar_a_server_sent_without_usable_prices_does_not_break_the_next_load(
 
 
 @pytest.mark.parametrize(
+    ("server_version", "refused"),
+    [
+        # The oldest version ib_async accepts (contract details still carry a version field); the newest, 178, is
+        # what every other test's peer claims.
+        (157, ""),
+        (156, "the API handshake failed: "),
+        (179, "the server chose API version 179, above the highest this client offered (178)"),
+    ],
+)
+def test_the_oldest_server_version_loads_and_one_beyond_either_end_is_one_line_and_exit_3(
+    warehouse, server_version, refused
+):
+    gateway = ScriptedGateway(server_version=server_version, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    if not refused:
+        assert (status, err) == (ExitCode.OK, ""), out + err
+        assert query(warehouse, "select status, row_count from raw.load_batches") == [("ok", 2)]
+        return
+    assert status == ExitCode.GATEWAY and err.count("\n") == 1, out + err
+    assert err.startswith(f"error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port}: {refused}"), err
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
+def test_contract_details_the_client_cannot_decode_are_named_in_the_failure(warehouse):
+    """A server whose contract details do not have the shape of the version it claimed: the client library drops the
+    message, and the lookup found "no contract (no error code)" without a word of why."""
+
+    def contracts(req_id, request):
+        details = stock(req_id, request.symbol, 265598)
+        details[30] = ""  # the count of security ids (CUSIP, ISIN...), which the client reads as a number
+        return [details, contract_end(req_id)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    [(message,)] = query(warehouse, "select error_message from raw.load_batches where status = 'failed'")
+    assert message.startswith("no contract found (no error code); the client could not decode an answer (ValueError: ")
+
+
+@pytest.mark.parametrize(
     ("start_up_notices", "names"),
     [
         ((), "closed the connection during the API start-up ("),  # the detail depends on when the client noticed

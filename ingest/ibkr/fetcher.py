@@ -476,6 +476,7 @@ class IbkrSession:
                     await self.limiter.message()
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
+                    undecoded_before = self._decode_errors.count
                     details = await asyncio.wait_for(
                         _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
                     )
@@ -502,7 +503,10 @@ class IbkrSession:
             if not details:
                 failure = tracked.failures[0] if tracked.failures else None
                 if failure is None:
-                    return QualifyOutcome(None, None, "no contract found (no error code)")
+                    message = "no contract found (no error code)"
+                    if self._decode_errors.count > undecoded_before:  # the library dropped the details it got
+                        message += f"; the client could not decode an answer ({self._decode_errors.last})"
+                    return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
             if len(details) > 1 and primary_exchange:
                 same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
