@@ -101,6 +101,9 @@ class ScriptedGateway:
     server_version: int = protocol.MAX_SERVER_VERSION
     """The version the peer claims in the handshake, whatever the client offered."""
     accounts: str = "DU1234567"
+    """The managed accounts sent at the start of the API (empty: a server of the protocol with no account to name)."""
+    sends_next_valid_id: bool = True
+    """Send the next valid order id at the start of the API (a gateway still starting up may not, for a while)."""
     client_id_in_use: bool = False
     """Answer the start of the API with error 326 and close the connection, as a gateway does."""
     start_up_notices: Sequence[tuple[int, str]] = protocol.FARM_OK_NOTICES
@@ -143,7 +146,8 @@ class ScriptedGateway:
                         await writer.drain()
                         return
                     send([Out.MANAGED_ACCTS, 1, self.accounts])
-                    send([Out.NEXT_VALID_ID, 1, 1])
+                    if self.sends_next_valid_id:
+                        send([Out.NEXT_VALID_ID, 1, 1])
                     for code, text in self.start_up_notices:
                         send(start_up_notice := notice(code, text))
                         self.sent.append((time.monotonic(), start_up_notice))

@@ -304,9 +304,16 @@ class IbkrSession:
             handshake_errors.append(str(message))
             ended.set()
 
+        answered: dict[str, Any] = {}  # what the gateway sent of the start-up, should it never complete
+
+        def on_data(_data: bytes) -> None:  # after the library's own handler has read the data
+            if self.ib.client.serverVersion():
+                answered.update(version=self.ib.client.serverVersion(), accounts=bool(self.ib.wrapper.accounts))
+
         # The client library reports a handshake it gives up on (a server too old for it, say) only through
         # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
         self.ib.client.apiError += on_api_error
+        self.ib.client.conn.hasData += on_data
         try:
             await _first_of(self.ib.connectAsync(**kwargs), ended)
         except ConnectionRefusedError:
@@ -326,6 +333,15 @@ class IbkrSession:
                 if "version" in handshake_errors[0].lower():
                     minimum = getattr(self.ib.client, "MinClientVersion", "?")
                     reason += f" (this client needs API version {minimum} or newer: update IB Gateway/TWS)"
+            elif answered:
+                # The client starts its API session once the gateway has sent both; a gateway still starting up, or
+                # a server of the protocol that has no account to name, never completes it.
+                missing = "the next valid order id" if answered["accounts"] else "a managed account"
+                reason = (
+                    f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
+                    f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
+                    "still starting up or logging in, or (TWS) waiting for you to accept the connection on its screen?"
+                )
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
@@ -340,6 +356,7 @@ class IbkrSession:
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         finally:
             self.ib.client.apiError -= on_api_error
+            self.ib.client.conn.hasData -= on_data
             self._handshake_ended = None
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
