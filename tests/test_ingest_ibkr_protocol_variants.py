@@ -169,8 +169,8 @@ def test_a_client_id_in_use_is_named_at_once():
 @pytest.mark.parametrize(
     ("gateway", "missing"),
     [
-        (ScriptedGateway(accounts=""), "a managed account"),
-        (ScriptedGateway(sends_next_valid_id=False), "the next valid order id"),
+        (ScriptedGateway(accounts=""), "managed account"),
+        (ScriptedGateway(sends_next_valid_id=False), "next valid order id"),
     ],
     ids=["no-account", "no-next-valid-id"],
 )

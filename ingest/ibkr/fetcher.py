@@ -336,7 +336,7 @@ class IbkrSession:
             elif answered:
                 # The client starts its API session once the gateway has sent both; a gateway still starting up, or
                 # a server of the protocol that has no account to name, never completes it.
-                missing = "the next valid order id" if answered["accounts"] else "a managed account"
+                missing = "next valid order id" if answered["accounts"] else "managed account"
                 reason = (
                     f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
                     f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
