@@ -111,6 +111,9 @@ class ScriptedGateway:
     after_start_up: Sequence[Message | float] = ()
     """Messages (and pauses, as in an answer) sent after the start-up notices while requests are served: IBKR's
     farm notices come whenever a farm's state changes, e.g. ``[1.0, notice(2106, "HMDS ...OK:ushmds")]``."""
+    answers_greeting_with: bytes | None = None
+    """Answer the client's greeting with these bytes instead of the handshake, and nothing more: another service
+    than the API on the port (a web server says ``HTTP/1.1 400 Bad Request``)."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -136,6 +139,11 @@ class ScriptedGateway:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless
+            if self.answers_greeting_with is not None:
+                writer.write(self.answers_greeting_with)
+                await writer.drain()
+                await reader.read()  # until the client gives up
+                return
             send([self.server_version, "20240105 12:00:00 EST"])
             while True:
                 fields = await self._read(reader)

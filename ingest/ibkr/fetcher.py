@@ -305,10 +305,13 @@ class IbkrSession:
             ended.set()
 
         answered: dict[str, Any] = {}  # what the gateway sent of the start-up, should it never complete
+        received = bytearray()  # the first bytes that came before any handshake: what answers, if not the API
 
-        def on_data(_data: bytes) -> None:  # after the library's own handler has read the data
+        def on_data(data: bytes) -> None:  # after the library's own handler has read the data
             if self.ib.client.serverVersion():
                 answered.update(version=self.ib.client.serverVersion(), accounts=bool(self.ib.wrapper.accounts))
+            elif len(received) < _SHOWN_BYTES:
+                received.extend(data[: _SHOWN_BYTES - len(received)])
 
         # The client library reports a handshake it gives up on (a server too old for it, say) only through
         # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
@@ -341,6 +344,15 @@ class IbkrSession:
                     f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
                     f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
                     "still starting up or logging in, or (TWS) waiting for you to accept the connection on its screen?"
+                )
+            elif received:
+                # Another service on that port (a web server, the Client Portal gateway's HTTPS port) answers the
+                # client's greeting in its own protocol, which the client cannot read as a handshake.
+                shown = bytes(received).decode("ascii", "backslashreplace")
+                reason = (
+                    f"what answers on that port does not speak the TWS API (it answered {shown!r}): check IBKR_PORT "
+                    "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
+                    "API is another interface)"
                 )
             else:
                 reason = (
@@ -709,6 +721,9 @@ class IbkrSession:
             code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
 
+
+_SHOWN_BYTES = 32
+"""How much of a non-API answer to the client's greeting a connect error shows."""
 
 _WHO_WAITS = {
     farms.FarmKind.IBKR: "historical requests and contract lookups",
