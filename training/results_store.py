@@ -271,7 +271,8 @@ def ensure_tables(settings: ConnectionSettings) -> None:
             conn.execute(DDL)
         except psycopg.errors.InvalidSchemaName:
             # The roles are the server's, the schemas each database's: a new database on a server provisioned before.
-            raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", settings.describe()) from None
+            where = settings.for_role(schemas.TRAINER_ROLE).describe()
+            raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", where) from None
         conn.execute(SWEEP_DDL)
 
 

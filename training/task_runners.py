@@ -4,8 +4,9 @@ Ray: by default ``ray.init()`` starts a local Ray for the run (one task per CPU)
 address (``--ray-address`` or ``RAY_ADDRESS``) the same tasks run on an existing cluster, whose nodes need this
 project installed (the same requirements.txt, ``pip install -e .``). The driver puts the mart rows into Ray's object
 store once; every task reads them from there, so workers never connect to the warehouse. Each task asks Ray for one
-CPU and the memory PPO's settings need (training/ppo.py ``memory_needed``), so tasks that would together need more
-than a node has wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
+CPU and the memory PPO's settings add (training/ppo.py ``memory_needed``; not the few hundred MiB of Python, PyTorch
+and the mart rows that every task costs whatever its settings), so tasks whose settings would together need more than
+a node offers wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
 has finished when it ran out of memory) and then reported by fold and seed; the other tasks still land.
 """
 

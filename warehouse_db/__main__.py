@@ -118,7 +118,10 @@ def _run(command: str) -> int:
         return EXIT_OK
     if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
         # A status starts nothing: after `make db-down` it says so instead of starting the server again.
-        print(f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it; so does any command)")
+        print(
+            f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it, as do ingest, training and "
+            "`make psql`; `dbt run` as typed does not)"
+        )
         return EXIT_OK
     settings = resolve_settings()
     if command == "env":
