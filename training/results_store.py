@@ -49,7 +49,7 @@ from training.evaluation import PolicyReplay
 from training.fold_task import TaskResult
 from training.folds import FOLD_COLUMNS, Fold
 from training.metrics import METRICS, drawdown
-from training.statistics import RunStatistics
+from training.statistics import RunStatistics, counted
 from training.task_runners import TaskFailure
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseError, WarehouseNotProvisioned
@@ -555,11 +555,11 @@ def write_run(
             (row for r in results for row in _equity_rows(run_id, r)),
         )
     logger.info(
-        "wrote run %s to %s.%s: %d tasks, %d failed, %d metric and %d equity rows",
+        "wrote run %s to %s.%s: %s, %d failed, %d metric and %d equity rows",
         record.run_id,
         schemas.ML,
         RUNS,
-        len(results),
+        counted(len(results), "task"),
         len(failures),
         metric_rows,
         equity_rows,

@@ -32,6 +32,7 @@ from training.fold_task import TaskResult, run_fold_seed
 from training.folds import Fold
 from training.market_data import MarketData
 from training.ppo import check_memory, memory_needed, size_text
+from training.statistics import counted
 
 logger = logging.getLogger(__name__)
 
@@ -297,11 +298,10 @@ class RayRunner:
             nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
             task_memory = self._check_task_memory(config, data, alive)
             logger.info(
-                "%d fold x seed tasks on %s (%d node%s, %d CPUs); %s",
-                len(tasks),
+                "%s on %s (%s, %d CPUs); %s",
+                counted(len(tasks), "fold x seed task"),
                 f"the Ray cluster at {address}" if address else "a local Ray",
-                nodes,
-                "s" if nodes != 1 else "",
+                counted(nodes, "node"),
                 cpus,
                 f"each reserves {size_text(task_memory)} of Ray's memory resource"
                 if task_memory
