@@ -24,7 +24,7 @@ help:
 	@echo "make ingest   - fetch bars from IB Gateway/TWS (.env); SOURCE=csv FILES='a.csv b.csv' for files; ARGS='--dry-run'"
 	@echo "make dbt-build - dbt build (same as 'dbt run && dbt test' plus seeds) against the configured warehouse"
 	@echo "make train    - one quick run: PPO on the latest walk-forward fold, one seed; ARGS='--timesteps 20000 --fold 2'"
-	@echo "make walk-forward - every fold x 5 seeds on Ray, statistics and verdict; ARGS='--seeds 3 --ray-address host:6379'"
+	@echo "make walk-forward - every fold x 5 seeds on Ray, statistics and verdict; ARGS='--seeds 3 --ray-address HEAD:6380'"
 	@echo "make sweep    - hyperparameter search (Optuna TPE + ASHA on Ray Tune) on validation folds, then the best one walked forward; ARGS='--trials 40 --resume <sweep_id>'"
 	@echo "make setup | test-fast | lint | format | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 	@echo "make clean    - delete target/, logs/, runs/ (every run folder and report), .pytest_cache and bench/results"

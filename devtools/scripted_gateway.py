@@ -19,7 +19,7 @@ import asyncio
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -40,11 +40,13 @@ CLOSE = "close"
 """Among an answer's messages: close the connection there (a gateway that goes away mid-answer)."""
 
 
-def bars(req_id: int, dates: Sequence[str]) -> Message:
-    """A historical-data message (server versions below 196) with one bar per date, as the server writes it."""
+def bars(req_id: int, dates: Sequence[str], closes: Mapping[str, object] | None = None) -> Message:
+    """A historical-data message (server versions below 196) with one bar per date, as the server writes it.
+
+    ``closes`` gives some dates another close, written as given (``"nan"``, ``0``): a server's odd values."""
     fields: Message = [Out.HISTORICAL_DATA, req_id, "", "", len(dates)]
     for day in dates:
-        fields += [day, 10.0, 11.0, 9.0, 10.5, 1000, 10.2, 5]
+        fields += [day, 10.0, 11.0, 9.0, (closes or {}).get(day, 10.5), 1000, 10.2, 5]
     return fields
 
 
@@ -62,12 +64,26 @@ def silent(req_id: int, nth: int) -> Sequence[Message]:
 
 
 def stock(req_id: int, symbol: str, con_id: int, primary_exchange: str = "NASDAQ", currency: str = "USD") -> Message:
-    """A contractData message (server versions 164 and later) for a common stock."""
+    """A contractData message for a common stock, in the shape of server versions 164 and later (a peer that claims
+    an older version sends it in that version's shape: :func:`in_version`)."""
     return [
         Out.CONTRACT_DATA, req_id, symbol, "STK", "", 0, "", "SMART", currency, symbol, symbol, symbol, con_id, 0.01,
         "", "LMT,MKT", "SMART,NYSE,NASDAQ", 1, 0, f"{symbol} INC", primary_exchange, "", "", "", "", "US/Eastern",
         "", "", "", "", 0, 1, "", "", "26", "", "COMMON", "0.0001", "0.0001", "100",
     ]  # fmt: skip
+
+
+def in_version(message: Message, server_version: int) -> Message:
+    """``message`` (written in the shape of the highest version) as a server of ``server_version`` writes it: before
+    164 contractData has a version field and mdSizeMultiplier and no size increments (163 has one), and before 166 an
+    error has no advancedOrderRejectJson. Every other message this peer sends has one shape from 157 to 178."""
+    if message[0] == Out.CONTRACT_DATA and server_version < protocol.MIN_VERSION_SIZE_RULES:
+        min_tick = 13  # Out.CONTRACT_DATA, reqId, symbol ... conId, minTick
+        size_increments = ["100"] if server_version == 163 else []
+        return [message[0], 8, *message[1 : min_tick + 1], 1, *message[min_tick + 1 : -3], *size_increments]
+    if message[0] == Out.ERR_MSG and server_version < protocol.MIN_VERSION_ADVANCED_REJECT:
+        return message[:5]
+    return message
 
 
 def contract_end(req_id: int) -> Message:
@@ -85,6 +101,9 @@ class ScriptedGateway:
     server_version: int = protocol.MAX_SERVER_VERSION
     """The version the peer claims in the handshake, whatever the client offered."""
     accounts: str = "DU1234567"
+    """The managed accounts sent at the start of the API (empty: a server of the protocol with no account to name)."""
+    sends_next_valid_id: bool = True
+    """Send the next valid order id at the start of the API (a gateway still starting up may not, for a while)."""
     client_id_in_use: bool = False
     """Answer the start of the API with error 326 and close the connection, as a gateway does."""
     start_up_notices: Sequence[tuple[int, str]] = protocol.FARM_OK_NOTICES
@@ -92,6 +111,9 @@ class ScriptedGateway:
     after_start_up: Sequence[Message | float] = ()
     """Messages (and pauses, as in an answer) sent after the start-up notices while requests are served: IBKR's
     farm notices come whenever a farm's state changes, e.g. ``[1.0, notice(2106, "HMDS ...OK:ushmds")]``."""
+    answers_greeting_with: bytes | None = None
+    """Answer the client's greeting with these bytes instead of the handshake, and nothing more: another service
+    than the API on the port (a web server says ``HTTP/1.1 400 Bad Request``)."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -109,7 +131,7 @@ class ScriptedGateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def send(fields: Message) -> None:
-            writer.write(protocol.encode(fields))
+            writer.write(protocol.encode(in_version(fields, self.server_version)))
 
         answering: set[asyncio.Task] = set()  # this connection's answers still being sent
 
@@ -117,6 +139,11 @@ class ScriptedGateway:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless
+            if self.answers_greeting_with is not None:
+                writer.write(self.answers_greeting_with)
+                await writer.drain()
+                await reader.read()  # until the client gives up
+                return
             send([self.server_version, "20240105 12:00:00 EST"])
             while True:
                 fields = await self._read(reader)
@@ -127,7 +154,8 @@ class ScriptedGateway:
                         await writer.drain()
                         return
                     send([Out.MANAGED_ACCTS, 1, self.accounts])
-                    send([Out.NEXT_VALID_ID, 1, 1])
+                    if self.sends_next_valid_id:
+                        send([Out.NEXT_VALID_ID, 1, 1])
                     for code, text in self.start_up_notices:
                         send(start_up_notice := notice(code, text))
                         self.sent.append((time.monotonic(), start_up_notice))
@@ -165,7 +193,7 @@ class ScriptedGateway:
                 writer.close()
                 return
             elif not writer.is_closing():
-                writer.write(protocol.encode(answer))
+                writer.write(protocol.encode(in_version(answer, self.server_version)))
                 await writer.drain()
                 self.sent.append((time.monotonic(), answer))
 

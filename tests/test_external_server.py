@@ -161,7 +161,9 @@ def test_each_component_runs_with_nothing_but_its_own_login(server: ExternalServ
     # admin login to provision with), it checks as that login. It used to stop with "no password supplied".
     assert "warehouse ready: PostgreSQL transformer_app@" in run([PYTHON, "-m", "warehouse_db", "up"], transformer_env)
     dbt_build(transformer_env, tmp_path)
-    train({**base, **server_env(server, database), **login_env("trainer")}, tmp_path)
+    trained = train({**base, **server_env(server, database), **login_env("trainer")}, tmp_path)
+    # The run's first line names the login it reads and writes with (it said "(default user)", PGUSER being unset).
+    assert f"PostgreSQL trainer_app@127.0.0.1:{server.port}/{database}" in trained, trained
 
     with connect(admin) as conn:
         assert_built_and_trained(conn)
@@ -215,6 +217,6 @@ def test_pg_variables_select_an_external_server(server: ExternalServer, tmp_path
     resolved = resolve_settings(env=env, dotenv_path=None)
     assert not resolved.embedded
     assert (resolved.host, resolved.port, resolved.dbname) == ("127.0.0.1", server.port, "postgres")
-    status = run([PYTHON, "-m", "warehouse_db", "status"], env)
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)  # reachable, not ready
     assert "external server" in status and "not provisioned yet" in status
     assert "warehouse ready" not in status, status

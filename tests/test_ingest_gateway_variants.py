@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
 from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, notice, one_stock, stock
 from ingest.exit_codes import ExitCode
+from ingest.sessions import recent_session_ends
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -126,6 +127,70 @@ def test_daily_bars_dated_with_a_time_or_in_epoch_seconds_land_on_the_session_th
     sessions = [date(2024, 1, 4), date(2024, 1, 5)]
     expected = [(s, day, datetime.combine(day, datetime.min.time(), NY)) for s in sorted(dates) for day in sessions]
     assert landed == expected
+
+
+def test_a_bar_a_server_sent_without_usable_prices_does_not_break_the_next_load(warehouse):
+    """raw keeps what a server sent: a close of 0 or NaN lands (dbt's data tests flag it). A later load re-delivers it
+    (an incremental one in its overlap, here a full refresh) and compares it with the stored bar: that used to end the
+    whole run in a ZeroDivisionError traceback (0), or take it for a split and fetch the whole window again with a NaN
+    factor, on every run."""
+    now = datetime.now(UTC)
+    days = [f"{session:%Y%m%d}" for session, end in recent_session_ends(now) if end <= now][-2:]  # in the window
+    closes = {"AAPL": {days[1]: 0}, "MSFT": {days[1]: "nan"}}
+
+    def answer(req_id: int, nth: int):
+        return [bars(req_id, days, closes[gateway.historical_requests[nth - 1][3]])]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        for _ in range(2):
+            status, out, err = run_ingest(warehouse, port, "--symbols", *closes, "--full-refresh")
+            assert (status, err) == (ExitCode.OK, ""), out + err
+    assert len(gateway.historical_requests) == 4  # no whole-window re-fetch
+    batches = "select symbol, row_count, readjustment_factor from raw.load_batches order by symbol, started_at"
+    assert query(warehouse, batches) == [("AAPL", 2, None)] * 2 + [("MSFT", 2, None)] * 2
+
+
+@pytest.mark.parametrize(
+    ("server_version", "refused"),
+    [
+        # The oldest version ib_async accepts (contract details still carry a version field); the newest, 178, is
+        # what every other test's peer claims.
+        (157, ""),
+        (156, "the API handshake failed: "),
+        (179, "the server chose API version 179, above the highest this client offered (178)"),
+    ],
+)
+def test_the_oldest_server_version_loads_and_one_beyond_either_end_is_one_line_and_exit_3(
+    warehouse, server_version, refused
+):
+    gateway = ScriptedGateway(server_version=server_version, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    if not refused:
+        assert (status, err) == (ExitCode.OK, ""), out + err
+        assert query(warehouse, "select status, row_count from raw.load_batches") == [("ok", 2)]
+        return
+    assert status == ExitCode.GATEWAY and err.count("\n") == 1, out + err
+    assert err.startswith(f"error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port}: {refused}"), err
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
+def test_contract_details_the_client_cannot_decode_are_named_in_the_failure(warehouse):
+    """A server whose contract details do not have the shape of the version it claimed: the client library drops the
+    message, and the lookup found "no contract (no error code)" without a word of why."""
+
+    def contracts(req_id, request):
+        details = stock(req_id, request.symbol, 265598)
+        details[30] = ""  # the count of security ids (CUSIP, ISIN...), which the client reads as a number
+        return [details, contract_end(req_id)]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    [(message,)] = query(warehouse, "select error_message from raw.load_batches where status = 'failed'")
+    assert message.startswith("no contract found (no error code); the client could not decode an answer (ValueError: ")
 
 
 @pytest.mark.parametrize(

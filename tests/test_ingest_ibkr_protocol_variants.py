@@ -166,6 +166,34 @@ def test_a_client_id_in_use_is_named_at_once():
     assert seconds < 2
 
 
+@pytest.mark.parametrize(
+    ("gateway", "missing"),
+    [
+        (ScriptedGateway(accounts=""), "managed account"),
+        (ScriptedGateway(sends_next_valid_id=False), "next valid order id"),
+    ],
+    ids=["no-account", "no-next-valid-id"],
+)
+def test_a_start_up_that_never_completes_after_the_handshake_says_what_is_missing(gateway, missing):
+    """The client starts its session only once the gateway has sent a managed account and the next order id. A
+    server that answers the handshake but never sends one of them was described as giving no API handshake at all
+    (a closed port, the API disabled...), which it had given."""
+    result, _, _ = run_session(gateway, fetch_daily, connect_timeout_s=1.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert f"answered the API handshake (server version 178) but sent no {missing} within 1 s" in str(result)
+
+
+def test_another_service_on_the_port_is_named_with_what_it_answered():
+    """A web server, or the Client Portal gateway's HTTPS port, where IBKR_PORT should name the TWS API: its answer
+    to the client's greeting is shown, not a list of guesses that begins with "the host does not answer"."""
+    web_server = ScriptedGateway(answers_greeting_with=b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+    result, _, _ = run_session(web_server, fetch_daily, connect_timeout_s=1.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "does not speak the TWS API (it answered 'HTTP/1.1 400 Bad Request\\r\\nConnec'): check IBKR_PORT" in str(
+        result
+    )
+
+
 def test_an_answer_the_client_cannot_decode_is_named_in_the_timeout():
     gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, ["2024-01-04", "2024-01-05"])])
     outcome, _, _ = run_session(gateway, fetch_daily)

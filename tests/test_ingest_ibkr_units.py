@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -393,6 +394,19 @@ def test_a_history_re_adjusted_by_one_factor_is_told_apart_from_corrections():
     mixed = [raw_bar(16, 216.0 / 10), raw_bar(17, 217.0 / 2)]
     assert detect_readjustment(mixed, stored(old)) is None
     assert detect_readjustment([raw_bar(23, 22.5)], stored(old)) is None  # nothing re-delivered
+
+
+@pytest.mark.parametrize("bad_close", [0.0, -1.0, math.nan, math.inf])
+def test_a_bar_without_usable_prices_neither_breaks_nor_fakes_a_re_adjustment(bad_close):
+    """raw keeps what a server sent, a close of 0, -1, NaN or inf included: on either side such a bar says nothing
+    about a factor (it divided by zero, or gave a NaN factor taken for a split on every run)."""
+    old = [raw_bar(d, 200.0 + d) for d in (16, 17, 18)]
+    held_bad, sent_bad = stored([*old[:2], raw_bar(18, bad_close)]), [*old[:2], raw_bar(18, bad_close)]
+    assert detect_readjustment(old, held_bad) is None
+    assert detect_readjustment(sent_bad, stored(old)) is None
+    assert detect_readjustment([raw_bar(18, bad_close)], held_bad) is None
+    split = [raw_bar(d, round((200.0 + d) / 10, 2), 10_000.0) for d in (16, 17)]
+    assert detect_readjustment(split, held_bad).factor == pytest.approx(0.1, rel=1e-3)  # the usable bars still tell
 
 
 def test_plans_count_their_requests_without_building_them_and_estimate_their_pacing_time():

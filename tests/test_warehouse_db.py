@@ -489,14 +489,22 @@ def test_a_usage_error_is_one_line(capsys):
 
 
 def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fresh_warehouse_dir):
-    """After `make db-down`, `make db-status` says the server is down instead of starting it again."""
+    """After `make db-down`, `make db-status` says the server is down instead of starting it again, and exits 3 (not
+    ready) so that a script can tell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
     env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
     status = [sys.executable, "-m", "warehouse_db", "status"]
     result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("not running (`make db-up` starts it; so does any command)"), result.stdout
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.strip().endswith(
+        "not running (`make db-up` starts it, as do ingest, training and `make psql`; `dbt run` as typed does not)"
+    ), result.stdout
     assert not embedded.is_running(fresh_warehouse_dir / embedded.PGDATA_NAME)
+
+    up = subprocess.run(status[:-1] + ["up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    ready = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert ready.returncode == 0 and ready.stdout.startswith("warehouse ready: "), ready.stdout + ready.stderr
 
 
 def test_lock_files_left_by_a_killed_server_whose_pid_was_reused_do_not_stop_it_starting(fresh_warehouse_dir):

@@ -362,6 +362,7 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
     reader = connection.execute(sqlalchemy.text("select current_user")).scalar_one()
     if reader != schemas.TRAINER_ROLE:
         raise RuntimeError(f"the contract check must read as {schemas.TRAINER_ROLE!r}, but reads as {reader!r}")
+    where = settings.for_role(schemas.TRAINER_ROLE).describe()  # the trainer's login, where it has its own
     for table in (MART_TABLE, FOLDS_TABLE, PLAN_TABLE):
         exists, readable = connection.execute(
             sqlalchemy.text(
@@ -371,12 +372,12 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
             {"table": f"{schemas.MARTS}.{table}"},
         ).one()
         if not exists:  # nothing built yet: a warehouse problem (exit 4), not a broken contract
-            raise WarehouseNotProvisioned.missing_relation(f"{schemas.MARTS}.{table}", settings.describe())
+            raise WarehouseNotProvisioned.missing_relation(f"{schemas.MARTS}.{table}", where)
         if not readable:
             raise ContractViolation(
                 [
                     f"{schemas.MARTS}.{table} exists and {schemas.TRAINER_ROLE} may read it [precondition]: "
-                    f"it does not, in {settings.describe()} (build it first: make dbt-build)"
+                    f"it does not, in {where} (build it first: make dbt-build)"
                 ]
             )
     plans = connection.execute(sqlalchemy.text(f"select * from {schemas.MARTS}.{PLAN_TABLE}")).mappings().all()

@@ -112,7 +112,8 @@ def read_mart(
                 )
             except psycopg.errors.UndefinedTable:
                 raise WarehouseNotProvisioned.missing_relation(
-                    f"{schemas.MARTS}.{MART_TABLE} / {schemas.MARTS}.{FOLDS_TABLE}", settings.describe()
+                    f"{schemas.MARTS}.{MART_TABLE} / {schemas.MARTS}.{FOLDS_TABLE}",
+                    settings.for_role(schemas.TRAINER_ROLE).describe(),
                 ) from None
             available = [row[0] for row in conn.execute(sql.SQL("select distinct symbol from {}").format(table))]
             chosen = select_symbols(available, symbols, symbols_limit)

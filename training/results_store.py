@@ -49,7 +49,7 @@ from training.evaluation import PolicyReplay
 from training.fold_task import TaskResult
 from training.folds import FOLD_COLUMNS, Fold
 from training.metrics import METRICS, drawdown
-from training.statistics import RunStatistics
+from training.statistics import RunStatistics, counted
 from training.task_runners import TaskFailure
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseError, WarehouseNotProvisioned
@@ -271,7 +271,8 @@ def ensure_tables(settings: ConnectionSettings) -> None:
             conn.execute(DDL)
         except psycopg.errors.InvalidSchemaName:
             # The roles are the server's, the schemas each database's: a new database on a server provisioned before.
-            raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", settings.describe()) from None
+            where = settings.for_role(schemas.TRAINER_ROLE).describe()
+            raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", where) from None
         conn.execute(SWEEP_DDL)
 
 
@@ -554,11 +555,11 @@ def write_run(
             (row for r in results for row in _equity_rows(run_id, r)),
         )
     logger.info(
-        "wrote run %s to %s.%s: %d tasks, %d failed, %d metric and %d equity rows",
+        "wrote run %s to %s.%s: %s, %d failed, %d metric and %d equity rows",
         record.run_id,
         schemas.ML,
         RUNS,
-        len(results),
+        counted(len(results), "task"),
         len(failures),
         metric_rows,
         equity_rows,

@@ -4,8 +4,9 @@ Ray: by default ``ray.init()`` starts a local Ray for the run (one task per CPU)
 address (``--ray-address`` or ``RAY_ADDRESS``) the same tasks run on an existing cluster, whose nodes need this
 project installed (the same requirements.txt, ``pip install -e .``). The driver puts the mart rows into Ray's object
 store once; every task reads them from there, so workers never connect to the warehouse. Each task asks Ray for one
-CPU and the memory PPO's settings need (training/ppo.py ``memory_needed``), so tasks that would together need more
-than a node has wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
+CPU and the memory PPO's settings add (training/ppo.py ``memory_needed``; not the few hundred MiB of Python, PyTorch
+and the mart rows that every task costs whatever its settings), so tasks whose settings would together need more than
+a node offers wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
 has finished when it ran out of memory) and then reported by fold and seed; the other tasks still land.
 """
 
@@ -31,6 +32,7 @@ from training.fold_task import TaskResult, run_fold_seed
 from training.folds import Fold
 from training.market_data import MarketData
 from training.ppo import check_memory, memory_needed, size_text
+from training.statistics import counted
 
 logger = logging.getLogger(__name__)
 
@@ -296,11 +298,10 @@ class RayRunner:
             nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
             task_memory = self._check_task_memory(config, data, alive)
             logger.info(
-                "%d fold x seed tasks on %s (%d node%s, %d CPUs); %s",
-                len(tasks),
+                "%s on %s (%s, %d CPUs); %s",
+                counted(len(tasks), "fold x seed task"),
                 f"the Ray cluster at {address}" if address else "a local Ray",
-                nodes,
-                "s" if nodes != 1 else "",
+                counted(nodes, "node"),
                 cpus,
                 f"each reserves {size_text(task_memory)} of Ray's memory resource"
                 if task_memory

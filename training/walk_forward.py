@@ -287,9 +287,9 @@ def execute(
     tasks_ran = False
     try:
         with run_log(run_dir / "run.log") as to_run_log_only:
-            logger.info(
-                "run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), settings.describe()
-            )
+            # The trainer's login (where it has its own) is the one every read and write of the run uses.
+            warehouse = settings.for_role(schemas.TRAINER_ROLE).describe()
+            logger.info("run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), warehouse)
             with writing_run_folder(run_dir):
                 dump_config(config, run_dir / "config.yaml")
             if config.save_to_warehouse:

@@ -28,6 +28,9 @@ from warehouse_db.settings import (
 )
 
 EXIT_OK = 0
+EXIT_NOT_READY = 3
+"""``status`` only: the warehouse is not running or not provisioned (as ``pg_ctl status`` answers 3), so that a
+script can ask before it runs a step."""
 EXIT_WAREHOUSE = 4
 EXIT_INTERRUPTED = 130
 
@@ -118,8 +121,11 @@ def _run(command: str) -> int:
         return EXIT_OK
     if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
         # A status starts nothing: after `make db-down` it says so instead of starting the server again.
-        print(f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it; so does any command)")
-        return EXIT_OK
+        print(
+            f"embedded warehouse in {pgdata.resolve()}: not running (`make db-up` starts it, as do ingest, training and "
+            "`make psql`; `dbt run` as typed does not)"
+        )
+        return EXIT_NOT_READY
     settings = resolve_settings()
     if command == "env":
         exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME)
@@ -145,6 +151,7 @@ def _run(command: str) -> int:
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
     if missing:
         print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
+        return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
     return EXIT_OK
 
 

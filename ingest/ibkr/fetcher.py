@@ -304,9 +304,19 @@ class IbkrSession:
             handshake_errors.append(str(message))
             ended.set()
 
+        answered: dict[str, Any] = {}  # what the gateway sent of the start-up, should it never complete
+        received = bytearray()  # the first bytes that came before any handshake: what answers, if not the API
+
+        def on_data(data: bytes) -> None:  # after the library's own handler has read the data
+            if self.ib.client.serverVersion():
+                answered.update(version=self.ib.client.serverVersion(), accounts=bool(self.ib.wrapper.accounts))
+            elif len(received) < _SHOWN_BYTES:
+                received.extend(data[: _SHOWN_BYTES - len(received)])
+
         # The client library reports a handshake it gives up on (a server too old for it, say) only through
         # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
         self.ib.client.apiError += on_api_error
+        self.ib.client.conn.hasData += on_data
         try:
             await _first_of(self.ib.connectAsync(**kwargs), ended)
         except ConnectionRefusedError:
@@ -326,6 +336,24 @@ class IbkrSession:
                 if "version" in handshake_errors[0].lower():
                     minimum = getattr(self.ib.client, "MinClientVersion", "?")
                     reason += f" (this client needs API version {minimum} or newer: update IB Gateway/TWS)"
+            elif answered:
+                # The client starts its API session once the gateway has sent both; a gateway still starting up, or
+                # a server of the protocol that has no account to name, never completes it.
+                missing = "next valid order id" if answered["accounts"] else "managed account"
+                reason = (
+                    f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
+                    f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
+                    "still starting up or logging in, or (TWS) waiting for you to accept the connection on its screen?"
+                )
+            elif received:
+                # Another service on that port (a web server, the Client Portal gateway's HTTPS port) answers the
+                # client's greeting in its own protocol, which the client cannot read as a handshake.
+                shown = bytes(received).decode("ascii", "backslashreplace")
+                reason = (
+                    f"what answers on that port does not speak the TWS API (it answered {shown!r}): check IBKR_PORT "
+                    "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
+                    "API is another interface)"
+                )
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
@@ -340,6 +368,7 @@ class IbkrSession:
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         finally:
             self.ib.client.apiError -= on_api_error
+            self.ib.client.conn.hasData -= on_data
             self._handshake_ended = None
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
@@ -476,6 +505,7 @@ class IbkrSession:
                     await self.limiter.message()
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
+                    undecoded_before = self._decode_errors.count
                     details = await asyncio.wait_for(
                         _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
                     )
@@ -502,7 +532,10 @@ class IbkrSession:
             if not details:
                 failure = tracked.failures[0] if tracked.failures else None
                 if failure is None:
-                    return QualifyOutcome(None, None, "no contract found (no error code)")
+                    message = "no contract found (no error code)"
+                    if self._decode_errors.count > undecoded_before:  # the library dropped the details it got
+                        message += f"; the client could not decode an answer ({self._decode_errors.last})"
+                    return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
             if len(details) > 1 and primary_exchange:
                 same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
@@ -688,6 +721,9 @@ class IbkrSession:
             code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
 
+
+_SHOWN_BYTES = 32
+"""How much of a non-API answer to the client's greeting a connect error shows."""
 
 _WHO_WAITS = {
     farms.FarmKind.IBKR: "historical requests and contract lookups",

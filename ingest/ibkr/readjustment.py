@@ -10,6 +10,7 @@ window in the same run. A late correction of a bar or two does not look like tha
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -84,9 +85,23 @@ def usual_split_ratio(factor: float, tolerance: float = 0.03) -> Fraction | None
     return best if abs(factor * float(best) - 1) <= tolerance else None
 
 
+def _priced(bar: RawBar | StoredBar) -> bool:
+    """Whether a bar holds prices a factor can be read from: all four finite and above zero.
+
+    ``raw`` keeps what a server sent, and a server may send a price of 0, -1, NaN or infinity (dbt's data tests flag
+    such bars); compared, they would divide by zero or yield a NaN factor that looks like a re-adjustment on every run.
+    """
+    return all(math.isfinite(price) and price > 0 for price in (bar.open, bar.high, bar.low, bar.close))
+
+
 def detect_readjustment(bars: Sequence[RawBar], stored: Mapping[datetime, StoredBar]) -> Readjustment | None:
-    """The consistent price factor between re-delivered ``bars`` and ``stored`` ones, or None."""
-    pairs = [(bar, stored[bar.bar_time]) for bar in bars if bar.bar_time in stored]
+    """The consistent price factor between re-delivered ``bars`` and ``stored`` ones (those with usable prices on
+    both sides), or None."""
+    pairs = [
+        (bar, stored[bar.bar_time])
+        for bar in bars
+        if bar.bar_time in stored and _priced(bar) and _priced(stored[bar.bar_time])
+    ]
     if not pairs:
         return None
     factor = statistics.median(new.close / old.close for new, old in pairs)
