@@ -161,11 +161,16 @@ def join_prices(frame: pd.DataFrame, neighbour: pd.DataFrame) -> pd.DataFrame:
 
 
 def copy_bars(
-    conn: psycopg.Connection, frame: pd.DataFrame, *, readjustment_factors: Mapping[str, float] | None = None
+    conn: psycopg.Connection,
+    frame: pd.DataFrame,
+    *,
+    readjustment_factors: Mapping[str, float] | None = None,
+    failed_batches: Sequence[LoadBatch] = (),
 ) -> int:
     """COPY a frame with raw.ibkr_bars' columns, and one ok raw.load_batches row per batch, into raw in one
     transaction (as role loader); returns rows written. ``readjustment_factors`` marks a symbol's batch as a
-    re-adjusted history (old units per new unit), as ingest does after a split."""
+    re-adjusted history (old units per new unit), as ingest does after a split. ``failed_batches`` land as they are,
+    beside the others: a request that failed lands its batch row and no bar."""
     factors = readjustment_factors or {}
     columns = sql.SQL(", ").join(map(sql.Identifier, IBKR_BARS.column_names))
     with conn.transaction():
@@ -181,6 +186,8 @@ def copy_bars(
             with cur.copy(statement) as copy:
                 for row in batch_rows(frame):
                     copy.write_row(row._replace(readjustment_factor=factors.get(row.symbol)))
+                for row in failed_batches:
+                    copy.write_row(row)
     return len(frame)
 
 

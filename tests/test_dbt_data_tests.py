@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from devtools import dbt_harness, scratch_database, synthetic_bars
+from ingest.raw_tables import LoadBatch
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
@@ -51,6 +52,9 @@ OTHER_TEXT_TESTS = {
 }
 # The batch manifest (raw.load_batches) carries the same symbol, and the same test guards it there.
 BATCH_SYMBOL_CLEAN = "stg_ibkr__load_batches_symbol_is_clean_text"
+# Two tests only warn: the build goes on, and `dbt build` says what it saw.
+SESSION_DATE_MATCHES_SOURCE = "stg_ibkr__bars_session_date_matches_source"
+ERROR_MESSAGE_CLEAN = "stg_ibkr__load_batches_error_message_is_clean_text"
 ENCODING_TESTS = {SYMBOL_CLEAN, SYMBOL_PATTERN, BATCH_SYMBOL_CLEAN}
 
 
@@ -78,6 +82,10 @@ class Case:
     fails: set[str]
     """Tests that must fail."""
     may_also_fail: set[str] = field(default_factory=set)
+    warns: set[str] = field(default_factory=set)
+    """Tests of severity warn that must warn (they never fail the build)."""
+    failed_batches: Callable[[], list[LoadBatch]] = list
+    """raw.load_batches rows of requests that failed (they land no bar)."""
 
 
 def relanded(frame: pd.DataFrame, of_symbol: str, session: str, **changes: object) -> pd.DataFrame:
@@ -99,24 +107,43 @@ def on_day(frame: pd.DataFrame, symbol: str, day: str, template_session: str = "
     return row
 
 
+def saturday_bar_and_a_source_date_that_disagrees(frame: pd.DataFrame) -> pd.DataFrame:
+    """A bar dated on a Saturday (fails); and SB's bar of a Friday re-delivered with the source's session_date one day
+    earlier than its bar_time's (warns: dbt dates a bar by its bar_time in the exchange's time zone)."""
+    disagreeing = relanded(frame, "SB", "2024-03-15", session_date=date(2024, 3, 14))
+    return pd.concat([on_day(frame, "SA", "2024-03-16"), disagreeing])
+
+
+def failed_batch(symbol: str, error_message: str) -> LoadBatch:
+    now = datetime.now(UTC)
+    return LoadBatch(batch_id=uuid.uuid4(), load_id=uuid.uuid4(), source="ibkr", symbol=symbol, bar_size="1 day",
+                     what_to_show="TRADES", use_rth=True, status="failed", row_count=0, started_at=now,
+                     finished_at=now, error_code=162, error_message=error_message)  # fmt: skip
+
+
 def new_symbol_with_gap(frame: pd.DataFrame) -> pd.DataFrame:
     config = synthetic_bars.SyntheticConfig(["SGAP"], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(UTC))
     bars = synthetic_bars.generate_bars(config)
     return bars[bars["session_date"] != date(2024, 2, 15)]
 
 
-SPLIT_SESSION = "2024-04-15"
+SPLIT_SESSION, REVERSE_SPLIT_SESSION = "2024-04-15", "2024-05-15"
 
 
 def split_not_readjusted(frame: pd.DataFrame) -> pd.DataFrame:
-    """SB's bars from SPLIT_SESSION on, re-delivered after a 2-for-1 split; the earlier ones stay in the old units."""
-    rows = frame[(frame["symbol"] == "SB") & (frame["session_date"] >= date.fromisoformat(SPLIT_SESSION))].copy()
-    for column in ("open", "high", "low", "close", "wap"):
-        rows[column] = rows[column] / 2
-    rows["volume"] = rows["volume"] * 2
-    rows["load_id"] = rows["batch_id"] = uuid.uuid4()
-    rows["ingested_at"] = datetime.now(UTC)
-    return rows
+    """SB's bars from SPLIT_SESSION on, re-delivered after a 2-for-1 split, and SC's from REVERSE_SPLIT_SESSION on,
+    after a 1-for-4 reverse split; the earlier ones stay in the old units."""
+
+    def redelivered(symbol: str, session: str, price_factor: float) -> pd.DataFrame:
+        rows = frame[(frame["symbol"] == symbol) & (frame["session_date"] >= date.fromisoformat(session))].copy()
+        for column in ("open", "high", "low", "close", "wap"):
+            rows[column] = rows[column] * price_factor
+        rows["volume"] = rows["volume"] / price_factor
+        rows["load_id"] = rows["batch_id"] = uuid.uuid4()
+        rows["ingested_at"] = datetime.now(UTC)
+        return rows
+
+    return pd.concat([redelivered("SB", SPLIT_SESSION, 1 / 2), redelivered("SC", REVERSE_SPLIT_SESSION, 4)])
 
 
 def trade_fields_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +175,12 @@ def next_session_after_today() -> str:
 
 CASES = [
     Case("missing_session", new_symbol_with_gap, {NO_MISSING_SESSIONS}),
-    Case("bar_on_saturday", lambda f: on_day(f, "SA", "2024-03-16"), {EXCHANGE_SESSION}),
+    Case(
+        "bar_on_saturday",
+        saturday_bar_and_a_source_date_that_disagrees,
+        {EXCHANGE_SESSION},
+        warns={SESSION_DATE_MATCHES_SOURCE},
+    ),
     Case("bar_on_holiday", lambda f: on_day(f, "SA", "2024-05-27"), {EXCHANGE_SESSION}),  # Memorial Day
     Case("control_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\x07X"), ENCODING_TESTS),
     Case("replacement_character", lambda f: relanded(f, "SA", "2024-03-15", symbol="S\ufffdX"), ENCODING_TESTS),
@@ -172,16 +204,20 @@ CASES = [
         other_text_not_clean,
         OTHER_TEXT_TESTS,
         {"accepted_values_stg_ibkr__bars_source__ibkr__csv"},
+        warns={ERROR_MESSAGE_CLEAN},
+        failed_batches=lambda: [failed_batch("SA", "HMDS query returned no data:\nSA@SMART Historical_Data")],
     ),
 ]
 
 
-def build_with(base: dict, rows: pd.DataFrame) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
-    """A copy of the clean database with ``rows`` landed, built; the caller drops the copy."""
+def build_with(
+    base: dict, rows: pd.DataFrame, failed_batches: list[LoadBatch] | None = None
+) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
+    """A copy of the clean database with ``rows`` (and ``failed_batches``) landed, built; the caller drops the copy."""
     scratch_database.drop_database(base["cluster"].with_database(base["case_database"]))  # a failed case's, if any
     settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, name=base["case_database"])
     with connect(settings) as conn:
-        synthetic_bars.copy_bars(conn, rows)
+        synthetic_bars.copy_bars(conn, rows, failed_batches=failed_batches or [])
     result = dbt_harness.DbtProject(settings, base["case_dir"]).run("build", "--store-failures")
     return result, settings
 
@@ -206,25 +242,33 @@ def test_clean_build_passes_every_test(base: dict) -> None:
         UNADJUSTED_SPLIT,
         BAR_COUNT_NOT_NEGATIVE,
         WAP_WITHIN_LOW_HIGH,
+        SESSION_DATE_MATCHES_SOURCE,
+        ERROR_MESSAGE_CLEAN,
     } | OHLC_TESTS:
         assert statuses[test] == "pass", (test, statuses[test])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
-    result, settings = build_with(base, case.rows(base["frame"]))
+    result, settings = build_with(base, case.rows(base["frame"]), case.failed_batches())
     try:
         assert result.returncode != 0
         failed = result.failed()
         assert case.fails <= failed, (case.name, failed)
         assert failed <= case.fails | case.may_also_fail, f"{case.name}: unexpected failures {failed - case.fails}"
-        for test in case.fails:
-            assert result.by_name()[test]["failures"] >= 1
+        for test in case.fails | case.warns:
+            assert result.by_name()[test]["failures"] >= 1, test
+        assert {test: result.statuses()[test] for test in case.warns} == dict.fromkeys(case.warns, "warn")
 
         if case.name == "missing_session":
             rows = failure_rows(settings, NO_MISSING_SESSIONS)
             assert rows[["symbol", "missing_sessions", "missing_session_dates"]].values.tolist() == [
                 ["SGAP", 1, "2024-02-15"]
+            ]
+        if case.name == "bar_on_saturday":
+            rows = failure_rows(settings, SESSION_DATE_MATCHES_SOURCE)
+            assert rows[["symbol", "session_date", "source_session_date"]].values.tolist() == [
+                ["SB", date(2024, 3, 15), date(2024, 3, 14)]
             ]
         if case.name == "control_character":
             rows = failure_rows(settings, SYMBOL_CLEAN)
@@ -237,9 +281,10 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
         if case.name == "not_nfc":
             assert failure_rows(settings, SYMBOL_CLEAN)["problem"].tolist() == ["not NFC-normalised"]
         if case.name == "split_not_readjusted":
-            rows = failure_rows(settings, UNADJUSTED_SPLIT)
+            rows = failure_rows(settings, UNADJUSTED_SPLIT).sort_values("symbol")
             assert rows[["symbol", "session_date", "looks_like_split_ratio"]].values.tolist() == [
-                ["SB", date.fromisoformat(SPLIT_SESSION), 2.0]
+                ["SB", date.fromisoformat(SPLIT_SESSION), 2.0],
+                ["SC", date.fromisoformat(REVERSE_SPLIT_SESSION), 0.25],
             ]
         if case.name == "trade_fields_out_of_range":
             assert failure_rows(settings, BAR_COUNT_NOT_NEGATIVE)[["symbol", "bar_count"]].values.tolist() == [
@@ -267,6 +312,7 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 "stg_ibkr__load_batches_bar_size_is_clean_text": bar_size,
                 "stg_ibkr__load_batches_what_to_show_is_clean_text": what_to_show,
             }
+            assert failure_rows(settings, ERROR_MESSAGE_CLEAN)["problem"].tolist() == ["control character"]
     finally:
         scratch_database.drop_database(settings)
 
@@ -321,13 +367,16 @@ def test_lowercase_and_padded_symbols_are_normalised(base: dict) -> None:
 
 def test_rows_left_out_are_listed_and_counted(base: dict) -> None:
     """Nothing is dropped silently: a 5-minute bar and a bar landed while its session was still trading are not
-    modelled, but listed with their reason and counted; the mart keeps the final bar of that session."""
+    modelled, but listed with their reason and counted; the mart keeps the final bar of that session. With
+    after-hours trading (use_rth false) a session ends at var extended_hours_end (20:00), not at the close."""
     five_minutes = relanded(base["frame"], "SA", "2024-03-15", bar_size="5 mins")
     five_minutes["bar_time"] = pd.Timestamp("2024-03-15 09:30").tz_localize("America/New_York")
     # SB's bar of 2024-03-15 as it looked at 11:00 that day (a later landing than the final one, but not final).
     in_progress = relanded(base["frame"], "SB", "2024-03-15", close=lambda r: r["close"] * 1.01)
     in_progress["ingested_at"] = pd.Timestamp("2024-03-15 11:00").tz_localize("America/New_York")
-    result, settings = build_with(base, pd.concat([five_minutes, in_progress]))
+    after_hours = relanded(base["frame"], "SC", "2024-03-15", use_rth=False)  # landed after the close, before 20:00
+    after_hours["ingested_at"] = pd.Timestamp("2024-03-15 17:00").tz_localize("America/New_York")
+    result, settings = build_with(base, pd.concat([five_minutes, in_progress, after_hours]))
     try:
         assert result.returncode == 0, result.output[-4000:]
         with connect(settings) as conn:
@@ -347,7 +396,8 @@ def test_rows_left_out_are_listed_and_counted(base: dict) -> None:
                 " where symbol = 'SB' and session_date = '2024-03-15'"
             ).fetchone()
         assert sorted(listed) == [("SA", "5 mins", "bar size is not daily"),
-                                  ("SB", "1 day", "landed before its session ended (not final)")]  # fmt: skip
+                                  ("SB", "1 day", "landed before its session ended (not final)"),
+                                  ("SC", "1 day", "landed before its session ended (not final)")]  # fmt: skip
         assert counted == (1, 1, 0)
         assert not_final == (1, 1)
         frame = base["frame"]

@@ -44,7 +44,9 @@ from training.sweep import (
     _free_run_id,
     check_validation_only,
     run_sweep,
+    run_trial,
 )
+from training.sweep_space import SearchSpace
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -235,8 +237,9 @@ def test_no_trial_ever_evaluates_on_test(interrupted_then_resumed, sweep_warehou
         assert not any(other.test.start <= day <= other.test.end for day in scored for other in reported + [fold])
 
 
-def test_the_guard_refuses_a_score_from_outside_validation(sweep_warehouse) -> None:
-    """Break the rule on purpose: an evaluation that replays test sessions is refused."""
+def test_the_guard_refuses_a_score_from_outside_validation(local_ray, sweep_warehouse) -> None:
+    """Break the rule on purpose: an evaluation that replays test sessions is refused, and a trial puts every
+    evaluation through the guard before it reports a score."""
     _, folds = sweep_warehouse
     frame = synthetic_mart(n_symbols=4, n_sessions=340, seed=61)
     data = MarketData.from_frame(frame, list(FEATURE_LOOKBACKS))
@@ -244,8 +247,19 @@ def test_the_guard_refuses_a_score_from_outside_validation(sweep_warehouse) -> N
     honest = validate_configuration(tiny, data, folds[0], 42)
     check_validation_only(honest, folds[0])
     tested = run_fold_seed(tiny, data, folds[0], 42)
+    scored_on_test = dataclasses.replace(honest, validation=tested.replays["test"])
     with pytest.raises(EvaluatedOutsideValidation, match="outside the validation split"):
-        check_validation_only(dataclasses.replace(honest, validation=tested.replays["test"]), folds[0])
+        check_validation_only(scored_on_test, folds[0])
+    with pytest.raises(EvaluatedOutsideValidation, match="outside the validation split"):
+        run_trial(
+            {},
+            base=tiny,
+            space=SearchSpace((), "nothing searched"),
+            data=data,
+            folds=[folds[0]],
+            seeds=[42],
+            evaluate=lambda *_: scored_on_test,
+        )
 
 
 def test_the_winner_walks_forward_once_charged_for_the_trials_run(interrupted_then_resumed, sweep_warehouse):

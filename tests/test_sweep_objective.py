@@ -11,7 +11,7 @@ import pytest
 
 from training.metrics import TRADING_DAYS_PER_YEAR
 from training.results_store import TrialRecord
-from training.sweep import WORST_SCORE, objective, trial_sharpe_variance
+from training.sweep import WORST_SCORE, best_trial, objective, trial_sharpe_variance
 
 
 def trial(number: int, fold_scores: list[float], state: str = "completed") -> TrialRecord:
@@ -25,6 +25,21 @@ def trial(number: int, fold_scores: list[float], state: str = "completed") -> Tr
 def test_an_undefined_fold_ranks_a_trial_last() -> None:
     assert objective([0.5, math.nan]) == pytest.approx((0.5 + WORST_SCORE) / 2)
     assert objective([0.5, math.nan]) < objective([-3.0, -3.0])
+
+
+def test_the_best_trial_is_the_completed_one_with_the_highest_validation_objective() -> None:
+    """Only a trial that scored every search fold may be chosen: a pruned trial's mean covers its first folds only,
+    and a failed or interrupted one has no objective to compare; on a tie the earlier trial wins."""
+    trials = [
+        trial(1, [0.2, 0.4]),
+        trial(2, [0.9, 0.7]),
+        trial(3, [2.0], state="pruned"),
+        trial(4, [3.0, 3.0], state="failed"),
+        trial(5, [5.0, 5.0], state="interrupted"),
+        trial(6, [0.7, 0.9]),
+    ]
+    assert best_trial(trials, folds=2).trial_number == 2
+    assert best_trial(trials[2:5], folds=2) is None
 
 
 def test_the_variance_counts_only_trials_whose_every_fold_is_a_sharpe_ratio() -> None:

@@ -24,7 +24,7 @@ from devtools.synthetic_mart import (
 )
 from ingest.raw_tables import ensure_raw_tables
 from training import cli
-from training.config import load_config
+from training.config import TrainConfig, load_config
 from training.contract import (
     ContractTerms,
     ContractViolation,
@@ -36,8 +36,10 @@ from training.contract import (
     months_to_fetch,
 )
 from training.exit_codes import ExitCode
+from training.features import read_mart_schema
 from training.folds import Fold
 from training.job import run_training
+from training.walk_forward import contract_terms
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.provision import provision
@@ -166,8 +168,8 @@ BREAKAGES = {
         "test_start - 1, interval '1 day') d where extract(isodow from d) < 6) where fold_id = 1",
         "purge + embargo XNYS sessions lie between train and validation and between validation and test",
     ),
-    "overlapping test splits": (
-        f"update {FOLDS} set test_end = test_end + 14 where fold_id = 1",
+    "overlapping test splits": (  # by one session: fold 1's test split ends on fold 2's first test session
+        f"update {FOLDS} set test_end = (select test_start from {FOLDS} where fold_id = 2) where fold_id = 1",
         "test splits do not overlap and follow fold_id order",
     ),
     "folds out of order": (
@@ -217,6 +219,20 @@ def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: C
     with pytest.raises(ContractViolation) as refused:
         check_mart_contract(mart_warehouse, demanding)
     assert [failure.split(" [")[0] for failure in refused.value.failures] == ["every embargo is at least 10 sessions"]
+
+
+def test_the_job_demands_the_configured_embargo_and_the_targets_horizon() -> None:
+    """What the job hands the contract: --embargo-sessions, and the target's horizon (meta.horizon_sessions in the mart
+    YAML) as the shortest purge."""
+    schema = replace(read_mart_schema(), target_horizon_sessions=3)
+    terms = contract_terms(TrainConfig(embargo_sessions=10, window=6, min_episode_steps=20), schema)
+    assert (terms.min_purge_sessions, terms.min_embargo_sessions, terms.min_sessions_per_split) == (3, 10, 26)
+    assert (terms.target, terms.feature_names, terms.price_columns) == (
+        schema.target,
+        tuple(schema.feature_names),
+        schema.price_columns,
+    )
+    assert contract_terms(TrainConfig(), schema).min_embargo_sessions == 0  # None: whatever dbt laid out
 
 
 def test_a_null_target_on_the_last_session_is_allowed(mart_warehouse: ConnectionSettings) -> None:

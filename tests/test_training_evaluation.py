@@ -16,6 +16,7 @@ from training.baselines import (
     SmaCrossoverPolicy,
     buy_and_hold,
     flat,
+    matched_random,
     sma_signals,
 )
 from training.envs import EnvSettings, make_env
@@ -196,14 +197,18 @@ def test_a_symbol_listed_late_holds_cash_until_its_first_session(test_series: li
 
 def test_the_matched_random_baseline_trades_like_the_agent(test_series: list[SymbolSeries]) -> None:
     exposure, turnover = np.array([0.2, 0.5, 0.8, 0.5]), np.array([0.05, 0.3, 0.1, 0.0])
-    policy = MatchedRandomPolicy(exposure, turnover, draws=400, seed=(42, 1))
+    symbols = [series.symbol for series in test_series]
+    # The agent's metrics per symbol, as a task's replay reports them (listed in another order than the series).
+    rows = reversed([*zip(symbols, exposure, turnover, strict=True)])
+    agent = {symbol: {"exposure": e, "turnover": q} for symbol, e, q in rows}
+    policy = matched_random(agent, symbols, 400, seed=42, fold_id=1, split="test")
     result = replay("test", test_series, SETTINGS, policy)
     for index, series in enumerate(test_series):
         realised = result.symbol_metrics[series.symbol]
         assert realised["exposure"] == pytest.approx(exposure[index], abs=0.05)
         assert realised["turnover"] == pytest.approx(turnover[index], abs=0.03)
-    again = replay("test", test_series, SETTINGS, MatchedRandomPolicy(exposure, turnover, 400, (42, 1)))
-    other = replay("test", test_series, SETTINGS, MatchedRandomPolicy(exposure, turnover, 400, (43, 1)))
+    again = replay("test", test_series, SETTINGS, matched_random(agent, symbols, 400, seed=42, fold_id=1, split="test"))
+    other = replay("test", test_series, SETTINGS, matched_random(agent, symbols, 400, seed=43, fold_id=1, split="test"))
     np.testing.assert_array_equal(result.net_worth, again.net_worth)
     assert not np.array_equal(result.net_worth, other.net_worth)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,23 @@ def test_a_resumed_model_whose_seen_sessions_are_no_date_is_refused_in_one_line(
     model = type("Model", (), {training.ppo.SESSIONS_SEEN_UNTIL: seen})()
     with pytest.raises(training.ppo.ModelFileError, match=r"--resume m\.zip: its sessions_seen_until .* is not a date"):
         training.ppo.check_unseen(model, fold, Path("m.zip"))
+
+
+def test_a_resumed_model_that_has_seen_the_first_test_session_is_refused(fold, caplog) -> None:
+    """The boundaries of --resume's look-ahead guard: a model that has seen the fold's first test session is refused;
+    one that has seen up to the session before it (validation sessions) only makes the selection optimistic."""
+
+    def resume_having_seen(day) -> None:
+        model = type("Model", (), {training.ppo.SESSIONS_SEEN_UNTIL: day.isoformat()})()
+        training.ppo.check_unseen(model, fold, Path("m.zip"))
+
+    day = timedelta(days=1)
+    with pytest.raises(training.ppo.ModelHasSeenHeldOutSessions, match=f"test split begins on {fold.test.start}"):
+        resume_having_seen(fold.test.start)
+    resume_having_seen(fold.test.start - day)
+    resume_having_seen(fold.validation.start)
+    resume_having_seen(fold.validation.start - day)
+    assert ["will be optimistic" in record.message for record in caplog.records] == [True, True]
 
 
 def test_a_containers_memory_limit_bounds_the_memory_available(tmp_path) -> None:

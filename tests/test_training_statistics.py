@@ -20,6 +20,7 @@ from training.statistics import (
     expected_max_sharpe,
     interquartile_mean,
     interval_tail,
+    seed_indices,
 )
 
 AGENT, BUY_AND_HOLD = POLICIES.index("agent"), POLICIES.index("buy_and_hold")
@@ -244,6 +245,10 @@ def test_an_interval_over_few_seeds_is_as_wide_as_their_standard_error_says() ->
     assert mean.low <= 0.3 - half_width and mean.high >= 0.3 + half_width
     assert interval_tail(0.95, 4) == pytest.approx(NormalDist().cdf(-2.7764451051977987))  # t(4)'s 2.5% quantile
     assert interval_tail(0.95, 0) == pytest.approx(0.025)  # one seed per fold: no seed spread to widen for
+    # Each resample draws n - 1 of a fold's n seeds (one of one): n draws shrink the seeds' spread by (n - 1) / n.
+    draws = seed_indices(np.random.default_rng(0), 1000, 5)
+    assert draws.shape == (1000, 4) and set(np.unique(draws)) == set(range(5))
+    assert seed_indices(np.random.default_rng(0), 1000, 1).tolist() == [[0]] * 1000
 
 
 @pytest.mark.parametrize("block_sessions, constant", [(2, True), (1, False)])
