@@ -456,7 +456,7 @@ def test_sigterm_interrupts_a_run_as_ctrl_c_does(results_warehouse: ConnectionSe
     said = []
     for line in process.stderr:
         said.append(line)
-        if "on a local Ray (" in line:  # "1 fold x seed task on a local Ray (1 node, ...)"
+        if "on a local Ray (" in line:  # the line that says the tasks start
             process.send_signal(signal.SIGTERM)
             break
     try:
