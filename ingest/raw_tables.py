@@ -644,27 +644,32 @@ class StoredBar(NamedTuple):
 
 
 def read_stored_bars(
-    conn: psycopg.Connection, settings: BarSettings, since: Mapping[str, datetime]
+    conn: psycopg.Connection,
+    settings: BarSettings,
+    spans: Mapping[str, Sequence[tuple[datetime, datetime | None]]],
 ) -> dict[str, dict[datetime, StoredBar]]:
-    """Per symbol, the latest landed version of every bar from ``since[symbol]`` on (an index range scan each).
+    """Per symbol, the latest landed version of every bar within its ``spans`` (from, until; until None: no end),
+    an index range scan each.
 
     The IBKR loader compares re-delivered bars against these to notice a re-adjusted history (a split).
     """
-    if not since:
+    ranges = [(symbol, since, until) for symbol, symbol_spans in spans.items() for since, until in symbol_spans]
+    if not ranges:
         return {}
+    symbols, starts, ends = (list(column) for column in zip(*ranges, strict=True))
     rows = conn.execute(
         sql.SQL(
             """
             select distinct on (b.symbol, b.bar_time)
                    b.symbol, b.bar_time, b.open, b.high, b.low, b.close, b.volume
-            from unnest(%s::text[], %s::timestamptz[]) as s(symbol, since)
+            from unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) as s(symbol, since, until)
             join {bars} b
-              on b.symbol = s.symbol and b.bar_time >= s.since
+              on b.symbol = s.symbol and b.bar_time >= s.since and (s.until is null or b.bar_time <= s.until)
              and b.bar_size = %s and b.what_to_show = %s and b.use_rth = %s
             order by b.symbol, b.bar_time, b.ingested_at desc, b.load_id desc, b.batch_id desc
             """
         ).format(bars=IBKR_BARS.identifier),
-        (list(since), list(since.values()), settings.bar_size, settings.what_to_show, settings.use_rth),
+        (symbols, starts, ends, settings.bar_size, settings.what_to_show, settings.use_rth),
     ).fetchall()
     stored: dict[str, dict[datetime, StoredBar]] = {}
     for symbol, *values in rows:

@@ -19,7 +19,15 @@ from datetime import time as dtime
 
 import pytest
 
-from gateway_simulator import GatewaySimulator, PacingLimits, PacingRules, SimulatorConfig, run_simulator_in_thread
+from devtools.scratch_database import create_database, drop_database
+from gateway_simulator import (
+    GatewaySimulator,
+    PacingLimits,
+    PacingRules,
+    SimulatorConfig,
+    Split,
+    run_simulator_in_thread,
+)
 from ingest import cli
 from ingest.exit_codes import ExitCode
 from ingest.ibkr import planner
@@ -28,9 +36,11 @@ from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSessio
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
+from ingest.raw_tables import ensure_raw_tables
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
+from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 # The real ib_async client against the simulator over loopback (and mostly a warehouse too).
@@ -344,6 +354,69 @@ def test_dry_run_prints_the_plan_and_requests_nothing(warehouse, monkeypatch, ca
 
 
 # --- SIGKILL ---------------------------------------------------------------------------------------------
+
+
+def test_a_longer_months_asks_for_the_older_part_only_and_a_split_in_its_overlap_is_noticed(
+    warehouse, embedded_cluster, monkeypatch
+):
+    """``--months 12`` on Monday evening, ``--months 24`` on Tuesday at midday (Monday's close is still the last, so
+    both symbols are current): each gets one request for the older year plus a week of overlap, not the held year
+    again. AAPL split 4-for-1 on Tuesday, and the overlap's re-delivered bars show it: its whole history is fetched
+    again in the same run. The warehouse then keeps what one 24-month load keeps, and a third run asks for nothing."""
+    evening, midday = datetime(2026, 11, 23, 18, 0, tzinfo=NY), datetime(2026, 11, 24, 11, 30, tzinfo=NY)
+    splits = (Split("AAPL", date(2026, 11, 24), 4),)
+
+    def cli_load(db: ConnectionSettings, now: datetime, months: int) -> list:
+        with simulator(now=now, splits=splits) as sim:
+            monkeypatch.setattr(
+                "ingest.ibkr.loader.utc_now", lambda: now
+            )  # the CLI plans on the simulator's pinned clock
+            for name, value in ibkr_env(db, sim.port).items():
+                monkeypatch.setenv(name, value)
+            assert cli.main(["--symbols", "AAPL", "MSFT", "--months", str(months), "--no-progress"]) == ExitCode.OK
+            return sim.stats.requests_log
+
+    cli_load(warehouse, evening, 12)
+    requests = cli_load(warehouse, midday, 24)
+    older_part = "20251201 05:00:00 UTC"  # the first held session (2025-11-24) + 7 days, explicit
+    assert [(r.symbol, r.end_date_time, r.duration) for r in requests if r.symbol == "MSFT"] == [
+        ("MSFT", older_part, "2 Y")
+    ]
+    assert sorted((r.end_date_time, r.duration) for r in requests if r.symbol == "AAPL") == [
+        ("", "2 Y"),  # the whole history again, after the split
+        (older_part, "2 Y"),
+    ]
+    batches = query(
+        warehouse,
+        "select symbol, requested_start, requested_end, readjustment_factor, request_reason from raw.load_batches "
+        "where requested_start < '2025-01-01' order by symbol",
+    )
+    (aapl, msft) = batches
+    assert aapl[3] == pytest.approx(0.25) and "4-for-1 split" in aapl[4]
+    assert msft[1:4] == (datetime(2024, 11, 24, tzinfo=NY), datetime(2025, 12, 1, tzinfo=NY), None)
+    assert "current: only the older part 2024-11-24..2025-12-01" in msft[4]
+    # Only the week of overlap landed twice (the old plan landed the whole held year again: about 250 sessions).
+    ((twice,),) = query(
+        warehouse,
+        "select count(*) from (select session_date from raw.ibkr_bars where symbol = 'MSFT' "
+        "group by session_date having count(*) > 1) d",
+    )
+    assert 1 <= twice <= 6
+    assert cli_load(warehouse, midday, 24) == []  # current and covered from the window's start: nothing to ask
+
+    kept = (
+        "select distinct on (symbol, bar_time) symbol, bar_time, open, high, low, close, volume, wap, bar_count "
+        "from raw.ibkr_bars order by symbol, bar_time, ingested_at desc, load_id desc, batch_id desc"
+    )  # the version of every bar dbt keeps (the latest landed), which the mart is built from
+    single = create_database(embedded_cluster, "test")
+    try:
+        with connect(single) as conn:
+            provision(conn)
+            ensure_raw_tables(conn)
+        assert len(cli_load(single, midday, 24)) == 2
+        assert query(warehouse, kept) == query(single, kept)
+    finally:
+        drop_database(single)
 
 
 def test_sigkill_mid_run_then_a_rerun_completes_every_symbol_without_partial_batches(warehouse):

@@ -12,9 +12,16 @@ from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
-from ingest.ibkr.loader import to_raw_bars
+from ingest.ibkr.loader import redelivered_spans, to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
-from ingest.ibkr.planner import INTRADAY_OVERLAP_BARS, PlanContext, months_before, plan_symbol, plan_whole_window
+from ingest.ibkr.planner import (
+    DAILY_OVERLAP,
+    INTRADAY_OVERLAP_BARS,
+    PlanContext,
+    months_before,
+    plan_symbol,
+    plan_whole_window,
+)
 from ingest.ibkr.readjustment import detect_readjustment
 from ingest.raw_tables import BarSettings, Coverage, RawBar, StoredBar
 from ingest.sessions import FinalBars, last_completed_close
@@ -112,16 +119,99 @@ def test_a_symbol_with_new_sessions_asks_only_for_them_plus_an_overlap():
     assert "overlap 7 days" in plan.reason
 
 
-def test_a_longer_window_than_covered_is_backfilled_and_full_refresh_ignores_coverage():
-    coverage = Coverage(
-        last_bar_time=datetime(2026, 11, 24, tzinfo=NY),
-        covered_from=datetime(2025, 11, 24, tzinfo=NY),
-        checked_at=LAST_CLOSE + timedelta(hours=1),
+# The 12-month window held (a "1 Y" load on 24 November 2026), checked after the last close: current.
+HELD_12_MONTHS = Coverage(
+    last_bar_time=datetime(2026, 11, 24, tzinfo=NY),
+    covered_from=datetime(2025, 11, 24, tzinfo=NY),
+    checked_at=LAST_CLOSE + timedelta(hours=1),
+    first_bar_time=datetime(2025, 11, 24, tzinfo=NY),
+)
+
+
+def test_a_longer_window_on_a_current_symbol_asks_for_the_older_part_only():
+    """--months 12 -> 24: the year held is not asked for again, only the year before it plus a week of overlap (the
+    re-delivered bars a split is noticed by), with an explicit end; full refresh still takes everything."""
+    plan = plan_symbol("AAPL", HELD_12_MONTHS, ctx(months=24))
+    (request,) = plan.requests
+    assert request.end == datetime(2025, 12, 1, tzinfo=NY) and request.end_text == "20251201 05:00:00 UTC"
+    assert request.duration == "2 Y"  # 373 days: whole years (the loader lands nothing older than the window)
+    assert plan.requested_start == datetime(2024, 11, 24, tzinfo=NY) and plan.partial
+    assert "current: only the older part 2024-11-24..2025-12-01 (overlap 7 days)" in plan.reason
+    # What its batch records keeps the coverage right: requested_end is older than the last check, which stays the
+    # latest one (a max), so the symbol is still current; covered from the window's start, the next run plans nothing.
+    assert plan.requested_end == datetime(2025, 12, 1, tzinfo=NY)
+    after = Coverage(
+        last_bar_time=HELD_12_MONTHS.last_bar_time,
+        covered_from=min(HELD_12_MONTHS.covered_from, plan.requested_start),
+        checked_at=max(HELD_12_MONTHS.checked_at, plan.requested_end),
+        first_bar_time=plan.requested_start,
     )
-    backfill = plan_symbol("AAPL", coverage, ctx(months=24))
-    assert backfill.requests[0].duration == "2 Y" and "backfill" in backfill.reason
-    refresh = plan_symbol("AAPL", coverage, ctx(full_refresh=True))
+    assert after.checked_at == HELD_12_MONTHS.checked_at
+    assert plan_symbol("AAPL", after, ctx(months=24)).current
+    refresh = plan_symbol("AAPL", HELD_12_MONTHS, ctx(full_refresh=True))
     assert refresh.requests[0].duration == "1 Y" and "full refresh" in refresh.reason
+
+
+def test_a_longer_window_on_a_symbol_with_new_sessions_is_one_daily_request_over_the_whole_window():
+    """Both parts are missing: for daily bars one request over the whole window is fewer than two (requests cost
+    more than duplicate rows under the pacing rules, and dbt dedupes rows)."""
+    stale = Coverage(
+        last_bar_time=datetime(2026, 11, 20, tzinfo=NY),
+        covered_from=HELD_12_MONTHS.covered_from,
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+        first_bar_time=HELD_12_MONTHS.first_bar_time,
+    )
+    plan = plan_symbol("AAPL", stale, ctx(months=24))
+    (request,) = plan.requests
+    assert request.end is None and request.duration == "2 Y" and not plan.partial
+    assert plan.requested_start == datetime(2024, 11, 24, tzinfo=NY) and plan.requested_end == NOW
+    assert "not current: the whole window in one request (fewer than two parts)" in plan.reason
+
+
+def test_a_longer_intraday_window_asks_for_the_pages_of_the_older_and_the_recent_part_only():
+    five = parse_bar_size("5 mins")
+    older_until = datetime(2026, 10, 26, 12, 0, tzinfo=NY)  # the first held bar (Monday 09:30) + 30 bars
+    recent_from = datetime(2026, 11, 20, 13, 25, tzinfo=NY)  # the last held bar (Friday 15:55) - 30 bars
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 20, 15, 55, tzinfo=NY),
+        covered_from=datetime(2026, 10, 24, tzinfo=NY),  # a 1-month load's window starts at midnight, a Saturday
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+        first_bar_time=datetime(2026, 10, 26, 9, 30, tzinfo=NY),
+    )
+    plan = plan_symbol("AAPL", coverage, ctx(bar_size=five, months=2))
+    pages = plan.requests
+    # 1 page for the recent 4 days, 5 for the older 32.5 days; the whole window would be 9.
+    assert plan.request_count == len(pages) == 6
+    assert all(p.duration == "7 D" and p.end is not None for p in pages)
+    assert pages[0].end == NOW and pages[0].start == recent_from
+    assert pages[1].end == older_until and pages[-1].start == datetime(2026, 9, 24, tzinfo=NY)
+    assert not any(p.start < recent_from and p.until > older_until for p in pages)  # the held month is not asked
+    assert plan.requested_start == datetime(2026, 9, 24, tzinfo=NY) and plan.requested_end == NOW
+    assert "the older part 2026-09-24..2026-10-26 12:00 EDT (overlap 2.5 h)" in plan.reason
+    assert "new bars from 2026-11-20 13:25 EST" in plan.reason
+    # The stored bars a split is noticed by: the overlaps of both parts.
+    assert redelivered_spans(plan, coverage.last_bar_time - ctx(bar_size=five).overlap) == [
+        (recent_from, None),
+        (datetime(2026, 9, 24, tzinfo=NY), older_until),
+    ]
+
+
+def test_a_backfill_of_the_older_part_compares_its_overlap_and_re_fetches_the_whole_history_on_a_split():
+    """A split between the two loads: the older part re-delivers the first held week in the new units. Those
+    stored bars are read for the comparison, and a partial plan leaves stored bars out (the held year), so the loader
+    fetches the whole history again (tests/test_ingest_ibkr.py runs this through the CLI)."""
+    plan = plan_symbol("AAPL", HELD_12_MONTHS, ctx(months=24))
+    spans = redelivered_spans(plan, HELD_12_MONTHS.last_bar_time - DAILY_OVERLAP)
+    assert spans == [(datetime(2024, 11, 24, tzinfo=NY), datetime(2025, 12, 1, tzinfo=NY))]
+    held = [RawBar("AAPL", datetime(2025, 11, d, tzinfo=NY), date(2025, 11, d), 200.0 + d, 201.0 + d, 199.0 + d,
+                   200.0 + d, 1_000.0, None, None, 1, "NASDAQ", "USD") for d in (24, 25, 26, 28)]  # fmt: skip
+    in_span = {b.bar_time: StoredBar(b.bar_time, b.open, b.high, b.low, b.close, b.volume) for b in held
+               if any(start <= b.bar_time <= until for start, until in spans)}  # fmt: skip
+    split = [
+        b._replace(open=b.open / 4, high=b.high / 4, low=b.low / 4, close=b.close / 4, volume=4_000.0) for b in held
+    ]
+    assert detect_readjustment(split, in_span).factor == pytest.approx(0.25)
+    assert plan.partial  # what makes the loader re-fetch the whole history rather than land the older part
 
 
 def test_coverage_is_judged_in_new_york_days():

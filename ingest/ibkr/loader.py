@@ -195,13 +195,16 @@ async def run_load(
             for symbol, k in read_known_contracts(conn, settings, symbols, source=SOURCE).items()
         }
         plans = {e.symbol: plan_symbol(e.symbol, coverage[e.symbol], ctx) for e in entries}
-        # The latest stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
-        since = {
-            symbol: max(plan.requested_start, coverage[symbol].last_bar_time - ctx.overlap)
-            for symbol, plan in plans.items()
-            if not plan.current and coverage[symbol].last_bar_time is not None
-        }
-        stored = read_stored_bars(conn, settings, since)
+        # The stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
+        stored = read_stored_bars(
+            conn,
+            settings,
+            {
+                symbol: redelivered_spans(plan, coverage[symbol].last_bar_time - ctx.overlap)
+                for symbol, plan in plans.items()
+                if not plan.current and coverage[symbol].last_bar_time is not None
+            },
+        )
         conn.commit()
 
         summary = LoadSummary(load_id=new_load_id(), results=[])
@@ -317,7 +320,7 @@ class _Run:
                 return
             bars, unfinished = self.final_bars(ref, outcomes, plan)
             readjustment = detect_readjustment(bars, self.stored.get(symbol, {}))
-            if readjustment is not None and self._window_reaches_back_further(symbol, plan):
+            if readjustment is not None and self._stored_bars_left_out(symbol, plan):
                 log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
                 plan = plan_whole_window(symbol, self.coverage[symbol], self.ctx, readjustment.describe())
                 result.requests += plan.request_count
@@ -398,18 +401,21 @@ class _Run:
         )
         return fresh, await self._fetch(fresh, plan)
 
-    def _window_reaches_back_further(self, symbol: str, plan: SymbolPlan) -> bool:
-        """Whether stored bars older than this plan's start exist (they would keep the old units)."""
+    def _stored_bars_left_out(self, symbol: str, plan: SymbolPlan) -> bool:
+        """Whether stored bars exist that this plan does not re-deliver (they would keep the old units): older than
+        its start, or between the two parts of a backfill."""
         held_from = self.coverage[symbol].held_from
-        return held_from is None or plan.requested_start is None or held_from < plan.requested_start
+        return plan.partial or held_from is None or plan.requested_start is None or held_from < plan.requested_start
 
     def final_bars(self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan) -> tuple[list[RawBar], int]:
         """The final bars of all pages as raw rows, and how many were left out as not final yet.
 
-        A plan that replaces the history keeps only bars from its start on (see ``SymbolPlan.replaces_history``).
+        A plan that replaces the history, or the older part of a backfill, keeps only bars from its start on (see
+        ``SymbolPlan.replaces_history``; a backfill lands the window it was asked for, as one load of the longer
+        window would).
         """
         bars = to_raw_bars(ref, outcomes, intraday=self.bar_size.intraday)
-        if plan.replaces_history and plan.start is not None:
+        if (plan.replaces_history or plan.partial) and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
         if self.bar_size.intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
@@ -466,6 +472,16 @@ class _Lander:
                 return land_batch(self._conn, load_id=self._load_id, source=SOURCE, batch=batch, bars=bars)
             except psycopg.Error as error:
                 raise WarehouseError(f"landing {batch.symbol} failed: {error}".strip()) from None
+
+
+def redelivered_spans(plan: SymbolPlan, recent_from: datetime) -> list[tuple[datetime, datetime | None]]:
+    """Where the stored bars lie that ``plan`` asks for again: each part's span, the newest part's from
+    ``recent_from`` on only (the overlap past the watermark; a whole window's older bars are many, and the overlap
+    tells a split as well). An open end (None) takes every later bar."""
+    spans: list[tuple[datetime, datetime | None]] = []
+    for k, (start, until) in enumerate(plan.parts):
+        spans.append((max(start, recent_from), None) if k == 0 and until == plan.until else (start, until))
+    return spans
 
 
 def _no_security_definition(outcomes: Sequence[Outcome]) -> bool:

@@ -14,6 +14,8 @@ A symbol is *current*, and costs no request, when it was checked up to a moment 
 completed session (a request made during the session only got the session so far, which was not landed) and its
 covered window reaches back far enough. Otherwise the plan asks for what is missing: from the watermark minus a
 short overlap (to pick up corrections of recent bars) up to now, or the whole window when nothing usable is there.
+A longer window than the one covered (a larger ``--months``) adds the older part only, up to where the held bars
+begin plus the same overlap, so that the bars already held are not asked for again (see :func:`plan_backfill`).
 Daily and longer bars fit one request (``N D`` up to 365 days, whole years beyond); intraday windows are cut into
 pages that IBKR accepts.
 """
@@ -115,6 +117,10 @@ class SymbolPlan:
     """None: current, nothing to request."""
     until: datetime | None = None
     bar_size: BarSize | None = None
+    held: tuple[datetime, datetime] | None = None
+    """A stretch of ``start`` .. ``until`` that is not asked for because the warehouse holds it (a backfill of a
+    longer window): the *older part* ``start`` .. ``held[0]`` ends there with an explicit endDateTime, and the
+    *recent part* ``held[1]`` .. ``until`` is asked for only when ``held[1] < until``. None: all of it."""
     replaces_history: bool = False
     """The plan re-delivers every bar the warehouse holds (a re-adjusted history, or ADJUSTED_LAST): it starts at
     the earliest stored bar, and bars older than ``start`` are not landed. IBKR answers a duration in whole years
@@ -126,24 +132,42 @@ class SymbolPlan:
         return self.start is None
 
     @property
-    def request_count(self) -> int:
+    def parts(self) -> tuple[tuple[datetime, datetime], ...]:
+        """The stretches asked for, newest first: ``start`` .. ``until``, or the recent and the older part."""
         if self.start is None:
-            return 0
-        return page_count(self.start, self.until, self.bar_size)
+            return ()
+        if self.held is None:
+            return ((self.start, self.until),)
+        older = (self.start, self.held[0])
+        return ((self.held[1], self.until), older) if self.held[1] < self.until else (older,)
+
+    @property
+    def partial(self) -> bool:
+        """Whether the plan leaves out bars the warehouse holds in the middle of its span (see ``held``)."""
+        return self.held is not None
+
+    @property
+    def request_count(self) -> int:
+        return sum(page_count(start, until, self.bar_size) for start, until in self.parts)
 
     @functools.cached_property
     def requests(self) -> tuple[PlannedRequest, ...]:
         """Newest first."""
-        if self.start is None:
-            return ()
-        return tuple(page_requests(self.start, self.until, self.bar_size))
+        return tuple(self.request(k) for k in range(self.request_count))
 
     def request(self, k: int) -> PlannedRequest:
         """The k-th request, newest first (negative k counts from the oldest), without building the others."""
         count = self.request_count
         if not -count <= k < count:
             raise IndexError(k)
-        return page_request(self.start, self.until, self.bar_size, k % count)
+        k %= count
+        for start, until in self.parts:
+            pages = page_count(start, until, self.bar_size)
+            if k < pages:
+                # Only a part that ends at the planning moment may leave endDateTime empty ("now").
+                return page_request(start, until, self.bar_size, k, explicit_end=until != self.until)
+            k -= pages
+        raise AssertionError("unreachable: k was checked against request_count")
 
     @property
     def requested_start(self) -> datetime | None:
@@ -151,7 +175,9 @@ class SymbolPlan:
 
     @property
     def requested_end(self) -> datetime | None:
-        return None if self.start is None else self.until
+        """The newest moment asked for: ``until``, or the older part's end when that is all a backfill asks for.
+        Coverage.checked_at is the largest of these, so an older part alone never makes a symbol look stale."""
+        return None if self.start is None else self.parts[0][1]
 
 
 def months_before(day: date, months: int) -> date:
@@ -196,13 +222,7 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
             symbol, coverage, ctx, "adjusted bars change with every dividend: every stored bar and the window"
         )
     if backfill:
-        covered = _day(coverage.covered_from) if coverage.covered_from else "no IBKR request on record"
-        return _plan(
-            symbol,
-            ctx,
-            window_start,
-            f"backfill: the {ctx.months}-month window starts {_day(window_start)}, covered from {covered}",
-        )
+        return plan_backfill(symbol, coverage, ctx, fresh)
     if last is None:
         start = window_start
         why = "no bars yet (last answer had no data)"
@@ -210,6 +230,47 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
         start = max(window_start, last - ctx.overlap)
         why = f"new sessions after the last bar {_moment(last, ctx.bar_size)}"
     return _plan(symbol, ctx, start, f"{why}; from {_moment(start, ctx.bar_size)} (overlap {_span(ctx.overlap)})")
+
+
+def plan_backfill(symbol: str, coverage: Coverage, ctx: PlanContext, fresh: bool) -> SymbolPlan:
+    """A window longer than the one covered (a larger ``--months``): only what is missing, in the fewest requests.
+
+    * The older part: from the window's start up to where the held bars begin, plus the usual overlap. The
+      overlap re-delivers a few stored bars so that ingest/ibkr/readjustment.py still notices a split that IBKR
+      applied since they landed (and the loader then re-fetches the whole history, as for an incremental load).
+    * The recent part, only when the symbol is not current: from the watermark minus the overlap up to now.
+
+    When both parts are missing, daily and longer bars get one request over the whole window instead (one request
+    is fewer than two, and under the pacing rules requests cost more than duplicate rows, which dbt dedupes);
+    intraday bars get the pages of the two parts only.
+    """
+    window_start = ctx.window_start
+    covered = _day(coverage.covered_from) if coverage.covered_from else "no IBKR request on record"
+    reason = f"backfill: the {ctx.months}-month window starts {_day(window_start)}, covered from {covered}"
+    last = coverage.last_bar_time
+    if coverage.covered_from is None or last is None:
+        # No IBKR request, or no bar, to stand on (bars from CSV files only, or an earlier answer without data).
+        return _plan(symbol, ctx, window_start, f"{reason}: the whole window")
+    # Where the held bars begin: the earliest start asked for, or the first bar when that came later (intraday
+    # windows start at midnight; the overlap must reach bars that exist). A first bar older than any request (a
+    # CSV file, a whole-years answer) does not count: only what IBKR was asked for is known to be there without gaps.
+    held_since = max(coverage.covered_from, coverage.first_bar_time or coverage.covered_from)
+    older_until = held_since + ctx.overlap
+    recent_from = ctx.now if fresh else max(window_start, last - ctx.overlap)
+    if not fresh and not ctx.bar_size.intraday:
+        return _plan(
+            symbol, ctx, window_start, f"{reason}; not current: the whole window in one request (fewer than two parts)"
+        )
+    if older_until >= recent_from:
+        return _plan(symbol, ctx, window_start, f"{reason}; the held bars lie within the overlaps: the whole window")
+    older = f"the older part {_day(window_start)}..{_moment(older_until, ctx.bar_size)} (overlap {_span(ctx.overlap)})"
+    if fresh:
+        reason = f"{reason}; current: only {older}"
+    else:
+        reason = f"{reason}; {older} and the new bars from {_moment(recent_from, ctx.bar_size)}"
+    return SymbolPlan(
+        symbol, reason, start=window_start, until=ctx.now, bar_size=ctx.bar_size, held=(older_until, recent_from)
+    )
 
 
 def plan_whole_window(symbol: str, coverage: Coverage, ctx: PlanContext, reason: str) -> SymbolPlan:
@@ -243,26 +304,25 @@ def page_count(start: datetime, now: datetime, bar_size: BarSize) -> int:
     return max(1, math.ceil((now - _first_instant(start, now, bar_size)).total_seconds() / page))
 
 
-def page_request(start: datetime, now: datetime, bar_size: BarSize, k: int) -> PlannedRequest:
+def page_request(
+    start: datetime, now: datetime, bar_size: BarSize, k: int, *, explicit_end: bool = False
+) -> PlannedRequest:
     """The k-th (newest first) of the requests covering ``start`` .. ``now``.
 
-    Daily and longer: one request ending now (``endDateTime`` empty, which ADJUSTED_LAST requires).
+    Daily and longer: one request ending now (``endDateTime`` empty, which ADJUSTED_LAST requires), or at ``now``
+    given explicitly (``explicit_end``: the older part of a backfill, which ends in the past).
     Intraday: pages of the largest span IBKR accepts, each with an explicit end so that pages meet exactly
     however long the limiter holds them back.
     """
     start = _first_instant(start, now, bar_size)
     page = bar_size.page_seconds
     if page is None:
-        return PlannedRequest(end=None, duration=daily_duration(start, now), start=start, until=now)
+        end = now if explicit_end else None
+        return PlannedRequest(end=end, duration=daily_duration(start, now), start=start, until=now)
     end = now - timedelta(seconds=page * k)
     return PlannedRequest(
         end=end, duration=bar_size.page_duration(), start=max(start, end - timedelta(seconds=page)), until=end
     )
-
-
-def page_requests(start: datetime, now: datetime, bar_size: BarSize) -> list[PlannedRequest]:
-    """Every request covering ``start`` .. ``now``, newest first."""
-    return [page_request(start, now, bar_size, k) for k in range(page_count(start, now, bar_size))]
 
 
 def _day(moment: datetime) -> str:
