@@ -196,6 +196,21 @@ def test_a_longer_intraday_window_asks_for_the_pages_of_the_older_and_the_recent
     ]
 
 
+def test_a_longer_intraday_window_over_a_few_held_bars_asks_for_the_whole_window():
+    """Held bars that lie within the two overlaps (30 bars each way) leave no stretch to skip: one span of pages."""
+    five = parse_bar_size("5 mins")
+    coverage = Coverage(
+        last_bar_time=datetime(2026, 11, 20, 12, 0, tzinfo=NY),  # 30 bars after the first
+        covered_from=datetime(2026, 11, 20, 9, 30, tzinfo=NY),
+        checked_at=datetime(2026, 11, 20, 18, 0, tzinfo=NY),
+        first_bar_time=datetime(2026, 11, 20, 9, 30, tzinfo=NY),
+    )
+    plan = plan_symbol("AAPL", coverage, ctx(bar_size=five, months=2))
+    assert not plan.partial and plan.parts == ((datetime(2026, 9, 24, tzinfo=NY), NOW),)
+    assert plan.request_count == 9  # every page of the two months, each once
+    assert "the held bars lie within the overlaps: the whole window" in plan.reason
+
+
 def test_a_backfill_of_the_older_part_compares_its_overlap_and_re_fetches_the_whole_history_on_a_split():
     """A split between the two loads: the older part re-delivers the first held week in the new units. Those
     stored bars are read for the comparison, and a partial plan leaves stored bars out (the held year), so the loader
