@@ -87,6 +87,11 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
             f"{summary.unfinished} bar(s) of sessions still in progress were not landed (not final yet; "
             "the next run after the close fetches them)"
         )
+    if summary.ahead:
+        lines.append(
+            f"{summary.ahead} bar(s) dated after this run's moment were not landed (the gateway's clock or data is "
+            "ahead of this machine's; each lands once its session has ended)"
+        )
     for r in summary.readjusted:
         lines.append(f"{r.symbol}: {r.readjustment.describe()}; its whole window was fetched again")
     detail = [r for r in summary.results if show_all or r.status in ("failed", "no_data", "not_attempted")]

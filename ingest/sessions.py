@@ -68,6 +68,11 @@ class FinalBars:
         """An intraday bar is final once it has ended."""
         return bar_start + timedelta(seconds=bar_seconds) <= self.now
 
+    def ahead(self, bar_time: datetime, session: date, intraday: bool) -> bool:
+        """Whether a bar lies after ``now`` altogether (a session after today, an intraday bar not yet begun): no
+        gateway should send one, so its clock or its data is wrong, and the bar is not merely unfinished."""
+        return bar_time > self.now if intraday else session > self.today
+
     def why_not_daily(self, session: date) -> str:
         """Why a daily bar of ``session`` is not final, in words."""
         if session > self.today:

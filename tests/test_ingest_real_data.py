@@ -24,6 +24,7 @@ from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.loader import LoadSummary, load
 from ingest.ibkr.options import LoadOptions
 from ingest.raw_tables import BarSettings
+from ingest.report import format_summary
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
@@ -233,6 +234,18 @@ def test_a_session_in_progress_never_lands_and_its_final_bar_does_after_the_clos
         "select open, high, low, close, volume from raw.ibkr_bars where bar_size = '1 day' and session_date = '2026-11-24'",
     )
     assert landed == [(final.open, final.high, final.low, final.close, final.volume)]
+
+
+def test_bars_a_gateway_dates_after_the_run_are_named_as_such_and_never_land(warehouse):
+    """A gateway whose clock (or data) is a day ahead sends a bar of tomorrow's session: it does not land, and the
+    summary does not pass it off as a session still in progress that the next run after the close fetches."""
+    with simulator(now=AFTER_CLOSE + timedelta(days=1)) as sim:
+        summary = load_at(warehouse, sim, [AAPL], TRADING, months=1)
+    assert summary.ok and summary.unfinished == 1 and summary.ahead == 1  # 24 November in progress, the 25th ahead
+    assert query(warehouse, "select max(session_date) from raw.ibkr_bars") == [(date(2026, 11, 23),)]
+    text = format_summary(summary, LoadOptions(entries=[AAPL], now=TRADING, months=1))
+    assert "1 bar(s) of sessions still in progress were not landed" in text
+    assert "1 bar(s) dated after this run's moment were not landed" in text
 
 
 # --- adjusted prices ---------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ class SymbolResult:
     error_message: str | None = None
     unfinished: int = 0
     """Bars the gateway sent that were not final yet (a session or bar still in progress): not landed."""
+    ahead: int = 0
+    """Bars the gateway sent dated after the run's moment (its clock or its data is wrong): not landed."""
     readjustment: Readjustment | None = None
 
 
@@ -146,6 +148,10 @@ class LoadSummary:
     @property
     def unfinished(self) -> int:
         return sum(r.unfinished for r in self.results)
+
+    @property
+    def ahead(self) -> int:
+        return sum(r.ahead for r in self.results)
 
     @property
     def readjusted(self) -> list[SymbolResult]:
@@ -318,7 +324,7 @@ class _Run:
             if outcomes is None:
                 result.status = "not_attempted"
                 return
-            bars, unfinished = self.final_bars(ref, outcomes, plan)
+            bars, unfinished, ahead = self.final_bars(ref, outcomes, plan)
             readjustment = detect_readjustment(bars, self.stored.get(symbol, {}))
             if readjustment is not None and self._stored_bars_left_out(symbol, plan):
                 log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
@@ -328,7 +334,7 @@ class _Run:
                 if outcomes is None:
                     result.status = "not_attempted"
                     return
-                bars, unfinished = self.final_bars(ref, outcomes, plan)
+                bars, unfinished, ahead = self.final_bars(ref, outcomes, plan)
         except InvalidRequestError as error:
             self.summary.invalid_request = True
             self._abort(str(error))
@@ -359,7 +365,7 @@ class _Run:
         result.rows = await self.lander.land(batch, bars)
         result.status = "landed" if result.rows else "no_data"
         result.error_code, result.error_message = batch.error_code, batch.error_message
-        result.unfinished, result.readjustment, result.plan = unfinished, readjustment, plan
+        result.unfinished, result.ahead, result.readjustment, result.plan = unfinished, ahead, readjustment, plan
 
     async def _fetch(self, ref: ContractRef, plan: SymbolPlan) -> list[Outcome] | None:
         """Every request of the plan (concurrently, within the limiter); None when the run stopped meanwhile."""
@@ -407,23 +413,31 @@ class _Run:
         held_from = self.coverage[symbol].held_from
         return plan.partial or held_from is None or plan.requested_start is None or held_from < plan.requested_start
 
-    def final_bars(self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan) -> tuple[list[RawBar], int]:
-        """The final bars of all pages as raw rows, and how many were left out as not final yet.
+    def final_bars(
+        self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan
+    ) -> tuple[list[RawBar], int, int]:
+        """The final bars of all pages as raw rows, how many were left out as still in progress, and how many as dated
+        after the run's moment altogether (see ``FinalBars.ahead``).
 
         A plan that replaces the history, or the older part of a backfill, keeps only bars from its start on (see
         ``SymbolPlan.replaces_history``; a backfill lands the window it was asked for, as one load of the longer
         window would).
         """
-        bars = to_raw_bars(ref, outcomes, intraday=self.bar_size.intraday)
+        intraday = self.bar_size.intraday
+        bars = to_raw_bars(ref, outcomes, intraday=intraday)
         if (plan.replaces_history or plan.partial) and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
-        if self.bar_size.intraday:
+        if intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
         else:
             final = [b for b in bars if self.final.daily(b.session_date)]
-        if len(final) < len(bars):
-            log.info("%s: %d bar(s) not final yet (still in progress); not landed", ref.symbol, len(bars) - len(final))
-        return final, len(bars) - len(final)
+        ahead = sum(1 for b in bars if self.final.ahead(b.bar_time, b.session_date, intraday))
+        unfinished = len(bars) - len(final) - ahead
+        if unfinished:
+            log.info("%s: %d bar(s) not final yet (still in progress); not landed", ref.symbol, unfinished)
+        if ahead:
+            log.warning("%s: %d bar(s) dated after this run's moment; not landed", ref.symbol, ahead)
+        return final, unfinished, ahead
 
     async def _record_failure(
         self, result: SymbolResult, plan: SymbolPlan, started_at: datetime, code: int | None, message: str | None
