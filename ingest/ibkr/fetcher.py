@@ -532,9 +532,8 @@ class IbkrSession:
             if not details:
                 failure = tracked.failures[0] if tracked.failures else None
                 if failure is None:
-                    message = "no contract found (no error code)"
-                    if self._decode_errors.count > undecoded_before:  # the library dropped the details it got
-                        message += f"; the client could not decode an answer ({self._decode_errors.last})"
+                    # The library may have dropped the details it got.
+                    message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
                     return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
             if len(details) > 1 and primary_exchange:
@@ -656,11 +655,9 @@ class IbkrSession:
                 continue
             timeouts += 1
             self.stats.timeouts += 1
-            undecoded = self._decode_errors.count > undecoded_before
             if timeouts > self.retry.timeout_retries:
                 message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                if undecoded:
-                    message += f"; the client could not decode an answer ({self._decode_errors.last})"
+                message += self._decode_errors.since(undecoded_before)
                 return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
 
@@ -778,6 +775,10 @@ class _DecodeErrors(logging.Handler):
         self.count = 0
         self.last = ""
         self._attached = False
+
+    def since(self, count: int) -> str:
+        """What a failure message adds when messages went undecoded since the count was ``count`` (else nothing)."""
+        return f"; the client could not decode an answer ({self.last})" if self.count > count else ""
 
     def attach(self) -> None:
         if self._attached:
