@@ -151,6 +151,36 @@ def test_a_bar_a_server_sent_without_usable_prices_does_not_break_the_next_load(
     assert query(warehouse, batches) == [("AAPL", 2, None)] * 2 + [("MSFT", 2, None)] * 2
 
 
+def test_an_answer_the_client_cannot_decode_fails_its_symbol_at_once_while_the_others_load(warehouse):
+    """MSFT's answer has dates the client library cannot parse: it drops the message, and the request used to wait
+    for its timeout, three times. It now fails as its answer arrives, by its request id: AAPL, whose request waits
+    meanwhile (answers interleave), is not the one failed, and lands."""
+    sent: dict[str, list] = {}
+
+    def answer(req_id: int, nth: int):
+        symbol = gateway.historical_requests[nth - 1][3]
+        if symbol == "AAPL":
+            sent[symbol] = bars(req_id, DAYS)
+            return [1.5, sent[symbol]]
+        sent[symbol] = bars(req_id, ["2024-01-04", "2024-01-05"])
+        return [sent[symbol]]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        started = time.monotonic()
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", "--timeout", "4")
+        seconds = time.monotonic() - started
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    batches = query(warehouse, "select symbol, status, row_count, error_message from raw.load_batches order by symbol")
+    assert batches[0] == ("AAPL", "ok", 2, None)
+    assert batches[1][:3] == ("MSFT", "failed", 0)
+    assert batches[1][3].startswith("the client could not decode the gateway's answer (ValueError: time data")
+    assert len(gateway.historical_requests) == 2  # MSFT was not asked again
+    assert seconds < 4  # nor did it wait for its timeout
+    assert gateway.sent_at(sent["MSFT"]) < gateway.sent_at(sent["AAPL"])  # while AAPL's request waited
+    assert "MSFT" in err and "could not decode" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("server_version", "refused"),
     [
