@@ -459,13 +459,27 @@ ALL_FARMS = (
 )
 
 
-def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_ok(warehouse):
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        [],
+        # Inactive at start-up, then connected by a 1102's list: it is no longer inactive, so the later list's "not
+        # connected" is an outage (it was taken for an inactive farm's, and held nothing).
+        [
+            notice(2107, HMDS_INACTIVE.format("ushmds")),
+            notice(1100, LOST),
+            notice(1102, ALL_FARMS.format("usfarm; ushmds; secdefnj")),
+        ],
+    ],
+    ids=["connected-before", "inactive-then-listed-connected"],
+)
+def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_ok(warehouse, earlier):
     """IBKR comes back (1102) but says ushmds is not connected: historical requests wait for ushmds's own 2106, instead
     of going out into its outage and burning tries (the 1102 used to end every wait)."""
     restored = notice(2106, HMDS_OK.format("ushmds"))
 
     def contracts(req_id, request):
-        lost = [notice(1100, LOST), *one_stock(req_id, request)]
+        lost = [*earlier, notice(1100, LOST), *one_stock(req_id, request)]
         return [*lost, 0.3, notice(1102, SOME_FARMS.format("ushmds")), 2.0, restored]
 
     def answer(req_id: int, nth: int):
