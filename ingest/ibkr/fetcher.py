@@ -484,7 +484,8 @@ class IbkrSession:
         """An answer the client library could not decode: the request it answers fails at once (the same answer
         would not decode on a retry either). False when it answers none of this session's requests in flight."""
         # ib_async keeps, per request id, the Contract a request was made with: errorEvent hands it over from there,
-        # and so does this. The identity check keeps an id of another client of this process from matching.
+        # and so does this. The library's decoder logger is shared by every client of a process, so two sessions
+        # running at once could each take the other's request id for their own; the loader runs one session.
         contract = getattr(self.ib.wrapper, "_reqId2Contract", {}).get(req_id) if req_id is not None else None
         tracked = self._tracked.get(id(contract)) if contract is not None else None
         if tracked is None or tracked.contract is not contract:
