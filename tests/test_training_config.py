@@ -186,6 +186,8 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
             "timesteps, net_arch must be at most 9223372036854775807",
         ),
         (["--config"], "--config needs a file name"),
+        # A sale at 100% slippage or more fills at a price of 0 or below: the book was worth nothing, or less.
+        (["--slippage-bps", "10000"], "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)"),
         (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
     ],
 )
