@@ -1,8 +1,9 @@
 """When a session ends, and so when a bar is final: the exchange calendar as ingest needs it.
 
 A daily request ends "now", and during trading hours IBKR answers with today's bar *so far*; an intraday
-request's newest bar may still be forming. Such a bar is not final: it must never land as if it were. Every
-source asks here (:class:`FinalBars`) which bars it may land.
+request's newest bar may still be forming, and so may a weekly or monthly bar until the last session of its week or
+month. Such a bar is not final: it must never land as if it were. Every source asks here (:class:`FinalBars`) which
+bars it may land.
 
 A session ends at its regular close (13:00 New York time on half days) for regular-trading-hours bars, and at
 the end of after-hours trading when it is included. Sessions and both moments come from :mod:`market_calendar`.
@@ -10,13 +11,18 @@ the end of after-hours trading when it is included. Sessions and both moments co
 
 from __future__ import annotations
 
+import calendar
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from typing import Literal
 
 from market_calendar import EXCHANGE_TZ, EXTENDED_HOURS_END, FIRST_DAY, non_session_weekdays, session_closes
 
 log = logging.getLogger(__name__)
+
+Period = Literal["day", "week", "month"]
+"""What a bar of a day or longer covers: one session, the sessions of a week or those of a month."""
 
 
 def session_end(close: datetime, session: date, use_rth: bool) -> datetime:
@@ -24,10 +30,8 @@ def session_end(close: datetime, session: date, use_rth: bool) -> datetime:
     return close if use_rth else datetime.combine(session, EXTENDED_HOURS_END, EXCHANGE_TZ)
 
 
-def recent_session_ends(now: datetime, use_rth: bool = True, days: int = 20) -> list[tuple[date, datetime]]:
-    """(session, end) for the NYSE sessions from ``days`` before ``now`` to the day after it, in order."""
-    now_utc = now.astimezone(UTC)
-    first, last = (now_utc - timedelta(days=days)).date(), (now_utc + timedelta(days=1)).date()
+def session_ends(first: date, last: date, use_rth: bool = True) -> list[tuple[date, datetime]]:
+    """(session, end) for the NYSE sessions from ``first`` to ``last`` (both included), in order."""
     try:
         closes = session_closes(first, last)
     except Exception as error:  # noqa: BLE001 - e.g. a date beyond the calendar's known range
@@ -57,6 +61,24 @@ def why_not_a_session(day: date) -> str | None:
     return None
 
 
+def recent_session_ends(now: datetime, use_rth: bool = True, days: int = 20) -> list[tuple[date, datetime]]:
+    """(session, end) for the NYSE sessions from ``days`` before ``now`` to the day after it, in order."""
+    now_utc = now.astimezone(UTC)
+    return session_ends((now_utc - timedelta(days=days)).date(), (now_utc + timedelta(days=1)).date(), use_rth)
+
+
+def period_days(day: date, period: Period) -> tuple[date, date]:
+    """The first and last calendar day of the period a bar dated ``day`` covers: that day, its week (Monday to
+    Sunday) or its month. Gateways differ in which day of its week or month they date such a bar by (its first
+    session, its last, the request's end), so the bar's date only says which period it is."""
+    if period == "week":
+        monday = day - timedelta(days=day.weekday())
+        return monday, monday + timedelta(days=6)
+    if period == "month":
+        return day.replace(day=1), day.replace(day=calendar.monthrange(day.year, day.month)[1])
+    return day, day
+
+
 def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
     """The end of the last NYSE session that has finished by ``now`` (UTC)."""
     now_utc = now.astimezone(UTC)
@@ -67,7 +89,8 @@ def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
 
 
 class FinalBars:
-    """Which bars are final at ``now``: a daily bar once its session has ended, an intraday bar once it has."""
+    """Which bars are final at ``now``: a daily bar once its session has ended, a weekly or monthly bar once the last
+    session of its week or month has, an intraday bar once it has ended itself."""
 
     def __init__(self, now: datetime, use_rth: bool = True) -> None:
         if now.tzinfo is None:
@@ -79,20 +102,27 @@ class FinalBars:
         end_today = next((end for session, end in recent_session_ends(now, use_rth, 1) if session == self.today), None)
         self._today_ended = end_today is None or end_today <= now
 
-    def daily(self, session: date) -> bool:
-        """A daily bar of ``session`` is final: the session lies before today, or today's has ended."""
-        if session < self.today:
+    def daily(self, session: date, period: Period = "day") -> bool:
+        """A bar dated ``session`` covering that day (or its week, its month) is final: the period lies before today,
+        or it includes today and its sessions from today on have all ended (none left: a weekend, a holiday)."""
+        first, last = period_days(session, period)
+        if last < self.today:
             return True
-        return session == self.today and self._today_ended
+        if first > self.today:
+            return False
+        if period == "day":
+            return self._today_ended
+        return all(end <= self.now for _, end in session_ends(self.today, last, self.use_rth))
 
     def intraday(self, bar_start: datetime, bar_seconds: int) -> bool:
         """An intraday bar is final once it has ended."""
         return bar_start + timedelta(seconds=bar_seconds) <= self.now
 
-    def ahead(self, bar_time: datetime, session: date, intraday: bool) -> bool:
-        """Whether a bar lies after ``now`` altogether (a session after today, an intraday bar not yet begun): no
-        gateway should send one, so its clock or its data is wrong, and the bar is not merely unfinished."""
-        return bar_time > self.now if intraday else session > self.today
+    def ahead(self, bar_time: datetime, session: date, intraday: bool, period: Period = "day") -> bool:
+        """Whether a bar lies after ``now`` altogether (a session, week or month after today's, an intraday bar not
+        yet begun): no gateway should send one, so its clock or its data is wrong, and the bar is not merely
+        unfinished. A weekly bar dated by the Friday of this week is this week's, not ahead."""
+        return bar_time > self.now if intraday else period_days(session, period)[0] > self.today
 
     def why_not_daily(self, session: date) -> str:
         """Why a daily bar of ``session`` is not final, in words."""

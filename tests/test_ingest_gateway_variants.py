@@ -14,18 +14,23 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, notice, one_stock, stock
 from ingest.exit_codes import ExitCode
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.loader import LoadOptions, load
+from ingest.raw_tables import BarSettings
 from ingest.sessions import recent_session_ends
+from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DAYS = ["20240104", "20240105"]
+AAPL = WatchlistEntry("AAPL", "NASDAQ")
 NO_SECURITY = "No security definition has been found for the request"
 # IB Gateway's farm notices, as it words them (the farm's name ends the text).
 MARKET_DATA_OK = "Market data farm connection is OK:usfarm.nj"
@@ -149,6 +154,69 @@ def test_a_bar_a_server_sent_without_usable_prices_does_not_break_the_next_load(
     assert len(gateway.historical_requests) == 4  # no whole-window re-fetch
     batches = "select symbol, row_count, readjustment_factor from raw.load_batches order by symbol, started_at"
     assert query(warehouse, batches) == [("AAPL", 2, None)] * 2 + [("MSFT", 2, None)] * 2
+
+
+def test_an_answer_the_client_cannot_decode_fails_its_symbol_at_once_while_the_others_load(warehouse):
+    """MSFT's answer has dates the client library cannot parse: it drops the message, and the request used to wait
+    for its timeout, three times. It now fails as its answer arrives, by its request id: AAPL, whose request waits
+    meanwhile (answers interleave), is not the one failed, and lands."""
+    sent: dict[str, list] = {}
+
+    def answer(req_id: int, nth: int):
+        symbol = gateway.historical_requests[nth - 1][3]
+        if symbol == "AAPL":
+            sent[symbol] = bars(req_id, DAYS)
+            return [1.5, sent[symbol]]
+        sent[symbol] = bars(req_id, ["2024-01-04", "2024-01-05"])
+        return [sent[symbol]]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", "--timeout", "10")
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    batches = query(warehouse, "select symbol, status, row_count, error_message from raw.load_batches order by symbol")
+    assert batches[0] == ("AAPL", "ok", 2, None)
+    assert batches[1][:3] == ("MSFT", "failed", 0)
+    assert batches[1][3].startswith("the client could not decode the gateway's answer (ValueError: time data")
+    assert len(gateway.historical_requests) == 2  # MSFT was not asked again
+    [(seconds,)] = query(
+        warehouse, "select extract(epoch from finished_at - started_at) from raw.load_batches where symbol = 'MSFT'"
+    )
+    assert seconds < 10  # nor did it wait for its timeout
+    assert gateway.sent_at(sent["MSFT"]) < gateway.sent_at(sent["AAPL"])  # while AAPL's request waited
+    assert "MSFT" in err and "could not decode" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("bar_size", "dates", "last_close"),
+    [
+        # Bars dated by their period's first session. Thanksgiving week: its last session is the Friday half day,
+        # closing at 13:00.
+        ("1 week", ["20261116", "20261123"], datetime(2026, 11, 27, 13, 0, tzinfo=NY)),
+        # May 2027 ends on Memorial Day: its last session is Friday the 28th.
+        ("1 month", ["20270401", "20270503"], datetime(2027, 5, 28, 16, 0, tzinfo=NY)),
+    ],
+)
+def test_the_week_or_month_in_progress_lands_only_after_its_last_session_has_closed(
+    warehouse, bar_size, dates, last_close
+):
+    """A weekly or monthly request during the period's last session gets its bar so far: it used to land as final.
+    Loaded in-process, for the run's moment (``LoadOptions.now``) is not a command-line setting."""
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, dates)])
+    with gateway.running_in_thread() as port:
+        for now in (last_close - timedelta(minutes=1), last_close):
+            options = LoadOptions(entries=[AAPL], bar=BarSettings(bar_size), months=3, now=now)
+            summary = load(warehouse, IbkrSettings(port=port, client_id=17), options)
+            assert summary.ok and summary.unfinished == (1 if now < last_close else 0) and summary.ahead == 0
+    landed = query(warehouse, "select session_date, load_id from raw.ibkr_bars order by bar_time, ingested_at")
+    first_load, second_load = landed[0][1], landed[-1][1]
+    # The finished period landed at once; the one in progress only after its close (the re-run asked again).
+    assert [(day, load == first_load) for day, load in landed] == [
+        (datetime.strptime(dates[0], "%Y%m%d").date(), True),
+        (datetime.strptime(dates[0], "%Y%m%d").date(), False),
+        (datetime.strptime(dates[1], "%Y%m%d").date(), False),
+    ]
+    assert first_load != second_load
 
 
 @pytest.mark.parametrize(
@@ -392,13 +460,27 @@ ALL_FARMS = (
 )
 
 
-def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_ok(warehouse):
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        [],
+        # Inactive at start-up, then connected by a 1102's list: it is no longer inactive, so the later list's "not
+        # connected" is an outage (it was taken for an inactive farm's, and held nothing).
+        [
+            notice(2107, HMDS_INACTIVE.format("ushmds")),
+            notice(1100, LOST),
+            notice(1102, ALL_FARMS.format("usfarm; ushmds; secdefnj")),
+        ],
+    ],
+    ids=["connected-before", "inactive-then-listed-connected"],
+)
+def test_a_farm_that_a_1102_names_as_not_connected_holds_requests_until_its_own_ok(warehouse, earlier):
     """IBKR comes back (1102) but says ushmds is not connected: historical requests wait for ushmds's own 2106, instead
     of going out into its outage and burning tries (the 1102 used to end every wait)."""
     restored = notice(2106, HMDS_OK.format("ushmds"))
 
     def contracts(req_id, request):
-        lost = [notice(1100, LOST), *one_stock(req_id, request)]
+        lost = [*earlier, notice(1100, LOST), *one_stock(req_id, request)]
         return [*lost, 0.3, notice(1102, SOME_FARMS.format("ushmds")), 2.0, restored]
 
     def answer(req_id: int, nth: int):

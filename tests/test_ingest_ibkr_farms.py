@@ -160,6 +160,31 @@ def test_a_farm_a_1102_lists_as_not_connected_is_down_until_its_own_ok_unless_it
     assert status.holding(HISTORY) == [] and [o.farm for o in status.holding(CONTRACT_DETAILS)] == ["secdefil"]
 
 
+@pytest.mark.parametrize(
+    "connected",
+    [
+        RESTORED + " The following farms are connected: usfarm; ushmds. The following farms are not connected: x.",
+        RESTORED + " All data farms are connected: usfarm.",  # all of them, ushmds too, though not named
+    ],
+    ids=["listed", "all"],
+)
+def test_the_latest_word_on_a_farm_wins_a_1102_that_lists_it_connected_ends_its_inactive_state(connected):
+    """Inactive at start-up (2107), then listed as connected by a 1102: it is connected now. A later 1102 that lists it
+    as not connected is an outage; it was taken for the inactive farm it no longer was, and held nothing."""
+    status = FarmStatus(patience_s=60)
+    status.note(2107, "HMDS data farm connection is inactive but should be available upon demand.ushmds")
+    status.note(1100, LOST)
+    status.note(1102, connected)
+    status.note(1100, LOST)
+    not_connected = RESTORED + " The following farms are connected: usfarm. The following farms are not connected: "
+    status.note(1102, not_connected + "ushmds.")
+    assert [o.farm for o in status.holding(HISTORY)] == ["ushmds"]
+    status.note(2107, "HMDS data farm connection is inactive but should be available upon demand.ushmds")
+    assert status.holding(HISTORY) == []  # inactive again: ends the outage, and its next listing holds nothing
+    status.note(1102, not_connected + "ushmds.")
+    assert status.holding(HISTORY) == []
+
+
 def test_a_1102_ends_the_outages_of_the_farms_it_lists_as_connected_or_of_all_when_all_are():
     status = FarmStatus(patience_s=60)
     status.note(2105, "HMDS data farm connection is broken:ushmds")

@@ -26,6 +26,7 @@ from ingest.ibkr.fetcher import (
     Outcome,
     RetryPolicy,
     quiet_client_logs,
+    undecoded_request_id,
 )
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 
@@ -194,12 +195,43 @@ def test_another_service_on_the_port_is_named_with_what_it_answered():
     )
 
 
-def test_an_answer_the_client_cannot_decode_is_named_in_the_timeout():
+def test_an_answer_the_client_cannot_decode_fails_its_request_at_once_and_is_not_asked_again():
+    """ib_async drops the answer and would wait for its timeout, on every retry alike: the same answer never
+    decodes. The request fails as the answer arrives, with the library's reason."""
     gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, ["2024-01-04", "2024-01-05"])])
+    outcome, seconds, session = run_session(gateway, fetch_daily, request_timeout_s=10.0)
+    assert (outcome.status, outcome.error_code, outcome.attempts) == ("failed", None, 1)
+    assert outcome.error_message.startswith("the client could not decode the gateway's answer (ValueError: time data")
+    assert len(gateway.historical_requests) == 1 and session.stats.timeouts == 0
+    assert seconds < 10
+
+
+def test_an_undecodable_message_that_names_no_request_of_the_session_is_named_in_the_timeout():
+    """Not attributable (an answer to an id the client no longer knows, as a late answer to a request it gave up on):
+    the waiting request is not failed for it, but its timeout says what the client could not read."""
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id + 1000, ["20240104"], {"20240104": "x"})])
     outcome, _, _ = run_session(gateway, fetch_daily)
     assert outcome.status == "failed" and outcome.error_code is None
     assert outcome.error_message.startswith("timed out")
-    assert "could not decode an answer (ValueError: time data" in outcome.error_message
+    assert "could not decode an answer (ValueError: could not convert string to float: 'x')" in outcome.error_message
+
+
+@pytest.mark.parametrize(
+    ("message", "req_id"),
+    [
+        ("Error handling fields: ['17', '7', '', '', '1', '2024-01-04', '1', '1', '1', '1', '1', '1', '1']", 7),
+        ("Error handling fields: ['10', '12', 'AAPL', 'STK']", 12),
+        ("Error handling fields: ['52', '1', '9']", 9),
+        ("Error handling fields: ['8', '12', 'AAPL', 'STK']", None),  # contractData below 164: the 10 already dropped
+        ("Error handling fields: ['4', '2', '7', '200', 'x']", None),  # not an answer this session asks for
+        ("Error handling fields: ['17']", None),
+        ("Error handling fields: ['17', 'x']", None),
+        ("Error handling fields: [", None),
+        ("something else went wrong", None),
+    ],
+)
+def test_the_request_an_undecodable_message_answers_is_read_from_the_logged_fields(message, req_id):
+    assert undecoded_request_id(message) == req_id
 
 
 def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns():

@@ -472,6 +472,42 @@ def test_a_session_in_progress_is_not_final_until_its_close():
     assert trading.intraday(bar_start, 1800) and not trading.intraday(bar_start, 3600)
 
 
+@pytest.mark.parametrize(
+    ("period", "dated", "last_close"),
+    [
+        # An ordinary week: IBKR dates a weekly bar by a day of its week (which one differs: both are this week's).
+        ("week", [date(2026, 11, 16), date(2026, 11, 20)], datetime(2026, 11, 20, 16, 0, tzinfo=NY)),
+        # Thanksgiving week: no session on Thursday, and Friday closes at 13:00.
+        ("week", [date(2026, 11, 23), date(2026, 11, 27)], datetime(2026, 11, 27, 13, 0, tzinfo=NY)),
+        # Good Friday: the week's last session is Thursday's.
+        ("week", [date(2026, 3, 30), date(2026, 4, 2)], datetime(2026, 4, 2, 16, 0, tzinfo=NY)),
+        # October 2026 ends on a Saturday: its last session is Friday the 30th.
+        ("month", [date(2026, 10, 1), date(2026, 10, 30)], datetime(2026, 10, 30, 16, 0, tzinfo=NY)),
+        # May 2027 ends on Memorial Day (Monday the 31st): its last session is Friday the 28th.
+        ("month", [date(2027, 5, 3), date(2027, 5, 31)], datetime(2027, 5, 28, 16, 0, tzinfo=NY)),
+    ],
+)
+def test_a_weekly_or_monthly_bar_is_final_once_the_last_session_of_its_period_has_closed(period, dated, last_close):
+    before, at = FinalBars(last_close - timedelta(minutes=1)), FinalBars(last_close)
+    midweek = FinalBars(last_close - timedelta(days=2))
+    for day in dated:
+        assert not before.daily(day, period) and at.daily(day, period), day
+        for moment in (before, midweek):  # a bar dated by a later day of its period is unfinished, not ahead
+            assert not moment.ahead(datetime.combine(day, time(0), NY), day, False, period), day
+    assert FinalBars(last_close + timedelta(days=2)).daily(dated[0], period)  # the weekend after
+    first_day = dated[0] if period == "week" else dated[0].replace(day=1)  # each week's first date is its Monday
+    previous = first_day - timedelta(days=1)  # the period before: final all along
+    assert before.daily(previous, period)
+    following = first_day + timedelta(days=7) if period == "week" else date(first_day.year, first_day.month + 1, 1)
+    assert before.ahead(datetime.combine(following, time(0), NY), following, False, period)  # the next period
+
+
+def test_a_weekly_bar_with_after_hours_is_final_only_when_after_hours_trading_has_ended():
+    friday_close = datetime(2026, 11, 20, 16, 0, tzinfo=NY)
+    assert not FinalBars(friday_close, use_rth=False).daily(date(2026, 11, 16), "week")
+    assert FinalBars(friday_close + timedelta(hours=4), use_rth=False).daily(date(2026, 11, 16), "week")
+
+
 def raw_bar(day: int, close: float, volume: float = 1000.0) -> RawBar:
     session = date(2026, 11, day)
     return RawBar(

@@ -25,7 +25,8 @@ from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
 from training.sweep import main as sweep_main
-from training.walk_forward import RunFolderError
+from training.task_runners import InProcessRunner
+from training.walk_forward import RunFolderError, claim_run_folder
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -185,6 +186,8 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
             "timesteps, net_arch must be at most 9223372036854775807",
         ),
         (["--config"], "--config needs a file name"),
+        # A sale at 100% slippage or more fills at a price of 0 or below: the book was worth nothing, or less.
+        (["--slippage-bps", "10000"], "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)"),
         (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
     ],
 )
@@ -534,3 +537,70 @@ def test_a_runs_dir_that_cannot_hold_the_run_folder_is_one_line_and_status_2(tmp
     with pytest.raises(RunFolderError, match=r"cannot create the folder .*/r \(Not a directory\): choose another") as e:
         run_training(config, None)
     assert cli.user_error_status(e.value) == ExitCode.CONFIG
+
+
+class _StopsAtTheMart(Exception):
+    """Raised in place of reading the mart: these tests end where the run folder has been claimed."""
+
+
+def _run_whose_folder_another_run_takes_meanwhile(tmp_path: Path, run_id: str | None) -> tuple[list[str], Path]:
+    """A run (walk-forward or ``make train``: both go through ``execute``) whose folder another run, started at the
+    same moment with the same id, creates between this run's check and its own creation of the folder. Returns the
+    folders this run asked runners for, and the other run's folder."""
+    from training import walk_forward
+    from warehouse_db.settings import ConnectionSettings
+
+    runs_dir = tmp_path / "runs"
+    others = runs_dir / "same-second-same-suffix"
+    asked_for: list[str] = []
+
+    def make_runner(run_dir: Path) -> InProcessRunner:
+        asked_for.append(run_dir.name)
+        if run_dir == others and not others.exists():  # the other run claims the folder now, and starts logging
+            others.mkdir(parents=True)
+            (others / "run.log").write_text("the other run's log\n", encoding="utf-8")
+        return InProcessRunner()
+
+    def stop(*args, **kwargs):
+        raise _StopsAtTheMart
+
+    config = WalkForwardConfig(run_id=run_id, runs_dir=runs_dir, save_to_warehouse=False)
+    settings = ConnectionSettings(host="nowhere", port=5432, user="u", password=None, dbname="d", embedded=False)
+    with pytest.MonkeyPatch.context() as patch:
+        generated = iter(["same-second-same-suffix", "another-suffix"])
+        patch.setattr(walk_forward, "new_run_id", lambda: next(generated))
+        patch.setattr(walk_forward, "read_mart_schema", stop)
+        with pytest.raises((_StopsAtTheMart, FileExistsError)) as ended:
+            walk_forward.execute("walk-forward", config, settings, fold_ids=(), seeds=(1,), make_runner=make_runner)
+    # Whatever happened to this run, the other run's folder holds its own files only, untouched.
+    assert [path.name for path in others.iterdir()] == ["run.log"]
+    assert (others / "run.log").read_text(encoding="utf-8") == "the other run's log\n"
+    return asked_for, ended
+
+
+def test_a_generated_run_id_that_another_run_took_a_moment_ago_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    """Two runs started in the same second that drew the same suffix shared one folder (and the one that failed
+    removed it, the other's files with it)."""
+    asked_for, ended = _run_whose_folder_another_run_takes_meanwhile(tmp_path, run_id=None)
+    assert ended.type is _StopsAtTheMart  # the run went on, in a folder of its own
+    assert asked_for == ["same-second-same-suffix", "another-suffix"]
+
+
+def test_a_given_run_id_that_another_run_took_a_moment_ago_is_refused_in_one_line(tmp_path: Path) -> None:
+    asked_for, ended = _run_whose_folder_another_run_takes_meanwhile(tmp_path, run_id="same-second-same-suffix")
+    assert ended.type is FileExistsError and asked_for == ["same-second-same-suffix"]
+    assert str(ended.value) == (
+        f"run folder {tmp_path / 'runs' / 'same-second-same-suffix'} already exists and is not empty: choose another "
+        "--run-id"
+    )
+    assert cli.user_error_status(ended.value) == ExitCode.CONFIG
+
+
+def test_a_new_folder_is_claimed_once(tmp_path: Path) -> None:
+    """The claim is one mkdir: of two claims of one folder (a sweep id given twice, say), the second fails, even while
+    the folder is still empty."""
+    assert claim_run_folder(tmp_path / "runs", "sweep-a", "--sweep-id") == "sweep-a"
+    with pytest.raises(FileExistsError, match=r"sweep-a already exists, empty .* choose another --sweep-id"):
+        claim_run_folder(tmp_path / "runs", "sweep-a", "--sweep-id")
+    assert claim_run_folder(tmp_path / "runs", "sweep-a", "--run-id", fresh_id=lambda: "sweep-b") == "sweep-b"
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["sweep-a", "sweep-b"]

@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, lay_out_folds, synthetic_mart
 from training.config import TrainConfig
-from training.envs import ENV_KINDS, EnvSettings, make_env
+from training.envs import ENV_KINDS, EnvSettings, fill_rule, make_env
 from training.envs.batched_env import NativeVecEnv
 from training.envs.fill_rule import Position
 from training.envs.tensortrade_env import build_tensortrade_env
@@ -403,3 +403,28 @@ def test_batched_vec_env_passes_sb3_checks(mart: pd.DataFrame) -> None:
     assert all(env.observation_space.contains(row) for row in obs)
     assert obs_space_info(env.observation_space)[1][None] == env.observation_space.shape
     assert env.env_is_wrapped(__import__("stable_baselines3").common.monitor.Monitor) == [True, True, True]
+
+
+@pytest.mark.parametrize("kind", [*ENV_KINDS, "batched"])
+def test_a_book_that_loses_everything_is_rewarded_a_finite_penalty_then_nothing(kind: str, mart: pd.DataFrame) -> None:
+    """A commission a hair under 100% (--commission-bps 9999.99...) takes the book to exactly 0 within some twenty
+    trades. log(0) was a math domain error in the single environments, and -inf then NaN (0/0) in the batched one: one
+    such reward turns PPO's networks into NaN. A net worth under RUIN_NET_WORTH counts as that much: the rewards until
+    the ruin are finite, every one after it 0."""
+    (series,) = series_of(mart)[:1]
+    settings = dataclasses.replace(SETTINGS, commission=1.0 - 2.0**-52)  # every trade keeps 2e-16 of the book
+    if kind == "batched":
+        env, worth, rewards = NativeVecEnv([series], settings, n_envs=1), [], []
+        env.reset()
+        for step in range(60):  # long, flat, long, ...: a trade every session
+            _, reward, _, infos = env.step(np.array([Position.LONG if step % 2 == 0 else Position.FLAT]))
+            rewards.append(float(reward[0]))
+            worth.append(infos[0]["net_worth"])
+    else:
+        _, rewards, infos = run_episode(make_env(kind, [series], settings), [Position.LONG, Position.FLAT])
+        worth = [info["net_worth"] for info in infos[1:]]
+    ruin = worth.index(0.0)
+    assert np.isfinite(rewards).all()
+    # Log rewards add up: the episode's reward until the ruin is log(RUIN_NET_WORTH / initial cash), about -714.
+    assert sum(rewards[: ruin + 1]) == pytest.approx(math.log(fill_rule.RUIN_NET_WORTH / settings.initial_cash))
+    assert not any(rewards[ruin + 1 :])

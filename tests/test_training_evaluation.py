@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from training.envs import EnvSettings, make_env
 from training.envs.fill_rule import Position
 from training.evaluation import ReplayStep, replay, replay_episode
 from training.market_data import FeatureScaler, SymbolSeries, build_series
-from training.metrics import METRICS, TRADING_DAYS_PER_YEAR, drawdown, equity_metrics
+from training.metrics import METRICS, TRADING_DAYS_PER_YEAR, drawdown, equity_metrics, sharpe
 
 FEATURES = list(FEATURE_LOOKBACKS)
 SETTINGS = EnvSettings.from_bps(window=5, initial_cash=10_000.0, commission_bps=10.0, slippage_bps=5.0,
@@ -82,6 +83,57 @@ def test_metrics_of_a_stack_equal_metrics_of_each_curve() -> None:
         for metric in METRICS:
             np.testing.assert_allclose(stacked[metric][row], single[metric], rtol=1e-12, equal_nan=True)
     assert TRADING_DAYS_PER_YEAR == 252
+
+
+def test_a_total_loss_by_hand() -> None:
+    """A book that reaches 0 (a long position through a -100% day) was NaN on every metric: 0/0 after the ruin. It has
+    lost everything: -100% total return, drawdown and CAGR (whatever the window), Calmar -1, and Sharpe and Sortino of
+    the returns up to the ruin (+10%, -50%, -100%), the sessions after it left out."""
+    net_worth = np.array([100.0, 110.0, 55.0, 0.0, 0.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 on the way either
+        metrics = equity_metrics(net_worth, np.ones(6))
+    assert metrics["total_return"] == -1.0 and metrics["max_drawdown"] == -1.0
+    assert metrics["cagr"] == -1.0 and metrics["calmar"] == -1.0  # 5 sessions: -100% a year is no extrapolation
+    mean = (0.1 - 0.5 - 1.0) / 3
+    std = math.sqrt(((0.1 - mean) ** 2 + (-0.5 - mean) ** 2 + (-1.0 - mean) ** 2) / 2)
+    assert metrics["sharpe"] == pytest.approx(mean / std * math.sqrt(252), rel=1e-12)
+    assert metrics["sortino"] == pytest.approx(mean / math.sqrt((0.5**2 + 1.0**2) / 3) * math.sqrt(252), rel=1e-12)
+    assert metrics["hit_rate"] == pytest.approx(1 / 5) and metrics["exposure"] == 1.0
+    np.testing.assert_array_equal(drawdown(net_worth), [0, 0, -0.5, -1, -1, -1])
+    # Over more than a year the same; and one curve of a stack ruined leaves the others' metrics as they were.
+    growing = 100.0 * 1.001 ** np.arange(301)
+    ruined = growing.copy()
+    ruined[101:] = 0.0
+    stacked = equity_metrics(np.stack([growing, ruined]), np.ones((2, 301)))
+    assert [stacked[name][1] for name in ("total_return", "max_drawdown", "cagr", "calmar")] == [-1, -1, -1, -1]
+    assert stacked["sharpe"][1] == pytest.approx(sharpe(np.append(growing[1:101] / growing[:100] - 1, -1.0)), rel=1e-12)
+    for name, value in equity_metrics(growing, np.ones(301)).items():
+        assert stacked[name][0] == pytest.approx(value, rel=1e-12, nan_ok=True)
+    assert all(np.isfinite(stacked[name][1]) for name in METRICS)
+
+
+def test_a_book_that_loses_everything_replays_without_nan(test_series: list[SymbolSeries]) -> None:
+    """The environments cannot go below 0 (long/flat, prices > 0, commission and slippage under 100%), but a commission
+    a hair under 100% (--commission-bps 9999.99...) takes the book to exactly 0 within some twenty trades. The pooled book, each symbol's
+    metrics (the ml.* rows) and the statistics then read -100%, not NaN."""
+    ruinous = dataclasses.replace(SETTINGS, commission=1.0 - 2.0**-52)  # every trade keeps 2e-16 of the book
+
+    class EveryOtherSession:
+        name, draws = "alternating", 1
+
+        def actions(self, step: ReplayStep) -> np.ndarray:
+            return (step.sessions % 2).astype(np.int64)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 or log(0) on the way
+        played = replay("test", test_series, ruinous, EveryOtherSession())
+    assert played.net_worth[-1] == 0.0
+    metrics = played.metrics()
+    assert metrics["total_return"] == metrics["max_drawdown"] == -1.0
+    assert all(np.isfinite(value) for name, value in metrics.items() if name not in ("cagr", "calmar"))
+    for symbol_metrics in played.symbol_metrics.values():
+        assert symbol_metrics["total_return"] == -1.0 and np.isfinite(symbol_metrics["sharpe"])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,34 @@ def test_nodes_that_offer_no_memory_resource_get_no_declaration(frame: pd.DataFr
     assert RayRunner._check_task_memory(CONFIG, data, without_memory) is None
     with_memory = [{"Alive": True, "Resources": {"CPU": 2.0, "memory": float(NODE_MEMORY)}}]
     assert RayRunner._check_task_memory(CONFIG, data, with_memory) == TASK_MEMORY
+
+
+def test_a_worker_that_dies_is_reported_as_a_dead_worker_not_as_out_of_memory(
+    ray_with_room_for_one_task, frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker can die of a segfault, os._exit or a kill -9 as well as of the kernel's out-of-memory killer, and Ray
+    says only that it died (WorkerCrashedError): its failure says so and names memory as one possible cause, while a
+    task refused for memory (Ray's OutOfMemoryError) keeps its memory message."""
+    import ray.exceptions
+
+    def dies_or_runs_out_of_memory(config, data, fold, seed):
+        (tmp_path / f"seed-{seed}-{os.getpid()}").touch()  # which worker process ran each attempt
+        if seed == 1:
+            os._exit(3)  # no Python error: the worker process just ends
+        raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+
+    fold = lay_out_folds(frame["session_date"], folds=1, test_sessions=40, validation_sessions=40)[0]
+    with caplog.at_level(logging.WARNING, logger="training.task_runners"):
+        outcome = RayRunner(progress_bar=False, retries=1, task=dies_or_runs_out_of_memory).run(
+            CONFIG, MarketData.from_frame(frame, FEATURES), [(fold, 1), (fold, 2)]
+        )
+    assert not outcome.results
+    died, refused = sorted(outcome.failures, key=lambda failure: failure.seed)
+    assert (died.seed, died.attempts, refused.seed, refused.attempts) == (1, 2, 2, 2)
+    assert len(list(tmp_path.glob("seed-1-*"))) == 2  # each attempt's worker really ran it (and really died)
+    assert died.error.startswith("WorkerCrashedError: the worker process running the task died without a Python error")
+    assert "a crash (a segfault, os._exit), a kill -9, or the kernel's out-of-memory killer" in died.error
+    assert refused.error == "OutOfMemoryError: Task was killed due to the node running low on memory."
+    retried = [record.getMessage() for record in caplog.records if "retrying" in record.getMessage()]
+    assert any("fold 1 seed 1 failed (WorkerCrashedError: the worker process" in line for line in retried), retried
+    assert "\n" not in died.error

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.baselines import POLICIES
-from training.metrics import sharpe
+from training.metrics import daily_returns, sharpe
 from training.statistics import (
     EULER_MASCHERONI,
     FoldSample,
@@ -285,3 +285,27 @@ def test_an_undefined_sharpe_difference_is_said_in_words() -> None:
     assert statistics.verdict.startswith("no evidence either way (the Sharpe difference is undefined on this sample)")
     assert "CI of the Sharpe difference undefined … undefined (mean undefined)" in statistics.verdict
     assert "nan" not in statistics.verdict
+
+
+def test_a_seed_that_loses_everything_counts_as_minus_100_percent_not_as_missing() -> None:
+    """A test split on which one seed's agent lost the whole book: its returns after the ruin were 0/0 (NaN), its
+    metrics NaN, and the means over seeds silently left that seed out, so a ruin raised the agent's mean. It counts as
+    -100% total return and drawdown, and nothing in the statistics or the verdict is undefined."""
+    returns = _market(5, seeds=3)
+    net_worth = 100.0 * np.concatenate([np.ones((3, len(POLICIES), 1)), np.cumprod(1 + returns, axis=-1)], axis=-1)
+    net_worth[0, AGENT, 21:] = 0.0  # seed 0's agent loses everything at session 21 and stays at 0
+    ruined = daily_returns(net_worth)
+    assert ruined[0, AGENT, 20] == -1.0 and not ruined[0, AGENT, 21:].any()  # 0 after the ruin, not 0/0
+    folds = [_sample(1, ruined), _sample(2, _market(6, seeds=3), start="2025-01-02")]
+    statistics = compute_statistics(folds, POLICIES, resamples=300, seed=3)
+    others = np.prod(1 + returns[1:, AGENT], axis=-1) - 1  # seeds 1 and 2, by hand
+    assert statistics.policy("agent", "total_return", fold_id=1).mean.estimate == pytest.approx((-1 + others.sum()) / 3)
+    assert statistics.policy("agent", "max_drawdown", fold_id=1).mean.estimate < -1 / 3
+    for statistic in statistics.policies:
+        if statistic.metric in ("sharpe", "sortino", "total_return", "max_drawdown"):
+            values = (statistic.mean.estimate, statistic.mean.low, statistic.mean.high, statistic.iqm.estimate)
+            assert np.isfinite(values).all(), statistic
+    for comparison in statistics.comparisons:
+        assert np.isfinite([comparison.difference.low, comparison.difference.high, comparison.p_agent_better.low]).all()
+    assert "undefined" not in statistics.verdict and "nan" not in statistics.verdict
+    assert np.isfinite(statistics.deflated_sharpe.value)

@@ -199,8 +199,9 @@ class TrainConfig:
             problems.append("ent_coef and vf_coef must be >= 0")
         if any(size < 1 for size in self.net_arch):
             problems.append("net_arch layer sizes must be >= 1")
-        if self.commission_bps < 0 or self.slippage_bps < 0 or self.commission_bps >= 10_000:
-            problems.append("commission_bps and slippage_bps must be >= 0 (and commission < 10000)")
+        # At 10000 bps (100%) or more, a sale fills at a price of 0 or below: the book is worth nothing, or less.
+        if not (0 <= self.commission_bps < 10_000 and 0 <= self.slippage_bps < 10_000):
+            problems.append("commission_bps and slippage_bps must be >= 0 and < 10000 (100%)")
         if self.initial_cash <= 0 or self.observation_clip <= 0:
             problems.append("initial_cash and observation_clip must be > 0")
         if self.symbols_limit is not None and self.symbols_limit < 1:

@@ -155,7 +155,7 @@ def _pool(
     values = pd.DataFrame(values).ffill().fillna(settings.initial_cash).to_numpy()
 
     pooled = values.reshape(n_dates, draws, k).sum(axis=2)  # (dates, draws)
-    pooled_returns = pooled[1:] / pooled[:-1] - 1.0
+    pooled_returns = daily_returns(pooled.T).T  # (dates - 1, draws); 0 after a draw's total loss, not 0/0
     mean_returns = pooled_returns.mean(axis=1)
     net_worth = k * settings.initial_cash * np.concatenate([[1.0], np.cumprod(1.0 + mean_returns)])
 
@@ -166,7 +166,7 @@ def _pool(
     exposure = (long_now.sum(axis=2) / counted).mean(axis=1)
     turnover = (changed.sum(axis=2) / counted).mean(axis=1)
 
-    symbol_returns = (values[1:] / values[:-1] - 1.0).reshape(n_dates - 1, draws, k)
+    symbol_returns = daily_returns(values.T).T.reshape(n_dates - 1, draws, k)
     wins = (long_now & (symbol_returns > 0)).sum()
     long_total = long_now.sum()
     hit_rate = float(wins / long_total) if long_total else float("nan")

@@ -12,7 +12,12 @@ Conventions (the hand-computed tests in tests/test_training_evaluation.py pin ea
   "−99.9% a year" from a two-day loss is not a result. Sharpe and Sortino are still reported from shorter
   windows, and every report marks them as annualised from that many sessions (``annualised_from``);
 * max drawdown is the largest peak-to-trough fall of net worth (the starting value counts as a peak), as a
-  negative fraction.
+  negative fraction;
+* a **total loss** (net worth reaching 0: a return of -100%) ends the curve: a ruined book stays at 0 and earns
+  nothing (its returns after the ruin are 0, not 0/0), and nothing compounds back from zero. Total return, max
+  drawdown and CAGR are -100% (CAGR whatever the window: -100% a year is exact, not an extrapolation), Calmar is -1,
+  and Sharpe and Sortino are computed from the returns up to and including the ruin. A return below -100% (a
+  negative net worth, which the long/flat environments cannot reach) counts as -100%.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ METRICS = (
 """Every metric of one equity curve, in report order."""
 
 METRIC_DEFINITIONS = {
-    "total_return": "net worth at the end / at the start - 1",
-    "cagr": "compound annual growth rate, (1 + total return)^(252 / sessions) - 1; not reported under 252 sessions",
-    "sharpe": "mean / standard deviation of daily returns x sqrt(252), risk-free rate 0 (0 for an all-cash curve)",
+    "total_return": "net worth at the end / at the start - 1 (-100% after a total loss)",
+    "cagr": "compound annual growth rate, (1 + total return)^(252 / sessions) - 1; not reported under 252 sessions "
+    "(except a total loss: -100%)",
+    "sharpe": "mean / standard deviation of daily returns x sqrt(252), risk-free rate 0 (0 for an all-cash curve; up to "
+    "a total loss, after one)",
     "sortino": "mean daily return / downside deviation (root mean square of the negative returns) x sqrt(252)",
     "max_drawdown": "largest peak-to-trough fall of net worth, as a negative fraction",
     "calmar": "CAGR / |max drawdown|; not reported under 252 sessions",
@@ -51,8 +58,22 @@ METRIC_DEFINITIONS = {
 
 
 def daily_returns(net_worth: np.ndarray) -> np.ndarray:
+    """``net_worth[t] / net_worth[t-1] - 1`` along the last axis; 0 after a total loss (from a net worth of 0)."""
     net_worth = np.asarray(net_worth, dtype=np.float64)
-    return net_worth[..., 1:] / net_worth[..., :-1] - 1.0
+    before, after = net_worth[..., :-1], net_worth[..., 1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(before == 0.0, 0.0, after / before - 1.0)
+
+
+def up_to_ruin(returns: np.ndarray) -> np.ndarray:
+    """``returns`` with every return after the first total loss (-100% or worse) NaN, and that one -100% exactly: what
+    Sharpe and Sortino read. The array itself when nothing was lost (the usual case, at no cost)."""
+    returns = np.asarray(returns, dtype=np.float64)
+    lost = returns <= -1.0
+    if not lost.any():
+        return returns
+    after_the_ruin = np.cumsum(lost, axis=-1) - lost > 0
+    return np.where(after_the_ruin, np.nan, np.maximum(returns, -1.0))
 
 
 def drawdown(net_worth: np.ndarray) -> np.ndarray:
@@ -61,14 +82,32 @@ def drawdown(net_worth: np.ndarray) -> np.ndarray:
     return net_worth / np.maximum.accumulate(net_worth, axis=-1) - 1.0
 
 
+def _growth(returns: np.ndarray) -> np.ndarray:
+    """1 + each return, never below 0 (a total loss, or worse, leaves nothing)."""
+    return np.maximum(1.0 + np.asarray(returns, dtype=np.float64), 0.0)
+
+
 def total_return(returns: np.ndarray) -> np.ndarray:
-    return np.prod(1.0 + np.asarray(returns, dtype=np.float64), axis=-1) - 1.0
+    return np.prod(_growth(returns), axis=-1) - 1.0
+
+
+def _mean_and_std(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation of the returns up to any ruin (NaN where fewer than two)."""
+    counted = up_to_ruin(returns)
+    if counted is returns:  # no ruin anywhere
+        mean = returns.mean(axis=-1)
+        std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
+        return mean, std
+    n = np.sum(~np.isnan(counted), axis=-1)
+    mean = np.nanmean(counted, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = np.nansum((counted - mean[..., None]) ** 2, axis=-1) / (n - 1)
+    return mean, np.sqrt(np.where(n > 1, variance, np.nan))
 
 
 def sharpe(returns: np.ndarray) -> np.ndarray:
     returns = np.asarray(returns, dtype=np.float64)
-    mean = returns.mean(axis=-1)
-    std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
+    mean, std = _mean_and_std(returns)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = mean / std * np.sqrt(TRADING_DAYS_PER_YEAR)
     return _zero_for_all_cash(returns, np.where(varies(std, mean), ratio, np.nan))
@@ -83,9 +122,11 @@ def varies(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
 
 def sortino(returns: np.ndarray) -> np.ndarray:
     returns = np.asarray(returns, dtype=np.float64)
-    downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2, axis=-1))
+    counted = up_to_ruin(returns)
+    mean = np.mean if counted is returns else np.nanmean  # (the NaNs after a ruin are not returns)
+    downside = np.sqrt(mean(np.minimum(counted, 0.0) ** 2, axis=-1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = returns.mean(axis=-1) / downside * np.sqrt(TRADING_DAYS_PER_YEAR)
+        ratio = mean(counted, axis=-1) / downside * np.sqrt(TRADING_DAYS_PER_YEAR)
     return _zero_for_all_cash(returns, np.where(downside > 0, ratio, np.nan))
 
 
@@ -95,8 +136,7 @@ def _zero_for_all_cash(returns: np.ndarray, ratio: np.ndarray) -> np.ndarray:
 
 
 def max_drawdown(returns: np.ndarray) -> np.ndarray:
-    returns = np.asarray(returns, dtype=np.float64)
-    growth = np.cumprod(1.0 + returns, axis=-1)
+    growth = np.cumprod(_growth(returns), axis=-1)
     peaks = np.maximum(np.maximum.accumulate(growth, axis=-1), 1.0)  # the starting value is the first peak
     return np.minimum((growth / peaks - 1.0).min(axis=-1, initial=0.0), 0.0)
 
@@ -104,10 +144,11 @@ def max_drawdown(returns: np.ndarray) -> np.ndarray:
 def cagr(returns: np.ndarray) -> np.ndarray:
     returns = np.asarray(returns, dtype=np.float64)
     sessions = returns.shape[-1]
-    if sessions < TRADING_DAYS_PER_YEAR:
-        return np.full(returns.shape[:-1], np.nan)
+    total = total_return(returns)
+    if sessions < TRADING_DAYS_PER_YEAR:  # not extrapolated, except a total loss: nothing compounds back from zero
+        return np.where(total <= -1.0, -1.0, np.nan)
     with np.errstate(invalid="ignore"):
-        return (1.0 + total_return(returns)) ** (TRADING_DAYS_PER_YEAR / sessions) - 1.0
+        return (1.0 + total) ** (TRADING_DAYS_PER_YEAR / sessions) - 1.0
 
 
 def calmar(returns: np.ndarray) -> np.ndarray:

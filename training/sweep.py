@@ -679,7 +679,13 @@ def run_sweep(
     from training.folds import select_folds
     from training.market_data import MarketData
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms, make_run_folder, read_checked_mart, refuse_used_folder
+    from training.walk_forward import (
+        claim_run_folder,
+        contract_terms,
+        make_run_folder,
+        read_checked_mart,
+        refuse_used_folder,
+    )
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -773,7 +779,10 @@ def run_sweep(
             sweep = stored
             sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
         run_dir = Path(sweep.run_dir)
-        make_run_folder(run_dir)
+        if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
+            claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
+        else:
+            make_run_folder(run_dir)
         results_store.save_sweep(conn, sweep)
         trials = results_store.load_trials(conn, sweep_id)
         for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)

@@ -7,7 +7,8 @@ store once; every task reads them from there, so workers never connect to the wa
 CPU and the memory PPO's settings add (training/ppo.py ``memory_needed``; not the few hundred MiB of Python, PyTorch
 and the mart rows that every task costs whatever its settings), so tasks whose settings would together need more than
 a node offers wait their turn. A task that fails is submitted again (``task_retries`` times; after another task
-has finished when it ran out of memory) and then reported by fold and seed; the other tasks still land.
+has finished when it ran out of memory or its worker died) and then reported by fold and seed; the other tasks still
+land.
 """
 
 from __future__ import annotations
@@ -118,22 +119,44 @@ def _remote_task(task: TaskFunction, config: TrainConfig, data: MarketData, fold
     return result
 
 
+WORKER_DIED = (
+    "the worker process running the task died without a Python error; Ray does not say why (no exit status or "
+    "signal): a crash (a segfault, os._exit), a kill -9, or the kernel's out-of-memory killer (look for it in `dmesg` "
+    "on the task's node); the worker's own log is python-core-worker-*.log in Ray's session logs"
+)
+"""What a task's failure says when its worker died: Ray's WorkerCrashedError carries nothing but the fact."""
+
+
+def _cause(error: BaseException) -> BaseException:
+    import ray.exceptions
+
+    return error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+
+
 def _one_line(error: BaseException) -> str:
     import ray.exceptions
 
-    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
+    cause = _cause(error)
+    if isinstance(cause, ray.exceptions.WorkerCrashedError):  # Ray's own text points at logs only
+        return f"{type(cause).__name__}: {WORKER_DIED}"
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
 
 
 def _out_of_memory(error: BaseException) -> bool:
-    """Whether a task failed for want of memory: killed by Ray's memory monitor, its worker killed outright (the
-    kernel's out-of-memory killer's SIGKILL, which Ray cannot tell from other deaths), or a MemoryError (NumPy's, or
-    the task's own memory check) while others held the memory."""
+    """Whether a task failed for want of memory: killed by Ray's memory monitor (``OutOfMemoryError``), or a
+    ``MemoryError`` (NumPy's, or the task's own memory check) while others held the memory."""
     import ray.exceptions
 
-    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
-    return isinstance(cause, (ray.exceptions.OutOfMemoryError, ray.exceptions.WorkerCrashedError, MemoryError))
+    return isinstance(_cause(error), (ray.exceptions.OutOfMemoryError, MemoryError))
+
+
+def _worker_died(error: BaseException) -> bool:
+    """Whether the task's worker process died (``WorkerCrashedError``): a crash, a kill, or the kernel's out-of-memory
+    killer, whose SIGKILL Ray cannot tell from the others."""
+    import ray.exceptions
+
+    return isinstance(_cause(error), ray.exceptions.WorkerCrashedError)
 
 
 def _use_token_authentication(joining_a_cluster: bool) -> None:
@@ -337,18 +360,21 @@ class RayRunner:
                         submit(*waiting.pop(0))
                     (ready,), _ = ray.wait(list(pending), num_returns=1)
                     fold, seed, attempt = pending.pop(ready)
-                    out_of_memory = False
+                    perhaps_memory = False  # failed for want of memory, or its worker died (perhaps for that)
                     try:
                         result = ray.get(ready)
                     except ray.exceptions.RayError as error:
-                        message, out_of_memory = _one_line(error), _out_of_memory(error)
+                        message, worker_died = _one_line(error), _worker_died(error)
+                        perhaps_memory = worker_died or _out_of_memory(error)
                         if attempt > self.retries:
                             logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
                             outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
                             bar.update(1)
-                        elif out_of_memory and pending:
-                            logger.warning("fold %d seed %d failed (%s); retrying once another task has finished",
-                                           fold.fold_id, seed, message)  # fmt: skip
+                        elif perhaps_memory and pending:
+                            # A dead worker may have been the kernel's out-of-memory killer: its retry waits too.
+                            logger.warning("fold %d seed %d failed (%s); retrying once another task has finished%s",
+                                           fold.fold_id, seed, message,
+                                           " (in case it died for want of memory)" if worker_died else "")  # fmt: skip
                             waiting.append((fold, seed, attempt + 1))
                         else:
                             logger.warning("fold %d seed %d failed (%s); retrying", fold.fold_id, seed, message)
@@ -358,7 +384,7 @@ class RayRunner:
                         outcome.results.append(result)
                         _log_finished(result)
                         bar.update(1)
-                    if not out_of_memory:  # its memory is free again (after a kill for memory, the pressure stays)
+                    if not perhaps_memory:  # its memory is free again (after a kill for memory, the pressure stays)
                         let_one_waiting_go(fold, seed)
             logger.info("tasks done in %.0f s", time.perf_counter() - started)
             return outcome

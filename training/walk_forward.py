@@ -175,25 +175,62 @@ def writing_run_folder(
         raise RunFolderError(f"cannot write the run folder {run_dir} ({error.strerror or error}): {remedy}") from None
 
 
+FRESH_ID_ATTEMPTS = 5
+"""How many generated run ids a run tries before it gives up (each collides only with a run started the same second
+that drew the same random suffix)."""
+
+
 def folder_in_use(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is not free for a new run or sweep: a folder with files in it is another one's (and a file
-    of that name is in the way)."""
-    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    """Whether ``run_dir`` is not free for a new run or sweep: it exists (with files in it, it is another run's or
+    sweep's; empty, it may be one that started a moment ago), or something that is not a folder is in the way."""
+    return run_dir.exists() or run_dir.is_symlink()
+
+
+def _used_folder(run_dir: Path, flag: str) -> FileExistsError:
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        return FileExistsError(
+            f"run folder {run_dir} already exists, empty (another run or sweep with this id may have just started): "
+            f"choose another {flag}, or remove the empty folder"
+        )
+    return FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another {flag}")
 
 
 def refuse_used_folder(run_dir: Path, flag: str) -> None:
-    """Raise unless ``run_dir`` is free for a new run or sweep (:func:`folder_in_use`)."""
+    """Raise unless ``run_dir`` is free for a new run or sweep (:func:`folder_in_use`). A check, not a claim: two runs
+    started at once both pass it; :func:`claim_run_folder` tells them apart."""
     if folder_in_use(run_dir):
-        raise FileExistsError(f"run folder {run_dir} already exists and is not empty: choose another {flag}")
+        raise _used_folder(run_dir, flag)
 
 
-def make_run_folder(run_dir: Path) -> None:
+def make_run_folder(run_dir: Path, *, exclusive: bool = False) -> None:
+    """Create ``run_dir`` (and ``--runs-dir`` above it); ``exclusive``: FileExistsError when the folder exists."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=not exclusive)
     except OSError as error:
+        if exclusive and isinstance(error, FileExistsError) and run_dir.is_dir():
+            raise
         raise RunFolderError(
             f"cannot create the folder {run_dir} ({error.strerror or error}): choose another --runs-dir"
         ) from None
+
+
+def claim_run_folder(runs_dir: Path, run_id: str, flag: str, fresh_id: Callable[[], str] | None = None) -> str:
+    """Create the folder of a new run or sweep, ``runs_dir / run_id``, and return its id. The creation is the claim
+    (one ``mkdir``, which the file system grants to one process only): two runs or sweeps started at once with one id,
+    given twice or generated alike, never share a folder. The second is refused (FileExistsError, naming ``flag``),
+    or, when its id was generated (``fresh_id`` makes another), tries a fresh id."""
+    for _ in range(FRESH_ID_ATTEMPTS):
+        try:
+            make_run_folder(runs_dir / run_id, exclusive=True)
+            return run_id
+        except FileExistsError:
+            if fresh_id is None:
+                raise _used_folder(runs_dir / run_id, flag) from None
+            logger.info("run folder %s was taken a moment ago by another run: trying a fresh run id", runs_dir / run_id)
+            run_id = fresh_id()
+    raise FileExistsError(
+        f"{FRESH_ID_ATTEMPTS} generated run ids in a row were taken under {runs_dir}: give one with {flag}"
+    )
 
 
 def remove_unfinished_run(run_dir: Path) -> None:
@@ -277,13 +314,17 @@ def execute(
 ) -> WalkForwardResult:
     """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward)."""
     started_at = datetime.now(UTC)
-    run_id = config.run_id or new_run_id()
+    proposed = config.run_id or new_run_id()
+    if config.run_id:  # a generated id that is taken is replaced below
+        refuse_used_folder(config.runs_dir / proposed, "--run-id")
+    runner = make_runner(config.runs_dir / proposed)
+    runner.prepare()  # a Ray cluster that does not answer fails here, before any folder is made
+    # Claimed only now, in one step: another run may have taken the folder since the check.
+    run_id = claim_run_folder(config.runs_dir, proposed, "--run-id", None if config.run_id else new_run_id)
+    if run_id != proposed:
+        runner = make_runner(config.runs_dir / run_id)
     config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
     run_dir = config.runs_dir / run_id
-    refuse_used_folder(run_dir, "--run-id")
-    runner = make_runner(run_dir)
-    runner.prepare()
-    make_run_folder(run_dir)
     tasks_ran = False
     try:
         with run_log(run_dir / "run.log") as to_run_log_only:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from market_calendar import EXCHANGE_TZ
+
+if TYPE_CHECKING:
+    from ingest.sessions import Period
 
 # canonical spelling -> bar length in seconds (a month counts as 31 days for paging purposes)
 _BAR_SECONDS: dict[str, int] = {
@@ -96,6 +100,11 @@ class BarSize:
     @property
     def intraday(self) -> bool:
         return self.seconds < 86400
+
+    @property
+    def period(self) -> Period:
+        """What one bar of a day or longer covers (whether it is final depends on it); "day" for intraday too."""
+        return {"1 week": "week", "1 month": "month"}.get(self.text, "day")
 
     @property
     def strict_pacing(self) -> bool:

@@ -47,6 +47,8 @@ The 1101/1102 that ends an IBKR-wide outage may list the farms (real gateways' w
 A farm named as connected ends its outage; "All data farms are connected" ends every farm's. A farm named as not
 connected is in outage from then on, until its own OK notice, unless the last this connection heard of it was
 "inactive" (2107/2108): inactive farms are listed as not connected, and the gateway connects to them on demand. The
+lists count as notices of the farms they name: one listed as connected after its "inactive" is connected, and a
+later list that names it not connected is an outage (the latest word on a farm wins). The
 lists do not say a farm's kind: it is the kind of the farm's last notice, else what its name says (``...hmds...``:
 HMDS, ``secdef...``: sec-def); a farm of neither kind (a market data farm) holds nothing. A 1101/1102 worded
 otherwise ends the IBKR-wide outages only.
@@ -237,14 +239,26 @@ class FarmStatus:
         changes = []
         if lists.all_connected:
             changes += self._end(lambda o: o.kind not in _IBKR_WIDE)
+            for farm in list(self._last_heard):
+                self._heard_of(farm, down=False)
         for farm in lists.connected:
             changes += self._end(lambda o, farm=farm: o.farm == farm)
+            self._heard_of(farm, down=False)
         for farm in lists.not_connected:
             last = self._last_heard.get(farm)
             kind = last.kind if last is not None else kind_by_name(farm)
             if kind in _HELD_BY_FARMS and not (last is not None and last.inactive):
                 changes += self._begin(kind, farm, code, message)
+                self._heard_of(farm, down=True)
         return changes
+
+    def _heard_of(self, farm: str, down: bool) -> None:
+        """A list of a 1101/1102 named ``farm`` connected or not: the last word on it, as a farm's own notice is. A
+        farm listed as connected is no longer inactive, so a later list that names it not connected is an outage."""
+        last = self._last_heard.get(farm)
+        kind = last.kind if last is not None else kind_by_name(farm)
+        if kind is not None:
+            self._last_heard[farm] = FarmNotice(kind, farm, down)
 
     def _begin(self, kind: FarmKind, farm: str, code: int, message: str) -> list[Change]:
         key = (kind, farm)

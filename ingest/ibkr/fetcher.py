@@ -16,9 +16,12 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 errorEvent 321 (request invalid)             :class:`InvalidRequestError` at once (ib_async would
                                              only time out); the loader stops the run
-``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out" (with
-                                             the decoding error, if the client could not read an
-                                             answer)
+an answer the client cannot decode (the      ``failed`` at once, with the library's reason; not
+library logs it and drops it, and would      retried (the same answer would not decode again). The
+wait for its timeout)                        request is found by the id in the logged fields
+                                             (:class:`_DecodeErrors`); when none of this session's
+                                             requests has it, a timeout names the error instead
+``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out"
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
 an outage notice (1100 and 2110 IBKR-wide,   a request waits while a farm it may use is down:
 2105 an HMDS farm, 2157 a sec-def farm, a    historical requests for IBKR-wide and every HMDS
@@ -51,11 +54,12 @@ Imports only the standard library, the client library and the pure planner/limit
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import ModuleType
@@ -206,12 +210,16 @@ class SessionStats:
 class _Tracked:
     """Errors reported for one in-flight request (matched by the Contract object's identity)."""
 
-    __slots__ = ("contract", "errors", "invalid")
+    __slots__ = ("contract", "errors", "cut_short", "undecodable")
 
     def __init__(self, contract: Any) -> None:
         self.contract = contract
         self.errors: list[tuple[int, str]] = []
-        self.invalid = asyncio.Event()
+        self.undecodable: str | None = None
+        """Why the client could not decode this request's answer (the library dropped it), if it could not."""
+        self.cut_short = asyncio.Event()
+        """Set when the request's fate is known before the client library would end it: a 321 (ib_async waits for
+        its timeout) or an answer it could not decode (it drops the answer and waits for its timeout)."""
 
     def first(self, predicate) -> tuple[int, str] | None:
         return next((e for e in self.errors if predicate(*e)), None)
@@ -249,7 +257,7 @@ class IbkrSession:
         self._handshake_ended: asyncio.Event | None = None
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
-        self._decode_errors = _DecodeErrors(self.lib.__name__)
+        self._decode_errors = _DecodeErrors(self.lib.__name__, self._on_undecodable)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -470,7 +478,21 @@ class IbkrSession:
             return  # a late answer to a request we already gave up on (e.g. "query cancelled")
         tracked.errors.append((code, message))
         if code == ERR_INVALID_REQUEST:
-            tracked.invalid.set()
+            tracked.cut_short.set()
+
+    def _on_undecodable(self, req_id: int | None, reason: str) -> bool:
+        """An answer the client library could not decode: the request it answers fails at once (the same answer
+        would not decode on a retry either). False when it answers none of this session's requests in flight."""
+        # ib_async keeps, per request id, the Contract a request was made with: errorEvent hands it over from there,
+        # and so does this. The library's decoder logger is shared by every client of a process, so two sessions
+        # running at once could each take the other's request id for their own; the loader runs one session.
+        contract = getattr(self.ib.wrapper, "_reqId2Contract", {}).get(req_id) if req_id is not None else None
+        tracked = self._tracked.get(id(contract)) if contract is not None else None
+        if tracked is None or tracked.contract is not contract:
+            return False
+        tracked.undecodable = tracked.undecodable or reason
+        tracked.cut_short.set()
+        return True
 
     @contextlib.contextmanager
     def _track(self, contract: Any):
@@ -506,9 +528,14 @@ class IbkrSession:
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
                     undecoded_before = self._decode_errors.count
-                    details = await asyncio.wait_for(
-                        _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
+                    details = await _first_of(
+                        asyncio.wait_for(
+                            _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
+                        ),
+                        tracked.cut_short,
                     )
+                except _Ended:  # a 321, or details the client could not decode: not asked again
+                    details = []
                 except ConnectionError as error:
                     drops += 1
                     self.stats.dropped_requests += 1
@@ -529,10 +556,14 @@ class IbkrSession:
                             f"({timeouts} tries)",
                         )
                     continue
+            if tracked.undecodable is not None:
+                return QualifyOutcome(
+                    None, None, f"no contract found (no error code){_undecodable(tracked.undecodable)}"
+                )
             if not details:
                 failure = tracked.failures[0] if tracked.failures else None
                 if failure is None:
-                    # The library may have dropped the details it got.
+                    # The library may have dropped the details it got (an answer it could not attribute).
                     message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
                     return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
@@ -586,7 +617,7 @@ class IbkrSession:
                         self.stats.historical_requests += 1
                         outages = self._farms.mark(farms.HISTORY)  # as it goes out, after its turn and its slot
                         sent_at, undecoded_before = loop.time(), self._decode_errors.count
-                        bars = await self._race_invalid(
+                        bars = await self._race_cut_short(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
                                 end,
@@ -609,6 +640,10 @@ class IbkrSession:
                         )
                     log.info("%s: connection lost during the request; retrying after reconnect", ref.symbol)
                     continue
+            if tracked.undecodable is not None:
+                # Deterministic: the same answer would not decode on a retry, so it is not asked again.
+                message = f"the client could not decode the gateway's answer ({tracked.undecodable}); not asked again"
+                return Outcome("failed", error_message=message, attempts=attempts)
             if bars:
                 return Outcome("ok", [_source_bar(b) for b in bars], attempts=attempts)
 
@@ -710,12 +745,17 @@ class IbkrSession:
         the timeout (as often as a dropped connection)."""
         return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
 
-    async def _race_invalid(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
-        """Await the request, unless a 321 for it arrives first (ib_async would wait for its timeout)."""
+    async def _race_cut_short(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
+        """Await the request, unless its fate is known first (ib_async would wait for its timeout): a 321 raises
+        :class:`InvalidRequestError`; an answer the client could not decode gives no bars (``tracked.undecodable``
+        says why)."""
         try:
-            return await _first_of(request, tracked.invalid)
+            return await _first_of(request, tracked.cut_short)
         except _Ended:
-            code, message = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST) or (ERR_INVALID_REQUEST, "")
+            invalid = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST)
+            if invalid is None and tracked.undecodable is not None:
+                return []
+            code, message = invalid or (ERR_INVALID_REQUEST, "")
             raise InvalidRequestError(code, message, symbol) from None
 
 
@@ -759,26 +799,56 @@ async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
     raise _Ended
 
 
-class _DecodeErrors(logging.Handler):
-    """Counts the messages the client library could not decode.
+_REQUEST_ID_FIELD = {17: 1, 10: 1, 52: 2}
+"""Where the request id is among the fields ib_async logs of a message it could not decode, for the answers this
+module asks for: historicalData (17), contractData (10; below server version 164 the library has already dropped
+the message id, so the fields do not start with 10 and the id is not read) and contractDataEnd (52)."""
 
-    The library logs such a message and drops it, so the request it answered only times out; the count tells
-    the timeout why. Quiet client logs (the CLI's default) are kept quiet: the first one is reported once here.
+
+def undecoded_request_id(message: str) -> int | None:
+    """The request id of the message named in ib_async's "Error handling fields: [...]" log line, or None when the
+    line is worded otherwise, or names another message (see :data:`_REQUEST_ID_FIELD`)."""
+    _, found, listed = message.partition("Error handling fields: ")
+    try:
+        fields = ast.literal_eval(listed) if found else None
+        return int(fields[_REQUEST_ID_FIELD[int(fields[0])]])
+    except (ValueError, TypeError, SyntaxError, KeyError, IndexError, MemoryError, RecursionError):
+        return None
+
+
+def _undecodable(reason: str) -> str:
+    return f"; the client could not decode an answer ({reason})"
+
+
+class _DecodeErrors(logging.Handler):
+    """Hears of the messages the client library could not decode.
+
+    The library logs such a message and drops it, so the request it answered would only time out, on every retry
+    alike. The log line lists the message's fields: when they name the request (:func:`undecoded_request_id`),
+    ``on_undecodable`` fails that request at once. Answers interleave, so this attributes by request id, never to
+    whichever request happens to be waiting. One that names no request of the session (another message, an id
+    the library has forgotten) cannot be attributed: failing every waiting request would fail innocent ones, so
+    it is only counted, and a request that then times out names it (:meth:`since`). Quiet client logs (the CLI's
+    default) are kept quiet: the first undecodable message is reported once here.
     """
 
     _users: ClassVar[dict[str, tuple[int, tuple[int, bool]]]] = {}
     """Per logger: how many sessions listen, and its (level, propagate) from before the first of them."""
 
-    def __init__(self, library_name: str) -> None:
+    def __init__(self, library_name: str, on_undecodable: Callable[[int | None, str], bool]) -> None:
         super().__init__(logging.ERROR)
         self.logger = logging.getLogger(f"{library_name}.Decoder")
+        self.on_undecodable = on_undecodable
+        """(request id or None, why) -> whether a request of the session took it as its own answer."""
         self.count = 0
+        """Messages that could not be attributed to a request."""
         self.last = ""
+        self._reported = False
         self._attached = False
 
     def since(self, count: int) -> str:
-        """What a failure message adds when messages went undecoded since the count was ``count`` (else nothing)."""
-        return f"; the client could not decode an answer ({self.last})" if self.count > count else ""
+        """What a failure message adds when unattributed messages went undecoded since the count was ``count``."""
+        return _undecodable(self.last) if self.count > count else ""
 
     def attach(self) -> None:
         if self._attached:
@@ -805,11 +875,15 @@ class _DecodeErrors(logging.Handler):
             self.logger.setLevel(level)
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
         error = record.exc_info[1] if record.exc_info else None
-        self.last = f"{type(error).__name__}: {error}" if error is not None else record.getMessage()
-        if self.count == 0:
-            log.warning("the client library could not decode a message from the gateway: %s", self.last)
-        self.count += 1
+        reason = f"{type(error).__name__}: {error}" if error is not None else message
+        if not self._reported:
+            self._reported = True
+            log.warning("the client library could not decode a message from the gateway: %s", reason)
+        if not self.on_undecodable(undecoded_request_id(message), reason):
+            self.last = reason
+            self.count += 1
 
 
 async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:

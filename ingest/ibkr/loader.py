@@ -11,8 +11,8 @@ batch or untouched, and the next run's plan sees exactly what is missing. Failur
 
 Two checks stand between a fetch and the warehouse:
 
-* bars that are not final yet -- today's daily bar while the session is still trading, an intraday bar that
-  has not ended -- are left out (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
+* bars that are not final yet -- today's daily bar while the session is still trading, this week's or month's
+  bar until the last session of its week or month has ended, an intraday bar that has not ended -- are left out (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
 * re-delivered bars that differ from the stored ones by one consistent price factor mean IBKR re-adjusted the
   history (a split, :mod:`ingest.ibkr.readjustment`): the symbol's whole window is fetched again in the same
   run and lands instead, with the reason and the factor in ``raw.load_batches``.
@@ -427,11 +427,12 @@ class _Run:
         bars = to_raw_bars(ref, outcomes, intraday=intraday)
         if (plan.replaces_history or plan.partial) and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
+        period = self.bar_size.period
         if intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
         else:
-            final = [b for b in bars if self.final.daily(b.session_date)]
-        ahead = sum(1 for b in bars if self.final.ahead(b.bar_time, b.session_date, intraday))
+            final = [b for b in bars if self.final.daily(b.session_date, period)]
+        ahead = sum(1 for b in bars if self.final.ahead(b.bar_time, b.session_date, intraday, period))
         unfinished = len(bars) - len(final) - ahead
         if unfinished:
             log.info("%s: %d bar(s) not final yet (still in progress); not landed", ref.symbol, unfinished)

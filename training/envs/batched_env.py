@@ -129,7 +129,7 @@ class BatchedTrading:
         self.t = fill
         previous = self.net_worth
         self.net_worth = self.cash + self.shares * self.market.close[rows]
-        rewards = np.log(self.net_worth / previous)
+        rewards = np.log(fill_rule.reward_net_worth(self.net_worth) / fill_rule.reward_net_worth(previous))
         return rewards, fill > self.last_decision()
 
 

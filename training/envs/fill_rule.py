@@ -13,7 +13,9 @@ Timeline of one environment step, for a symbol whose sessions in the split are n
    ``cash*(1-commission)/buy_price`` shares; a sell gives up ``shares`` and receives
    ``shares*(1-commission)*sell_price`` cash.
 4. **Mark at the close of session t+1.** Net worth is ``cash + shares*close[t+1]``.
-5. **Reward** is ``log(net_worth[t+1] / net_worth[t])``.
+5. **Reward** is ``log(net_worth[t+1] / net_worth[t])``. A book that has lost (nearly) everything (net worth 0: only
+   costs of nearly 100% get there, by rounding, after many trades) counts as worth ``RUIN_NET_WORTH``: log(0) has no
+   value, and one reward of -inf or NaN turns PPO's networks into NaN.
 
 An episode starts at the first session with a full window (t0 = window-1, flat, net worth = initial cash) and its
 last decision is at N-2 (the last session whose next open exists); after that step the episode is truncated (the
@@ -23,6 +25,8 @@ data ends; the market does not), so an episode has N - window steps.
 from __future__ import annotations
 
 from enum import IntEnum
+
+import numpy as np
 
 FILL_DELAY_SESSIONS = 1
 """An action decided with data through session t fills in session t + FILL_DELAY_SESSIONS."""
@@ -53,6 +57,16 @@ def shares_bought(cash: float, price: float, commission: float) -> float:
 def cash_from_sale(shares: float, price: float, commission: float) -> float:
     """Cash received for all of ``shares`` at ``price``; the commission is a fraction of the shares given up."""
     return shares * (1.0 - commission) * price
+
+
+RUIN_NET_WORTH = 1e-300
+"""The least net worth the reward reads: a book worth less (0 above all) counts as worth this. The rewards of a book
+going to ruin add up to log(RUIN_NET_WORTH / initial cash), about -714 from 10,000 of cash; after it they are 0."""
+
+
+def reward_net_worth(net_worth: float | np.ndarray) -> float | np.ndarray:
+    """``net_worth`` (one or an array) as the reward reads it: never below ``RUIN_NET_WORTH``."""
+    return np.maximum(net_worth, RUIN_NET_WORTH)
 
 
 def bps_to_fraction(basis_points: float) -> float:

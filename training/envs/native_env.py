@@ -85,7 +85,7 @@ class NativeTradingEnv(gymnasium.Env[np.ndarray, int]):
         self._t = fill
         previous = self._net_worth
         self._net_worth = self._cash + self._shares * self._close[fill]
-        reward = math.log(self._net_worth / previous)
+        reward = math.log(fill_rule.reward_net_worth(self._net_worth) / fill_rule.reward_net_worth(previous))
         # The data ends, the market does not: truncation, so PPO bootstraps the value of the last state.
         truncated = fill > self._last_decision
         return self._observation(), reward, False, truncated, self._info()

@@ -172,7 +172,7 @@ class _LogNetWorthChange(AbstractRewardScheme):
 
     def reward(self) -> float:
         net_worth = self.trading_env.portfolio.net_worth
-        reward = math.log(net_worth / self._previous)
+        reward = math.log(fill_rule.reward_net_worth(net_worth) / fill_rule.reward_net_worth(self._previous))
         self._previous = net_worth
         return reward
 
