@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -221,7 +222,9 @@ def test_an_undecodable_message_that_names_no_request_of_the_session_is_named_in
     [
         ("Error handling fields: ['17', '7', '', '', '1', '2024-01-04', '1', '1', '1', '1', '1', '1', '1']", 7),
         ("Error handling fields: ['10', '12', 'AAPL', 'STK']", 12),
-        ("Error handling fields: ['52', '1', '9']", 9),
+        ("Error handling fields: ['52', '1', 'x']", None),  # contractDataEnd: undecodable only when the id is not one
+        ("Error handling fields: ['10', '12', \"Macy's\", 'a\\'b\"c']", 12),  # later fields in either quotes
+        ("Error handling fields: [\"17\", '7']", 7),
         ("Error handling fields: ['8', '12', 'AAPL', 'STK']", None),  # contractData below 164: the 10 already dropped
         ("Error handling fields: ['4', '2', '7', '200', 'x']", None),  # not an answer this session asks for
         ("Error handling fields: ['17']", None),
@@ -232,6 +235,39 @@ def test_an_undecodable_message_that_names_no_request_of_the_session_is_named_in
 )
 def test_the_request_an_undecodable_message_answers_is_read_from_the_logged_fields(message, req_id):
     assert undecoded_request_id(message) == req_id
+
+
+def test_the_request_id_of_a_huge_undecodable_answer_is_read_from_the_head_of_the_line():
+    """The whole field list was parsed to read its first two items, on the event loop: a million-field answer (a long
+    history) took some 3 s and a peak of ~1 GB. Only the line's head is read now, whatever the answer's size."""
+    huge = "Error handling fields: " + repr(["17", "7", "", ""] + ["185.25"] * 1_000_000)
+    long_first_field = "Error handling fields: " + repr(["1" * 1_000_000, "7"])
+    tracemalloc.start()
+    try:
+        assert undecoded_request_id(huge) == 7
+        assert undecoded_request_id(long_first_field) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # bytes; parsing the whole list peaked above 1e9
+
+
+def test_a_contract_data_end_fails_to_decode_only_when_its_request_id_does_not_parse(caplog):
+    """Why contractDataEnd (52) is not among the answers whose request id an undecodable message names: ib_async
+    decodes nothing of it but the id, and a failure after decoding (the wrapper's own) is logged otherwise."""
+
+    class Wrapper:
+        def contractDetailsEnd(self, req_id: int) -> None:
+            raise RuntimeError("the wrapper failed")
+
+    decoder = ib_async.decoder.Decoder(Wrapper(), 178)
+    with caplog.at_level(logging.ERROR, logger="ib_async.Decoder"):
+        decoder.interpret(["52", "1", "9"])
+        decoder.interpret(["52", "1"])
+        decoder.interpret(["52", "1", "x"])
+    handled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Error handling fields")]
+    assert handled == ["Error handling fields: ['52', '1', 'x']"]
+    assert undecoded_request_id(handled[0]) is None
 
 
 def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns():

@@ -88,17 +88,17 @@ def test_metrics_of_a_stack_equal_metrics_of_each_curve() -> None:
 def test_a_total_loss_by_hand() -> None:
     """A book that reaches 0 (a long position through a -100% day) was NaN on every metric: 0/0 after the ruin. It has
     lost everything: -100% total return, drawdown and CAGR (whatever the window), Calmar -1, and Sharpe and Sortino of
-    the returns up to the ruin (+10%, -50%, -100%), the sessions after it left out."""
+    the whole window, the sessions after the ruin returning 0 (+10%, -50%, -100%, 0, 0)."""
     net_worth = np.array([100.0, 110.0, 55.0, 0.0, 0.0, 0.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no 0/0 on the way either
         metrics = equity_metrics(net_worth, np.ones(6))
     assert metrics["total_return"] == -1.0 and metrics["max_drawdown"] == -1.0
     assert metrics["cagr"] == -1.0 and metrics["calmar"] == -1.0  # 5 sessions: -100% a year is no extrapolation
-    mean = (0.1 - 0.5 - 1.0) / 3
-    std = math.sqrt(((0.1 - mean) ** 2 + (-0.5 - mean) ** 2 + (-1.0 - mean) ** 2) / 2)
+    mean = (0.1 - 0.5 - 1.0) / 5
+    std = math.sqrt(((0.1 - mean) ** 2 + (-0.5 - mean) ** 2 + (-1.0 - mean) ** 2 + 2 * mean**2) / 4)
     assert metrics["sharpe"] == pytest.approx(mean / std * math.sqrt(252), rel=1e-12)
-    assert metrics["sortino"] == pytest.approx(mean / math.sqrt((0.5**2 + 1.0**2) / 3) * math.sqrt(252), rel=1e-12)
+    assert metrics["sortino"] == pytest.approx(mean / math.sqrt((0.5**2 + 1.0**2) / 5) * math.sqrt(252), rel=1e-12)
     assert metrics["hit_rate"] == pytest.approx(1 / 5) and metrics["exposure"] == 1.0
     np.testing.assert_array_equal(drawdown(net_worth), [0, 0, -0.5, -1, -1, -1])
     # Over more than a year the same; and one curve of a stack ruined leaves the others' metrics as they were.
@@ -107,10 +107,24 @@ def test_a_total_loss_by_hand() -> None:
     ruined[101:] = 0.0
     stacked = equity_metrics(np.stack([growing, ruined]), np.ones((2, 301)))
     assert [stacked[name][1] for name in ("total_return", "max_drawdown", "cagr", "calmar")] == [-1, -1, -1, -1]
-    assert stacked["sharpe"][1] == pytest.approx(sharpe(np.append(growing[1:101] / growing[:100] - 1, -1.0)), rel=1e-12)
+    after_the_ruin = np.zeros(199)  # 300 sessions: 100 of growth, the ruin, 199 at 0
+    window = np.concatenate([growing[1:101] / growing[:100] - 1, [-1.0], after_the_ruin])
+    assert stacked["sharpe"][1] == pytest.approx(sharpe(window), rel=1e-12)
     for name, value in equity_metrics(growing, np.ones(301)).items():
         assert stacked[name][0] == pytest.approx(value, rel=1e-12, nan_ok=True)
     assert all(np.isfinite(stacked[name][1]) for name in METRICS)
+
+
+def test_a_book_ruined_on_its_first_session_has_a_sharpe_ratio() -> None:
+    """A seed that loses everything on the test split's first session: Sharpe was computed from its one return up to
+    the ruin, so it was NaN, and the means over seeds left the worst seed out. Over the whole window (-100%, then 0
+    for 3 sessions), by hand: mean -1/4, standard deviation sqrt(((3/4)^2 + 3 (1/4)^2) / 3) = 1/2, downside deviation
+    sqrt(1/4) = 1/2, so Sharpe = Sortino = -1/2 sqrt(252)."""
+    metrics = equity_metrics(np.array([100.0, 0.0, 0.0, 0.0, 0.0]), np.ones(5))
+    assert metrics["sharpe"] == pytest.approx(-0.5 * math.sqrt(252), rel=1e-12)
+    assert metrics["sortino"] == pytest.approx(-0.5 * math.sqrt(252), rel=1e-12)
+    # A bootstrap resample that puts sessions after the ruin reads them as 0: the book has nothing left to earn with.
+    np.testing.assert_array_equal(sharpe(np.array([-1.0, 0.2, -0.1, 0.0])), sharpe(np.array([-1.0, 0.0, 0.0, 0.0])))
 
 
 def test_a_book_that_loses_everything_replays_without_nan(test_series: list[SymbolSeries]) -> None:

@@ -287,6 +287,28 @@ def test_an_undefined_sharpe_difference_is_said_in_words() -> None:
     assert "nan" not in statistics.verdict
 
 
+def test_the_verdict_says_how_many_test_splits_lost_the_whole_book() -> None:
+    """A total loss in a year-long split has a Sharpe ratio near -1, level with buy-and-hold in a bad year, and the
+    verdict never said a book was lost. Here fold 1's seed 0 loses everything on its first session (its Sharpe was
+    NaN from that one return, and the fold's mean left the seed out) and fold 2's seed 2 midway."""
+    returns = [_market(7, seeds=3), _market(8, seeds=3)]
+    intact = compute_statistics([_sample(1, returns[0]), _sample(2, returns[1], start="2025-01-02")], POLICIES)
+    assert "lost the whole book" not in intact.verdict and intact.agent_total_losses == 0
+    returns[0][0, AGENT, :] = 0.0
+    returns[0][0, AGENT, 0] = -1.0  # ruined on the first session, 0 after it
+    returns[1][2, AGENT, 30] = -1.0  # ruined midway (what follows is read as 0)
+    statistics = compute_statistics([_sample(1, returns[0]), _sample(2, returns[1], start="2025-01-02")], POLICIES)
+    assert statistics.agent_total_losses == 2
+    assert (
+        "test splits). The agent lost the whole book (total return −100%) in 2 of 6 fold × seed test splits. "
+        "Deflated Sharpe ratio" in statistics.verdict
+    )
+    # -100% then 59 sessions at 0: Sharpe -sqrt(252 / 60), counted in the fold's mean over seeds, by hand.
+    by_hand = (-math.sqrt(252 / 60) + sharpe(returns[0][1, AGENT]) + sharpe(returns[0][2, AGENT])) / 3
+    assert statistics.policy("agent", "sharpe", fold_id=1).mean.estimate == pytest.approx(by_hand, rel=1e-9)
+    assert np.isfinite(statistics.policy("agent", "sharpe", fold_id=1).mean.low)
+
+
 def test_a_seed_that_loses_everything_counts_as_minus_100_percent_not_as_missing() -> None:
     """A test split on which one seed's agent lost the whole book: its returns after the ruin were 0/0 (NaN), its
     metrics NaN, and the means over seeds silently left that seed out, so a ruin raised the agent's mean. It counts as

@@ -16,8 +16,11 @@ Conventions (the hand-computed tests in tests/test_training_evaluation.py pin ea
 * a **total loss** (net worth reaching 0: a return of -100%) ends the curve: a ruined book stays at 0 and earns
   nothing (its returns after the ruin are 0, not 0/0), and nothing compounds back from zero. Total return, max
   drawdown and CAGR are -100% (CAGR whatever the window: -100% a year is exact, not an extrapolation), Calmar is -1,
-  and Sharpe and Sortino are computed from the returns up to and including the ruin. A return below -100% (a
-  negative net worth, which the long/flat environments cannot reach) counts as -100%.
+  and Sharpe and Sortino are computed over the whole window like any curve's, the sessions after the ruin earning
+  0: so a ruined curve's ratios are defined whenever a curve of that window's length has them, even after a ruin
+  on the first session (returns -100%, 0, 0, ...). A bootstrap resample that puts other sessions after a ruin
+  reads them as 0 too (:func:`after_ruin`). A return below -100% (a negative net worth, which the long/flat
+  environments cannot reach) counts as -100%.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ METRIC_DEFINITIONS = {
     "total_return": "net worth at the end / at the start - 1 (-100% after a total loss)",
     "cagr": "compound annual growth rate, (1 + total return)^(252 / sessions) - 1; not reported under 252 sessions "
     "(except a total loss: -100%)",
-    "sharpe": "mean / standard deviation of daily returns x sqrt(252), risk-free rate 0 (0 for an all-cash curve; up to "
-    "a total loss, after one)",
+    "sharpe": "mean / standard deviation of daily returns x sqrt(252), risk-free rate 0 (0 for an all-cash curve; after "
+    "a total loss the sessions to the end of the window return 0)",
     "sortino": "mean daily return / downside deviation (root mean square of the negative returns) x sqrt(252)",
     "max_drawdown": "largest peak-to-trough fall of net worth, as a negative fraction",
     "calmar": "CAGR / |max drawdown|; not reported under 252 sessions",
@@ -65,15 +68,17 @@ def daily_returns(net_worth: np.ndarray) -> np.ndarray:
         return np.where(before == 0.0, 0.0, after / before - 1.0)
 
 
-def up_to_ruin(returns: np.ndarray) -> np.ndarray:
-    """``returns`` with every return after the first total loss (-100% or worse) NaN, and that one -100% exactly: what
-    Sharpe and Sortino read. The array itself when nothing was lost (the usual case, at no cost)."""
+def after_ruin(returns: np.ndarray) -> np.ndarray:
+    """``returns`` with the first total loss (-100% or worse) -100% exactly and every return after it 0: a ruined book
+    holds nothing and earns nothing to the end of the window. What Sharpe and Sortino read; a real curve's
+    :func:`daily_returns` already are so, a bootstrap resample's need not be. The array itself when nothing was lost
+    (the usual case, at no cost)."""
     returns = np.asarray(returns, dtype=np.float64)
     lost = returns <= -1.0
     if not lost.any():
         return returns
     after_the_ruin = np.cumsum(lost, axis=-1) - lost > 0
-    return np.where(after_the_ruin, np.nan, np.maximum(returns, -1.0))
+    return np.where(after_the_ruin, 0.0, np.maximum(returns, -1.0))
 
 
 def drawdown(net_worth: np.ndarray) -> np.ndarray:
@@ -92,21 +97,14 @@ def total_return(returns: np.ndarray) -> np.ndarray:
 
 
 def _mean_and_std(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation of the returns up to any ruin (NaN where fewer than two)."""
-    counted = up_to_ruin(returns)
-    if counted is returns:  # no ruin anywhere
-        mean = returns.mean(axis=-1)
-        std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
-        return mean, std
-    n = np.sum(~np.isnan(counted), axis=-1)
-    mean = np.nanmean(counted, axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        variance = np.nansum((counted - mean[..., None]) ** 2, axis=-1) / (n - 1)
-    return mean, np.sqrt(np.where(n > 1, variance, np.nan))
+    """Mean and sample standard deviation of the returns (NaN where fewer than two)."""
+    mean = returns.mean(axis=-1)
+    std = returns.std(axis=-1, ddof=1) if returns.shape[-1] > 1 else np.full(mean.shape, np.nan)
+    return mean, std
 
 
 def sharpe(returns: np.ndarray) -> np.ndarray:
-    returns = np.asarray(returns, dtype=np.float64)
+    returns = after_ruin(returns)
     mean, std = _mean_and_std(returns)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = mean / std * np.sqrt(TRADING_DAYS_PER_YEAR)
@@ -121,12 +119,10 @@ def varies(std: np.ndarray | float, mean: np.ndarray | float) -> np.ndarray:
 
 
 def sortino(returns: np.ndarray) -> np.ndarray:
-    returns = np.asarray(returns, dtype=np.float64)
-    counted = up_to_ruin(returns)
-    mean = np.mean if counted is returns else np.nanmean  # (the NaNs after a ruin are not returns)
-    downside = np.sqrt(mean(np.minimum(counted, 0.0) ** 2, axis=-1))
+    returns = after_ruin(returns)
+    downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2, axis=-1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = mean(counted, axis=-1) / downside * np.sqrt(TRADING_DAYS_PER_YEAR)
+        ratio = returns.mean(axis=-1) / downside * np.sqrt(TRADING_DAYS_PER_YEAR)
     return _zero_for_all_cash(returns, np.where(downside > 0, ratio, np.nan))
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -139,6 +139,8 @@ class RunStatistics:
     confidence: float
     block_sessions: int
     """Length of the blocks of consecutive sessions the bootstrap drew."""
+    agent_total_losses: int
+    """Fold x seed test splits on which the agent lost the whole book (total return -100%)."""
     verdict: str
 
     def policy(self, policy: str, metric: str, fold_id: int | None = None) -> PolicyStatistic:
@@ -419,8 +421,12 @@ def compute_statistics(
         comparisons += per_comparison
     dsr = deflated_sharpe_ratio(agent_track_record(folds, policies), configurations_tried, trial_sharpe_variance)
     size = _size(folds)
-    statistics = RunStatistics(policy_statistics, comparisons, dsr, size, confidence, block_sessions, verdict="")
-    return RunStatistics(policy_statistics, comparisons, dsr, size, confidence, block_sessions, verdict(statistics))
+    agent = policies.index(AGENT)
+    losses = sum(int(np.sum(total_return(fold.returns[:, agent, :]) <= -1.0)) for fold in folds)
+    statistics = RunStatistics(
+        policy_statistics, comparisons, dsr, size, confidence, block_sessions, losses, verdict=""
+    )
+    return replace(statistics, verdict=verdict(statistics))
 
 
 def counted(count: int, noun: str) -> str:
@@ -491,13 +497,21 @@ def verdict(statistics: RunStatistics) -> str:
     dsr = statistics.deflated_sharpe
     # P is a share of test splits, not a p-value: "P = 0.03" beside "no evidence" would read as significance.
     won = f"{p.estimate:.0%}" if np.isfinite(p.estimate) else "an undefined share"
+    # A total loss in a year-long split has a Sharpe ratio near -1, level with buy-and-hold in a bad year: whatever the
+    # comparison says, a lost book is said in words.
+    losses = (
+        f" The agent lost the whole book (total return −100%) in {statistics.agent_total_losses} of "
+        f"{counted(size.tasks, 'fold × seed test split')}."
+        if statistics.agent_total_losses
+        else ""
+    )
     return (
         f"{head}: {level} CI of the Sharpe difference {_signed(difference.low)} … {_signed(difference.high)} (mean "
         f"{_signed(difference.estimate)}); the agent's Sharpe ratio beat buy-and-hold's in {won} of "
         f"{counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
         f"{counted(size.seeds, 'seed')}, {counted(size.sessions, 'test session')}, "
-        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits). Deflated Sharpe "
-        f"ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
+        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits).{losses} Deflated "
+        f"Sharpe ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
         f"{counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"that these seeds' Sharpe ratio is positive; other seeds' spread is not in it)."
     )

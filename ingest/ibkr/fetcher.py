@@ -61,6 +61,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -801,20 +802,33 @@ async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
     raise _Ended
 
 
-_REQUEST_ID_FIELD = {17: 1, 10: 1, 52: 2}
-"""Where the request id is among the fields ib_async logs of a message it could not decode, for the answers this
-module asks for: historicalData (17), contractData (10; below server version 164 the library has already dropped
-the message id, so the fields do not start with 10 and the id is not read) and contractDataEnd (52)."""
+_ANSWERS_NAMING_THEIR_REQUEST = frozenset({17, 10})
+"""The answers this module asks for whose request id ib_async's log of an undecodable message shows, second among
+its fields: historicalData (17) and contractData (10; below server version 164 the library has already dropped the
+message id, so the fields do not start with 10 and the id is not read). Not contractDataEnd (52): the request id is
+the only field the library decodes of it, so it fails to decode only when that id does not parse."""
+
+_LEADING_FIELDS = re.compile(
+    r"""Error handling fields: \[('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"), ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+)
+"""The first two items of the field list's repr (each a Python string literal, in either quotes): the message id
+and the request id."""
+_HEAD_CHARACTERS = 200
+"""How much of the log line is read: the message and request ids are short, and a list of a million fields (a large
+answer) would cost seconds and a gigabyte to parse whole, on the event loop."""
 
 
 def undecoded_request_id(message: str) -> int | None:
     """The request id of the message named in ib_async's "Error handling fields: [...]" log line, or None when the
-    line is worded otherwise, or names another message (see :data:`_REQUEST_ID_FIELD`)."""
-    _, found, listed = message.partition("Error handling fields: ")
+    line is worded otherwise, or names another message (see :data:`_ANSWERS_NAMING_THEIR_REQUEST`). Only the line's head is
+    read, so the cost is the same whatever the answer's size."""
+    leading = _LEADING_FIELDS.search(message[:_HEAD_CHARACTERS])
+    if leading is None:
+        return None
     try:
-        fields = ast.literal_eval(listed) if found else None
-        return int(fields[_REQUEST_ID_FIELD[int(fields[0])]])
-    except (ValueError, TypeError, SyntaxError, KeyError, IndexError, MemoryError, RecursionError):
+        message_id, request_id = (ast.literal_eval(item) for item in leading.groups())
+        return int(request_id) if int(message_id) in _ANSWERS_NAMING_THEIR_REQUEST else None
+    except (ValueError, SyntaxError):
         return None
 
 
