@@ -35,7 +35,7 @@ import psycopg
 from tqdm import tqdm
 
 from ingest.raw_tables import BarSettings, Batch, RawBar, landing, new_load_id, open_for_landing, utc_now
-from ingest.sessions import FinalBars
+from ingest.sessions import FinalBars, why_not_a_session
 from ingest.symbols import InvalidSymbolError, normalize_symbol
 from market_calendar import EXCHANGE_TZ
 from warehouse_db.settings import ConnectionSettings
@@ -168,6 +168,8 @@ class _RowParser:
         session = _session_date(fields[i["date"]])
         if not self.final.daily(session):
             raise _RowError(self.final.why_not_daily(session))
+        if reason := why_not_a_session(session):
+            raise _RowError(reason)
         open_ = _price(fields[i["open"]], "open")
         high = _price(fields[i["high"]], "high")
         low = _price(fields[i["low"]], "low")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import calendar
 import logging
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Literal
 
-from market_calendar import EXCHANGE_TZ, EXTENDED_HOURS_END, session_closes
+from market_calendar import EXCHANGE_TZ, EXTENDED_HOURS_END, FIRST_DAY, non_session_weekdays, session_closes
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,26 @@ def session_ends(first: date, last: date, use_rth: bool = True) -> list[tuple[da
         weekdays = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         closes = [(d, datetime.combine(d, time(16, 0), EXCHANGE_TZ)) for d in weekdays if d.weekday() < 5]
     return [(session, session_end(close, session, use_rth)) for session, close in closes]
+
+
+@cache
+def _holidays() -> frozenset[str]:
+    return frozenset(non_session_weekdays())
+
+
+def why_not_a_session(day: date) -> str | None:
+    """Why no daily bar can be dated ``day`` (a weekend, a holiday, before the calendar), or None for a session.
+
+    The warehouse checks every bar against the same calendar, and a bar that lands on a day without a session
+    fails that check on every build after: raw is append-only, so no later load can take it back.
+    """
+    if day < FIRST_DAY:
+        return f"{day} is before {FIRST_DAY}, where the exchange calendar of the warehouse starts"
+    if day.weekday() >= 5:
+        return f"{day} is a {day:%A}: the exchange has no session then"
+    if day.isoformat() in _holidays():
+        return f"{day} is an exchange holiday: there was no session that day"
+    return None
 
 
 def recent_session_ends(now: datetime, use_rth: bool = True, days: int = 20) -> list[tuple[date, datetime]]:

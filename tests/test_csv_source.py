@@ -94,6 +94,10 @@ BAD_FILES = {
     "negative volume": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,-5,,\n", "volume", 2),
     "impossible date": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,\nAAPL,2025-02-30,1,2,0.5,1,5,,\n", "2025-02-30", 3),
     "future date": (HEADER + "AAPL,2999-01-04,1,2,0.5,1,5,,\n", "future", 2),
+    # A bar on a day without a session would fail dbt's calendar test on every build: raw cannot take it back.
+    "holiday": (HEADER + "AAPL,2025-07-03,1,2,0.5,1,5,,\nAAPL,2025-07-04,1,2,0.5,1,5,,\n", "holiday", 3),
+    "Saturday": (HEADER + "AAPL,2025-03-08,1,2,0.5,1,5,,\n", "2025-03-08 is a Saturday", 2),
+    "before the calendar": (HEADER + "AAPL,1999-12-31,1,2,0.5,1,5,,\n", "before 2000-01-01", 2),
     "missing column": ("symbol,date,open,high,low,volume\nAAPL,2025-03-03,1,2,0.5,5\n", "missing column(s) close", 1),
     "empty file": ("", "empty", 1),
     "header only": (HEADER, "no bars", 2),
