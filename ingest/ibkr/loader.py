@@ -381,6 +381,8 @@ class _Run:
         if failed is not None:
             await self._record_failure(result, plan, started_at, failed.error_code, failed.error_message)
             return
+        for day in fetched.not_sessions:  # of the fetch that lands (a re-adjusted history's refetch, if any)
+            log.warning("%s: %d bar(s) not landed: %s", symbol, day.bars, day.reason)
         bars = fetched.final
         no_data = next((o for o in outcomes if o.status == "no_data"), None) if not bars else None
         batch = Batch(
@@ -465,8 +467,6 @@ class _Run:
         if not_sessions:
             skipped = {day.session_date for day in not_sessions}
             bars = [b for b in bars if b.session_date not in skipped]
-            for day in not_sessions:
-                log.warning("%s: %d bar(s) not landed: %s", ref.symbol, day.bars, day.reason)
         period = self.bar_size.period
         if intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
