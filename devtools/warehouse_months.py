@@ -8,10 +8,22 @@ with incremental ``dbt build`` runs between them:
   does: for every watchlist symbol the new sessions plus a week of overlap (re-delivered, identical or revised;
   ``overlap`` 0: only the new sessions, as a CSV file of new days brings them), a new symbol
   its whole window, a symbol whose history the source re-adjusted (a split) its whole stored history again;
+- ``skip_over kind``: nobody loads until two sessions after the next ``holiday`` (a weekday the exchange is
+  closed) or ``half_day`` (an early close), then the daily load runs: a skipped week around it;
 - ``partial``: a load during the next session lands that session's bar so far (not final);
 - ``hole SYM``: the next load's answer for SYM lacks one session (the following load's overlap brings it);
 - ``revise SYM k``: the source revises the close of the session k sessions back, and that bar lands again;
-- ``split SYM r``: a split of ratio r takes effect with the next session (IBKR re-adjusts the history);
+- ``split SYM r [k]``: a split of ratio r takes effect k sessions after the next one (default 0: with the next
+  session; IBKR re-adjusts the history). Two splits before one load, or a split inside a skipped week, are a
+  load re-adjusting by their product;
+- ``delist SYM``: SYM stops trading after the last session that has ended; while still on the watchlist, every
+  later load of it fails (error 200, as IBKR answers for a delisted contract) and lands nothing;
+- ``csv SYM n``: a session passes, and instead of the daily load a CSV file through ingest's own CSV path
+  (source ``csv``, prices rounded to cents, no wap, bar count or contract id) brings SYM's last n held sessions
+  and every newer one (the other symbols get theirs with the next load's overlap);
+- ``csv_backfill SYM n``: such a CSV file with n sessions of SYM older than anything held;
+- ``csv_bad_day SYM``: a CSV file of SYM's held sessions that also holds a bar on the next day without a session
+  (a weekend or a holiday): ingest must refuse the whole file, and nothing lands;
 - ``backfill SYM n``: n sessions older than anything held for SYM land (a longer window, or a CSV file);
 - ``add SYM`` / ``remove SYM``: the watchlist changes;
 - ``duplicate``: the last batch lands again, unchanged;
@@ -45,7 +57,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -55,7 +67,9 @@ import pandas as pd
 from devtools import dbt_harness, scratch_database, synthetic_bars
 from devtools.external_server import external_server
 from devtools.reference_features import reference_features
-from market_calendar import EXCHANGE_TZ, session_closes, sessions_in_range
+from ingest.csv_source import CsvValidationError, load_csv
+from ingest.raw_tables import IBKR_BARS, LoadBatch
+from market_calendar import EXCHANGE_TZ, non_session_weekdays, schedule, session_closes, sessions_in_range
 from training.features import read_mart_schema
 from warehouse_db import connect, embedded
 from warehouse_db.settings import ConnectionSettings
@@ -114,6 +128,8 @@ class Market:
     """symbol -> [(ex-session index, ratio new shares per old share)]."""
     revisions: dict[tuple[str, int], float] = field(default_factory=dict)
     """(symbol, session index) -> factor applied to the close IBKR now serves."""
+    delisted: dict[str, int] = field(default_factory=dict)
+    """symbol -> its last session index: no bar after it, and the source serves nothing for it after delisting."""
 
     def path(self, symbol: str) -> pd.DataFrame:
         """The economic (split-free) bars of ``symbol`` on every session: a geometric random walk."""
@@ -178,16 +194,28 @@ class Loader:
     """Sessions a hole left out that have not landed since."""
     late_next: bool = False
     last_batch: pd.DataFrame | None = None
+    complaints: list[str] = field(default_factory=list)
+    """What went wrong in a load itself (not in the warehouse): the sequence reports these as failures."""
 
-    def land(self, rows: list[dict], *, readjustment: dict[str, float] | None = None, not_final: bool = False) -> None:
+    def land(
+        self,
+        rows: list[dict],
+        *,
+        readjustment: dict[str, float] | None = None,
+        not_final: bool = False,
+        failed: Sequence[LoadBatch] = (),
+    ) -> None:
         if not rows:
+            if failed:
+                with connect(self.settings) as conn:
+                    synthetic_bars.copy_bars(conn, pd.DataFrame(columns=IBKR_BARS.column_names), failed_batches=failed)
             return
         with connect(self.settings) as conn:
             landed_at = conn.execute("select clock_timestamp()").fetchone()[0]
         if self.late_next:
             landed_at = self._late_landing_time(landed_at)
             self.late_next = False
-        self._land_frame(_raw_frame(rows, landed_at, not_final=not_final), readjustment or {})
+        self._land_frame(_raw_frame(rows, landed_at, not_final=not_final), readjustment or {}, failed)
         if not not_final:
             for row in rows:
                 self.missing.discard((row["symbol"], row["session"]))
@@ -203,15 +231,36 @@ class Loader:
             last_landed = conn.execute("select max(ingested_at) from raw.ibkr_bars").fetchone()
         return min(now, max(build_started[0] - LATE_BY, last_landed[0] + timedelta(microseconds=1)))
 
-    def _land_frame(self, frame: pd.DataFrame, readjustment: dict[str, float]) -> None:
+    def _land_frame(
+        self, frame: pd.DataFrame, readjustment: dict[str, float], failed: Sequence[LoadBatch] = ()
+    ) -> None:
         with connect(self.settings) as conn:
-            synthetic_bars.copy_bars(conn, frame, readjustment_factors=readjustment)
+            synthetic_bars.copy_bars(conn, frame, readjustment_factors=readjustment, failed_batches=failed)
         self.last_batch = frame
+
+    def land_csv(self, rows: list[dict]) -> None:
+        """Land ``rows`` as a user's CSV file through ingest's CSV path: cents, no wap, bar count or contract id."""
+        if not rows:
+            return
+        frame = pd.DataFrame(rows)
+        frame.insert(1, "date", frame.pop("session").map(date.isoformat))
+        with TemporaryDirectory(prefix="warehouse_months_csv_") as tmp:
+            path = Path(tmp) / "bars.csv"
+            frame[["symbol", "date", "open", "high", "low", "close", "volume"]].to_csv(
+                path, index=False, float_format="%.2f"
+            )
+            load_csv(self.settings, [path], progress=False)
+        for row in rows:
+            self.missing.discard((row["symbol"], row["session"]))
 
     def daily_load(self, overlap: int = OVERLAP) -> None:
         rows: list[dict] = []
         readjusted: dict[str, float] = {}
+        failed: list[LoadBatch] = []
         for symbol in self.watchlist:
+            if symbol in self.market.delisted:
+                failed.append(_delisted_batch(symbol))
+                continue
             units = self.market.units(symbol, self.clock)
             if symbol not in self.held:
                 first, reason = max(0, self.clock - WINDOW + 1), "new symbol"
@@ -228,7 +277,7 @@ class Loader:
             low = min(first, self.held.get(symbol, (first,))[0])
             self.held[symbol] = (low, self.clock, units)
             logger.debug("load %s %s: %d sessions", symbol, reason, len(indices))
-        self.land(rows, readjustment=readjusted)
+        self.land(rows, readjustment=readjusted, failed=failed)
 
     def _row(self, symbol: str, index: int, as_of: int | None = None) -> dict:
         """Session ``index``'s bar as served now (or on session ``as_of``: a symbol's units as of its last load)."""
@@ -240,10 +289,15 @@ class Loader:
         if kind == "advance":
             self.clock = min(self.clock + int(args[0]), len(self.market.sessions) - 2)
             self.daily_load(*(int(overlap) for overlap in args[1:]))
+        elif kind == "skip_over":
+            after = [i for i in _calendar_days(self.market.sessions)[args[0]] if i > self.clock]
+            if after:
+                self.clock = min(after[0] + 2, len(self.market.sessions) - 2)
+                self.daily_load()
         elif kind == "partial":
             session = self.clock + 1
             rows = []
-            for symbol in self.watchlist:
+            for symbol in (symbol for symbol in self.watchlist if symbol not in self.market.delisted):
                 row = self._row(symbol, session)
                 row["close"] = (row["open"] + row["close"]) / 2  # the session so far
                 row["high"], row["low"] = max(row["open"], row["close"]), min(row["open"], row["close"])
@@ -261,7 +315,43 @@ class Loader:
                 self.market.revisions[(symbol, index)] = self.market.revisions.get((symbol, index), 1.0) * 1.01
                 self.land([self._row(symbol, index, as_of=self.held[symbol][1])])
         elif kind == "split":
-            self.market.splits.setdefault(args[0], []).append((self.clock + 1, float(args[1])))
+            symbol, ratio, later = args[0], float(args[1]), int(args[2]) if len(args) > 2 else 0
+            if symbol not in self.market.delisted:
+                self.market.splits.setdefault(symbol, []).append((self.clock + 1 + later, ratio))
+        elif kind == "delist":
+            # Its last session is the last that has ended; a split announced for later never happens.
+            symbol = args[0]
+            self.market.delisted.setdefault(symbol, self.clock)
+            self.market.splits[symbol] = [(ex, r) for ex, r in self.market.splits.get(symbol, []) if ex <= self.clock]
+        elif kind == "csv":
+            # A session passes; this evening SYM's bars come from a CSV file instead of the gateway.
+            self.clock = min(self.clock + 1, len(self.market.sessions) - 2)
+            symbol, count = args[0], int(args[1])
+            if symbol in self.held and self.held[symbol][2] == self.market.units(symbol, self.clock):
+                first, last, units = self.held[symbol]
+                through = self.market.delisted.get(symbol, self.clock)
+                self.land_csv([self._row(symbol, i) for i in range(max(first, last + 1 - count), through + 1)])
+                self.held[symbol] = (first, max(last, through), units)
+        elif kind == "csv_bad_day":
+            symbol = args[0]
+            if symbol in self.held:
+                first, last, _ = self.held[symbol]
+                rows = [self._row(symbol, i, as_of=last) for i in range(max(first, last - 2), last + 1)]
+                sessions = set(self.market.sessions)
+                day = next(d for n in range(1, 9) if (d := rows[-1]["session"] + timedelta(days=n)) not in sessions)
+                try:
+                    self.land_csv([*rows, {**rows[-1], "session": day}])
+                except CsvValidationError:
+                    pass  # refused whole, as it must be
+                else:
+                    self.complaints.append(f"a CSV file with a bar on {day} (no session) landed")
+        elif kind == "csv_backfill":
+            symbol, count = args[0], int(args[1])
+            if symbol in self.held and self.held[symbol][0] > 0:
+                first, last, units = self.held[symbol]
+                start = max(0, first - count)
+                self.land_csv([self._row(symbol, i, as_of=last) for i in range(start, first)])
+                self.held[symbol] = (start, last, units)
         elif kind == "backfill":
             symbol, count = args[0], int(args[1])
             if symbol in self.held and self.held[symbol][0] > 0:
@@ -297,6 +387,25 @@ class Loader:
             self._row(symbol, index[session], as_of=self.held[symbol][1]) for symbol, session in sorted(self.missing)
         ]
         self.land(rows)
+
+
+def _calendar_days(sessions: tuple[date, ...]) -> dict[str, list[int]]:
+    """Indices of the sessions right after a holiday (``holiday``) and of the early closes (``half_day``)."""
+    holidays = {date.fromisoformat(day) for day in non_session_weekdays()}
+    early = set(schedule(sessions[0], sessions[-1]).query("is_half_day").index.date)
+    return {
+        "holiday": [i for i in range(1, len(sessions)) if any(sessions[i - 1] < day < sessions[i] for day in holidays)],
+        "half_day": [i for i, session in enumerate(sessions) if session in early],
+    }
+
+
+def _delisted_batch(symbol: str) -> LoadBatch:
+    """The batch row of a request for a delisted symbol: IBKR no longer knows the contract (error 200)."""
+    now = datetime.now(UTC)
+    return LoadBatch(batch_id=uuid.uuid4(), load_id=uuid.uuid4(), source="ibkr", symbol=symbol, bar_size="1 day",
+                     what_to_show="TRADES", use_rth=True, status="failed", row_count=0, started_at=now,
+                     finished_at=now, error_code=200, error_message="No security definition has been found for the "
+                     "request", request_reason="new sessions")  # fmt: skip
 
 
 def _raw_frame(rows: list[dict], landed_at: datetime, *, not_final: bool) -> pd.DataFrame:
@@ -339,6 +448,11 @@ def random_events(rng: random.Random, count: int) -> list[Event]:
         (3, lambda: ("hole", rng.choice(UNIVERSE))),
         (5, lambda: ("revise", rng.choice(UNIVERSE), rng.choice([0, 1, 3, 5, 30]))),
         (3, lambda: ("split", rng.choice(UNIVERSE), rng.choice([2.0, 3.0, 0.1, 1.5]))),
+        (2, lambda: ("split", rng.choice(UNIVERSE), rng.choice([2.0, 0.2, 4.0]), rng.choice([1, 2, 4]))),
+        (1, lambda: ("delist", rng.choice(UNIVERSE))),
+        (3, lambda: ("csv", rng.choice(UNIVERSE), rng.choice([0, 3, 10]))),
+        (1, lambda: ("csv_backfill", rng.choice(UNIVERSE), rng.choice([1, 20]))),
+        (1, lambda: ("csv_bad_day", rng.choice(UNIVERSE))),
         (3, lambda: ("backfill", rng.choice(UNIVERSE), rng.choice([1, 10, 60]))),
         (3, lambda: ("add", rng.choice(UNIVERSE))),
         (2, lambda: ("remove", rng.choice(UNIVERSE))),
@@ -346,7 +460,32 @@ def random_events(rng: random.Random, count: int) -> list[Event]:
         (3, lambda: ("late",)),
     ]
     weights = [weight for weight, _ in choices]
-    return [rng.choices(choices, weights)[0][1]() for _ in range(count)]
+    events: list[Event] = []
+    while len(events) < count:
+        if rng.random() < 0.1:
+            events += rng.choice(SCENARIOS)(rng.choice(UNIVERSE))
+        else:
+            events.append(rng.choices(choices, weights)[0][1]())
+    return events[:count]
+
+
+SCENARIOS = (
+    # A symbol stops trading while on the watchlist (its loads fail), and is taken off it a week later.
+    lambda symbol: [("delist", symbol), ("advance", 1), ("build",), ("advance", 5), ("remove", symbol)],
+    # A reverse split and a split between two loads, the second on a skipped day.
+    lambda symbol: [("split", symbol, 0.2), ("split", symbol, 3.0, 2), ("advance", 5)],
+    # A bar landed during its session, whose final bar never comes until a later load's overlap (or never).
+    lambda symbol: [("partial",), ("hole", symbol), ("advance", 5, 0), ("build",)],
+    # Off the watchlist for a week and back: its old rows are still in raw.
+    lambda symbol: [("remove", symbol), ("advance", 5), ("build",), ("add", symbol), ("advance", 1)],
+    # A revised bar inside a history re-adjusted for a split.
+    lambda symbol: [("split", symbol, 2.0), ("advance", 1), ("revise", symbol, 3), ("advance", 1)],
+    # CSV files and gateway loads for the same symbol, both ways round.
+    lambda symbol: [("csv", symbol, 5), ("build",), ("advance", 1), ("csv_backfill", symbol, 10)],
+    # A skipped week around a holiday and around an early close.
+    lambda symbol: [("skip_over", "holiday"), ("build",), ("skip_over", "half_day")],
+)
+"""Short event lists for situations that random events seldom line up, each for one symbol."""
 
 
 # --- comparing -----------------------------------------------------------------------------------------------------
@@ -443,6 +582,7 @@ def _compare_coverage(settings: ConnectionSettings, raw: pd.DataFrame, bars: pd.
             "rows_landed": _final_rows(raw).groupby("symbol").size(),
             "training_rows": mart.groupby("symbol").size() if len(mart) else pd.Series(dtype=int),
             "readjustments": readjusted,
+            "corrected_sessions": _corrected_sessions(_final_rows(raw)),
             "sessions_expected": bars.groupby("symbol")["session_date"].agg(
                 lambda dates: sum(dates.min() <= day <= dates.max() for day in sessions)
             ),
@@ -456,6 +596,14 @@ def _compare_coverage(settings: ConnectionSettings, raw: pd.DataFrame, bars: pd.
             f"symbol_coverage differs from the counts:\n{got.compare(expected, result_names=('built', 'reference'))}"
         ]
     return []
+
+
+def _corrected_sessions(final: pd.DataFrame) -> pd.Series:
+    """Per symbol, the sessions whose final versions disagree on a value (a null and a number disagree too)."""
+    values = ["open", "high", "low", "close", "volume", "wap", "bar_count"]
+    versions = final[["symbol", "session_date", *values]].astype({"bar_count": float}).drop_duplicates()
+    per_session = versions.groupby(["symbol", "session_date"]).size()
+    return (per_session > 1).groupby(level="symbol").sum()
 
 
 def compare_with_full_refresh(
@@ -559,6 +707,8 @@ def run_sequence(
                     build(label, "build", "--full-refresh", check_full=False)
                 else:
                     loader.apply(event)
+                    problems.extend(f"{label}: {complaint}" for complaint in loader.complaints)
+                    loader.complaints.clear()
             if not problems:
                 loader.settle()
                 build("final build", "build", check_full=True)

@@ -35,7 +35,10 @@ class ExitCode(IntEnum):
     )
     GATEWAY = 3, "no IB Gateway/TWS answers, or the connection was lost for good"
     WAREHOUSE = 4, "the warehouse cannot be reached or provisioned"
-    INVALID_REQUEST = 5, "IBKR rejected a request as invalid (error 321); the run stopped"
+    INVALID_REQUEST = (
+        5,
+        "IBKR rejected a bar request as invalid (error 321: its settings, which every symbol shares); the run stopped",
+    )
     INTERRUPTED = (
         130,
         "interrupted (Ctrl-C, or SIGTERM from kill); every batch landed so far is complete, nothing partial landed",

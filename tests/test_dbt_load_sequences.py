@@ -22,6 +22,8 @@ from warehouse_db.settings import ConnectionSettings
 EVERY_KIND_OF_LOAD = [
     # A split takes effect with the next session: the load re-fetches SA's whole history in the new units.
     ("split", "SA", 2.0),
+    # A reverse split on a day nobody loads (two sessions later): the week's load re-adjusts SA again.
+    ("split", "SA", 0.2, 2),
     ("advance", 1, 0),
     # A load during the next session lands its bar so far; SB's answer lacks a session.
     ("partial",),
@@ -38,6 +40,14 @@ EVERY_KIND_OF_LOAD = [
     ("add", "SC"),
     ("remove", "SB"),
     ("advance", 1, 0),
+    # A CSV file brings SC's next session (and re-delivers its last two), another one its older history.
+    ("csv", "SC", 2),
+    ("csv_backfill", "SC", 5),
+    # A CSV file with a bar on a weekend or holiday is refused whole: in raw it would fail every later build.
+    ("csv_bad_day", "SC"),
+    # SA stops trading while on the watchlist: its loads fail from now on, through a skipped week over a holiday.
+    ("delist", "SA"),
+    ("skip_over", "holiday"),
 ]
 
 

@@ -615,3 +615,26 @@ def test_an_outage_over_before_a_request_goes_out_does_not_excuse_its_timeout(wa
         out, err = loader.communicate(timeout=30)
     assert timed_out.rstrip().endswith(": request timed out; retrying"), timed_out + err
     assert len(gateway.historical_requests) == 2 and loader.returncode == ExitCode.INTERRUPTED, out + err
+
+
+def test_a_321_on_one_symbols_contract_lookup_fails_that_symbol_at_once_and_the_others_land(warehouse):
+    """A 321 on a bar request concerns the run's settings, which every symbol shares: the run stops (exit 5). On a
+    contract lookup it concerns that symbol's contract (its watchlist line): that symbol fails at once, with the
+    code, and the others land (ib_async alone would wait for its timeout, three times)."""
+
+    def contracts(req_id, request):
+        if request.symbol == "MSFT":
+            return [error(req_id, 321, "Error validating request.-'bW' : cause - Invalid exchange")]
+        return one_stock(req_id, request)
+
+    gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with gateway.running_in_thread() as port:
+        started = time.monotonic()
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", "--timeout", "10")
+        took = time.monotonic() - started
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    assert took < 10, "a 321 must not wait for the request timeout"
+    batches = query(warehouse, "select symbol, status, error_code, row_count from raw.load_batches order by symbol")
+    assert batches == [("AAPL", "ok", None, 2), ("MSFT", "failed", 321, 0)]
+    assert len(gateway.contract_requests) == 2, "a 321 on a lookup is not asked again"
+    assert_no_partial_batch(warehouse)

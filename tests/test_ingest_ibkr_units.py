@@ -515,6 +515,7 @@ def test_a_weekly_or_monthly_bar_is_final_once_the_last_session_of_its_period_ha
     midweek = FinalBars(last_close - timedelta(days=2))
     for day in dated:
         assert not before.daily(day, period) and at.daily(day, period), day
+        assert not midweek.daily(day, period), day  # today's session over (most rows) is not the period's
         for moment in (before, midweek):  # a bar dated by a later day of its period is unfinished, not ahead
             assert not moment.ahead(datetime.combine(day, time(0), NY), day, False, period), day
     assert FinalBars(last_close + timedelta(days=2)).daily(dated[0], period)  # the weekend after

@@ -26,7 +26,7 @@ from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
 from training.sweep import main as sweep_main
 from training.task_runners import InProcessRunner
-from training.walk_forward import RunFolderError, claim_run_folder
+from training.walk_forward import RunFolderError, claim_run_folder, refuse_used_folder
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -604,3 +604,19 @@ def test_a_new_folder_is_claimed_once(tmp_path: Path) -> None:
         claim_run_folder(tmp_path / "runs", "sweep-a", "--sweep-id")
     assert claim_run_folder(tmp_path / "runs", "sweep-a", "--run-id", fresh_id=lambda: "sweep-b") == "sweep-b"
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["sweep-a", "sweep-b"]
+
+
+def test_a_file_where_the_run_folder_would_go_is_named_with_the_flag_that_avoids_it(tmp_path: Path) -> None:
+    """A file (or a link to nothing) named as the run id: the claim said "cannot create the folder (File exists):
+    choose another --runs-dir", and a generated id was not replaced, though only the id was taken."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "taken").write_text("not a run\n", encoding="utf-8")
+    (runs / "dangling").symlink_to(tmp_path / "nowhere")
+    for name in ("taken", "dangling"):
+        for check in (refuse_used_folder, lambda run_dir, flag: claim_run_folder(run_dir.parent, run_dir.name, flag)):
+            with pytest.raises(FileExistsError) as refused:
+                check(runs / name, "--run-id")
+            assert str(refused.value) == f"{runs / name} already exists and is not a folder: choose another --run-id"
+        assert claim_run_folder(runs, name, "--run-id", fresh_id=lambda name=name: f"fresh-{name}") == f"fresh-{name}"
+    assert (runs / "taken").read_text(encoding="utf-8") == "not a run\n"

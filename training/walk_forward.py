@@ -187,7 +187,9 @@ def folder_in_use(run_dir: Path) -> bool:
 
 
 def _used_folder(run_dir: Path, flag: str) -> FileExistsError:
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
+    if not run_dir.is_dir():  # a file, or a link to nothing
+        return FileExistsError(f"{run_dir} already exists and is not a folder: choose another {flag}")
+    if not any(run_dir.iterdir()):
         return FileExistsError(
             f"run folder {run_dir} already exists, empty (another run or sweep with this id may have just started): "
             f"choose another {flag}, or remove the empty folder"
@@ -207,7 +209,8 @@ def make_run_folder(run_dir: Path, *, exclusive: bool = False) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=not exclusive)
     except OSError as error:
-        if exclusive and isinstance(error, FileExistsError) and run_dir.is_dir():
+        # The folder's own name is taken (by a folder, a file or a link), not --runs-dir unusable: the caller says so.
+        if exclusive and isinstance(error, FileExistsError) and (run_dir.exists() or run_dir.is_symlink()):
             raise
         raise RunFolderError(
             f"cannot create the folder {run_dir} ({error.strerror or error}): choose another --runs-dir"

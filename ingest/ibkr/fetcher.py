@@ -14,8 +14,10 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars);
                                              retried if the server cancelled the request itself
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
-errorEvent 321 (request invalid)             :class:`InvalidRequestError` at once (ib_async would
-                                             only time out); the loader stops the run
+errorEvent 321 (request invalid)             a bar request: :class:`InvalidRequestError` at once
+                                             (ib_async would only time out); the loader stops the
+                                             run (its settings are every symbol's). A contract
+                                             lookup: that symbol fails at once, code 321
 an answer the client cannot decode (the      ``failed`` at once, with the library's reason; not
 library logs it and drops it, and would      retried (the same answer would not decode again). The
 wait for its timeout)                        request is found by the id in the logged fields
@@ -126,7 +128,7 @@ class GatewayUnavailableError(ConnectionError):
 
 
 class InvalidRequestError(RuntimeError):
-    """IBKR rejected a request as invalid (error 321): a bug or a bad setting, never worth retrying."""
+    """IBKR rejected a bar request as invalid (error 321): a bug or a bad setting, never worth retrying."""
 
     def __init__(self, code: int, message: str, symbol: str) -> None:
         super().__init__(f"IBKR rejected the request for {symbol} as invalid (error {code}): {message}")
