@@ -92,6 +92,16 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
             f"{summary.ahead} bar(s) dated after this run's moment were not landed (the gateway's clock or data is "
             "ahead of this machine's; each lands once its session has ended)"
         )
+    not_sessions = summary.not_sessions
+    if not_sessions:
+        lines.append(
+            f"{sum(day.bars for _, day in not_sessions)} bar(s) dated on days without an exchange session were not "
+            "landed, and no run ever lands them (if the gateway's other dates are a day off too, it writes them in "
+            "another time zone):"
+        )
+        lines += [f"  {symbol}: {day.bars} bar(s): {day.reason}" for symbol, day in not_sessions[:MAX_DETAIL_ROWS]]
+        if len(not_sessions) > MAX_DETAIL_ROWS:
+            lines.append(f"  ... and {len(not_sessions) - MAX_DETAIL_ROWS} more days (the warnings name each)")
     for r in summary.readjusted:
         lines.append(f"{r.symbol}: {r.readjustment.describe()}; its whole window was fetched again")
     detail = [r for r in summary.results if show_all or r.status in ("failed", "no_data", "not_attempted")]

@@ -12,7 +12,7 @@ from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
-from ingest.ibkr.loader import redelivered_spans, to_raw_bars
+from ingest.ibkr.loader import NotASession, days_without_a_session, redelivered_spans, to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
 from ingest.ibkr.planner import (
     DAILY_OVERLAP,
@@ -430,6 +430,29 @@ def test_daily_bars_land_at_new_york_midnight_of_their_session_and_intraday_at_t
     rows = to_raw_bars(ref, [page1, page2], intraday=True)
     assert [r.session_date for r in rows] == [date(2026, 11, 24)] * 2  # the repeated bar is kept once
     assert rows[0].bar_time < rows[1].bar_time
+
+
+def test_bars_on_days_without_a_session_are_told_apart_by_the_new_york_date_dbt_checks():
+    """Intraday bars by their New York date (19:30 on the Friday after Thanksgiving is 00:30 UTC on Saturday: a
+    session), daily and weekly bars by the date the gateway wrote, whatever its bar size."""
+    ref = ContractRef("AAPL", 265598, "NASDAQ")
+    intraday = [
+        datetime(2026, 11, 26, 15, 0, tzinfo=UTC),  # Thanksgiving, 10:00 New York
+        datetime(2026, 11, 26, 15, 5, tzinfo=UTC),
+        datetime(2026, 11, 28, 0, 30, tzinfo=UTC),  # Friday 27th, 19:30 New York: a (half day) session
+        datetime(2026, 11, 29, 15, 0, tzinfo=UTC),  # a Sunday
+    ]
+    rows = to_raw_bars(ref, [Outcome("ok", [SourceBar(t, 1, 1, 1, 1, 1, 1, 1) for t in intraday])], intraday=True)
+    assert days_without_a_session(rows) == [
+        NotASession(date(2026, 11, 26), "2026-11-26 is an exchange holiday: there was no session that day", 2),
+        NotASession(date(2026, 11, 29), "2026-11-29 is a Sunday: the exchange has no session then", 1),
+    ]
+    daily = [date(1999, 12, 31), date(2026, 11, 27), date(2026, 11, 28)]  # also a week dated by its Saturday
+    rows = to_raw_bars(ref, [Outcome("ok", [SourceBar(d, 1, 1, 1, 1, 1, 1, 1) for d in daily])], intraday=False)
+    assert [(d.session_date, d.bars) for d in days_without_a_session(rows)] == [
+        (date(1999, 12, 31), 1),
+        (date(2026, 11, 28), 1),
+    ]
 
 
 # --- CLI -----------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ Per symbol, all pages of its plan are fetched first and then landed as ONE batch
 batch or untouched, and the next run's plan sees exactly what is missing. Failures are landed too, as a
 ``raw.load_batches`` row with status 'failed', the IBKR error code and message, and no bars.
 
-Two checks stand between a fetch and the warehouse:
+Three checks stand between a fetch and the warehouse:
 
+* bars dated on a day without an exchange session (a weekend, a holiday, before the calendar: a server writing dates
+  in another time zone, say) are left out, counted and named (:func:`ingest.sessions.why_not_a_session`): dbt's
+  exchange-session test would fail on such a bar on every build after, and raw, append-only, keeps it;
 * bars that are not final yet -- today's daily bar while the session is still trading, this week's or month's
   bar until the last session of its week or month has ended, an intraday bar that has not ended -- are left out (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
 * re-delivered bars that differ from the stored ones by one consistent price factor mean IBKR re-adjusted the
@@ -64,7 +67,7 @@ from ingest.raw_tables import (
     utc_now,
 )
 from ingest.report import describe_duration
-from ingest.sessions import FinalBars, last_completed_close
+from ingest.sessions import FinalBars, last_completed_close, why_not_a_session
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db.errors import WarehouseError
@@ -102,6 +105,29 @@ class PlanTooLargeError(ValueError):
         self.estimate = estimate
 
 
+@dataclass(frozen=True)
+class NotASession:
+    """Bars a gateway dated on one day without an exchange session (see :func:`ingest.sessions.why_not_a_session`)."""
+
+    session_date: date
+    reason: str
+    """Why that day has no session, in words (a holiday, a weekend, before the calendar)."""
+    bars: int
+
+
+@dataclass(frozen=True)
+class SortedBars:
+    """A fetch's bars sorted by what becomes of them: only ``final`` lands."""
+
+    final: list[RawBar]
+    unfinished: int
+    """Not final yet (a session or bar still in progress): the next run after the close gets them."""
+    ahead: int
+    """Dated after the run's moment altogether (see ``FinalBars.ahead``)."""
+    not_sessions: list[NotASession]
+    """Dated on days without a session: no later run lands them."""
+
+
 @dataclass
 class SymbolResult:
     symbol: str
@@ -117,6 +143,8 @@ class SymbolResult:
     """Bars the gateway sent that were not final yet (a session or bar still in progress): not landed."""
     ahead: int = 0
     """Bars the gateway sent dated after the run's moment (its clock or its data is wrong): not landed."""
+    not_sessions: list[NotASession] = field(default_factory=list)
+    """Bars the gateway dated on days without an exchange session, by day: never landed."""
     readjustment: Readjustment | None = None
 
 
@@ -152,6 +180,11 @@ class LoadSummary:
     @property
     def ahead(self) -> int:
         return sum(r.ahead for r in self.results)
+
+    @property
+    def not_sessions(self) -> list[tuple[str, NotASession]]:
+        """(symbol, day) of every day without a session that some bars were dated on."""
+        return [(r.symbol, day) for r in self.results for day in r.not_sessions]
 
     @property
     def readjusted(self) -> list[SymbolResult]:
@@ -324,8 +357,8 @@ class _Run:
             if outcomes is None:
                 result.status = "not_attempted"
                 return
-            bars, unfinished, ahead = self.final_bars(ref, outcomes, plan)
-            readjustment = detect_readjustment(bars, self.stored.get(symbol, {}))
+            fetched = self.sort_bars(ref, outcomes, plan)
+            readjustment = detect_readjustment(fetched.final, self.stored.get(symbol, {}))
             if readjustment is not None and self._stored_bars_left_out(symbol, plan):
                 log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
                 plan = plan_whole_window(symbol, self.coverage[symbol], self.ctx, readjustment.describe())
@@ -334,7 +367,7 @@ class _Run:
                 if outcomes is None:
                     result.status = "not_attempted"
                     return
-                bars, unfinished, ahead = self.final_bars(ref, outcomes, plan)
+                fetched = self.sort_bars(ref, outcomes, plan)
         except InvalidRequestError as error:
             self.summary.invalid_request = True
             self._abort(str(error))
@@ -348,6 +381,9 @@ class _Run:
         if failed is not None:
             await self._record_failure(result, plan, started_at, failed.error_code, failed.error_message)
             return
+        for day in fetched.not_sessions:  # of the fetch that lands (a re-adjusted history's refetch, if any)
+            log.warning("%s: %d bar(s) not landed: %s", symbol, day.bars, day.reason)
+        bars = fetched.final
         no_data = next((o for o in outcomes if o.status == "no_data"), None) if not bars else None
         batch = Batch(
             symbol=symbol,
@@ -365,7 +401,8 @@ class _Run:
         result.rows = await self.lander.land(batch, bars)
         result.status = "landed" if result.rows else "no_data"
         result.error_code, result.error_message = batch.error_code, batch.error_message
-        result.unfinished, result.ahead, result.readjustment, result.plan = unfinished, ahead, readjustment, plan
+        result.unfinished, result.ahead, result.not_sessions = fetched.unfinished, fetched.ahead, fetched.not_sessions
+        result.readjustment, result.plan = readjustment, plan
 
     async def _fetch(self, ref: ContractRef, plan: SymbolPlan) -> list[Outcome] | None:
         """Every request of the plan (concurrently, within the limiter); None when the run stopped meanwhile."""
@@ -413,11 +450,10 @@ class _Run:
         held_from = self.coverage[symbol].held_from
         return plan.partial or held_from is None or plan.requested_start is None or held_from < plan.requested_start
 
-    def final_bars(
-        self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan
-    ) -> tuple[list[RawBar], int, int]:
-        """The final bars of all pages as raw rows, how many were left out as still in progress, and how many as dated
-        after the run's moment altogether (see ``FinalBars.ahead``).
+    def sort_bars(self, ref: ContractRef, outcomes: Sequence[Outcome], plan: SymbolPlan) -> SortedBars:
+        """The bars of all pages as raw rows, sorted into the final ones (which land) and those left out: dated on a
+        day without a session, dated after the run's moment altogether (see ``FinalBars.ahead``), or still in
+        progress.
 
         A plan that replaces the history, or the older part of a backfill, keeps only bars from its start on (see
         ``SymbolPlan.replaces_history``; a backfill lands the window it was asked for, as one load of the longer
@@ -427,6 +463,10 @@ class _Run:
         bars = to_raw_bars(ref, outcomes, intraday=intraday)
         if (plan.replaces_history or plan.partial) and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
+        not_sessions = days_without_a_session(bars)
+        if not_sessions:
+            skipped = {day.session_date for day in not_sessions}
+            bars = [b for b in bars if b.session_date not in skipped]
         period = self.bar_size.period
         if intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
@@ -438,7 +478,7 @@ class _Run:
             log.info("%s: %d bar(s) not final yet (still in progress); not landed", ref.symbol, unfinished)
         if ahead:
             log.warning("%s: %d bar(s) dated after this run's moment; not landed", ref.symbol, ahead)
-        return final, unfinished, ahead
+        return SortedBars(final, unfinished, ahead, not_sessions)
 
     async def _record_failure(
         self, result: SymbolResult, plan: SymbolPlan, started_at: datetime, code: int | None, message: str | None
@@ -497,6 +537,19 @@ def redelivered_spans(plan: SymbolPlan, recent_from: datetime) -> list[tuple[dat
     for k, (start, until) in enumerate(plan.parts):
         spans.append((max(start, recent_from), None) if k == 0 and until == plan.until else (start, until))
     return spans
+
+
+def days_without_a_session(bars: Sequence[RawBar]) -> list[NotASession]:
+    """The days without an exchange session that some of ``bars`` are dated on, in order.
+
+    A bar's ``session_date`` is the date dbt's exchange-session test checks (the New York date of ``bar_time``), for
+    every bar size: a weekly or monthly bar a gateway dates by a weekend or a holiday fails it too.
+    """
+    counts: dict[date, int] = {}
+    for bar in bars:
+        counts[bar.session_date] = counts.get(bar.session_date, 0) + 1
+    reasons = {day: why_not_a_session(day) for day in counts}
+    return [NotASession(day, reason, counts[day]) for day, reason in sorted(reasons.items()) if reason]
 
 
 def _no_security_definition(outcomes: Sequence[Outcome]) -> bool:
