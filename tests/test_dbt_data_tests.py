@@ -108,10 +108,13 @@ def on_day(frame: pd.DataFrame, symbol: str, day: str, template_session: str = "
 
 
 def saturday_bar_and_a_source_date_that_disagrees(frame: pd.DataFrame) -> pd.DataFrame:
-    """A bar dated on a Saturday (fails); and SB's bar of a Friday re-delivered with the source's session_date one day
-    earlier than its bar_time's (warns: dbt dates a bar by its bar_time in the exchange's time zone)."""
+    """A bar dated on a Saturday (fails); SB's bar of a Friday re-delivered with the source's session_date one day
+    earlier than its bar_time's (warns: dbt dates a bar by its bar_time in the exchange's time zone); and a weekly
+    bar dated by its Saturday and a monthly one by the 1st, a Saturday (pass: their dates only name their period)."""
     disagreeing = relanded(frame, "SB", "2024-03-15", session_date=date(2024, 3, 14))
-    return pd.concat([on_day(frame, "SA", "2024-03-16"), disagreeing])
+    week = on_day(frame, "SB", "2024-03-16").assign(bar_size="1 week")
+    month = on_day(frame, "SC", "2024-06-01").assign(bar_size="1 month")
+    return pd.concat([on_day(frame, "SA", "2024-03-16"), disagreeing, week, month])
 
 
 def failed_batch(symbol: str, error_message: str) -> LoadBatch:
@@ -266,6 +269,7 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 ["SGAP", 1, "2024-02-15"]
             ]
         if case.name == "bar_on_saturday":
+            assert len(failure_rows(settings, EXCHANGE_SESSION)) == 1, "only the daily bar is held to sessions"
             rows = failure_rows(settings, SESSION_DATE_MATCHES_SOURCE)
             assert rows[["symbol", "session_date", "source_session_date"]].values.tolist() == [
                 ["SB", date(2024, 3, 15), date(2024, 3, 14)]

@@ -257,6 +257,8 @@ def test_an_answer_the_client_cannot_decode_fails_its_symbol_at_once_while_the_o
         ("1 week", ["20261116", "20261123"], datetime(2026, 11, 27, 13, 0, tzinfo=NY)),
         # May 2027 ends on Memorial Day: its last session is Friday the 28th.
         ("1 month", ["20270401", "20270503"], datetime(2027, 5, 28, 16, 0, tzinfo=NY)),
+        # Dated by the 1st, a Saturday: a monthly bar's date only names its month, so it lands all the same.
+        ("1 month", ["20270401", "20270501"], datetime(2027, 5, 28, 16, 0, tzinfo=NY)),
     ],
 )
 def test_the_week_or_month_in_progress_lands_only_after_its_last_session_has_closed(

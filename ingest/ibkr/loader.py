@@ -463,11 +463,13 @@ class _Run:
         bars = to_raw_bars(ref, outcomes, intraday=intraday)
         if (plan.replaces_history or plan.partial) and plan.start is not None:
             bars = [b for b in bars if b.bar_time >= plan.start]
-        not_sessions = days_without_a_session(bars)
+        period = self.bar_size.period
+        # A weekly or monthly bar's date only names its period (gateways date them by different days, a Saturday or
+        # the 1st among them): dbt checks the session dates of daily and intraday bars only.
+        not_sessions = days_without_a_session(bars) if period == "day" else []
         if not_sessions:
             skipped = {day.session_date for day in not_sessions}
             bars = [b for b in bars if b.session_date not in skipped]
-        period = self.bar_size.period
         if intraday:
             final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
         else:
@@ -543,7 +545,7 @@ def days_without_a_session(bars: Sequence[RawBar]) -> list[NotASession]:
     """The days without an exchange session that some of ``bars`` are dated on, in order.
 
     A bar's ``session_date`` is the date dbt's exchange-session test checks (the New York date of ``bar_time``), for
-    every bar size: a weekly or monthly bar a gateway dates by a weekend or a holiday fails it too.
+    daily and intraday bars (a weekly or monthly bar's date only names its period: not checked, not asked here).
     """
     counts: dict[date, int] = {}
     for bar in bars:
