@@ -179,19 +179,25 @@ def test_bars_dated_on_days_without_a_session_never_land_and_the_symbols_other_b
               "wap, bar_count, source, load_id, batch_id, ingested_at"  # fmt: skip
     admin = f"nonsession_admin_{uuid.uuid4().hex[:8]}"
     with connect(warehouse) as conn:
-        conn.execute(
+        saturday_copy = (
             f"insert into raw.ibkr_bars ({columns}, bar_time, session_date) select {columns}, "
             "bar_time + interval '1 day', session_date + 1 from raw.ibkr_bars where session_date = '2024-07-05'"
         )
+        conn.execute(saturday_copy)
+        # A weekly bar dated by its Saturday is no such bar (its date only names its week): it must stay.
+        weekly_columns = columns.replace("bar_size", "'1 week'")
+        conn.execute(saturday_copy.replace(f"select {columns}", f"select {weekly_columns}"))
         conn.execute(f"create role {admin} login in role loader, transformer")
     try:
-        assert len(query(warehouse, "select from raw.ibkr_bars")) == len(good) + 1
+        assert len(query(warehouse, "select from raw.ibkr_bars")) == len(good) + 2
         with connect(replace(warehouse, user=admin, logins={}), autocommit=True) as conn:  # as psql
             conn.execute(documented_sql("delete from raw.ibkr_bars"))
     finally:
         with connect(warehouse) as conn:
             conn.execute(f"drop role {admin}")
-    assert query(warehouse, "select session_date from raw.ibkr_bars order by bar_time") == landed
+    daily = "select session_date from raw.ibkr_bars where bar_size = '1 day' order by bar_time"
+    assert query(warehouse, daily) == landed
+    assert query(warehouse, "select session_date from raw.ibkr_bars where bar_size = '1 week'") == [(date(2024, 7, 6),)]
     tested = project.run("test", "--select", EXCHANGE_SESSION_TEST)
     assert tested.returncode == 0 and tested.statuses()[EXCHANGE_SESSION_TEST] == "pass", tested.output[-4000:]
 
