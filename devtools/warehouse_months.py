@@ -345,19 +345,13 @@ class Loader:
                     pass  # refused whole, as it must be
                 else:
                     self.complaints.append(f"a CSV file with a bar on {day} (no session) landed")
-        elif kind == "csv_backfill":
+        elif kind in ("backfill", "csv_backfill"):  # older sessions, from the gateway or from a CSV file
             symbol, count = args[0], int(args[1])
             if symbol in self.held and self.held[symbol][0] > 0:
                 first, last, units = self.held[symbol]
                 start = max(0, first - count)
-                self.land_csv([self._row(symbol, i, as_of=last) for i in range(start, first)])
-                self.held[symbol] = (start, last, units)
-        elif kind == "backfill":
-            symbol, count = args[0], int(args[1])
-            if symbol in self.held and self.held[symbol][0] > 0:
-                first, last, units = self.held[symbol]
-                start = max(0, first - count)
-                self.land([self._row(symbol, i, as_of=last) for i in range(start, first)])
+                land = self.land_csv if kind == "csv_backfill" else self.land
+                land([self._row(symbol, i, as_of=last) for i in range(start, first)])
                 self.held[symbol] = (start, last, units)
         elif kind == "add":
             if args[0] not in self.watchlist:
