@@ -49,8 +49,8 @@ def _holidays() -> frozenset[str]:
 def why_not_a_session(day: date) -> str | None:
     """Why no daily bar can be dated ``day`` (a weekend, a holiday, before the calendar), or None for a session.
 
-    The warehouse checks every bar against the same calendar, and a bar that lands on a day without a session
-    fails that check on every build after: raw is append-only, so no later load can take it back.
+    The warehouse checks every daily and intraday bar against the same calendar, and a bar that lands on a day
+    without a session fails that check on every build after: raw is append-only, so no later load can take it back.
     """
     if day < FIRST_DAY:
         return f"{day} is before {FIRST_DAY}, where the exchange calendar of the warehouse starts"

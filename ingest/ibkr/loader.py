@@ -11,11 +11,13 @@ batch or untouched, and the next run's plan sees exactly what is missing. Failur
 
 Three checks stand between a fetch and the warehouse:
 
-* bars dated on a day without an exchange session (a weekend, a holiday, before the calendar: a server writing dates
-  in another time zone, say) are left out, counted and named (:func:`ingest.sessions.why_not_a_session`): dbt's
-  exchange-session test would fail on such a bar on every build after, and raw, append-only, keeps it;
+* daily and intraday bars dated on a day without an exchange session (a weekend, a holiday, before the calendar: a
+  server writing dates in another time zone, say) are left out, counted and named
+  (:func:`ingest.sessions.why_not_a_session`): dbt's exchange-session test would fail on such a bar on every build
+  after, and raw, append-only, keeps it (a weekly or monthly bar's date only names its period);
 * bars that are not final yet -- today's daily bar while the session is still trading, this week's or month's
-  bar until the last session of its week or month has ended, an intraday bar that has not ended -- are left out (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
+  bar until the last session of its week or month has ended, an intraday bar that has not ended -- are left out
+  (:class:`ingest.sessions.FinalBars`); the next run after the close gets them;
 * re-delivered bars that differ from the stored ones by one consistent price factor mean IBKR re-adjusted the
   history (a split, :mod:`ingest.ibkr.readjustment`): the symbol's whole window is fetched again in the same
   run and lands instead, with the reason and the factor in ``raw.load_batches``.
