@@ -120,7 +120,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_walk_forward.py
 	$(BIN)/python bench/bench_sweep.py
 
-# 5,000 symbols x 10 years (12.6 M bars): about 15 minutes and 15 GB of disk.
+# 5,000 symbols x 10 years (12.6 M bars): about 20 minutes and 15 GB of disk (docs/benchmarks.md).
 bench-dbt-large: $(STAMP)
 	$(BIN)/python bench/bench_dbt.py
 

@@ -1,4 +1,4 @@
-"""CSV landing: today's streaming path vs the in-memory path it replaced, on one 1.5 M-row file (about 51 MB).
+"""CSV landing: today's streaming path vs the in-memory path it replaced, on one 1.5 M-row file (about 86 MB).
 
 Each run happens in a fresh process, so that its peak memory (max RSS, from the kernel) is its own; both land the
 same file into ``raw`` of one scratch database of the embedded warehouse (emptied before each run). Targets:

@@ -2,7 +2,7 @@
 
 150 symbols (the watchlist) x 5 years of daily bars (the default window; ``--months``) from the gateway simulator, which answers each
 historical request after a fixed latency (default 1 s) and enforces IBKR's pacing rules for daily bars
-(identical requests, 6 per contract in 2 s, 50 open; see README "Pacing"), counting every violation.
+(identical requests, 6 per contract in 2 s, 50 open; see docs/ingest.md, "Pacing"), counting every violation.
 
 Runs, each against a fresh simulator and in the same scratch database of the embedded warehouse:
 

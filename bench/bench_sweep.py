@@ -3,7 +3,7 @@
 On a synthetic mart in a scratch database of the embedded warehouse, with one local Ray for all runs:
 
 1. the same search of --trials short trials (default 8) without early stopping, one trial at a time
-   (--max-concurrent 1) and then --max-concurrent 2: the ratio of their wall times (issue 9's target on 2 cores:
+   (--max-concurrent 1) and then --max-concurrent 2: the ratio of their wall times (target on 2 cores:
    >= 1.6x). The space searches only values that do not change a trial's cost (learning rate, gamma, GAE lambda,
    entropy coefficient, clip range), so both runs do the same work;
 2. the same search with ASHA (--max-concurrent 2): PPO steps run against the steps the same trials would have

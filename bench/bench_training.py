@@ -7,7 +7,7 @@ On one synthetic mart shaped like the demo's (150 symbols x 5 years of daily bar
 2. vector-environment steps per second at 8 environments: the batched native VecEnv vs SB3's DummyVecEnv over 8
    native environments (and at 64 environments, where batching matters more);
 3. PPO steps per second with the default PPO settings at 8 environments, batched VecEnv vs DummyVecEnv
-   (issue 8's target: >= 2x; the update of the networks, not the environment, dominates: see the breakdown);
+   (target: >= 2x; the update of the networks, not the environment, dominates: see the breakdown);
 4. evaluation replays: one split of every symbol with the random baseline's draws, batched vs one single
    environment per episode.
 
@@ -174,7 +174,7 @@ def main() -> None:
     ratio = ppo["batched"]["steps_per_second"] / ppo["dummy"]["steps_per_second"]
     results["ppo_steps_per_second_8_envs"] = {**ppo, "ratio": ratio, "steps": args.ppo_steps}
     print(f"PPO steps/s, 8 envs (defaults):   batched {ppo['batched']['steps_per_second']:>10,.0f}  dummy "
-          f"{ppo['dummy']['steps_per_second']:>13,.0f}  ratio {ratio:6.2f}x (issue 8's target >= 2x)")  # fmt: skip
+          f"{ppo['dummy']['steps_per_second']:>13,.0f}  ratio {ratio:6.2f}x (target >= 2x)")  # fmt: skip
     for kind, figures in ppo.items():
         total = figures["collect"] + figures["update"]
         print(f"    {kind:>7}: collecting rollouts {figures['collect']:5.1f} s ({figures['collect'] / total:.0%}), "

@@ -1,8 +1,8 @@
 """The walk-forward's runner: fold x seed tasks on a local Ray vs the same tasks one after another, in one run.
 
 1. the same tasks (default: 4 folds x 2 seeds of 100,000 PPO steps on a synthetic mart, about 20 s each on a quiet
-   core) in this process, one after another, then on a local Ray with one worker per CPU, Ray's start-up included (issue 8's target on 2 cores:
-   >= 1.7x); the results must be identical;
+   core) in this process, one after another, then on a local Ray with one worker per CPU, Ray's start-up included
+   (target on 2 cores: >= 1.7x); the results must be identical;
 2. Ray's overhead: the start of a local Ray, and the time per task of shipping the mart and a result through the
    object store (tasks that do no work), and what each task costs beyond its work in the run above.
 

@@ -37,7 +37,7 @@ at checkpoints and at the end of the sequence a copy of the database is rebuilt 
 model's rows must be identical (md5 of the ordered rows). A failing sequence is shrunk to the fewest events that
 still fail and printed as a Python list, ready to paste into a regression test.
 
-    .venv/bin/python -m devtools.warehouse_months --sequences 20 --seed 1        # ~1 minute per sequence on 2 cores
+    .venv/bin/python -m devtools.warehouse_months --sequences 20 --seed 1  # about 1-3 minutes per sequence on 2 cores
     .venv/bin/python -m devtools.warehouse_months --replay "[('advance', 1), ('build',)]"
 
 Exit status 0: every sequence held; 1: a sequence failed (its shrunk event list is printed). Runs against the

@@ -31,9 +31,6 @@ __doc__ = __doc__.format(exit_codes=exit_codes.plain_text())
 
 log = logging.getLogger("ingest")
 
-DEFAULT_BAR_SIZE = "1 day"
-DEFAULT_WHAT_TO_SHOW = "TRADES"
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line alone: settings that have an environment variable too are resolved after parsing (a flag
@@ -41,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ingest.ibkr.options import WHAT_TO_SHOW
     from ingest.ibkr.pacing import DEFAULT_MAX_OPEN
     from ingest.ibkr.planner import DEFAULT_MONTHS
+    from ingest.raw_tables import BarSettings
     from ingest.watchlist import DEFAULT_WATCHLIST
 
+    default_bars = BarSettings()  # BarSettings defines the defaults; the help quotes them so that it cannot drift
     parser = OneLineParser(
         prog="python -m ingest",
         description="Load daily (or intraday) bars into the warehouse's raw schema, incrementally.",
@@ -79,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ibkr.add_argument(
         "--bar-size",
-        help=f"IBKR bar size, e.g. '1 day', '1 hour', '5 mins' (default: IBKR_BAR_SIZE, else '{DEFAULT_BAR_SIZE}')",
+        help=f"IBKR bar size, e.g. '1 day', '1 hour', '5 mins' (default: IBKR_BAR_SIZE, else '{default_bars.bar_size}')",
     )
     ibkr.add_argument(
         "--what-to-show",
         type=str.upper,
         choices=WHAT_TO_SHOW,
         help="TRADES (split-adjusted) or ADJUSTED_LAST (split- and dividend-adjusted), ... "
-        f"(default: IBKR_WHAT_TO_SHOW, else {DEFAULT_WHAT_TO_SHOW})",
+        f"(default: IBKR_WHAT_TO_SHOW, else {default_bars.what_to_show})",
     )
     ibkr.add_argument(
         "--rth",
@@ -282,8 +281,9 @@ def bar_settings(args: argparse.Namespace, config: dict[str, str]) -> BarSetting
         if text.strip().upper() not in WHAT_TO_SHOW:
             raise ValueError(f"not one of {', '.join(WHAT_TO_SHOW)}")
 
-    bar_size = args.bar_size or _checked(config, "IBKR_BAR_SIZE", DEFAULT_BAR_SIZE, parse_bar_size)
-    what_to_show = args.what_to_show or _checked(config, "IBKR_WHAT_TO_SHOW", DEFAULT_WHAT_TO_SHOW, known_what_to_show)
+    defaults = BarSettings()
+    bar_size = args.bar_size or _checked(config, "IBKR_BAR_SIZE", defaults.bar_size, parse_bar_size)
+    what_to_show = args.what_to_show or _checked(config, "IBKR_WHAT_TO_SHOW", defaults.what_to_show, known_what_to_show)
     return BarSettings(bar_size, what_to_show.strip().upper(), use_rth(args, config))
 
 
@@ -303,7 +303,9 @@ def _checked(config: dict[str, str], name: str, default: str, check: Callable[[s
 def use_rth(args: argparse.Namespace, config: dict[str, str]) -> bool:
     """--rth/--no-rth, else IBKR_USE_RTH, else regular hours: a flag given makes the variable unread (and any typo in
     it harmless), as --host/--port/--client-id/--timeout do for theirs."""
-    return args.rth if args.rth is not None else _bool(config, "IBKR_USE_RTH", True)
+    from ingest.raw_tables import BarSettings
+
+    return args.rth if args.rth is not None else _bool(config, "IBKR_USE_RTH", BarSettings().use_rth)
 
 
 def _bool(config: dict[str, str], name: str, default: bool) -> bool:

@@ -425,6 +425,6 @@ def test_a_book_that_loses_everything_is_rewarded_a_finite_penalty_then_nothing(
         worth = [info["net_worth"] for info in infos[1:]]
     ruin = worth.index(0.0)
     assert np.isfinite(rewards).all()
-    # Log rewards add up: the episode's reward until the ruin is log(RUIN_NET_WORTH / initial cash), about -714.
+    # Log rewards add up: the episode's reward until the ruin is log(RUIN_NET_WORTH / initial cash), about -700.
     assert sum(rewards[: ruin + 1]) == pytest.approx(math.log(fill_rule.RUIN_NET_WORTH / settings.initial_cash))
     assert not any(rewards[ruin + 1 :])

@@ -78,9 +78,9 @@ class TrainConfig:
     initial_cash: float = 10_000.0
     """Cash at the start of every episode (each episode trades one symbol)."""
     commission_bps: float = 1.0
-    """Commission in basis points of the traded amount, on every buy and every sell."""
+    """Commission in basis points of the traded amount, on every buy and every sell (0 up to, not including, 10000)."""
     slippage_bps: float = 5.0
-    """Slippage in basis points: buys fill at open*(1+s), sells at open*(1-s)."""
+    """Slippage in basis points: buys fill at open*(1+s), sells at open*(1-s) (below 10000: a sale at 100% would fill at 0)."""
     observation_clip: float = 10.0
     """Standardised features are clipped to [-clip, clip], which are also the observation space's bounds."""
 

@@ -1,7 +1,9 @@
 """``python -m warehouse_db up|down|status|provision|env|psql``: what the Makefile's db targets run.
 
-Exit status: 0 done; 2 bad usage; 4 the warehouse is misconfigured, cannot be reached, started or provisioned
-(one line on stderr says which and what to do). ``psql`` exits with psql's own status.
+Exit status: 0 done (``status``: the warehouse is ready); 2 bad usage; 3 (``status`` only) the warehouse is not
+ready: the embedded one is not running, or the server answers but is not provisioned; 4 the warehouse is
+misconfigured, cannot be reached, started or provisioned (one line on stderr says which and what to do); 130
+interrupted (run it again: starting and provisioning are idempotent). ``psql`` exits with psql's own status.
 """
 
 from __future__ import annotations

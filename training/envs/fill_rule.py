@@ -61,7 +61,8 @@ def cash_from_sale(shares: float, price: float, commission: float) -> float:
 
 RUIN_NET_WORTH = 1e-300
 """The least net worth the reward reads: a book worth less (0 above all) counts as worth this. The rewards of a book
-going to ruin add up to log(RUIN_NET_WORTH / initial cash), about -714 from 10,000 of cash; after it they are 0."""
+going to ruin add up to log(RUIN_NET_WORTH / initial cash), about -700 from 10,000 of cash (ln 1e-300 = -690.8,
+less ln 10,000 = 9.2); after it they are 0."""
 
 
 def reward_net_worth(net_worth: float | np.ndarray) -> float | np.ndarray:

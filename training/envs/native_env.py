@@ -1,4 +1,5 @@
-"""The native environment: the trading semantics of envs/fill_rule.py in plain NumPy, ~100x faster than TensorTrade.
+"""The native environment: the trading semantics of envs/fill_rule.py in plain NumPy, two orders of magnitude faster
+than TensorTrade (docs/benchmarks.md, "Training", has the measured ratio).
 
 Each episode trades one symbol, drawn from the environment's series with its seeded generator (or named in
 ``reset(options={"symbol": ...})``), from its first full window to the end of the split. The parity test drives this
