@@ -161,6 +161,17 @@ def test_a_server_version_above_the_clients_offer_is_refused():
     assert f"API version {highest + 22}, above the highest this client offered ({highest})" in str(result)
 
 
+def test_a_connection_closed_before_the_handshake_is_named_at_once():
+    """IB Gateway closes the connection of a host it does not accept, and a tunnel or proxy with no gateway behind it
+    (ssh -L, socat) accepts and closes at once. The client library hears of that close without a word: the loader
+    waited out the whole connect timeout, then said the host did not answer on that port, which it had."""
+    result, seconds, _ = run_session(ScriptedGateway(closes_before_handshake=True), fetch_daily, connect_timeout_s=5.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "the connection was accepted, then closed before the API handshake" in str(result)
+    assert "Trusted IPs" in str(result) and "ssh -L" in str(result)
+    assert seconds < 2
+
+
 def test_a_client_id_in_use_is_named_at_once():
     result, seconds, _ = run_session(ScriptedGateway(client_id_in_use=True), fetch_daily, connect_timeout_s=5.0)
     assert isinstance(result, GatewayUnavailableError)

@@ -41,6 +41,9 @@ apiError during the handshake                :class:`GatewayUnavailableError` at
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
                                              misread that version's messages
+the connection closed before the handshake   :class:`GatewayUnavailableError` at once (the library
+(a host the gateway refuses, a tunnel with   would wait out the connect timeout without a word)
+no gateway behind it)
 ==========================================  ===================================================
 
 Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2100-2199 notices (the
@@ -324,12 +327,24 @@ class IbkrSession:
             elif len(received) < _SHOWN_BYTES:
                 received.extend(data[: _SHOWN_BYTES - len(received)])
 
+        connecting = asyncio.ensure_future(self.ib.connectAsync(**kwargs))
+        closed_before_handshake: list[bool] = []
+
+        def on_closed(_message: object) -> None:
+            # The library hears of a close before the handshake without a word (no apiError: it is not "connected"
+            # yet) and would wait out the whole connect timeout. A close it makes itself, giving up, comes after its
+            # connect has ended; one after the handshake is its own apiError ("Peer closed connection").
+            if not connecting.done() and not answered:
+                closed_before_handshake.append(True)
+                ended.set()
+
         # The client library reports a handshake it gives up on (a server too old for it, say) only through
         # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
         self.ib.client.apiError += on_api_error
         self.ib.client.conn.hasData += on_data
+        self.ib.client.conn.disconnected += on_closed
         try:
-            await _first_of(self.ib.connectAsync(**kwargs), ended)
+            await _first_of(connecting, ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
                 f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
@@ -365,6 +380,15 @@ class IbkrSession:
                     "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
                     "API is another interface)"
                 )
+            elif closed_before_handshake:
+                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
+                # (ssh -L, socat, a container's published port) that has no gateway behind it.
+                reason = (
+                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
+                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
+                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
+                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
+                )
             else:
                 reason = (
                     f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
@@ -380,6 +404,7 @@ class IbkrSession:
         finally:
             self.ib.client.apiError -= on_api_error
             self.ib.client.conn.hasData -= on_data
+            self.ib.client.conn.disconnected -= on_closed
             self._handshake_ended = None
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
