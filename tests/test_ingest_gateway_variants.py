@@ -367,6 +367,15 @@ def test_a_connection_closed_before_the_handshake_is_one_line_and_exit_3_at_once
     assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
 
 
+def test_a_client_id_in_use_given_by_flag_is_named_with_the_flag(warehouse):
+    """The message said to set another IBKR_CLIENT_ID, which a run given --client-id does not read at all."""
+    gateway = ScriptedGateway(client_id_in_use=True)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--client-id", "23")
+    assert status == ExitCode.GATEWAY and err.count("\n") == 1, out + err
+    assert "client id 23 is already in use: set another IBKR_CLIENT_ID (or give another --client-id" in err
+
+
 def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(warehouse):
     """kill, a timeout or a scheduler stopping the job: as Ctrl+C, whole batches only, then a re-run loads the rest."""
     symbols = ["AAPL", "MSFT", "IBM", "KO", "PEP", "XOM", "CVX", "JPM"]

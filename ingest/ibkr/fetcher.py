@@ -354,7 +354,10 @@ class IbkrSession:
         except (TimeoutError, _Ended):
             refused = self._refused_during_start_up(handshake_errors)
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
-                reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+                reason = (
+                    f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID (or give another "
+                    "--client-id, which overrides it)"
+                )
             elif refused:
                 reason = refused
             elif handshake_errors:
@@ -438,7 +441,7 @@ class IbkrSession:
             f"the gateway closed the connection during the API start-up ({said[0] if said else handshake_errors[0].rstrip('.')}): "
             "it accepts API clients only from its trusted IPs (Configure > Settings > API > Settings, 'Allow "
             "connections from localhost only' / 'Trusted IPs') and with a client id no other client uses "
-            f"(IBKR_CLIENT_ID, now {self.settings.client_id})"
+            f"(IBKR_CLIENT_ID or --client-id, now {self.settings.client_id})"
         )
 
     def _disconnect_quietly(self) -> None:
