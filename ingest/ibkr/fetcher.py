@@ -392,12 +392,19 @@ class IbkrSession:
                     "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
                     "(ssh -L, socat, a container's published port) has no running gateway behind it"
                 )
+            elif getattr(self.ib.client.conn, "numBytesSent", None) == 0:
+                # The client's greeting goes out once the TCP connection is open: it never opened. Nothing answered
+                # at all (a closed port is refused at once), so the causes of a silent API are out of the question.
+                reason = (
+                    f"no connection within {s.connect_timeout_s:g} s: the host does not answer (a wrong IBKR_HOST, a "
+                    "machine that is off or unreachable, or a firewall that drops the connection)"
+                )
             else:
                 reason = (
-                    f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
-                    "or what answers is not the gateway's API port (API disabled), or it has not accepted this "
-                    "host (not among its trusted IPs: TWS asks on its screen whether to accept the connection), "
-                    f"or client id {s.client_id} is already in use"
+                    f"no API handshake within {s.connect_timeout_s:g} s of the connection being accepted: what "
+                    "answers is not the gateway's API port, or it has not accepted this host (not among its trusted "
+                    "IPs: TWS asks on its screen whether to accept the connection), or client id "
+                    f"{s.client_id} is already in use"
                 )
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
