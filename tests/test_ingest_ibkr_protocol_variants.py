@@ -298,6 +298,26 @@ def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns()
     assert seconds >= 0.8  # the retry waited for 1102, after the first attempt's 0.5 s timeout
 
 
+def test_requests_that_time_out_while_ibkr_reports_an_outage_not_over_name_it_in_their_failure():
+    """IBKR's connectivity lost (1100) and never restored, as over a weekend's maintenance: once the outage is waited
+    out, lookups and requests go out and time out. Their failures said only "timed out" (in raw.load_batches and the
+    summary, for every symbol), though the gateway had said why."""
+    lost = "Connectivity between IB and Trader Workstation has been lost."
+
+    async def lookup_and_fetch(session: IbkrSession) -> tuple[Any, Outcome]:
+        await session.connect()
+        return await session.qualify("AAPL", "NASDAQ"), await fetch_daily(session)
+
+    gateway = ScriptedGateway(start_up_notices=[(1100, lost)], contracts=lambda req_id, request: [])
+    (lookup, outcome), _, _ = run_session(gateway, lookup_and_fetch, reconnect_timeout_s=0.3, request_timeout_s=0.3)
+    why = "; IBKR reported IBKR connectivity (1100) down and not restored since"
+    assert (
+        lookup.contract is None
+        and lookup.error_message == f"timed out: no contract details within 0.3 s (2 tries){why}"
+    )
+    assert (outcome.status, outcome.error_message) == ("failed", f"timed out: no answer within 0.3 s (2 tries){why}")
+
+
 def test_a_request_the_server_cancels_is_asked_again_not_taken_for_no_data():
     def answer(req_id: int, nth: int):
         if nth == 1:

@@ -591,7 +591,7 @@ class IbkrSession:
                             None,
                             None,
                             f"timed out: no contract details within {self.settings.request_timeout_s:g} s "
-                            f"({timeouts} tries)",
+                            f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
             if tracked.undecodable is not None:
@@ -730,7 +730,7 @@ class IbkrSession:
             self.stats.timeouts += 1
             if timeouts > self.retry.timeout_retries:
                 message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                message += self._decode_errors.since(undecoded_before)
+                message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
                 return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
 
@@ -776,6 +776,15 @@ class IbkrSession:
         """Wake the requests waiting for an outage to end (:meth:`_wait_for_farms`): they look at the farms again."""
         self._farms_changed.set()
         self._farms_changed = asyncio.Event()
+
+    def _unrestored(self, uses: frozenset[farms.FarmKind]) -> str:
+        """What a timeout's failure adds when IBKR still reports down a farm the request may use (e.g. its own
+        connectivity, lost over a night's or a weekend's maintenance): the likely cause, which the log alone named."""
+        outages = self._farms.unrestored(uses)
+        if not outages:
+            return ""
+        named = ", ".join(f"{outage.describe()} ({outage.code})" for outage in outages)
+        return f"; IBKR reported {named} down and not restored since"
 
     def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
         """Whether a request that timed out met an outage of a farm it may use (in effect when it went on the wire,
