@@ -172,6 +172,25 @@ def test_a_connection_closed_before_the_handshake_is_named_at_once():
     assert seconds < 2
 
 
+def test_the_close_of_a_connection_given_up_on_is_not_taken_for_the_next_ones(caplog):
+    """The client library waits for a connection it gave up on to close before it opens the next: that close, heard
+    while the next connection's handshake is awaited, is not the new connection closed before its handshake."""
+
+    async def reconnect_over_an_open_socket(session: IbkrSession) -> Outcome:
+        await session.connect()
+        session.ib.client.reset()  # the library's state of a connection given up on, its socket still open
+        assert session.ib.client.conn.transport is not None
+        await session._ensure_connected()
+        return await fetch_daily(session)
+
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with caplog.at_level(logging.WARNING, logger="ingest.ibkr.fetcher"):
+        outcome, seconds, session = run_session(gateway, reconnect_over_an_open_socket)
+    assert outcome.status == "ok" and session.stats.reconnects == 1
+    assert seconds < 2  # nor does waiting for that close take the connect timeout (5 s)
+    assert "reconnect failed" not in caplog.text
+
+
 def test_a_client_id_in_use_is_named_at_once():
     result, seconds, _ = run_session(ScriptedGateway(client_id_in_use=True), fetch_daily, connect_timeout_s=5.0)
     assert isinstance(result, GatewayUnavailableError)

@@ -327,6 +327,23 @@ class IbkrSession:
             elif len(received) < _SHOWN_BYTES:
                 received.extend(data[: _SHOWN_BYTES - len(received)])
 
+        conn = self.ib.client.conn
+        if conn.transport is not None:
+            # A connection the client gave up on is still closing (the library waits for that close as it connects
+            # again): its close must not read as the new connection's, closed before its handshake.
+            old_closed = asyncio.get_running_loop().create_future()
+
+            def on_old_closed(_message: object) -> None:
+                if not old_closed.done():
+                    old_closed.set_result(None)
+
+            conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
+            try:
+                conn.disconnect()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(old_closed, s.connect_timeout_s)
+            finally:
+                conn.disconnected -= on_old_closed
         connecting = asyncio.ensure_future(self.ib.connectAsync(**kwargs))
         closed_before_handshake: list[bool] = []
 
