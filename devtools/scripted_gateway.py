@@ -114,6 +114,9 @@ class ScriptedGateway:
     answers_greeting_with: bytes | None = None
     """Answer the client's greeting with these bytes instead of the handshake, and nothing more: another service
     than the API on the port (a web server says ``HTTP/1.1 400 Bad Request``)."""
+    closes_before_handshake: bool = False
+    """Close each connection once the client's greeting has come, without a handshake: IB Gateway refusing a host, or a
+    tunnel or proxy (ssh -L, socat, a container's published port) with no gateway behind it."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -139,6 +142,8 @@ class ScriptedGateway:
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless
+            if self.closes_before_handshake:
+                return
             if self.answers_greeting_with is not None:
                 writer.write(self.answers_greeting_with)
                 await writer.drain()

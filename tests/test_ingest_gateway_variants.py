@@ -352,6 +352,30 @@ def test_a_gateway_that_drops_every_client_during_start_up_is_one_line_and_exit_
     assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
 
 
+def test_a_connection_closed_before_the_handshake_is_one_line_and_exit_3_at_once(warehouse):
+    """A tunnel with no gateway behind it, or IB Gateway refusing the host: accepted, then closed without a word."""
+    gateway = ScriptedGateway(closes_before_handshake=True)
+    started = time.monotonic()
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL")
+    assert status == ExitCode.GATEWAY and err.count("\n") == 1, out + err
+    assert err.startswith(
+        f"error: cannot connect to IB Gateway/TWS at 127.0.0.1:{port}: the connection was accepted, then closed before "
+        "the API handshake"
+    ), err
+    assert time.monotonic() - started < 5  # IBKR_CONNECT_TIMEOUT (5 s here) is not waited out
+    assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
+
+
+def test_a_client_id_in_use_given_by_flag_is_named_with_the_flag(warehouse):
+    """The message said to set another IBKR_CLIENT_ID, which a run given --client-id does not read at all."""
+    gateway = ScriptedGateway(client_id_in_use=True)
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--client-id", "23")
+    assert status == ExitCode.GATEWAY and err.count("\n") == 1, out + err
+    assert "client id 23 is already in use: set another IBKR_CLIENT_ID (or give another --client-id" in err
+
+
 def test_sigterm_ends_a_slow_load_in_one_line_with_130_and_a_rerun_completes_it(warehouse):
     """kill, a timeout or a scheduler stopping the job: as Ctrl+C, whole batches only, then a re-run loads the rest."""
     symbols = ["AAPL", "MSFT", "IBM", "KO", "PEP", "XOM", "CVX", "JPM"]

@@ -498,7 +498,11 @@ def test_the_cli_dispatches_csv_files_to_the_csv_source(warehouse, monkeypatch, 
     assert query(warehouse, "select source, count(*) from raw.ibkr_bars group by source") == [("csv", 1)]
 
 
-def test_a_client_id_in_use_and_a_silent_port_are_told_apart():
+def test_a_client_id_in_use_a_silent_port_and_a_connection_that_never_opens_are_told_apart():
+    """A silent port accepted the connection; a host that never lets it open (a wrong address, a firewall dropping it)
+    did not, and was described with the silent port's causes (a gateway not accepting this host, a client id in use),
+    none of which can keep a connection from opening."""
+
     async def connect(port: int, client_id: int = 17) -> str:
         session = IbkrSession(
             IbkrSettings(port=port, client_id=client_id, connect_timeout_s=1.0), PacingLimiter(PacingPolicy())
@@ -511,7 +515,7 @@ def test_a_client_id_in_use_and_a_silent_port_are_told_apart():
             await session.close()
         return "connected"
 
-    async def scenario(port: int, silent_port: int) -> tuple[str, str, str]:
+    async def scenario(port: int, silent_port: int, unopened_port: int) -> tuple[str, str, str, str]:
         first = IbkrSession(IbkrSettings(port=port, client_id=5), PacingLimiter(PacingPolicy()))
         await first.connect()
         try:
@@ -520,12 +524,26 @@ def test_a_client_id_in_use_and_a_silent_port_are_told_apart():
         finally:
             await first.close()
         silent = await connect(silent_port)
-        return duplicate, other, silent
+        unopened = await connect(unopened_port)
+        return duplicate, other, silent, unopened
 
-    with simulator() as sim, socket.socket() as listener:
+    with simulator() as sim, socket.socket() as listener, socket.socket() as full:
         listener.bind(("127.0.0.1", 0))
         listener.listen()  # accepts TCP, never speaks the API
-        duplicate, other, silent = asyncio.run(scenario(sim.port, listener.getsockname()[1]))
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)  # never accepts: once its queue is full, the kernel drops new connections' SYNs
+        queued = [socket.socket() for _ in range(3)]
+        for waiting in queued:
+            waiting.setblocking(False)
+            waiting.connect_ex(full.getsockname())
+        try:
+            ports = sim.port, listener.getsockname()[1], full.getsockname()[1]
+            duplicate, other, silent, unopened = asyncio.run(scenario(*ports))
+        finally:
+            for waiting in queued:
+                waiting.close()
     assert "client id 5 is already in use" in duplicate and "IBKR_CLIENT_ID" in duplicate
     assert other == "connected"
-    assert "no API handshake within 1 s" in silent
+    assert "no API handshake within 1 s of the connection being accepted" in silent
+    assert "no connection within 1 s: the host does not answer (a wrong IBKR_HOST" in unopened
+    assert "trusted IPs" not in unopened and "client id" not in unopened.split(": ", 1)[1]

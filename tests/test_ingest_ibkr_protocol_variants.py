@@ -161,6 +161,36 @@ def test_a_server_version_above_the_clients_offer_is_refused():
     assert f"API version {highest + 22}, above the highest this client offered ({highest})" in str(result)
 
 
+def test_a_connection_closed_before_the_handshake_is_named_at_once():
+    """IB Gateway closes the connection of a host it does not accept, and a tunnel or proxy with no gateway behind it
+    (ssh -L, socat) accepts and closes at once. The client library hears of that close without a word: the loader
+    waited out the whole connect timeout, then said the host did not answer on that port, which it had."""
+    result, seconds, _ = run_session(ScriptedGateway(closes_before_handshake=True), fetch_daily, connect_timeout_s=5.0)
+    assert isinstance(result, GatewayUnavailableError)
+    assert "the connection was accepted, then closed before the API handshake" in str(result)
+    assert "Trusted IPs" in str(result) and "ssh -L" in str(result)
+    assert seconds < 2
+
+
+def test_the_close_of_a_connection_given_up_on_is_not_taken_for_the_next_ones(caplog):
+    """The client library waits for a connection it gave up on to close before it opens the next: that close, heard
+    while the next connection's handshake is awaited, is not the new connection closed before its handshake."""
+
+    async def reconnect_over_an_open_socket(session: IbkrSession) -> Outcome:
+        await session.connect()
+        session.ib.client.reset()  # the library's state of a connection given up on, its socket still open
+        assert session.ib.client.conn.transport is not None
+        await session._ensure_connected()
+        return await fetch_daily(session)
+
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, DAYS)])
+    with caplog.at_level(logging.WARNING, logger="ingest.ibkr.fetcher"):
+        outcome, seconds, session = run_session(gateway, reconnect_over_an_open_socket)
+    assert outcome.status == "ok" and session.stats.reconnects == 1
+    assert seconds < 2  # nor does waiting for that close take the connect timeout (5 s)
+    assert "reconnect failed" not in caplog.text
+
+
 def test_a_client_id_in_use_is_named_at_once():
     result, seconds, _ = run_session(ScriptedGateway(client_id_in_use=True), fetch_daily, connect_timeout_s=5.0)
     assert isinstance(result, GatewayUnavailableError)
@@ -285,6 +315,26 @@ def test_a_request_lost_in_an_ibkr_outage_is_retried_when_connectivity_returns()
     assert (outcome.status, outcome.attempts) == ("ok", 2)
     assert session.stats.timeouts == 0
     assert seconds >= 0.8  # the retry waited for 1102, after the first attempt's 0.5 s timeout
+
+
+def test_requests_that_time_out_while_ibkr_reports_an_outage_not_over_name_it_in_their_failure():
+    """IBKR's connectivity lost (1100) and never restored, as over a weekend's maintenance: once the outage is waited
+    out, lookups and requests go out and time out. Their failures said only "timed out" (in raw.load_batches and the
+    summary, for every symbol), though the gateway had said why."""
+    lost = "Connectivity between IB and Trader Workstation has been lost."
+
+    async def lookup_and_fetch(session: IbkrSession) -> tuple[Any, Outcome]:
+        await session.connect()
+        return await session.qualify("AAPL", "NASDAQ"), await fetch_daily(session)
+
+    gateway = ScriptedGateway(start_up_notices=[(1100, lost)], contracts=lambda req_id, request: [])
+    (lookup, outcome), _, _ = run_session(gateway, lookup_and_fetch, reconnect_timeout_s=0.3, request_timeout_s=0.3)
+    why = "; IBKR reported IBKR connectivity (1100) down and not restored since"
+    assert (
+        lookup.contract is None
+        and lookup.error_message == f"timed out: no contract details within 0.3 s (2 tries){why}"
+    )
+    assert (outcome.status, outcome.error_message) == ("failed", f"timed out: no answer within 0.3 s (2 tries){why}")
 
 
 def test_a_request_the_server_cancels_is_asked_again_not_taken_for_no_data():

@@ -278,6 +278,12 @@ class FarmStatus:
         held = [o for o in self._outages.values() if o.kind in wanted and not o.waited_out]
         return sorted(held, key=lambda o: o.reported_at)
 
+    def unrestored(self, kinds: Iterable[FarmKind]) -> list[Outage]:
+        """The outages of these kinds still in effect, waited out or not, oldest first: what a request that timed out
+        meanwhile most likely owes its failure to."""
+        wanted = frozenset(kinds)
+        return sorted((o for o in self._outages.values() if o.kind in wanted), key=lambda o: o.reported_at)
+
     def seconds_left(self, outage: Outage) -> float:
         return max(0.0, outage.reported_at + self.patience_s - self._clock())
 

@@ -41,6 +41,9 @@ apiError during the handshake                :class:`GatewayUnavailableError` at
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
                                              misread that version's messages
+the connection closed before the handshake   :class:`GatewayUnavailableError` at once (the library
+(a host the gateway refuses, a tunnel with   would wait out the connect timeout without a word)
+no gateway behind it)
 ==========================================  ===================================================
 
 Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2100-2199 notices (the
@@ -324,12 +327,41 @@ class IbkrSession:
             elif len(received) < _SHOWN_BYTES:
                 received.extend(data[: _SHOWN_BYTES - len(received)])
 
+        conn = self.ib.client.conn
+        if conn.transport is not None:
+            # A connection the client gave up on is still closing (the library waits for that close as it connects
+            # again): its close must not read as the new connection's, closed before its handshake.
+            old_closed = asyncio.get_running_loop().create_future()
+
+            def on_old_closed(_message: object) -> None:
+                if not old_closed.done():
+                    old_closed.set_result(None)
+
+            conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
+            try:
+                conn.disconnect()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(old_closed, s.connect_timeout_s)
+            finally:
+                conn.disconnected -= on_old_closed
+        connecting = asyncio.ensure_future(self.ib.connectAsync(**kwargs))
+        closed_before_handshake: list[bool] = []
+
+        def on_closed(_message: object) -> None:
+            # The library hears of a close before the handshake without a word (no apiError: it is not "connected"
+            # yet) and would wait out the whole connect timeout. A close it makes itself, giving up, comes after its
+            # connect has ended; one after the handshake is its own apiError ("Peer closed connection").
+            if not connecting.done() and not answered:
+                closed_before_handshake.append(True)
+                ended.set()
+
         # The client library reports a handshake it gives up on (a server too old for it, say) only through
         # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
         self.ib.client.apiError += on_api_error
         self.ib.client.conn.hasData += on_data
+        self.ib.client.conn.disconnected += on_closed
         try:
-            await _first_of(self.ib.connectAsync(**kwargs), ended)
+            await _first_of(connecting, ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
                 f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
@@ -339,7 +371,10 @@ class IbkrSession:
         except (TimeoutError, _Ended):
             refused = self._refused_during_start_up(handshake_errors)
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
-                reason = f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID"
+                reason = (
+                    f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID (or give another "
+                    "--client-id, which overrides it)"
+                )
             elif refused:
                 reason = refused
             elif handshake_errors:
@@ -365,12 +400,28 @@ class IbkrSession:
                     "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
                     "API is another interface)"
                 )
+            elif closed_before_handshake:
+                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
+                # (ssh -L, socat, a container's published port) that has no gateway behind it.
+                reason = (
+                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
+                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
+                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
+                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
+                )
+            elif getattr(self.ib.client.conn, "numBytesSent", None) == 0:
+                # The client's greeting goes out once the TCP connection is open: it never opened. Nothing answered
+                # at all (a closed port is refused at once), so the causes of a silent API are out of the question.
+                reason = (
+                    f"no connection within {s.connect_timeout_s:g} s: the host does not answer (a wrong IBKR_HOST, a "
+                    "machine that is off or unreachable, or a firewall that drops the connection)"
+                )
             else:
                 reason = (
-                    f"no API handshake within {s.connect_timeout_s:g} s: the host does not answer on that port, "
-                    "or what answers is not the gateway's API port (API disabled), or it has not accepted this "
-                    "host (not among its trusted IPs: TWS asks on its screen whether to accept the connection), "
-                    f"or client id {s.client_id} is already in use"
+                    f"no API handshake within {s.connect_timeout_s:g} s of the connection being accepted: what "
+                    "answers is not the gateway's API port, or it has not accepted this host (not among its trusted "
+                    "IPs: TWS asks on its screen whether to accept the connection), or client id "
+                    f"{s.client_id} is already in use"
                 )
             raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
         except OSError as error:
@@ -380,6 +431,7 @@ class IbkrSession:
         finally:
             self.ib.client.apiError -= on_api_error
             self.ib.client.conn.hasData -= on_data
+            self.ib.client.conn.disconnected -= on_closed
             self._handshake_ended = None
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
@@ -413,7 +465,7 @@ class IbkrSession:
             f"the gateway closed the connection during the API start-up ({said[0] if said else handshake_errors[0].rstrip('.')}): "
             "it accepts API clients only from its trusted IPs (Configure > Settings > API > Settings, 'Allow "
             "connections from localhost only' / 'Trusted IPs') and with a client id no other client uses "
-            f"(IBKR_CLIENT_ID, now {self.settings.client_id})"
+            f"(IBKR_CLIENT_ID or --client-id, now {self.settings.client_id})"
         )
 
     def _disconnect_quietly(self) -> None:
@@ -556,7 +608,7 @@ class IbkrSession:
                             None,
                             None,
                             f"timed out: no contract details within {self.settings.request_timeout_s:g} s "
-                            f"({timeouts} tries)",
+                            f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
             if tracked.undecodable is not None:
@@ -695,7 +747,7 @@ class IbkrSession:
             self.stats.timeouts += 1
             if timeouts > self.retry.timeout_retries:
                 message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                message += self._decode_errors.since(undecoded_before)
+                message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
                 return Outcome("failed", error_message=message, attempts=attempts)
             log.info("%s: request timed out; retrying", ref.symbol)
 
@@ -741,6 +793,15 @@ class IbkrSession:
         """Wake the requests waiting for an outage to end (:meth:`_wait_for_farms`): they look at the farms again."""
         self._farms_changed.set()
         self._farms_changed = asyncio.Event()
+
+    def _unrestored(self, uses: frozenset[farms.FarmKind]) -> str:
+        """What a timeout's failure adds when IBKR still reports down a farm the request may use (e.g. its own
+        connectivity, lost over a night's or a weekend's maintenance): the likely cause, which the log alone named."""
+        outages = self._farms.unrestored(uses)
+        if not outages:
+            return ""
+        named = ", ".join(f"{outage.describe()} ({outage.code})" for outage in outages)
+        return f"; IBKR reported {named} down and not restored since"
 
     def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
         """Whether a request that timed out met an outage of a farm it may use (in effect when it went on the wire,
