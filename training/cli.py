@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from command_line import outlives_its_reader, sigterm_interrupts, user_path
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
-from warehouse_db.command_line import outlives_its_reader, sigterm_interrupts, user_path
 
 logger = logging.getLogger("training")
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from command_line import outlives_its_reader
 from training.cli import parse_command_line
 from training.config import (
     MAX_FOLDER_NAME_BYTES,
@@ -63,7 +64,6 @@ from training.config import (
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
-from warehouse_db.command_line import outlives_its_reader
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
     from ray.tune import PlacementGroupFactory
