@@ -24,9 +24,9 @@ from training.config import (
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
+from training.run_folder import RunFolderError, claim_run_folder, refuse_used_folder
 from training.sweep import main as sweep_main
 from training.task_runners import InProcessRunner
-from training.walk_forward import RunFolderError, claim_run_folder, refuse_used_folder
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),

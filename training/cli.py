@@ -187,10 +187,11 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.folds import FoldSelectionError
     from training.mart import SymbolSelectionError
     from training.ppo import ModelFileError
+    from training.run_folder import RunFolderError
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
-    from training.walk_forward import AllTasksFailed, MartKeptChanging, RunFolderError
+    from training.walk_forward import AllTasksFailed, MartKeptChanging
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
