@@ -163,7 +163,7 @@ def _help(description: str) -> str:
 @outlives_its_reader
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training``: one fold, one seed, in this process."""
-    from training.job import run_training
+    from training.single_run import run_training
 
     return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, run_training)
 

@@ -6,7 +6,7 @@ the baselines: training/fold_task.py) -> statistics over folds x seeds with conf
 run folder (models, statistics.json, report.html) -> ml.walk_forward_* tables in one transaction.
 
 ``python -m training.walk_forward`` (``make walk-forward``) runs it on every fold with ``--seeds`` seeds; ``make
-train`` (training/job.py) runs the same job on one fold with one seed, in this process.
+train`` (training/single_run.py) runs the same job on one fold with one seed, in this process.
 """
 
 from __future__ import annotations
