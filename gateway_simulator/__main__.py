@@ -16,8 +16,8 @@ import signal
 import sys
 from fractions import Fraction
 
+from command_line import OneLineParser
 from market_calendar import EXCHANGE_TZ
-from warehouse_db.command_line import OneLineParser
 
 from .server import GatewaySimulator, SimulatorConfig, Split
 

@@ -20,9 +20,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from command_line import OneLineParser, outlives_its_reader, path_argument, sigterm_interrupts
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
-from warehouse_db.command_line import OneLineParser, outlives_its_reader, path_argument, sigterm_interrupts
 
 if TYPE_CHECKING:
     from ingest.raw_tables import BarSettings

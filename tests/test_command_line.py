@@ -1,4 +1,4 @@
-"""What every command shares (warehouse_db/command_line.py): ``~`` in a path setting given where no shell expands
+"""What every command shares (command_line.py): ``~`` in a path setting given where no shell expands
 it, and a reader of standard output that goes away (``| head``)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from command_line import outlives_its_reader, user_path
 from ingest.cli import build_parser as ingest_parser
 from ingest.cli import main as ingest_main
 from training.cli import main as training_main
@@ -18,7 +19,6 @@ from training.config import SingleRunConfig, WalkForwardConfig, load_config
 from training.sweep import SweepConfig
 from training.sweep import main as sweep_main
 from warehouse_db.__main__ import main as warehouse_db_main
-from warehouse_db.command_line import outlives_its_reader, user_path
 from warehouse_db.errors import WarehouseConfigError
 from warehouse_db.settings import warehouse_dir
 

@@ -24,9 +24,9 @@ from training.config import (
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
 from training.ppo import ModelFileError, build_model
+from training.run_folder import RunFolderError, claim_run_folder, refuse_used_folder
 from training.sweep import main as sweep_main
 from training.task_runners import InProcessRunner
-from training.walk_forward import RunFolderError, claim_run_folder, refuse_used_folder
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -333,7 +333,10 @@ def test_the_real_mart_yaml_matches_the_synthetic_stand_in() -> None:
     assert schema.target == TARGET
 
 
-JOBS = [(cli.main, "training.job.run_training"), (cli.walk_forward_main, "training.walk_forward.run_walk_forward")]
+JOBS = [
+    (cli.main, "training.single_run.run_training"),
+    (cli.walk_forward_main, "training.walk_forward.run_walk_forward"),
+]
 """Each training command and the job it runs."""
 
 
@@ -386,7 +389,7 @@ def _refused_before_the_job(main, argv: list[str], monkeypatch: pytest.MonkeyPat
     def no_job(*args: object, **kwargs: object) -> None:
         raise AssertionError("the job ran: the error should have been found before the mart is read")
 
-    monkeypatch.setattr("training.job.run_training", no_job)
+    monkeypatch.setattr("training.single_run.run_training", no_job)
     monkeypatch.setattr("training.walk_forward.run_walk_forward", no_job)
     assert main(argv) == ExitCode.CONFIG == 2
     captured = capsys.readouterr()
@@ -530,7 +533,7 @@ def test_a_run_id_the_file_system_cannot_hold_is_one_line_and_status_2_before_an
 @pytest.mark.parametrize("runs_dir", ["a-file", "a-file/below"])
 def test_a_runs_dir_that_cannot_hold_the_run_folder_is_one_line_and_status_2(tmp_path: Path, runs_dir: str) -> None:
     """Checked before the warehouse is touched (settings=None here): a file, or a folder below one, was a traceback."""
-    from training.job import run_training
+    from training.single_run import run_training
 
     (tmp_path / "a-file").write_text("", encoding="utf-8")
     config = load_config(None, {"runs_dir": str(tmp_path / runs_dir), "run_id": "r"}, cls=SingleRunConfig)

@@ -38,7 +38,7 @@ from training.contract import (
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.folds import Fold
-from training.job import run_training
+from training.single_run import run_training
 from training.walk_forward import contract_terms
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned

@@ -14,8 +14,8 @@ from market_calendar import sessions_in_range
 from training.config import load_config
 from training.fold_task import prepare_fold
 from training.folds import SPLITS, DateRange, Fold, FoldSelectionError, select_folds
-from training.job import latest_or
 from training.market_data import MarketData
+from training.single_run import latest_or
 
 
 @pytest.fixture(scope="module")

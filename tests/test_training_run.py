@@ -21,10 +21,10 @@ from training.config import load_config
 from training.contract import ContractViolation
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.job import run_training
 from training.mart import content_hash, mart_columns
 from training.metrics import METRICS
 from training.ppo import ModelFileError, ModelHasSeenHeldOutSessions
+from training.single_run import run_training
 from training.statistics import FoldSample, compute_statistics
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings

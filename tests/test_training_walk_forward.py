@@ -24,6 +24,7 @@ from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.fold_task import run_fold_seed
 from training.mart import MartSnapshot, read_mart
+from training.run_folder import RunFolderError
 from training.task_runners import (
     BadRayAddress,
     InProcessRunner,
@@ -32,7 +33,7 @@ from training.task_runners import (
     check_ray_address,
     interruptions_held,
 )
-from training.walk_forward import RunFolderError, WalkForwardResult, run_walk_forward
+from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseError
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings

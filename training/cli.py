@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from command_line import outlives_its_reader, sigterm_interrupts, user_path
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
-from warehouse_db.command_line import outlives_its_reader, sigterm_interrupts, user_path
 
 logger = logging.getLogger("training")
 
@@ -163,7 +163,7 @@ def _help(description: str) -> str:
 @outlives_its_reader
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training``: one fold, one seed, in this process."""
-    from training.job import run_training
+    from training.single_run import run_training
 
     return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, run_training)
 
@@ -187,10 +187,11 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.folds import FoldSelectionError
     from training.mart import SymbolSelectionError
     from training.ppo import ModelFileError
+    from training.run_folder import RunFolderError
     from training.sweep import NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
-    from training.walk_forward import AllTasksFailed, MartKeptChanging, RunFolderError
+    from training.walk_forward import AllTasksFailed, MartKeptChanging
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from command_line import user_path
 from training.config_values import load_yaml, read_text, typed_fields
 from training.features import DEFAULT_MART_YAML
-from warehouse_db.command_line import user_path
 from warehouse_db.settings import REPO_ROOT
 
 EnvKind = Literal["native", "tensortrade"]

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from command_line import outlives_its_reader
 from training.cli import parse_command_line
 from training.config import (
     MAX_FOLDER_NAME_BYTES,
@@ -62,8 +63,8 @@ from training.config import (
 )
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
+from training.run_folder import claim_run_folder, folder_in_use, make_run_folder, refuse_used_folder, writing_run_folder
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
-from warehouse_db.command_line import outlives_its_reader
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
     from ray.tune import PlacementGroupFactory
@@ -679,13 +680,7 @@ def run_sweep(
     from training.folds import select_folds
     from training.market_data import MarketData
     from training.task_runners import RayRunner
-    from training.walk_forward import (
-        claim_run_folder,
-        contract_terms,
-        make_run_folder,
-        read_checked_mart,
-        refuse_used_folder,
-    )
+    from training.walk_forward import contract_terms, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
@@ -902,7 +897,6 @@ def _free_run_id(runs_dir: Path, name: str, settings) -> str:
     ml.walk_forward_runs does (the walk-forward of fewer trials, on a sweep resumed with more after ``make clean``
     removed runs/: that failed only after the whole search)."""
     from training import results_store
-    from training.walk_forward import folder_in_use
 
     candidate, attempt = name, 1
     while folder_in_use(runs_dir / candidate) or results_store.run_exists(settings, candidate):
@@ -913,7 +907,6 @@ def _free_run_id(runs_dir: Path, name: str, settings) -> str:
 
 def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
     from training.sweep_report import write_sweep_report
-    from training.walk_forward import writing_run_folder
 
     path = run_dir / "report.html"
     remedy = (

@@ -15,8 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
 from warehouse_db import embedded
-from warehouse_db.command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import ensure_provisioned, missing_pieces, provision

@@ -33,7 +33,7 @@ import psycopg
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from warehouse_db.command_line import user_path
+from command_line import user_path
 from warehouse_db.errors import ConfigFileError, WarehouseConfigError
 from warehouse_db.schemas import COMPONENT_ROLES
 

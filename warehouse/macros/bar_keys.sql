@@ -27,10 +27,10 @@
     )
 {%- endmacro %}
 
-{# The bar settings the training mart is built for (vars bar_size, what_to_show, use_rth). #}
+{# The bar settings the training mart is built for (vars daily_bar_size, what_to_show, use_rth). #}
 {% macro is_training_bar_settings(relation_alias=none) -%}
     {%- set prefix = relation_alias ~ '.' if relation_alias else '' -%}
-    {{ prefix }}bar_size = '{{ var("bar_size") }}'
+    {{ prefix }}bar_size = '{{ var("daily_bar_size") }}'
     and {{ prefix }}what_to_show = '{{ var("what_to_show") }}'
     and {{ prefix }}use_rth = {{ 'true' if var('use_rth') else 'false' }}
 {%- endmacro %}

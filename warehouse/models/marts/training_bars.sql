@@ -14,7 +14,7 @@
 }}
 
 {#-
-    One row per symbol and session for the bar settings in vars bar_size / what_to_show / use_rth, ready
+    One row per symbol and session for the bar settings in vars daily_bar_size / what_to_show / use_rth, ready
     for training: every session after the symbol's warm-up (var warmup_sessions) with every feature present,
     and the target (null on the symbol's last session: its next session has not happened yet). No row is
     dropped for an evaluation split: the walk-forward folds are date ranges in walk_forward_folds.
