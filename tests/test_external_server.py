@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from devtools.external_server import ExternalServer, external_server
 from devtools.leaks import leaked_fragments
@@ -41,7 +42,8 @@ LOGINS = {
     "trainer": ("trainer_app", "Tn#r/Pw?x@3"),
     "analyst": ("analyst_app", "An#l/st?Pw@4"),
 }
-PASSWORDS = [ADMIN_PASSWORD, *(password for _, password in LOGINS.values())]
+BYSTANDER_PASSWORD = "by#st/and?er@5"  # an ordinary login that holds no project role
+PASSWORDS = [ADMIN_PASSWORD, BYSTANDER_PASSWORD, *(password for _, password in LOGINS.values())]
 PYTHON, DBT = sys.executable, str(Path(sys.executable).with_name("dbt"))
 
 
@@ -220,3 +222,21 @@ def test_pg_variables_select_an_external_server(server: ExternalServer, tmp_path
     status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)  # reachable, not ready
     assert "external server" in status and "not provisioned yet" in status
     assert "warehouse ready" not in status, status
+
+
+def test_status_is_not_ready_for_a_login_that_may_not_act_as_the_roles(server: ExternalServer, tmp_path: Path) -> None:
+    """A provisioned database seen through a login that holds none of the project roles: `status` said "warehouse
+    ready" (exit 0), and then ingest, dbt and training each failed at SET ROLE."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "reach")
+    base = clean_env(tmp_path)
+    run([PYTHON, "-m", "warehouse_db", "up"], {**base, "DATABASE_URL": admin_url(server, "reach")})
+    with connect(server.superuser(), autocommit=True) as conn:
+        conn.execute("drop role if exists bystander")
+        conn.execute(sql.SQL("create role bystander login password {}").format(sql.Literal(BYSTANDER_PASSWORD)))
+    env = {**base, **server_env(server, "reach"), "PGUSER": "bystander", "PGPASSWORD": BYSTANDER_PASSWORD}
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)
+    assert "warehouse ready" not in status, status
+    assert "login bystander may not act as role loader, transformer, trainer, analyst" in status, status
+    assert "GRANT loader, transformer, trainer, analyst TO bystander" in status, status
+    ready = run([PYTHON, "-m", "warehouse_db", "status"], {**env, "PGUSER": ADMIN_USER, "PGPASSWORD": ADMIN_PASSWORD})
+    assert ready.startswith("warehouse ready"), ready
