@@ -240,3 +240,25 @@ def test_status_is_not_ready_for_a_login_that_may_not_act_as_the_roles(server: E
     assert "GRANT loader, transformer, trainer, analyst TO bystander" in status, status
     ready = run([PYTHON, "-m", "warehouse_db", "status"], {**env, "PGUSER": ADMIN_USER, "PGPASSWORD": ADMIN_PASSWORD})
     assert ready.startswith("warehouse ready"), ready
+
+
+def test_pgservice_reaches_the_server_its_service_names(server: ExternalServer, tmp_path: Path) -> None:
+    """PGSERVICE, libpq's way to name a server: the project took it for "nothing configured" and used the embedded
+    warehouse, while psql followed the service to the external server. Now every command follows the service, and
+    psql --as a role connects as that role's own login even though the service names the admin login."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "svc")
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        f"[warehouse]\nhost=127.0.0.1\nport={server.port}\ndbname=svc\nuser={ADMIN_USER}\npassword={ADMIN_PASSWORD}\n",
+        encoding="utf-8",
+    )
+    env = {**clean_env(tmp_path), "PGSERVICE": "warehouse", "PGSERVICEFILE": str(services), **login_env("analyst")}
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env)
+    assert status.startswith(f"warehouse ready: PostgreSQL {ADMIN_USER}@127.0.0.1:{server.port}/svc"), status
+    assert not (tmp_path / "warehouse-dir").exists(), "an embedded warehouse was created"
+    analyst_login = LOGINS["analyst"][0]
+    who = run(
+        [PYTHON, "-m", "warehouse_db", "psql", "--as", "analyst", "-Atc", "select session_user, current_user"], env
+    )
+    assert who.strip() == f"{analyst_login}|analyst"

@@ -69,7 +69,9 @@ def shell_env(settings: ConnectionSettings, passfile: Path) -> tuple[dict[str, s
     }
     if write_passfile(passfile, settings):
         env["PGPASSFILE"] = str(passfile)
-    return env, ["PGPASSWORD"]
+    # PGSERVICE is resolved into the variables above; left set, its file would beat them in libpq (a component's
+    # own login, say).
+    return env, ["PGPASSWORD", "PGSERVICE"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +179,8 @@ def _psql(args: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     # A PGPASSWORD of this shell belongs to another login than --as ROLE's; libpq_env() brings the right one.
-    env = {name: value for name, value in os.environ.items() if name != "PGPASSWORD"}
+    # PGSERVICE is resolved into libpq_env()'s variables, which its file would otherwise beat.
+    env = {name: value for name, value in os.environ.items() if name not in ("PGPASSWORD", "PGSERVICE")}
     env.update(settings.for_role(role).libpq_env())
     if role:
         env["PGOPTIONS"] = " ".join(part for part in (env.get("PGOPTIONS"), f"-c role={role}") if part)
