@@ -18,6 +18,27 @@ EXIT_USAGE = 2
 """argparse's own status for a usage error, which every command of the project documents as 'bad usage'."""
 
 
+def interrupts_in_one_line() -> None:
+    """In a command (``python -m <package>``: runpy sets ``sys.argv[0]`` to ``-m`` while it imports the package,
+    where this is called), a Ctrl+C that the command's own handling does not catch (while torch, Ray or Great
+    Expectations are still being imported, which takes seconds) ends it with one line instead of a traceback, and
+    still with status 130 (Python exits through SIGINT). A program that imports the package is left alone."""
+    if sys.argv[:1] != ["-m"]:
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            print(
+                "error: interrupted before the command began or after it ended: nothing was half-written",
+                file=sys.stderr,
+            )
+            return
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors print ``error: <what>; see <prog> --help`` instead of the usage block."""
 

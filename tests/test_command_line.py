@@ -4,8 +4,10 @@ it, and a reader of standard output that goes away (``| head``)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,24 @@ def test_a_help_page_cut_short_ends_quietly() -> None:
     finished = subprocess.run([sys.executable, "-m", module, "--help"], stdout=write_end, stderr=write_end, timeout=60)
     os.close(write_end)
     assert finished.returncode == 0
+
+
+@pytest.mark.parametrize("module", ["training.walk_forward", "training.sweep", "training"])
+def test_ctrl_c_while_a_training_command_still_imports_is_one_line(module: str, tmp_path: Path) -> None:
+    # torch, Ray and Great Expectations take seconds to import, before the command's own Ctrl+C handling: a Ctrl+C
+    # then printed a traceback of the import machinery.
+    env = {**os.environ, "WAREHOUSE_DIR": str(tmp_path / "warehouse")}
+    command = subprocess.Popen(
+        [sys.executable, "-m", module], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    maps = Path(f"/proc/{command.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "torch" not in maps.read_text() and time.monotonic() < deadline:  # it is importing torch now
+        time.sleep(0.01)
+    command.send_signal(signal.SIGINT)
+    stdout, stderr = command.communicate(timeout=60)
+    assert command.returncode == -signal.SIGINT  # Python ends through SIGINT: a shell reports 130
+    assert (stdout, stderr) == (
+        "",
+        "error: interrupted before the command began or after it ended: nothing was half-written\n",
+    )

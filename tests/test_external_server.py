@@ -8,7 +8,7 @@ ordinary CREATEROLE login that owns its database, never as a superuser:
   but their own login, and the trainer's login cannot read raw even after RESET ROLE;
 - with a single login (a hosted server that offers one), which acts as each role with SET ROLE (bundled server).
 Ingest (CSV), dbt build and a short training run must work, and no output may contain any piece of a password:
-the passwords contain ``#``, ``/``, ``?``, ``@`` and ``:``, unencoded in DATABASE_URL.
+the passwords contain ``#``, ``/``, ``?``, ``@``, ``:``, spaces and quotes, unencoded in DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from devtools.external_server import ExternalServer, external_server
 from devtools.leaks import leaked_fragments
@@ -34,14 +35,15 @@ pytestmark = pytest.mark.integration  # its own PostgreSQL servers
 
 DEBIAN_15_BIN = Path("/usr/lib/postgresql/15/bin")
 SERVERS = {"bundled-postgres-18": None, "debian-postgres-15": DEBIAN_15_BIN}
-ADMIN_USER, ADMIN_PASSWORD = "quant", "qu#nt/Adm?n@7:x"
+ADMIN_USER, ADMIN_PASSWORD = "quant", "qu#nt /Adm?n@7:x"
 LOGINS = {
     "loader": ("loader_app", "L0#d/er?Pw@1"),
     "transformer": ("transformer_app", "Tr#f/rm?Pw@2"),
-    "trainer": ("trainer_app", "Tn#r/Pw?x@3"),
+    "trainer": ("trainer_app", "Tn#r /Pw?x@3 'q\"%zz"),  # a space broke Great Expectations' URL
     "analyst": ("analyst_app", "An#l/st?Pw@4"),
 }
-PASSWORDS = [ADMIN_PASSWORD, *(password for _, password in LOGINS.values())]
+BYSTANDER_PASSWORD = "by#st/and?er@5"  # an ordinary login that holds no project role
+PASSWORDS = [ADMIN_PASSWORD, BYSTANDER_PASSWORD, *(password for _, password in LOGINS.values())]
 PYTHON, DBT = sys.executable, str(Path(sys.executable).with_name("dbt"))
 
 
@@ -220,3 +222,46 @@ def test_pg_variables_select_an_external_server(server: ExternalServer, tmp_path
     status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)  # reachable, not ready
     assert "external server" in status and "not provisioned yet" in status
     assert "warehouse ready" not in status, status
+
+
+def test_status_is_not_ready_for_a_login_that_may_not_act_as_the_roles(server: ExternalServer, tmp_path: Path) -> None:
+    """A provisioned database seen through a login that holds none of the project roles: `status` said "warehouse
+    ready" (exit 0), and then ingest, dbt and training each failed at SET ROLE."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "reach")
+    base = clean_env(tmp_path)
+    run([PYTHON, "-m", "warehouse_db", "up"], {**base, "DATABASE_URL": admin_url(server, "reach")})
+    with connect(server.superuser(), autocommit=True) as conn:
+        conn.execute("drop role if exists bystander")
+        conn.execute(sql.SQL("create role bystander login password {}").format(sql.Literal(BYSTANDER_PASSWORD)))
+    env = {**base, **server_env(server, "reach"), "PGUSER": "bystander", "PGPASSWORD": BYSTANDER_PASSWORD}
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)
+    assert "warehouse ready" not in status, status
+    assert "login bystander may not act as role loader, transformer, trainer, analyst" in status, status
+    assert "GRANT loader, transformer, trainer, analyst TO bystander" in status, status
+    # Provisioning as the admin login grants that login the roles, not this one: the GRANT is what helps.
+    refused = ingest(env, expect=4)
+    assert refused.strip().endswith("or GRANT loader TO bystander"), refused
+    ready = run([PYTHON, "-m", "warehouse_db", "status"], {**env, "PGUSER": ADMIN_USER, "PGPASSWORD": ADMIN_PASSWORD})
+    assert ready.startswith("warehouse ready"), ready
+
+
+def test_pgservice_reaches_the_server_its_service_names(server: ExternalServer, tmp_path: Path) -> None:
+    """PGSERVICE, libpq's way to name a server: the project took it for "nothing configured" and used the embedded
+    warehouse, while psql followed the service to the external server. Now every command follows the service, and
+    psql --as a role connects as that role's own login even though the service names the admin login."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "svc")
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        f"[warehouse]\nhost=127.0.0.1\nport={server.port}\ndbname=svc\nuser={ADMIN_USER}\npassword={ADMIN_PASSWORD}\n",
+        encoding="utf-8",
+    )
+    env = {**clean_env(tmp_path), "PGSERVICE": "warehouse", "PGSERVICEFILE": str(services), **login_env("analyst")}
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    status = run([PYTHON, "-m", "warehouse_db", "status"], env)
+    assert status.startswith(f"warehouse ready: PostgreSQL {ADMIN_USER}@127.0.0.1:{server.port}/svc"), status
+    assert not (tmp_path / "warehouse-dir").exists(), "an embedded warehouse was created"
+    analyst_login = LOGINS["analyst"][0]
+    who = run(
+        [PYTHON, "-m", "warehouse_db", "psql", "--as", "analyst", "-Atc", "select session_user, current_user"], env
+    )
+    assert who.strip() == f"{analyst_login}|analyst"

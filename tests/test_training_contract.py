@@ -379,6 +379,35 @@ def test_the_contract_reads_as_trainer(mart_warehouse: ConnectionSettings) -> No
         engine.dispose()
 
 
+@pytest.mark.parametrize("password", ["pass word", "Wx9 p'a\"ss@w%rd:k/ey+", "tab\there é"])
+def test_any_password_reaches_great_expectations(password: str) -> None:
+    # SQLAlchemy renders a space in the login part unencoded, and Great Expectations then refused the URL
+    # ("userinfo required in URL but missing"): training died with a traceback on a server whose password has one.
+    import warnings
+
+    from sqlalchemy.engine import make_url
+
+    from training.contract import gx_connection_string
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from great_expectations.datasource.fluent import PostgresDatasource
+
+    settings = ConnectionSettings(
+        host="db.example.com", port=5432, user="quant user", password=password, dbname="warehouse", embedded=False
+    )
+    datasource = PostgresDatasource(name="warehouse", connection_string=gx_connection_string(settings))
+    url = make_url(str(datasource.connection_string))
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "quant user",
+        password,
+        "db.example.com",
+        5432,
+        "warehouse",
+    )
+    assert url.query["options"] == "-c role=trainer -c search_path=marts"
+
+
 def test_a_missing_mart_is_refused_with_a_hint(warehouse: ConnectionSettings) -> None:
     # Nothing built yet is a warehouse problem (the CLI's exit 4), not a broken contract.
     with pytest.raises(WarehouseNotProvisioned, match="marts.training_bars does not exist yet.*make ingest.*dbt"):

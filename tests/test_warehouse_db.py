@@ -129,6 +129,38 @@ def test_component_logins_come_from_variables_and_never_show_their_passwords():
         external_settings({"PGHOST": "h", "WAREHOUSE_ANALYST_PASSWORD": "x"})
 
 
+def test_pgservice_selects_its_server_as_libpq_does(tmp_path):
+    # PGSERVICE alone used to choose the embedded warehouse while psql (libpq) followed the service elsewhere.
+    services = tmp_path / "services.conf"
+    services.write_text(
+        f"# comment\n[other]\nhost=elsewhere\n\n[wh]\nhost = db.example.com\nport=6543\nuser=quant\n"
+        f"password={SECRET}\ndbname=prod\nsslmode=require\nconnect_timeout=4\n",
+        encoding="utf-8",
+    )
+    config = {"PGSERVICE": "wh", "PGSERVICEFILE": str(services), "PGHOST": "ignored", "PGPORT": "1"}
+    assert uses_external_server(config)
+    s = external_settings(config)  # the service beats the PG* variables, as in libpq
+    assert (s.host, s.port, s.user, s.password, s.dbname) == ("db.example.com", 6543, "quant", SECRET, "prod")
+    assert (s.options, s.connect_timeout, s.embedded) == ({"sslmode": "require"}, 4, False)
+    system = tmp_path / "etc"
+    system.mkdir()
+    (system / "pg_service.conf").write_text("[sys]\nhost=sys.example.com\n", encoding="utf-8")
+    s = external_settings({"PGSERVICE": "sys", "PGSERVICEFILE": str(services), "PGSYSCONFDIR": str(system)})
+    assert s.host == "sys.example.com"
+
+    with pytest.raises(WarehouseConfigError, match=r"PGSERVICE=nope: no service \[nope\] in .*services.conf$"):
+        external_settings({"PGSERVICE": "nope", "PGSERVICEFILE": str(services)})
+    for text, problem in (
+        (f"[wh]\nhost=h\npassword {SECRET}\n", ":3: not a libpq service file line"),
+        (f"password={SECRET}\n[wh]\n", ":1: not a libpq service file line"),
+        (f"[wh]\nhost=h\npasswrd={SECRET}\n", "service [wh] has a parameter libpq does not know"),
+    ):
+        services.write_text(text, encoding="utf-8")
+        with pytest.raises(WarehouseConfigError) as error:
+            external_settings({"PGSERVICE": "wh", "PGSERVICEFILE": str(services)})
+        assert problem in str(error.value) and not leaked_fragments(str(error.value), [SECRET])
+
+
 def test_timeouts_default_and_follow_their_variables():
     s = external_settings({"PGHOST": "h"})
     assert (s.connect_timeout, s.statement_timeout) == (10, 1800)

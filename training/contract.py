@@ -42,6 +42,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from market_calendar import EXCHANGE, non_session_weekdays
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, SPLITS
@@ -288,7 +289,7 @@ def gx_connection_string(
     URL gets ``localhost`` in the netloc while the socket directory stays in the ``host`` query parameter, which
     libpq prefers.
     """
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
 
     url = make_url(settings.sqlalchemy_url(role))  # role's own login where one is configured
     options = " ".join(
@@ -297,7 +298,13 @@ def gx_connection_string(
     url = url.update_query_dict({"options": options})
     if not url.host:
         url = url.set(host="localhost")
-    return url.render_as_string(hide_password=False)
+    # SQLAlchemy leaves a space (and `+`) unencoded in the login part, and Great Expectations then rejects the URL
+    # ("userinfo required"): encode the user and the password whole, so that any password works.
+    rest = URL.create(url.drivername, host=url.host, port=url.port, database=url.database, query=url.query)
+    userinfo = quote(url.username or "", safe="")
+    if url.password is not None:
+        userinfo += ":" + quote(url.password, safe="")
+    return rest.render_as_string().replace("://", f"://{userinfo}@", 1)
 
 
 def _plain_rows(rows: Sequence[Any]) -> str:

@@ -1,5 +1,11 @@
 """The warehouse connection: which PostgreSQL, as which logins, and the project's roles and schemas."""
 
+# ruff: noqa: E402 - the imports follow interrupts_in_one_line(), so that a Ctrl+C while psycopg loads is one line
+
+from warehouse_db.command_line import interrupts_in_one_line
+
+interrupts_in_one_line()  # first: `python -m warehouse_db` imports psycopg next
+
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import ensure_provisioned

@@ -19,7 +19,7 @@ from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
-from warehouse_db.provision import ensure_provisioned, missing_pieces, provision
+from warehouse_db.provision import ensure_provisioned, missing_pieces, provision, roles_out_of_reach
 from warehouse_db.schemas import COMPONENT_ROLES
 from warehouse_db.settings import (
     ConnectionSettings,
@@ -71,7 +71,9 @@ def shell_env(settings: ConnectionSettings, passfile: Path) -> tuple[dict[str, s
     }
     if write_passfile(passfile, settings):
         env["PGPASSFILE"] = str(passfile)
-    return env, ["PGPASSWORD"]
+    # PGSERVICE is resolved into the variables above; left set, its file would beat them in libpq (a component's
+    # own login, say).
+    return env, ["PGPASSWORD", "PGSERVICE"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,13 +148,22 @@ def _run(command: str) -> int:
         if command in ("up", "provision") and role is None:
             provision(conn, settings.logins)
         missing = missing_pieces(conn)
+        out_of_reach = {} if missing else roles_out_of_reach(conn, settings)
     where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
-    state = "reachable" if missing else "ready"  # reachable, not ready: `status` on a server nobody provisioned
+    # reachable, not ready: `status` on a server nobody provisioned, or as a login that may not act as its roles
+    state = "reachable" if missing or out_of_reach else "ready"
     print(f"warehouse {state}: {settings.for_role(role).describe()} [{where}], PostgreSQL {version}")
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
     if missing:
         print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
+        return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
+    if out_of_reach:
+        grants = "; ".join(f"GRANT {', '.join(roles)} TO {login}" for login, roles in out_of_reach.items())
+        lacking = "; ".join(
+            f"login {login} may not act as role {', '.join(roles)}" for login, roles in out_of_reach.items()
+        )
+        print(f"not ready: {lacking}: run `make db-up` with the admin login, or have an administrator run {grants}")
         return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
     return EXIT_OK
 
@@ -170,7 +181,8 @@ def _psql(args: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE
     # A PGPASSWORD of this shell belongs to another login than --as ROLE's; libpq_env() brings the right one.
-    env = {name: value for name, value in os.environ.items() if name != "PGPASSWORD"}
+    # PGSERVICE is resolved into libpq_env()'s variables, which its file would otherwise beat.
+    env = {name: value for name, value in os.environ.items() if name not in ("PGPASSWORD", "PGSERVICE")}
     env.update(settings.for_role(role).libpq_env())
     if role:
         env["PGOPTIONS"] = " ".join(part for part in (env.get("PGOPTIONS"), f"-c role={role}") if part)

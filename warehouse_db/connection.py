@@ -85,7 +85,8 @@ def connect(
         conn.close()
         raise WarehouseNotProvisioned(
             f"{settings.user or 'the login'} may not act as role {role!r} in {settings.describe()}: "
-            "have an administrator run `python -m warehouse_db provision` with the admin login"
+            "have an administrator run `python -m warehouse_db provision` with the admin login (it grants each "
+            f"component's own login its role), or GRANT {role} TO {settings.user or 'the login'}"
         ) from None
     return conn
 

@@ -119,6 +119,23 @@ def missing_pieces(conn: psycopg.Connection) -> list[str]:
     return [f"role {name}" for name in row[0]] + [f"schema {name}" for name in row[1]]
 
 
+def roles_out_of_reach(conn: psycopg.Connection, settings: ConnectionSettings) -> dict[str, list[str]]:
+    """Logins that exist but may not act as a project role they are configured for (their own role, or every role
+    without a login of its own for the admin login), with those roles: such a login's component fails at SET ROLE."""
+    pairs = [(role, settings.for_role(role).user) for role in COMPONENT_ROLES]
+    pairs = [(role, login) for role, login in pairs if login]
+    rows = conn.execute(
+        "select l, r from unnest(%s::text[], %s::text[]) as p(r, l) "
+        "where exists (select from pg_roles where rolname = r) and exists (select from pg_roles where rolname = l) "
+        "and not pg_has_role(l, r, 'MEMBER') order by array_position(%s::text[], r)",
+        ([role for role, _ in pairs], [login for _, login in pairs], list(COMPONENT_ROLES)),
+    ).fetchall()
+    out_of_reach: dict[str, list[str]] = {}
+    for login, role in rows:
+        out_of_reach.setdefault(login, []).append(role)
+    return out_of_reach
+
+
 def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
     """Make sure the warehouse is provisioned before ``role`` works in it.
 

@@ -2,7 +2,8 @@
 
 Server (the first that applies wins):
 1. ``DATABASE_URL`` (e.g. a hosted PostgreSQL's connection URL),
-2. any of the standard libpq variables ``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``,
+2. any of the standard libpq variables ``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``, or
+   ``PGSERVICE`` (a libpq service file's section, which beats those variables as in libpq),
 3. otherwise the embedded warehouse under ``WAREHOUSE_DIR`` (default ``.warehouse/``; see
    :mod:`warehouse_db.embedded`), which creates and uses its own per-component logins.
 
@@ -21,6 +22,7 @@ part of ``DATABASE_URL`` or of a password.
 
 from __future__ import annotations
 
+import configparser
 import functools
 import io
 import os
@@ -213,7 +215,43 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 
 
 def uses_external_server(config: Mapping[str, str]) -> bool:
-    return bool(config.get("DATABASE_URL")) or any(config.get(name) for name in LIBPQ_VARIABLES)
+    return bool(config.get("DATABASE_URL")) or any(config.get(name) for name in (*LIBPQ_VARIABLES, "PGSERVICE"))
+
+
+def service_parameters(config: Mapping[str, str]) -> dict[str, str]:
+    """The parameters of libpq's connection service ``PGSERVICE``, found where libpq looks: ``PGSERVICEFILE``
+    (default ``~/.pg_service.conf``), else ``$PGSYSCONFDIR/pg_service.conf``. Empty without PGSERVICE.
+
+    Errors name the file and line, never a value (a service may hold a password)."""
+    name = config.get("PGSERVICE")
+    if not name:
+        return {}
+    files = [user_path(config.get("PGSERVICEFILE") or "~/.pg_service.conf")]
+    if config.get("PGSYSCONFDIR"):
+        files.append(user_path(config["PGSYSCONFDIR"]) / "pg_service.conf")
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
+            raise WarehouseConfigError(f"PGSERVICE={name}: cannot read {path} ({reason})") from None
+        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#",))
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # libpq's keywords are case-sensitive
+        try:
+            parser.read_string(text, source=str(path))
+        except configparser.Error as error:
+            line = getattr(error, "lineno", None) or error.errors[0][0]  # type: ignore[attr-defined]  # ParsingError
+            raise WarehouseConfigError(
+                f"{path}:{line}: not a libpq service file line ([service] or name=value, each once; # comments)"
+            ) from None
+        if parser.has_section(name):
+            parameters = dict(parser[name])
+            if set(parameters) - _libpq_keywords():
+                raise WarehouseConfigError(f"{path}: service [{name}] has a parameter libpq does not know")
+            return parameters
+    raise WarehouseConfigError(f"PGSERVICE={name}: no service [{name}] in {' or '.join(map(str, files))}")
 
 
 def warehouse_dir(config: Mapping[str, str]) -> Path:
@@ -362,15 +400,23 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     if config.get("DATABASE_URL"):
         settings = settings_from_url(config["DATABASE_URL"], connect_timeout=limits["connect_timeout"])
         return replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
-    port = config.get("PGPORT")
+    # A service's parameters beat the PG* variables, as in libpq (and so in psql).
+    service = service_parameters(config)
+    variables = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
+    value = {keyword: service.get(keyword) or config.get(name) or None for keyword, name in variables.items()}
+    port = value["port"]
+    if "connect_timeout" in service:
+        limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    options = {option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)}
+    options.update({key: item for key, item in service.items() if key not in (*variables, "connect_timeout")})
     return ConnectionSettings(
-        host=config.get("PGHOST") or None,
-        port=_port(port, "PGPORT", quote=True) if port else None,
-        user=config.get("PGUSER") or None,
-        password=config.get("PGPASSWORD") or None,
-        dbname=config.get("PGDATABASE") or None,
+        host=value["host"],
+        port=_port(port, "PGPORT" if "port" not in service else "the service's port", quote=True) if port else None,
+        user=value["user"],
+        password=value["password"],
+        dbname=value["dbname"],
         embedded=False,
-        options={option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)},
+        options=options,
         logins=logins,
         **limits,
     )
