@@ -8,6 +8,6 @@ Start reading at training/walk_forward.py (the job, top to bottom) and training/
 searches hyperparameters. ``--help`` on each lists every setting.
 """
 
-from warehouse_db.command_line import interrupts_in_one_line
+from command_line import interrupts_in_one_line
 
 interrupts_in_one_line()  # `python -m training...` imports torch, Ray and GX for seconds before its own handling

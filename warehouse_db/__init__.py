@@ -2,7 +2,7 @@
 
 # ruff: noqa: E402 - the imports follow interrupts_in_one_line(), so that a Ctrl+C while psycopg loads is one line
 
-from warehouse_db.command_line import interrupts_in_one_line
+from command_line import interrupts_in_one_line
 
 interrupts_in_one_line()  # first: `python -m warehouse_db` imports psycopg next
 
