@@ -165,7 +165,9 @@ def test_too_small_a_sample_is_never_evidence(folds: int, seeds: int, sessions: 
         returns[:, AGENT] += 0.004 + np.random.default_rng(fold_id).normal(0, 0.001, returns[:, AGENT].shape)
         samples.append(_sample(fold_id, returns, start=f"202{fold_id}-01-02"))
     statistics = compute_statistics(samples, POLICIES, resamples=300, seed=7)
-    assert statistics.comparison("buy_and_hold", "sharpe").difference.low > 0
+    # The interval alone would be evidence; the guard is what says no. Except from two seeds of one fold: there the
+    # difference's interval now spans t's 12.7 standard errors for one degree of freedom and reaches 0 by itself.
+    assert (statistics.comparison("buy_and_hold", "sharpe").difference.low > 0) == ((folds, seeds) != (1, 2))
     assert statistics.verdict.startswith(verdict)
 
 
