@@ -16,6 +16,7 @@ subprocess (``python -m ingest``).
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import threading
 import time
@@ -117,6 +118,9 @@ class ScriptedGateway:
     closes_before_handshake: bool = False
     """Close each connection once the client's greeting has come, without a handshake: IB Gateway refusing a host, or a
     tunnel or proxy (ssh -L, socat, a container's published port) with no gateway behind it."""
+    resets_before_handshake: bool = False
+    """Close each connection at once without reading a byte, so that it is reset: what most peers that hang up at once
+    do (socat or a container's proxy with no gateway behind it): the kernel answers data left unread with a reset."""
     close_after_start: bool = False
     """Close the connection right after the start-up messages (a gateway that drops every new client)."""
     answer: Answer = silent
@@ -139,6 +143,11 @@ class ScriptedGateway:
         answering: set[asyncio.Task] = set()  # this connection's answers still being sent
 
         try:
+            if self.resets_before_handshake:
+                # Linger 0: the close resets the connection whether or not the client's greeting has come yet.
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
             if await reader.readexactly(len(protocol.API_MAGIC)) != protocol.API_MAGIC:
                 return
             await self._read(reader)  # the client's version offer: this peer claims its own version regardless

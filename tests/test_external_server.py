@@ -13,6 +13,7 @@ the passwords contain ``#``, ``/``, ``?``, ``@``, ``:``, spaces and quotes, unen
 
 from __future__ import annotations
 
+import getpass
 import os
 import shlex
 import subprocess
@@ -241,8 +242,31 @@ def test_status_is_not_ready_for_a_login_that_may_not_act_as_the_roles(server: E
     # Provisioning as the admin login grants that login the roles, not this one: the GRANT is what helps.
     refused = ingest(env, expect=4)
     assert refused.strip().endswith("or GRANT loader TO bystander"), refused
+    with connect(server.superuser(), autocommit=True) as conn:
+        separate_set = conn.info.server_version >= 160000
+        if separate_set:
+            conn.execute("grant loader, transformer, trainer, analyst to bystander with set false")
+    if separate_set:
+        # PostgreSQL 16 grants membership apart from SET ROLE: a member WITH SET FALSE still may not act as the role.
+        status = run([PYTHON, "-m", "warehouse_db", "status"], env, expect=3)
+        assert "login bystander may not act as role loader, transformer, trainer, analyst" in status, status
+        assert "bystander may not act as role 'loader'" in ingest(env, expect=4)  # as ingest finds
     ready = run([PYTHON, "-m", "warehouse_db", "status"], {**env, "PGUSER": ADMIN_USER, "PGPASSWORD": ADMIN_PASSWORD})
     assert ready.startswith("warehouse ready"), ready
+    # Without PGUSER, libpq (as psql) logs in as the OS user's name: status checked no login at all and said ready.
+    os_user = getpass.getuser()
+    with connect(server.superuser(), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(os_user)))
+        conn.execute(
+            sql.SQL("create role {} login password {}").format(sql.Identifier(os_user), sql.Literal(BYSTANDER_PASSWORD))
+        )
+    try:
+        unnamed = {name: value for name, value in env.items() if name != "PGUSER"}
+        status = run([PYTHON, "-m", "warehouse_db", "status"], unnamed, expect=3)
+        assert f"login {os_user} may not act as role loader, transformer, trainer, analyst" in status, status
+    finally:
+        with connect(server.superuser(), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(os_user)))
 
 
 def test_pgservice_reaches_the_server_its_service_names(server: ExternalServer, tmp_path: Path) -> None:

@@ -161,11 +161,19 @@ def test_a_server_version_above_the_clients_offer_is_refused():
     assert f"API version {highest + 22}, above the highest this client offered ({highest})" in str(result)
 
 
-def test_a_connection_closed_before_the_handshake_is_named_at_once():
+@pytest.mark.parametrize(
+    "gateway",
+    [ScriptedGateway(closes_before_handshake=True), ScriptedGateway(resets_before_handshake=True)],
+    ids=["closed", "reset"],
+)
+def test_a_connection_closed_before_the_handshake_is_named_at_once(gateway):
     """IB Gateway closes the connection of a host it does not accept, and a tunnel or proxy with no gateway behind it
-    (ssh -L, socat) accepts and closes at once. The client library hears of that close without a word: the loader
-    waited out the whole connect timeout, then said the host did not answer on that port, which it had."""
-    result, seconds, _ = run_session(ScriptedGateway(closes_before_handshake=True), fetch_daily, connect_timeout_s=5.0)
+    (ssh -L, socat) accepts and closes at once. The client library hears of a clean close without a word: the loader
+    waited out the whole connect timeout, then said the host did not answer on that port, which it had. A peer that
+    closes without reading the client's greeting resets the connection instead (the client says "connection reset by
+    peer"), which was named as a refusal during the API start-up, with a client id in use among its causes, and
+    without the tunnel or proxy."""
+    result, seconds, _ = run_session(gateway, fetch_daily, connect_timeout_s=5.0)
     assert isinstance(result, GatewayUnavailableError)
     assert "the connection was accepted, then closed before the API handshake" in str(result)
     assert "Trusted IPs" in str(result) and "ssh -L" in str(result)

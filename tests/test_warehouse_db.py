@@ -133,7 +133,7 @@ def test_pgservice_selects_its_server_as_libpq_does(tmp_path):
     # PGSERVICE alone used to choose the embedded warehouse while psql (libpq) followed the service elsewhere.
     services = tmp_path / "services.conf"
     services.write_text(
-        f"# comment\n[other]\nhost=elsewhere\n\n[wh]\nhost = db.example.com\nport=6543\nuser=quant\n"
+        f"# comment\n[other]\nhost=elsewhere\n\n[wh]\nhost=db.example.com\nport=6543\nuser=quant\n"
         f"password={SECRET}\ndbname=prod\nsslmode=require\nconnect_timeout=4\n",
         encoding="utf-8",
     )
@@ -148,17 +148,74 @@ def test_pgservice_selects_its_server_as_libpq_does(tmp_path):
     s = external_settings({"PGSERVICE": "sys", "PGSERVICEFILE": str(services), "PGSYSCONFDIR": str(system)})
     assert s.host == "sys.example.com"
 
-    with pytest.raises(WarehouseConfigError, match=r"PGSERVICE=nope: no service \[nope\] in .*services.conf$"):
+    with pytest.raises(WarehouseConfigError, match=r"PGSERVICE=nope: no service \[nope\] in .*services.conf or "):
         external_settings({"PGSERVICE": "nope", "PGSERVICEFILE": str(services)})
     for text, problem in (
-        (f"[wh]\nhost=h\npassword {SECRET}\n", ":3: not a libpq service file line"),
-        (f"password={SECRET}\n[wh]\n", ":1: not a libpq service file line"),
-        (f"[wh]\nhost=h\npasswrd={SECRET}\n", "service [wh] has a parameter libpq does not know"),
+        (f"[wh]\nhost=h\npassword {SECRET}\n", ":3: not a line of a libpq service file's section"),
+        (f"[wh]\nhost=h\npassword = {SECRET}\n", ":3: not a line of a libpq service file's section"),
+        (f"[wh]\nhost=h\npasswrd={SECRET}\n", ":3: not a line of a libpq service file's section"),
     ):
         services.write_text(text, encoding="utf-8")
         with pytest.raises(WarehouseConfigError) as error:
             external_settings({"PGSERVICE": "wh", "PGSERVICEFILE": str(services)})
         assert problem in str(error.value) and not leaked_fragments(str(error.value), [SECRET])
+
+
+SERVICE_FILES = {
+    # name: (the user's service file, the system-wide one): what libpq itself makes of each decides the outcome
+    "spaces around =": ("[wh]\nhost = /tmp/spaced\n", None),
+    "lines outside the section": ("stray line\n[x]\nstray\n[wh]\nhost=/tmp/inside\n[y]\nstray\n", None),
+    "a section or keyword twice": ("[wh]\nhost=/tmp/first\nhost=/tmp/second\n[wh]\nport=12\n", None),
+    "indented lines": ("  [wh]\n\thost=/tmp/indented\n   port=13  \n", None),
+    "an unknown keyword": ("[wh]\nhost=/tmp/x\nbogus=1\n", None),
+    "a nested service": ("[wh]\nservice=other\n[other]\nhost=/tmp/other\n", None),
+    "not in the user's file": ("[other]\nhost=/tmp/user\n", "[wh]\nhost=/tmp/system\n"),
+    "a missing user's file": (None, "[wh]\nhost=/tmp/system\n"),
+}
+
+
+@pytest.mark.parametrize("case", SERVICE_FILES)
+def test_a_service_file_is_read_as_libpq_reads_it(case, tmp_path, monkeypatch):
+    """The project resolves PGSERVICE itself, and libpq reads it again for every connection the project opens (and
+    psql outside it): where the two read a file differently, `make psql` and dbt (given the resolved variables) reached
+    one server while ingest and training failed on libpq's syntax error (spaces around '='), or the project refused a
+    file libpq reads (a stray line outside the service's section, a keyword given twice)."""
+    user_text, system_text = SERVICE_FILES[case]
+    (tmp_path / "etc").mkdir()
+    if user_text is not None:
+        (tmp_path / "user.conf").write_text(user_text, encoding="utf-8")
+    if system_text is not None:
+        (tmp_path / "etc" / "pg_service.conf").write_text(system_text, encoding="utf-8")
+    config = {"PGSERVICE": "wh", "PGSERVICEFILE": str(tmp_path / "user.conf"), "PGSYSCONFDIR": str(tmp_path / "etc")}
+    for name in list(os.environ):
+        if name.startswith("PG"):
+            monkeypatch.delenv(name)
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    # libpq itself, not psycopg.connect (which unit tests may not call): every host here is a socket directory that
+    # does not exist, so that nothing is reached and libpq's message says whether the service file stopped it.
+    attempt = psycopg.pq.PGconn.connect(b"connect_timeout=1")
+    libpq_refuses = b"service" in attempt.error_message
+    attempt.finish()
+    libpq = {option.keyword.decode(): (option.val or b"").decode() for option in psycopg.pq.Conninfo.get_defaults()}
+    if libpq_refuses:
+        with pytest.raises(WarehouseConfigError, match="PGSERVICE=wh: |user.conf:"):
+            external_settings(config)
+    else:
+        settings = external_settings(config)
+        assert (settings.host, str(settings.port or 5432)) == (libpq["host"], libpq["port"])
+
+
+def test_the_system_wide_service_file_is_where_libpq_looks_without_pgsysconfdir(tmp_path):
+    """Without PGSYSCONFDIR, libpq reads the pg_service.conf of the directory it was built with (psycopg's and Debian's
+    psql: /etc/postgresql-common); the project looked in no system-wide file at all."""
+    with pytest.raises(WarehouseConfigError) as error:
+        external_settings({"PGSERVICE": "nope", "PGSERVICEFILE": str(tmp_path / "services.conf")})
+    assert "does not exist" in str(error.value)  # a PGSERVICEFILE that is not there is an error in libpq too
+    (tmp_path / "services.conf").write_text("", encoding="utf-8")
+    with pytest.raises(WarehouseConfigError) as error:
+        external_settings({"PGSERVICE": "nope", "PGSERVICEFILE": str(tmp_path / "services.conf")})
+    assert str(error.value).endswith(" or /etc/postgresql-common/pg_service.conf")
 
 
 def test_timeouts_default_and_follow_their_variables():

@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
@@ -148,7 +149,9 @@ def _run(command: str) -> int:
         if command in ("up", "provision") and role is None:
             provision(conn, settings.logins)
         missing = missing_pieces(conn)
-        out_of_reach = {} if missing else roles_out_of_reach(conn, settings)
+        # Without PGUSER the admin login is libpq's default (the OS user's name, as in psql): the login connected.
+        admin = settings if settings.user or role is not None else replace(settings, user=conn.info.user)
+        out_of_reach = {} if missing else roles_out_of_reach(conn, admin)
     where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
     # reachable, not ready: `status` on a server nobody provisioned, or as a login that may not act as its roles

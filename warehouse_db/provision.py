@@ -124,11 +124,14 @@ def roles_out_of_reach(conn: psycopg.Connection, settings: ConnectionSettings) -
     without a login of its own for the admin login), with those roles: such a login's component fails at SET ROLE."""
     pairs = [(role, settings.for_role(role).user) for role in COMPONENT_ROLES]
     pairs = [(role, login) for role, login in pairs if login]
+    # Acting as a role is SET ROLE, which PostgreSQL 16 grants apart from membership (a login that created the roles
+    # is a member WITH SET FALSE): what provisioning checks and grants too.
+    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
     rows = conn.execute(
         "select l, r from unnest(%s::text[], %s::text[]) as p(r, l) "
         "where exists (select from pg_roles where rolname = r) and exists (select from pg_roles where rolname = l) "
-        "and not pg_has_role(l, r, 'MEMBER') order by array_position(%s::text[], r)",
-        ([role for role, _ in pairs], [login for _, login in pairs], list(COMPONENT_ROLES)),
+        "and not pg_has_role(l, r, %s) order by array_position(%s::text[], r)",
+        ([role for role, _ in pairs], [login for _, login in pairs], privilege, list(COMPONENT_ROLES)),
     ).fetchall()
     out_of_reach: dict[str, list[str]] = {}
     for login, role in rows:

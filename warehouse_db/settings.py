@@ -22,7 +22,6 @@ part of ``DATABASE_URL`` or of a password.
 
 from __future__ import annotations
 
-import configparser
 import functools
 import io
 import os
@@ -218,18 +217,29 @@ def uses_external_server(config: Mapping[str, str]) -> bool:
     return bool(config.get("DATABASE_URL")) or any(config.get(name) for name in (*LIBPQ_VARIABLES, "PGSERVICE"))
 
 
+SYSTEM_SERVICE_DIR = Path("/etc/postgresql-common")
+"""Where libpq looks for the system-wide ``pg_service.conf`` when ``PGSYSCONFDIR`` is unset: the directory it was built
+with, this one for the libpq that psycopg bundles (the project's connections) and for Debian's and Ubuntu's psql."""
+
+
 def service_parameters(config: Mapping[str, str]) -> dict[str, str]:
-    """The parameters of libpq's connection service ``PGSERVICE``, found where libpq looks: ``PGSERVICEFILE``
-    (default ``~/.pg_service.conf``), else ``$PGSYSCONFDIR/pg_service.conf``. Empty without PGSERVICE.
+    """The parameters of libpq's connection service ``PGSERVICE``, found and read as libpq (18) does, so that the
+    project, psql and libpq itself agree: ``PGSERVICEFILE`` (which must exist; default ``~/.pg_service.conf``), and
+    if the service is not there ``$PGSYSCONFDIR/pg_service.conf`` (default :data:`SYSTEM_SERVICE_DIR`). Empty without
+    PGSERVICE.
 
     Errors name the file and line, never a value (a service may hold a password)."""
     name = config.get("PGSERVICE")
     if not name:
         return {}
-    files = [user_path(config.get("PGSERVICEFILE") or "~/.pg_service.conf")]
-    if config.get("PGSYSCONFDIR"):
-        files.append(user_path(config["PGSYSCONFDIR"]) / "pg_service.conf")
-    for path in files:
+    try:
+        user_file = user_path(config.get("PGSERVICEFILE") or "~/.pg_service.conf")
+        system_file = user_path(config.get("PGSYSCONFDIR") or SYSTEM_SERVICE_DIR) / "pg_service.conf"
+    except ValueError as error:  # ~user of no user here, or no HOME
+        raise WarehouseConfigError(f"PGSERVICE={name}: {error}") from None
+    if config.get("PGSERVICEFILE") and not user_file.exists():  # libpq does not look further for a file it was given
+        raise WarehouseConfigError(f"PGSERVICE={name}: the service file {user_file} (PGSERVICEFILE) does not exist")
+    for path in (user_file, system_file):
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -237,21 +247,38 @@ def service_parameters(config: Mapping[str, str]) -> dict[str, str]:
         except (OSError, UnicodeDecodeError) as error:
             reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
             raise WarehouseConfigError(f"PGSERVICE={name}: cannot read {path} ({reason})") from None
-        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), comment_prefixes=("#",))
-        parser.optionxform = str  # type: ignore[assignment,method-assign]  # libpq's keywords are case-sensitive
-        try:
-            parser.read_string(text, source=str(path))
-        except configparser.Error as error:
-            line = getattr(error, "lineno", None) or error.errors[0][0]  # type: ignore[attr-defined]  # ParsingError
-            raise WarehouseConfigError(
-                f"{path}:{line}: not a libpq service file line ([service] or name=value, each once; # comments)"
-            ) from None
-        if parser.has_section(name):
-            parameters = dict(parser[name])
-            if set(parameters) - _libpq_keywords():
-                raise WarehouseConfigError(f"{path}: service [{name}] has a parameter libpq does not know")
+        parameters = _service_in_file(path, text, name)
+        if parameters is not None:
             return parameters
-    raise WarehouseConfigError(f"PGSERVICE={name}: no service [{name}] in {' or '.join(map(str, files))}")
+    raise WarehouseConfigError(f"PGSERVICE={name}: no service [{name}] in {user_file} or {system_file}")
+
+
+def _service_in_file(path: Path, text: str, name: str) -> dict[str, str] | None:
+    """Service ``name``'s parameters in this service file, None if it has no such section. As libpq reads it: each
+    line stripped of surrounding white space; # comments; from the line ``[name]`` on to the next section, each line
+    ``keyword=value`` (nothing stripped around ``=``), a keyword given twice keeps its first value; lines outside that
+    section are not looked at."""
+    parameters: dict[str, str] | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip(" \t\n\v\f\r")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if parameters is not None:
+                break  # the end of the service's section
+            if line[1:].startswith(f"{name}]"):
+                parameters = {}
+            continue
+        if parameters is None:
+            continue
+        keyword, equals, value = line.partition("=")
+        if not equals or keyword in ("service", "servicefile") or keyword not in _libpq_keywords():
+            raise WarehouseConfigError(
+                f"{path}:{number}: not a line of a libpq service file's section (keyword=value, no spaces around '=', "
+                "with a connection parameter libpq knows; # comments)"
+            )
+        parameters.setdefault(keyword, value)
+    return parameters
 
 
 def warehouse_dir(config: Mapping[str, str]) -> Path:
@@ -403,7 +430,11 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     # A service's parameters beat the PG* variables, as in libpq (and so in psql).
     service = service_parameters(config)
     variables = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
-    value = {keyword: service.get(keyword) or config.get(name) or None for keyword, name in variables.items()}
+    # A service's empty value is a value too, as in libpq: it leaves the variable unread.
+    value = {
+        keyword: (service[keyword] if keyword in service else config.get(name)) or None
+        for keyword, name in variables.items()
+    }
     port = value["port"]
     if "connect_timeout" in service:
         limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)

@@ -375,6 +375,18 @@ class IbkrSession:
                     f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID (or give another "
                     "--client-id, which overrides it)"
                 )
+            elif closed_before_handshake and not received:
+                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
+                # (ssh -L, socat, a container's published port) that has no gateway behind it. Most such peers close
+                # without reading the client's greeting, and the kernel then resets the connection: the client hears
+                # "connection reset by peer" (an apiError), not a clean close. Either way no handshake came, so no
+                # client id was looked at: this is no refusal during the API start-up.
+                reason = (
+                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
+                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
+                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
+                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
+                )
             elif refused:
                 reason = refused
             elif handshake_errors:
@@ -399,15 +411,6 @@ class IbkrSession:
                     f"what answers on that port does not speak the TWS API (it answered {shown!r}): check IBKR_PORT "
                     "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
                     "API is another interface)"
-                )
-            elif closed_before_handshake:
-                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
-                # (ssh -L, socat, a container's published port) that has no gateway behind it.
-                reason = (
-                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
-                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
-                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
-                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
                 )
             elif getattr(self.ib.client.conn, "numBytesSent", None) == 0:
                 # The client's greeting goes out once the TCP connection is open: it never opened. Nothing answered
