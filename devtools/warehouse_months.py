@@ -859,8 +859,9 @@ def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
             )
 
         outcome = replay(events)
-        logger.info("seed %d (missing_sessions_threshold %d): %d events, %d builds, %.0f s: %s", seed, threshold,
-                    len(events), outcome.builds, outcome.seconds, "FAILED" if outcome.failed else "ok")  # fmt: skip
+        logger.info("seed %d (missing_sessions_threshold %d): %d events, %d builds (%d after a ticker change's "
+                    "clean-up), %.0f s: %s", seed, threshold, len(events), outcome.builds,
+                    outcome.ticker_change_clean_ups, outcome.seconds, "FAILED" if outcome.failed else "ok")  # fmt: skip
         if outcome.failed:
             failures.append(seed)
             for problem in outcome.problems:
