@@ -307,7 +307,7 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             sessions = base["frame"].query("symbol == 'SA'")["session_date"]
             assert rows[["contract_id", "symbols", "shared_sessions", "first_shared_session",
                          "last_shared_session"]].values.tolist() == [
-                [100_001, "SA, SAN", len(sessions), sessions.min(), sessions.max()]
+                [synthetic_bars.con_id_for("SA"), "SA, SAN", len(sessions), sessions.min(), sessions.max()]
             ]  # fmt: skip
         if case.name == "trade_fields_out_of_range":
             assert failure_rows(settings, BAR_COUNT_NOT_NEGATIVE)[["symbol", "bar_count"]].values.tolist() == [
@@ -356,7 +356,7 @@ def test_a_ticker_change_builds_again_after_the_documented_clean_up(base: dict) 
     try:
         assert result.failed() == {ONE_SYMBOL_PER_CONTRACT}
         with connect(settings) as conn:
-            conn.execute(documented_ticker_change_clean_up("SA", 100_001))
+            conn.execute(documented_ticker_change_clean_up("SA", synthetic_bars.con_id_for("SA")))
             assert conn.execute("select count(*) from raw.ibkr_bars where symbol = 'SA'").fetchone() == (0,)
         project = dbt_harness.DbtProject(settings, base["case_dir"])
         assert project.run("build").failed() == {ONE_SYMBOL_PER_CONTRACT}
