@@ -14,6 +14,7 @@ America/New_York of the session, lineage columns filled, and one raw.load_batche
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import logging
 import string
@@ -57,6 +58,14 @@ def nyse_sessions(start: str, end: str) -> pd.DatetimeIndex:
     return sessions_in_range(start, end)
 
 
+def con_id_for(symbol: str) -> int:
+    """The contract id of ``symbol``'s bars: the same in every call, as IBKR's never change, and one per symbol as
+    staging spells it (brk.b and BRK B are one contract). 56 bits of a hash, so that two symbols share one only by a
+    chance of about n^2 / 2^57; a shared one is what int_bars_deduplicated_one_symbol_per_contract fails on."""
+    spelled = symbol.strip().upper().replace(".", " ")
+    return int.from_bytes(hashlib.sha256(spelled.encode()).digest()[:7], "big") or 1
+
+
 def symbol_names(count: int) -> list[str]:
     """``count`` distinct valid tickers: A..Z, then AA.., AAA.. (deterministic)."""
     letters = string.ascii_uppercase
@@ -98,7 +107,7 @@ def generate_bars(config: SyntheticConfig, sessions: pd.DatetimeIndex | None = N
     batch_ids = [uuid.uuid4() for _ in config.symbols]
     values = {
         "symbol": np.repeat(np.asarray(config.symbols, dtype=object), n_sessions),
-        "con_id": np.repeat(np.arange(1, n_symbols + 1) + 100_000, n_sessions),
+        "con_id": np.repeat(np.asarray([con_id_for(symbol) for symbol in config.symbols], dtype=np.int64), n_sessions),
         "exchange": "SMART",
         "currency": "USD",
         "bar_size": config.bar_size,

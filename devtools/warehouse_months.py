@@ -22,6 +22,11 @@ with incremental ``dbt build`` runs between them:
   (source ``csv``, prices rounded to cents, no wap, bar count or contract id) brings SYM's last n held sessions
   and every newer one (the other symbols get theirs with the next load's overlap);
 - ``csv_backfill SYM n``: such a CSV file with n sessions of SYM older than anything held;
+- ``rename OLD NEW``: OLD's ticker changes to NEW with the next session (as FB became META): the source serves
+  the same contract id, and its whole history, under NEW only, and the user puts NEW in OLD's place on the
+  watchlist; later events that name OLD mean NEW. The next build must fail
+  ``int_bars_deduplicated_one_symbol_per_contract`` while raw holds both tickers on shared sessions; the admin
+  then deletes OLD's bars and rebuilds with ``--full-refresh``, as docs/ingest.md says;
 - ``csv_bad_day SYM``: a CSV file of SYM's held sessions that also holds a bar on the next day without a session
   (a weekend or a holiday): ingest must refuse the whole file, and nothing lands;
 - ``backfill SYM n``: n sessions older than anything held for SYM land (a longer window, or a CSV file);
@@ -95,6 +100,8 @@ FOLD_VARS = {
     "walk_forward_min_train_sessions": 30,
 }
 """Folds small enough for a year of bars, so that the fold models hold rows to compare."""
+ONE_SYMBOL_PER_CONTRACT = "int_bars_deduplicated_one_symbol_per_contract"
+"""The data test that fails after a ticker change until the old ticker's bars are deleted."""
 SKIP_UNIT_TESTS = ("--exclude", "test_type:unit")
 """Unit tests do not read the data: tests/test_dbt_build.py runs them."""
 SKIP_FIXED_INPUTS = (*SKIP_UNIT_TESTS, "resource_type:seed")
@@ -130,20 +137,38 @@ class Market:
     """(symbol, session index) -> factor applied to the close IBKR now serves."""
     delisted: dict[str, int] = field(default_factory=dict)
     """symbol -> its last session index: no bar after it, and the source serves nothing for it after delisting."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """old ticker -> the ticker the source serves its contract under now."""
+
+    def current(self, symbol: str) -> str:
+        """The ticker ``symbol``'s contract trades under now."""
+        while symbol in self.renamed:
+            symbol = self.renamed[symbol]
+        return symbol
+
+    def company(self, symbol: str) -> str:
+        """The first ticker of ``symbol``'s contract: what its price path, splits, revisions and con_id follow."""
+        earlier = {new: old for old, new in self.renamed.items()}
+        while symbol in earlier:
+            symbol = earlier[symbol]
+        return symbol
+
+    def con_id(self, symbol: str) -> int:
+        return 100_000 + UNIVERSE.index(self.company(symbol))
 
     def path(self, symbol: str) -> pd.DataFrame:
         """The economic (split-free) bars of ``symbol`` on every session: a geometric random walk."""
-        return _economic_path(self.seed, symbol, len(self.sessions))
+        return _economic_path(self.seed, self.company(symbol), len(self.sessions))
 
     def units(self, symbol: str, as_of: int) -> float:
         """Product of the ratios of the splits effective on or before session ``as_of``."""
-        return math.prod(ratio for ex, ratio in self.splits.get(symbol, []) if ex <= as_of)
+        return math.prod(ratio for ex, ratio in self.splits.get(self.company(symbol), []) if ex <= as_of)
 
     def bar(self, symbol: str, index: int, as_of: int) -> dict:
         """Session ``index``'s bar as the source serves it on session ``as_of`` (split-adjusted as of then)."""
         row = self.path(symbol).iloc[index]
         factor = self.units(symbol, as_of)
-        close = row["close"] * self.revisions.get((symbol, index), 1.0)
+        close = row["close"] * self.revisions.get((self.company(symbol), index), 1.0)
         prices = {"open": row["open"], "high": max(row["high"], close), "low": min(row["low"], close), "close": close}
         prices = {name: value / factor for name, value in prices.items()}
         return {
@@ -282,10 +307,13 @@ class Loader:
     def _row(self, symbol: str, index: int, as_of: int | None = None) -> dict:
         """Session ``index``'s bar as served now (or on session ``as_of``: a symbol's units as of its last load)."""
         as_of = self.clock if as_of is None else as_of
-        return {"symbol": symbol, "session": self.market.sessions[index], **self.market.bar(symbol, index, as_of)}
+        bar = self.market.bar(symbol, index, as_of)
+        return {"symbol": symbol, "session": self.market.sessions[index], "con_id": self.market.con_id(symbol), **bar}
 
     def apply(self, event: Event) -> None:
         kind, *args = event
+        if args and args[0] in self.market.renamed:  # an event for a renamed ticker is for the contract's new one
+            args[0] = self.market.current(args[0])
         if kind == "advance":
             self.clock = min(self.clock + int(args[0]), len(self.market.sessions) - 2)
             self.daily_load(*(int(overlap) for overlap in args[1:]))
@@ -311,18 +339,24 @@ class Loader:
         elif kind == "revise":
             symbol, back = args[0], int(args[1])
             if symbol in self.held and self.held[symbol][0] <= self.clock - back <= self.held[symbol][1]:
+                key = (self.market.company(symbol), self.clock - back)
                 index = self.clock - back
-                self.market.revisions[(symbol, index)] = self.market.revisions.get((symbol, index), 1.0) * 1.01
+                self.market.revisions[key] = self.market.revisions.get(key, 1.0) * 1.01
                 self.land([self._row(symbol, index, as_of=self.held[symbol][1])])
         elif kind == "split":
             symbol, ratio, later = args[0], float(args[1]), int(args[2]) if len(args) > 2 else 0
             if symbol not in self.market.delisted:
-                self.market.splits.setdefault(symbol, []).append((self.clock + 1 + later, ratio))
+                self.market.splits.setdefault(self.market.company(symbol), []).append((self.clock + 1 + later, ratio))
         elif kind == "delist":
             # Its last session is the last that has ended; a split announced for later never happens.
-            symbol = args[0]
+            symbol, company = args[0], self.market.company(args[0])
             self.market.delisted.setdefault(symbol, self.clock)
-            self.market.splits[symbol] = [(ex, r) for ex, r in self.market.splits.get(symbol, []) if ex <= self.clock]
+            self.market.splits[company] = [(ex, r) for ex, r in self.market.splits.get(company, []) if ex <= self.clock]
+        elif kind == "rename":
+            old, new = args
+            if old != new and old not in self.market.delisted and new not in UNIVERSE and new not in self.held:
+                self.market.renamed[old] = new
+                self.watchlist = [new if symbol == old else symbol for symbol in self.watchlist]
         elif kind == "csv":
             # A session passes; this evening SYM's bars come from a CSV file instead of the gateway.
             self.clock = min(self.clock + 1, len(self.market.sessions) - 2)
@@ -373,6 +407,18 @@ class Loader:
         else:
             raise ValueError(f"unknown event {event!r}")
 
+    def clean_up_ticker_changes(self) -> None:
+        """What docs/ingest.md tells the admin to do after a ticker change: delete the old ticker's bars of the
+        contract (the next build runs with --full-refresh)."""
+        with connect(self.settings) as conn:
+            for old in self.market.renamed:
+                conn.execute("delete from raw.ibkr_bars where symbol = %s and (con_id = %s or con_id is null)",
+                             (old, self.market.con_id(old)))  # fmt: skip
+        for old in self.market.renamed:
+            self.held.pop(old, None)
+            self.holes.pop(old, None)
+        self.missing = {(symbol, session) for symbol, session in self.missing if symbol not in self.market.renamed}
+
     def settle(self) -> None:
         """Land every session a hole left out that no later load brought (a backfill would)."""
         self.holes.clear()
@@ -414,7 +460,6 @@ def _raw_frame(rows: list[dict], landed_at: datetime, *, not_final: bool) -> pd.
     load_id = uuid.uuid4()
     batch_ids = {symbol: uuid.uuid4() for symbol in frame["symbol"].unique()}
     frame = frame.assign(
-        con_id=frame["symbol"].map({s: 100_000 + i for i, s in enumerate(UNIVERSE)}),
         exchange="NASDAQ",
         currency="USD",
         bar_size="1 day",
@@ -452,6 +497,7 @@ def random_events(rng: random.Random, count: int) -> list[Event]:
         (2, lambda: ("remove", rng.choice(UNIVERSE))),
         (4, lambda: ("duplicate",)),
         (3, lambda: ("late",)),
+        (1, lambda: ("rename", (symbol := rng.choice(UNIVERSE)), f"{symbol}R")),
     ]
     weights = [weight for weight, _ in choices]
     events: list[Event] = []
@@ -476,6 +522,8 @@ SCENARIOS = (
     lambda symbol: [("split", symbol, 2.0), ("advance", 1), ("revise", symbol, 3), ("advance", 1)],
     # CSV files and gateway loads for the same symbol, both ways round.
     lambda symbol: [("csv", symbol, 5), ("build",), ("advance", 1), ("csv_backfill", symbol, 10)],
+    # A ticker change (as FB became META), the next load lands the new ticker's whole history, and a build.
+    lambda symbol: [("rename", symbol, f"{symbol}R"), ("advance", 1), ("build",)],
     # A skipped week around a holiday and around an early close.
     lambda symbol: [("skip_over", "holiday"), ("build",), ("skip_over", "half_day")],
 )
@@ -507,11 +555,22 @@ def _final_rows(raw: pd.DataFrame) -> pd.DataFrame:
     return raw[_is_final(raw)]
 
 
+def reference_bars(raw: pd.DataFrame) -> pd.DataFrame:
+    """The latest final version of each bar in raw."""
+    ordered = _final_rows(raw).sort_values(["ingested_at", "load_id", "batch_id"], ascending=False)
+    return ordered.drop_duplicates(["symbol", "session_date"]).sort_values(["symbol", "session_date"])
+
+
+def shared_contracts(settings: ConnectionSettings) -> set[int]:
+    """Contract ids that two symbols hold on one session in the latest final bars (after a ticker change)."""
+    bars = reference_bars(query(settings, "select * from raw.ibkr_bars"))
+    symbols = bars.dropna(subset=["con_id"]).groupby(["con_id", "session_date"])["symbol"].nunique()
+    return {int(con_id) for con_id, _ in symbols[symbols > 1].index}
+
+
 def reference_marts(raw: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(deduplicated bars, mart rows) from raw alone: latest final version per bar, features, warm-up rule."""
-    final = _final_rows(raw)
-    ordered = final.sort_values(["ingested_at", "load_id", "batch_id"], ascending=False)
-    bars = ordered.drop_duplicates(["symbol", "session_date"]).sort_values(["symbol", "session_date"])
+    bars = reference_bars(raw)
     mart = []
     for symbol, symbol_bars in bars.groupby("symbol"):
         symbol_bars = symbol_bars.reset_index(drop=True)
@@ -631,6 +690,8 @@ class Outcome:
     seconds: float
     bars_rebuilt: list[int] = field(default_factory=list)
     """Rows int_bars_deduplicated rebuilt in each dbt command after the first (small: the incremental path)."""
+    ticker_change_clean_ups: int = 0
+    """Builds that failed ONE_SYMBOL_PER_CONTRACT after a ticker change, each followed by the admin's clean-up."""
 
     @property
     def failed(self) -> bool:
@@ -653,6 +714,7 @@ def run_sequence(
     ``dbt build --full-refresh`` in the middle of the history.
     """
     started = time.perf_counter()
+    clean_ups = 0
     sessions = tuple(day.date() for day in sessions_in_range(FIRST_SESSION, LAST_SESSION))
     features = list(read_mart_schema().feature_names)
     variables = dbt_vars(missing_sessions_threshold)
@@ -668,8 +730,8 @@ def run_sequence(
             work_dir = Path(tmp)
             project = dbt_harness.DbtProject(settings, work_dir / "incremental")
 
-            def build(label: str, *command: str, check_full: bool) -> None:
-                nonlocal builds
+            def build(label: str, *command: str, check_full: bool, cleaned_up: bool = False) -> None:
+                nonlocal builds, clean_ups
                 builds += 1
                 result = project.run(*command, *variables, *(SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS))
                 if builds > 1 and "int_bars_deduplicated" in result.by_name():
@@ -677,9 +739,25 @@ def run_sequence(
                         result.by_name()["int_bars_deduplicated"]["adapter_response"].get("rows_affected")
                     )
                 failed = result.failed()
-                unexpected = {name for name in failed if "no_missing_sessions" not in name}
+                shared = shared_contracts(settings)
+                unexpected = {name for name in failed if "no_missing_sessions" not in name} - (
+                    {ONE_SYMBOL_PER_CONTRACT} if shared else set()
+                )
                 if result.returncode != 0 and (unexpected or not failed):
                     problems.append(f"{label}: dbt {command[0]} failed: {sorted(failed)}\n{result.output[-3000:]}")
+                    return
+                if shared and command[0] == "build" and ONE_SYMBOL_PER_CONTRACT not in failed:
+                    problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} did not fail, and raw has con_ids "
+                                    f"{sorted(shared)} under two symbols on one session")  # fmt: skip
+                    return
+                if ONE_SYMBOL_PER_CONTRACT in failed and cleaned_up:
+                    problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} still fails")
+                    return
+                if ONE_SYMBOL_PER_CONTRACT in failed:  # a ticker change: the admin's clean-up, and a full refresh
+                    clean_ups += 1
+                    loader.clean_up_ticker_changes()
+                    label = f"{label}, after the ticker change's clean-up"
+                    build(label, "build", "--full-refresh", check_full=check_full, cleaned_up=True)
                     return
                 if failed:  # a hole: the models after the failing test wait for the missing session, as they should
                     return
@@ -708,7 +786,7 @@ def run_sequence(
                 build("final build", "build", check_full=True)
     finally:
         scratch_database.drop_database(settings)
-    return Outcome(problems, builds, time.perf_counter() - started, bars_rebuilt)
+    return Outcome(problems, builds, time.perf_counter() - started, bars_rebuilt, clean_ups)
 
 
 def shrink(events: list[Event], fails, budget_seconds: float) -> list[Event]:
@@ -781,8 +859,9 @@ def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
             )
 
         outcome = replay(events)
-        logger.info("seed %d (missing_sessions_threshold %d): %d events, %d builds, %.0f s: %s", seed, threshold,
-                    len(events), outcome.builds, outcome.seconds, "FAILED" if outcome.failed else "ok")  # fmt: skip
+        logger.info("seed %d (missing_sessions_threshold %d): %d events, %d builds (%d after a ticker change's "
+                    "clean-up), %.0f s: %s", seed, threshold, len(events), outcome.builds,
+                    outcome.ticker_change_clean_ups, outcome.seconds, "FAILED" if outcome.failed else "ok")  # fmt: skip
         if outcome.failed:
             failures.append(seed)
             for problem in outcome.problems:

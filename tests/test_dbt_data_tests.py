@@ -9,10 +9,12 @@ starts over when the profile's database changes).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -39,6 +41,7 @@ OHLC_TESTS = {LOW_NOT_ABOVE_HIGH, OPEN_WITHIN_LOW_HIGH, CLOSE_WITHIN_LOW_HIGH}
 NO_FUTURE_SESSION = "stg_ibkr__bars_no_future_session"
 DEDUPED_UNIQUE = "int_bars_deduplicated_one_row_per_bar"
 UNADJUSTED_SPLIT = "int_bars_deduplicated_no_unadjusted_splits"
+ONE_SYMBOL_PER_CONTRACT = "int_bars_deduplicated_one_symbol_per_contract"
 BAR_COUNT_NOT_NEGATIVE = "stg_ibkr__bars_bar_count_not_negative"
 WAP_WITHIN_LOW_HIGH = "stg_ibkr__bars_wap_within_low_high"
 PRICES_POSITIVE = "stg_ibkr__bars_prices_positive"
@@ -149,6 +152,13 @@ def split_not_readjusted(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([redelivered("SB", SPLIT_SESSION, 1 / 2), redelivered("SC", REVERSE_SPLIT_SESSION, 4)])
 
 
+def ticker_changed(frame: pd.DataFrame) -> pd.DataFrame:
+    """SA's ticker changed to SAN (as FB became META): IBKR serves the same contract id under the new symbol, with
+    its whole history, and the watchlist now names SAN. SA's bars stay in raw."""
+    rows = frame[frame["symbol"] == "SA"].assign(symbol="SAN", load_id=uuid.uuid4(), ingested_at=datetime.now(UTC))
+    return rows.assign(batch_id=rows["load_id"])
+
+
 def trade_fields_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([relanded(frame, "SA", "2024-03-15", bar_count=-5),
                       relanded(frame, "SC", "2024-03-18", wap=lambda r: r["high"] * 1.1)])  # fmt: skip
@@ -196,6 +206,7 @@ CASES = [
     ),  # fmt: skip
     Case("future_session", lambda f: on_day(f, "SFUT", next_session_after_today()), {NO_FUTURE_SESSION}),
     Case("split_not_readjusted", split_not_readjusted, {UNADJUSTED_SPLIT}),
+    Case("ticker_changed", ticker_changed, {ONE_SYMBOL_PER_CONTRACT}),
     Case("trade_fields_out_of_range", trade_fields_out_of_range, {BAR_COUNT_NOT_NEGATIVE, WAP_WITHIN_LOW_HIGH}),
     Case(
         "prices_out_of_range",
@@ -243,6 +254,7 @@ def test_clean_build_passes_every_test(base: dict) -> None:
         NO_FUTURE_SESSION,
         DEDUPED_UNIQUE,
         UNADJUSTED_SPLIT,
+        ONE_SYMBOL_PER_CONTRACT,
         BAR_COUNT_NOT_NEGATIVE,
         WAP_WITHIN_LOW_HIGH,
         SESSION_DATE_MATCHES_SOURCE,
@@ -290,6 +302,13 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 ["SB", date.fromisoformat(SPLIT_SESSION), 2.0],
                 ["SC", date.fromisoformat(REVERSE_SPLIT_SESSION), 0.25],
             ]
+        if case.name == "ticker_changed":
+            rows = failure_rows(settings, ONE_SYMBOL_PER_CONTRACT)
+            sessions = base["frame"].query("symbol == 'SA'")["session_date"]
+            assert rows[["contract_id", "symbols", "shared_sessions", "first_shared_session",
+                         "last_shared_session"]].values.tolist() == [
+                [synthetic_bars.con_id_for("SA"), "SA, SAN", len(sessions), sessions.min(), sessions.max()]
+            ]  # fmt: skip
         if case.name == "trade_fields_out_of_range":
             assert failure_rows(settings, BAR_COUNT_NOT_NEGATIVE)[["symbol", "bar_count"]].values.tolist() == [
                 ["SA", -5]
@@ -317,6 +336,36 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 "stg_ibkr__load_batches_what_to_show_is_clean_text": what_to_show,
             }
             assert failure_rows(settings, ERROR_MESSAGE_CLEAN)["problem"].tolist() == ["control character"]
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def documented_ticker_change_clean_up(old_symbol: str, con_id: int) -> str:
+    """docs/ingest.md's statement for FB -> META, for ``old_symbol`` and its contract id."""
+    text = (Path(__file__).parents[1] / "docs" / "ingest.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```sql\n(.*?)```", text, re.DOTALL) if "con_id = 107113386" in b]
+    return block.replace("'FB'", f"'{old_symbol}'").replace("107113386", str(con_id))
+
+
+def test_a_ticker_change_builds_again_after_the_documented_clean_up(base: dict) -> None:
+    """SA became SAN. The statement docs/ingest.md gives deletes SA's bars, those from a CSV file (no contract id)
+    too; an incremental build does not see a deletion, so the test still fails until the --full-refresh the docs ask
+    for. Then the mart holds the company once, as SAN, and SB as before."""
+    csv_bar = relanded(base["frame"], "SA", "2024-03-15", con_id=None, source="csv")
+    result, settings = build_with(base, pd.concat([ticker_changed(base["frame"]), csv_bar]))
+    try:
+        assert result.failed() == {ONE_SYMBOL_PER_CONTRACT}
+        with connect(settings) as conn:
+            conn.execute(documented_ticker_change_clean_up("SA", synthetic_bars.con_id_for("SA")))
+            assert conn.execute("select count(*) from raw.ibkr_bars where symbol = 'SA'").fetchone() == (0,)
+        project = dbt_harness.DbtProject(settings, base["case_dir"])
+        assert project.run("build").failed() == {ONE_SYMBOL_PER_CONTRACT}
+        rebuilt = project.run("build", "--full-refresh")
+        assert rebuilt.returncode == 0, rebuilt.output[-4000:]
+        with connect(settings) as conn:
+            symbols = conn.execute("select symbol, count(*) from marts.training_bars group by 1 order by 1").fetchall()
+        per_symbol = dict(symbols)
+        assert sorted(per_symbol) == ["SAN", "SB", "SC"] and per_symbol["SAN"] == per_symbol["SB"]
     finally:
         scratch_database.drop_database(settings)
 

@@ -62,6 +62,20 @@ def test_every_kind_of_load_keeps_the_incremental_warehouse_equal_to_a_full_refr
     assert all(0 < rebuilt < 400 for rebuilt in outcome.bars_rebuilt), outcome.bars_rebuilt
 
 
+def test_a_ticker_change_fails_the_build_until_the_old_tickers_bars_are_deleted(
+    embedded_cluster: ConnectionSettings,
+) -> None:
+    """SA becomes SAR with the next session (as FB became META). The load lands SAR's whole window under SA's contract
+    id; the build fails int_bars_deduplicated_one_symbol_per_contract, the sequence deletes SA's bars as docs/ingest.md
+    says and rebuilds with --full-refresh, and from then on (a split of the company, another load) the incremental
+    warehouse equals the reference and a full refresh."""
+    events = [("rename", "SA", "SAR"), ("advance", 1), ("build",), ("split", "SA", 2.0), ("advance", 1)]
+    outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=5)
+    assert not outcome.problems, "\n".join(outcome.problems)
+    assert outcome.ticker_change_clean_ups == 1
+    assert outcome.builds == 4  # first build, the failing build, its --full-refresh after the clean-up, the final build
+
+
 def test_a_failing_sequence_shrinks_to_the_events_that_matter() -> None:
     def fails(events: list[warehouse_months.Event]) -> bool:  # fails when a split is followed by a build
         kinds = [event[0] for event in events]

@@ -191,7 +191,7 @@ def test_bars_dated_on_days_without_a_session_never_land_and_the_symbols_other_b
     try:
         assert len(query(warehouse, "select from raw.ibkr_bars")) == len(good) + 2
         with connect(replace(warehouse, user=admin, logins={}), autocommit=True) as conn:  # as psql
-            conn.execute(documented_sql("delete from raw.ibkr_bars"))
+            conn.execute(documented_sql("delete from raw.ibkr_bars as bar"))
     finally:
         with connect(warehouse) as conn:
             conn.execute(f"drop role {admin}")
