@@ -289,3 +289,36 @@ def test_pgservice_reaches_the_server_its_service_names(server: ExternalServer, 
         [PYTHON, "-m", "warehouse_db", "psql", "--as", "analyst", "-Atc", "select session_user, current_user"], env
     )
     assert who.strip() == f"{analyst_login}|analyst"
+
+
+@pytest.mark.parametrize("admin_password_from", ["PGPASSWORD", "PGSERVICE"])
+def test_a_component_login_takes_its_password_from_the_passfile(
+    admin_password_from: str, server: ExternalServer, tmp_path: Path
+) -> None:
+    """A component's own login with its password only in PGPASSFILE (as the docs allow for dbt), beside the admin's
+    password in PGPASSWORD or in the service: in-process libpq sent the admin's password for that login, since both
+    beat the passfile, and ingest failed with "password authentication failed" while dbt and psql connected."""
+    database = f"passfile_{admin_password_from.lower()}"
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, database)
+    base = clean_env(tmp_path)
+    run(
+        [PYTHON, "-m", "warehouse_db", "up"],
+        {**base, "DATABASE_URL": admin_url(server, database), **login_env("loader")},
+    )
+    user, password = LOGINS["loader"]
+    passfile = tmp_path / "pgpass"
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"# the loader's\n*:*:*:someone_else:x\n127.0.0.1:{server.port}:{database}:{user}:{escaped}\n")
+    passfile.chmod(0o600)
+    if admin_password_from == "PGPASSWORD":
+        admin = {**server_env(server, database), "PGUSER": ADMIN_USER, "PGPASSWORD": ADMIN_PASSWORD}
+    else:
+        services = tmp_path / "pg_service.conf"
+        services.write_text(
+            f"[wh]\nhost=127.0.0.1\nport={server.port}\ndbname={database}\nuser={ADMIN_USER}\npassword={ADMIN_PASSWORD}\n"
+        )
+        admin = {"PGSERVICE": "wh", "PGSERVICEFILE": str(services)}
+    env = {**base, **admin, "WAREHOUSE_LOADER_USER": user, "PGPASSFILE": str(passfile)}
+    assert "rows landed" in ingest(env)
+    with connect(server.settings(user, password, database), role="loader") as conn:
+        assert conn.execute("select count(*) > 0 from raw.ibkr_bars").fetchone() == (True,)

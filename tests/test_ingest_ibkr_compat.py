@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,3 +90,18 @@ def test_the_same_client_code_gets_the_same_answers_with_ib_insync_0_9_86():
     assert legacy["symbols"]["BRK B"]["daily"]["bars"] == aapl["daily"]["bars"]
     assert legacy["symbols"]["NOSUCH"] == {"con_id": None, "error_code": 200}
     assert legacy["pacing_violations"] == modern["pacing_violations"] == 0
+
+
+def test_a_check_interrupted_mid_way_says_so_in_one_line():
+    """Ctrl+C during the check got the generic "interrupted before the command began or after it ended" line, untrue
+    mid-check; now the check says it did not finish, exits 130 (as ingest) and prints no traceback and no report."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: the check waits mid-connect
+        command = [sys.executable, "-m", "ingest.ibkr.compat_check", "--port", str(silent.getsockname()[1])]
+        check = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        silent.settimeout(60)
+        peer, _ = silent.accept()
+        with peer:
+            check.send_signal(signal.SIGINT)
+            stdout, stderr = check.communicate(timeout=60)
+    assert check.returncode == 130, stderr
+    assert (stdout, stderr) == ("", "error: interrupted; the check did not finish, so there is no report\n")

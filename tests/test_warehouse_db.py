@@ -34,6 +34,7 @@ from warehouse_db.settings import (
     ConnectionSettings,
     Login,
     external_settings,
+    passfile_password,
     read_config,
     settings_from_url,
     uses_external_server,
@@ -216,6 +217,62 @@ def test_the_system_wide_service_file_is_where_libpq_looks_without_pgsysconfdir(
     with pytest.raises(WarehouseConfigError) as error:
         external_settings({"PGSERVICE": "nope", "PGSERVICEFILE": str(tmp_path / "services.conf")})
     assert str(error.value).endswith(" or /etc/postgresql-common/pg_service.conf")
+
+
+PASSFILE = r"""# localhost:*:*:commented:not-a-password
+*:*:*:star:any\:thing\\x:extra
+127.0.0.1:5433:db:first:one
+127.0.0.1:5433:db:first:two
+10.0.0.1:*:*:\*lit:literal
+/tmp/no-such-socket-dir:*:*:sock:socket-directory
+localhost:*:*:sock:local
+localhost:5432:dbless:dbless:db-defaults-to-user
+*:*:*:empty:
+*:*:*:empty:after-an-empty-one
+"""
+PASSFILE_LOOKUPS = [  # host, port, dbname, user
+    ("127.0.0.1", 5433, "db", "star"),
+    ("127.0.0.1", 5433, "db", "first"),
+    ("127.0.0.1", 5434, "db", "first"),
+    ("10.0.0.1", None, "d", "*lit"),
+    ("10.0.0.1", None, "d", "xlit"),
+    ("/tmp/no-such-socket-dir", None, "d", "sock"),
+    (None, None, "d", "sock"),
+    ("/var/run/postgresql", None, "d", "sock"),
+    (None, None, None, "dbless"),
+    ("127.0.0.1", None, "d", "empty"),
+    ("127.0.0.1", None, "d", "commented"),
+]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_a_passfile_is_read_as_libpq_reads_it(mode, tmp_path, monkeypatch):
+    """A component's own login without a password of its own gets it from the passfile ourselves, since in-process
+    libpq would send PGPASSWORD (the admin's) first: the lookup must find what libpq itself finds (escapes, `*`,
+    sockets as localhost, the first match, and nothing from a file others may read)."""
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(PASSFILE, encoding="utf-8")
+    passfile.chmod(mode)
+    for name in list(os.environ):
+        if name.startswith("PG"):
+            monkeypatch.delenv(name)
+    found = []
+    for host, port, dbname, user in PASSFILE_LOOKUPS:
+        ours = passfile_password(str(passfile), host, port, dbname, user)
+        # libpq itself, without connecting: it reads the passfile before it starts (hosts here reach nothing).
+        fields = {"host": host, "port": port, "dbname": dbname, "user": user, "passfile": str(passfile)}
+        attempt = psycopg.pq.PGconn.connect_start(psycopg.conninfo.make_conninfo(**fields).encode())
+        libpq = (attempt.password or b"").decode() or None
+        attempt.finish()
+        assert ours == libpq, (host, port, dbname, user)
+        found.append(ours)
+    if mode == 0o600:
+        assert found == [
+            "any:thing\\x", "one", None, "literal", None, "socket-directory", "local", "local",
+            "db-defaults-to-user", None, None,
+        ]  # fmt: skip
+    else:
+        assert found == [None] * len(PASSFILE_LOOKUPS)
 
 
 def test_timeouts_default_and_follow_their_variables():

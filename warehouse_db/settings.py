@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -342,6 +343,64 @@ def component_logins(config: Mapping[str, str]) -> dict[str, Login]:
     return logins
 
 
+DEFAULT_SOCKET_DIR = "/var/run/postgresql"
+"""The socket directory psycopg's bundled libpq uses without a host (and that its passfile lookup calls
+``localhost``)."""
+
+
+def passfile_password(
+    passfile: str | None, host: str | None, port: int | None, dbname: str | None, user: str
+) -> str | None:
+    """``user``'s password in the libpq password file, found as libpq (18) finds it; None if none matches.
+
+    Why we look ourselves: a component's own login with no password configured is meant to get it from the passfile
+    (as dbt and psql do), but in this process libpq would first take ``PGPASSWORD`` or the ``PGSERVICE`` service's
+    password, both the admin's, and fail with "password authentication failed".
+
+    As libpq: the file is ``passfile`` (``PGPASSFILE``), else ``~/.pgpass``, ignored unless a plain file without group
+    or world access; lines ``hostname:port:database:username:password``, ``#`` comments, ``*`` matches any value,
+    ``\\:`` and ``\\\\`` are escapes; no host (or libpq's default socket directory) is matched as ``localhost``,
+    another socket directory as itself; the first matching line wins, an empty password there is none.
+    """
+    try:
+        path = Path(passfile) if passfile else Path.home() / ".pgpass"
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            return None
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+    except (OSError, RuntimeError):  # no such file, unreadable, no home directory
+        return None
+    if not host or host == DEFAULT_SOCKET_DIR:
+        host = "localhost"
+    wanted = [host, str(port or 5432), dbname or user, user]
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if line.startswith("#"):
+            continue
+        fields = _passfile_fields(line)
+        if len(fields) >= 5 and all(
+            wild or field == value for (field, wild), value in zip(fields[:4], wanted, strict=True)
+        ):
+            return fields[4][0] or None
+    return None
+
+
+def _passfile_fields(line: str) -> list[tuple[str, bool]]:
+    """A passfile line's fields, split at each ``:`` that no backslash escapes, escapes removed, each with whether
+    it is the wildcard (a bare ``*``, not ``\\*``)."""
+    fields, current, raw, escaped = [], "", "", False
+    for char in line:
+        raw += char
+        if escaped or char not in "\\:":
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        else:
+            fields.append((current, raw == "*:"))
+            current, raw = "", ""
+    return [*fields, (current + ("\\" if escaped else ""), False)]
+
+
 def client_limits(config: Mapping[str, str]) -> dict[str, int]:
     """connect_timeout and statement_timeout (seconds) from PGCONNECT_TIMEOUT and WAREHOUSE_STATEMENT_TIMEOUT."""
     return {
@@ -426,7 +485,9 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     logins = component_logins(config)
     if config.get("DATABASE_URL"):
         settings = settings_from_url(config["DATABASE_URL"], connect_timeout=limits["connect_timeout"])
-        return replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
+        settings = replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
+        # A PGPASSWORD beside the URL would be libpq's password for every login without its own.
+        return with_passfile_passwords(settings) if config.get("PGPASSWORD") else settings
     # A service's parameters beat the PG* variables, as in libpq (and so in psql).
     service = service_parameters(config)
     variables = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
@@ -440,7 +501,7 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
         limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     options = {option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)}
     options.update({key: item for key, item in service.items() if key not in (*variables, "connect_timeout")})
-    return ConnectionSettings(
+    settings = ConnectionSettings(
         host=value["host"],
         port=_port(port, "PGPORT" if "port" not in service else "the service's port", quote=True) if port else None,
         user=value["user"],
@@ -451,3 +512,26 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
         logins=logins,
         **limits,
     )
+    # libpq would send the admin's password (PGPASSWORD's or the service's) for every login without its own.
+    return with_passfile_passwords(settings) if settings.password else settings
+
+
+def with_passfile_passwords(settings: ConnectionSettings) -> ConnectionSettings:
+    """These settings with each component login that has no password of its own given its password from the
+    passfile, where a line there matches it (see :func:`passfile_password`)."""
+    logins = {
+        role: login
+        if login.password
+        else replace(
+            login,
+            password=passfile_password(
+                settings.options.get("passfile"),
+                settings.host or settings.options.get("hostaddr"),
+                settings.port,
+                settings.dbname,
+                login.user,
+            ),
+        )
+        for role, login in settings.logins.items()
+    }
+    return replace(settings, logins=logins)

@@ -19,6 +19,8 @@ import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
+from command_line import sigterm_interrupts
+from ingest.exit_codes import ExitCode
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import IbkrSession, client_library, quiet_client_logs
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
@@ -88,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", nargs="+", default=["AAPL", "BRK B"])
     parser.add_argument("--client-id", type=int, default=71)
     args = parser.parse_args(argv)
-    report = asyncio.run(check(args.port, args.symbols, args.client_id))
+    try:
+        with sigterm_interrupts():  # as ingest: kill or a timeout ends the check as Ctrl+C does
+            report = asyncio.run(check(args.port, args.symbols, args.client_id))
+    except KeyboardInterrupt:
+        print("error: interrupted; the check did not finish, so there is no report", file=sys.stderr)
+        return ExitCode.INTERRUPTED  # 130, as ingest's
     json.dump(report, sys.stdout, indent=1, sort_keys=True)
     print()
     return 0
