@@ -19,6 +19,7 @@ from training.statistics import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     interquartile_mean,
+    interval_quantile,
     interval_tail,
     seed_indices,
 )
@@ -251,6 +252,26 @@ def test_an_interval_over_few_seeds_is_as_wide_as_their_standard_error_says() ->
     draws = seed_indices(np.random.default_rng(0), 1000, 5)
     assert draws.shape == (1000, 4) and set(np.unique(draws)) == set(range(5))
     assert seed_indices(np.random.default_rng(0), 1000, 1).tolist() == [[0]] * 1000
+
+
+def test_a_difference_over_two_seeds_of_a_fold_keeps_a_finite_interval_at_99_percent() -> None:
+    """Each fold's own comparison of a 2-seed walk-forward has one degree of freedom. At 99% t's quantile is 63.7,
+    whose normal tail (under 1e-300) is 0 in a double: the floor taken back from that tail was infinite, so every
+    fold's difference interval of ``--confidence 0.99`` with 2 seeds per fold read as undefined (null in
+    statistics.json) instead of ±63.7 standard deviations of its resamples."""
+    assert interval_quantile(0.99, 1) == pytest.approx(63.656741162871526)
+    assert interval_quantile(0.95, 4) == pytest.approx(2.7764451051977987)
+    assert interval_quantile(0.95, 0) == pytest.approx(1.959963984540054)
+    returns = _market(1, seeds=2)
+    returns[:, AGENT] += np.array([0.002, -0.001])[:, None]
+    widths = {}
+    for confidence in (0.95, 0.99):
+        statistics = compute_statistics([_sample(1, returns)], POLICIES, resamples=300, confidence=confidence, seed=3)
+        difference = statistics.comparison("buy_and_hold", "sharpe").difference
+        assert math.isfinite(difference.low) and math.isfinite(difference.high), difference
+        widths[confidence] = difference.high - difference.low
+    # The same resamples (same seed) at both levels: both intervals are the floor, as far apart as t(1)'s quantiles.
+    assert widths[0.99] / widths[0.95] == pytest.approx(interval_quantile(0.99, 1) / interval_quantile(0.95, 1))
 
 
 @pytest.mark.parametrize("block_sessions, constant", [(2, True), (1, False)])

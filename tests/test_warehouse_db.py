@@ -58,8 +58,8 @@ def test_environment_beats_dotenv_and_either_selects_an_external_server(tmp_path
 
 
 def test_database_url_is_parsed_including_socket_hosts_and_ssl():
-    s = settings_from_url("postgresql://quant:s%40cret@db.example.com:6543/prod?sslmode=require")
-    assert (s.host, s.port, s.user, s.password, s.dbname) == ("db.example.com", 6543, "quant", "s@cret", "prod")
+    s = settings_from_url("postgresql://quant:s%40cret@10.0.0.1.com:6543/prod?sslmode=require")
+    assert (s.host, s.port, s.user, s.password, s.dbname) == ("10.0.0.1.com", 6543, "quant", "s@cret", "prod")
     assert s.connect_kwargs()["sslmode"] == "require"
     assert s.libpq_env()["PGSSLMODE"] == "require"
     assert settings_from_url("postgresql://postgres@/warehouse?host=/tmp/sock").host == "/tmp/sock"
@@ -80,8 +80,8 @@ def test_database_url_is_parsed_including_socket_hosts_and_ssl():
     ],
 )
 def test_a_password_may_hold_url_delimiters_unencoded(userinfo, password):
-    s = settings_from_url(f"postgresql://{userinfo}@db.example.com:6543/prod?sslmode=require")
-    assert (s.host, s.port, s.user, s.password, s.dbname) == ("db.example.com", 6543, "quant", password, "prod")
+    s = settings_from_url(f"postgresql://{userinfo}@10.0.0.1.com:6543/prod?sslmode=require")
+    assert (s.host, s.port, s.user, s.password, s.dbname) == ("10.0.0.1.com", 6543, "quant", password, "prod")
     assert s.options == {"sslmode": "require"}
 
 
@@ -94,11 +94,11 @@ def test_a_user_name_with_an_at_sign_keeps_it():
 @pytest.mark.parametrize(
     "url",
     [
-        f"quant:{SECRET}@db.example.com/prod",  # no scheme
+        f"quant:{SECRET}@10.0.0.1.com/prod",  # no scheme
         f"postgresql://quant:{SECRET}",  # no host: the password would be read as host:port
-        f"postgresql://quant:{SECRET}@db.example.com:{SECRET}/prod",
-        f"postgresql://quant:{SECRET}@db.example.com/prod?connect_timeout={SECRET}",
-        f"postgresql://quant:{SECRET}@db.example.com/prod?port={SECRET}",
+        f"postgresql://quant:{SECRET}@10.0.0.1.com:{SECRET}/prod",
+        f"postgresql://quant:{SECRET}@10.0.0.1.com/prod?connect_timeout={SECRET}",
+        f"postgresql://quant:{SECRET}@10.0.0.1.com/prod?port={SECRET}",
         f"postgresql://quant:{SECRET}@a,b/prod",
         f"postgresql://quant:{SECRET}@[::1/prod",
     ],
@@ -112,7 +112,7 @@ def test_a_malformed_url_is_refused_without_quoting_any_of_it(url):
 
 def test_component_logins_come_from_variables_and_never_show_their_passwords():
     config = {
-        "DATABASE_URL": f"postgresql://quant:{SECRET}@db.example.com/prod",
+        "DATABASE_URL": f"postgresql://quant:{SECRET}@10.0.0.1.com/prod",
         "WAREHOUSE_TRAINER_USER": "trainer_app",
         "WAREHOUSE_TRAINER_PASSWORD": "Tn#r/Pw?x@3",
         "WAREHOUSE_LOADER_USER": "loader_app",
@@ -120,7 +120,7 @@ def test_component_logins_come_from_variables_and_never_show_their_passwords():
     s = external_settings(config)
     assert s.logins == {"trainer": Login("trainer_app", "Tn#r/Pw?x@3"), "loader": Login("loader_app")}
     trainer = s.for_role("trainer")
-    assert (trainer.user, trainer.password, trainer.host) == ("trainer_app", "Tn#r/Pw?x@3", "db.example.com")
+    assert (trainer.user, trainer.password, trainer.host) == ("trainer_app", "Tn#r/Pw?x@3", "10.0.0.1.com")
     assert s.for_role("analyst") is s  # no login of its own: the admin login with SET ROLE
     env = s.libpq_env()
     assert env["WAREHOUSE_TRAINER_USER"] == "trainer_app" and env["WAREHOUSE_LOADER_USER"] == "loader_app"
@@ -134,14 +134,14 @@ def test_pgservice_selects_its_server_as_libpq_does(tmp_path):
     # PGSERVICE alone used to choose the embedded warehouse while psql (libpq) followed the service elsewhere.
     services = tmp_path / "services.conf"
     services.write_text(
-        f"# comment\n[other]\nhost=elsewhere\n\n[wh]\nhost=db.example.com\nport=6543\nuser=quant\n"
+        f"# comment\n[other]\nhost=elsewhere\n\n[wh]\nhost=10.0.0.1.com\nport=6543\nuser=quant\n"
         f"password={SECRET}\ndbname=prod\nsslmode=require\nconnect_timeout=4\n",
         encoding="utf-8",
     )
     config = {"PGSERVICE": "wh", "PGSERVICEFILE": str(services), "PGHOST": "ignored", "PGPORT": "1"}
     assert uses_external_server(config)
     s = external_settings(config)  # the service beats the PG* variables, as in libpq
-    assert (s.host, s.port, s.user, s.password, s.dbname) == ("db.example.com", 6543, "quant", SECRET, "prod")
+    assert (s.host, s.port, s.user, s.password, s.dbname) == ("10.0.0.1.com", 6543, "quant", SECRET, "prod")
     assert (s.options, s.connect_timeout, s.embedded) == ({"sslmode": "require"}, 4, False)
     system = tmp_path / "etc"
     system.mkdir()
@@ -275,6 +275,36 @@ def test_a_passfile_is_read_as_libpq_reads_it(mode, tmp_path, monkeypatch):
         assert found == [None] * len(PASSFILE_LOOKUPS)
 
 
+def test_beside_a_database_url_the_passfile_is_the_one_pgpassfile_names(tmp_path, monkeypatch):
+    """DATABASE_URL without a passfile parameter: in-process libpq reads PGPASSFILE's file (not ~/.pgpass), and
+    PGPASSWORD, the admin's, beats it. The lookup read ~/.pgpass there, so a component login whose password is only
+    in PGPASSFILE's file went without one, and libpq sent it the admin's password."""
+    for name in list(os.environ):
+        if name.startswith("PG"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.pgpass
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("10.0.0.1:5433:research:loader_app:L0ader\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    config = {
+        "DATABASE_URL": "postgresql://quant@10.0.0.1:5433/research",
+        "PGPASSWORD": "admin-password",
+        "PGPASSFILE": str(passfile),
+        "WAREHOUSE_LOADER_USER": "loader_app",
+    }
+    loader = external_settings(config).for_role("loader")
+    # What libpq itself finds in the passfile for the loader's connection, PGPASSFILE in its environment.
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    kwargs = {key: value for key, value in loader.connect_kwargs().items() if key != "password"}
+    attempt = psycopg.pq.PGconn.connect_start(psycopg.conninfo.make_conninfo(**kwargs).encode())
+    libpq = (attempt.password or b"").decode() or None
+    attempt.finish()
+    assert loader.password == libpq == "L0ader"
+    # No PGPASSWORD: nothing to look up, libpq reads the passfile itself, as before.
+    del config["PGPASSWORD"]
+    assert external_settings(config).for_role("loader").password is None
+
+
 def test_timeouts_default_and_follow_their_variables():
     s = external_settings({"PGHOST": "h"})
     assert (s.connect_timeout, s.statement_timeout) == (10, 1800)
@@ -295,7 +325,7 @@ def test_env_prints_no_password_and_hands_every_login_a_passfile_line(tmp_path, 
     for name in list(os.environ):
         if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@10.0.0.1.com:6543/prod")
     monkeypatch.setenv("WAREHOUSE_TRANSFORMER_USER", "transformer_app")
     monkeypatch.setenv("WAREHOUSE_TRANSFORMER_PASSWORD", "Tr#f/rm?Pw@2")
     monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path))
@@ -716,7 +746,7 @@ def test_a_warehouse_dir_anywhere_in_the_repository_stays_out_of_git(tmp_path, m
     for name in list(os.environ):
         if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@10.0.0.1.com:6543/prod")
     monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path / "warehouse-data" / "prod"))
     assert warehouse_db_main(["env"]) == 0
     assert (tmp_path / "warehouse-data" / "prod" / "pgpass").exists()
@@ -736,7 +766,7 @@ def test_a_warehouse_dir_that_existed_before_keeps_the_database_and_password_fil
     for name in list(os.environ):
         if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@db.example.com:6543/prod")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@10.0.0.1.com:6543/prod")
     for directory in (tmp_path, tmp_path / "data"):
         directory.mkdir(exist_ok=True)
         monkeypatch.setenv("WAREHOUSE_DIR", str(directory))

@@ -486,8 +486,10 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     if config.get("DATABASE_URL"):
         settings = settings_from_url(config["DATABASE_URL"], connect_timeout=limits["connect_timeout"])
         settings = replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
-        # A PGPASSWORD beside the URL would be libpq's password for every login without its own.
-        return with_passfile_passwords(settings) if config.get("PGPASSWORD") else settings
+        # A PGPASSWORD beside the URL would be libpq's password for every login without its own. Without the URL's
+        # passfile parameter libpq reads PGPASSFILE's file, so the lookup does too.
+        passfile = config.get("PGPASSFILE") or None
+        return with_passfile_passwords(settings, passfile) if config.get("PGPASSWORD") else settings
     # A service's parameters beat the PG* variables, as in libpq (and so in psql).
     service = service_parameters(config)
     variables = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
@@ -516,16 +518,17 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     return with_passfile_passwords(settings) if settings.password else settings
 
 
-def with_passfile_passwords(settings: ConnectionSettings) -> ConnectionSettings:
+def with_passfile_passwords(settings: ConnectionSettings, passfile: str | None = None) -> ConnectionSettings:
     """These settings with each component login that has no password of its own given its password from the
-    passfile, where a line there matches it (see :func:`passfile_password`)."""
+    passfile (the settings' ``passfile`` option, else ``passfile``, else ``~/.pgpass``), where a line there matches
+    it (see :func:`passfile_password`)."""
     logins = {
         role: login
         if login.password
         else replace(
             login,
             password=passfile_password(
-                settings.options.get("passfile"),
+                settings.options.get("passfile") or passfile,
                 settings.host or settings.options.get("hostaddr"),
                 settings.port,
                 settings.dbname,
