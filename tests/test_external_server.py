@@ -302,6 +302,23 @@ def test_up_gives_back_the_admin_login_its_right_to_set_role(server: ExternalSer
     assert rights == (True,)
 
 
+def test_ingest_on_a_machine_with_another_components_login_names_the_loader_login_to_set(
+    server: ExternalServer, tmp_path: Path
+) -> None:
+    """Only the trainer's login configured (a training machine), then ingest: it fell back to libpq's default user
+    and said only "(default user) ... no password supplied", not which variable to set."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "trainonly")
+    env = {**clean_env(tmp_path), "DATABASE_URL": admin_url(server, "trainonly"), **login_env("trainer")}
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    env = {**clean_env(tmp_path), **server_env(server, "trainonly"), **login_env("trainer")}
+    refused = ingest(env, expect=4).strip()
+    assert len(refused.splitlines()) == 1, refused
+    assert refused.endswith(
+        "no login is configured for the loader role here: set WAREHOUSE_LOADER_USER and WAREHOUSE_LOADER_PASSWORD "
+        "(docs/operations.md), or the admin login (DATABASE_URL, or PGUSER and PGPASSWORD)"
+    ), refused
+
+
 def test_pgservice_reaches_the_server_its_service_names(server: ExternalServer, tmp_path: Path) -> None:
     """PGSERVICE, libpq's way to name a server: the project took it for "nothing configured" and used the embedded
     warehouse, while psql followed the service to the external server. Now every command follows the service, and

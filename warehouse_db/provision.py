@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from warehouse_db.errors import ProvisioningError, WarehouseNotProvisioned
+from warehouse_db.errors import ProvisioningError, WarehouseNotProvisioned, WarehouseUnreachable
 from warehouse_db.schemas import COMPONENT_ROLES, ML, RAW
 from warehouse_db.settings import ConnectionSettings, Login, login_variables
 
@@ -182,7 +182,20 @@ def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
     from warehouse_db.connection import connect
 
     if settings.user is not None or role not in settings.logins:
-        with connect(settings) as conn:
+        try:
+            admin = connect(settings)
+        except WarehouseUnreachable as error:
+            if settings.user is None and not settings.embedded and _login_refused(str(error)):
+                # No login named for the role, nor an admin login: libpq's default user (the OS user's name) was a
+                # guess, as on a machine set up for another component (only WAREHOUSE_TRAINER_USER, say).
+                user_variable, password_variable = login_variables(role)
+                raise WarehouseUnreachable(
+                    f"{error}; no login is configured for the {role} role here: set {user_variable} and "
+                    f"{password_variable} (docs/operations.md), or the admin login (DATABASE_URL, or PGUSER and "
+                    "PGPASSWORD)"
+                ) from None
+            raise
+        with admin as conn:
             try:
                 provision(conn, settings.logins)
             except PrivilegeMissing:
@@ -197,6 +210,13 @@ def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
             f"{settings.describe()} lacks {', '.join(missing)}: have an administrator run "
             "`python -m warehouse_db provision` with the admin login (DATABASE_URL or PGUSER)"
         )
+
+
+def _login_refused(reason: str) -> bool:
+    """Whether libpq's reason says the server refused the login (no or a wrong password, no such role), not that it
+    could not be reached."""
+    no_such_role = 'role "' in reason and "does not exist" in reason
+    return no_such_role or "no password supplied" in reason or "authentication failed" in reason
 
 
 def _first_line(error: Exception) -> str:
