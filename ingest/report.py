@@ -54,6 +54,7 @@ def format_plan(summary: LoadSummary, options: LoadOptions) -> str:
             f"at least {describe_duration(summary.estimate.seconds)} under IBKR's pacing rules (gateway latency "
             "not counted)" + ("; too large to run without --confirm-large-plan" if summary.estimate.large else "")
         )
+    lines += [f"ticker change? {contract.describe()}" for contract in summary.shared_contracts]
     return "\n".join(lines)
 
 
@@ -104,6 +105,7 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
             lines.append(f"  ... and {len(not_sessions) - MAX_DETAIL_ROWS} more days (the warnings name each)")
     for r in summary.readjusted:
         lines.append(f"{r.symbol}: {r.readjustment.describe()}; its whole window was fetched again")
+    lines += [f"ticker change? {contract.describe()}" for contract in summary.shared_contracts]
     detail = [r for r in summary.results if show_all or r.status in ("failed", "no_data", "not_attempted")]
     hidden = 0
     if not show_all and len(detail) > MAX_DETAIL_ROWS:

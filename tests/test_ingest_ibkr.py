@@ -6,6 +6,7 @@ Each test gets a database of its own (``warehouse`` fixture) and a simulator of 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from gateway_simulator import (
     Split,
     run_simulator_in_thread,
 )
+from gateway_simulator.contracts import con_id_for
 from ingest import cli
 from ingest.exit_codes import ExitCode
 from ingest.ibkr import planner
@@ -36,7 +38,7 @@ from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSessio
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
-from ingest.raw_tables import ensure_raw_tables
+from ingest.raw_tables import BarSettings, Batch, RawBar, ensure_raw_tables, land_batch, new_load_id, utc_now
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
@@ -351,6 +353,66 @@ def test_dry_run_prints_the_plan_and_requests_nothing(warehouse, monkeypatch, ca
     # By default five years, in one request per symbol.
     status = cli.main(["--symbols", "AAPL", "--dry-run"])
     assert status == ExitCode.OK and "duration=5 Y" in capsys.readouterr().out
+
+
+# --- a ticker change --------------------------------------------------------------------------------------
+
+
+def land_old_ticker(
+    db: ConnectionSettings, symbol: str, con_id: int, days: list[date], bar_size: str = "1 day"
+) -> None:
+    """Bars of ``symbol`` under ``con_id``, landed as a load of the IBKR source would land them."""
+    bars = [
+        RawBar(symbol, datetime.combine(day, dtime(0), NY), day, 10.0, 11.0, 9.0, 10.5, 1000.0, 10.2, 5, con_id=con_id)
+        for day in days
+    ]
+    with connect(db) as conn:
+        ensure_raw_tables(conn)
+        batch = Batch(symbol, BarSettings(bar_size=bar_size), "ok", utc_now())
+        land_batch(conn, load_id=new_load_id(), source="ibkr", batch=batch, bars=bars)
+
+
+def test_a_new_ticker_under_a_contract_id_raw_holds_for_another_symbol_is_warned_about_and_lands(
+    warehouse, monkeypatch, capsys, caplog
+):
+    meta = con_id_for("META")  # the simulator's conId for META: FB's bars carry it, as after FB became META
+    days = nyse_sessions(months_before(datetime.now(NY).date(), 2), months_before(datetime.now(NY).date(), 1))
+    land_old_ticker(warehouse, "FB", meta, days)
+    land_old_ticker(warehouse, "HOURLY", con_id_for("AAPL"), days[:1], bar_size="1 hour")  # other bar settings
+    with simulator() as sim:
+        for name, value in ibkr_env(warehouse, sim.port).items():
+            monkeypatch.setenv(name, value)
+        with caplog.at_level(logging.WARNING, logger="ingest.ibkr.loader"):
+            status = cli.main(["--symbols", "META", "AAPL", "--no-progress", "--months", "3"])
+        out = capsys.readouterr().out
+        # Not refused: META landed in full, and the run says what the next dbt build will say.
+        assert status == ExitCode.OK
+        assert query(warehouse, "select status from raw.load_batches where symbol = 'META'") == [("ok",)]
+        assert query(
+            warehouse, "select count(distinct con_id), min(con_id) from raw.ibkr_bars where symbol = 'META'"
+        ) == [(1, meta)]
+        expected = (
+            f"META: conId {meta} is already in raw.ibkr_bars under FB (same bar settings): one company under two "
+            "symbols, as after a ticker change; dbt build fails int_bars_deduplicated_one_symbol_per_contract on the "
+            'sessions they share until the old ticker\'s bars are deleted, see docs/ingest.md "A ticker change"'
+        )
+        assert [r.getMessage() for r in caplog.records if "conId" in r.getMessage()] == [expected]
+        assert [line for line in out.splitlines() if "conId" in line] == [f"ticker change? {expected}"]
+
+        # The next run finds META's conId in raw (no lookup) and says it again while FB's bars are there.
+        lookups = sim.stats.contract_requests
+        again = run(warehouse, sim, [WatchlistEntry("META", "NASDAQ"), WatchlistEntry("AAPL", "NASDAQ")], months=3)
+        assert sim.stats.contract_requests == lookups
+        assert [(c.con_id, c.symbols, c.this_run) for c in again.shared_contracts] == [
+            (meta, ("FB", "META"), ("META",))
+        ]
+        assert again.ok
+        assert cli.main(["--symbols", "META", "--dry-run", "--months", "3"]) == ExitCode.OK  # the plan says it too
+        assert f"ticker change? {expected}" in capsys.readouterr().out.splitlines()
+
+        # After the documented clean-up, nothing to say.
+        query(warehouse, "delete from raw.ibkr_bars where symbol = 'FB' returning 1")
+        assert run(warehouse, sim, [WatchlistEntry("META", "NASDAQ")], months=3).shared_contracts == []
 
 
 # --- SIGKILL ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
-from ingest.ibkr.loader import NotASession, days_without_a_session, redelivered_spans, to_raw_bars
+from ingest.ibkr.loader import NotASession, SharedContract, days_without_a_session, redelivered_spans, to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
 from ingest.ibkr.planner import (
     DAILY_OVERLAP,
@@ -585,3 +585,15 @@ def test_plans_count_their_requests_without_building_them_and_estimate_their_pac
     daily = PacingPolicy.for_bar_size(DAY)
     assert estimate_seconds(daily, [1] * 150) < 5  # 150 symbols x one request: the message rate decides
     assert estimate_seconds(daily, [300]) == pytest.approx(59 * 2.25)  # 5 per contract in 2 s (+ margin)
+
+
+def test_docs_show_the_ticker_change_warning_as_the_loader_words_it():
+    from warehouse_db.settings import REPO_ROOT
+
+    line = f"ticker change? {SharedContract(107113386, ('FB', 'META'), ('META',)).describe()}"
+    assert line in (REPO_ROOT / "docs" / "ingest.md").read_text(encoding="utf-8").splitlines()
+
+
+def test_two_symbols_of_one_run_under_one_contract_id_are_named_together():
+    text = SharedContract(7, ("BRK B", "BRK.B"), ("BRK B", "BRK.B")).describe()
+    assert text.startswith("BRK B, BRK.B: conId 7 is held by each of them (same bar settings)")

@@ -8,9 +8,11 @@ import uuid
 from datetime import UTC, date, datetime
 
 import yaml
+from psycopg import sql
 
 from ingest.raw_tables import (
     BAR_SOURCE_COLUMNS,
+    CONTRACT_HOLDERS_SQL,
     IBKR_BARS,
     LOAD_BATCHES,
     RAW_TABLES,
@@ -114,3 +116,34 @@ def test_an_older_warehouse_is_brought_up_to_the_definition_and_keeps_its_rows(e
         assert land_batch(conn, load_id=new_load_id(), source="test", batch=batch, bars=[bar]) == 1
         assert conn.execute("select bar_count from raw.ibkr_bars where symbol = 'BIG'").fetchone() == (5_000_000_000,)
         assert conn.execute("select request_reason from raw.load_batches").fetchall() == [("test",)]
+
+
+def test_the_contract_holders_read_probes_each_symbol_once_and_never_reads_all_the_bars(embedded_cluster):
+    """The loader asks it on every run (a ticker change's warning): its cost must grow with the symbols raw holds,
+    not with their bars (4 symbols of 300 bars here; 5,000 of 1,260 take 0.08 s)."""
+    from devtools.scratch_database import scratch_database
+
+    with scratch_database("test_raw_holders", embedded_cluster) as settings, connect(settings) as conn:
+        provision(conn)
+        ensure_raw_tables(conn)
+        conn.execute(
+            "insert into raw.ibkr_bars (symbol, bar_time, session_date, open, high, low, close, con_id, bar_size, "
+            "what_to_show, use_rth, load_id, batch_id, source, ingested_at) "
+            "select 'S' || s, timestamptz '2020-01-01' + d * interval '1 day', date '2020-01-01' + d, 1, 1, 1, 1, "
+            "100 + s, '1 day', 'TRADES', true, gen_random_uuid(), gen_random_uuid(), 'ibkr', now() "
+            "from generate_series(1, 4) s, generate_series(1, 300) d"
+        )
+        conn.execute("analyze raw.ibkr_bars")
+        conn.execute("set local enable_seqscan = off")  # a plan that must read every bar shows it anyway
+        explain = sql.SQL("explain (analyze, format json) ") + CONTRACT_HOLDERS_SQL
+        [[plan]] = conn.execute(explain, ("1 day", "TRADES", True, [102, 999])).fetchall()
+
+    def bars_read(node: dict) -> float:
+        here = 0.0
+        if node.get("Relation Name") == "ibkr_bars":
+            removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+            here = (node["Actual Rows"] + removed) * node["Actual Loops"]
+        return here + sum(bars_read(child) for child in node.get("Plans", []))
+
+    read = bars_read(plan[0]["Plan"])
+    assert 0 < read <= 12, f"read {read} of 1,200 bars to find 4 symbols' latest: {plan}"

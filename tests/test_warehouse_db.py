@@ -458,6 +458,24 @@ def test_provisioning_is_idempotent(warehouse):
     assert [r for (r,) in roles] == ["analyst", "loader", "trainer", "transformer"]
 
 
+def test_provisioning_gives_a_login_that_is_a_member_with_set_false_the_right_to_set_role(warehouse):
+    """PostgreSQL 16+: a GRANT of a membership that exists keeps its options, so provisioning's plain GRANT left a
+    login WITH SET FALSE unable to SET ROLE: its component failed at SET ROLE, and `make db-up`, which status
+    suggests, could not fix it."""
+    name = f"set_false_{os.getpid()}"
+    with connect(warehouse, autocommit=True) as conn:
+        assert conn.info.server_version >= 160000, "the embedded warehouse is PostgreSQL 18"
+        conn.execute(f"create role {name} login")
+        conn.execute(f"grant loader to {name} with set false")
+    try:
+        with connect(warehouse) as conn:
+            provision(conn, {"loader": Login(name)})
+            assert conn.execute("select pg_has_role(%s, 'loader', 'SET')", (name,)).fetchone() == (True,)
+    finally:
+        with connect(warehouse, autocommit=True) as conn:
+            conn.execute(f"drop role {name}")
+
+
 def test_provisioning_refuses_a_login_that_would_cross_a_boundary(warehouse):
     name = f"shared_{os.getpid()}"
     with connect(warehouse, autocommit=True) as conn:

@@ -20,7 +20,7 @@ from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
-from warehouse_db.provision import ensure_provisioned, missing_pieces, provision, roles_out_of_reach
+from warehouse_db.provision import ensure_provisioned, grant_statement, missing_pieces, provision, roles_out_of_reach
 from warehouse_db.schemas import COMPONENT_ROLES
 from warehouse_db.settings import (
     ConnectionSettings,
@@ -146,6 +146,7 @@ def _run(command: str) -> int:
         ensure_provisioned(settings, role)
     with connect(settings, role=role) as conn:
         version = conn.execute("show server_version").fetchone()[0]
+        server_version = conn.info.server_version
         if command in ("up", "provision") and role is None:
             provision(conn, settings.logins)
         missing = missing_pieces(conn)
@@ -162,7 +163,7 @@ def _run(command: str) -> int:
         print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
         return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
     if out_of_reach:
-        grants = "; ".join(f"GRANT {', '.join(roles)} TO {login}" for login, roles in out_of_reach.items())
+        grants = "; ".join(grant_statement(roles, login, server_version) for login, roles in out_of_reach.items())
         lacking = "; ".join(
             f"login {login} may not act as role {', '.join(roles)}" for login, roles in out_of_reach.items()
         )

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from warehouse_db import embedded
 from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
+from warehouse_db.provision import grant_statement
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
     ConnectionSettings,
@@ -82,11 +83,12 @@ def connect(
         conn.close()
         raise WarehouseNotProvisioned.missing_role(role, settings.describe()) from None
     except psycopg.errors.InsufficientPrivilege:
+        login, server_version = settings.user or conn.info.user, conn.info.server_version
         conn.close()
         raise WarehouseNotProvisioned(
-            f"{settings.user or 'the login'} may not act as role {role!r} in {settings.describe()}: "
+            f"{login} may not act as role {role!r} in {settings.describe()}: "
             "have an administrator run `python -m warehouse_db provision` with the admin login (it grants each "
-            f"component's own login its role), or GRANT {role} TO {settings.user or 'the login'}"
+            f"component's own login its role), or {grant_statement([role], login, server_version)}"
         ) from None
     return conn
 

@@ -7,17 +7,25 @@ A component that has its own login only checks that an admin has provisioned (:f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from warehouse_db.errors import ProvisioningError, WarehouseNotProvisioned
+from warehouse_db.errors import ProvisioningError, WarehouseNotProvisioned, WarehouseUnreachable
 from warehouse_db.schemas import COMPONENT_ROLES, ML, RAW
 from warehouse_db.settings import ConnectionSettings, Login, login_variables
 
-__all__ = ["PrivilegeMissing", "ProvisioningError", "ensure_provisioned", "missing_pieces", "provision"]
+__all__ = [
+    "PrivilegeMissing",
+    "ProvisioningError",
+    "ensure_provisioned",
+    "grant_statement",
+    "missing_pieces",
+    "provision",
+]
 
 PROVISION_SQL = Path(__file__).with_name("provision.sql")
 LOCK_TIMEOUT = "60s"
@@ -61,6 +69,28 @@ def provision(
         ) from None
 
 
+SET_OPTION_VERSION = 160000
+"""PostgreSQL 16 grants the right to SET ROLE apart from membership (``WITH SET``); 15 has no such option."""
+
+
+def grant_statement(roles: Sequence[str], login: str, server_version: int) -> str:
+    """The GRANT that lets ``login`` act as ``roles`` (SET ROLE), as an administrator would type it.
+
+    From PostgreSQL 16 on it says ``WITH SET TRUE``: granting a membership that exists keeps its options, so a plain
+    GRANT leaves a member WITH SET FALSE (a login that created the roles is one) unable to SET ROLE, with only a
+    notice that the membership exists. PostgreSQL 15 knows no SET option, and its membership is enough.
+    """
+    granted = ", ".join(_identifier(role) for role in roles)
+    return f"GRANT {granted} TO {_identifier(login)}" + (
+        " WITH SET TRUE" if server_version >= SET_OPTION_VERSION else ""
+    )
+
+
+def _identifier(name: str) -> str:
+    """``name`` as SQL spells it: bare where PostgreSQL reads it unchanged, else quoted."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
 def _verifier(conn: psycopg.Connection, login: Login) -> str:
     """The password as the server stores it (SCRAM or md5, as its password_encryption says): the clear text
     never travels to the server, so it cannot end up in a server log either."""
@@ -89,10 +119,13 @@ def _ensure_login(conn: psycopg.Connection, role: str, login: Login, passwordles
             f"login {login.user!r} for the {role} role is a superuser or bypasses row security: a component's "
             f"login must be an ordinary login that is a member of {role} only"
         )
-    # PostgreSQL 16 separates membership from the right to SET ROLE (which connect() does).
-    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    # PostgreSQL 16 separates membership from the right to SET ROLE (which connect() does), and a GRANT of a
+    # membership that exists keeps its options: WITH SET TRUE is what gives a member WITH SET FALSE that right.
+    separate_set = conn.info.server_version >= SET_OPTION_VERSION
+    privilege = "SET" if separate_set else "MEMBER"
     if not conn.execute("select pg_has_role(%s, %s, %s)", (login.user, role, privilege)).fetchone()[0]:
-        conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(role), user))
+        grant = sql.SQL("grant {} to {}" + (" with set true" if separate_set else ""))
+        conn.execute(grant.format(sql.Identifier(role), user))
     others = [
         other
         for (other,) in conn.execute(
@@ -126,7 +159,7 @@ def roles_out_of_reach(conn: psycopg.Connection, settings: ConnectionSettings) -
     pairs = [(role, login) for role, login in pairs if login]
     # Acting as a role is SET ROLE, which PostgreSQL 16 grants apart from membership (a login that created the roles
     # is a member WITH SET FALSE): what provisioning checks and grants too.
-    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    privilege = "SET" if conn.info.server_version >= SET_OPTION_VERSION else "MEMBER"
     rows = conn.execute(
         "select l, r from unnest(%s::text[], %s::text[]) as p(r, l) "
         "where exists (select from pg_roles where rolname = r) and exists (select from pg_roles where rolname = l) "
@@ -149,7 +182,20 @@ def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
     from warehouse_db.connection import connect
 
     if settings.user is not None or role not in settings.logins:
-        with connect(settings) as conn:
+        try:
+            admin = connect(settings)
+        except WarehouseUnreachable as error:
+            if settings.user is None and not settings.embedded and _login_refused(str(error)):
+                # No login named for the role, nor an admin login: libpq's default user (the OS user's name) was a
+                # guess, as on a machine set up for another component (only WAREHOUSE_TRAINER_USER, say).
+                user_variable, password_variable = login_variables(role)
+                raise WarehouseUnreachable(
+                    f"{error}; no login is configured for the {role} role here: set {user_variable} and "
+                    f"{password_variable} (docs/operations.md), or the admin login (DATABASE_URL, or PGUSER and "
+                    "PGPASSWORD)"
+                ) from None
+            raise
+        with admin as conn:
             try:
                 provision(conn, settings.logins)
             except PrivilegeMissing:
@@ -164,6 +210,13 @@ def ensure_provisioned(settings: ConnectionSettings, role: str) -> None:
             f"{settings.describe()} lacks {', '.join(missing)}: have an administrator run "
             "`python -m warehouse_db provision` with the admin login (DATABASE_URL or PGUSER)"
         )
+
+
+def _login_refused(reason: str) -> bool:
+    """Whether libpq's reason says the server refused the login (no or a wrong password, no such role), not that it
+    could not be reached."""
+    no_such_role = 'role "' in reason and "does not exist" in reason
+    return no_such_role or "no password supplied" in reason or "authentication failed" in reason
 
 
 def _first_line(error: Exception) -> str:

@@ -5,20 +5,19 @@
 do $$
 declare
     role_name text;
-    can_set boolean;
 begin
     foreach role_name in array array['loader', 'transformer', 'trainer', 'analyst'] loop
         if not exists (select from pg_roles where rolname = role_name) then
             execute format('create role %I nologin', role_name);
         end if;
         -- PostgreSQL 16 gives a CREATEROLE user an ADMIN-only membership in the roles it creates; SET ROLE
-        -- needs one with the SET option.
+        -- needs one with the SET option. A GRANT of a membership that exists (same grantor) keeps its options, so
+        -- it says WITH SET TRUE (15 has no SET option).
         if current_setting('server_version_num')::int >= 160000 then
-            can_set := pg_has_role(current_user, role_name, 'SET');
-        else
-            can_set := pg_has_role(current_user, role_name, 'MEMBER');
-        end if;
-        if not can_set then
+            if not pg_has_role(current_user, role_name, 'SET') then
+                execute format('grant %I to %I with set true', role_name, current_user);
+            end if;
+        elsif not pg_has_role(current_user, role_name, 'MEMBER') then
             execute format('grant %I to %I', role_name, current_user);
         end if;
     end loop;

@@ -63,6 +63,7 @@ from ingest.raw_tables import (
     land_batch,
     new_load_id,
     open_for_landing,
+    read_contract_holders,
     read_coverage,
     read_known_contracts,
     read_stored_bars,
@@ -78,6 +79,7 @@ from warehouse_db.settings import ConnectionSettings
 log = logging.getLogger(__name__)
 
 SOURCE = "ibkr"
+TICKER_CHANGE_DOC = 'docs/ingest.md "A ticker change"'
 GATEWAY_LOST = "connection to the gateway lost and not restored; the run stopped"
 
 SymbolStatus = Literal["landed", "no_data", "current", "failed", "planned", "not_attempted"]
@@ -130,6 +132,27 @@ class SortedBars:
     """Dated on days without a session: no later run lands them."""
 
 
+@dataclass(frozen=True)
+class SharedContract:
+    """One IBKR contract id under more than one symbol in raw (a ticker change: FB became META, same conId)."""
+
+    con_id: int
+    symbols: tuple[str, ...]
+    """Sorted; at least two."""
+    this_run: tuple[str, ...]
+    """Those of ``symbols`` this run loaded or looked up (the new ticker, as a rule)."""
+
+    def describe(self) -> str:
+        mine = ", ".join(self.this_run)
+        others = [s for s in self.symbols if s not in self.this_run]
+        where = f"is already in raw.ibkr_bars under {', '.join(others)}" if others else "is held by each of them"
+        return (
+            f"{mine}: conId {self.con_id} {where} (same bar settings): one company under two symbols, as after a "
+            "ticker change; dbt build fails int_bars_deduplicated_one_symbol_per_contract on the sessions they share "
+            f"until the old ticker's bars are deleted, see {TICKER_CHANGE_DOC}"
+        )
+
+
 @dataclass
 class SymbolResult:
     symbol: str
@@ -162,6 +185,8 @@ class LoadSummary:
     limiter_stats: LimiterStats | None = None
     pacing: PacingPolicy | None = None
     estimate: PlanEstimate | None = None
+    shared_contracts: list[SharedContract] = field(default_factory=list)
+    """Contract ids of this run's symbols that raw also holds under another symbol (a ticker change)."""
 
     def count(self, *statuses: SymbolStatus) -> int:
         return sum(1 for r in self.results if r.status in statuses)
@@ -262,7 +287,9 @@ async def run_load(
         summary.estimate = PlanEstimate(sum(counts), estimate_seconds(policy, counts, settings.what_to_show))
         if summary.estimate.large and not options.dry_run and not options.confirm_large_plan:
             raise PlanTooLargeError(summary.estimate, policy)
+        contracts = {symbol: ref.con_id for symbol, ref in known.items()}
         if options.dry_run or not todo:
+            summary.shared_contracts = check_shared_contracts(conn, settings, contracts)
             summary.elapsed_s = time.monotonic() - started
             if not todo and not options.dry_run:
                 log.info("all %d symbols are current: nothing to request, gateway not contacted", len(entries))
@@ -288,6 +315,8 @@ async def run_load(
             await run.load_all(todo, plans, results, progress=options.progress)
         finally:
             await session.close()
+        with landing:
+            summary.shared_contracts = check_shared_contracts(conn, settings, contracts | run.resolved)
         summary.elapsed_s = time.monotonic() - started
         return summary
     finally:
@@ -311,6 +340,8 @@ class _Run:
     known: dict[str, ContractRef]
     summary: LoadSummary
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    resolved: dict[str, int] = field(default_factory=dict)
+    """The contract id each symbol was fetched with (from raw or a lookup), for :func:`check_shared_contracts`."""
 
     async def load_all(
         self,
@@ -356,6 +387,7 @@ class _Run:
             outcomes = await self._fetch(ref, plan)
             if outcomes is not None and symbol in self.known and _no_security_definition(outcomes):
                 ref, outcomes = await self._refetch_with_new_con_id(entry, ref, plan, outcomes)
+            self.resolved[symbol] = ref.con_id
             if outcomes is None:
                 result.status = "not_attempted"
                 return
@@ -531,6 +563,37 @@ class _Lander:
                 return land_batch(self._conn, load_id=self._load_id, source=SOURCE, batch=batch, bars=bars)
             except psycopg.Error as error:
                 raise WarehouseError(f"landing {batch.symbol} failed: {error}".strip()) from None
+
+
+def check_shared_contracts(
+    conn: psycopg.Connection, settings: BarSettings, contracts: dict[str, int]
+) -> list[SharedContract]:
+    """The contract ids of ``contracts`` (symbol: conId, this run's) that raw also holds under another symbol, each
+    logged as a warning.
+
+    IBKR keeps a contract id across a ticker change (FB became META), so the new ticker's bars land under the id the
+    old one's bars carry, and dbt's ``one_symbol_per_contract`` test fails the next build until the old ticker's bars
+    are deleted. Nothing is refused here: raw lands what the source sent, and dbt's test guards the mart. One query
+    for the whole run (:func:`ingest.raw_tables.read_contract_holders`).
+    """
+    if not contracts:
+        return []
+    try:
+        holders = read_contract_holders(conn, settings, contracts.values())
+        conn.commit()
+    except psycopg.Error as error:
+        raise WarehouseError(f"reading the contract ids held in raw failed: {error}".strip()) from None
+    by_con_id: dict[int, set[str]] = {}
+    for symbol, con_id in contracts.items():
+        by_con_id.setdefault(con_id, set()).add(symbol)
+    shared = []
+    for con_id, mine in sorted(by_con_id.items()):
+        symbols = mine | holders.get(con_id, set())
+        if len(symbols) > 1:
+            shared.append(SharedContract(con_id, tuple(sorted(symbols)), tuple(sorted(mine))))
+    for contract in shared:
+        log.warning("%s", contract.describe())
+    return shared
 
 
 def redelivered_spans(plan: SymbolPlan, recent_from: datetime) -> list[tuple[datetime, datetime | None]]:
