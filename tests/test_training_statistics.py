@@ -22,6 +22,7 @@ from training.statistics import (
     interval_quantile,
     interval_tail,
     seed_indices,
+    welch_degrees_of_freedom,
 )
 
 AGENT, BUY_AND_HOLD = POLICIES.index("agent"), POLICIES.index("buy_and_hold")
@@ -252,6 +253,54 @@ def test_an_interval_over_few_seeds_is_as_wide_as_their_standard_error_says() ->
     draws = seed_indices(np.random.default_rng(0), 1000, 5)
     assert draws.shape == (1000, 4) and set(np.unique(draws)) == set(range(5))
     assert seed_indices(np.random.default_rng(0), 1000, 1).tolist() == [[0]] * 1000
+
+
+def test_the_welch_degrees_of_freedom_follow_the_fold_whose_seeds_spread_most() -> None:
+    """Equal spreads give the pooled sum of each fold's seeds - 1; one fold that carries the variance gives about its
+    own n - 1; by hand for two folds of unequal seeds; the pooled sum when no spread is measurable."""
+    even = [np.array([[0.0, 2.0]]), np.array([[5.0, 7.0]]), np.array([[1.0, -1.0]])]
+    assert welch_degrees_of_freedom(even) == pytest.approx(3.0)
+    one_fold = [np.array([[-6.0, 6.0]]), np.array([[0.0, 0.3]]), np.array([[0.0, 0.3]]), np.array([[0.0, 0.3]])]
+    assert 1.0 <= welch_degrees_of_freedom(one_fold) < 1.01
+    # a_1 = var(1, 3, 5) / 3 = 4/3 (2 df), a_2 = var(0, 4) / 2 = 4 (1 df): (16/3)^2 / ((4/3)^2 / 2 + 16) = 256/152
+    assert welch_degrees_of_freedom([np.array([[1.0, 3.0, 5.0]]), np.array([[0.0, 4.0]])]) == pytest.approx(256 / 152)
+    # no spread, undefined values, one seed per fold: the pooled sum
+    assert welch_degrees_of_freedom([np.zeros((1, 2)), np.ones((1, 3))]) == 3.0
+    assert welch_degrees_of_freedom([np.array([[np.nan, 1.0]]), np.array([[2.0]])]) == 1.0
+    assert welch_degrees_of_freedom([np.array([[1.0]]), np.array([[2.0]])]) == 0.0
+    # NaN seeds are left out of a fold's spread; a fold of one defined seed adds nothing
+    assert welch_degrees_of_freedom([np.array([[0.0, 2.0, np.nan]]), np.array([[np.nan, 1.0]])]) == pytest.approx(1.0)
+
+
+def test_one_fold_whose_seeds_spread_most_widens_the_differences_interval_to_its_own_degrees_of_freedom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """4 folds x 2 seeds, the first fold's agent seeds far apart, the others' close: the Sharpe difference's interval
+    is t(~1)'s quantile times the resamples' standard deviation wide, not t(4)'s (the pooled degrees of freedom, as
+    before), about 12.7 / 2.78 = 4.6 times as wide; the agent's own interval keeps the pooled tails."""
+    rng = np.random.default_rng(3)
+    sessions = 60
+    folds = []
+    for fold in range(4):
+        market = rng.normal(0.0003, 0.01, sessions)
+        returns = np.empty((2, len(POLICIES), sessions))
+        returns[:] = market
+        luck = (0.003, 0.0015) if fold == 0 else (0.0005, 0.0005)
+        for seed in range(2):
+            returns[seed, AGENT] = market + luck[seed] + rng.normal(0, 0.0003, sessions)
+        folds.append(_sample(fold + 1, returns, start=str(np.datetime64("2024-01-02") + fold * 100)))
+    differences = [(sharpe(f.returns[:, AGENT, :]) - sharpe(f.returns[:, BUY_AND_HOLD, :]))[None] for f in folds]
+    assert 1.0 <= welch_degrees_of_freedom(differences) < 1.1
+    welch = compute_statistics(folds, resamples=400, seed=1)
+    monkeypatch.setattr(
+        "training.statistics.welch_degrees_of_freedom", lambda per_fold: float(sum(v.shape[-1] - 1 for v in per_fold))
+    )
+    pooled = compute_statistics(folds, resamples=400, seed=1)
+    wide, narrow = (s.comparison("buy_and_hold", "sharpe").difference for s in (welch, pooled))
+    assert wide.estimate == narrow.estimate
+    assert (wide.high - wide.low) / (narrow.high - narrow.low) > 3.5
+    assert wide.low < 0 < narrow.low  # the pooled interval claimed evidence from one fold's lucky seed
+    assert welch.policy("agent", "sharpe") == pooled.policy("agent", "sharpe")
 
 
 def test_a_difference_over_two_seeds_of_a_fold_keeps_a_finite_interval_at_99_percent() -> None:
