@@ -47,7 +47,6 @@ Exit status: 0 with the table printed, 2 on a bad argument (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -57,6 +56,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import stats as scipy_stats
 
+from command_line import OneLineParser
 from training.baselines import BUY_AND_HOLD
 from training.evaluation import AGENT
 from training.metrics import TRADING_DAYS_PER_YEAR, sharpe
@@ -321,7 +321,7 @@ def _shapes(folds: Sequence[int], seeds: Sequence[int], sessions: Sequence[int])
 
 def parse_config(argv: Sequence[str] | None = None) -> CalibrationConfig:
     defaults, market = CalibrationConfig(), Market()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m devtools.verdict_calibration",
         description=__doc__.split("\n\n")[0] + " Prints a Markdown table.",
         epilog="Exit status: 0 with the table printed, 2 on a bad argument. See docs/training.md for a recorded run.",

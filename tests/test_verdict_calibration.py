@@ -81,12 +81,14 @@ def test_the_command_prints_a_table_and_refuses_bad_arguments_in_one_line(capsys
     with pytest.raises(SystemExit) as exit_info:
         main(["--tail-dof", "2"])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].endswith("--tail-dof must exceed 2 (the variance is infinite otherwise)")
+    help_hint = "; see python -m devtools.verdict_calibration --help\n"
+    assert capsys.readouterr().err == (
+        "error: --tail-dof must exceed 2 (the variance is infinite otherwise)" + help_hint
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["--first-fold-seed-sharpe-sd", "-1"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--first-fold-seed-sharpe-sd must not be negative")
+    assert capsys.readouterr().err == "error: --first-fold-seed-sharpe-sd must not be negative" + help_hint
 
 
 def test_the_first_fold_alone_takes_its_own_spread_between_seeds_and_the_truth_leaves_the_luck_out() -> None:
