@@ -97,6 +97,8 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
     report = (run_dir / "report.html").read_text()
     assert result.statistics.verdict.split(":")[0] in report and "1 fold" in result.statistics.verdict
     assert "Sample: 1 fold × 1 seed = 1 fold x seed task,\n" in report and f"{N_SYMBOLS} symbols." in report
+    sessions = result.statistics.policy("agent", "sharpe").annualised_from
+    assert f"from test splits of {sessions} sessions (under a year: read them as a scale, not a forecast)." in report
 
     document = json.loads((run_dir / "statistics.json").read_text())
     assert document["mart_hash"] == result.mart_hash and document["folds"] == [2] and document["seeds"] == [42]
@@ -355,3 +357,20 @@ def test_cli_trains_from_a_yaml_config_with_flag_overrides(
     assert cli.main(argv) == ExitCode.CONFIG
     assert cli.main([*argv[:-1], "7", "--run-id", "other"]) == ExitCode.CONFIG
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["cli"], "refused runs leave no folder"
+
+
+def test_a_report_from_year_long_test_splits_does_not_call_them_under_a_year(
+    embedded_cluster: ConnectionSettings, tmp_path: Path
+) -> None:
+    """The report said of every run "(under a year: read them as a scale, not a forecast)", whatever the test split's
+    length. Annualised from a year or more, Sharpe and Sortino need no such caution; from less, they do (the other
+    runs of this module)."""
+    frame = synthetic_mart(n_symbols=2, n_sessions=420, seed=32)
+    year_long = lay_out_folds(frame["session_date"], folds=1, test_sessions=260, validation_sessions=40)
+    with mart_database("test_year_long_test_split", frame, year_long, embedded_cluster) as settings:
+        result = run_training(short_config(tmp_path, run_id="year", save_to_warehouse=False), settings)
+    sessions = result.statistics.policy("agent", "sharpe").annualised_from
+    assert sessions >= 252
+    report = result.report_path.read_text(encoding="utf-8")
+    assert f"Sharpe and Sortino are annualised (× √252) from test splits of {sessions} sessions." in report
+    assert "under a year" not in report and "Sample: 1 seed (42) × " in report

@@ -4,7 +4,9 @@ retried once and then reported while the others land, and an unreachable cluster
 from __future__ import annotations
 
 import errno
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -216,7 +218,22 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
             "partial",
             1,
         )
-    assert "this task always fails" in result.report_path.read_text()
+    # What a researcher reads after a failed task: the sample adds up, each fold says which seeds it holds, and the
+    # plots draw those seeds (before: "2 folds × 2 seeds = 3 fold x seed tasks", and no fold said it had one seed).
+    report = result.report_path.read_text(encoding="utf-8")
+    assert "this task always fails" in report
+    assert "Sample: 2 folds × 1–2 seeds: 3 fold x seed tasks (1 more failed and is left out: fold 2 seed 42)," in report
+    assert "(2 folds × 1–2 seeds, " in result.statistics.verdict and html.escape(result.statistics.verdict) in report
+    sections = dict(re.findall(r"<section><h3>Fold (\d+)</h3><p>(.*?)</p>", report))
+    assert sections["1"].startswith("Sample: 2 seeds (42, 43) × ")
+    assert sections["2"].startswith("Sample: 1 seed (43) × ") and "1 seed (42) failed and is left out" in sections["2"]
+    plots = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", report)
+    assert len(plots) == 1 + FOLDS
+    assert "x: fold (seeds in the statistics) (fold 1 2 seeds, fold 2 1 seed)" in plots[0]
+    assert "y: test Sharpe ratio (annualised from " in plots[0]
+    for plot, agent in zip(plots[1:], ["agent (2 seeds: 42, 43)", "agent (seed 43)"], strict=True):
+        assert "x: test session (exchange date); y: net worth / net worth at the first close" in plot
+        assert f"shown: {agent}, buy_and_hold" in plot
 
 
 def test_a_disk_that_fills_up_during_the_run_is_one_line_and_status_2_and_nothing_lands(
