@@ -229,6 +229,7 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
     assert not re.search(r"(?i)<(script|link|iframe|object|embed)\b|@import|url\(|(src|href)=['\"](?!data:)", report)
     assert "Sample: 2 folds × 1–2 seeds: 3 fold x seed tasks (1 more failed and is left out: fold 2 seed 42)," in report
     assert "(2 folds × 1–2 seeds, " in result.statistics.verdict and html.escape(result.statistics.verdict) in report
+    assert "<tr><th>folds</th><td>1, 2</td></tr>" in report and "<tr><th>seeds</th><td>42, 43</td></tr>" in report
     sections = dict(re.findall(r"<section><h3>Fold (\d+)</h3><p>(.*?)</p>", report))
     assert sections["1"].startswith("Sample: 2 seeds (42, 43) × ")
     assert sections["2"].startswith("Sample: 1 seed (43) × ") and "1 seed (42) failed and is left out" in sections["2"]
