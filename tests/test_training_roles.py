@@ -80,6 +80,36 @@ def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: 
             conn.execute("delete from ml.walk_forward_runs")
 
 
+def test_every_measured_column_of_the_ml_tables_says_what_it_holds_and_in_what_unit(
+    mart_warehouse: ConnectionSettings,
+) -> None:
+    """An analyst reading ml.walk_forward_metrics.value or ml.walk_forward_statistics.estimate with `\\d+` (or any SQL
+    client) found no comment: nothing said that 0.05 is 5%, or that a Sharpe ratio is annualised. Every column but the
+    keys a table's comment explains (run, fold, seed, split) now has one; a measured one names its unit."""
+    ensure_tables(mart_warehouse)
+    with connect(mart_warehouse, role="analyst") as conn:
+        columns = conn.execute(
+            """
+            select c.relname, a.attname, format_type(a.atttypid, a.atttypmod), col_description(c.oid, a.attnum)
+            from pg_class c join pg_namespace n on n.oid = c.relnamespace join pg_attribute a on a.attrelid = c.oid
+            where n.nspname = 'ml' and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+            """
+        ).fetchall()
+    keys = {"run_id", "fold_id", "seed", "split", "sweep_id", "trial_number"}
+    measured = {"double precision", "double precision[]", "integer", "bigint"}
+    undescribed = [
+        f"{table}.{column}"
+        for table, column, data_type, comment in columns
+        if not comment and column not in keys and (table.startswith("walk_forward_") or data_type in measured)
+    ]
+    assert undescribed == [], undescribed
+    comment = {(table, column): text for table, column, _, text in columns}
+    for column in ("walk_forward_metrics.value", "walk_forward_statistics.estimate"):
+        assert "0.05 = 5%" in comment[tuple(column.split("."))] and "annualised" in comment[tuple(column.split("."))]
+    assert "fraction" in comment[("walk_forward_equity", "drawdown")]
+    assert "not a p-value" in comment[("walk_forward_comparisons", "p_agent_better")]
+
+
 def test_trainer_sees_only_what_it_was_granted(mart_warehouse: ConnectionSettings) -> None:
     with trainer_connection(mart_warehouse) as conn:
         readable = {

@@ -183,6 +183,8 @@ def test_two_seeds_of_one_fold_among_one_seed_folds_are_named_as_such() -> None:
     assert statistics.verdict.startswith(
         "no evidence either way from two seeds of one fold and one seed of each other fold (one difference"
     ), statistics.verdict
+    # 3 test splits: "2 folds × 2 seeds" beside them would not add up.
+    assert "of 3 fold × seed test splits (2 folds × 1–2 seeds, " in statistics.verdict
 
 
 def test_the_mean_weighs_folds_equally_and_sizes_are_reported() -> None:

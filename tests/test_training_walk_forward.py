@@ -4,7 +4,9 @@ retried once and then reported while the others land, and an unreachable cluster
 from __future__ import annotations
 
 import errno
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,6 +183,9 @@ def test_ray_and_serial_runs_give_identical_results(
     )
 
 
+ALWAYS_FAILS = "this task always fails: <script>alert('x')</script> & \"é漢\""
+
+
 def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
     ray_with_two_workers, snapshot, results_warehouse: ConnectionSettings, tmp_path: Path
 ) -> None:
@@ -192,7 +197,7 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
             marker.touch()
             raise RuntimeError("transient trouble")
         if (fold.fold_id, seed) == (2, 42):
-            raise RuntimeError("this task always fails")
+            raise RuntimeError(ALWAYS_FAILS)
         return run_fold_seed(config, data, fold, seed)
 
     result = run_walk_forward(
@@ -204,19 +209,37 @@ def test_a_failing_task_is_retried_once_then_reported_while_the_others_land(
     assert sorted((r.fold_id, r.seed, r.attempts) for r in result.results) == [(1, 42, 1), (1, 43, 2), (2, 43, 1)]
     (failure,) = result.failures
     assert (failure.fold_id, failure.seed, failure.attempts) == (2, 42, 2)
-    assert failure.error == "RuntimeError: this task always fails"
+    assert failure.error == f"RuntimeError: {ALWAYS_FAILS}"
     assert result.statistics.size.tasks == 3
     with connect(results_warehouse) as conn:
         assert conn.execute(
             "select status, attempts, error from ml.walk_forward_tasks where run_id = 'flaky' and status = 'failed'"
-        ).fetchall() == [("failed", 2, "RuntimeError: this task always fails")]
+        ).fetchall() == [("failed", 2, f"RuntimeError: {ALWAYS_FAILS}")]
         assert conn.execute(
             "select status, tasks_failed from ml.walk_forward_runs where run_id = 'flaky'"
         ).fetchone() == (
             "partial",
             1,
         )
-    assert "this task always fails" in result.report_path.read_text()
+    # What a researcher reads after a failed task: the sample adds up, each fold says which seeds it holds, and the
+    # plots draw those seeds (before: "2 folds × 2 seeds = 3 fold x seed tasks", and no fold said it had one seed).
+    report = result.report_path.read_text(encoding="utf-8")
+    # The error is text from outside (any exception's message): escaped, and the page stays self-contained.
+    assert f"RuntimeError: {html.escape(ALWAYS_FAILS)}" in report and "<script>" not in report
+    assert not re.search(r"(?i)<(script|link|iframe|object|embed)\b|@import|url\(|(src|href)=['\"](?!data:)", report)
+    assert "Sample: 2 folds × 1–2 seeds: 3 fold x seed tasks (1 more failed and is left out: fold 2 seed 42)," in report
+    assert "(2 folds × 1–2 seeds, " in result.statistics.verdict and html.escape(result.statistics.verdict) in report
+    assert "<tr><th>folds</th><td>1, 2</td></tr>" in report and "<tr><th>seeds</th><td>42, 43</td></tr>" in report
+    sections = dict(re.findall(r"<section><h3>Fold (\d+)</h3><p>(.*?)</p>", report))
+    assert sections["1"].startswith("Sample: 2 seeds (42, 43) × ")
+    assert sections["2"].startswith("Sample: 1 seed (43) × ") and "1 seed (42) failed and is left out" in sections["2"]
+    plots = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", report)
+    assert len(plots) == 1 + FOLDS
+    assert "x: fold (seeds in the statistics) (fold 1 2 seeds, fold 2 1 seed)" in plots[0]
+    assert "y: test Sharpe ratio (annualised from " in plots[0]
+    for plot, agent in zip(plots[1:], ["agent (2 seeds: 42, 43)", "agent (seed 43)"], strict=True):
+        assert "x: test session (exchange date); y: net worth / net worth at the first close" in plot
+        assert f"shown: {agent}, buy_and_hold" in plot
 
 
 def test_a_disk_that_fills_up_during_the_run_is_one_line_and_status_2_and_nothing_lands(

@@ -24,13 +24,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window (CI, servers)
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FixedLocator
 
 from training.baselines import POLICIES, POLICY_DESCRIPTIONS
 from training.evaluation import AGENT
 from training.fold_task import TaskResult
 from training.folds import Fold
-from training.metrics import METRIC_DEFINITIONS
-from training.statistics import STATISTIC_METRICS, Interval, RunStatistics, counted
+from training.metrics import METRIC_DEFINITIONS, TRADING_DAYS_PER_YEAR
+from training.statistics import STATISTIC_METRICS, Interval, RunStatistics, counted, seeds_per_fold
 from training.task_runners import TaskFailure
 
 POLICY_COLOURS = {
@@ -49,7 +50,8 @@ STATISTICS_TEXT = (
     "the same draws for every policy), tails at Student's t quantile for the seeds' degrees of freedom, so that few "
     "seeds give a wide interval. P(agent better): share of fold x seed pairs in which the agent beat the baseline "
     "on the same test split (ties count 1/2). Sharpe and Sortino are annualised (x sqrt(252)) from test splits of the "
-    "stated length, shorter than a year; CAGR and Calmar are not reported from test splits under 252 sessions."
+    "stated length: from splits shorter than a year, a scale, not a forecast. CAGR and Calmar are not reported from "
+    "test splits under 252 sessions."
 )
 
 PAGE_STYLE = """<style>
@@ -133,11 +135,18 @@ def write_statistics_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def _png(figure) -> str:
+    """The figure inline, its alt text its title and axes (what a reader without the image needs)."""
+    axes = figure.axes[0]
+    named = isinstance(axes.xaxis.get_major_locator(), FixedLocator)  # the folds' ticks; not a date axis's
+    ticks = ", ".join(t.get_text().replace("\n", " ") for t in axes.get_xticklabels()) if named else ""
+    lines = ", ".join(axes.get_legend_handles_labels()[1])
+    alt = f"{axes.get_title()}; x: {axes.get_xlabel()}{f' ({ticks})' if ticks else ''}; y: {axes.get_ylabel()}"
+    alt += f"; shown: {lines}" if lines else ""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # legends below the axes too
     plt.close(figure)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f"<img alt='plot' src='data:image/png;base64,{encoded}'>"
+    return f"<img alt='{html.escape(alt, quote=True)}' src='data:image/png;base64,{encoded}'>"
 
 
 def sharpe_strip_plot(results: Sequence[TaskResult], policies: Sequence[str] = POLICIES) -> str:
@@ -159,13 +168,27 @@ def sharpe_strip_plot(results: Sequence[TaskResult], policies: Sequence[str] = P
                 alpha=0.85,
             )
     axes.axhline(0, color="black", linewidth=0.6)
-    axes.set_xticks(range(len(fold_ids)), [f"fold {fold_id}" for fold_id in fold_ids])
-    axes.set_ylabel("test Sharpe (annualised)")
+    # A fold whose task failed has fewer dots: the tick says how many seeds it holds.
+    seeds = [sum(r.fold_id == fold_id for r in results) for fold_id in fold_ids]
+    axes.set_xticks(
+        range(len(fold_ids)),
+        [f"fold {fold_id}\n{counted(n, 'seed')}" for fold_id, n in zip(fold_ids, seeds, strict=True)],
+    )
+    axes.set_xlabel("fold (seeds in the statistics)")
+    sessions = sorted({len(r.replays["test"][AGENT].dates) - 1 for r in results})
+    length = f"{sessions[0]}" if len(sessions) == 1 else f"{sessions[0]}–{sessions[-1]}"
+    axes.set_ylabel(f"test Sharpe ratio (annualised from {length} sessions)")
     axes.set_title("Spread across seeds: test Sharpe ratio per fold x seed")
     axes.grid(alpha=0.3, axis="y")
-    axes.legend(fontsize=8, ncol=len(policies), loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    axes.legend(fontsize=8, ncol=len(policies), loc="upper center", bbox_to_anchor=(0.5, -0.3))
     figure.tight_layout()
     return _png(figure)
+
+
+def _seeds_label(results: Sequence[TaskResult]) -> str:
+    """'seed 43' or '2 seeds: 42, 43': which of the agent's seeds a fold's plot draws."""
+    seeds = [str(r.seed) for r in results]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds: {', '.join(seeds)}"
 
 
 def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[str] = POLICIES) -> str:
@@ -183,12 +206,14 @@ def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[
                     color=POLICY_COLOURS[policy],
                     linewidth=1.0,
                     alpha=0.6,
-                    label=f"agent ({len(replays)} seeds)" if number == 0 else None,
+                    label=f"agent ({_seeds_label(fold_results)})" if number == 0 else None,
                 )
         else:
             growth = np.mean([replay.net_worth / replay.net_worth[0] for replay in replays], axis=0)
             axes.plot(dates, growth, color=POLICY_COLOURS.get(policy), linewidth=1.6, label=policy)
     axes.set_title(f"fold {fold_id}: test split, growth of 1 (all symbols, equal starting cash)")
+    axes.set_xlabel("test session (exchange date)")
+    axes.set_ylabel("net worth / net worth at the first close")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.autofmt_xdate()
@@ -293,6 +318,60 @@ def _folds_table(folds: Sequence[Fold]) -> str:
     )
 
 
+def _annualised_line(statistics: RunStatistics) -> str:
+    """What the annualised figures rest on: the test splits' length, and, under a year, that they are a scale."""
+    lengths = sorted({s.annualised_from for s in statistics.policies if s.metric == "sharpe" and s.fold_id is not None})
+    length = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]}"
+    caution = " (under a year: read them as a scale, not a forecast)" if lengths[0] < TRADING_DAYS_PER_YEAR else ""
+    return f"Sharpe and Sortino are annualised (× √{TRADING_DAYS_PER_YEAR}) from test splits of {length} sessions{caution}."
+
+
+def _summary_value(value: Any) -> str:
+    """A run's setting as the Run table shows it: lists (folds, seeds) as their items, None as a dash."""
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return "–" if value is None else str(value)
+
+
+def _failed_tasks(failures: Sequence[TaskFailure]) -> str:
+    return ", ".join(f"fold {f.fold_id} seed {f.seed}" for f in sorted(failures, key=lambda f: (f.fold_id, f.seed)))
+
+
+def _sample_line(statistics: RunStatistics, failures: Sequence[TaskFailure]) -> str:
+    """The run's sample: folds x seeds and the fold x seed tasks in the statistics, and those that failed (a failed
+    task leaves its fold with fewer seeds: '2 folds × 2 seeds = 3 tasks' would not add up)."""
+    size = statistics.size
+    tasks = counted(size.tasks, "fold x seed task")
+    text = f"{counted(size.folds, 'fold')} × {seeds_per_fold(size)}"
+    text += f" = {tasks}" if size.tasks == size.folds * size.seeds else f": {tasks}"
+    if failures:
+        verb = "is" if len(failures) == 1 else "are"
+        text += f" ({len(failures)} more failed and {verb} left out: {_failed_tasks(failures)})"
+    return f"{text},\n{counted(size.sessions, 'test session')}, {counted(size.symbols, 'symbol')}"
+
+
+def _fold_sample_line(
+    statistics: RunStatistics, fold_id: int, results: Sequence[TaskResult], failures: Sequence[TaskFailure]
+) -> str:
+    """A fold's sample beside its tables: its seeds, test sessions (with their dates) and symbols."""
+    size = statistics.policy(AGENT, "sharpe", fold_id).size
+    fold_results = sorted((r for r in results if r.fold_id == fold_id), key=lambda r: r.seed)
+    dates = fold_results[0].replays["test"][AGENT].dates
+    seeds = ", ".join(str(r.seed) for r in fold_results)
+    failed = sorted(f.seed for f in failures if f.fold_id == fold_id)
+    left_out = (
+        f"; {counted(len(failed), 'seed')} ({', '.join(map(str, failed))}) failed and {'is' if len(failed) == 1 else 'are'} left out"
+        if failed
+        else ""
+    )
+    level = f"{statistics.confidence:.0%}"
+    return (
+        f"<p>Sample: {counted(len(fold_results), 'seed')} ({seeds}) × {counted(size.sessions, 'test session')} "
+        f"({dates[1]} … {dates[-1]}), {counted(size.symbols, 'symbol')}{left_out}. Mean over the seeds [{level} CI]; "
+        f"Sharpe and Sortino annualised from {size.sessions} sessions.</p>"
+    )
+
+
 def write_report_html(
     path: Path,
     summary: dict[str, Any],
@@ -302,18 +381,16 @@ def write_report_html(
     failures: Sequence[TaskFailure],
 ) -> None:
     """One HTML file with everything inline, the verdict first."""
-    size = statistics.size
-    shortest = min(s.annualised_from or 0 for s in statistics.policies if s.metric == "sharpe" and s.fold_id is None)
     fold_ids = sorted({r.fold_id for r in results})
     per_fold = "".join(
-        f"<section><h3>Fold {fold_id}</h3>{equity_plot(results, fold_id)}"
-        f"{_statistics_table(statistics, fold_id)}{_comparisons_table(statistics, fold_id)}</section>"
+        f"<section><h3>Fold {fold_id}</h3>{_fold_sample_line(statistics, fold_id, results, failures)}"
+        f"{equity_plot(results, fold_id)}{_statistics_table(statistics, fold_id)}{_comparisons_table(statistics, fold_id)}</section>"
         for fold_id in fold_ids
     )
     summary_rows = "".join(
-        f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
+        f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_summary_value(value))}</td></tr>"
         for key, value in summary.items()
-        if not isinstance(value, dict | list)
+        if not isinstance(value, dict)
     )
     definitions = "".join(
         f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in METRIC_DEFINITIONS.items()
@@ -334,9 +411,7 @@ def write_report_html(
             title,
             f"""<p class="verdict">{html.escape(statistics.verdict)}</p>
 {failed}
-<p>Sample: {counted(size.folds, "fold")} × {counted(size.seeds, "seed")} = {counted(size.tasks, "fold x seed task")},
-{counted(size.sessions, "test session")}, {counted(size.symbols, "symbol")}. Intervals are {level} bootstrap intervals. Sharpe and Sortino are annualised
-from test splits of {shortest} sessions (under a year: read them as a scale, not a forecast).</p>
+<p>Sample: {_sample_line(statistics, failures)}. Intervals are {level} bootstrap intervals. {_annualised_line(statistics)}</p>
 <h2>All folds: test splits, mean [{level} CI]</h2>
 {_statistics_table(statistics, None)}
 <h3>Interquartile mean [{level} CI]</h3>

