@@ -84,8 +84,8 @@ walk-forward: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/python -m training.sweep $(ARGS)
 
-# Up means ready for `dbt run && dbt test` as typed: provisioned, with the NYSE calendar seed loaded.
-# The seed's run results go to target/seed/: target/run_results.json stays the last build's, which training records
+# Up means ready for `dbt run && dbt test` as typed: provisioned, with the seeds loaded (NYSE calendar, known
+# missing sessions). The seeds' run results go to target/seed/: target/run_results.json stays the last build's, which training records
 # as the provenance of the mart.
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,8 @@ class DbtProject:
     settings: ConnectionSettings
     work_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    project_dir: Path = REPO_ROOT
+    """The dbt project (dbt_project.yml); another than the repository's is a copy (:func:`copy_project`)."""
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL", "DBT_"))}
@@ -72,14 +76,14 @@ class DbtProject:
         target_path = self.work_dir / "target"
         command = [
             str(DBT), *args,
-            "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT),
+            "--project-dir", str(self.project_dir), "--profiles-dir", str(REPO_ROOT),
             "--target-path", str(target_path), "--log-path", str(self.work_dir / "logs"),
         ]  # fmt: skip
         results_file = target_path / "run_results.json"
         results_file.unlink(missing_ok=True)
         started = time.perf_counter()
         process = subprocess.run(
-            command, cwd=REPO_ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout
+            command, cwd=self.project_dir, env=self.env(), capture_output=True, text=True, timeout=timeout
         )
         seconds = time.perf_counter() - started
         results: dict[str, dict] = {}
@@ -90,6 +94,21 @@ class DbtProject:
         if check and process.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed:\n{result.output[-6000:]}")
         return result
+
+
+def copy_project(destination: Path, seeds: Mapping[str, str]) -> Path:
+    """A copy of the repository's dbt project in ``destination`` whose seeds ``seeds`` (file name -> CSV text, e.g.
+    ``known_missing_sessions.csv``) say what an administrator wrote in them; the repository is left as it is.
+    Writing the same copy again keeps dbt's partial parsing (it notices a changed seed)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(DBT_PROJECT_FILE, destination / DBT_PROJECT_FILE.name)
+    shutil.copytree(REPO_ROOT / "warehouse", destination / "warehouse", dirs_exist_ok=True)
+    for name, text in seeds.items():
+        seed = destination / "warehouse" / "seeds" / name
+        if not seed.exists():
+            raise FileNotFoundError(f"the dbt project has no seed {name}")
+        seed.write_text(text, encoding="utf-8")
+    return destination
 
 
 def prepare_raw(settings: ConnectionSettings) -> None:

@@ -95,6 +95,7 @@ def test_custom_schemas_are_used_verbatim(base: dict) -> None:
     assert ("intermediate", "int_bars_featurized") in placed
     assert ("marts", "training_bars") in placed
     assert ("seeds", "xnys_sessions") in placed
+    assert ("seeds", "known_missing_sessions") in placed
 
 
 def test_trainer_sees_only_marts(base: dict) -> None:
@@ -104,6 +105,7 @@ def test_trainer_sees_only_marts(base: dict) -> None:
         "staging.stg_ibkr__bars",
         "intermediate.int_bars_featurized",
         "seeds.xnys_sessions",
+        "seeds.known_missing_sessions",
     ):
         with connect(settings, role="trainer") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"select 1 from {relation} limit 1")

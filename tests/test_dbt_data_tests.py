@@ -10,12 +10,14 @@ starts over when the profile's database changes).
 from __future__ import annotations
 
 import re
+import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,6 +33,18 @@ START, END = "2024-01-01", "2024-06-28"
 SYMBOLS = ["SA", "SB", "SC"]
 
 NO_MISSING_SESSIONS = "int_bars_deduplicated_no_missing_sessions"
+ANALYSES = Path(__file__).parents[1] / "warehouse" / "analyses"
+KNOWN_MISSING_SEED = "known_missing_sessions.csv"
+KNOWN_MISSING_HEADER = "symbol,session_date,reason\n"
+KNOWN_MISSING_TESTS = {
+    "known_missing_sessions_one_row_per_symbol_and_session",
+    "known_missing_sessions_session_date_is_exchange_session",
+    "known_missing_sessions_reason_says_why",
+    "known_missing_sessions_symbol_as_the_warehouse_spells_it",
+    "not_null_known_missing_sessions_symbol",
+    "not_null_known_missing_sessions_session_date",
+    "not_null_known_missing_sessions_reason",
+}
 EXCHANGE_SESSION = "stg_ibkr__bars_session_date_is_exchange_session"
 SYMBOL_CLEAN = "stg_ibkr__bars_symbol_is_clean_text"
 SYMBOL_PATTERN = "stg_ibkr__bars_symbol_matches_pattern"
@@ -127,10 +141,14 @@ def failed_batch(symbol: str, error_message: str) -> LoadBatch:
                      finished_at=now, error_code=162, error_message=error_message)  # fmt: skip
 
 
-def new_symbol_with_gap(frame: pd.DataFrame) -> pd.DataFrame:
-    config = synthetic_bars.SyntheticConfig(["SGAP"], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(UTC))
+HALT, OTHER_SESSION = date(2024, 2, 15), date(2024, 3, 5)
+"""The session new_symbol_with_gap leaves out (a Thursday), and another one."""
+
+
+def new_symbol_with_gap(frame: pd.DataFrame, symbol: str = "SGAP", missing: tuple[date, ...] = (HALT,)) -> pd.DataFrame:
+    config = synthetic_bars.SyntheticConfig([symbol], "2024-01-02", "2024-03-28", seed=5, ingested_at=datetime.now(UTC))
     bars = synthetic_bars.generate_bars(config)
-    return bars[bars["session_date"] != date(2024, 2, 15)]
+    return bars[~bars["session_date"].isin(missing)]
 
 
 SPLIT_SESSION, REVERSE_SPLIT_SESSION = "2024-04-15", "2024-05-15"
@@ -225,15 +243,23 @@ CASES = [
 
 
 def build_with(
-    base: dict, rows: pd.DataFrame, failed_batches: list[LoadBatch] | None = None
+    base: dict, rows: pd.DataFrame, failed_batches: list[LoadBatch] | None = None, known_missing: str | None = None
 ) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
-    """A copy of the clean database with ``rows`` (and ``failed_batches``) landed, built; the caller drops the copy."""
+    """A copy of the clean database with ``rows`` (and ``failed_batches``) landed, built; the caller drops the copy.
+    ``known_missing``: the lines after the header of warehouse/seeds/known_missing_sessions.csv, as an administrator
+    wrote them (in a copy of the dbt project)."""
     scratch_database.drop_database(base["cluster"].with_database(base["case_database"]))  # a failed case's, if any
     settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, name=base["case_database"])
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, rows, failed_batches=failed_batches or [])
-    result = dbt_harness.DbtProject(settings, base["case_dir"]).run("build", "--store-failures")
-    return result, settings
+    if known_missing is None:
+        project = dbt_harness.DbtProject(settings, base["case_dir"])
+    else:
+        copy = dbt_harness.copy_project(
+            base["case_dir"] / "project", {KNOWN_MISSING_SEED: KNOWN_MISSING_HEADER + known_missing}
+        )
+        project = dbt_harness.DbtProject(settings, base["case_dir"] / "copied", project_dir=copy)
+    return project.run("build", "--store-failures"), settings
 
 
 def failure_rows(settings: ConnectionSettings, test_name: str) -> pd.DataFrame:
@@ -246,20 +272,24 @@ def test_clean_build_passes_every_test(base: dict) -> None:
     result: dbt_harness.DbtResult = base["result"]
     assert result.returncode == 0, result.output[-4000:]
     statuses = result.statuses()
-    for test in {
-        NO_MISSING_SESSIONS,
-        EXCHANGE_SESSION,
-        SYMBOL_CLEAN,
-        SYMBOL_PATTERN,
-        NO_FUTURE_SESSION,
-        DEDUPED_UNIQUE,
-        UNADJUSTED_SPLIT,
-        ONE_SYMBOL_PER_CONTRACT,
-        BAR_COUNT_NOT_NEGATIVE,
-        WAP_WITHIN_LOW_HIGH,
-        SESSION_DATE_MATCHES_SOURCE,
-        ERROR_MESSAGE_CLEAN,
-    } | OHLC_TESTS:
+    for test in (
+        {
+            NO_MISSING_SESSIONS,
+            EXCHANGE_SESSION,
+            SYMBOL_CLEAN,
+            SYMBOL_PATTERN,
+            NO_FUTURE_SESSION,
+            DEDUPED_UNIQUE,
+            UNADJUSTED_SPLIT,
+            ONE_SYMBOL_PER_CONTRACT,
+            BAR_COUNT_NOT_NEGATIVE,
+            WAP_WITHIN_LOW_HIGH,
+            SESSION_DATE_MATCHES_SOURCE,
+            ERROR_MESSAGE_CLEAN,
+        }
+        | OHLC_TESTS
+        | KNOWN_MISSING_TESTS
+    ):
         assert statuses[test] == "pass", (test, statuses[test])
 
 
@@ -338,6 +368,13 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             assert failure_rows(settings, ERROR_MESSAGE_CLEAN)["problem"].tolist() == ["control character"]
     finally:
         scratch_database.drop_database(settings)
+
+
+def documented_warehouse_sql(containing: str) -> str:
+    """The SQL block of docs/warehouse.md that contains ``containing``: what an administrator is told to run."""
+    text = (Path(__file__).parents[1] / "docs" / "warehouse.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```sql\n(.*?)```", text, re.DOTALL) if containing in b]
+    return textwrap.dedent(block)
 
 
 def documented_ticker_change_clean_up(old_symbol: str, con_id: int) -> str:
@@ -456,5 +493,109 @@ def test_rows_left_out_are_listed_and_counted(base: dict) -> None:
         frame = base["frame"]
         clean = frame[(frame["symbol"] == "SB") & (frame["session_date"] == date(2024, 3, 15))]
         assert kept == (pytest.approx(float(clean["close"].iloc[0]), abs=0), 1)
+    finally:
+        scratch_database.drop_database(settings)
+
+
+RECORDED_HALT = f"SGAP,{HALT},halted all day (news pending)\n"
+
+
+def test_a_recorded_session_is_not_a_gap(base: dict) -> None:
+    """SGAP was halted all day on HALT and the administrator recorded it in the seed: the build passes, the mart
+    holds SGAP, symbol_coverage counts the gap as recorded, and nothing fills it: the next session's log_return_1
+    spans both sessions."""
+    result, settings = build_with(base, new_symbol_with_gap(base["frame"]), known_missing=RECORDED_HALT)
+    try:
+        assert result.returncode == 0, result.output[-4000:]
+        assert result.statuses()[NO_MISSING_SESSIONS] == "pass"
+        assert {test: result.statuses()[test] for test in KNOWN_MISSING_TESTS} == dict.fromkeys(
+            KNOWN_MISSING_TESTS, "pass"
+        )
+        with connect(settings) as conn:
+            (recorded,) = conn.execute("select count(*) from seeds.known_missing_sessions").fetchone()
+            closes = dict(conn.execute(
+                "select session_date, close from intermediate.int_bars_deduplicated where symbol = 'SGAP'"
+                " and session_date between %s and %s", (HALT - pd.Timedelta(days=1), HALT + pd.Timedelta(days=1))
+            ).fetchall())  # fmt: skip
+            after = conn.execute(
+                "select log_return_1 from intermediate.int_bars_featurized where symbol = 'SGAP' and session_date = %s",
+                (HALT + pd.Timedelta(days=1),),
+            ).fetchone()
+            (mart_rows,) = conn.execute("select count(*) from marts.training_bars where symbol = 'SGAP'").fetchone()
+            coverage = conn.execute(
+                "select sessions_missing, sessions_known_missing from marts.symbol_coverage where symbol = 'SGAP'"
+            ).fetchone()
+        with connect(settings, role="analyst") as conn:
+            gaps = conn.execute(ANALYSES.joinpath("coverage_gaps.sql").read_text(encoding="utf-8")).fetchall()
+        assert recorded == 1
+        assert sorted(closes) == [HALT - pd.Timedelta(days=1), HALT + pd.Timedelta(days=1)]  # no bar invented
+        before, next_session = (closes[day] for day in sorted(closes))
+        assert after is not None and after[0] == pytest.approx(np.log(next_session / before), abs=1e-12)
+        assert coverage == (1, 1)
+        assert [row[:9] for row in gaps] == [
+            ("SGAP", "1 day", "TRADES", True, date(2024, 1, 2), date(2024, 3, 28), 61, 1, 1)
+        ]
+        assert mart_rows == 10  # 60 bars from 2024-01-02 to 2024-03-28, less the 50-session warm-up
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def test_only_the_recorded_symbol_and_session_are_exempt(base: dict) -> None:
+    """The halt recorded for SGAP exempts nothing else: SGAP's other missing session fails, and so does SGAQ's bar
+    missing on HALT. A recorded session that has a bar after all (SGAQ on OTHER_SESSION) excuses no other gap. The
+    failure rows say what to do: fetch the session again, or record it in the seed; the threshold is for everyone."""
+    rows = pd.concat([new_symbol_with_gap(base["frame"], "SGAP", (HALT, OTHER_SESSION)),
+                      new_symbol_with_gap(base["frame"], "SGAQ", (HALT,))])  # fmt: skip
+    recorded = RECORDED_HALT + f"SGAQ,{OTHER_SESSION},halted all day (a mistake: it traded)\n"
+    result, settings = build_with(base, rows, known_missing=recorded)
+    try:
+        assert result.returncode != 0
+        assert result.failed() == {NO_MISSING_SESSIONS}
+        failures = failure_rows(settings, NO_MISSING_SESSIONS).sort_values("symbol")
+        columns = ["symbol", "missing_sessions", "missing_session_dates", "known_missing_sessions"]
+        assert failures[columns].values.tolist() == [["SGAP", 1, str(OTHER_SESSION), 1], ["SGAQ", 1, str(HALT), 0]]
+        (advice,) = set(failures["what_to_do"])
+        for needed in ("warehouse/seeds/known_missing_sessions.csv", "missing_sessions_threshold", "--full-refresh"):
+            assert needed in advice, needed
+        # docs/warehouse.md's query for the gaps not recorded, as the admin runs it (make psql ROLE=transformer).
+        with connect(settings, role="transformer") as conn:
+            gaps = conn.execute(documented_warehouse_sql("does not record")).fetchall()
+        daily = ("1 day", "TRADES", True)
+        assert gaps == [("SGAP", *daily, OTHER_SESSION, 4), ("SGAQ", *daily, HALT, 3)]  # SGAP misses HALT too
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def test_a_seed_row_that_records_no_real_session_fails_its_test(base: dict) -> None:
+    """Mistakes in the seed: a Saturday (nothing is missing on a day without a session), the same halt twice, no
+    reason (empty or blank: dbt reads both as null) or one without a word, a symbol not spelled as the warehouse
+    spells it. Each fails its own test, and so the build."""
+    recorded = (
+        RECORDED_HALT
+        + f"SGAP,{HALT},halted again\n"
+        + "SGAP,2024-02-17,a Saturday\n"
+        + "SB,2024-03-15,\n"
+        + 'SC,2024-03-15,"  "\n'
+        + "SC,2024-03-18,-\n"
+        + "brk.b,2024-03-15,halted all day\n"
+    )
+    result, settings = build_with(base, new_symbol_with_gap(base["frame"]), known_missing=recorded)
+    try:
+        assert result.returncode != 0
+        assert result.failed() == {
+            "known_missing_sessions_one_row_per_symbol_and_session",
+            "known_missing_sessions_session_date_is_exchange_session",
+            "not_null_known_missing_sessions_reason",
+            "known_missing_sessions_reason_says_why",
+            "known_missing_sessions_symbol_as_the_warehouse_spells_it",
+        }, result.output[-4000:]
+        unknown = failure_rows(settings, "known_missing_sessions_session_date_is_exchange_session")
+        assert unknown["from_field"].tolist() == [date(2024, 2, 17)]
+        twice = failure_rows(settings, "known_missing_sessions_one_row_per_symbol_and_session")
+        assert twice[["symbol", "session_date", "occurrences"]].values.tolist() == [["SGAP", HALT, 2]]
+        assert failure_rows(settings, "known_missing_sessions_reason_says_why")["reason"].tolist() == ["-"]
+        assert len(failure_rows(settings, "not_null_known_missing_sessions_reason")) == 2
+        spelled = failure_rows(settings, "known_missing_sessions_symbol_as_the_warehouse_spells_it")
+        assert spelled["symbol"].tolist() == ["brk.b"]
     finally:
         scratch_database.drop_database(settings)

@@ -261,6 +261,29 @@ def test_a_symbol_listed_late_holds_cash_until_its_first_session(test_series: li
     assert result.exposure.min() == pytest.approx(1.0)
 
 
+def test_a_symbol_halted_for_a_session_keeps_its_position_through_it(test_series: list[SymbolSeries]) -> None:
+    """A symbol halted all day has no row that session (its gap recorded in warehouse/seeds/known_missing_sessions.csv)
+    while the others trade. Held long through the halt, it made no trade when it reopened: buying and holding is one
+    trade per symbol, and on the halt the book carries the halted symbol's last value."""
+    series = list(test_series)
+    halted = series[1]
+    halt = SETTINGS.window + 25  # a session after every symbol's first fill (one is listed late)
+    kept = np.arange(len(halted)) != halt
+    series[1] = SymbolSeries(halted.symbol, "test", halted.dates[kept], halted.open[kept], halted.close[kept],
+                             halted.features[kept])  # fmt: skip
+    result = replay("test", series, SETTINGS, buy_and_hold())
+    assert result.metrics()["trades"] == len(series)
+    assert result.exposure.min() == pytest.approx(1.0)
+    on_halt = int(np.flatnonzero(result.dates == halted.dates[halt])[0])
+    alone = replay("test", [series[1]], SETTINGS, buy_and_hold())
+    others = [replay("test", [s], SETTINGS, buy_and_hold()) for s in series if s is not series[1]]
+    before_halt = int(np.flatnonzero(alone.dates == halted.dates[halt - 1])[0])
+    expected = alone.net_worth[before_halt] + sum(
+        o.net_worth[int(np.flatnonzero(o.dates == halted.dates[halt])[0])] for o in others
+    )
+    assert result.net_worth[on_halt] == pytest.approx(expected, rel=1e-12)
+
+
 def test_the_matched_random_baseline_trades_like_the_agent(test_series: list[SymbolSeries]) -> None:
     exposure, turnover = np.array([0.2, 0.5, 0.8, 0.5]), np.array([0.05, 0.3, 0.1, 0.0])
     symbols = [series.symbol for series in test_series]

@@ -143,7 +143,7 @@ def _pool(
     positions = [np.searchsorted(dates, d) for d in per_series_dates]
 
     values = np.full((n_dates, k * draws), np.nan)
-    position = np.zeros((n_dates, k * draws), dtype=np.int8)
+    position = np.full((n_dates, k * draws), np.nan)
     active = np.zeros((n_dates, k * draws), dtype=bool)  # the symbol trades during that session
     for episode in range(k * draws):
         where = positions[episode % k]
@@ -151,8 +151,11 @@ def _pool(
         values[where, episode] = worth[:length, episode]
         position[where, episode] = held[:length, episode]
         active[where[1:], episode] = True
-    # Before its first session a sleeve is cash; after its last it keeps its last value.
+    # Before its first session a sleeve is cash; after its last it keeps its last value and position. So does it on
+    # a session its symbol has no row for (halted all day: warehouse/seeds/known_missing_sessions.csv), so that a
+    # position held through the halt is no trade when it reopens.
     values = pd.DataFrame(values).ffill().fillna(settings.initial_cash).to_numpy()
+    position = pd.DataFrame(position).ffill().fillna(0).to_numpy(dtype=np.int8)
 
     pooled = values.reshape(n_dates, draws, k).sum(axis=2)  # (dates, draws)
     pooled_returns = daily_returns(pooled.T).T  # (dates - 1, draws); 0 after a draw's total loss, not 0/0

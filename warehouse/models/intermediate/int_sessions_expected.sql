@@ -1,4 +1,5 @@
--- Every NYSE session between each daily series' first and last bar, and whether a bar arrived for it.
+-- Every NYSE session between each daily series' first and last bar, whether a bar arrived for it, and if not,
+-- the reason warehouse/seeds/known_missing_sessions.csv records.
 
 {%- set series_csv = bar_series_columns() | join(', ') %}
 
@@ -31,10 +32,15 @@ matched as (
 
     select
         expected.*,
-        bars.session_date is not null as has_bar
+        bars.session_date is not null as has_bar,
+        known.reason as known_missing_reason
     from expected
     left join {{ ref('int_bars_deduplicated') }} as bars
         using ({{ series_csv }}, session_date)
+    left join {{ ref('known_missing_sessions') }} as known
+        on known.symbol = expected.symbol
+       and known.session_date = expected.session_date
+       and bars.session_date is null
 
 )
 

@@ -85,6 +85,30 @@ expected as (
 
 ),
 
+known_missing as (
+
+    -- Sessions of warehouse/seeds/known_missing_sessions.csv between a series' first and last bar that it misses.
+    select
+        {% for column in series -%}
+        expected.{{ column }},
+        {% endfor -%}
+        count(distinct known.session_date) as sessions_known_missing
+
+    from expected
+    inner join {{ ref('known_missing_sessions') }} as known
+        on known.symbol = expected.symbol
+       and known.session_date between expected.first_session and expected.last_session
+    inner join days on days.calendar_date = known.session_date and days.is_session
+    where not exists (
+        select 1
+        from bars
+        where {% for column in series %}bars.{{ column }} = expected.{{ column }} and {% endfor -%}
+              bars.session_date = known.session_date
+    )
+    group by {% for column in series %}expected.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+
+),
+
 coverage as (
 
     select
@@ -96,6 +120,7 @@ coverage as (
         coalesce(expected.sessions_expected, 0) as sessions_expected,
         coalesce(expected.sessions_present, 0) as sessions_present,
         coalesce(expected.sessions_expected - expected.sessions_present, 0) as sessions_missing,
+        coalesce(known_missing.sessions_known_missing, 0) as sessions_known_missing,
         coalesce(expected.bars_on_non_session_days, 0) as bars_on_non_session_days,
         coalesce(expected.corrected_sessions, 0) as corrected_sessions,
         coalesce(expected.rows_landed, 0) as rows_landed,
@@ -108,6 +133,7 @@ coverage as (
 
     from expected
     full outer join excluded using ({{ series_csv }})
+    left join known_missing using ({{ series_csv }})
 
 ),
 
