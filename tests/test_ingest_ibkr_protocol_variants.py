@@ -19,6 +19,7 @@ import ib_async
 import pytest
 
 from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, one_stock
+from gateway_simulator import protocol
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
     ContractRef,
@@ -360,6 +361,35 @@ def test_a_request_the_server_cancels_is_asked_again_not_taken_for_no_data():
 
     outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily)
     assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+
+
+def test_a_request_the_gateway_says_it_no_longer_knows_is_asked_again_not_taken_for_no_data():
+    """366 "No historical data query found" for a request still open: the gateway lost it (ib_async ends it with an empty
+    list at once). Taken for "no data", the symbol would count as current and its bars would never be asked for."""
+
+    def answer(req_id: int, nth: int):
+        return (
+            [error(req_id, 366, f"No historical data query found for ticker id:{req_id}")]
+            if nth == 1
+            else [bars(req_id, DAYS)]
+        )
+
+    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily)
+    assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+
+
+@pytest.mark.parametrize(
+    "code, text", [(366, "No historical data query found for ticker id:{}"), (162, protocol.text_query_cancelled(0))]
+)
+def test_a_request_the_gateway_ends_on_every_try_fails_with_its_code_not_as_a_timeout(code, text):
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text.format(req_id))]
+
+    gateway = ScriptedGateway(answer=answer)
+    outcome, took, _ = run_session(gateway, fetch_daily, request_timeout_s=5.0)
+    assert (outcome.status, outcome.error_code, outcome.attempts) == ("failed", code, 2)
+    assert outcome.error_message.startswith("the gateway ended the request without an answer (2 tries; the last: ")
+    assert "timed out" not in outcome.error_message and took < 2.5
 
 
 def test_an_outage_never_reported_over_holds_requests_back_once_not_each_time():

@@ -13,6 +13,9 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 162 "returned no data"   outcome ``no_data`` (not an error)
 ``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars);
                                              retried if the server cancelled the request itself
+``[]`` + errorEvent 366 "No historical data  the gateway lost the request: retried like one it
+query found" (ib_async ends the request)     cancelled; when every try ends so, ``failed`` with the
+                                             code and "the gateway ended the request" (no timeout)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 errorEvent 321 (request invalid)             a bar request: :class:`InvalidRequestError` at once
                                              (ib_async would only time out); the loader stops the
@@ -107,6 +110,9 @@ def is_pacing_violation(code: int, message: str) -> bool:
 def is_no_data(code: int, message: str) -> bool:
     """162 "HMDS query returned no data": the range holds no bars (not an error)."""
     return code == ERR_HMDS and "query returned no data" in message.lower()
+
+
+ERR_NO_HISTORICAL_QUERY = 366
 
 
 OutcomeStatus = Literal["ok", "no_data", "failed"]
@@ -736,8 +742,12 @@ class IbkrSession:
             failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
             if failures:
                 return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server.
-            cancelled = len(failures) < len(tracked.failures)
+            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server,
+            # as did a 366 "No historical data query found" (the gateway lost the request; ib_async ends it empty).
+            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or next(
+                (e for e in tracked.failures if e not in failures), None
+            )
+            cancelled = dropped is not None
             if loop.time() - sent_at < self.settings.request_timeout_s and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
@@ -749,6 +759,11 @@ class IbkrSession:
             timeouts += 1
             self.stats.timeouts += 1
             if timeouts > self.retry.timeout_retries:
+                if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
+                    message = (
+                        f"the gateway ended the request without an answer ({timeouts} tries; the last: {dropped[1]})"
+                    )
+                    return Outcome("failed", error_code=dropped[0], error_message=message, attempts=attempts)
                 message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
                 message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
                 return Outcome("failed", error_message=message, attempts=attempts)
