@@ -106,6 +106,7 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
     for r in summary.readjusted:
         lines.append(f"{r.symbol}: {r.readjustment.describe()}; its whole window was fetched again")
     lines += [f"ticker change? {contract.describe()}" for contract in summary.shared_contracts]
+    lines += [f"market data refused: {line}" for line in _refusal_lines(summary)]
     detail = [r for r in summary.results if show_all or r.status in ("failed", "no_data", "not_attempted")]
     hidden = 0
     if not show_all and len(detail) > MAX_DETAIL_ROWS:
@@ -122,6 +123,25 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
     if summary.aborted:
         lines += ["", f"run stopped early: {summary.aborted}"]
     return "\n".join(lines)
+
+
+def _refusal_lines(summary: LoadSummary) -> list[str]:
+    """One line per thing IBKR's market-data entitlements refused (an exchange's permissions, a competing session):
+    how many symbols it failed, a few of them, and what to do."""
+    lines = []
+    for what, (refusal, symbols) in summary.refusals.items():
+        named = ", ".join(symbols[:5]) + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
+        lines.append(
+            f"{what} (error {refusal.code}; {len(symbols)} symbol{'s' if len(symbols) > 1 else ''}: {named}): "
+            f"{refusal.advice()}"
+        )
+    return lines
+
+
+def describe_refusals(summary: LoadSummary) -> str:
+    """The one line of a run whose every failure IBKR's market-data entitlements caused."""
+    lines = _refusal_lines(summary)
+    return "IBKR refused market data for every symbol that failed: " + "; ".join(lines)
 
 
 def format_csv_summary(summary: CsvLoadSummary) -> str:
