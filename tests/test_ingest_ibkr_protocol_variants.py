@@ -18,7 +18,7 @@ from typing import Any
 import ib_async
 import pytest
 
-from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, one_stock
+from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, notice, one_stock
 from gateway_simulator import protocol
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
@@ -444,6 +444,24 @@ def test_a_login_refused_market_data_altogether_sends_no_request_after_the_refus
     first = results[0]
     assert (first.code, first.message, first.symbol) == (code, text, "AAPL") and first.refusal.account_wide
     assert "log that session out" in str(first)
+
+
+def test_a_gateway_that_moves_its_api_port_is_not_reconnected_on_the_old_one_and_the_error_names_the_new_one():
+    """IB Gateway/TWS answers 1300 and drops the connection when its socket port is changed: reconnecting to the old
+    port used to go on for IBKR_RECONNECT_TIMEOUT and then blame the trusted IPs."""
+    text = (
+        "TWS socket port has been reset and this connection is being dropped. Please reconnect on the new port - 4003"
+    )
+
+    def answer(req_id: int, nth: int):
+        gateway.closes_before_handshake = True  # nothing serves the API on the old port any more
+        return [notice(1300, text), CLOSE]
+
+    gateway = ScriptedGateway(answer=answer)
+    lost, took, _ = run_session(gateway, fetch_daily, reconnect_timeout_s=30.0)
+    assert isinstance(lost, GatewayUnavailableError) and took < 5
+    assert f"(error 1300: {text}): set IBKR_PORT (or --port) to 4003 and run again" in str(lost)
+    assert "Trusted IPs" not in str(lost)
 
 
 def test_an_outage_never_reported_over_holds_requests_back_once_not_each_time():

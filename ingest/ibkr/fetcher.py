@@ -47,6 +47,9 @@ farm from the start-up on                    farm; each outage ends with its own
                                              an outage (in effect when it went on the wire, or
                                              reported while it was out) is asked again, not
                                              counted; 2107/2108 never hold one
+1300 "TWS socket port has been reset ...      the connection is not tried again on the old port:
+reconnect on the new port - N", then the     :class:`GatewayUnavailableError` at once, naming the
+connection drops                             new port for IBKR_PORT
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -93,6 +96,7 @@ ERR_INVALID_REQUEST = 321
 ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
+ERR_PORT_RESET = 1300
 #: Codes that never mean a request failed: "HMDS query message" (165) and the delayed-data notice (10167), which
 #: ib_async treats as warnings too; "no historical query found" after a cancel (366); connectivity lost/restored
 #: (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
@@ -347,6 +351,8 @@ class IbkrSession:
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
         self._refused: MarketDataRefusedError | None = None
+        self._port_reset: str | None = None
+        """IBKR's 1300 "TWS socket port has been reset ... reconnect on the new port - N", once the gateway sent it."""
         """Set once IBKR refuses this login market data altogether: no request is sent after that."""
         self._handshake_ended: asyncio.Event | None = None
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
@@ -576,6 +582,15 @@ class IbkrSession:
             return
         if self._lost is not None:
             raise self._lost
+        if self._port_reset is not None:
+            # The gateway moved its API to another port: reconnecting to this one cannot succeed.
+            new_port = re.search(r"new port\D*(\d+)", self._port_reset)
+            self._lost = GatewayUnavailableError(
+                f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
+                f"(error {ERR_PORT_RESET}: {self._port_reset}): set IBKR_PORT (or --port) to "
+                f"{new_port.group(1) if new_port else 'the new port'} and run again"
+            )
+            raise self._lost
         async with self._connect_lock:
             if self.ib.isConnected():
                 return
@@ -612,6 +627,8 @@ class IbkrSession:
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
         if req_id == -1 or contract is None:
             self._connection_notices.append((code, message))
+            if code == ERR_PORT_RESET:
+                self._port_reset = message
             if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
                 self._handshake_ended.set()
             self._note_farm(code, message)
