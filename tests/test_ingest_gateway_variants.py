@@ -715,7 +715,8 @@ def test_a_login_without_any_market_data_permission_says_so_once_exits_6_and_a_r
         assert "no market-data permissions for NYSE STK (error 162; 2 symbols: AVGO, COST)" in last
         assert "Market Data Subscriptions" in last and "Delayed data does not help" in last
         assert err.count("IBKR refused") == 3  # once per exchange in the log, once in the last line
-        assert "market data refused: no market-data permissions for NYSE STK" in out
+        assert "market data refused: no market-data permissions for NYSE STK (error 162; 2 symbols: AVGO, COST)" in out
+        assert out.count("what to do: subscribe to it in Client Portal") == 1
         assert "Traceback" not in err
         failures = query(warehouse, "select distinct status, error_code, row_count from raw.load_batches")
         assert failures == [("failed", 162, 0)]

@@ -159,7 +159,7 @@ class MarketDataRefusal:
     def what(self) -> str:
         """What the login lacks, in a few words: the key a run's failures are grouped by."""
         if self.account_wide:
-            return "market data while another session of this username is live"
+            return "another session of this username is live"
         if self.exchange:
             return f"no market-data permissions for {self.exchange}"
         return "no market-data subscription for the data asked for"
