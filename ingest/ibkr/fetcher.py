@@ -351,9 +351,9 @@ class IbkrSession:
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
         self._refused: MarketDataRefusedError | None = None
+        """Set once IBKR refuses this login market data altogether: no request is sent after that."""
         self._port_reset: str | None = None
         """IBKR's 1300 "TWS socket port has been reset ... reconnect on the new port - N", once the gateway sent it."""
-        """Set once IBKR refuses this login market data altogether: no request is sent after that."""
         self._handshake_ended: asyncio.Event | None = None
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends

@@ -365,9 +365,9 @@ class _Run:
     summary: LoadSummary
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     resolved: dict[str, int] = field(default_factory=dict)
+    """The contract id each symbol was fetched with (from raw or a lookup), for :func:`check_shared_contracts`."""
     refusals_told: set[str] = field(default_factory=set)
     """The market-data refusals (:attr:`MarketDataRefusal.what`) already logged with their advice."""
-    """The contract id each symbol was fetched with (from raw or a lookup), for :func:`check_shared_contracts`."""
 
     async def load_all(
         self,
