@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="symbols answered with error 200 (quote symbols with spaces)",
     )
     p.add_argument(
+        "--no-permissions",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="EXCHANGE",
+        help="primary exchanges (NYSE, NASDAQ, ...) whose stocks' historical requests get error 162 'No market data "
+        "permissions', as for a login without those subscriptions",
+    )
+    p.add_argument(
+        "--competing-session",
+        action="store_true",
+        help="answer every historical request with error 10197, as while the username is live elsewhere",
+    )
+    p.add_argument(
         "--pacing-nth",
         nargs="+",
         action="extend",
@@ -168,6 +182,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         end_date=args.end_date,
         now=args.now,
         splits=tuple(args.split),
+        no_permissions=frozenset(s.upper() for s in args.no_permissions),
+        competing_session=args.competing_session,
     )
 
 

@@ -104,6 +104,23 @@ def text_query_cancelled(req_id: int) -> str:
     return f"{HMDS_PREFIX}API historical data query cancelled: {req_id}"
 
 
+def text_no_permissions(exchange: str, sec_type: str = "STK") -> str:
+    """IBKR's 162 text for a historical request the login has no market-data subscription for, as recent gateways word
+    it (older ones stop after ``... for NYSE STK``). IBKR names the exchange in its own codes: ISLAND for NASDAQ."""
+    return (
+        f"{HMDS_PREFIX}No market data permissions for {exchange} {sec_type}. Requested market data requires additional "
+        "subscription for API. See link in 'Market Data Connections' dialog for more details."
+    )
+
+
+ERR_COMPETING_SESSION = 10197
+TEXT_COMPETING_SESSION = "No market data during competing live session"
+"""What IBKR answers while the same username runs a live session elsewhere (TWS, Client Portal, the mobile app)."""
+TEXT_OTHER_IP = HMDS_PREFIX + "Trading TWS session is connected from a different IP address"
+"""IBKR's 162 text while the login's trading session runs on another machine (a paper login sharing a live login's
+data, say)."""
+
+
 def text_validation(cause: str) -> str:
     """IBKR's 321 text shape: ``Error validating request.-'bS' : cause - <cause>``."""
     return VALIDATION_PREFIX + cause

@@ -25,7 +25,7 @@ from market_calendar import EXCHANGE_TZ as NY
 
 from . import protocol
 from .bars import Bar, BarGenerator
-from .contracts import ContractRequest, con_id_for, contract_data_fields, resolve_symbol
+from .contracts import ContractRequest, con_id_for, contract_data_fields, primary_exchange_for, resolve_symbol
 from .history import DAILY, HistoricalQuery, HistoryPlan, QueryError, plan
 from .pacing import PacingLimits, PacingRequest, PacingRules
 from .protocol import In, Out
@@ -65,11 +65,18 @@ class SimulatorConfig:
     now: dt.datetime | None = None
     """The simulator's clock, pinned (a test's "market is open now"); None: the wall clock."""
     splits: tuple[Split, ...] = ()
+    no_permissions: frozenset[str] = frozenset()
+    """Primary exchanges (NYSE, NASDAQ, ...) the login has no market-data subscription for: their stocks' historical
+    requests get IBKR's 162 "No market data permissions for <exchange> STK" (NASDAQ named ISLAND, as IBKR does)."""
+    competing_session: bool = False
+    """The username is live elsewhere: every historical request gets IBKR's 10197 "No market data during competing
+    live session"."""
 
     def __post_init__(self) -> None:
         """Accept any iterables for the sets and an ISO string for ``end_date``."""
         set_ = object.__setattr__
         set_(self, "unknown_symbols", frozenset(s.strip().upper() for s in self.unknown_symbols))
+        set_(self, "no_permissions", frozenset(s.strip().upper() for s in self.no_permissions))
         set_(self, "pacing_nth", frozenset(int(n) for n in self.pacing_nth))
         set_(self, "drop_nth", frozenset(int(n) for n in self.drop_nth))
         if isinstance(self.end_date, str):
@@ -484,6 +491,14 @@ class ClientSession:
         symbol = resolve_symbol(req, sim.unknown_symbols, sim.known_con_ids)
         if symbol is None:
             self.send_error(req_id, protocol.ERR_NO_SECURITY, protocol.TEXT_NO_SECURITY)
+            return
+        if sim.config.competing_session:
+            self.send_error(req_id, protocol.ERR_COMPETING_SESSION, protocol.TEXT_COMPETING_SESSION)
+            return
+        exchange = primary_exchange_for(req, symbol).upper()
+        if exchange in sim.config.no_permissions:
+            named = "ISLAND" if exchange == "NASDAQ" else exchange  # IBKR's own code for NASDAQ
+            self.send_error(req_id, protocol.ERR_HMDS, protocol.text_no_permissions(named))
             return
         query = HistoricalQuery(symbol, req.exchange or "SMART", end_s, duration, bar_size, what, use_rth, format_date)
         try:

@@ -175,7 +175,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     from ingest.ibkr.fetcher import GatewayUnavailableError, quiet_client_logs
     from ingest.ibkr.loader import PlanTooLargeError, load
     from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
-    from ingest.report import format_plan, format_summary
+    from ingest.report import describe_refusals, format_plan, format_summary
     from ingest.watchlist import WatchlistError, select_entries
 
     try:
@@ -222,6 +222,10 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     print(format_summary(summary, options, show_all=args.show_all), file=stdout)
     if summary.invalid_request:
         return _fail(ExitCode.INVALID_REQUEST, summary.aborted)
+    if summary.market_data_refused is not None:
+        return _fail(ExitCode.MARKET_DATA_REFUSED, summary.aborted)
+    if summary.refused_everything:
+        return _fail(ExitCode.MARKET_DATA_REFUSED, describe_refusals(summary))
     if summary.aborted:
         return _fail(ExitCode.GATEWAY, summary.aborted)
     return ExitCode.OK if summary.ok else ExitCode.FAILED_SYMBOLS

@@ -39,6 +39,14 @@ class ExitCode(IntEnum):
         5,
         "IBKR rejected a bar request as invalid (error 321: its settings, which every symbol shares); the run stopped",
     )
+    MARKET_DATA_REFUSED = (
+        6,
+        (
+            "IBKR refused this login market data: another session of its username is live (10197, or 162 from a "
+            'different IP address: the run stopped), or no subscription covers any symbol that failed (162 "No '
+            'market data permissions", 354, 10089, 10090, 10168); the summary says which and what to do'
+        ),
+    )
     INTERRUPTED = (
         130,
         "interrupted (Ctrl-C, or SIGTERM from kill); every batch landed so far is complete, nothing partial landed",

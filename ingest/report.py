@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ingest.csv_source import CsvLoadSummary
+    from ingest.ibkr.fetcher import MarketDataRefusal
     from ingest.ibkr.loader import LoadSummary
     from ingest.ibkr.options import LoadOptions
 
@@ -106,6 +107,7 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
     for r in summary.readjusted:
         lines.append(f"{r.symbol}: {r.readjustment.describe()}; its whole window was fetched again")
     lines += [f"ticker change? {contract.describe()}" for contract in summary.shared_contracts]
+    lines += _refusal_lines(summary)
     detail = [r for r in summary.results if show_all or r.status in ("failed", "no_data", "not_attempted")]
     hidden = 0
     if not show_all and len(detail) > MAX_DETAIL_ROWS:
@@ -122,6 +124,29 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
     if summary.aborted:
         lines += ["", f"run stopped early: {summary.aborted}"]
     return "\n".join(lines)
+
+
+def _refused(what: str, refusal: MarketDataRefusal, symbols: list[str]) -> str:
+    named = ", ".join(symbols[:5]) + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
+    return f"{what} (error {refusal.code}; {len(symbols)} symbol{'s' if len(symbols) > 1 else ''}: {named})"
+
+
+def _advice(summary: LoadSummary) -> list[str]:
+    """What to do about the run's market-data refusals, each piece of advice once."""
+    return list(dict.fromkeys(refusal.advice() for refusal, _ in summary.refusals.values()))
+
+
+def _refusal_lines(summary: LoadSummary) -> list[str]:
+    """One line per thing IBKR's market-data entitlements refused (an exchange's permissions, a competing session):
+    how many symbols it failed and a few of them; then what to do."""
+    lines = [f"market data refused: {_refused(what, *refused)}" for what, refused in summary.refusals.items()]
+    return lines + [f"what to do: {advice}" for advice in _advice(summary)]
+
+
+def describe_refusals(summary: LoadSummary) -> str:
+    """The one line of a run whose every failure IBKR's market-data entitlements caused."""
+    refused = "; ".join(_refused(what, *refused) for what, refused in summary.refusals.items())
+    return f"IBKR refused market data for every symbol that failed: {refused}: {' '.join(_advice(summary))}"
 
 
 def format_csv_summary(summary: CsvLoadSummary) -> str:

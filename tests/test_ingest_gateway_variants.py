@@ -23,6 +23,8 @@ import pytest
 
 from devtools import dbt_harness
 from devtools.scripted_gateway import ScriptedGateway, bars, contract_end, error, notice, one_stock, stock
+from gateway_simulator import protocol
+from gateway_simulator.contracts import con_id_for
 from ingest.exit_codes import ExitCode
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.loader import LoadOptions, load
@@ -669,4 +671,100 @@ def test_a_321_on_one_symbols_contract_lookup_fails_that_symbol_at_once_and_the_
     batches = query(warehouse, "select symbol, status, error_code, row_count from raw.load_batches order by symbol")
     assert batches == [("AAPL", "ok", None, 2), ("MSFT", "failed", 321, 0)]
     assert len(gateway.contract_requests) == 2, "a 321 on a lookup is not asked again"
+    assert_no_partial_batch(warehouse)
+
+
+# --- market-data entitlements: a new user's first run against a paper or live login ---------------------------------
+
+ELEVEN = ["AAPL", "MSFT", "NVDA", "AMZN", "META", "GOOGL", "AVGO", "TSLA", "COST", "NFLX", "AMD"]
+
+
+def test_a_login_without_any_market_data_permission_says_so_once_exits_6_and_a_rerun_asks_again(warehouse):
+    """A paper login whose live login shares no subscriptions: IBKR answers every historical request with 162 "No market
+    data permissions for <exchange> STK". Each symbol fails at once (no timeout, no retry) and lands its failure with
+    the code; the run ends in one line naming the exchanges and what to subscribe, exit 6, and the log says it once per
+    exchange, not once per symbol. Once the user has subscribed, the next run asks for every symbol again."""
+    subscribed = {"NASDAQ": False, "NYSE": False}
+
+    def exchange_of(symbol: str) -> str:
+        return "NYSE" if symbol in ("AVGO", "COST") else "NASDAQ"
+
+    def contracts(req_id, request):
+        return [
+            stock(req_id, request.symbol, con_id_for(request.symbol), exchange_of(request.symbol)),
+            contract_end(req_id),
+        ]
+
+    def answer(req_id: int, nth: int):
+        exchange = exchange_of(gateway.historical_requests[nth - 1][3])
+        if subscribed[exchange]:
+            return [bars(req_id, DAYS)]
+        return [error(req_id, 162, protocol.text_no_permissions("ISLAND" if exchange == "NASDAQ" else exchange))]
+
+    gateway = ScriptedGateway(contracts=contracts, answer=answer)
+    with gateway.running_in_thread() as port:
+        started = time.monotonic()
+        status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN, "--timeout", "20")
+        took = time.monotonic() - started
+        assert status == ExitCode.MARKET_DATA_REFUSED, out + err
+        assert took < 20, "a refusal is no timeout"
+        assert len(gateway.historical_requests) == len(ELEVEN), "a refusal is not asked again"
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: IBKR refused market data for every symbol that failed: ")
+        assert "no market-data permissions for ISLAND STK (error 162; 9 symbols: " in last
+        assert "no market-data permissions for NYSE STK (error 162; 2 symbols: AVGO, COST)" in last
+        assert "Market Data Subscriptions" in last and "Delayed data does not help" in last
+        assert err.count("IBKR refused") == 3  # once per exchange in the log, once in the last line
+        assert "market data refused: no market-data permissions for NYSE STK (error 162; 2 symbols: AVGO, COST)" in out
+        assert out.count("what to do: subscribe to it in Client Portal") == 1
+        assert "Traceback" not in err
+        failures = query(warehouse, "select distinct status, error_code, row_count from raw.load_batches")
+        assert failures == [("failed", 162, 0)]
+
+        subscribed["NASDAQ"] = True  # the user subscribes to NASDAQ only: those land, NYSE's still fail (exit 1)
+        status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN)
+        assert status == ExitCode.FAILED_SYMBOLS, out + err
+        assert "market data refused: no market-data permissions for NYSE STK (error 162; 2 symbols: AVGO, COST)" in out
+
+        subscribed["NYSE"] = True
+        asked = len(gateway.historical_requests)
+        status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN)
+        assert status == ExitCode.OK, out + err
+        assert len(gateway.historical_requests) == asked + 2  # the two still missing, and only they
+    landed = query(warehouse, "select count(distinct symbol) from raw.load_batches where status = 'ok'")
+    assert landed == [(len(ELEVEN),)]
+    assert_no_partial_batch(warehouse)
+
+
+@pytest.mark.parametrize(
+    "code, text", [(10197, protocol.TEXT_COMPETING_SESSION), (162, protocol.TEXT_OTHER_IP)], ids=["10197", "other-ip"]
+)
+def test_a_competing_live_session_stops_the_run_at_the_first_refusal_with_exit_6(warehouse, code, text):
+    """The same username logged in elsewhere (TWS on another machine, Client Portal, the mobile app): IBKR refuses
+    every request alike until that session ends. The run stops at the first refusal instead of failing every symbol
+    one by one, lands that failure with its code, says what to do in one line, and a re-run loads everything."""
+    competing = [True]
+
+    def answer(req_id: int, nth: int):
+        return [0.05, error(req_id, code, text)] if competing[0] else [bars(req_id, DAYS)]
+
+    gateway = ScriptedGateway(answer=answer)
+    with gateway.running_in_thread() as port:
+        # One request open at a time: the refusal is heard before the next symbol's request would go out.
+        status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN, "--max-open", "1")
+        assert status == ExitCode.MARKET_DATA_REFUSED, out + err
+        assert len(gateway.historical_requests) == 1
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"error: IBKR refused market data to this login (error {code} for ")
+        assert "log that session out" in last and "Traceback" not in err
+        assert query(warehouse, "select status, error_code, error_message from raw.load_batches") == [
+            ("failed", code, text)
+        ]
+        assert "not attempted" in out
+
+        competing[0] = False
+        status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN)
+        assert status == ExitCode.OK, out + err
+    landed = query(warehouse, "select count(distinct symbol) from raw.load_batches where status = 'ok'")
+    assert landed == [(len(ELEVEN),)]
     assert_no_partial_batch(warehouse)

@@ -29,6 +29,7 @@ from gateway_simulator import (
     Split,
     run_simulator_in_thread,
 )
+from gateway_simulator import __main__ as simulator_cli
 from gateway_simulator.contracts import con_id_for
 from ingest import cli
 from ingest.exit_codes import ExitCode
@@ -39,6 +40,7 @@ from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
 from ingest.raw_tables import BarSettings, Batch, RawBar, ensure_raw_tables, land_batch, new_load_id, utc_now
+from ingest.report import format_summary
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
@@ -292,6 +294,39 @@ def test_an_invalid_request_stops_the_run_with_exit_status_5(warehouse, monkeypa
     assert status == ExitCode.INVALID_REQUEST
     assert "error 321" in captured.err and "years" in captured.err
     assert query(warehouse, "select distinct status, error_code from raw.load_batches") == [("failed", 321)]
+
+
+def test_the_simulator_refuses_an_exchange_without_permissions_as_ibkr_does_and_the_run_names_it(warehouse):
+    """``--no-permissions NYSE``: the watchlist's NYSE stocks fail with IBKR's 162 naming NYSE, the NASDAQ ones land, and
+    the summary says once what the NYSE symbols lack (exit 1: some symbols loaded)."""
+    entries = WATCHLIST[50:70]
+    nyse = [e.symbol for e in entries if e.primary_exchange == "NYSE"]
+    assert nyse and len(nyse) < len(entries)
+    with simulator(no_permissions={"NYSE"}) as sim:
+        summary = run(warehouse, sim, entries)
+        assert sim.stats.historical_requests == len(entries), "a refusal is not asked again"
+    refusals = summary.refusals
+    assert list(refusals) == ["no market-data permissions for NYSE STK"]
+    refusal, symbols = refusals["no market-data permissions for NYSE STK"]
+    assert (refusal.code, sorted(symbols)) == (162, sorted(nyse)) and not summary.refused_everything
+    assert summary.count("landed") == len(entries) - len(nyse)
+    assert query(warehouse, "select distinct error_code from raw.load_batches where status = 'failed'") == [(162,)]
+    options = LoadOptions(entries=entries, months=12)
+    assert "market data refused: no market-data permissions for NYSE STK (error 162; " in format_summary(
+        summary, options
+    )
+
+
+@pytest.mark.parametrize("flags", [["--competing-session"], ["--no-permissions", "NYSE", "NASDAQ"]])
+def test_the_simulators_refusals_for_the_whole_login_end_the_cli_with_exit_6(warehouse, monkeypatch, capsys, flags):
+    parsed = simulator_cli.build_parser().parse_args(["--port", "0", *flags])
+    with run_simulator_in_thread(simulator_cli.config_from_args(parsed)) as sim:
+        for name, value in ibkr_env(warehouse, sim.port).items():
+            monkeypatch.setenv(name, value)
+        status = cli.main(["--symbols", "AAPL", "JPM", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == ExitCode.MARKET_DATA_REFUSED, err
+    assert err.strip().splitlines()[-1].startswith("error: IBKR refused market data ")
 
 
 def test_a_gateway_that_goes_away_for_good_stops_the_run_cleanly(warehouse):

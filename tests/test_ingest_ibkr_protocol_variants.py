@@ -18,14 +18,17 @@ from typing import Any
 import ib_async
 import pytest
 
-from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, one_stock
+from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, notice, one_stock
+from gateway_simulator import protocol
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import (
     ContractRef,
     GatewayUnavailableError,
     IbkrSession,
+    MarketDataRefusedError,
     Outcome,
     RetryPolicy,
+    market_data_refusal,
     quiet_client_logs,
     undecoded_request_id,
 )
@@ -360,6 +363,105 @@ def test_a_request_the_server_cancels_is_asked_again_not_taken_for_no_data():
 
     outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily)
     assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+
+
+def test_a_request_the_gateway_says_it_no_longer_knows_is_asked_again_not_taken_for_no_data():
+    """366 "No historical data query found" for a request still open: the gateway lost it (ib_async ends it with an empty
+    list at once). Taken for "no data", the symbol would count as current and its bars would never be asked for."""
+
+    def answer(req_id: int, nth: int):
+        return (
+            [error(req_id, 366, f"No historical data query found for ticker id:{req_id}")]
+            if nth == 1
+            else [bars(req_id, DAYS)]
+        )
+
+    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily)
+    assert (outcome.status, outcome.attempts, len(outcome.bars)) == ("ok", 2, 2)
+
+
+@pytest.mark.parametrize(
+    "code, text", [(366, "No historical data query found for ticker id:{}"), (162, protocol.text_query_cancelled(0))]
+)
+def test_a_request_the_gateway_ends_on_every_try_fails_with_its_code_not_as_a_timeout(code, text):
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text.format(req_id))]
+
+    gateway = ScriptedGateway(answer=answer)
+    outcome, took, _ = run_session(gateway, fetch_daily, request_timeout_s=5.0)
+    assert (outcome.status, outcome.error_code, outcome.attempts) == ("failed", code, 2)
+    assert outcome.error_message.startswith("the gateway ended the request without an answer (2 tries; the last: ")
+    assert "timed out" not in outcome.error_message and took < 2.5
+
+
+@pytest.mark.parametrize(
+    "code, text, exchange",
+    [
+        (162, protocol.text_no_permissions("NYSE"), "NYSE STK"),
+        (162, protocol.HMDS_PREFIX + "No market data permissions for ISLAND STK", "ISLAND STK"),
+        (354, "Requested market data is not subscribed.", None),
+        (10089, "Requested market data requires additional subscription for API.", None),
+    ],
+)
+def test_a_missing_market_data_permission_fails_its_request_at_once_and_the_next_is_still_asked(code, text, exchange):
+    """A subscription covers some exchanges only: the login's other symbols may load, so the session goes on."""
+
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text)] if nth == 1 else [bars(req_id, DAYS)]
+
+    async def two_fetches(session: IbkrSession) -> tuple[Outcome, Outcome]:
+        return await fetch_daily(session), await fetch_daily(session)
+
+    gateway = ScriptedGateway(answer=answer)
+    (refused, served), took, _ = run_session(gateway, two_fetches, request_timeout_s=5.0)
+    assert (refused.status, refused.error_code, refused.attempts) == ("failed", code, 1)
+    refusal = market_data_refusal(refused.error_code, refused.error_message)
+    assert refusal is not None and not refusal.account_wide and refusal.exchange == exchange
+    assert served.status == "ok" and took < 2.5, "a refusal is no timeout"
+
+
+@pytest.mark.parametrize("code, text", [(10197, protocol.TEXT_COMPETING_SESSION), (162, protocol.TEXT_OTHER_IP)])
+def test_a_login_refused_market_data_altogether_sends_no_request_after_the_refusal(code, text):
+    """A competing live session of the same username, or a session from another IP address, refuses every request
+    alike: the session stops asking (as IBKR would refuse each) instead of failing every symbol one by one."""
+
+    def answer(req_id: int, nth: int):
+        return [error(req_id, code, text)]
+
+    async def three_fetches(session: IbkrSession) -> list[object]:
+        results: list[object] = []
+        for ask in [fetch_daily] * 3 + [lambda session: session.qualify("MSFT")]:
+            try:
+                results.append(await ask(session))
+            except MarketDataRefusedError as refused:
+                results.append(refused)
+        return results
+
+    gateway = ScriptedGateway(answer=answer)
+    results, took, _ = run_session(gateway, three_fetches)
+    assert len(gateway.historical_requests) == 1 and gateway.contract_requests == []
+    assert all(isinstance(r, MarketDataRefusedError) for r in results)
+    first = results[0]
+    assert (first.code, first.message, first.symbol) == (code, text, "AAPL") and first.refusal.account_wide
+    assert "log that session out" in str(first)
+
+
+def test_a_gateway_that_moves_its_api_port_is_not_reconnected_on_the_old_one_and_the_error_names_the_new_one():
+    """IB Gateway/TWS answers 1300 and drops the connection when its socket port is changed: reconnecting to the old
+    port used to go on for IBKR_RECONNECT_TIMEOUT and then blame the trusted IPs."""
+    text = (
+        "TWS socket port has been reset and this connection is being dropped. Please reconnect on the new port - 4003"
+    )
+
+    def answer(req_id: int, nth: int):
+        gateway.closes_before_handshake = True  # nothing serves the API on the old port any more
+        return [notice(1300, text), CLOSE]
+
+    gateway = ScriptedGateway(answer=answer)
+    lost, took, _ = run_session(gateway, fetch_daily, reconnect_timeout_s=30.0)
+    assert isinstance(lost, GatewayUnavailableError) and took < 5
+    assert f"(error 1300: {text}): set IBKR_PORT (or --port) to 4003 and run again" in str(lost)
+    assert "Trusted IPs" not in str(lost)
 
 
 def test_an_outage_never_reported_over_holds_requests_back_once_not_each_time():

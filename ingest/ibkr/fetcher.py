@@ -13,7 +13,17 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 162 "returned no data"   outcome ``no_data`` (not an error)
 ``[]`` before the timeout, no error code     outcome ``no_data`` (a server that sends zero bars);
                                              retried if the server cancelled the request itself
+``[]`` + errorEvent 366 "No historical data  the gateway lost the request: retried like one it
+query found" (ib_async ends the request)     cancelled; when every try ends so, ``failed`` with the
+                                             code and "the gateway ended the request" (no timeout)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
+``[]`` + a missing subscription: 162 "No     outcome ``failed`` at once with the code, not retried
+market data permissions for NYSE STK", 354,  (:func:`market_data_refusal` names the exchange); the
+10089, 10090, 10168 (ib_async ends the       other symbols go on: a subscription covers some
+request at once)                             exchanges only
+``[]`` + 10197 "No market data during        :class:`MarketDataRefusedError`; no request (bars or
+competing live session", or 162 "...         contract) is sent after it: every one would be refused
+connected from a different IP address"       alike until the other session of the username ends
 errorEvent 321 (request invalid)             a bar request: :class:`InvalidRequestError` at once
                                              (ib_async would only time out); the loader stops the
                                              run (its settings are every symbol's). A contract
@@ -37,6 +47,9 @@ farm from the start-up on                    farm; each outage ends with its own
                                              an outage (in effect when it went on the wire, or
                                              reported while it was out) is asked again, not
                                              counted; 2107/2108 never hold one
+1300 "TWS socket port has been reset ...      the connection is not tried again on the old port:
+reconnect on the new port - N", then the     :class:`GatewayUnavailableError` at once, naming the
+connection drops                             new port for IBKR_PORT
 apiError during the handshake                :class:`GatewayUnavailableError` at once, with its text
                                              (e.g. a server version older than the client's minimum)
 a server version above the client's offer    :class:`GatewayUnavailableError`: the client would
@@ -83,6 +96,7 @@ ERR_INVALID_REQUEST = 321
 ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
+ERR_PORT_RESET = 1300
 #: Codes that never mean a request failed: "HMDS query message" (165) and the delayed-data notice (10167), which
 #: ib_async treats as warnings too; "no historical query found" after a cancel (366); connectivity lost/restored
 #: (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
@@ -107,6 +121,67 @@ def is_pacing_violation(code: int, message: str) -> bool:
 def is_no_data(code: int, message: str) -> bool:
     """162 "HMDS query returned no data": the range holds no bars (not an error)."""
     return code == ERR_HMDS and "query returned no data" in message.lower()
+
+
+ERR_NOT_SUBSCRIBED = 354
+ERR_NO_HISTORICAL_QUERY = 366
+ERR_COMPETING_SESSION = 10197
+#: IBKR's other ways of saying that the login's market-data subscriptions do not cover a request: "Requested market
+#: data is not subscribed" (354), "... requires additional subscription for API" (10089), "Part of requested market
+#: data is not subscribed" (10090), "... Delayed market data is not enabled" (10168).
+NOT_SUBSCRIBED_CODES = frozenset({ERR_NOT_SUBSCRIBED, 10089, 10090, 10168})
+_NO_PERMISSIONS = re.compile(r"no market data permissions for ([^\s.,]+)(?: ([A-Z]+))?", re.IGNORECASE)
+SUBSCRIBE_ADVICE = (
+    "subscribe to it in Client Portal (Settings > Market Data Subscriptions; a paper login uses its live login's "
+    "subscriptions once they are shared with the paper account there). Delayed data does not help: IBKR's API serves "
+    "historical bars only with live (Level 1) market data for every exchange the stock trades on"
+)
+SESSION_ADVICE = (
+    "another session of this username holds its market data (TWS or IB Gateway on another machine, Client Portal, "
+    "the mobile app): log that session out, or give the API a username of its own (Client Portal: Settings > Users & "
+    "Access Rights), then run again"
+)
+
+
+@dataclass(frozen=True)
+class MarketDataRefusal:
+    """IBKR refused a historical request for the login's market-data entitlements, not for the request itself."""
+
+    code: int
+    message: str
+    account_wide: bool
+    """True: nothing this login asks for will be served until the user acts (a competing live session, a session
+    from another IP address); False: a missing subscription, for the exchange in ``exchange`` if IBKR named one."""
+    exchange: str | None = None
+    """The exchange and security type IBKR named ("NYSE STK", "ISLAND STK": IBKR's code for NASDAQ), if it did."""
+
+    @property
+    def what(self) -> str:
+        """What the login lacks, in a few words: the key a run's failures are grouped by."""
+        if self.account_wide:
+            return "another session of this username is live"
+        if self.exchange:
+            return f"no market-data permissions for {self.exchange}"
+        return "no market-data subscription for the data asked for"
+
+    def advice(self) -> str:
+        return SESSION_ADVICE if self.account_wide else SUBSCRIBE_ADVICE
+
+
+def market_data_refusal(code: int | None, message: str | None) -> MarketDataRefusal | None:
+    """The entitlement behind a failed request, if that was why IBKR refused it (None for any other failure)."""
+    if code is None:
+        return None
+    text = message or ""
+    lowered = text.lower()
+    if code == ERR_COMPETING_SESSION or (code == ERR_HMDS and "different ip address" in lowered):
+        return MarketDataRefusal(code, text, account_wide=True)
+    if code == ERR_HMDS and (named := _NO_PERMISSIONS.search(text)):
+        exchange = " ".join(part for part in named.groups() if part).upper()
+        return MarketDataRefusal(code, text, account_wide=False, exchange=exchange)
+    if code in NOT_SUBSCRIBED_CODES:
+        return MarketDataRefusal(code, text, account_wide=False)
+    return None
 
 
 OutcomeStatus = Literal["ok", "no_data", "failed"]
@@ -138,6 +213,21 @@ class InvalidRequestError(RuntimeError):
         super().__init__(f"IBKR rejected the request for {symbol} as invalid (error {code}): {message}")
         self.code = code
         self.message = message
+        self.symbol = symbol
+
+
+class MarketDataRefusedError(RuntimeError):
+    """IBKR refuses this login market data altogether (a competing live session, a session from another IP
+    address): every later request would be refused the same way, so none is sent."""
+
+    def __init__(self, refusal: MarketDataRefusal, symbol: str) -> None:
+        super().__init__(
+            f"IBKR refused market data to this login (error {refusal.code} for {symbol}: {refusal.message}): "
+            f"{refusal.advice()}"
+        )
+        self.refusal = refusal
+        self.code = refusal.code
+        self.message = refusal.message
         self.symbol = symbol
 
 
@@ -260,6 +350,10 @@ class IbkrSession:
         self._connection_notices: list[tuple[int, str]] = []
         self._closing = False
         self._lost: GatewayUnavailableError | None = None
+        self._refused: MarketDataRefusedError | None = None
+        """Set once IBKR refuses this login market data altogether: no request is sent after that."""
+        self._port_reset: str | None = None
+        """IBKR's 1300 "TWS socket port has been reset ... reconnect on the new port - N", once the gateway sent it."""
         self._handshake_ended: asyncio.Event | None = None
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
@@ -488,6 +582,15 @@ class IbkrSession:
             return
         if self._lost is not None:
             raise self._lost
+        if self._port_reset is not None:
+            # The gateway moved its API to another port: reconnecting to this one cannot succeed.
+            new_port = re.search(r"new port\D*(\d+)", self._port_reset)
+            self._lost = GatewayUnavailableError(
+                f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
+                f"(error {ERR_PORT_RESET}: {self._port_reset}): set IBKR_PORT (or --port) to "
+                f"{new_port.group(1) if new_port else 'the new port'} and run again"
+            )
+            raise self._lost
         async with self._connect_lock:
             if self.ib.isConnected():
                 return
@@ -524,6 +627,8 @@ class IbkrSession:
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None, *_: Any) -> None:
         if req_id == -1 or contract is None:
             self._connection_notices.append((code, message))
+            if code == ERR_PORT_RESET:
+                self._port_reset = message
             if code == ERR_CLIENT_ID_IN_USE and self._handshake_ended is not None:
                 self._handshake_ended.set()
             self._note_farm(code, message)
@@ -577,6 +682,8 @@ class IbkrSession:
         ref = ContractRef(symbol=symbol, primary_exchange=primary_exchange)
         timeouts = drops = outage_timeouts = 0
         while True:
+            if self._refused is not None:  # its bars would be refused: the lookup is not worth a request
+                raise self._refused
             await self._ensure_connected()
             await self._wait_for_farms(farms.CONTRACT_DETAILS)
             contract = self._stock(ref)
@@ -670,6 +777,8 @@ class IbkrSession:
             with self._track(contract) as tracked:
                 try:
                     async with self.limiter.historical(key):
+                        if self._refused is not None:  # refused while this request waited for its turn
+                            raise self._refused
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
@@ -735,9 +844,18 @@ class IbkrSession:
                 return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
             failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
             if failures:
+                refusal = market_data_refusal(*failures[0])
+                if refusal is not None and refusal.account_wide:
+                    # Every other request of this login would be refused alike: none is sent from now on.
+                    self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
+                    raise MarketDataRefusedError(refusal, ref.symbol)
                 return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server.
-            cancelled = len(failures) < len(tracked.failures)
+            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server,
+            # as did a 366 "No historical data query found" (the gateway lost the request; ib_async ends it empty).
+            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or next(
+                (e for e in tracked.failures if e not in failures), None
+            )
+            cancelled = dropped is not None
             if loop.time() - sent_at < self.settings.request_timeout_s and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
@@ -749,6 +867,11 @@ class IbkrSession:
             timeouts += 1
             self.stats.timeouts += 1
             if timeouts > self.retry.timeout_retries:
+                if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
+                    message = (
+                        f"the gateway ended the request without an answer ({timeouts} tries; the last: {dropped[1]})"
+                    )
+                    return Outcome("failed", error_code=dropped[0], error_message=message, attempts=attempts)
                 message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
                 message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
                 return Outcome("failed", error_message=message, attempts=attempts)

@@ -46,9 +46,12 @@ from ingest.ibkr.fetcher import (
     GatewayUnavailableError,
     IbkrSession,
     InvalidRequestError,
+    MarketDataRefusal,
+    MarketDataRefusedError,
     Outcome,
     SessionStats,
     SourceBar,
+    market_data_refusal,
 )
 from ingest.ibkr.options import LARGE_PLAN_REQUESTS, LARGE_PLAN_SECONDS, LoadOptions
 from ingest.ibkr.pacing import LimiterStats, PacingLimiter, PacingPolicy, estimate_seconds
@@ -181,6 +184,9 @@ class LoadSummary:
     aborted: str | None = None
     """Why the run stopped early (gateway lost, invalid request), if it did."""
     invalid_request: bool = False
+    market_data_refused: MarketDataRefusal | None = None
+    """Set when IBKR refused this login market data altogether (a competing live session, another IP address): the run
+    stopped, since every later request would have been refused alike."""
     gateway_stats: SessionStats | None = None
     limiter_stats: LimiterStats | None = None
     pacing: PacingPolicy | None = None
@@ -216,6 +222,24 @@ class LoadSummary:
     @property
     def readjusted(self) -> list[SymbolResult]:
         return [r for r in self.results if r.readjustment is not None]
+
+    @property
+    def refusals(self) -> dict[str, tuple[MarketDataRefusal, list[str]]]:
+        """The failures that IBKR's market-data entitlements caused, by what the login lacks (see
+        :attr:`MarketDataRefusal.what`): the first refusal of each kind, and every symbol it failed."""
+        grouped: dict[str, tuple[MarketDataRefusal, list[str]]] = {}
+        for r in self.results:
+            refusal = market_data_refusal(r.error_code, r.error_message) if r.status == "failed" else None
+            if refusal is not None:
+                grouped.setdefault(refusal.what, (refusal, []))[1].append(r.symbol)
+        return grouped
+
+    @property
+    def refused_everything(self) -> bool:
+        """Every symbol that needed a request failed, and IBKR's market-data entitlements failed each of them: the
+        run's one cause, which no retry mends."""
+        refused = sum(len(symbols) for _, symbols in self.refusals.values())
+        return refused > 0 and refused == self.count("failed") and not self.count("landed", "no_data")
 
     @property
     def ok(self) -> bool:
@@ -342,6 +366,8 @@ class _Run:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     resolved: dict[str, int] = field(default_factory=dict)
     """The contract id each symbol was fetched with (from raw or a lookup), for :func:`check_shared_contracts`."""
+    refusals_told: set[str] = field(default_factory=set)
+    """The market-data refusals (:attr:`MarketDataRefusal.what`) already logged with their advice."""
 
     async def load_all(
         self,
@@ -404,6 +430,14 @@ class _Run:
                 fetched = self.sort_bars(ref, outcomes, plan)
         except InvalidRequestError as error:
             self.summary.invalid_request = True
+            self._abort(str(error))
+            await self._record_failure(result, plan, started_at, error.code, error.message)
+            return
+        except MarketDataRefusedError as error:
+            if error.symbol != symbol:  # IBKR refused another symbol's request, and this one was not sent
+                result.status = "not_attempted"
+                return
+            self.summary.market_data_refused = self.summary.market_data_refused or error.refusal
             self._abort(str(error))
             await self._record_failure(result, plan, started_at, error.code, error.message)
             return
@@ -534,8 +568,23 @@ class _Run:
             request_reason=plan.reason,
         )
         await self.lander.land(batch, [])
-        if message != GATEWAY_LOST:
-            log.warning("%s failed: %s%s", result.symbol, f"error {code}: " if code is not None else "", message)
+        if message == GATEWAY_LOST:
+            return
+        refusal = market_data_refusal(code, message)
+        if refusal is not None and refusal.what in self.refusals_told:
+            # Said once per cause: the summary counts them, raw.load_batches has each.
+            log.info("%s failed: error %s: %s", result.symbol, code, message)
+            return
+        log.warning("%s failed: %s%s", result.symbol, f"error {code}: " if code is not None else "", message)
+        if refusal is not None:
+            self.refusals_told.add(refusal.what)
+            if not refusal.account_wide:
+                log.warning(
+                    "IBKR refused %s: %s: %s; every symbol that needs it fails the same way",
+                    result.symbol,
+                    refusal.what,
+                    refusal.advice(),
+                )
 
     def _abort(self, reason: str) -> None:
         if not self.stop.is_set():
