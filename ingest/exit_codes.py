@@ -39,6 +39,11 @@ class ExitCode(IntEnum):
         5,
         "IBKR rejected a bar request as invalid (error 321: its settings, which every symbol shares); the run stopped",
     )
+    BUSY = (
+        6,
+        "another ingest of the same bars (bar size, what to show, hours) is loading into this warehouse; nothing was "
+        "requested: run again when it has ended",
+    )
     INTERRUPTED = (
         130,
         "interrupted (Ctrl-C, or SIGTERM from kill); every batch landed so far is complete, nothing partial landed",
