@@ -175,6 +175,7 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     from ingest.ibkr.fetcher import GatewayUnavailableError, quiet_client_logs
     from ingest.ibkr.loader import PlanTooLargeError, load
     from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
+    from ingest.raw_tables import AnotherLoadRunning
     from ingest.report import describe_refusals, format_plan, format_summary
     from ingest.watchlist import WatchlistError, select_entries
 
@@ -215,6 +216,8 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
         return _fail(ExitCode.GATEWAY, str(error))
     except PlanTooLargeError as error:
         return _fail(ExitCode.USAGE, f"plan refused: {error}")
+    except AnotherLoadRunning as error:
+        return _fail(ExitCode.BUSY, str(error))
 
     if args.dry_run:
         print(format_plan(summary, options), file=stdout)

@@ -47,6 +47,11 @@ class ExitCode(IntEnum):
             'market data permissions", 354, 10089, 10090, 10168); the summary says which and what to do'
         ),
     )
+    BUSY = (
+        7,
+        "another ingest of the same bars (bar size, what to show, hours) is loading into this warehouse; nothing was "
+        "requested: run again when it has ended",
+    )
     INTERRUPTED = (
         130,
         "interrupted (Ctrl-C, or SIGTERM from kill); every batch landed so far is complete, nothing partial landed",

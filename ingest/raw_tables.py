@@ -8,6 +8,7 @@
 * the row types sources build: :class:`RawBar` (one bar, as the CSV and IBKR sources both produce it) and
   :class:`LoadBatch` (one row of ``raw.load_batches``);
 * :func:`open_for_landing`, the one place a landing connection is opened and the warehouse provisioned;
+* :func:`claim_load`, the lock that lets one IBKR load of a kind of bars run at a time;
 * the landing path (:func:`landing`, :func:`land_batch`): COPY into a temporary table, then one INSERT into
   ``raw.ibkr_bars`` in the same transaction that writes the batches' ``raw.load_batches`` rows. If the process
   dies anywhere before COMMIT, PostgreSQL discards the transaction: no bar of it and no batch row exist;
@@ -22,6 +23,7 @@ Every value travels as COPY data or as a bound parameter; nothing from a source 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -298,6 +300,49 @@ def open_for_landing(settings: ConnectionSettings | None = None) -> psycopg.Conn
         conn.close()
         raise
     return conn
+
+
+class AnotherLoadRunning(Exception):
+    """Another load of the same bar settings holds the warehouse's load lock; the message names it."""
+
+
+def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> None:
+    """Hold the warehouse's lock for loads of ``settings`` from ``source`` until ``conn`` closes, or raise
+    :class:`AnotherLoadRunning` naming the load that holds it.
+
+    Two loads of the same bars at once would both plan from the same coverage, request the same history twice
+    (twice the pacing budget) and land it twice. A session-level advisory lock: it goes when the connection does,
+    however the process ends. The connection's ``application_name`` names this process, so that the refused run
+    (and ``pg_stat_activity``) can say which one holds it.
+    """
+    key = f"{source}|{settings.bar_size}|{settings.what_to_show}|{settings.use_rth}"
+    if not conn.execute("show application_name").fetchone()[0]:  # PGAPPNAME, where set, is kept
+        conn.execute("select set_config('application_name', %s, false)", (f"python -m ingest (pid {os.getpid()})",))
+    got = conn.execute("select pg_try_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,)).fetchone()[0]
+    if got:
+        conn.commit()
+        return
+    # Its login, not the loader role this session acts as, may see the other session's application_name.
+    conn.execute("set local role none")
+    holder = conn.execute(
+        "select a.application_name, a.backend_start from pg_locks l join pg_stat_activity a using (pid) "
+        "where l.locktype = 'advisory' and l.granted and l.classid = hashtext('ingest.load')::oid "
+        "and l.objid = hashtext(%s)::oid and l.objsubid = 2 limit 1",
+        (key,),
+    ).fetchone()
+    conn.rollback()
+    if holder is None:
+        who = "it has just ended"
+    elif holder[1] is None:
+        who = "another login's session"
+    else:
+        who = f"{holder[0] or 'a session without application_name'}, connected {holder[1]:%Y-%m-%d %H:%M:%S %Z}"
+    rth = "RTH" if settings.use_rth else "all hours"
+    raise AnotherLoadRunning(
+        f"another ingest of {settings.bar_size} {settings.what_to_show} {rth} bars from {source} is loading into "
+        f"this warehouse ({who}): nothing was requested; run again when it has ended (only what is still missing "
+        "is fetched)"
+    )
 
 
 def ensure_raw_tables(conn: psycopg.Connection) -> None:

@@ -644,3 +644,72 @@ def test_a_client_id_in_use_a_silent_port_and_a_connection_that_never_opens_are_
     assert "no API handshake within 1 s of the connection being accepted" in silent
     assert "no connection within 1 s: the host does not answer (a wrong IBKR_HOST" in unopened
     assert "trusted IPs" not in unopened and "client id" not in unopened.split(": ", 1)[1]
+
+
+# --- two loads at once ------------------------------------------------------------------------------------
+
+
+def test_a_second_load_of_the_same_bars_is_refused_in_one_line_while_the_first_runs(warehouse):
+    """Two loads of the same bars at once (two terminals, a cron job) would both plan from the same coverage, ask IBKR
+    for the same history twice and land it twice. The second is refused before it contacts the gateway, naming the
+    first; once the first has gone, a run fetches what is missing, and the next one nothing."""
+
+    def loader(port: int, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingest", "--no-progress", "--symbols", "AAPL", "MSFT", "--months", "12", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **ibkr_env(warehouse, port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def lock_holders() -> int:
+        return query(
+            warehouse,
+            "select count(*) from pg_locks where locktype = 'advisory' and granted "
+            "and classid = hashtext('ingest.load')::oid and database = (select oid from pg_database "
+            "where datname = current_database())",
+        )[0][0]
+
+    # The first load's requests are never answered while the test looks: it holds the lock until it is stopped.
+    with simulator(latency_s=600.0) as slow, simulator() as fast:
+        first = loader(slow.port, "--timeout", "900", "--client-id", "1")
+        try:
+            deadline = time.monotonic() + 60
+            # Synchronised on what the gateway saw: the first load has planned and asked for both symbols.
+            while slow.stats.historical_requests < 2 and first.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert first.poll() is None and slow.stats.historical_requests == 2, (
+                first.communicate(timeout=10) if first.poll() is not None else "no requests within 60 s"
+            )
+
+            second = loader(fast.port, "--client-id", "2")
+            out, err = second.communicate(timeout=60)
+            assert second.returncode == ExitCode.BUSY, out + err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith("error: another ingest of 1 day TRADES RTH bars from ibkr is loading into this "), err
+            assert f"(python -m ingest (pid {first.pid}), connected " in err and "nothing was requested" in err, err
+            assert fast.stats.historical_requests == 0 and fast.stats.contract_requests == 0
+
+            # A dry run lands nothing: it may plan beside the running load.
+            dry = loader(fast.port, "--client-id", "2", "--dry-run")
+            out, err = dry.communicate(timeout=60)
+            assert dry.returncode == ExitCode.OK and "dry run: 2 symbols" in out, out + err
+        finally:
+            first.send_signal(signal.SIGTERM)
+            _, err = first.communicate(timeout=60)
+        assert first.returncode == ExitCode.INTERRUPTED, err
+        assert lock_holders() == 0  # gone with its connection
+
+        again = loader(fast.port, "--client-id", "2")
+        out, err = again.communicate(timeout=60)
+        assert again.returncode == ExitCode.OK and fast.stats.historical_requests == 2, out + err
+        last = loader(fast.port, "--client-id", "2")
+        out, err = last.communicate(timeout=60)
+        assert last.returncode == ExitCode.OK and fast.stats.historical_requests == 2, out + err
+    assert query(warehouse, "select symbol, count(*) from raw.load_batches group by symbol order by symbol") == [
+        ("AAPL", 1),
+        ("MSFT", 1),
+    ]
+    assert_consistent_batches(warehouse)

@@ -796,3 +796,22 @@ def test_a_warehouse_dir_that_existed_before_keeps_the_database_and_password_fil
     untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert untracked == "?? .gitignore\n"
+
+
+def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):
+    """`make db-down` while a command runs stops the server at once and ends that command's session (it then fails with
+    "terminating connection due to administrator command"): down says which sessions it ended."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    settings = embedded.start(fresh_warehouse_dir / embedded.PGDATA_NAME)
+    down = [sys.executable, "-m", "warehouse_db", "down"]
+    with connect(settings, role="analyst") as analysis:
+        analysis.execute("set application_name = 'a long analysis'")
+        analysis.commit()
+        result = subprocess.run(down, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "embedded warehouse stopped; it ended 1 open session: analyst_login (a long analysis)\n"
+        with pytest.raises(psycopg.OperationalError):
+            analysis.execute("select 1")
+    again = subprocess.run(down, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout == "embedded warehouse was not running\n", again.stderr

@@ -121,8 +121,17 @@ def _run(command: str) -> int:
     config = read_config()
     pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
     if command == "down":
+        # Stopping ends every session at once (pg_ctl -m fast): say which, so that an ingest or a training run that
+        # then fails with "terminating connection due to administrator command" has its cause named here.
+        sessions = embedded.open_sessions(pgdata)
         stopped = embedded.stop(pgdata)
-        print("embedded warehouse stopped" if stopped else "embedded warehouse was not running")
+        if not stopped:
+            print("embedded warehouse was not running")
+        elif sessions:
+            count = f"{len(sessions)} open session{'s' if len(sessions) > 1 else ''}"
+            print(f"embedded warehouse stopped; it ended {count}: {', '.join(sessions)}")
+        else:
+            print("embedded warehouse stopped")
         return EXIT_OK
     if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
         # A status starts nothing: after `make db-down` it says so instead of starting the server again.

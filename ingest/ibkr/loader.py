@@ -63,6 +63,7 @@ from ingest.raw_tables import (
     Coverage,
     RawBar,
     StoredBar,
+    claim_load,
     land_batch,
     new_load_id,
     open_for_landing,
@@ -270,6 +271,8 @@ async def run_load(
     conn = await asyncio.to_thread(open_for_landing, db_settings)
     landing = threading.Lock()  # held by the lander's thread for the whole of a batch's transaction
     try:
+        if not options.dry_run:  # a dry run requests and lands nothing: it may plan beside a running load
+            claim_load(conn, settings, SOURCE)
         now = options.now or utc_now()
         ctx = PlanContext(
             now=now,
