@@ -7,7 +7,8 @@ ordinary CREATEROLE login that owns its database, never as a superuser:
 - with per-component logins: the admin login provisions them, then ingest, dbt and training each run with nothing
   but their own login, and the trainer's login cannot read raw even after RESET ROLE;
 - with a single login (a hosted server that offers one), which acts as each role with SET ROLE (bundled server).
-Ingest (CSV), dbt build and a short training run must work, and no output may contain any piece of a password:
+Ingest (CSV), dbt build and a short training run must work, and no output, file left behind or ml/raw row may contain
+any piece of a password (as it is or percent-encoded):
 the passwords contain ``#``, ``/``, ``?``, ``@``, ``:``, spaces and quotes, unencoded in DATABASE_URL.
 """
 
