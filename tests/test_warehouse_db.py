@@ -343,13 +343,14 @@ def test_env_prints_no_password_and_hands_every_login_a_passfile_line(tmp_path, 
     ]
 
 
-def libpq_passfile_password(passfile: Path, user: str) -> str | None:
-    """The password libpq itself takes from ``passfile`` for ``user`` at 10.0.0.1:6543/prod, without connecting."""
+def libpq_passfile_password(passfile: Path, user: str, raw: bool = False) -> str | bytes | None:
+    """The password libpq itself takes from ``passfile`` for ``user`` at 10.0.0.1:6543/prod, without connecting
+    (``raw``: its bytes)."""
     fields = {"host": "10.0.0.1", "port": 6543, "dbname": "prod", "user": user, "passfile": str(passfile)}
     attempt = psycopg.pq.PGconn.connect_start(psycopg.conninfo.make_conninfo(**fields).encode())
-    password = (attempt.password or b"").decode() or None
+    password = attempt.password or b""
     attempt.finish()
-    return password
+    return password if raw else password.decode() or None
 
 
 @pytest.mark.parametrize("how", ["PGPASSFILE", "~/.pgpass", "passfile parameter"])
@@ -365,7 +366,10 @@ def test_env_keeps_the_passwords_of_the_passfile_it_replaces(how, tmp_path, monk
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     users_passfile = home / ".pgpass" if how == "~/.pgpass" else tmp_path / "users-pgpass"
-    users_passfile.write_text("10.0.0.1:6543:prod:transformer_app:Tr\\:f/rm?Pw@2\n", encoding="utf-8")
+    users_passfile.write_bytes(
+        b"10.0.0.1:6543:prod:transformer_app:Tr\\:f/rm?Pw@2\n"
+        b"10.0.0.1:6543:prod:loader_app:L\xe9\x0cd\xe2\x80\xa8er\r\n"  # Latin-1, a form feed, U+2028, CRLF
+    )
     users_passfile.chmod(0o600)
     url = f"postgresql://quant:{SECRET}@10.0.0.1:6543/prod"
     if how == "PGPASSFILE":
@@ -383,14 +387,15 @@ def test_env_keeps_the_passwords_of_the_passfile_it_replaces(how, tmp_path, monk
     assert stat.S_IMODE(ours.stat().st_mode) == 0o600
     assert libpq_passfile_password(ours, "quant") == SECRET
     assert libpq_passfile_password(ours, "transformer_app") == "Tr:f/rm?Pw@2"
+    assert libpq_passfile_password(ours, "loader_app", raw=True) == b"L\xe9\x0cd\xe2\x80\xa8er"
 
     # In a shell that ran `eval "$(python -m warehouse_db env)"` before, PGPASSFILE names our file: it keeps what it
     # holds, each line once.
     monkeypatch.setenv("PGPASSFILE", str(ours))
-    before = ours.read_text(encoding="utf-8")
+    before = ours.read_bytes()
     assert warehouse_db_main(["env"]) == 0
     capsys.readouterr()
-    assert ours.read_text(encoding="utf-8") == before
+    assert ours.read_bytes() == before
     assert libpq_passfile_password(ours, "transformer_app") == "Tr:f/rm?Pw@2"
     ours.unlink()
     if how == "PGPASSFILE":

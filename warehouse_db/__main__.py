@@ -57,7 +57,7 @@ def write_passfile(path: Path, settings: ConnectionSettings, inherited: Path | N
     lines = list(dict.fromkeys([*lines, *_readable_passfile_lines(inherited)]))
     create_warehouse_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as passfile:
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as passfile:  # the user's lines, byte for byte
         passfile.write("\n".join(lines) + "\n")
     os.chmod(path, 0o600)  # an existing file keeps its mode under O_CREAT
     return True
@@ -68,7 +68,8 @@ def _readable_passfile_lines(path: Path | None) -> list[str]:
     try:
         if path is None or not stat.S_ISREG((info := path.stat()).st_mode) or info.st_mode & 0o077:
             return []
-        return path.read_bytes().decode("utf-8", "surrogateescape").splitlines()
+        # Lines end at '\n' alone, as libpq reads them (splitlines would also cut at \f, \v or U+2028).
+        return [line for line in path.read_bytes().decode("utf-8", "surrogateescape").split("\n") if line]
     except (OSError, RuntimeError):  # no such file, unreadable, no home directory
         return []
 
