@@ -44,22 +44,26 @@ _BASE64_BLOB = re.compile(rb"base64,[A-Za-z0-9+/=\s]+")
 def files_with_fragments(
     root: Path, secrets: Iterable[str], skip: Iterable[Path] = (), length: int = 4
 ) -> dict[str, list[str]]:
-    """Every file under ``root`` (and every member of a zip archive there) that holds a ``length``-character piece
-    of a secret, by path relative to ``root``; ``skip`` names files meant to hold secrets (a 0600 passfile).
+    """Every file under ``root`` (for a zip archive: every member) that holds a ``length``-character piece of a
+    secret, by path relative to ``root``; ``skip`` names files meant to hold secrets (a 0600 passfile).
 
-    Base64 blobs (the images a report embeds) are left out: pieces made of letters, digits and ``/`` occur in
-    them by chance.
+    Left out, as pieces occur in them by chance: base64 blobs (the images a report embeds: letters, digits and
+    ``/``), and PyTorch's tensors in a model archive (``*.pth``: an optimizer's small floats are bytes such as
+    ``27j%``).
     """
     secrets, skipped, found = list(secrets), {path.resolve() for path in skip}, {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         if path.resolve() in skipped:
             continue
-        contents = [(str(path.relative_to(root)), path.read_bytes())]
+        name = str(path.relative_to(root))
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                contents += [(f"{contents[0][0]}:{name}", archive.read(name)) for name in archive.namelist()]
-        for name, data in contents:
+                contents = [(f"{name}:{member}", archive.read(member)) for member in archive.namelist()]
+            contents = [(member, data) for member, data in contents if not member.endswith(".pth")]
+        else:
+            contents = [(name, path.read_bytes())]
+        for member, data in contents:
             text = _BASE64_BLOB.sub(b"", data).decode("utf-8", "replace")
             if pieces := leaked_fragments(text, secrets, length):
-                found[name] = pieces
+                found[member] = pieces
     return found

@@ -21,7 +21,7 @@ def test_a_percent_encoded_password_is_a_leak_too():
     assert not leaked_fragments("PostgreSQL trainer_app@127.0.0.1:5432/research", [SECRET])
 
 
-def test_files_are_searched_archives_included_and_embedded_images_left_out(tmp_path: Path):
+def test_files_are_searched_archives_included_and_embedded_images_and_tensors_left_out(tmp_path: Path):
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     (tmp_path / "runs" / "r1" / "run.log").write_text("connected\n", encoding="utf-8")
     # A report embeds images in base64: its letters, digits and '/' make pieces such as 'l/5t' by chance.
@@ -32,6 +32,7 @@ def test_files_are_searched_archives_included_and_embedded_images_left_out(tmp_p
 
     with zipfile.ZipFile(tmp_path / "runs" / "r1" / "model.zip", "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("data", f'{{"dsn": "{SECRET}"}}')
+        archive.writestr("policy.optimizer.pth", b"\x00%27q\x00")  # tensors' bytes: a piece by chance
     (tmp_path / "runs" / "r1" / "run.log").write_text(f"password {SECRET[:4]}\n", encoding="utf-8")
     found = files_with_fragments(tmp_path, [SECRET], skip=[passfile])
     assert set(found) == {"runs/r1/run.log", "runs/r1/model.zip:data"}, found
