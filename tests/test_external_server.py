@@ -7,7 +7,8 @@ ordinary CREATEROLE login that owns its database, never as a superuser:
 - with per-component logins: the admin login provisions them, then ingest, dbt and training each run with nothing
   but their own login, and the trainer's login cannot read raw even after RESET ROLE;
 - with a single login (a hosted server that offers one), which acts as each role with SET ROLE (bundled server).
-Ingest (CSV), dbt build and a short training run must work, and no output may contain any piece of a password:
+Ingest (CSV), dbt build and a short training run must work, and no output, file left behind or ml/raw row may contain
+any piece of a password (as it is or percent-encoded):
 the passwords contain ``#``, ``/``, ``?``, ``@``, ``:``, spaces and quotes, unencoded in DATABASE_URL.
 """
 
@@ -26,7 +27,7 @@ import pytest
 from psycopg import sql
 
 from devtools.external_server import ExternalServer, external_server
-from devtools.leaks import leaked_fragments
+from devtools.leaks import files_with_fragments, leaked_fragments
 from warehouse_db import connect, resolve_settings
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.schemas import COMPONENT_ROLES
@@ -41,7 +42,7 @@ LOGINS = {
     "loader": ("loader_app", "L0#d/er?Pw@1"),
     "transformer": ("transformer_app", "Tr#f/rm?Pw@2"),
     "trainer": ("trainer_app", "Tn#r /Pw?x@3 'q\"%zz"),  # a space broke Great Expectations' URL
-    "analyst": ("analyst_app", "An#l/st?Pw@4"),
+    "analyst": ("analyst_app", "An#l/5t?Pw@4"),
 }
 BYSTANDER_PASSWORD = "by#st/and?er@5"  # an ordinary login that holds no project role
 PASSWORDS = [ADMIN_PASSWORD, BYSTANDER_PASSWORD, *(password for _, password in LOGINS.values())]
@@ -98,21 +99,25 @@ def ingest(env: dict[str, str], expect: int = 0) -> str:
     return run([PYTHON, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"], env, expect)
 
 
-def dbt_build(env: dict[str, str], tmp_path: Path) -> None:
-    """dbt gets its connection as the README tells shell users: `eval "$(python -m warehouse_db env)"`, which
+def dbt_env(env: dict[str, str]) -> dict[str, str]:
+    """dbt's environment as the README tells shell users to make it: `eval "$(python -m warehouse_db env)"`, which
     hands passwords over in a private passfile rather than on the terminal."""
     exports = run([PYTHON, "-m", "warehouse_db", "env"], env)
-    dbt_env = {name: value for name, value in env.items() if not name.endswith("PASSWORD")}
+    shell = {name: value for name, value in env.items() if not name.endswith("PASSWORD")}
     for line in exports.splitlines():
         command, _, rest = line.partition(" ")
         if command == "export":
             name, _, value = rest.partition("=")
-            dbt_env[name] = shlex.split(value)[0]
+            shell[name] = shlex.split(value)[0]
         elif command == "unset":
             for name in rest.split():
-                dbt_env.pop(name, None)
-    assert Path(dbt_env["PGPASSFILE"]).stat().st_mode & 0o077 == 0
-    run([DBT, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env)
+                shell.pop(name, None)
+    assert Path(shell["PGPASSFILE"]).stat().st_mode & 0o077 == 0
+    return shell
+
+
+def dbt_build(env: dict[str, str], tmp_path: Path) -> None:
+    run([DBT, "build", "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")], dbt_env(env))
 
 
 def train(env: dict[str, str], tmp_path: Path) -> str:
@@ -121,6 +126,23 @@ def train(env: dict[str, str], tmp_path: Path) -> str:
                "--batch-size", "64", "--n-epochs", "1", "--symbols-limit", "2",
                "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]  # fmt: skip
     return run(command, env)
+
+
+def rows_with_fragments(conn: psycopg.Connection, *schemas: str) -> dict[str, list[str]]:
+    """Every table of ``schemas`` whose rows (as text: every column, jsonb and error texts included) hold a piece of
+    a password."""
+    tables = conn.execute(
+        "select schemaname, tablename from pg_tables where schemaname = any(%s) order by 1, 2", (list(schemas),)
+    ).fetchall()
+    assert tables, f"no table in {schemas}"
+    found = {}
+    for schema, table in tables:
+        rows = conn.execute(
+            sql.SQL("select t::text from {}.{} as t").format(sql.Identifier(schema), sql.Identifier(table))
+        )
+        if pieces := leaked_fragments("\n".join(text for (text,) in rows), PASSWORDS):
+            found[f"{schema}.{table}"] = pieces
+    return found
 
 
 def memberships(conn: psycopg.Connection, login: str) -> set[str]:
@@ -172,6 +194,11 @@ def test_each_component_runs_with_nothing_but_its_own_login(server: ExternalServ
         assert_built_and_trained(conn)
         for role, (login, _) in LOGINS.items():
             assert memberships(conn, login) == {role}, f"{login} must be a member of {role} only"
+        # Nor does anything a run leaves behind for others to read: the rows of ml and raw (configurations, run
+        # folders, error texts, load batches), the run folder (run.log, config.yaml, the report, the models), dbt's
+        # target/ and logs/. Only `env`'s passfile (mode 0600) is there to hold passwords.
+        assert not rows_with_fragments(conn, "ml", "raw")
+    assert not files_with_fragments(tmp_path, PASSWORDS, skip=[tmp_path / "warehouse-dir" / "pgpass"])
     trainer_login, trainer_password = LOGINS["trainer"]
     with connect(server.settings(trainer_login, trainer_password, database)) as conn:
         conn.execute("reset role")
@@ -372,3 +399,24 @@ def test_a_component_login_takes_its_password_from_the_passfile(
     assert "rows landed" in ingest(env)
     with connect(server.settings(user, password, database), role="loader") as conn:
         assert conn.execute("select count(*) > 0 from raw.ibkr_bars").fetchone() == (True,)
+
+
+def test_dbt_takes_its_logins_password_from_the_passfile_beside_a_database_url(
+    server: ExternalServer, tmp_path: Path
+) -> None:
+    """DATABASE_URL with the admin's password, dbt's own login with its password only in PGPASSFILE's file (as the
+    docs allow): `warehouse_db env` exported PGPASSFILE=<WAREHOUSE_DIR>/pgpass holding the admin's line alone, which
+    hid the user's file, and dbt (`make db-up`'s seed, `make dbt-build`) stopped with "no password supplied"."""
+    database = "dbt_passfile"
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, database)
+    base = {**clean_env(tmp_path), "DATABASE_URL": admin_url(server, database)}
+    run([PYTHON, "-m", "warehouse_db", "up"], {**base, **login_env("transformer")})  # creates dbt's login
+    user, password = LOGINS["transformer"]
+    passfile = tmp_path / "pgpass"
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    passfile.write_text(f"127.0.0.1:{server.port}:{database}:{user}:{escaped}\n", encoding="utf-8")
+    passfile.chmod(0o600)
+    env = {**base, "WAREHOUSE_TRANSFORMER_USER": user, "PGPASSFILE": str(passfile)}
+    assert "warehouse ready" in run([PYTHON, "-m", "warehouse_db", "up"], env)
+    checked = run([DBT, "--no-use-colors", "debug", "--connection", "--log-path", str(tmp_path / "logs")], dbt_env(env))
+    assert "Connection test: [OK connection ok]" in checked, checked

@@ -343,6 +343,74 @@ def test_env_prints_no_password_and_hands_every_login_a_passfile_line(tmp_path, 
     ]
 
 
+def libpq_passfile_password(passfile: Path, user: str, raw: bool = False) -> str | bytes | None:
+    """The password libpq itself takes from ``passfile`` for ``user`` at 10.0.0.1:6543/prod, without connecting
+    (``raw``: its bytes)."""
+    fields = {"host": "10.0.0.1", "port": 6543, "dbname": "prod", "user": user, "passfile": str(passfile)}
+    attempt = psycopg.pq.PGconn.connect_start(psycopg.conninfo.make_conninfo(**fields).encode())
+    password = attempt.password or b""
+    attempt.finish()
+    return password if raw else password.decode() or None
+
+
+@pytest.mark.parametrize("how", ["PGPASSFILE", "~/.pgpass", "passfile parameter"])
+def test_env_keeps_the_passwords_of_the_passfile_it_replaces(how, tmp_path, monkeypatch, capsys):
+    """A DATABASE_URL with the admin's password and dbt's own login whose password is only in the user's passfile
+    (a way docs/operations.md allows): `env` exported PGPASSFILE=<WAREHOUSE_DIR>/pgpass with the admin's line alone,
+    which hid the user's passfile, so `make db-up`'s dbt seed and `make dbt-build` stopped with "fe_sendauth: no
+    password supplied". The user's lines now follow the project's, and libpq finds both."""
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    users_passfile = home / ".pgpass" if how == "~/.pgpass" else tmp_path / "users-pgpass"
+    users_passfile.write_bytes(
+        b"10.0.0.1:6543:prod:transformer_app:Tr\\:f/rm?Pw@2\n"
+        b"10.0.0.1:6543:prod:loader_app:L\xe9\x0cd\xe2\x80\xa8er\r\n"  # Latin-1, a form feed, U+2028, CRLF
+    )
+    users_passfile.chmod(0o600)
+    url = f"postgresql://quant:{SECRET}@10.0.0.1:6543/prod"
+    if how == "PGPASSFILE":
+        monkeypatch.setenv("PGPASSFILE", str(users_passfile))
+    elif how == "passfile parameter":
+        url += f"?passfile={users_passfile}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("WAREHOUSE_TRANSFORMER_USER", "transformer_app")
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path / "warehouse-dir"))
+    assert warehouse_db_main(["env"]) == 0
+    printed = capsys.readouterr()
+    assert not leaked_fragments(printed.out + printed.err, [SECRET, "Tr:f/rm?Pw@2"])
+    ours = tmp_path / "warehouse-dir" / "pgpass"
+    assert f"export PGPASSFILE={ours}" in printed.out
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o600
+    assert libpq_passfile_password(ours, "quant") == SECRET
+    assert libpq_passfile_password(ours, "transformer_app") == "Tr:f/rm?Pw@2"
+    assert libpq_passfile_password(ours, "loader_app", raw=True) == b"L\xe9\x0cd\xe2\x80\xa8er"
+
+    # In a shell that ran `eval "$(python -m warehouse_db env)"` before, PGPASSFILE names our file: it keeps what it
+    # holds, each line once.
+    monkeypatch.setenv("PGPASSFILE", str(ours))
+    before = ours.read_bytes()
+    assert warehouse_db_main(["env"]) == 0
+    capsys.readouterr()
+    assert ours.read_bytes() == before
+    assert libpq_passfile_password(ours, "transformer_app") == "Tr:f/rm?Pw@2"
+    ours.unlink()
+    if how == "PGPASSFILE":
+        monkeypatch.setenv("PGPASSFILE", str(users_passfile))
+    else:
+        monkeypatch.delenv("PGPASSFILE")
+
+    # A passfile others may read is one libpq ignores: its lines are not carried over either.
+    users_passfile.chmod(0o644)
+    assert warehouse_db_main(["env"]) == 0
+    capsys.readouterr()
+    assert libpq_passfile_password(ours, "quant") == SECRET
+    assert libpq_passfile_password(ours, "transformer_app") is None
+
+
 def test_client_encoding_is_always_utf8():
     s = settings_from_url("postgresql://u@h/d")
     assert s.connect_kwargs()["client_encoding"] == "UTF8"

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -179,6 +180,44 @@ def _use_token_authentication(joining_a_cluster: bool) -> None:
     _enable_token_auth()
 
 
+def _keep_token_private(create: bool) -> None:
+    """Ray's token, the key to the clusters started on this machine, readable by this user only.
+
+    Whoever holds it may run code in a cluster's workers as this user, and a local Ray's workers inherit the driver's
+    environment (DATABASE_URL, WAREHOUSE_*_PASSWORD where the shell exports them). Ray writes the token it generates
+    to ~/.ray/auth_token with the umask's mode (0644 mostly), which every local user may read wherever the home
+    directory may be entered: for a Ray this run starts (``create``) the token is created here first, 0600 in a 0700
+    folder, and a token file that others may read loses their access (with a warning)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return  # the token is in the environment: Ray reads no file
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named) if named and Path(named).is_file() else Path.home() / ".ray" / "auth_token"
+    try:
+        if not path.exists():
+            if not create:
+                return  # joining a cluster without its token: Ray says so
+            from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as token:
+                token.write(generate_new_authentication_token())
+            return
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+            logger.warning(
+                "%s (the key to the Ray clusters started here) was readable by other users (mode %o): it is now %o",
+                path,
+                mode,
+                mode & 0o700,
+            )
+    except FileExistsError:
+        pass  # another run created it just now, as this one would have
+    except OSError as error:  # not ours to change, a read-only home: Ray goes on as it would have
+        logger.warning("could not make %s readable by this user only: %s", path, error.strerror or error)
+
+
 @contextmanager
 def signal_handlers_kept(*signals: signal.Signals) -> Iterator[None]:
     """Whatever the block installs for ``signals``, the handlers they had come back after it (main thread only: the
@@ -290,6 +329,8 @@ class RayRunner:
         if address:
             check_ray_address(address, self.connect_timeout, "--ray-address" if self.address else "RAY_ADDRESS")
         _use_token_authentication(joining_a_cluster=address is not None)
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            _keep_token_private(create=address in (None, "local"))
         with signal_handlers_kept(signal.SIGTERM):  # ray.init takes SIGTERM over; the commands keep their own
             if address:
                 try:

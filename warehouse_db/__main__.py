@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import shlex
+import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -41,8 +42,9 @@ PASSFILE_NAME = "pgpass"
 """``env`` puts passwords for shells in ``<WAREHOUSE_DIR>/pgpass`` (git-ignored with the rest, mode 0600)."""
 
 
-def write_passfile(path: Path, settings: ConnectionSettings) -> bool:
-    """A libpq password file with a line for each login that has a password; False when there is none."""
+def write_passfile(path: Path, settings: ConnectionSettings, inherited: Path | None = None) -> bool:
+    """A libpq password file with a line for each login that has a password, then the lines of ``inherited`` (the
+    passfile libpq would otherwise read: exporting PGPASSFILE hides it); False when there is no login's line."""
     logins = [(settings.user, settings.password), *((login.user, login.password) for login in settings.logins.values())]
     lines = []
     for user, password in logins:
@@ -51,26 +53,43 @@ def write_passfile(path: Path, settings: ConnectionSettings) -> bool:
             lines.append(":".join(str(field).replace("\\", "\\\\").replace(":", "\\:") for field in fields))
     if not lines:
         return False
+    # Each line once: in a shell that ran `env` before, PGPASSFILE names this very file.
+    lines = list(dict.fromkeys([*lines, *_readable_passfile_lines(inherited)]))
     create_warehouse_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as passfile:
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as passfile:  # the user's lines, byte for byte
         passfile.write("\n".join(lines) + "\n")
     os.chmod(path, 0o600)  # an existing file keeps its mode under O_CREAT
     return True
 
 
-def shell_env(settings: ConnectionSettings, passfile: Path) -> tuple[dict[str, str], list[str]]:
+def _readable_passfile_lines(path: Path | None) -> list[str]:
+    """The lines of a passfile as libpq would read it: none unless a plain file without group or world access."""
+    try:
+        if path is None or not stat.S_ISREG((info := path.stat()).st_mode) or info.st_mode & 0o077:
+            return []
+        # Lines end at '\n' alone, as libpq reads them (splitlines would also cut at \f, \v or U+2028).
+        return [line for line in path.read_bytes().decode("utf-8", "surrogateescape").split("\n") if line]
+    except (OSError, RuntimeError):  # no such file, unreadable, no home directory
+        return []
+
+
+def shell_env(
+    settings: ConnectionSettings, passfile: Path, inherited: Path | None = None
+) -> tuple[dict[str, str], list[str]]:
     """Variables to export for dbt and psql, and variables to unset, without any password.
 
     The output of ``env`` lands on terminals and in shell history; a password must not. libpq (psql, dbt's
-    psycopg2) reads passwords from the file named by PGPASSFILE when none is given, so they go there.
+    psycopg2) reads passwords from the file named by PGPASSFILE when none is given, so they go there, followed by
+    the lines of ``inherited``, the passfile the shell's libpq read before (a component login's password may be
+    only there: dbt's, say, beside a DATABASE_URL that holds the admin's).
     """
     env = {
         name: value
         for name, value in settings.libpq_env().items()
         if name != "PGPASSWORD" and not (name.startswith("WAREHOUSE_") and name.endswith("_PASSWORD"))
     }
-    if write_passfile(passfile, settings):
+    if write_passfile(passfile, settings, inherited):
         env["PGPASSFILE"] = str(passfile)
     # PGSERVICE is resolved into the variables above; left set, its file would beat them in libpq (a component's
     # own login, say).
@@ -142,7 +161,9 @@ def _run(command: str) -> int:
         return EXIT_NOT_READY
     settings = resolve_settings()
     if command == "env":
-        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME)
+        # The passfile libpq reads now: a URL's passfile parameter, else PGPASSFILE, else ~/.pgpass.
+        inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or str(Path.home() / ".pgpass")
+        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, Path(inherited))
         for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
         print(f"unset {' '.join(unsets)}")
