@@ -428,3 +428,18 @@ def test_a_book_that_loses_everything_is_rewarded_a_finite_penalty_then_nothing(
     # Log rewards add up: the episode's reward until the ruin is log(RUIN_NET_WORTH / initial cash), about -700.
     assert sum(rewards[: ruin + 1]) == pytest.approx(math.log(fill_rule.RUIN_NET_WORTH / settings.initial_cash))
     assert not any(rewards[ruin + 1 :])
+
+
+def test_training_leaves_no_empty_log_folder_in_the_temporary_directory(
+    mart: pd.DataFrame, tmp_path, monkeypatch
+) -> None:
+    """SB3's default logger, silent at verbose 0, created an empty /tmp/SB3-<date> folder at every learn(): one per
+    fold x seed task, hundreds after a few sweeps. Without TensorBoard the model logs nowhere."""
+    from training.ppo import build_model, learn, make_training_env
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    config = TrainConfig(n_envs=2, n_steps=32, batch_size=32, n_epochs=1)
+    model = build_model(config, make_training_env(config, series_of(mart), SETTINGS), seed=3)
+    learn(model, timesteps=64)
+    assert model.num_timesteps >= 64
+    assert list(tmp_path.glob("SB3-*")) == []

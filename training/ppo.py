@@ -13,6 +13,7 @@ import psutil
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from training.callbacks import StepsPerSecond, TqdmProgressBar
@@ -195,17 +196,27 @@ def build_model(
                 f"give --net-arch {' '.join(map(str, saved))}"
             )
         model.set_random_seed(seed)
-        return model
-    return PPO(
-        "MlpPolicy",
-        env,
-        **hyperparameters(config),
-        policy_kwargs={"net_arch": list(config.net_arch)},
-        tensorboard_log=tensorboard_log,
-        seed=seed,
-        device=config.device,
-        verbose=0,
+        return _quiet(model)
+    return _quiet(
+        PPO(
+            "MlpPolicy",
+            env,
+            **hyperparameters(config),
+            policy_kwargs={"net_arch": list(config.net_arch)},
+            tensorboard_log=tensorboard_log,
+            seed=seed,
+            device=config.device,
+            verbose=0,
+        )
     )
+
+
+def _quiet(model: PPO) -> PPO:
+    """A model that writes no log unless TensorBoard is asked for. SB3's default logger, silent at verbose 0, still
+    creates an empty folder in the temporary directory (/tmp/SB3-<date>) at every learn(): one per task, for good."""
+    if model.tensorboard_log is None:
+        model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def hyperparameters(config: TrainConfig) -> dict[str, float | int]:
