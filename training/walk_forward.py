@@ -28,7 +28,7 @@ from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
-from training.fold_task import TaskResult
+from training.fold_task import TaskResult, check_enough_sessions
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
 from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_dbt_provenance, read_mart
@@ -263,6 +263,7 @@ def execute(
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
                             fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
             data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+            check_enough_sessions(data, folds, config)  # a fold no symbol can trade: refused before any training
 
             # 2. Every fold x seed, independently: train, select on validation, test once.
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
