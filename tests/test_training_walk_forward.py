@@ -3,6 +3,7 @@ retried once and then reported while the others land, and an unreachable cluster
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import html
 import os
@@ -21,12 +22,13 @@ import pytest
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training import cli, results_store
-from training.config import WalkForwardConfig
+from training.config import TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.fold_task import NotEnoughData, run_fold_seed
 from training.mart import MartSnapshot, read_mart
 from training.run_folder import RunFolderError
+from training.single_run import run_training
 from training.task_runners import (
     BadRayAddress,
     InProcessRunner,
@@ -528,3 +530,10 @@ def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_c
             assert conn.execute(
                 "select count(*) from ml.walk_forward_tasks where run_id = 'untradable'"
             ).fetchone() == (0,)
+        # make train names its own flag.
+        shared = {field.name: getattr(config(tmp_path), field.name) for field in dataclasses.fields(TrainConfig)}
+        single = load_config(None, {**shared, "run_id": "untradable-train", "fold": 1})
+        with pytest.raises(
+            NotEnoughData, match=r"\(the most: SYM000 8, SYM001 8\): .*train on another fold \(--fold\)"
+        ):
+            run_training(single, settings)

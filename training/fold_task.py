@@ -94,8 +94,9 @@ def env_settings(config: TrainConfig) -> EnvSettings:
     )
 
 
-def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series) -> NotEnoughData:
-    """The refusal for a split in which no symbol has ``minimum`` sessions; ``sessions``: each symbol's count there."""
+def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series, flag: str = "--folds") -> NotEnoughData:
+    """The refusal for a split in which no symbol has ``minimum`` sessions; ``sessions``: each symbol's count there,
+    ``flag``: the option that chose the folds (``--fold`` for make train)."""
     if sessions.empty:
         closest = "no symbol has a row there"
     else:
@@ -104,11 +105,12 @@ def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series) 
     return NotEnoughData(
         f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
         f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower --window or "
-        "--min-episode-steps, leave the fold out (--folds), or fetch more history"
+        f"--min-episode-steps, {'train on another fold' if flag == '--fold' else 'leave the fold out'} ({flag}), or "
+        "fetch more history"
     )
 
 
-def check_enough_sessions(data: MarketData, folds: Sequence[Fold], config: TrainConfig) -> None:
+def check_enough_sessions(data: MarketData, folds: Sequence[Fold], config: TrainConfig, flag: str = "--folds") -> None:
     """Raise :class:`NotEnoughData` for the first fold whose split no symbol can trade (the rule of
     :func:`prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
     fail that fold's tasks, twice each."""
@@ -117,7 +119,7 @@ def check_enough_sessions(data: MarketData, folds: Sequence[Fold], config: Train
         for split in SPLITS:
             sessions = fold.rows(data.frame, split).groupby("symbol", sort=True).size()
             if not (sessions >= minimum).any():
-                raise _not_enough_data(fold, split, minimum, sessions)
+                raise _not_enough_data(fold, split, minimum, sessions, flag)
 
 
 def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:

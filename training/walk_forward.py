@@ -227,8 +227,11 @@ def execute(
     snapshot: MartSnapshot | None = None,
     trial_sharpe_variance: float | None = None,
     pick_folds: Callable[[Sequence[Fold]], list[Fold]] | None = None,
+    fold_flag: str = "--folds",
 ) -> WalkForwardResult:
-    """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward)."""
+    """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward).
+
+    ``fold_flag`` is the option that chose the folds, which a refusal of a fold names."""
     started_at = datetime.now(UTC)
     proposed = config.run_id or new_run_id()
     if config.run_id:  # a generated id that is taken is replaced below
@@ -263,7 +266,9 @@ def execute(
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
                             fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
             data = MarketData.from_frame(snapshot.frame, schema.feature_names)
-            check_enough_sessions(data, folds, config)  # a fold no symbol can trade: refused before any training
+            check_enough_sessions(
+                data, folds, config, fold_flag
+            )  # a fold no symbol can trade: refused before any training
 
             # 2. Every fold x seed, independently: train, select on validation, test once.
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
