@@ -266,9 +266,8 @@ def execute(
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
                             fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
             data = MarketData.from_frame(snapshot.frame, schema.feature_names)
-            check_enough_sessions(
-                data, folds, config, fold_flag
-            )  # a fold no symbol can trade: refused before any training
+            # A fold no symbol can trade is refused here, before any task trains.
+            check_enough_sessions(data, folds, config, fold_flag)
 
             # 2. Every fold x seed, independently: train, select on validation, test once.
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
