@@ -43,7 +43,8 @@ def reference_features(bars: pd.DataFrame) -> pd.DataFrame:
     true_range.iloc[0] = high.iloc[0] - low.iloc[0]
     out["atr_14_to_close"] = true_range.ewm(alpha=1 / 14, adjust=False).mean() / close
     volume_std = volume.rolling(20).std(ddof=1)
-    out["volume_zscore_20"] = (volume - volume.rolling(20).mean()) / volume_std.where(volume_std > 0)
+    zscore = (volume - volume.rolling(20).mean()) / volume_std.where(volume_std > 0)
+    out["volume_zscore_20"] = zscore.where(volume_std != 0, 0.0)  # 20 equal volumes: the volume is its mean
     out["high_low_range"] = (high - low) / close
     out[TARGET] = np.log(close.shift(-1) / close)
     return out

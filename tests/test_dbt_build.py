@@ -583,3 +583,37 @@ def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(cluster: Con
     assert result.returncode != 0
     assert "raw.ibkr_bars does not exist yet: nothing was ingested. Run `make ingest`" in result.output
     assert not result.results  # no model ran
+
+
+def test_a_symbol_whose_volume_does_not_move_keeps_every_session(cluster: ConnectionSettings, tmp_path: Path) -> None:
+    """Weeks of zero volume (a thinly traded stock: IBKR serves the bars with volume 0) and bars that never change give
+    a 20-session volume window without spread. Its z-score is 0 (the volume is its mean), like RSI's 50 without gains
+    or losses: before, it was null, and the mart dropped those sessions from the middle of the symbol's history (an
+    episode then stepped across them as if they were one session), and a symbol whose bars never change from it
+    entirely, while the build stayed green."""
+    frame = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(["QUIET", "SAME"], START, "2020-06-30", seed=5))
+    quiet = frame.index[frame["symbol"] == "QUIET"]
+    frame.loc[quiet[120:160], "volume"] = 0.0  # 40 sessions without a trade, after the warm-up
+    same = frame["symbol"] == "SAME"
+    frame.loc[same, ["open", "high", "low", "close", "wap"]] = 42.0
+    frame.loc[same, "volume"] = 1000.0
+    with scratch_database.scratch_database("test_dbt_quiet", cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        with connect(settings) as conn:
+            synthetic_bars.copy_bars(conn, frame)
+        result = dbt_harness.DbtProject(settings, tmp_path).run("build")
+        assert result.returncode == 0, result.output[-4000:]
+        mart = query(settings, "select * from marts.training_bars order by symbol, session_date")
+        bars = query(settings, "select symbol, session_date, open, high, low, close, volume "
+                               "from intermediate.int_bars_deduplicated")  # fmt: skip
+        computed = query(settings, "select * from intermediate.int_bars_featurized")
+    sessions = frame.groupby("symbol").size()
+    assert mart.groupby("symbol").size().to_dict() == (sessions - WARMUP).to_dict(), "every session after the warm-up"
+    quiet_rows = mart[mart["symbol"] == "QUIET"].set_index("session_date")
+    silent = [frame.loc[i, "session_date"] for i in quiet[139:160]]  # the 20th session without a trade, and on
+    assert (quiet_rows.loc[silent, "volume_zscore_20"] == 0.0).all()
+    assert (mart.loc[mart["symbol"] == "SAME", FEATURES] == mart.loc[mart["symbol"] == "SAME", FEATURES].iloc[0]).all(
+        axis=None
+    ), "bars that never change give features that never change"
+    assert mart.loc[mart["symbol"] == "SAME", "volume_zscore_20"].eq(0.0).all()
+    assert assert_features_match(computed, bars) > 0  # the pandas twin agrees

@@ -12,7 +12,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from devtools.scratch_database import create_database, drop_database
+from devtools import dbt_harness, synthetic_bars
+from devtools.scratch_database import create_database, drop_database, scratch_database
 from devtools.synthetic_mart import (
     FEATURE_LOOKBACKS,
     PRICE_COLUMNS,
@@ -255,6 +256,35 @@ def test_a_history_too_short_for_the_planned_folds_says_what_to_fetch(
     (failure,) = refused.value.failures
     assert "holds 2 of the 4 planned folds" in failure and "the mart has 260 sessions" in failure
     assert "make ingest ARGS='--months " in failure and "walk_forward_folds" in failure
+
+
+def test_an_empty_mart_over_quote_bars_says_why_instead_of_what_to_fetch(
+    embedded_cluster: ConnectionSettings, tmp_path: Path
+) -> None:
+    """Quote bars (MIDPOINT: a currency pair has no TRADES) carry no volume, so no row has volume_zscore_20 and dbt
+    builds an empty mart, green. Training said the history was too short and to fetch 43 months of bars, although 18
+    months were there and more would change nothing."""
+    frame = synthetic_bars.generate_bars(
+        synthetic_bars.SyntheticConfig(["EUR"], "2023-01-01", "2024-06-30", seed=3, what_to_show="MIDPOINT")
+    )
+    frame[["volume", "wap", "bar_count"]] = -1  # as IBKR sends quote bars (staging makes them null)
+    with scratch_database("test_contract_quotes", embedded_cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        with connect(settings) as conn:
+            synthetic_bars.copy_bars(conn, frame)
+        result = dbt_harness.DbtProject(settings, tmp_path).run("build", "--vars", "{what_to_show: MIDPOINT}")
+        assert result.returncode == 0, result.output[-3000:]
+        with pytest.raises(ContractViolation) as refused:
+            check_mart_contract(settings, TERMS)
+    assert not isinstance(refused.value, HistoryTooShort)  # the history is long enough
+    (failure,) = refused.value.failures
+    assert failure == (
+        "marts.training_bars is empty, although marts.symbol_coverage counts more sessions than the 50-session "
+        "warm-up for EUR (374 sessions of 1 day MIDPOINT bars): none of their rows after the warm-up has every "
+        "feature, or the mart is built from other bar settings (dbt vars daily_bar_size, what_to_show, use_rth). "
+        "Quote bars (MIDPOINT, BID, ASK, BID_ASK) carry no volume, and a row without volume_zscore_20 is left out "
+        "of the mart: build it from TRADES or ADJUSTED_LAST bars [precondition]"
+    )
 
 
 def test_the_months_to_fetch_for_the_default_folds() -> None:

@@ -138,7 +138,8 @@ def test_a_split_too_short_to_trade_is_named_with_its_dates(frame: pd.DataFrame,
         prepare_fold(MarketData.from_frame(frame, FEATURES), fold, too_long_a_window)
     assert str(raised.value) == (
         f"fold {fold.fold_id}: no symbol has 45 sessions (window + min_episode_steps) in its validation split "
-        f"{fold.validation.start} .. {fold.validation.end}"
+        f"{fold.validation.start} .. {fold.validation.end} (the most: SYM000 40, SYM001 40, SYM002 40): lower "
+        "--window or --min-episode-steps, leave the fold out (--folds), or fetch more history"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import NormalDist
 
 import numpy as np
@@ -405,3 +406,28 @@ def test_a_seed_that_loses_everything_counts_as_minus_100_percent_not_as_missing
         assert np.isfinite([comparison.difference.low, comparison.difference.high, comparison.p_agent_better.low]).all()
     assert "undefined" not in statistics.verdict and "nan" not in statistics.verdict
     assert np.isfinite(statistics.deflated_sharpe.value)
+
+
+def test_the_verdict_says_how_many_test_splits_the_agent_never_held_a_position() -> None:
+    """PPO often learns to stay in cash. On symbols whose price never moved, buy-and-hold's only return is the cost of
+    its first buy, so an agent that never traded had the better Sharpe ratio in every split, and the verdict read
+    "evidence the agent beats buy-and-hold" without a word that the agent did nothing (as the flat baseline does)."""
+    folds = []
+    for fold_id, start in enumerate(["2024-01-02", "2024-04-02", "2024-07-02", "2024-10-02"], 1):
+        returns = np.zeros((5, len(POLICIES), 60))
+        returns[:, [BUY_AND_HOLD, POLICIES.index("sma_crossover"), POLICIES.index("random")], 0] = -0.0006
+        sample = _sample(fold_id, returns, start=start)
+        exposure = np.ones(returns.shape)
+        exposure[:, [AGENT, POLICIES.index("flat")]] = 0.0
+        folds.append(replace(sample, exposure=exposure))
+    statistics = compute_statistics(folds, POLICIES, resamples=500)
+    assert statistics.verdict.startswith("evidence the agent beats buy-and-hold")  # cash beat paying a cost
+    assert statistics.agent_never_invested == 20
+    assert (
+        "test splits). The agent never held a position (it stayed in cash, as the flat baseline does) in 20 of 20 "
+        "fold × seed test splits. Deflated Sharpe ratio undefined" in statistics.verdict
+    )
+    folds[0].exposure[0, AGENT, 30] = 0.5  # one seed of one fold held half its symbols for a session
+    assert "in 19 of 20 fold × seed test splits" in compute_statistics(folds, POLICIES, resamples=100).verdict
+    traded = compute_statistics([_sample(1, _market(7, seeds=3)), _sample(2, _market(8, seeds=3), "2025-01-02")])
+    assert traded.agent_never_invested == 0 and "never held a position" not in traded.verdict

@@ -3,6 +3,7 @@ retried once and then reported while the others land, and an unreachable cluster
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import html
 import os
@@ -21,12 +22,13 @@ import pytest
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training import cli, results_store
-from training.config import WalkForwardConfig
+from training.config import TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.fold_task import run_fold_seed
+from training.fold_task import NotEnoughData, run_fold_seed
 from training.mart import MartSnapshot, read_mart
 from training.run_folder import RunFolderError
+from training.single_run import run_training
 from training.task_runners import (
     BadRayAddress,
     InProcessRunner,
@@ -495,3 +497,43 @@ def test_sigterm_interrupts_a_run_as_ctrl_c_does(results_warehouse: ConnectionSe
     assert not (tmp_path / "runs" / "terminated").exists()
     with connect(results_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'terminated'").fetchone() == (0,)
+
+
+def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_cluster, tmp_path: Path) -> None:
+    """Fold 1's train split holds 16 sessions of the mart (the contract's minimum is 10), but one symbol was delisted
+    after its first 8 and the other listed 8 before its end: no symbol can trade there. The walk-forward says so, with
+    the symbols' counts, before anything trains (before: every other fold trained first, then fold 1's tasks failed,
+    twice each, and the run ended with status 6)."""
+    frame = synthetic_mart(n_symbols=2, n_sessions=320, seed=62)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
+    train = sorted(set(folds[0].rows(frame, "train")["session_date"]))
+    delisted = (frame["symbol"] == "SYM000") & (frame["session_date"] > train[7])
+    listed_late = (frame["symbol"] == "SYM001") & (frame["session_date"] < train[-8])
+    frame = frame[~(delisted | listed_late)].reset_index(drop=True)
+    trained: list[tuple[int, int]] = []
+
+    def recorded(config, data, fold, seed):
+        trained.append((fold.fold_id, seed))
+        return run_fold_seed(config, data, fold, seed)
+
+    with mart_database("test_untradable_fold", frame, folds, embedded_cluster) as settings:
+        with pytest.raises(NotEnoughData) as raised:
+            run_walk_forward(config(tmp_path, run_id="untradable"), settings, runner=InProcessRunner(task=recorded))
+        assert not trained
+        assert str(raised.value) == (
+            f"fold 1: no symbol has 10 sessions (window + min_episode_steps) in its train split {train[0]} .. "
+            f"{train[-1]} (the most: SYM000 8, SYM001 8): lower --window or --min-episode-steps, leave the fold out "
+            "(--folds), or fetch more history"
+        )
+        assert cli.user_error_status(raised.value) == ExitCode.CONTRACT
+        with connect(settings) as conn:
+            assert conn.execute(
+                "select count(*) from ml.walk_forward_tasks where run_id = 'untradable'"
+            ).fetchone() == (0,)
+        # make train names its own flag.
+        shared = {field.name: getattr(config(tmp_path), field.name) for field in dataclasses.fields(TrainConfig)}
+        single = load_config(None, {**shared, "run_id": "untradable-train", "fold": 1})
+        with pytest.raises(
+            NotEnoughData, match=r"\(the most: SYM000 8, SYM001 8\): .*train on another fold \(--fold\)"
+        ):
+            run_training(single, settings)

@@ -9,7 +9,9 @@ Preconditions, checked before Great Expectations runs:
 
 * the mart, ``marts.walk_forward_folds`` and ``marts.walk_forward_plan`` exist and trainer may read them;
 * the history holds every planned fold (``walk_forward_plan``); otherwise :class:`HistoryTooShort` says how many
-  folds and sessions there are and how many months of bars to fetch.
+  folds and sessions there are and how many months of bars to fetch, unless the mart is empty although
+  ``marts.symbol_coverage`` holds series longer than the warm-up (quote bars, without volume): then the refusal
+  names them, since more bars would not help.
 
 ``marts.training_bars`` (each expectation has a description, which is the name a failure is reported under):
 
@@ -123,6 +125,48 @@ def history_too_short_message(plan: Mapping[str, Any]) -> str:
         f"(make ingest ARGS='--months {months}') and rebuild (make dbt-build), or plan fewer or shorter folds "
         "(dbt vars walk_forward_folds, walk_forward_test_sessions, walk_forward_min_train_sessions)"
     )
+
+
+COVERAGE_TABLE = "symbol_coverage"
+QUOTE_BARS = "MIDPOINT, BID, ASK, BID_ASK"
+
+
+def empty_mart_message(plan: Mapping[str, Any], series: Sequence[Mapping[str, Any]]) -> str:
+    """One line for a mart without a row although ``series`` (rows of marts.symbol_coverage) hold more sessions than
+    the warm-up: fetching more bars would not fill it."""
+    named = ", ".join(
+        f"{row['symbol']} ({row['sessions_present']} sessions of {row['bar_size']} {row['what_to_show']} bars)"
+        for row in series[:3]
+    )
+    more = f" and {len(series) - 3} more" if len(series) > 3 else ""
+    return (
+        f"{schemas.MARTS}.{MART_TABLE} is empty, although {schemas.MARTS}.{COVERAGE_TABLE} counts more sessions than "
+        f"the {plan['warmup_sessions']}-session warm-up for {named}{more}: none of their rows after the warm-up has "
+        "every feature, or the mart is built from other bar settings (dbt vars daily_bar_size, what_to_show, "
+        f"use_rth). Quote bars ({QUOTE_BARS}) carry no volume, and a row without volume_zscore_20 is left out of the "
+        "mart: build it from TRADES or ADJUSTED_LAST bars"
+    )
+
+
+def _series_the_mart_left_out(connection: Any, warmup_sessions: int) -> list[Mapping[str, Any]]:
+    """Series of marts.symbol_coverage with more sessions than the warm-up and no mart row, most sessions first
+    (none where the view is missing or trainer may not read it: a synthetic mart has none)."""
+    import sqlalchemy
+
+    table = f"{schemas.MARTS}.{COVERAGE_TABLE}"
+    readable = connection.execute(
+        sqlalchemy.text(
+            "select to_regclass(:table) is not null and has_table_privilege(to_regclass(:table), 'select')"
+        ),
+        {"table": table},
+    ).scalar_one()
+    if not readable:
+        return []
+    query = (
+        f"select symbol, bar_size, what_to_show, sessions_present from {table} "
+        "where training_rows = 0 and sessions_present > :warmup order by sessions_present desc, symbol"
+    )
+    return list(connection.execute(sqlalchemy.text(query), {"warmup": warmup_sessions}).mappings().all())
 
 
 def _sessions_between_sql(earlier: str, later: str) -> str:
@@ -392,6 +436,10 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
         raise ContractViolation([f"{schemas.MARTS}.{PLAN_TABLE} has one row [precondition]: it has {len(plans)}"])
     plan = plans[0]
     if plan["folds_laid_out"] < plan["folds_planned"] or plan["folds_laid_out"] < 1:
+        if not plan["history_sessions"] and (
+            left_out := _series_the_mart_left_out(connection, plan["warmup_sessions"])
+        ):
+            raise ContractViolation([f"{empty_mart_message(plan, left_out)} [precondition]"])
         raise HistoryTooShort([f"{history_too_short_message(plan)} [precondition]"])
 
 

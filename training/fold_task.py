@@ -94,6 +94,34 @@ def env_settings(config: TrainConfig) -> EnvSettings:
     )
 
 
+def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series, flag: str = "--folds") -> NotEnoughData:
+    """The refusal for a split in which no symbol has ``minimum`` sessions; ``sessions``: each symbol's count there,
+    ``flag``: the option that chose the folds (``--fold`` for make train)."""
+    if sessions.empty:
+        closest = "no symbol has a row there"
+    else:
+        most = sessions.sort_values(ascending=False, kind="mergesort").head(3)
+        closest = "the most: " + ", ".join(f"{symbol} {count}" for symbol, count in most.items())
+    return NotEnoughData(
+        f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
+        f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower --window or "
+        f"--min-episode-steps, {'train on another fold' if flag == '--fold' else 'leave the fold out'} ({flag}), or "
+        "fetch more history"
+    )
+
+
+def check_enough_sessions(data: MarketData, folds: Sequence[Fold], config: TrainConfig, flag: str = "--folds") -> None:
+    """Raise :class:`NotEnoughData` for the first fold whose split no symbol can trade (the rule of
+    :func:`prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
+    fail that fold's tasks, twice each."""
+    minimum = config.window + config.min_episode_steps
+    for fold in folds:
+        for split in SPLITS:
+            sessions = fold.rows(data.frame, split).groupby("symbol", sort=True).size()
+            if not (sessions >= minimum).any():
+                raise _not_enough_data(fold, split, minimum, sessions, flag)
+
+
 def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:
     """Scale the features with the fold's train rows only, then cut one series per symbol and split."""
     scaler = FeatureScaler.fit(fold.rows(data.frame, "train"), list(data.feature_names), config.observation_clip)
@@ -105,10 +133,7 @@ def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequ
         series[split] = [s for s in cut if len(s) >= minimum]
         left_out[split] = [s.symbol for s in cut if len(s) < minimum]
         if not series[split]:
-            raise NotEnoughData(
-                f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
-                f"split {fold.dates(split).start} .. {fold.dates(split).end}"
-            )
+            raise _not_enough_data(fold, split, minimum, pd.Series({s.symbol: len(s) for s in cut}, dtype=int))
     return FoldSeries(fold, scaler, series, left_out, data.frame)
 
 

@@ -50,4 +50,5 @@ def run_training(config: SingleRunConfig, settings: ConnectionSettings) -> WalkF
         seeds=(config.seed,),
         make_runner=runner,
         pick_folds=latest_or(config.fold),
+        fold_flag="--fold",
     )

@@ -159,6 +159,8 @@ class RunStatistics:
     """Length of the blocks of consecutive sessions the bootstrap drew."""
     agent_total_losses: int
     """Fold x seed test splits on which the agent lost the whole book (total return -100%)."""
+    agent_never_invested: int
+    """Fold x seed test splits on which the agent never held a position (exposure 0: all cash, like ``flat``)."""
     verdict: str
 
     def policy(self, policy: str, metric: str, fold_id: int | None = None) -> PolicyStatistic:
@@ -524,8 +526,9 @@ def compute_statistics(
     size = _size(folds)
     agent = policies.index(AGENT)
     losses = sum(int(np.sum(total_return(fold.returns[:, agent, :]) <= -1.0)) for fold in folds)
+    idle = sum(int(np.sum(np.all(fold.exposure[:, agent, :] == 0.0, axis=-1))) for fold in folds)
     statistics = RunStatistics(
-        policy_statistics, comparisons, dsr, size, confidence, block_sessions, losses, verdict=""
+        policy_statistics, comparisons, dsr, size, confidence, block_sessions, losses, idle, verdict=""
     )
     return replace(statistics, verdict=verdict(statistics))
 
@@ -607,12 +610,20 @@ def verdict(statistics: RunStatistics) -> str:
         if statistics.agent_total_losses
         else ""
     )
+    # PPO often learns to stay in cash, and cash beats buy-and-hold's Sharpe ratio in a falling market (or where the
+    # price never moved and buy-and-hold only paid for its first buy): a win that is no trading is said in words.
+    idle = (
+        f" The agent never held a position (it stayed in cash, as the flat baseline does) in "
+        f"{statistics.agent_never_invested} of {counted(size.tasks, 'fold × seed test split')}."
+        if statistics.agent_never_invested
+        else ""
+    )
     return (
         f"{head}: {level} CI of the Sharpe difference {_signed(difference.low)} … {_signed(difference.high)} (mean "
         f"{_signed(difference.estimate)}); the agent's Sharpe ratio beat buy-and-hold's in {won} of "
         f"{counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
         f"{seeds_per_fold(size)}, {counted(size.sessions, 'test session')}, "
-        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits).{losses} Deflated "
+        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits).{losses}{idle} Deflated "
         f"Sharpe ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
         f"{counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"that these seeds' Sharpe ratio is positive; other seeds' spread is not in it)."

@@ -28,7 +28,7 @@ from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
-from training.fold_task import TaskResult
+from training.fold_task import TaskResult, check_enough_sessions
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
 from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_dbt_provenance, read_mart
@@ -227,8 +227,11 @@ def execute(
     snapshot: MartSnapshot | None = None,
     trial_sharpe_variance: float | None = None,
     pick_folds: Callable[[Sequence[Fold]], list[Fold]] | None = None,
+    fold_flag: str = "--folds",
 ) -> WalkForwardResult:
-    """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward)."""
+    """The job: mart -> tasks -> statistics -> run folder -> warehouse (``make train`` and the walk-forward).
+
+    ``fold_flag`` is the option that chose the folds, which a refusal of a fold names."""
     started_at = datetime.now(UTC)
     proposed = config.run_id or new_run_id()
     if config.run_id:  # a generated id that is taken is replaced below
@@ -263,6 +266,8 @@ def execute(
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
                             fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
             data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+            # A fold no symbol can trade is refused here, before any task trains.
+            check_enough_sessions(data, folds, config, fold_flag)
 
             # 2. Every fold x seed, independently: train, select on validation, test once.
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])

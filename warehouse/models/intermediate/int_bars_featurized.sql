@@ -240,6 +240,9 @@ features as (
         atr_14 / nullif(close, 0) as atr_14_to_close,
         case
             when volume_count_20 = 20 and volume_stddev_20 > 0 then (volume - volume_mean_20) / volume_stddev_20
+            -- 20 equal volumes (weeks without a trade: IBKR serves volume 0): the volume is its mean, so 0, like
+            -- RSI's 50 without gains or losses. Null would drop these sessions from the middle of the mart.
+            when volume_count_20 = 20 then 0
         end as volume_zscore_20,
         (high - low) / nullif(close, 0) as high_low_range,
         case when close > 0 and next_close > 0 then ln(next_close / close) end as target_log_return_next,
