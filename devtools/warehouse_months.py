@@ -157,7 +157,8 @@ class Market:
         return tickers
 
     def is_halted(self, symbol: str, session: date) -> bool:
-        return (self.company(symbol), self.sessions.index(session)) in self.halted
+        company = self.company(symbol)  # ``session`` may be no session at all (a CSV file's weekend bar)
+        return any(halted == company and self.sessions[index] == session for halted, index in self.halted)
 
     def known_missing(self) -> frozenset[tuple[str, date]]:
         """The (symbol, session) pairs of the seed."""

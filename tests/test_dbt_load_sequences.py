@@ -111,7 +111,8 @@ def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
     run, then dbt build with the seeds), no_missing_sessions lets the gap through at threshold 0, the mart and
     symbol_coverage.sessions_known_missing equal the reference, and a second halt, recorded while the first is in the
     seed, reloads it again (the seed's rows are replaced in place)."""
-    events = [("halt", "SB"), ("advance", 3), ("run",), ("advance", 1), ("halt", "SA"), ("advance", 2), ("build",)]
+    events = [("halt", "SB"), ("advance", 3), ("run",), ("advance", 1), ("halt", "SA"), ("advance", 2), ("build",),
+              ("csv_bad_day", "SA")]  # fmt: skip
     outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=11, missing_sessions_threshold=0)
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.builds == 4  # first build, the dbt run, the dbt build, the final build
