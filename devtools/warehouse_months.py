@@ -29,6 +29,10 @@ with incremental ``dbt build`` runs between them:
   then deletes OLD's bars and rebuilds with ``--full-refresh``, as docs/ingest.md says;
 - ``csv_bad_day SYM``: a CSV file of SYM's held sessions that also holds a bar on the next day without a session
   (a weekend or a holiday): ingest must refuse the whole file, and nothing lands;
+- ``halt SYM``: SYM is halted all day on the next session: the source never serves that session for it, and the
+  administrator records it in ``warehouse/seeds/known_missing_sessions.csv`` (of the sequence's copy of the dbt
+  project) under every ticker of the contract, so the next dbt command reloads the seed first (``dbt build`` with
+  the seeds, or ``dbt seed`` before ``dbt run``), and ``no_missing_sessions`` passes across the gap;
 - ``backfill SYM n``: n sessions older than anything held for SYM land (a longer window, or a CSV file);
 - ``add SYM`` / ``remove SYM``: the watchlist changes;
 - ``duplicate``: the last batch lands again, unchanged;
@@ -38,7 +42,8 @@ with incremental ``dbt build`` runs between them:
 
 After every green build, each incremental model and mart is compared with an independent pandas computation from
 raw (latest final version per bar, :func:`devtools.reference_features.reference_features`, the warm-up rule);
-at checkpoints and at the end of the sequence a copy of the database is rebuilt with ``--full-refresh`` and every
+the final build, after every session a load left out has landed, must pass every data test; at checkpoints and at
+the end of the sequence a copy of the database is rebuilt with ``--full-refresh`` and every
 model's rows must be identical (md5 of the ordered rows). A failing sequence is shrunk to the fewest events that
 still fail and printed as a Python list, ready to paste into a regression test.
 
@@ -100,6 +105,8 @@ FOLD_VARS = {
     "walk_forward_min_train_sessions": 30,
 }
 """Folds small enough for a year of bars, so that the fold models hold rows to compare."""
+KNOWN_MISSING_SEED = "known_missing_sessions.csv"
+"""The seed in which the administrator records a session a symbol did not trade (a ``halt``)."""
 ONE_SYMBOL_PER_CONTRACT = "int_bars_deduplicated_one_symbol_per_contract"
 """The data test that fails after a ticker change until the old ticker's bars are deleted."""
 SKIP_UNIT_TESTS = ("--exclude", "test_type:unit")
@@ -139,6 +146,33 @@ class Market:
     """symbol -> its last session index: no bar after it, and the source serves nothing for it after delisting."""
     renamed: dict[str, str] = field(default_factory=dict)
     """old ticker -> the ticker the source serves its contract under now."""
+    halted: set[tuple[str, int]] = field(default_factory=set)
+    """(company, session index) pairs the source never serves: the symbol was halted all day."""
+
+    def tickers(self, symbol: str) -> list[str]:
+        """Every ticker ``symbol``'s contract has traded under, first to current."""
+        tickers = [self.company(symbol)]
+        while tickers[-1] in self.renamed:
+            tickers.append(self.renamed[tickers[-1]])
+        return tickers
+
+    def is_halted(self, symbol: str, session: date) -> bool:
+        company = self.company(symbol)  # ``session`` may be no session at all (a CSV file's weekend bar)
+        return any(halted == company and self.sessions[index] == session for halted, index in self.halted)
+
+    def known_missing(self) -> frozenset[tuple[str, date]]:
+        """The (symbol, session) pairs of the seed."""
+        return frozenset(
+            (ticker, self.sessions[index]) for company, index in self.halted for ticker in self.tickers(company)
+        )
+
+    def known_missing_csv(self) -> str:
+        """warehouse/seeds/known_missing_sessions.csv as the administrator keeps it: every halt under every ticker."""
+        lines = ["symbol,session_date,reason"]
+        for company, index in sorted(self.halted):
+            for ticker in self.tickers(company):
+                lines.append(f"{ticker},{self.sessions[index].isoformat()},halted all day: news pending")
+        return "\n".join(lines) + "\n"
 
     def current(self, symbol: str) -> str:
         """The ticker ``symbol``'s contract trades under now."""
@@ -218,6 +252,8 @@ class Loader:
     missing: set[tuple[str, date]] = field(default_factory=set)
     """Sessions a hole left out that have not landed since."""
     late_next: bool = False
+    seed_changed: bool = False
+    """The known_missing_sessions seed changed since the last dbt command (a halt was recorded)."""
     last_batch: pd.DataFrame | None = None
     complaints: list[str] = field(default_factory=list)
     """What went wrong in a load itself (not in the warehouse): the sequence reports these as failures."""
@@ -230,6 +266,7 @@ class Loader:
         not_final: bool = False,
         failed: Sequence[LoadBatch] = (),
     ) -> None:
+        rows = self._served(rows)
         if not rows:
             if failed:
                 with connect(self.settings) as conn:
@@ -244,6 +281,10 @@ class Loader:
         if not not_final:
             for row in rows:
                 self.missing.discard((row["symbol"], row["session"]))
+
+    def _served(self, rows: list[dict]) -> list[dict]:
+        """``rows`` less the sessions a halt left without a bar: no source has them."""
+        return [row for row in rows if not self.market.is_halted(row["symbol"], row["session"])]
 
     def _late_landing_time(self, now: datetime) -> datetime:
         """Shortly before the previous build started, but after every earlier load: loads land one after another,
@@ -265,6 +306,7 @@ class Loader:
 
     def land_csv(self, rows: list[dict]) -> None:
         """Land ``rows`` as a user's CSV file through ingest's CSV path: cents, no wap, bar count or contract id."""
+        rows = self._served(rows)
         if not rows:
             return
         frame = pd.DataFrame(rows)
@@ -336,6 +378,11 @@ class Loader:
         elif kind == "hole":
             if args[0] in self.watchlist:
                 self.holes[args[0]] = self.clock + 1
+        elif kind == "halt":
+            session = self.clock + 1
+            if args[0] not in self.market.delisted and session < len(self.market.sessions) - 1:
+                self.market.halted.add((self.market.company(args[0]), session))
+                self.seed_changed = True
         elif kind == "revise":
             symbol, back = args[0], int(args[1])
             if symbol in self.held and self.held[symbol][0] <= self.clock - back <= self.held[symbol][1]:
@@ -356,6 +403,8 @@ class Loader:
             old, new = args
             if old != new and old not in self.market.delisted and new not in UNIVERSE and new not in self.held:
                 self.market.renamed[old] = new
+                self.seed_changed = self.seed_changed or any(company == self.market.company(old)
+                                                             for company, _ in self.market.halted)  # fmt: skip
                 self.watchlist = [new if symbol == old else symbol for symbol in self.watchlist]
         elif kind == "csv":
             # A session passes; this evening SYM's bars come from a CSV file instead of the gateway.
@@ -498,6 +547,7 @@ def random_events(rng: random.Random, count: int) -> list[Event]:
         (4, lambda: ("duplicate",)),
         (3, lambda: ("late",)),
         (1, lambda: ("rename", (symbol := rng.choice(UNIVERSE)), f"{symbol}R")),
+        (1, lambda: ("halt", rng.choice(UNIVERSE))),
     ]
     weights = [weight for weight, _ in choices]
     events: list[Event] = []
@@ -585,8 +635,11 @@ def reference_marts(raw: pd.DataFrame, features: list[str]) -> tuple[pd.DataFram
     return bars.reset_index(drop=True), pd.concat(mart, ignore_index=True) if mart else pd.DataFrame()
 
 
-def compare_with_reference(settings: ConnectionSettings, features: list[str]) -> list[str]:
-    """Differences between the built marts and the pandas reference computed from raw (empty: none)."""
+def compare_with_reference(
+    settings: ConnectionSettings, features: list[str], known_missing: frozenset[tuple[str, date]] = frozenset()
+) -> list[str]:
+    """Differences between the built marts and the pandas reference computed from raw and the (symbol, session)
+    pairs recorded in the known_missing_sessions seed (empty: none)."""
     raw = query(settings, "select * from raw.ibkr_bars")
     bars, mart = reference_marts(raw, features)
     problems = []
@@ -617,11 +670,17 @@ def compare_with_reference(settings: ConnectionSettings, features: list[str]) ->
                     f"training_bars.{column} differs from the reference (e.g. {tuple(built.loc[worst, keys])}: "
                     f"{got[worst]!r} vs {want[worst]!r})"
                 )
-    problems += _compare_coverage(settings, raw, bars, mart)
+    problems += _compare_coverage(settings, raw, bars, mart, known_missing)
     return problems
 
 
-def _compare_coverage(settings: ConnectionSettings, raw: pd.DataFrame, bars: pd.DataFrame, mart: pd.DataFrame):
+def _compare_coverage(
+    settings: ConnectionSettings,
+    raw: pd.DataFrame,
+    bars: pd.DataFrame,
+    mart: pd.DataFrame,
+    known_missing: frozenset[tuple[str, date]],
+):
     """marts.symbol_coverage against counts from raw, the reference bars and the reference mart."""
     coverage = query(settings, "select * from marts.symbol_coverage").set_index("symbol")
     readjusted = query(
@@ -638,6 +697,16 @@ def _compare_coverage(settings: ConnectionSettings, raw: pd.DataFrame, bars: pd.
             "corrected_sessions": _corrected_sessions(_final_rows(raw)),
             "sessions_expected": bars.groupby("symbol")["session_date"].agg(
                 lambda dates: sum(dates.min() <= day <= dates.max() for day in sessions)
+            ),
+            "sessions_known_missing": pd.Series(
+                {
+                    symbol: sum(
+                        known == symbol and dates.min() <= day <= dates.max() and day not in set(dates)
+                        for known, day in known_missing
+                    )
+                    for symbol, dates in bars.groupby("symbol")["session_date"]
+                },
+                dtype=int,
             ),
         },
     )
@@ -660,13 +729,17 @@ def _corrected_sessions(final: pd.DataFrame) -> pd.Series:
 
 
 def compare_with_full_refresh(
-    settings: ConnectionSettings, cluster: ConnectionSettings, work_dir: Path, variables: tuple[str, str]
+    settings: ConnectionSettings,
+    cluster: ConnectionSettings,
+    work_dir: Path,
+    variables: tuple[str, str],
+    project_dir: Path = dbt_harness.REPO_ROOT,
 ) -> list[str]:
     """Digests of every incremental model and mart, here and in a copy rebuilt with --full-refresh."""
     incremental = dbt_harness.warehouse_digests(settings)
     copy = scratch_database.clone_database(cluster, settings.dbname, "months_full")
     try:
-        project = dbt_harness.DbtProject(copy, work_dir / "full")
+        project = dbt_harness.DbtProject(copy, work_dir / "full", project_dir=project_dir)
         result = project.run("build", "--full-refresh", *variables, *SKIP_FIXED_INPUTS)
         if result.returncode != 0:
             return [f"dbt build --full-refresh failed: {sorted(result.failed())}\n{result.output[-3000:]}"]
@@ -728,12 +801,25 @@ def run_sequence(
         loader.daily_load()
         with TemporaryDirectory(prefix="warehouse_months_") as tmp:
             work_dir = Path(tmp)
-            project = dbt_harness.DbtProject(settings, work_dir / "incremental")
+            project_dir = dbt_harness.copy_project(work_dir / "project", {})
+            project = dbt_harness.DbtProject(settings, work_dir / "incremental", project_dir=project_dir)
 
             def build(label: str, *command: str, check_full: bool, cleaned_up: bool = False) -> None:
                 nonlocal builds, clean_ups
                 builds += 1
-                result = project.run(*command, *variables, *(SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS))
+                skipped = SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS
+                if loader.seed_changed:  # the admin recorded a halt: the next command loads the seed again
+                    loader.seed_changed = False
+                    dbt_harness.copy_project(project_dir, {KNOWN_MISSING_SEED: loader.market.known_missing_csv()})
+                    if command[0] == "build":  # make dbt-build: dbt build with the seeds
+                        skipped = SKIP_UNIT_TESTS
+                    else:  # docs/warehouse.md: after dbt run && dbt test, run dbt seed first
+                        seeded = project.run("seed", "--select", KNOWN_MISSING_SEED.removesuffix(".csv"), *variables)
+                        if seeded.returncode != 0:
+                            problems.append(f"{label}: dbt seed failed: {sorted(seeded.failed())}\n"
+                                            f"{seeded.output[-3000:]}")  # fmt: skip
+                            return
+                result = project.run(*command, *variables, *skipped)
                 if builds > 1 and "int_bars_deduplicated" in result.by_name():
                     bars_rebuilt.append(
                         result.by_name()["int_bars_deduplicated"]["adapter_response"].get("rows_affected")
@@ -759,11 +845,15 @@ def run_sequence(
                     label = f"{label}, after the ticker change's clean-up"
                     build(label, "build", "--full-refresh", check_full=check_full, cleaned_up=True)
                     return
+                if failed and label == "final build":  # settle() landed every session a hole left out
+                    problems.append(f"{label}: {sorted(failed)} failed after every missing bar landed")
+                    return
                 if failed:  # a hole: the models after the failing test wait for the missing session, as they should
                     return
-                problems.extend(f"{label}: {p}" for p in compare_with_reference(settings, features))
+                recorded = loader.market.known_missing()
+                problems.extend(f"{label}: {p}" for p in compare_with_reference(settings, features, recorded))
                 if check_full:
-                    found = compare_with_full_refresh(settings, cluster, work_dir, variables)
+                    found = compare_with_full_refresh(settings, cluster, work_dir, variables, project_dir)
                     problems.extend(f"{label}: {p}" for p in found)
 
             build("first build", "build", check_full=False)

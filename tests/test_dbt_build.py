@@ -617,3 +617,28 @@ def test_a_symbol_whose_volume_does_not_move_keeps_every_session(cluster: Connec
     ), "bars that never change give features that never change"
     assert mart.loc[mart["symbol"] == "SAME", "volume_zscore_20"].eq(0.0).all()
     assert assert_features_match(computed, bars) > 0  # the pandas twin agrees
+
+
+def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_the_seeds(
+    cluster: ConnectionSettings, tmp_path: Path
+):
+    """A warehouse built before known_missing_sessions was added, whose server kept running through the upgrade:
+    `dbt run && dbt test` as typed (neither loads seeds) failed on the models and tests that read the seed with
+    `relation "seeds.known_missing_sessions" does not exist`, one error per node, and nothing named the step. Now dbt
+    stops before any model and says to load the seeds; `dbt build`, which loads them itself, is not stopped."""
+    with scratch_database.scratch_database("test_dbt_no_seed", cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        project = dbt_harness.DbtProject(settings, tmp_path)
+        project.run("seed", "--select", "xnys_sessions", check=True)  # the seed the older release had
+        for command in ("run", "test"):
+            result = project.run(command)
+            assert result.returncode != 0
+            assert (
+                "seeds.known_missing_sessions does not exist yet: the seeds are not loaded (dbt run and dbt test do "
+                "not load them). Run `make db-up` or `dbt seed` first" in result.output
+            ), result.output[-3000:]
+            assert "xnys_sessions does not" not in result.output
+            assert not result.results  # no model or test ran
+        built = project.run("build", "--exclude", "test_type:unit")
+        assert built.returncode == 0, built.output[-3000:]
+        assert built.statuses()["known_missing_sessions"] == "success"

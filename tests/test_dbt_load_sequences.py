@@ -101,3 +101,18 @@ def test_the_reference_keeps_the_latest_final_version_of_each_bar() -> None:
     bars, mart = warehouse_months.reference_marts(raw, ["log_return_1"])
     assert bars[["session_date", "close"]].values.tolist() == [[date(2024, 3, 15), 101.0]]
     assert mart.empty  # one session is all warm-up
+
+
+def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
+    embedded_cluster: ConnectionSettings,
+) -> None:
+    """SB is halted all day on the next session: no source ever serves that bar, and the administrator records it in
+    warehouse/seeds/known_missing_sessions.csv. The next dbt command reloads the seed (dbt seed before a plain dbt
+    run, then dbt build with the seeds), no_missing_sessions lets the gap through at threshold 0, the mart and
+    symbol_coverage.sessions_known_missing equal the reference, and a second halt, recorded while the first is in the
+    seed, reloads it again (the seed's rows are replaced in place)."""
+    events = [("halt", "SB"), ("advance", 3), ("run",), ("advance", 1), ("halt", "SA"), ("advance", 2), ("build",),
+              ("csv_bad_day", "SA")]  # fmt: skip
+    outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=11, missing_sessions_threshold=0)
+    assert not outcome.problems, "\n".join(outcome.problems)
+    assert outcome.builds == 4  # first build, the dbt run, the dbt build, the final build

@@ -1,9 +1,16 @@
 {#
-    on-run-start: a build before anything was ingested stops with one clear error instead of a failure per model.
+    on-run-start: a build before anything was ingested, or a `dbt run` / `dbt test` before the seeds were loaded, stops
+    with one clear error instead of a failure per model.
 
     The raw tables are created by the loader on its first run (`make ingest`), not by `make db-up`, which only
-    provisions roles and schemas and loads the seeds (so `dbt seed` is left alone here). Without this check
-    `dbt run` reports `relation "raw.ibkr_bars" does not exist` somewhere among a hundred skipped nodes.
+    provisions roles and schemas and loads the seeds. Without this check `dbt run` reports
+    `relation "raw.ibkr_bars" does not exist` somewhere among a hundred skipped nodes.
+
+    The seeds are loaded by `make db-up`, `dbt seed` and `dbt build`, not by `dbt run` or `dbt test`. A warehouse
+    built before a seed was added to the project (known_missing_sessions), and whose server kept running through the
+    upgrade, lacks it: `dbt run && dbt test`, as typed, failed on the models and tests that read it with
+    `relation "seeds.known_missing_sessions" does not exist`, and nothing said what to run. `dbt build` loads the seeds
+    before any model, so it is not stopped (nor is `dbt seed`).
 #}
 {% macro require_ingested_sources() %}
     {%- if execute and flags.WHICH in ('run', 'build', 'test') -%}
@@ -16,5 +23,20 @@
                 ) }}
             {%- endif -%}
         {%- endfor -%}
+    {%- endif -%}
+    {%- if execute and flags.WHICH in ('run', 'test') -%}
+        {%- set missing = [] -%}
+        {%- for node in graph.nodes.values() | selectattr('resource_type', 'equalto', 'seed') | sort(attribute='name') -%}
+            {%- if adapter.get_relation(node.database, node.schema, node.alias) is none -%}
+                {%- do missing.append(node.schema ~ "." ~ node.alias) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if missing -%}
+            {{ exceptions.raise_compiler_error(
+                (missing | join(", ")) ~ (" does" if missing | length == 1 else " do") ~ " not exist yet: the seeds "
+                ~ "are not loaded (dbt run and dbt test do not load them). Run `make db-up` or `dbt seed` first, "
+                ~ "then dbt run && dbt test (dbt build loads them itself)."
+            ) }}
+        {%- endif -%}
     {%- endif -%}
 {% endmacro %}
