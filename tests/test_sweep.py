@@ -26,7 +26,7 @@ from devtools.synthetic_mart import (
     synthetic_mart,
     write_mart_yaml,
 )
-from training import results_store
+from training import sweep_store
 from training.baselines import POLICIES
 from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
@@ -330,7 +330,7 @@ def test_a_new_sweep_never_writes_into_another_runs_folder(sweep_warehouse, tmp_
     assert [p.name for p in taken.iterdir()] == ["report.html"]
     assert (taken / "report.html").read_text(encoding="utf-8") == "another run's report"
     with connect(settings) as conn:  # the sweep's tables may not exist yet when this test runs alone
-        assert not results_store.sweep_tables_exist(conn) or results_store.load_sweep(conn, "taken") is None
+        assert not sweep_store.sweep_tables_exist(conn) or sweep_store.load_sweep(conn, "taken") is None
 
 
 def test_a_final_run_id_another_run_has_is_refused_before_the_search(
@@ -342,7 +342,7 @@ def test_a_final_run_id_another_run_has_is_refused_before_the_search(
     with pytest.raises(SweepError, match=f"ml.walk_forward_runs already has a run {re.escape(repr(taken))}: choose"):
         run_sweep(sweep_config(tmp_path, sweep_id="another", run_id=taken), settings)
     with connect(settings) as conn:
-        assert results_store.load_sweep(conn, "another") is None
+        assert sweep_store.load_sweep(conn, "another") is None
 
 
 def test_a_sweep_resumed_with_more_trials_refuses_its_own_final_run_id_before_the_search(
@@ -353,14 +353,14 @@ def test_a_sweep_resumed_with_more_trials_refuses_its_own_final_run_id_before_th
     settings, _ = sweep_warehouse
     resumed: SweepResult = interrupted_then_resumed["resumed"]
     with connect(settings) as conn:
-        stored = results_store.load_sweep(conn, resumed.sweep_id)
+        stored = sweep_store.load_sweep(conn, resumed.sweep_id)
     assert stored.final_run_id == resumed.walk_forward.run_id
     config = SweepConfig(**{**stored.base_config, "resume": resumed.sweep_id, "trials": TRIALS + 1,
                             "run_id": stored.final_run_id, "runs_dir": tmp_path / "runs"})  # fmt: skip
     with pytest.raises(SweepError, match=f"already has a run {re.escape(repr(stored.final_run_id))}: choose another"):
         run_sweep(config, settings)
     with connect(settings) as conn:
-        assert results_store.load_sweep(conn, resumed.sweep_id).trials_requested == TRIALS  # nothing ran
+        assert sweep_store.load_sweep(conn, resumed.sweep_id).trials_requested == TRIALS  # nothing ran
 
 
 def test_the_default_final_run_id_skips_one_that_only_the_warehouse_still_has(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from training.metrics import TRADING_DAYS_PER_YEAR
-from training.results_store import TrialRecord
 from training.sweep import WORST_SCORE, best_trial, objective, trial_sharpe_variance
+from training.sweep_store import TrialRecord
 
 
 def trial(number: int, fold_scores: list[float], state: str = "completed") -> TrialRecord:
@@ -59,21 +59,21 @@ def test_the_variance_counts_only_trials_whose_every_fold_is_a_sharpe_ratio() ->
 
 def test_an_undefined_fold_score_lands_as_null_never_nan(warehouse) -> None:
     """NaN in SQL sorts above every number and turns every avg() into NaN; NULL is what the other ml tables store."""
-    from training import results_store
+    from training import results_schema, sweep_store
     from training.sweep_report import fold_scores_plot
     from warehouse_db import connect
     from warehouse_db.schemas import TRAINER_ROLE
 
-    results_store.ensure_tables(warehouse)
+    results_schema.ensure_tables(warehouse)
     now = datetime.now(UTC)
-    sweep = results_store.SweepRecord(
+    sweep = sweep_store.SweepRecord(
         sweep_id="s", status="running", started_at=now, updated_at=now, trials_requested=1, objective="mean",
         search_algorithm="tpe", scheduler="asha", space={}, base_config={}, search_folds=[1, 2], report_folds=[3],
         trial_seeds=[42], mart_hash="h", run_dir="runs/s",
     )  # fmt: skip
     with connect(warehouse, role=TRAINER_ROLE) as conn:
-        results_store.save_sweep(conn, sweep)
-        results_store.save_trial(conn, trial(1, [math.nan, 0.5], state="pruned"))
+        sweep_store.save_sweep(conn, sweep)
+        sweep_store.save_trial(conn, trial(1, [math.nan, 0.5], state="pruned"))
         conn.commit()
     with connect(warehouse, role="analyst") as conn:  # the documented per-fold query, averaged
         per_fold = conn.execute(
@@ -82,7 +82,7 @@ def test_an_undefined_fold_score_lands_as_null_never_nan(warehouse) -> None:
         ).fetchone()
         assert per_fold == (2, 1, 0.5)
     with connect(warehouse, role=TRAINER_ROLE) as conn:  # a resumed sweep reads it back
-        [stored] = results_store.load_trials(conn, "s")
+        [stored] = sweep_store.load_trials(conn, "s")
     assert (stored.fold_scores, stored.objective) == ([None, 0.5], pytest.approx((WORST_SCORE + 0.5) / 2))
     assert fold_scores_plot([stored], [1, 2])  # the report's plot takes the NULL
 
@@ -90,8 +90,8 @@ def test_an_undefined_fold_score_lands_as_null_never_nan(warehouse) -> None:
 def test_no_run_exists_before_the_first_run_created_the_ml_tables(warehouse) -> None:
     """A sweep checks its final --run-id up front (run_exists): on a warehouse without ml tables yet that check must
     answer no, not fail on the missing table (nor be skipped, as it was when guarded by the sweep tables)."""
-    from training import results_store
+    from training import results_schema, results_store
 
     assert not results_store.run_exists(warehouse, "any-run")
-    results_store.ensure_tables(warehouse)
+    results_schema.ensure_tables(warehouse)
     assert not results_store.run_exists(warehouse, "any-run")

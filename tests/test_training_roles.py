@@ -12,7 +12,7 @@ from devtools.scratch_database import scratch_database
 from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
-from training.results_store import ensure_tables
+from training.results_schema import ensure_tables
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings

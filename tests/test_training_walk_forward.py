@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
-from training import cli, results_store
+from training import cli, results_schema
 from training.config import TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
@@ -276,7 +276,7 @@ def test_a_warehouse_disk_that_fills_up_while_the_run_lands_is_one_line_and_stat
 ) -> None:
     """PostgreSQL's own full disk (SQLSTATE 53100) during the results transaction was a traceback after the whole run.
     A trigger raises it the way the server does, on the second table the transaction writes."""
-    results_store.ensure_tables(results_warehouse)
+    results_schema.ensure_tables(results_warehouse)
     with connect(results_warehouse) as conn:
         conn.execute(
             "create function raise_disk_full() returns trigger language plpgsql as $$ begin raise exception "

@@ -672,7 +672,7 @@ def test_first_use_ddl_is_safe_when_sessions_run_it_at_once(embedded_cluster):
     """Provisioning, the raw landing tables and the ml tables: CREATE ... IF NOT EXISTS alone races on the
     catalogs ("duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
     from ingest.raw_tables import ensure_raw_tables
-    from training.results_store import ensure_tables
+    from training.results_schema import ensure_tables
 
     settings = create_database(embedded_cluster, "first_use")
     try:

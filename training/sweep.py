@@ -319,23 +319,23 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
     from ray import tune
     from tqdm.auto import tqdm
 
-    from training import results_store
+    from training import results_schema, sweep_store
 
     class SweepRecorder(tune.Callback):
         def __init__(self) -> None:
-            self.trials: dict[str, results_store.TrialRecord] = {}
+            self.trials: dict[str, sweep_store.TrialRecord] = {}
             self.history = list(trials)
             self.next_number = max((t.trial_number for t in trials), default=0) + 1
             finished = sum(t.state in ("completed", "pruned", "failed") for t in trials)
             self.bar = tqdm(total=total, initial=finished, unit="trial", desc="trials", disable=not progress_bar)
             self._show()
 
-        def _save(self, record: results_store.TrialRecord) -> None:
-            results_store.save_trial(conn, record)
+        def _save(self, record: sweep_store.TrialRecord) -> None:
+            sweep_store.save_trial(conn, record)
 
         def _show(self) -> None:
             records = self.history + list(self.trials.values())
-            counts = {state: sum(r.state == state for r in records) for state in results_store.TRIAL_STATES}
+            counts = {state: sum(r.state == state for r in records) for state in results_schema.TRIAL_STATES}
             completed = [r for r in records if r.state == "completed" and r.objective is not None]
             best = max(completed, key=lambda r: (r.objective, -r.trial_number), default=None)
             best_text = f"best {best.objective:.3f} (trial {best.trial_number})" if best else "best –"
@@ -345,12 +345,12 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
                 refresh=True,
             )
 
-        def _record(self, trial) -> results_store.TrialRecord:
+        def _record(self, trial) -> sweep_store.TrialRecord:
             """The trial's record, made (and saved as running) the first time Tune mentions the trial: a trial whose
             actor dies before it starts is reported as an error without ever having started."""
             if trial.trial_id not in self.trials:
                 config = space.apply(base, trial.config)
-                record = results_store.TrialRecord(
+                record = sweep_store.TrialRecord(
                     sweep_id=sweep.sweep_id,
                     trial_number=self.next_number,
                     tune_trial_id=trial.trial_id,
@@ -415,7 +415,7 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
             # ml.sweep_trials instead, and a live database connection cannot be pickled.
             return (_not_restorable, ())
 
-        def close(self) -> list[results_store.TrialRecord]:
+        def close(self) -> list[sweep_store.TrialRecord]:
             """Trials still running (the sweep was interrupted) are recorded as interrupted."""
             for record in self.trials.values():
                 if record.state == "running":
@@ -597,9 +597,9 @@ class SweepResult:
     run_dir: Path
     report_path: Path
     sweep: Any
-    """The ml.sweeps row (training.results_store.SweepRecord)."""
+    """The ml.sweeps row (training.sweep_store.SweepRecord)."""
     trials: list[Any]
-    """Every trial (training.results_store.TrialRecord), before and after any resume."""
+    """Every trial (training.sweep_store.TrialRecord), before and after any resume."""
     best: Any | None
     walk_forward: Any | None
     """The final walk-forward (training.walk_forward.WalkForwardResult), or None."""
@@ -675,7 +675,7 @@ def run_sweep(
     (config, fold, seed) (tests record what it touches); ``callbacks`` are extra Tune callbacks.
     """
     import warehouse_db
-    from training import results_store
+    from training import results_schema, results_store, sweep_store
     from training.features import read_mart_schema
     from training.folds import select_folds
     from training.market_data import MarketData
@@ -689,9 +689,9 @@ def run_sweep(
         # 1. What to search: a new sweep, or the stored one.
         stored = None
         if config.resume:
-            stored = results_store.load_sweep(conn, config.resume) if results_store.sweep_tables_exist(conn) else None
+            stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
             if stored is None:
-                raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_store.SWEEPS} to resume")
+                raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
             changed = sorted(
                 name
                 for name, value in frozen_settings(config).items()
@@ -711,7 +711,7 @@ def run_sweep(
         else:
             space = load_space(config.space, config)
             sweep_id = config.sweep_id or new_sweep_id()
-            if results_store.sweep_tables_exist(conn) and results_store.load_sweep(conn, sweep_id) is not None:
+            if sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, sweep_id) is not None:
                 raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
             # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
             refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
@@ -742,13 +742,13 @@ def run_sweep(
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
 
         # 3. One driver per sweep, then its row.
-        results_store.ensure_tables(settings)
-        if not results_store.try_lock_sweep(conn, sweep_id):
+        results_schema.ensure_tables(settings)
+        if not sweep_store.try_lock_sweep(conn, sweep_id):
             raise SweepError(f"sweep {sweep_id} is running in another process")
         now = datetime.now(UTC)
         if stored is None:
             run_dir = config.runs_dir / sweep_id
-            sweep = results_store.SweepRecord(
+            sweep = sweep_store.SweepRecord(
                 sweep_id=sweep_id,
                 status="running",
                 started_at=now,
@@ -778,20 +778,20 @@ def run_sweep(
             claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
         else:
             make_run_folder(run_dir)
-        results_store.save_sweep(conn, sweep)
-        trials = results_store.load_trials(conn, sweep_id)
+        sweep_store.save_sweep(conn, sweep)
+        trials = sweep_store.load_trials(conn, sweep_id)
         for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
             if record.state == "running":
                 record.state = "interrupted"
-                results_store.save_trial(conn, record)
+                sweep_store.save_trial(conn, record)
 
         def settle() -> tuple[list[Any], Path]:
             """Counts, best trial, importance and state into ml.sweeps; the report page."""
-            trials = results_store.load_trials(conn, sweep_id)
+            trials = sweep_store.load_trials(conn, sweep_id)
             _recount(sweep, trials, len(folds))
             sweep.parameter_importance = parameter_importance(space, trials)
             sweep.updated_at = datetime.now(UTC)
-            results_store.save_sweep(conn, sweep)
+            sweep_store.save_sweep(conn, sweep)
             return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
 
         started_ray = False
@@ -818,7 +818,7 @@ def run_sweep(
                         "sweep %s: %d trial(s) finished before; running %d more", sweep_id, len(finished), to_run
                     )
                 _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks)
-            trials = results_store.load_trials(conn, sweep_id)
+            trials = sweep_store.load_trials(conn, sweep_id)
             _recount(sweep, trials, len(folds))
             interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
             best = best_trial(trials, len(folds))
@@ -941,15 +941,15 @@ def _resume_id(argv: Sequence[str]) -> str | None:
 
 def _stored_config(sweep_id: str) -> dict[str, Any]:
     import warehouse_db
-    from training import results_store
+    from training import results_schema, sweep_store
     from warehouse_db import schemas
 
     if problem := resume_problem(sweep_id):
         raise SweepError(problem)
     with warehouse_db.connect(role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        stored = results_store.load_sweep(conn, sweep_id) if results_store.sweep_tables_exist(conn) else None
+        stored = sweep_store.load_sweep(conn, sweep_id) if sweep_store.sweep_tables_exist(conn) else None
     if stored is None:
-        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_store.SWEEPS} to resume")
+        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
     return {name: value for name, value in stored.base_config.items() if name not in ("resume",)}
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from training import results_store
+from training import results_schema, results_store
 from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
@@ -253,7 +253,7 @@ def execute(
             with writing_run_folder(run_dir):
                 dump_config(config, run_dir / "config.yaml")
             if config.save_to_warehouse:
-                results_store.ensure_tables(settings)
+                results_schema.ensure_tables(settings)
                 if results_store.run_exists(settings, run_id):
                     raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
 
