@@ -43,8 +43,9 @@ class ExitCode(IntEnum):
         6,
         (
             "IBKR refused this login market data: another session of its username is live (10197, or 162 from a "
-            'different IP address: the run stopped), or no subscription covers any symbol that failed (162 "No '
-            'market data permissions", 354, 10089, 10090, 10168); the summary says which and what to do'
+            "different IP address: the run stopped), or a missing subscription failed every symbol asked for (162 "
+            '"No market data permissions", 354, 10089, 10090, 10168; where some landed, status 1); the summary says '
+            "which and what to do"
         ),
     )
     BUSY = (

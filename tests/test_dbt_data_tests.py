@@ -557,7 +557,7 @@ def test_only_the_recorded_symbol_and_session_are_exempt(base: dict) -> None:
         (advice,) = set(failures["what_to_do"])
         for needed in ("warehouse/seeds/known_missing_sessions.csv", "missing_sessions_threshold", "--full-refresh"):
             assert needed in advice, needed
-        # docs/warehouse.md's query for the gaps not recorded, as the admin runs it (make psql ROLE=transformer).
+        # docs/warehouse.md's query for the gaps not recorded, as transformer runs it (make psql ROLE=transformer).
         with connect(settings, role="transformer") as conn:
             gaps = conn.execute(documented_warehouse_sql("does not record")).fetchall()
         daily = ("1 day", "TRADES", True)

@@ -33,8 +33,8 @@ MEANINGS = {
     "(meta.role) are missing or inconsistent, or settings too large for this machine's memory (on Ray: for every node's)",
     ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
     "its history is too short for the planned folds (the message says how much to fetch), or a fold's split holds no "
-    "symbol with window + min_episode_steps sessions (the message names it; nothing trained), or dbt kept writing it "
-    "during the check",
+    "symbol with window + min_episode_steps sessions (the message names it; nothing trained), or dbt kept writing the "
+    "mart during the check",
     ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or its disk filled up "
     "while the results landed (none did; the run folder keeps them)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",

@@ -130,10 +130,8 @@ def save_trial(conn, record: TrialRecord) -> None:
     _upsert(conn, SWEEP_TRIALS, ("sweep_id", "trial_number"), record)
 
 
-RecordT = TypeVar("RecordT")
-
-
 def load_sweep(conn, sweep_id: str) -> SweepRecord | None:
+    """The sweep's row, or None where there is no sweep ``sweep_id``."""
     records = _select_for_sweep(conn, SweepRecord, SWEEPS, sweep_id)
     return records[0] if records else None
 
@@ -141,6 +139,9 @@ def load_sweep(conn, sweep_id: str) -> SweepRecord | None:
 def load_trials(conn, sweep_id: str) -> list[TrialRecord]:
     """Every trial of the sweep, in trial order."""
     return _select_for_sweep(conn, TrialRecord, SWEEP_TRIALS, sweep_id, order_by="trial_number")
+
+
+RecordT = TypeVar("RecordT")
 
 
 def _select_for_sweep(conn, record_type: type[RecordT], table: str, sweep_id: str, order_by: str = "") -> list[RecordT]:

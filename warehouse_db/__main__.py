@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import shlex
-import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from warehouse_db.settings import (
     ConnectionSettings,
     create_warehouse_dir,
     read_config,
+    read_passfile,
     uses_external_server,
     warehouse_dir,
 )
@@ -64,14 +64,10 @@ def write_passfile(path: Path, settings: ConnectionSettings, inherited: Path | N
 
 
 def _readable_passfile_lines(path: Path | None) -> list[str]:
-    """The lines of a passfile as libpq would read it: none unless a plain file without group or world access."""
-    try:
-        if path is None or not stat.S_ISREG((info := path.stat()).st_mode) or info.st_mode & 0o077:
-            return []
-        # Lines end at '\n' alone, as libpq reads them (splitlines would also cut at \f, \v or U+2028).
-        return [line for line in path.read_bytes().decode("utf-8", "surrogateescape").split("\n") if line]
-    except (OSError, RuntimeError):  # no such file, unreadable, no home directory
-        return []
+    """The lines of a passfile as libpq would read it (:func:`read_passfile`); none for ``path`` None."""
+    text = read_passfile(path) if path is not None else None
+    # Lines end at '\n' alone, as libpq reads them (splitlines would also cut at \f, \v or U+2028).
+    return [line for line in text.split("\n") if line] if text is not None else []
 
 
 def shell_env(

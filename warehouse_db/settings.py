@@ -357,18 +357,13 @@ def passfile_password(
     (as dbt and psql do), but in this process libpq would first take ``PGPASSWORD`` or the ``PGSERVICE`` service's
     password, both the admin's, and fail with "password authentication failed".
 
-    As libpq: the file is ``passfile`` (``PGPASSFILE``), else ``~/.pgpass``, ignored unless a plain file without group
-    or world access; lines ``hostname:port:database:username:password``, ``#`` comments, ``*`` matches any value,
-    ``\\:`` and ``\\\\`` are escapes; no host (or libpq's default socket directory) is matched as ``localhost``,
-    another socket directory as itself; the first matching line wins, an empty password there is none.
+    As libpq: the file as :func:`read_passfile` reads it; lines ``hostname:port:database:username:password``, ``#``
+    comments, ``*`` matches any value, ``\\:`` and ``\\\\`` are escapes; no host (or libpq's default socket
+    directory) is matched as ``localhost``, another socket directory as itself; the first matching line wins, an empty
+    password there is none.
     """
-    try:
-        path = Path(passfile) if passfile else Path.home() / ".pgpass"
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
-            return None
-        text = path.read_bytes().decode("utf-8", "surrogateescape")
-    except (OSError, RuntimeError):  # no such file, unreadable, no home directory
+    text = read_passfile(passfile)
+    if text is None:
         return None
     if not host or host == DEFAULT_SOCKET_DIR:
         host = "localhost"
@@ -383,6 +378,20 @@ def passfile_password(
         ):
             return fields[4][0] or None
     return None
+
+
+def read_passfile(passfile: str | Path | None) -> str | None:
+    """The libpq password file's text, as libpq (18) reads it: ``passfile`` (``PGPASSFILE``), else ``~/.pgpass``; None
+    where there is none, or it is not a plain file without group or world access (libpq ignores such a file). Bytes
+    that are not UTF-8 are kept as surrogates (``surrogateescape``), so that the text can be written back as it was."""
+    try:
+        path = Path(passfile) if passfile else Path.home() / ".pgpass"
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            return None
+        return path.read_bytes().decode("utf-8", "surrogateescape")
+    except (OSError, RuntimeError):  # no such file, unreadable, no home directory
+        return None
 
 
 def _passfile_fields(line: str) -> list[tuple[str, bool]]:

@@ -97,9 +97,10 @@ ERR_SIMULTANEOUS_OR_PACING = 322
 ERR_CLIENT_ID_IN_USE = 326
 ERR_PACING = 420
 ERR_PORT_RESET = 1300
-#: Codes that never mean a request failed: "HMDS query message" (165) and the delayed-data notice (10167), which
-#: ib_async treats as warnings too; "no historical query found" after a cancel (366); connectivity lost/restored
-#: (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
+#: Codes that never fail a request by themselves: "HMDS query message" (165) and the delayed-data notice (10167),
+#: which ib_async treats as warnings too; "No historical data query found" (366: after a cancel, its echo; else the
+#: gateway lost the request, which is asked again, see the table above); connectivity lost/restored (1100-1102). The
+#: 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
 NOTICE_CODES = frozenset({165, 366, 1100, 1101, 1102, 10167})
 
 

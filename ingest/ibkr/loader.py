@@ -183,7 +183,7 @@ class LoadSummary:
     results: list[SymbolResult]
     elapsed_s: float = 0.0
     aborted: str | None = None
-    """Why the run stopped early (gateway lost, invalid request), if it did."""
+    """Why the run stopped early (gateway lost, invalid request, market data refused to the login), if it did."""
     invalid_request: bool = False
     market_data_refused: MarketDataRefusal | None = None
     """Set when IBKR refused this login market data altogether (a competing live session, another IP address): the run
