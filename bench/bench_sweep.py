@@ -90,7 +90,7 @@ def main() -> None:
                     sweep_id=f"bench-{name}", trials=args.trials, max_concurrent=max_concurrent,
                     early_stopping=early_stopping, timesteps=args.timesteps, eval_freq=args.timesteps // 2,
                     final_walk_forward=False, progress_bar=False, space=work / "space.yaml", runs_dir=work / "runs",
-                    mart_yaml=mart_yaml, dbt_run_results=work / "run_results.json",
+                    mart_yaml=mart_yaml,
                 )  # fmt: skip
                 started = time.perf_counter()
                 result = run_sweep(config, settings, snapshot=snapshot)

@@ -43,6 +43,8 @@ class DbtResult:
     results: dict[str, dict]
     """unique_id → result entry (status, message, failures, adapter_response, ...)."""
     seconds: float
+    invocation_id: str | None = None
+    """The dbt invocation's id (run_results.json's metadata)."""
 
     def by_name(self) -> dict[str, dict]:
         """Result entries keyed by node name (test names are set in the YAML)."""
@@ -87,10 +89,12 @@ class DbtProject:
         )
         seconds = time.perf_counter() - started
         results: dict[str, dict] = {}
+        invocation_id = None
         if results_file.exists():
             payload = json.loads(results_file.read_text(encoding="utf-8"))
             results = {entry["unique_id"]: entry for entry in payload.get("results", [])}
-        result = DbtResult(process.returncode, process.stdout + process.stderr, results, seconds)
+            invocation_id = (payload.get("metadata") or {}).get("invocation_id")
+        result = DbtResult(process.returncode, process.stdout + process.stderr, results, seconds, invocation_id)
         if check and process.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed:\n{result.output[-6000:]}")
         return result

@@ -36,15 +36,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_tilde_in_a_config_file_is_the_home_directory_never_a_folder_named_tilde(home: Path) -> None:
-    (home.parent / "run.yaml").write_text(
-        "runs_dir: ~/experiments\nmart_yaml: ~/mart.yml\ndbt_run_results: '~'\n", encoding="utf-8"
-    )
+    (home.parent / "run.yaml").write_text("runs_dir: ~/experiments\nmart_yaml: '~'\n", encoding="utf-8")
     config = load_config(Path("run.yaml"), cls=WalkForwardConfig)
-    assert (config.runs_dir, config.mart_yaml, config.dbt_run_results) == (
-        home / "experiments",
-        home / "mart.yml",
-        home,
-    )
+    assert (config.runs_dir, config.mart_yaml) == (home / "experiments", home)
     # --flag=~/x reaches the program unexpanded (a shell expands only a word that starts with ~), and so does the
     # file --config names; a stored configuration (a resumed sweep's) goes through the same fields.
     home.mkdir()

@@ -27,6 +27,7 @@ from market_calendar import sessions_in_range
 from training.features import read_mart_schema
 from training.folds import SPLITS, Fold
 from training.market_data import KEY_COLUMNS
+from training.mart import read_mart
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -561,6 +562,31 @@ def test_incremental_build_equals_full_refresh(base: dict, copy_of_base: dbt_har
     with connect(base["settings"]) as conn:
         before = conn.execute("select max(test_end), min(train_start) from marts.walk_forward_folds").fetchone()
     assert moved[0] > before[0] and moved[1] < before[1]  # later sessions, and SC's backfilled history
+
+
+def test_the_mart_records_the_dbt_run_that_built_it(copy_of_base: dbt_harness.DbtProject) -> None:
+    """The documented order, `dbt run` then `dbt test`: training records the run's invocation as the mart's builder,
+    not the test's (whose run_results.json is the last one written); a full refresh records its own. Trainer reads
+    the record with the mart, analyst can read it, and neither can change it."""
+    settings = copy_of_base.settings
+    run = copy_of_base.run("run", "--select", "training_bars", check=True)
+    test = copy_of_base.run("test", "--select", "training_bars", check=True)
+    assert run.invocation_id and test.invocation_id and run.invocation_id != test.invocation_id
+    assert read_mart(settings, MART_SCHEMA).dbt.invocation_id == run.invocation_id
+
+    refresh = copy_of_base.run("run", "--select", "training_bars", "--full-refresh", check=True)
+    copy_of_base.run("test", "--select", "training_bars", check=True)
+    provenance = read_mart(settings, MART_SCHEMA).dbt
+    assert provenance.invocation_id == refresh.invocation_id
+    started = datetime.fromisoformat(provenance.run_started_at)
+    assert started.tzinfo is not None and abs((datetime.now(UTC) - started).total_seconds()) < 600
+    with connect(settings, role="analyst") as conn:
+        assert conn.execute("select model, dbt_invocation_id from marts.mart_builds").fetchall() == [
+            ("training_bars", refresh.invocation_id)
+        ]
+    for role in ("trainer", "analyst"):
+        with connect(settings, role=role) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("delete from marts.mart_builds")
 
 
 def test_calendar_seed_is_reproducible() -> None:

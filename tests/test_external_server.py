@@ -162,8 +162,12 @@ def assert_built_and_trained(conn: psycopg.Connection) -> None:
     assert conn.execute("select count(*) from ml.walk_forward_runs where status = 'succeeded'").fetchone() == (1,)
     owners = dict(conn.execute("select schemaname || '.' || tablename, tableowner from pg_tables").fetchall())
     assert owners["raw.ibkr_bars"] == "loader"
-    assert owners["marts.training_bars"] == "transformer"
+    assert owners["marts.training_bars"] == owners["marts.mart_builds"] == "transformer"
     assert owners["ml.walk_forward_runs"] == "trainer"
+    # The run recorded the dbt invocation that built the mart it read (dbt wrote it with the mart's rows).
+    assert conn.execute(
+        "select count(*) from ml.walk_forward_runs join marts.mart_builds using (dbt_invocation_id)"
+    ).fetchone() == (1,)
 
 
 @pytest.mark.slow

@@ -80,7 +80,7 @@ def sweep_config(tmp_path: Path, **overrides) -> SweepConfig:
         "timesteps": 512, "eval_freq": 256, "n_envs": 4, "n_steps": 64, "batch_size": 128, "n_epochs": 1,
         "random_draws": 10, "bootstrap_samples": 200, "seeds": 1, "trials": TRIALS, "max_concurrent": 2,
         "space": tmp_path / "space.yaml", "runs_dir": tmp_path / "runs", "progress_bar": False,
-        "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"), "dbt_run_results": tmp_path / "run_results.json",
+        "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
     }  # fmt: skip
     return SweepConfig(**{**values, **overrides})
 

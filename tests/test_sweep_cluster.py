@@ -59,7 +59,7 @@ def test_trials_run_on_both_nodes_of_a_cluster_joined_through_ray_address(
         timesteps=256, eval_freq=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1, random_draws=5,
         trials=2, max_concurrent=2, search_folds=1, final_walk_forward=False, early_stopping=False,
         space=tmp_path / "space.yaml", runs_dir=tmp_path / "runs", progress_bar=False,
-        mart_yaml=write_mart_yaml(tmp_path / "training_bars.yml"), dbt_run_results=tmp_path / "run_results.json",
+        mart_yaml=write_mart_yaml(tmp_path / "training_bars.yml"),
     )  # fmt: skip
     result = run_sweep(config, cluster_warehouse)
     assert not ray.is_initialized()  # the sweep joined the cluster and left it

@@ -130,6 +130,22 @@ def test_the_dumped_config_reproduces_the_settings(tmp_path: Path) -> None:
     assert load_config(tmp_path / "config.yaml") == config
 
 
+def test_a_config_an_earlier_release_wrote_still_loads_without_its_retired_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run folder's config.yaml (or a stored sweep's settings) from before dbt_run_results was retired: the key is
+    ignored, said in one info line; any other unknown key is still refused."""
+    dump_config(load_config(None, {"seed": 3}), tmp_path / "config.yaml")
+    older = tmp_path / "older.yaml"
+    older.write_text((tmp_path / "config.yaml").read_text() + "dbt_run_results: target/run_results.json\n")
+    with caplog.at_level("INFO", logger="training.config_values"):
+        assert load_config(older) == load_config(tmp_path / "config.yaml")
+    assert [(r.levelname, "dbt_run_results is no longer a setting" in r.getMessage()) for r in caplog.records] == [
+        ("INFO", True)
+    ]
+    assert load_config(None, base={"seed": 3, "dbt_run_results": "x"}, cls=WalkForwardConfig).seed == 3
+
+
 def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: Path) -> None:
     base = WalkForwardConfig()
     renamed = WalkForwardConfig(run_id="x", runs_dir=tmp_path, seed=1, seeds=2, progress_bar=False)

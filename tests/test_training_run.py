@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from training.config import load_config
 from training.contract import ContractViolation
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.mart import content_hash, mart_columns
+from training.mart import DbtProvenance, content_hash, mart_columns, read_mart
 from training.metrics import METRICS
 from training.ppo import ModelFileError, ModelHasSeenHeldOutSessions
 from training.single_run import run_training
@@ -55,7 +56,6 @@ def short_config(tmp_path: Path, **overrides: object):
     values = {
         "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
         "runs_dir": tmp_path / "runs",
-        "dbt_run_results": tmp_path / "target" / "run_results.json",
         "timesteps": 1024,
         "eval_freq": 512,
         "n_envs": 2,
@@ -72,21 +72,23 @@ def short_config(tmp_path: Path, **overrides: object):
 
 
 def test_a_short_run_writes_its_folder_and_the_ml_tables(
-    mart_warehouse: ConnectionSettings, mart: pd.DataFrame, folds, tmp_path: Path
+    mart_warehouse: ConnectionSettings, mart: pd.DataFrame, folds, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run_results = tmp_path / "target" / "run_results.json"
-    run_results.parent.mkdir()
-    run_results.write_text(
-        json.dumps(
-            {
-                "metadata": {
-                    "invocation_id": "0b4c1c9e-0000-4000-8000-000000000001",
-                    "generated_at": "2025-07-01T12:00:00Z",
-                },
-                "results": [{"unique_id": "model.warehouse.training_bars", "status": "success"}],
-            }
+    # dbt records the invocation that built the mart beside it (warehouse/macros/record_mart_build.sql, proven on a
+    # real build in test_dbt_build.py); the run records the one it read with the rows. A mart built before that has
+    # none: null, said once.
+    schema = read_mart_schema(write_mart_yaml(tmp_path / "training_bars.yml"))
+    with caplog.at_level(logging.INFO, logger="training.mart"):
+        assert read_mart(mart_warehouse, schema).dbt == DbtProvenance(None, None)
+    assert [r.levelname for r in caplog.records if "mart_builds" in r.getMessage()] == ["INFO"]
+    with connect(mart_warehouse) as conn:
+        conn.execute(
+            "create table marts.mart_builds (model text primary key, dbt_invocation_id text not null, "
+            "dbt_run_started_at timestamptz not null, built_at timestamptz not null);"
+            "grant select on marts.mart_builds to trainer, analyst;"
+            "insert into marts.mart_builds values "
+            "('training_bars', '0b4c1c9e-0000-4000-8000-000000000001', '2025-07-01T12:00:00Z', now())"
         )
-    )
     result = run_training(short_config(tmp_path, run_id="e2e"), mart_warehouse)
 
     run_dir = tmp_path / "runs" / "e2e"
@@ -104,6 +106,10 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
 
     document = json.loads((run_dir / "statistics.json").read_text())
     assert document["mart_hash"] == result.mart_hash and document["folds"] == [2] and document["seeds"] == [42]
+    assert (document["dbt_invocation_id"], document["dbt_run_started_at"]) == (
+        "0b4c1c9e-0000-4000-8000-000000000001",
+        "2025-07-01T12:00:00+00:00",
+    )
     (task,) = document["tasks"]
     assert task["metrics"]["test"]["flat"]["total_return"] == 0.0 and task["metrics"]["test"]["flat"]["sharpe"] == 0
 
@@ -114,11 +120,11 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
     with connect(mart_warehouse, role="analyst") as conn:  # analysts read what trainer wrote
         run = conn.execute(
             "select kind, status, env, folds, seeds, timesteps_per_task, mart_hash, dbt_invocation_id, "
-            "dbt_generated_at is not null, symbols, mart_rows, config->>'window' from ml.walk_forward_runs "
+            "dbt_generated_at, symbols, mart_rows, config->>'window' from ml.walk_forward_runs "
             "where run_id = 'e2e'"
         ).fetchone()
         assert run == ("train", "succeeded", "native", 1, 1, 1024, result.mart_hash,
-                       "0b4c1c9e-0000-4000-8000-000000000001", True, N_SYMBOLS, len(mart), "5")  # fmt: skip
+                       "0b4c1c9e-0000-4000-8000-000000000001", datetime(2025, 7, 1, 12, tzinfo=UTC), N_SYMBOLS, len(mart), "5")  # fmt: skip
         assert conn.execute(
             "select fold_id, seed, status, selected_step in (512, 1024) from ml.walk_forward_tasks where run_id = 'e2e'"
         ).fetchall() == [(2, 42, "succeeded", True)]

@@ -78,7 +78,6 @@ def config(tmp_path: Path, **overrides) -> WalkForwardConfig:
         "timesteps": 768, "eval_freq": 256, "n_envs": 4, "n_steps": 64, "batch_size": 128, "n_epochs": 1,
         "random_draws": 10, "bootstrap_samples": 200, "seeds": SEEDS, "progress_bar": False,
         "runs_dir": tmp_path / "runs", "mart_yaml": write_mart_yaml(tmp_path / "training_bars.yml"),
-        "dbt_run_results": tmp_path / "run_results.json",
     }  # fmt: skip
     return WalkForwardConfig(**{**values, **overrides})
 

@@ -27,7 +27,6 @@ import yaml
 from command_line import user_path
 from training.config_values import load_yaml, read_text, typed_fields
 from training.features import DEFAULT_MART_YAML
-from warehouse_db.settings import REPO_ROOT
 
 EnvKind = Literal["native", "tensortrade"]
 VecEnvKind = Literal["batched", "dummy", "subproc"]
@@ -63,8 +62,6 @@ class TrainConfig:
     """Use only the first N symbols (alphabetical) of those selected. None: no limit."""
     mart_yaml: Path = DEFAULT_MART_YAML
     """dbt schema YAML of marts.training_bars: the single source of what each column is to the job (meta.role: key, price, feature or target)."""
-    dbt_run_results: Path = REPO_ROOT / "target" / "run_results.json"
-    """dbt's run_results.json; its invocation id is recorded as the provenance of the mart (null if absent)."""
     min_episode_steps: int = 5
     """A symbol needs at least window + this many sessions in a fold's split to be traded there; shorter ones are left out of that split (and said so in the log). The contract demands as many sessions in every split."""
     embargo_sessions: int | None = None
@@ -148,7 +145,6 @@ class TrainConfig:
         # Values from YAML arrive as strings/lists; normalise the types the rest of the job relies on.
         self.runs_dir = path_field("runs_dir", self.runs_dir)
         self.mart_yaml = path_field("mart_yaml", self.mart_yaml)
-        self.dbt_run_results = path_field("dbt_run_results", self.dbt_run_results)
         self.symbols = _split_commas(self.symbols)
         self.net_arch = tuple(int(size) for size in self.net_arch)
         self.validate()
@@ -425,7 +421,7 @@ def dump_config(config: TrainConfig, path: Path) -> None:
 
 
 RUN_FIELDS = frozenset(
-    {"run_id", "runs_dir", "seed", "save_to_warehouse", "progress_bar", "log_level", "dbt_run_results", "mart_yaml",
+    {"run_id", "runs_dir", "seed", "save_to_warehouse", "progress_bar", "log_level", "mart_yaml",
      "configurations_tried"}
 )  # fmt: skip
 """TrainConfig fields that name or steer a run but do not change the agent (left out of the configuration hash).

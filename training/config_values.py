@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import logging
 import math
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 
 def read_text(path: Path, label: str = "") -> str:
@@ -73,13 +76,23 @@ def load_yaml(text: str, source: str) -> Any:
         raise ValueError(f"{source} is not valid YAML: {problem}{where}") from None
 
 
+RETIRED_FIELDS = {
+    "dbt_run_results": "the dbt invocation that built the mart is read from marts.mart_builds",
+}
+"""Settings earlier releases had, with why they are gone: a configuration they wrote (a run folder's config.yaml, a
+stored sweep) still loads; the key is ignored, said in one info line."""
+
+
 def typed_fields(cls: type, values: dict[Any, Any], where: str) -> dict[str, Any]:
     """``values`` (from YAML or JSON) as the types of ``cls``'s fields; an error names ``where``, the key and the
-    expected type. Unknown keys are an error."""
+    expected type. Unknown keys are an error, except a retired one (:data:`RETIRED_FIELDS`), which is ignored."""
     for key in values:
         if not isinstance(key, str):
             raise ValueError(f"{where}key {shown(key)} is not a field name (python -m training --help lists them)")
     known = {f.name for f in dataclasses.fields(cls)}
+    for key in sorted(set(values) & (set(RETIRED_FIELDS) - known)):
+        logger.info("%s%s is no longer a setting (%s): ignored", where, key, RETIRED_FIELDS[key])
+    values = {key: value for key, value in values.items() if key in known or key not in RETIRED_FIELDS}
     if unknown := sorted(set(values) - known):
         where_ = f" in {where.removesuffix(': ')}" if where else ""
         raise ValueError(f"unknown configuration keys{where_}: {unknown} (python -m training --help lists them)")

@@ -1,8 +1,9 @@
 """Read ``marts.training_bars`` and its walk-forward folds as the ``trainer`` role, fingerprint what was read, and
 find who built it.
 
-The training job reads nothing else: the trainer role can SELECT the marts and nothing upstream of them. Rows and
-folds are read in one repeatable-read transaction, so they always belong to the same build of the mart.
+The training job reads nothing else: the trainer role can SELECT the marts and nothing upstream of them. Rows, folds
+and the mart's build record (``marts.mart_builds``, written by dbt in the mart's own transaction) are read in one
+repeatable-read transaction, so they always belong to the same build of the mart.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,12 +30,24 @@ from warehouse_db.settings import ConnectionSettings
 logger = logging.getLogger(__name__)
 
 MART_TABLE = MART_MODEL
+BUILDS_TABLE = "mart_builds"
+"""Which dbt invocation built each mart (warehouse/macros/record_mart_build.sql, a post-hook of training_bars)."""
 TEXT_COLUMNS = ("symbol",)
 
 
 def mart_columns(schema: MartSchema) -> list[str]:
     """The columns the job reads and the contract checks, in a fixed order (extra mart columns are ignored)."""
     return [*KEY_COLUMNS, *schema.price_columns, *schema.feature_names, schema.target]
+
+
+@dataclass(frozen=True)
+class DbtProvenance:
+    """The dbt invocation that built the mart, from ``marts.mart_builds`` (null fields for a mart built before dbt
+    recorded it there)."""
+
+    invocation_id: str | None
+    run_started_at: str | None
+    """When that dbt invocation started (ISO 8601)."""
 
 
 @dataclass(frozen=True)
@@ -50,19 +62,12 @@ class MartSnapshot:
     folds: tuple[Fold, ...]
     build: tuple = ()
     """The build of the mart the rows come from (:func:`build_marker`, read in the same transaction)."""
+    dbt: DbtProvenance = DbtProvenance(None, None)
+    """The dbt invocation that built these rows (:func:`read_dbt_provenance`, same transaction)."""
 
     @property
     def row_count(self) -> int:
         return len(self.frame)
-
-
-@dataclass(frozen=True)
-class DbtProvenance:
-    """Which dbt invocation last wrote target/run_results.json (null fields when the file is absent)."""
-
-    invocation_id: str | None
-    generated_at: str | None
-    path: str
 
 
 def trainer_connection(settings: ConnectionSettings):
@@ -127,6 +132,7 @@ def read_mart(
                 rows = cursor.fetchall()
             folds = read_folds(conn)
             build = build_marker(conn)
+            dbt = read_dbt_provenance(conn)
     frame = pd.DataFrame(rows, columns=columns)
     for name in columns:
         if name not in (*TEXT_COLUMNS, "session_date"):
@@ -134,7 +140,12 @@ def read_mart(
     # Sort here, not in SQL: text ordering in PostgreSQL depends on the database's collation.
     frame = frame.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
     snapshot = MartSnapshot(
-        frame=frame, content_hash=content_hash(frame, columns, folds), symbols=chosen, folds=folds, build=build
+        frame=frame,
+        content_hash=content_hash(frame, columns, folds),
+        symbols=chosen,
+        folds=folds,
+        build=build,
+        dbt=dbt,
     )
     logger.info(
         "read %d rows of %s.%s (%d symbols) and %d folds as %s; content %s",
@@ -200,25 +211,26 @@ def content_hash(frame: pd.DataFrame, columns: Sequence[str], folds: Sequence[Fo
     return f"sha256:{digest.hexdigest()}"
 
 
-def read_dbt_provenance(run_results: Path) -> DbtProvenance:
-    """invocation_id and generated_at of dbt's last run_results.json, if there is one."""
-    run_results = Path(run_results)
-    if not run_results.exists():
-        logger.warning("no %s: the dbt invocation that built the mart is recorded as null", run_results)
-        return DbtProvenance(None, None, str(run_results))
-    try:
-        document = json.loads(run_results.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        logger.warning("cannot read %s (%s): dbt provenance recorded as null", run_results, error)
-        return DbtProvenance(None, None, str(run_results))
-    metadata = document.get("metadata") or {}
-    # A run_results.json from another command (dbt test, say) names another invocation than the one that built the mart.
-    if not any(
-        str(result.get("unique_id", "")).startswith("model.")
-        and str(result.get("unique_id", "")).endswith(f".{MART_TABLE}")
-        for result in document.get("results") or []
-    ):
-        logger.warning(
-            "%s does not list the %s model: its invocation may not be the one that built it", run_results, MART_TABLE
+def read_dbt_provenance(conn: psycopg.Connection) -> DbtProvenance:
+    """The dbt invocation that built ``marts.training_bars``, from ``marts.mart_builds`` (in the caller's
+    transaction: the record commits with the mart's rows). A mart built by an older release has no record: null,
+    said in one info line."""
+    builds = sql.Identifier(schemas.MARTS, BUILDS_TABLE)
+    # to_regclass, not a query that fails: an error would abort the caller's transaction.
+    exists = conn.execute("select to_regclass(%s) is not null", (f"{schemas.MARTS}.{BUILDS_TABLE}",)).fetchone()[0]
+    row = None
+    if exists:
+        query = sql.SQL("select dbt_invocation_id, dbt_run_started_at from {} where model = %s").format(builds)
+        row = conn.execute(query, (MART_TABLE,)).fetchone()
+    if row is None:
+        logger.info(
+            "%s.%s has no build record in %s.%s (built before dbt recorded one; `dbt run` records it): "
+            "the dbt invocation that built it is recorded as null",
+            schemas.MARTS,
+            MART_TABLE,
+            schemas.MARTS,
+            BUILDS_TABLE,
         )
-    return DbtProvenance(metadata.get("invocation_id"), metadata.get("generated_at"), str(run_results))
+        return DbtProvenance(None, None)
+    invocation_id, run_started_at = row
+    return DbtProvenance(invocation_id, run_started_at.isoformat())

@@ -328,8 +328,10 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "symbols": "Symbols traded in the test splits (the largest fold).",
         "configurations_tried": "N of the deflated Sharpe ratio: configurations tried, this one included.",
         "mart_rows": "Rows of marts.training_bars the run read.",
-        "dbt_invocation_id": "The dbt invocation that built the mart (target/run_results.json; null when unknown).",
-        "dbt_generated_at": "When that dbt invocation ran.",
+        "dbt_invocation_id": "The dbt invocation that built the mart the run read (marts.mart_builds, read with the "
+        "mart's rows; null for a mart built before dbt recorded it).",
+        "dbt_generated_at": "When that dbt invocation started (marts.mart_builds.dbt_run_started_at). Rows written "
+        "by earlier releases hold when dbt last wrote target/run_results.json (often dbt test's).",
         "ray_address": "The Ray cluster the tasks ran on (null: this process or a local Ray).",
         "ray_nodes": "Ray nodes the cluster had.",
         "run_dir": "The run folder (models, statistics.json, report.html) on the machine that ran it.",

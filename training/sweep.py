@@ -166,7 +166,7 @@ def resume_problem(sweep_id: str) -> str | None:
 
 CHANGEABLE_ON_RESUME = frozenset(
     {"trials", "max_concurrent", "resume", "sweep_id", "final_walk_forward", "seeds", "run_id", "task_retries",
-     "ray_address", "ray_cpus", "ray_connect_timeout", "progress_bar", "log_level", "runs_dir", "dbt_run_results",
+     "ray_address", "ray_cpus", "ray_connect_timeout", "progress_bar", "log_level", "runs_dir",
      "mart_yaml", "save_to_warehouse"}
 )  # fmt: skip
 """Settings a resumed sweep may change: how many trials, where they run, and the final walk-forward's; not what a

@@ -31,7 +31,7 @@ from training.features import MartSchema, read_mart_schema
 from training.fold_task import TaskResult, check_enough_sessions
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
-from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_dbt_provenance, read_mart
+from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_mart
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.run_folder import (
     RunFolderError,
@@ -260,7 +260,7 @@ def execute(
             # 1. The mart and its folds, read once as trainer (after the data contract).
             schema = read_mart_schema(config.mart_yaml)
             snapshot = snapshot or read_checked_mart(config, settings, schema)
-            dbt = read_dbt_provenance(config.dbt_run_results)
+            dbt = snapshot.dbt
             folds = pick_folds(snapshot.folds) if pick_folds else select_folds(snapshot.folds, fold_ids)
             for fold in folds:
                 logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
@@ -309,7 +309,7 @@ def execute(
                 "mart_rows": snapshot.row_count,
                 "mart_hash": snapshot.content_hash,
                 "dbt_invocation_id": dbt.invocation_id,
-                "dbt_generated_at": dbt.generated_at,
+                "dbt_run_started_at": dbt.run_started_at,
                 "ray_address": outcome.ray_address,
                 "ray_nodes": outcome.nodes,
                 "window": config.window,
@@ -347,7 +347,7 @@ def execute(
                         mart_rows=snapshot.row_count,
                         mart_hash=snapshot.content_hash,
                         dbt_invocation_id=dbt.invocation_id,
-                        dbt_generated_at=dbt.generated_at,
+                        dbt_generated_at=dbt.run_started_at,
                         ray_address=outcome.ray_address,
                         ray_nodes=outcome.nodes,
                         run_dir=str(run_dir.resolve()),

@@ -5,6 +5,7 @@
         unique_key=['symbol', 'session_date'],
         on_schema_change='fail',
         pre_hook=["{{ set_work_mem() }}", "{{ training_bars_rebuild_scope() }}"],
+        post_hook=["{{ record_mart_build() }}"],
         indexes=[
             {'columns': ['symbol', 'session_date'], 'unique': true},
             {'columns': ['session_date']},
