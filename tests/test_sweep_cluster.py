@@ -3,6 +3,7 @@ through RAY_ADDRESS as a user would): trials run on both nodes, and the driver a
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,10 +24,19 @@ def two_nodes() -> Iterator[object]:
     """A head node and a second node with their own raylets and one CPU each.
 
     Their own Ray temp dir keeps the cluster's address out of /tmp/ray, where another process's ray.init() could
-    otherwise find it and join it.
+    otherwise find it and join it. The cluster is protected by a token, as `ray start` protects one by default: a
+    driver joining through RAY_ADDRESS sends the token it finds in ~/.ray/auth_token, and a cluster started without
+    token authentication then refuses the trials' requests ("Missing authorization header"; the actors die). Whether
+    this process had turned token authentication on already depended on which tests ran before in it.
     """
+    from ray._private.authentication.authentication_token_setup import AUTH_MODE_ENV_VAR, _enable_token_auth
     from ray.cluster_utils import Cluster
 
+    from training.task_runners import _keep_token_private
+
+    mode_before = os.environ.get(AUTH_MODE_ENV_VAR)
+    _enable_token_auth()  # this process and the nodes it starts
+    _keep_token_private(create=True)  # the token the nodes and the driver read, created if there is none
     temp_dir = tempfile.mkdtemp(prefix="ray-sweep-", dir="/tmp")  # short: Ray's sockets live under it
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp_dir, "include_dashboard": False}
@@ -38,6 +48,10 @@ def two_nodes() -> Iterator[object]:
     finally:
         cluster.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if mode_before is None:
+            os.environ.pop(AUTH_MODE_ENV_VAR, None)
+        else:
+            os.environ[AUTH_MODE_ENV_VAR] = mode_before
 
 
 @pytest.fixture(scope="module")
