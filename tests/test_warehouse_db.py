@@ -343,6 +343,24 @@ def test_env_prints_no_password_and_hands_every_login_a_passfile_line(tmp_path, 
     ]
 
 
+def test_env_works_without_a_home_directory(tmp_path, monkeypatch, capsys):
+    """No HOME and no user entry (a container run with an arbitrary uid): `env`, which `make db-up` and dbt's targets
+    run, looked for ~/.pgpass outside any error handling and ended in a RuntimeError traceback."""
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://quant:{SECRET}@10.0.0.1.com:6543/prod")
+    monkeypatch.setenv("WAREHOUSE_DIR", str(tmp_path))
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert warehouse_db_main(["env"]) == 0
+    printed = capsys.readouterr()
+    assert f"export PGPASSFILE={tmp_path / 'pgpass'}" in printed.out, printed.err
+
+
 def libpq_passfile_password(passfile: Path, user: str, raw: bool = False) -> str | bytes | None:
     """The password libpq itself takes from ``passfile`` for ``user`` at 10.0.0.1:6543/prod, without connecting
     (``raw``: its bytes)."""

@@ -63,6 +63,14 @@ def write_passfile(path: Path, settings: ConnectionSettings, inherited: Path | N
     return True
 
 
+def _home_passfile() -> Path | None:
+    """``~/.pgpass``; None without a home directory (no HOME and no user entry: a container's arbitrary uid)."""
+    try:
+        return Path.home() / ".pgpass"
+    except RuntimeError:
+        return None
+
+
 def _readable_passfile_lines(path: Path | None) -> list[str]:
     """The lines of a passfile as libpq would read it (:func:`read_passfile`); none for ``path`` None."""
     text = read_passfile(path) if path is not None else None
@@ -158,8 +166,8 @@ def _run(command: str) -> int:
     settings = resolve_settings()
     if command == "env":
         # The passfile libpq reads now: a URL's passfile parameter, else PGPASSFILE, else ~/.pgpass.
-        inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or str(Path.home() / ".pgpass")
-        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, Path(inherited))
+        inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or _home_passfile()
+        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, inherited and Path(inherited))
         for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}")
         print(f"unset {' '.join(unsets)}")
