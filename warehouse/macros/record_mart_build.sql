@@ -7,7 +7,8 @@
     Both ways training_bars is built run their inside-transaction post-hooks before the commit: the incremental
     path (changed sessions replaced, macros/incremental_replace_intervals.sql) and a first build or --full-refresh
     (dbt's swap). built_at is that transaction's start, dbt_run_started_at the invocation's.
-    The table is created here if missing, owned by the role dbt runs as (set_target_role), readable like the marts.
+    The table is created here if missing, owned by the role dbt runs as (set_target_role), readable by the roles the
+    mart's own grants name (dbt_project.yml: trainer and analyst).
 #}
 {% macro record_mart_build() -%}
     {%- set builds = adapter.quote(this.schema) ~ ".mart_builds" -%}
@@ -17,7 +18,9 @@
         dbt_run_started_at  timestamptz not null,
         built_at            timestamptz not null
     );
-    grant select on {{ builds }} to trainer, analyst;
+    {%- set grants = config.get('grants') %}
+    {%- set readers = grants.get('select', []) if grants is mapping else [] %}
+    {% if readers %}grant select on {{ builds }} to {{ readers | join(', ') }};{% endif %}
     comment on table {{ builds }} is
         'Which dbt invocation last built each mart that records it (training_bars), committed with its rows.';
     comment on column {{ builds }}.model is 'The mart (a model in this schema).';
