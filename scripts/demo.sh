@@ -43,5 +43,4 @@ eval "$exports"
 $BIN/dbt build --quiet
 
 step "walk-forward: every fold x 2 seeds on a local Ray, model selected on validation, tested against the baselines"
-$BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" \
-  --dbt-run-results "$DBT_TARGET_PATH/run_results.json" "$@"
+$BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" "$@"

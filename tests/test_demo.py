@@ -68,6 +68,10 @@ def test_demo_runs_the_whole_pipeline_and_is_safe_to_run_again(warehouse, tmp_pa
         run = conn.execute(
             "select run_id, kind, status, folds, seeds, tasks_succeeded, verdict from ml.walk_forward_runs"
         ).fetchall()
+        recorded, built = conn.execute(
+            "select r.dbt_invocation_id, b.dbt_invocation_id from ml.walk_forward_runs r, marts.mart_builds b "
+            "where b.model = 'training_bars'"
+        ).fetchone()
     assert (symbols, batches) == (150, 150)
     assert mart_symbols == 150 and folds >= 4 and shortest_test >= 60  # 5 years: the default walk-forward folds
     ((run_id, kind, status, run_folds, seeds, succeeded, verdict),) = run
@@ -81,6 +85,7 @@ def test_demo_runs_the_whole_pipeline_and_is_safe_to_run_again(warehouse, tmp_pa
     assert report and Path(report.group(1)).is_file(), first[-3000:]
     assert Path(report.group(1)).is_relative_to(tmp_path / "runs")
     assert (tmp_path / "target" / "run_results.json").is_file()
+    assert recorded == built is not None  # the run names the dbt build that wrote the mart it read
 
     # Again, with a quicker walk-forward (the demo's arguments go to it): re-running every step is safe.
     second = run_demo(env, "--seeds", "1", "--timesteps", "4096", "--eval-freq", "2048", "--random-draws", "10")
