@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
-_HEX_ONLY = re.compile(r"[%0-9A-Fa-f]+")
+_HEX_ONLY = re.compile(r"[%0-9A-Fa-f+]+")
 
 
 def _pieces(text: str, length: int) -> set[str]:
@@ -18,8 +18,9 @@ def _pieces(text: str, length: int) -> set[str]:
 
 def secret_pieces(secret: str, length: int = 4) -> set[str]:
     """The ``length``-character pieces of ``secret`` and of its percent-encoded forms (a URL that carries it:
-    ``%23`` for ``#``, ``%20`` or ``+`` for a space), leaving out encoded pieces made only of ``%`` and hex digits,
-    which any encoded text holds."""
+    ``%23`` for ``#``, ``%20`` or ``+`` for a space), leaving out encoded pieces made only of ``%``, hex digits and
+    ``+``, which any encoded text holds, and so do numbers and timestamps (``@3 `` encoded is ``%403+``, and
+    ``04:38:33.403+00`` holds ``403+``)."""
     encoded = {quote(secret, safe=""), quote(secret), quote_plus(secret)} - {secret}
     pieces = {piece for form in encoded for piece in _pieces(form, length) if not _HEX_ONLY.fullmatch(piece)}
     return _pieces(secret, length) | pieces

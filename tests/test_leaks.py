@@ -18,6 +18,8 @@ def test_a_percent_encoded_password_is_a_leak_too():
     assert leaked_fragments("login=trainer_app&password=Tn%23r+%2FPw%3Fx%403+%27q%22%25zz", [SECRET])
     # Encoded pieces made only of '%' and hex digits are in any encoded text: they are no evidence.
     assert not leaked_fragments("select%20%2F%20%27a%22%25", [SECRET])
+    # ...nor are those with a '+' (a space, encoded): a timestamp holds them by chance ('x@3 ' encoded: 'x%403+').
+    assert not leaked_fragments("ingested_at 2026-12-01 04:38:33.403+00, 8.1e+03", [SECRET])
     assert not leaked_fragments("PostgreSQL trainer_app@127.0.0.1:5432/research", [SECRET])
 
 
