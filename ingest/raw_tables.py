@@ -306,6 +306,12 @@ class AnotherLoadRunning(Exception):
     """Another load of the same bar settings holds the warehouse's load lock; the message names it."""
 
 
+def load_lock_key(settings: BarSettings, source: str) -> str:
+    """What :func:`claim_load` locks (``hashtext`` of it, under ``hashtext('ingest.load')``): one load at a time per
+    source and bar settings, per database."""
+    return f"{source}|{settings.bar_size}|{settings.what_to_show}|{settings.use_rth}"
+
+
 def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> None:
     """Hold the warehouse's lock for loads of ``settings`` from ``source`` until ``conn`` closes, or raise
     :class:`AnotherLoadRunning` naming the load that holds it.
@@ -315,7 +321,7 @@ def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> 
     however the process ends. The connection's ``application_name`` names this process, so that the refused run
     (and ``pg_stat_activity``) can say which one holds it.
     """
-    key = f"{source}|{settings.bar_size}|{settings.what_to_show}|{settings.use_rth}"
+    key = load_lock_key(settings, source)
     if not conn.execute("show application_name").fetchone()[0]:  # PGAPPNAME, where set, is kept
         conn.execute("select set_config('application_name', %s, false)", (f"python -m ingest (pid {os.getpid()})",))
     got = conn.execute("select pg_try_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,)).fetchone()[0]
@@ -327,7 +333,9 @@ def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> 
     holder = conn.execute(
         "select a.application_name, a.backend_start from pg_locks l join pg_stat_activity a using (pid) "
         "where l.locktype = 'advisory' and l.granted and l.classid = hashtext('ingest.load')::oid "
-        "and l.objid = hashtext(%s)::oid and l.objsubid = 2 limit 1",
+        "and l.objid = hashtext(%s)::oid and l.objsubid = 2 "
+        # Advisory locks are per database, pg_locks shows every database's: another database's load is not the one.
+        "and l.database = (select oid from pg_database where datname = current_database()) limit 1",
         (key,),
     ).fetchone()
     conn.rollback()

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from datetime import time as dtime
 
+import psycopg
 import pytest
 
 from devtools.scratch_database import create_database, drop_database
@@ -39,7 +40,16 @@ from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSessio
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
-from ingest.raw_tables import BarSettings, Batch, RawBar, ensure_raw_tables, land_batch, new_load_id, utc_now
+from ingest.raw_tables import (
+    BarSettings,
+    Batch,
+    RawBar,
+    ensure_raw_tables,
+    land_batch,
+    load_lock_key,
+    new_load_id,
+    utc_now,
+)
 from ingest.report import format_summary
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY
@@ -672,8 +682,15 @@ def test_a_second_load_of_the_same_bars_is_refused_in_one_line_while_the_first_r
             "where datname = current_database())",
         )[0][0]
 
+    # A load of the same bars into another database of the same server holds the same lock key there (advisory locks
+    # are per database): it neither blocks this warehouse's loads nor may it be named as their holder.
+    other_database = psycopg.connect(
+        **{**warehouse.connect_kwargs(), "dbname": "postgres"}, autocommit=True, application_name="other database"
+    )
+    key = load_lock_key(BarSettings(), "ibkr")
+    other_database.execute("select pg_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,))
     # The first load's requests are never answered while the test looks: it holds the lock until it is stopped.
-    with simulator(latency_s=600.0) as slow, simulator() as fast:
+    with other_database, simulator(latency_s=600.0) as slow, simulator() as fast:
         first = loader(slow.port, "--timeout", "900", "--client-id", "1")
         try:
             deadline = time.monotonic() + 60
