@@ -43,7 +43,10 @@ def _help(main, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_documented_exit_statuses_are_the_enum() -> None:
-    assert documented_table(TABLE_HEADER) == markdown_table()
+    assert documented_table(TABLE_HEADER) == markdown_table(), (
+        "docs/training.md's exit status table is not training/exit_codes.py's: paste the output of "
+        'python -c "from training.exit_codes import markdown_table; print(markdown_table())" over it'
+    )
 
 
 @pytest.mark.parametrize("cls, main, prog", COMMANDS)
