@@ -207,7 +207,11 @@ def test_every_other_feature_list_derives_from_the_mart_yaml() -> None:
     macro = (REPO_ROOT / "warehouse/macros/training_features.sql").read_text(encoding="utf-8")
     assert "meta" in macro and not any(f"'{feature}'" in macro for feature in FEATURES), "the macro lists no feature"
     bars = synthetic_bars.generate_bars(synthetic_bars.SyntheticConfig(["SA"], "2024-01-01", "2024-03-01"))
-    assert list(reference_features(bars)) == [*FEATURES, "target_log_return_next"]
+    computed = list(reference_features(bars))
+    assert computed == [*FEATURES, "target_log_return_next"], (
+        f"devtools/reference_features.py must compute the YAML's features in its order: it lacks "
+        f"{[f for f in FEATURES if f not in computed]}, has extra {[c for c in computed if c not in {*FEATURES, 'target_log_return_next'}]}"
+    )
     tables = [documented_features(path) for path in (REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("docs/*.md")))]
     listed = [names for names in tables if names]
     assert len(listed) == 1, "exactly one page carries the feature table (| feature | definition |)"

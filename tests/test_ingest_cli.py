@@ -22,7 +22,10 @@ AAPL = [WatchlistEntry("AAPL", "NASDAQ")]
 
 
 def test_the_documented_exit_statuses_are_the_enum():
-    assert documented_table(TABLE_HEADER) == markdown_table()
+    assert documented_table(TABLE_HEADER) == markdown_table(), (
+        "docs/ingest.md's exit status table is not ingest/exit_codes.py's: paste the output of "
+        'python -c "from ingest.exit_codes import markdown_table; print(markdown_table())" over it'
+    )
 
 
 def test_help_and_docstring_list_every_exit_status(capsys):

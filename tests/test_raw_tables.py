@@ -56,6 +56,36 @@ def test_the_staging_models_read_every_raw_column():
         assert missing == [], f"{model} does not read {missing}"
 
 
+def documented_raw_columns() -> dict[str, dict[str, str | None]]:
+    """{table: {column: type or None}} from the two tables under docs/ingest.md's "What lands in `raw`" (a row may
+    name several columns, "exchange, currency", with one type for all or one type each)."""
+    page = (REPO_ROOT / "docs" / "ingest.md").read_text(encoding="utf-8")
+    section = page.split("## What lands in `raw`", 1)[1].split("\n## ", 1)[0]
+    tables: list[dict[str, str | None]] = []
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] == "column":
+            tables.append({})
+        elif not set(line) <= set("|-: "):
+            names = [name.strip(" `") for name in cells[0].split(",")]
+            types = [t.strip() for t in cells[1].split(",")] if len(cells) == 3 else [None]
+            tables[-1].update(zip(names, types * len(names) if len(types) == 1 else types, strict=True))
+    bars, batches = tables
+    return {IBKR_BARS.name: bars, LOAD_BATCHES.name: batches}
+
+
+def test_the_analysts_table_of_docs_ingest_md_lists_every_raw_column():
+    documented = documented_raw_columns()
+    spelled = {"timestamp with time zone": "timestamptz"}
+    bars = {column.name: spelled.get(column.sql_type, column.sql_type) for column in IBKR_BARS.columns}
+    assert documented[IBKR_BARS.name] == bars, "docs/ingest.md 'What lands in `raw`' must list raw.ibkr_bars' columns"
+    assert set(documented[LOAD_BATCHES.name]) == set(LOAD_BATCHES.column_names), (
+        "docs/ingest.md 'What lands in `raw`' must list raw.load_batches' columns"
+    )
+
+
 def test_the_row_type_is_the_column_list():
     assert RawBar._fields == tuple(column.name for column in BAR_SOURCE_COLUMNS)
     assert set(RawBar._field_defaults) >= {"volume", "wap", "bar_count", "con_id", "exchange", "currency"}

@@ -4,6 +4,7 @@ PostgreSQL fails them)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from training.config import TrainConfig, WalkForwardConfig
 from training.exit_codes import ExitCode
 from training.sweep import SweepConfig
 from training.sweep_space import DEFAULT_SPACE, SEARCHABLE, SearchSpaceError, load_space
+from warehouse_db.settings import REPO_ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -257,3 +259,12 @@ def test_each_trial_asks_ray_for_the_memory_its_drawn_settings_need(tmp_path: Pa
     assert declared(large, 10**12) == {"CPU": 1, "memory": need[64]}
     assert declared(large, need[2]) == {"CPU": 1, "memory": need[2]}  # capped at the offer
     assert declared(large, 0) == {"CPU": 1}
+
+
+def test_docs_sweeps_md_lists_exactly_the_searchable_fields() -> None:
+    page = " ".join((REPO_ROOT / "docs" / "sweeps.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"Searchable fields: `([^`]*)`", page)
+    assert listed, "docs/sweeps.md no longer says 'Searchable fields: `...`'"
+    assert [name.strip() for name in listed.group(1).split(",")] == list(SEARCHABLE), (
+        "docs/sweeps.md's searchable fields must be training/sweep_space.py's SEARCHABLE, in order"
+    )

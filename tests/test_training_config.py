@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from stable_baselines3 import PPO
 
 from devtools.documented_tables import documented_table
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
@@ -23,9 +25,10 @@ from training.config import (
 )
 from training.exit_codes import MEANINGS, TABLE_HEADER, ExitCode, markdown_table
 from training.features import MartSchemaError, read_mart_schema
-from training.ppo import ModelFileError, build_model
+from training.ppo import ModelFileError, build_model, hyperparameters
 from training.run_folder import RunFolderError, claim_run_folder, refuse_used_folder
 from training.sweep import main as sweep_main
+from training.sweep_space import SEARCHABLE
 from training.task_runners import InProcessRunner
 
 COMMANDS = [
@@ -43,7 +46,22 @@ def _help(main, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_documented_exit_statuses_are_the_enum() -> None:
-    assert documented_table(TABLE_HEADER) == markdown_table()
+    assert documented_table(TABLE_HEADER) == markdown_table(), (
+        "docs/training.md's exit status table is not training/exit_codes.py's: paste the output of "
+        'python -c "from training.exit_codes import markdown_table; print(markdown_table())" over it'
+    )
+
+
+def test_every_ppo_setting_of_the_configuration_reaches_ppo() -> None:
+    """A new TrainConfig field is a flag and a YAML key by itself, but PPO gets only what training/ppo.py's
+    hyperparameters() hands it: a field named for a setting of PPO's (target_kl, normalize_advantage, ...) left out
+    there was accepted by make train, the walk-forward and the sweep, and changed nothing."""
+    ppo_settings = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env"}
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    handed = set(hyperparameters(TrainConfig())) | {"device", "seed"}  # build_model passes these two by name
+    assert sorted(fields & ppo_settings - handed) == [], "PPO never gets them: add them to ppo.hyperparameters()"
+    # What a sweep searches reaches PPO, or the network, the environments and the observations.
+    assert set(SEARCHABLE) - handed == {"net_arch", "n_envs", "window", "observation_clip"}
 
 
 @pytest.mark.parametrize("cls, main, prog", COMMANDS)

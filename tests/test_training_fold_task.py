@@ -16,8 +16,10 @@ import training.fold_task
 import training.ppo
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 from training.baselines import (
+    BASELINES,
     BUY_AND_HOLD,
     FLAT,
+    POLICIES,
     RANDOM,
     SMA_CROSSOVER,
     SmaCrossoverPolicy,
@@ -159,6 +161,10 @@ def test_the_baselines_trade_with_the_task_costs_and_the_agent_exposure(
         SMA_CROSSOVER: SmaCrossoverPolicy(sma_signals(frame, series, CONFIG.sma_fast, CONFIG.sma_slow)),
         RANDOM: matched_random(agent.symbol_metrics, symbols, CONFIG.random_draws, 3, fold.fold_id, "test"),
     }
+    # A policy replayed but missing from BASELINES would land in ml.walk_forward_metrics and nowhere else (no
+    # statistics, comparison or report line); a baseline in BASELINES needs its by-hand replay above.
+    assert set(result.replays["test"]) == set(POLICIES), "fold_task.evaluate_policies must replay exactly POLICIES"
+    assert set(by_hand) == set(BASELINES), "replay every baseline of BASELINES by hand here"
     for name, policy in by_hand.items():
         np.testing.assert_array_equal(
             result.replays["test"][name].net_worth,

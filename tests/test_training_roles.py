@@ -8,11 +8,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.documented_tables import documented_table
 from devtools.scratch_database import scratch_database
 from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
+from training.baselines import BASELINES
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
-from training.results_schema import ensure_tables
+from training.metrics import METRICS
+from training.results_schema import COLUMN_COMMENTS, ensure_tables
+from training.statistics import COMPARISON_METRICS, STATISTIC_METRICS
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
@@ -108,6 +112,26 @@ def test_every_measured_column_of_the_ml_tables_says_what_it_holds_and_in_what_u
         assert "0.05 = 5%" in comment[tuple(column.split("."))] and "annualised" in comment[tuple(column.split("."))]
     assert "fraction" in comment[("walk_forward_equity", "drawdown")]
     assert "not a p-value" in comment[("walk_forward_comparisons", "p_agent_better")]
+
+
+def test_the_ml_column_comments_and_the_baselines_table_name_every_policy_and_metric() -> None:
+    """A baseline or metric added in training/ lands rows in the ml tables; the comments that list the policies and
+    metrics (and docs/training.md's table of baselines) must name it too, or an analyst never learns it is there."""
+    stale = []
+    for table, columns in COLUMN_COMMENTS.items():
+        for column in {"policy", "baseline"} & set(columns):
+            stale += [f"{table}.{column} lacks {name}" for name in BASELINES if name not in columns[column]]
+    named = {
+        ("walk_forward_metrics", "value"): METRICS,
+        ("walk_forward_statistics", "metric"): STATISTIC_METRICS,
+        ("walk_forward_comparisons", "metric"): COMPARISON_METRICS,
+    }
+    for (table, column), names in named.items():
+        stale += [f"{table}.{column} lacks {name}" for name in names if name not in COLUMN_COMMENTS[table][column]]
+    assert stale == [], f"COLUMN_COMMENTS in training/results_schema.py: {stale}"
+    rows = documented_table("policy").splitlines()[2:]
+    documented = [row.split("|")[1].strip(" `") for row in rows]
+    assert documented == list(BASELINES), "docs/training.md's table of baselines must list BASELINES, in order"
 
 
 def test_trainer_sees_only_what_it_was_granted(mart_warehouse: ConnectionSettings) -> None:

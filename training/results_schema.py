@@ -37,6 +37,7 @@ import math
 import psycopg
 
 import warehouse_db
+from training.baselines import BASELINES
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings
@@ -306,6 +307,7 @@ comment on column {schemas.ML}.{SWEEP_TRIALS}.config_hash is
 
 
 _SHARE = "a fraction (0.05 = 5%), not a percentage"
+_POLICY = "'agent' or a baseline (" + ", ".join(BASELINES) + ")."
 _METRIC_UNITS = (
     "total_return, cagr, max_drawdown (negative), turnover, exposure and hit_rate are fractions (0.05 = 5%, not "
     "percentages); sharpe and sortino are annualised ratios (x sqrt(252), risk-free rate 0) from the window's "
@@ -370,13 +372,13 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
     },
     "walk_forward_metrics": {
         "symbol": "A symbol, or '__all__': all symbols side by side, equal starting cash each.",
-        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "policy": _POLICY,
         "metric": "The metric's name: " + _METRIC_UNITS + ".",
         "value": "The metric's value in its unit: " + _METRIC_UNITS + ". Null where undefined.",
         "sessions": "Sessions with a return in the window (what sharpe and sortino were annualised from).",
     },
     "walk_forward_statistics": {
-        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "policy": _POLICY,
         "metric": "sharpe, sortino (annualised ratios), total_return, max_drawdown, exposure, turnover (fractions).",
         "estimator": "'mean': over folds of the mean over each fold's seeds; 'iqm': interquartile mean of all fold x "
         "seed values.",
@@ -392,7 +394,7 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "symbols": "Symbols traded in the test splits (the largest fold).",
     },
     "walk_forward_comparisons": {
-        "baseline": "The baseline the agent is compared with (buy_and_hold, flat, sma_crossover, random).",
+        "baseline": "The baseline the agent is compared with (" + ", ".join(BASELINES) + ").",
         "metric": "sharpe (annualised ratio) or total_return (fraction).",
         "difference": "Agent minus baseline in the metric's unit (Sharpe: annualised, x sqrt(252); total_return: a "
         "fraction, 0.05 = 5 percentage points): the mean over folds of the mean over each fold's seeds.",
@@ -411,7 +413,7 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "sessions": "Test sessions with a return, summed over the sample's folds.",
     },
     "walk_forward_equity": {
-        "policy": "'agent' or a baseline (buy_and_hold, flat, sma_crossover, random).",
+        "policy": _POLICY,
         "session_date": "The exchange session (America/New_York) whose close this is.",
         "net_worth": "Net worth at the session's close in the account's currency: initial_cash (config) per symbol at "
         "the first close, all symbols summed.",
