@@ -36,10 +36,11 @@ from ingest import cli
 from ingest.exit_codes import ExitCode
 from ingest.ibkr import planner
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, InvalidRequestError, RetryPolicy
+from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
+from ingest.ibkr.session_types import ContractRef, GatewayUnavailableError, InvalidRequestError, RetryPolicy
 from ingest.raw_tables import (
     BarSettings,
     Batch,

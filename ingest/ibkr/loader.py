@@ -40,23 +40,21 @@ import psycopg
 
 from ingest.ibkr.bar_sizes import BarSize
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import (
-    ERR_NO_SECURITY,
-    ContractRef,
-    GatewayUnavailableError,
-    IbkrSession,
-    InvalidRequestError,
-    MarketDataRefusal,
-    MarketDataRefusedError,
-    Outcome,
-    SessionStats,
-    SourceBar,
-    market_data_refusal,
-)
+from ingest.ibkr.fetcher import IbkrSession
+from ingest.ibkr.gateway_errors import ERR_NO_SECURITY, MarketDataRefusal, market_data_refusal
 from ingest.ibkr.options import LARGE_PLAN_REQUESTS, LARGE_PLAN_SECONDS, LoadOptions
 from ingest.ibkr.pacing import LimiterStats, PacingLimiter, PacingPolicy, estimate_seconds
 from ingest.ibkr.planner import PlanContext, SymbolPlan, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import Readjustment, detect_readjustment
+from ingest.ibkr.session_types import (
+    ContractRef,
+    GatewayUnavailableError,
+    InvalidRequestError,
+    MarketDataRefusedError,
+    Outcome,
+    SessionStats,
+    SourceBar,
+)
 from ingest.raw_tables import (
     BarSettings,
     Batch,
