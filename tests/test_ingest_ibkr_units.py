@@ -23,7 +23,8 @@ from ingest.ibkr.planner import (
 )
 from ingest.ibkr.readjustment import detect_readjustment
 from ingest.ibkr.session_types import ContractRef, Outcome, SourceBar
-from ingest.raw_tables import BarSettings, Coverage, RawBar, StoredBar
+from ingest.raw_reads import Coverage, StoredBar
+from ingest.raw_tables import BarSettings, RawBar
 from ingest.sessions import FinalBars, last_completed_close
 from ingest.watchlist import DEFAULT_WATCHLIST, select_entries
 from market_calendar import EXCHANGE_TZ as NY

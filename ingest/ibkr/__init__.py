@@ -20,7 +20,8 @@ Modules (each small, named for what it does):
 * :mod:`ingest.ibkr.loader`   -- orchestration: coverage -> plan -> fetch -> land, progress and summary.
 * :mod:`ingest.ibkr.compat_check` -- the same client path, runnable under ib_insync 0.9.86 as well.
 
-What lands, and how, is :mod:`ingest.raw_tables`; which bars are final, :mod:`ingest.sessions`.
+What lands is :mod:`ingest.raw_tables`, how it lands :mod:`ingest.landing`, what the plan reads back
+:mod:`ingest.raw_reads`; which bars are final, :mod:`ingest.sessions`.
 
 This package's ``__init__`` imports nothing, so that :mod:`ingest.ibkr.fetcher` can be imported in a venv
 that has only ``ib_insync`` (see :mod:`ingest.ibkr.compat_check`).
