@@ -60,7 +60,7 @@ def child(method: str, path: Path) -> None:
             rows = load(conn, path)
         else:
             from ingest.csv_source import load_csv_files
-            from ingest.raw_tables import new_load_id
+            from ingest.landing import new_load_id
 
             rows = load_csv_files(conn, [path], new_load_id(), progress=False).rows
         print(f"{time.perf_counter() - started:.3f} {rows}", flush=True)

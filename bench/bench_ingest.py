@@ -27,8 +27,8 @@ from pathlib import Path
 
 from devtools.scratch_database import scratch_database
 from gateway_simulator import SimulatorConfig, run_simulator_in_thread
+from ingest.ibkr.client_library import quiet_client_logs
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import quiet_client_logs
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load
 from ingest.ibkr.pacing import DEFAULT_MAX_OPEN
 from ingest.ibkr.planner import DEFAULT_MONTHS

@@ -19,16 +19,8 @@ import _common
 import psycopg2
 
 from devtools.scratch_database import scratch_database
-from ingest.raw_tables import (
-    IBKR_BARS,
-    BarSettings,
-    Batch,
-    RawBar,
-    land_batch,
-    new_load_id,
-    open_for_landing,
-    utc_now,
-)
+from ingest.landing import Batch, land_batch, new_load_id, utc_now
+from ingest.raw_tables import IBKR_BARS, BarSettings, RawBar, open_for_landing
 from warehouse_db import connect
 
 

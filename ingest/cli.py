@@ -171,10 +171,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
 
 
 def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) -> int:
+    from ingest.ibkr.client_library import quiet_client_logs
     from ingest.ibkr.config import IbkrConfigError, IbkrSettings
-    from ingest.ibkr.fetcher import GatewayUnavailableError, quiet_client_logs
     from ingest.ibkr.loader import PlanTooLargeError, load
     from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
+    from ingest.ibkr.session_types import GatewayUnavailableError
     from ingest.raw_tables import AnotherLoadRunning
     from ingest.report import describe_refusals, format_plan, format_summary
     from ingest.watchlist import WatchlistError, select_entries

@@ -34,7 +34,8 @@ from typing import BinaryIO
 import psycopg
 from tqdm import tqdm
 
-from ingest.raw_tables import BarSettings, Batch, RawBar, landing, new_load_id, open_for_landing, utc_now
+from ingest.landing import Batch, landing, new_load_id, utc_now
+from ingest.raw_tables import BarSettings, RawBar, open_for_landing
 from ingest.sessions import FinalBars, why_not_a_session
 from ingest.symbols import InvalidSymbolError, normalize_symbol
 from market_calendar import EXCHANGE_TZ

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ingest.csv_source import CsvLoadSummary
-    from ingest.ibkr.fetcher import MarketDataRefusal
+    from ingest.ibkr.gateway_errors import MarketDataRefusal
     from ingest.ibkr.loader import LoadSummary
     from ingest.ibkr.options import LoadOptions
 

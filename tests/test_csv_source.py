@@ -11,7 +11,7 @@ import pytest
 from ingest import cli
 from ingest.csv_source import CsvValidationError, Problems, display_path, load_csv_files, read_csv_bars
 from ingest.exit_codes import ExitCode
-from ingest.raw_tables import new_load_id
+from ingest.landing import new_load_id
 from ingest.sessions import FinalBars
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect

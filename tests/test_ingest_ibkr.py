@@ -36,20 +36,13 @@ from ingest import cli
 from ingest.exit_codes import ExitCode
 from ingest.ibkr import planner
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import ContractRef, GatewayUnavailableError, IbkrSession, InvalidRequestError, RetryPolicy
+from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
-from ingest.raw_tables import (
-    BarSettings,
-    Batch,
-    RawBar,
-    ensure_raw_tables,
-    land_batch,
-    load_lock_key,
-    new_load_id,
-    utc_now,
-)
+from ingest.ibkr.session_types import ContractRef, GatewayUnavailableError, InvalidRequestError, RetryPolicy
+from ingest.landing import Batch, land_batch, new_load_id, utc_now
+from ingest.raw_tables import BarSettings, RawBar, ensure_raw_tables, load_lock_key
 from ingest.report import format_summary
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY

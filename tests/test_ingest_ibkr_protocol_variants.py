@@ -20,19 +20,19 @@ import pytest
 
 from devtools.scripted_gateway import CLOSE, ScriptedGateway, bars, error, notice, one_stock
 from gateway_simulator import protocol
+from ingest.ibkr.client_library import quiet_client_logs
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import (
+from ingest.ibkr.decode_errors import undecoded_request_id
+from ingest.ibkr.fetcher import IbkrSession
+from ingest.ibkr.gateway_errors import market_data_refusal
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
+from ingest.ibkr.session_types import (
     ContractRef,
     GatewayUnavailableError,
-    IbkrSession,
     MarketDataRefusedError,
     Outcome,
     RetryPolicy,
-    market_data_refusal,
-    quiet_client_logs,
-    undecoded_request_id,
 )
-from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 
 pytestmark = pytest.mark.integration  # sockets and the real client library
 

@@ -11,7 +11,6 @@ import pytest
 from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
-from ingest.ibkr.fetcher import ContractRef, Outcome, SourceBar
 from ingest.ibkr.loader import NotASession, SharedContract, days_without_a_session, redelivered_spans, to_raw_bars
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
 from ingest.ibkr.planner import (
@@ -23,7 +22,9 @@ from ingest.ibkr.planner import (
     plan_whole_window,
 )
 from ingest.ibkr.readjustment import detect_readjustment
-from ingest.raw_tables import BarSettings, Coverage, RawBar, StoredBar
+from ingest.ibkr.session_types import ContractRef, Outcome, SourceBar
+from ingest.raw_reads import Coverage, StoredBar
+from ingest.raw_tables import BarSettings, RawBar
 from ingest.sessions import FinalBars, last_completed_close
 from ingest.watchlist import DEFAULT_WATCHLIST, select_entries
 from market_calendar import EXCHANGE_TZ as NY

@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ingest.raw_tables import BarSettings, Batch, RawBar, land_batch, new_load_id, read_bar_spans, utc_now
+from ingest.landing import Batch, land_batch, new_load_id, utc_now
+from ingest.raw_reads import read_bar_spans
+from ingest.raw_tables import BarSettings, RawBar
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -21,7 +23,8 @@ LAND_BIG_BATCH = textwrap.dedent(
     """
     import sys
     from datetime import date, datetime, timedelta, timezone
-    from ingest.raw_tables import Batch, BarSettings, RawBar, land_batch, new_load_id, utc_now
+    from ingest.landing import Batch, land_batch, new_load_id, utc_now
+    from ingest.raw_tables import BarSettings, RawBar
     from warehouse_db import connect
 
     rows = int(sys.argv[1])
@@ -169,10 +172,10 @@ def test_batches_record_status_and_watermarks_follow_ok_bars(warehouse):
 def test_bars_are_stamped_with_the_database_clock_not_the_loaders(warehouse, monkeypatch):
     # dbt's incremental models find new bars by ingested_at against the database's current_timestamp: a loader
     # machine whose clock runs three hours behind must not land bars that look older than the last build.
-    import ingest.raw_tables
+    import ingest.landing
 
     behind = datetime(2020, 1, 1, tzinfo=UTC)
-    monkeypatch.setattr(ingest.raw_tables, "utc_now", lambda: behind)
+    monkeypatch.setattr(ingest.landing, "utc_now", lambda: behind)
     with connect(warehouse) as conn:
         land_batch(
             conn,

@@ -10,19 +10,16 @@ from datetime import UTC, date, datetime
 import yaml
 from psycopg import sql
 
+from ingest.landing import Batch, land_batch, new_load_id, utc_now
+from ingest.raw_reads import CONTRACT_HOLDERS_SQL
 from ingest.raw_tables import (
     BAR_SOURCE_COLUMNS,
-    CONTRACT_HOLDERS_SQL,
     IBKR_BARS,
     LOAD_BATCHES,
     RAW_TABLES,
     BarSettings,
-    Batch,
     RawBar,
     ensure_raw_tables,
-    land_batch,
-    new_load_id,
-    utc_now,
 )
 from warehouse_db import connect
 from warehouse_db.provision import provision

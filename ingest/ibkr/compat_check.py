@@ -21,8 +21,9 @@ from typing import Any
 
 from command_line import sigterm_interrupts
 from ingest.exit_codes import ExitCode
+from ingest.ibkr.client_library import client_library, quiet_client_logs
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import IbkrSession, client_library, quiet_client_logs
+from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 
 REQUESTS = (("daily", "1 M", "1 day", False), ("hourly", "2 D", "1 hour", True))

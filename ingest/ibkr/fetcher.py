@@ -18,9 +18,9 @@ query found" (ib_async ends the request)     cancelled; when every try ends so, 
                                              code and "the gateway ended the request" (no timeout)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 ``[]`` + a missing subscription: 162 "No     outcome ``failed`` at once with the code, not retried
-market data permissions for NYSE STK", 354,  (:func:`market_data_refusal` names the exchange); the
-10089, 10090, 10168 (ib_async ends the       other symbols go on: a subscription covers some
-request at once)                             exchanges only
+market data permissions for NYSE STK", 354,  (:func:`gateway_errors.market_data_refusal` names
+10089, 10090, 10168 (ib_async ends the       the exchange); the other symbols go on: a
+request at once)                             subscription covers some exchanges only
 ``[]`` + 10197 "No market data during        :class:`MarketDataRefusedError`; no request (bars or
 competing live session", or 162 "...         contract) is sent after it: every one would be refused
 connected from a different IP address"       alike until the other session of the username ends
@@ -31,8 +31,9 @@ errorEvent 321 (request invalid)             a bar request: :class:`InvalidReque
 an answer the client cannot decode (the      ``failed`` at once, with the library's reason; not
 library logs it and drops it, and would      retried (the same answer would not decode again). The
 wait for its timeout)                        request is found by the id in the logged fields
-                                             (:class:`_DecodeErrors`); when none of this session's
-                                             requests has it, a timeout names the error instead
+                                             (:mod:`ingest.ibkr.decode_errors`); when no request
+                                             of this session has it, a timeout names the error
+                                             instead
 ``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out"
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
 an outage notice (1100 and 2110 IBKR-wide,   a request waits while a farm it may use is down:
@@ -60,248 +61,62 @@ no gateway behind it)
 ==========================================  ===================================================
 
 Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2100-2199 notices (the
-2174 time-zone warning among them), and so does this module (:func:`is_notice`).
+2174 time-zone warning among them), and so does this module (:func:`gateway_errors.is_notice`).
 
 An empty list alone cannot tell "no data", "error" and "timeout" apart; the codes that errorEvent
 delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
 very object back, so every error lands with the request it belongs to.
 
-Imports only the standard library, the client library and the pure planner/limiter/farm modules, so that
-:mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of its own.
+What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the session takes and hands back, and
+the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
+:mod:`ingest.ibkr.client_library`.
+
+Imports only the standard library, the client library and the pure modules beside it (planner, limiter, farms, the
+ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
+its own.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Awaitable
 from types import ModuleType
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from ingest.ibkr import farms
+from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
+from ingest.ibkr.gateway_errors import (
+    ERR_CLIENT_ID_IN_USE,
+    ERR_HMDS,
+    ERR_INVALID_REQUEST,
+    ERR_NO_HISTORICAL_QUERY,
+    ERR_PORT_RESET,
+    ERR_SIMULTANEOUS_OR_PACING,
+    is_no_data,
+    is_notice,
+    is_pacing_violation,
+    market_data_refusal,
+)
 from ingest.ibkr.pacing import PacingLimiter, RequestKey
+from ingest.ibkr.session_types import (
+    ContractRef,
+    GatewayUnavailableError,
+    InvalidRequestError,
+    MarketDataRefusedError,
+    Outcome,
+    QualifyOutcome,
+    RetryPolicy,
+    SessionStats,
+    SourceBar,
+)
 
 log = logging.getLogger(__name__)
-
-ERR_HMDS = 162
-ERR_NO_SECURITY = 200
-ERR_INVALID_REQUEST = 321
-ERR_SIMULTANEOUS_OR_PACING = 322
-ERR_CLIENT_ID_IN_USE = 326
-ERR_PACING = 420
-ERR_PORT_RESET = 1300
-#: Codes that never fail a request by themselves: "HMDS query message" (165) and the delayed-data notice (10167),
-#: which ib_async treats as warnings too; "No historical data query found" (366: after a cancel, its echo; else the
-#: gateway lost the request, which is asked again, see the table above); connectivity lost/restored (1100-1102). The
-#: 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
-NOTICE_CODES = frozenset({165, 366, 1100, 1101, 1102, 10167})
-
-
-def is_notice(code: int) -> bool:
-    """A notice or warning: the request it names goes on (ib_async keeps waiting for its answer)."""
-    return code in NOTICE_CODES or 2100 <= code < 2200
-
-
-def is_pacing_violation(code: int, message: str) -> bool:
-    """IBKR's ways of saying "too many requests": 162 "pacing violation", 420, and 322 "simultaneous"/"pacing"."""
-    text = message.lower()
-    if code == ERR_HMDS:
-        return "pacing violation" in text
-    if code == ERR_SIMULTANEOUS_OR_PACING:
-        return "simultaneous" in text or "pacing" in text
-    return code == ERR_PACING
-
-
-def is_no_data(code: int, message: str) -> bool:
-    """162 "HMDS query returned no data": the range holds no bars (not an error)."""
-    return code == ERR_HMDS and "query returned no data" in message.lower()
-
-
-ERR_NOT_SUBSCRIBED = 354
-ERR_NO_HISTORICAL_QUERY = 366
-ERR_COMPETING_SESSION = 10197
-#: IBKR's other ways of saying that the login's market-data subscriptions do not cover a request: "Requested market
-#: data is not subscribed" (354), "... requires additional subscription for API" (10089), "Part of requested market
-#: data is not subscribed" (10090), "... Delayed market data is not enabled" (10168).
-NOT_SUBSCRIBED_CODES = frozenset({ERR_NOT_SUBSCRIBED, 10089, 10090, 10168})
-_NO_PERMISSIONS = re.compile(r"no market data permissions for ([^\s.,]+)(?: ([A-Z]+))?", re.IGNORECASE)
-SUBSCRIBE_ADVICE = (
-    "subscribe to it in Client Portal (Settings > Market Data Subscriptions; a paper login uses its live login's "
-    "subscriptions once they are shared with the paper account there). Delayed data does not help: IBKR's API serves "
-    "historical bars only with live (Level 1) market data for every exchange the stock trades on"
-)
-SESSION_ADVICE = (
-    "another session of this username holds its market data (TWS or IB Gateway on another machine, Client Portal, "
-    "the mobile app): log that session out, or give the API a username of its own (Client Portal: Settings > Users & "
-    "Access Rights), then run again"
-)
-
-
-@dataclass(frozen=True)
-class MarketDataRefusal:
-    """IBKR refused a historical request for the login's market-data entitlements, not for the request itself."""
-
-    code: int
-    message: str
-    account_wide: bool
-    """True: nothing this login asks for will be served until the user acts (a competing live session, a session
-    from another IP address); False: a missing subscription, for the exchange in ``exchange`` if IBKR named one."""
-    exchange: str | None = None
-    """The exchange and security type IBKR named ("NYSE STK", "ISLAND STK": IBKR's code for NASDAQ), if it did."""
-
-    @property
-    def what(self) -> str:
-        """What the login lacks, in a few words: the key a run's failures are grouped by."""
-        if self.account_wide:
-            return "another session of this username is live"
-        if self.exchange:
-            return f"no market-data permissions for {self.exchange}"
-        return "no market-data subscription for the data asked for"
-
-    def advice(self) -> str:
-        return SESSION_ADVICE if self.account_wide else SUBSCRIBE_ADVICE
-
-
-def market_data_refusal(code: int | None, message: str | None) -> MarketDataRefusal | None:
-    """The entitlement behind a failed request, if that was why IBKR refused it (None for any other failure)."""
-    if code is None:
-        return None
-    text = message or ""
-    lowered = text.lower()
-    if code == ERR_COMPETING_SESSION or (code == ERR_HMDS and "different ip address" in lowered):
-        return MarketDataRefusal(code, text, account_wide=True)
-    if code == ERR_HMDS and (named := _NO_PERMISSIONS.search(text)):
-        exchange = " ".join(part for part in named.groups() if part).upper()
-        return MarketDataRefusal(code, text, account_wide=False, exchange=exchange)
-    if code in NOT_SUBSCRIBED_CODES:
-        return MarketDataRefusal(code, text, account_wide=False)
-    return None
-
-
-OutcomeStatus = Literal["ok", "no_data", "failed"]
-
-
-def client_library() -> ModuleType:
-    """ib_async (the maintained successor); ib_insync when only that is installed (compat check)."""
-    try:
-        import ib_async as library
-    except ImportError:  # pragma: no cover - exercised in the ib_insync venv
-        import ib_insync as library  # type: ignore[no-redef]
-    return library
-
-
-def quiet_client_logs(level: int = logging.CRITICAL) -> None:
-    """The client library logs every 162/200 at ERROR; the loader reports them itself."""
-    for name in ("ib_async", "ib_insync"):
-        logging.getLogger(name).setLevel(level)
-
-
-class GatewayUnavailableError(ConnectionError):
-    """No IB Gateway / TWS answers at the configured address, or the connection was lost for good."""
-
-
-class InvalidRequestError(RuntimeError):
-    """IBKR rejected a bar request as invalid (error 321): a bug or a bad setting, never worth retrying."""
-
-    def __init__(self, code: int, message: str, symbol: str) -> None:
-        super().__init__(f"IBKR rejected the request for {symbol} as invalid (error {code}): {message}")
-        self.code = code
-        self.message = message
-        self.symbol = symbol
-
-
-class MarketDataRefusedError(RuntimeError):
-    """IBKR refuses this login market data altogether (a competing live session, a session from another IP
-    address): every later request would be refused the same way, so none is sent."""
-
-    def __init__(self, refusal: MarketDataRefusal, symbol: str) -> None:
-        super().__init__(
-            f"IBKR refused market data to this login (error {refusal.code} for {symbol}: {refusal.message}): "
-            f"{refusal.advice()}"
-        )
-        self.refusal = refusal
-        self.code = refusal.code
-        self.message = refusal.message
-        self.symbol = symbol
-
-
-@dataclass(frozen=True)
-class ContractRef:
-    """A stock as the loader knows it: symbol, and conId once qualified."""
-
-    symbol: str
-    con_id: int | None = None
-    primary_exchange: str = ""
-    currency: str = "USD"
-    exchange: str = "SMART"
-
-    @property
-    def pacing_id(self) -> str:
-        return str(self.con_id) if self.con_id else self.symbol
-
-
-@dataclass(frozen=True)
-class SourceBar:
-    """One bar exactly as the client library handed it over."""
-
-    date: date | datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    wap: float
-    bar_count: int
-
-
-@dataclass
-class Outcome:
-    """What one historical request came to, after retries."""
-
-    status: OutcomeStatus
-    bars: list[SourceBar] = field(default_factory=list)
-    error_code: int | None = None
-    error_message: str | None = None
-    attempts: int = 1
-
-
-@dataclass
-class QualifyOutcome:
-    contract: ContractRef | None
-    error_code: int | None = None
-    error_message: str | None = None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    pacing_give_up_s: float = 900.0
-    """A request still refused for pacing this long after its first violation fails (IBKR's window is 10 min)."""
-    pacing_backoff_s: float = 2.0
-    """First back-off after a pacing violation, doubled each time up to ``pacing_backoff_max_s``."""
-    pacing_backoff_max_s: float = 60.0
-    pacing_cooldown_s: float = 5.0
-    """After a violation no new request goes out for this long: IBKR's limits were tighter than ours."""
-    timeout_retries: int = 2
-    connection_retries: int = 5
-    """How many dropped connections one request survives (each followed by a reconnect)."""
-
-
-@dataclass
-class SessionStats:
-    connects: int = 0
-    reconnects: int = 0
-    pacing_violations: int = 0
-    timeouts: int = 0
-    dropped_requests: int = 0
-    contract_requests: int = 0
-    historical_requests: int = 0
 
 
 class _Tracked:
@@ -358,7 +173,7 @@ class IbkrSession:
         self._handshake_ended: asyncio.Event | None = None
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
-        self._decode_errors = _DecodeErrors(self.lib.__name__, self._on_undecodable)
+        self._decode_errors = DecodeErrors(self.lib.__name__, self._on_undecodable)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -724,7 +539,7 @@ class IbkrSession:
                     continue
             if tracked.undecodable is not None:
                 return QualifyOutcome(
-                    None, None, f"no contract found (no error code){_undecodable(tracked.undecodable)}"
+                    None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
                 )
             if not details:
                 failure = tracked.failures[0] if tracked.failures else None
@@ -988,106 +803,6 @@ async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
     with contextlib.suppress(BaseException):
         await task
     raise _Ended
-
-
-_ANSWERS_NAMING_THEIR_REQUEST = frozenset({17, 10})
-"""The answers this module asks for whose request id ib_async's log of an undecodable message shows, second among
-its fields: historicalData (17) and contractData (10; below server version 164 the library has already dropped the
-message id, so the fields do not start with 10 and the id is not read). Not contractDataEnd (52): the request id is
-the only field the library decodes of it, so it fails to decode only when that id does not parse."""
-
-_LEADING_FIELDS = re.compile(
-    r"""Error handling fields: \[('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"), ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
-)
-"""The first two items of the field list's repr (each a Python string literal, in either quotes): the message id
-and the request id."""
-_HEAD_CHARACTERS = 200
-"""How much of the log line is read: the message and request ids are short, and a list of a million fields (a large
-answer) would cost seconds and a gigabyte to parse whole, on the event loop."""
-
-
-def undecoded_request_id(message: str) -> int | None:
-    """The request id of the message named in ib_async's "Error handling fields: [...]" log line, or None when the
-    line is worded otherwise, or names another message (see :data:`_ANSWERS_NAMING_THEIR_REQUEST`). Only the line's head is
-    read, so the cost is the same whatever the answer's size."""
-    leading = _LEADING_FIELDS.search(message[:_HEAD_CHARACTERS])
-    if leading is None:
-        return None
-    try:
-        message_id, request_id = (ast.literal_eval(item) for item in leading.groups())
-        return int(request_id) if int(message_id) in _ANSWERS_NAMING_THEIR_REQUEST else None
-    except (ValueError, SyntaxError):
-        return None
-
-
-def _undecodable(reason: str) -> str:
-    return f"; the client could not decode an answer ({reason})"
-
-
-class _DecodeErrors(logging.Handler):
-    """Hears of the messages the client library could not decode.
-
-    The library logs such a message and drops it, so the request it answered would only time out, on every retry
-    alike. The log line lists the message's fields: when they name the request (:func:`undecoded_request_id`),
-    ``on_undecodable`` fails that request at once. Answers interleave, so this attributes by request id, never to
-    whichever request happens to be waiting. One that names no request of the session (another message, an id
-    the library has forgotten) cannot be attributed: failing every waiting request would fail innocent ones, so
-    it is only counted, and a request that then times out names it (:meth:`since`). Quiet client logs (the CLI's
-    default) are kept quiet: the first undecodable message is reported once here.
-    """
-
-    _users: ClassVar[dict[str, tuple[int, tuple[int, bool]]]] = {}
-    """Per logger: how many sessions listen, and its (level, propagate) from before the first of them."""
-
-    def __init__(self, library_name: str, on_undecodable: Callable[[int | None, str], bool]) -> None:
-        super().__init__(logging.ERROR)
-        self.logger = logging.getLogger(f"{library_name}.Decoder")
-        self.on_undecodable = on_undecodable
-        """(request id or None, why) -> whether a request of the session took it as its own answer."""
-        self.count = 0
-        """Messages that could not be attributed to a request."""
-        self.last = ""
-        self._reported = False
-        self._attached = False
-
-    def since(self, count: int) -> str:
-        """What a failure message adds when unattributed messages went undecoded since the count was ``count``."""
-        return _undecodable(self.last) if self.count > count else ""
-
-    def attach(self) -> None:
-        if self._attached:
-            return
-        self._attached = True
-        name = self.logger.name
-        users, saved = self._users.get(name, (0, (self.logger.level, self.logger.propagate)))
-        if users == 0 and not self.logger.isEnabledFor(logging.ERROR):  # quiet: records reach these handlers only
-            self.logger.setLevel(logging.ERROR)
-            self.logger.propagate = False
-        self._users[name] = (users + 1, saved)
-        self.logger.addHandler(self)
-
-    def detach(self) -> None:
-        if not self._attached:
-            return
-        self._attached = False
-        self.logger.removeHandler(self)
-        users, saved = self._users.pop(self.logger.name)
-        if users > 1:
-            self._users[self.logger.name] = (users - 1, saved)
-        else:  # the last session restores what the user had
-            level, self.logger.propagate = saved
-            self.logger.setLevel(level)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        error = record.exc_info[1] if record.exc_info else None
-        reason = f"{type(error).__name__}: {error}" if error is not None else message
-        if not self._reported:
-            self._reported = True
-            log.warning("the client library could not decode a message from the gateway: %s", reason)
-        if not self.on_undecodable(undecoded_request_id(message), reason):
-            self.last = reason
-            self.count += 1
 
 
 async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:

@@ -5,7 +5,7 @@ symbol atomically, and report.
 and prints. Tests point both settings anywhere (a test database, a simulator port).
 
 Per symbol, all pages of its plan are fetched first and then landed as ONE batch in one transaction
-(:func:`ingest.raw_tables.land_batch`): a run killed at any moment leaves every symbol either complete for that
+(:func:`ingest.landing.land_batch`): a run killed at any moment leaves every symbol either complete for that
 batch or untouched, and the next run's plan sees exactly what is missing. Failures are landed too, as a
 ``raw.load_batches`` row with status 'failed', the IBKR error code and message, and no bars.
 
@@ -40,39 +40,31 @@ import psycopg
 
 from ingest.ibkr.bar_sizes import BarSize
 from ingest.ibkr.config import IbkrSettings
-from ingest.ibkr.fetcher import (
-    ERR_NO_SECURITY,
-    ContractRef,
-    GatewayUnavailableError,
-    IbkrSession,
-    InvalidRequestError,
-    MarketDataRefusal,
-    MarketDataRefusedError,
-    Outcome,
-    SessionStats,
-    SourceBar,
-    market_data_refusal,
-)
+from ingest.ibkr.fetcher import IbkrSession
+from ingest.ibkr.gateway_errors import ERR_NO_SECURITY, MarketDataRefusal, market_data_refusal
 from ingest.ibkr.options import LARGE_PLAN_REQUESTS, LARGE_PLAN_SECONDS, LoadOptions
 from ingest.ibkr.pacing import LimiterStats, PacingLimiter, PacingPolicy, estimate_seconds
 from ingest.ibkr.planner import PlanContext, SymbolPlan, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import Readjustment, detect_readjustment
-from ingest.raw_tables import (
-    BarSettings,
-    Batch,
+from ingest.ibkr.session_types import (
+    ContractRef,
+    GatewayUnavailableError,
+    InvalidRequestError,
+    MarketDataRefusedError,
+    Outcome,
+    SessionStats,
+    SourceBar,
+)
+from ingest.landing import Batch, land_batch, new_load_id, utc_now
+from ingest.raw_reads import (
     Coverage,
-    RawBar,
     StoredBar,
-    claim_load,
-    land_batch,
-    new_load_id,
-    open_for_landing,
     read_contract_holders,
     read_coverage,
     read_known_contracts,
     read_stored_bars,
-    utc_now,
 )
+from ingest.raw_tables import BarSettings, RawBar, claim_load, open_for_landing
 from ingest.report import describe_duration
 from ingest.sessions import FinalBars, last_completed_close, why_not_a_session
 from ingest.watchlist import WatchlistEntry
@@ -626,7 +618,7 @@ def check_shared_contracts(
     IBKR keeps a contract id across a ticker change (FB became META), so the new ticker's bars land under the id the
     old one's bars carry, and dbt's ``one_symbol_per_contract`` test fails the next build until the old ticker's bars
     are deleted. Nothing is refused here: raw lands what the source sent, and dbt's test guards the mart. One query
-    for the whole run (:func:`ingest.raw_tables.read_contract_holders`).
+    for the whole run (:func:`ingest.raw_reads.read_contract_holders`).
     """
     if not contracts:
         return []

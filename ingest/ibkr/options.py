@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ingest.ibkr.bar_sizes import BarSize, BarSizeError, parse_bar_size
-from ingest.ibkr.fetcher import RetryPolicy
 from ingest.ibkr.pacing import DEFAULT_MAX_OPEN, PacingPolicy
 from ingest.ibkr.planner import DEFAULT_MONTHS, MAX_MONTHS
+from ingest.ibkr.session_types import RetryPolicy
 from ingest.raw_tables import BarSettings
 from ingest.watchlist import WatchlistEntry
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from ingest.ibkr.bar_sizes import BarSize, daily_duration
-from ingest.raw_tables import Coverage
+from ingest.raw_reads import Coverage
 from market_calendar import EXCHANGE_TZ as NY
 
 DEFAULT_MONTHS = 60

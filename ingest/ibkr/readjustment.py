@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from fractions import Fraction
 
-from ingest.raw_tables import RawBar, StoredBar
+from ingest.raw_reads import StoredBar
+from ingest.raw_tables import RawBar
 
 MIN_FACTOR_CHANGE = 0.03
 """A factor within 3% of 1 is not a re-adjustment (splits start at 5-for-4; dividends are not in TRADES)."""
