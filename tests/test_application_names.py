@@ -1,6 +1,7 @@
-"""Every command names its sessions in pg_stat_activity.application_name, while it runs, on a real server: the training
-job, the walk-forward and the sweep, ``python -m warehouse_db`` and ``make psql`` (ingest's own test is in
-test_ingest_ibkr.py). A user's PGAPPNAME (or a DATABASE_URL's application_name) wins.
+"""Every command names its sessions in pg_stat_activity.application_name, while it runs, on a real server: dbt, the
+training job, the walk-forward and the sweep, ``python -m warehouse_db`` and ``make psql`` (ingest's own test is in
+test_ingest_ibkr.py). A user's PGAPPNAME (or a DATABASE_URL's application_name) wins, and the query of
+docs/operations.md that finds who holds a dbt rebuild back names both sides.
 
 Each command is caught waiting on a lock the test holds (as a notebook with an open transaction would), and its
 waiting sessions are read from pg_stat_activity."""
@@ -8,6 +9,7 @@ waiting sessions are read from pg_stat_activity."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools import dbt_harness
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from warehouse_db import connect, resolve_settings
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings, settings_from_url
@@ -28,11 +31,15 @@ HOLDER = "a long analysis"
 
 
 @pytest.fixture(scope="module")
-def mart_warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
-    """A database with a small mart and its folds."""
+def mart_warehouse(
+    embedded_cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConnectionSettings]:
+    """A database with a small mart and its folds, and the raw landing tables and seeds dbt reads."""
     frame = synthetic_mart(n_symbols=2, n_sessions=200, seed=65)
     folds = lay_out_folds(frame["session_date"], folds=2, test_sessions=30, validation_sessions=30)
     with mart_database("test_application_names", frame, folds, embedded_cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        dbt_harness.DbtProject(settings, tmp_path_factory.mktemp("dbt_seed")).run("seed", check=True)
         yield settings
 
 
@@ -42,7 +49,7 @@ def command_env(settings: ConnectionSettings, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("PG", "RAY_", "WAREHOUSE_", "DBT_")) and k != "DATABASE_URL"
     }
-    return {**env, **settings.libpq_env(), **extra}
+    return {**env, **settings.libpq_env(), "DO_NOT_TRACK": "1", **extra}
 
 
 def holding(settings: ConnectionSettings, statement: str) -> psycopg.Connection:
@@ -86,6 +93,40 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
+
+
+def who_blocks_query() -> str:
+    """The query docs/operations.md gives for finding who holds a dbt rebuild back, as it is written there."""
+    text = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    (query,) = re.findall(r"```sql\n(-- who waits, and for whom\n.*?)```", text, flags=re.DOTALL)
+    return query
+
+
+@pytest.mark.parametrize("own_name", [None, "nightly dbt"])
+def test_dbt_names_its_sessions_and_the_who_blocks_query_names_both_sides(
+    mart_warehouse: ConnectionSettings, tmp_path: Path, own_name: str | None
+) -> None:
+    """dbt-postgres sends application_name "dbt" unless its profile says otherwise, and that beat PGAPPNAME: every
+    dbt command looked alike, and a user's own name never arrived."""
+    project = dbt_harness.DbtProject(mart_warehouse, tmp_path, extra_env={"PGAPPNAME": own_name} if own_name else {})
+    holder = holding(mart_warehouse, "lock table raw.ibkr_bars in access exclusive mode")
+    command = [str(dbt_harness.DBT), "run", "--select", "stg_ibkr__bars", "--profiles-dir", str(REPO_ROOT),
+               "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        names = waiting_names(mart_warehouse, holder, process)
+        assert set(names) == {own_name or "dbt run"}, names
+        with connect(mart_warehouse, autocommit=True) as admin:
+            cursor = admin.execute(who_blocks_query())
+            columns = [column.name for column in cursor.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        assert {(row["waiting"], row["held_by"]) for row in rows} == {(own_name or "dbt run", HOLDER)}, rows
+        assert all(row["blocker_pid"] == holder.info.backend_pid for row in rows)
+    finally:
+        holder.close()
+        stop(process)
 
 
 TRAINING_COMMANDS = {
