@@ -20,7 +20,6 @@ the column the next time anything lands (:func:`ensure_raw_tables`).
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -262,12 +261,11 @@ def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> 
 
     Two loads of the same bars at once would both plan from the same coverage, request the same history twice
     (twice the pacing budget) and land it twice. A session-level advisory lock: it goes when the connection does,
-    however the process ends. The connection's ``application_name`` names this process, so that the refused run
-    (and ``pg_stat_activity``) can say which one holds it.
+    however the process ends. The connection's ``application_name`` names this process (``python -m ingest (pid N)``,
+    or the user's PGAPPNAME: :func:`warehouse_db.settings.application_name`), so that the refused run (and
+    ``pg_stat_activity``) can say which one holds it.
     """
     key = load_lock_key(settings, source)
-    if not conn.execute("show application_name").fetchone()[0]:  # PGAPPNAME, where set, is kept
-        conn.execute("select set_config('application_name', %s, false)", (f"python -m ingest (pid {os.getpid()})",))
     got = conn.execute("select pg_try_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,)).fetchone()[0]
     if got:
         conn.commit()

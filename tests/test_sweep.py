@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import logging
 import os
 import re
 import signal
@@ -32,7 +33,7 @@ from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.fold_task import run_fold_seed, validate_configuration
+from training.fold_task import NotEnoughData, run_fold_seed, validate_configuration
 from training.market_data import MarketData
 from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
@@ -372,3 +373,82 @@ def test_the_default_final_run_id_skips_one_that_only_the_warehouse_still_has(
     resumed: SweepResult = interrupted_then_resumed["resumed"]
     assert resumed.walk_forward.run_id == f"{resumed.sweep_id}-best"
     assert _free_run_id(tmp_path / "cleaned-runs", f"{resumed.sweep_id}-best", settings) == f"{resumed.sweep_id}-best-2"
+
+
+def fold_one_short_of_history(kept: int, seed: int) -> tuple:
+    """A mart of two symbols whose fold 1 train split no symbol covers whole: SYM000 was delisted after the split's
+    first ``kept`` sessions, SYM001 listed ``kept`` sessions before its end (together 2 x ``kept`` sessions of the mart,
+    enough for the contract at the space's largest window). Returns (frame, folds, fold 1's train sessions)."""
+    frame = synthetic_mart(n_symbols=2, n_sessions=340, seed=seed)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
+    train = sorted(set(folds[0].rows(frame, "train")["session_date"]))
+    delisted = (frame["symbol"] == "SYM000") & (frame["session_date"] > train[kept - 1])
+    listed_late = (frame["symbol"] == "SYM001") & (frame["session_date"] < train[-kept])
+    return frame[~(delisted | listed_late)].reset_index(drop=True), folds, train
+
+
+def test_a_fold_no_symbol_can_trade_at_any_window_is_refused_before_any_trial(
+    local_ray, embedded_cluster, tmp_path: Path
+) -> None:
+    """Fold 1's train split: no symbol has more than 7 sessions, and the smallest window the space allows (3) needs 8
+    with min_episode_steps 5. The sweep refuses it with the walk-forward's line and status before any trial runs
+    (before: every trial trained, failed on fold 1 with Tune's traceback, and the sweep ended with status 6)."""
+    frame, folds, train = fold_one_short_of_history(7, seed=63)
+    with mart_database("test_sweep_untradable", frame, folds, embedded_cluster) as settings:
+        config = sweep_config(tmp_path, sweep_id="untradable", trials=2)
+        with pytest.raises(NotEnoughData) as raised:
+            run_sweep(config, settings)
+        assert str(raised.value) == (
+            f"fold 1: no symbol has 8 sessions (window + min_episode_steps) in its train split {train[0]} .. "
+            f"{train[-1]} (the most: SYM000 7, SYM001 7): lower the smallest window of the search space "
+            f"{tmp_path / 'space.yaml'} or --min-episode-steps, leave the fold out (--folds), or fetch more history"
+        )
+        assert user_error_status(raised.value) == ExitCode.CONTRACT
+        with connect(settings) as conn:
+            assert not sweep_store.sweep_tables_exist(conn) or sweep_store.load_sweep(conn, "untradable") is None
+        assert not (tmp_path / "runs" / "untradable").exists()
+        # A window the space does not search: the walk-forward's own remedy, --window.
+        (tmp_path / "space.yaml").write_text("gamma: {low: 0.9, high: 0.99}\n", encoding="utf-8")
+        fixed = dataclasses.replace(config, window=4)
+        with pytest.raises(NotEnoughData, match=r"no symbol has 9 sessions .*\(the most: SYM000 7, SYM001 7\): lower "
+                           r"--window or --min-episode-steps, leave the fold out \(--folds\)"):  # fmt: skip
+            run_sweep(fixed, settings)
+
+
+def test_trials_whose_window_a_fold_cannot_trade_fail_saying_why_the_others_run(
+    local_ray, embedded_cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fold 1's train split: the most any symbol has is 10 sessions, enough for window 3, not 8 (min_episode_steps 5).
+    The sweep warns before the search, runs every trial, and those that drew 8 fail in one line that says why (before:
+    Tune's traceback for each, and no word before the search)."""
+    frame, folds, train = fold_one_short_of_history(10, seed=64)
+    with mart_database("test_sweep_smaller_windows", frame, folds, embedded_cluster) as settings:
+        config = sweep_config(tmp_path, sweep_id="smaller-windows", trials=4, final_walk_forward=False,
+                              early_stopping=False)  # fmt: skip
+        (tmp_path / "space.yaml").write_text("window: {choices: [3, 8]}\n", encoding="utf-8")
+        with caplog.at_level(logging.INFO):
+            result = run_sweep(config, settings)
+        with connect(settings, role="analyst") as conn:
+            trials = conn.execute(
+                "select (params->>'window')::int, state, error from ml.sweep_trials where sweep_id = %s",
+                (result.sweep_id,),
+            ).fetchall()
+    assert {window for window, _, _ in trials} == {3, 8}, trials  # the seed draws both
+    reason = (
+        f"NotEnoughData: fold 1: no symbol has 13 sessions (window + min_episode_steps) in its train split {train[0]} "
+        f".. {train[-1]} (the most: SYM000 10, SYM001 10)"
+    )
+    for window, state, error in trials:
+        assert (state, error and error.split(": lower")[0]) == (
+            ("completed", None) if window == 3 else ("failed", reason)
+        )
+    said = [record.getMessage() for record in caplog.records]
+    warning = (
+        f"fold 1: no symbol has more than 10 sessions in its train split {train[0]} .. {train[-1]}, enough for a window "
+        "of up to 5 (with min_episode_steps 5); the search space allows up to 8: a trial that draws a longer one fails "
+        "there"
+    )
+    assert warning in said
+    failed = [line for line in said if re.match(r"trial \d+ failed after 0 of 2 folds", line)]
+    assert len(failed) == sum(state == "failed" for _, state, _ in trials) and all(reason in line for line in failed)
+    assert not any(record.exc_info for record in caplog.records), "a traceback reached the log"

@@ -94,9 +94,17 @@ def env_settings(config: TrainConfig) -> EnvSettings:
     )
 
 
-def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series, flag: str = "--folds") -> NotEnoughData:
+def _not_enough_data(
+    fold: Fold,
+    split: str,
+    minimum: int,
+    sessions: pd.Series,
+    flag: str = "--folds",
+    window: str = "--window",
+) -> NotEnoughData:
     """The refusal for a split in which no symbol has ``minimum`` sessions; ``sessions``: each symbol's count there,
-    ``flag``: the option that chose the folds (``--fold`` for make train)."""
+    ``flag``: the option that chose the folds (``--fold`` for make train), ``window``: what sets the window (a sweep's
+    search space, where it searches the window)."""
     if sessions.empty:
         closest = "no symbol has a row there"
     else:
@@ -104,22 +112,35 @@ def _not_enough_data(fold: Fold, split: str, minimum: int, sessions: pd.Series, 
         closest = "the most: " + ", ".join(f"{symbol} {count}" for symbol, count in most.items())
     return NotEnoughData(
         f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
-        f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower --window or "
+        f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower {window} or "
         f"--min-episode-steps, {'train on another fold' if flag == '--fold' else 'leave the fold out'} ({flag}), or "
         "fetch more history"
     )
 
 
-def check_enough_sessions(data: MarketData, folds: Sequence[Fold], config: TrainConfig, flag: str = "--folds") -> None:
-    """Raise :class:`NotEnoughData` for the first fold whose split no symbol can trade (the rule of
+def split_sessions(data: MarketData, fold: Fold, split: str) -> pd.Series:
+    """Each symbol's sessions in ``fold``'s ``split``: a symbol can trade there with a window of up to this count less
+    min_episode_steps."""
+    return fold.rows(data.frame, split).groupby("symbol", sort=True).size()
+
+
+def check_enough_sessions(
+    data: MarketData,
+    folds: Sequence[Fold],
+    config: TrainConfig,
+    flag: str = "--folds",
+    splits: Sequence[str] = SPLITS,
+    window: str = "--window",
+) -> None:
+    """Raise :class:`NotEnoughData` for the first fold whose split (of ``splits``) no symbol can trade (the rule of
     :func:`prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
-    fail that fold's tasks, twice each."""
+    fail that fold's tasks, twice each. A sweep checks at the smallest window its search space allows."""
     minimum = config.window + config.min_episode_steps
     for fold in folds:
-        for split in SPLITS:
-            sessions = fold.rows(data.frame, split).groupby("symbol", sort=True).size()
+        for split in splits:
+            sessions = split_sessions(data, fold, split)
             if not (sessions >= minimum).any():
-                raise _not_enough_data(fold, split, minimum, sessions, flag)
+                raise _not_enough_data(fold, split, minimum, sessions, flag, window)
 
 
 def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:

@@ -212,6 +212,57 @@ def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[F
     return search, report
 
 
+TRIAL_SPLITS = ("train", "validation")
+"""The splits of a search fold a trial trains and is scored on."""
+
+
+def check_tradable_folds(
+    config: SweepConfig, space: SearchSpace, data: MarketData, search: Sequence[Fold], report: Sequence[Fold]
+) -> None:
+    """Refuse (:class:`~training.fold_task.NotEnoughData`, the walk-forward's refusal) a fold whose split no symbol can
+    trade at the smallest window the search space allows, before any trial runs: the trials' splits of the search
+    folds, and every split of the report folds when the final walk-forward is to run. A split that only the smaller
+    windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason).
+    """
+    from training.fold_task import check_enough_sessions, split_sessions
+    from training.folds import SPLITS
+
+    searched = "window" in space.names
+    smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
+    window = f"the smallest window of the search space {space.source}" if searched else "--window"
+    to_check = [(search, TRIAL_SPLITS)] + ([(report, SPLITS)] if config.final_walk_forward else [])
+    for folds, splits in to_check:
+        check_enough_sessions(data, folds, smallest, splits=splits, window=window)
+    if not searched:
+        return
+    largest = space.largest("window", config.window)
+    trials_split = {(fold.fold_id, split) for fold in search for split in TRIAL_SPLITS}
+    seen: set[tuple[int, str]] = set()
+    for folds, splits in to_check:
+        for fold in folds:
+            for split in splits:
+                if (fold.fold_id, split) in seen:
+                    continue
+                seen.add((fold.fold_id, split))
+                longest = int(split_sessions(data, fold, split).max()) - config.min_episode_steps
+                if longest < largest:
+                    logger.warning(
+                        "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
+                        "up to %d (with min_episode_steps %d); the search space allows up to %d: %s",
+                        fold.fold_id,
+                        longest + config.min_episode_steps,
+                        split,
+                        fold.dates(split).start,
+                        fold.dates(split).end,
+                        longest,
+                        config.min_episode_steps,
+                        largest,
+                        "a trial that draws a longer one fails there"
+                        if (fold.fold_id, split) in trials_split
+                        else "the final walk-forward refuses the fold if the best trial drew a longer one",
+                    )
+
+
 # --- 2. a trial: one configuration, fold after fold, on validation only --------------------------------------------
 
 
@@ -306,6 +357,21 @@ def _one_line(error: BaseException | None) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".strip() if cause is not None else "unknown error"
 
 
+def _trial_error(trial) -> BaseException | None:
+    """The error a failed trial raised. Tune writes it into the trial's local folder before it calls the callbacks,
+    and copies it into the trial's storage only later: ``get_pickled_error`` (which reads the storage) found nothing
+    there, and every failed trial was recorded as "unknown error"."""
+    import cloudpickle
+
+    local = trial.pickled_error_file
+    if local and Path(local).is_file():
+        try:
+            return cloudpickle.loads(Path(local).read_bytes())
+        except Exception:  # noqa: BLE001 (an error that cannot be unpickled here: the storage's copy, or none)
+            pass
+    return trial.get_pickled_error()
+
+
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, default=str))
 
@@ -390,7 +456,8 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
             self.bar.update(1)
             self._show()
             scores = ", ".join(f"fold {f}: {s:.2f}" for f, s in zip(record.fold_ids, record.fold_scores, strict=True))
-            logger.info(
+            logger.log(
+                logging.WARNING if state == "failed" else logging.INFO,
                 "trial %d %s after %d of %d folds in %.0f s: objective %s (%s) %s",
                 record.trial_number,
                 state,
@@ -408,7 +475,7 @@ def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar)
             self._finish(trial, "completed" if record.folds_done == len(folds) else "pruned")
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._finish(trial, "failed", _one_line(trial.get_pickled_error()))
+            self._finish(trial, "failed", _one_line(_trial_error(trial)))
 
         def __reduce__(self):
             # Tune pickles its callbacks so that Tuner.restore can rebuild them; a sweep resumes from
@@ -564,7 +631,11 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
     try:
         # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
         # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
-        with _without_tunes_restore_hint(), signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
+        with (
+            _without_tunes_restore_hint(),
+            _without_untradable_tracebacks(),
+            signal_handlers_kept(signal.SIGINT, signal.SIGUSR1),
+        ):
             tuner.fit()
     finally:
         recorder.close()
@@ -586,6 +657,32 @@ def _without_tunes_restore_hint() -> Iterator[None]:
         yield
     finally:
         tune_logger.removeFilter(hint)
+
+
+class _UntradableTrialTraceback(logging.Filter):
+    """Drops Tune's traceback of a trial that failed because a fold's split is too short for the window it drew
+    (:class:`~training.fold_task.NotEnoughData`): the sweep logs that trial's failure in one line with the reason, and
+    warned before the search which windows each split is too short for. Other trial errors keep Tune's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from training.fold_task import NotEnoughData
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(getattr(error, "cause", error), NotEnoughData)
+
+
+TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+"""The logger of Tune's "Trial task failed for trial ..." and the trial's traceback."""
+
+
+@contextmanager
+def _without_untradable_tracebacks() -> Iterator[None]:
+    controller_logger, untradable = logging.getLogger(TUNE_CONTROLLER_LOGGER), _UntradableTrialTraceback()
+    controller_logger.addFilter(untradable)
+    try:
+        yield
+    finally:
+        controller_logger.removeFilter(untradable)
 
 
 # --- 5. the job ----------------------------------------------------------------------------------------------------
@@ -740,6 +837,8 @@ def run_sweep(
             )
         folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+        # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
+        check_tradable_folds(config, space, data, folds, report_folds)
 
         # 3. One driver per sweep, then its row.
         results_schema.ensure_tables(settings)

@@ -138,6 +138,13 @@ class SearchSpace:
                 return int(max(p.choices) if p.kind == "choice" else p.high)
         return default
 
+    def smallest(self, name: str, default: int) -> int:
+        """The smallest value ``name`` can take in this space (``default`` when it is not searched)."""
+        for p in self.parameters:
+            if p.name == name:
+                return int(min(p.choices) if p.kind == "choice" else p.low)
+        return default
+
     def to_dict(self) -> dict[str, Any]:
         return {p.name: p.to_dict() for p in self.parameters}
 

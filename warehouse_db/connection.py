@@ -39,7 +39,9 @@ def resolve_settings(
         return external_settings(config)
     component_logins(config)  # checked here too, though the embedded warehouse has logins of its own
     limits = client_limits(config)
-    return replace(embedded.start(pgdata=warehouse_dir(config) / embedded.PGDATA_NAME), **limits)
+    # The user's name for the sessions, from .env too (libpq itself reads PGAPPNAME from the environment only).
+    named = {"application_name": config["PGAPPNAME"]} if config.get("PGAPPNAME") else {}
+    return replace(embedded.start(pgdata=warehouse_dir(config) / embedded.PGDATA_NAME), **limits, options=named)
 
 
 def connect(

@@ -26,6 +26,7 @@ import functools
 import io
 import os
 import stat
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,20 @@ LIBPQ_OPTION_VARIABLES = {
     "options": "PGOPTIONS",
 }
 """libpq connection parameters that travel from a URL or .env to child processes, with their standard variables."""
+
+
+def application_name() -> str:
+    """What this process's connections are called in ``pg_stat_activity.application_name`` unless the user names them
+    (``PGAPPNAME``, a URL's ``application_name``): the command as typed and the process id, e.g. ``python -m
+    training.walk_forward (pid 4242)``, so that a session that blocks a dbt rebuild, or that ``make db-down`` ended,
+    says which command it was. The module or script only, never an argument (an argument may hold a password)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        command = f"python -m {spec.name.removesuffix('.__main__')}"
+    else:  # a script (pytest, bench/...), or python -c, or an interactive python
+        script = sys.argv[0] if sys.argv else ""
+        command = "python" + (f" {script}" if script == "-c" else "") if script in ("", "-c") else Path(script).name
+    return f"{command} (pid {os.getpid()})"
 
 
 def login_variables(role: str) -> tuple[str, str]:
@@ -114,6 +129,8 @@ class ConnectionSettings:
             if value not in (None, "")
         }
         kwargs.update(self.options)
+        # Named for the command (libpq's fallback: PGAPPNAME or an application_name option, the user's, wins).
+        kwargs.setdefault("fallback_application_name", application_name())
         # A server that accepts TCP and never answers must not hang us; one that dies mid-query is noticed by
         # TCP keepalives within about a minute (libpq ignores these on Unix sockets).
         kwargs["connect_timeout"] = str(self.connect_timeout)
@@ -156,7 +173,11 @@ class ConnectionSettings:
         from sqlalchemy.engine import URL
 
         settings = self.for_role(role)
-        query = {**settings.options, "connect_timeout": str(settings.connect_timeout)}
+        query = {
+            "fallback_application_name": application_name(),  # as connect_kwargs()
+            **settings.options,
+            "connect_timeout": str(settings.connect_timeout),
+        }
         if settings.host and settings.host.startswith("/"):
             # A socket directory travels as the `host` query parameter.
             query["host"] = settings.host
