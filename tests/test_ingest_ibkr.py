@@ -34,7 +34,7 @@ from gateway_simulator import __main__ as simulator_cli
 from gateway_simulator.contracts import con_id_for
 from ingest import cli
 from ingest.exit_codes import ExitCode
-from ingest.ibkr import planner
+from ingest.ibkr import fetcher, planner
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
@@ -285,6 +285,35 @@ def test_a_timeout_is_told_apart_from_no_data_and_321_fails_at_once():
     assert no_data.status == "no_data" and no_data.error_code == 162 and "no data" in no_data.error_message
     assert invalid.code == 321 and "years" in invalid.message
     assert invalid_after < 2.0, "a 321 must not wait for the request timeout"
+
+
+def test_a_timeout_stays_a_timeout_when_the_answer_to_its_cancel_arrives_first(monkeypatch):
+    """At its timeout ib_async cancels the request, and IBKR answers the cancel with 162 "query cancelled". On a busy
+    machine that answer was read before the session resumed the request, and the timeout was reported as "the gateway
+    ended the request" (seen in make test on a loaded machine). A loop busy for 0.3 s after each request stands in."""
+    awaited = fetcher._first_of
+
+    async def on_a_busy_loop(awaitable, event):
+        try:
+            return await awaited(awaitable, event)
+        finally:
+            await asyncio.sleep(0.3)  # the simulator's answer to the cancel is read meanwhile
+
+    monkeypatch.setattr(fetcher, "_first_of", on_a_busy_loop)
+
+    async def scenario(port: int):
+        settings = IbkrSettings(port=port, client_id=33, request_timeout_s=0.3)
+        quick_retry = PacingLimiter(PacingPolicy(identical_window_s=1.0))
+        async with IbkrSession(settings, quick_retry, RetryPolicy(timeout_retries=1)) as session:
+            ref = (await session.qualify("AAPL", "NASDAQ")).contract
+            return await session.fetch(
+                ref, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+            )
+
+    with simulator(latency_s=1.0) as sim:
+        timed_out = asyncio.run(scenario(sim.port))
+    assert (timed_out.status, timed_out.error_code, timed_out.attempts) == ("failed", None, 2), timed_out
+    assert timed_out.error_message.startswith("timed out"), timed_out.error_message
 
 
 def test_an_invalid_request_stops_the_run_with_exit_status_5(warehouse, monkeypatch, capsys):

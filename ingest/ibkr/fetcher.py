@@ -666,13 +666,15 @@ class IbkrSession:
                     self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
                     raise MarketDataRefusedError(refusal, ref.symbol)
                 return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            # ib_async's own cancel answers only after the request is no longer tracked: this one came from the server,
-            # as did a 366 "No historical data query found" (the gateway lost the request; ib_async ends it empty).
-            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or next(
-                (e for e in tracked.failures if e not in failures), None
-            )
+            # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
+            # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
+            # to resume the request first): that request timed out. A 366 "No historical data query found" means the
+            # gateway lost the request (ib_async ends it empty), whenever it comes.
+            answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
+            server_cancel = next((e for e in tracked.failures if e not in failures), None) if answered_in_time else None
+            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or server_cancel
             cancelled = dropped is not None
-            if loop.time() - sent_at < self.settings.request_timeout_s and not cancelled:
+            if answered_in_time and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
                 return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
             # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
