@@ -14,9 +14,14 @@ TUNES_HINT = (
 )
 
 
-def test_tunes_restore_hint_is_hidden_the_sweeps_own_resume_line_is_the_one(caplog: pytest.LogCaptureFixture) -> None:
+def test_tunes_restore_hint_is_hidden_the_sweeps_own_resume_line_is_the_one(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tune's hint names Tuner.restore, which does not resume a sweep (``--resume <sweep_id>`` does); its other
     warnings still reach the user, and the filter goes when the search ends."""
+    # Once Ray has started in this worker (another module's test), its "ray" logger stops propagating to the root
+    # logger, where caplog listens.
+    monkeypatch.setattr(logging.getLogger("ray"), "propagate", True)
     tune_logger = logging.getLogger("ray.tune.tune")
     with caplog.at_level(logging.WARNING, logger="ray.tune.tune"):
         with _without_tunes_restore_hint():
