@@ -15,6 +15,7 @@ from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, W
 from warehouse_db.provision import grant_statement
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
+    SESSION_SETTINGS,
     ConnectionSettings,
     client_limits,
     component_logins,
@@ -54,7 +55,9 @@ def connect(
     the marts as ``trainer`` and therefore cannot see raw data even by mistake. Where the settings name the role's
     own login (see :mod:`warehouse_db.settings`), the connection is opened with that login, a member of that role
     only, so that not even ``RESET ROLE`` reaches further. Every statement is limited to the settings'
-    statement_timeout; opening the connection to their connect_timeout.
+    statement_timeout; opening the connection to their connect_timeout. The session's date style, float digits and
+    time zone are the project's (:data:`~warehouse_db.settings.SESSION_SETTINGS`), whatever the server, database,
+    login or the client's environment (PGTZ, PGDATESTYLE) say.
     """
     settings = (settings or resolve_settings()).for_role(role)
     try:
@@ -70,15 +73,19 @@ def connect(
     except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
         raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
     try:
-        statements = []
+        # Again here, though connect_kwargs' options already set them: PGTZ and PGDATESTYLE in the environment travel
+        # in the startup packet too, and there they beat options.
+        statements = [
+            sql.SQL("set {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in SESSION_SETTINGS.items()
+        ]
         if settings.statement_timeout:
             statements.append(sql.SQL("set statement_timeout = {}").format(settings.statement_timeout * 1000))
         if role is not None:
             statements.append(sql.SQL("set role {}").format(sql.Identifier(role)))
-        if statements:
-            conn.execute(sql.SQL("; ").join(statements))
-            if not autocommit:
-                conn.commit()
+        conn.execute(sql.SQL("; ").join(statements))
+        if not autocommit:
+            conn.commit()
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
         conn.close()
         raise WarehouseNotProvisioned.missing_role(role, settings.describe()) from None

@@ -64,6 +64,14 @@ LIBPQ_OPTION_VARIABLES = {
 }
 """libpq connection parameters that travel from a URL or .env to child processes, with their standard variables."""
 
+SESSION_SETTINGS = {"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3", "TimeZone": "UTC"}
+"""What the project's own connections set at connection start, whatever the server, database or login says: psycopg
+reads dates and times only in the ISO style (DateStyle 'German' ended ingest in a NotImplementedError), every float8
+is read with all its digits only from extra_float_digits 1 up (0 or less rounds them, and training then learned from
+other numbers than the mart holds), and timestamps come back in UTC (a run's report showed when dbt built the mart in
+the server's zone). Session dates never depend on TimeZone: the SQL names the exchange's zone wherever it turns a
+timestamp into a date."""
+
 
 def login_variables(role: str) -> tuple[str, str]:
     """The variables that name a component's own login: ``WAREHOUSE_<ROLE>_USER``, ``WAREHOUSE_<ROLE>_PASSWORD``."""
@@ -122,7 +130,15 @@ class ConnectionSettings:
         kwargs.setdefault("keepalives_count", "3")
         # The prototype died on a UnicodeDecodeError: never let the server's locale choose the encoding.
         kwargs["client_encoding"] = "UTF8"
+        kwargs["options"] = self.session_options()
         return kwargs
+
+    def session_options(self) -> str:
+        """libpq's ``options``: the user's own (PGOPTIONS, a URL's ``options``), then :data:`SESSION_SETTINGS`, which
+        therefore beat the user's and the server's (a setting sent at connection start beats ``ALTER ROLE``/``ALTER
+        DATABASE ... SET`` and postgresql.conf)."""
+        ours = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
+        return f"{self.options['options']} {ours}" if self.options.get("options") else ours
 
     def libpq_env(self) -> dict[str, str]:
         """Variables for a child process (dbt, psql, another of our commands) that should reach the same server
@@ -157,6 +173,7 @@ class ConnectionSettings:
 
         settings = self.for_role(role)
         query = {**settings.options, "connect_timeout": str(settings.connect_timeout)}
+        query["options"] = settings.session_options()
         if settings.host and settings.host.startswith("/"):
             # A socket directory travels as the `host` query parameter.
             query["host"] = settings.host
