@@ -23,12 +23,15 @@ from test_external_server import (
     ADMIN_PASSWORD,
     ADMIN_USER,
     DEBIAN_15_BIN,
+    LOGINS,
     PYTHON,
     admin_url,
     clean_env,
     dbt_build,
     ingest,
+    login_env,
     run,
+    server_env,
     train,
 )
 
@@ -166,3 +169,101 @@ def test_an_unusually_configured_server_gives_the_same_marts_and_results(
             )
     assert len(outcomes["plain"]) == 4, outcomes["plain"]  # the hash, the fold's dates, its Sharpe ratios, the mart
     assert outcomes["unusual"] == outcomes["plain"]
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+def test_a_database_that_is_not_utf8_is_refused_in_one_line(
+    encoding: str, server: ExternalServer, tmp_path: Path
+) -> None:
+    """`make db-up` said "warehouse ready" and ingest landed; then dbt build failed 6 (LATIN1) or 11 (SQL_ASCII) of
+    its text tests ("Unicode escape values cannot be used ...", "conversion between UTF8 and SQL_ASCII is not
+    supported"), and the docs promised UTF-8 throughout."""
+    name = f"enc_{encoding.lower()}"
+    database(server, name, create=f"template template0 encoding '{encoding}' lc_collate 'C' lc_ctype 'C'")
+    env = {**clean_env(tmp_path), "DATABASE_URL": admin_url(server, name)}
+    for command in ([PYTHON, "-m", "warehouse_db", "up"], [PYTHON, "-m", "warehouse_db", "status"]):
+        refused = run(command, env, expect=4).strip()
+        assert refused.splitlines() == [
+            f"error: PostgreSQL {ADMIN_USER}@127.0.0.1:{server.port}/{name}: the database is encoded {encoding}, and "
+            "the warehouse needs a UTF8 database (its text is UTF-8: symbols, names, the gateway's messages, dbt's "
+            f"text tests): create one with CREATE DATABASE {name}_utf8 ENCODING 'UTF8' TEMPLATE template0 and point "
+            "PGDATABASE (or DATABASE_URL) at it"
+        ], refused
+    refused = ingest(env, expect=4).strip()
+    assert len(refused.splitlines()) == 1 and f"encoded {encoding}" in refused, refused
+
+
+def test_a_read_only_login_or_a_logins_statement_timeout_ends_in_one_line(
+    server: ExternalServer, tmp_path: Path
+) -> None:
+    """default_transaction_read_only on a writing login: `make db-up` (the admin login) and training (the trainer's
+    login) ended in a ReadOnlySqlTransaction traceback, ingest in "cannot execute CREATE TABLE in a read-only
+    transaction". The analyst only reads: read-only is harmless there. A statement cancelled by a login's own
+    statement_timeout is one line too."""
+    name = "readonly"
+    database(server, name)
+    base = clean_env(tmp_path)
+    admin_env = {**base, "DATABASE_URL": admin_url(server, name), **login_env("loader", "trainer", "analyst")}
+    run([PYTHON, "-m", "warehouse_db", "up"], admin_env)
+    ingest(admin_env)
+    dbt_build(admin_env, tmp_path)
+    trainer_login, analyst_login = LOGINS["trainer"][0], LOGINS["analyst"][0]
+    with connect(server.superuser(), autocommit=True) as conn:
+        for login in (ADMIN_USER, trainer_login, analyst_login):
+            conn.execute(
+                sql.SQL("alter role {} in database {} set default_transaction_read_only = on").format(
+                    sql.Identifier(login), sql.Identifier(name)
+                )
+            )
+    where = f"127.0.0.1:{server.port}/{name}"
+    refused = run([PYTHON, "-m", "warehouse_db", "up"], admin_env, expect=4).strip()
+    assert refused.splitlines() == [
+        f"error: PostgreSQL {ADMIN_USER}@{where}: {ADMIN_USER}'s transactions are read-only "
+        "(default_transaction_read_only is on for the login or the database), and provisioning writes: have an "
+        f"administrator run ALTER ROLE {ADMIN_USER} RESET default_transaction_read_only (or ALTER DATABASE {name} "
+        "RESET default_transaction_read_only)"
+    ], refused
+    trainer_env = {**base, **server_env(server, name), **login_env("trainer")}
+    command = [PYTHON, "-m", "training", "--timesteps", "64", "--runs-dir", str(tmp_path / "runs"), "--no-progress-bar"]
+    refused = run(command, trainer_env, expect=4)
+    assert "Traceback" not in refused, refused
+    assert f"{trainer_login}'s transactions are read-only" in refused and "the trainer role writes" in refused
+    # A login's own statement_timeout (WAREHOUSE_STATEMENT_TIMEOUT=0 leaves it in force): training ended in a
+    # QueryCanceled traceback, ingest in two lines (the error's CONTEXT on the second).
+    with connect(server.superuser(), autocommit=True) as conn:
+        for login in (trainer_login, LOGINS["loader"][0]):
+            conn.execute(
+                sql.SQL("alter role {} in database {} set statement_timeout = '1ms'").format(
+                    sql.Identifier(login), sql.Identifier(name)
+                )
+            )
+        conn.execute(
+            sql.SQL("alter role {} in database {} reset default_transaction_read_only").format(
+                sql.Identifier(trainer_login), sql.Identifier(name)
+            )
+        )
+    unlimited = {"WAREHOUSE_STATEMENT_TIMEOUT": "0"}
+    cancelled = "canceling statement due to statement timeout (WAREHOUSE_STATEMENT_TIMEOUT sets how long"
+    refused = run(command, {**trainer_env, **unlimited}, expect=4)
+    assert "Traceback" not in refused and f"ERROR training: warehouse: {cancelled}" in refused, refused
+    loader_env = {**base, **server_env(server, name), **login_env("loader"), **unlimited}
+    refused = ingest(loader_env, expect=4).strip()
+    assert len(refused.splitlines()) == 1 and refused.startswith(f"error: warehouse: {cancelled}"), refused
+    # The analyst reads the marts and ml as before.
+    analyst_env = {**base, **server_env(server, name), **login_env("analyst")}
+    read = run(
+        [
+            PYTHON,
+            "-m",
+            "warehouse_db",
+            "psql",
+            "--as",
+            "analyst",
+            "-Atc",
+            "select count(*) > 0 from marts.training_bars",
+        ],
+        analyst_env,
+    )
+    assert read.strip() == "t"
+    with connect(server.settings(*LOGINS["analyst"], name), role="analyst") as conn:
+        assert conn.execute("select count(*) > 0 from marts.walk_forward_folds").fetchone() == (True,)
