@@ -107,7 +107,7 @@ def connect(
 def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: str | None) -> str | None:
     """Why this database or login cannot serve the project, from what the server reports at connection start (no
     query): a database that is not UTF-8, or, for any role but analyst (which only reads), transactions that are
-    read-only (``default_transaction_read_only`` set on the login or the database, or a hot standby)."""
+    read-only (``default_transaction_read_only`` set on the login or the database)."""
     where, login = settings.describe(), settings.user or conn.info.user
     encoding = conn.info.parameter_status("server_encoding")
     if encoding is not None and encoding != "UTF8":
@@ -120,8 +120,6 @@ def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: 
     if role == ANALYST_ROLE:
         return None
     does = f"the {role} role writes" if role else "provisioning writes"
-    if conn.info.parameter_status("in_hot_standby") == "on":
-        return f"{where} is a read-only standby server, and {does}: point PGHOST (or DATABASE_URL) at the primary"
     if conn.info.parameter_status("default_transaction_read_only") == "on":
         return (
             f"{where}: {login}'s transactions are read-only (default_transaction_read_only is on for the login or the "
