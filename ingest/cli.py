@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     import psycopg
 
-    from warehouse_db.errors import ConfigFileError, WarehouseError
+    from warehouse_db.errors import ConfigFileError, WarehouseError, server_error_line
     from warehouse_db.settings import read_config
 
     stdout = stdout or sys.stdout
@@ -161,8 +161,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
             if args.paths:
                 parser.error("PATH arguments are only for --source csv")
             return _run_ibkr(args, config, stdout)
-    except (WarehouseError, psycopg.Error) as error:
+    except WarehouseError as error:
         return _fail(ExitCode.WAREHOUSE, f"warehouse: {error}")
+    except psycopg.Error as error:
+        return _fail(ExitCode.WAREHOUSE, f"warehouse: {server_error_line(error)}")
     except KeyboardInterrupt:
         return _fail(ExitCode.INTERRUPTED, "interrupted; every batch landed so far is complete, nothing partial landed")
 

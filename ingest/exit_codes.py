@@ -34,7 +34,11 @@ class ExitCode(IntEnum):
         ),
     )
     GATEWAY = 3, "no IB Gateway/TWS answers, or the connection was lost for good"
-    WAREHOUSE = 4, "the warehouse cannot be reached or provisioned"
+    WAREHOUSE = (
+        4,
+        "the warehouse cannot be reached, provisioned or written (a database not encoded UTF8, a read-only login, "
+        "a statement past its statement_timeout)",
+    )
     INVALID_REQUEST = (
         5,
         "IBKR rejected a bar request as invalid (error 321: its settings, which every symbol shares); the run stopped",

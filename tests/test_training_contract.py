@@ -435,7 +435,8 @@ def test_any_password_reaches_great_expectations(password: str) -> None:
         5432,
         "warehouse",
     )
-    assert url.query["options"] == "-c role=trainer -c search_path=marts"
+    # The project's session settings (DateStyle, float digits, time zone: warehouse_db.settings.SESSION_SETTINGS) first.
+    assert url.query["options"] == f"{settings.session_options()} -c role=trainer -c search_path=marts"
 
 
 def test_a_missing_mart_is_refused_with_a_hint(warehouse: ConnectionSettings) -> None:

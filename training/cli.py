@@ -181,6 +181,8 @@ def user_error_status(error: BaseException) -> ExitCode | None:
 
     Imported here, not at the top, so that --help and bad flags answer at once (torch, SB3, Ray and GX take seconds).
     """
+    import psycopg
+
     from training.contract import ContractViolation
     from training.features import MartSchemaError
     from training.fold_task import NotEnoughData
@@ -196,7 +198,8 @@ def user_error_status(error: BaseException) -> ExitCode | None:
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
         ((ContractViolation, NotEnoughData, MartKeptChanging), ExitCode.CONTRACT),
-        ((WarehouseError,), ExitCode.WAREHOUSE),
+        # psycopg's OperationalError: a statement cancelled (a statement_timeout), a connection the server ended.
+        ((WarehouseError, psycopg.OperationalError), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),
         (
             (
@@ -221,6 +224,8 @@ def user_error_status(error: BaseException) -> ExitCode | None:
 
 def report_user_error(error: Exception) -> ExitCode:
     """Log a failure the user can cause in one line and return its exit status; anything else (a bug) raises."""
+    from warehouse_db.errors import WarehouseError, server_error_line
+
     status = user_error_status(error)
     if status is None:
         raise error
@@ -230,6 +235,8 @@ def report_user_error(error: Exception) -> ExitCode:
             "--bootstrap-samples",
             error or "no detail",
         )
+    elif status == ExitCode.WAREHOUSE and not isinstance(error, WarehouseError):
+        logger.error("warehouse: %s", server_error_line(error))
     else:
         logger.error("%s", error)
     return status

@@ -35,8 +35,9 @@ MEANINGS = {
     "its history is too short for the planned folds (the message says how much to fetch), or a fold's split holds no "
     "symbol with window + min_episode_steps sessions (the message names it; nothing trained), or dbt kept writing the "
     "mart during the check",
-    ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or its disk filled up "
-    "while the results landed (none did; the run folder keeps them)",
+    ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or cannot serve "
+    "(a database not encoded UTF8, the trainer's login read-only), or a statement ran past its statement_timeout or the "
+    "server ended the connection, or its disk filled up while the results landed (none did; the run folder keeps them)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
     ExitCode.INTERRUPTED: "interrupted (Ctrl+C, or SIGTERM from kill): a run lands no row; a sweep continues with --resume <sweep_id>, "

@@ -13,8 +13,10 @@ from psycopg import sql
 from warehouse_db import embedded
 from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
 from warehouse_db.provision import grant_statement
+from warehouse_db.schemas import ANALYST_ROLE
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
+    SESSION_SETTINGS,
     ConnectionSettings,
     client_limits,
     component_logins,
@@ -56,7 +58,9 @@ def connect(
     the marts as ``trainer`` and therefore cannot see raw data even by mistake. Where the settings name the role's
     own login (see :mod:`warehouse_db.settings`), the connection is opened with that login, a member of that role
     only, so that not even ``RESET ROLE`` reaches further. Every statement is limited to the settings'
-    statement_timeout; opening the connection to their connect_timeout.
+    statement_timeout; opening the connection to their connect_timeout. The session's date style, float digits and
+    time zone are the project's (:data:`~warehouse_db.settings.SESSION_SETTINGS`), whatever the server, database,
+    login or the client's environment (PGTZ, PGDATESTYLE) say.
     """
     settings = (settings or resolve_settings()).for_role(role)
     try:
@@ -71,16 +75,23 @@ def connect(
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
     except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
         raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
+    if refusal := _cannot_serve(conn, settings, role):
+        conn.close()
+        raise WarehouseConfigError(refusal)
     try:
-        statements = []
+        # Again here, though connect_kwargs' options already set them: PGTZ and PGDATESTYLE in the environment travel
+        # in the startup packet too, and there they beat options.
+        statements = [
+            sql.SQL("set {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            for name, value in SESSION_SETTINGS.items()
+        ]
         if settings.statement_timeout:
             statements.append(sql.SQL("set statement_timeout = {}").format(settings.statement_timeout * 1000))
         if role is not None:
             statements.append(sql.SQL("set role {}").format(sql.Identifier(role)))
-        if statements:
-            conn.execute(sql.SQL("; ").join(statements))
-            if not autocommit:
-                conn.commit()
+        conn.execute(sql.SQL("; ").join(statements))
+        if not autocommit:
+            conn.commit()
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject):
         conn.close()
         raise WarehouseNotProvisioned.missing_role(role, settings.describe()) from None
@@ -93,6 +104,31 @@ def connect(
             f"component's own login its role), or {grant_statement([role], login, server_version)}"
         ) from None
     return conn
+
+
+def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: str | None) -> str | None:
+    """Why this database or login cannot serve the project, from what the server reports at connection start (no
+    query): a database that is not UTF-8, or, for any role but analyst (which only reads), transactions that are
+    read-only (``default_transaction_read_only`` set on the login or the database)."""
+    where, login = settings.describe(), settings.user or conn.info.user
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding is not None and encoding != "UTF8":
+        return (
+            f"{where}: the database is encoded {encoding}, and the warehouse needs a UTF8 database (its text "
+            "is UTF-8: symbols, names, the gateway's messages, dbt's text tests): create one with "
+            f"CREATE DATABASE {conn.info.dbname}_utf8 ENCODING 'UTF8' TEMPLATE template0 and point "
+            "PGDATABASE (or DATABASE_URL) at it"
+        )
+    if role == ANALYST_ROLE:
+        return None
+    does = f"the {role} role writes" if role else "provisioning writes"
+    if conn.info.parameter_status("default_transaction_read_only") == "on":
+        return (
+            f"{where}: {login}'s transactions are read-only (default_transaction_read_only is on for the login or the "
+            f"database), and {does}: have an administrator run ALTER ROLE {login} RESET default_transaction_read_only "
+            f"(or ALTER DATABASE {conn.info.dbname} RESET default_transaction_read_only)"
+        )
+    return None
 
 
 def _one_line(error: Exception) -> str:

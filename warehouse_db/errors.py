@@ -10,6 +10,24 @@ NOT_BUILT_ADVICE = "run `make ingest` and then the dbt build (`make dbt-build`) 
 """What a user does about a warehouse that has nothing in it yet."""
 
 
+STATEMENT_TIMEOUT_HINT = (
+    "WAREHOUSE_STATEMENT_TIMEOUT sets how long one statement of ingest and training may run, in seconds (default "
+    "1800); at 0 the login's or the database's own statement_timeout applies"
+)
+
+
+def server_error_line(error: Exception) -> str:
+    """A PostgreSQL error as one line: its primary message (psycopg's text adds CONTEXT, DETAIL and HINT lines), and
+    for a cancelled statement (SQLSTATE 57014; a statement_timeout, the project's or the server's) what sets the
+    limit. The server may speak another language (lc_messages): nothing here reads its text."""
+    import psycopg
+
+    primary = getattr(getattr(error, "diag", None), "message_primary", None) or " ".join(str(error).split())
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        primary += f" ({STATEMENT_TIMEOUT_HINT})"
+    return primary
+
+
 class WarehouseError(Exception):
     """Base class of every warehouse problem a user can fix (unreachable, not provisioned, no privileges, a full disk)."""
 

@@ -65,6 +65,14 @@ LIBPQ_OPTION_VARIABLES = {
 }
 """libpq connection parameters that travel from a URL or .env to child processes, with their standard variables."""
 
+SESSION_SETTINGS = {"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3", "TimeZone": "UTC"}
+"""What the project's own connections set at connection start, whatever the server, database or login says: psycopg
+reads dates and times only in the ISO style (DateStyle 'German' ended ingest in a NotImplementedError), every float8
+is read with all its digits only from extra_float_digits 1 up (0 or less rounds them, and training then learned from
+other numbers than the mart holds), and timestamps come back in UTC (a run's report showed when dbt built the mart in
+the server's zone). Session dates never depend on TimeZone: the SQL names the exchange's zone wherever it turns a
+timestamp into a date."""
+
 
 def application_name() -> str:
     """What this process's connections are called in ``pg_stat_activity.application_name`` unless the user names them
@@ -139,7 +147,19 @@ class ConnectionSettings:
         kwargs.setdefault("keepalives_count", "3")
         # The prototype died on a UnicodeDecodeError: never let the server's locale choose the encoding.
         kwargs["client_encoding"] = "UTF8"
+        # SESSION_SETTINGS are not sent here as `options`: connect() sets them once connected (where they also beat
+        # PGTZ and PGDATESTYLE), the user's PGOPTIONS keeps working (an `options` here would replace it), and a
+        # connection pooler that refuses the `options` start-up parameter (PgBouncer's default) is still reachable.
         return kwargs
+
+    def session_options(self) -> str:
+        """libpq's ``options`` for a connection the project does not open through connect() (Great Expectations'
+        SQLAlchemy engine): the user's own (a URL's or .env's ``options``, else PGOPTIONS), then
+        :data:`SESSION_SETTINGS`, which therefore beat the user's and the server's (a setting sent at connection start
+        beats ``ALTER ROLE``/``ALTER DATABASE ... SET`` and postgresql.conf)."""
+        ours = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
+        users = self.options.get("options") or os.environ.get("PGOPTIONS", "")
+        return f"{users} {ours}" if users.strip() else ours
 
     def libpq_env(self) -> dict[str, str]:
         """Variables for a child process (dbt, psql, another of our commands) that should reach the same server
@@ -177,6 +197,7 @@ class ConnectionSettings:
             "fallback_application_name": application_name(),  # as connect_kwargs()
             **settings.options,
             "connect_timeout": str(settings.connect_timeout),
+            "options": settings.session_options(),
         }
         if settings.host and settings.host.startswith("/"):
             # A socket directory travels as the `host` query parameter.
