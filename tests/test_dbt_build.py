@@ -674,6 +674,25 @@ def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_t
         assert built.statuses()["known_missing_sessions"] == "success"
 
 
+def test_dbt_test_before_dbt_run_stops_at_once_and_says_to_run_first(cluster: ConnectionSettings, tmp_path: Path):
+    """Commands in the wrong order on a fresh warehouse: `make db-up`, `make ingest`, then `dbt test` before `dbt run`
+    failed 123 tests with "relation ... does not exist" and never said to run dbt run. Now dbt stops before any test
+    with one line; a test whose model was built still runs."""
+    with scratch_database.scratch_database("test_dbt_test_first", cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        project = dbt_harness.DbtProject(settings, tmp_path)
+        project.run("seed", check=True)
+        result = project.run("test")
+        assert result.returncode != 0
+        assert "no model these tests read is built yet (intermediate." in result.output, result.output[-3000:]
+        assert "Run `dbt run` first, then dbt test (or dbt build, which does both)." in result.output
+        assert not result.results  # no test ran
+        project.run("run", "--select", "stg_ibkr__bars", check=True)
+        tested = project.run("test", "--select", "stg_ibkr__bars", check=True)
+        ran = {entry["status"] for unique_id, entry in tested.results.items() if unique_id.startswith("test.")}
+        assert ran == {"pass"}, tested.output[-3000:]
+
+
 KNOWN_MISSING_GOOD = "symbol,session_date,reason\nSA,2024-03-15,halted all day\n"
 SEED_FILE_MISTAKES = {
     "header misspelt": (
