@@ -89,6 +89,13 @@ logger = logging.getLogger("warehouse_months")
 Event = tuple
 """One load event: ``(kind, *arguments)``, e.g. ``('advance', 5)`` or ``('split', 'SB', 2.0)``."""
 
+EVENT_KINDS = frozenset({
+    "add", "advance", "backfill", "build", "build_full", "csv", "csv_backfill", "csv_bad_day", "delist", "duplicate",
+    "halt", "hole", "late", "partial", "remove", "rename", "revise", "run", "skip_over", "split",
+})  # fmt: skip
+"""Every event kind a sequence may hold (builds, then what :meth:`Loader.apply` knows): ``--replay`` is checked
+against them before anything starts."""
+
 UNIVERSE = ("SA", "SB", "SC", "SD")
 FIRST_SESSION = "2023-01-03"
 LAST_SESSION = "2024-06-28"
@@ -897,12 +904,44 @@ def shrink(events: list[Event], fails, budget_seconds: float) -> list[Event]:
     return events
 
 
+def _positive(text: str) -> int:
+    """An argument that counts something: 1 or more (0 or -1 sequences ran nothing and said '0 of 0 failed')."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def _event_list(text: str) -> list[Event]:
+    """``--replay``'s event list, a Python literal such as ``"[('advance', 5), ('build',)]"``, checked before anything
+    starts: a string that is no literal, or an unknown event, ended a replay in a traceback (the latter mid-sequence)."""
+    try:
+        events = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a Python list of events such as \"[('advance', 5), ('build',)]\", got {text!r}"
+        ) from None
+    if not isinstance(events, list | tuple) or not events:
+        raise argparse.ArgumentTypeError(f"expected a non-empty list of events, got {text!r}")
+    for event in events:
+        if not isinstance(event, list | tuple) or not event or event[0] not in EVENT_KINDS:
+            raise argparse.ArgumentTypeError(
+                f"unknown event {event!r}: an event is a tuple (kind, *arguments), kind one of {sorted(EVENT_KINDS)}"
+            )
+    return [tuple(event) for event in events]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=int, default=10, help="random sequences to run (default 10)")
-    parser.add_argument("--events", type=int, default=40, help="events per sequence (default 40)")
+    parser.add_argument("--sequences", type=_positive, default=10, help="random sequences to run (default 10)")
+    parser.add_argument("--events", type=_positive, default=40, help="events per sequence (default 40)")
     parser.add_argument("--seed", type=int, default=1, help="first seed; sequence k uses seed + k")
-    parser.add_argument("--replay", help="run this event list (a Python literal) with --seed instead of random ones")
+    parser.add_argument(
+        "--replay", type=_event_list, help="run this event list (a Python literal) with --seed instead of random ones"
+    )
     parser.add_argument(
         "--missing-sessions-threshold",
         type=int,
@@ -937,7 +976,7 @@ def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
         threshold = (
             rng.choice([0, 0, 3]) if args.missing_sessions_threshold is None else args.missing_sessions_threshold
         )
-        events = list(ast.literal_eval(args.replay)) if args.replay else random_events(rng, args.events)
+        events = list(args.replay) if args.replay else random_events(rng, args.events)
 
         def replay(candidate: list[Event], seed: int = seed, threshold: int = threshold) -> Outcome:
             return run_sequence(

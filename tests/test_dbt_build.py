@@ -672,3 +672,87 @@ def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_t
         built = project.run("build", "--exclude", "test_type:unit")
         assert built.returncode == 0, built.output[-3000:]
         assert built.statuses()["known_missing_sessions"] == "success"
+
+
+def test_dbt_test_before_dbt_run_stops_at_once_and_says_to_run_first(cluster: ConnectionSettings, tmp_path: Path):
+    """Commands in the wrong order on a fresh warehouse: `make db-up`, `make ingest`, then `dbt test` before `dbt run`
+    failed 123 tests with "relation ... does not exist" and never said to run dbt run. Now dbt stops before any test
+    with one line; a test whose model was built still runs."""
+    with scratch_database.scratch_database("test_dbt_test_first", cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        project = dbt_harness.DbtProject(settings, tmp_path)
+        project.run("seed", check=True)
+        result = project.run("test")
+        assert result.returncode != 0
+        assert "no model these tests read is built yet (intermediate." in result.output, result.output[-3000:]
+        assert "Run `dbt run` first, then dbt test (or dbt build, which does both)." in result.output
+        assert not result.results  # no test ran
+        project.run("run", "--select", "stg_ibkr__bars", check=True)
+        tested = project.run("test", "--select", "stg_ibkr__bars", check=True)
+        ran = {entry["status"] for unique_id, entry in tested.results.items() if unique_id.startswith("test.")}
+        assert ran == {"pass"}, tested.output[-3000:]
+
+
+KNOWN_MISSING_GOOD = "symbol,session_date,reason\nSA,2024-03-15,halted all day\n"
+SEED_FILE_MISTAKES = {
+    "header misspelt": (
+        "symbol,sesion_date,reason\nSB,2024-03-18,halted all day\n",
+        "known_missing_sessions.csv line 1: the header is 'symbol,sesion_date,reason', expected the columns "
+        "symbol,session_date,reason (unknown: sesion_date; missing: session_date)",
+    ),
+    "extra column": (
+        "symbol,session_date,reason,note\nSB,2024-03-18,halted all day,x\n",
+        "line 1: the header is 'symbol,session_date,reason,note', expected the columns symbol,session_date,reason "
+        "(unknown: note; missing: none)",
+    ),
+    "month first": (  # the server's DateStyle read it (2026-11-27 on a month-first server), silently
+        "symbol,session_date,reason\nSB,2024-03-18,halted all day\nSB,11/27/2026,halted all day\n",
+        "known_missing_sessions.csv line 3: session_date '11/27/2026' is not a date written YYYY-MM-DD",
+    ),
+    "day first": (
+        "symbol,session_date,reason\nSB,27/11/2026,halted all day\n",
+        "line 2: session_date '27/11/2026' is not a date written YYYY-MM-DD",
+    ),
+    "no such day": (
+        "symbol,session_date,reason\nSB,2023-02-29,halted all day\n",
+        "line 2: session_date '2023-02-29' is not a date (YYYY-MM-DD)",
+    ),
+}
+
+
+def test_a_seed_file_with_a_wrong_header_or_date_is_refused_naming_the_line_and_loads_nothing(
+    cluster: ConnectionSettings, tmp_path: Path
+) -> None:
+    """An administrator's mistakes in warehouse/seeds/known_missing_sessions.csv stop `dbt seed` (so make db-up and
+    dbt build) before anything is written, with a line naming the file, the line and the value; the rows loaded before
+    stay. Before, a misspelt header or an extra column failed only as a database error on a loaded warehouse, and on a
+    fresh one created the seed's table with the wrong columns; a date such as 11/27/2026 loaded as the server's
+    DateStyle read it (03/04/2026: 4 March on a month-first server, 3 April on a day-first one)."""
+
+    def rows(settings: ConnectionSettings) -> list[tuple] | None:
+        with connect(settings) as conn:
+            if conn.execute("select to_regclass('seeds.known_missing_sessions')").fetchone()[0] is None:
+                return None
+            return conn.execute(
+                "select symbol, session_date::text, reason from seeds.known_missing_sessions"
+            ).fetchall()
+
+    name = "known_missing_sessions.csv"
+    with scratch_database.scratch_database("test_dbt_seed_file", cluster) as settings:
+        dbt_harness.prepare_raw(settings)
+        copy = dbt_harness.copy_project(tmp_path / "project", {name: SEED_FILE_MISTAKES["header misspelt"][0]})
+        project = dbt_harness.DbtProject(settings, tmp_path / "dbt", project_dir=copy)
+        first = project.run("seed", "--select", "known_missing_sessions")  # a fresh warehouse: no table yet
+        assert first.returncode != 0
+        assert SEED_FILE_MISTAKES["header misspelt"][1] in first.output, first.output[-3000:]
+        assert "Nothing was loaded; the previous rows stay." in first.output
+        assert rows(settings) is None, "no table with the misspelt column"
+
+        dbt_harness.copy_project(tmp_path / "project", {name: KNOWN_MISSING_GOOD})
+        project.run("seed", "--select", "known_missing_sessions", check=True)
+        for mistake, (csv_text, said) in SEED_FILE_MISTAKES.items():
+            dbt_harness.copy_project(tmp_path / "project", {name: csv_text})
+            result = project.run("seed", "--select", "known_missing_sessions")
+            assert result.returncode != 0, mistake
+            assert said in result.output, (mistake, result.output[-3000:])
+            assert rows(settings) == [("SA", "2024-03-15", "halted all day")], f"{mistake}: the previous rows stay"

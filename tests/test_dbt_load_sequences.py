@@ -10,10 +10,13 @@ of event through the incremental paths, with as few dbt commands as that needs.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from devtools import warehouse_months
 from market_calendar import EXCHANGE_TZ
@@ -116,3 +119,37 @@ def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
     outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=11, missing_sessions_threshold=0)
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.builds == 4  # first build, the dbt run, the dbt build, the final build
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--replay", "nonsense"], "argument --replay: expected a Python list of events such as"),
+        (["--replay", "[('bogus',)]"], "argument --replay: unknown event ('bogus',): an event is a tuple (kind,"),
+        (["--replay", "[('advance', 5)"], "argument --replay: expected a Python list of events"),
+        (["--replay", "[]"], "argument --replay: expected a non-empty list of events"),
+        (["--sequences", "0"], "argument --sequences: expected a whole number of 1 or more, got '0'"),
+        (["--events", "-1"], "argument --events: expected a whole number of 1 or more, got '-1'"),
+    ],
+)
+def test_warehouse_months_refuses_a_bad_argument_in_one_line_before_anything_starts(argv, said, capsys) -> None:
+    """docs/warehouse.md tells users to run it with --replay: a replay that was no Python literal ended in a traceback,
+    an unknown event in one mid-sequence (after starting the warehouse and a first build), and --sequences 0 or -1 ran
+    nothing and said '0 of 0 sequences failed' (status 0)."""
+    with pytest.raises(SystemExit) as exit_info:
+        warehouse_months.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "Traceback" not in err
+
+
+def test_every_event_kind_the_sequences_apply_is_one_replay_accepts() -> None:
+    """EVENT_KINDS, which --replay is checked against, holds every kind run_sequence and Loader.apply handle."""
+    source = Path(warehouse_months.__file__).read_text(encoding="utf-8")
+    handled = set(re.findall(r'(?:kind|event\[0\]) == "(\w+)"', source))
+    for group in re.findall(r"kind in \(([^)]*)\)", source):
+        handled |= set(re.findall(r'"(\w+)"', group))
+    assert handled == warehouse_months.EVENT_KINDS
+    drawn = {event[0] for seed in range(20) for event in warehouse_months.random_events(random.Random(seed), 40)}
+    assert drawn <= warehouse_months.EVENT_KINDS

@@ -13,9 +13,10 @@ from stable_baselines3 import PPO
 
 from devtools.documented_tables import documented_table
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, TARGET, write_mart_yaml
-from training import cli
+from training import cli, results_schema
 from training.cli import parse_command_line
 from training.config import (
+    MAX_SEED,
     SingleRunConfig,
     TrainConfig,
     WalkForwardConfig,
@@ -171,6 +172,15 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
     assert configuration_hash(base) != configuration_hash(WalkForwardConfig(learning_rate=1e-4))
 
 
+def test_the_largest_seed_fits_every_seed_column_of_the_ml_tables() -> None:
+    """A seed the configuration accepts but an ml column cannot hold fails only when the run lands, after training."""
+    largest = {"integer": 2**31 - 1, "integer[]": 2**31 - 1, "bigint": 2**63 - 1, "bigint[]": 2**63 - 1}
+    columns = re.findall(r"^\s*(\w*seeds?)\s+(\w+(?:\[\])?)", results_schema.DDL + results_schema.SWEEP_DDL, re.M)
+    assert {name for name, _ in columns} >= {"seed", "seeds", "trial_seeds"}, columns
+    for name, column_type in columns:
+        assert largest[column_type] >= MAX_SEED, (name, column_type)
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
@@ -192,8 +202,11 @@ def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: 
         ({"run_id": "two\nlines"}, r"run_id 'two\\nlines' must be printable text: no newline, tab, NUL"),
         ({"run_id": "a\x00b"}, r"run_id 'a\\x00b' must be printable text"),
         # NumPy refuses these seeds with a traceback (status 1), minutes into a walk-forward.
-        ({"seed": -5}, r"seed must be from 0 to 4294967295"),
-        ({"seed": 2**32 - 1, "seeds": 2}, r"seed \+ seeds - 1 must be at most 4294967295"),
+        ({"seed": -5}, r"seed must be from 0 to 2147483647"),
+        # NumPy takes seeds up to 2**32 - 1, but the ml tables' seed columns are integers: such a run trained to the
+        # end and then failed to land ("integer out of range").
+        ({"seed": 2**31}, r"seed must be from 0 to 2147483647 \(the ml tables' seeds are integers\)"),
+        ({"seed": 2**31 - 1, "seeds": 2}, r"seed \+ seeds - 1 must be at most 2147483647"),
     ],
 )
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
@@ -213,7 +226,7 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
         # inf and nan passed every "> 0" check and ended in a traceback from torch (status 1), or a NaN loss.
         (["--learning-rate", "inf"], "learning_rate must be finite (not inf or nan)"),
         (["--ent-coef", "nan", "--vf-coef", "inf"], "ent_coef, vf_coef must be finite"),
-        (["--seed", "-5"], "seed must be from 0 to 4294967295"),
+        (["--seed", "-5"], "seed must be from 0 to 2147483647"),
         # Accepted, they failed only when the results were written (bigint), after the whole run.
         (
             ["--timesteps", str(10**23), "--net-arch", "64", str(2**64)],

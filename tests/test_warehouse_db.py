@@ -19,7 +19,7 @@ import pytest
 from devtools.leaks import leaked_fragments
 from devtools.scratch_database import create_database, drop_database
 from warehouse_db import __main__ as warehouse_main
-from warehouse_db import connect, embedded, ensure_provisioned, resolve_settings, schemas
+from warehouse_db import connect, embedded, ensure_provisioned, resolve_settings, schemas, seed_files
 from warehouse_db.__main__ import main as warehouse_db_main
 from warehouse_db.errors import (
     ConfigFileError,
@@ -432,6 +432,27 @@ def test_env_keeps_the_passwords_of_the_passfile_it_replaces(how, tmp_path, monk
 def test_client_encoding_is_always_utf8():
     s = settings_from_url("postgresql://u@h/d")
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
+
+
+def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_path, monkeypatch, capsys):
+    """A seed saved by a spreadsheet in its own encoding (an 'é' in a reason as byte 0xe9) ended make db-up's dbt
+    seed, and every other dbt command, in a traceback naming no file ("'utf-8' codec can't decode byte 0xe9 in
+    position 50"). `up` now checks the seeds before anything else: one line naming the file and the line, exit 4."""
+    seed_files.check_seed_files()  # the project's own seeds are UTF-8
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "xnys_sessions.csv").write_text("session_date\n2024-03-15\n", encoding="utf-8")
+    (seeds / "known_missing_sessions.csv").write_bytes(
+        b"\xef\xbb\xbfsymbol,session_date,reason\r\nSA,2024-03-15,halted all day\r\nSB,2024-03-15,halted \xe9t\xe9\r\n"
+    )
+    monkeypatch.setattr(seed_files, "SEEDS_DIR", seeds)
+    monkeypatch.setattr(warehouse_main, "read_config", lambda: pytest.fail("up went on past a seed dbt cannot read"))
+    assert warehouse_db_main(["up"]) == 4
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"error: {seeds / 'known_missing_sessions.csv'} is not UTF-8 text: byte 0xe9 on line 3; save it as UTF-8 "
+        "(dbt cannot parse the project until then, and nothing was loaded)"
+    ]
 
 
 def test_schema_names_agree_with_dbt_project():

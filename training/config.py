@@ -31,8 +31,10 @@ from training.features import DEFAULT_MART_YAML
 EnvKind = Literal["native", "tensortrade"]
 VecEnvKind = Literal["batched", "dummy", "subproc"]
 SelectionMetric = Literal["sharpe", "sortino", "total_return"]
-MAX_SEED = 2**32 - 1
-"""The largest seed NumPy's random generators accept (the run seeds them, torch and PPO with it)."""
+MAX_SEED = 2**31 - 1
+"""The largest seed the ml tables hold (their seed columns are PostgreSQL integers; NumPy's generators, which the run
+seeds with it, would take up to 2**32 - 1): a larger one trained the whole run and then failed to land ("integer out of
+range")."""
 MAX_INTEGER = 2**63 - 1
 """The largest value of any integer setting: the results land in the warehouse's bigint columns (and NumPy's int64)."""
 
@@ -171,7 +173,7 @@ class TrainConfig:
         if too_large:
             problems.append(f"{', '.join(too_large)} must be at most {MAX_INTEGER} (a 64-bit integer)")
         if not 0 <= self.seed <= MAX_SEED:
-            problems.append(f"seed must be from 0 to {MAX_SEED} (NumPy's seeds)")
+            problems.append(f"seed must be from 0 to {MAX_SEED} (the ml tables' seeds are integers)")
         for name in ("env", "vec_env", "selection_metric"):
             allowed = typing.get_args(typing.get_type_hints(type(self))[name])
             if getattr(self, name) not in allowed:
@@ -288,7 +290,7 @@ class WalkForwardConfig(TrainConfig):
         if self.seeds < 1:
             problems.append("seeds must be >= 1")
         elif 0 <= self.seed <= MAX_SEED < self.seed + self.seeds - 1:
-            problems.append(f"seed + seeds - 1 must be at most {MAX_SEED} (NumPy's seeds)")
+            problems.append(f"seed + seeds - 1 must be at most {MAX_SEED} (the ml tables' seeds are integers)")
         if self.task_retries < 0 or self.ray_connect_timeout <= 0:
             problems.append("task_retries must be >= 0 and ray_connect_timeout > 0")
         if self.ray_cpus is not None and self.ray_cpus < 1:

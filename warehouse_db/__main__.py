@@ -2,7 +2,8 @@
 
 Exit status: 0 done (``status``: the warehouse is ready); 2 bad usage; 3 (``status`` only) the warehouse is not
 ready: the embedded one is not running, or the server answers but is not provisioned; 4 the warehouse is
-misconfigured, cannot be reached, started or provisioned (one line on stderr says which and what to do); 130
+misconfigured, cannot be reached, started or provisioned, or (``up``) a seed file is not UTF-8 (one line on stderr
+says which and what to do); 130
 interrupted (run it again: starting and provisioning are idempotent). ``psql`` exits with psql's own status.
 """
 
@@ -22,6 +23,7 @@ from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
 from warehouse_db.provision import ensure_provisioned, grant_statement, missing_pieces, provision, roles_out_of_reach
 from warehouse_db.schemas import COMPONENT_ROLES
+from warehouse_db.seed_files import check_seed_files
 from warehouse_db.settings import (
     ConnectionSettings,
     create_warehouse_dir,
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(command: str) -> int:
+    if command == "up":
+        check_seed_files()  # before dbt seed, which would end in a traceback naming no file (seed_files.py)
     config = read_config()
     pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
     if command == "down":
