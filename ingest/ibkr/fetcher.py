@@ -71,8 +71,8 @@ What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the sessio
 the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
 :mod:`ingest.ibkr.client_library`.
 
-Imports only the standard library, the client library and the pure modules beside it (planner, limiter, farms, the
-ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
+Imports only the standard library, the client library and the pure modules beside it (its settings, the limiter,
+farms, the ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
 its own.
 """
 
