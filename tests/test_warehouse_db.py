@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -31,6 +32,7 @@ from warehouse_db.errors import (
 from warehouse_db.provision import provision
 from warehouse_db.settings import (
     REPO_ROOT,
+    SESSION_SETTINGS,
     ConnectionSettings,
     Login,
     external_settings,
@@ -432,6 +434,20 @@ def test_env_keeps_the_passwords_of_the_passfile_it_replaces(how, tmp_path, monk
 def test_client_encoding_is_always_utf8():
     s = settings_from_url("postgresql://u@h/d")
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
+
+
+def test_docs_operations_md_lists_the_session_settings_every_connection_sets():
+    """docs/operations.md's table of what every connection sets is a second copy of SESSION_SETTINGS: a setting added,
+    dropped or changed in one of them must show in the other."""
+    page = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = page.split("**What every connection of ingest, training and `warehouse_db` sets**", 1)[1]
+    rows = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("| `")]
+    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)`", "\n".join(rows), re.M))
+    set_elsewhere = {
+        "client_encoding": "UTF8",
+        "statement_timeout": "WAREHOUSE_STATEMENT_TIMEOUT",
+    }  # connect_kwargs, limit
+    assert documented == {**SESSION_SETTINGS, **set_elsewhere}, "docs/operations.md 'What a server must offer'"
 
 
 def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_path, monkeypatch, capsys):
