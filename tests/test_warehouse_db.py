@@ -469,6 +469,12 @@ def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_p
         f"error: {seeds / 'known_missing_sessions.csv'} is not UTF-8 text: byte 0xe9 on line 3; save it as UTF-8 "
         "(dbt cannot parse the project until then, and nothing was loaded)"
     ]
+    # A seed that cannot be read at all (here a directory named like one; no permission alike) is one line too.
+    (seeds / "known_missing_sessions.csv").unlink()
+    (seeds / "known_missing_sessions.csv").mkdir()
+    assert warehouse_db_main(["up"]) == 4
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {seeds / 'known_missing_sessions.csv'} cannot be read: Is a directory"], err
 
 
 def test_schema_names_agree_with_dbt_project():
