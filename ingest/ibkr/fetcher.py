@@ -34,7 +34,9 @@ wait for its timeout)                        request is found by the id in the l
                                              (:mod:`ingest.ibkr.decode_errors`); when no request
                                              of this session has it, a timeout names the error
                                              instead
-``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out"
+``[]`` at the timeout, no error code, or     a timeout: retried, then ``failed`` "timed out"
+only 162 "query cancelled" (the answer to
+the cancel ib_async sent at its timeout)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
 an outage notice (1100 and 2110 IBKR-wide,   a request waits while a farm it may use is down:
 2105 an HMDS farm, 2157 a sec-def farm, a    historical requests for IBKR-wide and every HMDS
