@@ -14,8 +14,9 @@
 How rows land is :mod:`ingest.landing`; what the IBKR loader reads back from raw, :mod:`ingest.raw_reads`.
 
 Adding a raw column: add it to :class:`RawBar` (with a default, so every source keeps working) and to
-:data:`BAR_SOURCE_COLUMNS`, then to the sources YAML and ``stg_ibkr__bars.sql``. An existing warehouse gains
-the column the next time anything lands (:func:`ensure_raw_tables`).
+:data:`BAR_SOURCE_COLUMNS`, then to the sources YAML, ``stg_ibkr__bars.sql`` and docs/ingest.md's raw tables (the
+whole recipe: docs/development.md, "Where things go"). An existing warehouse gains the column the next time anything
+lands (:func:`ensure_raw_tables`).
 """
 
 from __future__ import annotations

@@ -328,6 +328,23 @@ def test_an_invalid_request_stops_the_run_with_exit_status_5(warehouse, monkeypa
     assert query(warehouse, "select distinct status, error_code from raw.load_batches") == [("failed", 321)]
 
 
+def test_a_landing_past_the_statement_timeout_ends_ingest_in_one_line_naming_the_limit(warehouse, monkeypatch, capsys):
+    """A batch whose landing waits past WAREHOUSE_STATEMENT_TIMEOUT (here behind another session's lock on raw) ends
+    ingest with status 4 and one line naming what sets the limit, as a cancelled statement elsewhere does: the IBKR
+    loader's landing said "canceling statement due to statement timeout" and no word of the limit (and put psycopg's
+    CONTEXT or DETAIL, where the server sends one, on lines of their own)."""
+    with simulator() as sim, connect(warehouse) as holder:
+        holder.execute("lock table raw.ibkr_bars in share mode")  # reads go on; the landing's INSERT waits
+        for name, value in {**ibkr_env(warehouse, sim.port), "WAREHOUSE_STATEMENT_TIMEOUT": "1"}.items():
+            monkeypatch.setenv(name, value)
+        status = cli.main(["--symbols", "AAPL", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == ExitCode.WAREHOUSE, err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: warehouse: landing AAPL failed: canceling statement due to statement timeout ("), err
+    assert "WAREHOUSE_STATEMENT_TIMEOUT sets how long" in last and "CONTEXT" not in err, err
+
+
 def test_the_simulator_refuses_an_exchange_without_permissions_as_ibkr_does_and_the_run_names_it(warehouse):
     """``--no-permissions NYSE``: the watchlist's NYSE stocks fail with IBKR's 162 naming NYSE, the NASDAQ ones land, and
     the summary says once what the NYSE symbols lack (exit 1: some symbols loaded)."""

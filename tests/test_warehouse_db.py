@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -31,6 +32,7 @@ from warehouse_db.errors import (
 from warehouse_db.provision import provision
 from warehouse_db.settings import (
     REPO_ROOT,
+    SESSION_SETTINGS,
     ConnectionSettings,
     Login,
     external_settings,
@@ -434,6 +436,20 @@ def test_client_encoding_is_always_utf8():
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
 
 
+def test_docs_operations_md_lists_the_session_settings_every_connection_sets():
+    """docs/operations.md's table of what every connection sets is a second copy of SESSION_SETTINGS: a setting added,
+    dropped or changed in one of them must show in the other."""
+    page = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = page.split("**What every connection of ingest, training and `warehouse_db` sets**", 1)[1]
+    rows = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("| `")]
+    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]+)`", "\n".join(rows), re.M))
+    set_elsewhere = {
+        "client_encoding": "UTF8",
+        "statement_timeout": "WAREHOUSE_STATEMENT_TIMEOUT",
+    }  # connect_kwargs, limit
+    assert documented == {**SESSION_SETTINGS, **set_elsewhere}, "docs/operations.md 'What a server must offer'"
+
+
 def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_path, monkeypatch, capsys):
     """A seed saved by a spreadsheet in its own encoding (an 'é' in a reason as byte 0xe9) ended make db-up's dbt
     seed, and every other dbt command, in a traceback naming no file ("'utf-8' codec can't decode byte 0xe9 in
@@ -453,6 +469,12 @@ def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_p
         f"error: {seeds / 'known_missing_sessions.csv'} is not UTF-8 text: byte 0xe9 on line 3; save it as UTF-8 "
         "(dbt cannot parse the project until then, and nothing was loaded)"
     ]
+    # A seed that cannot be read at all (here a directory named like one; no permission alike) is one line too.
+    (seeds / "known_missing_sessions.csv").unlink()
+    (seeds / "known_missing_sessions.csv").mkdir()
+    assert warehouse_db_main(["up"]) == 4
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {seeds / 'known_missing_sessions.csv'} cannot be read: Is a directory"], err
 
 
 def test_schema_names_agree_with_dbt_project():

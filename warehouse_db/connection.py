@@ -79,8 +79,9 @@ def connect(
         conn.close()
         raise WarehouseConfigError(refusal)
     try:
-        # Again here, though connect_kwargs' options already set them: PGTZ and PGDATESTYLE in the environment travel
-        # in the startup packet too, and there they beat options.
+        # The project's session settings, set once connected (connect_kwargs sends no `options`): a SET beats the
+        # server's, the database's and the login's settings, PGOPTIONS, and PGTZ and PGDATESTYLE, which libpq sends at
+        # connection start.
         statements = [
             sql.SQL("set {} = {}").format(sql.Identifier(name), sql.Literal(value))
             for name, value in SESSION_SETTINGS.items()

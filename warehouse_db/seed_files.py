@@ -22,14 +22,18 @@ class SeedFileError(WarehouseError):
 
 
 def check_seed_files(seeds_dir: Path | None = None) -> None:
-    """Raise :class:`SeedFileError` for the first seed in ``seeds_dir`` (the project's) that is not UTF-8 text."""
+    """Raise :class:`SeedFileError` for the first seed in ``seeds_dir`` (the project's) that cannot be read or is not
+    UTF-8 text."""
     for path in sorted((seeds_dir or SEEDS_DIR).glob("*.csv")):
-        data = path.read_bytes()
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        try:
+            data = path.read_bytes()
+        except OSError as error:  # no permission, a directory named *.csv, ...: dbt could not read it either
+            raise SeedFileError(f"{shown} cannot be read: {error.strerror or error}") from None
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as error:
             line = data.count(b"\n", 0, error.start) + 1
-            shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
             raise SeedFileError(
                 f"{shown} is not UTF-8 text: byte 0x{data[error.start]:02x} on line {line}; save it as UTF-8 "
                 "(dbt cannot parse the project until then, and nothing was loaded)"

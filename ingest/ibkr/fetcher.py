@@ -34,7 +34,9 @@ wait for its timeout)                        request is found by the id in the l
                                              (:mod:`ingest.ibkr.decode_errors`); when no request
                                              of this session has it, a timeout names the error
                                              instead
-``[]`` at the timeout, no error code         a timeout: retried, then ``failed`` "timed out"
+``[]`` at the timeout, no error code, or     a timeout: retried, then ``failed`` "timed out"
+only 162 "query cancelled" (the answer to
+the cancel ib_async sent at its timeout)
 ``ConnectionError`` / disconnectedEvent      reconnect (single flight, backoff), then retry
 an outage notice (1100 and 2110 IBKR-wide,   a request waits while a farm it may use is down:
 2105 an HMDS farm, 2157 a sec-def farm, a    historical requests for IBKR-wide and every HMDS
@@ -71,8 +73,8 @@ What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the sessio
 the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
 :mod:`ingest.ibkr.client_library`.
 
-Imports only the standard library, the client library and the pure modules beside it (planner, limiter, farms, the
-ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
+Imports only the standard library, the client library and the pure modules beside it (its settings, the limiter,
+farms, the ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
 its own.
 """
 

@@ -69,7 +69,7 @@ from ingest.report import describe_duration
 from ingest.sessions import FinalBars, last_completed_close, why_not_a_session
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
-from warehouse_db.errors import WarehouseError
+from warehouse_db.errors import WarehouseError, server_error_line
 from warehouse_db.settings import ConnectionSettings
 
 log = logging.getLogger(__name__)
@@ -606,7 +606,7 @@ class _Lander:
             try:
                 return land_batch(self._conn, load_id=self._load_id, source=SOURCE, batch=batch, bars=bars)
             except psycopg.Error as error:
-                raise WarehouseError(f"landing {batch.symbol} failed: {error}".strip()) from None
+                raise WarehouseError(f"landing {batch.symbol} failed: {server_error_line(error)}") from None
 
 
 def check_shared_contracts(
@@ -626,7 +626,7 @@ def check_shared_contracts(
         holders = read_contract_holders(conn, settings, contracts.values())
         conn.commit()
     except psycopg.Error as error:
-        raise WarehouseError(f"reading the contract ids held in raw failed: {error}".strip()) from None
+        raise WarehouseError(f"reading the contract ids held in raw failed: {server_error_line(error)}") from None
     by_con_id: dict[int, set[str]] = {}
     for symbol, con_id in contracts.items():
         by_con_id.setdefault(con_id, set()).add(symbol)
