@@ -28,7 +28,7 @@ from devtools.synthetic_mart import (
     write_mart_yaml,
 )
 from training import sweep_store
-from training.baselines import POLICIES
+from training.baselines import BUY_AND_HOLD, FLAT, POLICIES
 from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
 from training.exit_codes import ExitCode
@@ -39,6 +39,7 @@ from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
 from training.sweep import (
     EvaluatedOutsideValidation,
+    NoTradableTrial,
     SweepConfig,
     SweepError,
     SweepResult,
@@ -452,3 +453,98 @@ def test_trials_whose_window_a_fold_cannot_trade_fail_saying_why_the_others_run(
     failed = [line for line in said if re.match(r"trial \d+ failed after 0 of 2 folds", line)]
     assert len(failed) == sum(state == "failed" for _, state, _ in trials) and all(reason in line for line in failed)
     assert not any(record.exc_info for record in caplog.records), "a traceback reached the log"
+
+
+def report_fold_short_of_history(kept: int, seed: int) -> tuple:
+    """A mart of two symbols whose last fold's test split (a report fold's, which no trial sees) no symbol covers
+    whole: SYM000 was delisted after the split's first ``kept`` sessions, SYM001 halted until ``kept`` sessions before
+    its end. The search folds' splits are whole. Returns (frame, folds, that test split's sessions)."""
+    frame = synthetic_mart(n_symbols=2, n_sessions=340, seed=seed)
+    folds = lay_out_folds(frame["session_date"], folds=FOLDS, test_sessions=40, validation_sessions=40)
+    test = sorted(set(folds[-1].rows(frame, "test")["session_date"]))
+    delisted = (frame["symbol"] == "SYM000") & (frame["session_date"] > test[kept - 1])
+    halted = (frame["symbol"] == "SYM001") & (frame["session_date"] >= test[0]) & (frame["session_date"] < test[-kept])
+    return frame[~(delisted | halted)].reset_index(drop=True), folds, test
+
+
+def favouring_window_8():
+    """validate_configuration, with the agent's validation replay replaced by the better of two real baselines' (flat,
+    buy-and-hold) for window 8 and the worse for any other: a trial that draws window 8 scores at least as well as one
+    that draws 3, whatever a few hundred PPO steps learned (the choice is what is under test, not PPO). A closure, so
+    that Ray ships it by value (a worker cannot import this test module)."""
+
+    def evaluate(config, data, fold, seed):
+        result = validate_configuration(config, data, fold, seed)
+        ranked = sorted((FLAT, BUY_AND_HOLD), key=lambda policy: result.validation[policy].metrics()["sharpe"])
+        replay = result.validation[ranked[-1] if config.window == 8 else ranked[0]]
+        return dataclasses.replace(result, validation={**result.validation, "agent": replay})
+
+    return evaluate
+
+
+def test_the_final_walk_forward_passes_over_trials_whose_window_a_report_fold_cannot_trade(
+    local_ray, embedded_cluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fold 3 (reported, never searched): no symbol has more than 10 sessions in its test split, enough for window 3,
+    not 8 (min_episode_steps 5). Before: the best trial drew 8, the final walk-forward refused fold 3 after the whole
+    search, and every --resume chose the same trial again. Now the sweep walks forward the best trial every report
+    fold can trade, naming the better ones it passed over, and says in one line (status 3) when there is none, its
+    trials kept. Seed 43 draws window 8 for trial 1, then window 3 for the trial a resume adds."""
+    frame, folds, test = report_fold_short_of_history(10, seed=65)
+    with mart_database("test_sweep_report_windows", frame, folds, embedded_cluster) as settings:
+        config = sweep_config(tmp_path, sweep_id="report-windows", trials=1, seed=43, early_stopping=False)
+        (tmp_path / "space.yaml").write_text("window: {choices: [3, 8]}\n", encoding="utf-8")
+        with caplog.at_level(logging.INFO), pytest.raises(NoTradableTrial) as raised:
+            run_sweep(config, settings, evaluate=favouring_window_8())
+        (first,) = trial_rows(settings, "report-windows")
+        assert (first["state"], first["params"]) == ("completed", {"window": 8})
+        refused = (
+            f"window 8 needs 13 sessions (window + min_episode_steps) in fold 3's test split {test[0]} .. {test[-1]}, "
+            "where no symbol has more than 10"
+        )
+        assert str(raised.value) == (
+            "sweep report-windows: no completed trial can be walked forward, a report fold cannot trade the window it "
+            f"drew: trial 1 (objective {first['objective']:.3f}): {refused}; the trials stay in ml.sweep_trials. Resume "
+            "with more trials (python -m training.sweep --resume report-windows --trials 2), or start a sweep whose "
+            "search space allows windows of at most 5, or one that leaves the fold out (--folds)"
+        )
+        assert user_error_status(raised.value) == ExitCode.CONTRACT
+        said = [record.getMessage() for record in caplog.records]
+        assert (
+            f"fold 3: no symbol has more than 10 sessions in its test split {test[0]} .. {test[-1]}, enough for a window "
+            "of up to 5 (with min_episode_steps 5); the search space allows up to 8: the final walk-forward passes over "
+            "the trials that draw a longer one"
+        ) in said
+        with connect(settings) as conn:
+            stored = sweep_store.load_sweep(conn, "report-windows")
+        assert (stored.status, stored.error, stored.best_trial, stored.final_run_id) == (
+            "failed", f"NoTradableTrial: {raised.value}", None, None
+        )  # fmt: skip
+        assert not (tmp_path / "runs" / "report-windows-best").exists()  # no walk-forward started
+        page = (tmp_path / "runs" / "report-windows" / "report.html").read_text(encoding="utf-8")
+        assert "No completed trial can be walked forward: a report fold cannot trade the window each drew" in page
+
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            resumed = run_sweep(
+                dataclasses.replace(config, resume="report-windows", trials=2), settings, evaluate=favouring_window_8()
+            )
+        rows = trial_rows(settings, "report-windows")
+        with connect(settings, role="analyst") as conn:
+            walked = conn.execute(
+                "select runs.config ->> 'window' from ml.sweeps join ml.walk_forward_runs as runs "
+                "on runs.run_id = sweeps.final_run_id where sweeps.sweep_id = 'report-windows'"
+            ).fetchall()
+    assert walked == [("3",)]  # the chosen trial's configuration
+    assert [(r["state"], r["params"]) for r in rows] == [("completed", {"window": 8}), ("completed", {"window": 3})]
+    assert rows[0]["objective"] >= rows[1]["objective"]  # the better trial, passed over
+    assert resumed.best.trial_number == resumed.sweep.best_trial == 2 and resumed.sweep.status == "finished"
+    walk_forward = resumed.walk_forward
+    assert walk_forward is not None and not walk_forward.failures
+    assert sorted((r.fold_id, r.seed) for r in walk_forward.results) == [(2, 43), (3, 43)]
+    assert resumed.sweep.final_run_id == walk_forward.run_id
+    said = [record.getMessage() for record in caplog.records]
+    assert (
+        f"sweep report-windows: walking forward trial 2 (objective {rows[1]['objective']:.3f}), the best that every "
+        f"report fold can trade; passed over: trial 1 (objective {rows[0]['objective']:.3f}): {refused}"
+    ) in said

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from training.metrics import TRADING_DAYS_PER_YEAR
-from training.sweep import WORST_SCORE, best_trial, objective, trial_sharpe_variance
+from training.sweep import WORST_SCORE, best_trial, choose_trial, objective, passed_over_text, trial_sharpe_variance
 from training.sweep_store import TrialRecord
 
 
-def trial(number: int, fold_scores: list[float], state: str = "completed") -> TrialRecord:
+def trial(number: int, fold_scores: list[float], state: str = "completed", window: int = 10) -> TrialRecord:
     return TrialRecord(
-        sweep_id="s", trial_number=number, tune_trial_id=str(number), state=state, params={}, config={},
+        sweep_id="s", trial_number=number, tune_trial_id=str(number), state=state, params={"window": window},
+        config={"window": window},
         config_hash="h", started_at=datetime.now(UTC), objective=objective(fold_scores),
         folds_done=len(fold_scores), fold_ids=list(range(1, len(fold_scores) + 1)), fold_scores=fold_scores,
     )  # fmt: skip
@@ -40,6 +41,45 @@ def test_the_best_trial_is_the_completed_one_with_the_highest_validation_objecti
     ]
     assert best_trial(trials, folds=2).trial_number == 2
     assert best_trial(trials[2:5], folds=2) is None
+
+
+def test_the_chosen_trial_is_the_best_one_every_report_fold_can_trade() -> None:
+    """The final walk-forward refused a report fold after the whole search when the best trial drew a window the fold
+    cannot trade (and --resume chose it again): the choice passes over such trials, best first, saying why, and chooses
+    none when every completed trial is refused. The refusal is the walk-forward's own rule (training.fold_task)."""
+    from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
+    from training.config import TrainConfig
+    from training.fold_task import untradable_split
+    from training.market_data import MarketData
+
+    frame = synthetic_mart(n_symbols=2, n_sessions=340, seed=5)
+    folds = lay_out_folds(frame["session_date"], folds=3, test_sessions=40, validation_sessions=40)
+    test = sorted(set(folds[-1].rows(frame, "test")["session_date"]))
+    cut = frame[~(frame["session_date"].isin(test[10:]))].reset_index(drop=True)  # 10 test sessions, window <= 5
+    data = MarketData.from_frame(cut, list(FEATURE_LOOKBACKS))
+
+    def refusal(record: TrialRecord):
+        return untradable_split(data, folds[1:], TrainConfig(window=record.config["window"], min_episode_steps=5))
+
+    trials = [
+        trial(1, [0.2, 0.4], window=3),
+        trial(2, [0.9, 0.7], window=8),
+        trial(3, [2.0], state="pruned", window=3),
+        trial(4, [0.7, 0.9], window=6),
+        trial(5, [0.3, 0.4], window=5),
+    ]
+    choice = choose_trial(trials, 2, refusal)
+    assert choice.trial.trial_number == 5
+    assert [(t.trial_number, refused.needed, refused.most) for t, refused in choice.passed_over] == [(2, 13, 10),
+                                                                                                       (4, 11, 10)]  # fmt: skip
+    where = f"fold 3's test split {folds[-1].test.start} .. {folds[-1].test.end}, where no symbol has more than 10"
+    assert passed_over_text(choice.passed_over) == (
+        f"trial 2 (objective 0.800): window 8 needs 13 sessions (window + min_episode_steps) in {where}; "
+        f"trial 4 (objective 0.800): window 6 needs 11 sessions (window + min_episode_steps) in {where}"
+    )
+    assert choose_trial(trials, 2).trial.trial_number == 2  # no final walk-forward: nothing to pass over
+    none = choose_trial([trials[1], trials[3]], 2, refusal)
+    assert none.trial is None and [t.trial_number for t, _ in none.passed_over] == [2, 4]
 
 
 def test_the_variance_counts_only_trials_whose_every_fold_is_a_sharpe_ratio() -> None:

@@ -190,14 +190,14 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.mart import SymbolSelectionError
     from training.ppo import ModelFileError
     from training.run_folder import RunFolderError
-    from training.sweep import NoTrialCompleted, SweepError
+    from training.sweep import NoTradableTrial, NoTrialCompleted, SweepError
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
     from training.walk_forward import AllTasksFailed, MartKeptChanging
     from warehouse_db.errors import WarehouseError
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
-        ((ContractViolation, NotEnoughData, MartKeptChanging), ExitCode.CONTRACT),
+        ((ContractViolation, NotEnoughData, NoTradableTrial, MartKeptChanging), ExitCode.CONTRACT),
         # psycopg's OperationalError: a statement cancelled (a statement_timeout), a connection the server ended.
         ((WarehouseError, psycopg.OperationalError), ExitCode.WAREHOUSE),
         ((RayUnavailable,), ExitCode.RAY),

@@ -33,7 +33,8 @@ MEANINGS = {
     "(meta.role) are missing or inconsistent, or settings too large for this machine's memory (on Ray: for every node's)",
     ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
     "its history is too short for the planned folds (the message says how much to fetch), or a fold's split holds no "
-    "symbol with window + min_episode_steps sessions (the message names it; nothing trained), or dbt kept writing the "
+    "symbol with window + min_episode_steps sessions (the message names it; nothing trained; for a sweep also after the "
+    "search, when no completed trial's window fits every report fold: its trials are kept), or dbt kept writing the "
     "mart during the check",
     ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or cannot serve "
     "(a database not encoded UTF8, the trainer's login read-only), or a statement ran past its statement_timeout or the "

@@ -69,6 +69,28 @@ CHECKPOINT_PREFIX = "ppo"
 class NotEnoughData(ValueError):
     """A fold's split holds no symbol with enough sessions to trade."""
 
+    fold_id: int | None = None
+    split: str | None = None
+    split_text: str = ""
+    """e.g. "fold 3's test split 2026-01-02 .. 2026-02-27"."""
+    needed: int = 0
+    """window + min_episode_steps: the sessions a symbol needs in the split."""
+    most: int = 0
+    """The most sessions any symbol has there."""
+
+
+def sessions_needed(config: TrainConfig) -> int:
+    """The sessions a symbol needs in a split to trade there: a full observation window, then min_episode_steps
+    decisions. The tradability rule, in one place: every check (a walk-forward's before it trains, a sweep's before its
+    search and when it chooses the trial to walk forward) and every task (:func:`prepare_fold`) applies it."""
+    return config.window + config.min_episode_steps
+
+
+def largest_window(data: MarketData, fold: Fold, split: str, config: TrainConfig) -> int:
+    """The largest window some symbol can trade ``fold``'s ``split`` with (the inverse of :func:`sessions_needed`)."""
+    sessions = split_sessions(data, fold, split)
+    return (int(sessions.max()) if len(sessions) else 0) - config.min_episode_steps
+
 
 @dataclass(frozen=True)
 class FoldSeries:
@@ -110,18 +132,41 @@ def _not_enough_data(
     else:
         most = sessions.sort_values(ascending=False, kind="mergesort").head(3)
         closest = "the most: " + ", ".join(f"{symbol} {count}" for symbol, count in most.items())
-    return NotEnoughData(
+    error = NotEnoughData(
         f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
         f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower {window} or "
         f"--min-episode-steps, {'train on another fold' if flag == '--fold' else 'leave the fold out'} ({flag}), or "
         "fetch more history"
     )
+    error.fold_id, error.split, error.needed = fold.fold_id, split, minimum
+    error.most = int(sessions.max()) if not sessions.empty else 0
+    error.split_text = f"fold {fold.fold_id}'s {split} split {fold.dates(split).start} .. {fold.dates(split).end}"
+    return error
 
 
 def split_sessions(data: MarketData, fold: Fold, split: str) -> pd.Series:
     """Each symbol's sessions in ``fold``'s ``split``: a symbol can trade there with a window of up to this count less
     min_episode_steps."""
     return fold.rows(data.frame, split).groupby("symbol", sort=True).size()
+
+
+def untradable_split(
+    data: MarketData,
+    folds: Sequence[Fold],
+    config: TrainConfig,
+    flag: str = "--folds",
+    splits: Sequence[str] = SPLITS,
+    window: str = "--window",
+) -> NotEnoughData | None:
+    """The refusal (:class:`NotEnoughData`) of the first fold whose split (of ``splits``) no symbol can trade with
+    ``config``'s window (:func:`sessions_needed`), or None when every one can."""
+    minimum = sessions_needed(config)
+    for fold in folds:
+        for split in splits:
+            sessions = split_sessions(data, fold, split)
+            if not (sessions >= minimum).any():
+                return _not_enough_data(fold, split, minimum, sessions, flag, window)
+    return None
 
 
 def check_enough_sessions(
@@ -135,18 +180,14 @@ def check_enough_sessions(
     """Raise :class:`NotEnoughData` for the first fold whose split (of ``splits``) no symbol can trade (the rule of
     :func:`prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
     fail that fold's tasks, twice each. A sweep checks at the smallest window its search space allows."""
-    minimum = config.window + config.min_episode_steps
-    for fold in folds:
-        for split in splits:
-            sessions = split_sessions(data, fold, split)
-            if not (sessions >= minimum).any():
-                raise _not_enough_data(fold, split, minimum, sessions, flag, window)
+    if (refusal := untradable_split(data, folds, config, flag, splits, window)) is not None:
+        raise refusal
 
 
 def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:
     """Scale the features with the fold's train rows only, then cut one series per symbol and split."""
     scaler = FeatureScaler.fit(fold.rows(data.frame, "train"), list(data.feature_names), config.observation_clip)
-    minimum = config.window + config.min_episode_steps
+    minimum = sessions_needed(config)
     series: dict[str, list[SymbolSeries]] = {}
     left_out: dict[str, list[str]] = {}
     for split in splits:

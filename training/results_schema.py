@@ -426,9 +426,10 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "trials_completed": "Trials that ran every search fold.",
         "trials_pruned": "Trials ASHA stopped early (their score: the mean of the folds they reached).",
         "trials_failed": "Trials that failed (error in ml.sweep_trials).",
-        "best_trial": "trial_number of the best trial (ml.sweep_trials).",
+        "best_trial": "trial_number of the chosen trial (ml.sweep_trials): the completed one with the highest objective, "
+        "among those whose window every report fold can trade when the final walk-forward runs.",
         "trial_steps_run": "PPO environment steps the finished trials ran, all together.",
-        "best_objective": "The best trial's objective (see sweep_trials.objective: an annualised Sharpe ratio).",
+        "best_objective": "The chosen trial's objective (see sweep_trials.objective: an annualised Sharpe ratio).",
         "deflated_sharpe": "The final walk-forward's deflated Sharpe ratio, a probability from 0 to 1 (see "
         "walk_forward_runs.deflated_sharpe).",
     },

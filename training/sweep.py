@@ -16,8 +16,10 @@
    another split: no trial evaluates on test;
 5. every trial lands in ``ml.sweep_trials`` as it goes (started, each fold's score, completed / pruned / failed), so
    an interrupted sweep continues with ``--resume <sweep_id>`` and repeats no finished trial;
-6. the best completed trial's configuration runs the walk-forward once (the report folds x ``--seeds`` seeds, test
-   included: training.walk_forward), its deflated Sharpe ratio charged for the number of trials actually scored;
+6. the best completed trial whose configuration every report fold can trade (:func:`choose_trial`: a better one whose
+   window a report fold is too short for is passed over, saying so) runs the walk-forward once (the report folds x
+   ``--seeds`` seeds, test included: training.walk_forward), its deflated Sharpe ratio charged for the number of
+   trials actually scored;
 7. ``ml.sweeps`` and ``runs/<sweep_id>/report.html`` (score by trial, Optuna's parameter importance, the choice).
 
 **The objective** is the mean over the search folds of the agent's annualised Sharpe ratio on each fold's validation
@@ -69,7 +71,7 @@ from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, l
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
     from ray.tune import PlacementGroupFactory
 
-    from training.fold_task import ValidationResult
+    from training.fold_task import NotEnoughData, ValidationResult
 from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
@@ -181,6 +183,11 @@ class NoTrialCompleted(RuntimeError):
     """No trial ran every fold: there is no configuration to walk forward."""
 
 
+class NoTradableTrial(RuntimeError):
+    """Trials completed, but a report fold cannot trade the window each drew: none can be walked forward (status 3,
+    as the walk-forward's own refusal; the trials stay in ml.sweep_trials)."""
+
+
 class EvaluatedOutsideValidation(AssertionError):
     """A trial's score came from sessions outside its fold's validation split (the guard against tuning on test)."""
 
@@ -222,9 +229,10 @@ def check_tradable_folds(
     """Refuse (:class:`~training.fold_task.NotEnoughData`, the walk-forward's refusal) a fold whose split no symbol can
     trade at the smallest window the search space allows, before any trial runs: the trials' splits of the search
     folds, and every split of the report folds when the final walk-forward is to run. A split that only the smaller
-    windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason).
+    windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason),
+    or, in a report fold, are passed over when the trial to walk forward is chosen (:func:`choose_trial`).
     """
-    from training.fold_task import check_enough_sessions, split_sessions
+    from training.fold_task import check_enough_sessions, largest_window
     from training.folds import SPLITS
 
     searched = "window" in space.names
@@ -244,7 +252,7 @@ def check_tradable_folds(
                 if (fold.fold_id, split) in seen:
                     continue
                 seen.add((fold.fold_id, split))
-                longest = int(split_sessions(data, fold, split).max()) - config.min_episode_steps
+                longest = largest_window(data, fold, split, config)
                 if longest < largest:
                     logger.warning(
                         "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
@@ -259,7 +267,7 @@ def check_tradable_folds(
                         largest,
                         "a trial that draws a longer one fails there"
                         if (fold.fold_id, split) in trials_split
-                        else "the final walk-forward refuses the fold if the best trial drew a longer one",
+                        else "the final walk-forward passes over the trials that draw a longer one",
                     )
 
 
@@ -713,10 +721,57 @@ def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
 
 
+def ranked_trials(trials: Sequence[Any], folds: int) -> list[Any]:
+    """The completed trials (every fold scored), the highest objective first; the earlier one first on a tie."""
+    completed = [t for t in trials if t.state == "completed" and t.folds_done == folds and t.objective is not None]
+    return sorted(completed, key=lambda t: (-t.objective, t.trial_number))
+
+
 def best_trial(trials: Sequence[Any], folds: int) -> Any | None:
     """The completed trial (every fold scored) with the highest objective; the earlier one on a tie."""
-    completed = [t for t in trials if t.state == "completed" and t.folds_done == folds and t.objective is not None]
-    return max(completed, key=lambda t: (t.objective, -t.trial_number), default=None)
+    return next(iter(ranked_trials(trials, folds)), None)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The trial the sweep chooses (the final walk-forward runs its configuration), and the better-scoring completed
+    trials it passed over because a report fold cannot trade their configuration, each with the refusal."""
+
+    trial: Any | None
+    passed_over: list[tuple[Any, NotEnoughData]]
+
+
+def choose_trial(
+    trials: Sequence[Any], folds: int, refusal: Callable[[Any], NotEnoughData | None] | None = None
+) -> Choice:
+    """The best completed trial whose configuration the final walk-forward can run. ``refusal``: a report fold's refusal
+    of a trial's configuration (a split no symbol can trade with the window it drew), None when it can trade every
+    one; without it (no final walk-forward) the best completed trial. A trial whose window a report fold cannot trade
+    was chosen before, and the walk-forward refused the fold after the whole search, on every --resume too."""
+    passed_over: list[tuple[Any, NotEnoughData]] = []
+    for trial in ranked_trials(trials, folds):
+        refused = refusal(trial) if refusal is not None else None
+        if refused is None:
+            return Choice(trial, passed_over)
+        passed_over.append((trial, refused))
+    return Choice(None, passed_over)
+
+
+def passed_over_text(passed_over: Sequence[tuple[Any, NotEnoughData]]) -> str:
+    """The passed-over trials for one line, grouped by what refused them: "trial 1 (objective 0.732), trial 4 (objective
+    0.500): window 8 needs 13 sessions (window + min_episode_steps) in fold 3's test split ..., where no symbol has more
+    than 10"."""
+    groups: dict[str, list[Any]] = {}
+    for trial, refused in passed_over:
+        why = (
+            f"window {trial.config.get('window')} needs {refused.needed} sessions (window + min_episode_steps) in "
+            f"{refused.split_text}, where no symbol has more than {refused.most}"
+        )
+        groups.setdefault(why, []).append(trial)
+    return "; ".join(
+        ", ".join(f"trial {t.trial_number} (objective {t.objective:.3f})" for t in group) + f": {why}"
+        for why, group in groups.items()
+    )
 
 
 def trial_sharpe_variance(trials: Sequence[Any]) -> float | None:
@@ -739,8 +794,9 @@ def trial_sharpe_variance(trials: Sequence[Any]) -> float | None:
     return float(np.var(scores, ddof=1) / TRADING_DAYS_PER_YEAR)
 
 
-def _recount(sweep, trials, folds: int) -> None:
-    """The sweep row's counts, best trial and ASHA's saving, from the trial rows."""
+def _recount(sweep, trials, folds: int, chosen) -> None:
+    """The sweep row's counts, chosen trial (``chosen``: :func:`choose_trial`'s) and ASHA's saving, from the trial
+    rows."""
     finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
     sweep.trials_completed = sum(t.state == "completed" for t in trials)
     sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
@@ -752,10 +808,9 @@ def _recount(sweep, trials, folds: int) -> None:
         t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
         for t in finished
     )
-    best = best_trial(trials, folds)
-    sweep.best_trial = best.trial_number if best else None
-    sweep.best_objective = best.objective if best else None
-    sweep.best_params = best.params if best else None
+    sweep.best_trial = chosen.trial_number if chosen else None
+    sweep.best_objective = chosen.objective if chosen else None
+    sweep.best_params = chosen.params if chosen else None
 
 
 def run_sweep(
@@ -774,7 +829,8 @@ def run_sweep(
     import warehouse_db
     from training import results_schema, results_store, sweep_store
     from training.features import read_mart_schema
-    from training.folds import select_folds
+    from training.fold_task import largest_window, untradable_split
+    from training.folds import SPLITS, select_folds
     from training.market_data import MarketData
     from training.task_runners import RayRunner
     from training.walk_forward import contract_terms, read_checked_mart
@@ -839,6 +895,17 @@ def run_sweep(
         data = MarketData.from_frame(snapshot.frame, schema.feature_names)
         # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
         check_tradable_folds(config, space, data, folds, report_folds)
+        task_config = config.task_config()
+
+        def report_refusal(trial) -> NotEnoughData | None:
+            """Why the final walk-forward cannot run ``trial``'s configuration (a report fold's split no symbol can
+            trade with the window it drew), or None."""
+            return untradable_split(data, report_folds, space.apply(task_config, space.encode(trial.params)))
+
+        # The final walk-forward takes the best trial it can run: one a report fold cannot trade is passed over.
+        choose = functools.partial(
+            choose_trial, folds=len(folds), refusal=report_refusal if config.final_walk_forward else None
+        )
 
         # 3. One driver per sweep, then its row.
         results_schema.ensure_tables(settings)
@@ -887,7 +954,7 @@ def run_sweep(
         def settle() -> tuple[list[Any], Path]:
             """Counts, best trial, importance and state into ml.sweeps; the report page."""
             trials = sweep_store.load_trials(conn, sweep_id)
-            _recount(sweep, trials, len(folds))
+            _recount(sweep, trials, len(folds), choose(trials).trial)
             sweep.parameter_importance = parameter_importance(space, trials)
             sweep.updated_at = datetime.now(UTC)
             sweep_store.save_sweep(conn, sweep)
@@ -918,18 +985,39 @@ def run_sweep(
                     )
                 _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks)
             trials = sweep_store.load_trials(conn, sweep_id)
-            _recount(sweep, trials, len(folds))
+            choice = choose(trials)
+            _recount(sweep, trials, len(folds), choice.trial)
             interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
-            best = best_trial(trials, len(folds))
+            best = choice.trial
 
             # 5. The winner, walked forward once: every fold x seeds, test included, charged for the trials.
             if not interrupted:
-                if best is None:
+                if best is None and not choice.passed_over:
                     raise NoTrialCompleted(
                         f"no trial of sweep {sweep_id} scored every fold ({sweep.trials_failed} failed, "
                         f"{sweep.trials_pruned} pruned): nothing to walk forward"
                     )
+                if best is None:
+                    fits = min(
+                        largest_window(data, fold, split, task_config) for fold in report_folds for split in SPLITS
+                    )
+                    raise NoTradableTrial(
+                        f"sweep {sweep_id}: no completed trial can be walked forward, a report fold cannot trade the "
+                        f"window it drew: {passed_over_text(choice.passed_over)}; the trials stay in ml.sweep_trials. "
+                        f"Resume with more trials ({PROG} --resume {shlex.quote(sweep_id)} --trials "
+                        f"{config.trials * 2}), or start a sweep whose search space allows windows of at most {fits}, "
+                        "or one that leaves the fold out (--folds)"
+                    )
                 if config.final_walk_forward and not sweep.final_run_id:
+                    if choice.passed_over:
+                        logger.warning(
+                            "sweep %s: walking forward trial %d (objective %.3f), the best that every report fold can "
+                            "trade; passed over: %s",
+                            sweep_id,
+                            best.trial_number,
+                            best.objective,
+                            passed_over_text(choice.passed_over),
+                        )
                     walk_forward = _final_walk_forward(config, settings, sweep, best, snapshot, trials, report_folds)
                     sweep.final_run_id = walk_forward.run_id
                     sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
@@ -963,7 +1051,7 @@ def run_sweep(
             PROG,
             shlex.quote(sweep_id),
         )
-    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, best_trial(trials, len(folds)), walk_forward,
+    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, choose(trials).trial, walk_forward,
                        interrupted)  # fmt: skip
 
 

@@ -144,6 +144,11 @@ def write_sweep_report(path: Path, sweep: Any, trials: Sequence[Any], space: Any
             + ", ".join(f"fold {f} {_number(s, 2)}" for f, s in zip(best.fold_ids, best.fold_scores, strict=False))
             + f". Configuration hash {html.escape(best.config_hash)}.</p>"
         )
+    elif any(t.state == "completed" for t in trials):  # the final walk-forward could run none of them
+        chosen = (
+            "<p class='warning'>No completed trial can be walked forward: a report fold cannot trade the window each "
+            "drew. Nothing is chosen.</p>"
+        )
     else:
         chosen = "<p class='warning'>No trial has scored every fold yet: nothing is chosen.</p>"
     if sweep.final_run_id:

@@ -28,7 +28,7 @@ from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
-from training.fold_task import TaskResult, check_enough_sessions
+from training.fold_task import TaskResult, check_enough_sessions, sessions_needed
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
 from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_mart
@@ -88,7 +88,7 @@ def contract_terms(config: TrainConfig, schema: MartSchema) -> ContractTerms:
         feature_names=tuple(schema.feature_names),
         target=schema.target,
         price_columns=schema.price_columns,
-        min_sessions_per_split=config.window + config.min_episode_steps,
+        min_sessions_per_split=sessions_needed(config),
         min_purge_sessions=schema.target_horizon_sessions,
         min_embargo_sessions=config.embargo_sessions or 0,
     )
