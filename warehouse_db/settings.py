@@ -84,7 +84,7 @@ def application_name() -> str:
         command = f"python -m {spec.name.removesuffix('.__main__')}"
     else:  # a script (pytest, bench/...), or python -c, or an interactive python
         script = sys.argv[0] if sys.argv else ""
-        command = "python" + (f" {script}" if script == "-c" else "") if script in ("", "-c") else Path(script).name
+        command = f"python {script}".rstrip() if script in ("", "-c") else Path(script).name
     return f"{command} (pid {os.getpid()})"
 
 
