@@ -19,6 +19,7 @@ from fractions import Fraction
 from command_line import OneLineParser
 from market_calendar import EXCHANGE_TZ
 
+from .contracts import VALID_EXCHANGES
 from .server import GatewaySimulator, SimulatorConfig, Split
 
 HOST = "127.0.0.1"  # never listen beyond loopback: this is a test double, not a gateway
@@ -75,6 +76,24 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _request_number(text: str) -> int:
+    """A 1-based position in the arrival order of historical requests (0 would never match: a silent no-op)."""
+    number = int(text) if text.strip().isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a request number from 1 (the first request), got {text!r}")
+    return number
+
+
+PRIMARY_EXCHANGES = tuple(name for name in VALID_EXCHANGES.split(",") if name != "SMART")
+
+
+def _primary_exchange(text: str) -> str:
+    """An exchange a stock can list on; a misspelt one would refuse nothing and the run would look entitled."""
+    if text.upper() not in PRIMARY_EXCHANGES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PRIMARY_EXCHANGES)}, got {text!r}")
+    return text.upper()
+
+
 def _log_level(text: str) -> str:
     if not isinstance(logging.getLevelName(text.upper()), int):
         raise argparse.ArgumentTypeError(f"expected DEBUG, INFO, WARNING or ERROR, got {text!r}")
@@ -103,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-permissions",
         nargs="+",
         action="extend",
+        type=_primary_exchange,
         default=[],
         metavar="EXCHANGE",
         help="primary exchanges (NYSE, NASDAQ, ...) whose stocks' historical requests get error 162 'No market data "
@@ -117,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pacing-nth",
         nargs="+",
         action="extend",
-        type=int,
+        type=_request_number,
         default=[],
         metavar="N",
         help="historical requests (1-based, arrival order) answered with a pacing violation",
@@ -126,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-nth",
         nargs="+",
         action="extend",
-        type=int,
+        type=_request_number,
         default=[],
         metavar="N",
         help="historical requests on which the client's socket is closed abruptly",
@@ -182,7 +202,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         end_date=args.end_date,
         now=args.now,
         splits=tuple(args.split),
-        no_permissions=frozenset(s.upper() for s in args.no_permissions),
+        no_permissions=frozenset(args.no_permissions),
         competing_session=args.competing_session,
     )
 

@@ -636,9 +636,13 @@ def test_cli_flags_for_the_clock_and_splits() -> None:
     config = config_from_args(args)
     assert config.now == dt.datetime(2024, 12, 30, 11, 30, tzinfo=NY_TZ)
     assert config.splits == (Split("BRK B", dt.date(2024, 12, 16), 1.5),)
+    args = build_parser().parse_args(["--port", "0", "--no-permissions", "nyse", "ARCA", "--pacing-nth", "1", "3"])
+    assert config_from_args(args).no_permissions == {"NYSE", "ARCA"}
+    assert config_from_args(args).pacing_nth == {1, 3}
     for bad in (["--end-date", "20240104"], ["--end-date", "2024-W02-5"], ["--split", "KO:2024-12-16:0"],
                 ["--split", "KO:2024-12-16"], ["--now", "2024-12-30"], ["--latency", "nan"],
-                ["--latency", "-1"], ["--log-level", "loud"]):  # fmt: skip
+                ["--latency", "-1"], ["--log-level", "loud"], ["--pacing-nth", "0"], ["--drop-nth", "-2"],
+                ["--pacing-nth", "x"], ["--no-permissions", "NASDQ"], ["--no-permissions", "SMART"]):  # fmt: skip
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--port", "0", *bad])
 
