@@ -12,7 +12,7 @@ from psycopg import sql
 
 from warehouse_db import embedded
 from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
-from warehouse_db.provision import grant_statement
+from warehouse_db.provision import grant_statement, sql_name
 from warehouse_db.schemas import ANALYST_ROLE
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
@@ -117,7 +117,7 @@ def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: 
         return (
             f"{where}: the database is encoded {encoding}, and the warehouse needs a UTF8 database (its text "
             "is UTF-8: symbols, names, the gateway's messages, dbt's text tests): create one with "
-            f"CREATE DATABASE {conn.info.dbname}_utf8 ENCODING 'UTF8' TEMPLATE template0 and point "
+            f"CREATE DATABASE {sql_name(conn.info.dbname + '_utf8')} ENCODING 'UTF8' TEMPLATE template0 and point "
             "PGDATABASE (or DATABASE_URL) at it"
         )
     if role == ANALYST_ROLE:
@@ -126,8 +126,9 @@ def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: 
     if conn.info.parameter_status("default_transaction_read_only") == "on":
         return (
             f"{where}: {login}'s transactions are read-only (default_transaction_read_only is on for the login or the "
-            f"database), and {does}: have an administrator run ALTER ROLE {login} RESET default_transaction_read_only "
-            f"(or ALTER DATABASE {conn.info.dbname} RESET default_transaction_read_only)"
+            f"database), and {does}: have an administrator run ALTER ROLE {sql_name(login)} RESET "
+            f"default_transaction_read_only (or ALTER DATABASE {sql_name(conn.info.dbname)} RESET "
+            "default_transaction_read_only)"
         )
     return None
 
