@@ -121,6 +121,35 @@ def test_a_suggested_statement_names_the_database_and_login_as_sql_spells_them(
             conn.execute(sql.SQL("alter role {} reset default_transaction_read_only").format(sql.Identifier(ADMIN)))
 
 
+def test_a_pgoptions_the_server_refuses_is_named_in_the_one_line(server: ExternalServer, tmp_path: Path) -> None:
+    """PGOPTIONS that the server refuses (a bad value, an unknown setting, a quote that splits an argument): the line
+    said only `FATAL: invalid value for parameter "work_mem"`, which reads like the server's own configuration; and
+    one that makes transactions read-only was blamed on the login or the database, with an ALTER ROLE that changes
+    nothing. Harmless options with quotes and spaces, and a quoted PGAPPNAME, change nothing."""
+    name = "pg options"
+    database(server, name)
+    env = admin_env(server, name, tmp_path)
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    named = "; it is a setting of PGOPTIONS (or an options parameter of DATABASE_URL or the service), which libpq sends"
+    for options, refusal in [
+        ("-c work_mem=lots", 'invalid value for parameter "work_mem": "lots"'),
+        ("-c nosuch=1", 'unrecognized configuration parameter "nosuch"'),
+        ("-c search_path='a b'", "invalid command-line argument for server process: b'"),
+    ]:
+        for command in (["warehouse_db", "status"], ["ingest", "--source", "csv", "data/sample_bars.csv"]):
+            refused = run([PYTHON, "-m", *command], {**env, "PGOPTIONS": options}, expect=4).strip()
+            assert len(refused.splitlines()) == 1 and refusal in refused, refused
+            assert refused.endswith(f"{named} at connection start"), refused
+    read_only = {**env, "PGOPTIONS": "-c default_transaction_read_only=on"}
+    refused = run([PYTHON, "-m", "warehouse_db", "up"], read_only, expect=4).strip()
+    assert refused.splitlines() == [
+        f"error: PostgreSQL {ADMIN}@127.0.0.1:{server.port}/{name}: PGOPTIONS (or an options parameter of DATABASE_URL "
+        "or the service) sets default_transaction_read_only, and provisioning writes: leave that setting out there"
+    ], refused
+    harmless = {**env, "PGOPTIONS": "-c search_path=x -c TimeZone=Asia/Tokyo", "PGAPPNAME": "an 'app' \"x\""}
+    assert run([PYTHON, "-m", "warehouse_db", "status"], harmless).startswith("warehouse ready")
+
+
 @pytest.mark.slow
 def test_the_chain_runs_on_a_database_and_logins_with_awkward_names(server: ExternalServer, tmp_path: Path) -> None:
     """A database named ``o'brien-Trading DB entrepôt``: dbt-postgres wrote its name into a string literal as it is,
