@@ -439,6 +439,29 @@ def test_any_password_reaches_great_expectations(password: str) -> None:
     assert url.query["options"] == f"{settings.session_options()} -c role=trainer -c search_path=marts"
 
 
+@pytest.mark.parametrize("dbname", ["Trading DB", "my-warehouse", "o'brien", "entrepôt", "a?b#c/d%41e"])
+def test_any_database_name_and_socket_directory_reach_great_expectations(dbname: str) -> None:
+    # SQLAlchemy renders a space in the database name unencoded, and Great Expectations then refused the URL ("extra
+    # characters found after valid URL"): training died with a pydantic traceback on a database named `Trading DB`.
+    import warnings
+
+    from sqlalchemy.engine import make_url
+
+    from training.contract import gx_connection_string
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from great_expectations.datasource.fluent import PostgresDatasource
+
+    settings = ConnectionSettings(
+        host="/run/post gres", port=5433, user="Trainer Ü", password="-p w", dbname=dbname, embedded=False
+    )
+    datasource = PostgresDatasource(name="warehouse", connection_string=gx_connection_string(settings))
+    url = make_url(str(datasource.connection_string))
+    assert (url.username, url.password, url.port, url.database) == ("Trainer Ü", "-p w", 5433, dbname)
+    assert url.query["host"] == "/run/post gres"  # libpq prefers it to the URL's stand-in localhost
+
+
 def test_a_missing_mart_is_refused_with_a_hint(warehouse: ConnectionSettings) -> None:
     # Nothing built yet is a warehouse problem (the CLI's exit 4), not a broken contract.
     with pytest.raises(WarehouseNotProvisioned, match="marts.training_bars does not exist yet.*make ingest.*dbt"):

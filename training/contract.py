@@ -342,13 +342,16 @@ def gx_connection_string(
     url = url.update_query_dict({"options": options})
     if not url.host:
         url = url.set(host="localhost")
-    # SQLAlchemy leaves a space (and `+`) unencoded in the login part, and Great Expectations then rejects the URL
-    # ("userinfo required"): encode the user and the password whole, so that any password works.
-    rest = URL.create(url.drivername, host=url.host, port=url.port, database=url.database, query=url.query)
+    # SQLAlchemy leaves a space (and `+`) unencoded in the login part and a space or `/` in the database name, and
+    # Great Expectations then rejects the URL ("userinfo required", "extra characters found after valid URL": a
+    # database named `Trading DB`): encode the user, the password and the database whole, so that any name works.
+    rest = URL.create(url.drivername, host=url.host, port=url.port, query=url.query).render_as_string()
+    server, question, query = rest.partition("?")
     userinfo = quote(url.username or "", safe="")
     if url.password is not None:
         userinfo += ":" + quote(url.password, safe="")
-    return rest.render_as_string().replace("://", f"://{userinfo}@", 1)
+    database = "/" + quote(url.database, safe="") if url.database else ""
+    return server.replace("://", f"://{userinfo}@", 1) + database + question + query
 
 
 def _plain_rows(rows: Sequence[Any]) -> str:

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from warehouse_db import embedded
 from warehouse_db.errors import WarehouseConfigError, WarehouseNotProvisioned, WarehouseUnreachable
-from warehouse_db.provision import grant_statement
+from warehouse_db.provision import grant_statement, sql_name
 from warehouse_db.schemas import ANALYST_ROLE
 from warehouse_db.settings import (
     DEFAULT_DOTENV,
@@ -72,6 +72,8 @@ def connect(
             reason += f" (no answer within {settings.connect_timeout} s; PGCONNECT_TIMEOUT sets the limit)"
         elif settings.embedded and "Peer authentication failed" in reason:
             reason += " (the embedded warehouse admits only the OS user who created it)"
+        elif _names_an_option(reason, settings.users_options()):
+            reason += f"; it is a setting of {OPTIONS_SOURCES}, which libpq sends at connection start"
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
     except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
         raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
@@ -117,19 +119,41 @@ def _cannot_serve(conn: psycopg.Connection, settings: ConnectionSettings, role: 
         return (
             f"{where}: the database is encoded {encoding}, and the warehouse needs a UTF8 database (its text "
             "is UTF-8: symbols, names, the gateway's messages, dbt's text tests): create one with "
-            f"CREATE DATABASE {conn.info.dbname}_utf8 ENCODING 'UTF8' TEMPLATE template0 and point "
+            f"CREATE DATABASE {sql_name(conn.info.dbname + '_utf8')} ENCODING 'UTF8' TEMPLATE template0 and point "
             "PGDATABASE (or DATABASE_URL) at it"
         )
     if role == ANALYST_ROLE:
         return None
     does = f"the {role} role writes" if role else "provisioning writes"
     if conn.info.parameter_status("default_transaction_read_only") == "on":
+        if "default_transaction_read_only" in settings.users_options().lower():
+            return (
+                f"{where}: {OPTIONS_SOURCES} sets default_transaction_read_only, and {does}: leave that setting out "
+                "there"
+            )
         return (
             f"{where}: {login}'s transactions are read-only (default_transaction_read_only is on for the login or the "
-            f"database), and {does}: have an administrator run ALTER ROLE {login} RESET default_transaction_read_only "
-            f"(or ALTER DATABASE {conn.info.dbname} RESET default_transaction_read_only)"
+            f"database), and {does}: have an administrator run ALTER ROLE {sql_name(login)} RESET "
+            f"default_transaction_read_only (or ALTER DATABASE {sql_name(conn.info.dbname)} RESET "
+            "default_transaction_read_only)"
         )
     return None
+
+
+OPTIONS_SOURCES = "PGOPTIONS (or an options parameter of DATABASE_URL or the service)"
+"""Where the user's own libpq ``options`` come from (:meth:`ConnectionSettings.users_options`)."""
+
+
+def _names_an_option(reason: str, options: str) -> bool:
+    """Whether libpq's reason for a failed connection names a setting or an argument of the user's ``options``
+    (``-c name=value``, ``--name=value``): the server refused it at connection start. The server quotes a setting's
+    name in every language, and puts an argument it cannot read after a colon."""
+    tokens = [token for token in options.split() if token != "-c"]
+    names = {token.removeprefix("--").removeprefix("-c").partition("=")[0].lower() for token in tokens}
+    lowered = reason.lower()
+    return any(f'"{name}"' in lowered for name in names if name) or any(
+        f": {token} " in f"{reason} " for token in tokens
+    )
 
 
 def _one_line(error: Exception) -> str:

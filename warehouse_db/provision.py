@@ -25,6 +25,7 @@ __all__ = [
     "grant_statement",
     "missing_pieces",
     "provision",
+    "sql_name",
 ]
 
 PROVISION_SQL = Path(__file__).with_name("provision.sql")
@@ -80,14 +81,13 @@ def grant_statement(roles: Sequence[str], login: str, server_version: int) -> st
     GRANT leaves a member WITH SET FALSE (a login that created the roles is one) unable to SET ROLE, with only a
     notice that the membership exists. PostgreSQL 15 knows no SET option, and its membership is enough.
     """
-    granted = ", ".join(_identifier(role) for role in roles)
-    return f"GRANT {granted} TO {_identifier(login)}" + (
-        " WITH SET TRUE" if server_version >= SET_OPTION_VERSION else ""
-    )
+    granted = ", ".join(sql_name(role) for role in roles)
+    return f"GRANT {granted} TO {sql_name(login)}" + (" WITH SET TRUE" if server_version >= SET_OPTION_VERSION else "")
 
 
-def _identifier(name: str) -> str:
-    """``name`` as SQL spells it: bare where PostgreSQL reads it unchanged, else quoted."""
+def sql_name(name: str) -> str:
+    """``name`` (a login's, a database's) as SQL spells it in a statement a message suggests: bare where PostgreSQL
+    reads it unchanged, else quoted (``"o'brien Ädmin"``, ``"my-warehouse"``)."""
     return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
 
 

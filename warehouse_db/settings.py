@@ -158,8 +158,13 @@ class ConnectionSettings:
         :data:`SESSION_SETTINGS`, which therefore beat the user's and the server's (a setting sent at connection start
         beats ``ALTER ROLE``/``ALTER DATABASE ... SET`` and postgresql.conf)."""
         ours = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
-        users = self.options.get("options") or os.environ.get("PGOPTIONS", "")
+        users = self.users_options()
         return f"{users} {ours}" if users.strip() else ours
+
+    def users_options(self) -> str:
+        """The user's own libpq ``options`` that connections send at connection start: a URL's, a service's or
+        .env's ``options``/``PGOPTIONS``, else (as libpq reads it) the environment's ``PGOPTIONS``."""
+        return self.options.get("options") or os.environ.get("PGOPTIONS", "")
 
     def libpq_env(self) -> dict[str, str]:
         """Variables for a child process (dbt, psql, another of our commands) that should reach the same server
