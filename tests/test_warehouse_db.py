@@ -984,6 +984,43 @@ def test_an_initdb_stopped_halfway_begins_again_on_the_next_up(fresh_warehouse_d
     assert not embedded.initdb_folder(fresh_warehouse_dir / embedded.PGDATA_NAME).exists()
 
 
+def test_a_client_killed_mid_statement_leaves_no_statement_behind(fresh_warehouse_dir):
+    """`dbt run` stopped with SIGTERM (or SIGKILL, or a second Ctrl+C after its cancel was refused) while a model's
+    statement waits for a lock or runs: the server went on with that statement, holding its locks, until it ended on its
+    own (here: until the lock was released), and `dbt run` again waited behind it. Now the server notices the client is
+    gone within seconds and ends the statement."""
+    settings = embedded.start(fresh_warehouse_dir / embedded.PGDATA_NAME)
+    with connect(settings) as conn:
+        conn.execute("create table public.held (x int)")
+    holder = connect(settings)
+    holder.execute("lock table public.held in access exclusive mode")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | settings.libpq_env()
+    env["PGAPPNAME"] = "killed mid-statement"
+    client = subprocess.Popen([sys.executable, "-c", "import psycopg; psycopg.connect().execute('select * from public.held')"],
+                              env=env)  # fmt: skip
+    try:
+        with connect(settings, autocommit=True) as watcher:
+            sessions = "select count(*) from pg_stat_activity where application_name = 'killed mid-statement'"
+            deadline = time.monotonic() + 60
+            while not watcher.execute(
+                "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()[0]:
+                assert client.poll() is None and time.monotonic() < deadline, "the client never waited for the lock"
+                time.sleep(0.05)
+            client.kill()
+            client.wait()
+            deadline = time.monotonic() + 15
+            while watcher.execute(sessions).fetchone()[0]:
+                assert time.monotonic() < deadline, "the killed client's statement still waits for the lock"
+                time.sleep(0.1)
+    finally:
+        holder.close()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
 def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):
     """`make db-down` while a command runs stops the server at once and ends that command's session (it then fails with
     "terminating connection due to administrator command"): down says which sessions it ended."""

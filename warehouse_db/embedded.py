@@ -52,6 +52,12 @@ SERVER_USER_AS_ROOT = "embedded_postgres"
 IDENT_MAP = "warehouse_owner"
 ACCESS_CONF = "warehouse_access.conf"
 INCLUDE_LINE = f"include_if_exists = '{ACCESS_CONF}'"
+CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
+"""How often the server checks, while a statement runs or waits for a lock, that its client is still there (the
+database's default for every session). Without it a client stopped mid-statement (``dbt run`` killed by SIGTERM or
+SIGKILL, whose own cancel its role may not send; any command that died) left its statement running to the end, holding
+its locks: the same command run again then waited behind it, for as long as the model took or the lock it waited for
+stayed held."""
 
 
 def embedded_logins() -> dict[str, Login]:
@@ -264,6 +270,11 @@ def _ensure_database(settings: ConnectionSettings) -> None:
         if not exists:
             logger.info("creating database %s in the embedded warehouse", settings.dbname)
             conn.execute(sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(settings.dbname)))
+        conn.execute(
+            sql.SQL("alter database {} set client_connection_check_interval = {}").format(
+                sql.Identifier(settings.dbname), sql.Literal(CLIENT_CONNECTION_CHECK_INTERVAL)
+            )
+        )
 
 
 def _provision(settings: ConnectionSettings) -> None:
