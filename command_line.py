@@ -1,11 +1,12 @@
 """What the project's commands share: argparse whose usage error is one line, like every other error they report,
-SIGTERM ending a command as Ctrl+C does, a reader of standard output that may go away (``| head``), and ``~`` in a
-path setting meaning a home directory."""
+SIGTERM and SIGHUP ending a command as Ctrl+C does, a reader of standard output that may go away (``| head``, a
+terminal that hung up), and ``~`` in a path setting meaning a home directory."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -47,24 +48,42 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What ends a command as Ctrl+C does besides SIGINT: SIGTERM (kill, timeout, a scheduler cancelling the job) and
+SIGHUP (the terminal went away: an ssh session that dropped, a closed terminal window)."""
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (kill, timeout, a scheduler cancelling the job) ends a command as Ctrl+C does: as a KeyboardInterrupt,
-    which the command reports in one line with its 'interrupted' exit status (130)."""
+    """SIGTERM and SIGHUP end a command as Ctrl+C does: as a KeyboardInterrupt, which the command reports in one line
+    with its 'interrupted' exit status (130), after what it does on Ctrl+C (a load's batch in flight commits, a run
+    removes its folder, a sweep records itself as interrupted). A signal the command was started with ignored stays
+    ignored: ``nohup`` ignores SIGHUP so that a job outlives its terminal."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.getsignal(number) for number in INTERRUPTING_SIGNALS}
+    for number, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(number, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which Python cannot put back
+                signal.signal(number, handler)
+
+
+def _reader_gone(error: OSError) -> bool:
+    """Whether a write failed because nobody reads any more: a closed pipe (EPIPE), or a terminal that hung up (EIO:
+    the ssh session dropped, and the command goes on to say in one line what its SIGHUP left)."""
+    return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
 
 
 class _OutputWithoutReader:
     """Standard output (or error) that, once its reader has gone away (``| head``, a closed terminal), discards what it is
-    given instead of raising ``BrokenPipeError`` from whatever print or flush comes next (Python ignores SIGPIPE, so
+    given instead of raising ``BrokenPipeError`` (a terminal: EIO) from whatever print or flush comes next (Python ignores SIGPIPE, so
     every write to a closed pipe raises). Everything else is the stream's own."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -73,14 +92,18 @@ class _OutputWithoutReader:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as error:
+            if not _reader_gone(error):
+                raise
             self._discard_from_now_on()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as error:
+            if not _reader_gone(error):
+                raise
             self._discard_from_now_on()
 
     def _discard_from_now_on(self) -> None:

@@ -59,7 +59,8 @@ class ExitCode(IntEnum):
     )
     INTERRUPTED = (
         130,
-        "interrupted (Ctrl-C, or SIGTERM from kill); every batch landed so far is complete, nothing partial landed",
+        "interrupted (Ctrl-C, SIGTERM from kill, or SIGHUP: the terminal hung up); every batch landed so far is complete, "
+        "nothing partial landed",
     )
 
 

@@ -137,3 +137,68 @@ def test_ctrl_c_while_a_training_command_still_imports_is_one_line(module: str, 
         "",
         "error: interrupted before the command began or after it ended: nothing was half-written\n",
     )
+
+
+# A command as the project's are built: its output outlives its reader, SIGTERM and SIGHUP interrupt it as Ctrl+C
+# does, and it reports the interruption in one line with status 130.
+LONG_COMMAND = """
+import sys, time
+from command_line import outlives_its_reader, sigterm_interrupts
+
+@outlives_its_reader
+def main():
+    try:
+        with sigterm_interrupts():
+            print("working", flush=True)
+            time.sleep(60)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was half-written", file=sys.stderr)
+        return 130
+    return 0
+
+sys.exit(main())
+"""
+
+
+def _on_its_terminal(ignore_sighup: bool) -> subprocess.Popen:
+    """LONG_COMMAND in a session of its own whose controlling terminal is a pty (as a shell over ssh starts it);
+    ``ignore_sighup``: started as ``nohup`` starts it. Returns once it works; its ``terminal`` is the pty's other end."""
+    import fcntl
+    import pty
+    import termios
+
+    terminal, its_end = pty.openpty()
+
+    def on_a_terminal_of_its_own() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if ignore_sighup:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    process = subprocess.Popen([sys.executable, "-c", LONG_COMMAND], stdin=its_end, stdout=its_end, stderr=its_end,
+                               preexec_fn=on_a_terminal_of_its_own)  # fmt: skip
+    os.close(its_end)
+    said = b""
+    while b"working" not in said:
+        said += os.read(terminal, 1024)
+    process.terminal = terminal  # type: ignore[attr-defined]
+    return process
+
+
+def test_a_terminal_that_hangs_up_interrupts_a_command_as_ctrl_c_does() -> None:
+    """An ssh session that drops hangs up the terminal: SIGHUP, and every later write to it fails with EIO. SIGHUP
+    ended a command at once (status -1), before it could finish what Ctrl+C lets it finish (a load's batch in
+    flight, removing a run's folder); and the one line it then prints must not become a traceback (EIO)."""
+    process = _on_its_terminal(ignore_sighup=False)
+    os.close(process.terminal)  # type: ignore[attr-defined]  # the terminal hangs up
+    assert process.wait(timeout=30) == 130
+
+
+def test_nohup_keeps_a_command_running_when_its_terminal_hangs_up() -> None:
+    """``nohup`` starts a command with SIGHUP ignored so that it outlives its terminal: it must stay ignored."""
+    process = _on_its_terminal(ignore_sighup=True)
+    os.close(process.terminal)  # type: ignore[attr-defined]
+    time.sleep(1)
+    assert process.poll() is None, "the command stopped on SIGHUP under nohup"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 130

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import html
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -496,6 +500,48 @@ def test_sigterm_interrupts_a_run_as_ctrl_c_does(results_warehouse: ConnectionSe
     assert not (tmp_path / "runs" / "terminated").exists()
     with connect(results_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'terminated'").fetchone() == (0,)
+
+
+def _on_a_terminal_of_its_own() -> None:
+    """In the child, before exec: a session of its own whose controlling terminal is its standard input (a pty), as a
+    shell over ssh gives its commands."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_a_terminal_that_hangs_up_interrupts_a_run_as_ctrl_c_does(
+    results_warehouse: ConnectionSettings, tmp_path: Path
+) -> None:
+    """The ssh session drops while the tasks run: the terminal hangs up (SIGHUP to the command and its local Ray, and
+    every later write to the terminal fails with EIO). The run ended at once (status -1), its half-written run folder
+    stayed behind, and the same command again was refused ("run folder ... already exists"): now it stops as on
+    Ctrl+C, status 130, no folder and no row, so that the same command can run again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env())
+    command = [sys.executable, "-m", "training.walk_forward", "--run-id", "hung-up", "--runs-dir",
+               str(tmp_path / "runs"), "--mart-yaml", str(write_mart_yaml(tmp_path / "t.yml")), "--folds", "2",
+               "--seeds", "1", "--timesteps", "1000000", "--n-envs", "2", "--ray-cpus", "1", "--no-progress-bar"]  # fmt: skip
+    terminal, its_end = pty.openpty()
+    process = subprocess.Popen(command, env=env, stdin=its_end, stdout=its_end, stderr=its_end,
+                               preexec_fn=_on_a_terminal_of_its_own)  # fmt: skip
+    os.close(its_end)
+    said, deadline = b"", time.monotonic() + 180
+    try:
+        while b"on a local Ray (" not in said:  # the line that says the tasks start
+            assert time.monotonic() < deadline and process.poll() is None, said.decode(errors="replace")[-3000:]
+            if select.select([terminal], [], [], 1)[0]:
+                said += os.read(terminal, 65536)
+    finally:
+        os.close(terminal)  # the terminal hangs up
+    try:
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the run did not stop when its terminal hung up")
+    assert process.returncode == ExitCode.INTERRUPTED, process.returncode
+    assert not (tmp_path / "runs" / "hung-up").exists()
+    with connect(results_warehouse) as conn:
+        assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'hung-up'").fetchone() == (0,)
 
 
 def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_cluster, tmp_path: Path) -> None:

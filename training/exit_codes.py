@@ -41,7 +41,7 @@ MEANINGS = {
     "server ended the connection, or its disk filled up while the results landed (none did; the run folder keeps them)",
     ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl+C, or SIGTERM from kill): a run lands no row; a sweep continues with --resume <sweep_id>, "
+    ExitCode.INTERRUPTED: "interrupted (Ctrl+C, SIGTERM from kill, or SIGHUP: the terminal hung up): a run lands no row; a sweep continues with --resume <sweep_id>, "
     "repeating no finished trial",
 }
 

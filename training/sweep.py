@@ -649,22 +649,38 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         recorder.close()
 
 
+TUNES_INTERRUPTION_LINES = (
+    "Tuner.restore(",
+    "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.",
+    "Failed to fetch metrics for ",
+)
+"""What Tune logs on Ctrl+C that the sweep says better in its own one line."""
+TUNES_INTERRUPTION_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+
 class _TunesRestoreHint(logging.Filter):
-    """Drops Tune's "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)" on Ctrl+C: a sweep
-    resumes with ``--resume <sweep_id>`` (the line the sweep prints), never with Tuner.restore."""
+    """Drops what Tune says on Ctrl+C: "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)"
+    (a sweep resumes with ``--resume <sweep_id>``, the line the sweep prints, never with Tuner.restore) and "Stop signal
+    received ..., ending Ray Tune run. This will try to checkpoint the experiment state one last time. Press CTRL+C
+    ... to skip" (the sweep's state is in SQL, not in Tune's checkpoint; Ctrl+C was one line only on SIGTERM), and, for
+    a trial Ctrl+C stopped before its first result, "Failed to fetch metrics for 1 trial(s): ... FileNotFoundError(...
+    result.json and progress.csv were not found ...)" (the sweep reads no metrics of Tune's: its trials are in SQL)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore(" not in record.getMessage()
+        message = record.getMessage()
+        return not any(line in message for line in TUNES_INTERRUPTION_LINES)
 
 
 @contextmanager
 def _without_tunes_restore_hint() -> Iterator[None]:
-    tune_logger, hint = logging.getLogger("ray.tune.tune"), _TunesRestoreHint()
-    tune_logger.addFilter(hint)
+    loggers, hint = [logging.getLogger(name) for name in TUNES_INTERRUPTION_LOGGERS], _TunesRestoreHint()
+    for tune_logger in loggers:
+        tune_logger.addFilter(hint)
     try:
         yield
     finally:
-        tune_logger.removeFilter(hint)
+        for tune_logger in loggers:
+            tune_logger.removeFilter(hint)
 
 
 class _UntradableTrialTraceback(logging.Filter):

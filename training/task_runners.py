@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from command_line import INTERRUPTING_SIGNALS
 from training.config import TrainConfig, ray_address_problem
 from training.envs.spaces import observation_size
 from training.fold_task import TaskResult, run_fold_seed
@@ -238,13 +239,14 @@ def signal_handlers_kept(*signals: signal.Signals) -> Iterator[None]:
 
 @contextmanager
 def interruptions_held() -> Iterator[None]:
-    """Ctrl+C or SIGTERM waits until the block is done, then interrupts: ray.shutdown stopped halfway leaves Ray's
+    """Ctrl+C, SIGTERM or SIGHUP waits until the block is done, then interrupts: ray.shutdown stopped halfway leaves Ray's
     processes behind, and Ray then ends this process with status 1 before the run can say it was interrupted."""
     received: list[int] = []
-    with signal_handlers_kept(signal.SIGINT, signal.SIGTERM):
+    with signal_handlers_kept(signal.SIGINT, *INTERRUPTING_SIGNALS):
         if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(number, lambda signum, frame: received.append(signum))
+            for number in (signal.SIGINT, *INTERRUPTING_SIGNALS):
+                if signal.getsignal(number) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                    signal.signal(number, lambda signum, frame: received.append(signum))
         yield
     if received:
         raise KeyboardInterrupt
@@ -331,7 +333,7 @@ class RayRunner:
         _use_token_authentication(joining_a_cluster=address is not None)
         if os.environ.get("RAY_AUTH_MODE") == "token":
             _keep_token_private(create=address in (None, "local"))
-        with signal_handlers_kept(signal.SIGTERM):  # ray.init takes SIGTERM over; the commands keep their own
+        with signal_handlers_kept(*INTERRUPTING_SIGNALS):  # ray.init takes SIGTERM over; the commands keep theirs
             if address:
                 try:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)

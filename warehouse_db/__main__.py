@@ -3,7 +3,8 @@
 Exit status: 0 done (``status``: the warehouse is ready); 2 bad usage; 3 (``status`` only) the warehouse is not
 ready: the embedded one is not running, or the server answers but is not provisioned; 4 the warehouse is
 misconfigured, cannot be reached, started or provisioned, or (``up``) a seed file cannot be read or is not UTF-8 (one
-line on stderr says which and what to do); 130 interrupted (run it again: starting and provisioning are idempotent).
+line on stderr says which and what to do); 130 interrupted (Ctrl-C, SIGTERM from kill, or SIGHUP; run it again:
+starting and provisioning are idempotent, and an initdb stopped halfway, even by ``kill -9``, begins again).
 ``psql`` exits with psql's own status.
 """
 
@@ -17,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader
+from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader, sigterm_interrupts
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return _psql(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return _run(args.command)
+        with sigterm_interrupts():  # kill, a timeout or a scheduler ends it as Ctrl+C does, initdb's child with it
+            return _run(args.command)
     except WarehouseError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_WAREHOUSE

@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -51,6 +52,12 @@ SERVER_USER_AS_ROOT = "embedded_postgres"
 IDENT_MAP = "warehouse_owner"
 ACCESS_CONF = "warehouse_access.conf"
 INCLUDE_LINE = f"include_if_exists = '{ACCESS_CONF}'"
+CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
+"""How often the server checks, while a statement runs or waits for a lock, that its client is still there (the
+database's default for every session). Without it a client stopped mid-statement (``dbt run`` killed by SIGTERM or
+SIGKILL, whose own cancel its role may not send; any command that died) left its statement running to the end, holding
+its locks: the same command run again then waited behind it, for as long as the model took or the lock it waited for
+stayed held."""
 
 
 def embedded_logins() -> dict[str, Login]:
@@ -171,17 +178,37 @@ def _owner_name() -> str:
         ) from None
 
 
+def initdb_folder(pgdata: Path) -> Path:
+    """Where initdb writes a new data directory before it becomes ``pgdata``."""
+    return pgdata.with_name(f".{pgdata.name}.initdb")
+
+
 def _initdb(pgdata: Path) -> None:
-    """A new data directory that admits nobody but its owner from the first start (no trust phase)."""
+    """A new data directory that admits nobody but its owner from the first start (no trust phase), made whole or not
+    at all: initdb writes it beside ``pgdata`` and it is renamed into place once initdb is done. An initdb killed
+    halfway (``kill -9``, a machine that lost power, SIGKILL after a scheduler's grace period, or Python's own kill of
+    its child when SIGTERM ends the command) left ``pgdata`` with PG_VERSION but no cluster, and every later ``make
+    db-up`` and ``make db-down`` ended in a traceback until it was deleted by hand; now the next start begins again."""
     ep = _embedded_postgres()
-    pgdata.mkdir(exist_ok=True)
-    server_user = prepare_server_user(pgdata)
+    folder = initdb_folder(pgdata)
+    if folder.exists():  # what a killed initdb left (the caller holds the lock: no other initdb writes there)
+        logger.warning("removing %s: an earlier initdb was stopped before it finished", folder)
+        shutil.rmtree(folder)
+    folder.mkdir()
+    server_user = prepare_server_user(folder)
     logger.info("initialising the embedded warehouse in %s", pgdata)
     args = ["--auth-local=peer", "--auth-host=reject", "--encoding=UTF8", "-U", EMBEDDED_USER]
     try:
-        ep._commands.initdb(args, pgdata=pgdata, user=server_user, timeout=300)
+        ep._commands.initdb(args, pgdata=folder, user=server_user, timeout=300)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         raise WarehouseError(f"initdb failed for the embedded warehouse in {pgdata}: {error}") from None
+    try:
+        folder.rename(pgdata)  # replaces an empty pgdata (earlier versions created it before their initdb)
+    except OSError as error:
+        raise WarehouseError(
+            f"{pgdata} is in the way of the new embedded warehouse ({error.strerror}): it holds files but no "
+            "PG_VERSION, so it is no data directory; move it away and run it again"
+        ) from None
 
 
 def access_files(owner: str) -> dict[str, str]:
@@ -243,6 +270,11 @@ def _ensure_database(settings: ConnectionSettings) -> None:
         if not exists:
             logger.info("creating database %s in the embedded warehouse", settings.dbname)
             conn.execute(sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(settings.dbname)))
+        conn.execute(
+            sql.SQL("alter database {} set client_connection_check_interval = {}").format(
+                sql.Identifier(settings.dbname), sql.Literal(CLIENT_CONNECTION_CHECK_INTERVAL)
+            )
+        )
 
 
 def _provision(settings: ConnectionSettings) -> None:
@@ -256,8 +288,18 @@ def _provision(settings: ConnectionSettings) -> None:
 def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
     if not pgdata.exists():
         return False
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
+    info = _postmaster_info(pgdata.resolve())
     return info is not None and _is_server_process(info.process)
+
+
+def _postmaster_info(pgdata: Path):
+    """What ``postmaster.pid`` says, or None when there is none or it is not a server's: a standalone backend (initdb's
+    bootstrap, ``postgres --single``) writes a shorter one, which stays behind when it is killed, and embedded-postgres
+    then fails an assert reading it."""
+    try:
+        return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def _is_server_process(process) -> bool:
@@ -323,7 +365,7 @@ def open_sessions(pgdata: Path = DEFAULT_PGDATA) -> list[str]:
     import psycopg
 
     pgdata = pgdata.resolve()
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    info = _postmaster_info(pgdata) if pgdata.exists() else None
     if info is None or info.socket_dir is None or not _is_server_process(info.process):
         return []
     try:
