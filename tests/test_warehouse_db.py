@@ -974,3 +974,24 @@ def test_the_embedded_warehouse_starts_under_any_directory_name(fresh_warehouse_
         )
     finally:
         embedded.stop(warehouse_dir / embedded.PGDATA_NAME)
+
+
+def test_a_warehouse_moved_while_its_server_runs_is_restarted_where_it_now_is(fresh_warehouse_dir):
+    """`mv ~/code/project ~/work/` after `make demo`: the server ran on in the moved directory, but its socket was no
+    longer where postmaster.pid said, and every command failed ("connection to server on socket <old path> failed:
+    No such file or directory") until the user found the process and killed it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    before, after = fresh_warehouse_dir / "before", fresh_warehouse_dir / "after"
+    embedded.start(before / embedded.PGDATA_NAME)
+    before.rename(after)
+    try:
+        env["WAREHOUSE_DIR"] = str(after)
+        status = [sys.executable, "-m", "warehouse_db", "status"]
+        result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.startswith("warehouse ready: "), result.stdout + result.stderr
+        assert result.stderr.splitlines() == [
+            f"WARNING warehouse_db.embedded: restarting the embedded warehouse: it was moved from "
+            f"{before / embedded.PGDATA_NAME} to {after / embedded.PGDATA_NAME} while it ran"
+        ]
+    finally:
+        embedded.stop(after / embedded.PGDATA_NAME)

