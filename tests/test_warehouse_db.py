@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -995,3 +996,21 @@ def test_a_warehouse_moved_while_its_server_runs_is_restarted_where_it_now_is(fr
         ]
     finally:
         embedded.stop(after / embedded.PGDATA_NAME)
+
+
+def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
+    """PYTHONIOENCODING=ascii (or a latin-1 terminal) and a clone under ~/café/: `make db-status` ended in a
+    UnicodeEncodeError traceback (status 1) instead of its line; the verdict's −, … and × did the same to `make train`
+    after the run had landed. What the output cannot take is spelt so that it can. `env`, whose lines a shell evals,
+    writes the path's own bytes: an escaped one would set a PGHOST that does not exist."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env.update(PYTHONIOENCODING="ascii", WAREHOUSE_DIR=str(tmp_path / "tensor café"))
+    status = [sys.executable, "-m", "warehouse_db", "status"]
+    result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (3, ""), result.stderr
+    assert result.stdout.startswith(f"embedded warehouse in {tmp_path}/tensor caf\\xe9/pgdata: not running")
+
+    env["DATABASE_URL"] = "postgresql://quant@10.0.0.1/café−×"
+    shell = f'eval "$({shlex.quote(sys.executable)} -m warehouse_db env)" && printf %s "$PGDATABASE"'
+    result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "café−×".encode(), b"")
