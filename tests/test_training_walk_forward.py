@@ -498,6 +498,35 @@ def test_sigterm_interrupts_a_run_as_ctrl_c_does(results_warehouse: ConnectionSe
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'terminated'").fetchone() == (0,)
 
 
+def test_a_local_ray_starts_whatever_home_and_tmpdir_are(results_warehouse: ConnectionSettings, tmp_path: Path) -> None:
+    """A read-only home (or HOME not a directory) and a TMPDIR that is missing, a file or read-only: Python's own
+    temporary files pass such a TMPDIR over, but Ray wrote its token under ~/.ray and its session files under TMPDIR as
+    given, and the walk-forward ended in an OSError traceback (status 1) after reading the mart. It now runs; an
+    unusable RAY_TMPDIR (the user's own choice) is one line with status 5."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env(), HOME=str(a_file), TMPDIR=str(a_file))
+    command = [sys.executable, "-m", "training.walk_forward", "--runs-dir", str(tmp_path / "runs"), "--mart-yaml",
+               str(write_mart_yaml(tmp_path / "t.yml")), "--folds", "2", "--seeds", "1", "--timesteps", "128",
+               "--n-envs", "1", "--n-steps", "64", "--batch-size", "64", "--ray-cpus", "1", "--no-progress-bar"]  # fmt: skip
+    ran = subprocess.run([*command, "--run-id", "hostile-home"], env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == ExitCode.OK, ran.stderr[-3000:]
+    assert f"WARNING training.task_runners: TMPDIR={a_file} is not a directory this run can write to" in ran.stderr
+    env["RAY_TMPDIR"] = str(a_file)
+    refused = subprocess.run([*command, "--run-id", "ray-tmpdir"], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == ExitCode.RAY, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"ERROR training: could not start a local Ray: Not a directory: {a_file}/ray (Ray keeps its session files "
+            "under RAY_TMPDIR, else TMPDIR, else /tmp: point RAY_TMPDIR at a writable directory)"
+        )
+    ), refused.stderr[-3000:]
+
+
 def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_cluster, tmp_path: Path) -> None:
     """Fold 1's train split holds 16 sessions of the mart (the contract's minimum is 10), but one symbol was delisted
     after its first 8 and the other listed 8 before its end: no symbol can trade there. The walk-forward says so, with
