@@ -8,6 +8,9 @@ STAMP := $(VENV)/.requirements-installed
 # dbt must never phone home (there is no network here, and users may not want it).
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
+# .venv holds the exact pins: a PYTHONPATH set for another project would put its packages before them (its numpy,
+# pydantic or psycopg imported in place of ours, or a traceback where the two do not fit).
+unexport PYTHONPATH
 # Children reach the warehouse the same way Python does: embedded by default, else .env / PG* / DATABASE_URL,
 # with the per-component logins (dbt: WAREHOUSE_TRANSFORMER_USER). If that fails, its one-line error stops the target.
 WAREHOUSE_ENV = exports="$$($(BIN)/python -m warehouse_db env)" && eval "$$exports"

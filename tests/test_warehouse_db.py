@@ -644,6 +644,18 @@ def test_make_psql_passes_its_arguments_to_psql(warehouse):
         assert result.stdout.strip() == expected
 
 
+def test_make_targets_use_the_pinned_packages_whatever_pythonpath_says(embedded_cluster, tmp_path):
+    """A PYTHONPATH exported for another project comes before .venv's site-packages: its packages were imported in
+    place of the pinned ones, and where they did not fit, every target ended in a traceback."""
+    (tmp_path / "psycopg").mkdir()
+    (tmp_path / "psycopg" / "__init__.py").write_text('raise ImportError("another project\'s psycopg")\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(tmp_path)
+    make = ["make", "-s", "-o", ".venv/.requirements-installed", "db-status"]
+    result = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("warehouse ready: "), result.stdout + result.stderr
+
+
 # --- the embedded warehouse: only its owner gets in; first use is safe under concurrency ----------------------------
 
 
