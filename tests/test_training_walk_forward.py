@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -525,6 +526,32 @@ def test_a_local_ray_starts_whatever_home_and_tmpdir_are(results_warehouse: Conn
             "under RAY_TMPDIR, else TMPDIR, else /tmp: point RAY_TMPDIR at a writable directory)"
         )
     ), refused.stderr[-3000:]
+
+
+def test_ray_workers_with_a_runtime_environment_start_under_a_path_with_a_space(tmp_path: Path) -> None:
+    """A clone under ~/My Projects/: Ray starts a worker that has a runtime environment, as every Ray Tune trial does,
+    through `bash -c "exec <python> ..."` with the path unquoted. Each trial's worker failed to start, five times, and
+    `make sweep` ended after minutes with no trial scored (the walk-forward's plain tasks were fine)."""
+    venv = tmp_path / "My Projects" / ".venv"  # this venv, reached through a path with a space
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib" / "python3.11").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_bytes((Path(sys.prefix) / "pyvenv.cfg").read_bytes())
+    (venv / "bin" / "python").symlink_to(Path(sys.executable).resolve())
+    (venv / "lib" / "python3.11" / "site-packages").symlink_to(Path(sysconfig.get_path("purelib")))
+    program = """
+import os, ray
+from training.task_runners import RayRunner
+RayRunner(cpus=1)._connect()
+@ray.remote(runtime_env={"env_vars": {"LIKE_TUNE": "yes"}})
+def trial():
+    return os.environ["LIKE_TUNE"]
+print(ray.get(trial.remote(), timeout=60))
+ray.shutdown()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", program], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=180)  # fmt: skip
+    assert (ran.returncode, ran.stdout) == (0, "yes\n"), ran.stderr[-3000:]
 
 
 def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_cluster, tmp_path: Path) -> None:

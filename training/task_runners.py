@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -228,6 +230,16 @@ def _keep_token_private(create: bool) -> None:
         logger.warning("could not make %s readable by this user only: %s", path, error.strerror or error)
 
 
+def _python_for_workers() -> dict[str, str] | None:
+    """A runtime environment whose Python is this one, quoted, where its path needs quoting (a clone under
+    ``~/My Projects/``). Ray starts a worker that has a runtime environment (every Ray Tune trial has one) through
+    ``bash -c "exec <python> ..."`` with the path unquoted: each trial's worker failed to start, five times, and the
+    sweep ended after minutes with no trial scored. Ray takes ``py_executable`` as a command, so a quoted path is
+    one word; for a local Ray only (a cluster's nodes have Pythons of their own)."""
+    quoted = shlex.quote(sys.executable)
+    return {"py_executable": quoted} if quoted != sys.executable else None
+
+
 def _usable_temp_dir_for_ray() -> None:
     """Ray keeps a local Ray's session files and sockets under RAY_TMPDIR, else TMPDIR, else /tmp, and unlike Python
     takes TMPDIR as it is: a TMPDIR that is missing, a file or read-only ended the run in an OSError traceback. Then
@@ -382,6 +394,7 @@ class RayRunner:
                     include_dashboard=False,
                     logging_level=logging.WARNING,
                     log_to_driver=False,
+                    runtime_env=_python_for_workers(),
                 )
             except OSError as error:  # RAY_TMPDIR a file, read-only or full, say
                 raise RayUnavailable(
