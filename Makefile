@@ -8,6 +8,9 @@ STAMP := $(VENV)/.requirements-installed
 # dbt must never phone home (there is no network here, and users may not want it).
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
+# .venv holds the exact pins: a PYTHONPATH set for another project would put its packages before them (its numpy,
+# pydantic or psycopg imported in place of ours, or a traceback where the two do not fit).
+unexport PYTHONPATH
 # Children reach the warehouse the same way Python does: embedded by default, else .env / PG* / DATABASE_URL,
 # with the per-component logins (dbt: WAREHOUSE_TRANSFORMER_USER). If that fails, its one-line error stops the target.
 WAREHOUSE_ENV = exports="$$($(BIN)/python -m warehouse_db env)" && eval "$$exports"
@@ -29,14 +32,26 @@ help:
 	@echo "make setup | test-fast | lint | format | db-up | db-down | db-status | psql | docs | calendar | bench | bench-dbt-large | simulator"
 	@echo "make clean    - delete target/, logs/, runs/ (every run folder and report), .pytest_cache and bench/results"
 
+# A venv's programs name the path it was created at (dbt's and pip's #! lines, the editable install): after the
+# repository moves, they fail ("bad interpreter", "dbt: command not found"). The stamp holds where it was set up
+# (one from before it did: pyvenv.cfg's venv command), and a .venv set up elsewhere is created again here.
+SET_UP_AT = $$({ cat $(STAMP); sed -n 's|^command = .* -m venv \(.*\)/$(VENV)$$|\1|p' $(VENV)/pyvenv.cfg; } 2>/dev/null | head -n 1)
+MOVED = test -e $(STAMP) && at="$(SET_UP_AT)" && test -n "$$at" && test "$$at" != "$$(pwd -P)"
+VENV_MOVED := $(shell $(MOVED) && echo yes)
+ifeq ($(VENV_MOVED),yes)
+.PHONY: $(STAMP)
+endif
+
 # The project itself is installed in editable mode, so tests, benchmarks and tools import it without sys.path edits.
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
 		{ echo "Python 3.11 is required (found $$($(PYTHON) --version)); run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
+	@if $(MOVED); then \
+		echo ".venv was set up in $$at, and the repository has moved since: creating it again here"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	touch $(STAMP)
+	pwd -P > $(STAMP)
 
 setup: $(STAMP)
 

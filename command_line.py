@@ -1,6 +1,7 @@
 """What the project's commands share: argparse whose usage error is one line, like every other error they report,
 SIGTERM and SIGHUP ending a command as Ctrl+C does, a reader of standard output that may go away (``| head``, a
-terminal that hung up), and ``~`` in a path setting meaning a home directory."""
+terminal that hung up) or that cannot take every character (``PYTHONIOENCODING=ascii``), and ``~`` in a path
+setting meaning a home directory."""
 
 from __future__ import annotations
 
@@ -81,17 +82,34 @@ def _reader_gone(error: OSError) -> bool:
     return isinstance(error, BrokenPipeError) or error.errno == errno.EIO
 
 
+_ASCII_SPELLINGS = str.maketrans({"−": "-", "–": "-", "…": "...", "×": "x", "±": "+/-", "√": "sqrt "})
+"""How the commands' typographic characters are written to an output that cannot encode them."""
+
+
+def _encodable(text: str, encoding: str | None) -> str:
+    """``text`` as an output in ``encoding`` can take it (``PYTHONIOENCODING=ascii``, a latin-1 terminal): the
+    commands' own characters spelt in ASCII, any other (a path's, a symbol's) escaped as Python escapes it."""
+    encoding = encoding or "ascii"
+    return text.translate(_ASCII_SPELLINGS).encode(encoding, "backslashreplace").decode(encoding)
+
+
 class _OutputWithoutReader:
     """Standard output (or error) that, once its reader has gone away (``| head``, a closed terminal), discards what it is
-    given instead of raising ``BrokenPipeError`` (a terminal: EIO) from whatever print or flush comes next (Python ignores SIGPIPE, so
-    every write to a closed pipe raises). Everything else is the stream's own."""
+    given instead of raising ``BrokenPipeError`` (a terminal: EIO) from whatever print or flush comes next (Python
+    ignores SIGPIPE, so every write to a closed pipe raises). What the stream's encoding cannot take is spelt so
+    that it can (``_encodable``), instead of ending the command in a ``UnicodeEncodeError``. Everything else is
+    the stream's own."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:
+                self._stream.write(_encodable(text, getattr(self._stream, "encoding", None)))
+                return len(text)
         except OSError as error:
             if not _reader_gone(error):
                 raise

