@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -19,7 +20,7 @@ from training.results_schema import COLUMN_COMMENTS, ensure_tables
 from training.statistics import COMPARISON_METRICS, STATISTIC_METRICS
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 
 @pytest.fixture
@@ -59,6 +60,23 @@ def test_the_mart_reader_reads_as_trainer(mart_warehouse: ConnectionSettings, tm
         assert conn.execute("select count(*) > 0 from marts.training_bars").fetchone() == (True,)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         read_mart(mart_warehouse, schema)
+
+
+def test_before_any_run_the_documented_queries_name_the_missing_table(mart_warehouse: ConnectionSettings) -> None:
+    """docs/analysts.md says what an analyst sees before the first run creates the ml tables. It said every query ended
+    with `relation "ml.walk_forward_runs" does not exist`; each names the first ml table it reads."""
+    text = (REPO_ROOT / "docs/analysts.md").read_text(encoding="utf-8")
+    promised = re.search(r'`(relation "ml\.walk_forward_)\.\.\.(" does not exist)`, naming the first `ml` table', text)
+    assert promised, "docs/analysts.md no longer says what a query before the first run ends with"
+    statements = [s for block in re.findall(r"```sql\n(.*?)```", text, re.DOTALL) for s in block.split("\n\n")]
+    statements = [s for s in statements if "ml." in s]
+    assert len(statements) >= 5
+    for statement in statements:
+        first = re.search(r"\bml\.(\w+)", re.sub(r"--.*", "", statement)).group(1)  # the first one read, not commented
+        with connect(mart_warehouse, role="analyst") as conn, pytest.raises(psycopg.errors.UndefinedTable) as error:
+            conn.execute(statement)
+        assert str(error.value).splitlines()[0] == f'relation "ml.{first}" does not exist', statement
+        assert str(error.value).startswith(promised.group(1)) and promised.group(2) in str(error.value)
 
 
 def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: ConnectionSettings) -> None:
