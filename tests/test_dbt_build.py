@@ -8,6 +8,7 @@ tests that change data, so each test starts from the same clean build.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -116,6 +117,25 @@ def test_trainer_sees_only_marts(base: dict) -> None:
                          "walk_forward_fold_rows", "bar_corrections"):  # fmt: skip
                 conn.execute(f"select * from marts.{mart} limit 1").fetchall()
             assert conn.execute("select count(*) from marts.training_bars").fetchone()[0] > 0
+
+
+def test_every_documented_query_of_the_marts_runs_as_analyst(base: dict) -> None:
+    """The example queries of README.md and docs/analysts.md that read only the marts, as an analyst would paste them
+    (those that read the ml tables: tests/test_training_run.py)."""
+    statements = [
+        (page, statement)
+        for page in ("README.md", "docs/analysts.md")
+        for block in re.findall(r"```sql\n(.*?)```", (REPO_ROOT / page).read_text(encoding="utf-8"), re.DOTALL)
+        for statement in block.split("\n\n")
+        if "marts." in statement and "ml." not in statement
+    ]
+    assert len(statements) >= 4
+    for page, statement in statements:
+        with connect(base["settings"], role="analyst") as conn:
+            try:
+                conn.execute(statement).fetchall()
+            except psycopg.Error as error:
+                pytest.fail(f"{page}: {error}\n{statement}")
 
 
 def test_mart_columns_and_yaml_meta(base: dict) -> None:

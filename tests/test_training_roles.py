@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -19,7 +20,7 @@ from training.results_schema import COLUMN_COMMENTS, ensure_tables
 from training.statistics import COMPARISON_METRICS, STATISTIC_METRICS
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 
 @pytest.fixture
@@ -61,6 +62,23 @@ def test_the_mart_reader_reads_as_trainer(mart_warehouse: ConnectionSettings, tm
         read_mart(mart_warehouse, schema)
 
 
+def test_before_any_run_the_documented_queries_name_the_missing_table(mart_warehouse: ConnectionSettings) -> None:
+    """docs/analysts.md says what an analyst sees before the first run creates the ml tables. It said every query ended
+    with `relation "ml.walk_forward_runs" does not exist`; each names the first ml table it reads."""
+    text = (REPO_ROOT / "docs/analysts.md").read_text(encoding="utf-8")
+    promised = re.search(r'`(relation "ml\.walk_forward_)\.\.\.(" does not exist)`, naming the first `ml` table', text)
+    assert promised, "docs/analysts.md no longer says what a query before the first run ends with"
+    statements = [s for block in re.findall(r"```sql\n(.*?)```", text, re.DOTALL) for s in block.split("\n\n")]
+    statements = [s for s in statements if "ml." in s]
+    assert len(statements) >= 5
+    for statement in statements:
+        first = re.search(r"\bml\.(\w+)", re.sub(r"--.*", "", statement)).group(1)  # the first one read, not commented
+        with connect(mart_warehouse, role="analyst") as conn, pytest.raises(psycopg.errors.UndefinedTable) as error:
+            conn.execute(statement)
+        assert str(error.value).splitlines()[0] == f'relation "ml.{first}" does not exist', statement
+        assert str(error.value).startswith(promised.group(1)) and promised.group(2) in str(error.value)
+
+
 def test_ml_tables_belong_to_trainer_and_analysts_can_read_them(mart_warehouse: ConnectionSettings) -> None:
     ensure_tables(mart_warehouse)
     with connect(mart_warehouse) as conn:
@@ -88,8 +106,8 @@ def test_every_measured_column_of_the_ml_tables_says_what_it_holds_and_in_what_u
     mart_warehouse: ConnectionSettings,
 ) -> None:
     """An analyst reading ml.walk_forward_metrics.value or ml.walk_forward_statistics.estimate with `\\d+` (or any SQL
-    client) found no comment: nothing said that 0.05 is 5%, or that a Sharpe ratio is annualised. Every column but the
-    keys a table's comment explains (run, fold, seed, split) now has one; a measured one names its unit."""
+    client) found no comment: nothing said that 0.05 is 5%, or that a Sharpe ratio is annualised. Every column now has
+    one; a measured one names its unit."""
     ensure_tables(mart_warehouse)
     with connect(mart_warehouse, role="analyst") as conn:
         columns = conn.execute(
@@ -99,15 +117,14 @@ def test_every_measured_column_of_the_ml_tables_says_what_it_holds_and_in_what_u
             where n.nspname = 'ml' and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
             """
         ).fetchall()
-    keys = {"run_id", "fold_id", "seed", "split", "sweep_id", "trial_number"}
-    measured = {"double precision", "double precision[]", "integer", "bigint"}
-    undescribed = [
-        f"{table}.{column}"
-        for table, column, data_type, comment in columns
-        if not comment and column not in keys and (table.startswith("walk_forward_") or data_type in measured)
-    ]
+    # Every column, keys and sweeps' text and jsonb columns too: ml.sweeps.status, space, best_params and final_run_id
+    # and ml.sweep_trials.state and params had none, and a key's meaning is not always its name's (fold_id null = all
+    # folds in the statistics and comparisons).
+    undescribed = [f"{table}.{column}" for table, column, _, comment in columns if not comment]
     assert undescribed == [], undescribed
     comment = {(table, column): text for table, column, _, text in columns}
+    for table in ("walk_forward_statistics", "walk_forward_comparisons"):
+        assert "null: over all folds" in comment[(table, "fold_id")]
     for column in ("walk_forward_metrics.value", "walk_forward_statistics.estimate"):
         assert "0.05 = 5%" in comment[tuple(column.split("."))] and "annualised" in comment[tuple(column.split("."))]
     assert "fraction" in comment[("walk_forward_equity", "drawdown")]

@@ -313,8 +313,16 @@ _METRIC_UNITS = (
     "percentages); sharpe and sortino are annualised ratios (x sqrt(252), risk-free rate 0) from the window's "
     "sessions (under 252 sessions: a scale, not a forecast); calmar is a ratio; trades is a count"
 )
+_RUN_ID = "The run (ml.walk_forward_runs.run_id; its folder: run_dir)."
+_FOLD_ID = "The fold (ml.walk_forward_folds.fold_id of the same run; marts.walk_forward_folds when the run read it)."
+_ALL_FOLDS = "The fold, or null: over all folds of the run (the result the verdict speaks of)."
+_SEED = "The training seed of the fold x seed task."
+_SPLIT = "'validation' or 'test': the fold's split the replay ran on (the model was selected on validation)."
+_TASK_KEYS = {"run_id": _RUN_ID, "fold_id": _FOLD_ID, "seed": _SEED}
+_REPLAY_KEYS = {**_TASK_KEYS, "split": _SPLIT}
 COLUMN_COMMENTS: dict[str, dict[str, str]] = {
     RUNS: {
+        "run_id": "The run's id (--run-id, or its UTC start time and a random suffix); its folder is run_dir.",
         "started_at": "When the run started (the driver's clock).",
         "finished_at": "When the run's tasks and statistics were done, just before its rows landed.",
         "kind": "'train' (make train: one fold x one seed) or 'walk_forward'.",
@@ -339,6 +347,8 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "run_dir": "The run folder (models, statistics.json, report.html) on the machine that ran it.",
     },
     "walk_forward_folds": {
+        "run_id": _RUN_ID,
+        "fold_id": "The fold (marts.walk_forward_folds.fold_id when the run read the mart).",
         "train_start": "First session of the train split (exchange date, inclusive).",
         "train_end": "Last session of the train split (inclusive).",
         "validation_start": "First session of the validation split (inclusive).",
@@ -350,6 +360,7 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "embargo_sessions": "Sessions left out after each purge, against serial correlation.",
     },
     "walk_forward_tasks": {
+        **_TASK_KEYS,
         "status": "'succeeded', or 'failed' after its retries (then error says why and the task is in no statistic).",
         "attempts": "Attempts the task took (a failed task: every attempt failed).",
         "error": "Why the last attempt failed (null when it succeeded).",
@@ -366,11 +377,13 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "test_symbols": "Symbols replayed on the fold's test split.",
     },
     "walk_forward_selection": {
+        **_TASK_KEYS,
         "step": "The PPO step of the checkpoint.",
         "validation_score": "The checkpoint's score on validation, in the unit of the task's selection_metric "
         "(see walk_forward_tasks.validation_score; null where undefined).",
     },
     "walk_forward_metrics": {
+        **_REPLAY_KEYS,
         "symbol": "A symbol, or '__all__': all symbols side by side, equal starting cash each.",
         "policy": _POLICY,
         "metric": "The metric's name: " + _METRIC_UNITS + ".",
@@ -378,6 +391,8 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "sessions": "Sessions with a return in the window (what sharpe and sortino were annualised from).",
     },
     "walk_forward_statistics": {
+        "run_id": _RUN_ID,
+        "fold_id": _ALL_FOLDS,
         "policy": _POLICY,
         "metric": "sharpe, sortino (annualised ratios), total_return, max_drawdown, exposure, turnover (fractions).",
         "estimator": "'mean': over folds of the mean over each fold's seeds; 'iqm': interquartile mean of all fold x "
@@ -394,6 +409,8 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "symbols": "Symbols traded in the test splits (the largest fold).",
     },
     "walk_forward_comparisons": {
+        "run_id": _RUN_ID,
+        "fold_id": _ALL_FOLDS,
         "baseline": "The baseline the agent is compared with (" + ", ".join(BASELINES) + ").",
         "metric": "sharpe (annualised ratio) or total_return (fraction).",
         "difference": "Agent minus baseline in the metric's unit (Sharpe: annualised, x sqrt(252); total_return: a "
@@ -413,6 +430,7 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "sessions": "Test sessions with a return, summed over the sample's folds.",
     },
     "walk_forward_equity": {
+        **_REPLAY_KEYS,
         "policy": _POLICY,
         "session_date": "The exchange session (America/New_York) whose close this is.",
         "net_worth": "Net worth at the session's close in the account's currency: initial_cash (config) per symbol at "
@@ -421,6 +439,24 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "exposure": "Fraction of the symbols long during the session, 0 to 1 (null on the first close).",
     },
     "sweeps": {
+        "sweep_id": "The sweep's id (--sweep-id, or sweep-<UTC start time>-<random suffix>); --resume takes it.",
+        "status": "'running', 'interrupted' (resume it with --resume), 'failed' (error says why) or 'finished'.",
+        "started_at": "When the sweep first started.",
+        "updated_at": "When its row was last written (each trial event and each resume writes it).",
+        "finished_at": "When the search and the final walk-forward ended (null while running or interrupted).",
+        "search_algorithm": "The sampler that drew the trials' values, with its seed (Optuna TPE).",
+        "scheduler": "The early-stopping scheduler (ASHA and its settings), or none.",
+        "space": "The search space: each parameter's distribution and bounds (jsonb).",
+        "base_config": "The configuration every trial starts from before its drawn values (jsonb).",
+        "trial_seeds": "The training seeds each trial runs on every search fold.",
+        "mart_hash": "SHA-256 of the marts.training_bars rows and folds the sweep read (as walk_forward_runs.mart_hash).",
+        "ray_address": "The Ray cluster the trials ran on (null: a local Ray).",
+        "best_params": "The chosen trial's drawn values (ml.sweep_trials.params of best_trial, jsonb).",
+        "final_run_id": "The chosen configuration's walk-forward over report_folds (a row of ml.walk_forward_runs; "
+        "null until it ran).",
+        "verdict": "The final walk-forward's verdict in words (walk_forward_runs.verdict of final_run_id).",
+        "error": "Why the sweep failed (null unless status = 'failed').",
+        "run_dir": "The sweep's folder (report.html, Ray Tune's files under tune/) on the machine that ran it.",
         "trials_requested": "Trials the sweep was asked for (--trials).",
         "ray_nodes": "Ray nodes the cluster had.",
         "trials_completed": "Trials that ran every search fold.",
@@ -434,6 +470,17 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "walk_forward_runs.deflated_sharpe).",
     },
     "sweep_trials": {
+        "sweep_id": "The sweep (ml.sweeps.sweep_id).",
+        "trial_number": "The trial's number within the sweep, from 1 in the order the trials started.",
+        "tune_trial_id": "Ray Tune's id of the trial (its files under the sweep folder's tune/).",
+        "state": "'running', 'completed' (every search fold), 'pruned' (stopped early by ASHA), 'failed' (error says "
+        "why) or 'interrupted' (run again first on --resume).",
+        "params": "The values drawn for the searched parameters (jsonb).",
+        "config": "The whole configuration the trial trained with: base_config with params applied (jsonb).",
+        "fold_ids": "The search folds reached, in order; fold_scores[i] belongs to fold_ids[i].",
+        "started_at": "When the trial started.",
+        "finished_at": "When it ended (null while running).",
+        "error": "Why the trial failed, one line (null unless state = 'failed').",
         "folds_done": "Search folds the trial reached (fewer than search_folds when pruned or failed).",
         "trial_steps": "PPO environment steps the trial ran, over its folds and seeds.",
         "fold_scores": "The validation score of each fold reached (an annualised Sharpe ratio, x sqrt(252), mean over "
