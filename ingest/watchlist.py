@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from command_line import read_user_file
 from ingest.symbols import InvalidSymbolError, normalize_symbol
 
 DEFAULT_WATCHLIST = Path(__file__).resolve().parent.parent / "data" / "tensorwatchlist.csv"
@@ -33,12 +34,12 @@ class WatchlistEntry:
 def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
     """Read and validate the watchlist; duplicates and bad symbols are errors, not silently dropped."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_user_file(path).decode("utf-8-sig")
     except FileNotFoundError:
         raise WatchlistError(f"{path}: watchlist file not found") from None
     except IsADirectoryError:
         raise WatchlistError(f"{path}: is a directory, not a watchlist file") from None
-    except OSError as error:  # permission denied, a name too long, ...
+    except OSError as error:  # permission denied, a name too long, a device (/dev/zero never ends), ...
         raise WatchlistError(f"{path}: cannot read the watchlist: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         line = error.object[: error.start].count(b"\n") + 1
