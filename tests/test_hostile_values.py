@@ -18,8 +18,12 @@ from command_line import open_user_file, read_user_file
 from ingest.csv_source import Problems, read_csv_bars
 from ingest.sessions import FinalBars
 from ingest.watchlist import WatchlistError, load_watchlist
+from training.cli import parse_command_line
+from training.config import SingleRunConfig, TrainConfig, WalkForwardConfig
 from training.config_values import read_text
 from training.features import MartSchemaError, read_mart_schema
+from training.sweep import SweepConfig
+from training.task_runners import BadRayAddress, check_ray_address
 from warehouse_db.errors import WarehouseConfigError
 from warehouse_db.settings import service_parameters, warehouse_dir
 
@@ -35,6 +39,62 @@ def memory_limit():
     resource.setrlimit(resource.RLIMIT_AS, (in_use + 512 * 2**20, before[1]))
     yield
     resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+TRAINING_REFUSED = [
+    # (configuration, argv, what the one line says)
+    (SingleRunConfig, ["--runs-dir", ""], "--runs-dir is empty"),
+    (SingleRunConfig, ["--runs-dir= "], "--runs-dir is empty"),
+    (WalkForwardConfig, ["--mart-yaml", ""], "--mart-yaml is empty"),
+    (SweepConfig, ["--space", " "], "--space is empty"),
+    (SingleRunConfig, ["--resume", ""], "--resume is empty"),
+    (SingleRunConfig, ["--resume", LONG], "there is no model file"),  # was OSError: File name too long
+    (SingleRunConfig, ["--config", LONG], "no such file"),  # was OSError: File name too long
+    (SingleRunConfig, ["--device", "nonsense"], "device 'nonsense' is not a torch device"),
+    (WalkForwardConfig, ["--device", ""], "is not a torch device"),
+    (WalkForwardConfig, ["--ray-address", "[::1"], "ray_address '[::1' is not host:port"),  # was 'Invalid IPv6 URL'
+    (WalkForwardConfig, ["--ray-address", "a..b:6379"], "'a..b' is not a host name"),
+    (WalkForwardConfig, ["--ray-address", "x" * 64 + ":6379"], "is not a host name"),
+    (WalkForwardConfig, ["--ray-connect-timeout", "1e20"], "ray_connect_timeout > 0 and <= 86400"),
+    (SweepConfig, ["--ray-connect-timeout", "99999999999999999999"], "ray_connect_timeout > 0 and <= 86400"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv", "says"), TRAINING_REFUSED, ids=[" ".join(argv)[:40] for _, argv, _ in TRAINING_REFUSED]
+)
+def test_training_flags_refuse_hostile_values_in_one_line(cls, argv, says) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_command_line(cls, argv, "prog", "description")
+    message = str(refused.value)
+    assert says in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv", "field", "value"),
+    [
+        (SingleRunConfig, ["--runs-dir", "."], "runs_dir", Path(".")),  # a dot is a folder the user named
+        (SingleRunConfig, ["--device", "cuda:1"], "device", "cuda:1"),
+        (SingleRunConfig, ["--device", "auto"], "device", "auto"),
+        (WalkForwardConfig, ["--ray-address", "[::1]:6379"], "ray_address", "[::1]:6379"),
+        (WalkForwardConfig, ["--ray-connect-timeout", "86400"], "ray_connect_timeout", 86400.0),
+    ],
+)
+def test_training_flags_still_take_good_values(cls, argv, field, value) -> None:
+    assert getattr(parse_command_line(cls, argv, "prog", "description"), field) == value
+
+
+def test_an_empty_path_in_a_config_file_is_refused() -> None:
+    with pytest.raises(ValueError, match="runs_dir is empty"):
+        TrainConfig(runs_dir="")
+
+
+@pytest.mark.parametrize("address", ["[::1", "ray://[::1", "a..b:6379", "x" * 64 + ":6379"])
+def test_a_bad_RAY_ADDRESS_is_one_line_not_a_traceback(address: str) -> None:
+    # RAY_ADDRESS is read when the run begins: a ValueError or UnicodeError there was a traceback.
+    with pytest.raises(BadRayAddress, match="^RAY_ADDRESS "):
+        check_ray_address(address, 1.0, "RAY_ADDRESS")
 
 
 READERS = [
