@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from command_line import open_user_file, read_user_file
+from gateway_simulator.__main__ import build_parser as simulator_parser
 from ingest.csv_source import Problems, read_csv_bars
 from ingest.sessions import FinalBars
 from ingest.watchlist import WatchlistError, load_watchlist
@@ -143,3 +144,28 @@ def test_a_hostile_WAREHOUSE_DIR_is_one_line(value: str, says: str) -> None:
     # characters were an OSError's traceback from `python -m warehouse_db status` and `down`.
     with pytest.raises(WarehouseConfigError, match=says):
         warehouse_dir({"WAREHOUSE_DIR": value})
+
+
+@pytest.mark.integration  # the real psycopg.connect, which resolves the host name itself; no server is reached
+@pytest.mark.parametrize("host", ["../../x", "a..b", "x" * 64])
+def test_a_PGHOST_that_is_no_host_name_is_one_line(host: str) -> None:
+    from warehouse_db.connection import connect
+    from warehouse_db.settings import external_settings
+
+    with pytest.raises(WarehouseConfigError, match="the host is not a host name"):
+        connect(external_settings({"PGHOST": host, "PGPORT": "1", "PGCONNECT_TIMEOUT": "1"}))
+
+
+@pytest.mark.parametrize("latency", ["1e20", "3601"])
+def test_the_simulator_refuses_a_latency_that_never_answers(latency: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        simulator_parser().parse_args(["--port", "0", "--latency", latency])
+    assert exit_.value.code == 2
+    assert "expected a number of seconds from 0 to 3600" in capsys.readouterr().err
+
+
+def test_a_search_space_file_name_too_long_is_one_line() -> None:
+    from training.sweep_space import SearchSpaceError, load_space
+
+    with pytest.raises(SearchSpaceError, match="no such file"):  # was OSError: File name too long
+        load_space(Path(LONG))
