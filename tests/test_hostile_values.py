@@ -8,6 +8,7 @@ one run under a memory limit of their own, so that old code fails them instead o
 
 from __future__ import annotations
 
+import math
 import resource
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,3 +170,31 @@ def test_a_search_space_file_name_too_long_is_one_line() -> None:
 
     with pytest.raises(SearchSpaceError, match="no such file"):  # was OSError: File name too long
         load_space(Path(LONG))
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--edges", "0", "nan"], "--edges must be finite"),  # printed a table of nan
+        (["--vol", "inf"], "--vol must be finite"),
+        (["--seed-sharpe-sd", "inf"], "--seed-sharpe-sd must be finite"),
+        (["--folds", "99999999999999999999"], "--folds x --seeds x --sessions must be at most"),  # a traceback
+        (["--sessions", "99999999999999999999"], "--sessions must be at most 2,520"),
+        (["--sessions", "100000"], "--sessions must be at most 2,520"),  # MemoryError in the Monte Carlo truth
+    ],
+)
+def test_verdict_calibration_refuses_values_that_print_nan_or_crash(argv: list[str], says: str, capsys) -> None:
+    from devtools.verdict_calibration import parse_config
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert err.count("\n") == 1
+
+
+def test_verdict_calibration_still_takes_a_normal_tail() -> None:
+    from devtools.verdict_calibration import parse_config
+
+    assert math.isinf(parse_config(["--tail-dof", "inf"]).market.tail_dof)
