@@ -87,11 +87,13 @@ def _read_entries(path: Path, reader: csv.DictReader) -> list[WatchlistEntry]:
 
 
 def select_entries(
-    watchlist: Path, symbols: Sequence[str] | None = None, limit: int | None = None
+    watchlist: Path, symbols: Sequence[str] | None = None, limit: int | None = None, *, watchlist_given: bool = False
 ) -> list[WatchlistEntry]:
     """What a run loads: the watchlist, or ``symbols`` (with their watchlist exchange when listed), first ``limit``.
 
-    ``symbols`` items may hold several symbols separated by commas. Raises WatchlistError naming what is wrong.
+    ``symbols`` items may hold several symbols separated by commas. Beside ``symbols`` the default watchlist is read
+    only if it can be; one the user named (``watchlist_given``: --watchlist) must be readable, or its exchanges would
+    be dropped without a word. Raises WatchlistError naming what is wrong.
     """
     if limit is not None and limit < 1:
         raise WatchlistError(f"limit: {limit} must be at least 1")
@@ -99,6 +101,8 @@ def select_entries(
         try:
             listed = {e.symbol: e for e in load_watchlist(watchlist)}
         except WatchlistError:
+            if watchlist_given:
+                raise
             listed = {}
         entries: list[WatchlistEntry] = []
         seen: set[str] = set()

@@ -198,3 +198,25 @@ def test_verdict_calibration_still_takes_a_normal_tail() -> None:
     from devtools.verdict_calibration import parse_config
 
     assert math.isinf(parse_config(["--tail-dof", "inf"]).market.tail_dof)
+
+
+@pytest.mark.parametrize(("watchlist", "says"), [("nope.csv", "watchlist file not found"), ("/dev/zero", "a device")])
+def test_a_watchlist_named_beside_symbols_must_be_readable(memory_limit, watchlist: str, says: str) -> None:
+    # It was ignored without a word (/dev/zero was read for ever): the symbols lost their primary exchanges.
+    from ingest.watchlist import select_entries
+
+    with pytest.raises(WatchlistError, match=says):
+        select_entries(Path(watchlist), ["AAPL"], watchlist_given=True)
+
+
+def test_the_default_watchlist_beside_symbols_may_be_missing(tmp_path: Path) -> None:
+    from ingest.watchlist import select_entries
+
+    assert [e.symbol for e in select_entries(tmp_path / "none.csv", ["AAPL"])] == ["AAPL"]
+
+
+def test_ingest_names_an_unreadable_watchlist_given_beside_symbols(tmp_path: Path, capsys) -> None:
+    from ingest.cli import main
+
+    assert main(["--symbols", "AAPL", "--watchlist", str(tmp_path / "none.csv"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none.csv'}: watchlist file not found\n"
