@@ -220,3 +220,27 @@ def test_ingest_names_an_unreadable_watchlist_given_beside_symbols(tmp_path: Pat
 
     assert main(["--symbols", "AAPL", "--watchlist", str(tmp_path / "none.csv"), "--dry-run"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.csv'}: watchlist file not found\n"
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("../../x", "is not a host name or address"),  # was a UnicodeError traceback from the connection
+        ("a..b", "a part between dots is empty"),
+        ("x" * 64, "longer than 63 characters"),
+        ("http://user:secret@gw", "give the host alone"),
+    ],
+)
+def test_a_gateway_host_that_is_no_host_name_is_one_line_without_its_value(host: str, says: str) -> None:
+    from ingest.ibkr.config import IbkrConfigError, IbkrSettings
+
+    with pytest.raises(IbkrConfigError, match=says) as refused:
+        IbkrSettings.from_config({"IBKR_HOST": host})
+    assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "gw.example.com", "localhost"])
+def test_a_gateway_host_that_is_a_host_is_taken(host: str) -> None:
+    from ingest.ibkr.config import IbkrSettings
+
+    assert IbkrSettings.from_config({"IBKR_HOST": host}).host == host
