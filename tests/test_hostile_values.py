@@ -244,3 +244,20 @@ def test_a_gateway_host_that_is_a_host_is_taken(host: str) -> None:
     from ingest.ibkr.config import IbkrSettings
 
     assert IbkrSettings.from_config({"IBKR_HOST": host}).host == host
+
+
+@pytest.mark.parametrize("host", ["postgresql://user:secret@db", "user:secret@db"])
+def test_a_url_in_PGHOST_is_refused_without_its_password(host: str) -> None:
+    # It was echoed as the host by every 'cannot connect to ...' line, password and all.
+    from warehouse_db.settings import external_settings
+
+    with pytest.raises(WarehouseConfigError, match="put a URL in DATABASE_URL") as refused:
+        external_settings({"PGHOST": host})
+    assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("host", ["db.example.com", "/run/postgresql", "@abstract", "10.0.0.1"])
+def test_PGHOST_still_takes_hosts_and_socket_directories(host: str) -> None:
+    from warehouse_db.settings import external_settings
+
+    assert external_settings({"PGHOST": host}).host == host

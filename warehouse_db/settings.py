@@ -563,6 +563,13 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
         keyword: (service[keyword] if keyword in service else config.get(name)) or None
         for keyword, name in variables.items()
     }
+    host = value["host"] or ""
+    if "://" in host or "@" in host[1:]:  # a leading @ is libpq's abstract socket; elsewhere, a URL's user:password@
+        # A URL put in PGHOST would be echoed as the host by every error, its password with it.
+        raise WarehouseConfigError(
+            "PGHOST (or the service's host) holds a URL, not a host name or socket directory: put a URL in "
+            "DATABASE_URL instead (the value is not shown: it may hold a password)"
+        )
     port = value["port"]
     if "connect_timeout" in service:
         limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
