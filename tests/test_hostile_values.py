@@ -261,3 +261,14 @@ def test_PGHOST_still_takes_hosts_and_socket_directories(host: str) -> None:
     from warehouse_db.settings import external_settings
 
     assert external_settings({"PGHOST": host}).host == host
+
+
+@pytest.mark.parametrize("address", ["http://user:secret@head:8265", "ray://user:secret@head:10001", "u:secret@h:1"])
+def test_a_ray_address_with_a_password_is_refused_without_it(address: str) -> None:
+    # It was echoed whole: "ray_address 'http://user:secret@head:8265' is not host:port ...".
+    with pytest.raises(ValueError, match="holds a user") as refused:
+        parse_command_line(WalkForwardConfig, ["--ray-address", address], "prog", "description")
+    assert "secret" not in str(refused.value)
+    with pytest.raises(BadRayAddress, match="^RAY_ADDRESS holds a user") as refused:
+        check_ray_address(address, 1.0, "RAY_ADDRESS")
+    assert "secret" not in str(refused.value)

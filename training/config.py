@@ -348,6 +348,8 @@ def ray_address_problem(address: str) -> str | None:
     """Why ``address`` is not a Ray address (host:port, ray://host:port, 'auto' or 'local'), or None."""
     if address in ("auto", "local"):
         return None
+    if "@" in address:  # user:password@: no Ray address has one, and the message must not show a password
+        return "holds a user (user@ or user:password@; not shown): give host:port, ray://host:port or 'auto'"
     try:
         parsed = urlsplit(address if "://" in address else f"ray://{address}")
     except ValueError:  # '[::1': an IPv6 bracket not closed
