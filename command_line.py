@@ -211,3 +211,15 @@ def path_is_file(path: str | os.PathLike[str]) -> bool:
         return Path(path).is_file()
     except OSError:
         return False
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a count (symbols, sessions, trials, repeats): a whole number >= 1, or a one-line usage
+    error naming what was given (0 or -1 ran nothing and then divided by zero or took the minimum of nothing)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return number

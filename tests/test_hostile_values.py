@@ -272,3 +272,27 @@ def test_a_ray_address_with_a_password_is_refused_without_it(address: str) -> No
     with pytest.raises(BadRayAddress, match="^RAY_ADDRESS holds a user") as refused:
         check_ray_address(address, 1.0, "RAY_ADDRESS")
     assert "secret" not in str(refused.value)
+
+
+BENCH_USAGE = [
+    ("bench_landing.py", ["--repeats", "0"]),  # was min() of no timings: a traceback after the setup
+    ("bench_csv.py", ["--rows", "-1"]),
+    ("bench_ingest.py", ["--limit", "0"]),
+    ("bench_sweep.py", ["--trials", "1.5"]),
+    ("bench_training.py", ["--symbols", "0"]),
+    ("bench_walk_forward.py", ["--seeds", "0"]),
+    ("bench_dbt.py", ["--nope"]),  # argparse's usage block and error: two lines
+]
+
+
+@pytest.mark.parametrize(("script", "argv"), BENCH_USAGE, ids=[script for script, _ in BENCH_USAGE])
+def test_a_bench_usage_error_is_one_line(script: str, argv: list[str]) -> None:
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    result = subprocess.run(
+        [sys.executable, str(bench / script), *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
