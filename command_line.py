@@ -1,7 +1,8 @@
 """What the project's commands share: argparse whose usage error is one line, like every other error they report,
 SIGTERM and SIGHUP ending a command as Ctrl+C does, a reader of standard output that may go away (``| head``, a
-terminal that hung up) or that cannot take every character (``PYTHONIOENCODING=ascii``), and ``~`` in a path
-setting meaning a home directory."""
+terminal that hung up) or that cannot take every character (``PYTHONIOENCODING=ascii``), ``~`` in a path setting
+meaning a home directory, and a file a user names that is a device (/dev/zero never ends) refused instead of read
+until memory runs out."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import errno
 import functools
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import Any, BinaryIO, NoReturn, TextIO, TypeVar
 
 EXIT_USAGE = 2
 """argparse's own status for a usage error, which every command of the project documents as 'bad usage'."""
@@ -189,3 +191,53 @@ def path_argument(text: str) -> Path:
         return user_path(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def open_user_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path``, a file a user named (a flag, a variable), opened for reading in binary.
+
+    A device never ends (/dev/zero, /dev/full and /dev/urandom give bytes for ever, a terminal waits for typing): read
+    whole, it filled the memory until the command was killed. It is refused as a directory is, with an ``OSError``
+    whose ``strerror`` says why, which every reader already reports in one line. A pipe (``<(...)``) is read to its end.
+    """
+    file = open(path, "rb")  # noqa: SIM115 - returned open, for the caller's with
+    mode = os.fstat(file.fileno()).st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        file.close()
+        raise OSError(errno.ENODEV, "is a device, not a file", os.fspath(path))
+    return file
+
+
+def read_user_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of ``path``, a file a user named; a device is refused (:func:`open_user_file`)."""
+    with open_user_file(path) as file:
+        return file.read()
+
+
+def path_exists(path: str | os.PathLike[str]) -> bool:
+    """``Path.exists`` that answers False instead of raising for a name the file system cannot hold (a path setting of
+    thousands of characters: 'File name too long'), so that the caller says 'no such file' in one line."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
+def path_is_file(path: str | os.PathLike[str]) -> bool:
+    """``Path.is_file`` that answers False instead of raising for a name the file system cannot hold."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a count (symbols, sessions, trials, repeats): a whole number >= 1, or a one-line usage
+    error naming what was given (0 or -1 ran nothing and then divided by zero or took the minimum of nothing)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return number

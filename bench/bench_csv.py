@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from command_line import OneLineParser, positive_int
 from devtools.scratch_database import scratch_database
 from devtools.synthetic_bars import symbol_names
 from ingest.raw_tables import open_for_landing
@@ -85,9 +86,9 @@ def measure(method: str, path: Path, env: dict[str, str]) -> tuple[float, float,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_500_000)
-    parser.add_argument("--repeats", type=int, default=2, help="runs per method; the fastest time is reported")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=positive_int, default=1_500_000)
+    parser.add_argument("--repeats", type=positive_int, default=2, help="runs per method; the fastest time is reported")
     parser.add_argument("--child", choices=("in-memory", "streaming"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

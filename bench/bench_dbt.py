@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from command_line import OneLineParser
 from devtools import dbt_harness, scratch_database, synthetic_bars
 from training.features import read_mart_schema
 from warehouse_db import connect, embedded
@@ -147,7 +148,7 @@ def measure(size: Size, keep: bool) -> Measurement:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small-only", action="store_true", help="only 150 symbols x 1 year")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     args = parser.parse_args(argv)

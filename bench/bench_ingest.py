@@ -18,13 +18,13 @@ that the client library's own throttle sets: messages / 45 per second + one late
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from command_line import OneLineParser, positive_int
 from devtools.scratch_database import scratch_database
 from gateway_simulator import SimulatorConfig, run_simulator_in_thread
 from ingest.ibkr.client_library import quiet_client_logs
@@ -72,13 +72,17 @@ def measure(label: str, db, entries, *, latency: float, **options) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--latency", type=float, default=1.0, help="simulated seconds per historical request (default 1)"
     )
-    parser.add_argument("--limit", type=int, default=150, help="symbols from the watchlist (default 150)")
-    parser.add_argument("--max-open", type=int, default=DEFAULT_MAX_OPEN, help="the concurrent loader's open requests")
-    parser.add_argument("--months", type=int, default=DEFAULT_MONTHS, help="history window (default: the loader's)")
+    parser.add_argument("--limit", type=positive_int, default=150, help="symbols from the watchlist (default 150)")
+    parser.add_argument(
+        "--max-open", type=positive_int, default=DEFAULT_MAX_OPEN, help="the concurrent loader's open requests"
+    )
+    parser.add_argument(
+        "--months", type=positive_int, default=DEFAULT_MONTHS, help="history window (default: the loader's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     quiet_client_logs()

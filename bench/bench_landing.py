@@ -8,7 +8,6 @@ database in the embedded warehouse. Targets: ours >= 10x executemany, and within
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import _common
 import psycopg2
 
+from command_line import OneLineParser, positive_int
 from devtools.scratch_database import scratch_database
 from ingest.landing import Batch, land_batch, new_load_id, utc_now
 from ingest.raw_tables import IBKR_BARS, BarSettings, RawBar, open_for_landing
@@ -52,9 +52,11 @@ def make_bars(n: int) -> list[RawBar]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 1_000_000])
-    parser.add_argument("--repeats", type=int, default=3, help="runs per method and size; the best is reported")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[50_000, 1_000_000])
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="runs per method and size; the best is reported"
+    )
     args = parser.parse_args()
 
     with scratch_database("bench_landing") as settings:

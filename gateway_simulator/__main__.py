@@ -66,13 +66,18 @@ def _port(text: str) -> int:
     return port
 
 
+MAX_LATENCY_S = 3600.0
+"""The longest --latency: an hour, far past the loader's request timeout (60 s by default)."""
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    # Past an hour a reply would never come within any client's timeout (1e20: the simulator answered nothing, ever).
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_LATENCY_S):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0 to {MAX_LATENCY_S:g}, got {text!r}")
     return seconds
 
 

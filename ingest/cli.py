@@ -180,13 +180,14 @@ def _run_ibkr(args: argparse.Namespace, config: dict[str, str], stdout: TextIO) 
     from ingest.ibkr.session_types import GatewayUnavailableError
     from ingest.raw_tables import AnotherLoadRunning
     from ingest.report import describe_refusals, format_plan, format_summary
-    from ingest.watchlist import WatchlistError, select_entries
+    from ingest.watchlist import DEFAULT_WATCHLIST, WatchlistError, select_entries
 
     try:
         ibkr = IbkrSettings.from_config(
             config, host=args.host, port=args.port, client_id=args.client_id, request_timeout_s=args.timeout
         )
-        entries = select_entries(args.watchlist, args.symbols, args.limit)
+        given = args.watchlist != DEFAULT_WATCHLIST  # beside --symbols, a watchlist named must be readable
+        entries = select_entries(args.watchlist, args.symbols, args.limit, watchlist_given=given)
         options = LoadOptions(
             entries=entries,
             bar=bar_settings(args, config),

@@ -34,6 +34,7 @@ from typing import BinaryIO
 import psycopg
 from tqdm import tqdm
 
+from command_line import open_user_file
 from ingest.landing import Batch, landing, new_load_id, utc_now
 from ingest.raw_tables import BarSettings, RawBar, open_for_landing
 from ingest.sessions import FinalBars, why_not_a_session
@@ -251,13 +252,13 @@ def read_csv_bars(
     """Yield (line, bar) for every good row of ``path``; every problem goes to ``problems`` as ``file:line: ...``."""
     shown = display_path(path)
     try:
-        with open(path, "rb") as file:
+        with open_user_file(path) as file:
             yield from _read_bars(file, shown, problems, final, progress or tqdm(disable=True))
     except IsADirectoryError:
         problems.add(f"{shown}: is a directory, not a CSV file")
     except FileNotFoundError:
         problems.add(f"{shown}: file not found")
-    except OSError as error:  # permission denied, a name too long for the file system, an I/O error, ...
+    except OSError as error:  # permission denied, a name too long, an I/O error, a device (/dev/zero never ends)
         problems.add(f"{shown}: cannot read it: {error.strerror or error}")
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from command_line import read_user_file
 from ingest.symbols import InvalidSymbolError, normalize_symbol
 
 DEFAULT_WATCHLIST = Path(__file__).resolve().parent.parent / "data" / "tensorwatchlist.csv"
@@ -33,12 +34,12 @@ class WatchlistEntry:
 def load_watchlist(path: Path = DEFAULT_WATCHLIST) -> list[WatchlistEntry]:
     """Read and validate the watchlist; duplicates and bad symbols are errors, not silently dropped."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_user_file(path).decode("utf-8-sig")
     except FileNotFoundError:
         raise WatchlistError(f"{path}: watchlist file not found") from None
     except IsADirectoryError:
         raise WatchlistError(f"{path}: is a directory, not a watchlist file") from None
-    except OSError as error:  # permission denied, a name too long, ...
+    except OSError as error:  # permission denied, a name too long, a device (/dev/zero never ends), ...
         raise WatchlistError(f"{path}: cannot read the watchlist: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         line = error.object[: error.start].count(b"\n") + 1
@@ -86,11 +87,13 @@ def _read_entries(path: Path, reader: csv.DictReader) -> list[WatchlistEntry]:
 
 
 def select_entries(
-    watchlist: Path, symbols: Sequence[str] | None = None, limit: int | None = None
+    watchlist: Path, symbols: Sequence[str] | None = None, limit: int | None = None, *, watchlist_given: bool = False
 ) -> list[WatchlistEntry]:
     """What a run loads: the watchlist, or ``symbols`` (with their watchlist exchange when listed), first ``limit``.
 
-    ``symbols`` items may hold several symbols separated by commas. Raises WatchlistError naming what is wrong.
+    ``symbols`` items may hold several symbols separated by commas. Beside ``symbols`` the default watchlist is read
+    only if it can be; one the user named (``watchlist_given``: --watchlist) must be readable, or its exchanges would
+    be dropped without a word. Raises WatchlistError naming what is wrong.
     """
     if limit is not None and limit < 1:
         raise WatchlistError(f"limit: {limit} must be at least 1")
@@ -98,6 +101,8 @@ def select_entries(
         try:
             listed = {e.symbol: e for e in load_watchlist(watchlist)}
         except WatchlistError:
+            if watchlist_given:
+                raise
             listed = {}
         entries: list[WatchlistEntry] = []
         seen: set[str] = set()

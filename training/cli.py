@@ -13,11 +13,12 @@ import logging
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from command_line import outlives_its_reader, sigterm_interrupts, user_path
+from command_line import outlives_its_reader, path_is_file, sigterm_interrupts, user_path
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode, exit_status_table
 
@@ -56,6 +57,9 @@ def parse_command_line(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _take_config_flag(argv)
+    if flag := _empty_path_flag(cls, rest):
+        # tyro makes Path("") of it, which is ".": --runs-dir "$DIR" with DIR unset would fill the working directory.
+        raise ValueError(f"{flag} is empty: give a path")
     defaults = load_config(config_path, cls=cls, base=base)
     captured = io.StringIO()
     try:
@@ -99,9 +103,24 @@ def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
             config_path = user_path(arg.split("=", 1)[1])
         else:
             rest.append(arg)
-    if config_path is not None and not config_path.is_file():
+    if config_path is not None and not path_is_file(config_path):
         raise ValueError(f"--config {config_path}: no such file")
     return config_path, rest
+
+
+def _empty_path_flag(cls: type, argv: list[str]) -> str | None:
+    """The first path flag of ``cls`` given an empty (or blank) value, or None."""
+    hints = typing.get_type_hints(cls)
+    flags = {f"--{name.replace('_', '-')}" for name, hint in hints.items() if Path in (hint, *typing.get_args(hint))}
+    for index, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        flag = flag.replace("_", "-")
+        if flag not in flags:
+            continue
+        given = value if equals else argv[index + 1] if index + 1 < len(argv) else None
+        if given is not None and not given.strip():
+            return flag
+    return None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import typing
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from command_line import user_path
+from command_line import path_is_file, user_path
 from training.config_values import load_yaml, read_text, typed_fields
 from training.features import DEFAULT_MART_YAML
 
@@ -35,6 +36,10 @@ MAX_SEED = 2**31 - 1
 """The largest seed the ml tables hold (their seed columns are PostgreSQL integers; NumPy's generators, which the run
 seeds with it, would take up to 2**32 - 1): a larger one trained the whole run and then failed to land ("integer out of
 range")."""
+MAX_RAY_CONNECT_TIMEOUT = 86_400.0
+"""The longest wait for a Ray cluster to answer, in seconds (a day): the socket refuses one past its clock's range."""
+TORCH_DEVICE = re.compile(r"auto|(cpu|cuda|mps|xpu)(:[0-9]+)?")
+"""The devices PPO may be given (stable-baselines3 adds 'auto': cuda where there is one, else cpu)."""
 MAX_INTEGER = 2**63 - 1
 """The largest value of any integer setting: the results land in the warehouse's bigint columns (and NumPy's int64)."""
 
@@ -113,7 +118,7 @@ class TrainConfig:
     net_arch: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of the policy and value networks."""
     device: str = "cpu"
-    """torch device. CPU is what the determinism guarantee covers."""
+    """torch device: cpu, cuda, cuda:N, mps or auto. CPU is what the determinism guarantee covers."""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for these small networks and keeps runs bit-reproducible."""
 
@@ -206,6 +211,9 @@ class TrainConfig:
             problems.append("symbols_limit must be >= 1 (or None)")
         if self.embargo_sessions is not None and self.embargo_sessions < 0:
             problems.append("embargo_sessions must be >= 0 (or None)")
+        if not TORCH_DEVICE.fullmatch(str(self.device)):
+            # torch would refuse it only when PPO is built, after the mart was read: a traceback.
+            problems.append(f"device {self.device!r} is not a torch device: cpu, cuda, cuda:N, mps or auto")
         if self.torch_threads < 1 or self.min_episode_steps < 1 or self.eval_freq < 1:
             problems.append("torch_threads, min_episode_steps and eval_freq must be >= 1")
         if not 1 <= self.sma_fast < self.sma_slow:
@@ -257,7 +265,7 @@ class SingleRunConfig(TrainConfig):
             problems.append("checkpoint_freq must be >= 0")
         if self.fold is not None and self.fold < 1:
             problems.append("fold must be >= 1 (or None: the latest fold)")
-        if self.resume is not None and not self.resume.is_file():
+        if self.resume is not None and not path_is_file(self.resume):
             problems.append(f"resume: there is no model file {self.resume}")
         elif self.resume is not None and (problem := model_zip_problem(self.resume)):
             problems.append(f"resume: {problem}")
@@ -277,7 +285,7 @@ class WalkForwardConfig(TrainConfig):
     ray_cpus: int | None = None
     """CPUs of the local Ray (one task per CPU). None: all of this machine's. Ignored on an existing cluster."""
     ray_connect_timeout: float = 15.0
-    """Seconds to wait for the Ray cluster at --ray-address to answer before giving up."""
+    """Seconds to wait for the Ray cluster at --ray-address to answer before giving up (at most 86400, a day)."""
     task_retries: int = 1
     """Times a failed fold x seed task is retried before it is reported as failed (the others still land)."""
 
@@ -291,8 +299,9 @@ class WalkForwardConfig(TrainConfig):
             problems.append("seeds must be >= 1")
         elif 0 <= self.seed <= MAX_SEED < self.seed + self.seeds - 1:
             problems.append(f"seed + seeds - 1 must be at most {MAX_SEED} (the ml tables' seeds are integers)")
-        if self.task_retries < 0 or self.ray_connect_timeout <= 0:
-            problems.append("task_retries must be >= 0 and ray_connect_timeout > 0")
+        if self.task_retries < 0 or not 0 < self.ray_connect_timeout <= MAX_RAY_CONNECT_TIMEOUT:
+            # A timeout past what the socket takes (1e20) was an OverflowError's traceback when the run began.
+            problems.append(f"task_retries must be >= 0 and ray_connect_timeout > 0 and <= {MAX_RAY_CONNECT_TIMEOUT:g}")
         if self.ray_cpus is not None and self.ray_cpus < 1:
             problems.append("ray_cpus must be >= 1 (or None)")
         if self.ray_address and (problem := ray_address_problem(self.ray_address)):
@@ -308,6 +317,9 @@ def path_field(name: str, value: str | os.PathLike[str]) -> Path:
     """The path setting ``name`` with ``~`` expanded: a --config file, a stored configuration and ``--flag=~/x`` reach
     here with no shell having expanded it (a folder named ``~`` would be the result). A ``~user`` of no known user is
     a ``ValueError`` (status 2)."""
+    if isinstance(value, str) and not value.strip():
+        # Path("") is ".": runs_dir: "" (or --runs-dir "$DIR" with DIR unset) would fill the working directory.
+        raise ValueError(f"invalid training configuration: {name} is empty: give a path")
     try:
         return user_path(value)
     except ValueError as error:
@@ -336,7 +348,12 @@ def ray_address_problem(address: str) -> str | None:
     """Why ``address`` is not a Ray address (host:port, ray://host:port, 'auto' or 'local'), or None."""
     if address in ("auto", "local"):
         return None
-    parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    if "@" in address:  # user:password@: no Ray address has one, and the message must not show a password
+        return "holds a user (user@ or user:password@; not shown): give host:port, ray://host:port or 'auto'"
+    try:
+        parsed = urlsplit(address if "://" in address else f"ray://{address}")
+    except ValueError:  # '[::1': an IPv6 bracket not closed
+        return f"{address!r} is not host:port, ray://host:port or 'auto' (write an IPv6 host as [::1]:6379)"
     if parsed.scheme != "ray":
         # http://host:8265 is the dashboard's address, for `ray job submit`; ray.init takes no other scheme.
         return f"{address!r} is not host:port, ray://host:port or 'auto' (ray.init takes no {parsed.scheme}:// address)"
@@ -346,6 +363,10 @@ def ray_address_problem(address: str) -> str | None:
         host, port = None, None
     if not host or not port:
         return f"{address!r} is not host:port, ray://host:port or 'auto'"
+    try:
+        host.encode("idna")  # what the connection does with it: an empty or 64+ letter label was a traceback there
+    except UnicodeError:
+        return f"{address!r}: {host!r} is not a host name (a part between dots is empty or longer than 63 characters)"
     return None
 
 

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from command_line import read_user_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,7 +31,7 @@ def read_text(path: Path, label: str = "") -> str:
     """The text of the UTF-8 file ``path``, or a one-line ``ValueError`` that names it (and the line of a byte that
     is not UTF-8)."""
     try:
-        data = Path(path).read_bytes()
+        data = read_user_file(path)  # a device such as /dev/zero is refused: it never ends
     except OSError as error:
         raise ValueError(f"{label}{path}: cannot read it ({error.strerror or error})") from None
     try:

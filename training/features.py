@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from command_line import path_exists, read_user_file
 from training.market_data import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 from warehouse_db.settings import REPO_ROOT
 
@@ -73,12 +74,27 @@ def _column_meta(column: dict[str, Any]) -> dict[str, Any]:
 def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) -> MartSchema:
     """Parse the feature and target columns of ``model`` from its dbt schema YAML, in the order listed."""
     path = Path(path)
-    if not path.exists():
+    if not path_exists(path):
         raise MartSchemaError(
             f"{path} does not exist: the feature list of marts.{model} is read from its dbt YAML "
             "(build the warehouse project first, or pass --mart-yaml)"
         )
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        # A folder, a device such as /dev/zero (which never ends) or a file that is not YAML was a traceback.
+        document = yaml.safe_load(read_user_file(path).decode("utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = (
+            error.strerror
+            if isinstance(error, OSError)
+            else "not UTF-8"
+            if isinstance(error, UnicodeError)
+            else "not YAML"
+        )
+        raise MartSchemaError(
+            f"{path}: cannot read the dbt YAML of marts.{model} ({reason}): check --mart-yaml"
+        ) from None
+    if not isinstance(document, dict):
+        raise MartSchemaError(f"{path} is not a dbt schema YAML (no 'models:' mapping): check --mart-yaml")
     models = [entry for entry in document.get("models") or [] if entry.get("name") == model]
     if not models:
         raise MartSchemaError(f"{path} has no model named {model!r}")

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from command_line import path_is_file
 from training.config import TrainConfig
 from training.config_values import FieldTypeError, field_value, load_yaml, read_text
 from warehouse_db.settings import REPO_ROOT
@@ -152,7 +153,7 @@ class SearchSpace:
 def load_space(path: Path, base: TrainConfig | None = None) -> SearchSpace:
     """Parse and validate the search space in ``path`` against ``base`` (the configuration the trials vary)."""
     path = Path(path)
-    if not path.is_file():
+    if not path_is_file(path):
         raise SearchSpaceError(f"search space {path}: no such file")
     try:
         text = read_text(path, "search space ")

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
-from command_line import INTERRUPTING_SIGNALS
+from command_line import INTERRUPTING_SIGNALS, path_is_file
 from training.config import TrainConfig, ray_address_problem
 from training.envs.spaces import observation_size
 from training.fold_task import TaskResult, run_fold_seed
@@ -175,7 +175,7 @@ def _use_token_authentication(joining_a_cluster: bool) -> None:
         return  # the user decided
     if joining_a_cluster:
         token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-        if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
+        if not (os.environ.get("RAY_AUTH_TOKEN") or path_is_file(token_file)):
             return
     # What ray.init does for a Ray it starts: RAY_AUTH_MODE=token, and Ray's cached config refreshed.
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
@@ -194,7 +194,7 @@ def _keep_token_private(create: bool) -> None:
     if os.environ.get("RAY_AUTH_TOKEN"):
         return  # the token is in the environment: Ray reads no file
     named = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    path = Path(named) if named and Path(named).is_file() else Path.home() / ".ray" / "auth_token"
+    path = Path(named) if named and path_is_file(named) else Path.home() / ".ray" / "auth_token"
     try:
         if not path.exists():
             if not create:

@@ -77,6 +77,11 @@ def connect(
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
     except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
         raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
+    except UnicodeError:  # the host name, looked up by psycopg in Python: IDNA refuses an empty or 64+ letter label
+        raise WarehouseConfigError(
+            f"cannot connect to {settings.describe()}: the host is not a host name (a part between dots is empty or "
+            "longer than 63 characters): check PGHOST, or DATABASE_URL's host"
+        ) from None
     if refusal := _cannot_serve(conn, settings, role):
         conn.close()
         raise WarehouseConfigError(refusal)

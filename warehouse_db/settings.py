@@ -36,7 +36,7 @@ import psycopg
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from command_line import user_path
+from command_line import path_exists, read_user_file, user_path
 from warehouse_db.errors import ConfigFileError, WarehouseConfigError
 from warehouse_db.schemas import COMPONENT_ROLES
 
@@ -248,7 +248,7 @@ def read_config(env: Mapping[str, str] | None = None, dotenv_path: Path | None =
 
 def _read_dotenv(path: Path) -> dict[str, str]:
     try:
-        data = path.read_bytes()
+        data = read_user_file(path)
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
@@ -285,11 +285,13 @@ def service_parameters(config: Mapping[str, str]) -> dict[str, str]:
         system_file = user_path(config.get("PGSYSCONFDIR") or SYSTEM_SERVICE_DIR) / "pg_service.conf"
     except ValueError as error:  # ~user of no user here, or no HOME
         raise WarehouseConfigError(f"PGSERVICE={name}: {error}") from None
-    if config.get("PGSERVICEFILE") and not user_file.exists():  # libpq does not look further for a file it was given
+    if config.get("PGSERVICEFILE") and not path_exists(
+        user_file
+    ):  # libpq does not look further for a file it was given
         raise WarehouseConfigError(f"PGSERVICE={name}: the service file {user_file} (PGSERVICEFILE) does not exist")
     for path in (user_file, system_file):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_user_file(path).decode("utf-8")  # a device such as /dev/zero is refused: it never ends
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as error:
@@ -335,10 +337,17 @@ def warehouse_dir(config: Mapping[str, str]) -> Path:
     configured = config.get("WAREHOUSE_DIR")
     if not configured:
         return DEFAULT_WAREHOUSE_DIR
+    if not configured.strip():  # " " is a folder named by a space: a warehouse nobody meant, which pg_ctl cannot start
+        raise WarehouseConfigError("WAREHOUSE_DIR is blank: give a folder, or leave it unset for .warehouse/")
     try:
-        return REPO_ROOT / user_path(configured)
+        path = REPO_ROOT / user_path(configured)
     except ValueError as error:
         raise WarehouseConfigError(f"WAREHOUSE_DIR={error}") from None
+    try:
+        path.exists()  # a name the file system cannot hold raises here, not in `status` or `down` as a traceback
+    except OSError as error:
+        raise WarehouseConfigError(f"WAREHOUSE_DIR is no usable path ({error.strerror}): give a shorter one") from None
+    return path
 
 
 def create_warehouse_dir(path: Path) -> None:
@@ -554,6 +563,13 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
         keyword: (service[keyword] if keyword in service else config.get(name)) or None
         for keyword, name in variables.items()
     }
+    host = value["host"] or ""
+    if "://" in host or "@" in host[1:]:  # a leading @ is libpq's abstract socket; elsewhere, a URL's user:password@
+        # A URL put in PGHOST would be echoed as the host by every error, its password with it.
+        raise WarehouseConfigError(
+            "PGHOST (or the service's host) holds a URL, not a host name or socket directory: put a URL in "
+            "DATABASE_URL instead (the value is not shown: it may hold a password)"
+        )
     port = value["port"]
     if "connect_timeout" in service:
         limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)

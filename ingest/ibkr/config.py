@@ -40,6 +40,19 @@ class IbkrSettings:
     def __post_init__(self) -> None:
         if not self.host.strip():
             raise IbkrConfigError("the gateway host (IBKR_HOST, --host) is empty")
+        if any(mark in self.host for mark in ("/", "@")):
+            # A URL, perhaps with a user and password in it: not echoed. The TWS API takes a bare host.
+            raise IbkrConfigError(
+                "the gateway host (IBKR_HOST, --host) is not a host name or address: give the host alone, e.g. "
+                "127.0.0.1 (no scheme, user, password or path)"
+            )
+        try:
+            self.host.encode("idna")  # what the connection does with it: a traceback there
+        except UnicodeError:
+            raise IbkrConfigError(
+                "the gateway host (IBKR_HOST, --host) is not a host name: a part between dots is empty or longer "
+                "than 63 characters"
+            ) from None
         if not PORT_RANGE[0] <= self.port <= PORT_RANGE[1]:
             raise IbkrConfigError(
                 f"the gateway port (IBKR_PORT, --port) {self.port} is out of range {PORT_RANGE[0]}..{PORT_RANGE[1]}"
