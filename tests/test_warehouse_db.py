@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -987,6 +988,10 @@ def test_an_initdb_stopped_halfway_begins_again_on_the_next_up(fresh_warehouse_d
         assert process.returncode == warehouse_main.EXIT_INTERRUPTED, (process.returncode, err)
         assert err.strip().splitlines()[-1].startswith("error: interrupted; run it again"), err
         assert "Traceback" not in err
+        # Python killed initdb alone: its standalone backend wrote on in the folder (and the next `up` could fail
+        # removing it, 'Directory not empty'); the command stops it before it exits
+        folder = embedded.initdb_folder(fresh_warehouse_dir / embedded.PGDATA_NAME).resolve()
+        assert not [p for p in psutil.process_iter(["name", "cwd"]) if p.info["cwd"] and Path(p.info["cwd"]) == folder]
     for command in ("down", "up", "down"):
         result = subprocess.run(
             [*up[:-1], command], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120

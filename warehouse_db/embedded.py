@@ -256,6 +256,7 @@ def _initdb(pgdata: Path) -> None:
     folder = initdb_folder(pgdata)
     if folder.exists():  # what a killed initdb left (the caller holds the lock: no other initdb writes there)
         logger.warning("removing %s: an earlier initdb was stopped before it finished", folder)
+        _stop_backends_working_in(folder)
         shutil.rmtree(folder)
     folder.mkdir()
     server_user = prepare_server_user(folder)
@@ -265,6 +266,9 @@ def _initdb(pgdata: Path) -> None:
         ep._commands.initdb(args, pgdata=folder, user=server_user, timeout=300)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         raise WarehouseError(f"initdb failed for the embedded warehouse in {pgdata}: {error}") from None
+    except BaseException:  # Ctrl+C, SIGTERM: Python kills initdb itself, and its standalone backend would write on
+        _stop_backends_working_in(folder)
+        raise
     try:
         folder.rename(pgdata)  # replaces an empty pgdata (earlier versions created it before their initdb)
     except OSError as error:
@@ -272,6 +276,20 @@ def _initdb(pgdata: Path) -> None:
             f"{pgdata} is in the way of the new embedded warehouse ({error.strerror}): it holds files but no "
             "PG_VERSION, so it is no data directory; move it away and run it again"
         ) from None
+
+
+def _stop_backends_working_in(folder: Path) -> None:
+    """Stop the standalone backends (``postgres --boot``/``--single``) of an initdb that was stopped halfway. Killing
+    initdb alone (what Python does to its child when Ctrl+C or SIGTERM ends the command) leaves its backend writing in
+    ``folder`` until it reads the end of its input, and removing the folder under it failed ('Directory not empty')."""
+    import psutil
+
+    folder = folder.resolve()
+    for process in psutil.process_iter(["name", "cwd"]):
+        if process.info["name"] == "postgres" and process.info["cwd"] and Path(process.info["cwd"]) == folder:
+            with suppress(psutil.Error):
+                process.kill()
+                process.wait(timeout=10)
 
 
 def access_files(owner: str) -> dict[str, str]:
