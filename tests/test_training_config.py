@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,66 @@ def test_the_largest_seed_fits_every_seed_column_of_the_ml_tables() -> None:
 def test_bad_configuration_is_refused(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config(None, values, cls=WalkForwardConfig)
+
+
+# Each range rule of the configuration, one bad value at a time: the refusal is that rule's sentence and nothing else
+# (a rule that stopped firing, or fired for a good value beside it, fails here).
+@pytest.mark.parametrize(
+    "cls, values, problem",
+    [
+        (WalkForwardConfig, {"window": 0}, "window must be >= 1"),
+        (WalkForwardConfig, {"n_epochs": 0}, "timesteps, n_envs, n_steps, n_epochs and batch_size must be >= 1"),
+        (WalkForwardConfig, {"learning_rate": 0.0}, "learning_rate, clip_range and max_grad_norm must be > 0"),
+        (WalkForwardConfig, {"max_grad_norm": -1.0}, "learning_rate, clip_range and max_grad_norm must be > 0"),
+        (WalkForwardConfig, {"gamma": 0.0}, "gamma and gae_lambda must be in (0, 1]"),
+        (WalkForwardConfig, {"gae_lambda": 1.5}, "gamma and gae_lambda must be in (0, 1]"),
+        (WalkForwardConfig, {"ent_coef": -0.01}, "ent_coef and vf_coef must be >= 0"),
+        (WalkForwardConfig, {"net_arch": [64, 0]}, "net_arch layer sizes must be >= 1"),
+        (
+            WalkForwardConfig,
+            {"commission_bps": -1.0},
+            "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)",
+        ),
+        (WalkForwardConfig, {"initial_cash": 0.0}, "initial_cash and observation_clip must be > 0"),
+        (WalkForwardConfig, {"observation_clip": -5.0}, "initial_cash and observation_clip must be > 0"),
+        (WalkForwardConfig, {"symbols_limit": 0}, "symbols_limit must be >= 1 (or None)"),
+        (WalkForwardConfig, {"embargo_sessions": -1}, "embargo_sessions must be >= 0 (or None)"),
+        (WalkForwardConfig, {"eval_freq": 0}, "torch_threads, min_episode_steps and eval_freq must be >= 1"),
+        (WalkForwardConfig, {"sma_fast": 0}, "sma_fast must be >= 1 and shorter than sma_slow"),
+        (
+            WalkForwardConfig,
+            {"random_draws": 0},
+            "random_draws and block_sessions must be >= 1, bootstrap_samples >= 100",
+        ),
+        (
+            WalkForwardConfig,
+            {"bootstrap_samples": 99},
+            "random_draws and block_sessions must be >= 1, bootstrap_samples >= 100",
+        ),
+        (WalkForwardConfig, {"confidence": 0.4}, "confidence must be in [0.5, 1)"),
+        (WalkForwardConfig, {"configurations_tried": 0}, "configurations_tried must be >= 1"),
+        (WalkForwardConfig, {"log_level": "loud"}, "log_level 'loud' is not a logging level"),
+        (WalkForwardConfig, {"task_retries": -1}, "task_retries must be >= 0 and ray_connect_timeout > 0"),
+        (WalkForwardConfig, {"ray_connect_timeout": 0.0}, "task_retries must be >= 0 and ray_connect_timeout > 0"),
+        (WalkForwardConfig, {"ray_cpus": 0}, "ray_cpus must be >= 1 (or None)"),
+        (SingleRunConfig, {"checkpoint_freq": -1}, "checkpoint_freq must be >= 0"),
+        (SingleRunConfig, {"fold": 0}, "fold must be >= 1 (or None: the latest fold)"),
+    ],
+)
+def test_each_range_rule_refuses_its_bad_value_alone(cls: type[TrainConfig], values: dict, problem: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        load_config(None, values, cls=cls)
+    assert str(refused.value) == f"invalid training configuration: {problem}"
+
+
+def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built_in_code() -> None:
+    """The YAML and the flags refuse it while reading; a configuration built in Python (a bench, a notebook) here."""
+    with pytest.raises(ValueError) as refused:
+        WalkForwardConfig(selection_metric="profit")
+    assert str(refused.value) == (
+        "invalid training configuration: selection_metric must be one of "
+        f"{typing.get_args(typing.get_type_hints(TrainConfig)['selection_metric'])}, not 'profit'"
+    )
 
 
 @pytest.mark.parametrize(
