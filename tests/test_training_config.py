@@ -7,6 +7,7 @@ import inspect
 import re
 import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -31,7 +32,7 @@ from training.ppo import ModelFileError, build_model, hyperparameters
 from training.run_folder import RunFolderError, claim_run_folder, refuse_used_folder
 from training.sweep import main as sweep_main
 from training.sweep_space import SEARCHABLE
-from training.task_runners import InProcessRunner
+from training.task_runners import InProcessRunner, TaskFailure
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -467,6 +468,23 @@ def test_ctrl_c_ends_in_one_line_and_status_130(
     status, errors = _errors_when_the_job_raises(main, job, KeyboardInterrupt(), monkeypatch, caplog)
     assert status == ExitCode.INTERRUPTED == 130
     assert errors == ["interrupted: no row of this run was written (a run lands in one transaction, at the end)"]
+
+
+def test_a_walk_forward_whose_tasks_partly_failed_prints_its_verdict_and_names_them_with_status_6(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """The others landed: the verdict and the report are printed as for a whole run, the failed tasks are named on
+    one line, and the status is PARTIAL (a script must not take the run for a whole one)."""
+    report = tmp_path / "report.html"
+    failures = [TaskFailure(2, 42, 2, "RuntimeError: boom"), TaskFailure(3, 43, 2, "RuntimeError: boom")]
+    result = SimpleNamespace(statistics=SimpleNamespace(verdict="no evidence"), report_path=report, failures=failures)
+    monkeypatch.setattr("training.walk_forward.run_walk_forward", lambda config, settings: result)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert cli.walk_forward_main([]) == ExitCode.PARTIAL == 6
+    assert capsys.readouterr().out == f"no evidence\nreport: {report.resolve()}\n"
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        "2 task(s) failed after their retries: fold 2 seed 42, fold 3 seed 43 (the report lists why)"
+    ]
 
 
 @pytest.mark.parametrize("main, job", JOBS)
