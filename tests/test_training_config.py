@@ -434,6 +434,37 @@ def test_missing_mart_yaml_says_where_it_looked(tmp_path: Path) -> None:
         read_mart_schema(tmp_path / "nope.yml")
 
 
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        # --mart-yaml naming another file: each ended the run in a traceback (after its folder and ml tables).
+        ("- training_bars\n", "{path} has no model named 'training_bars'"),
+        ("models: [training_bars]\n", "{path} has no model named 'training_bars'"),
+        ("models: training_bars\n", "{path} has no model named 'training_bars'"),
+        ("models:\n  - name: symbol_coverage\n", "{path} has no model named 'training_bars'"),
+        ("", "{path} has no model named 'training_bars'"),
+        (
+            "models: [\n",
+            "{path} is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
+        ),
+        (b"models: []\n# caf\xe9\n", "{path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"),
+        (None, "{path}: cannot read it (Is a directory)"),
+    ],
+)
+def test_a_mart_yaml_that_is_not_a_dbt_yaml_is_one_line_and_status_2(tmp_path: Path, content, says: str) -> None:
+    path = tmp_path / "marts.yml"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(MartSchemaError) as refused:
+        read_mart_schema(path)
+    assert str(refused.value) == says.format(path=path)
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+
+
 def test_the_real_mart_yaml_matches_the_synthetic_stand_in() -> None:
     """The dbt YAML the job reads by default lists the features the synthetic test mart is built with."""
     schema = read_mart_schema()

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from training.config_values import load_yaml, read_text
 from training.market_data import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 from warehouse_db.settings import REPO_ROOT
 
@@ -78,8 +77,12 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
             f"{path} does not exist: the feature list of marts.{model} is read from its dbt YAML "
             "(build the warehouse project first, or pass --mart-yaml)"
         )
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    models = [entry for entry in document.get("models") or [] if entry.get("name") == model]
+    try:  # a file that cannot be read, is not UTF-8 or not YAML: one line naming it, not a traceback mid-run
+        document = load_yaml(read_text(path), str(path)) or {}
+    except ValueError as error:
+        raise MartSchemaError(str(error)) from None
+    entries = document.get("models") if isinstance(document, dict) else None
+    models = [e for e in entries if isinstance(e, dict) and e.get("name") == model] if isinstance(entries, list) else []
     if not models:
         raise MartSchemaError(f"{path} has no model named {model!r}")
 
