@@ -613,7 +613,7 @@ def test_two_symbols_of_one_run_under_one_contract_id_are_named_together():
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(42, "42 s"), (119.4, "119 s"), (210, "3.5 min"), (7560, "2.1 h"), (101 * 86400, "101 days")],
+    [(42, "42 s"), (119.4, "119 s"), (210, "3.5 min"), (5400, "90.0 min"), (7560, "2.1 h"), (101 * 86400, "101 days")],
 )
 def test_a_plans_duration_is_said_in_the_unit_that_reads_best(seconds, shown):
     assert describe_duration(seconds) == shown
