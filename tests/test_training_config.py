@@ -518,6 +518,39 @@ def test_a_walk_forward_whose_tasks_partly_failed_prints_its_verdict_and_names_t
     ]
 
 
+@pytest.mark.parametrize(
+    "interrupted, failures, status",
+    [(False, [], ExitCode.OK), (False, [TaskFailure(2, 42, 2, "RuntimeError: boom")], ExitCode.PARTIAL),
+     (True, [], ExitCode.INTERRUPTED)],
+)  # fmt: skip
+def test_what_make_sweep_prints_at_the_end_and_its_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path, interrupted, failures, status
+) -> None:
+    """The sweep's page, its best trial and the final walk-forward's verdict and page; the walk-forward's partial
+    failure is the sweep's status 6, and an interrupted search prints its page only (no test ran these lines)."""
+    walk_forward = SimpleNamespace(
+        statistics=SimpleNamespace(verdict="no evidence"), report_path=tmp_path / "wf.html", failures=failures
+    )
+    best = SimpleNamespace(trial_number=3, objective=1.23456, params={"window": 5})
+    result = SimpleNamespace(
+        sweep_id="s1", report_path=tmp_path / "s1.html", interrupted=interrupted, best=best, walk_forward=walk_forward
+    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("training.sweep.run_sweep", lambda config, settings: result)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert sweep_main(["--sweep-id", "s1"]) == status
+    printed = capsys.readouterr().out.splitlines()
+    if interrupted:
+        assert printed == [f"sweep s1: report {tmp_path / 's1.html'}"]
+    else:
+        assert printed == [
+            f"sweep s1: report {tmp_path / 's1.html'}",
+            'best trial 3: objective 1.235 with {"window": 5}',
+            "no evidence",
+            f"walk-forward report: {tmp_path / 'wf.html'}",
+        ]
+
+
 @pytest.mark.parametrize("main, job", JOBS)
 def test_settings_past_the_memory_end_in_one_line_and_status_2(
     main, job: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
