@@ -135,10 +135,8 @@ class SimulatorStats:
     max_open_historical: int = 0
     requests_log: list[HistoricalRequestRecord] = field(default_factory=list)
     open_historical: int = 0
-    head_timestamp_requests: int = 0
     connections: int = 0
     dropped_connections: int = 0
-    bars_served: int = 0
 
 
 class GatewaySimulator:
@@ -439,7 +437,6 @@ class ClientSession:
 
     def _on_head_timestamp(self, fields: list[str]) -> None:
         req_id = int(fields[1])
-        self.sim.stats.head_timestamp_requests += 1
         req = ContractRequest.from_fields(fields, 2)
         if resolve_symbol(req, self.sim.unknown_symbols, self.sim.known_con_ids) is None:
             self.send_error(req_id, protocol.ERR_NO_SECURITY, protocol.TEXT_NO_SECURITY)
@@ -555,7 +552,6 @@ class ClientSession:
                 self.send_error(req_id, protocol.ERR_HMDS, protocol.text_no_data(q.symbol, q.exchange, q.what_to_show))
                 return
             self.send(*self._historical_fields(req_id, history, bars))
-            sim.stats.bars_served += len(bars)
             if not self.writer.is_closing():
                 await self.writer.drain()
         except ConnectionError:

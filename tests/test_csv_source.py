@@ -101,6 +101,12 @@ BAD_FILES = {
     "missing column": ("symbol,date,open,high,low,volume\nAAPL,2025-03-03,1,2,0.5,5\n", "missing column(s) close", 1),
     "empty file": ("", "empty", 1),
     "header only": (HEADER, "no bars", 2),
+    "price not a number": (HEADER + "AAPL,2025-03-03,one,2,0.5,1,5,,\n", "open 'one' is not a number", 2),
+    "empty volume": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,,,\n", "volume is empty", 2),
+    "unknown column": (HEADER.replace("wap", "vwap") + "AAPL,2025-03-03,1,2,0.5,1,5,,\n", "unknown column(s) vwap", 1),
+    "column twice": ("symbol,date,open,high,low,close,volume,close\n", "a column appears twice", 1),
+    # A quote inside an unquoted field: the csv module (strict) refuses the line rather than guess.
+    "malformed CSV": (HEADER + 'AAPL,2025-03-03,1,2,0.5,1,5,,\nAAPL,"2025-03-04"x,1,2,0.5,1,5,,\n', "malformed CSV", 3),
     "SQL in a symbol": (HEADER + "X'); drop table raw.ibkr_bars; --,2025-03-03,1,2,0.5,1,5,,\n", "invalid symbol", 2),
     "duplicate bar": (HEADER + "AAPL,2025-03-05,1,2,0.5,1,5,,\nAAPL,2025-03-05,1,2,0.5,1.5,5,,\n", "duplicate", 3),
     "too many fields": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,5,,,extra\n", "fields", 2),
@@ -180,6 +186,20 @@ def test_a_trade_count_beyond_2_to_the_31_lands_exactly(warehouse, tmp_path):
     with connect(warehouse) as conn:
         assert load_csv_files(conn, [path], new_load_id(), progress=False).rows == 1
         assert conn.execute("select bar_count from raw.ibkr_bars").fetchone() == (5_000_000_000,)
+
+
+def test_the_optional_exchange_and_currency_columns_land_and_an_empty_one_is_null(warehouse, tmp_path):
+    path = write(
+        tmp_path,
+        "symbol,date,open,high,low,close,volume,exchange,currency\n"
+        "AAPL,2025-03-03,1,2,0.5,1,5, NASDAQ ,USD\nAAPL,2025-03-04,1,2,0.5,1,5,,\n",
+    )
+    with connect(warehouse) as conn:
+        assert load_csv_files(conn, [path], new_load_id(), progress=False).rows == 2
+        assert conn.execute("select exchange, currency from raw.ibkr_bars order by bar_time").fetchall() == [
+            ("NASDAQ", "USD"),
+            (None, None),
+        ]
 
 
 def test_a_bar_of_a_session_still_trading_is_refused(warehouse, tmp_path):

@@ -15,7 +15,7 @@ from ingest.exit_codes import TABLE_HEADER, ExitCode, markdown_table
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
 from ingest.ibkr.options import InvalidLoadOptions, LoadOptions
 from ingest.raw_tables import BarSettings
-from ingest.watchlist import WatchlistEntry
+from ingest.watchlist import WatchlistEntry, select_entries
 from warehouse_db import connect
 
 AAPL = [WatchlistEntry("AAPL", "NASDAQ")]
@@ -70,6 +70,35 @@ def test_a_watchlist_that_is_a_directory_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["--watchlist", str(tmp_path)]) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path}: is a directory, not a watchlist file\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--watchlist", "{tmp}/missing.csv"], "{tmp}/missing.csv: watchlist file not found"),
+        # Any other reason the file cannot be opened (here a name longer than the file system allows).
+        (
+            ["--watchlist", "{tmp}/" + "w" * 300],
+            "{tmp}/" + "w" * 300 + ": cannot read the watchlist: File name too long",
+        ),
+        # Only separators: nothing to load, said before the warehouse or the gateway is contacted.
+        (["--symbols", ", ,"], "no symbols to load"),
+    ],
+)
+def test_a_watchlist_that_cannot_be_read_or_no_symbol_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
+    assert cli.main([arg.format(tmp=tmp_path) for arg in argv]) == ExitCode.USAGE
+    assert capsys.readouterr().err == f"error: {says.format(tmp=tmp_path)}\n"
+
+
+def test_symbols_given_by_name_do_not_need_the_watchlist(tmp_path):
+    """--symbols takes a listed symbol's exchange from the watchlist; without a readable one it goes on without it."""
+    watchlist = tmp_path / "watchlist.csv"
+    watchlist.write_text("symbol,primary_exchange\nAAPL,NASDAQ\n", encoding="utf-8")
+    assert select_entries(watchlist, ["aapl,,MSFT", "AAPL"]) == [
+        WatchlistEntry("AAPL", "NASDAQ"),
+        WatchlistEntry("MSFT", ""),
+    ]
+    assert select_entries(tmp_path / "missing.csv", ["AAPL"]) == [WatchlistEntry("AAPL", "")]
 
 
 def test_the_environment_is_checked_like_the_flags(monkeypatch, capsys):
@@ -170,6 +199,7 @@ def test_an_unreachable_warehouse_is_one_line_and_exit_4(tmp_path, monkeypatch, 
         (["--months", "abc"], "argument --months: invalid int value: 'abc'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--source", "csv"], "--source csv needs one or more CSV file paths"),
+        (["--source", "ibkr", "bars.csv"], "PATH arguments are only for --source csv"),
     ],
 )
 def test_a_usage_error_is_one_line_not_the_usage_block(capsys, argv, says):

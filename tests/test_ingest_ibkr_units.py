@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -11,7 +12,16 @@ import pytest
 from ingest.cli import bar_settings, build_parser
 from ingest.ibkr.bar_sizes import VALID_BAR_SIZES, BarSizeError, daily_duration, parse_bar_size
 from ingest.ibkr.config import IbkrConfigError, IbkrSettings
-from ingest.ibkr.loader import NotASession, SharedContract, days_without_a_session, redelivered_spans, to_raw_bars
+from ingest.ibkr.loader import (
+    LoadSummary,
+    NotASession,
+    SharedContract,
+    SymbolResult,
+    days_without_a_session,
+    redelivered_spans,
+    to_raw_bars,
+)
+from ingest.ibkr.options import LoadOptions
 from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, RequestKey, estimate_seconds
 from ingest.ibkr.planner import (
     DAILY_OVERLAP,
@@ -25,8 +35,9 @@ from ingest.ibkr.readjustment import detect_readjustment
 from ingest.ibkr.session_types import ContractRef, Outcome, SourceBar
 from ingest.raw_reads import Coverage, StoredBar
 from ingest.raw_tables import BarSettings, RawBar
+from ingest.report import describe_duration, format_summary
 from ingest.sessions import FinalBars, last_completed_close
-from ingest.watchlist import DEFAULT_WATCHLIST, select_entries
+from ingest.watchlist import DEFAULT_WATCHLIST, WatchlistEntry, select_entries
 from market_calendar import EXCHANGE_TZ as NY
 
 UTC = UTC
@@ -598,3 +609,24 @@ def test_docs_show_the_ticker_change_warning_as_the_loader_words_it():
 def test_two_symbols_of_one_run_under_one_contract_id_are_named_together():
     text = SharedContract(7, ("BRK B", "BRK.B"), ("BRK B", "BRK.B")).describe()
     assert text.startswith("BRK B, BRK.B: conId 7 is held by each of them (same bar settings)")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(42, "42 s"), (119.4, "119 s"), (210, "3.5 min"), (5400, "90.0 min"), (7560, "2.1 h"), (101 * 86400, "101 days")],
+)
+def test_a_plans_duration_is_said_in_the_unit_that_reads_best(seconds, shown):
+    assert describe_duration(seconds) == shown
+
+
+def test_the_summary_lists_the_first_25_problems_and_says_how_many_more_and_where_the_rest_are():
+    """A run over the whole watchlist that fails for most symbols: 25 table rows, then one line for the rest."""
+    failed = [SymbolResult(f"S{n:03d}", "failed", error_code=162, error_message="no permissions") for n in range(30)]
+    summary = LoadSummary(load_id=uuid.UUID(int=1), results=[*failed, SymbolResult("AAPL", "landed", rows=5)])
+    options = LoadOptions(entries=[WatchlistEntry("AAPL", "NASDAQ")], months=12)
+    lines = format_summary(summary, options).splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("S0")] == [f"S{n:03d}" for n in range(25)]
+    assert lines[-1] == "... and 5 more (--show-all lists them; raw.load_batches has every message)"
+    everything = format_summary(summary, options, show_all=True).splitlines()
+    assert len([line for line in everything if line.startswith(("S0", "AAPL "))]) == 31
+    assert not any(line.startswith("... and") for line in everything)

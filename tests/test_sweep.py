@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import urllib.parse
 from collections.abc import Iterator
@@ -333,6 +334,45 @@ def test_a_new_sweep_never_writes_into_another_runs_folder(sweep_warehouse, tmp_
     assert (taken / "report.html").read_text(encoding="utf-8") == "another run's report"
     with connect(settings) as conn:  # the sweep's tables may not exist yet when this test runs alone
         assert not sweep_store.sweep_tables_exist(conn) or sweep_store.load_sweep(conn, "taken") is None
+
+
+def test_resuming_a_sweep_the_warehouse_does_not_have_is_one_line_and_status_2(sweep_warehouse, tmp_path) -> None:
+    settings, _ = sweep_warehouse
+    with pytest.raises(SweepError) as error:
+        run_sweep(sweep_config(tmp_path, resume="never-started"), settings)
+    assert str(error.value) == "no sweep 'never-started' in ml.sweeps to resume"
+    assert user_error_status(error.value) == ExitCode.CONFIG
+
+
+def test_a_new_sweep_under_a_stored_sweeps_id_is_told_to_resume_it(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+) -> None:
+    settings, _ = sweep_warehouse
+    sweep_id = interrupted_then_resumed["first"].sweep_id
+    with pytest.raises(SweepError) as error:
+        run_sweep(sweep_config(tmp_path, sweep_id=sweep_id), settings)
+    assert str(error.value) == f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_resume_that_changes_what_a_trial_is_is_refused_naming_each_setting(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+) -> None:
+    """Trials scored with other settings would be compared with these: the refusal names each one, was and now."""
+    settings, _ = sweep_warehouse
+    sweep_id = interrupted_then_resumed["first"].sweep_id
+    with connect(settings) as conn:
+        stored = sweep_store.load_sweep(conn, sweep_id)
+    config = SweepConfig(**{**stored.base_config, "resume": sweep_id, "timesteps": 1024, "gamma": 0.9,
+                            "trials": TRIALS + 3, "runs_dir": tmp_path / "runs"})  # fmt: skip
+    with pytest.raises(SweepError) as error:
+        run_sweep(config, settings)
+    assert str(error.value) == (
+        f"sweep {sweep_id} keeps the settings it started with; these differ: gamma 0.9 (it started with 0.99), "
+        "timesteps 1024 (it started with 512); start a new sweep to search with other settings"
+    )
+    with connect(settings) as conn:
+        assert sweep_store.load_sweep(conn, sweep_id).trials_requested == TRIALS  # trials is changeable, yet unchanged
 
 
 def test_a_final_run_id_another_run_has_is_refused_before_the_search(

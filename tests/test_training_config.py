@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -30,7 +32,7 @@ from training.ppo import ModelFileError, build_model, hyperparameters
 from training.run_folder import RunFolderError, claim_run_folder, refuse_used_folder
 from training.sweep import main as sweep_main
 from training.sweep_space import SEARCHABLE
-from training.task_runners import InProcessRunner
+from training.task_runners import InProcessRunner, TaskFailure
 
 COMMANDS = [
     (SingleRunConfig, cli.main, cli.TRAIN_PROG),
@@ -214,6 +216,70 @@ def test_bad_configuration_is_refused(values: dict, message: str) -> None:
         load_config(None, values, cls=WalkForwardConfig)
 
 
+# Each range rule of the configuration, one bad value at a time: the refusal is that rule's sentence and nothing else
+# (a rule that stopped firing, or fired for a good value beside it, fails here).
+@pytest.mark.parametrize(
+    "cls, values, problem",
+    [
+        (WalkForwardConfig, {"window": 0}, "window must be >= 1"),
+        (WalkForwardConfig, {"n_epochs": 0}, "timesteps, n_envs, n_steps, n_epochs and batch_size must be >= 1"),
+        (WalkForwardConfig, {"learning_rate": 0.0}, "learning_rate, clip_range and max_grad_norm must be > 0"),
+        (WalkForwardConfig, {"max_grad_norm": -1.0}, "learning_rate, clip_range and max_grad_norm must be > 0"),
+        (WalkForwardConfig, {"gamma": 0.0}, "gamma and gae_lambda must be in (0, 1]"),
+        (WalkForwardConfig, {"gae_lambda": 1.5}, "gamma and gae_lambda must be in (0, 1]"),
+        (WalkForwardConfig, {"ent_coef": -0.01}, "ent_coef and vf_coef must be >= 0"),
+        (WalkForwardConfig, {"net_arch": [64, 0]}, "net_arch layer sizes must be >= 1"),
+        (
+            WalkForwardConfig,
+            {"commission_bps": -1.0},
+            "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)",
+        ),
+        (WalkForwardConfig, {"initial_cash": 0.0}, "initial_cash and observation_clip must be > 0"),
+        (WalkForwardConfig, {"observation_clip": -5.0}, "initial_cash and observation_clip must be > 0"),
+        (WalkForwardConfig, {"symbols_limit": 0}, "symbols_limit must be >= 1 (or None)"),
+        (WalkForwardConfig, {"embargo_sessions": -1}, "embargo_sessions must be >= 0 (or None)"),
+        (WalkForwardConfig, {"eval_freq": 0}, "torch_threads, min_episode_steps and eval_freq must be >= 1"),
+        (WalkForwardConfig, {"sma_fast": 0}, "sma_fast must be >= 1 and shorter than sma_slow"),
+        (
+            WalkForwardConfig,
+            {"random_draws": 0},
+            "random_draws and block_sessions must be >= 1, bootstrap_samples >= 100",
+        ),
+        (
+            WalkForwardConfig,
+            {"bootstrap_samples": 99},
+            "random_draws and block_sessions must be >= 1, bootstrap_samples >= 100",
+        ),
+        (WalkForwardConfig, {"confidence": 0.4}, "confidence must be in [0.5, 1)"),
+        (WalkForwardConfig, {"configurations_tried": 0}, "configurations_tried must be >= 1"),
+        (WalkForwardConfig, {"log_level": "loud"}, "log_level 'loud' is not a logging level"),
+        (WalkForwardConfig, {"task_retries": -1}, "task_retries must be >= 0 and ray_connect_timeout > 0 and <= 86400"),
+        (
+            WalkForwardConfig,
+            {"ray_connect_timeout": 0.0},
+            "task_retries must be >= 0 and ray_connect_timeout > 0 and <= 86400",
+        ),
+        (WalkForwardConfig, {"ray_cpus": 0}, "ray_cpus must be >= 1 (or None)"),
+        (SingleRunConfig, {"checkpoint_freq": -1}, "checkpoint_freq must be >= 0"),
+        (SingleRunConfig, {"fold": 0}, "fold must be >= 1 (or None: the latest fold)"),
+    ],
+)
+def test_each_range_rule_refuses_its_bad_value_alone(cls: type[TrainConfig], values: dict, problem: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        load_config(None, values, cls=cls)
+    assert str(refused.value) == f"invalid training configuration: {problem}"
+
+
+def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built_in_code() -> None:
+    """The YAML and the flags refuse it while reading; a configuration built in Python (a bench, a notebook) here."""
+    with pytest.raises(ValueError) as refused:
+        WalkForwardConfig(selection_metric="profit")
+    assert str(refused.value) == (
+        "invalid training configuration: selection_metric must be one of "
+        f"{typing.get_args(typing.get_type_hints(TrainConfig)['selection_metric'])}, not 'profit'"
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -372,6 +438,37 @@ def test_missing_mart_yaml_says_where_it_looked(tmp_path: Path) -> None:
         read_mart_schema(tmp_path / "nope.yml")
 
 
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        # --mart-yaml naming another file: each ended the run in a traceback (after its folder and ml tables).
+        ("- training_bars\n", "{path} has no model named 'training_bars'"),
+        ("models: [training_bars]\n", "{path} has no model named 'training_bars'"),
+        ("models: training_bars\n", "{path} has no model named 'training_bars'"),
+        ("models:\n  - name: symbol_coverage\n", "{path} has no model named 'training_bars'"),
+        ("", "{path} has no model named 'training_bars'"),
+        (
+            "models: [\n",
+            "{path} is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
+        ),
+        (b"models: []\n# caf\xe9\n", "{path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"),
+        (None, "{path}: cannot read it (Is a directory)"),
+    ],
+)
+def test_a_mart_yaml_that_is_not_a_dbt_yaml_is_one_line_and_status_2(tmp_path: Path, content, says: str) -> None:
+    path = tmp_path / "marts.yml"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(MartSchemaError) as refused:
+        read_mart_schema(path)
+    assert str(refused.value) == says.format(path=path)
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+
+
 def test_the_real_mart_yaml_matches_the_synthetic_stand_in() -> None:
     """The dbt YAML the job reads by default lists the features the synthetic test mart is built with."""
     schema = read_mart_schema()
@@ -406,6 +503,56 @@ def test_ctrl_c_ends_in_one_line_and_status_130(
     status, errors = _errors_when_the_job_raises(main, job, KeyboardInterrupt(), monkeypatch, caplog)
     assert status == ExitCode.INTERRUPTED == 130
     assert errors == ["interrupted: no row of this run was written (a run lands in one transaction, at the end)"]
+
+
+def test_a_walk_forward_whose_tasks_partly_failed_prints_its_verdict_and_names_them_with_status_6(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """The others landed: the verdict and the report are printed as for a whole run, the failed tasks are named on
+    one line, and the status is PARTIAL (a script must not take the run for a whole one)."""
+    report = tmp_path / "report.html"
+    failures = [TaskFailure(2, 42, 2, "RuntimeError: boom"), TaskFailure(3, 43, 2, "RuntimeError: boom")]
+    result = SimpleNamespace(statistics=SimpleNamespace(verdict="no evidence"), report_path=report, failures=failures)
+    monkeypatch.setattr("training.walk_forward.run_walk_forward", lambda config, settings: result)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert cli.walk_forward_main([]) == ExitCode.PARTIAL == 6
+    assert capsys.readouterr().out == f"no evidence\nreport: {report.resolve()}\n"
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == [
+        "2 task(s) failed after their retries: fold 2 seed 42, fold 3 seed 43 (the report lists why)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "interrupted, failures, status",
+    [(False, [], ExitCode.OK), (False, [TaskFailure(2, 42, 2, "RuntimeError: boom")], ExitCode.PARTIAL),
+     (True, [], ExitCode.INTERRUPTED)],
+)  # fmt: skip
+def test_what_make_sweep_prints_at_the_end_and_its_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path, interrupted, failures, status
+) -> None:
+    """The sweep's page, its best trial and the final walk-forward's verdict and page; the walk-forward's partial
+    failure is the sweep's status 6, and an interrupted search prints its page only (no test ran these lines)."""
+    walk_forward = SimpleNamespace(
+        statistics=SimpleNamespace(verdict="no evidence"), report_path=tmp_path / "wf.html", failures=failures
+    )
+    best = SimpleNamespace(trial_number=3, objective=1.23456, params={"window": 5})
+    result = SimpleNamespace(
+        sweep_id="s1", report_path=tmp_path / "s1.html", interrupted=interrupted, best=best, walk_forward=walk_forward
+    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("training.sweep.run_sweep", lambda config, settings: result)
+    monkeypatch.setattr("warehouse_db.resolve_settings", lambda: None)  # the job never gets to connect
+    assert sweep_main(["--sweep-id", "s1"]) == status
+    printed = capsys.readouterr().out.splitlines()
+    if interrupted:
+        assert printed == [f"sweep s1: report {tmp_path / 's1.html'}"]
+    else:
+        assert printed == [
+            f"sweep s1: report {tmp_path / 's1.html'}",
+            'best trial 3: objective 1.235 with {"window": 5}',
+            "no evidence",
+            f"walk-forward report: {tmp_path / 'wf.html'}",
+        ]
 
 
 @pytest.mark.parametrize("main, job", JOBS)

@@ -21,6 +21,7 @@ import psutil
 import psycopg
 import pytest
 
+from command_line import EXIT_USAGE
 from devtools.leaks import leaked_fragments
 from devtools.scratch_database import create_database, drop_database
 from warehouse_db import __main__ as warehouse_main
@@ -365,6 +366,15 @@ def test_env_works_without_a_home_directory(tmp_path, monkeypatch, capsys):
     assert warehouse_db_main(["env"]) == 0
     printed = capsys.readouterr()
     assert f"export PGPASSFILE={tmp_path / 'pgpass'}" in printed.out, printed.err
+
+
+@pytest.mark.parametrize("args", [["--as"], ["--as", "admin", "-c", "select 1"], ["--as", "Analyst"]])
+def test_psql_as_anything_but_a_component_role_is_one_line_and_status_2(capsys, args: list[str]) -> None:
+    """make psql ROLE=... with no role or another name: refused before a setting is read or psql is started."""
+    assert warehouse_db_main(["psql", *args]) == EXIT_USAGE == 2
+    printed = capsys.readouterr()
+    assert printed.err == "error: psql --as needs one of loader, transformer, trainer, analyst\n"
+    assert printed.out == ""
 
 
 def libpq_passfile_password(passfile: Path, user: str, raw: bool = False) -> str | bytes | None:

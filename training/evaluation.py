@@ -23,7 +23,7 @@ import pandas as pd
 from training.envs.batched_env import BatchedTrading, MarketArrays
 from training.envs.spaces import EnvSettings
 from training.market_data import SymbolSeries
-from training.metrics import METRICS, RETURN_METRICS, daily_returns, drawdown, equity_metrics
+from training.metrics import METRICS, RETURN_METRICS, daily_returns, equity_metrics
 
 AGENT = "agent"
 
@@ -92,10 +92,6 @@ class PolicyReplay:
         values["hit_rate"] = self.hit_rate
         values["trades"] = self.trades
         return {name: values[name] for name in METRICS}
-
-    @property
-    def drawdown(self) -> np.ndarray:
-        return drawdown(self.net_worth)
 
 
 def replay(

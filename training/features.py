@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from command_line import path_exists, read_user_file
+from command_line import path_exists
+from training.config_values import load_yaml, read_text
 from training.market_data import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 from warehouse_db.settings import REPO_ROOT
 
@@ -79,23 +78,12 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
             f"{path} does not exist: the feature list of marts.{model} is read from its dbt YAML "
             "(build the warehouse project first, or pass --mart-yaml)"
         )
-    try:
-        # A folder, a device such as /dev/zero (which never ends) or a file that is not YAML was a traceback.
-        document = yaml.safe_load(read_user_file(path).decode("utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = (
-            error.strerror
-            if isinstance(error, OSError)
-            else "not UTF-8"
-            if isinstance(error, UnicodeError)
-            else "not YAML"
-        )
-        raise MartSchemaError(
-            f"{path}: cannot read the dbt YAML of marts.{model} ({reason}): check --mart-yaml"
-        ) from None
-    if not isinstance(document, dict):
-        raise MartSchemaError(f"{path} is not a dbt schema YAML (no 'models:' mapping): check --mart-yaml")
-    models = [entry for entry in document.get("models") or [] if entry.get("name") == model]
+    try:  # a file that cannot be read, is not UTF-8 or not YAML: one line naming it, not a traceback mid-run
+        document = load_yaml(read_text(path), str(path)) or {}
+    except ValueError as error:
+        raise MartSchemaError(str(error)) from None
+    entries = document.get("models") if isinstance(document, dict) else None
+    models = [e for e in entries if isinstance(e, dict) and e.get("name") == model] if isinstance(entries, list) else []
     if not models:
         raise MartSchemaError(f"{path} has no model named {model!r}")
 

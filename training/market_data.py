@@ -8,11 +8,9 @@ enters a series: only the feature columns named by the mart YAML do.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -96,17 +94,6 @@ class FeatureScaler:
             "std": self.std.tolist(),
             "clip": self.clip,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureScaler:
-        return cls(tuple(data["feature_names"]), np.array(data["mean"]), np.array(data["std"]), float(data["clip"]))
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> FeatureScaler:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def build_series(rows: pd.DataFrame, split: str, scaler: FeatureScaler) -> list[SymbolSeries]:

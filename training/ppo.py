@@ -239,8 +239,6 @@ def hyperparameters(config: TrainConfig) -> dict[str, float | int]:
 class TrainingStats:
     steps: int
     """Environment steps taken by this learn() call."""
-    total_steps: int
-    """The model's step count (includes a resumed checkpoint's)."""
     wall_seconds: float
     steps_per_second: float
 
@@ -260,7 +258,6 @@ def learn(
     model.learn(total_timesteps=timesteps, callback=everything, reset_num_timesteps=not resumed, tb_log_name="ppo")
     return TrainingStats(
         steps=speed.steps,
-        total_steps=int(model.num_timesteps),
         wall_seconds=speed.wall_seconds,
         steps_per_second=speed.steps_per_second,
     )

@@ -43,7 +43,7 @@ from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.gateway_errors import ERR_NO_SECURITY, MarketDataRefusal, market_data_refusal
 from ingest.ibkr.options import LARGE_PLAN_REQUESTS, LARGE_PLAN_SECONDS, LoadOptions
-from ingest.ibkr.pacing import LimiterStats, PacingLimiter, PacingPolicy, estimate_seconds
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy, estimate_seconds
 from ingest.ibkr.planner import PlanContext, SymbolPlan, plan_symbol, plan_whole_window
 from ingest.ibkr.readjustment import Readjustment, detect_readjustment
 from ingest.ibkr.session_types import (
@@ -181,7 +181,6 @@ class LoadSummary:
     """Set when IBKR refused this login market data altogether (a competing live session, another IP address): the run
     stopped, since every later request would have been refused alike."""
     gateway_stats: SessionStats | None = None
-    limiter_stats: LimiterStats | None = None
     pacing: PacingPolicy | None = None
     estimate: PlanEstimate | None = None
     shared_contracts: list[SharedContract] = field(default_factory=list)
@@ -316,7 +315,7 @@ async def run_load(
 
         limiter = PacingLimiter(policy)
         session = IbkrSession(ibkr_settings, limiter, options.retry)
-        summary.gateway_stats, summary.limiter_stats = session.stats, limiter.stats
+        summary.gateway_stats = session.stats
         run = _Run(
             session=session,
             lander=_Lander(conn, summary.load_id, landing),

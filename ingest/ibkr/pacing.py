@@ -115,16 +115,6 @@ class RequestKey:
         return 2 if self.what_to_show.upper() == "BID_ASK" else 1
 
 
-@dataclass
-class LimiterStats:
-    historical_sent: int = 0
-    messages_sent: int = 0
-    max_open_seen: int = 0
-    waits: int = 0
-    waited_s: float = 0.0
-    cooldowns: int = 0
-
-
 class PacingLimiter:
     """Hands out permission to send, one request at a time, never breaking the policy.
 
@@ -150,7 +140,6 @@ class PacingLimiter:
         self._bursts: defaultdict[tuple[str, str, str], deque[float]] = defaultdict(deque)
         self._rolling: deque[float] = deque()
         self._paused_until = float("-inf")
-        self.stats = LimiterStats()
 
     # --- pure part: when may this go? ------------------------------------------------------------
 
@@ -179,10 +168,8 @@ class PacingLimiter:
         """Remember that a request went out at ``now``."""
         now = self._clock() if now is None else now
         self._messages.append(now)
-        self.stats.messages_sent += 1
         if key is None:
             return
-        self.stats.historical_sent += 1
         self._identical[key.identical] = now
         self._bursts[key.burst].append(now)
         for _ in range(key.weight):
@@ -202,7 +189,6 @@ class PacingLimiter:
     def cooldown(self, seconds: float) -> None:
         """After a pacing violation: no new historical request for ``seconds`` (our model was too loose)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-        self.stats.cooldowns += 1
 
     # --- async part -------------------------------------------------------------------------------
 
@@ -212,8 +198,6 @@ class PacingLimiter:
             if wait <= 0:
                 self.record(key)
                 return
-            self.stats.waits += 1
-            self.stats.waited_s += wait
             await self._sleep(wait)
 
     async def message(self) -> None:
@@ -226,7 +210,6 @@ class PacingLimiter:
         async with self._slots:
             await self._wait_turn(key)
             self._open += 1
-            self.stats.max_open_seen = max(self.stats.max_open_seen, self._open)
             try:
                 yield
             finally:

@@ -47,10 +47,6 @@ class NativeTradingEnv(gymnasium.Env[np.ndarray, int]):
         self._position = _FLAT
         self._net_worth = settings.initial_cash
 
-    @property
-    def current_series(self) -> SymbolSeries:
-        return self.series[self._series_index]
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         self._series_index = choose_series(self.np_random, self.series, options)
