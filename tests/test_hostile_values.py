@@ -256,7 +256,12 @@ def test_a_url_in_PGHOST_is_refused_without_its_password(host: str) -> None:
     assert "secret" not in str(refused.value)
 
 
-@pytest.mark.parametrize("host", ["db.example.com", "/run/postgresql", "@abstract", "10.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    # A socket directory under a home named user@domain (SSSD and AD logins): `eval "$(python -m warehouse_db env)"`
+    # exports such a PGHOST for the embedded warehouse of a clone there, and every command then took it for a URL.
+    ["db.example.com", "/run/postgresql", "@abstract", "10.0.0.1", "/home/john@corp.example/tensor/.warehouse/pgdata"],
+)
 def test_PGHOST_still_takes_hosts_and_socket_directories(host: str) -> None:
     from warehouse_db.settings import external_settings
 
