@@ -1152,3 +1152,21 @@ def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
     shell = f'eval "$({shlex.quote(sys.executable)} -m warehouse_db env)" && printf %s "$PGDATABASE"'
     result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, "café−×".encode(), b"")
+
+
+def test_env_outlives_the_reader_of_its_output():
+    """`python -m warehouse_db env | head -0`, or a reader that is gone before the lines come: `env` writes its lines'
+    own bytes, past the output's encoding, and that write ended in a BrokenPipeError traceback with status 1, where
+    every other command goes on quietly (docs/operations.md: never a BrokenPipeError)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["DATABASE_URL"] = "postgresql://quant@10.0.0.1/warehouse"  # nothing is connected to
+    for unbuffered in ("", "1"):  # make exports PYTHONUNBUFFERED=1
+        env["PYTHONUNBUFFERED"] = unbuffered
+        gone, stdout = os.pipe()
+        os.close(gone)  # the reader has gone away
+        try:
+            result = subprocess.run([sys.executable, "-m", "warehouse_db", "env"], cwd=REPO_ROOT, env=env,
+                                    stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+        finally:
+            os.close(stdout)
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
