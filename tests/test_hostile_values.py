@@ -9,6 +9,7 @@ one run under a memory limit of their own, so that old code fails them instead o
 from __future__ import annotations
 
 import math
+import os
 import resource
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +127,14 @@ def test_files_and_pipes_are_still_read(tmp_path: Path) -> None:
     assert read_user_file(file) == b"abc"
     with open_user_file(file) as opened:
         assert opened.read() == b"abc"
+    # A pipe, as `--watchlist <(grep ...)` gives one (/dev/fd/N): read to its end, not refused as a device.
+    reads, writes = os.pipe()
+    try:
+        os.write(writes, b"symbol,primary_exchange\n")
+        os.close(writes)
+        assert read_user_file(f"/dev/fd/{reads}") == b"symbol,primary_exchange\n"
+    finally:
+        os.close(reads)
 
 
 @pytest.mark.parametrize("path", ["folder", "not-yaml", "a-list"])
