@@ -126,6 +126,18 @@ class _OutputWithoutReader:
                 raise
             self._discard_from_now_on()
 
+    def write_bytes(self, data: bytes) -> None:
+        """``data`` as they are, past the stream's encoding (a path's own bytes, for a shell to eval), after what was
+        printed before; a reader that has gone away is handled as for text."""
+        try:
+            self._stream.flush()
+            self._stream.buffer.write(data)
+            self._stream.buffer.flush()
+        except OSError as error:
+            if not _reader_gone(error):
+                raise
+            self._discard_from_now_on()
+
     def _discard_from_now_on(self) -> None:
         # Point the file descriptor itself at /dev/null (Python's docs, "Note on SIGPIPE"): what is still buffered,
         # and Python's own flush at exit, then go nowhere instead of raising again.
@@ -166,6 +178,18 @@ def outlives_its_reader(command: CommandT) -> CommandT:
                 sys.stdout, sys.stderr = streams
 
     return run  # type: ignore[return-value]
+
+
+def print_bytes(data: bytes) -> None:
+    """Write ``data`` to standard output as they are, whatever its encoding (``PYTHONIOENCODING=ascii`` would escape a
+    path's letters), after what was printed before; under :func:`outlives_its_reader` a reader that has gone away
+    ends nothing."""
+    if isinstance(sys.stdout, _OutputWithoutReader):
+        sys.stdout.write_bytes(data)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
 
 
 def user_path(value: str | os.PathLike[str]) -> Path:

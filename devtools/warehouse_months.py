@@ -74,6 +74,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import pandas as pd
 
+from command_line import positive_int  # 0 or -1 sequences ran nothing and said "0 of 0 failed"
 from devtools import dbt_harness, scratch_database, synthetic_bars
 from devtools.external_server import external_server
 from devtools.reference_features import reference_features
@@ -904,17 +905,6 @@ def shrink(events: list[Event], fails, budget_seconds: float) -> list[Event]:
     return events
 
 
-def _positive(text: str) -> int:
-    """An argument that counts something: 1 or more (0 or -1 sequences ran nothing and said '0 of 0 failed')."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return value
-
-
 def _event_list(text: str) -> list[Event]:
     """``--replay``'s event list, a Python literal such as ``"[('advance', 5), ('build',)]"``, checked before anything
     starts: a string that is no literal, or an unknown event, ended a replay in a traceback (the latter mid-sequence)."""
@@ -936,8 +926,8 @@ def _event_list(text: str) -> list[Event]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=_positive, default=10, help="random sequences to run (default 10)")
-    parser.add_argument("--events", type=_positive, default=40, help="events per sequence (default 40)")
+    parser.add_argument("--sequences", type=positive_int, default=10, help="random sequences to run (default 10)")
+    parser.add_argument("--events", type=positive_int, default=40, help="events per sequence (default 40)")
     parser.add_argument("--seed", type=int, default=1, help="first seed; sequence k uses seed + k")
     parser.add_argument(
         "--replay", type=_event_list, help="run this event list (a Python literal) with --seed instead of random ones"

@@ -29,10 +29,13 @@ DATABASE_FIXTURES = {"embedded_cluster", "fresh_warehouse_dir"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # `make test &` or nohup starts the tests with SIGINT ignored, and every command a test starts would inherit that:
-    # a test that presses Ctrl+C on one would find it ignored. Tests press it as a user at a terminal does.
+    # `make test &` starts the tests with SIGINT ignored, and `nohup make test` with SIGHUP ignored, and every command a
+    # test starts would inherit that: a test that presses Ctrl+C on one, or hangs up its terminal, would find it
+    # ignored. Tests press it, and hang up, as a user at a terminal does.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the xdist_group marks this adds

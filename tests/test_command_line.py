@@ -161,17 +161,21 @@ def test_ctrl_c_while_a_training_command_still_imports_is_one_line(module: str, 
 
 
 # A command as the project's are built: its output outlives its reader, SIGTERM and SIGHUP interrupt it as Ctrl+C
-# does, and it reports the interruption in one line with status 130.
+# does, and it reports the interruption in one line with status 130. While it works it answers each line asked on the
+# pipe named by its first argument with a line on the pipe named by its second: a test learns whether it still works
+# without waiting for a time to pass.
 LONG_COMMAND = """
-import sys, time
+import os, sys
 from command_line import outlives_its_reader, sigterm_interrupts
 
 @outlives_its_reader
 def main():
+    asked, answers = open(int(sys.argv[1])), open(int(sys.argv[2]), "w")
     try:
         with sigterm_interrupts():
             print("working", flush=True)
-            time.sleep(60)
+            for _ in asked:
+                print("still working", file=answers, flush=True)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was half-written", file=sys.stderr)
         return 130
@@ -183,26 +187,39 @@ sys.exit(main())
 
 def _on_its_terminal(ignore_sighup: bool) -> subprocess.Popen:
     """LONG_COMMAND in a session of its own whose controlling terminal is a pty (as a shell over ssh starts it);
-    ``ignore_sighup``: started as ``nohup`` starts it. Returns once it works; its ``terminal`` is the pty's other end."""
+    ``ignore_sighup``: started as ``nohup`` starts it. Returns once it works; its ``terminal`` is the pty's other end,
+    and ``ask`` says whether it still works."""
     import fcntl
     import pty
     import termios
 
     terminal, its_end = pty.openpty()
+    (asked, ask), (answer, answers) = os.pipe(), os.pipe()
 
     def on_a_terminal_of_its_own() -> None:
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if ignore_sighup:
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # As nohup starts it, or as a login shell does (whatever the tests were started with: `nohup make test`).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_sighup else signal.SIG_DFL)
 
-    process = subprocess.Popen([sys.executable, "-c", LONG_COMMAND], stdin=its_end, stdout=its_end, stderr=its_end,
+    process = subprocess.Popen([sys.executable, "-c", LONG_COMMAND, str(asked), str(answers)], stdin=its_end,
+                               stdout=its_end, stderr=its_end, pass_fds=(asked, answers),
                                preexec_fn=on_a_terminal_of_its_own)  # fmt: skip
-    os.close(its_end)
+    for fd in (its_end, asked, answers):
+        os.close(fd)
     said = b""
     while b"working" not in said:
         said += os.read(terminal, 1024)
+
+    def still_working() -> bool:
+        try:
+            os.write(ask, b"?\n")
+        except BrokenPipeError:  # it has ended
+            return False
+        return os.read(answer, 1024) == b"still working\n"  # b"": it ended without answering
+
     process.terminal = terminal  # type: ignore[attr-defined]
+    process.still_working = still_working  # type: ignore[attr-defined]
     return process
 
 
@@ -216,10 +233,11 @@ def test_a_terminal_that_hangs_up_interrupts_a_command_as_ctrl_c_does() -> None:
 
 
 def test_nohup_keeps_a_command_running_when_its_terminal_hangs_up() -> None:
-    """``nohup`` starts a command with SIGHUP ignored so that it outlives its terminal: it must stay ignored."""
+    """``nohup`` starts a command with SIGHUP ignored so that it outlives its terminal: it must stay ignored. The
+    hang-up's SIGHUP is sent before closing the terminal returns; a command it interrupted answers nothing after."""
     process = _on_its_terminal(ignore_sighup=True)
+    assert process.still_working()  # type: ignore[attr-defined]
     os.close(process.terminal)  # type: ignore[attr-defined]
-    time.sleep(1)
-    assert process.poll() is None, "the command stopped on SIGHUP under nohup"
+    assert process.still_working(), "the command stopped on SIGHUP under nohup"  # type: ignore[attr-defined]
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 130

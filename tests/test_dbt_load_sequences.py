@@ -128,8 +128,8 @@ def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
         (["--replay", "[('bogus',)]"], "argument --replay: unknown event ('bogus',): an event is a tuple (kind,"),
         (["--replay", "[('advance', 5)"], "argument --replay: expected a Python list of events"),
         (["--replay", "[]"], "argument --replay: expected a non-empty list of events"),
-        (["--sequences", "0"], "argument --sequences: expected a whole number of 1 or more, got '0'"),
-        (["--events", "-1"], "argument --events: expected a whole number of 1 or more, got '-1'"),
+        (["--sequences", "0"], "argument --sequences: expected a whole number >= 1, got '0'"),
+        (["--events", "-1"], "argument --events: expected a whole number >= 1, got '-1'"),
     ],
 )
 def test_warehouse_months_refuses_a_bad_argument_in_one_line_before_anything_starts(argv, said, capsys) -> None:

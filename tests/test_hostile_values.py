@@ -9,6 +9,7 @@ one run under a memory limit of their own, so that old code fails them instead o
 from __future__ import annotations
 
 import math
+import os
 import resource
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +127,14 @@ def test_files_and_pipes_are_still_read(tmp_path: Path) -> None:
     assert read_user_file(file) == b"abc"
     with open_user_file(file) as opened:
         assert opened.read() == b"abc"
+    # A pipe, as `--watchlist <(grep ...)` gives one (/dev/fd/N): read to its end, not refused as a device.
+    reads, writes = os.pipe()
+    try:
+        os.write(writes, b"symbol,primary_exchange\n")
+        os.close(writes)
+        assert read_user_file(f"/dev/fd/{reads}") == b"symbol,primary_exchange\n"
+    finally:
+        os.close(reads)
 
 
 @pytest.mark.parametrize("path", ["folder", "not-yaml", "a-list"])
@@ -257,7 +266,12 @@ def test_a_url_in_PGHOST_is_refused_without_its_password(host: str) -> None:
     assert "secret" not in str(refused.value)
 
 
-@pytest.mark.parametrize("host", ["db.example.com", "/run/postgresql", "@abstract", "10.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    # A socket directory under a home named user@domain (SSSD and AD logins): `eval "$(python -m warehouse_db env)"`
+    # exports such a PGHOST for the embedded warehouse of a clone there, and every command then took it for a URL.
+    ["db.example.com", "/run/postgresql", "@abstract", "10.0.0.1", "/home/john@corp.example/tensor/.warehouse/pgdata"],
+)
 def test_PGHOST_still_takes_hosts_and_socket_directories(host: str) -> None:
     from warehouse_db.settings import external_settings
 

@@ -31,6 +31,7 @@ from warehouse_db.errors import (
     ConfigFileError,
     ProvisioningError,
     WarehouseConfigError,
+    WarehouseError,
     WarehouseNotProvisioned,
     WarehouseUnreachable,
 )
@@ -1119,6 +1120,32 @@ def test_a_warehouse_moved_while_its_server_runs_is_restarted_where_it_now_is(fr
         embedded.stop(after / embedded.PGDATA_NAME)
 
 
+def test_a_copy_of_a_running_warehouse_starts_its_own_server_and_leaves_the_original_running(fresh_warehouse_dir):
+    """`cp -r project project-copy` while the warehouse runs: the copy's postmaster.pid names the original's server.
+    The restart of a moved warehouse took the copy for the original moved, stopped the original's server (ending its
+    sessions) and then failed; before that, the copy's commands used the original's server and data. A server is the
+    copy's only if it works in the copy's data directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    original, copy = fresh_warehouse_dir / "original", fresh_warehouse_dir / "copy"
+    embedded.start(original / embedded.PGDATA_NAME)
+    try:
+        subprocess.run(["cp", "-a", str(original), str(copy)], check=True)  # as its owner copies it (-a: also as root)
+        env["WAREHOUSE_DIR"] = str(copy)
+        command = [sys.executable, "-m", "warehouse_db"]
+        down = subprocess.run([*command, "down"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert (down.returncode, down.stdout) == (0, "embedded warehouse was not running\n"), down.stderr
+        up = subprocess.run([*command, "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0 and "restarting" not in up.stderr, up.stderr
+        assert embedded.is_running(original / embedded.PGDATA_NAME), "the original's server was stopped"
+        assert embedded.is_running(copy / embedded.PGDATA_NAME)
+        pids = [(path / embedded.PGDATA_NAME / "postmaster.pid").read_text().split()[0] for path in (original, copy)]
+        assert pids[0] != pids[1]
+    finally:
+        for path in (copy, original):
+            with contextlib.suppress(WarehouseError):  # the copy's postmaster.pid may name the original's server
+                embedded.stop(path / embedded.PGDATA_NAME)
+
+
 def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
     """PYTHONIOENCODING=ascii (or a latin-1 terminal) and a clone under ~/café/: `make db-status` ended in a
     UnicodeEncodeError traceback (status 1) instead of its line; the verdict's −, … and × did the same to `make train`
@@ -1135,3 +1162,21 @@ def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
     shell = f'eval "$({shlex.quote(sys.executable)} -m warehouse_db env)" && printf %s "$PGDATABASE"'
     result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, "café−×".encode(), b"")
+
+
+def test_env_outlives_the_reader_of_its_output():
+    """`python -m warehouse_db env | head -0`, or a reader that is gone before the lines come: `env` writes its lines'
+    own bytes, past the output's encoding, and that write ended in a BrokenPipeError traceback with status 1, where
+    every other command goes on quietly (docs/operations.md: never a BrokenPipeError)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env["DATABASE_URL"] = "postgresql://quant@10.0.0.1/warehouse"  # nothing is connected to
+    for unbuffered in ("", "1"):  # make exports PYTHONUNBUFFERED=1
+        env["PYTHONUNBUFFERED"] = unbuffered
+        gone, stdout = os.pipe()
+        os.close(gone)  # the reader has gone away
+        try:
+            result = subprocess.run([sys.executable, "-m", "warehouse_db", "env"], cwd=REPO_ROOT, env=env,
+                                    stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+        finally:
+            os.close(stdout)
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader, sigterm_interrupts
+from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader, print_bytes, sigterm_interrupts
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
@@ -180,9 +180,7 @@ def _run(command: str) -> int:
         ]
         # As bytes, as the shell and libpq take them: in the encoding of paths, whatever PYTHONIOENCODING says (an
         # ascii one spelt a socket directory under ~/café/ as caf\xe9, and eval set a PGHOST that does not exist).
-        sys.stdout.flush()
-        sys.stdout.buffer.write(os.fsencode("".join(f"{line}\n" for line in lines)))
-        sys.stdout.flush()
+        print_bytes(os.fsencode("".join(f"{line}\n" for line in lines)))
         return EXIT_OK
     # A machine that runs one component (say dbt) may hold only that component's login, not the admin login
     # (PGUSER or DATABASE_URL's user): `up` and `status` then check as that login, as the component itself does.

