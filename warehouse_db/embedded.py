@@ -30,6 +30,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -60,7 +61,8 @@ CLIENT_CONNECTION_CHECK_INTERVAL = "2s"
 database's default for every session). Without it a client stopped mid-statement (``dbt run`` killed by SIGTERM or
 SIGKILL, whose own cancel its role may not send; any command that died) left its statement running to the end, holding
 its locks: the same command run again then waited behind it, for as long as the model took or the lock it waited for
-stayed held."""
+stayed held. PostgreSQL offers the check on Linux only (it needs POLLRDHUP) and refuses any other value than 0
+elsewhere (macOS), so it is set on Linux only."""
 
 
 def embedded_logins() -> dict[str, Login]:
@@ -351,11 +353,12 @@ def _ensure_database(settings: ConnectionSettings) -> None:
         if not exists:
             logger.info("creating database %s in the embedded warehouse", settings.dbname)
             conn.execute(sql.SQL("create database {} encoding 'UTF8'").format(sql.Identifier(settings.dbname)))
-        conn.execute(
-            sql.SQL("alter database {} set client_connection_check_interval = {}").format(
-                sql.Identifier(settings.dbname), sql.Literal(CLIENT_CONNECTION_CHECK_INTERVAL)
+        if sys.platform.startswith("linux"):
+            conn.execute(
+                sql.SQL("alter database {} set client_connection_check_interval = {}").format(
+                    sql.Identifier(settings.dbname), sql.Literal(CLIENT_CONNECTION_CHECK_INTERVAL)
+                )
             )
-        )
 
 
 def _provision(settings: ConnectionSettings) -> None:
