@@ -452,6 +452,27 @@ def test_missing_mart_yaml_says_where_it_looked(tmp_path: Path) -> None:
             "{path} is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
         ),
         (b"models: []\n# caf\xe9\n", "{path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"),
+        # columns not in dbt's shape: each was a traceback (AttributeError, KeyError, ValueError)
+        (
+            "models:\n  - name: training_bars\n    columns: close\n",
+            "{path}: the columns of training_bars are not a list",
+        ),
+        *(
+            (
+                f"models:\n  - name: training_bars\n    columns:\n      - {column}\n",
+                "{path}: column 1 of training_bars is not a mapping with a name and a meta mapping",
+            )
+            for column in (
+                "close",
+                "{description: no name}",
+                "{name: close, meta: [role]}",
+                "{name: close, config: [x]}",
+            )
+        ),  # fmt: skip
+        (
+            "models:\n  - name: training_bars\n    columns:\n      - {name: ret, meta: {role: feature, lookback_sessions: a}}\n",
+            "{path}: the feature ret has meta.lookback_sessions 'a'; it needs a whole number >= 0",
+        ),
         (None, "{path}: cannot read it (Is a directory)"),
     ],
 )

@@ -64,10 +64,23 @@ class MartSchemaError(ValueError):
     """The mart YAML is missing or does not describe features and a target the way the contract needs."""
 
 
-def _column_meta(column: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(column.get("meta") or {})
-    meta.update((column.get("config") or {}).get("meta") or {})
-    return meta
+def _columns(model: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Each column's name and meta (``meta:`` and ``config: meta:`` merged), or a one-line :class:`MartSchemaError`
+    naming the column whose shape is not dbt's (a list where a mapping belongs ended the run in a traceback)."""
+    columns = model.get("columns") or []
+    if not isinstance(columns, list):
+        raise MartSchemaError(f"{path}: the columns of {model['name']} are not a list")
+    described = []
+    for number, column in enumerate(columns, start=1):
+        name = column.get("name") if isinstance(column, dict) else None
+        config = column.get("config") or {} if isinstance(column, dict) else None
+        metas = [column.get("meta") or {}, config.get("meta") or {}] if isinstance(config, dict) else [None]
+        if not isinstance(name, str) or not all(isinstance(meta, dict) for meta in metas):
+            raise MartSchemaError(
+                f"{path}: column {number} of {model['name']} is not a mapping with a name and a meta mapping"
+            )
+        described.append((name, {**metas[0], **metas[1]}))
+    return described
 
 
 def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) -> MartSchema:
@@ -91,20 +104,21 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
     targets: list[tuple[str, Any]] = []
     prices: list[str] = []
     keys: list[str] = []
-    for column in models[0].get("columns") or []:
-        meta = _column_meta(column)
+    for name, meta in _columns(models[0], path):
         role = meta.get("role")
         if role == PRICE_ROLE:
-            prices.append(column["name"])
+            prices.append(name)
         elif role == KEY_ROLE:
-            keys.append(column["name"])
+            keys.append(name)
         elif role == FEATURE_ROLE:
             lookback = meta.get("lookback_sessions")
-            features.append(
-                FeatureSpec(name=column["name"], lookback_sessions=int(lookback) if lookback is not None else None)
-            )
+            if lookback is not None and (not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 0):
+                raise MartSchemaError(
+                    f"{path}: the feature {name} has meta.lookback_sessions {lookback!r}; it needs a whole number >= 0"
+                )
+            features.append(FeatureSpec(name=name, lookback_sessions=lookback))
         elif role == TARGET_ROLE:
-            targets.append((column["name"], meta.get("horizon_sessions")))
+            targets.append((name, meta.get("horizon_sessions")))
 
     if not features:
         raise MartSchemaError(f"{path}: no column of {model} has meta.role = {FEATURE_ROLE!r}")
