@@ -64,10 +64,27 @@ class MartSchemaError(ValueError):
     """The mart YAML is missing or does not describe features and a target the way the contract needs."""
 
 
-def _column_meta(column: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(column.get("meta") or {})
-    meta.update((column.get("config") or {}).get("meta") or {})
-    return meta
+def _column_meta(path: Path, column: dict[str, Any]) -> dict[str, Any]:
+    """The column's meta, dbt's ``config.meta`` over its top-level ``meta``; a part that is not a mapping is refused."""
+    config = column.get("config") or {}
+    parts = {"meta": column.get("meta") or {}, "config": config}
+    if isinstance(config, dict):
+        parts["config.meta"] = config.get("meta") or {}
+    for name, part in parts.items():
+        if not isinstance(part, dict):
+            raise MartSchemaError(f"{path}: column {column['name']}: {name} is not a mapping")
+    return {**parts["meta"], **parts["config.meta"]}
+
+
+def _lookback(path: Path, column: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MartSchemaError(
+            f"{path}: column {column}: meta.lookback_sessions must be a whole number of sessions, not {value!r}"
+        ) from None
 
 
 def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) -> MartSchema:
@@ -91,18 +108,21 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
     targets: list[tuple[str, Any]] = []
     prices: list[str] = []
     keys: list[str] = []
-    for column in models[0].get("columns") or []:
-        meta = _column_meta(column)
+    columns = models[0].get("columns") or []
+    if not isinstance(columns, list):
+        raise MartSchemaError(f"{path}: the columns of {model} are not a list")
+    for number, column in enumerate(columns, 1):
+        if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+            raise MartSchemaError(f"{path}: column {number} of {model} is not a mapping with a name")
+        meta = _column_meta(path, column)
         role = meta.get("role")
         if role == PRICE_ROLE:
             prices.append(column["name"])
         elif role == KEY_ROLE:
             keys.append(column["name"])
         elif role == FEATURE_ROLE:
-            lookback = meta.get("lookback_sessions")
-            features.append(
-                FeatureSpec(name=column["name"], lookback_sessions=int(lookback) if lookback is not None else None)
-            )
+            lookback = _lookback(path, column["name"], meta.get("lookback_sessions"))
+            features.append(FeatureSpec(name=column["name"], lookback_sessions=lookback))
         elif role == TARGET_ROLE:
             targets.append((column["name"], meta.get("horizon_sessions")))
 
