@@ -142,6 +142,51 @@ def test_a_flag_wins_over_its_variable_whose_bad_value_then_does_not_matter(monk
     assert err.startswith("error: cannot reach the warehouse") and f"{name}=" not in err, err
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("IBKR_CONNECT_TIMEOUT", "abc", "IBKR_CONNECT_TIMEOUT='abc' is not a number of seconds"),
+        ("IBKR_REQUEST_TIMEOUT", "abc", "IBKR_REQUEST_TIMEOUT='abc' is not a number of seconds"),
+        ("IBKR_RECONNECT_TIMEOUT", "10s", "IBKR_RECONNECT_TIMEOUT='10s' is not a number of seconds"),
+        ("IBKR_CONNECT_TIMEOUT", "nan", "IBKR_CONNECT_TIMEOUT='nan' must be a number of seconds above 0"),
+        ("IBKR_REQUEST_TIMEOUT", "inf", "IBKR_REQUEST_TIMEOUT='inf' must be a number of seconds above 0"),
+        ("IBKR_RECONNECT_TIMEOUT", "-5", "IBKR_RECONNECT_TIMEOUT='-5' must be a number of seconds above 0"),
+        ("IBKR_CONNECT_TIMEOUT", "1e9", "IBKR_CONNECT_TIMEOUT='1e9' is more than a day (86400 s)"),
+        ("IBKR_PORT", "4002.5", "IBKR_PORT='4002.5' is not an integer"),
+        ("IBKR_PORT", "4002\nx", "IBKR_PORT='4002\\nx' is not an integer"),
+        ("IBKR_CLIENT_ID", "abc", "IBKR_CLIENT_ID='abc' is not an integer"),
+        ("IBKR_CLIENT_ID", "-1", "IBKR_CLIENT_ID=-1 is out of range 0..2147483647"),
+        ("IBKR_HOST", " ", "the gateway host (IBKR_HOST, --host) is empty"),
+        (
+            "IBKR_HOST",
+            "a..b",
+            "the gateway host (IBKR_HOST, --host) is not a host name: a part between dots is empty or longer than 63 "
+            "characters",
+        ),
+        (
+            "IBKR_HOST",
+            "http://me:s3cret@gw",
+            "the gateway host (IBKR_HOST, --host) is not a host name or address: give the host alone, e.g. 127.0.0.1 "
+            "(no scheme, user, password or path)",
+        ),
+        (
+            "IBKR_WHAT_TO_SHOW",
+            "NOPE",
+            "IBKR_WHAT_TO_SHOW='NOPE': not one of TRADES, ADJUSTED_LAST, MIDPOINT, BID, ASK, BID_ASK",
+        ),
+        ("IBKR_USE_RTH", "ture", "IBKR_USE_RTH='ture' is not true or false (1/0, yes/no, on/off)"),
+    ],
+)
+def test_each_bad_ibkr_variable_is_one_line_and_exit_2_before_the_warehouse(monkeypatch, capsys, name, value, says):
+    """Through the command line's main, as `python -m ingest` runs it: the documented status 2 (a bad setting), one
+    line naming the variable, and nothing tried (a good value goes on to the warehouse, which a unit test is refused: 4)."""
+    monkeypatch.setenv(name, value)
+    assert cli.main(["--symbols", "AAPL", "--no-progress"]) == ExitCode.USAGE == 2
+    assert capsys.readouterr() == ("", f"error: {says}\n")
+    monkeypatch.delenv(name)
+    assert cli.main(["--symbols", "AAPL", "--no-progress"]) == ExitCode.WAREHOUSE
+
+
 def test_settings_check_themselves_when_built_directly():
     with pytest.raises(InvalidLoadOptions, match="ADJUSTED_LAST"):
         LoadOptions(entries=AAPL, bar=BarSettings("1 hour", "ADJUSTED_LAST"))

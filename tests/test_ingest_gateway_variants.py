@@ -152,6 +152,29 @@ def documented_sql(containing: str) -> str:
     return block
 
 
+def test_the_summary_names_the_first_25_days_without_a_session_and_counts_the_rest(warehouse):
+    """A gateway dating a whole stretch in another time zone: 30 weekend days. The summary lists 25 and one line for
+    the others (each one's warning names it); the sessions land, and the run ends with status 0."""
+    good = ["20240701", "20240702", "20240703", "20240705", "20240708"]
+    weekends = [day for day in (date(2024, 1, 6) + timedelta(days=n) for n in range(120)) if day.weekday() >= 5][:30]
+    sent = sorted([*good, *(day.strftime("%Y%m%d") for day in weekends)])
+
+    gateway = ScriptedGateway(answer=lambda req_id, nth: [bars(req_id, sent)])
+    with gateway.running_in_thread() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "--no-progress")
+    assert status == ExitCode.OK, out + err
+    lines = out.splitlines()
+    head = "30 bar(s) dated on days without an exchange session were not landed"
+    (first,) = [n for n, line in enumerate(lines) if line.startswith(head)]
+    listed = [
+        f"  AAPL: 1 bar(s): {day.isoformat()} is a {day:%A}: the exchange has no session then" for day in weekends
+    ]
+    assert lines[first + 1 : first + 27] == [*listed[:25], "  ... and 5 more days (the warnings name each)"], out
+    for day in weekends:  # every one is named on stderr, the five the summary leaves out too
+        assert f"AAPL: 1 bar(s) not landed: {day.isoformat()} is a {day:%A}" in err
+    assert query(warehouse, "select status, row_count from raw.load_batches") == [("ok", 5)]
+
+
 def test_bars_dated_on_days_without_a_session_never_land_and_the_symbols_other_bars_do(warehouse, tmp_path):
     """A server writing dates in another time zone dates a bar on a holiday or a weekend. Landed, it failed dbt's
     exchange-session test on every build after (raw is append-only); refusing the run would let one bad bar stop every

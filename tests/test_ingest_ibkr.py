@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -563,6 +564,66 @@ def test_a_longer_months_asks_for_the_older_part_only_and_a_split_in_its_overlap
         assert query(warehouse, kept) == query(single, kept)
     finally:
         drop_database(single)
+
+
+def test_on_a_terminal_the_progress_bar_counts_the_symbols_and_a_warning_prints_above_it(warehouse):
+    """`python -m ingest` with stderr on a terminal (no --no-progress): the load runs under tqdm's bar, and a warning
+    logged during the load (a symbol IBKR does not know) prints on a line of its own, not glued to the bar (no test
+    ran this path: every other one passes --no-progress or has no terminal)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal's size (a pty's is 0)
+    seen = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the loader has closed the terminal
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        with simulator(unknown_symbols=frozenset({"ZZZQ"})) as sim:
+            loader = subprocess.Popen(
+                [sys.executable, "-m", "ingest", "--symbols", "AAPL", "ZZZQ", "MSFT", "--months", "3"],
+                cwd=REPO_ROOT,
+                env={**os.environ, **ibkr_env(warehouse, sim.port)},
+                stdout=subprocess.PIPE,
+                stderr=terminal,
+                text=True,
+            )
+            os.close(terminal)
+            out, _ = loader.communicate(timeout=120)
+        reader.join(10)
+    finally:
+        os.close(main)
+    shown = seen.decode("utf-8", "replace")
+    assert loader.returncode == ExitCode.FAILED_SYMBOLS, (out, shown)
+    pieces = [piece.strip() for piece in re.split(r"[\r\n]", shown) if piece.strip()]
+    bars = [piece for piece in pieces if "ibkr:" in piece]
+    assert bars and bars[-1].startswith("ibkr: 100%|") and "| 3/3 [" in bars[-1], shown
+    assert all(piece.startswith("ibkr: ") for piece in bars), shown  # nothing glued to the bar
+    warning = [piece for piece in pieces if "ZZZQ failed: error 200:" in piece]
+    assert len(warning) == 1 and "ibkr:" not in warning[0], shown
+    assert pieces.index(warning[0]) > pieces.index(bars[0]), shown  # printed while the bar was up
+    assert "Traceback" not in shown
+    assert re.search(r"^landed +2 +\d+$", out, re.MULTILINE) and "ZZZQ" in out, out
+    assert query(warehouse, "select symbol, status from raw.load_batches order by symbol") == [
+        ("AAPL", "ok"),
+        ("MSFT", "ok"),
+        ("ZZZQ", "failed"),
+    ]
+    assert_consistent_batches(warehouse)
 
 
 def test_sigkill_mid_run_then_a_rerun_completes_every_symbol_without_partial_batches(warehouse):

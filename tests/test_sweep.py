@@ -41,11 +41,13 @@ from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_
 from training.sweep import (
     EvaluatedOutsideValidation,
     NoTradableTrial,
+    NoTrialCompleted,
     SweepConfig,
     SweepError,
     SweepResult,
     _free_run_id,
     check_validation_only,
+    main,
     run_sweep,
     run_trial,
 )
@@ -588,3 +590,103 @@ def test_the_final_walk_forward_passes_over_trials_whose_window_a_report_fold_ca
         f"sweep report-windows: walking forward trial 2 (objective {rows[1]['objective']:.3f}), the best that every "
         f"report fold can trade; passed over: trial 1 (objective {rows[0]['objective']:.3f}): {refused}"
     ) in said
+
+
+# --- refusals and the command line's --resume, on the stored sweep (these run last: the CLI resume rewrites its page) -
+
+
+def load_stored(settings: ConnectionSettings, sweep_id: str) -> sweep_store.SweepRecord:
+    with connect(settings) as conn:
+        return sweep_store.load_sweep(conn, sweep_id)
+
+
+def stored_resume(settings: ConnectionSettings, sweep_id: str, tmp_path: Path) -> tuple[SweepConfig, object]:
+    """The stored sweep's own settings with --resume, and the mart as it is (read without the contract check)."""
+    stored = load_stored(settings, sweep_id)
+    config = SweepConfig(**{**stored.base_config, "resume": sweep_id, "runs_dir": tmp_path / "runs"})
+    snapshot = read_mart(settings, read_mart_schema(config.mart_yaml))
+    assert snapshot.content_hash == stored.mart_hash
+    return config, snapshot
+
+
+def test_a_resume_on_a_mart_that_changed_since_the_sweep_started_is_refused_and_nothing_is_recorded(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+) -> None:
+    settings, _ = sweep_warehouse
+    sweep_id = interrupted_then_resumed["resumed"].sweep_id
+    before, rows = load_stored(settings, sweep_id), trial_rows(settings, sweep_id)
+    config, snapshot = stored_resume(settings, sweep_id, tmp_path)
+    with pytest.raises(SweepError) as error:
+        run_sweep(config, settings, snapshot=dataclasses.replace(snapshot, content_hash="f" * 64))
+    assert str(error.value) == (
+        f"the mart changed since sweep {sweep_id} started (its trials were scored on {before.mart_hash[:19]}…, the "
+        f"mart is now {'f' * 19}…): start a new sweep"
+    )
+    assert user_error_status(error.value) == ExitCode.CONFIG
+    assert load_stored(settings, sweep_id) == before and trial_rows(settings, sweep_id) == rows
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_another_process_drives_is_refused_and_nothing_is_recorded(
+    interrupted_then_resumed, sweep_warehouse, tmp_path
+) -> None:
+    settings, _ = sweep_warehouse
+    sweep_id = interrupted_then_resumed["resumed"].sweep_id
+    before, rows = load_stored(settings, sweep_id), trial_rows(settings, sweep_id)
+    config, snapshot = stored_resume(settings, sweep_id, tmp_path)
+    with connect(settings) as other_driver:
+        assert sweep_store.try_lock_sweep(other_driver, sweep_id)
+        with pytest.raises(SweepError) as error:
+            run_sweep(config, settings, snapshot=snapshot)
+    assert str(error.value) == f"sweep {sweep_id} is running in another process"
+    assert user_error_status(error.value) == ExitCode.CONFIG
+    assert load_stored(settings, sweep_id) == before and trial_rows(settings, sweep_id) == rows
+
+
+def test_a_sweep_whose_every_trial_fails_ends_in_one_line_and_walks_nothing_forward(
+    local_ray, sweep_warehouse, tmp_path
+) -> None:
+    settings, _ = sweep_warehouse
+
+    def evaluate(config, data, fold, seed):  # nested: Ray pickles it by value
+        raise ValueError("broken on purpose")
+
+    with pytest.raises(NoTrialCompleted) as error:
+        run_sweep(sweep_config(tmp_path, sweep_id="every-trial-fails", trials=2), settings, evaluate=evaluate)
+    message = "no trial of sweep every-trial-fails scored every fold (2 failed, 0 pruned): nothing to walk forward"
+    assert str(error.value) == message
+    assert user_error_status(error.value) == ExitCode.FAILED
+    stored = load_stored(settings, "every-trial-fails")
+    assert (stored.status, stored.error, stored.final_run_id) == ("failed", f"NoTrialCompleted: {message}", None)
+    assert [row["state"] for row in trial_rows(settings, "every-trial-fails")] == ["failed", "failed"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["every-trial-fails"]  # no walk-forward's folder
+
+
+def test_resume_on_the_command_line_reads_the_stored_settings_and_a_finished_sweep_has_nothing_to_run(
+    interrupted_then_resumed, sweep_warehouse, monkeypatch: pytest.MonkeyPatch, capsys, caplog
+) -> None:
+    """`python -m training.sweep --resume ID` alone: every other setting is the stored sweep's (its space, mart YAML,
+    runs folder); a sweep with its trials and its walk-forward runs nothing more and rewrites its page."""
+    settings, _ = sweep_warehouse
+    resumed: SweepResult = interrupted_then_resumed["resumed"]
+    sweep_id = resumed.sweep_id
+    for name, value in settings.libpq_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before, rows = load_stored(settings, sweep_id), trial_rows(settings, sweep_id)
+    with caplog.at_level(logging.INFO):
+        status = main(["--resume", sweep_id])
+    assert status == ExitCode.OK
+    best = resumed.best
+    assert capsys.readouterr().out.splitlines() == [
+        f"sweep {sweep_id}: report {resumed.report_path.resolve()}",
+        f"best trial {best.trial_number}: objective {best.objective:.3f} with {json.dumps(best.params)}",
+    ]
+    said = [record.getMessage() for record in caplog.records]
+    assert (
+        f"sweep {sweep_id} has its {TRIALS} trials and its walk-forward ({resumed.walk_forward.run_id}): nothing to run"
+    ) in said
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], said
+    after = load_stored(settings, sweep_id)
+    assert (after.status, after.final_run_id, after.trials_requested) == ("finished", before.final_run_id, TRIALS)
+    assert trial_rows(settings, sweep_id) == rows

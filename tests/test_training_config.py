@@ -452,27 +452,6 @@ def test_missing_mart_yaml_says_where_it_looked(tmp_path: Path) -> None:
             "{path} is not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
         ),
         (b"models: []\n# caf\xe9\n", "{path} is not UTF-8 text: byte 0xe9 on line 2 (save it as UTF-8)"),
-        # columns not in dbt's shape: each was a traceback (AttributeError, KeyError, ValueError)
-        (
-            "models:\n  - name: training_bars\n    columns: close\n",
-            "{path}: the columns of training_bars are not a list",
-        ),
-        *(
-            (
-                f"models:\n  - name: training_bars\n    columns:\n      - {column}\n",
-                "{path}: column 1 of training_bars is not a mapping with a name and a meta mapping",
-            )
-            for column in (
-                "close",
-                "{description: no name}",
-                "{name: close, meta: [role]}",
-                "{name: close, config: [x]}",
-            )
-        ),  # fmt: skip
-        (
-            "models:\n  - name: training_bars\n    columns:\n      - {name: ret, meta: {role: feature, lookback_sessions: a}}\n",
-            "{path}: the feature ret has meta.lookback_sessions 'a'; it needs a whole number >= 0",
-        ),
         (None, "{path}: cannot read it (Is a directory)"),
     ],
 )
@@ -484,6 +463,35 @@ def test_a_mart_yaml_that_is_not_a_dbt_yaml_is_one_line_and_status_2(tmp_path: P
         path.write_bytes(content)
     else:
         path.write_text(content, encoding="utf-8")
+    with pytest.raises(MartSchemaError) as refused:
+        read_mart_schema(path)
+    assert str(refused.value) == says.format(path=path)
+    assert cli.user_error_status(refused.value) == ExitCode.CONFIG
+
+
+@pytest.mark.parametrize(
+    "model, says",
+    [
+        # Each ended the run in a traceback (AttributeError, ValueError, KeyError), not one line and status 2.
+        ("  columns: training_bars\n", "{path}: the columns of training_bars are not a list"),
+        ("  columns: [symbol]\n", "{path}: column 1 of training_bars is not a mapping with a name"),
+        ("  columns:\n    - meta: {role: key}\n", "{path}: column 1 of training_bars is not a mapping with a name"),
+        ("  columns:\n    - name: [a]\n", "{path}: column 1 of training_bars is not a mapping with a name"),
+        ("  columns:\n    - name: symbol\n      meta: key\n", "{path}: column symbol: meta is not a mapping"),
+        ("  columns:\n    - name: symbol\n      config: key\n", "{path}: column symbol: config is not a mapping"),
+        (
+            "  columns:\n    - name: symbol\n      config: {meta: key}\n",
+            "{path}: column symbol: config.meta is not a mapping",
+        ),
+        (
+            "  columns:\n    - name: ret_1\n      meta: {role: feature, lookback_sessions: one}\n",
+            "{path}: column ret_1: meta.lookback_sessions must be a whole number of sessions, not 'one'",
+        ),
+    ],
+)
+def test_mart_yaml_columns_of_the_wrong_shape_are_one_line_and_status_2(tmp_path: Path, model: str, says) -> None:
+    path = tmp_path / "marts.yml"
+    path.write_text(f"models:\n- name: training_bars\n{model}", encoding="utf-8")
     with pytest.raises(MartSchemaError) as refused:
         read_mart_schema(path)
     assert str(refused.value) == says.format(path=path)

@@ -41,7 +41,7 @@ from training.features import read_mart_schema
 from training.folds import Fold
 from training.single_run import run_training
 from training.walk_forward import contract_terms
-from warehouse_db import connect
+from warehouse_db import connect, schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings
@@ -276,6 +276,15 @@ def test_an_empty_mart_over_quote_bars_says_why_instead_of_what_to_fetch(
         assert result.returncode == 0, result.output[-3000:]
         with pytest.raises(ContractViolation) as refused:
             check_mart_contract(settings, TERMS)
+        # Where trainer may not read marts.symbol_coverage (grants changed by hand), the check cannot tell why the
+        # mart is empty: it says what the plan needs, in one line, instead of failing on the view.
+        with connect(settings) as conn:
+            conn.execute(f"revoke select on marts.symbol_coverage from {schemas.TRAINER_ROLE}")
+        with pytest.raises(HistoryTooShort) as unexplained:
+            check_mart_contract(settings, TERMS)
+    (too_short,) = unexplained.value.failures
+    assert too_short.startswith("the history is too short for the walk-forward folds: marts.walk_forward_folds")
+    assert "symbol_coverage" not in too_short and too_short.endswith(" [precondition]"), too_short
     assert not isinstance(refused.value, HistoryTooShort)  # the history is long enough
     (failure,) = refused.value.failures
     assert failure == (

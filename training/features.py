@@ -64,23 +64,27 @@ class MartSchemaError(ValueError):
     """The mart YAML is missing or does not describe features and a target the way the contract needs."""
 
 
-def _columns(model: dict[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Each column's name and meta (``meta:`` and ``config: meta:`` merged), or a one-line :class:`MartSchemaError`
-    naming the column whose shape is not dbt's (a list where a mapping belongs ended the run in a traceback)."""
-    columns = model.get("columns") or []
-    if not isinstance(columns, list):
-        raise MartSchemaError(f"{path}: the columns of {model['name']} are not a list")
-    described = []
-    for number, column in enumerate(columns, start=1):
-        name = column.get("name") if isinstance(column, dict) else None
-        config = column.get("config") or {} if isinstance(column, dict) else None
-        metas = [column.get("meta") or {}, config.get("meta") or {}] if isinstance(config, dict) else [None]
-        if not isinstance(name, str) or not all(isinstance(meta, dict) for meta in metas):
-            raise MartSchemaError(
-                f"{path}: column {number} of {model['name']} is not a mapping with a name and a meta mapping"
-            )
-        described.append((name, {**metas[0], **metas[1]}))
-    return described
+def _column_meta(path: Path, column: dict[str, Any]) -> dict[str, Any]:
+    """The column's meta, dbt's ``config.meta`` over its top-level ``meta``; a part that is not a mapping is refused."""
+    config = column.get("config") or {}
+    parts = {"meta": column.get("meta") or {}, "config": config}
+    if isinstance(config, dict):
+        parts["config.meta"] = config.get("meta") or {}
+    for name, part in parts.items():
+        if not isinstance(part, dict):
+            raise MartSchemaError(f"{path}: column {column['name']}: {name} is not a mapping")
+    return {**parts["meta"], **parts["config.meta"]}
+
+
+def _lookback(path: Path, column: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MartSchemaError(
+            f"{path}: column {column}: meta.lookback_sessions must be a whole number of sessions, not {value!r}"
+        ) from None
 
 
 def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) -> MartSchema:
@@ -104,21 +108,23 @@ def read_mart_schema(path: Path = DEFAULT_MART_YAML, model: str = MART_MODEL) ->
     targets: list[tuple[str, Any]] = []
     prices: list[str] = []
     keys: list[str] = []
-    for name, meta in _columns(models[0], path):
+    columns = models[0].get("columns") or []
+    if not isinstance(columns, list):
+        raise MartSchemaError(f"{path}: the columns of {model} are not a list")
+    for number, column in enumerate(columns, 1):
+        if not isinstance(column, dict) or not isinstance(column.get("name"), str):
+            raise MartSchemaError(f"{path}: column {number} of {model} is not a mapping with a name")
+        meta = _column_meta(path, column)
         role = meta.get("role")
         if role == PRICE_ROLE:
-            prices.append(name)
+            prices.append(column["name"])
         elif role == KEY_ROLE:
-            keys.append(name)
+            keys.append(column["name"])
         elif role == FEATURE_ROLE:
-            lookback = meta.get("lookback_sessions")
-            if lookback is not None and (not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 0):
-                raise MartSchemaError(
-                    f"{path}: the feature {name} has meta.lookback_sessions {lookback!r}; it needs a whole number >= 0"
-                )
-            features.append(FeatureSpec(name=name, lookback_sessions=lookback))
+            lookback = _lookback(path, column["name"], meta.get("lookback_sessions"))
+            features.append(FeatureSpec(name=column["name"], lookback_sessions=lookback))
         elif role == TARGET_ROLE:
-            targets.append((name, meta.get("horizon_sessions")))
+            targets.append((column["name"], meta.get("horizon_sessions")))
 
     if not features:
         raise MartSchemaError(f"{path}: no column of {model} has meta.role = {FEATURE_ROLE!r}")
