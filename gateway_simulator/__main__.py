@@ -16,7 +16,7 @@ import signal
 import sys
 from fractions import Fraction
 
-from command_line import OneLineParser
+from command_line import OneLineParser, positive_int
 from market_calendar import EXCHANGE_TZ
 
 from .contracts import VALID_EXCHANGES
@@ -81,14 +81,6 @@ def _seconds(text: str) -> float:
     return seconds
 
 
-def _request_number(text: str) -> int:
-    """A 1-based position in the arrival order of historical requests (0 would never match: a silent no-op)."""
-    number = int(text) if text.strip().isdigit() else 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a request number from 1 (the first request), got {text!r}")
-    return number
-
-
 PRIMARY_EXCHANGES = tuple(name for name in VALID_EXCHANGES.split(",") if name != "SMART")
 
 
@@ -142,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pacing-nth",
         nargs="+",
         action="extend",
-        type=_request_number,
+        type=positive_int,  # 1-based: 0 would match no request, a silent no-op
         default=[],
         metavar="N",
         help="historical requests (1-based, arrival order) answered with a pacing violation",
@@ -151,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-nth",
         nargs="+",
         action="extend",
-        type=_request_number,
+        type=positive_int,  # 1-based: 0 would match no request, a silent no-op
         default=[],
         metavar="N",
         help="historical requests on which the client's socket is closed abruptly",
