@@ -35,7 +35,7 @@ from warehouse_db.errors import (
     WarehouseNotProvisioned,
     WarehouseUnreachable,
 )
-from warehouse_db.provision import provision
+from warehouse_db.provision import RESERVED_WORDS, grant_statement, provision, sql_name
 from warehouse_db.settings import (
     REPO_ROOT,
     SESSION_SETTINGS,
@@ -1180,3 +1180,39 @@ def test_env_outlives_the_reader_of_its_output():
         finally:
             os.close(stdout)
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
+
+
+def test_every_keyword_as_a_login_or_database_name_parses_in_the_statements_messages_suggest(embedded_cluster):
+    """A login or database named by an SQL keyword (``user``, ``select``, ``order``): the statements a message suggests
+    (ALTER ROLE / ALTER DATABASE ... RESET, CREATE DATABASE, GRANT) named it bare, a syntax error as pasted, and for a
+    login named ``all``, ALTER ROLE all RESET ... reset every role. Every keyword this server knows, through sql_name,
+    must reach PostgreSQL's parser whole: the server then says the role or database does not exist (or that CREATE
+    DATABASE cannot run in a transaction), never a syntax error. The static list must hold every word this server
+    reserves."""
+    expected = {
+        "alter role {} reset default_transaction_read_only": psycopg.errors.UndefinedObject,
+        "alter database {} reset default_transaction_read_only": psycopg.errors.InvalidCatalogName,
+        "create database {} encoding 'UTF8' template template0": psycopg.errors.ActiveSqlTransaction,
+    }
+    wrong = []
+    with connect(embedded_cluster) as conn, conn.transaction(force_rollback=True):  # whatever ran leaves nothing
+        version = conn.info.server_version
+        keywords = conn.execute("select word, catcode from pg_get_keywords()").fetchall()
+        reserved = {word for word, catcode in keywords if catcode in ("R", "T")}
+        assert reserved <= RESERVED_WORDS, f"reserved by PostgreSQL {version} and missing: {reserved - RESERVED_WORDS}"
+        for word, _ in keywords:
+            statements = [(text.format(sql_name(word)), error) for text, error in expected.items()]
+            statements.append((grant_statement(["loader", "analyst"], word, version), psycopg.errors.UndefinedObject))
+            for statement, error in statements:
+                try:
+                    with conn.transaction():
+                        conn.execute(statement)
+                except error:
+                    continue
+                except psycopg.errors.ReservedName:  # none: read as a role's name, one that no role can have
+                    continue
+                except psycopg.Error as other:
+                    wrong.append(f"{statement}: {type(other).__name__}: {str(other).splitlines()[0]}")
+                else:
+                    wrong.append(f"{statement}: ran")
+    assert not wrong, "\n".join(wrong)
