@@ -492,6 +492,37 @@ def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_p
     assert err.splitlines() == [f"error: {seeds / 'known_missing_sessions.csv'} cannot be read: Is a directory"], err
 
 
+def test_make_db_up_refuses_a_seed_header_in_one_line_before_dbt_reads_the_file(tmp_path, monkeypatch, capsys):
+    """known_missing_sessions.csv with a misspelt header (``sesion_date``) or a column more: dbt seed's refusal
+    (check_seed_file.sql) came only after dbt had loaded the file, whose CSV reader printed a two-line RuntimeWarning
+    ('"session_date" does not match the name of any column in this table') for it first, twice. `up` (make db-up, so
+    make dbt-build) now checks the header against dbt_project.yml's column_types before dbt runs: the macro's one
+    line, exit 4. The header's order, a BOM and CRLF line ends are fine."""
+    assert seed_files.declared_columns()["known_missing_sessions"] == ["symbol", "session_date", "reason"]
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "xnys_sessions.csv").write_text(
+        "is_half_day,session_date,open_at,close_at\r\nfalse,2024-03-15,2024-03-15 09:30-04,2024-03-15 16:00-04\r\n",
+        encoding="utf-8-sig",
+    )
+    monkeypatch.setattr(seed_files, "SEEDS_DIR", seeds)
+    monkeypatch.setattr(warehouse_main, "read_config", lambda: pytest.fail("up went on past a seed dbt would refuse"))
+    shown = seeds / "known_missing_sessions.csv"
+    for header, unknown, missing in [
+        ("symbol,sesion_date,reason", "sesion_date", "session_date"),
+        ("symbol,session_date,reason,note", "note", "none"),
+        ("symbol,reason", "none", "session_date"),
+    ]:
+        shown.write_text(f"{header}\nSB,2024-03-18,halted all day\n", encoding="utf-8")
+        assert warehouse_db_main(["up"]) == 4
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {shown} line 1: the header is '{header}', expected the columns symbol,session_date,reason "
+            f"(unknown: {unknown}; missing: {missing}). Nothing was loaded; the previous rows stay."
+        ]
+    shown.write_text("\ufeffreason,symbol,session_date\r\nhalted all day,SB,2024-03-18\r\n", encoding="utf-8")
+    seed_files.check_seed_files(seeds)  # any order, with a BOM and CRLF
+
+
 def test_schema_names_agree_with_dbt_project():
     import yaml
 
