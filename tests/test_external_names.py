@@ -121,6 +121,35 @@ def test_a_suggested_statement_names_the_database_and_login_as_sql_spells_them(
             conn.execute(sql.SQL("alter role {} reset default_transaction_read_only").format(sql.Identifier(ADMIN)))
 
 
+def test_a_suggested_statement_quotes_a_login_and_a_database_named_by_a_reserved_word(
+    server: ExternalServer, tmp_path: Path
+) -> None:
+    """A read-only login named ``user`` on a database named ``order``: the line said to run ALTER ROLE user RESET ...
+    (or ALTER DATABASE order RESET ...), both syntax errors as pasted (sql_name quoted only what was not a plain
+    lower-case name). Each statement now runs as it is and fixes what it says."""
+    login, password, name = "user", ADMIN_PASSWORD, "order"  # the output is searched for pieces of ADMIN_PASSWORD
+    with connect(server.superuser(), autocommit=True) as conn:
+        verifier = conn.pgconn.encrypt_password(password.encode(), login.encode(), b"scram-sha-256").decode()
+        conn.execute(
+            sql.SQL("create role {} login createrole password {}").format(sql.Identifier(login), sql.Literal(verifier))
+        )
+        conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(login)))
+        conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(login)))
+    env = {**admin_env(server, name, tmp_path), "PGUSER": login, "PGPASSWORD": password}
+    refused = run([PYTHON, "-m", "warehouse_db", "up"], env, expect=4).strip()
+    assert len(refused.splitlines()) == 1, refused
+    statements = refused.split("have an administrator run ", 1)[1]
+    assert statements == (
+        'ALTER ROLE "user" RESET default_transaction_read_only '
+        '(or ALTER DATABASE "order" RESET default_transaction_read_only)'
+    ), refused
+    alter_role, alter_database = statements.removesuffix(")").split(" (or ")
+    with connect(server.superuser(dbname=name), autocommit=True) as conn:
+        conn.execute(alter_database)  # nothing to reset there, but it must parse and name that database
+        conn.execute(alter_role)
+    assert run([PYTHON, "-m", "warehouse_db", "up"], env).startswith("warehouse ready"), refused
+
+
 def test_a_pgoptions_the_server_refuses_is_named_in_the_one_line(server: ExternalServer, tmp_path: Path) -> None:
     """PGOPTIONS that the server refuses (a bad value, an unknown setting, a quote that splits an argument): the line
     said only `FATAL: invalid value for parameter "work_mem"`, which reads like the server's own configuration; and

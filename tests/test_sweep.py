@@ -357,6 +357,31 @@ def test_a_new_sweep_under_a_stored_sweeps_id_is_told_to_resume_it(
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_generated_sweep_id_that_is_taken_is_generated_again(
+    interrupted_then_resumed, sweep_warehouse, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated id that a stored sweep (or a folder) has was refused as if the user had chosen it ("exists
+    already", status 2): now another is generated; after FRESH_ID_ATTEMPTS taken ones, one line asks for --sweep-id."""
+    settings, _ = sweep_warehouse
+    stored = interrupted_then_resumed["first"].sweep_id
+    (tmp_path / "runs" / "sweep-in-a-folder").mkdir(parents=True)
+    drawn = iter([stored, "sweep-in-a-folder", "sweep-fresh"])
+    monkeypatch.setattr("training.sweep.new_sweep_id", lambda: next(drawn))
+    # A final --run-id another run has stops the sweep right after its id is chosen, before the mart is read.
+    taken_run = interrupted_then_resumed["resumed"].walk_forward.run_id
+    config = sweep_config(tmp_path, run_id=taken_run)
+    with pytest.raises(SweepError, match=re.escape(f"ml.walk_forward_runs already has a run {taken_run!r}")):
+        run_sweep(config, settings)
+    assert config.sweep_id == "sweep-fresh"  # what main's Ctrl+C line names
+    assert next(drawn, None) is None
+
+    monkeypatch.setattr("training.sweep.new_sweep_id", lambda: stored)
+    with pytest.raises(SweepError) as error:
+        run_sweep(sweep_config(tmp_path), settings)
+    assert str(error.value) == "5 generated sweep ids in a row were taken: give one with --sweep-id"
+    assert user_error_status(error.value) == ExitCode.CONFIG
+
+
 def test_a_resume_that_changes_what_a_trial_is_is_refused_naming_each_setting(
     interrupted_then_resumed, sweep_warehouse, tmp_path
 ) -> None:
@@ -662,11 +687,12 @@ def test_a_sweep_whose_every_trial_fails_ends_in_one_line_and_walks_nothing_forw
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["every-trial-fails"]  # no walk-forward's folder
 
 
-def test_resume_on_the_command_line_reads_the_stored_settings_and_a_finished_sweep_has_nothing_to_run(
+def test_resume_on_the_command_line_reads_the_stored_settings_and_a_finished_sweep_prints_its_verdict_again(
     interrupted_then_resumed, sweep_warehouse, monkeypatch: pytest.MonkeyPatch, capsys, caplog
 ) -> None:
     """`python -m training.sweep --resume ID` alone: every other setting is the stored sweep's (its space, mart YAML,
-    runs folder); a sweep with its trials and its walk-forward runs nothing more and rewrites its page."""
+    runs folder); a sweep with its trials and its walk-forward runs nothing more, rewrites its page and prints the lines
+    it printed when it finished (the verdict and the walk-forward's report were missing: nothing had run)."""
     settings, _ = sweep_warehouse
     resumed: SweepResult = interrupted_then_resumed["resumed"]
     sweep_id = resumed.sweep_id
@@ -678,9 +704,12 @@ def test_resume_on_the_command_line_reads_the_stored_settings_and_a_finished_swe
         status = main(["--resume", sweep_id])
     assert status == ExitCode.OK
     best = resumed.best
+    # The closing lines the finished sweep printed, the verdict and the walk-forward's report read from the ml tables.
     assert capsys.readouterr().out.splitlines() == [
         f"sweep {sweep_id}: report {resumed.report_path.resolve()}",
         f"best trial {best.trial_number}: objective {best.objective:.3f} with {json.dumps(best.params)}",
+        resumed.walk_forward.statistics.verdict,
+        f"walk-forward report: {resumed.walk_forward.report_path.resolve()}",
     ]
     said = [record.getMessage() for record in caplog.records]
     assert (

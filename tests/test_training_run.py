@@ -100,7 +100,8 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["timesteps"] == 1024
     report = (run_dir / "report.html").read_text()
     assert result.statistics.verdict.split(":")[0] in report and "1 fold" in result.statistics.verdict
-    assert "Sample: 1 fold × 1 seed = 1 fold x seed task,\n" in report and f"{N_SYMBOLS} symbols." in report
+    assert "Sample: 1 fold × 1 seed = 1 fold x seed task,\n" in report
+    assert f"{N_SYMBOLS} symbols (traded in the test splits, the most of any fold;" in report
     sessions = result.statistics.policy("agent", "sharpe").annualised_from
     assert f"from test splits of {sessions} sessions (under a year: read them as a scale, not a forecast)." in report
 
@@ -159,6 +160,28 @@ def _stored_run(settings: ConnectionSettings, run_id: str, returns: np.ndarray, 
     )  # fmt: skip
     results_store.write_run(settings, record, [], [], [], statistics, "sharpe")
     return record, statistics
+
+
+def test_the_run_table_the_sample_line_and_ml_count_the_same_symbols(
+    embedded_cluster: ConnectionSettings, mart: pd.DataFrame, folds, tmp_path: Path
+) -> None:
+    """A symbol the mart holds that no test split trades (SYM003, delisted before the fold's validation split): the
+    report's Run table and statistics.json said 4 symbols (the mart's) while the sample line and
+    ml.walk_forward_runs.symbols said 3 (the test splits'). All three now count the test splits' symbols; the mart's
+    are symbols_read."""
+    delisted = mart[(mart["symbol"] != "SYM003") | (mart["session_date"] < folds[-1].validation.start)]
+    with mart_database("test_training_run_delisted", delisted, folds, embedded_cluster) as settings:
+        run_training(short_config(tmp_path, run_id="delisted", timesteps=512, eval_freq=256), settings)
+        with connect(settings, role="analyst") as conn:
+            stored = conn.execute("select symbols from ml.walk_forward_runs where run_id = 'delisted'").fetchone()[0]
+    run_dir = tmp_path / "runs" / "delisted"
+    document = json.loads((run_dir / "statistics.json").read_text())
+    assert (stored, document["symbols"], document["sample"]["symbols"]) == (N_SYMBOLS - 1,) * 3
+    assert document["symbols_read"] == N_SYMBOLS
+    report = (run_dir / "report.html").read_text()
+    assert f"<tr><th>symbols</th><td>{N_SYMBOLS - 1}</td></tr>" in report
+    assert f"<tr><th>symbols_read</th><td>{N_SYMBOLS}</td></tr>" in report
+    assert f", {N_SYMBOLS - 1} symbols (traded in the test splits, the most of any fold;" in report
 
 
 def test_a_run_id_that_another_run_landed_meanwhile_is_one_line_not_a_traceback(

@@ -35,7 +35,7 @@ from warehouse_db.errors import (
     WarehouseNotProvisioned,
     WarehouseUnreachable,
 )
-from warehouse_db.provision import provision
+from warehouse_db.provision import RESERVED_WORDS, grant_statement, provision, sql_name
 from warehouse_db.settings import (
     REPO_ROOT,
     SESSION_SETTINGS,
@@ -490,6 +490,37 @@ def test_make_db_up_names_a_seed_file_that_is_not_utf8_before_dbt_reads_it(tmp_p
     assert warehouse_db_main(["up"]) == 4
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: {seeds / 'known_missing_sessions.csv'} cannot be read: Is a directory"], err
+
+
+def test_make_db_up_refuses_a_seed_header_in_one_line_before_dbt_reads_the_file(tmp_path, monkeypatch, capsys):
+    """known_missing_sessions.csv with a misspelt header (``sesion_date``) or a column more: dbt seed's refusal
+    (check_seed_file.sql) came only after dbt had loaded the file, whose CSV reader printed a two-line RuntimeWarning
+    ('"session_date" does not match the name of any column in this table') for it first, twice. `up` (make db-up, so
+    make dbt-build) now checks the header against dbt_project.yml's column_types before dbt runs: the macro's one
+    line, exit 4. The header's order, a BOM and CRLF line ends are fine."""
+    assert seed_files.declared_columns()["known_missing_sessions"] == ["symbol", "session_date", "reason"]
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "xnys_sessions.csv").write_text(
+        "is_half_day,session_date,open_at,close_at\r\nfalse,2024-03-15,2024-03-15 09:30-04,2024-03-15 16:00-04\r\n",
+        encoding="utf-8-sig",
+    )
+    monkeypatch.setattr(seed_files, "SEEDS_DIR", seeds)
+    monkeypatch.setattr(warehouse_main, "read_config", lambda: pytest.fail("up went on past a seed dbt would refuse"))
+    shown = seeds / "known_missing_sessions.csv"
+    for header, unknown, missing in [
+        ("symbol,sesion_date,reason", "sesion_date", "session_date"),
+        ("symbol,session_date,reason,note", "note", "none"),
+        ("symbol,reason", "none", "session_date"),
+    ]:
+        shown.write_text(f"{header}\nSB,2024-03-18,halted all day\n", encoding="utf-8")
+        assert warehouse_db_main(["up"]) == 4
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {shown} line 1: the header is '{header}', expected the columns symbol,session_date,reason "
+            f"(unknown: {unknown}; missing: {missing}). Nothing was loaded; the previous rows stay."
+        ]
+    shown.write_text("\ufeffreason,symbol,session_date\r\nhalted all day,SB,2024-03-18\r\n", encoding="utf-8")
+    seed_files.check_seed_files(seeds)  # any order, with a BOM and CRLF
 
 
 def test_schema_names_agree_with_dbt_project():
@@ -1180,3 +1211,39 @@ def test_env_outlives_the_reader_of_its_output():
         finally:
             os.close(stdout)
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
+
+
+def test_every_keyword_as_a_login_or_database_name_parses_in_the_statements_messages_suggest(embedded_cluster):
+    """A login or database named by an SQL keyword (``user``, ``select``, ``order``): the statements a message suggests
+    (ALTER ROLE / ALTER DATABASE ... RESET, CREATE DATABASE, GRANT) named it bare, a syntax error as pasted, and for a
+    login named ``all``, ALTER ROLE all RESET ... reset every role. Every keyword this server knows, through sql_name,
+    must reach PostgreSQL's parser whole: the server then says the role or database does not exist (or that CREATE
+    DATABASE cannot run in a transaction), never a syntax error. The static list must hold every word this server
+    reserves."""
+    expected = {
+        "alter role {} reset default_transaction_read_only": psycopg.errors.UndefinedObject,
+        "alter database {} reset default_transaction_read_only": psycopg.errors.InvalidCatalogName,
+        "create database {} encoding 'UTF8' template template0": psycopg.errors.ActiveSqlTransaction,
+    }
+    wrong = []
+    with connect(embedded_cluster) as conn, conn.transaction(force_rollback=True):  # whatever ran leaves nothing
+        version = conn.info.server_version
+        keywords = conn.execute("select word, catcode from pg_get_keywords()").fetchall()
+        reserved = {word for word, catcode in keywords if catcode in ("R", "T")}
+        assert reserved <= RESERVED_WORDS, f"reserved by PostgreSQL {version} and missing: {reserved - RESERVED_WORDS}"
+        for word, _ in keywords:
+            statements = [(text.format(sql_name(word)), error) for text, error in expected.items()]
+            statements.append((grant_statement(["loader", "analyst"], word, version), psycopg.errors.UndefinedObject))
+            for statement, error in statements:
+                try:
+                    with conn.transaction():
+                        conn.execute(statement)
+                except error:
+                    continue
+                except psycopg.errors.ReservedName:  # none: read as a role's name, one that no role can have
+                    continue
+                except psycopg.Error as other:
+                    wrong.append(f"{statement}: {type(other).__name__}: {str(other).splitlines()[0]}")
+                else:
+                    wrong.append(f"{statement}: ran")
+    assert not wrong, "\n".join(wrong)

@@ -347,7 +347,10 @@ def _sample_line(statistics: RunStatistics, failures: Sequence[TaskFailure]) -> 
     if failures:
         verb = "is" if len(failures) == 1 else "are"
         text += f" ({len(failures)} more failed and {verb} left out: {_failed_tasks(failures)})"
-    return f"{text},\n{counted(size.sessions, 'test session')}, {counted(size.symbols, 'symbol')}"
+    return (
+        f"{text},\n{counted(size.sessions, 'test session')}, {counted(size.symbols, 'symbol')} (traded in the test "
+        "splits, the most of any fold; symbols_read in the Run table counts those read from the mart)"
+    )
 
 
 def _fold_sample_line(

@@ -335,7 +335,9 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "tasks_succeeded": "Fold x seed tasks in the statistics.",
         "tasks_failed": "Fold x seed tasks that failed after their retries (left out of every statistic).",
         "test_sessions": "Test sessions with a return, summed over the folds (the statistics' sample).",
-        "symbols": "Symbols traded in the test splits (the largest fold).",
+        "symbols": "Symbols traded in the test splits, the most of any fold (the report's sample line and Run table "
+        "say the same; a symbol the run read from the mart with too few sessions in every test split is not counted: "
+        "symbols_read in the run folder's statistics.json counts those).",
         "configurations_tried": "N of the deflated Sharpe ratio: configurations tried, this one included.",
         "mart_rows": "Rows of marts.training_bars the run read.",
         "dbt_invocation_id": "The dbt invocation that built the mart the run read (marts.mart_builds, read with the "

@@ -72,6 +72,30 @@ def run_exists(settings: ConnectionSettings, run_id: str) -> bool:
         return conn.execute(query, (run_id,)).fetchone() is not None
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """What a finished run's closing lines say, read back from ml.walk_forward_runs (a resumed sweep with nothing to
+    run prints them again)."""
+
+    run_id: str
+    status: str
+    """'succeeded', or 'partial' when some fold x seed tasks failed."""
+    verdict: str
+    run_dir: str
+
+
+def load_run(settings: ConnectionSettings, run_id: str) -> StoredRun | None:
+    """``run_id``'s row of ml.walk_forward_runs; None when there is none (or no table yet)."""
+    with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE) as conn:
+        if conn.execute("select to_regclass(%s) is null", (f"{schemas.ML}.{RUNS}",)).fetchone()[0]:
+            return None
+        query = sql.SQL("select run_id, status, verdict, run_dir from {} where run_id = %s").format(
+            sql.Identifier(schemas.ML, RUNS)
+        )
+        row = conn.execute(query, (run_id,)).fetchone()
+    return StoredRun(*row) if row else None
+
+
 @contextmanager
 def _disk_full_in_one_line(record: RunRecord) -> Iterator[None]:
     """The database server's disk full while a run lands (SQLSTATE 53100, on an insert, a COPY or the commit): one line

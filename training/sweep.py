@@ -65,7 +65,14 @@ from training.config import (
 )
 from training.exit_codes import ExitCode, exit_status_table
 from training.folds import Fold
-from training.run_folder import claim_run_folder, folder_in_use, make_run_folder, refuse_used_folder, writing_run_folder
+from training.run_folder import (
+    FRESH_ID_ATTEMPTS,
+    claim_run_folder,
+    folder_in_use,
+    make_run_folder,
+    refuse_used_folder,
+    writing_run_folder,
+)
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
@@ -118,7 +125,7 @@ class SweepConfig(WalkForwardConfig):
     resume: str | None = None
     """Sweep id to continue (its stored settings apply; flags may change only --trials, --max-concurrent, the final walk-forward's and Ray's settings). Finished trials are not run again; interrupted ones are, with the values they had."""
     sweep_id: str | None = None
-    """Name of the sweep: its folder is <runs_dir>/<sweep_id>/ and ml.sweeps.sweep_id. Default: sweep-<UTC time>-<random>."""
+    """Name of the sweep: its folder is <runs_dir>/<sweep_id>/ and ml.sweeps.sweep_id. Default: sweep-<UTC time>-<random>, generated again when a stored sweep or a folder has it."""
     final_walk_forward: bool = True
     """When the search ends, run the best configuration's walk-forward once: the report folds (see --search-folds) x --seeds seeds, test included (run id: --run-id or <sweep_id>-best)."""
 
@@ -725,10 +732,24 @@ class SweepResult:
     walk_forward: Any | None
     """The final walk-forward (training.walk_forward.WalkForwardResult), or None."""
     interrupted: bool
+    stored_walk_forward: Any | None = None
+    """A resume with nothing to run: the final walk-forward's row that an earlier start wrote
+    (training.results_store.StoredRun), whose verdict and report the command prints again."""
 
 
 def new_sweep_id() -> str:
     return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _free_sweep_id(runs_dir: Path, stored_sweep: Callable[[str], bool]) -> str:
+    """A generated sweep id that no sweep in ml.sweeps and no folder under ``runs_dir`` has; SweepError after
+    FRESH_ID_ATTEMPTS taken ones in a row."""
+    for _ in range(FRESH_ID_ATTEMPTS):
+        candidate = new_sweep_id()
+        if not stored_sweep(candidate) and not folder_in_use(runs_dir / candidate):
+            return candidate
+        logger.info("generated sweep id %s is taken (a stored sweep or a folder): generating another", candidate)
+    raise SweepError(f"{FRESH_ID_ATTEMPTS} generated sweep ids in a row were taken: give one with --sweep-id")
 
 
 def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
@@ -879,11 +900,23 @@ def run_sweep(
             sweep_id = stored.sweep_id
         else:
             space = load_space(config.space, config)
-            sweep_id = config.sweep_id or new_sweep_id()
-            if sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, sweep_id) is not None:
-                raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
-            # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
-            refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
+
+            def stored_sweep(candidate: str) -> bool:
+                return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
+
+            if config.sweep_id:
+                sweep_id = config.sweep_id
+                if stored_sweep(sweep_id):
+                    raise SweepError(
+                        f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it"
+                    )
+                # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
+                refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
+            else:
+                # A generated id another sweep or run has (the same second and random suffix) is generated again: the
+                # user did not choose it, so there is nothing to resume or rename.
+                sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
+                config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
 
         # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
         # sweep's own final run counts as another once more trials are to run: they walk forward anew.
@@ -1067,8 +1100,11 @@ def run_sweep(
             PROG,
             shlex.quote(sweep_id),
         )
+    stored_walk_forward = None
+    if walk_forward is None and sweep.final_run_id and not interrupted:
+        stored_walk_forward = results_store.load_run(settings, sweep.final_run_id)
     return SweepResult(sweep_id, run_dir, report_path, sweep, trials, choose(trials).trial, walk_forward,
-                       interrupted)  # fmt: skip
+                       interrupted, stored_walk_forward)  # fmt: skip
 
 
 def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, trials, report_folds):
@@ -1168,7 +1204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
         if not config.resume:
             load_space(config.space, config)  # a bad space file fails here, before anything runs
-            config.sweep_id = config.sweep_id or new_sweep_id()
     except (ValueError, SearchSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -1204,6 +1239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(result.walk_forward.statistics.verdict)
         print(f"walk-forward report: {result.walk_forward.report_path.resolve()}")
         if result.walk_forward.failures:
+            return ExitCode.PARTIAL
+    elif (stored := result.stored_walk_forward) is not None:  # nothing ran: the lines its finished start printed
+        print(stored.verdict)
+        print(f"walk-forward report: {Path(stored.run_dir) / 'report.html'}")
+        if stored.status == "partial":
             return ExitCode.PARTIAL
     return ExitCode.OK
 

@@ -85,10 +85,32 @@ def grant_statement(roles: Sequence[str], login: str, server_version: int) -> st
     return f"GRANT {granted} TO {sql_name(login)}" + (" WITH SET TRUE" if server_version >= SET_OPTION_VERSION else "")
 
 
+# fmt: off
+RESERVED_WORDS = frozenset({
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "binary",
+    "both", "case", "cast", "check", "collate", "collation", "column", "concurrently", "constraint", "create",
+    "cross", "current_catalog", "current_date", "current_role", "current_schema", "current_time",
+    "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except",
+    "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group", "having", "ilike", "in",
+    "initially", "inner", "intersect", "into", "is", "isnull", "join", "lateral", "leading", "left", "like",
+    "limit", "localtime", "localtimestamp", "natural", "not", "notnull", "null", "offset", "on", "only", "or",
+    "order", "outer", "overlaps", "placing", "primary", "references", "returning", "right", "select",
+    "session_user", "similar", "some", "symmetric", "system_user", "table", "tablesample", "then", "to", "trailing",
+    "true", "union", "unique", "user", "using", "variadic", "verbose", "when", "where", "window", "with",
+})
+# fmt: on
+"""The words PostgreSQL reads as keywords where a statement names a login or a database: ``select word from
+pg_get_keywords() where catcode in ('R', 'T')`` on PostgreSQL 18.6 (15's list is the same less ``system_user``). A
+message is often built without a connection to ask the server; a word a later version reserves fails the test that
+compares this list with the server's own."""
+
+
 def sql_name(name: str) -> str:
     """``name`` (a login's, a database's) as SQL spells it in a statement a message suggests: bare where PostgreSQL
-    reads it unchanged, else quoted (``"o'brien Ädmin"``, ``"my-warehouse"``)."""
-    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+    reads it unchanged, else quoted (``"o'brien Ädmin"``, ``"my-warehouse"``, and a reserved word: ``"user"``)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in RESERVED_WORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _verifier(conn: psycopg.Connection, login: Login) -> str:
