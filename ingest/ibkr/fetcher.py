@@ -550,15 +550,13 @@ class IbkrSession:
                     message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
                     return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
+            same = details
             if len(details) > 1 and primary_exchange:
                 same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
-                details = same or details
-            if len(details) > 1:
-                return QualifyOutcome(
-                    None,
-                    None,
-                    f"ambiguous: {len(details)} contracts match {symbol}; set its primary_exchange in the watchlist",
-                )
+            if len(same) == 1:
+                details = same
+            elif len(details) > 1:
+                return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
             found = details[0].contract
             return QualifyOutcome(
                 ContractRef(
@@ -778,6 +776,30 @@ _WHO_WAITS = {
     farms.FarmKind.HMDS: "historical requests",
     farms.FarmKind.SEC_DEF: "contract lookups",
 }
+
+
+def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:
+    """Why a lookup with several matches chose none, naming each (a server need not narrow the lookup by the primary
+    exchange asked for) and what the watchlist can do about it."""
+    shown = same if len(same) > 1 else details
+    listed = ", ".join(
+        f"conId {d.contract.conId} on {d.contract.primaryExchange or 'no primary exchange'}" for d in shown[:5]
+    )
+    listed += f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+    if not primary_exchange:
+        return (
+            f"ambiguous: {len(shown)} contracts match {symbol} ({listed}); add {symbol} to the watchlist with its "
+            "primary_exchange"
+        )
+    if len(same) > 1:
+        return (
+            f"ambiguous: {len(shown)} contracts on {primary_exchange} match {symbol} ({listed}); its primary_exchange "
+            "in the watchlist cannot tell them apart"
+        )
+    return (
+        f"ambiguous: {len(shown)} contracts match {symbol} ({listed}), none on {primary_exchange}, its "
+        "primary_exchange in the watchlist: correct it there"
+    )
 
 
 def _closed_by_peer(handshake_error: str) -> bool:
