@@ -5,14 +5,16 @@ TCP delivery split at awkward points (a byte per segment, a length prefix apart 
 segment), start-up messages in another order (farm notices before and between the managed accounts and the next valid
 id, the current time, a 2119 and a 2100), server versions inside the client's range other than 157 and 178 (163,
 165, 166), contract details with empty optional fields, daily bars with volumes of 0 and -1 and -1 counts and WAPs,
-and several contract matches.
+several contract matches, and 162 "HMDS server disconnect" under a request's id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from tws_peer_independent import (
@@ -28,6 +30,10 @@ from tws_peer_independent import (
 )
 
 from ingest.exit_codes import ExitCode
+from ingest.ibkr.config import IbkrSettings
+from ingest.ibkr.fetcher import IbkrSession
+from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
+from ingest.ibkr.session_types import ContractRef, Outcome
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
@@ -203,3 +209,42 @@ def test_several_contract_matches_name_each_and_what_the_watchlist_can_do(
     assert f"AAPL failed: {failure}\n" in err
     assert batches(warehouse) == [("AAPL", "failed", 0, None, failure)]
     assert peer.history_requests() == []
+
+
+def test_a_request_lost_to_an_hmds_server_disconnect_is_asked_again(warehouse):
+    """IB Gateway ends a request with 162 "HMDS server disconnect occurred. Attempting reconnection..." when its link
+    to the historical data server drops: the request was lost, not refused, and the symbol used to fail at once."""
+    lost = HMDS + "HMDS server disconnect occurred.  Attempting reconnection..."
+
+    def history(req_id, symbol, nth):
+        return [error(req_id, 162, lost)] if symbol == "AAPL" and nth == 1 else [daily_bars(req_id, TWO_DAYS)]
+
+    peer = TwsPeer(history=history)
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT")
+    assert (status, err) == (ExitCode.OK, ""), out + err
+    assert batches(warehouse) == [("AAPL", "ok", 2, None, None), ("MSFT", "ok", 2, None, None)]
+    assert [m[3] for m in peer.history_requests()].count("AAPL") == 2
+
+
+@pytest.mark.integration  # a socket and the real client library
+def test_an_hmds_server_that_stays_disconnected_fails_the_request_naming_the_disconnect_not_a_timeout():
+    """The session itself (the CLI run above waits out the 15 s between identical requests on each retry)."""
+    lost = HMDS + "HMDS server disconnect occurred.  Attempting reconnection..."
+    peer = TwsPeer(history=lambda req_id, symbol, nth: [error(req_id, 162, lost)])
+
+    async def fetch(port: int) -> Outcome:
+        settings = IbkrSettings(port=port, client_id=5, connect_timeout_s=5, request_timeout_s=5)
+        limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
+        async with IbkrSession(settings, limiter) as session:
+            ref = ContractRef("AAPL", 265598, "NASDAQ")
+            return await session.fetch(
+                ref, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+            )
+
+    with peer.listening() as port:
+        started = time.monotonic()
+        outcome = asyncio.run(fetch(port))
+    assert (outcome.status, outcome.error_code, outcome.attempts) == ("failed", 162, 3)
+    assert outcome.error_message == f"the gateway ended the request without an answer (3 tries; the last: {lost})"
+    assert time.monotonic() - started < 4  # ended by the gateway each time, not by the 5 s timeout

@@ -16,6 +16,9 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 366 "No historical data  the gateway lost the request: retried like one it
 query found" (ib_async ends the request)     cancelled; when every try ends so, ``failed`` with the
                                              code and "the gateway ended the request" (no timeout)
+``[]`` + errorEvent 162 "HMDS server        lost, not refused: retried like a 366 (the gateway
+disconnect occurred. Attempting              reconnects meanwhile: the limiter's 15 s between
+reconnection..." (ib_async ends it)          identical requests gives it time)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 ``[]`` + a missing subscription: 162 "No     outcome ``failed`` at once with the code, not retried
 market data permissions for NYSE STK", 354,  (:func:`gateway_errors.market_data_refusal` names
@@ -100,6 +103,7 @@ from ingest.ibkr.gateway_errors import (
     ERR_NO_HISTORICAL_QUERY,
     ERR_PORT_RESET,
     ERR_SIMULTANEOUS_OR_PACING,
+    is_hmds_disconnect,
     is_no_data,
     is_notice,
     is_pacing_violation,
@@ -658,7 +662,11 @@ class IbkrSession:
             no_data = tracked.first(is_no_data)
             if no_data is not None:
                 return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
-            failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
+            failures = [
+                (c, m)
+                for c, m in tracked.failures
+                if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
+            ]
             if failures:
                 refusal = market_data_refusal(*failures[0])
                 if refusal is not None and refusal.account_wide:
@@ -669,10 +677,13 @@ class IbkrSession:
             # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
             # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
             # to resume the request first): that request timed out. A 366 "No historical data query found" means the
-            # gateway lost the request (ib_async ends it empty), whenever it comes.
+            # gateway lost the request (ib_async ends it empty), whenever it comes; so does a 162 "HMDS server
+            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile).
             answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
-            server_cancel = next((e for e in tracked.failures if e not in failures), None) if answered_in_time else None
-            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or server_cancel
+            disconnect = tracked.first(is_hmds_disconnect)
+            cancels = [e for e in tracked.failures if e not in failures and e != disconnect]
+            server_cancel = next(iter(cancels), None) if answered_in_time else None
+            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or disconnect or server_cancel
             cancelled = dropped is not None
             if answered_in_time and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.

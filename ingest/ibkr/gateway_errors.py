@@ -39,6 +39,12 @@ def is_pacing_violation(code: int, message: str) -> bool:
     return code == ERR_PACING
 
 
+def is_hmds_disconnect(code: int, message: str) -> bool:
+    """162 "HMDS server disconnect occurred.  Attempting reconnection...": the gateway's link to the historical data
+    server dropped while the request was out, and the gateway ended it. Lost, not refused: asked again."""
+    return code == ERR_HMDS and "hmds server disconnect" in message.lower()
+
+
 def is_no_data(code: int, message: str) -> bool:
     """162 "HMDS query returned no data": the range holds no bars (not an error)."""
     return code == ERR_HMDS and "query returned no data" in message.lower()
