@@ -5,7 +5,7 @@ TCP delivery split at awkward points (a byte per segment, a length prefix apart 
 segment), start-up messages in another order (farm notices before and between the managed accounts and the next valid
 id, the current time, a 2119 and a 2100), server versions inside the client's range other than 157 and 178 (163,
 165, 166), contract details with empty optional fields, daily bars with volumes of 0 and -1 and -1 counts and WAPs,
-several contract matches, and 162 "HMDS server disconnect" under a request's id.
+several contract matches, and 162 "HMDS server disconnect" and 1100-1102 under a request's id.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from tws_peer_independent import (
@@ -227,24 +229,84 @@ def test_a_request_lost_to_an_hmds_server_disconnect_is_asked_again(warehouse):
     assert [m[3] for m in peer.history_requests()].count("AAPL") == 2
 
 
+AAPL = ContractRef("AAPL", 265598, "NASDAQ")
+
+
+def in_a_session(peer: TwsPeer, action: Callable[[IbkrSession], Awaitable[Any]]) -> Any:
+    """What ``action`` returns, run in the loader's own gateway session against the peer; identical requests may
+    follow each other at once (the 15 s rule is the limiter's own test)."""
+
+    async def run(port: int) -> Any:
+        settings = IbkrSettings(port=port, client_id=5, connect_timeout_s=5, request_timeout_s=5)
+        limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
+        async with IbkrSession(settings, limiter) as session:
+            return await action(session)
+
+    with peer.listening() as port:
+        return asyncio.run(run(port))
+
+
+async def fetch_daily(session: IbkrSession) -> Outcome:
+    return await session.fetch(
+        AAPL, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
+    )
+
+
 @pytest.mark.integration  # a socket and the real client library
 def test_an_hmds_server_that_stays_disconnected_fails_the_request_naming_the_disconnect_not_a_timeout():
     """The session itself (the CLI run above waits out the 15 s between identical requests on each retry)."""
     lost = HMDS + "HMDS server disconnect occurred.  Attempting reconnection..."
     peer = TwsPeer(history=lambda req_id, symbol, nth: [error(req_id, 162, lost)])
 
-    async def fetch(port: int) -> Outcome:
-        settings = IbkrSettings(port=port, client_id=5, connect_timeout_s=5, request_timeout_s=5)
-        limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
-        async with IbkrSession(settings, limiter) as session:
-            ref = ContractRef("AAPL", 265598, "NASDAQ")
-            return await session.fetch(
-                ref, end="", duration="5 D", bar_size="1 day", what_to_show="TRADES", use_rth=True, intraday=False
-            )
-
-    with peer.listening() as port:
-        started = time.monotonic()
-        outcome = asyncio.run(fetch(port))
+    started = time.monotonic()
+    outcome = in_a_session(peer, fetch_daily)
     assert (outcome.status, outcome.error_code, outcome.attempts) == ("failed", 162, 3)
     assert outcome.error_message == f"the gateway ended the request without an answer (3 tries; the last: {lost})"
     assert time.monotonic() - started < 4  # ended by the gateway each time, not by the 5 s timeout
+
+
+LOST = "Connectivity between IB and Trader Workstation has been lost."
+RESTORED = "Connectivity between IB and Trader Workstation has been restored - data maintained."
+
+
+def test_connectivity_lost_under_a_requests_id_is_no_empty_range(warehouse):
+    """A server that sends IBKR's connectivity notices under the id of the request they cut short (not -1, as IB
+    Gateway does): ib_async ends the request empty on a 1100, and the loader took that for "no bars in the range",
+    landed the symbol as no_data, and the next run counted it as current."""
+
+    def history(req_id, symbol, nth):
+        if symbol == "AAPL" and nth == 1:
+            return [error(req_id, 1100, LOST), 0.5, notice(1102, RESTORED)]
+        return [daily_bars(req_id, TWO_DAYS)]
+
+    peer = TwsPeer(history=history)
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT")
+    assert status == ExitCode.OK, out + err
+    assert batches(warehouse) == [("AAPL", "ok", 2, None, None), ("MSFT", "ok", 2, None, None)]
+    assert [m[3] for m in peer.history_requests()].count("AAPL") == 2
+
+
+@pytest.mark.integration  # a socket and the real client library
+@pytest.mark.parametrize("code, text", [(1101, RESTORED.replace("maintained", "lost")), (1102, RESTORED)])
+def test_connectivity_restored_under_a_requests_id_ends_it_unanswered_and_it_is_asked_again(code, text):
+    def history(req_id, symbol, nth):
+        return [error(req_id, code, text)] if nth == 1 else [daily_bars(req_id, TWO_DAYS)]
+
+    outcome = in_a_session(TwsPeer(history=history), fetch_daily)
+    assert (outcome.status, len(outcome.bars), outcome.attempts) == ("ok", 2, 2)
+
+
+@pytest.mark.integration  # a socket and the real client library
+def test_a_contract_lookup_cut_short_by_a_connectivity_notice_under_its_id_is_asked_again():
+    """It used to fail its symbol: "no contract found (no error code)"."""
+    asked = []
+
+    def contracts(req_id, symbol, primary):
+        asked.append(req_id)
+        if len(asked) == 1:
+            return [error(req_id, 1100, LOST), 0.2, notice(1102, RESTORED)]
+        return [stock(req_id, symbol, 265598), contract_end(req_id)]
+
+    outcome = in_a_session(TwsPeer(contracts=contracts), lambda session: session.qualify("AAPL", "NASDAQ"))
+    assert (outcome.contract, len(asked)) == (AAPL, 2)

@@ -16,6 +16,9 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 366 "No historical data  the gateway lost the request: retried like one it
 query found" (ib_async ends the request)     cancelled; when every try ends so, ``failed`` with the
                                              code and "the gateway ended the request" (no timeout)
+``[]`` + 1100/1101/1102 under the request's  the same, for a bar request or a contract lookup; a
+id, not -1 (ib_async ends the request)       1100 is an IBKR-wide outage as under -1 (the retry
+                                             waits for its end, and is not counted)
 ``[]`` + errorEvent 162 "HMDS server        lost, not refused: retried like a 366 (the gateway
 disconnect occurred. Attempting              reconnects meanwhile: the limiter's 15 s between
 reconnection..." (ib_async ends it)          identical requests gives it time)
@@ -97,10 +100,10 @@ from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
 from ingest.ibkr.gateway_errors import (
+    ENDS_REQUEST_NOTICES,
     ERR_CLIENT_ID_IN_USE,
     ERR_HMDS,
     ERR_INVALID_REQUEST,
-    ERR_NO_HISTORICAL_QUERY,
     ERR_PORT_RESET,
     ERR_SIMULTANEOUS_OR_PACING,
     is_hmds_disconnect,
@@ -458,6 +461,7 @@ class IbkrSession:
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE and self._handshake_ended is None:
                 log.warning("gateway notice %s: %s", code, message)
             return
+        self._note_farm(code, message)  # a connectivity notice under a request's id is as much an outage
         tracked = self._tracked.get(id(contract))
         if tracked is None or tracked.contract is not contract:
             return  # a late answer to a request we already gave up on (e.g. "query cancelled")
@@ -543,6 +547,16 @@ class IbkrSession:
                             f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
+            ended = None if details else tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES)
+            if ended is not None:  # the gateway cut the lookup short (a connectivity notice under its id)
+                if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
+                    outage_timeouts += 1
+                    continue
+                timeouts += 1
+                if timeouts > self.retry.timeout_retries:
+                    message = f"the gateway ended the lookup without an answer ({timeouts} tries; the last: {ended[1]})"
+                    return QualifyOutcome(None, ended[0], message)
+                continue
             if tracked.undecodable is not None:
                 return QualifyOutcome(
                     None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
@@ -677,13 +691,13 @@ class IbkrSession:
             # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
             # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
             # to resume the request first): that request timed out. A 366 "No historical data query found" means the
-            # gateway lost the request (ib_async ends it empty), whenever it comes; so does a 162 "HMDS server
-            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile).
+            # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
+            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
             answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
             disconnect = tracked.first(is_hmds_disconnect)
             cancels = [e for e in tracked.failures if e not in failures and e != disconnect]
             server_cancel = next(iter(cancels), None) if answered_in_time else None
-            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or disconnect or server_cancel
+            dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
             cancelled = dropped is not None
             if answered_in_time and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
