@@ -16,6 +16,12 @@ violation", 420, or 322 "simultaneous"       for 322), cool the limiter down, ba
 ``[]`` + errorEvent 366 "No historical data  the gateway lost the request: retried like one it
 query found" (ib_async ends the request)     cancelled; when every try ends so, ``failed`` with the
                                              code and "the gateway ended the request" (no timeout)
+``[]`` + 1100/1101/1102 under the request's  the same, for a bar request or a contract lookup; a
+id, not -1 (ib_async ends the request)       1100 is an IBKR-wide outage as under -1 (the retry
+                                             waits for its end, and is not counted)
+``[]`` + errorEvent 162 "HMDS server        lost, not refused: retried like a 366 (the gateway
+disconnect occurred. Attempting              reconnects meanwhile: the limiter's 15 s between
+reconnection..." (ib_async ends it)          identical requests gives it time)
 ``[]`` + errorEvent 200                      outcome ``failed``, code 200 (the other symbols go on)
 ``[]`` + a missing subscription: 162 "No     outcome ``failed`` at once with the code, not retried
 market data permissions for NYSE STK", 354,  (:func:`gateway_errors.market_data_refusal` names
@@ -94,12 +100,13 @@ from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
 from ingest.ibkr.gateway_errors import (
+    ENDS_REQUEST_NOTICES,
     ERR_CLIENT_ID_IN_USE,
     ERR_HMDS,
     ERR_INVALID_REQUEST,
-    ERR_NO_HISTORICAL_QUERY,
     ERR_PORT_RESET,
     ERR_SIMULTANEOUS_OR_PACING,
+    is_hmds_disconnect,
     is_no_data,
     is_notice,
     is_pacing_violation,
@@ -454,6 +461,7 @@ class IbkrSession:
             if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE and self._handshake_ended is None:
                 log.warning("gateway notice %s: %s", code, message)
             return
+        self._note_farm(code, message)  # a connectivity notice under a request's id is as much an outage
         tracked = self._tracked.get(id(contract))
         if tracked is None or tracked.contract is not contract:
             return  # a late answer to a request we already gave up on (e.g. "query cancelled")
@@ -539,6 +547,16 @@ class IbkrSession:
                             f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
+            ended = None if details else tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES)
+            if ended is not None:  # the gateway cut the lookup short (a connectivity notice under its id)
+                if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
+                    outage_timeouts += 1
+                    continue
+                timeouts += 1
+                if timeouts > self.retry.timeout_retries:
+                    message = f"the gateway ended the lookup without an answer ({timeouts} tries; the last: {ended[1]})"
+                    return QualifyOutcome(None, ended[0], message)
+                continue
             if tracked.undecodable is not None:
                 return QualifyOutcome(
                     None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
@@ -550,15 +568,13 @@ class IbkrSession:
                     message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
                     return QualifyOutcome(None, None, message)
                 return QualifyOutcome(None, failure[0], failure[1])
+            same = details
             if len(details) > 1 and primary_exchange:
                 same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
-                details = same or details
-            if len(details) > 1:
-                return QualifyOutcome(
-                    None,
-                    None,
-                    f"ambiguous: {len(details)} contracts match {symbol}; set its primary_exchange in the watchlist",
-                )
+            if len(same) == 1:
+                details = same
+            elif len(details) > 1:
+                return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
             found = details[0].contract
             return QualifyOutcome(
                 ContractRef(
@@ -660,7 +676,11 @@ class IbkrSession:
             no_data = tracked.first(is_no_data)
             if no_data is not None:
                 return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
-            failures = [(c, m) for c, m in tracked.failures if not (c == ERR_HMDS and "cancelled" in m.lower())]
+            failures = [
+                (c, m)
+                for c, m in tracked.failures
+                if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
+            ]
             if failures:
                 refusal = market_data_refusal(*failures[0])
                 if refusal is not None and refusal.account_wide:
@@ -671,10 +691,13 @@ class IbkrSession:
             # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
             # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
             # to resume the request first): that request timed out. A 366 "No historical data query found" means the
-            # gateway lost the request (ib_async ends it empty), whenever it comes.
+            # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
+            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
             answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
-            server_cancel = next((e for e in tracked.failures if e not in failures), None) if answered_in_time else None
-            dropped = tracked.first(lambda c, m: c == ERR_NO_HISTORICAL_QUERY) or server_cancel
+            disconnect = tracked.first(is_hmds_disconnect)
+            cancels = [e for e in tracked.failures if e not in failures and e != disconnect]
+            server_cancel = next(iter(cancels), None) if answered_in_time else None
+            dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
             cancelled = dropped is not None
             if answered_in_time and not cancelled:
                 # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
@@ -778,6 +801,30 @@ _WHO_WAITS = {
     farms.FarmKind.HMDS: "historical requests",
     farms.FarmKind.SEC_DEF: "contract lookups",
 }
+
+
+def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:
+    """Why a lookup with several matches chose none, naming each (a server need not narrow the lookup by the primary
+    exchange asked for) and what the watchlist can do about it."""
+    shown = same if len(same) > 1 else details
+    listed = ", ".join(
+        f"conId {d.contract.conId} on {d.contract.primaryExchange or 'no primary exchange'}" for d in shown[:5]
+    )
+    listed += f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+    if not primary_exchange:
+        return (
+            f"ambiguous: {len(shown)} contracts match {symbol} ({listed}); add {symbol} to the watchlist with its "
+            "primary_exchange"
+        )
+    if len(same) > 1:
+        return (
+            f"ambiguous: {len(shown)} contracts on {primary_exchange} match {symbol} ({listed}); its primary_exchange "
+            "in the watchlist cannot tell them apart"
+        )
+    return (
+        f"ambiguous: {len(shown)} contracts match {symbol} ({listed}), none on {primary_exchange}, its "
+        "primary_exchange in the watchlist: correct it there"
+    )
 
 
 def _closed_by_peer(handshake_error: str) -> bool:

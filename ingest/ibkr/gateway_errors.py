@@ -22,6 +22,10 @@ ERR_PORT_RESET = 1300
 #: gateway lost the request, which is asked again: the table in :mod:`ingest.ibkr.fetcher`); connectivity
 #: lost/restored (1100-1102). The 2100-2199 notices (farm status, the 2174 time-zone warning) are warnings as well.
 NOTICE_CODES = frozenset({165, 366, 1100, 1101, 1102, 10167})
+#: Of those, the ones ib_async nonetheless takes for the end of the request whose id they carry (it keeps waiting only
+#: after 165, 10167 and 2100-2199): such a request was cut short, not answered, and is asked again. IB Gateway sends
+#: 1100-1102 under id -1; other servers of the protocol may send them under the id of each request they cut short.
+ENDS_REQUEST_NOTICES = frozenset({366, 1100, 1101, 1102})
 
 
 def is_notice(code: int) -> bool:
@@ -37,6 +41,12 @@ def is_pacing_violation(code: int, message: str) -> bool:
     if code == ERR_SIMULTANEOUS_OR_PACING:
         return "simultaneous" in text or "pacing" in text
     return code == ERR_PACING
+
+
+def is_hmds_disconnect(code: int, message: str) -> bool:
+    """162 "HMDS server disconnect occurred.  Attempting reconnection...": the gateway's link to the historical data
+    server dropped while the request was out, and the gateway ended it. Lost, not refused: asked again."""
+    return code == ERR_HMDS and "hmds server disconnect" in message.lower()
 
 
 def is_no_data(code: int, message: str) -> bool:

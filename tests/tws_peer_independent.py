@@ -1,0 +1,221 @@
+"""A second, independent TWS-protocol peer for the loader's tests, written from the protocol notes
+(/work/shared/reference/ib-tws-protocol.md) and ib_async's own decoder and client, not from ``gateway_simulator`` or
+``devtools.scripted_gateway``: it imports neither, and frames, encodes and parses every message itself.
+
+It makes choices real IB Gateway / TWS builds and third-party servers of the protocol (broker proxies, gateways older
+or newer than ours) may make and our simulator does not:
+
+- ``delivery``: how its bytes reach the client over TCP: one message per segment (``"frames"``), one byte per segment
+  (``"bytes"``), each frame's 4-byte length in one segment and its body in the next (``"split"``), or every message of
+  an answer in one segment (``"coalesced"``);
+- ``start_up``: the messages it sends once the client starts the API, in its own order (managed accounts, next valid
+  id, current time, farm notices, 2119 "connecting", 2100 unsubscribes, ...), and ``between``: notices it sends
+  before each answer;
+- ``server_version``: any version the client accepts, with the fields that depend on it (a version field and
+  mdSizeMultiplier in contract details before 164, one size increment at 163, advancedOrderRejectJson in errors from
+  166 on);
+- answers scripted per request (``contracts``, ``history``): several contract matches, empty optional fields, daily
+  bars dated ``yyyymmdd`` with -1 counts and WAPs, zero volume, and the error codes and texts real servers send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+# Message ids (server to client), as ib_async's decoder reads them.
+ERROR, NEXT_VALID_ID, CONTRACT_DATA, MANAGED_ACCOUNTS, HISTORICAL_DATA = 4, 9, 10, 15, 17
+CURRENT_TIME, CONTRACT_DATA_END, POSITION_END = 49, 52, 62
+# Message ids (client to server), as ib_async's client writes them.
+REQ_CONTRACT_DETAILS, REQ_HISTORICAL_DATA, CANCEL_HISTORICAL_DATA = 9, 20, 25
+REQ_POSITIONS, START_API = 61, 71
+
+Message = list[object]
+
+
+def frame(fields: Sequence[object]) -> bytes:
+    """Fields, each ended by a NUL, after a 4-byte big-endian length."""
+    body = b"".join(str(f).encode() + b"\0" for f in fields)
+    return struct.pack(">I", len(body)) + body
+
+
+def error(req_id: int, code: int, text: str) -> Message:
+    """Written in the shape of the peer's version when sent (advancedOrderRejectJson from 166 on)."""
+    return [ERROR, 2, req_id, code, text]
+
+
+def notice(code: int, text: str) -> Message:
+    return error(-1, code, text)
+
+
+def stock(
+    req_id: int,
+    symbol: str,
+    con_id: int | str,
+    primary_exchange: str = "NASDAQ",
+    *,
+    long_name: str = "",
+    time_zone: str = "US/Eastern",
+    min_tick: str = "0.01",
+) -> Message:
+    """contractData for a common stock in the shape of server version 164 and later (``send`` adapts it to older
+    versions). Optional fields a server may leave empty are empty unless given."""
+    return [
+        CONTRACT_DATA, req_id, symbol, "STK", "", "0", "", "SMART", "USD", symbol, "NMS", symbol, con_id, min_tick,
+        "", "", "", "1", "0", long_name, primary_exchange, "", "", "", "", time_zone, "", "", "", "", "0",
+        "", "", "", "", "", "", "", "", "",
+    ]  # fmt: skip
+
+
+def contract_end(req_id: int) -> Message:
+    return [CONTRACT_DATA_END, 1, req_id]
+
+
+def daily_bars(req_id: int, rows: Sequence[Sequence[object]]) -> Message:
+    """historicalData: each row is (date, open, high, low, close, volume, wap, count), written as given."""
+    fields: Message = [HISTORICAL_DATA, req_id, "20231201  00:00:00", "20240110  00:00:00", len(rows)]
+    for row in rows:
+        fields += list(row)
+    return fields
+
+
+ContractAnswer = Callable[[int, str, str], Sequence[Message | float]]
+"""(request id, symbol, primary exchange asked for) -> messages (a number: a pause of that many seconds)."""
+HistoryAnswer = Callable[[int, str, int], Sequence[Message | float]]
+"""(request id, symbol, 1-based number of this symbol's historical requests) -> messages, as for contracts."""
+
+
+def one_match(req_id: int, symbol: str, primary_exchange: str) -> Sequence[Message]:
+    return [stock(req_id, symbol, 1000 + sum(map(ord, symbol))), contract_end(req_id)]
+
+
+def no_history(req_id: int, symbol: str, nth: int) -> Sequence[Message]:
+    return []
+
+
+@dataclass
+class TwsPeer:
+    server_version: int = 178
+    delivery: str = "frames"
+    start_up: Callable[[], Sequence[Message]] = lambda: [[MANAGED_ACCOUNTS, 1, "DU111111"], [NEXT_VALID_ID, 1, 1]]
+    between: Sequence[Message] = ()
+    contracts: ContractAnswer = one_match
+    history: HistoryAnswer = no_history
+    received: list[list[str]] = field(default_factory=list)
+    """Every message the client sent after its greeting, as fields."""
+
+    def history_requests(self) -> list[list[str]]:
+        return [m for m in self.received if m[0] == str(REQ_HISTORICAL_DATA)]
+
+    def adapt(self, message: Message) -> Message:
+        """The message as a server of ``server_version`` writes it."""
+        if message[0] == ERROR and self.server_version >= 166:
+            return [*message, ""]
+        if message[0] == CONTRACT_DATA and self.server_version < 164:
+            con_id_at = 12  # id, reqId, symbol, secType, lastTrade, strike, right, exchange, currency, local, market,
+            # tradingClass, conId, minTick: before 164 a version after the id, mdSizeMultiplier after minTick, and no
+            # minSize/sizeIncrement/suggestedSizeIncrement (163 keeps the last).
+            tail = ["1"] if self.server_version == 163 else []
+            return [message[0], 8, *message[1 : con_id_at + 2], "1", *message[con_id_at + 2 : -3], *tail]
+        return message
+
+    async def send(self, writer: asyncio.StreamWriter, messages: Sequence[Message]) -> None:
+        frames = [frame(self.adapt(m)) for m in messages]
+        if self.delivery == "coalesced":
+            chunks = [b"".join(frames)]
+        elif self.delivery == "bytes":
+            chunks = [bytes([b]) for f in frames for b in f]
+        elif self.delivery == "split":
+            chunks = [part for f in frames for part in (f[:4], f[4:])]
+        else:
+            chunks = frames
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            if len(chunks) > 1:
+                await asyncio.sleep(0.0005)  # TCP_NODELAY and a pause: each chunk its own segment
+
+    async def answer(self, writer: asyncio.StreamWriter, lock: asyncio.Lock, script: Sequence[Message | float]) -> None:
+        batch: list[Message] = list(self.between)
+        for item in [*script, None]:
+            if isinstance(item, list):
+                batch.append(item)
+                continue
+            if batch:
+                async with lock:  # one answer's bytes never interleave with another's
+                    await self.send(writer, batch)
+                batch = []
+            if item is not None:
+                await asyncio.sleep(float(item))
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lock = asyncio.Lock()
+        tasks: set[asyncio.Task] = set()
+        try:
+            assert await reader.readexactly(4) == b"API\0"
+            await self.read(reader)  # "v157..178": this peer claims its own version
+            await self.send(writer, [[self.server_version, "20240105 09:30:00 US/Eastern"]])
+            while True:
+                fields = await self.read(reader)
+                self.received.append(fields)
+                kind = int(fields[0])
+                if kind == START_API:
+                    async with lock:
+                        await self.send(writer, self.start_up())
+                elif kind == REQ_POSITIONS:
+                    async with lock:
+                        await self.send(writer, [[POSITION_END, 1]])
+                elif kind == REQ_CONTRACT_DETAILS:
+                    req_id, symbol, primary = int(fields[2]), fields[4], fields[11]
+                    tasks.add(asyncio.create_task(self.answer(writer, lock, self.contracts(req_id, symbol, primary))))
+                elif kind == REQ_HISTORICAL_DATA:
+                    req_id, symbol = int(fields[1]), fields[3]
+                    nth = sum(1 for m in self.history_requests() if m[3] == symbol)
+                    tasks.add(asyncio.create_task(self.answer(writer, lock, self.history(req_id, symbol, nth))))
+                elif kind == CANCEL_HISTORICAL_DATA:
+                    text = (
+                        f"Historical Market Data Service error message:API historical data query cancelled: {fields[2]}"
+                    )
+                    async with lock:
+                        await self.send(writer, [error(int(fields[2]), 162, text)])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()
+
+    @staticmethod
+    async def read(reader: asyncio.StreamReader) -> list[str]:
+        (size,) = struct.unpack(">I", await reader.readexactly(4))
+        return (await reader.readexactly(size)).decode().split("\0")[:-1]
+
+    @contextmanager
+    def listening(self) -> Iterator[int]:
+        """Serve on an ephemeral loopback port (yielded) from a thread of its own, for a loader in a subprocess."""
+        loop = asyncio.new_event_loop()
+        ready: list[int] = []
+        started, stop = threading.Event(), asyncio.Event()
+
+        async def main() -> None:
+            server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+            ready.append(server.sockets[0].getsockname()[1])
+            started.set()
+            await stop.wait()
+            server.close()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+        thread.start()
+        assert started.wait(10)
+        try:
+            yield ready[0]
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(10)
+            loop.close()
