@@ -178,8 +178,13 @@ def ticker_changed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def trade_fields_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
+    """A negative trade count and a WAP above the high fail; IBKR's -1 ("not sent") does not: in a TRADES bar's WAP
+    and trade count (SB), and in a MIDPOINT bar's volume, WAP and trade count (SC)."""
     return pd.concat([relanded(frame, "SA", "2024-03-15", bar_count=-5),
-                      relanded(frame, "SC", "2024-03-18", wap=lambda r: r["high"] * 1.1)])  # fmt: skip
+                      relanded(frame, "SC", "2024-03-18", wap=lambda r: r["high"] * 1.1),
+                      relanded(frame, "SB", "2024-03-19", wap=-1.0, bar_count=-1),
+                      relanded(frame, "SC", "2024-03-19", what_to_show="MIDPOINT", volume=-1.0, wap=-1.0,
+                               bar_count=-1)])  # fmt: skip
 
 
 def prices_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
@@ -344,6 +349,12 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
                 ["SA", -5]
             ]
             assert failure_rows(settings, WAP_WITHIN_LOW_HIGH)["symbol"].tolist() == ["SC"]
+            with connect(settings) as conn:  # IBKR's -1 "not sent" is null in staging, the TRADES volume kept
+                not_sent = conn.execute(
+                    "select symbol, what_to_show, volume is null, bar_count from staging.stg_ibkr__bars "
+                    "where session_date = '2024-03-19' and wap is null order by symbol"
+                ).fetchall()
+            assert not_sent == [("SB", "TRADES", False, None), ("SC", "MIDPOINT", True, None)]
         if case.name == "prices_out_of_range":
             for test, symbol in [(OPEN_WITHIN_LOW_HIGH, "SA"), (CLOSE_WITHIN_LOW_HIGH, "SB"), (PRICES_POSITIVE, "SC"),
                                  (VOLUME_NOT_NEGATIVE, "SA")]:  # fmt: skip

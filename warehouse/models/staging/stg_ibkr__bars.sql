@@ -28,11 +28,12 @@ normalised as (
         high,
         low,
         close,
-        -- Quote bars (MIDPOINT, BID, ASK, BID_ASK) carry IBKR's -1 for "not applicable": null here.
+        -- Quote bars (MIDPOINT, BID, ASK, BID_ASK) carry IBKR's -1 for "not applicable": null here. A TRADES
+        -- bar's volume of -1 is no volume at all and fails its test; its WAP and trade count are optional in the
+        -- TWS protocol, and -1 there (some servers send it for TRADES bars too) means "not sent": null as well.
         case when what_to_show in {{ quote_what_to_show() }} and volume = -1 then null else volume end as volume,
-        case when what_to_show in {{ quote_what_to_show() }} and wap = -1 then null else wap end as wap,
-        case when what_to_show in {{ quote_what_to_show() }} and bar_count = -1 then null else bar_count end
-            as bar_count,
+        nullif(wap, -1) as wap,
+        nullif(bar_count, -1) as bar_count,
         source,
         load_id,
         batch_id,
