@@ -58,8 +58,8 @@ UNADJUSTED_SPLIT = "int_bars_deduplicated_no_unadjusted_splits"
 ONE_SYMBOL_PER_CONTRACT = "int_bars_deduplicated_one_symbol_per_contract"
 BAR_COUNT_NOT_NEGATIVE = "stg_ibkr__bars_bar_count_not_negative"
 WAP_WITHIN_LOW_HIGH = "stg_ibkr__bars_wap_within_low_high"
-PRICES_POSITIVE = "stg_ibkr__bars_prices_positive"
-VOLUME_NOT_NEGATIVE = "stg_ibkr__bars_volume_not_negative"
+PRICES_POSITIVE = "stg_ibkr__bars_prices_positive_and_finite"
+VOLUME_NOT_NEGATIVE = "stg_ibkr__bars_volume_finite_not_negative"
 OTHER_TEXT_TESTS = {
     *(
         f"stg_ibkr__bars_{column}_is_clean_text"
@@ -196,6 +196,16 @@ def prices_out_of_range(frame: pd.DataFrame) -> pd.DataFrame:
                       relanded(frame, "SA", "2024-03-22", volume=-100.0)])  # fmt: skip
 
 
+def prices_not_finite(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values a server may send and raw keeps, that pass every comparison (PostgreSQL orders NaN above every number,
+    equal to itself): a bar of NaN prices, one of infinite prices, a NaN volume and an infinite one."""
+    nan, inf = "NaN", float("inf")  # the text PostgreSQL reads as NaN: a float NaN would land as null
+    return pd.concat([relanded(frame, "SA", "2024-03-25", open=nan, high=nan, low=nan, close=nan, wap=nan),
+                      relanded(frame, "SB", "2024-03-25", open=inf, high=inf, low=inf, close=inf, wap=inf),
+                      relanded(frame, "SC", "2024-03-25", volume=nan),
+                      relanded(frame, "SC", "2024-03-26", volume=inf)])  # fmt: skip
+
+
 def other_text_not_clean(frame: pd.DataFrame) -> pd.DataFrame:
     """The text columns besides the symbol (bars and batch manifest): a control character, a surrounding space, a
     U+FFFD, a text that is not NFC."""
@@ -236,6 +246,7 @@ CASES = [
         prices_out_of_range,
         {OPEN_WITHIN_LOW_HIGH, CLOSE_WITHIN_LOW_HIGH, PRICES_POSITIVE, VOLUME_NOT_NEGATIVE},
     ),
+    Case("prices_not_finite", prices_not_finite, {PRICES_POSITIVE, VOLUME_NOT_NEGATIVE}),
     Case(
         "other_text_not_clean",
         other_text_not_clean,
@@ -359,6 +370,9 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             for test, symbol in [(OPEN_WITHIN_LOW_HIGH, "SA"), (CLOSE_WITHIN_LOW_HIGH, "SB"), (PRICES_POSITIVE, "SC"),
                                  (VOLUME_NOT_NEGATIVE, "SA")]:  # fmt: skip
                 assert failure_rows(settings, test)["symbol"].tolist() == [symbol], test
+        if case.name == "prices_not_finite":
+            assert sorted(failure_rows(settings, PRICES_POSITIVE)["symbol"]) == ["SA", "SB"]
+            assert sorted(failure_rows(settings, VOLUME_NOT_NEGATIVE)["symbol"]) == ["SC", "SC"]
         if case.name == "other_text_not_clean":
             problems = {test: failure_rows(settings, test)["problem"].tolist() for test in OTHER_TEXT_TESTS}
             source, bar_size, what_to_show = (
