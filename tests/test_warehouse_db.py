@@ -76,6 +76,27 @@ def test_database_url_is_parsed_including_socket_hosts_and_ssl():
         settings_from_url("mysql://x@y/z")
 
 
+def test_dotenvs_libpq_variables_apply_beside_a_database_url(tmp_path):
+    """docs/operations.md: .env may set PGSSLMODE, PGAPPNAME and the like, and they apply to every connection. Beside
+    a DATABASE_URL they were dropped (libpq reads them from the environment, never from .env): a .env asking for
+    sslmode=require with its URL connected with libpq's 'prefer', and dbt and psql were not told either. A URL's own
+    parameter still wins, as it does over an exported variable in libpq."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DATABASE_URL=postgresql://quant:pw@db.example.com/warehouse?application_name=from-url\n"
+        "PGSSLMODE=require\nPGSSLROOTCERT=/etc/ca.pem\nPGAPPNAME=from-dotenv\n",
+        encoding="utf-8",
+    )
+    settings = external_settings(read_config(env={}, dotenv_path=dotenv))
+    kwargs = settings.connect_kwargs()
+    assert (kwargs["sslmode"], kwargs["sslrootcert"], kwargs["application_name"]) == (
+        "require",
+        "/etc/ca.pem",
+        "from-url",
+    )
+    assert settings.libpq_env()["PGSSLMODE"] == "require"
+
+
 @pytest.mark.parametrize(
     ("userinfo", "password"),
     [

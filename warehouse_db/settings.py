@@ -544,13 +544,21 @@ def _libpq_keywords() -> frozenset[str]:
     return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
 
 
+def libpq_option_variables(config: Mapping[str, str]) -> dict[str, str]:
+    """The libpq parameters the configuration sets by their standard variables (PGSSLMODE: sslmode, ...)."""
+    return {option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)}
+
+
 def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     """Settings for a server chosen by DATABASE_URL or the PG* variables, with logins and timeouts."""
     limits = client_limits(config)
     logins = component_logins(config)
     if config.get("DATABASE_URL"):
         settings = settings_from_url(config["DATABASE_URL"], connect_timeout=limits["connect_timeout"])
-        settings = replace(settings, logins=logins, statement_timeout=limits["statement_timeout"])
+        # PGSSLMODE, PGAPPNAME and the like apply beside a URL too, as libpq reads them from the environment; libpq
+        # never sees .env, so a URL's own parameter wins here as it does there.
+        options = {**libpq_option_variables(config), **settings.options}
+        settings = replace(settings, logins=logins, statement_timeout=limits["statement_timeout"], options=options)
         # A PGPASSWORD beside the URL would be libpq's password for every login without its own. Without the URL's
         # passfile parameter libpq reads PGPASSFILE's file, so the lookup does too.
         passfile = config.get("PGPASSFILE") or None
@@ -575,7 +583,7 @@ def external_settings(config: Mapping[str, str]) -> ConnectionSettings:
     port = value["port"]
     if "connect_timeout" in service:
         limits["connect_timeout"] = _seconds(service, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    options = {option: config[name] for option, name in LIBPQ_OPTION_VARIABLES.items() if config.get(name)}
+    options = libpq_option_variables(config)
     options.update({key: item for key, item in service.items() if key not in (*variables, "connect_timeout")})
     settings = ConnectionSettings(
         host=value["host"],
