@@ -599,10 +599,22 @@ def test_commands_end_in_one_line_and_exit_4_when_the_server_never_answers(silen
         "ingest": [sys.executable, "-m", "ingest", "--source", "csv", "data/sample_bars.csv", "--no-progress"],
         "training": [sys.executable, "-m", "training", "--runs-dir", str(tmp_path / "runs"), "--timesteps", "64"],
     }
-    for name, command in commands.items():
-        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
-        output = result.stdout + result.stderr
-        assert result.returncode == 4, f"{name}: exit {result.returncode}\n{output}"
+    # Side by side: each one waits out PGCONNECT_TIMEOUT on its own socket to the silent server.
+    started = {
+        name: subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, command in commands.items()
+    }
+    try:
+        outputs = {name: "".join(process.communicate(timeout=120)) for name, process in started.items()}
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait()
+    for name, output in outputs.items():
+        status = started[name].returncode
+        assert status == 4, f"{name}: exit {status}\n{output}"
         errors = [line for line in output.splitlines() if "error" in line.lower()]
         assert len(errors) == 1 and "PGCONNECT_TIMEOUT" in errors[0], f"{name}:\n{output}"
         assert "Traceback" not in output and not leaked_fragments(output, [SECRET]), f"{name}:\n{output}"
