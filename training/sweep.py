@@ -50,7 +50,6 @@ from training.config import (
     MAX_FOLDER_NAME_BYTES,
     TrainConfig,
     WalkForwardConfig,
-    configuration_hash,
     folder_name_problem,
     path_field,
 )
@@ -65,6 +64,7 @@ from training.run_folder import (
     writing_run_folder,
 )
 from training.sweep_choice import choose_trial, passed_over_text, trial_sharpe_variance
+from training.sweep_recorder import make_recorder, one_line
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
 from training.sweep_trial import OBJECTIVE, OBJECTIVE_TEXT, Evaluate, run_trial, trial_resources
 from training.sweep_tune_logs import without_tunes_restore_hint, without_untradable_tracebacks
@@ -255,153 +255,6 @@ def check_tradable_folds(
                     )
 
 
-# --- 3. the driver's record of the trials: ml.sweep_trials as they go, and the progress display ---------------------
-
-
-def _one_line(error: BaseException | None) -> str:
-    cause = getattr(error, "cause", None) or error
-    text = str(cause).strip().splitlines() if cause is not None else []
-    return f"{type(cause).__name__}: {text[0] if text else ''}".strip() if cause is not None else "unknown error"
-
-
-def _trial_error(trial) -> BaseException | None:
-    """The error a failed trial raised. Tune writes it into the trial's local folder before it calls the callbacks,
-    and copies it into the trial's storage only later: ``get_pickled_error`` (which reads the storage) found nothing
-    there, and every failed trial was recorded as "unknown error"."""
-    import cloudpickle
-
-    local = trial.pickled_error_file
-    if local and Path(local).is_file():
-        try:
-            return cloudpickle.loads(Path(local).read_bytes())
-        except Exception:  # noqa: BLE001 (an error that cannot be unpickled here: the storage's copy, or none)
-            pass
-    return trial.get_pickled_error()
-
-
-def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, default=str))
-
-
-def _not_restorable() -> None:
-    return None
-
-
-def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
-    """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials."""
-    from ray import tune
-    from tqdm.auto import tqdm
-
-    from training import results_schema, sweep_store
-
-    class SweepRecorder(tune.Callback):
-        def __init__(self) -> None:
-            self.trials: dict[str, sweep_store.TrialRecord] = {}
-            self.history = list(trials)
-            self.next_number = max((t.trial_number for t in trials), default=0) + 1
-            finished = sum(t.state in ("completed", "pruned", "failed") for t in trials)
-            self.bar = tqdm(total=total, initial=finished, unit="trial", desc="trials", disable=not progress_bar)
-            self._show()
-
-        def _save(self, record: sweep_store.TrialRecord) -> None:
-            sweep_store.save_trial(conn, record)
-
-        def _show(self) -> None:
-            records = self.history + list(self.trials.values())
-            counts = {state: sum(r.state == state for r in records) for state in results_schema.TRIAL_STATES}
-            completed = [r for r in records if r.state == "completed" and r.objective is not None]
-            best = max(completed, key=lambda r: (r.objective, -r.trial_number), default=None)
-            best_text = f"best {best.objective:.3f} (trial {best.trial_number})" if best else "best –"
-            self.bar.set_postfix_str(
-                f"running {counts['running']}, completed {counts['completed']}, pruned {counts['pruned']}, "
-                f"failed {counts['failed']}, {best_text}",
-                refresh=True,
-            )
-
-        def _record(self, trial) -> sweep_store.TrialRecord:
-            """The trial's record, made (and saved as running) the first time Tune mentions the trial: a trial whose
-            actor dies before it starts is reported as an error without ever having started."""
-            if trial.trial_id not in self.trials:
-                config = space.apply(base, trial.config)
-                record = sweep_store.TrialRecord(
-                    sweep_id=sweep.sweep_id,
-                    trial_number=self.next_number,
-                    tune_trial_id=trial.trial_id,
-                    state="running",
-                    params=_json_safe(space.decode(trial.config)),
-                    config=config.to_dict(),
-                    config_hash=configuration_hash(config),
-                    started_at=datetime.now(UTC),
-                )
-                self.next_number += 1
-                self.trials[trial.trial_id] = record
-                self._save(record)
-            return self.trials[trial.trial_id]
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self._record(trial)
-            self._show()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            record = self._record(trial)
-            record.folds_done = int(result["training_iteration"])
-            record.fold_ids = [*record.fold_ids, int(result["fold_id"])]
-            record.fold_scores = [*record.fold_scores, float(result["fold_score"])]
-            record.objective = float(result[OBJECTIVE])
-            record.trial_steps = int(result["trial_steps"])
-            record.node = str(result["node"])
-            record.wall_seconds = (datetime.now(UTC) - record.started_at).total_seconds()
-            self._save(record)
-            self._show()
-
-        def _finish(self, trial, state: str, error: str | None = None) -> None:
-            record = self._record(trial)
-            record.state, record.error = state, error
-            record.finished_at = datetime.now(UTC)
-            record.wall_seconds = (record.finished_at - record.started_at).total_seconds()
-            self._save(record)
-            self.bar.update(1)
-            self._show()
-            scores = ", ".join(f"fold {f}: {s:.2f}" for f, s in zip(record.fold_ids, record.fold_scores, strict=True))
-            logger.log(
-                logging.WARNING if state == "failed" else logging.INFO,
-                "trial %d %s after %d of %d folds in %.0f s: objective %s (%s) %s",
-                record.trial_number,
-                state,
-                record.folds_done,
-                len(folds),
-                record.wall_seconds,
-                "–" if record.objective is None else f"{record.objective:.3f}",
-                scores or "no fold scored",
-                error or json.dumps(record.params),
-            )
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            # ASHA stops a trial by completing it early: fewer folds than all of them means pruned.
-            record = self._record(trial)
-            self._finish(trial, "completed" if record.folds_done == len(folds) else "pruned")
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._finish(trial, "failed", _one_line(_trial_error(trial)))
-
-        def __reduce__(self):
-            # Tune pickles its callbacks so that Tuner.restore can rebuild them; a sweep resumes from
-            # ml.sweep_trials instead, and a live database connection cannot be pickled.
-            return (_not_restorable, ())
-
-        def close(self) -> list[sweep_store.TrialRecord]:
-            """Trials still running (the sweep was interrupted) are recorded as interrupted."""
-            for record in self.trials.values():
-                if record.state == "running":
-                    record.state = "interrupted"
-                    record.finished_at = datetime.now(UTC)
-                    self._save(record)
-            self.bar.close()
-            return list(self.trials.values())
-
-    return SweepRecorder()
-
-
 # --- 4. the search: Optuna's study (warm-started from the stored trials on resume), ASHA, Tune -----------------------
 
 
@@ -485,7 +338,7 @@ def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, c
         )
     else:
         scheduler = FIFOScheduler()
-    recorder = _make_recorder(
+    recorder = make_recorder(
         conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
     )
     trainable = tune.with_resources(
@@ -836,11 +689,11 @@ def run_sweep(
         except BaseException as error:
             interrupted = isinstance(error, KeyboardInterrupt)
             sweep.status = "interrupted" if interrupted else "failed"
-            sweep.error = None if interrupted else _one_line(error)
+            sweep.error = None if interrupted else one_line(error)
             try:  # record what is known; the original error is the one to report
                 settle()
             except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
-                logger.warning("could not record the sweep's state after the error: %s", _one_line(secondary))
+                logger.warning("could not record the sweep's state after the error: %s", one_line(secondary))
             raise
         finally:
             if started_ray:
