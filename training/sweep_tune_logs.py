@@ -1,10 +1,10 @@
 """Ray Tune's log lines that a sweep says better itself, filtered out while the search runs.
 
-Used by the sweep's search around ``Tuner.fit``. Two filters, each a context manager that adds a ``logging.Filter``
-to Tune's loggers and removes it when the search ends, so that Tune's other warnings still reach the user: what Tune
-says on Ctrl+C (a ``Tuner.restore`` hint and checkpoint notices: a sweep resumes with ``--resume <sweep_id>``, its
-state is in SQL), and the traceback of a trial whose fold is too short for the window it drew (the sweep logs that
-failure in one line with the reason).
+Used by the sweep's search (training/sweep_search.py) around ``Tuner.fit``. Two filters, each a context manager that
+adds a ``logging.Filter`` to Tune's loggers and removes it when the search ends, so that Tune's other warnings still
+reach the user: what Tune says on Ctrl+C (a ``Tuner.restore`` hint and checkpoint notices: a sweep resumes with
+``--resume <sweep_id>``, its state is in SQL), and the traceback of a trial whose fold is too short for the window it
+drew (the sweep logs that failure in one line with the reason).
 """
 
 from __future__ import annotations
