@@ -22,6 +22,11 @@
    of trials actually scored;
 7. ``ml.sweeps`` and ``runs/<sweep_id>/report.html`` (score by trial, Optuna's parameter importance, the choice).
 
+This file is the job: its settings, :func:`run_sweep` as those steps and :func:`main`. What a step hands to a part with
+one job lives beside it: a trial on a worker (training/sweep_trial.py), the search on Tune (training/sweep_search.py),
+the record of the trials (training/sweep_recorder.py), the choice (training/sweep_choice.py) and Tune's log lines that
+the sweep says better (training/sweep_tune_logs.py).
+
 **The objective** (training/sweep_trial.py says why) is the mean over the search folds of the agent's annualised
 Sharpe ratio on each fold's validation sessions, for the checkpoint selected on those sessions.
 """
@@ -61,7 +66,7 @@ from training.run_folder import (
     refuse_used_folder,
     writing_run_folder,
 )
-from training.sweep_choice import choose_trial, passed_over_text, trial_sharpe_variance
+from training.sweep_choice import Choice, choose_trial, passed_over_text, trial_sharpe_variance
 from training.sweep_recorder import one_line
 from training.sweep_search import parameter_importance, run_search
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
@@ -72,6 +77,8 @@ if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad f
 from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
+
+# --- 1. the settings of a sweep, and the errors it stops with ---------------------------------------------------------
 
 PROG = "python -m training.sweep"
 FINAL_RUN_SUFFIX = "-best"
@@ -161,6 +168,12 @@ CHANGEABLE_ON_RESUME = frozenset(
 trial is (that would compare trials that were scored differently)."""
 
 
+def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings that define what a trial is (everything a resume must keep)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
+
+
 class SweepError(ValueError):
     """The sweep cannot start as asked (unknown or busy sweep id, changed settings on resume, a changed mart)."""
 
@@ -174,7 +187,7 @@ class NoTradableTrial(RuntimeError):
     as the walk-forward's own refusal; the trials stay in ml.sweep_trials)."""
 
 
-# --- 1. which folds the search may score, and which the final walk-forward reports -------------------------------
+# --- 2. which folds the search may score, and which the final walk-forward reports ------------------------------------
 
 
 def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[Fold], list[Fold]]:
@@ -253,7 +266,7 @@ def check_tradable_folds(
                     )
 
 
-# --- 5. the job ----------------------------------------------------------------------------------------------------
+# --- 3. the job: run_sweep, then its steps in their order -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -274,46 +287,6 @@ class SweepResult:
     (training.results_store.StoredRun), whose verdict and report the command prints again."""
 
 
-def new_sweep_id() -> str:
-    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _free_sweep_id(runs_dir: Path, stored_sweep: Callable[[str], bool]) -> str:
-    """A generated sweep id that no sweep in ml.sweeps and no folder under ``runs_dir`` has; SweepError after
-    FRESH_ID_ATTEMPTS taken ones in a row."""
-    for _ in range(FRESH_ID_ATTEMPTS):
-        candidate = new_sweep_id()
-        if not stored_sweep(candidate) and not folder_in_use(runs_dir / candidate):
-            return candidate
-        logger.info("generated sweep id %s is taken (a stored sweep or a folder): generating another", candidate)
-    raise SweepError(f"{FRESH_ID_ATTEMPTS} generated sweep ids in a row were taken: give one with --sweep-id")
-
-
-def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
-    """The settings that define what a trial is (everything a resume must keep)."""
-    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
-    return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
-
-
-def _recount(sweep, trials, folds: int, chosen) -> None:
-    """The sweep row's counts, chosen trial (``chosen``: :func:`choose_trial`'s) and ASHA's saving, from the trial
-    rows."""
-    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
-    sweep.trials_completed = sum(t.state == "completed" for t in trials)
-    sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
-    sweep.trials_failed = sum(t.state == "failed" for t in trials)
-    sweep.configurations_tried = sum(t.scored for t in trials)
-    sweep.trial_steps_run = sum(t.trial_steps for t in finished)
-    # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
-    sweep.trial_steps_without_early_stopping = sum(
-        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
-        for t in finished
-    )
-    sweep.best_trial = chosen.trial_number if chosen else None
-    sweep.best_objective = chosen.objective if chosen else None
-    sweep.best_params = chosen.params if chosen else None
-
-
 def run_sweep(
     config: SweepConfig,
     settings,
@@ -328,150 +301,18 @@ def run_sweep(
     (config, fold, seed) (tests record what it touches); ``callbacks`` are extra Tune callbacks.
     """
     import warehouse_db
-    from training import results_schema, results_store, sweep_store
-    from training.features import read_mart_schema
-    from training.fold_task import largest_window, untradable_split
-    from training.folds import SPLITS, select_folds
-    from training.market_data import MarketData
+    from training import results_store, sweep_store
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
     ray_runner.prepare()  # an address that does not answer fails here, before anything is read or written
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        # 1. What to search: a new sweep, or the stored one.
-        stored = None
-        if config.resume:
-            stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
-            if stored is None:
-                raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
-            changed = sorted(
-                name
-                for name, value in frozen_settings(config).items()
-                if value != frozen_settings(stored.base_config).get(name)
-            )
-            if changed:
-                was = frozen_settings(stored.base_config)
-                were = ", ".join(
-                    f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed
-                )
-                raise SweepError(
-                    f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
-                    "to search with other settings"
-                )
-            space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
-            sweep_id = stored.sweep_id
-        else:
-            space = load_space(config.space, config)
-
-            def stored_sweep(candidate: str) -> bool:
-                return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
-
-            if config.sweep_id:
-                sweep_id = config.sweep_id
-                if stored_sweep(sweep_id):
-                    raise SweepError(
-                        f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it"
-                    )
-                # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
-                refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
-            else:
-                # A generated id another sweep or run has (the same second and random suffix) is generated again: the
-                # user did not choose it, so there is nothing to resume or rename.
-                sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
-                config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
-
-        # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
-        # sweep's own final run counts as another once more trials are to run: they walk forward anew.
-        finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
-        keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
-        if config.run_id and config.final_walk_forward and not keeps_its_final_run:
-            refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
-            if results_store.run_exists(settings, config.run_id):
-                raise SweepError(
-                    f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
-                    "walk-forward"
-                )
-
-        # 2. The mart and its folds, read once (the contract asks for the longest window the space can draw).
-        schema = read_mart_schema(config.mart_yaml)
-        widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
-        if snapshot is None:
-            snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
-        if stored is not None and stored.mart_hash != snapshot.content_hash:
-            raise SweepError(
-                f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
-                f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
-            )
-        folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
-        data = MarketData.from_frame(snapshot.frame, schema.feature_names)
-        # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
-        check_tradable_folds(config, space, data, folds, report_folds)
-        task_config = config.task_config()
-
-        def report_refusal(trial) -> NotEnoughData | None:
-            """Why the final walk-forward cannot run ``trial``'s configuration (a report fold's split no symbol can
-            trade with the window it drew), or None."""
-            return untradable_split(data, report_folds, space.apply(task_config, space.encode(trial.params)))
-
-        # The final walk-forward takes the best trial it can run: one a report fold cannot trade is passed over.
-        choose = functools.partial(
-            choose_trial, folds=len(folds), refusal=report_refusal if config.final_walk_forward else None
-        )
-
-        # 3. One driver per sweep, then its row.
-        results_schema.ensure_tables(settings)
-        if not sweep_store.try_lock_sweep(conn, sweep_id):
-            raise SweepError(f"sweep {sweep_id} is running in another process")
-        now = datetime.now(UTC)
-        if stored is None:
-            run_dir = config.runs_dir / sweep_id
-            sweep = sweep_store.SweepRecord(
-                sweep_id=sweep_id,
-                status="running",
-                started_at=now,
-                updated_at=now,
-                trials_requested=config.trials,
-                objective=OBJECTIVE_TEXT,
-                search_algorithm=f"Optuna TPE (seed {config.seed})",
-                scheduler=(
-                    f"ASHA (grace {min(config.grace_folds, len(folds))} fold(s), reduction factor "
-                    f"{config.reduction_factor}, after each validation fold)"
-                    if config.early_stopping
-                    else "none (every trial runs every fold)"
-                ),
-                space=space.to_dict(),
-                base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
-                search_folds=[fold.fold_id for fold in folds],
-                report_folds=[fold.fold_id for fold in report_folds],
-                trial_seeds=list(config.trial_seed_list),
-                mart_hash=snapshot.content_hash,
-                run_dir=str(run_dir.resolve()),
-            )
-        else:
-            sweep = stored
-            sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
+        stored, space, sweep_id = _start_or_resume(config, conn)
+        _refuse_a_taken_run_id(config, settings, stored)
+        plan = _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
+        sweep, trials = _claim_sweep(config, settings, conn, stored, sweep_id, space, plan)
         run_dir = Path(sweep.run_dir)
-        if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
-            claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
-        else:
-            make_run_folder(run_dir)
-        sweep_store.save_sweep(conn, sweep)
-        trials = sweep_store.load_trials(conn, sweep_id)
-        for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
-            if record.state == "running":
-                record.state = "interrupted"
-                sweep_store.save_trial(conn, record)
-
-        def settle() -> tuple[list[Any], Path]:
-            """Counts, best trial, importance and state into ml.sweeps; the report page."""
-            trials = sweep_store.load_trials(conn, sweep_id)
-            _recount(sweep, trials, len(folds), choose(trials).trial)
-            sweep.parameter_importance = parameter_importance(space, trials)
-            sweep.updated_at = datetime.now(UTC)
-            sweep_store.save_sweep(conn, sweep)
-            return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
 
         started_ray = False
         walk_forward = None
@@ -481,69 +322,22 @@ def run_sweep(
 
             sweep.ray_address = address
             sweep.ray_nodes = len([node for node in ray.nodes() if node.get("Alive")])
-            finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
-            to_run = config.trials - len(finished)
-
-            # 4. The search.
-            if to_run <= 0 and sweep.final_run_id:
-                logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep_id,
-                            len(finished), sweep.final_run_id)  # fmt: skip
-            if to_run > 0:
-                # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
-                # charged for every trial (the earlier run stays in ml.walk_forward_runs).
-                sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
-                if finished:
-                    logger.info(
-                        "sweep %s: %d trial(s) finished before; running %d more", sweep_id, len(finished), to_run
-                    )
-                run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks)
+            _search_missing_trials(config, conn, sweep, space, plan, trials, evaluate, callbacks)
             trials = sweep_store.load_trials(conn, sweep_id)
-            choice = choose(trials)
-            _recount(sweep, trials, len(folds), choice.trial)
+            choice = plan.choose(trials)
+            _recount(sweep, trials, len(plan.search_folds), choice.trial)
             interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
-            best = choice.trial
-
-            # 5. The winner, walked forward once: every fold x seeds, test included, charged for the trials.
             if not interrupted:
-                if best is None and not choice.passed_over:
-                    raise NoTrialCompleted(
-                        f"no trial of sweep {sweep_id} scored every fold ({sweep.trials_failed} failed, "
-                        f"{sweep.trials_pruned} pruned): nothing to walk forward"
-                    )
-                if best is None:
-                    fits = min(
-                        largest_window(data, fold, split, task_config) for fold in report_folds for split in SPLITS
-                    )
-                    raise NoTradableTrial(
-                        f"sweep {sweep_id}: no completed trial can be walked forward, a report fold cannot trade the "
-                        f"window it drew: {passed_over_text(choice.passed_over)}; the trials stay in ml.sweep_trials. "
-                        f"Resume with more trials ({PROG} --resume {shlex.quote(sweep_id)} --trials "
-                        f"{config.trials * 2}), or start a sweep whose search space allows windows of at most {fits}, "
-                        "or one that leaves the fold out (--folds)"
-                    )
-                if config.final_walk_forward and not sweep.final_run_id:
-                    if choice.passed_over:
-                        logger.warning(
-                            "sweep %s: walking forward trial %d (objective %.3f), the best that every report fold can "
-                            "trade; passed over: %s",
-                            sweep_id,
-                            best.trial_number,
-                            best.objective,
-                            passed_over_text(choice.passed_over),
-                        )
-                    walk_forward = _final_walk_forward(config, settings, sweep, best, snapshot, trials, report_folds)
-                    sweep.final_run_id = walk_forward.run_id
-                    sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
-                    sweep.verdict = walk_forward.statistics.verdict
+                walk_forward = _walk_forward_the_choice(config, settings, sweep, plan, choice, trials)
                 sweep.finished_at = datetime.now(UTC)
             sweep.status = "interrupted" if interrupted else "finished"
-            trials, report_path = settle()
+            trials, report_path = _settle(conn, sweep, space, plan, run_dir, walk_forward)
         except BaseException as error:
             interrupted = isinstance(error, KeyboardInterrupt)
             sweep.status = "interrupted" if interrupted else "failed"
             sweep.error = None if interrupted else one_line(error)
             try:  # record what is known; the original error is the one to report
-                settle()
+                _settle(conn, sweep, space, plan, run_dir, walk_forward)
             except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
                 logger.warning("could not record the sweep's state after the error: %s", one_line(secondary))
             raise
@@ -567,8 +361,273 @@ def run_sweep(
     stored_walk_forward = None
     if walk_forward is None and sweep.final_run_id and not interrupted:
         stored_walk_forward = results_store.load_run(settings, sweep.final_run_id)
-    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, choose(trials).trial, walk_forward,
+    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, plan.choose(trials).trial, walk_forward,
                        interrupted, stored_walk_forward)  # fmt: skip
+
+
+def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace, str]:
+    """What to search: (the stored sweep or None, its search space, its id). A resumed sweep must keep the settings
+    that define a trial (:data:`CHANGEABLE_ON_RESUME` lists the others); a new one gets a free sweep id and folder."""
+    from training import results_schema, sweep_store
+    from warehouse_db import schemas
+
+    stored = None
+    if config.resume:
+        stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
+        if stored is None:
+            raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+        changed = sorted(
+            name
+            for name, value in frozen_settings(config).items()
+            if value != frozen_settings(stored.base_config).get(name)
+        )
+        if changed:
+            was = frozen_settings(stored.base_config)
+            were = ", ".join(f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed)
+            raise SweepError(
+                f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+                "to search with other settings"
+            )
+        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
+        return stored, space, stored.sweep_id
+
+    space = load_space(config.space, config)
+
+    def stored_sweep(candidate: str) -> bool:
+        return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
+
+    if config.sweep_id:
+        sweep_id = config.sweep_id
+        if stored_sweep(sweep_id):
+            raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
+        # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
+        refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
+    else:
+        # A generated id another sweep or run has (the same second and random suffix) is generated again: the
+        # user did not choose it, so there is nothing to resume or rename.
+        sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
+        config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
+    return stored, space, sweep_id
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _free_sweep_id(runs_dir: Path, stored_sweep: Callable[[str], bool]) -> str:
+    """A generated sweep id that no sweep in ml.sweeps and no folder under ``runs_dir`` has; SweepError after
+    FRESH_ID_ATTEMPTS taken ones in a row."""
+    for _ in range(FRESH_ID_ATTEMPTS):
+        candidate = new_sweep_id()
+        if not stored_sweep(candidate) and not folder_in_use(runs_dir / candidate):
+            return candidate
+        logger.info("generated sweep id %s is taken (a stored sweep or a folder): generating another", candidate)
+    raise SweepError(f"{FRESH_ID_ATTEMPTS} generated sweep ids in a row were taken: give one with --sweep-id")
+
+
+def _refuse_a_taken_run_id(config: SweepConfig, settings, stored) -> None:
+    """The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
+    sweep's own final run counts as another once more trials are to run: they walk forward anew."""
+    from training import results_store
+
+    finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
+    keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
+    if config.run_id and config.final_walk_forward and not keeps_its_final_run:
+        refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
+        if results_store.run_exists(settings, config.run_id):
+            raise SweepError(
+                f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
+                "walk-forward"
+            )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the trials and the final walk-forward run on: the mart read once, its folds divided (:func:`split_folds`),
+    and the rule that chooses the trial to walk forward."""
+
+    snapshot: Any
+    data: MarketData
+    search_folds: list[Fold]
+    report_folds: list[Fold]
+    choose: Callable[[Sequence[Any]], Choice]
+
+
+def _read_mart_and_folds(config: SweepConfig, settings, space: SearchSpace, stored, sweep_id: str, snapshot) -> _Plan:
+    """The mart and its folds, read once (the contract asks for the longest window the space can draw); a resumed
+    sweep's mart must be the one its trials were scored on, and every fold must be tradable at some window."""
+    from training.features import read_mart_schema
+    from training.fold_task import untradable_split
+    from training.folds import select_folds
+    from training.market_data import MarketData
+    from training.walk_forward import contract_terms, read_checked_mart
+
+    schema = read_mart_schema(config.mart_yaml)
+    widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
+    if snapshot is None:
+        snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
+    if stored is not None and stored.mart_hash != snapshot.content_hash:
+        raise SweepError(
+            f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
+            f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
+        )
+    folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
+    data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+    # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
+    check_tradable_folds(config, space, data, folds, report_folds)
+    task_config = config.task_config()
+
+    def report_refusal(trial) -> NotEnoughData | None:
+        """Why the final walk-forward cannot run ``trial``'s configuration (a report fold's split no symbol can
+        trade with the window it drew), or None."""
+        return untradable_split(data, report_folds, space.apply(task_config, space.encode(trial.params)))
+
+    # The final walk-forward takes the best trial it can run: one a report fold cannot trade is passed over.
+    choose = functools.partial(
+        choose_trial, folds=len(folds), refusal=report_refusal if config.final_walk_forward else None
+    )
+    return _Plan(snapshot, data, folds, report_folds, choose)
+
+
+def _claim_sweep(config: SweepConfig, settings, conn, stored, sweep_id: str, space: SearchSpace, plan: _Plan):
+    """One driver per sweep (an advisory lock held as long as ``conn``), then its row in ml.sweeps and its folder:
+    (the row, the trials so far). Trials a driver that died left running are interrupted: they run again."""
+    from training import results_schema, sweep_store
+
+    results_schema.ensure_tables(settings)
+    if not sweep_store.try_lock_sweep(conn, sweep_id):
+        raise SweepError(f"sweep {sweep_id} is running in another process")
+    now = datetime.now(UTC)
+    if stored is None:
+        run_dir = config.runs_dir / sweep_id
+        sweep = sweep_store.SweepRecord(
+            sweep_id=sweep_id,
+            status="running",
+            started_at=now,
+            updated_at=now,
+            trials_requested=config.trials,
+            objective=OBJECTIVE_TEXT,
+            search_algorithm=f"Optuna TPE (seed {config.seed})",
+            scheduler=(
+                f"ASHA (grace {min(config.grace_folds, len(plan.search_folds))} fold(s), reduction factor "
+                f"{config.reduction_factor}, after each validation fold)"
+                if config.early_stopping
+                else "none (every trial runs every fold)"
+            ),
+            space=space.to_dict(),
+            base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
+            search_folds=[fold.fold_id for fold in plan.search_folds],
+            report_folds=[fold.fold_id for fold in plan.report_folds],
+            trial_seeds=list(config.trial_seed_list),
+            mart_hash=plan.snapshot.content_hash,
+            run_dir=str(run_dir.resolve()),
+        )
+    else:
+        sweep = stored
+        sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
+    run_dir = Path(sweep.run_dir)
+    if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
+        claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
+    else:
+        make_run_folder(run_dir)
+    sweep_store.save_sweep(conn, sweep)
+    trials = sweep_store.load_trials(conn, sweep_id)
+    for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
+        if record.state == "running":
+            record.state = "interrupted"
+            sweep_store.save_trial(conn, record)
+    return sweep, trials
+
+
+def _search_missing_trials(config: SweepConfig, conn, sweep, space, plan: _Plan, trials, evaluate, callbacks) -> None:
+    """The search: the trials still missing of --trials (none when a resumed sweep has them all)."""
+    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+    to_run = config.trials - len(finished)
+    if to_run <= 0 and sweep.final_run_id:
+        logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep.sweep_id,
+                    len(finished), sweep.final_run_id)  # fmt: skip
+    if to_run > 0:
+        # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
+        # charged for every trial (the earlier run stays in ml.walk_forward_runs).
+        sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
+        if finished:
+            logger.info("sweep %s: %d trial(s) finished before; running %d more", sweep.sweep_id, len(finished), to_run)
+        run_search(config, space, plan.data, plan.search_folds, sweep, conn, trials, to_run, evaluate, callbacks)
+
+
+def _walk_forward_the_choice(config: SweepConfig, settings, sweep, plan: _Plan, choice: Choice, trials):
+    """The chosen trial, walked forward once: the report folds x seeds, test included, charged for the trials
+    (training.walk_forward.WalkForwardResult; None without --final-walk-forward or when a resume has it already).
+    No trial to choose is an error: NoTrialCompleted, or NoTradableTrial when a report fold refused every one."""
+    from training.fold_task import largest_window
+    from training.folds import SPLITS
+
+    best = choice.trial
+    if best is None and not choice.passed_over:
+        raise NoTrialCompleted(
+            f"no trial of sweep {sweep.sweep_id} scored every fold ({sweep.trials_failed} failed, "
+            f"{sweep.trials_pruned} pruned): nothing to walk forward"
+        )
+    if best is None:
+        task_config = config.task_config()
+        fits = min(
+            largest_window(plan.data, fold, split, task_config) for fold in plan.report_folds for split in SPLITS
+        )
+        raise NoTradableTrial(
+            f"sweep {sweep.sweep_id}: no completed trial can be walked forward, a report fold cannot trade the "
+            f"window it drew: {passed_over_text(choice.passed_over)}; the trials stay in ml.sweep_trials. "
+            f"Resume with more trials ({PROG} --resume {shlex.quote(sweep.sweep_id)} --trials "
+            f"{config.trials * 2}), or start a sweep whose search space allows windows of at most {fits}, "
+            "or one that leaves the fold out (--folds)"
+        )
+    if not config.final_walk_forward or sweep.final_run_id:
+        return None
+    if choice.passed_over:
+        logger.warning(
+            "sweep %s: walking forward trial %d (objective %.3f), the best that every report fold can "
+            "trade; passed over: %s",
+            sweep.sweep_id,
+            best.trial_number,
+            best.objective,
+            passed_over_text(choice.passed_over),
+        )
+    walk_forward = _final_walk_forward(config, settings, sweep, best, plan.snapshot, trials, plan.report_folds)
+    sweep.final_run_id = walk_forward.run_id
+    sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
+    sweep.verdict = walk_forward.statistics.verdict
+    return walk_forward
+
+
+def _settle(conn, sweep, space: SearchSpace, plan: _Plan, run_dir: Path, walk_forward) -> tuple[list[Any], Path]:
+    """Counts, best trial, importance and state into ml.sweeps; the report page. Also after an error or Ctrl+C,
+    to record what is known."""
+    from training import sweep_store
+
+    trials = sweep_store.load_trials(conn, sweep.sweep_id)
+    _recount(sweep, trials, len(plan.search_folds), plan.choose(trials).trial)
+    sweep.parameter_importance = parameter_importance(space, trials)
+    sweep.updated_at = datetime.now(UTC)
+    sweep_store.save_sweep(conn, sweep)
+    return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
+
+
+def _recount(sweep, trials, folds: int, chosen) -> None:
+    """The sweep row's counts, chosen trial (``chosen``: :func:`choose_trial`'s) and ASHA's saving, from the trial
+    rows."""
+    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+    sweep.trials_completed = sum(t.state == "completed" for t in trials)
+    sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
+    sweep.trials_failed = sum(t.state == "failed" for t in trials)
+    sweep.configurations_tried = sum(t.scored for t in trials)
+    sweep.trial_steps_run = sum(t.trial_steps for t in finished)
+    # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
+    sweep.trial_steps_without_early_stopping = sum(
+        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
+        for t in finished
+    )
+    sweep.best_trial = chosen.trial_number if chosen else None
+    sweep.best_objective = chosen.objective if chosen else None
+    sweep.best_params = chosen.params if chosen else None
 
 
 def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, trials, report_folds):
@@ -620,7 +679,7 @@ def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
     return path
 
 
-# --- 6. the command line --------------------------------------------------------------------------------------------
+# --- 4. the command line ----------------------------------------------------------------------------------------------
 
 DESCRIPTION = (
     "Search PPO's hyperparameters with Optuna's TPE on Ray Tune. Each trial trains on the train split of the oldest "
