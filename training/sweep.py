@@ -459,7 +459,6 @@ def _read_mart_and_folds(config: SweepConfig, settings, space: SearchSpace, stor
     from training.features import read_mart_schema
     from training.fold_task import untradable_split
     from training.folds import select_folds
-    from training.market_data import MarketData
     from training.walk_forward import contract_terms, read_checked_mart
 
     schema = read_mart_schema(config.mart_yaml)
