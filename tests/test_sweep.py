@@ -39,19 +39,17 @@ from training.market_data import MarketData
 from training.mart import read_mart
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
 from training.sweep import (
-    EvaluatedOutsideValidation,
     NoTradableTrial,
     NoTrialCompleted,
     SweepConfig,
     SweepError,
     SweepResult,
     _free_run_id,
-    check_validation_only,
     main,
     run_sweep,
-    run_trial,
 )
 from training.sweep_space import SearchSpace
+from training.sweep_trial import EvaluatedOutsideValidation, check_validation_only, run_trial
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 

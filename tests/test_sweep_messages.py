@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from training.sweep import _without_tunes_restore_hint
+from training.sweep_tune_logs import without_tunes_restore_hint
 
 TUNES_HINT = (
     "Experiment has been interrupted, but the most recent state was saved.\n"
@@ -35,7 +35,7 @@ def test_tunes_restore_hint_is_hidden_the_sweeps_own_resume_line_is_the_one(
     monkeypatch.setattr(logging.getLogger("ray"), "propagate", True)
     tune_logger, analysis_logger = (logging.getLogger(name) for name in ("ray.tune.tune", TUNES_ANALYSIS))
     with caplog.at_level(logging.WARNING, logger="ray.tune.tune"), caplog.at_level(logging.WARNING, TUNES_ANALYSIS):
-        with _without_tunes_restore_hint():
+        with without_tunes_restore_hint():
             tune_logger.warning(TUNES_STOP)
             analysis_logger.warning(TUNES_NO_METRICS)
             tune_logger.warning(TUNES_HINT)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from training.metrics import TRADING_DAYS_PER_YEAR
-from training.sweep import WORST_SCORE, best_trial, choose_trial, objective, passed_over_text, trial_sharpe_variance
+from training.sweep_choice import best_trial, choose_trial, passed_over_text, trial_sharpe_variance
 from training.sweep_store import TrialRecord
+from training.sweep_trial import WORST_SCORE, objective
 
 
 def trial(number: int, fold_scores: list[float], state: str = "completed", window: int = 10) -> TrialRecord:

@@ -17,6 +17,7 @@ from training.config import TrainConfig, WalkForwardConfig
 from training.exit_codes import ExitCode
 from training.sweep import SweepConfig
 from training.sweep_space import DEFAULT_SPACE, SEARCHABLE, SearchSpaceError, load_space
+from training.sweep_trial import trial_resources
 from warehouse_db.settings import REPO_ROOT
 
 
@@ -247,7 +248,7 @@ def test_each_trial_asks_ray_for_the_memory_its_drawn_settings_need(tmp_path: Pa
     base, n_features = TrainConfig(), 13
 
     def declared(params: dict, offer: int) -> dict:
-        resources = sweep.trial_resources(params, base=base, space=space, n_features=n_features, memory_offer=offer)
+        resources = trial_resources(params, base=base, space=space, n_features=n_features, memory_offer=offer)
         return resources.bundles[0]
 
     small, large = ({"n_envs": n} for n in (2, 64))

@@ -7,7 +7,7 @@ agent and every baseline.
 Nothing here touches the warehouse: a task gets the mart rows as a :class:`MarketData` (shipped through Ray's
 object store by the walk-forward, or built in-process by ``make train``) and returns a :class:`TaskResult`.
 
-Two entry points, both plain functions (the sweep, training/sweep.py, calls the first):
+Two entry points, both plain functions (a sweep's trial, training/sweep_trial.py, calls the first):
 
 * :func:`validate_configuration`: train, select and score on validation; the rows after the fold's validation
   split are dropped before anything else, so test sessions cannot reach it;

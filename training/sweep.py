@@ -16,20 +16,19 @@
    another split: no trial evaluates on test;
 5. every trial lands in ``ml.sweep_trials`` as it goes (started, each fold's score, completed / pruned / failed), so
    an interrupted sweep continues with ``--resume <sweep_id>`` and repeats no finished trial;
-6. the best completed trial whose configuration every report fold can trade (:func:`choose_trial`: a better one whose
-   window a report fold is too short for is passed over, saying so) runs the walk-forward once (the report folds x
-   ``--seeds`` seeds, test included: training.walk_forward), its deflated Sharpe ratio charged for the number of
-   trials actually scored;
+6. the best completed trial whose configuration every report fold can trade (training/sweep_choice.py: a better one
+   whose window a report fold is too short for is passed over, saying so) runs the walk-forward once (the report
+   folds x ``--seeds`` seeds, test included: training.walk_forward), its deflated Sharpe ratio charged for the number
+   of trials actually scored;
 7. ``ml.sweeps`` and ``runs/<sweep_id>/report.html`` (score by trial, Optuna's parameter importance, the choice).
 
-**The objective** is the mean over the search folds of the agent's annualised Sharpe ratio on each fold's validation
-sessions (pooled over symbols; with ``--trial-seeds`` above 1, the mean over those seeds first), for the checkpoint
-selected on those sessions. The mean, not a lower confidence bound: ASHA compares trials after each fold, where the
-mean of the folds so far is defined from the first fold on while a bound from one or two folds is mostly noise;
-every trial sees the same folds and seeds, so comparisons are paired. The level is optimistic (the checkpoint was
-chosen on the same sessions), equally so for every trial; the honest number is the final walk-forward's test
-statistics, whose deflated Sharpe ratio charges for every trial tried. A fold whose Sharpe ratio is undefined
-counts as ``WORST_SCORE``.
+This file is the job: its settings, :func:`run_sweep` as those steps and :func:`main`. What a step hands to a part with
+one job lives beside it: a trial on a worker (training/sweep_trial.py), the search on Tune (training/sweep_search.py),
+the record of the trials (training/sweep_recorder.py), the choice (training/sweep_choice.py) and Tune's log lines that
+the sweep says better (training/sweep_tune_logs.py).
+
+**The objective** (training/sweep_trial.py says why) is the mean over the search folds of the agent's annualised
+Sharpe ratio on each fold's validation sessions, for the checkpoint selected on those sessions.
 """
 
 from __future__ import annotations
@@ -39,19 +38,14 @@ import functools
 import json
 import logging
 import math
-import os
 import secrets
 import shlex
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from command_line import outlives_its_reader
 from training.cli import parse_command_line
@@ -59,7 +53,6 @@ from training.config import (
     MAX_FOLDER_NAME_BYTES,
     TrainConfig,
     WalkForwardConfig,
-    configuration_hash,
     folder_name_problem,
     path_field,
 )
@@ -73,28 +66,21 @@ from training.run_folder import (
     refuse_used_folder,
     writing_run_folder,
 )
+from training.sweep_choice import Choice, choose_trial, passed_over_text, trial_sharpe_variance
+from training.sweep_recorder import one_line
+from training.sweep_search import parameter_importance, run_search
 from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, load_space, space_from_dict
+from training.sweep_trial import OBJECTIVE_TEXT, Evaluate
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
-    from ray.tune import PlacementGroupFactory
-
-    from training.fold_task import NotEnoughData, ValidationResult
+    from training.fold_task import NotEnoughData
 from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
 
+# --- 1. the settings of a sweep, and the errors it stops with ---------------------------------------------------------
+
 PROG = "python -m training.sweep"
-OBJECTIVE = "objective"
-OBJECTIVE_TEXT = (
-    "mean over folds of the agent's annualised validation Sharpe ratio (pooled symbols, mean over trial seeds)"
-)
-WORST_SCORE = -100.0
-"""The score of a fold whose validation Sharpe ratio is undefined: below anything a real agent reaches."""
-SCORE_METRIC = "sharpe"
-
-Evaluate = Callable[[TrainConfig, "MarketData", Fold, int], "ValidationResult"]
-
-
 FINAL_RUN_SUFFIX = "-best"
 """The final walk-forward's run id is <sweep_id>-best (-best-2, -best-3, ... when that one is taken: _free_run_id)."""
 MAX_SWEEP_ID_BYTES = MAX_FOLDER_NAME_BYTES - len(f"{FINAL_RUN_SUFFIX}-999")
@@ -182,6 +168,12 @@ CHANGEABLE_ON_RESUME = frozenset(
 trial is (that would compare trials that were scored differently)."""
 
 
+def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
+    """The settings that define what a trial is (everything a resume must keep)."""
+    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
+
+
 class SweepError(ValueError):
     """The sweep cannot start as asked (unknown or busy sweep id, changed settings on resume, a changed mart)."""
 
@@ -195,11 +187,7 @@ class NoTradableTrial(RuntimeError):
     as the walk-forward's own refusal; the trials stay in ml.sweep_trials)."""
 
 
-class EvaluatedOutsideValidation(AssertionError):
-    """A trial's score came from sessions outside its fold's validation split (the guard against tuning on test)."""
-
-
-# --- 1. which folds the search may score, and which the final walk-forward reports -------------------------------
+# --- 2. which folds the search may score, and which the final walk-forward reports ------------------------------------
 
 
 def split_folds(folds: Sequence[Fold], search_folds: int | None) -> tuple[list[Fold], list[Fold]]:
@@ -278,445 +266,7 @@ def check_tradable_folds(
                     )
 
 
-# --- 2. a trial: one configuration, fold after fold, on validation only --------------------------------------------
-
-
-def fold_score(results: Sequence[ValidationResult]) -> float:
-    """The agent's validation Sharpe ratio, mean over the trial's seeds (NaN when undefined for any seed)."""
-    scores = [result.validation["agent"].metrics()[SCORE_METRIC] for result in results]
-    return float(np.mean(scores)) if all(math.isfinite(score) for score in scores) else float("nan")
-
-
-def objective(fold_scores: Sequence[float]) -> float:
-    """Mean of the fold scores so far, an undefined fold counting as WORST_SCORE."""
-    return float(np.mean([score if math.isfinite(score) else WORST_SCORE for score in fold_scores]))
-
-
-def check_validation_only(result: ValidationResult, fold: Fold) -> None:
-    """Raise unless every session every policy was scored on lies in ``fold``'s validation split."""
-    for policy, replay in result.validation.items():
-        dates = np.asarray(replay.dates, dtype="datetime64[D]")
-        outside = dates[~fold.validation.contains(dates)] if len(dates) else dates
-        if len(outside):
-            raise EvaluatedOutsideValidation(
-                f"fold {fold.fold_id}: the {policy} score used {len(outside)} session(s) outside the validation split "
-                f"{fold.validation} (first {outside[0]}); a sweep may only score on validation sessions"
-            )
-
-
-def trial_resources(
-    params: dict[str, Any], *, base: TrainConfig, space: SearchSpace, n_features: int, memory_offer: int
-) -> PlacementGroupFactory:
-    """What a trial asks of Ray: one CPU, and PPO's memory estimate for its drawn settings (training/ppo.py), so that
-    trials whose settings would together need more than a node offers do not run side by side. The estimate is capped
-    at the largest node's offer (``memory_offer``; none declared where nodes offer no memory resource): a trial that
-    asked for more would wait for ever; started, it checks its settings against its machine and fails alone."""
-    from ray.tune import PlacementGroupFactory
-
-    from training.envs.spaces import observation_size
-    from training.ppo import memory_needed
-
-    if not memory_offer:
-        return PlacementGroupFactory([{"CPU": 1}])
-    config = space.apply(base, params)
-    needed = memory_needed(config, observation_size(config.window, n_features=n_features))
-    return PlacementGroupFactory([{"CPU": 1, "memory": min(needed, memory_offer)}])
-
-
-def run_trial(
-    params: dict[str, Any],
-    *,
-    base: TrainConfig,
-    space: SearchSpace,
-    data: MarketData,
-    folds: Sequence[Fold],
-    seeds: Sequence[int],
-    evaluate: Evaluate | None = None,
-) -> None:
-    """Tune's trainable: train and score ``params`` on each fold's validation split, reporting after each fold."""
-    import ray
-    from ray import tune
-
-    from training.fold_task import validate_configuration
-
-    evaluate = evaluate or validate_configuration
-
-    config = space.apply(base, params)
-    node = f"{os.uname().nodename}/{ray.get_runtime_context().get_node_id()[:12]}"
-    scores: list[float] = []
-    steps = 0
-    for fold in folds:
-        visible = data.until(fold.validation.end)  # the trial never receives a row of this fold's test split
-        results = [evaluate(config, visible, fold, seed) for seed in seeds]
-        for result in results:
-            check_validation_only(result, fold)
-        steps += sum(result.training.steps for result in results)
-        scores.append(fold_score(results))
-        tune.report(
-            {
-                OBJECTIVE: objective(scores),
-                "fold_id": fold.fold_id,
-                "fold_score": scores[-1],
-                "trial_steps": steps,
-                "node": node,
-            }
-        )
-
-
-# --- 3. the driver's record of the trials: ml.sweep_trials as they go, and the progress display ---------------------
-
-
-def _one_line(error: BaseException | None) -> str:
-    cause = getattr(error, "cause", None) or error
-    text = str(cause).strip().splitlines() if cause is not None else []
-    return f"{type(cause).__name__}: {text[0] if text else ''}".strip() if cause is not None else "unknown error"
-
-
-def _trial_error(trial) -> BaseException | None:
-    """The error a failed trial raised. Tune writes it into the trial's local folder before it calls the callbacks,
-    and copies it into the trial's storage only later: ``get_pickled_error`` (which reads the storage) found nothing
-    there, and every failed trial was recorded as "unknown error"."""
-    import cloudpickle
-
-    local = trial.pickled_error_file
-    if local and Path(local).is_file():
-        try:
-            return cloudpickle.loads(Path(local).read_bytes())
-        except Exception:  # noqa: BLE001 (an error that cannot be unpickled here: the storage's copy, or none)
-            pass
-    return trial.get_pickled_error()
-
-
-def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, default=str))
-
-
-def _not_restorable() -> None:
-    return None
-
-
-def _make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
-    """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials."""
-    from ray import tune
-    from tqdm.auto import tqdm
-
-    from training import results_schema, sweep_store
-
-    class SweepRecorder(tune.Callback):
-        def __init__(self) -> None:
-            self.trials: dict[str, sweep_store.TrialRecord] = {}
-            self.history = list(trials)
-            self.next_number = max((t.trial_number for t in trials), default=0) + 1
-            finished = sum(t.state in ("completed", "pruned", "failed") for t in trials)
-            self.bar = tqdm(total=total, initial=finished, unit="trial", desc="trials", disable=not progress_bar)
-            self._show()
-
-        def _save(self, record: sweep_store.TrialRecord) -> None:
-            sweep_store.save_trial(conn, record)
-
-        def _show(self) -> None:
-            records = self.history + list(self.trials.values())
-            counts = {state: sum(r.state == state for r in records) for state in results_schema.TRIAL_STATES}
-            completed = [r for r in records if r.state == "completed" and r.objective is not None]
-            best = max(completed, key=lambda r: (r.objective, -r.trial_number), default=None)
-            best_text = f"best {best.objective:.3f} (trial {best.trial_number})" if best else "best –"
-            self.bar.set_postfix_str(
-                f"running {counts['running']}, completed {counts['completed']}, pruned {counts['pruned']}, "
-                f"failed {counts['failed']}, {best_text}",
-                refresh=True,
-            )
-
-        def _record(self, trial) -> sweep_store.TrialRecord:
-            """The trial's record, made (and saved as running) the first time Tune mentions the trial: a trial whose
-            actor dies before it starts is reported as an error without ever having started."""
-            if trial.trial_id not in self.trials:
-                config = space.apply(base, trial.config)
-                record = sweep_store.TrialRecord(
-                    sweep_id=sweep.sweep_id,
-                    trial_number=self.next_number,
-                    tune_trial_id=trial.trial_id,
-                    state="running",
-                    params=_json_safe(space.decode(trial.config)),
-                    config=config.to_dict(),
-                    config_hash=configuration_hash(config),
-                    started_at=datetime.now(UTC),
-                )
-                self.next_number += 1
-                self.trials[trial.trial_id] = record
-                self._save(record)
-            return self.trials[trial.trial_id]
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self._record(trial)
-            self._show()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            record = self._record(trial)
-            record.folds_done = int(result["training_iteration"])
-            record.fold_ids = [*record.fold_ids, int(result["fold_id"])]
-            record.fold_scores = [*record.fold_scores, float(result["fold_score"])]
-            record.objective = float(result[OBJECTIVE])
-            record.trial_steps = int(result["trial_steps"])
-            record.node = str(result["node"])
-            record.wall_seconds = (datetime.now(UTC) - record.started_at).total_seconds()
-            self._save(record)
-            self._show()
-
-        def _finish(self, trial, state: str, error: str | None = None) -> None:
-            record = self._record(trial)
-            record.state, record.error = state, error
-            record.finished_at = datetime.now(UTC)
-            record.wall_seconds = (record.finished_at - record.started_at).total_seconds()
-            self._save(record)
-            self.bar.update(1)
-            self._show()
-            scores = ", ".join(f"fold {f}: {s:.2f}" for f, s in zip(record.fold_ids, record.fold_scores, strict=True))
-            logger.log(
-                logging.WARNING if state == "failed" else logging.INFO,
-                "trial %d %s after %d of %d folds in %.0f s: objective %s (%s) %s",
-                record.trial_number,
-                state,
-                record.folds_done,
-                len(folds),
-                record.wall_seconds,
-                "–" if record.objective is None else f"{record.objective:.3f}",
-                scores or "no fold scored",
-                error or json.dumps(record.params),
-            )
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            # ASHA stops a trial by completing it early: fewer folds than all of them means pruned.
-            record = self._record(trial)
-            self._finish(trial, "completed" if record.folds_done == len(folds) else "pruned")
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._finish(trial, "failed", _one_line(_trial_error(trial)))
-
-        def __reduce__(self):
-            # Tune pickles its callbacks so that Tuner.restore can rebuild them; a sweep resumes from
-            # ml.sweep_trials instead, and a live database connection cannot be pickled.
-            return (_not_restorable, ())
-
-        def close(self) -> list[sweep_store.TrialRecord]:
-            """Trials still running (the sweep was interrupted) are recorded as interrupted."""
-            for record in self.trials.values():
-                if record.state == "running":
-                    record.state = "interrupted"
-                    record.finished_at = datetime.now(UTC)
-                    self._save(record)
-            self.bar.close()
-            return list(self.trials.values())
-
-    return SweepRecorder()
-
-
-# --- 4. the search: Optuna's study (warm-started from the stored trials on resume), ASHA, Tune -----------------------
-
-
-def optuna_study(space: SearchSpace, trials: Sequence[Any], seed: int, name: str):
-    """An in-memory Optuna study holding the scored trials (TPE learns from them; importance is computed on them).
-
-    Pruned trials enter as complete with the mean of the folds they reached, as Ray's OptunaSearch reports them
-    while the sweep runs; failed ones as failed.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
-    )
-    distributions = space.distributions()
-    for record in trials:
-        params = space.encode(record.params)
-        if record.scored:
-            study.add_trial(
-                optuna.trial.create_trial(params=params, distributions=distributions, value=record.objective)
-            )
-        elif record.state == "failed":
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=params, distributions=distributions, state=optuna.trial.TrialState.FAIL
-                )
-            )
-    return study, storage
-
-
-def parameter_importance(space: SearchSpace, trials: Sequence[Any]) -> dict[str, float] | None:
-    """Optuna's parameter importance (PED-ANOVA, its default) over the scored trials; None with fewer than 3."""
-    import optuna
-
-    scored = [t for t in trials if t.scored]
-    if len(scored) < 3:
-        return None
-    study, _ = optuna_study(space, scored, seed=0, name="importance")
-    try:
-        return {name: float(value) for name, value in optuna.importance.get_param_importances(study).items()}
-    except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. every trial scored the same
-        logger.warning("parameter importance not computed: %s", error)
-        return None
-
-
-def _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks):
-    """Run ``to_run`` more trials on Tune; returns the records of the trials it started."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from training.task_runners import largest_memory_offer, signal_handlers_kept
-
-    # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
-    # repeat the values the finished trials already had.
-    study, storage = optuna_study(space, trials, config.seed + len(trials), sweep.sweep_id)
-    for record in trials:  # interrupted trials run again first, with the values they had
-        if record.state == "interrupted" and record.params not in [t.params for t in trials if t.scored]:
-            study.enqueue_trial(space.encode(record.params), skip_if_exists=True)
-    searcher = OptunaSearch(
-        space.distributions(),
-        metric=OBJECTIVE,
-        mode="max",
-        sampler=study.sampler,
-        storage=storage,
-        study_name=sweep.sweep_id,
-    )
-    concurrent = config.max_concurrent or max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    if config.early_stopping:
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            metric=OBJECTIVE,
-            mode="max",
-            max_t=len(folds),
-            grace_period=min(config.grace_folds, len(folds)),
-            reduction_factor=config.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    recorder = _make_recorder(
-        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
-    )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            base=config.task_config(),
-            space=space,
-            data=data,
-            folds=tuple(folds),
-            seeds=config.trial_seed_list,
-            evaluate=evaluate,
-        ),
-        functools.partial(
-            trial_resources,
-            base=config.task_config(),
-            space=space,
-            n_features=len(data.feature_names),
-            memory_offer=largest_memory_offer(ray.nodes()),
-        ),
-    )
-    logger.info(
-        "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",
-        sweep.sweep_id,
-        to_run,
-        concurrent,
-        len(folds),
-        config.trial_seeds,
-        OBJECTIVE_TEXT,
-    )
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 Tune prints nothing: the recorder's bar is the display
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
-            scheduler=scheduler,
-            num_samples=to_run,
-            # A fresh actor per trial. Reusing actors would save a trial's imports (a few seconds), but Tune then
-            # cancels the actor it had requested for the trial, and on a busy machine that cancellation can reach the
-            # trial as an error ("the actor never ran"): seen here with two test workers side by side.
-            reuse_actors=False,
-        ),
-        run_config=tune.RunConfig(
-            name=f"search-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
-            storage_path=str((Path(sweep.run_dir) / "tune").resolve()),
-            verbose=0,
-            callbacks=[recorder, *callbacks],
-            failure_config=tune.FailureConfig(max_failures=0),
-        ),
-    )
-    try:
-        # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
-        # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
-        with (
-            _without_tunes_restore_hint(),
-            _without_untradable_tracebacks(),
-            signal_handlers_kept(signal.SIGINT, signal.SIGUSR1),
-        ):
-            tuner.fit()
-    finally:
-        recorder.close()
-
-
-TUNES_INTERRUPTION_LINES = (
-    "Tuner.restore(",
-    "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.",
-    "Failed to fetch metrics for ",
-)
-"""What Tune logs on Ctrl+C that the sweep says better in its own one line."""
-TUNES_INTERRUPTION_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
-
-
-class _TunesRestoreHint(logging.Filter):
-    """Drops what Tune says on Ctrl+C: "Experiment has been interrupted ... Resume experiment with: Tuner.restore(...)"
-    (a sweep resumes with ``--resume <sweep_id>``, the line the sweep prints, never with Tuner.restore) and "Stop signal
-    received ..., ending Ray Tune run. This will try to checkpoint the experiment state one last time. Press CTRL+C
-    ... to skip" (the sweep's state is in SQL, not in Tune's checkpoint; Ctrl+C was one line only on SIGTERM), and, for
-    a trial Ctrl+C stopped before its first result, "Failed to fetch metrics for 1 trial(s): ... FileNotFoundError(...
-    result.json and progress.csv were not found ...)" (the sweep reads no metrics of Tune's: its trials are in SQL)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(line in message for line in TUNES_INTERRUPTION_LINES)
-
-
-@contextmanager
-def _without_tunes_restore_hint() -> Iterator[None]:
-    loggers, hint = [logging.getLogger(name) for name in TUNES_INTERRUPTION_LOGGERS], _TunesRestoreHint()
-    for tune_logger in loggers:
-        tune_logger.addFilter(hint)
-    try:
-        yield
-    finally:
-        for tune_logger in loggers:
-            tune_logger.removeFilter(hint)
-
-
-class _UntradableTrialTraceback(logging.Filter):
-    """Drops Tune's traceback of a trial that failed because a fold's split is too short for the window it drew
-    (:class:`~training.fold_task.NotEnoughData`): the sweep logs that trial's failure in one line with the reason, and
-    warned before the search which windows each split is too short for. Other trial errors keep Tune's traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from training.fold_task import NotEnoughData
-
-        error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(getattr(error, "cause", error), NotEnoughData)
-
-
-TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
-"""The logger of Tune's "Trial task failed for trial ..." and the trial's traceback."""
-
-
-@contextmanager
-def _without_untradable_tracebacks() -> Iterator[None]:
-    controller_logger, untradable = logging.getLogger(TUNE_CONTROLLER_LOGGER), _UntradableTrialTraceback()
-    controller_logger.addFilter(untradable)
-    try:
-        yield
-    finally:
-        controller_logger.removeFilter(untradable)
-
-
-# --- 5. the job ----------------------------------------------------------------------------------------------------
+# --- 3. the job: run_sweep, then its steps in their order -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -737,119 +287,6 @@ class SweepResult:
     (training.results_store.StoredRun), whose verdict and report the command prints again."""
 
 
-def new_sweep_id() -> str:
-    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _free_sweep_id(runs_dir: Path, stored_sweep: Callable[[str], bool]) -> str:
-    """A generated sweep id that no sweep in ml.sweeps and no folder under ``runs_dir`` has; SweepError after
-    FRESH_ID_ATTEMPTS taken ones in a row."""
-    for _ in range(FRESH_ID_ATTEMPTS):
-        candidate = new_sweep_id()
-        if not stored_sweep(candidate) and not folder_in_use(runs_dir / candidate):
-            return candidate
-        logger.info("generated sweep id %s is taken (a stored sweep or a folder): generating another", candidate)
-    raise SweepError(f"{FRESH_ID_ATTEMPTS} generated sweep ids in a row were taken: give one with --sweep-id")
-
-
-def frozen_settings(config: SweepConfig | dict[str, Any]) -> dict[str, Any]:
-    """The settings that define what a trial is (everything a resume must keep)."""
-    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
-    return {name: value for name, value in values.items() if name not in CHANGEABLE_ON_RESUME}
-
-
-def ranked_trials(trials: Sequence[Any], folds: int) -> list[Any]:
-    """The completed trials (every fold scored), the highest objective first; the earlier one first on a tie."""
-    completed = [t for t in trials if t.state == "completed" and t.folds_done == folds and t.objective is not None]
-    return sorted(completed, key=lambda t: (-t.objective, t.trial_number))
-
-
-def best_trial(trials: Sequence[Any], folds: int) -> Any | None:
-    """The completed trial (every fold scored) with the highest objective; the earlier one on a tie."""
-    return next(iter(ranked_trials(trials, folds)), None)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The trial the sweep chooses (the final walk-forward runs its configuration), and the better-scoring completed
-    trials it passed over because a report fold cannot trade their configuration, each with the refusal."""
-
-    trial: Any | None
-    passed_over: list[tuple[Any, NotEnoughData]]
-
-
-def choose_trial(
-    trials: Sequence[Any], folds: int, refusal: Callable[[Any], NotEnoughData | None] | None = None
-) -> Choice:
-    """The best completed trial whose configuration the final walk-forward can run. ``refusal``: a report fold's refusal
-    of a trial's configuration (a split no symbol can trade with the window it drew), None when it can trade every
-    one; without it (no final walk-forward) the best completed trial. A trial whose window a report fold cannot trade
-    was chosen before, and the walk-forward refused the fold after the whole search, on every --resume too."""
-    passed_over: list[tuple[Any, NotEnoughData]] = []
-    for trial in ranked_trials(trials, folds):
-        refused = refusal(trial) if refusal is not None else None
-        if refused is None:
-            return Choice(trial, passed_over)
-        passed_over.append((trial, refused))
-    return Choice(None, passed_over)
-
-
-def passed_over_text(passed_over: Sequence[tuple[Any, NotEnoughData]]) -> str:
-    """The passed-over trials for one line, grouped by what refused them: "trial 1 (objective 0.732), trial 4 (objective
-    0.500): window 8 needs 13 sessions (window + min_episode_steps) in fold 3's test split ..., where no symbol has more
-    than 10"."""
-    groups: dict[str, list[Any]] = {}
-    for trial, refused in passed_over:
-        why = (
-            f"window {trial.config.get('window')} needs {refused.needed} sessions (window + min_episode_steps) in "
-            f"{refused.split_text}, where no symbol has more than {refused.most}"
-        )
-        groups.setdefault(why, []).append(trial)
-    return "; ".join(
-        ", ".join(f"trial {t.trial_number} (objective {t.objective:.3f})" for t in group) + f": {why}"
-        for why, group in groups.items()
-    )
-
-
-def trial_sharpe_variance(trials: Sequence[Any]) -> float | None:
-    """Variance across the scored trials of their objective, per session (the DSR's V); None with fewer than 2.
-
-    Only trials whose every fold score is defined count: one undefined fold enters the objective as WORST_SCORE,
-    which ranks the trial last but is not a Sharpe ratio, and would blow V (and so the DSR's hurdle) up."""
-    scores = [
-        t.objective
-        for t in trials
-        if t.scored
-        and t.objective is not None
-        and t.fold_scores
-        and all(score is not None and math.isfinite(score) for score in t.fold_scores)
-    ]
-    if len(scores) < 2:
-        return None
-    from training.metrics import TRADING_DAYS_PER_YEAR
-
-    return float(np.var(scores, ddof=1) / TRADING_DAYS_PER_YEAR)
-
-
-def _recount(sweep, trials, folds: int, chosen) -> None:
-    """The sweep row's counts, chosen trial (``chosen``: :func:`choose_trial`'s) and ASHA's saving, from the trial
-    rows."""
-    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
-    sweep.trials_completed = sum(t.state == "completed" for t in trials)
-    sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
-    sweep.trials_failed = sum(t.state == "failed" for t in trials)
-    sweep.configurations_tried = sum(t.scored for t in trials)
-    sweep.trial_steps_run = sum(t.trial_steps for t in finished)
-    # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
-    sweep.trial_steps_without_early_stopping = sum(
-        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
-        for t in finished
-    )
-    sweep.best_trial = chosen.trial_number if chosen else None
-    sweep.best_objective = chosen.objective if chosen else None
-    sweep.best_params = chosen.params if chosen else None
-
-
 def run_sweep(
     config: SweepConfig,
     settings,
@@ -864,150 +301,18 @@ def run_sweep(
     (config, fold, seed) (tests record what it touches); ``callbacks`` are extra Tune callbacks.
     """
     import warehouse_db
-    from training import results_schema, results_store, sweep_store
-    from training.features import read_mart_schema
-    from training.fold_task import largest_window, untradable_split
-    from training.folds import SPLITS, select_folds
-    from training.market_data import MarketData
+    from training import results_store, sweep_store
     from training.task_runners import RayRunner
-    from training.walk_forward import contract_terms, read_checked_mart
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
     ray_runner.prepare()  # an address that does not answer fails here, before anything is read or written
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        # 1. What to search: a new sweep, or the stored one.
-        stored = None
-        if config.resume:
-            stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
-            if stored is None:
-                raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
-            changed = sorted(
-                name
-                for name, value in frozen_settings(config).items()
-                if value != frozen_settings(stored.base_config).get(name)
-            )
-            if changed:
-                was = frozen_settings(stored.base_config)
-                were = ", ".join(
-                    f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed
-                )
-                raise SweepError(
-                    f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
-                    "to search with other settings"
-                )
-            space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
-            sweep_id = stored.sweep_id
-        else:
-            space = load_space(config.space, config)
-
-            def stored_sweep(candidate: str) -> bool:
-                return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
-
-            if config.sweep_id:
-                sweep_id = config.sweep_id
-                if stored_sweep(sweep_id):
-                    raise SweepError(
-                        f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it"
-                    )
-                # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
-                refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
-            else:
-                # A generated id another sweep or run has (the same second and random suffix) is generated again: the
-                # user did not choose it, so there is nothing to resume or rename.
-                sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
-                config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
-
-        # The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
-        # sweep's own final run counts as another once more trials are to run: they walk forward anew.
-        finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
-        keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
-        if config.run_id and config.final_walk_forward and not keeps_its_final_run:
-            refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
-            if results_store.run_exists(settings, config.run_id):
-                raise SweepError(
-                    f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
-                    "walk-forward"
-                )
-
-        # 2. The mart and its folds, read once (the contract asks for the longest window the space can draw).
-        schema = read_mart_schema(config.mart_yaml)
-        widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
-        if snapshot is None:
-            snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
-        if stored is not None and stored.mart_hash != snapshot.content_hash:
-            raise SweepError(
-                f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
-                f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
-            )
-        folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
-        data = MarketData.from_frame(snapshot.frame, schema.feature_names)
-        # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
-        check_tradable_folds(config, space, data, folds, report_folds)
-        task_config = config.task_config()
-
-        def report_refusal(trial) -> NotEnoughData | None:
-            """Why the final walk-forward cannot run ``trial``'s configuration (a report fold's split no symbol can
-            trade with the window it drew), or None."""
-            return untradable_split(data, report_folds, space.apply(task_config, space.encode(trial.params)))
-
-        # The final walk-forward takes the best trial it can run: one a report fold cannot trade is passed over.
-        choose = functools.partial(
-            choose_trial, folds=len(folds), refusal=report_refusal if config.final_walk_forward else None
-        )
-
-        # 3. One driver per sweep, then its row.
-        results_schema.ensure_tables(settings)
-        if not sweep_store.try_lock_sweep(conn, sweep_id):
-            raise SweepError(f"sweep {sweep_id} is running in another process")
-        now = datetime.now(UTC)
-        if stored is None:
-            run_dir = config.runs_dir / sweep_id
-            sweep = sweep_store.SweepRecord(
-                sweep_id=sweep_id,
-                status="running",
-                started_at=now,
-                updated_at=now,
-                trials_requested=config.trials,
-                objective=OBJECTIVE_TEXT,
-                search_algorithm=f"Optuna TPE (seed {config.seed})",
-                scheduler=(
-                    f"ASHA (grace {min(config.grace_folds, len(folds))} fold(s), reduction factor "
-                    f"{config.reduction_factor}, after each validation fold)"
-                    if config.early_stopping
-                    else "none (every trial runs every fold)"
-                ),
-                space=space.to_dict(),
-                base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
-                search_folds=[fold.fold_id for fold in folds],
-                report_folds=[fold.fold_id for fold in report_folds],
-                trial_seeds=list(config.trial_seed_list),
-                mart_hash=snapshot.content_hash,
-                run_dir=str(run_dir.resolve()),
-            )
-        else:
-            sweep = stored
-            sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
+        stored, space, sweep_id = _start_or_resume(config, conn)
+        _refuse_a_taken_run_id(config, settings, stored)
+        plan = _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
+        sweep, trials = _claim_sweep(config, settings, conn, stored, sweep_id, space, plan)
         run_dir = Path(sweep.run_dir)
-        if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
-            claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
-        else:
-            make_run_folder(run_dir)
-        sweep_store.save_sweep(conn, sweep)
-        trials = sweep_store.load_trials(conn, sweep_id)
-        for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
-            if record.state == "running":
-                record.state = "interrupted"
-                sweep_store.save_trial(conn, record)
-
-        def settle() -> tuple[list[Any], Path]:
-            """Counts, best trial, importance and state into ml.sweeps; the report page."""
-            trials = sweep_store.load_trials(conn, sweep_id)
-            _recount(sweep, trials, len(folds), choose(trials).trial)
-            sweep.parameter_importance = parameter_importance(space, trials)
-            sweep.updated_at = datetime.now(UTC)
-            sweep_store.save_sweep(conn, sweep)
-            return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
 
         started_ray = False
         walk_forward = None
@@ -1017,71 +322,24 @@ def run_sweep(
 
             sweep.ray_address = address
             sweep.ray_nodes = len([node for node in ray.nodes() if node.get("Alive")])
-            finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
-            to_run = config.trials - len(finished)
-
-            # 4. The search.
-            if to_run <= 0 and sweep.final_run_id:
-                logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep_id,
-                            len(finished), sweep.final_run_id)  # fmt: skip
-            if to_run > 0:
-                # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
-                # charged for every trial (the earlier run stays in ml.walk_forward_runs).
-                sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
-                if finished:
-                    logger.info(
-                        "sweep %s: %d trial(s) finished before; running %d more", sweep_id, len(finished), to_run
-                    )
-                _search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks)
+            _search_missing_trials(config, conn, sweep, space, plan, trials, evaluate, callbacks)
             trials = sweep_store.load_trials(conn, sweep_id)
-            choice = choose(trials)
-            _recount(sweep, trials, len(folds), choice.trial)
+            choice = plan.choose(trials)
+            _recount(sweep, trials, len(plan.search_folds), choice.trial)
             interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
-            best = choice.trial
-
-            # 5. The winner, walked forward once: every fold x seeds, test included, charged for the trials.
             if not interrupted:
-                if best is None and not choice.passed_over:
-                    raise NoTrialCompleted(
-                        f"no trial of sweep {sweep_id} scored every fold ({sweep.trials_failed} failed, "
-                        f"{sweep.trials_pruned} pruned): nothing to walk forward"
-                    )
-                if best is None:
-                    fits = min(
-                        largest_window(data, fold, split, task_config) for fold in report_folds for split in SPLITS
-                    )
-                    raise NoTradableTrial(
-                        f"sweep {sweep_id}: no completed trial can be walked forward, a report fold cannot trade the "
-                        f"window it drew: {passed_over_text(choice.passed_over)}; the trials stay in ml.sweep_trials. "
-                        f"Resume with more trials ({PROG} --resume {shlex.quote(sweep_id)} --trials "
-                        f"{config.trials * 2}), or start a sweep whose search space allows windows of at most {fits}, "
-                        "or one that leaves the fold out (--folds)"
-                    )
-                if config.final_walk_forward and not sweep.final_run_id:
-                    if choice.passed_over:
-                        logger.warning(
-                            "sweep %s: walking forward trial %d (objective %.3f), the best that every report fold can "
-                            "trade; passed over: %s",
-                            sweep_id,
-                            best.trial_number,
-                            best.objective,
-                            passed_over_text(choice.passed_over),
-                        )
-                    walk_forward = _final_walk_forward(config, settings, sweep, best, snapshot, trials, report_folds)
-                    sweep.final_run_id = walk_forward.run_id
-                    sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
-                    sweep.verdict = walk_forward.statistics.verdict
+                walk_forward = _walk_forward_the_choice(config, settings, sweep, plan, choice, trials)
                 sweep.finished_at = datetime.now(UTC)
             sweep.status = "interrupted" if interrupted else "finished"
-            trials, report_path = settle()
+            trials, report_path = _settle(conn, sweep, space, plan, run_dir, walk_forward)
         except BaseException as error:
             interrupted = isinstance(error, KeyboardInterrupt)
             sweep.status = "interrupted" if interrupted else "failed"
-            sweep.error = None if interrupted else _one_line(error)
+            sweep.error = None if interrupted else one_line(error)
             try:  # record what is known; the original error is the one to report
-                settle()
+                _settle(conn, sweep, space, plan, run_dir, walk_forward)
             except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
-                logger.warning("could not record the sweep's state after the error: %s", _one_line(secondary))
+                logger.warning("could not record the sweep's state after the error: %s", one_line(secondary))
             raise
         finally:
             if started_ray:
@@ -1103,8 +361,272 @@ def run_sweep(
     stored_walk_forward = None
     if walk_forward is None and sweep.final_run_id and not interrupted:
         stored_walk_forward = results_store.load_run(settings, sweep.final_run_id)
-    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, choose(trials).trial, walk_forward,
+    return SweepResult(sweep_id, run_dir, report_path, sweep, trials, plan.choose(trials).trial, walk_forward,
                        interrupted, stored_walk_forward)  # fmt: skip
+
+
+def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace, str]:
+    """What to search: (the stored sweep or None, its search space, its id). A resumed sweep must keep the settings
+    that define a trial (:data:`CHANGEABLE_ON_RESUME` lists the others); a new one gets a free sweep id and folder."""
+    from training import results_schema, sweep_store
+    from warehouse_db import schemas
+
+    stored = None
+    if config.resume:
+        stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
+        if stored is None:
+            raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+        changed = sorted(
+            name
+            for name, value in frozen_settings(config).items()
+            if value != frozen_settings(stored.base_config).get(name)
+        )
+        if changed:
+            was = frozen_settings(stored.base_config)
+            were = ", ".join(f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed)
+            raise SweepError(
+                f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+                "to search with other settings"
+            )
+        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
+        return stored, space, stored.sweep_id
+
+    space = load_space(config.space, config)
+
+    def stored_sweep(candidate: str) -> bool:
+        return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
+
+    if config.sweep_id:
+        sweep_id = config.sweep_id
+        if stored_sweep(sweep_id):
+            raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
+        # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
+        refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
+    else:
+        # A generated id another sweep or run has (the same second and random suffix) is generated again: the
+        # user did not choose it, so there is nothing to resume or rename.
+        sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
+        config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
+    return stored, space, sweep_id
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _free_sweep_id(runs_dir: Path, stored_sweep: Callable[[str], bool]) -> str:
+    """A generated sweep id that no sweep in ml.sweeps and no folder under ``runs_dir`` has; SweepError after
+    FRESH_ID_ATTEMPTS taken ones in a row."""
+    for _ in range(FRESH_ID_ATTEMPTS):
+        candidate = new_sweep_id()
+        if not stored_sweep(candidate) and not folder_in_use(runs_dir / candidate):
+            return candidate
+        logger.info("generated sweep id %s is taken (a stored sweep or a folder): generating another", candidate)
+    raise SweepError(f"{FRESH_ID_ATTEMPTS} generated sweep ids in a row were taken: give one with --sweep-id")
+
+
+def _refuse_a_taken_run_id(config: SweepConfig, settings, stored) -> None:
+    """The final walk-forward's --run-id, when another run has it, failed only after the whole search. The stored
+    sweep's own final run counts as another once more trials are to run: they walk forward anew."""
+    from training import results_store
+
+    finished = stored.trials_completed + stored.trials_pruned + stored.trials_failed if stored else 0
+    keeps_its_final_run = stored is not None and stored.final_run_id == config.run_id and finished >= config.trials
+    if config.run_id and config.final_walk_forward and not keeps_its_final_run:
+        refuse_used_folder(config.runs_dir / config.run_id, "--run-id")
+        if results_store.run_exists(settings, config.run_id):
+            raise SweepError(
+                f"ml.walk_forward_runs already has a run {config.run_id!r}: choose another --run-id for the final "
+                "walk-forward"
+            )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the trials and the final walk-forward run on: the mart read once, its folds divided (:func:`split_folds`),
+    and the rule that chooses the trial to walk forward."""
+
+    snapshot: Any
+    data: MarketData
+    search_folds: list[Fold]
+    report_folds: list[Fold]
+    choose: Callable[[Sequence[Any]], Choice]
+
+
+def _read_mart_and_folds(config: SweepConfig, settings, space: SearchSpace, stored, sweep_id: str, snapshot) -> _Plan:
+    """The mart and its folds, read once (the contract asks for the longest window the space can draw); a resumed
+    sweep's mart must be the one its trials were scored on, and every fold must be tradable at some window."""
+    from training.features import read_mart_schema
+    from training.fold_task import untradable_split
+    from training.folds import select_folds
+    from training.walk_forward import contract_terms, read_checked_mart
+
+    schema = read_mart_schema(config.mart_yaml)
+    widest = dataclasses.replace(config.task_config(), window=space.largest("window", config.window))
+    if snapshot is None:
+        snapshot = read_checked_mart(config, settings, schema, contract_terms(widest, schema))
+    if stored is not None and stored.mart_hash != snapshot.content_hash:
+        raise SweepError(
+            f"the mart changed since sweep {sweep_id} started (its trials were scored on {stored.mart_hash[:19]}…, "
+            f"the mart is now {snapshot.content_hash[:19]}…): start a new sweep"
+        )
+    folds, report_folds = split_folds(select_folds(snapshot.folds, config.folds), config.search_folds)
+    data = MarketData.from_frame(snapshot.frame, schema.feature_names)
+    # A fold no symbol can trade at any window the space allows is refused here, before any trial runs.
+    check_tradable_folds(config, space, data, folds, report_folds)
+    task_config = config.task_config()
+
+    def report_refusal(trial) -> NotEnoughData | None:
+        """Why the final walk-forward cannot run ``trial``'s configuration (a report fold's split no symbol can
+        trade with the window it drew), or None."""
+        return untradable_split(data, report_folds, space.apply(task_config, space.encode(trial.params)))
+
+    # The final walk-forward takes the best trial it can run: one a report fold cannot trade is passed over.
+    choose = functools.partial(
+        choose_trial, folds=len(folds), refusal=report_refusal if config.final_walk_forward else None
+    )
+    return _Plan(snapshot, data, folds, report_folds, choose)
+
+
+def _claim_sweep(config: SweepConfig, settings, conn, stored, sweep_id: str, space: SearchSpace, plan: _Plan):
+    """One driver per sweep (an advisory lock held as long as ``conn``), then its row in ml.sweeps and its folder:
+    (the row, the trials so far). Trials a driver that died left running are interrupted: they run again."""
+    from training import results_schema, sweep_store
+
+    results_schema.ensure_tables(settings)
+    if not sweep_store.try_lock_sweep(conn, sweep_id):
+        raise SweepError(f"sweep {sweep_id} is running in another process")
+    now = datetime.now(UTC)
+    if stored is None:
+        run_dir = config.runs_dir / sweep_id
+        sweep = sweep_store.SweepRecord(
+            sweep_id=sweep_id,
+            status="running",
+            started_at=now,
+            updated_at=now,
+            trials_requested=config.trials,
+            objective=OBJECTIVE_TEXT,
+            search_algorithm=f"Optuna TPE (seed {config.seed})",
+            scheduler=(
+                f"ASHA (grace {min(config.grace_folds, len(plan.search_folds))} fold(s), reduction factor "
+                f"{config.reduction_factor}, after each validation fold)"
+                if config.early_stopping
+                else "none (every trial runs every fold)"
+            ),
+            space=space.to_dict(),
+            base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
+            search_folds=[fold.fold_id for fold in plan.search_folds],
+            report_folds=[fold.fold_id for fold in plan.report_folds],
+            trial_seeds=list(config.trial_seed_list),
+            mart_hash=plan.snapshot.content_hash,
+            run_dir=str(run_dir.resolve()),
+        )
+    else:
+        sweep = stored
+        sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
+    run_dir = Path(sweep.run_dir)
+    if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
+        claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
+    else:
+        make_run_folder(run_dir)
+    sweep_store.save_sweep(conn, sweep)
+    trials = sweep_store.load_trials(conn, sweep_id)
+    for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
+        if record.state == "running":
+            record.state = "interrupted"
+            sweep_store.save_trial(conn, record)
+    return sweep, trials
+
+
+def _search_missing_trials(config: SweepConfig, conn, sweep, space, plan: _Plan, trials, evaluate, callbacks) -> None:
+    """The search: the trials still missing of --trials (none when a resumed sweep has them all)."""
+    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+    to_run = config.trials - len(finished)
+    if to_run <= 0 and sweep.final_run_id:
+        logger.info("sweep %s has its %d trials and its walk-forward (%s): nothing to run", sweep.sweep_id,
+                    len(finished), sweep.final_run_id)  # fmt: skip
+    if to_run > 0:
+        # More trials (a resume with a larger --trials) may change the choice: its walk-forward runs anew,
+        # charged for every trial (the earlier run stays in ml.walk_forward_runs).
+        sweep.final_run_id = sweep.deflated_sharpe = sweep.verdict = sweep.finished_at = None
+        if finished:
+            logger.info("sweep %s: %d trial(s) finished before; running %d more", sweep.sweep_id, len(finished), to_run)
+        run_search(config, space, plan.data, plan.search_folds, sweep, conn, trials, to_run, evaluate, callbacks)
+
+
+def _walk_forward_the_choice(config: SweepConfig, settings, sweep, plan: _Plan, choice: Choice, trials):
+    """The chosen trial, walked forward once: the report folds x seeds, test included, charged for the trials
+    (training.walk_forward.WalkForwardResult; None without --final-walk-forward or when a resume has it already).
+    No trial to choose is an error: NoTrialCompleted, or NoTradableTrial when a report fold refused every one."""
+    from training.fold_task import largest_window
+    from training.folds import SPLITS
+
+    best = choice.trial
+    if best is None and not choice.passed_over:
+        raise NoTrialCompleted(
+            f"no trial of sweep {sweep.sweep_id} scored every fold ({sweep.trials_failed} failed, "
+            f"{sweep.trials_pruned} pruned): nothing to walk forward"
+        )
+    if best is None:
+        task_config = config.task_config()
+        fits = min(
+            largest_window(plan.data, fold, split, task_config) for fold in plan.report_folds for split in SPLITS
+        )
+        raise NoTradableTrial(
+            f"sweep {sweep.sweep_id}: no completed trial can be walked forward, a report fold cannot trade the "
+            f"window it drew: {passed_over_text(choice.passed_over)}; the trials stay in ml.sweep_trials. "
+            f"Resume with more trials ({PROG} --resume {shlex.quote(sweep.sweep_id)} --trials "
+            f"{config.trials * 2}), or start a sweep whose search space allows windows of at most {fits}, "
+            "or one that leaves the fold out (--folds)"
+        )
+    if not config.final_walk_forward or sweep.final_run_id:
+        return None
+    if choice.passed_over:
+        logger.warning(
+            "sweep %s: walking forward trial %d (objective %.3f), the best that every report fold can "
+            "trade; passed over: %s",
+            sweep.sweep_id,
+            best.trial_number,
+            best.objective,
+            passed_over_text(choice.passed_over),
+        )
+    walk_forward = _final_walk_forward(config, settings, sweep, best, plan.snapshot, trials, plan.report_folds)
+    sweep.final_run_id = walk_forward.run_id
+    sweep.deflated_sharpe = walk_forward.statistics.deflated_sharpe.value
+    sweep.verdict = walk_forward.statistics.verdict
+    return walk_forward
+
+
+def _settle(conn, sweep, space: SearchSpace, plan: _Plan, run_dir: Path, walk_forward) -> tuple[list[Any], Path]:
+    """Counts, best trial, importance and state into ml.sweeps; the report page. Also after an error or Ctrl+C,
+    to record what is known."""
+    from training import sweep_store
+
+    trials = sweep_store.load_trials(conn, sweep.sweep_id)
+    _recount(sweep, trials, len(plan.search_folds), plan.choose(trials).trial)
+    sweep.parameter_importance = parameter_importance(space, trials)
+    sweep.updated_at = datetime.now(UTC)
+    sweep_store.save_sweep(conn, sweep)
+    return trials, _write_report(run_dir, sweep, trials, space, walk_forward)
+
+
+def _recount(sweep, trials, folds: int, chosen) -> None:
+    """The sweep row's counts, chosen trial (``chosen``: :func:`choose_trial`'s) and ASHA's saving, from the trial
+    rows."""
+    finished = [t for t in trials if t.state in ("completed", "pruned", "failed")]
+    sweep.trials_completed = sum(t.state == "completed" for t in trials)
+    sweep.trials_pruned = sum(t.state == "pruned" for t in trials)
+    sweep.trials_failed = sum(t.state == "failed" for t in trials)
+    sweep.configurations_tried = sum(t.scored for t in trials)
+    sweep.trial_steps_run = sum(t.trial_steps for t in finished)
+    # A pruned trial would have taken as many steps on each remaining fold as on each fold it ran.
+    sweep.trial_steps_without_early_stopping = sum(
+        t.trial_steps * folds // t.folds_done if t.state == "pruned" and t.folds_done else t.trial_steps
+        for t in finished
+    )
+    sweep.best_trial = chosen.trial_number if chosen else None
+    sweep.best_objective = chosen.objective if chosen else None
+    sweep.best_params = chosen.params if chosen else None
 
 
 def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, trials, report_folds):
@@ -1156,7 +678,7 @@ def _write_report(run_dir: Path, sweep, trials, space, walk_forward) -> Path:
     return path
 
 
-# --- 6. the command line --------------------------------------------------------------------------------------------
+# --- 4. the command line ----------------------------------------------------------------------------------------------
 
 DESCRIPTION = (
     "Search PPO's hyperparameters with Optuna's TPE on Ray Tune. Each trial trains on the train split of the oldest "
@@ -1249,8 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable module's main, not this __main__ copy's: Ray then pickles the trial function by its name
-    # (training.sweep.run_trial), and every worker imports the same module.
+    # Run the importable module's main, not this __main__ copy's: the errors it raises are then training.sweep's, the
+    # classes training/cli.py gives their exit statuses (a __main__.SweepError would be a traceback), and what Ray
+    # pickles names importable modules (the trial: training.sweep_trial.run_trial).
     from training.sweep import main as sweep_main
 
     sys.exit(sweep_main())

@@ -1,6 +1,7 @@
 """A sweep's rows in ``ml.sweeps`` and ``ml.sweep_trials`` (the tables: training/results_schema.py): saved by the
-sweep driver (training/sweep.py) in one short transaction per trial event, so an interrupted sweep can resume from
-them; and the lock that lets one driver at a time run a sweep."""
+sweep driver (training/sweep.py; each trial event by its recorder, training/sweep_recorder.py) in one short
+transaction per trial event, so an interrupted sweep can resume from them; and the lock that lets one driver at a
+time run a sweep."""
 
 from __future__ import annotations
 
