@@ -207,6 +207,17 @@ def prices_not_finite(frame: pd.DataFrame) -> pd.DataFrame:
                       relanded(frame, "SC", "2024-03-26", volume=inf)])  # fmt: skip
 
 
+def prices_beyond_what_the_features_survive(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finite values that pass every comparison with 0 and infinity: a bar at 1e200 times its price (PostgreSQL's avg
+    over the SMA window sums squares, and the build stopped with "value out of range: overflow", naming no bar), one
+    at 1e-250 times its price (the mart then held features of 1e252, which the training job's scaler squares to
+    infinity), and a volume of 1e200 (stddev_samp of the volume window overflowed)."""
+    prices = ["open", "high", "low", "close", "wap"]
+    return pd.concat([relanded(frame, "SA", "2024-03-27", **{c: (lambda r, c=c: r[c] * 1e200) for c in prices}),
+                      relanded(frame, "SB", "2024-03-27", **{c: (lambda r, c=c: r[c] * 1e-250) for c in prices}),
+                      relanded(frame, "SC", "2024-03-27", volume=1e200)])  # fmt: skip
+
+
 def other_text_not_clean(frame: pd.DataFrame) -> pd.DataFrame:
     """The text columns besides the symbol (bars and batch manifest): a control character, a surrounding space, a
     U+FFFD, a text that is not NFC."""
@@ -248,6 +259,7 @@ CASES = [
         {OPEN_WITHIN_LOW_HIGH, CLOSE_WITHIN_LOW_HIGH, PRICES_POSITIVE, VOLUME_NOT_NEGATIVE},
     ),
     Case("prices_not_finite", prices_not_finite, {PRICES_POSITIVE, VOLUME_NOT_NEGATIVE}),
+    Case("prices_beyond_float_safety", prices_beyond_what_the_features_survive, {PRICES_POSITIVE, VOLUME_NOT_NEGATIVE}),
     Case(
         "other_text_not_clean",
         other_text_not_clean,
@@ -374,6 +386,9 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             for test, symbol in [(OPEN_WITHIN_LOW_HIGH, "SA"), (CLOSE_WITHIN_LOW_HIGH, "SB"), (PRICES_POSITIVE, "SC"),
                                  (VOLUME_NOT_NEGATIVE, "SA")]:  # fmt: skip
                 assert failure_rows(settings, test)["symbol"].tolist() == [symbol], test
+        if case.name == "prices_beyond_float_safety":
+            assert sorted(failure_rows(settings, PRICES_POSITIVE)["symbol"]) == ["SA", "SB"]
+            assert failure_rows(settings, VOLUME_NOT_NEGATIVE)["symbol"].tolist() == ["SC"]
         if case.name == "prices_not_finite":
             assert sorted(failure_rows(settings, PRICES_POSITIVE)["symbol"]) == ["SA", "SB"]
             assert sorted(failure_rows(settings, VOLUME_NOT_NEGATIVE)["symbol"]) == ["SC", "SC"]
