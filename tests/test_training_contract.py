@@ -125,6 +125,11 @@ BREAKAGES = {
         "where session_date = (select min(session_date) from marts.training_bars)",
         "macd_to_close is finite",
     ),
+    "feature too large for the scaler": (  # finite, but its square is not: the scaler zeroed it for the fold
+        "update marts.training_bars set atr_14_to_close = 1e252 "
+        "where session_date = (select min(session_date) from marts.training_bars)",
+        "every feature within ±1e150 (the feature scaler squares it)",
+    ),
     "non-positive open": (
         "update marts.training_bars set open = 0 "
         "where session_date = (select min(session_date) from marts.training_bars)",
@@ -201,6 +206,25 @@ def test_each_breakage_is_named(mart_warehouse: ConnectionSettings, breakage: st
     for expectation in (named,) if isinstance(named, str) else named:
         assert expectation in names, refused.value.failures
         assert expectation in str(refused.value)
+
+
+def test_a_feature_too_large_for_the_scaler_is_named_with_its_symbol_and_session(
+    mart_warehouse: ConnectionSettings, mart: pd.DataFrame
+) -> None:
+    """A feature of 1e252 is finite, so "is finite" passed it, and the feature scaler's square overflowed: the
+    feature read 0 on every row of the fold (a price of 1e-250 among prices of 100 gave such features before staging
+    bounded prices). The refusal names the row, so that it can be found."""
+    first = mart.sort_values(["symbol", "session_date"]).iloc[0]
+    break_mart(
+        mart_warehouse,
+        f"update marts.training_bars set atr_14_to_close = -1e252 "
+        f"where symbol = '{first['symbol']}' and session_date = '{first['session_date']}'",
+    )
+    with pytest.raises(ContractViolation) as refused:
+        check_mart_contract(mart_warehouse, TERMS)
+    (failure,) = [f for f in refused.value.failures if f.startswith("every feature within")]
+    assert f"symbol: {first['symbol']}, session_date: {first['session_date']}, feature: atr_14_to_close" in failure
+    assert "is finite" not in str(refused.value)
 
 
 def test_the_sign_rules_follow_the_price_columns_the_yaml_declares(mart_warehouse: ConnectionSettings) -> None:

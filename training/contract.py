@@ -19,7 +19,8 @@ Preconditions, checked before Great Expectations runs:
   (text symbol, date session_date, double precision for everything else);
 * no nulls in keys, prices and features; the target may be null only on a symbol's last session (the prices are
   the columns with ``meta.role: price`` in the mart YAML);
-* every number finite (PostgreSQL double precision admits NaN and +-Infinity); open, high, low and close > 0 and
+* every number finite (PostgreSQL double precision admits NaN and +-Infinity), and every feature within +-1e150 (the
+  scaler squares it; the failure names symbol, session and feature); open, high, low and close > 0 and
   volume >= 0, each where the YAML declares it a price (open and close always are);
 * (symbol, session_date) unique.
 
@@ -61,6 +62,10 @@ COLUMN_TYPES = {"symbol": "TEXT", "session_date": "DATE"}
 """PostgreSQL type names as Great Expectations reports them; every mart column not listed is DOUBLE PRECISION."""
 FOLD_COLUMN_TYPES = {name: "DATE" if name.endswith(("_start", "_end")) else "INTEGER" for name in FOLD_COLUMNS}
 FINITE_LIMIT = 1e300
+FEATURE_LIMIT = "1e150"
+"""The largest feature magnitude the job can use: the feature scaler squares each value, and (1e155)^2 is infinite in
+double precision, which zeroes the feature for the whole fold. dbt's features stay far below it (staging bounds prices
+within 1e-8 .. 1e15); a mart built before those bounds, or elsewhere, may not."""
 SESSIONS_PER_MONTH = 21
 """About 252 exchange sessions a year: how the advice on how much history to fetch counts months."""
 
@@ -214,6 +219,24 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 column=column, min_value=-FINITE_LIMIT, max_value=FINITE_LIMIT, description=f"{column} is finite"
             )
         )
+    # One expectation for every feature, so that a failure names the symbol, session and feature (GX's per-column
+    # range check shows values only). NaN and infinity are the "is finite" expectations' to report.
+    features = ", ".join(f"'{name}'" for name in terms.feature_names)
+    values = ", ".join(terms.feature_names)
+    expectations.append(
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=f"""
+                select symbol, session_date, feature, value from (
+                    select symbol, session_date, unnest(array[{features}]) as feature,
+                           unnest(array[{values}]::double precision[]) as value
+                    from {{batch}}
+                ) t
+                where abs(value) > {FEATURE_LIMIT} and abs(value) < 'infinity'
+                order by symbol, session_date, feature
+            """,
+            description=f"every feature within ±{FEATURE_LIMIT} (the feature scaler squares it)",
+        )
+    )
     # Sign rules for the usual price columns, where the YAML declares them: its price columns are the ones the job
     # reads (open and close always: read_mart_schema demands them), so a column it names otherwise is not demanded.
     for column in [name for name in ("open", "high", "low", "close") if name in terms.price_columns]:

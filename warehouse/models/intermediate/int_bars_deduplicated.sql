@@ -20,6 +20,13 @@
     )
 }}
 
+-- depends_on: {{ ref('known_missing_sessions') }}
+{#-
+    The seed above is not read here: it is a parent of the no_missing_sessions test on this model, and dbt build
+    skips a model's children after a failing test only when every parent of the test is upstream of them. Without
+    it, a series that missed sessions failed that test and still reached int_bars_featurized and the mart.
+-#}
+
 {#-
     One row per daily bar (symbol, bar settings, session): the latest landed final version wins (ingested_at,
     then load_id, then batch_id as tie-breaks); a version landed while its session was still trading is not final
