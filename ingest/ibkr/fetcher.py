@@ -73,7 +73,7 @@ Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2
 
 An empty list alone cannot tell "no data", "error" and "timeout" apart; the codes that errorEvent
 delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
-very object back, so every error lands with the request it belongs to.
+very object back, so every error lands with the request it belongs to (:mod:`ingest.ibkr.in_flight`).
 
 What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the session takes and hands back, and
 the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
@@ -95,7 +95,7 @@ from collections.abc import Awaitable
 from types import ModuleType
 from typing import Any
 
-from ingest.ibkr import farms
+from ingest.ibkr import farms, in_flight
 from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
@@ -128,28 +128,6 @@ from ingest.ibkr.session_types import (
 log = logging.getLogger(__name__)
 
 
-class _Tracked:
-    """Errors reported for one in-flight request (matched by the Contract object's identity)."""
-
-    __slots__ = ("contract", "errors", "cut_short", "undecodable")
-
-    def __init__(self, contract: Any) -> None:
-        self.contract = contract
-        self.errors: list[tuple[int, str]] = []
-        self.undecodable: str | None = None
-        """Why the client could not decode this request's answer (the library dropped it), if it could not."""
-        self.cut_short = asyncio.Event()
-        """Set when the request's fate is known before the client library would end it: a 321 (ib_async waits for
-        its timeout) or an answer it could not decode (it drops the answer and waits for its timeout)."""
-
-    def first(self, predicate) -> tuple[int, str] | None:
-        return next((e for e in self.errors if predicate(*e)), None)
-
-    @property
-    def failures(self) -> list[tuple[int, str]]:
-        return [(code, text) for code, text in self.errors if not is_notice(code)]
-
-
 class IbkrSession:
     """One API connection (reconnected as needed) shared by all of a run's requests."""
 
@@ -170,7 +148,7 @@ class IbkrSession:
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
         self.stats = SessionStats()
-        self._tracked: dict[int, _Tracked] = {}
+        self._in_flight = in_flight.InFlight()
         self._connect_lock = asyncio.Lock()
         self._connection_notices: list[tuple[int, str]] = []
         self._closing = False
@@ -280,14 +258,14 @@ class IbkrSession:
         self.ib.client.conn.hasData += on_data
         self.ib.client.conn.disconnected += on_closed
         try:
-            await _first_of(connecting, ended)
+            await in_flight.first_of(connecting, ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
                 f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
                 "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
-        except (TimeoutError, _Ended):
+        except (TimeoutError, in_flight.Ended):
             refused = self._refused_during_start_up(handshake_errors)
             if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
                 reason = (
@@ -462,8 +440,8 @@ class IbkrSession:
                 log.warning("gateway notice %s: %s", code, message)
             return
         self._note_farm(code, message)  # a connectivity notice under a request's id is as much an outage
-        tracked = self._tracked.get(id(contract))
-        if tracked is None or tracked.contract is not contract:
+        tracked = self._in_flight.of(contract)
+        if tracked is None:
             return  # a late answer to a request we already gave up on (e.g. "query cancelled")
         tracked.errors.append((code, message))
         if code == ERR_INVALID_REQUEST:
@@ -476,21 +454,12 @@ class IbkrSession:
         # and so does this. The library's decoder logger is shared by every client of a process, so two sessions
         # running at once could each take the other's request id for their own; the loader runs one session.
         contract = getattr(self.ib.wrapper, "_reqId2Contract", {}).get(req_id) if req_id is not None else None
-        tracked = self._tracked.get(id(contract)) if contract is not None else None
-        if tracked is None or tracked.contract is not contract:
+        tracked = self._in_flight.of(contract) if contract is not None else None
+        if tracked is None:
             return False
         tracked.undecodable = tracked.undecodable or reason
         tracked.cut_short.set()
         return True
-
-    @contextlib.contextmanager
-    def _track(self, contract: Any):
-        tracked = _Tracked(contract)
-        self._tracked[id(contract)] = tracked
-        try:
-            yield tracked
-        finally:
-            self._tracked.pop(id(contract), None)
 
     def _stock(self, ref: ContractRef) -> Any:
         """A fresh Contract object for every attempt (errors are matched by identity)."""
@@ -513,19 +482,20 @@ class IbkrSession:
             await self._ensure_connected()
             await self._wait_for_farms(farms.CONTRACT_DETAILS)
             contract = self._stock(ref)
-            with self._track(contract) as tracked:
+            with self._in_flight.track(contract) as tracked:
                 try:
                     await self.limiter.message()
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
                     undecoded_before = self._decode_errors.count
-                    details = await _first_of(
+                    details = await in_flight.first_of(
                         asyncio.wait_for(
-                            _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
+                            in_flight.as_awaitable(self.ib.reqContractDetailsAsync(contract)),
+                            self.settings.request_timeout_s,
                         ),
                         tracked.cut_short,
                     )
-                except _Ended:  # a 321, or details the client could not decode: not asked again
+                except in_flight.Ended:  # a 321, or details the client could not decode: not asked again
                     details = []
                 except ConnectionError as error:
                     drops += 1
@@ -608,7 +578,7 @@ class IbkrSession:
             await self._ensure_connected()
             await self._wait_for_farms(farms.HISTORY)
             contract = self._stock(ref)
-            with self._track(contract) as tracked:
+            with self._in_flight.track(contract) as tracked:
                 try:
                     async with self.limiter.historical(key):
                         if self._refused is not None:  # refused while this request waited for its turn
@@ -778,13 +748,13 @@ class IbkrSession:
         the timeout (as often as a dropped connection)."""
         return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
 
-    async def _race_cut_short(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
+    async def _race_cut_short(self, request: Awaitable[Any], tracked: in_flight.Tracked, symbol: str) -> Any:
         """Await the request, unless its fate is known first (ib_async would wait for its timeout): a 321 raises
         :class:`InvalidRequestError`; an answer the client could not decode gives no bars (``tracked.undecodable``
         says why)."""
         try:
-            return await _first_of(request, tracked.cut_short)
-        except _Ended:
+            return await in_flight.first_of(request, tracked.cut_short)
+        except in_flight.Ended:
             invalid = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST)
             if invalid is None and tracked.undecodable is not None:
                 return []
@@ -831,33 +801,6 @@ def _closed_by_peer(handshake_error: str) -> bool:
     """The client library's ways of saying the gateway closed the connection."""
     text = handshake_error.lower()
     return "peer closed" in text or "reset by peer" in text
-
-
-class _Ended(Exception):
-    """The event that :func:`_first_of` raced against came first."""
-
-
-async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
-    """The awaitable's result, unless ``event`` is set first: then the awaitable is cancelled and _Ended raised."""
-    task = asyncio.ensure_future(awaitable)
-    ended = asyncio.ensure_future(event.wait())
-    try:
-        done, _ = await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        ended.cancel()
-        raise
-    if task in done:
-        ended.cancel()
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    raise _Ended
-
-
-async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 def _source_bar(bar: Any) -> SourceBar:
