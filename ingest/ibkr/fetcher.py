@@ -77,7 +77,7 @@ very object back, so every error lands with the request it belongs to (:mod:`ing
 
 What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the session takes and hands back, and
 the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
-:mod:`ingest.ibkr.client_library`.
+:mod:`ingest.ibkr.client_library`; why a connect failed (the last rows above), :mod:`ingest.ibkr.handshake`.
 
 Imports only the standard library, the client library and the pure modules beside it (its settings, the limiter,
 farms, the ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
@@ -95,7 +95,7 @@ from collections.abc import Awaitable
 from types import ModuleType
 from typing import Any
 
-from ingest.ibkr import farms, in_flight
+from ingest.ibkr import farms, handshake, in_flight
 from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
@@ -189,6 +189,46 @@ class IbkrSession:
         await self.close()
 
     async def _connect_once(self) -> None:
+        """One connect and API start-up: a :class:`GatewayUnavailableError` that says why when it fails."""
+        s = self.settings
+        arguments = self._connect_arguments()
+        self._connection_notices.clear()
+        self._farms.reset()  # a new API session: the gateway reports every farm afresh, from its start-up on
+        self._decode_errors.attach()
+        where = f"{s.host}:{s.port}"
+        ended = self._handshake_ended = asyncio.Event()
+        await self._let_the_last_connection_close()
+        connecting = asyncio.ensure_future(self.ib.connectAsync(**arguments))
+        watch = handshake.HandshakeWatch(self.ib, connecting, ended)
+        watch.attach()
+        try:
+            await in_flight.first_of(connecting, ended)
+        except ConnectionRefusedError:
+            raise GatewayUnavailableError(
+                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
+                "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
+                "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
+            ) from None
+        except (TimeoutError, in_flight.Ended):
+            reason = watch.why_not_started(s, self._connection_notices)
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+        except OSError as error:
+            # Closed after the handshake began: the start-up's next message found the connection gone.
+            reason = watch.refused_during_start_up(s, self._connection_notices) or str(error)
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+        finally:
+            watch.detach()
+            self._handshake_ended = None
+        version = self._refuse_a_version_above_the_offer(where)
+        for code, message in self._connection_notices:  # held back while a failed start-up would have named them
+            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
+                log.warning("gateway notice %s: %s", code, message)
+        log.info("connected to %s (server version %s)", self.settings.describe(), version)
+        # Requests held by an outage of the last session look again: it was forgotten with that session, and would
+        # otherwise hold them for the rest of its patience although the new session's notices say nothing of it.
+        self._farms_have_changed()
+
+    def _connect_arguments(self) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "host": s.host,
@@ -202,137 +242,30 @@ class IbkrSession:
             self.lib, "StartupFetchNONE"
         ):
             kwargs["fetchFields"] = self.lib.StartupFetchNONE
-        self._connection_notices.clear()
-        self._farms.reset()  # a new API session: the gateway reports every farm afresh, from its start-up on
-        self._decode_errors.attach()
-        where = f"{s.host}:{s.port}"
-        handshake_errors: list[str] = []
-        ended = self._handshake_ended = asyncio.Event()
+        return kwargs
 
-        def on_api_error(message: object) -> None:
-            if str(message).startswith("API connection failed"):
-                return  # the library echoing the exception connectAsync is about to raise
-            handshake_errors.append(str(message))
-            ended.set()
-
-        answered: dict[str, Any] = {}  # what the gateway sent of the start-up, should it never complete
-        received = bytearray()  # the first bytes that came before any handshake: what answers, if not the API
-
-        def on_data(data: bytes) -> None:  # after the library's own handler has read the data
-            if self.ib.client.serverVersion():
-                answered.update(version=self.ib.client.serverVersion(), accounts=bool(self.ib.wrapper.accounts))
-            elif len(received) < _SHOWN_BYTES:
-                received.extend(data[: _SHOWN_BYTES - len(received)])
-
+    async def _let_the_last_connection_close(self) -> None:
+        """A connection the client gave up on is still closing (the library waits for that close as it connects
+        again): its close must not read as the new connection's, closed before its handshake."""
         conn = self.ib.client.conn
-        if conn.transport is not None:
-            # A connection the client gave up on is still closing (the library waits for that close as it connects
-            # again): its close must not read as the new connection's, closed before its handshake.
-            old_closed = asyncio.get_running_loop().create_future()
+        if conn.transport is None:
+            return
+        old_closed = asyncio.get_running_loop().create_future()
 
-            def on_old_closed(_message: object) -> None:
-                if not old_closed.done():
-                    old_closed.set_result(None)
+        def on_old_closed(_message: object) -> None:
+            if not old_closed.done():
+                old_closed.set_result(None)
 
-            conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
-            try:
-                conn.disconnect()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(old_closed, s.connect_timeout_s)
-            finally:
-                conn.disconnected -= on_old_closed
-        connecting = asyncio.ensure_future(self.ib.connectAsync(**kwargs))
-        closed_before_handshake: list[bool] = []
-
-        def on_closed(_message: object) -> None:
-            # The library hears of a close before the handshake without a word (no apiError: it is not "connected"
-            # yet) and would wait out the whole connect timeout. A close it makes itself, giving up, comes after its
-            # connect has ended; one after the handshake is its own apiError ("Peer closed connection").
-            if not connecting.done() and not answered:
-                closed_before_handshake.append(True)
-                ended.set()
-
-        # The client library reports a handshake it gives up on (a server too old for it, say) only through
-        # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
-        self.ib.client.apiError += on_api_error
-        self.ib.client.conn.hasData += on_data
-        self.ib.client.conn.disconnected += on_closed
+        conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
         try:
-            await in_flight.first_of(connecting, ended)
-        except ConnectionRefusedError:
-            raise GatewayUnavailableError(
-                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
-                "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
-                "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
-            ) from None
-        except (TimeoutError, in_flight.Ended):
-            refused = self._refused_during_start_up(handshake_errors)
-            if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
-                reason = (
-                    f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID (or give another "
-                    "--client-id, which overrides it)"
-                )
-            elif closed_before_handshake and not received:
-                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
-                # (ssh -L, socat, a container's published port) that has no gateway behind it. Most such peers close
-                # without reading the client's greeting, and the kernel then resets the connection: the client hears
-                # "connection reset by peer" (an apiError), not a clean close. Either way no handshake came, so no
-                # client id was looked at: this is no refusal during the API start-up.
-                reason = (
-                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
-                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
-                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
-                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
-                )
-            elif refused:
-                reason = refused
-            elif handshake_errors:
-                reason = f"the API handshake failed: {handshake_errors[0]}"
-                if "version" in handshake_errors[0].lower():
-                    minimum = getattr(self.ib.client, "MinClientVersion", "?")
-                    reason += f" (this client needs API version {minimum} or newer: update IB Gateway/TWS)"
-            elif answered:
-                # The client starts its API session once the gateway has sent both; a gateway still starting up, or
-                # a server of the protocol that has no account to name, never completes it.
-                missing = "next valid order id" if answered["accounts"] else "managed account"
-                reason = (
-                    f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
-                    f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
-                    "still starting up or logging in, or (TWS) waiting for you to accept the connection on its screen?"
-                )
-            elif received:
-                # Another service on that port (a web server, the Client Portal gateway's HTTPS port) answers the
-                # client's greeting in its own protocol, which the client cannot read as a handshake.
-                shown = bytes(received).decode("ascii", "backslashreplace")
-                reason = (
-                    f"what answers on that port does not speak the TWS API (it answered {shown!r}): check IBKR_PORT "
-                    "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
-                    "API is another interface)"
-                )
-            elif getattr(self.ib.client.conn, "numBytesSent", None) == 0:
-                # The client's greeting goes out once the TCP connection is open: it never opened. Nothing answered
-                # at all (a closed port is refused at once), so the causes of a silent API are out of the question.
-                reason = (
-                    f"no connection within {s.connect_timeout_s:g} s: the host does not answer (a wrong IBKR_HOST, a "
-                    "machine that is off or unreachable, or a firewall that drops the connection)"
-                )
-            else:
-                reason = (
-                    f"no API handshake within {s.connect_timeout_s:g} s of the connection being accepted: what "
-                    "answers is not the gateway's API port, or it has not accepted this host (not among its trusted "
-                    "IPs: TWS asks on its screen whether to accept the connection), or client id "
-                    f"{s.client_id} is already in use"
-                )
-            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
-        except OSError as error:
-            # Closed after the handshake began: the start-up's next message found the connection gone.
-            reason = self._refused_during_start_up(handshake_errors) or str(error)
-            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+            conn.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old_closed, self.settings.connect_timeout_s)
         finally:
-            self.ib.client.apiError -= on_api_error
-            self.ib.client.conn.hasData -= on_data
-            self.ib.client.conn.disconnected -= on_closed
-            self._handshake_ended = None
+            conn.disconnected -= on_old_closed
+
+    def _refuse_a_version_above_the_offer(self, where: str) -> int:
+        """The API version the server chose, once the start-up is complete; refused above the client's offer."""
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
                 f"cannot connect to IB Gateway/TWS at {where}: connection closed during start-up"
@@ -346,27 +279,7 @@ class IbkrSession:
                 f"cannot connect to IB Gateway/TWS at {where}: the server chose API version {version}, above the "
                 f"highest this client offered ({highest}); its messages would be misread"
             )
-        for code, message in self._connection_notices:  # held back while a failed start-up would have named them
-            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
-                log.warning("gateway notice %s: %s", code, message)
-        log.info("connected to %s (server version %s)", self.settings.describe(), version)
-        # Requests held by an outage of the last session look again: it was forgotten with that session, and would
-        # otherwise hold them for the rest of its patience although the new session's notices say nothing of it.
-        self._farms_have_changed()
-
-    def _refused_during_start_up(self, handshake_errors: list[str]) -> str | None:
-        """Why a gateway that accepted the connection closed it during the start-up (IB Gateway does so, without a
-        word, to a host not among its trusted IPs), or None if it did not close it. An error the gateway sent
-        before closing is its own reason, and is named."""
-        if not (handshake_errors and _closed_by_peer(handshake_errors[0])):
-            return None
-        said = [f"error {code}: {text}" for code, text in self._connection_notices if not is_notice(code)]
-        return (
-            f"the gateway closed the connection during the API start-up ({said[0] if said else handshake_errors[0].rstrip('.')}): "
-            "it accepts API clients only from its trusted IPs (Configure > Settings > API > Settings, 'Allow "
-            "connections from localhost only' / 'Trusted IPs') and with a client id no other client uses "
-            f"(IBKR_CLIENT_ID or --client-id, now {self.settings.client_id})"
-        )
+        return version
 
     def _disconnect_quietly(self) -> None:
         closing, self._closing = self._closing, True
@@ -762,9 +675,6 @@ class IbkrSession:
             raise InvalidRequestError(code, message, symbol) from None
 
 
-_SHOWN_BYTES = 32
-"""How much of a non-API answer to the client's greeting a connect error shows."""
-
 _WHO_WAITS = {
     farms.FarmKind.IBKR: "historical requests and contract lookups",
     farms.FarmKind.IBKR_SERVER: "historical requests and contract lookups",
@@ -795,12 +705,6 @@ def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: lis
         f"ambiguous: {len(shown)} contracts match {symbol} ({listed}), none on {primary_exchange}, its "
         "primary_exchange in the watchlist: correct it there"
     )
-
-
-def _closed_by_peer(handshake_error: str) -> bool:
-    """The client library's ways of saying the gateway closed the connection."""
-    text = handshake_error.lower()
-    return "peer closed" in text or "reset by peer" in text
 
 
 def _source_bar(bar: Any) -> SourceBar:
