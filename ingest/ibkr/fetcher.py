@@ -300,40 +300,48 @@ class IbkrSession:
             raise self._lost
         if self._port_reset is not None:
             # The gateway moved its API to another port: reconnecting to this one cannot succeed.
-            new_port = re.search(r"new port\D*(\d+)", self._port_reset)
-            self._lost = GatewayUnavailableError(
-                f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
-                f"(error {ERR_PORT_RESET}: {self._port_reset}): set IBKR_PORT (or --port) to "
-                f"{new_port.group(1) if new_port else 'the new port'} and run again"
-            )
+            self._lost = self._port_reset_error(self._port_reset)
             raise self._lost
         async with self._connect_lock:
             if self.ib.isConnected():
                 return
             if self._lost is not None:
                 raise self._lost
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settings.reconnect_timeout_s
-            delay = 0.2
-            while True:
-                try:
-                    with contextlib.suppress(Exception):
-                        self.ib.disconnect()  # reset the client's state before a fresh handshake
-                    await self._connect_once()
-                except GatewayUnavailableError as error:
-                    if loop.time() + delay > deadline:
-                        self._lost = GatewayUnavailableError(
-                            f"the connection to {self.settings.describe()} was lost and not restored within "
-                            f"{self.settings.reconnect_timeout_s:g} s: {error}"
-                        )
-                        raise self._lost from None
-                    log.warning("reconnect failed (%s); next try in %.1f s", error, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                self.stats.reconnects += 1
-                log.warning("reconnected to %s", self.settings.describe())
-                return
+            await self._reconnect()
+
+    def _port_reset_error(self, notice: str) -> GatewayUnavailableError:
+        """IBKR's 1300 ``notice`` as the run's end: which port to set."""
+        new_port = re.search(r"new port\D*(\d+)", notice)
+        return GatewayUnavailableError(
+            f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
+            f"(error {ERR_PORT_RESET}: {notice}): set IBKR_PORT (or --port) to "
+            f"{new_port.group(1) if new_port else 'the new port'} and run again"
+        )
+
+    async def _reconnect(self) -> None:
+        """Try to connect again with growing waits, until ``reconnect_timeout_s`` is up: then the gateway is lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.reconnect_timeout_s
+        delay = 0.2
+        while True:
+            try:
+                with contextlib.suppress(Exception):
+                    self.ib.disconnect()  # reset the client's state before a fresh handshake
+                await self._connect_once()
+            except GatewayUnavailableError as error:
+                if loop.time() + delay > deadline:
+                    self._lost = GatewayUnavailableError(
+                        f"the connection to {self.settings.describe()} was lost and not restored within "
+                        f"{self.settings.reconnect_timeout_s:g} s: {error}"
+                    )
+                    raise self._lost from None
+                log.warning("reconnect failed (%s); next try in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.stats.reconnects += 1
+            log.warning("reconnected to %s", self.settings.describe())
+            return
 
     def _on_disconnected(self) -> None:
         # A handshake that fails reports itself (GatewayUnavailableError): nothing was connected that could resume.
