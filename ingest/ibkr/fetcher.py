@@ -92,6 +92,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -126,6 +127,23 @@ from ingest.ibkr.session_types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Tries:
+    """How often one request (a bar request or a contract lookup) went out, and why it went out again: what its
+    retry decisions count."""
+
+    attempts: int = 0
+    pacing: int = 0
+    """Pacing violations: each backs off longer."""
+    timeouts: int = 0
+    drops: int = 0
+    """Connections lost while it was out."""
+    outage_timeouts: int = 0
+    """Timeouts of a try that met an outage: asked again, not counted as timeouts."""
+    first_violation: float | None = None
+    """When IBKR first refused it for pacing (the event loop's clock)."""
 
 
 class IbkrSession:
@@ -396,7 +414,7 @@ class IbkrSession:
     async def qualify(self, symbol: str, primary_exchange: str = "") -> QualifyOutcome:
         """Look up the stock's conId (SMART routing, USD, the watchlist's primary exchange)."""
         ref = ContractRef(symbol=symbol, primary_exchange=primary_exchange)
-        timeouts = drops = outage_timeouts = 0
+        tries = _Tries()
         while True:
             if self._refused is not None:  # its bars would be refused: the lookup is not worth a request
                 raise self._refused
@@ -409,72 +427,65 @@ class IbkrSession:
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
                     undecoded_before = self._decode_errors.count
-                    details = await in_flight.first_of(
-                        asyncio.wait_for(
-                            in_flight.as_awaitable(self.ib.reqContractDetailsAsync(contract)),
-                            self.settings.request_timeout_s,
-                        ),
-                        tracked.cut_short,
-                    )
-                except in_flight.Ended:  # a 321, or details the client could not decode: not asked again
-                    details = []
+                    details = await self._contract_details(contract, tracked)
                 except ConnectionError as error:
-                    drops += 1
-                    self.stats.dropped_requests += 1
-                    if drops > self.retry.connection_retries:
-                        return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
+                    if self._dropped_once_too_often(tries):
+                        return QualifyOutcome(None, None, f"connection lost {tries.drops} times: {error}")
                     continue
                 except TimeoutError:
-                    if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
-                        outage_timeouts += 1  # IBKR or a sec-def farm was down meanwhile: lost, not refused
-                        continue
-                    timeouts += 1
+                    if self._lost_in_an_outage(farms.CONTRACT_DETAILS, outages, tries):
+                        continue  # IBKR or a sec-def farm was down meanwhile: lost, not refused
+                    tries.timeouts += 1
                     self.stats.timeouts += 1
-                    if timeouts > self.retry.timeout_retries:
+                    if tries.timeouts > self.retry.timeout_retries:
                         return QualifyOutcome(
                             None,
                             None,
                             f"timed out: no contract details within {self.settings.request_timeout_s:g} s "
-                            f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
+                            f"({tries.timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
             ended = None if details else tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES)
             if ended is not None:  # the gateway cut the lookup short (a connectivity notice under its id)
-                if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
-                    outage_timeouts += 1
+                if self._lost_in_an_outage(farms.CONTRACT_DETAILS, outages, tries):
                     continue
-                timeouts += 1
-                if timeouts > self.retry.timeout_retries:
-                    message = f"the gateway ended the lookup without an answer ({timeouts} tries; the last: {ended[1]})"
+                tries.timeouts += 1
+                if tries.timeouts > self.retry.timeout_retries:
+                    message = (
+                        f"the gateway ended the lookup without an answer ({tries.timeouts} tries; the last: {ended[1]})"
+                    )
                     return QualifyOutcome(None, ended[0], message)
                 continue
-            if tracked.undecodable is not None:
-                return QualifyOutcome(
-                    None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
-                )
-            if not details:
-                failure = tracked.failures[0] if tracked.failures else None
-                if failure is None:
-                    # The library may have dropped the details it got (an answer it could not attribute).
-                    message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
-                    return QualifyOutcome(None, None, message)
-                return QualifyOutcome(None, failure[0], failure[1])
-            same = details
-            if len(details) > 1 and primary_exchange:
-                same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
-            if len(same) == 1:
-                details = same
-            elif len(details) > 1:
-                return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
-            found = details[0].contract
-            return QualifyOutcome(
-                ContractRef(
-                    symbol=symbol,
-                    con_id=int(found.conId),
-                    primary_exchange=found.primaryExchange or primary_exchange,
-                    currency=found.currency or "USD",
-                )
+            if tracked.undecodable is not None or not details:
+                return self._no_contract_found(tracked, undecoded_before)
+            return _the_match(symbol, primary_exchange, details)
+
+    async def _contract_details(self, contract: Any, tracked: in_flight.Tracked) -> list[Any]:
+        """The lookup's answer, within the request timeout (:class:`TimeoutError` after it); none, at once, when
+        its fate is known first."""
+        try:
+            return await in_flight.first_of(
+                asyncio.wait_for(
+                    in_flight.as_awaitable(self.ib.reqContractDetailsAsync(contract)),
+                    self.settings.request_timeout_s,
+                ),
+                tracked.cut_short,
             )
+        except in_flight.Ended:  # a 321, or details the client could not decode: not asked again
+            return []
+
+    def _no_contract_found(self, tracked: in_flight.Tracked, undecoded_before: int) -> QualifyOutcome:
+        """A lookup that found nothing: the gateway's error, if it sent one, or why there is none."""
+        if tracked.undecodable is not None:
+            return QualifyOutcome(
+                None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
+            )
+        failure = tracked.failures[0] if tracked.failures else None
+        if failure is None:
+            # The library may have dropped the details it got (an answer it could not attribute).
+            message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
+            return QualifyOutcome(None, None, message)
+        return QualifyOutcome(None, failure[0], failure[1])
 
     # --- historical bars ----------------------------------------------------------------------
 
@@ -663,11 +674,23 @@ class IbkrSession:
         named = ", ".join(f"{outage.describe()} ({outage.code})" for outage in outages)
         return f"; IBKR reported {named} down and not restored since"
 
-    def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
+    def _lost_in_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, tries: _Tries) -> bool:
         """Whether a request that timed out met an outage of a farm it may use (in effect when it went on the wire,
         or reported while it was out: :meth:`farms.FarmStatus.mark`), and may still be asked again without counting
-        the timeout (as often as a dropped connection)."""
+        the timeout (as often as a dropped connection). If so, it is counted as such a try."""
+        if self._farms.met_since(uses, mark) and tries.outage_timeouts < self.retry.connection_retries:
+            tries.outage_timeouts += 1
+            return True
+        return False
+
+    def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
         return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
+
+    def _dropped_once_too_often(self, tries: _Tries) -> bool:
+        """Count a connection lost while the request was out; True once that happened more often than retried."""
+        tries.drops += 1
+        self.stats.dropped_requests += 1
+        return tries.drops > self.retry.connection_retries
 
     async def _race_cut_short(self, request: Awaitable[Any], tracked: in_flight.Tracked, symbol: str) -> Any:
         """Await the request, unless its fate is known first (ib_async would wait for its timeout): a 321 raises
@@ -689,6 +712,27 @@ _WHO_WAITS = {
     farms.FarmKind.HMDS: "historical requests",
     farms.FarmKind.SEC_DEF: "contract lookups",
 }
+
+
+def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> QualifyOutcome:
+    """The one contract among a lookup's matches (those on the watchlist's primary exchange, when it found
+    several), or why there is none to choose."""
+    same = details
+    if len(details) > 1 and primary_exchange:
+        same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
+    if len(same) == 1:
+        details = same
+    elif len(details) > 1:
+        return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
+    found = details[0].contract
+    return QualifyOutcome(
+        ContractRef(
+            symbol=symbol,
+            con_id=int(found.conId),
+            primary_exchange=found.primaryExchange or primary_exchange,
+            currency=found.currency or "USD",
+        )
+    )
 
 
 def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:
