@@ -94,7 +94,7 @@ import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ingest.ibkr import farms, handshake, in_flight
 from ingest.ibkr.client_library import client_library
@@ -144,6 +144,17 @@ class _Tries:
     """Timeouts of a try that met an outage: asked again, not counted as timeouts."""
     first_violation: float | None = None
     """When IBKR first refused it for pacing (the event loop's clock)."""
+
+
+class _Sent(NamedTuple):
+    """What a bar request's verdict needs of the moment it went out."""
+
+    outages: int
+    """The farms' mark (:meth:`farms.FarmStatus.mark`): the outages it met are those in effect then or since."""
+    at: float
+    """The event loop's clock."""
+    undecoded_before: int
+    """How many answers no request could be found for had gone undecoded."""
 
 
 class IbkrSession:
@@ -503,10 +514,9 @@ class IbkrSession:
         """One reqHistoricalData with retries; never raises for per-symbol faults (only 321 and a lost gateway)."""
         key = RequestKey(ref.pacing_id, ref.exchange, what_to_show, end, duration, bar_size, use_rth)
         loop = asyncio.get_running_loop()
-        attempts = pacing = timeouts = drops = outage_timeouts = 0
-        first_violation: float | None = None
+        tries = _Tries()
         while True:
-            attempts += 1
+            tries.attempts += 1
             await self._ensure_connected()
             await self._wait_for_farms(farms.HISTORY)
             contract = self._stock(ref)
@@ -518,8 +528,9 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
-                        outages = self._farms.mark(farms.HISTORY)  # as it goes out, after its turn and its slot
-                        sent_at, undecoded_before = loop.time(), self._decode_errors.count
+                        # As it goes out, after its turn and its slot: the outages it may meet, the clock, and how many
+                        # answers went undecoded before it.
+                        sent = _Sent(self._farms.mark(farms.HISTORY), loop.time(), self._decode_errors.count)
                         bars = await self._race_cut_short(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
@@ -535,92 +546,113 @@ class IbkrSession:
                             ref.symbol,
                         )
                 except ConnectionError as error:
-                    drops += 1
-                    self.stats.dropped_requests += 1
-                    if drops > self.retry.connection_retries:
-                        return Outcome(
-                            "failed", error_message=f"connection lost {drops} times: {error}", attempts=attempts
-                        )
+                    if self._dropped_once_too_often(tries):
+                        message = f"connection lost {tries.drops} times: {error}"
+                        return Outcome("failed", error_message=message, attempts=tries.attempts)
                     log.info("%s: connection lost during the request; retrying after reconnect", ref.symbol)
                     continue
-            if tracked.undecodable is not None:
-                # Deterministic: the same answer would not decode on a retry, so it is not asked again.
-                message = f"the client could not decode the gateway's answer ({tracked.undecodable}); not asked again"
-                return Outcome("failed", error_message=message, attempts=attempts)
-            if bars:
-                return Outcome("ok", [_source_bar(b) for b in bars], attempts=attempts)
+            outcome = await self._what_the_answer_means(ref, tracked, bars, sent, tries)
+            if outcome is not None:
+                return outcome
 
-            violation = tracked.first(is_pacing_violation)
-            if violation is not None:
-                self.stats.pacing_violations += 1
-                now = loop.time()
-                first_violation = now if first_violation is None else first_violation
-                if now - first_violation >= self.retry.pacing_give_up_s:
-                    return Outcome(
-                        "failed",
-                        error_code=violation[0],
-                        error_message=f"{violation[1]} (still refused {now - first_violation:.0f} s after the first)",
-                        attempts=attempts,
-                    )
-                pacing += 1
-                # 322 "only 50 simultaneous requests" is about requests open at once, not about the 10-minute rule.
-                if violation[0] != ERR_SIMULTANEOUS_OR_PACING and self.limiter.keep_rolling_rule():
-                    log.warning(
-                        "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
-                        *violation,
-                        self.limiter.policy.describe(),
-                    )
-                self.limiter.cooldown(self.retry.pacing_cooldown_s)
-                backoff = min(self.retry.pacing_backoff_s * 2 ** (pacing - 1), self.retry.pacing_backoff_max_s)
-                log.info("%s: pacing violation (%s); retry %d in %.0f s", ref.symbol, violation[0], pacing, backoff)
-                await asyncio.sleep(backoff)
-                continue
-            no_data = tracked.first(is_no_data)
-            if no_data is not None:
-                return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
-            failures = [
-                (c, m)
-                for c, m in tracked.failures
-                if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
-            ]
-            if failures:
-                refusal = market_data_refusal(*failures[0])
-                if refusal is not None and refusal.account_wide:
-                    # Every other request of this login would be refused alike: none is sent from now on.
-                    self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
-                    raise MarketDataRefusedError(refusal, ref.symbol)
-                return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
-            # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
-            # to resume the request first): that request timed out. A 366 "No historical data query found" means the
-            # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
-            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
-            answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
-            disconnect = tracked.first(is_hmds_disconnect)
-            cancels = [e for e in tracked.failures if e not in failures and e != disconnect]
-            server_cancel = next(iter(cancels), None) if answered_in_time else None
-            dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
-            cancelled = dropped is not None
-            if answered_in_time and not cancelled:
-                # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
-                return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
-            # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
-            if self._met_an_outage(farms.HISTORY, outages, outage_timeouts):
-                outage_timeouts += 1  # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
-                log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
-                continue
-            timeouts += 1
-            self.stats.timeouts += 1
-            if timeouts > self.retry.timeout_retries:
-                if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
-                    message = (
-                        f"the gateway ended the request without an answer ({timeouts} tries; the last: {dropped[1]})"
-                    )
-                    return Outcome("failed", error_code=dropped[0], error_message=message, attempts=attempts)
-                message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
-                return Outcome("failed", error_message=message, attempts=attempts)
-            log.info("%s: request timed out; retrying", ref.symbol)
+    async def _what_the_answer_means(
+        self, ref: ContractRef, tracked: in_flight.Tracked, bars: list[Any], sent: _Sent, tries: _Tries
+    ) -> Outcome | None:
+        """The bar request's outcome, from its answer and the errors reported for it; None: ask again."""
+        if tracked.undecodable is not None:
+            # Deterministic: the same answer would not decode on a retry, so it is not asked again.
+            message = f"the client could not decode the gateway's answer ({tracked.undecodable}); not asked again"
+            return Outcome("failed", error_message=message, attempts=tries.attempts)
+        if bars:
+            return Outcome("ok", [_source_bar(b) for b in bars], attempts=tries.attempts)
+        violation = tracked.first(is_pacing_violation)
+        if violation is not None:
+            return await self._after_a_pacing_violation(ref, violation, tries)
+        no_data = tracked.first(is_no_data)
+        if no_data is not None:
+            return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=tries.attempts)
+        failures = [
+            (c, m)
+            for c, m in tracked.failures
+            if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
+        ]
+        if failures:
+            return self._failed(ref, failures[0], tries)
+        return self._empty_answer(ref, tracked, sent, tries)
+
+    async def _after_a_pacing_violation(
+        self, ref: ContractRef, violation: tuple[int, str], tries: _Tries
+    ) -> Outcome | None:
+        """Slow down and back off before asking again (None), or fail once IBKR has refused the request for
+        ``RetryPolicy.pacing_give_up_s``."""
+        self.stats.pacing_violations += 1
+        now = asyncio.get_running_loop().time()
+        tries.first_violation = now if tries.first_violation is None else tries.first_violation
+        if now - tries.first_violation >= self.retry.pacing_give_up_s:
+            return Outcome(
+                "failed",
+                error_code=violation[0],
+                error_message=f"{violation[1]} (still refused {now - tries.first_violation:.0f} s after the first)",
+                attempts=tries.attempts,
+            )
+        tries.pacing += 1
+        # 322 "only 50 simultaneous requests" is about requests open at once, not about the 10-minute rule.
+        if violation[0] != ERR_SIMULTANEOUS_OR_PACING and self.limiter.keep_rolling_rule():
+            log.warning(
+                "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
+                *violation,
+                self.limiter.policy.describe(),
+            )
+        self.limiter.cooldown(self.retry.pacing_cooldown_s)
+        backoff = min(self.retry.pacing_backoff_s * 2 ** (tries.pacing - 1), self.retry.pacing_backoff_max_s)
+        log.info("%s: pacing violation (%s); retry %d in %.0f s", ref.symbol, violation[0], tries.pacing, backoff)
+        await asyncio.sleep(backoff)
+        return None
+
+    def _failed(self, ref: ContractRef, failure: tuple[int, str], tries: _Tries) -> Outcome:
+        """A request the gateway refused with ``failure``; a refusal for the whole login stops every request."""
+        refusal = market_data_refusal(*failure)
+        if refusal is not None and refusal.account_wide:
+            # Every other request of this login would be refused alike: none is sent from now on.
+            self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
+            raise MarketDataRefusedError(refusal, ref.symbol)
+        return Outcome("failed", error_code=failure[0], error_message=failure[1], attempts=tries.attempts)
+
+    def _empty_answer(self, ref: ContractRef, tracked: in_flight.Tracked, sent: _Sent, tries: _Tries) -> Outcome | None:
+        """No bars and no error that fails the request: no data (the server answered in time), or a request that was
+        lost or timed out, asked again (None) until the retries are spent."""
+        # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
+        # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
+        # to resume the request first): that request timed out. A 366 "No historical data query found" means the
+        # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
+        # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
+        answered_in_time = asyncio.get_running_loop().time() - sent.at < self.settings.request_timeout_s
+        disconnect = tracked.first(is_hmds_disconnect)
+        cancels = [e for e in tracked.failures if e != disconnect]  # the failures left: a "query cancelled"
+        server_cancel = next(iter(cancels), None) if answered_in_time else None
+        dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
+        cancelled = dropped is not None
+        if answered_in_time and not cancelled:
+            # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
+            return Outcome("no_data", error_message="the gateway answered with no bars", attempts=tries.attempts)
+        # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
+        if self._lost_in_an_outage(farms.HISTORY, sent.outages, tries):
+            # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
+            log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
+            return None
+        tries.timeouts += 1
+        self.stats.timeouts += 1
+        if tries.timeouts > self.retry.timeout_retries:
+            if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
+                message = (
+                    f"the gateway ended the request without an answer ({tries.timeouts} tries; the last: {dropped[1]})"
+                )
+                return Outcome("failed", error_code=dropped[0], error_message=message, attempts=tries.attempts)
+            message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({tries.timeouts} tries)"
+            message += self._unrestored(farms.HISTORY) + self._decode_errors.since(sent.undecoded_before)
+            return Outcome("failed", error_message=message, attempts=tries.attempts)
+        log.info("%s: request timed out; retrying", ref.symbol)
+        return None
 
     async def _wait_for_farms(self, uses: frozenset[farms.FarmKind]) -> None:
         """While IBKR reports a farm down that a request may use (``uses``), hold the request back.
@@ -682,9 +714,6 @@ class IbkrSession:
             tries.outage_timeouts += 1
             return True
         return False
-
-    def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
-        return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
 
     def _dropped_once_too_often(self, tries: _Tries) -> bool:
         """Count a connection lost while the request was out; True once that happened more often than retried."""
