@@ -187,6 +187,8 @@ class IbkrSession:
         self._port_reset: str | None = None
         """IBKR's 1300 "TWS socket port has been reset ... reconnect on the new port - N", once the gateway sent it."""
         self._handshake_ended: asyncio.Event | None = None
+        """While a connect is under way: set to end its wait at once (by :class:`handshake.HandshakeWatch`, or by
+        a 326 "client id is already in use" in :meth:`_on_error`)."""
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
         self._decode_errors = DecodeErrors(self.lib.__name__, self._on_undecodable)
