@@ -35,7 +35,7 @@ from gateway_simulator import __main__ as simulator_cli
 from gateway_simulator.contracts import con_id_for
 from ingest import cli
 from ingest.exit_codes import ExitCode
-from ingest.ibkr import fetcher, planner
+from ingest.ibkr import in_flight, planner
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.fetcher import IbkrSession
 from ingest.ibkr.loader import LoadOptions, LoadSummary, load, run_load
@@ -292,7 +292,7 @@ def test_a_timeout_stays_a_timeout_when_the_answer_to_its_cancel_arrives_first(m
     """At its timeout ib_async cancels the request, and IBKR answers the cancel with 162 "query cancelled". On a busy
     machine that answer was read before the session resumed the request, and the timeout was reported as "the gateway
     ended the request" (seen in make test on a loaded machine). A loop busy for 0.3 s after each request stands in."""
-    awaited = fetcher._first_of
+    awaited = in_flight.first_of
 
     async def on_a_busy_loop(awaitable, event):
         try:
@@ -300,7 +300,7 @@ def test_a_timeout_stays_a_timeout_when_the_answer_to_its_cancel_arrives_first(m
         finally:
             await asyncio.sleep(0.3)  # the simulator's answer to the cancel is read meanwhile
 
-    monkeypatch.setattr(fetcher, "_first_of", on_a_busy_loop)
+    monkeypatch.setattr(in_flight, "first_of", on_a_busy_loop)
 
     async def scenario(port: int):
         settings = IbkrSettings(port=port, client_id=33, request_timeout_s=0.3)

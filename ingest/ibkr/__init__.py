@@ -10,6 +10,9 @@ Modules (each small, named for what it does):
 * :mod:`ingest.ibkr.pacing`   -- pure limiter (injectable clock) that keeps to IBKR's historical-data rules,
   and the estimate of how long a plan takes under them.
 * :mod:`ingest.ibkr.fetcher`  -- the ib_async session: connect, qualify, request, retry, reconnect.
+* :mod:`ingest.ibkr.handshake` -- what the client heard while it connected, and why a connect failed.
+* :mod:`ingest.ibkr.in_flight` -- the session's requests in flight: whose error is whose, and ending the wait for
+  one whose fate is known early.
 * :mod:`ingest.ibkr.session_types` -- what the session is given and hands back (contract, bars, outcome, retry
   policy) and the errors it raises.
 * :mod:`ingest.ibkr.gateway_errors` -- pure: what IBKR's error codes and messages mean (a notice, pacing, no data,

@@ -73,11 +73,11 @@ Warnings never fail a request: ib_async keeps waiting after 165, 10167 and the 2
 
 An empty list alone cannot tell "no data", "error" and "timeout" apart; the codes that errorEvent
 delivered for *this* request can. Each attempt sends its own Contract object, and errorEvent hands that
-very object back, so every error lands with the request it belongs to.
+very object back, so every error lands with the request it belongs to (:mod:`ingest.ibkr.in_flight`).
 
 What each code means is :mod:`ingest.ibkr.gateway_errors`; the values the session takes and hands back, and
 the errors it raises, :mod:`ingest.ibkr.session_types`; which client library it speaks through,
-:mod:`ingest.ibkr.client_library`.
+:mod:`ingest.ibkr.client_library`; why a connect failed (the last rows above), :mod:`ingest.ibkr.handshake`.
 
 Imports only the standard library, the client library and the pure modules beside it (its settings, the limiter,
 farms, the ones named above), so that :mod:`ingest.ibkr.compat_check` can run this same code with ib_insync 0.9.86 in a venv of
@@ -92,10 +92,11 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
-from ingest.ibkr import farms
+from ingest.ibkr import farms, handshake, in_flight
 from ingest.ibkr.client_library import client_library
 from ingest.ibkr.config import IbkrSettings
 from ingest.ibkr.decode_errors import DecodeErrors, undecodable_note
@@ -128,26 +129,32 @@ from ingest.ibkr.session_types import (
 log = logging.getLogger(__name__)
 
 
-class _Tracked:
-    """Errors reported for one in-flight request (matched by the Contract object's identity)."""
+@dataclass
+class _Tries:
+    """How often one request (a bar request or a contract lookup) went out, and why it went out again: what its
+    retry decisions count."""
 
-    __slots__ = ("contract", "errors", "cut_short", "undecodable")
+    attempts: int = 0
+    pacing: int = 0
+    """Pacing violations: each backs off longer."""
+    timeouts: int = 0
+    drops: int = 0
+    """Connections lost while it was out."""
+    outage_timeouts: int = 0
+    """Timeouts of a try that met an outage: asked again, not counted as timeouts."""
+    first_violation: float | None = None
+    """When IBKR first refused it for pacing (the event loop's clock)."""
 
-    def __init__(self, contract: Any) -> None:
-        self.contract = contract
-        self.errors: list[tuple[int, str]] = []
-        self.undecodable: str | None = None
-        """Why the client could not decode this request's answer (the library dropped it), if it could not."""
-        self.cut_short = asyncio.Event()
-        """Set when the request's fate is known before the client library would end it: a 321 (ib_async waits for
-        its timeout) or an answer it could not decode (it drops the answer and waits for its timeout)."""
 
-    def first(self, predicate) -> tuple[int, str] | None:
-        return next((e for e in self.errors if predicate(*e)), None)
+class _Sent(NamedTuple):
+    """What a bar request's verdict needs of the moment it went out."""
 
-    @property
-    def failures(self) -> list[tuple[int, str]]:
-        return [(code, text) for code, text in self.errors if not is_notice(code)]
+    outages: int
+    """The farms' mark (:meth:`farms.FarmStatus.mark`): the outages it met are those in effect then or since."""
+    at: float
+    """The event loop's clock."""
+    undecoded_before: int
+    """How many answers no request could be found for had gone undecoded."""
 
 
 class IbkrSession:
@@ -170,7 +177,7 @@ class IbkrSession:
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
         self.stats = SessionStats()
-        self._tracked: dict[int, _Tracked] = {}
+        self._in_flight = in_flight.InFlight()
         self._connect_lock = asyncio.Lock()
         self._connection_notices: list[tuple[int, str]] = []
         self._closing = False
@@ -180,6 +187,8 @@ class IbkrSession:
         self._port_reset: str | None = None
         """IBKR's 1300 "TWS socket port has been reset ... reconnect on the new port - N", once the gateway sent it."""
         self._handshake_ended: asyncio.Event | None = None
+        """While a connect is under way: set to end its wait at once (by :class:`handshake.HandshakeWatch`, or by
+        a 326 "client id is already in use" in :meth:`_on_error`)."""
         self._farms = farms.FarmStatus(settings.reconnect_timeout_s)
         self._farms_changed = asyncio.Event()  # set (and replaced) whenever an outage begins or ends
         self._decode_errors = DecodeErrors(self.lib.__name__, self._on_undecodable)
@@ -211,6 +220,46 @@ class IbkrSession:
         await self.close()
 
     async def _connect_once(self) -> None:
+        """One connect and API start-up: a :class:`GatewayUnavailableError` that says why when it fails."""
+        s = self.settings
+        arguments = self._connect_arguments()
+        self._connection_notices.clear()
+        self._farms.reset()  # a new API session: the gateway reports every farm afresh, from its start-up on
+        self._decode_errors.attach()
+        where = f"{s.host}:{s.port}"
+        ended = self._handshake_ended = asyncio.Event()
+        await self._let_the_last_connection_close()
+        connecting = asyncio.ensure_future(self.ib.connectAsync(**arguments))
+        watch = handshake.HandshakeWatch(self.ib, connecting, ended)
+        watch.attach()
+        try:
+            await in_flight.first_of(connecting, ended)
+        except ConnectionRefusedError:
+            raise GatewayUnavailableError(
+                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
+                "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
+                "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
+            ) from None
+        except (TimeoutError, in_flight.Ended):
+            reason = watch.why_not_started(s, self._connection_notices)
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+        except OSError as error:
+            # Closed after the handshake began: the start-up's next message found the connection gone.
+            reason = watch.refused_during_start_up(s, self._connection_notices) or str(error)
+            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+        finally:
+            watch.detach()
+            self._handshake_ended = None
+        version = self._refuse_a_version_above_the_offer(where)
+        for code, message in self._connection_notices:  # held back while a failed start-up would have named them
+            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
+                log.warning("gateway notice %s: %s", code, message)
+        log.info("connected to %s (server version %s)", self.settings.describe(), version)
+        # Requests held by an outage of the last session look again: it was forgotten with that session, and would
+        # otherwise hold them for the rest of its patience although the new session's notices say nothing of it.
+        self._farms_have_changed()
+
+    def _connect_arguments(self) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "host": s.host,
@@ -224,137 +273,30 @@ class IbkrSession:
             self.lib, "StartupFetchNONE"
         ):
             kwargs["fetchFields"] = self.lib.StartupFetchNONE
-        self._connection_notices.clear()
-        self._farms.reset()  # a new API session: the gateway reports every farm afresh, from its start-up on
-        self._decode_errors.attach()
-        where = f"{s.host}:{s.port}"
-        handshake_errors: list[str] = []
-        ended = self._handshake_ended = asyncio.Event()
+        return kwargs
 
-        def on_api_error(message: object) -> None:
-            if str(message).startswith("API connection failed"):
-                return  # the library echoing the exception connectAsync is about to raise
-            handshake_errors.append(str(message))
-            ended.set()
-
-        answered: dict[str, Any] = {}  # what the gateway sent of the start-up, should it never complete
-        received = bytearray()  # the first bytes that came before any handshake: what answers, if not the API
-
-        def on_data(data: bytes) -> None:  # after the library's own handler has read the data
-            if self.ib.client.serverVersion():
-                answered.update(version=self.ib.client.serverVersion(), accounts=bool(self.ib.wrapper.accounts))
-            elif len(received) < _SHOWN_BYTES:
-                received.extend(data[: _SHOWN_BYTES - len(received)])
-
+    async def _let_the_last_connection_close(self) -> None:
+        """A connection the client gave up on is still closing (the library waits for that close as it connects
+        again): its close must not read as the new connection's, closed before its handshake."""
         conn = self.ib.client.conn
-        if conn.transport is not None:
-            # A connection the client gave up on is still closing (the library waits for that close as it connects
-            # again): its close must not read as the new connection's, closed before its handshake.
-            old_closed = asyncio.get_running_loop().create_future()
+        if conn.transport is None:
+            return
+        old_closed = asyncio.get_running_loop().create_future()
 
-            def on_old_closed(_message: object) -> None:
-                if not old_closed.done():
-                    old_closed.set_result(None)
+        def on_old_closed(_message: object) -> None:
+            if not old_closed.done():
+                old_closed.set_result(None)
 
-            conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
-            try:
-                conn.disconnect()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(old_closed, s.connect_timeout_s)
-            finally:
-                conn.disconnected -= on_old_closed
-        connecting = asyncio.ensure_future(self.ib.connectAsync(**kwargs))
-        closed_before_handshake: list[bool] = []
-
-        def on_closed(_message: object) -> None:
-            # The library hears of a close before the handshake without a word (no apiError: it is not "connected"
-            # yet) and would wait out the whole connect timeout. A close it makes itself, giving up, comes after its
-            # connect has ended; one after the handshake is its own apiError ("Peer closed connection").
-            if not connecting.done() and not answered:
-                closed_before_handshake.append(True)
-                ended.set()
-
-        # The client library reports a handshake it gives up on (a server too old for it, say) only through
-        # apiError, and would then wait out the whole connect timeout: end the wait at once instead.
-        self.ib.client.apiError += on_api_error
-        self.ib.client.conn.hasData += on_data
-        self.ib.client.conn.disconnected += on_closed
+        conn.disconnected += on_old_closed  # before anything yields: the close may be due at once
         try:
-            await _first_of(connecting, ended)
-        except ConnectionRefusedError:
-            raise GatewayUnavailableError(
-                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
-                "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
-                "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
-            ) from None
-        except (TimeoutError, _Ended):
-            refused = self._refused_during_start_up(handshake_errors)
-            if any(code == ERR_CLIENT_ID_IN_USE for code, _ in self._connection_notices):
-                reason = (
-                    f"client id {s.client_id} is already in use: set another IBKR_CLIENT_ID (or give another "
-                    "--client-id, which overrides it)"
-                )
-            elif closed_before_handshake and not received:
-                # IB Gateway closes at once the connection of a host it does not accept, as does a tunnel or a proxy
-                # (ssh -L, socat, a container's published port) that has no gateway behind it. Most such peers close
-                # without reading the client's greeting, and the kernel then resets the connection: the client hears
-                # "connection reset by peer" (an apiError), not a clean close. Either way no handshake came, so no
-                # client id was looked at: this is no refusal during the API start-up.
-                reason = (
-                    "the connection was accepted, then closed before the API handshake: the gateway does not accept "
-                    "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
-                    "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
-                    "(ssh -L, socat, a container's published port) has no running gateway behind it"
-                )
-            elif refused:
-                reason = refused
-            elif handshake_errors:
-                reason = f"the API handshake failed: {handshake_errors[0]}"
-                if "version" in handshake_errors[0].lower():
-                    minimum = getattr(self.ib.client, "MinClientVersion", "?")
-                    reason += f" (this client needs API version {minimum} or newer: update IB Gateway/TWS)"
-            elif answered:
-                # The client starts its API session once the gateway has sent both; a gateway still starting up, or
-                # a server of the protocol that has no account to name, never completes it.
-                missing = "next valid order id" if answered["accounts"] else "managed account"
-                reason = (
-                    f"the gateway answered the API handshake (server version {answered['version']}) but sent no "
-                    f"{missing} within {s.connect_timeout_s:g} s, which the client needs to start its session: is it "
-                    "still starting up or logging in, or (TWS) waiting for you to accept the connection on its screen?"
-                )
-            elif received:
-                # Another service on that port (a web server, the Client Portal gateway's HTTPS port) answers the
-                # client's greeting in its own protocol, which the client cannot read as a handshake.
-                shown = bytes(received).decode("ascii", "backslashreplace")
-                reason = (
-                    f"what answers on that port does not speak the TWS API (it answered {shown!r}): check IBKR_PORT "
-                    "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live; the Client Portal gateway's web "
-                    "API is another interface)"
-                )
-            elif getattr(self.ib.client.conn, "numBytesSent", None) == 0:
-                # The client's greeting goes out once the TCP connection is open: it never opened. Nothing answered
-                # at all (a closed port is refused at once), so the causes of a silent API are out of the question.
-                reason = (
-                    f"no connection within {s.connect_timeout_s:g} s: the host does not answer (a wrong IBKR_HOST, a "
-                    "machine that is off or unreachable, or a firewall that drops the connection)"
-                )
-            else:
-                reason = (
-                    f"no API handshake within {s.connect_timeout_s:g} s of the connection being accepted: what "
-                    "answers is not the gateway's API port, or it has not accepted this host (not among its trusted "
-                    "IPs: TWS asks on its screen whether to accept the connection), or client id "
-                    f"{s.client_id} is already in use"
-                )
-            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
-        except OSError as error:
-            # Closed after the handshake began: the start-up's next message found the connection gone.
-            reason = self._refused_during_start_up(handshake_errors) or str(error)
-            raise GatewayUnavailableError(f"cannot connect to IB Gateway/TWS at {where}: {reason}") from None
+            conn.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old_closed, self.settings.connect_timeout_s)
         finally:
-            self.ib.client.apiError -= on_api_error
-            self.ib.client.conn.hasData -= on_data
-            self.ib.client.conn.disconnected -= on_closed
-            self._handshake_ended = None
+            conn.disconnected -= on_old_closed
+
+    def _refuse_a_version_above_the_offer(self, where: str) -> int:
+        """The API version the server chose, once the start-up is complete; refused above the client's offer."""
         if not self.ib.isConnected():  # pragma: no cover - defensive
             raise GatewayUnavailableError(
                 f"cannot connect to IB Gateway/TWS at {where}: connection closed during start-up"
@@ -368,27 +310,7 @@ class IbkrSession:
                 f"cannot connect to IB Gateway/TWS at {where}: the server chose API version {version}, above the "
                 f"highest this client offered ({highest}); its messages would be misread"
             )
-        for code, message in self._connection_notices:  # held back while a failed start-up would have named them
-            if not is_notice(code) and code != ERR_CLIENT_ID_IN_USE:
-                log.warning("gateway notice %s: %s", code, message)
-        log.info("connected to %s (server version %s)", self.settings.describe(), version)
-        # Requests held by an outage of the last session look again: it was forgotten with that session, and would
-        # otherwise hold them for the rest of its patience although the new session's notices say nothing of it.
-        self._farms_have_changed()
-
-    def _refused_during_start_up(self, handshake_errors: list[str]) -> str | None:
-        """Why a gateway that accepted the connection closed it during the start-up (IB Gateway does so, without a
-        word, to a host not among its trusted IPs), or None if it did not close it. An error the gateway sent
-        before closing is its own reason, and is named."""
-        if not (handshake_errors and _closed_by_peer(handshake_errors[0])):
-            return None
-        said = [f"error {code}: {text}" for code, text in self._connection_notices if not is_notice(code)]
-        return (
-            f"the gateway closed the connection during the API start-up ({said[0] if said else handshake_errors[0].rstrip('.')}): "
-            "it accepts API clients only from its trusted IPs (Configure > Settings > API > Settings, 'Allow "
-            "connections from localhost only' / 'Trusted IPs') and with a client id no other client uses "
-            f"(IBKR_CLIENT_ID or --client-id, now {self.settings.client_id})"
-        )
+        return version
 
     def _disconnect_quietly(self) -> None:
         closing, self._closing = self._closing, True
@@ -409,40 +331,48 @@ class IbkrSession:
             raise self._lost
         if self._port_reset is not None:
             # The gateway moved its API to another port: reconnecting to this one cannot succeed.
-            new_port = re.search(r"new port\D*(\d+)", self._port_reset)
-            self._lost = GatewayUnavailableError(
-                f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
-                f"(error {ERR_PORT_RESET}: {self._port_reset}): set IBKR_PORT (or --port) to "
-                f"{new_port.group(1) if new_port else 'the new port'} and run again"
-            )
+            self._lost = self._port_reset_error(self._port_reset)
             raise self._lost
         async with self._connect_lock:
             if self.ib.isConnected():
                 return
             if self._lost is not None:
                 raise self._lost
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.settings.reconnect_timeout_s
-            delay = 0.2
-            while True:
-                try:
-                    with contextlib.suppress(Exception):
-                        self.ib.disconnect()  # reset the client's state before a fresh handshake
-                    await self._connect_once()
-                except GatewayUnavailableError as error:
-                    if loop.time() + delay > deadline:
-                        self._lost = GatewayUnavailableError(
-                            f"the connection to {self.settings.describe()} was lost and not restored within "
-                            f"{self.settings.reconnect_timeout_s:g} s: {error}"
-                        )
-                        raise self._lost from None
-                    log.warning("reconnect failed (%s); next try in %.1f s", error, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                self.stats.reconnects += 1
-                log.warning("reconnected to %s", self.settings.describe())
-                return
+            await self._reconnect()
+
+    def _port_reset_error(self, notice: str) -> GatewayUnavailableError:
+        """IBKR's 1300 ``notice`` as the run's end: which port to set."""
+        new_port = re.search(r"new port\D*(\d+)", notice)
+        return GatewayUnavailableError(
+            f"the gateway at {self.settings.describe()} reset its API socket port and dropped the connection "
+            f"(error {ERR_PORT_RESET}: {notice}): set IBKR_PORT (or --port) to "
+            f"{new_port.group(1) if new_port else 'the new port'} and run again"
+        )
+
+    async def _reconnect(self) -> None:
+        """Try to connect again with growing waits, until ``reconnect_timeout_s`` is up: then the gateway is lost."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.reconnect_timeout_s
+        delay = 0.2
+        while True:
+            try:
+                with contextlib.suppress(Exception):
+                    self.ib.disconnect()  # reset the client's state before a fresh handshake
+                await self._connect_once()
+            except GatewayUnavailableError as error:
+                if loop.time() + delay > deadline:
+                    self._lost = GatewayUnavailableError(
+                        f"the connection to {self.settings.describe()} was lost and not restored within "
+                        f"{self.settings.reconnect_timeout_s:g} s: {error}"
+                    )
+                    raise self._lost from None
+                log.warning("reconnect failed (%s); next try in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.stats.reconnects += 1
+            log.warning("reconnected to %s", self.settings.describe())
+            return
 
     def _on_disconnected(self) -> None:
         # A handshake that fails reports itself (GatewayUnavailableError): nothing was connected that could resume.
@@ -462,8 +392,8 @@ class IbkrSession:
                 log.warning("gateway notice %s: %s", code, message)
             return
         self._note_farm(code, message)  # a connectivity notice under a request's id is as much an outage
-        tracked = self._tracked.get(id(contract))
-        if tracked is None or tracked.contract is not contract:
+        tracked = self._in_flight.of(contract)
+        if tracked is None:
             return  # a late answer to a request we already gave up on (e.g. "query cancelled")
         tracked.errors.append((code, message))
         if code == ERR_INVALID_REQUEST:
@@ -476,21 +406,12 @@ class IbkrSession:
         # and so does this. The library's decoder logger is shared by every client of a process, so two sessions
         # running at once could each take the other's request id for their own; the loader runs one session.
         contract = getattr(self.ib.wrapper, "_reqId2Contract", {}).get(req_id) if req_id is not None else None
-        tracked = self._tracked.get(id(contract)) if contract is not None else None
-        if tracked is None or tracked.contract is not contract:
+        tracked = self._in_flight.of(contract) if contract is not None else None
+        if tracked is None:
             return False
         tracked.undecodable = tracked.undecodable or reason
         tracked.cut_short.set()
         return True
-
-    @contextlib.contextmanager
-    def _track(self, contract: Any):
-        tracked = _Tracked(contract)
-        self._tracked[id(contract)] = tracked
-        try:
-            yield tracked
-        finally:
-            self._tracked.pop(id(contract), None)
 
     def _stock(self, ref: ContractRef) -> Any:
         """A fresh Contract object for every attempt (errors are matched by identity)."""
@@ -506,84 +427,78 @@ class IbkrSession:
     async def qualify(self, symbol: str, primary_exchange: str = "") -> QualifyOutcome:
         """Look up the stock's conId (SMART routing, USD, the watchlist's primary exchange)."""
         ref = ContractRef(symbol=symbol, primary_exchange=primary_exchange)
-        timeouts = drops = outage_timeouts = 0
+        tries = _Tries()
         while True:
             if self._refused is not None:  # its bars would be refused: the lookup is not worth a request
                 raise self._refused
             await self._ensure_connected()
             await self._wait_for_farms(farms.CONTRACT_DETAILS)
             contract = self._stock(ref)
-            with self._track(contract) as tracked:
+            with self._in_flight.track(contract) as tracked:
                 try:
                     await self.limiter.message()
                     outages = self._farms.mark(farms.CONTRACT_DETAILS)  # as it goes out, after its turn
                     self.stats.contract_requests += 1
                     undecoded_before = self._decode_errors.count
-                    details = await _first_of(
-                        asyncio.wait_for(
-                            _as_awaitable(self.ib.reqContractDetailsAsync(contract)), self.settings.request_timeout_s
-                        ),
-                        tracked.cut_short,
-                    )
-                except _Ended:  # a 321, or details the client could not decode: not asked again
-                    details = []
+                    details = await self._contract_details(contract, tracked)
                 except ConnectionError as error:
-                    drops += 1
-                    self.stats.dropped_requests += 1
-                    if drops > self.retry.connection_retries:
-                        return QualifyOutcome(None, None, f"connection lost {drops} times: {error}")
+                    if self._dropped_once_too_often(tries):
+                        return QualifyOutcome(None, None, f"connection lost {tries.drops} times: {error}")
                     continue
                 except TimeoutError:
-                    if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
-                        outage_timeouts += 1  # IBKR or a sec-def farm was down meanwhile: lost, not refused
-                        continue
-                    timeouts += 1
+                    if self._lost_in_an_outage(farms.CONTRACT_DETAILS, outages, tries):
+                        continue  # IBKR or a sec-def farm was down meanwhile: lost, not refused
+                    tries.timeouts += 1
                     self.stats.timeouts += 1
-                    if timeouts > self.retry.timeout_retries:
+                    if tries.timeouts > self.retry.timeout_retries:
                         return QualifyOutcome(
                             None,
                             None,
                             f"timed out: no contract details within {self.settings.request_timeout_s:g} s "
-                            f"({timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
+                            f"({tries.timeouts} tries){self._unrestored(farms.CONTRACT_DETAILS)}",
                         )
                     continue
             ended = None if details else tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES)
             if ended is not None:  # the gateway cut the lookup short (a connectivity notice under its id)
-                if self._met_an_outage(farms.CONTRACT_DETAILS, outages, outage_timeouts):
-                    outage_timeouts += 1
+                if self._lost_in_an_outage(farms.CONTRACT_DETAILS, outages, tries):
                     continue
-                timeouts += 1
-                if timeouts > self.retry.timeout_retries:
-                    message = f"the gateway ended the lookup without an answer ({timeouts} tries; the last: {ended[1]})"
+                tries.timeouts += 1
+                if tries.timeouts > self.retry.timeout_retries:
+                    message = (
+                        f"the gateway ended the lookup without an answer ({tries.timeouts} tries; the last: {ended[1]})"
+                    )
                     return QualifyOutcome(None, ended[0], message)
                 continue
-            if tracked.undecodable is not None:
-                return QualifyOutcome(
-                    None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
-                )
-            if not details:
-                failure = tracked.failures[0] if tracked.failures else None
-                if failure is None:
-                    # The library may have dropped the details it got (an answer it could not attribute).
-                    message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
-                    return QualifyOutcome(None, None, message)
-                return QualifyOutcome(None, failure[0], failure[1])
-            same = details
-            if len(details) > 1 and primary_exchange:
-                same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
-            if len(same) == 1:
-                details = same
-            elif len(details) > 1:
-                return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
-            found = details[0].contract
-            return QualifyOutcome(
-                ContractRef(
-                    symbol=symbol,
-                    con_id=int(found.conId),
-                    primary_exchange=found.primaryExchange or primary_exchange,
-                    currency=found.currency or "USD",
-                )
+            if tracked.undecodable is not None or not details:
+                return self._no_contract_found(tracked, undecoded_before)
+            return _the_match(symbol, primary_exchange, details)
+
+    async def _contract_details(self, contract: Any, tracked: in_flight.Tracked) -> list[Any]:
+        """The lookup's answer, within the request timeout (:class:`TimeoutError` after it); none, at once, when
+        its fate is known first."""
+        try:
+            return await in_flight.first_of(
+                asyncio.wait_for(
+                    in_flight.as_awaitable(self.ib.reqContractDetailsAsync(contract)),
+                    self.settings.request_timeout_s,
+                ),
+                tracked.cut_short,
             )
+        except in_flight.Ended:  # a 321, or details the client could not decode: not asked again
+            return []
+
+    def _no_contract_found(self, tracked: in_flight.Tracked, undecoded_before: int) -> QualifyOutcome:
+        """A lookup that found nothing: the gateway's error, if it sent one, or why there is none."""
+        if tracked.undecodable is not None:
+            return QualifyOutcome(
+                None, None, f"no contract found (no error code){undecodable_note(tracked.undecodable)}"
+            )
+        failure = tracked.failures[0] if tracked.failures else None
+        if failure is None:
+            # The library may have dropped the details it got (an answer it could not attribute).
+            message = "no contract found (no error code)" + self._decode_errors.since(undecoded_before)
+            return QualifyOutcome(None, None, message)
+        return QualifyOutcome(None, failure[0], failure[1])
 
     # --- historical bars ----------------------------------------------------------------------
 
@@ -601,14 +516,13 @@ class IbkrSession:
         """One reqHistoricalData with retries; never raises for per-symbol faults (only 321 and a lost gateway)."""
         key = RequestKey(ref.pacing_id, ref.exchange, what_to_show, end, duration, bar_size, use_rth)
         loop = asyncio.get_running_loop()
-        attempts = pacing = timeouts = drops = outage_timeouts = 0
-        first_violation: float | None = None
+        tries = _Tries()
         while True:
-            attempts += 1
+            tries.attempts += 1
             await self._ensure_connected()
             await self._wait_for_farms(farms.HISTORY)
             contract = self._stock(ref)
-            with self._track(contract) as tracked:
+            with self._in_flight.track(contract) as tracked:
                 try:
                     async with self.limiter.historical(key):
                         if self._refused is not None:  # refused while this request waited for its turn
@@ -616,8 +530,9 @@ class IbkrSession:
                         if not self.ib.isConnected():  # dropped while this request waited for its turn
                             raise ConnectionError("not connected")
                         self.stats.historical_requests += 1
-                        outages = self._farms.mark(farms.HISTORY)  # as it goes out, after its turn and its slot
-                        sent_at, undecoded_before = loop.time(), self._decode_errors.count
+                        # As it goes out, after its turn and its slot: the outages it may meet, the clock, and how many
+                        # answers went undecoded before it.
+                        sent = _Sent(self._farms.mark(farms.HISTORY), loop.time(), self._decode_errors.count)
                         bars = await self._race_cut_short(
                             self.ib.reqHistoricalDataAsync(
                                 contract,
@@ -633,92 +548,113 @@ class IbkrSession:
                             ref.symbol,
                         )
                 except ConnectionError as error:
-                    drops += 1
-                    self.stats.dropped_requests += 1
-                    if drops > self.retry.connection_retries:
-                        return Outcome(
-                            "failed", error_message=f"connection lost {drops} times: {error}", attempts=attempts
-                        )
+                    if self._dropped_once_too_often(tries):
+                        message = f"connection lost {tries.drops} times: {error}"
+                        return Outcome("failed", error_message=message, attempts=tries.attempts)
                     log.info("%s: connection lost during the request; retrying after reconnect", ref.symbol)
                     continue
-            if tracked.undecodable is not None:
-                # Deterministic: the same answer would not decode on a retry, so it is not asked again.
-                message = f"the client could not decode the gateway's answer ({tracked.undecodable}); not asked again"
-                return Outcome("failed", error_message=message, attempts=attempts)
-            if bars:
-                return Outcome("ok", [_source_bar(b) for b in bars], attempts=attempts)
+            outcome = await self._what_the_answer_means(ref, tracked, bars, sent, tries)
+            if outcome is not None:
+                return outcome
 
-            violation = tracked.first(is_pacing_violation)
-            if violation is not None:
-                self.stats.pacing_violations += 1
-                now = loop.time()
-                first_violation = now if first_violation is None else first_violation
-                if now - first_violation >= self.retry.pacing_give_up_s:
-                    return Outcome(
-                        "failed",
-                        error_code=violation[0],
-                        error_message=f"{violation[1]} (still refused {now - first_violation:.0f} s after the first)",
-                        attempts=attempts,
-                    )
-                pacing += 1
-                # 322 "only 50 simultaneous requests" is about requests open at once, not about the 10-minute rule.
-                if violation[0] != ERR_SIMULTANEOUS_OR_PACING and self.limiter.keep_rolling_rule():
-                    log.warning(
-                        "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
-                        *violation,
-                        self.limiter.policy.describe(),
-                    )
-                self.limiter.cooldown(self.retry.pacing_cooldown_s)
-                backoff = min(self.retry.pacing_backoff_s * 2 ** (pacing - 1), self.retry.pacing_backoff_max_s)
-                log.info("%s: pacing violation (%s); retry %d in %.0f s", ref.symbol, violation[0], pacing, backoff)
-                await asyncio.sleep(backoff)
-                continue
-            no_data = tracked.first(is_no_data)
-            if no_data is not None:
-                return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=attempts)
-            failures = [
-                (c, m)
-                for c, m in tracked.failures
-                if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
-            ]
-            if failures:
-                refusal = market_data_refusal(*failures[0])
-                if refusal is not None and refusal.account_wide:
-                    # Every other request of this login would be refused alike: none is sent from now on.
-                    self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
-                    raise MarketDataRefusedError(refusal, ref.symbol)
-                return Outcome("failed", error_code=failures[0][0], error_message=failures[0][1], attempts=attempts)
-            # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
-            # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
-            # to resume the request first): that request timed out. A 366 "No historical data query found" means the
-            # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
-            # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
-            answered_in_time = loop.time() - sent_at < self.settings.request_timeout_s
-            disconnect = tracked.first(is_hmds_disconnect)
-            cancels = [e for e in tracked.failures if e not in failures and e != disconnect]
-            server_cancel = next(iter(cancels), None) if answered_in_time else None
-            dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
-            cancelled = dropped is not None
-            if answered_in_time and not cancelled:
-                # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
-                return Outcome("no_data", error_message="the gateway answered with no bars", attempts=attempts)
-            # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
-            if self._met_an_outage(farms.HISTORY, outages, outage_timeouts):
-                outage_timeouts += 1  # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
-                log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
-                continue
-            timeouts += 1
-            self.stats.timeouts += 1
-            if timeouts > self.retry.timeout_retries:
-                if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
-                    message = (
-                        f"the gateway ended the request without an answer ({timeouts} tries; the last: {dropped[1]})"
-                    )
-                    return Outcome("failed", error_code=dropped[0], error_message=message, attempts=attempts)
-                message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({timeouts} tries)"
-                message += self._unrestored(farms.HISTORY) + self._decode_errors.since(undecoded_before)
-                return Outcome("failed", error_message=message, attempts=attempts)
-            log.info("%s: request timed out; retrying", ref.symbol)
+    async def _what_the_answer_means(
+        self, ref: ContractRef, tracked: in_flight.Tracked, bars: list[Any], sent: _Sent, tries: _Tries
+    ) -> Outcome | None:
+        """The bar request's outcome, from its answer and the errors reported for it; None: ask again."""
+        if tracked.undecodable is not None:
+            # Deterministic: the same answer would not decode on a retry, so it is not asked again.
+            message = f"the client could not decode the gateway's answer ({tracked.undecodable}); not asked again"
+            return Outcome("failed", error_message=message, attempts=tries.attempts)
+        if bars:
+            return Outcome("ok", [_source_bar(b) for b in bars], attempts=tries.attempts)
+        violation = tracked.first(is_pacing_violation)
+        if violation is not None:
+            return await self._after_a_pacing_violation(ref, violation, tries)
+        no_data = tracked.first(is_no_data)
+        if no_data is not None:
+            return Outcome("no_data", error_code=no_data[0], error_message=no_data[1], attempts=tries.attempts)
+        failures = [
+            (c, m)
+            for c, m in tracked.failures
+            if not (c == ERR_HMDS and "cancelled" in m.lower()) and not is_hmds_disconnect(c, m)
+        ]
+        if failures:
+            return self._failed(ref, failures[0], tries)
+        return self._empty_answer(ref, tracked, sent, tries)
+
+    async def _after_a_pacing_violation(
+        self, ref: ContractRef, violation: tuple[int, str], tries: _Tries
+    ) -> Outcome | None:
+        """Slow down and back off before asking again (None), or fail once IBKR has refused the request for
+        ``RetryPolicy.pacing_give_up_s``."""
+        self.stats.pacing_violations += 1
+        now = asyncio.get_running_loop().time()
+        tries.first_violation = now if tries.first_violation is None else tries.first_violation
+        if now - tries.first_violation >= self.retry.pacing_give_up_s:
+            return Outcome(
+                "failed",
+                error_code=violation[0],
+                error_message=f"{violation[1]} (still refused {now - tries.first_violation:.0f} s after the first)",
+                attempts=tries.attempts,
+            )
+        tries.pacing += 1
+        # 322 "only 50 simultaneous requests" is about requests open at once, not about the 10-minute rule.
+        if violation[0] != ERR_SIMULTANEOUS_OR_PACING and self.limiter.keep_rolling_rule():
+            log.warning(
+                "IBKR reported a pacing violation (%s: %s); keeping to %s for the rest of this run",
+                *violation,
+                self.limiter.policy.describe(),
+            )
+        self.limiter.cooldown(self.retry.pacing_cooldown_s)
+        backoff = min(self.retry.pacing_backoff_s * 2 ** (tries.pacing - 1), self.retry.pacing_backoff_max_s)
+        log.info("%s: pacing violation (%s); retry %d in %.0f s", ref.symbol, violation[0], tries.pacing, backoff)
+        await asyncio.sleep(backoff)
+        return None
+
+    def _failed(self, ref: ContractRef, failure: tuple[int, str], tries: _Tries) -> Outcome:
+        """A request the gateway refused with ``failure``; a refusal for the whole login stops every request."""
+        refusal = market_data_refusal(*failure)
+        if refusal is not None and refusal.account_wide:
+            # Every other request of this login would be refused alike: none is sent from now on.
+            self._refused = self._refused or MarketDataRefusedError(refusal, ref.symbol)
+            raise MarketDataRefusedError(refusal, ref.symbol)
+        return Outcome("failed", error_code=failure[0], error_message=failure[1], attempts=tries.attempts)
+
+    def _empty_answer(self, ref: ContractRef, tracked: in_flight.Tracked, sent: _Sent, tries: _Tries) -> Outcome | None:
+        """No bars and no error that fails the request: no data (the server answered in time), or a request that was
+        lost or timed out, asked again (None) until the retries are spent."""
+        # A "query cancelled" before ib_async's timeout came from the server (ib_async ends the request at once);
+        # one after it answers the cancel ib_async sent at its timeout (it reaches us when this loop was too busy
+        # to resume the request first): that request timed out. A 366 "No historical data query found" means the
+        # gateway lost the request (ib_async ends it empty), whenever it comes; so do a 162 "HMDS server
+        # disconnect occurred" (the gateway reconnects to the HMDS meanwhile) and a 1100-1102 under its id.
+        answered_in_time = asyncio.get_running_loop().time() - sent.at < self.settings.request_timeout_s
+        disconnect = tracked.first(is_hmds_disconnect)
+        cancels = [e for e in tracked.failures if e != disconnect]  # the failures left: a "query cancelled"
+        server_cancel = next(iter(cancels), None) if answered_in_time else None
+        dropped = tracked.first(lambda c, m: c in ENDS_REQUEST_NOTICES) or disconnect or server_cancel
+        cancelled = dropped is not None
+        if answered_in_time and not cancelled:
+            # ib_async hands back an empty list at its timeout; before it, the server answered with no bars.
+            return Outcome("no_data", error_message="the gateway answered with no bars", attempts=tries.attempts)
+        # Empty, and no code said why: ib_async's own timeout fired (it has already sent the cancel).
+        if self._lost_in_an_outage(farms.HISTORY, sent.outages, tries):
+            # IBKR or an HMDS farm was down meanwhile: the request was lost, not refused
+            log.info("%s: request timed out during an IBKR outage; retrying when it is over", ref.symbol)
+            return None
+        tries.timeouts += 1
+        self.stats.timeouts += 1
+        if tries.timeouts > self.retry.timeout_retries:
+            if dropped is not None:  # the last try was ended by the gateway, not by a timeout: say which
+                message = (
+                    f"the gateway ended the request without an answer ({tries.timeouts} tries; the last: {dropped[1]})"
+                )
+                return Outcome("failed", error_code=dropped[0], error_message=message, attempts=tries.attempts)
+            message = f"timed out: no answer within {self.settings.request_timeout_s:g} s ({tries.timeouts} tries)"
+            message += self._unrestored(farms.HISTORY) + self._decode_errors.since(sent.undecoded_before)
+            return Outcome("failed", error_message=message, attempts=tries.attempts)
+        log.info("%s: request timed out; retrying", ref.symbol)
+        return None
 
     async def _wait_for_farms(self, uses: frozenset[farms.FarmKind]) -> None:
         """While IBKR reports a farm down that a request may use (``uses``), hold the request back.
@@ -772,19 +708,28 @@ class IbkrSession:
         named = ", ".join(f"{outage.describe()} ({outage.code})" for outage in outages)
         return f"; IBKR reported {named} down and not restored since"
 
-    def _met_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, outage_timeouts: int) -> bool:
+    def _lost_in_an_outage(self, uses: frozenset[farms.FarmKind], mark: int, tries: _Tries) -> bool:
         """Whether a request that timed out met an outage of a farm it may use (in effect when it went on the wire,
         or reported while it was out: :meth:`farms.FarmStatus.mark`), and may still be asked again without counting
-        the timeout (as often as a dropped connection)."""
-        return self._farms.met_since(uses, mark) and outage_timeouts < self.retry.connection_retries
+        the timeout (as often as a dropped connection). If so, it is counted as such a try."""
+        if self._farms.met_since(uses, mark) and tries.outage_timeouts < self.retry.connection_retries:
+            tries.outage_timeouts += 1
+            return True
+        return False
 
-    async def _race_cut_short(self, request: Awaitable[Any], tracked: _Tracked, symbol: str) -> Any:
+    def _dropped_once_too_often(self, tries: _Tries) -> bool:
+        """Count a connection lost while the request was out; True once that happened more often than retried."""
+        tries.drops += 1
+        self.stats.dropped_requests += 1
+        return tries.drops > self.retry.connection_retries
+
+    async def _race_cut_short(self, request: Awaitable[Any], tracked: in_flight.Tracked, symbol: str) -> Any:
         """Await the request, unless its fate is known first (ib_async would wait for its timeout): a 321 raises
         :class:`InvalidRequestError`; an answer the client could not decode gives no bars (``tracked.undecodable``
         says why)."""
         try:
-            return await _first_of(request, tracked.cut_short)
-        except _Ended:
+            return await in_flight.first_of(request, tracked.cut_short)
+        except in_flight.Ended:
             invalid = tracked.first(lambda c, m: c == ERR_INVALID_REQUEST)
             if invalid is None and tracked.undecodable is not None:
                 return []
@@ -792,15 +737,33 @@ class IbkrSession:
             raise InvalidRequestError(code, message, symbol) from None
 
 
-_SHOWN_BYTES = 32
-"""How much of a non-API answer to the client's greeting a connect error shows."""
-
 _WHO_WAITS = {
     farms.FarmKind.IBKR: "historical requests and contract lookups",
     farms.FarmKind.IBKR_SERVER: "historical requests and contract lookups",
     farms.FarmKind.HMDS: "historical requests",
     farms.FarmKind.SEC_DEF: "contract lookups",
 }
+
+
+def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> QualifyOutcome:
+    """The one contract among a lookup's matches (those on the watchlist's primary exchange, when it found
+    several), or why there is none to choose."""
+    same = details
+    if len(details) > 1 and primary_exchange:
+        same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
+    if len(same) == 1:
+        details = same
+    elif len(details) > 1:
+        return QualifyOutcome(None, None, _ambiguous(symbol, primary_exchange, details, same))
+    found = details[0].contract
+    return QualifyOutcome(
+        ContractRef(
+            symbol=symbol,
+            con_id=int(found.conId),
+            primary_exchange=found.primaryExchange or primary_exchange,
+            currency=found.currency or "USD",
+        )
+    )
 
 
 def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:
@@ -825,39 +788,6 @@ def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: lis
         f"ambiguous: {len(shown)} contracts match {symbol} ({listed}), none on {primary_exchange}, its "
         "primary_exchange in the watchlist: correct it there"
     )
-
-
-def _closed_by_peer(handshake_error: str) -> bool:
-    """The client library's ways of saying the gateway closed the connection."""
-    text = handshake_error.lower()
-    return "peer closed" in text or "reset by peer" in text
-
-
-class _Ended(Exception):
-    """The event that :func:`_first_of` raced against came first."""
-
-
-async def _first_of(awaitable: Awaitable[Any], event: asyncio.Event) -> Any:
-    """The awaitable's result, unless ``event`` is set first: then the awaitable is cancelled and _Ended raised."""
-    task = asyncio.ensure_future(awaitable)
-    ended = asyncio.ensure_future(event.wait())
-    try:
-        done, _ = await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
-        ended.cancel()
-        raise
-    if task in done:
-        ended.cancel()
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    raise _Ended
-
-
-async def _as_awaitable(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
 
 
 def _source_bar(bar: Any) -> SourceBar:
