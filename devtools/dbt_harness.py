@@ -1,23 +1,33 @@
 """Run this dbt project against a throw-away database (see devtools.scratch_database), for tests and benchmarks.
 
-Each database gets its own target and log directory, so several can be built side by side without
+Each database gets its own work directory (target and logs), so several can be built side by side without
 clobbering each other's manifests, run_results.json or partial-parse state.
+
+dbt's partial parsing (about 2 s of every command that has it) starts over whenever the profile's connection
+fields, the --vars or the command change: the database name is a connection field, and so is application_name,
+which the profile sets to "dbt <command>". So :meth:`DbtProject.run` keeps one target directory per command and
+--vars inside the work directory, and :class:`ScratchSeries` gives databases made one after another (a test's,
+then the next test's) one name and one work directory, so that dbt parses the project once for all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from devtools import scratch_database
 from warehouse_db import connect
 from warehouse_db.provision import provision
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -74,8 +84,17 @@ class DbtProject:
         env.update(self.extra_env)
         return env
 
+    def target_path(self, *args: str) -> Path:
+        """The target directory of a dbt command: one per command and --vars, so that each keeps its partial-parse
+        state (changing either makes dbt parse the whole project again)."""
+        variables = [value for flag, value in zip(args, args[1:], strict=False) if flag == "--vars"]
+        key = args[0] if args else "dbt"
+        if variables:
+            key += "-" + hashlib.sha256("\0".join(variables).encode()).hexdigest()[:12]
+        return self.work_dir / "target" / key
+
     def run(self, *args: str, check: bool = False, timeout: float = 1800) -> DbtResult:
-        target_path = self.work_dir / "target"
+        target_path = self.target_path(*args)
         command = [
             str(DBT), *args,
             "--project-dir", str(self.project_dir), "--profiles-dir", str(REPO_ROOT),
@@ -98,6 +117,43 @@ class DbtProject:
         if check and process.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed:\n{result.output[-6000:]}")
         return result
+
+
+@dataclass(frozen=True)
+class ScratchSeries:
+    """Scratch databases made one after another under one name, each dropped after use, and one dbt work directory
+    per database name: dbt parses the project once for the whole series instead of once per database.
+
+    The name is ``<prefix>_<random>``, drawn once per series: two series (two xdist workers, two test sessions)
+    never share one. Only one database of each ``suffix`` may exist at a time.
+    """
+
+    cluster: ConnectionSettings
+    work_dir: Path
+    name: str
+
+    @classmethod
+    def new(cls, cluster: ConnectionSettings, work_dir: Path, prefix: str) -> ScratchSeries:
+        return cls(cluster, work_dir, f"{prefix}_{uuid.uuid4().hex[:10]}")
+
+    @contextmanager
+    def database(self, template: str | None = None, suffix: str = "") -> Iterator[ConnectionSettings]:
+        """A new, empty database (or a provisioned copy of ``template``) named ``name + suffix``, dropped after the
+        ``with`` block. One of that name left behind (a killed run) is dropped first."""
+        name = self.name + suffix
+        scratch_database.drop_database(self.cluster.with_database(name))
+        if template:
+            settings = scratch_database.clone_database(self.cluster, template, name=name)
+        else:
+            settings = scratch_database.create_database(self.cluster, name=name)
+        try:
+            yield settings
+        finally:
+            scratch_database.drop_database(settings)
+
+    def project(self, settings: ConnectionSettings, **options: Any) -> DbtProject:
+        """The dbt project pointed at ``settings`` (one of this series'), in the work directory of its name."""
+        return DbtProject(settings, self.work_dir / settings.dbname, **options)
 
 
 def copy_project(destination: Path, seeds: Mapping[str, str]) -> Path:

@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from command_line import positive_int  # 0 or -1 sequences ran nothing and said "0 of 0 failed"
-from devtools import dbt_harness, scratch_database, synthetic_bars
+from devtools import dbt_harness, synthetic_bars
 from devtools.external_server import external_server
 from devtools.reference_features import reference_features
 from ingest.csv_source import CsvValidationError, load_csv
@@ -738,22 +738,19 @@ def _corrected_sessions(final: pd.DataFrame) -> pd.Series:
 
 def compare_with_full_refresh(
     settings: ConnectionSettings,
-    cluster: ConnectionSettings,
-    work_dir: Path,
+    series: dbt_harness.ScratchSeries,
     variables: tuple[str, str],
     project_dir: Path = dbt_harness.REPO_ROOT,
 ) -> list[str]:
-    """Digests of every incremental model and mart, here and in a copy rebuilt with --full-refresh."""
+    """Digests of every incremental model and mart, here (a database of ``series``) and in a copy rebuilt with
+    --full-refresh (the series' ``_full`` database: every copy has one name, so dbt parses the project once)."""
     incremental = dbt_harness.warehouse_digests(settings)
-    copy = scratch_database.clone_database(cluster, settings.dbname, "months_full")
-    try:
-        project = dbt_harness.DbtProject(copy, work_dir / "full", project_dir=project_dir)
+    with series.database(template=settings.dbname, suffix="_full") as copy:
+        project = series.project(copy, project_dir=project_dir)
         result = project.run("build", "--full-refresh", *variables, *SKIP_FIXED_INPUTS)
         if result.returncode != 0:
             return [f"dbt build --full-refresh failed: {sorted(result.failed())}\n{result.output[-3000:]}"]
         full = dbt_harness.warehouse_digests(copy)
-    finally:
-        scratch_database.drop_database(copy)
     return [
         f"{name}: incremental {incremental[name]} != full refresh {full[name]}"
         for name in incremental
@@ -787,103 +784,115 @@ def run_sequence(
     missing_sessions_threshold: int = 0,
     full_refresh_every_build: bool = False,
     initial_watchlist: Sequence[str] = ("SA", "SB"),
+    series: dbt_harness.ScratchSeries | None = None,
 ) -> Outcome:
     """Apply ``events`` to a fresh warehouse; compare after every green build and at the end.
 
     Besides the load events, ``('build',)`` runs ``dbt build``, ``('run',)`` runs ``dbt run`` alone (no data test
     holds the mart back, so a hole reaches it and is filled in later), ``('build_full',)`` runs
     ``dbt build --full-refresh`` in the middle of the history.
+
+    ``series``: where the warehouse and its full-refresh copies are made (on its cluster; ``cluster`` is then
+    ignored), shared by sequences run one after another so that dbt parses the project once for them all; by
+    default one of the sequence's own.
     """
+    if series is None:
+        with TemporaryDirectory(prefix="warehouse_months_") as tmp:
+            series = dbt_harness.ScratchSeries.new(cluster, Path(tmp), "months")
+            return run_sequence(
+                events,
+                cluster=cluster,
+                seed=seed,
+                missing_sessions_threshold=missing_sessions_threshold,
+                full_refresh_every_build=full_refresh_every_build,
+                initial_watchlist=initial_watchlist,
+                series=series,
+            )
     started = time.perf_counter()
     clean_ups = 0
     sessions = tuple(day.date() for day in sessions_in_range(FIRST_SESSION, LAST_SESSION))
     features = list(read_mart_schema().feature_names)
     variables = dbt_vars(missing_sessions_threshold)
-    settings = scratch_database.create_database(cluster, "months")
     problems: list[str] = []
     bars_rebuilt: list[int] = []
     builds = 0
-    try:
+    with series.database() as settings:
         dbt_harness.prepare_raw(settings)
         loader = Loader(settings, Market(seed, sessions), list(initial_watchlist))
         loader.daily_load()
-        with TemporaryDirectory(prefix="warehouse_months_") as tmp:
-            work_dir = Path(tmp)
-            project_dir = dbt_harness.copy_project(work_dir / "project", {})
-            project = dbt_harness.DbtProject(settings, work_dir / "incremental", project_dir=project_dir)
+        # The same copy for every sequence of the series (its seeds as in the repository again): dbt's partial
+        # parsing notices what a sequence changed in it.
+        project_dir = dbt_harness.copy_project(series.work_dir / "project", {})
+        project = series.project(settings, project_dir=project_dir)
 
-            def build(label: str, *command: str, check_full: bool, cleaned_up: bool = False) -> None:
-                nonlocal builds, clean_ups
-                builds += 1
-                skipped = SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS
-                if loader.seed_changed:  # the admin recorded a halt: the next command loads the seed again
-                    loader.seed_changed = False
-                    dbt_harness.copy_project(project_dir, {KNOWN_MISSING_SEED: loader.market.known_missing_csv()})
-                    if command[0] == "build":  # make dbt-build: dbt build with the seeds
-                        skipped = SKIP_UNIT_TESTS
-                    else:  # docs/warehouse.md: after dbt run && dbt test, run dbt seed first
-                        seeded = project.run("seed", "--select", KNOWN_MISSING_SEED.removesuffix(".csv"), *variables)
-                        if seeded.returncode != 0:
-                            problems.append(f"{label}: dbt seed failed: {sorted(seeded.failed())}\n"
-                                            f"{seeded.output[-3000:]}")  # fmt: skip
-                            return
-                result = project.run(*command, *variables, *skipped)
-                if builds > 1 and "int_bars_deduplicated" in result.by_name():
-                    bars_rebuilt.append(
-                        result.by_name()["int_bars_deduplicated"]["adapter_response"].get("rows_affected")
-                    )
-                failed = result.failed()
-                shared = shared_contracts(settings)
-                unexpected = {name for name in failed if "no_missing_sessions" not in name} - (
-                    {ONE_SYMBOL_PER_CONTRACT} if shared else set()
-                )
-                if result.returncode != 0 and (unexpected or not failed):
-                    problems.append(f"{label}: dbt {command[0]} failed: {sorted(failed)}\n{result.output[-3000:]}")
-                    return
-                if shared and command[0] == "build" and ONE_SYMBOL_PER_CONTRACT not in failed:
-                    problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} did not fail, and raw has con_ids "
-                                    f"{sorted(shared)} under two symbols on one session")  # fmt: skip
-                    return
-                if ONE_SYMBOL_PER_CONTRACT in failed and cleaned_up:
-                    problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} still fails")
-                    return
-                if ONE_SYMBOL_PER_CONTRACT in failed:  # a ticker change: the admin's clean-up, and a full refresh
-                    clean_ups += 1
-                    loader.clean_up_ticker_changes()
-                    label = f"{label}, after the ticker change's clean-up"
-                    build(label, "build", "--full-refresh", check_full=check_full, cleaned_up=True)
-                    return
-                if failed and label == "final build":  # settle() landed every session a hole left out
-                    problems.append(f"{label}: {sorted(failed)} failed after every missing bar landed")
-                    return
-                if failed:  # a hole: the models after the failing test wait for the missing session, as they should
-                    return
-                recorded = loader.market.known_missing()
-                problems.extend(f"{label}: {p}" for p in compare_with_reference(settings, features, recorded))
-                if check_full:
-                    found = compare_with_full_refresh(settings, cluster, work_dir, variables, project_dir)
-                    problems.extend(f"{label}: {p}" for p in found)
+        def build(label: str, *command: str, check_full: bool, cleaned_up: bool = False) -> None:
+            nonlocal builds, clean_ups
+            builds += 1
+            skipped = SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS
+            if loader.seed_changed:  # the admin recorded a halt: the next command loads the seed again
+                loader.seed_changed = False
+                dbt_harness.copy_project(project_dir, {KNOWN_MISSING_SEED: loader.market.known_missing_csv()})
+                if command[0] == "build":  # make dbt-build: dbt build with the seeds
+                    skipped = SKIP_UNIT_TESTS
+                else:  # docs/warehouse.md: after dbt run && dbt test, run dbt seed first
+                    seeded = project.run("seed", "--select", KNOWN_MISSING_SEED.removesuffix(".csv"), *variables)
+                    if seeded.returncode != 0:
+                        problems.append(f"{label}: dbt seed failed: {sorted(seeded.failed())}\n"
+                                        f"{seeded.output[-3000:]}")  # fmt: skip
+                        return
+            result = project.run(*command, *variables, *skipped)
+            if builds > 1 and "int_bars_deduplicated" in result.by_name():
+                bars_rebuilt.append(result.by_name()["int_bars_deduplicated"]["adapter_response"].get("rows_affected"))
+            failed = result.failed()
+            shared = shared_contracts(settings)
+            unexpected = {name for name in failed if "no_missing_sessions" not in name} - (
+                {ONE_SYMBOL_PER_CONTRACT} if shared else set()
+            )
+            if result.returncode != 0 and (unexpected or not failed):
+                problems.append(f"{label}: dbt {command[0]} failed: {sorted(failed)}\n{result.output[-3000:]}")
+                return
+            if shared and command[0] == "build" and ONE_SYMBOL_PER_CONTRACT not in failed:
+                problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} did not fail, and raw has con_ids "
+                                f"{sorted(shared)} under two symbols on one session")  # fmt: skip
+                return
+            if ONE_SYMBOL_PER_CONTRACT in failed and cleaned_up:
+                problems.append(f"{label}: {ONE_SYMBOL_PER_CONTRACT} still fails")
+                return
+            if ONE_SYMBOL_PER_CONTRACT in failed:  # a ticker change: the admin's clean-up, and a full refresh
+                clean_ups += 1
+                loader.clean_up_ticker_changes()
+                label = f"{label}, after the ticker change's clean-up"
+                build(label, "build", "--full-refresh", check_full=check_full, cleaned_up=True)
+                return
+            if failed and label == "final build":  # settle() landed every session a hole left out
+                problems.append(f"{label}: {sorted(failed)} failed after every missing bar landed")
+                return
+            if failed:  # a hole: the models after the failing test wait for the missing session, as they should
+                return
+            recorded = loader.market.known_missing()
+            problems.extend(f"{label}: {p}" for p in compare_with_reference(settings, features, recorded))
+            if check_full:
+                found = compare_with_full_refresh(settings, series, variables, project_dir)
+                problems.extend(f"{label}: {p}" for p in found)
 
-            build("first build", "build", check_full=False)
-            for position, event in enumerate(events):
-                if problems:
-                    break
-                label = f"{event[0]} (event {position})"
-                if event[0] == "build":
-                    build(label, "build", check_full=full_refresh_every_build)
-                elif event[0] == "run":
-                    build(label, "run", check_full=full_refresh_every_build)
-                elif event[0] == "build_full":
-                    build(label, "build", "--full-refresh", check_full=False)
-                else:
-                    loader.apply(event)
-                    problems.extend(f"{label}: {complaint}" for complaint in loader.complaints)
-                    loader.complaints.clear()
-            if not problems:
-                loader.settle()
-                build("final build", "build", check_full=True)
-    finally:
-        scratch_database.drop_database(settings)
+        build("first build", "build", check_full=False)
+        for position, event in enumerate(events):
+            if problems:
+                break
+            label = f"{event[0]} (event {position})"
+            if event[0] == "build":
+                build(label, "build", check_full=full_refresh_every_build)
+            elif event[0] == "run":
+                build(label, "run", check_full=full_refresh_every_build)
+            elif event[0] == "build_full":
+                build(label, "build", "--full-refresh", check_full=False)
+            else:
+                loader.apply(event)
+                problems.extend(f"{label}: {complaint}" for complaint in loader.complaints)
+                loader.complaints.clear()
+        if not problems:
+            loader.settle()
+            build("final build", "build", check_full=True)
     return Outcome(problems, builds, time.perf_counter() - started, bars_rebuilt, clean_ups)
 
 
@@ -960,6 +969,16 @@ def main(argv: list[str] | None = None) -> int:
 def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
     """Run (and shrink) the sequences ``args`` ask for against the server ``cluster`` (a superuser's settings)."""
     seeds = [args.seed] if args.replay else range(args.seed, args.seed + args.sequences)
+    with TemporaryDirectory(prefix="warehouse_months_") as tmp:
+        # Every sequence (and every replay while shrinking) in databases of one name: dbt parses the project once.
+        series = dbt_harness.ScratchSeries.new(cluster, Path(tmp), "months")
+        failures = _run_sequences(args, seeds, series)
+    logger.info("%d of %d sequences failed%s", len(failures), len(seeds), f": seeds {failures}" if failures else "")
+    return 1 if failures else 0
+
+
+def _run_sequences(args: argparse.Namespace, seeds: Sequence[int], series: dbt_harness.ScratchSeries) -> list[int]:
+    """The seeds of the sequences that failed."""
     failures = []
     for seed in seeds:
         rng = random.Random(seed)
@@ -971,10 +990,11 @@ def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
         def replay(candidate: list[Event], seed: int = seed, threshold: int = threshold) -> Outcome:
             return run_sequence(
                 candidate,
-                cluster=cluster,
+                cluster=series.cluster,
                 seed=seed,
                 missing_sessions_threshold=threshold,
                 full_refresh_every_build=args.full_refresh_every_build,
+                series=series,
             )
 
         outcome = replay(events)
@@ -991,8 +1011,7 @@ def run_sequences(args: argparse.Namespace, cluster: ConnectionSettings) -> int:
                             seed, len(shrunk), seed, threshold, shrunk)  # fmt: skip
                 for problem in replay(shrunk).problems:
                     logger.info("  %s", problem)
-    logger.info("%d of %d sequences failed%s", len(failures), len(seeds), f": seeds {failures}" if failures else "")
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.dbt_harness import ScratchSeries
 from devtools.scratch_database import create_database, drop_database
 from ingest.raw_tables import ensure_raw_tables
 from warehouse_db import connect, embedded
@@ -81,6 +82,16 @@ def warehouse(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettin
         ensure_raw_tables(conn)
     yield settings
     drop_database(settings)
+
+
+@pytest.fixture(scope="module")
+def dbt_series(
+    request: pytest.FixtureRequest, embedded_cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory
+) -> ScratchSeries:
+    """Scratch databases for one module's tests, one after another under one name (drawn per module and xdist
+    worker), sharing dbt's work directory: dbt parses the project once per module instead of once per test."""
+    prefix = request.module.__name__.rpartition(".")[2] if request.module else "test_dbt"
+    return ScratchSeries.new(embedded_cluster, tmp_path_factory.mktemp("dbt_series"), prefix)
 
 
 @pytest.fixture

@@ -63,10 +63,9 @@ def base(cluster: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def copy_of_base(base: dict, cluster: ConnectionSettings, tmp_path: Path) -> Iterator[dbt_harness.DbtProject]:
-    settings = scratch_database.clone_database(cluster, base["settings"].dbname, "test_dbt_copy")
-    yield dbt_harness.DbtProject(settings, tmp_path)
-    scratch_database.drop_database(settings)
+def copy_of_base(base: dict, dbt_series: dbt_harness.ScratchSeries) -> Iterator[dbt_harness.DbtProject]:
+    with dbt_series.database(template=base["settings"].dbname) as settings:
+        yield dbt_series.project(settings)
 
 
 def query(settings: ConnectionSettings, sql: str, params: tuple = ()) -> pd.DataFrame:
@@ -624,18 +623,46 @@ def test_calendar_seed_is_reproducible() -> None:
     assert "2024-11-29" in set(half_days) and "2024-07-04" not in set(seed["session_date"])
 
 
-def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(cluster: ConnectionSettings, tmp_path: Path):
+def test_dbt_parses_the_project_once_for_a_series_of_scratch_databases(dbt_series: dbt_harness.ScratchSeries) -> None:
+    """dbt's partial parsing starts over when the profile's database changes: every test's scratch database with a
+    name of its own made each test's first dbt command parse the whole project again (about 2 s each)."""
+    full_parse = "Unable to do partial parsing"
+    with dbt_series.database() as settings:
+        assert full_parse in dbt_series.project(settings).run("ls", "--resource-type", "seed", check=True).output
+    with dbt_series.database() as settings:  # the next test's database
+        listed = dbt_series.project(settings).run("ls", "--resource-type", "seed", check=True)
+    assert full_parse not in listed.output and "known_missing_sessions" in listed.output, listed.output[-3000:]
+
+
+def test_each_dbt_command_and_vars_keeps_a_target_directory_of_its_own(tmp_path: Path) -> None:
+    """The profile sets application_name "dbt <command>", and dbt parses the whole project again when it or the --vars
+    change: `dbt run` then `dbt test` in one target directory parsed twice, and again at every turn."""
+    project = dbt_harness.DbtProject(ConnectionSettings(None, None, None, None, "unused", False), tmp_path)
+    paths = {
+        project.target_path("run"),
+        project.target_path("test"),
+        project.target_path("build", "--vars", "{a: 1}"),
+        project.target_path("build", "--vars", "{a: 2}"),
+        project.target_path("build"),
+    }
+    assert len(paths) == 5 and all(path.parent == tmp_path / "target" for path in paths)
+    assert project.target_path("build", "--full-refresh", "--vars", "{a: 1}") == project.target_path(
+        "build", "--vars", "{a: 1}", "--select", "x"
+    )
+
+
+def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(dbt_series: dbt_harness.ScratchSeries):
     """`make db-up` provisions schemas but the loader creates the raw tables: dbt run then names the missing step."""
-    with scratch_database.scratch_database("test_dbt_no_ingest", cluster) as settings:
+    with dbt_series.database() as settings:
         with connect(settings) as conn:
             provision(conn)
-        result = dbt_harness.DbtProject(settings, tmp_path).run("run")
+        result = dbt_series.project(settings).run("run")
     assert result.returncode != 0
     assert "raw.ibkr_bars does not exist yet: nothing was ingested. Run `make ingest`" in result.output
     assert not result.results  # no model ran
 
 
-def test_a_symbol_whose_volume_does_not_move_keeps_every_session(cluster: ConnectionSettings, tmp_path: Path) -> None:
+def test_a_symbol_whose_volume_does_not_move_keeps_every_session(dbt_series: dbt_harness.ScratchSeries) -> None:
     """Weeks of zero volume (a thinly traded stock: IBKR serves the bars with volume 0) and bars that never change give
     a 20-session volume window without spread. Its z-score is 0 (the volume is its mean), like RSI's 50 without gains
     or losses: before, it was null, and the mart dropped those sessions from the middle of the symbol's history (an
@@ -647,11 +674,11 @@ def test_a_symbol_whose_volume_does_not_move_keeps_every_session(cluster: Connec
     same = frame["symbol"] == "SAME"
     frame.loc[same, ["open", "high", "low", "close", "wap"]] = 42.0
     frame.loc[same, "volume"] = 1000.0
-    with scratch_database.scratch_database("test_dbt_quiet", cluster) as settings:
+    with dbt_series.database() as settings:
         dbt_harness.prepare_raw(settings)
         with connect(settings) as conn:
             synthetic_bars.copy_bars(conn, frame)
-        result = dbt_harness.DbtProject(settings, tmp_path).run("build")
+        result = dbt_series.project(settings).run("build")
         assert result.returncode == 0, result.output[-4000:]
         mart = query(settings, "select * from marts.training_bars order by symbol, session_date")
         bars = query(settings, "select symbol, session_date, open, high, low, close, volume "
@@ -670,15 +697,15 @@ def test_a_symbol_whose_volume_does_not_move_keeps_every_session(cluster: Connec
 
 
 def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_the_seeds(
-    cluster: ConnectionSettings, tmp_path: Path
+    dbt_series: dbt_harness.ScratchSeries,
 ):
     """A warehouse built before known_missing_sessions was added, whose server kept running through the upgrade:
     `dbt run && dbt test` as typed (neither loads seeds) failed on the models and tests that read the seed with
     `relation "seeds.known_missing_sessions" does not exist`, one error per node, and nothing named the step. Now dbt
     stops before any model and says to load the seeds; `dbt build`, which loads them itself, is not stopped."""
-    with scratch_database.scratch_database("test_dbt_no_seed", cluster) as settings:
+    with dbt_series.database() as settings:
         dbt_harness.prepare_raw(settings)
-        project = dbt_harness.DbtProject(settings, tmp_path)
+        project = dbt_series.project(settings)
         project.run("seed", "--select", "xnys_sessions", check=True)  # the seed the older release had
         for command in ("run", "test"):
             result = project.run(command)
@@ -694,13 +721,13 @@ def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_t
         assert built.statuses()["known_missing_sessions"] == "success"
 
 
-def test_dbt_test_before_dbt_run_stops_at_once_and_says_to_run_first(cluster: ConnectionSettings, tmp_path: Path):
+def test_dbt_test_before_dbt_run_stops_at_once_and_says_to_run_first(dbt_series: dbt_harness.ScratchSeries):
     """Commands in the wrong order on a fresh warehouse: `make db-up`, `make ingest`, then `dbt test` before `dbt run`
     failed 123 tests with "relation ... does not exist" and never said to run dbt run. Now dbt stops before any test
     with one line; a test whose model was built still runs."""
-    with scratch_database.scratch_database("test_dbt_test_first", cluster) as settings:
+    with dbt_series.database() as settings:
         dbt_harness.prepare_raw(settings)
-        project = dbt_harness.DbtProject(settings, tmp_path)
+        project = dbt_series.project(settings)
         project.run("seed", check=True)
         result = project.run("test")
         assert result.returncode != 0

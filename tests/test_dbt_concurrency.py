@@ -37,10 +37,9 @@ def built(embedded_cluster: ConnectionSettings, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-def project(built: str, embedded_cluster: ConnectionSettings, tmp_path: Path) -> Iterator[dbt_harness.DbtProject]:
-    settings = scratch_database.clone_database(embedded_cluster, built, "test_dbt_concurrency_copy")
-    yield dbt_harness.DbtProject(settings, tmp_path)
-    scratch_database.drop_database(settings)
+def project(built: str, dbt_series: dbt_harness.ScratchSeries) -> Iterator[dbt_harness.DbtProject]:
+    with dbt_series.database(template=built) as settings:
+        yield dbt_series.project(settings)
 
 
 def relations(settings: ConnectionSettings) -> dict[str, tuple[str, int]]:

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from devtools import warehouse_months
+from devtools.dbt_harness import ScratchSeries
 from market_calendar import EXCHANGE_TZ
-from warehouse_db.settings import ConnectionSettings
 
 EVERY_KIND_OF_LOAD = [
     # A split takes effect with the next session: the load re-fetches SA's whole history in the new units.
@@ -55,9 +55,9 @@ EVERY_KIND_OF_LOAD = [
 
 
 def test_every_kind_of_load_keeps_the_incremental_warehouse_equal_to_a_full_refresh(
-    embedded_cluster: ConnectionSettings,
+    dbt_series: ScratchSeries,
 ) -> None:
-    outcome = warehouse_months.run_sequence(EVERY_KIND_OF_LOAD, cluster=embedded_cluster, seed=3)
+    outcome = warehouse_months.run_sequence(EVERY_KIND_OF_LOAD, cluster=dbt_series.cluster, series=dbt_series, seed=3)
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.builds == 3  # first build, the dbt run, the final build (the full refresh runs on a copy)
     # The incremental paths were taken: each command rebuilt the bars that landed since the one before, not all
@@ -66,14 +66,14 @@ def test_every_kind_of_load_keeps_the_incremental_warehouse_equal_to_a_full_refr
 
 
 def test_a_ticker_change_fails_the_build_until_the_old_tickers_bars_are_deleted(
-    embedded_cluster: ConnectionSettings,
+    dbt_series: ScratchSeries,
 ) -> None:
     """SA becomes SAR with the next session (as FB became META). The load lands SAR's whole window under SA's contract
     id; the build fails int_bars_deduplicated_one_symbol_per_contract, the sequence deletes SA's bars as docs/ingest.md
     says and rebuilds with --full-refresh, and from then on (a split of the company, another load) the incremental
     warehouse equals the reference and a full refresh."""
     events = [("rename", "SA", "SAR"), ("advance", 1), ("build",), ("split", "SA", 2.0), ("advance", 1)]
-    outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=5)
+    outcome = warehouse_months.run_sequence(events, cluster=dbt_series.cluster, series=dbt_series, seed=5)
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.ticker_change_clean_ups == 1
     assert outcome.builds == 4  # first build, the failing build, its --full-refresh after the clean-up, the final build
@@ -107,7 +107,7 @@ def test_the_reference_keeps_the_latest_final_version_of_each_bar() -> None:
 
 
 def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
-    embedded_cluster: ConnectionSettings,
+    dbt_series: ScratchSeries,
 ) -> None:
     """SB is halted all day on the next session: no source ever serves that bar, and the administrator records it in
     warehouse/seeds/known_missing_sessions.csv. The next dbt command reloads the seed (dbt seed before a plain dbt
@@ -116,7 +116,9 @@ def test_a_recorded_halt_lets_every_build_through_and_symbol_coverage_counts_it(
     seed, reloads it again (the seed's rows are replaced in place)."""
     events = [("halt", "SB"), ("advance", 3), ("run",), ("advance", 1), ("halt", "SA"), ("advance", 2), ("build",),
               ("csv_bad_day", "SA")]  # fmt: skip
-    outcome = warehouse_months.run_sequence(events, cluster=embedded_cluster, seed=11, missing_sessions_threshold=0)
+    outcome = warehouse_months.run_sequence(
+        events, cluster=dbt_series.cluster, series=dbt_series, seed=11, missing_sessions_threshold=0
+    )
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.builds == 4  # first build, the dbt run, the dbt build, the final build
 
