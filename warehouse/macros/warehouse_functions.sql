@@ -20,9 +20,20 @@
     {{ warehouse_functions_schema() }}.ema
 {%- endmacro %}
 
+{#
+    Two dbt commands at once (two terminals, a cron job and a user) run the on-run-start hooks at the same time, and
+    PostgreSQL refuses the second of two concurrent CREATE OR REPLACE FUNCTION or GRANT statements on the same object
+    with "tuple concurrently updated". Each hook runs as one transaction, so a transaction-level advisory lock taken
+    first makes the hooks of concurrent commands take turns.
+#}
+{% macro take_turns_on_run_start() -%}
+    select pg_advisory_xact_lock(hashtext('warehouse.on_run_start'));
+{%- endmacro %}
+
 {% macro create_warehouse_functions() %}
     {%- set schema = warehouse_functions_schema() -%}
     {{ set_target_role() }}
+    {{ take_turns_on_run_start() }}
     create schema if not exists {{ schema }};
 
     create or replace function {{ schema }}.ema_step(
@@ -65,6 +76,7 @@
 {% macro grant_mart_schema_usage() %}
     {%- set schema = generate_schema_name('marts', none) -%}
     {{ set_target_role() }}
+    {{ take_turns_on_run_start() }}
     create schema if not exists {{ schema }};
     grant usage on schema {{ schema }} to trainer, analyst;
 {% endmacro %}
