@@ -7,8 +7,9 @@ File format (UTF-8, a byte-order mark is accepted, comma-separated, one header l
 
 ``date`` is the session date, written ``YYYY-MM-DD`` (nothing else: no ``20240104``, no week dates); the bar's
 ``bar_time`` is midnight of that date in New York, as for daily bars from IBKR. Rules: the symbol matches
-:data:`ingest.symbols.SYMBOL_PATTERN`; prices are finite and > 0, low <= open, close <= high; volume is finite
-and >= 0; wap, when given, is finite and lies within [low, high]; bar_count, when given, is a whole number
+:data:`ingest.symbols.SYMBOL_PATTERN`; prices are finite and within 1e-8 .. 1e15, low <= open, close <= high;
+volume is finite and within 0 .. 1e18 (the bounds of dbt's staging tests: raw is append-only, so a bar beyond them would fail every
+build); wap, when given, is finite and lies within [low, high]; bar_count, when given, is a whole number
 0 .. 2^63-1; con_id, when given, a whole number 1 .. 2^63-1; the session has ended (not in the future, not
 today's session before its close); and a (symbol, date) appears at most once per run, in one of its files.
 
@@ -48,6 +49,11 @@ OPTIONAL_COLUMNS = ("wap", "bar_count", "con_id", "exchange", "currency")
 MAX_ERRORS_SHOWN = 10
 MAX_ERRORS_KEPT = 100
 """Problems remembered per run (all are counted): a file that is wrong on every line cannot exhaust memory."""
+PRICE_BOUNDS = (1e-8, 1e15)
+"""The prices staging accepts (stg_ibkr__bars.yml, prices_positive_and_finite): a bar beyond them would land in
+append-only raw and fail that test on every dbt build (and above about 1e154 overflow the features)."""
+VOLUME_MAX = 1e18
+"""The largest volume staging accepts (stg_ibkr__bars.yml, volume_finite_not_negative)."""
 BIGINT_MAX = 2**63 - 1
 """Largest value raw's bigint columns (bar_count, con_id) hold."""
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -141,6 +147,9 @@ def _price(text: str, column: str) -> float:
     value = _number(text, column)
     if value <= 0:
         raise _RowError(f"{column} is {text.strip()!r}; prices must be > 0")
+    low, high = PRICE_BOUNDS
+    if not low <= value <= high:
+        raise _RowError(f"{column} is {text.strip()!r}; prices must lie within 1e-8 .. 1e15 (dbt's staging bounds)")
     return value
 
 
@@ -186,6 +195,8 @@ class _RowParser:
         volume = _number(text, "volume")
         if volume < 0:
             raise _RowError(f"volume {volume} < 0")
+        if volume > VOLUME_MAX:
+            raise _RowError(f"volume {text!r} is above 1e18 (dbt's staging bound)")
         wap = bar_count = con_id = exchange = currency = None
         if "wap" in i and (text := fields[i["wap"]].strip()):
             wap = _number(text, "wap")

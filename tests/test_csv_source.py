@@ -7,15 +7,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ingest import cli
-from ingest.csv_source import CsvValidationError, Problems, display_path, load_csv_files, read_csv_bars
+from ingest.csv_source import (
+    PRICE_BOUNDS,
+    VOLUME_MAX,
+    CsvValidationError,
+    Problems,
+    display_path,
+    load_csv_files,
+    read_csv_bars,
+)
 from ingest.exit_codes import ExitCode
 from ingest.landing import new_load_id
 from ingest.sessions import FinalBars
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db import connect
-from warehouse_db.settings import ConnectionSettings
+from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 HEADER = "symbol,date,open,high,low,close,volume,wap,bar_count\n"
 GOOD_ROWS = (
@@ -89,6 +98,19 @@ BAD_FILES = {
     "inf price": (HEADER + "AAPL,2025-03-03,1,inf,0.5,1,5,,\n", "finite", 2),
     "negative price": (HEADER + "AAPL,2025-03-03,1,2,-0.5,1,5,,\n", "> 0", 2),
     "zero price": (HEADER + "AAPL,2025-03-03,1,2,0.5,0,5,,\n", "> 0", 2),
+    # Finite and positive, but beyond staging's bounds: it landed in append-only raw and failed dbt's staging test
+    # (prices_positive_and_finite, volume_finite_not_negative) on every build after.
+    "price above the staging bound": (
+        HEADER + "AAPL,2025-03-03,1,2e15,0.5,1,5,,\n",
+        "high is '2e15'; prices must lie within 1e-8 .. 1e15",
+        2,
+    ),
+    "price below the staging bound": (
+        HEADER + "AAPL,2025-03-03,1e-9,2,1e-9,1,5,,\n",
+        "open is '1e-9'; prices must lie within 1e-8 .. 1e15",
+        2,
+    ),
+    "volume above the staging bound": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,2e18,,\n", "'2e18' is above 1e18", 2),
     "high below low": (HEADER + "AAPL,2025-03-03,1,0.4,0.5,1,5,,\n", "high 0.4 < low 0.5", 2),
     "close above high": (HEADER + "AAPL,2025-03-03,1,2,0.5,2.5,5,,\n", "within", 2),
     "negative volume": (HEADER + "AAPL,2025-03-03,1,2,0.5,1,-5,,\n", "volume", 2),
@@ -132,6 +154,27 @@ BAD_FILES = {
         2,
     ),  # fmt: skip
 }
+
+
+def test_the_price_and_volume_bounds_are_staging_s(tmp_path):
+    """The loader refuses what dbt's staging tests would refuse on every build after (raw is append-only)."""
+    tests = {
+        test["expression_is_true"]["name"]: test["expression_is_true"]["arguments"]["expression"]
+        for test in yaml.safe_load((REPO_ROOT / "warehouse/models/staging/stg_ibkr__bars.yml").read_text())["models"][
+            0
+        ]["data_tests"]
+        if "expression_is_true" in test
+    }
+    prices = tests["stg_ibkr__bars_prices_positive_and_finite"]
+    assert prices == "least(open, high, low, close) >= 1e-8 and greatest(open, high, low, close) <= 1e15"
+    assert PRICE_BOUNDS == (1e-8, 1e15)
+    assert tests["stg_ibkr__bars_volume_finite_not_negative"] == "volume is null or (volume >= 0 and volume <= 1e18)"
+    assert VOLUME_MAX == 1e18
+    # The bounds themselves land.
+    path = write(tmp_path, HEADER + "AAPL,2025-03-03,1e-8,1e15,1e-8,1e15,1e18,,\n")
+    problems = Problems()
+    ((_, bar),) = read_csv_bars(path, problems, FinalBars(datetime.now(UTC)))
+    assert (bar.low, bar.high, bar.volume, problems.kept) == (1e-8, 1e15, 1e18, [])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))

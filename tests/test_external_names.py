@@ -81,6 +81,24 @@ def component_env(server: ExternalServer, name: str, tmp_path: Path, role: str) 
     return {**env, user_variable: user, password_variable: password}
 
 
+def resets_as_pasted(server: ExternalServer, env: dict[str, str], dbname: str, login: str, database: str) -> None:
+    """`up` for a login whose transactions are read-only refuses in one line naming the ALTER ROLE (or ALTER
+    DATABASE) RESET to run, names quoted as given (``login``, ``database``); each runs as pasted, and `up` then
+    succeeds."""
+    refused = run([PYTHON, "-m", "warehouse_db", "up"], env, expect=4).strip()
+    assert len(refused.splitlines()) == 1, refused
+    statements = refused.split("have an administrator run ", 1)[1]
+    assert statements == (
+        f"ALTER ROLE {login} RESET default_transaction_read_only "
+        f"(or ALTER DATABASE {database} RESET default_transaction_read_only)"
+    ), refused
+    alter_role, alter_database = statements.removesuffix(")").split(" (or ")
+    with connect(server.superuser(dbname=dbname), autocommit=True) as conn:
+        conn.execute(alter_database)  # nothing to reset there, but it must parse and name that database
+        conn.execute(alter_role)
+    assert run([PYTHON, "-m", "warehouse_db", "up"], env).startswith("warehouse ready"), refused
+
+
 def test_a_suggested_statement_names_the_database_and_login_as_sql_spells_them(
     server: ExternalServer, tmp_path: Path
 ) -> None:
@@ -103,19 +121,7 @@ def test_a_suggested_statement_names_the_database_and_login_as_sql_spells_them(
     with connect(server.superuser(), autocommit=True) as conn:
         conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(ADMIN)))
     try:
-        env = admin_env(server, read_only, tmp_path)
-        refused = run([PYTHON, "-m", "warehouse_db", "up"], env, expect=4).strip()
-        assert len(refused.splitlines()) == 1, refused
-        statements = refused.split("have an administrator run ", 1)[1]
-        assert statements == (
-            'ALTER ROLE "o\'brien Ädmin" RESET default_transaction_read_only '
-            '(or ALTER DATABASE "Trading DB" RESET default_transaction_read_only)'
-        ), refused
-        alter_role, alter_database = statements.removesuffix(")").split(" (or ")
-        with connect(server.superuser(dbname=read_only), autocommit=True) as conn:
-            conn.execute(alter_database)  # nothing to reset there, but it must parse and name that database
-            conn.execute(alter_role)
-        assert run([PYTHON, "-m", "warehouse_db", "up"], env).startswith("warehouse ready"), refused
+        resets_as_pasted(server, admin_env(server, read_only, tmp_path), read_only, '"o\'brien Ädmin"', '"Trading DB"')
     finally:
         with connect(server.superuser(), autocommit=True) as conn:
             conn.execute(sql.SQL("alter role {} reset default_transaction_read_only").format(sql.Identifier(ADMIN)))
@@ -136,18 +142,7 @@ def test_a_suggested_statement_quotes_a_login_and_a_database_named_by_a_reserved
         conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(login)))
         conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(sql.Identifier(login)))
     env = {**admin_env(server, name, tmp_path), "PGUSER": login, "PGPASSWORD": password}
-    refused = run([PYTHON, "-m", "warehouse_db", "up"], env, expect=4).strip()
-    assert len(refused.splitlines()) == 1, refused
-    statements = refused.split("have an administrator run ", 1)[1]
-    assert statements == (
-        'ALTER ROLE "user" RESET default_transaction_read_only '
-        '(or ALTER DATABASE "order" RESET default_transaction_read_only)'
-    ), refused
-    alter_role, alter_database = statements.removesuffix(")").split(" (or ")
-    with connect(server.superuser(dbname=name), autocommit=True) as conn:
-        conn.execute(alter_database)  # nothing to reset there, but it must parse and name that database
-        conn.execute(alter_role)
-    assert run([PYTHON, "-m", "warehouse_db", "up"], env).startswith("warehouse ready"), refused
+    resets_as_pasted(server, env, name, '"user"', '"order"')
 
 
 def test_a_pgoptions_the_server_refuses_is_named_in_the_one_line(server: ExternalServer, tmp_path: Path) -> None:

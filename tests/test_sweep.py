@@ -28,7 +28,7 @@ from devtools.synthetic_mart import (
     synthetic_mart,
     write_mart_yaml,
 )
-from training import sweep_store
+from training import sweep, sweep_store
 from training.baselines import BUY_AND_HOLD, FLAT, POLICIES
 from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
@@ -717,3 +717,31 @@ def test_resume_on_the_command_line_reads_the_stored_settings_and_a_finished_swe
     after = load_stored(settings, sweep_id)
     assert (after.status, after.final_run_id, after.trials_requested) == ("finished", before.final_run_id, TRIALS)
     assert trial_rows(settings, sweep_id) == rows
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_sweep_interrupted_before_it_is_recorded_says_there_is_nothing_to_resume(
+    warehouse: ConnectionSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    named: bool,
+) -> None:
+    """Ctrl+C while a new sweep read the mart (its contract check takes a while), before ml.sweeps had its row: the
+    line said "continue with: training.sweep --resume <its id>", and that resume failed with "no sweep ... to
+    resume". It now says nothing was recorded, and to run the command again."""
+    import warehouse_db
+    from training import walk_forward
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(walk_forward, "read_checked_mart", interrupted)
+    monkeypatch.setattr(warehouse_db, "resolve_settings", lambda: warehouse)
+    arguments = ["--runs-dir", str(tmp_path / "runs"), *(["--sweep-id", "cut-short"] if named else [])]
+    with caplog.at_level(logging.ERROR, logger="training.sweep"):
+        assert sweep.main(arguments) == ExitCode.INTERRUPTED
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "training.sweep"]
+    assert line == "interrupted before the sweep was recorded: nothing to resume; run the command again", line
+    with connect(warehouse) as conn:  # nothing was claimed: the sweep tables are made only then
+        assert conn.execute("select to_regclass('ml.sweeps') is null").fetchone()[0]

@@ -237,6 +237,31 @@ def test_the_sign_rules_follow_the_price_columns_the_yaml_declares(mart_warehous
     assert {"shares has no nulls", "shares is finite", "open is positive"} <= set(report.passed)
 
 
+def test_a_feature_and_target_named_as_sql_must_quote_them_are_checked(mart_warehouse: ConnectionSettings) -> None:
+    """The mart reader quotes every column it names (sql.Identifier), so a mart YAML and SQL may call a feature
+    ``Rsi 14's`` or ``order``; the contract's own queries (the feature bound, the target's nulls) wrote the names
+    bare, and such a mart failed them as SQL errors instead of meeting the contract."""
+    renames = {"rsi_14": "Rsi 14's", TARGET: "order"}
+    for old, new in renames.items():
+        break_mart(mart_warehouse, f'alter table marts.training_bars rename column {old} to "{new}"')
+    terms = replace(
+        TERMS, feature_names=tuple(renames.get(name, name) for name in TERMS.feature_names), target=renames[TARGET]
+    )
+    report = check_mart_contract(mart_warehouse, terms)
+    assert report.failed == []
+    assert {"every feature within ±1e150 (the feature scaler squares it)", "order is null only on a symbol's last "
+            "session"} <= set(report.passed)  # fmt: skip
+    break_mart(
+        mart_warehouse,
+        'update marts.training_bars set "Rsi 14\'s" = 1e200 '
+        "where session_date = (select min(session_date) from marts.training_bars)",
+    )
+    with pytest.raises(ContractViolation) as refused:
+        check_mart_contract(mart_warehouse, terms)
+    (failure,) = [f for f in refused.value.failures if f.startswith("every feature within")]
+    assert "feature: Rsi 14's" in failure, failure
+
+
 def test_an_embargo_shorter_than_the_config_demands_is_refused(mart_warehouse: ConnectionSettings) -> None:
     demanding = ContractTerms(
         tuple(FEATURE_LOOKBACKS), TARGET, PRICE_COLUMNS, min_sessions_per_split=15, min_embargo_sessions=10

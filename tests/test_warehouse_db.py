@@ -544,6 +544,31 @@ def test_make_db_up_refuses_a_seed_header_in_one_line_before_dbt_reads_the_file(
     seed_files.check_seed_files(seeds)  # any order, with a BOM and CRLF
 
 
+def test_make_db_up_leaves_a_dbt_project_file_it_cannot_read_to_dbt(tmp_path, monkeypatch, capsys):
+    """The header check reads dbt_project.yml's column_types; a project file that is not YAML (a bracket left open
+    while editing), or not a mapping, ended make db-up in a yaml.scanner.ScannerError traceback before the
+    warehouse was even started. The check now leaves such a file to dbt, whose own error names it (the seeds' UTF-8
+    check still runs), and `up` goes on."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "known_missing_sessions.csv").write_text("symbol,sesion_date,reason\n", encoding="utf-8")
+    project = tmp_path / "dbt_project.yml"
+    monkeypatch.setattr(seed_files, "SEEDS_DIR", seeds)
+    monkeypatch.setattr(seed_files, "DBT_PROJECT", project)
+
+    def read_config():
+        raise WarehouseError("up went on to read its settings")
+
+    monkeypatch.setattr(warehouse_main, "read_config", read_config)
+    for text in ["name: warehouse\nseeds:\n  warehouse:\n    known_missing_sessions: [\n", "- a list\n", "seeds: 3\n"]:
+        project.write_text(text, encoding="utf-8")
+        assert seed_files.declared_columns() == {}
+        assert warehouse_db_main(["up"]) == 4
+        assert capsys.readouterr().err.splitlines() == ["error: up went on to read its settings"]
+    project.unlink()
+    assert seed_files.declared_columns() == {}
+
+
 def test_schema_names_agree_with_dbt_project():
     import yaml
 

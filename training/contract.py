@@ -182,6 +182,16 @@ def _sessions_between_sql(earlier: str, later: str) -> str:
                 where extract(isodow from d) < 6 and d::date <> all (array[{holidays}]::date[]))"""
 
 
+def _column(name: str) -> str:
+    """``name`` as a quoted SQL identifier: the YAML's names are read as written (the mart reader quotes them too)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(value: str) -> str:
+    """``value`` as an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def build_expectations(terms: ContractTerms) -> list[Any]:
     """The contract of ``marts.training_bars`` as Great Expectations expectations, each named by its description."""
     import great_expectations.expectations as gxe
@@ -204,11 +214,11 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""
                 select symbol, session_date from (
-                    select symbol, session_date, {terms.target},
+                    select symbol, session_date, {_column(terms.target)} as target,
                            max(session_date) over (partition by symbol) as last_session
                     from {{batch}}
                 ) t
-                where {terms.target} is null and session_date < last_session
+                where target is null and session_date < last_session
             """,
             description=f"{terms.target} is null only on a symbol's last session",
         )
@@ -221,8 +231,8 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
         )
     # One expectation for every feature, so that a failure names the symbol, session and feature (GX's per-column
     # range check shows values only). NaN and infinity are the "is finite" expectations' to report.
-    features = ", ".join(f"'{name}'" for name in terms.feature_names)
-    values = ", ".join(terms.feature_names)
+    features = ", ".join(map(_text, terms.feature_names))
+    values = ", ".join(map(_column, terms.feature_names))
     expectations.append(
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"""

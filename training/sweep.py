@@ -178,6 +178,10 @@ class SweepError(ValueError):
     """The sweep cannot start as asked (unknown or busy sweep id, changed settings on resume, a changed mart)."""
 
 
+class NotRecorded(KeyboardInterrupt):
+    """Interrupted (Ctrl+C, SIGTERM) before a new sweep had its row in ml.sweeps: there is nothing to resume."""
+
+
 class NoTrialCompleted(RuntimeError):
     """No trial ran every fold: there is no configuration to walk forward."""
 
@@ -308,9 +312,14 @@ def run_sweep(
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
     ray_runner.prepare()  # an address that does not answer fails here, before anything is read or written
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        stored, space, sweep_id = _start_or_resume(config, conn)
-        _refuse_a_taken_run_id(config, settings, stored)
-        plan = _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
+        try:
+            stored, space, sweep_id = _start_or_resume(config, conn)
+            _refuse_a_taken_run_id(config, settings, stored)
+            plan = _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
+        except KeyboardInterrupt:
+            if config.resume:
+                raise  # the stored sweep is still there to resume
+            raise NotRecorded from None
         sweep, trials = _claim_sweep(config, settings, conn, stored, sweep_id, space, plan)
         run_dir = Path(sweep.run_dir)
 
@@ -743,6 +752,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
         with sigterm_interrupts():
             result = run_sweep(config, resolve_settings())
+    except NotRecorded:
+        logger.error("interrupted before the sweep was recorded: nothing to resume; run the command again")
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         logger.error(
             "interrupted; continue with: %s --resume %s",

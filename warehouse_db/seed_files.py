@@ -33,9 +33,16 @@ class SeedFileError(WarehouseError):
 
 def declared_columns(project_file: Path | None = None) -> dict[str, list[str]]:
     """Each seed's columns as its ``+column_types`` in dbt_project.yml name them (the list check_seed_file.sql holds
-    a seed's header to), by seed name; a seed without column_types is not in it."""
-    project = yaml.safe_load((project_file or DBT_PROJECT).read_text(encoding="utf-8")) or {}
-    seeds = (project.get("seeds") or {}).get(project.get("name"), {}) or {}
+    a seed's header to), by seed name; a seed without column_types is not in it. None at all when the file cannot be
+    read as a mapping (not there, not UTF-8, not YAML): checking it is dbt's job, whose error names the line."""
+    try:
+        project = yaml.safe_load((project_file or DBT_PROJECT).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    seeds = project.get("seeds") if isinstance(project, dict) else None
+    seeds = seeds.get(project.get("name")) if isinstance(seeds, dict) else None
+    if not isinstance(seeds, dict):
+        return {}
     return {
         name: list(config["+column_types"])
         for name, config in seeds.items()
