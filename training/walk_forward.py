@@ -233,38 +233,19 @@ def execute(
 
     ``fold_flag`` is the option that chose the folds, which a refusal of a fold names."""
     started_at = datetime.now(UTC)
-    proposed = config.run_id or new_run_id()
-    if config.run_id:  # a generated id that is taken is replaced below
-        refuse_used_folder(config.runs_dir / proposed, "--run-id")
-    runner = make_runner(config.runs_dir / proposed)
-    runner.prepare()  # a Ray cluster that does not answer fails here, before any folder is made
-    # Claimed only now, in one step: another run may have taken the folder since the check.
-    run_id = claim_run_folder(config.runs_dir, proposed, "--run-id", None if config.run_id else new_run_id)
-    if run_id != proposed:
-        runner = make_runner(config.runs_dir / run_id)
-    config = dataclasses.replace(config, run_id=run_id)  # the run folder's config.yaml names its run
+    config, runner = _claim_run(config, make_runner)
+    run_id = config.run_id
     run_dir = config.runs_dir / run_id
     tasks_ran = False
     try:
         with run_log(run_dir / "run.log") as to_run_log_only:
-            # The trainer's login (where it has its own) is the one every read and write of the run uses.
-            warehouse = settings.for_role(schemas.TRAINER_ROLE).describe()
-            logger.info("run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), warehouse)
-            with writing_run_folder(run_dir):
-                dump_config(config, run_dir / "config.yaml")
-            if config.save_to_warehouse:
-                results_schema.ensure_tables(settings)
-                if results_store.run_exists(settings, run_id):
-                    raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
+            _start_run(kind, config, settings, seeds, run_dir)
 
             # 1. The mart and its folds, read once as trainer (after the data contract).
             schema = read_mart_schema(config.mart_yaml)
             snapshot = snapshot or read_checked_mart(config, settings, schema)
-            dbt = snapshot.dbt
             folds = pick_folds(snapshot.folds) if pick_folds else select_folds(snapshot.folds, fold_ids)
-            for fold in folds:
-                logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
-                            fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
+            _log_folds(folds)
             data = MarketData.from_frame(snapshot.frame, schema.feature_names)
             # A fold no symbol can trade is refused here, before any task trains.
             check_enough_sessions(data, folds, config, fold_flag)
@@ -277,90 +258,19 @@ def execute(
             results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
 
             # 3. How sure we are.
-            samples = [
-                fold_sample(fold.fold_id, {r.seed: r.replays["test"] for r in results if r.fold_id == fold.fold_id})
-                for fold in folds
-                if any(r.fold_id == fold.fold_id for r in results)
-            ]
-            statistics = compute_statistics(
-                samples,
-                POLICIES,
-                resamples=config.bootstrap_samples,
-                block_sessions=config.block_sessions,
-                confidence=config.confidence,
-                configurations_tried=config.configurations_tried,
-                trial_sharpe_variance=trial_sharpe_variance,
-                seed=config.seed,
-            )
+            statistics = _statistics(config, folds, results, trial_sharpe_variance)
 
             # 4. The run folder: models, statistics.json, report.html.
             finished_at = datetime.now(UTC)
-            summary = {
-                "run_id": run_id,
-                "kind": kind,
-                "config_hash": configuration_hash(config),
-                "env": config.env,
-                "timesteps_per_task": config.timesteps,
-                "folds": [fold.fold_id for fold in folds],
-                "seeds": list(seeds),
-                "tasks_failed": len(outcome.failures),
-                "configurations_tried": config.configurations_tried,
-                # One meaning with the sample line and ml.walk_forward_runs.symbols: the symbols traded in the test
-                # splits (the most of any fold). A symbol the mart holds that no test split trades (too few sessions
-                # there) is only in symbols_read.
-                "symbols": statistics.size.symbols,
-                "symbols_read": len(snapshot.symbols),
-                "mart_rows": snapshot.row_count,
-                "mart_hash": snapshot.content_hash,
-                "dbt_invocation_id": dbt.invocation_id,
-                "dbt_run_started_at": dbt.run_started_at,
-                "ray_address": outcome.ray_address,
-                "ray_nodes": outcome.nodes,
-                "window": config.window,
-                "commission_bps": config.commission_bps,
-                "slippage_bps": config.slippage_bps,
-                "started_at": started_at.isoformat(),
-                "finished_at": finished_at.isoformat(),
-                "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
-            }
+            summary = _summary(kind, config, seeds, folds, snapshot, outcome, statistics, started_at, finished_at)
             report_path = write_run_folder(run_dir, summary, statistics, folds, results, outcome.failures)
 
             # 5. The warehouse, all or nothing.
             if config.save_to_warehouse:
+                record = _run_record(kind, config, run_dir, summary, seeds, folds, snapshot, outcome, statistics,
+                                     results, started_at, finished_at)  # fmt: skip
                 results_store.write_run(
-                    settings,
-                    results_store.RunRecord(
-                        run_id=run_id,
-                        kind=kind,
-                        status="partial" if outcome.failures else "succeeded",
-                        started_at=started_at,
-                        finished_at=finished_at,
-                        config_hash=summary["config_hash"],
-                        config=config.to_dict(),
-                        env=config.env,
-                        timesteps_per_task=config.timesteps,
-                        folds=len(folds),
-                        seeds=len(seeds),
-                        tasks_succeeded=len(results),
-                        tasks_failed=len(outcome.failures),
-                        test_sessions=statistics.size.sessions,
-                        symbols=statistics.size.symbols,
-                        configurations_tried=config.configurations_tried,
-                        deflated_sharpe=statistics.deflated_sharpe.value,
-                        verdict=statistics.verdict,
-                        mart_rows=snapshot.row_count,
-                        mart_hash=snapshot.content_hash,
-                        dbt_invocation_id=dbt.invocation_id,
-                        dbt_generated_at=dbt.run_started_at,
-                        ray_address=outcome.ray_address,
-                        ray_nodes=outcome.nodes,
-                        run_dir=str(run_dir.resolve()),
-                    ),
-                    folds,
-                    results,
-                    outcome.failures,
-                    statistics,
-                    config.selection_metric,
+                    settings, record, folds, results, outcome.failures, statistics, config.selection_metric
                 )
             for failure in outcome.failures:
                 logger.error("fold %d seed %d failed after %d attempts: %s", failure.fold_id, failure.seed,
@@ -376,6 +286,153 @@ def execute(
         raise
     return WalkForwardResult(
         run_id, run_dir, report_path, statistics, results, list(outcome.failures), snapshot.content_hash
+    )
+
+
+def _claim_run(config: TrainConfig, make_runner: Callable[[Path], TaskRunner]) -> tuple[TrainConfig, TaskRunner]:
+    """The run's id and folder, and a runner that answers: (the configuration naming its run, the runner).
+
+    A ``--run-id`` whose folder is taken is refused before the runner is asked; a generated one that is taken is
+    replaced when the folder is claimed."""
+    proposed = config.run_id or new_run_id()
+    if config.run_id:  # a generated id that is taken is replaced below
+        refuse_used_folder(config.runs_dir / proposed, "--run-id")
+    runner = make_runner(config.runs_dir / proposed)
+    runner.prepare()  # a Ray cluster that does not answer fails here, before any folder is made
+    # Claimed only now, in one step: another run may have taken the folder since the check.
+    run_id = claim_run_folder(config.runs_dir, proposed, "--run-id", None if config.run_id else new_run_id)
+    if run_id != proposed:
+        runner = make_runner(config.runs_dir / run_id)
+    return dataclasses.replace(config, run_id=run_id), runner  # the run folder's config.yaml names its run
+
+
+def _start_run(
+    kind: str, config: TrainConfig, settings: ConnectionSettings, seeds: Sequence[int], run_dir: Path
+) -> None:
+    """The run's first log line, its config.yaml, and (when it saves there) the warehouse's tables, without a run of
+    this id."""
+    run_id = config.run_id
+    # The trainer's login (where it has its own) is the one every read and write of the run uses.
+    warehouse = settings.for_role(schemas.TRAINER_ROLE).describe()
+    logger.info("run %s (%s): %s environment, seeds %s, %s", run_id, kind, config.env, list(seeds), warehouse)
+    with writing_run_folder(run_dir):
+        dump_config(config, run_dir / "config.yaml")
+    if config.save_to_warehouse:
+        results_schema.ensure_tables(settings)
+        if results_store.run_exists(settings, run_id):
+            raise FileExistsError(f"ml.walk_forward_runs already has a run {run_id!r}: choose another --run-id")
+
+
+def _log_folds(folds: Sequence[Fold]) -> None:
+    for fold in folds:
+        logger.info("fold %d: train %s … %s, validation %s … %s, test %s … %s", fold.fold_id, fold.train.start,
+                    fold.train.end, fold.validation.start, fold.validation.end, fold.test.start, fold.test.end)  # fmt: skip
+
+
+def _statistics(
+    config: TrainConfig, folds: Sequence[Fold], results: Sequence[TaskResult], trial_sharpe_variance: float | None
+) -> RunStatistics:
+    """Statistics over the folds that have a result: each fold's test replays of its seeds, every policy."""
+    samples = [
+        fold_sample(fold.fold_id, {r.seed: r.replays["test"] for r in results if r.fold_id == fold.fold_id})
+        for fold in folds
+        if any(r.fold_id == fold.fold_id for r in results)
+    ]
+    return compute_statistics(
+        samples,
+        POLICIES,
+        resamples=config.bootstrap_samples,
+        block_sessions=config.block_sessions,
+        confidence=config.confidence,
+        configurations_tried=config.configurations_tried,
+        trial_sharpe_variance=trial_sharpe_variance,
+        seed=config.seed,
+    )
+
+
+def _summary(
+    kind: str,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    folds: Sequence[Fold],
+    snapshot: MartSnapshot,
+    outcome: RunnerOutcome,
+    statistics: RunStatistics,
+    started_at: datetime,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    """What the run was, for statistics.json and the report."""
+    return {
+        "run_id": config.run_id,
+        "kind": kind,
+        "config_hash": configuration_hash(config),
+        "env": config.env,
+        "timesteps_per_task": config.timesteps,
+        "folds": [fold.fold_id for fold in folds],
+        "seeds": list(seeds),
+        "tasks_failed": len(outcome.failures),
+        "configurations_tried": config.configurations_tried,
+        # One meaning with the sample line and ml.walk_forward_runs.symbols: the symbols traded in the test
+        # splits (the most of any fold). A symbol the mart holds that no test split trades (too few sessions
+        # there) is only in symbols_read.
+        "symbols": statistics.size.symbols,
+        "symbols_read": len(snapshot.symbols),
+        "mart_rows": snapshot.row_count,
+        "mart_hash": snapshot.content_hash,
+        "dbt_invocation_id": snapshot.dbt.invocation_id,
+        "dbt_run_started_at": snapshot.dbt.run_started_at,
+        "ray_address": outcome.ray_address,
+        "ray_nodes": outcome.nodes,
+        "window": config.window,
+        "commission_bps": config.commission_bps,
+        "slippage_bps": config.slippage_bps,
+        "started_at": started_at.isoformat(),
+        "finished_at": finished_at.isoformat(),
+        "wall_seconds": round((finished_at - started_at).total_seconds(), 1),
+    }
+
+
+def _run_record(
+    kind: str,
+    config: TrainConfig,
+    run_dir: Path,
+    summary: dict[str, Any],
+    seeds: Sequence[int],
+    folds: Sequence[Fold],
+    snapshot: MartSnapshot,
+    outcome: RunnerOutcome,
+    statistics: RunStatistics,
+    results: Sequence[TaskResult],
+    started_at: datetime,
+    finished_at: datetime,
+) -> results_store.RunRecord:
+    """The run's row of ml.walk_forward_runs."""
+    return results_store.RunRecord(
+        run_id=config.run_id,
+        kind=kind,
+        status="partial" if outcome.failures else "succeeded",
+        started_at=started_at,
+        finished_at=finished_at,
+        config_hash=summary["config_hash"],
+        config=config.to_dict(),
+        env=config.env,
+        timesteps_per_task=config.timesteps,
+        folds=len(folds),
+        seeds=len(seeds),
+        tasks_succeeded=len(results),
+        tasks_failed=len(outcome.failures),
+        test_sessions=statistics.size.sessions,
+        symbols=statistics.size.symbols,
+        configurations_tried=config.configurations_tried,
+        deflated_sharpe=statistics.deflated_sharpe.value,
+        verdict=statistics.verdict,
+        mart_rows=snapshot.row_count,
+        mart_hash=snapshot.content_hash,
+        dbt_invocation_id=snapshot.dbt.invocation_id,
+        dbt_generated_at=snapshot.dbt.run_started_at,
+        ray_address=outcome.ray_address,
+        ray_nodes=outcome.nodes,
+        run_dir=str(run_dir.resolve()),
     )
 
 

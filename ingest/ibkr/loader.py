@@ -255,57 +255,17 @@ async def run_load(
     db_settings: ConnectionSettings | None, ibkr_settings: IbkrSettings, options: LoadOptions
 ) -> LoadSummary:
     started = time.monotonic()
-    bar_size = options.bar_size
     settings = options.bar
     entries = list(options.entries)
-    symbols = [e.symbol for e in entries]
     conn = await asyncio.to_thread(open_for_landing, db_settings)
     landing = threading.Lock()  # held by the lander's thread for the whole of a batch's transaction
     try:
         if not options.dry_run:  # a dry run requests and lands nothing: it may plan beside a running load
             claim_load(conn, settings, SOURCE)
-        now = options.now or utc_now()
-        ctx = PlanContext(
-            now=now,
-            last_close=last_completed_close(now, settings.use_rth),
-            bar_size=bar_size,
-            months=options.months,
-            full_refresh=options.full_refresh,
-            rewrites_history=settings.what_to_show == "ADJUSTED_LAST",
-        )
-        coverage = read_coverage(conn, settings, symbols, source=SOURCE)
-        known = {
-            symbol: ContractRef(symbol, k.con_id, k.exchange or "", k.currency or "USD")
-            for symbol, k in read_known_contracts(conn, settings, symbols, source=SOURCE).items()
-        }
-        plans = {e.symbol: plan_symbol(e.symbol, coverage[e.symbol], ctx) for e in entries}
-        # The stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
-        stored = read_stored_bars(
-            conn,
-            settings,
-            {
-                symbol: redelivered_spans(plan, coverage[symbol].last_bar_time - ctx.overlap)
-                for symbol, plan in plans.items()
-                if not plan.current and coverage[symbol].last_bar_time is not None
-            },
-        )
-        conn.commit()
-
-        summary = LoadSummary(load_id=new_load_id(), results=[])
-        results: dict[str, SymbolResult] = {}
-        for e in entries:
-            p = plans[e.symbol]
-            status: SymbolStatus = "current" if p.current else "planned"
-            results[e.symbol] = SymbolResult(e.symbol, status, reason=p.reason, plan=p, requests=p.request_count)
-        summary.results = [results[s] for s in symbols]
-        todo = [e for e in entries if not plans[e.symbol].current]
+        held = _read_and_plan(conn, options, entries)
         policy = options.pacing_policy()
-        summary.pacing = policy
-        counts = [plans[e.symbol].request_count for e in todo]
-        summary.estimate = PlanEstimate(sum(counts), estimate_seconds(policy, counts, settings.what_to_show))
-        if summary.estimate.large and not options.dry_run and not options.confirm_large_plan:
-            raise PlanTooLargeError(summary.estimate, policy)
-        contracts = {symbol: ref.con_id for symbol, ref in known.items()}
+        summary, results, todo = _planned_summary(options, entries, held.plans, policy)
+        contracts = {symbol: ref.con_id for symbol, ref in held.known.items()}
         if options.dry_run or not todo:
             summary.shared_contracts = check_shared_contracts(conn, settings, contracts)
             summary.elapsed_s = time.monotonic() - started
@@ -313,26 +273,12 @@ async def run_load(
                 log.info("all %d symbols are current: nothing to request, gateway not contacted", len(entries))
             return summary
 
-        limiter = PacingLimiter(policy)
-        session = IbkrSession(ibkr_settings, limiter, options.retry)
-        summary.gateway_stats = session.stats
-        run = _Run(
-            session=session,
-            lander=_Lander(conn, summary.load_id, landing),
-            settings=settings,
-            bar_size=bar_size,
-            ctx=ctx,
-            coverage=coverage,
-            stored=stored,
-            final=FinalBars(now, settings.use_rth),
-            known=known,
-            summary=summary,
-        )
+        run = _new_run(conn, landing, ibkr_settings, options, policy, held, summary)
         try:
-            await session.connect()
-            await run.load_all(todo, plans, results, progress=options.progress)
+            await run.session.connect()
+            await run.load_all(todo, held.plans, results, progress=options.progress)
         finally:
-            await session.close()
+            await run.session.close()
         with landing:
             summary.shared_contracts = check_shared_contracts(conn, settings, contracts | run.resolved)
         summary.elapsed_s = time.monotonic() - started
@@ -343,6 +289,98 @@ async def run_load(
         # while another thread uses them.
         with landing:
             conn.close()
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What the warehouse holds of the watchlist, and each symbol's plan from it."""
+
+    ctx: PlanContext
+    coverage: dict[str, Coverage]
+    known: dict[str, ContractRef]
+    plans: dict[str, SymbolPlan]
+    stored: dict[str, dict[datetime, StoredBar]]
+
+
+def _read_and_plan(conn: psycopg.Connection, options: LoadOptions, entries: Sequence[WatchlistEntry]) -> _Held:
+    """Each symbol's coverage and known contract in raw, its plan, and the stored bars the plan re-delivers (one
+    transaction, committed)."""
+    settings = options.bar
+    symbols = [e.symbol for e in entries]
+    now = options.now or utc_now()
+    ctx = PlanContext(
+        now=now,
+        last_close=last_completed_close(now, settings.use_rth),
+        bar_size=options.bar_size,
+        months=options.months,
+        full_refresh=options.full_refresh,
+        rewrites_history=settings.what_to_show == "ADJUSTED_LAST",
+    )
+    coverage = read_coverage(conn, settings, symbols, source=SOURCE)
+    known = {
+        symbol: ContractRef(symbol, k.con_id, k.exchange or "", k.currency or "USD")
+        for symbol, k in read_known_contracts(conn, settings, symbols, source=SOURCE).items()
+    }
+    plans = {e.symbol: plan_symbol(e.symbol, coverage[e.symbol], ctx) for e in entries}
+    # The stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
+    stored = read_stored_bars(
+        conn,
+        settings,
+        {
+            symbol: redelivered_spans(plan, coverage[symbol].last_bar_time - ctx.overlap)
+            for symbol, plan in plans.items()
+            if not plan.current and coverage[symbol].last_bar_time is not None
+        },
+    )
+    conn.commit()
+    return _Held(ctx, coverage, known, plans, stored)
+
+
+def _planned_summary(
+    options: LoadOptions, entries: Sequence[WatchlistEntry], plans: dict[str, SymbolPlan], policy: PacingPolicy
+) -> tuple[LoadSummary, dict[str, SymbolResult], list[WatchlistEntry]]:
+    """The summary as planned: (it, each symbol's result in it, the entries to request). Raises
+    :class:`PlanTooLargeError` for a large plan that was not confirmed."""
+    summary = LoadSummary(load_id=new_load_id(), results=[])
+    results: dict[str, SymbolResult] = {}
+    for e in entries:
+        p = plans[e.symbol]
+        status: SymbolStatus = "current" if p.current else "planned"
+        results[e.symbol] = SymbolResult(e.symbol, status, reason=p.reason, plan=p, requests=p.request_count)
+    summary.results = [results[e.symbol] for e in entries]
+    todo = [e for e in entries if not plans[e.symbol].current]
+    summary.pacing = policy
+    counts = [plans[e.symbol].request_count for e in todo]
+    summary.estimate = PlanEstimate(sum(counts), estimate_seconds(policy, counts, options.bar.what_to_show))
+    if summary.estimate.large and not options.dry_run and not options.confirm_large_plan:
+        raise PlanTooLargeError(summary.estimate, policy)
+    return summary, results, todo
+
+
+def _new_run(
+    conn: psycopg.Connection,
+    landing: threading.Lock,
+    ibkr_settings: IbkrSettings,
+    options: LoadOptions,
+    policy: PacingPolicy,
+    held: _Held,
+    summary: LoadSummary,
+) -> _Run:
+    """The gateway session (not connected yet), within the pacing policy, and the run that fetches and lands."""
+    session = IbkrSession(ibkr_settings, PacingLimiter(policy), options.retry)
+    summary.gateway_stats = session.stats
+    return _Run(
+        session=session,
+        lander=_Lander(conn, summary.load_id, landing),
+        settings=options.bar,
+        bar_size=options.bar_size,
+        ctx=held.ctx,
+        coverage=held.coverage,
+        stored=held.stored,
+        final=FinalBars(held.ctx.now, options.bar.use_rth),
+        known=held.known,
+        summary=summary,
+    )
 
 
 @dataclass
@@ -397,26 +435,17 @@ class _Run:
             return
         started_at = utc_now()
         try:
-            ref = self.known.get(symbol)
-            if ref is None:
-                qualified = await self.session.qualify(symbol, entry.primary_exchange)
-                if qualified.contract is None:
-                    await self._record_failure(result, plan, started_at, qualified.error_code, qualified.error_message)
-                    return
-                ref = qualified.contract
-            outcomes = await self._fetch(ref, plan)
-            if outcomes is not None and symbol in self.known and _no_security_definition(outcomes):
-                ref, outcomes = await self._refetch_with_new_con_id(entry, ref, plan, outcomes)
-            self.resolved[symbol] = ref.con_id
+            ref = await self._contract(entry, plan, result, started_at)
+            if ref is None:  # no contract: a failure, recorded
+                return
+            ref, outcomes = await self._fetch_with_current_con_id(entry, ref, plan)
             if outcomes is None:
                 result.status = "not_attempted"
                 return
             fetched = self.sort_bars(ref, outcomes, plan)
             readjustment = detect_readjustment(fetched.final, self.stored.get(symbol, {}))
             if readjustment is not None and self._stored_bars_left_out(symbol, plan):
-                log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
-                plan = plan_whole_window(symbol, self.coverage[symbol], self.ctx, readjustment.describe())
-                result.requests += plan.request_count
+                plan = self._replan_whole_window(symbol, readjustment, result)
                 outcomes = await self._fetch(ref, plan)
                 if outcomes is None:
                     result.status = "not_attempted"
@@ -443,12 +472,56 @@ class _Run:
         if failed is not None:
             await self._record_failure(result, plan, started_at, failed.error_code, failed.error_message)
             return
+        await self._land_fetched(result, plan, started_at, outcomes, fetched, readjustment)
+
+    async def _contract(
+        self, entry: WatchlistEntry, plan: SymbolPlan, result: SymbolResult, started_at: datetime
+    ) -> ContractRef | None:
+        """The contract to fetch with: raw's, or IBKR's answer to a lookup; None (the failure recorded) without one."""
+        ref = self.known.get(entry.symbol)
+        if ref is not None:
+            return ref
+        qualified = await self.session.qualify(entry.symbol, entry.primary_exchange)
+        if qualified.contract is None:
+            await self._record_failure(result, plan, started_at, qualified.error_code, qualified.error_message)
+        return qualified.contract
+
+    async def _fetch_with_current_con_id(
+        self, entry: WatchlistEntry, ref: ContractRef, plan: SymbolPlan
+    ) -> tuple[ContractRef, list[Outcome] | None]:
+        """The plan's fetch, again with IBKR's conId when raw's no longer names a security; the conId that served
+        is noted for :func:`check_shared_contracts`. The outcomes are None when the run stopped meanwhile."""
+        outcomes = await self._fetch(ref, plan)
+        if outcomes is not None and entry.symbol in self.known and _no_security_definition(outcomes):
+            ref, outcomes = await self._refetch_with_new_con_id(entry, ref, plan, outcomes)
+        self.resolved[entry.symbol] = ref.con_id
+        return ref, outcomes
+
+    def _replan_whole_window(self, symbol: str, readjustment: Readjustment, result: SymbolResult) -> SymbolPlan:
+        """IBKR re-adjusted the history: the plan that fetches the symbol's whole window again, counted in its
+        result's requests."""
+        log.warning("%s: %s; fetching its whole window again", symbol, readjustment.describe())
+        plan = plan_whole_window(symbol, self.coverage[symbol], self.ctx, readjustment.describe())
+        result.requests += plan.request_count
+        return plan
+
+    async def _land_fetched(
+        self,
+        result: SymbolResult,
+        plan: SymbolPlan,
+        started_at: datetime,
+        outcomes: Sequence[Outcome],
+        fetched: SortedBars,
+        readjustment: Readjustment | None,
+    ) -> None:
+        """The final bars land as one batch ('no_data' when there are none), and the result says what landed and
+        what was left out."""
         for day in fetched.not_sessions:  # of the fetch that lands (a re-adjusted history's refetch, if any)
-            log.warning("%s: %d bar(s) not landed: %s", symbol, day.bars, day.reason)
+            log.warning("%s: %d bar(s) not landed: %s", result.symbol, day.bars, day.reason)
         bars = fetched.final
         no_data = next((o for o in outcomes if o.status == "no_data"), None) if not bars else None
         batch = Batch(
-            symbol=symbol,
+            symbol=result.symbol,
             settings=self.settings,
             status="ok" if bars else "no_data",
             started_at=started_at,
