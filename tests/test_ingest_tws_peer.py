@@ -50,12 +50,11 @@ TWO_DAYS = [
 # follow each other at once: a retry here would otherwise wait out IBKR's 15 s rule (the limiter's own test, and
 # test_ingest_ibkr's pacing test, keep that). The CLI has no flag for it, so this is LoadOptions(pacing=...) from outside.
 QUICK_RETRIES = """
-import dataclasses, runpy, sys
+import dataclasses, runpy
 from ingest.ibkr.options import LoadOptions
 derived = LoadOptions.pacing_policy
 LoadOptions.pacing_policy = lambda self: dataclasses.replace(derived(self), identical_window_s=0.01, margin_s=0.0)
-sys.argv[0] = "ingest"
-runpy.run_module("ingest", run_name="__main__", alter_sys=True)
+runpy.run_module("ingest", run_name="__main__", alter_sys=True)  # as -m does: sys.argv[0] is ingest/__main__.py
 """
 
 
