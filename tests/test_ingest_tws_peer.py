@@ -46,7 +46,20 @@ TWO_DAYS = [
 ]
 
 
-def run_ingest(db: ConnectionSettings, port: int, *args: str) -> tuple[int, str, str]:
+# ``python -m ingest`` with the loader's pacing policy as derived from the bar size, except that identical requests may
+# follow each other at once: a retry here would otherwise wait out IBKR's 15 s rule (the limiter's own test, and
+# test_ingest_ibkr's pacing test, keep that). The CLI has no flag for it, so this is LoadOptions(pacing=...) from outside.
+QUICK_RETRIES = """
+import dataclasses, runpy
+from ingest.ibkr.options import LoadOptions
+derived = LoadOptions.pacing_policy
+LoadOptions.pacing_policy = lambda self: dataclasses.replace(derived(self), identical_window_s=0.01, margin_s=0.0)
+runpy.run_module("ingest", run_name="__main__", alter_sys=True)  # as -m does: sys.argv[0] is ingest/__main__.py
+"""
+
+
+def run_ingest(db: ConnectionSettings, port: int, *args: str, quick_retries: bool = False) -> tuple[int, str, str]:
+    """``python -m ingest`` against the peer; ``quick_retries``: see :data:`QUICK_RETRIES`."""
     env = {
         **os.environ,
         **db.libpq_env(),
@@ -58,7 +71,14 @@ def run_ingest(db: ConnectionSettings, port: int, *args: str) -> tuple[int, str,
         "IBKR_RECONNECT_TIMEOUT": "2",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "ingest", "--no-progress", "--months", "1", *args],
+        [
+            sys.executable,
+            *(["-c", QUICK_RETRIES] if quick_retries else ["-m", "ingest"]),
+            "--no-progress",
+            "--months",
+            "1",
+            *args,
+        ],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -223,7 +243,7 @@ def test_a_request_lost_to_an_hmds_server_disconnect_is_asked_again(warehouse):
 
     peer = TwsPeer(history=history)
     with peer.listening() as port:
-        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT")
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", quick_retries=True)
     assert (status, err) == (ExitCode.OK, ""), out + err
     assert batches(warehouse) == [("AAPL", "ok", 2, None, None), ("MSFT", "ok", 2, None, None)]
     assert [m[3] for m in peer.history_requests()].count("AAPL") == 2
@@ -254,7 +274,7 @@ async def fetch_daily(session: IbkrSession) -> Outcome:
 
 @pytest.mark.integration  # a socket and the real client library
 def test_an_hmds_server_that_stays_disconnected_fails_the_request_naming_the_disconnect_not_a_timeout():
-    """The session itself (the CLI run above waits out the 15 s between identical requests on each retry)."""
+    """The session itself: three tries, each ended by the gateway, fail the request naming the disconnect."""
     lost = HMDS + "HMDS server disconnect occurred.  Attempting reconnection..."
     peer = TwsPeer(history=lambda req_id, symbol, nth: [error(req_id, 162, lost)])
 
@@ -281,7 +301,7 @@ def test_connectivity_lost_under_a_requests_id_is_no_empty_range(warehouse):
 
     peer = TwsPeer(history=history)
     with peer.listening() as port:
-        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT")
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", quick_retries=True)
     assert status == ExitCode.OK, out + err
     assert batches(warehouse) == [("AAPL", "ok", 2, None, None), ("MSFT", "ok", 2, None, None)]
     assert [m[3] for m in peer.history_requests()].count("AAPL") == 2
