@@ -272,12 +272,20 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
     which PostgreSQL before 16 accepts only with an alias: every ``{batch}`` in a joining query carries one (tested
     on PostgreSQL 15), the others none.
     """
+    return [
+        *_fold_column_expectations(),
+        *_fold_table_expectations(terms),
+        _splits_in_date_order(),
+        _purge_and_embargo_between_splits(),
+        _test_splits_in_fold_order(),
+        _splits_hold_enough_sessions(terms),
+    ]
+
+
+def _fold_column_expectations() -> list[Any]:
+    """The fold columns exist, each of its type and without nulls."""
     import great_expectations.expectations as gxe
 
-    splits = " union all ".join(
-        f"select fold_id, '{split}' as split, {split}_start as split_start, {split}_end as split_end from {{batch}} as f"
-        for split in SPLITS
-    )
     expectations: list[Any] = [
         gxe.ExpectTableColumnsToMatchSet(
             column_set=list(FOLD_COLUMNS), exact_match=False, description="the fold columns exist"
@@ -291,7 +299,14 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
             )
         )
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"fold {column} has no nulls"))
-    expectations += [
+    return expectations
+
+
+def _fold_table_expectations(terms: ContractTerms) -> list[Any]:
+    """At least one fold, each id once, and every fold's purge and embargo at least what the terms demand."""
+    import great_expectations.expectations as gxe
+
+    return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1, description="there is at least one fold"),
         gxe.ExpectColumnValuesToBeUnique(column="fold_id", description="fold_id is unique"),
         gxe.ExpectColumnValuesToBeBetween(
@@ -305,17 +320,29 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
             min_value=terms.min_embargo_sessions,
             description=f"every embargo is at least {terms.min_embargo_sessions} sessions",
         ),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query="""
+    ]
+
+
+def _splits_in_date_order() -> Any:
+    import great_expectations.expectations as gxe
+
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query="""
                 select * from {batch}
                 where not (train_start <= train_end and train_end < validation_start
                            and validation_start <= validation_end and validation_end < test_start
                            and test_start <= test_end)
             """,
-            description="inside every fold: train < validation < test, so no test session is trained or validated on",
-        ),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
+        description="inside every fold: train < validation < test, so no test session is trained or validated on",
+    )
+
+
+def _purge_and_embargo_between_splits() -> Any:
+    """The fold's own purge + embargo, counted in exchange sessions (the mart's rows there are not the fold's)."""
+    import great_expectations.expectations as gxe
+
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=f"""
                 select * from (
                     select *,
                            {_sessions_between_sql("train_end", "validation_start")} as before_validation,
@@ -325,12 +352,17 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
                 where before_validation < purge_sessions + embargo_sessions
                    or before_test < purge_sessions + embargo_sessions
             """,
-            description=(
-                f"purge + embargo {EXCHANGE} sessions lie between train and validation and between validation and test"
-            ),
+        description=(
+            f"purge + embargo {EXCHANGE} sessions lie between train and validation and between validation and test"
         ),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query="""
+    )
+
+
+def _test_splits_in_fold_order() -> Any:
+    import great_expectations.expectations as gxe
+
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query="""
                 select earlier.fold_id as earlier_fold, later.fold_id as later_fold,
                        earlier.test_start as earlier_test_start, earlier.test_end as earlier_test_end,
                        later.test_start as later_test_start, later.test_end as later_test_end
@@ -338,10 +370,20 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
                 join {batch} as later on earlier.fold_id < later.fold_id
                 where later.test_start <= earlier.test_end
             """,
-            description="test splits do not overlap and follow fold_id order",
-        ),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
+        description="test splits do not overlap and follow fold_id order",
+    )
+
+
+def _splits_hold_enough_sessions(terms: ContractTerms) -> Any:
+    """Sessions counted in the mart, so that a split over dates the mart has no rows for holds none."""
+    import great_expectations.expectations as gxe
+
+    splits = " union all ".join(
+        f"select fold_id, '{split}' as split, {split}_start as split_start, {split}_end as split_end from {{batch}} as f"
+        for split in SPLITS
+    )
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=f"""
                 select splits.fold_id, splits.split, count(mart.session_date) as sessions
                 from ({splits}) as splits
                 left join (select distinct session_date from {MART_TABLE}) as mart
@@ -349,11 +391,9 @@ def build_fold_expectations(terms: ContractTerms) -> list[Any]:
                 group by splits.fold_id, splits.split
                 having count(mart.session_date) < {int(terms.min_sessions_per_split)}
             """,
-            description=f"every fold's train, validation and test splits hold at least "
-            f"{terms.min_sessions_per_split} sessions of the mart",
-        ),
-    ]
-    return expectations
+        description=f"every fold's train, validation and test splits hold at least "
+        f"{terms.min_sessions_per_split} sessions of the mart",
+    )
 
 
 def gx_connection_string(

@@ -553,78 +553,103 @@ def fewest_test_splits(confidence: float) -> int:
 def verdict(statistics: RunStatistics) -> str:
     """The result in words, evidence or not, with the interval and the sample size beside it."""
     comparison = statistics.comparison(VERDICT_BASELINE, VERDICT_METRIC)
-    difference, p = comparison.difference, comparison.p_agent_better
-    size = statistics.size
-    level = f"{statistics.confidence:.0%}"
     shortest = min(s.annualised_from or 0 for s in statistics.policies if s.metric == "sharpe" and s.fold_id is None)
+    difference = comparison.difference
+    head = _too_little_for_evidence(statistics, difference, shortest) or _what_the_interval_says(difference)
+    sample = _interval_and_sample(statistics, comparison, shortest)
+    books = _lost_books(statistics) + _idle_books(statistics)
+    return f"{head}: {sample}{books} {_deflated_sharpe_sentence(statistics)}"
+
+
+def _too_little_for_evidence(statistics: RunStatistics, difference: Interval, shortest: int) -> str | None:
+    """Why this sample cannot be evidence either way, whatever its interval says; None when it can be."""
+    size = statistics.size
     if not np.isfinite(difference.low):
-        head = "no evidence either way (the Sharpe difference is undefined on this sample)"
-    elif size.seeds < 2:
+        return "no evidence either way (the Sharpe difference is undefined on this sample)"
+    if size.seeds < 2:
         # The interval resamples sessions only: how far PPO's result moves between seeds (often several units of
         # Sharpe) is not in it, so no interval from one seed can be evidence.
-        head = (
+        return (
             "no evidence either way from one seed per fold (its interval leaves out how far the agent moves between "
             "seeds: walk forward with --seeds 2 or more)"
         )
-    elif size.tasks - size.folds < 2:
+    if size.tasks - size.folds < 2:
         # Two seeds of one fold: their spread is one difference, and no resample of two values reaches the tails
         # Student's t gives one degree of freedom (±12.7 standard errors). On a simulated random walk whose seeds'
         # Sharpe ratios spread by ~9 units, such intervals claimed evidence a quarter of the time. The difference's
         # interval now spans them (_difference_interval), but an interval resting on one difference stays no evidence.
         # Also a run of several folds whose tasks failed but for one second seed: say so, not "one fold".
         others = "" if size.folds == 1 else " and one seed of each other fold"
-        head = (
+        return (
             f"no evidence either way from two seeds of one fold{others} (one difference between seeds cannot bound how "
             "far the agent moves between them: walk forward with more seeds or folds)"
         )
-    elif size.tasks < (fewest := fewest_test_splits(statistics.confidence)):
+    if size.tasks < (fewest := fewest_test_splits(statistics.confidence)):
         # When seeds differ more than sessions do, no resample reaches beyond the best and the worst seed, and all
         # of T test splits land on one side of the truth by luck 2^(1-T) of the time (a sign test): one fold x 3
         # seeds claimed evidence 14% of the time on a simulated random walk.
-        head = (
+        return (
             f"no evidence either way from {counted(size.tasks, 'fold × seed test split')} (fewer than {fewest}: all "
             f"of them beat, or all trail, buy-and-hold by luck alone {2.0 ** (1 - size.tasks):.0%} of the time: walk "
             "forward with more seeds or folds)"
         )
-    elif shortest < 2 * statistics.block_sessions:
+    if shortest < 2 * statistics.block_sessions:
         # Under two blocks, a resample is nearly the split itself rotated: the sessions' luck drops out of the
         # interval (simulated on a random walk: evidence 9% of the time instead of 5%).
-        head = (
+        return (
             f"no evidence either way from {shortest}-session test splits (under two blocks of "
             f"{statistics.block_sessions} sessions, resampling them cannot tell luck from skill: test on longer splits)"
         )
-    elif difference.low > 0:
-        head = "evidence the agent beats buy-and-hold"
-    elif difference.high < 0:
-        head = "evidence the agent does worse than buy-and-hold"
-    else:
-        head = "no evidence the agent beats buy-and-hold"
-    dsr = statistics.deflated_sharpe
+    return None
+
+
+def _what_the_interval_says(difference: Interval) -> str:
+    if difference.low > 0:
+        return "evidence the agent beats buy-and-hold"
+    if difference.high < 0:
+        return "evidence the agent does worse than buy-and-hold"
+    return "no evidence the agent beats buy-and-hold"
+
+
+def _interval_and_sample(statistics: RunStatistics, comparison: Comparison, shortest: int) -> str:
+    difference, p, size = comparison.difference, comparison.p_agent_better, statistics.size
     # P is a share of test splits, not a p-value: "P = 0.03" beside "no evidence" would read as significance.
     won = f"{p.estimate:.0%}" if np.isfinite(p.estimate) else "an undefined share"
+    return (
+        f"{statistics.confidence:.0%} CI of the Sharpe difference {_signed(difference.low)} … "
+        f"{_signed(difference.high)} (mean {_signed(difference.estimate)}); the agent's Sharpe ratio beat "
+        f"buy-and-hold's in {won} of {counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
+        f"{seeds_per_fold(size)}, {counted(size.sessions, 'test session')}, {counted(size.symbols, 'symbol')}; Sharpe "
+        f"annualised from {shortest}-session test splits)."
+    )
+
+
+def _lost_books(statistics: RunStatistics) -> str:
     # A total loss in a year-long split has a Sharpe ratio near -1, level with buy-and-hold in a bad year: whatever the
     # comparison says, a lost book is said in words.
-    losses = (
+    if not statistics.agent_total_losses:
+        return ""
+    return (
         f" The agent lost the whole book (total return −100%) in {statistics.agent_total_losses} of "
-        f"{counted(size.tasks, 'fold × seed test split')}."
-        if statistics.agent_total_losses
-        else ""
+        f"{counted(statistics.size.tasks, 'fold × seed test split')}."
     )
+
+
+def _idle_books(statistics: RunStatistics) -> str:
     # PPO often learns to stay in cash, and cash beats buy-and-hold's Sharpe ratio in a falling market (or where the
     # price never moved and buy-and-hold only paid for its first buy): a win that is no trading is said in words.
-    idle = (
-        f" The agent never held a position (it stayed in cash, as the flat baseline does) in "
-        f"{statistics.agent_never_invested} of {counted(size.tasks, 'fold × seed test split')}."
-        if statistics.agent_never_invested
-        else ""
-    )
+    if not statistics.agent_never_invested:
+        return ""
     return (
-        f"{head}: {level} CI of the Sharpe difference {_signed(difference.low)} … {_signed(difference.high)} (mean "
-        f"{_signed(difference.estimate)}); the agent's Sharpe ratio beat buy-and-hold's in {won} of "
-        f"{counted(size.tasks, 'fold × seed test split')} ({counted(size.folds, 'fold')} × "
-        f"{seeds_per_fold(size)}, {counted(size.sessions, 'test session')}, "
-        f"{counted(size.symbols, 'symbol')}; Sharpe annualised from {shortest}-session test splits).{losses}{idle} Deflated "
-        f"Sharpe ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
+        f" The agent never held a position (it stayed in cash, as the flat baseline does) in "
+        f"{statistics.agent_never_invested} of {counted(statistics.size.tasks, 'fold × seed test split')}."
+    )
+
+
+def _deflated_sharpe_sentence(statistics: RunStatistics) -> str:
+    dsr = statistics.deflated_sharpe
+    return (
+        f"Deflated Sharpe ratio {f'{dsr.value:.2f}' if np.isfinite(dsr.value) else 'undefined'} with "
         f"{counted(dsr.trials, 'configuration')} tried (0.95 or more would be evidence "
         f"that these seeds' Sharpe ratio is positive; other seeds' spread is not in it)."
     )

@@ -75,12 +75,43 @@ def parameter_importance(space: SearchSpace, trials: Sequence[Any]) -> dict[str,
 def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate, callbacks):
     """Run ``to_run`` more trials on Tune; each lands in ml.sweep_trials as it goes (the recorder)."""
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    from training.task_runners import largest_memory_offer, signal_handlers_kept
+    from training.task_runners import signal_handlers_kept
+
+    searcher = _optuna_searcher(config, space, sweep, trials)
+    concurrent = config.max_concurrent or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    scheduler = _scheduler(config, folds)
+    recorder = make_recorder(
+        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
+    )
+    trainable = _trainable(config, space, data, folds, evaluate)
+    logger.info(
+        "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",
+        sweep.sweep_id,
+        to_run,
+        concurrent,
+        len(folds),
+        config.trial_seeds,
+        OBJECTIVE_TEXT,
+    )
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 Tune prints nothing: the recorder's bar is the display
+    tuner = _tuner(trainable, searcher, concurrent, scheduler, to_run, sweep, [recorder, *callbacks])
+    try:
+        # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
+        # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
+        with (
+            without_tunes_restore_hint(),
+            without_untradable_tracebacks(),
+            signal_handlers_kept(signal.SIGINT, signal.SIGUSR1),
+        ):
+            tuner.fit()
+    finally:
+        recorder.close()
+
+
+def _optuna_searcher(config, space: SearchSpace, sweep, trials: Sequence[Any]):
+    """Tune's searcher on a study warm-started from the stored trials, the interrupted ones queued to run first."""
+    from ray.tune.search.optuna import OptunaSearch
 
     # A resumed sweep seeds TPE anew (seed + trials so far): with the first seed, its random start-up draws would
     # repeat the values the finished trials already had.
@@ -88,7 +119,7 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
     for record in trials:  # interrupted trials run again first, with the values they had
         if record.state == "interrupted" and record.params not in [t.params for t in trials if t.scored]:
             study.enqueue_trial(space.encode(record.params), skip_if_exists=True)
-    searcher = OptunaSearch(
+    return OptunaSearch(
         space.distributions(),
         metric=OBJECTIVE,
         mode="max",
@@ -96,22 +127,32 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
         storage=storage,
         study_name=sweep.sweep_id,
     )
-    concurrent = config.max_concurrent or max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    if config.early_stopping:
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            metric=OBJECTIVE,
-            mode="max",
-            max_t=len(folds),
-            grace_period=min(config.grace_folds, len(folds)),
-            reduction_factor=config.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    recorder = make_recorder(
-        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
+
+
+def _scheduler(config, folds: Sequence[Any]):
+    """ASHA, each fold a rung, when the sweep stops trailing trials early; otherwise every trial runs every fold."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not config.early_stopping:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=OBJECTIVE,
+        mode="max",
+        max_t=len(folds),
+        grace_period=min(config.grace_folds, len(folds)),
+        reduction_factor=config.reduction_factor,
     )
-    trainable = tune.with_resources(
+
+
+def _trainable(config, space: SearchSpace, data, folds: Sequence[Any], evaluate):
+    """The trial function with the data it reads bound, and the resources a trial of its drawn values asks for."""
+    import ray
+    from ray import tune
+
+    from training.task_runners import largest_memory_offer
+
+    return tune.with_resources(
         tune.with_parameters(
             run_trial,
             base=config.task_config(),
@@ -129,17 +170,13 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
             memory_offer=largest_memory_offer(ray.nodes()),
         ),
     )
-    logger.info(
-        "sweep %s: %d trial(s) to run, %d at a time, on %d fold(s) x %d seed(s); objective: %s",
-        sweep.sweep_id,
-        to_run,
-        concurrent,
-        len(folds),
-        config.trial_seeds,
-        OBJECTIVE_TEXT,
-    )
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 Tune prints nothing: the recorder's bar is the display
-    tuner = tune.Tuner(
+
+
+def _tuner(trainable, searcher, concurrent: int, scheduler, to_run: int, sweep, callbacks: list):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
@@ -154,18 +191,7 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
             name=f"search-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
             storage_path=str((Path(sweep.run_dir) / "tune").resolve()),
             verbose=0,
-            callbacks=[recorder, *callbacks],
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
-    try:
-        # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
-        # Ctrl+C of the final walk-forward only printed Tune's "ending Ray Tune run".
-        with (
-            without_tunes_restore_hint(),
-            without_untradable_tracebacks(),
-            signal_handlers_kept(signal.SIGINT, signal.SIGUSR1),
-        ):
-            tuner.fit()
-    finally:
-        recorder.close()

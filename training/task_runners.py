@@ -345,6 +345,52 @@ def largest_memory_offer(nodes: Sequence[dict]) -> int:
     )
 
 
+def _log_cluster(tasks: int, address: str | None, nodes: int, cpus: int, task_memory: int | None) -> None:
+    logger.info(
+        "%s on %s (%s, %d CPUs); %s",
+        counted(tasks, "fold x seed task"),
+        f"the Ray cluster at {address}" if address else "a local Ray",
+        counted(nodes, "node"),
+        cpus,
+        f"each reserves {size_text(task_memory)} of Ray's memory resource"
+        if task_memory
+        else "its nodes offer no memory resource, so each task checks its own machine's memory",
+    )
+
+
+class _TaskQueue:
+    """The tasks submitted to Ray and not finished (``pending``: each one's fold, seed and attempt by its result's
+    reference), and the retries ``waiting`` for another task to finish first: a task that ran out of memory, retried
+    at once, usually meets the pressure that killed it and fails twice."""
+
+    def __init__(self, start: Callable[[Fold, int], object]) -> None:
+        self._start = start
+        self.pending: dict[object, tuple[Fold, int, int]] = {}
+        self.waiting: list[tuple[Fold, int, int]] = []
+
+    def submit(self, fold: Fold, seed: int, attempt: int) -> None:
+        self.pending[self._start(fold, seed)] = (fold, seed, attempt)
+
+    def unfinished(self) -> bool:
+        return bool(self.pending or self.waiting)
+
+    def next_finished(self) -> tuple[object, tuple[Fold, int, int]]:
+        """The next task to finish (its reference, fold, seed and attempt), no longer pending."""
+        import ray
+
+        if not self.pending:  # nothing else runs, so nothing else will free memory: retry now
+            self.submit(*self.waiting.pop(0))
+        (ready,), _ = ray.wait(list(self.pending), num_returns=1)
+        return ready, self.pending.pop(ready)
+
+    def let_one_waiting_go(self, finished: Fold, finished_seed: int) -> None:
+        if self.waiting:
+            fold, seed, attempt = self.waiting.pop(0)
+            logger.info("fold %d seed %d: retrying now that fold %d seed %d has finished", fold.fold_id,
+                        seed, finished.fold_id, finished_seed)  # fmt: skip
+            self.submit(fold, seed, attempt)
+
+
 @dataclass
 class RayRunner:
     """Each task on Ray with one CPU and PPO's memory estimate, retried ``retries`` times on failure; a progress bar
@@ -407,85 +453,72 @@ class RayRunner:
 
     def run(self, config: TrainConfig, data: MarketData, tasks: Sequence[Task]) -> RunnerOutcome:
         import ray
-        import ray.exceptions
 
         started_here, address = self._connect()
         try:
             alive = [node for node in ray.nodes() if node.get("Alive")]
             nodes, cpus = len(alive), int(ray.cluster_resources().get("CPU", 0))
             task_memory = self._check_task_memory(config, data, alive)
-            logger.info(
-                "%s on %s (%s, %d CPUs); %s",
-                counted(len(tasks), "fold x seed task"),
-                f"the Ray cluster at {address}" if address else "a local Ray",
-                counted(nodes, "node"),
-                cpus,
-                f"each reserves {size_text(task_memory)} of Ray's memory resource"
-                if task_memory
-                else "its nodes offer no memory resource, so each task checks its own machine's memory",
-            )
+            _log_cluster(len(tasks), address, nodes, cpus, task_memory)
             # Ray's scheduler starts a task on a node only while the memory its running tasks declared leaves room for
             # the new one's: tasks that would together need more than a node offers wait instead of being killed.
             remote = ray.remote(num_cpus=1, memory=task_memory, max_retries=0)(_remote_task)
             started = time.perf_counter()
             data_ref = ray.put(data)
             config_ref = ray.put(config)
-            pending: dict[ray.ObjectRef, tuple[Fold, int, int]] = {}
-            # Retries of tasks that ran out of memory, each waiting for another task to finish (and free its memory):
-            # retried at once, the pressure that killed them is usually still there, and they fail twice.
-            waiting: list[tuple[Fold, int, int]] = []
-
-            def submit(fold: Fold, seed: int, attempt: int) -> None:
-                pending[remote.remote(self.task, config_ref, data_ref, fold, seed)] = (fold, seed, attempt)
-
-            def let_one_waiting_go(finished: Fold, finished_seed: int) -> None:
-                if waiting:
-                    fold, seed, attempt = waiting.pop(0)
-                    logger.info("fold %d seed %d: retrying now that fold %d seed %d has finished", fold.fold_id,
-                                seed, finished.fold_id, finished_seed)  # fmt: skip
-                    submit(fold, seed, attempt)
-
+            queue = _TaskQueue(lambda fold, seed: remote.remote(self.task, config_ref, data_ref, fold, seed))
             for fold, seed in tasks:
-                submit(fold, seed, 1)
-            outcome = RunnerOutcome(ray_address=address, nodes=nodes)
-            with _progress(len(tasks), self.progress_bar) as bar:
-                while pending or waiting:
-                    if not pending:  # nothing else runs, so nothing else will free memory: retry now
-                        submit(*waiting.pop(0))
-                    (ready,), _ = ray.wait(list(pending), num_returns=1)
-                    fold, seed, attempt = pending.pop(ready)
-                    perhaps_memory = False  # failed for want of memory, or its worker died (perhaps for that)
-                    try:
-                        result = ray.get(ready)
-                    except ray.exceptions.RayError as error:
-                        message, worker_died = _one_line(error), _worker_died(error)
-                        perhaps_memory = worker_died or _out_of_memory(error)
-                        if attempt > self.retries:
-                            logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
-                            outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
-                            bar.update(1)
-                        elif perhaps_memory and pending:
-                            # A dead worker may have been the kernel's out-of-memory killer: its retry waits too.
-                            logger.warning("fold %d seed %d failed (%s); retrying once another task has finished%s",
-                                           fold.fold_id, seed, message,
-                                           " (in case it died for want of memory)" if worker_died else "")  # fmt: skip
-                            waiting.append((fold, seed, attempt + 1))
-                        else:
-                            logger.warning("fold %d seed %d failed (%s); retrying", fold.fold_id, seed, message)
-                            submit(fold, seed, attempt + 1)
-                    else:
-                        result.attempts = attempt
-                        outcome.results.append(result)
-                        _log_finished(result)
-                        bar.update(1)
-                    if not perhaps_memory:  # its memory is free again (after a kill for memory, the pressure stays)
-                        let_one_waiting_go(fold, seed)
+                queue.submit(fold, seed, 1)
+            outcome = self._collect_all(queue, len(tasks), RunnerOutcome(ray_address=address, nodes=nodes))
             logger.info("tasks done in %.0f s", time.perf_counter() - started)
             return outcome
         finally:
             if started_here:
                 with interruptions_held():
                     ray.shutdown()
+
+    def _collect_all(self, queue: _TaskQueue, total: int, outcome: RunnerOutcome) -> RunnerOutcome:
+        """Every task's result or failure, in the order they finish."""
+        with _progress(total, self.progress_bar) as bar:
+            while queue.unfinished():
+                ready, (fold, seed, attempt) = queue.next_finished()
+                perhaps_memory = self._collect(ready, fold, seed, attempt, queue, outcome, bar)
+                if not perhaps_memory:  # its memory is free again (after a kill for memory, the pressure stays)
+                    queue.let_one_waiting_go(fold, seed)
+        return outcome
+
+    def _collect(
+        self, ready, fold: Fold, seed: int, attempt: int, queue: _TaskQueue, outcome: RunnerOutcome, bar: tqdm
+    ) -> bool:
+        """One finished task: its result, or its failure retried (at once, or after another task) or given up.
+        Whether it failed for want of memory, or its worker died (perhaps for that)."""
+        import ray
+        import ray.exceptions
+
+        try:
+            result = ray.get(ready)
+        except ray.exceptions.RayError as error:
+            message, worker_died = _one_line(error), _worker_died(error)
+            perhaps_memory = worker_died or _out_of_memory(error)
+            if attempt > self.retries:
+                logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
+                outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
+                bar.update(1)
+            elif perhaps_memory and queue.pending:
+                # A dead worker may have been the kernel's out-of-memory killer: its retry waits too.
+                logger.warning("fold %d seed %d failed (%s); retrying once another task has finished%s",
+                               fold.fold_id, seed, message,
+                               " (in case it died for want of memory)" if worker_died else "")  # fmt: skip
+                queue.waiting.append((fold, seed, attempt + 1))
+            else:
+                logger.warning("fold %d seed %d failed (%s); retrying", fold.fold_id, seed, message)
+                queue.submit(fold, seed, attempt + 1)
+            return perhaps_memory
+        result.attempts = attempt
+        outcome.results.append(result)
+        _log_finished(result)
+        bar.update(1)
+        return False
 
     @staticmethod
     def _check_task_memory(config: TrainConfig, data: MarketData, nodes: Sequence[dict]) -> int | None:
