@@ -13,13 +13,14 @@
     Each failure row names the series, the session, what is off (`problem`) and the bar's prices with the
     previous close.
 
-    The factor, and why (5, as no_bad_ticks): since 2013 limit up-limit down bands halt a listed US stock that
+    The factor, and why (5, as no_bad_ticks): since 2013 limit up-limit down bands pause a listed US stock that
     moves 5% to 20% (75% below $0.75) within five minutes, and trades far outside them are broken as clearly
     erroneous, so a daily high 5x both the open and the close (or a low a fifth of both) is essentially unheard of;
     a data error of 10x or 1000x is 5x off by far. Real bars pass: a squeeze that runs 300% intraday and fades
     (high 4x the close), a biotech that opens at 10 and sinks to 2.50 on failed trial data (its low is judged
-    against its close), a buyout that gaps 6x at the open and stays (the open is at the close's level). The open is judged only against a previous close: on a series' first session
-    (an IPO's opening print is often far from its close) a bad open beside an equally bad high is not caught.
+    against its close), a buyout that gaps 6x at the open and stays (the open is at the close's level). The open
+    is judged only against a previous close: on a series' first session (an IPO's opening print is often far from
+    its close) a bad open beside an equally bad high is not caught.
 #}
 {% test no_bad_intraday_prices(model, partition_by, order_by='session_date', factor=5) %}
 

@@ -17,9 +17,9 @@
     have to gain 400% (or lose 80%) and give all of it back but 25% within three sessions; a data error of 10x or
     1000x does exactly that, and a bad batch from a vendor spans a few sessions as easily as one. Three sessions and
     no more: the longer the window, the likelier a real move gets all the way back (a squeeze that fades for a week
-    or two can end where it began), and a failure here holds back every symbol's mart. Not judged: a spike still off at the
-    last session of a series (it fails once the close is back), one that lasts more than `max_sessions` sessions,
-    and a bad open, high or low beside a good close (no_bad_intraday_prices judges those).
+    or two can end where it began), and a failure here holds back every symbol's mart. Not judged: a spike still
+    off at the last session of a series (it fails once the close is back), one that lasts more than `max_sessions`
+    sessions, and a bad open, high or low beside a good close (no_bad_intraday_prices judges those).
 #}
 {% test no_bad_ticks(model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3) %}
 
@@ -51,7 +51,8 @@ jumps as (
         -- The first of the next max_sessions sessions whose close is back near the previous close, if any.
         case
             {%- for k in after %}
-            when close_{{ k }}_after > 0 and abs(close_{{ k }}_after / previous_close - 1) <= {{ tolerance }} then {{ k }}
+            when close_{{ k }}_after > 0
+                and abs(close_{{ k }}_after / previous_close - 1) <= {{ tolerance }} then {{ k }}
             {%- endfor %}
         end as sessions_off
     from ordered
@@ -67,7 +68,8 @@ spikes_and_back as (
         previous_session,
         session as session_date,
         session_1_after as next_session,
-        case sessions_off {%- for k in after %} when {{ k }} then session_{{ k }}_after {%- endfor %} end as back_session,
+        case sessions_off {%- for k in after %} when {{ k }} then session_{{ k }}_after {%- endfor %} end
+            as back_session,
         sessions_off,
         previous_close,
         close,
