@@ -109,6 +109,7 @@ def test_months_of_loads_keep_one_unit_per_symbol_and_incremental_builds_equal_a
         assert built.returncode == 0, built.output[-4000:]
         assert built.statuses()["int_bars_deduplicated_no_unadjusted_splits"] == "pass"
         assert built.statuses()["int_bars_deduplicated_no_bad_ticks"] == "pass"  # a split does not revert
+        assert built.statuses()["int_bars_deduplicated_no_bad_intraday_prices"] == "pass"
 
     first, _ = load_on(datetime(2026, 10, 16, 18, 0, tzinfo=NY), [AAPL, MSFT])  # "1 Y": from 2025-10-16
     assert first.ok and first.count("landed") == 2

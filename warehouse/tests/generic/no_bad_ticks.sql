@@ -1,23 +1,30 @@
 {#
     Fails for every bad tick: within one series (`partition_by`, in `order_by` order) a session whose close jumped
-    from the previous close by more than a factor `factor` (up, or down to less than 1 / `factor`) and whose next
-    session closed back within `tolerance` of that previous close (|next close / previous close - 1| <= tolerance).
-    A spike and back that nothing in the market explains: a split moves the price for good and never reverts, so
+    from the previous close by more than a factor `factor` (up, or down to less than 1 / `factor`) and that closed
+    back within `tolerance` of that previous close (|close / previous close - 1| <= tolerance) within
+    `max_sessions` sessions after it: a spike of one session or of a short run of sessions (a vendor's bad batch)
+    and back. Nothing in the market explains it: a split moves the price for good and never reverts, so
     no_unadjusted_splits and this test never see the same jump, and the volume plays no part here (a bad tick
     usually leaves it as it was). Alternating bad ticks (every other session 1000x off) fail on every session of
     the run, the good ones between too: between two bad closes a good one is itself a jump and back.
-    Each failure row names the series, the sessions before, of and after the jump, and their three closes.
+    Each failure row names the series, the sessions before, of and after the jump and the session it was back
+    (`back_session`, `sessions_off` sessions after the jump), and their closes.
 
     The thresholds, and why: real US stocks rarely move 3x in one session, and a real extreme move does not undo
-    itself the next day. A biotech that gains 300% on trial data and loses 70% the day after is a 4x jump that lands
-    20% above where it started: a factor of 5 lets it through, and so does a 6x buyout that stays. To fail, a real
-    move would have to gain 400% (or lose 80%) and give all of it back but 25% the next session; a data error of
-    10x or 1000x does exactly that. Not judged: the last session of a series (no next close yet; it fails once the
-    next session lands), a spike that lasts two sessions or more, and a bad high or low beside a good close.
+    itself within days. A biotech that gains 300% on trial data and loses 70% the day after is a 4x jump that lands
+    20% above where it started: a factor of 5 lets it through, and so does a 6x buyout that stays, and a penny
+    squeeze of +450% that gives back 70% of its peak over three sessions (still 65% up). To fail, a real move would
+    have to gain 400% (or lose 80%) and give all of it back but 25% within three sessions; a data error of 10x or
+    1000x does exactly that, and a bad batch from a vendor spans a few sessions as easily as one. Three sessions and
+    no more: the longer the window, the likelier a real move gets all the way back (a squeeze that fades for a week
+    or two can end where it began), and a failure here holds back every symbol's mart. Not judged: a spike still
+    off at the last session of a series (it fails once the close is back), one that lasts more than `max_sessions`
+    sessions, and a bad open, high or low beside a good close (no_bad_intraday_prices judges those).
 #}
-{% test no_bad_ticks(model, partition_by, order_by='session_date', factor=5, tolerance=0.25) %}
+{% test no_bad_ticks(model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3) %}
 
 {%- set partition_csv = partition_by | join(', ') %}
+{%- set after = range(1, max_sessions + 1) %}
 
 with ordered as (
 
@@ -25,23 +32,32 @@ with ordered as (
         {{ partition_csv }},
         lag({{ order_by }}) over series as previous_session,
         {{ order_by }} as session,
-        lead({{ order_by }}) over series as next_session,
         lag(close) over series as previous_close,
-        close,
-        lead(close) over series as next_close
+        {%- for k in after %}
+        lead({{ order_by }}, {{ k }}) over series as session_{{ k }}_after,
+        lead(close, {{ k }}) over series as close_{{ k }}_after,
+        {%- endfor %}
+        close
     from {{ model }}
     window series as (partition by {{ partition_csv }} order by {{ order_by }})
 
 ),
 
-moves as (
+jumps as (
 
     select
         *,
         close / previous_close as jump_factor,
-        next_close / previous_close as back_to_factor
+        -- The first of the next max_sessions sessions whose close is back near the previous close, if any.
+        case
+            {%- for k in after %}
+            when close_{{ k }}_after > 0
+                and abs(close_{{ k }}_after / previous_close - 1) <= {{ tolerance }} then {{ k }}
+            {%- endfor %}
+        end as sessions_off
     from ordered
-    where previous_close > 0 and next_close > 0
+    where previous_close > 0 and close > 0
+      and (close / previous_close > {{ factor }} or close / previous_close < 1.0 / {{ factor }})
 
 ),
 
@@ -51,15 +67,19 @@ spikes_and_back as (
         {{ partition_csv }},
         previous_session,
         session as session_date,
-        next_session,
+        session_1_after as next_session,
+        case sessions_off {%- for k in after %} when {{ k }} then session_{{ k }}_after {%- endfor %} end
+            as back_session,
+        sessions_off,
         previous_close,
         close,
-        next_close,
+        close_1_after as next_close,
+        case sessions_off {%- for k in after %} when {{ k }} then close_{{ k }}_after {%- endfor %} end as back_close,
         jump_factor,
-        back_to_factor
-    from moves
-    where (jump_factor > {{ factor }} or jump_factor < 1.0 / {{ factor }})
-      and abs(back_to_factor - 1) <= {{ tolerance }}
+        case sessions_off {%- for k in after %} when {{ k }} then close_{{ k }}_after {%- endfor %} end
+            / previous_close as back_to_factor
+    from jumps
+    where sessions_off is not null
 
 )
 
