@@ -269,6 +269,32 @@ class GatewaySimulator:
                 self._connection_tasks.discard(task)
 
 
+class _HistoricalRequest(NamedTuple):
+    """A reqHistoricalData message's fields, by name."""
+
+    req_id: int
+    contract: ContractRequest
+    end: str
+    bar_size: str
+    duration: str
+    use_rth: bool
+    what: str
+    format_date: int
+
+    @classmethod
+    def from_fields(cls, fields: list[str]) -> _HistoricalRequest:
+        return cls(
+            req_id=int(fields[1]),
+            contract=ContractRequest.from_fields(fields, 2),
+            end=fields[15],
+            bar_size=fields[16],
+            duration=fields[17],
+            use_rth=fields[18] not in ("0", "", "false", "False"),
+            what=fields[19],
+            format_date=int(fields[20] or 1),
+        )
+
+
 class _Dropped(Exception):
     """Raised inside a session after an injected drop, to stop reading at once."""
 
@@ -449,32 +475,61 @@ class ClientSession:
     # historical data --------------------------------------------------------------------
 
     def _on_historical_data(self, fields: list[str]) -> None:
+        request = _HistoricalRequest.from_fields(fields)
+        nth = self._count_historical(request)
+        if self._inject_historical_fault(nth, request.req_id):
+            return
+        symbol = self._servable_symbol(request)
+        if symbol is None:
+            return
+        query = HistoricalQuery(
+            symbol,
+            request.contract.exchange or "SMART",
+            request.end,
+            request.duration,
+            request.bar_size,
+            request.what,
+            request.use_rth,
+            request.format_date,
+        )
+        history = self._plan_history(nth, request.req_id, query)
+        if history is None or self._paced_out(nth, request.req_id, query):
+            return
+        self._start_historical_reply(request.req_id, history)
+
+    def _count_historical(self, request: _HistoricalRequest) -> int:
+        """Record the request in the stats and the debug log: its 1-based position over the simulator's lifetime."""
         sim = self.sim
-        req_id = int(fields[1])
-        req = ContractRequest.from_fields(fields, 2)
-        end_s, bar_size, duration = fields[15], fields[16], fields[17]
-        use_rth = fields[18] not in ("0", "", "false", "False")
-        what = fields[19]
-        format_date = int(fields[20] or 1)
+        req = request.contract
         sim.stats.historical_requests += 1
         nth = sim.stats.historical_requests
         sim.stats.requests_log.append(
             HistoricalRequestRecord(
-                sim.clock(), req.symbol or req.local_symbol or str(req.con_id), end_s, duration, bar_size, what, use_rth
+                sim.clock(),
+                req.symbol or req.local_symbol or str(req.con_id),
+                request.end,
+                request.duration,
+                request.bar_size,
+                request.what,
+                request.use_rth,
             )
         )
         log.debug(
             "historical #%d reqId %d: %s %r %s %s %s rth=%s",
             nth,
-            req_id,
+            request.req_id,
             req.describe(),
-            end_s,
-            duration,
-            bar_size,
-            what,
-            use_rth,
+            request.end,
+            request.duration,
+            request.bar_size,
+            request.what,
+            request.use_rth,
         )
+        return nth
 
+    def _inject_historical_fault(self, nth: int, req_id: int) -> bool:
+        """The fault plan's drop (raises :class:`_Dropped`) or pacing violation for the nth request; True if sent."""
+        sim = self.sim
         if nth in sim.config.drop_nth:
             log.info("historical request #%d: dropping client %s (injected)", nth, self.client_id)
             sim.stats.dropped_connections += 1
@@ -484,44 +539,72 @@ class ClientSession:
             log.info("historical request #%d: pacing violation (injected)", nth)
             sim.stats.pacing_violations += 1
             self.send_error(req_id, protocol.ERR_HMDS, protocol.TEXT_PACING_VIOLATION)
-            return
-        symbol = resolve_symbol(req, sim.unknown_symbols, sim.known_con_ids)
+            return True
+        return False
+
+    def _servable_symbol(self, request: _HistoricalRequest) -> str | None:
+        """The symbol to serve, or None after sending IBKR's refusal (no such security, a competing live session,
+        no market-data permissions for its primary exchange), checked in the order IBKR answers them."""
+        sim, req_id = self.sim, request.req_id
+        symbol = resolve_symbol(request.contract, sim.unknown_symbols, sim.known_con_ids)
         if symbol is None:
             self.send_error(req_id, protocol.ERR_NO_SECURITY, protocol.TEXT_NO_SECURITY)
-            return
+            return None
         if sim.config.competing_session:
             self.send_error(req_id, protocol.ERR_COMPETING_SESSION, protocol.TEXT_COMPETING_SESSION)
-            return
-        exchange = primary_exchange_for(req, symbol).upper()
+            return None
+        exchange = primary_exchange_for(request.contract, symbol).upper()
         if exchange in sim.config.no_permissions:
             named = "ISLAND" if exchange == "NASDAQ" else exchange  # IBKR's own code for NASDAQ
             self.send_error(req_id, protocol.ERR_HMDS, protocol.text_no_permissions(named))
-            return
-        query = HistoricalQuery(symbol, req.exchange or "SMART", end_s, duration, bar_size, what, use_rth, format_date)
+            return None
+        return symbol
+
+    def _plan_history(self, nth: int, req_id: int, query: HistoricalQuery) -> HistoryPlan | None:
+        """The bars to send, or None after sending the error of a query IBKR would refuse."""
+        sim = self.sim
         try:
             as_of = sim.as_of()
-            history = plan(
+            return plan(
                 query,
                 sim.calendar,
                 default_end=sim.default_end(),
                 as_of=as_of,
                 now=sim.trading_now(),
-                price_factor=sim.config.price_factor(symbol, as_of),
+                price_factor=sim.config.price_factor(query.symbol, as_of),
             )
         except QueryError as err:
             log.info("historical request #%d refused: %s", nth, err)
             self.send_error(req_id, err.code, err.text)
-            return
-        if sim.config.enforce_pacing:
-            broken = sim.pacing.check(
-                PacingRequest(f"{symbol}|STK|USD", query.exchange, what, end_s, duration, bar_size, use_rth),
-                open_requests=sim.stats.open_historical,
-            )
-            if broken:
-                log.info("historical request #%d: pacing violation (%s)", nth, broken)
-                sim.stats.pacing_violations += 1
-                self.send_error(req_id, protocol.ERR_HMDS, protocol.TEXT_PACING_VIOLATION)
-                return
+            return None
+
+    def _paced_out(self, nth: int, req_id: int, query: HistoricalQuery) -> bool:
+        """With enforce_pacing: True after sending a pacing violation if this request breaks IBKR's rules."""
+        sim = self.sim
+        if not sim.config.enforce_pacing:
+            return False
+        broken = sim.pacing.check(
+            PacingRequest(
+                f"{query.symbol}|STK|USD",
+                query.exchange,
+                query.what_to_show,
+                query.end_date_time,
+                query.duration,
+                query.bar_size,
+                query.use_rth,
+            ),
+            open_requests=sim.stats.open_historical,
+        )
+        if not broken:
+            return False
+        log.info("historical request #%d: pacing violation (%s)", nth, broken)
+        sim.stats.pacing_violations += 1
+        self.send_error(req_id, protocol.ERR_HMDS, protocol.TEXT_PACING_VIOLATION)
+        return True
+
+    def _start_historical_reply(self, req_id: int, history: HistoryPlan) -> None:
+        """Send the bars in their own task; a reqId asked again replaces its earlier reply."""
+        sim = self.sim
         if req_id in self._pending:
             self._pending.pop(req_id).cancel()
         sim.stats.open_historical += 1

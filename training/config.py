@@ -159,23 +159,10 @@ class TrainConfig:
     def problems(self) -> list[str]:
         problems = []
         # inf or nan passes every "> 0" check below and ends in a traceback (or a NaN loss) minutes later.
-        not_finite = [
-            field.name
-            for field in dataclasses.fields(self)
-            if isinstance(value := getattr(self, field.name), float) and not math.isfinite(value)
-        ]
-        if not_finite:
+        if not_finite := _not_finite_fields(self):
             problems.append(f"{', '.join(not_finite)} must be finite (not inf or nan)")
         # Accepted, it would fail only when the results are written, after the whole run.
-        too_large = [
-            field.name
-            for field in dataclasses.fields(self)
-            if any(
-                isinstance(number, int) and not isinstance(number, bool) and abs(number) > MAX_INTEGER
-                for number in _numbers(getattr(self, field.name))
-            )
-        ]
-        if too_large:
+        if too_large := _fields_past_64_bits(self):
             problems.append(f"{', '.join(too_large)} must be at most {MAX_INTEGER} (a 64-bit integer)")
         if not 0 <= self.seed <= MAX_SEED:
             problems.append(f"seed must be from 0 to {MAX_SEED} (the ml tables' seeds are integers)")
@@ -311,6 +298,26 @@ class WalkForwardConfig(TrainConfig):
     @property
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.seeds))
+
+
+def _not_finite_fields(config: TrainConfig) -> list[str]:
+    return [
+        field.name
+        for field in dataclasses.fields(config)
+        if isinstance(value := getattr(config, field.name), float) and not math.isfinite(value)
+    ]
+
+
+def _fields_past_64_bits(config: TrainConfig) -> list[str]:
+    """The fields holding an integer (alone or in a tuple, as net_arch) that a PostgreSQL bigint cannot store."""
+    return [
+        field.name
+        for field in dataclasses.fields(config)
+        if any(
+            isinstance(number, int) and not isinstance(number, bool) and abs(number) > MAX_INTEGER
+            for number in _numbers(getattr(config, field.name))
+        )
+    ]
 
 
 def path_field(name: str, value: str | os.PathLike[str]) -> Path:

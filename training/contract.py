@@ -194,6 +194,18 @@ def _text(value: str) -> str:
 
 def build_expectations(terms: ContractTerms) -> list[Any]:
     """The contract of ``marts.training_bars`` as Great Expectations expectations, each named by its description."""
+    return [
+        *_column_expectations(terms),
+        _target_null_only_on_last_session(terms),
+        *_numbers_finite(terms),
+        _features_within_limit(terms),
+        *_price_signs(terms),
+        _one_row_per_symbol_session(),
+    ]
+
+
+def _column_expectations(terms: ContractTerms) -> list[Any]:
+    """The contract's columns exist, each of its type; the key, price and feature columns without nulls."""
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = [
@@ -210,9 +222,14 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
         )
     for column in [*KEY_COLUMNS, *terms.price_columns, *terms.feature_names]:
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, description=f"{column} has no nulls"))
-    expectations.append(
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
+    return expectations
+
+
+def _target_null_only_on_last_session(terms: ContractTerms) -> Any:
+    import great_expectations.expectations as gxe
+
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=f"""
                 select symbol, session_date from (
                     select symbol, session_date, {_column(terms.target)} as target,
                            max(session_date) over (partition by symbol) as last_session
@@ -220,22 +237,30 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 ) t
                 where target is null and session_date < last_session
             """,
-            description=f"{terms.target} is null only on a symbol's last session",
-        )
+        description=f"{terms.target} is null only on a symbol's last session",
     )
-    for column in terms.numeric_columns:
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column=column, min_value=-FINITE_LIMIT, max_value=FINITE_LIMIT, description=f"{column} is finite"
-            )
+
+
+def _numbers_finite(terms: ContractTerms) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=-FINITE_LIMIT, max_value=FINITE_LIMIT, description=f"{column} is finite"
         )
+        for column in terms.numeric_columns
+    ]
+
+
+def _features_within_limit(terms: ContractTerms) -> Any:
     # One expectation for every feature, so that a failure names the symbol, session and feature (GX's per-column
     # range check shows values only). NaN and infinity are the "is finite" expectations' to report.
+    import great_expectations.expectations as gxe
+
     features = ", ".join(map(_text, terms.feature_names))
     values = ", ".join(map(_column, terms.feature_names))
-    expectations.append(
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"""
+    return gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=f"""
                 select symbol, session_date, feature, value from (
                     select symbol, session_date, unnest(array[{features}]) as feature,
                            unnest(array[{values}]::double precision[]) as value
@@ -244,25 +269,33 @@ def build_expectations(terms: ContractTerms) -> list[Any]:
                 where abs(value) > {FEATURE_LIMIT} and abs(value) < 'infinity'
                 order by symbol, session_date, feature
             """,
-            description=f"every feature within ±{FEATURE_LIMIT} (the feature scaler squares it)",
-        )
+        description=f"every feature within ±{FEATURE_LIMIT} (the feature scaler squares it)",
     )
+
+
+def _price_signs(terms: ContractTerms) -> list[Any]:
     # Sign rules for the usual price columns, where the YAML declares them: its price columns are the ones the job
     # reads (open and close always: read_mart_schema demands them), so a column it names otherwise is not demanded.
-    for column in [name for name in ("open", "high", "low", "close") if name in terms.price_columns]:
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column=column, min_value=0, strict_min=True, description=f"{column} is positive"
-            )
+    import great_expectations.expectations as gxe
+
+    expectations: list[Any] = [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=0, strict_min=True, description=f"{column} is positive"
         )
+        for column in ("open", "high", "low", "close")
+        if column in terms.price_columns
+    ]
     if "volume" in terms.price_columns:
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0, description="volume >= 0"))
-    expectations.append(
-        gxe.ExpectCompoundColumnsToBeUnique(
-            column_list=list(KEY_COLUMNS), description="(symbol, session_date) is unique"
-        )
-    )
     return expectations
+
+
+def _one_row_per_symbol_session() -> Any:
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectCompoundColumnsToBeUnique(
+        column_list=list(KEY_COLUMNS), description="(symbol, session_date) is unique"
+    )
 
 
 def build_fold_expectations(terms: ContractTerms) -> list[Any]:

@@ -400,52 +400,82 @@ def _statistics_for(
     size = _size(folds)
     shortest = min(f.sessions for f in folds)
     seed_degrees_of_freedom = sum(len(f.seeds) - 1 for f in folds)
-    # Per-policy intervals and P(agent better) keep the pooled degrees of freedom; differences take Welch's below.
+    # Per-policy intervals and P(agent better) keep the pooled degrees of freedom; differences take Welch's
+    # (_agent_comparisons).
     tail = interval_tail(confidence, seed_degrees_of_freedom)
-    agent = policies.index(AGENT)
     policy_statistics, comparisons = [], []
     for metric in STATISTIC_METRICS:
         seen = [values[metric] for values in observed]
         drawn = [values[metric] for values in resampled]
-        means, means_drawn = _aggregate_mean(seen)[0], _aggregate_mean(drawn)
-        iqms, iqms_drawn = _aggregate_iqm(seen)[0], _aggregate_iqm(drawn)
-        for index, policy in enumerate(policies):
-            policy_statistics.append(
-                PolicyStatistic(
-                    fold_id=fold_id,
-                    policy=policy,
-                    metric=metric,
-                    mean=_interval(means[index], means_drawn[:, index], tail),
-                    iqm=_interval(iqms[index], iqms_drawn[:, index], tail),
-                    size=size,
-                    annualised_from=shortest if metric in ANNUALISED else None,
-                )
-            )
-        if metric not in COMPARISON_METRICS:
-            continue
-        for index, baseline in enumerate(policies):
-            if index == agent:
-                continue
-            difference = [values[:, :, agent] - values[:, :, index] for values in seen]
-            difference_drawn = [values[:, :, agent] - values[:, :, index] for values in drawn]
-            point = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference]), axis=0)[0]
-            spread = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference_drawn]), axis=0)
-            # The difference's own degrees of freedom (Welch-Satterthwaite over the folds' spreads between seeds):
-            # one fold whose seeds differ far more than the others' leaves about that fold's n - 1, not the sum.
-            welch = welch_degrees_of_freedom(difference)
-            comparisons.append(
-                Comparison(
-                    fold_id=fold_id,
-                    baseline=baseline,
-                    metric=metric,
-                    difference=_difference_interval(
-                        point, spread, interval_tail(confidence, welch), interval_quantile(confidence, welch)
-                    ),
-                    p_agent_better=_interval(_p_better(seen, agent, index)[0], _p_better(drawn, agent, index), tail),
-                    size=size,
-                )
-            )
+        policy_statistics += _policy_statistics(fold_id, policies, metric, seen, drawn, tail, size, shortest)
+        if metric in COMPARISON_METRICS:
+            comparisons += _agent_comparisons(fold_id, policies, metric, seen, drawn, tail, confidence, size)
     return policy_statistics, comparisons
+
+
+def _policy_statistics(
+    fold_id: int | None,
+    policies: Sequence[str],
+    metric: str,
+    seen: list[np.ndarray],
+    drawn: list[np.ndarray],
+    tail: float,
+    size: SampleSize,
+    shortest: int,
+) -> list[PolicyStatistic]:
+    """Each policy's mean and IQM of ``metric``, with their intervals."""
+    means, means_drawn = _aggregate_mean(seen)[0], _aggregate_mean(drawn)
+    iqms, iqms_drawn = _aggregate_iqm(seen)[0], _aggregate_iqm(drawn)
+    return [
+        PolicyStatistic(
+            fold_id=fold_id,
+            policy=policy,
+            metric=metric,
+            mean=_interval(means[index], means_drawn[:, index], tail),
+            iqm=_interval(iqms[index], iqms_drawn[:, index], tail),
+            size=size,
+            annualised_from=shortest if metric in ANNUALISED else None,
+        )
+        for index, policy in enumerate(policies)
+    ]
+
+
+def _agent_comparisons(
+    fold_id: int | None,
+    policies: Sequence[str],
+    metric: str,
+    seen: list[np.ndarray],
+    drawn: list[np.ndarray],
+    tail: float,
+    confidence: float,
+    size: SampleSize,
+) -> list[Comparison]:
+    """The agent against each baseline on ``metric``: the difference's interval and P(agent better)."""
+    agent = policies.index(AGENT)
+    comparisons = []
+    for index, baseline in enumerate(policies):
+        if index == agent:
+            continue
+        difference = [values[:, :, agent] - values[:, :, index] for values in seen]
+        difference_drawn = [values[:, :, agent] - values[:, :, index] for values in drawn]
+        point = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference]), axis=0)[0]
+        spread = _nanmean(np.stack([_nanmean(d, axis=1) for d in difference_drawn]), axis=0)
+        # The difference's own degrees of freedom (Welch-Satterthwaite over the folds' spreads between seeds):
+        # one fold whose seeds differ far more than the others' leaves about that fold's n - 1, not the sum.
+        welch = welch_degrees_of_freedom(difference)
+        comparisons.append(
+            Comparison(
+                fold_id=fold_id,
+                baseline=baseline,
+                metric=metric,
+                difference=_difference_interval(
+                    point, spread, interval_tail(confidence, welch), interval_quantile(confidence, welch)
+                ),
+                p_agent_better=_interval(_p_better(seen, agent, index)[0], _p_better(drawn, agent, index), tail),
+                size=size,
+            )
+        )
+    return comparisons
 
 
 # --- the deflated Sharpe ratio ---------------------------------------------------------------------------------------

@@ -305,73 +305,123 @@ def run_sweep(
     (config, fold, seed) (tests record what it touches); ``callbacks`` are extra Tune callbacks.
     """
     import warehouse_db
-    from training import results_store, sweep_store
+    from training import results_store
     from training.task_runners import RayRunner
     from warehouse_db import schemas
 
     ray_runner = RayRunner(address=config.ray_address, cpus=config.ray_cpus, connect_timeout=config.ray_connect_timeout)
     ray_runner.prepare()  # an address that does not answer fails here, before anything is read or written
     with warehouse_db.connect(settings, role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        try:
-            stored, space, sweep_id = _start_or_resume(config, conn)
-            _refuse_a_taken_run_id(config, settings, stored)
-            plan = _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
-        except KeyboardInterrupt:
-            if config.resume:
-                raise  # the stored sweep is still there to resume
-            raise NotRecorded from None
+        stored, space, sweep_id, plan = _plan_the_sweep(config, settings, conn, snapshot)
         sweep, trials = _claim_sweep(config, settings, conn, stored, sweep_id, space, plan)
         run_dir = Path(sweep.run_dir)
-
-        started_ray = False
-        walk_forward = None
-        try:
-            started_ray, address = ray_runner._connect()
-            import ray
-
-            sweep.ray_address = address
-            sweep.ray_nodes = len([node for node in ray.nodes() if node.get("Alive")])
-            _search_missing_trials(config, conn, sweep, space, plan, trials, evaluate, callbacks)
-            trials = sweep_store.load_trials(conn, sweep_id)
-            choice = plan.choose(trials)
-            _recount(sweep, trials, len(plan.search_folds), choice.trial)
-            interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
-            if not interrupted:
-                walk_forward = _walk_forward_the_choice(config, settings, sweep, plan, choice, trials)
-                sweep.finished_at = datetime.now(UTC)
-            sweep.status = "interrupted" if interrupted else "finished"
-            trials, report_path = _settle(conn, sweep, space, plan, run_dir, walk_forward)
-        except BaseException as error:
-            interrupted = isinstance(error, KeyboardInterrupt)
-            sweep.status = "interrupted" if interrupted else "failed"
-            sweep.error = None if interrupted else one_line(error)
-            try:  # record what is known; the original error is the one to report
-                _settle(conn, sweep, space, plan, run_dir, walk_forward)
-            except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
-                logger.warning("could not record the sweep's state after the error: %s", one_line(secondary))
-            raise
-        finally:
-            if started_ray:
-                import ray
-
-                from training.task_runners import interruptions_held
-
-                with interruptions_held():
-                    ray.shutdown()
-    if interrupted:
-        logger.warning(
-            "sweep %s interrupted with %d of %d trials finished; continue it with: %s --resume %s",
-            sweep_id,
-            sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed,
-            config.trials,
-            PROG,
-            shlex.quote(sweep_id),
+        trials, report_path, walk_forward, interrupted = _search_on_ray(
+            config, settings, conn, ray_runner, sweep, space, plan, trials, evaluate, callbacks
         )
+    if interrupted:
+        _log_how_to_continue(config, sweep, sweep_id)
     stored_walk_forward = None
     if walk_forward is None and sweep.final_run_id and not interrupted:
         stored_walk_forward = results_store.load_run(settings, sweep.final_run_id)
     return SweepResult(sweep_id, run_dir, report_path, sweep, trials, plan.choose(trials).trial, walk_forward,
                        interrupted, stored_walk_forward)  # fmt: skip
+
+
+def _plan_the_sweep(config: SweepConfig, settings, conn, snapshot) -> tuple[Any | None, SearchSpace, str, _Plan]:
+    """(the stored sweep or None, the search space, the sweep id, the plan), before anything is written."""
+    try:
+        stored, space, sweep_id = _start_or_resume(config, conn)
+        _refuse_a_taken_run_id(config, settings, stored)
+        return stored, space, sweep_id, _read_mart_and_folds(config, settings, space, stored, sweep_id, snapshot)
+    except KeyboardInterrupt:
+        if config.resume:
+            raise  # the stored sweep is still there to resume
+        raise NotRecorded from None
+
+
+def _search_on_ray(
+    config: SweepConfig, settings, conn, ray_runner, sweep, space: SearchSpace, plan: _Plan, trials, evaluate,
+    callbacks: Sequence[Any],
+) -> tuple[list[Any], Path, Any | None, bool]:  # fmt: skip
+    """Search, walk the choice forward and record both: (trials, report path, walk-forward, interrupted).
+
+    Whatever goes wrong, the sweep's row says so (failed, or interrupted on Ctrl+C) before the error goes on, and a
+    Ray this started is shut down."""
+    run_dir = Path(sweep.run_dir)
+    started_ray = False
+    walk_forward = None
+    try:
+        started_ray, address = ray_runner._connect()
+        _note_the_cluster(sweep, address)
+        walk_forward, interrupted = _search_and_walk_forward(
+            config, settings, conn, sweep, space, plan, trials, evaluate, callbacks
+        )
+        trials, report_path = _settle(conn, sweep, space, plan, run_dir, walk_forward)
+    except BaseException as error:
+        _record_the_error(conn, sweep, space, plan, run_dir, walk_forward, error)
+        raise
+    finally:
+        if started_ray:
+            _shut_down_ray()
+    return trials, report_path, walk_forward, interrupted
+
+
+def _note_the_cluster(sweep, address: str) -> None:
+    import ray
+
+    sweep.ray_address = address
+    sweep.ray_nodes = len([node for node in ray.nodes() if node.get("Alive")])
+
+
+def _search_and_walk_forward(
+    config: SweepConfig, settings, conn, sweep, space: SearchSpace, plan: _Plan, trials, evaluate,
+    callbacks: Sequence[Any],
+) -> tuple[Any | None, bool]:  # fmt: skip
+    """Run the trials still missing, choose, and walk the choice forward unless trials are missing still:
+    (the walk-forward or None, interrupted)."""
+    from training import sweep_store
+
+    _search_missing_trials(config, conn, sweep, space, plan, trials, evaluate, callbacks)
+    trials = sweep_store.load_trials(conn, sweep.sweep_id)
+    choice = plan.choose(trials)
+    _recount(sweep, trials, len(plan.search_folds), choice.trial)
+    interrupted = sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed < config.trials
+    walk_forward = None
+    if not interrupted:
+        walk_forward = _walk_forward_the_choice(config, settings, sweep, plan, choice, trials)
+        sweep.finished_at = datetime.now(UTC)
+    sweep.status = "interrupted" if interrupted else "finished"
+    return walk_forward, interrupted
+
+
+def _record_the_error(conn, sweep, space: SearchSpace, plan: _Plan, run_dir: Path, walk_forward, error) -> None:
+    interrupted = isinstance(error, KeyboardInterrupt)
+    sweep.status = "interrupted" if interrupted else "failed"
+    sweep.error = None if interrupted else one_line(error)
+    try:  # record what is known; the original error is the one to report
+        _settle(conn, sweep, space, plan, run_dir, walk_forward)
+    except Exception as secondary:  # noqa: BLE001 (any failure here must not hide the first)
+        logger.warning("could not record the sweep's state after the error: %s", one_line(secondary))
+
+
+def _shut_down_ray() -> None:
+    import ray
+
+    from training.task_runners import interruptions_held
+
+    with interruptions_held():
+        ray.shutdown()
+
+
+def _log_how_to_continue(config: SweepConfig, sweep, sweep_id: str) -> None:
+    logger.warning(
+        "sweep %s interrupted with %d of %d trials finished; continue it with: %s --resume %s",
+        sweep_id,
+        sweep.trials_completed + sweep.trials_pruned + sweep.trials_failed,
+        config.trials,
+        PROG,
+        shlex.quote(sweep_id),
+    )
 
 
 def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace, str]:

@@ -16,7 +16,7 @@ import logging
 import os
 import shlex
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader, print_bytes, sigterm_interrupts
@@ -151,18 +151,7 @@ def _run(command: str) -> int:
     config = read_config()
     pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
     if command == "down":
-        # Stopping ends every session at once (pg_ctl -m fast): say which, so that an ingest or a training run that
-        # then fails with "terminating connection due to administrator command" has its cause named here.
-        sessions = embedded.open_sessions(pgdata)
-        stopped = embedded.stop(pgdata)
-        if not stopped:
-            print("embedded warehouse was not running")
-        elif sessions:
-            count = f"{len(sessions)} open session{'s' if len(sessions) > 1 else ''}"
-            print(f"embedded warehouse stopped; it ended {count}: {', '.join(sessions)}")
-        else:
-            print("embedded warehouse stopped")
-        return EXIT_OK
+        return _down(pgdata)
     if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):
         # A status starts nothing: after `make db-down` it says so instead of starting the server again.
         print(
@@ -172,23 +161,64 @@ def _run(command: str) -> int:
         return EXIT_NOT_READY
     settings = resolve_settings()
     if command == "env":
-        # The passfile libpq reads now: a URL's passfile parameter, else PGPASSFILE, else ~/.pgpass.
-        inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or _home_passfile()
-        exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, inherited and Path(inherited))
-        lines = [
-            *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
-            f"unset {' '.join(unsets)}",
-        ]
-        # As bytes, as the shell and libpq take them: in the encoding of paths, whatever PYTHONIOENCODING says (an
-        # ascii one spelt a socket directory under ~/café/ as caf\xe9, and eval set a PGHOST that does not exist).
-        print_bytes(os.fsencode("".join(f"{line}\n" for line in lines)))
-        return EXIT_OK
+        return _env(config, settings)
+    role = _component_login(command, settings)
+    if command == "up" and role is not None:
+        ensure_provisioned(settings, role)
+    found = _inspect(command, settings, role)
+    _print_connection(config, settings, role, found)
+    return _readiness(command, found)
+
+
+def _down(pgdata: Path) -> int:
+    # Stopping ends every session at once (pg_ctl -m fast): say which, so that an ingest or a training run that
+    # then fails with "terminating connection due to administrator command" has its cause named here.
+    sessions = embedded.open_sessions(pgdata)
+    stopped = embedded.stop(pgdata)
+    if not stopped:
+        print("embedded warehouse was not running")
+    elif sessions:
+        count = f"{len(sessions)} open session{'s' if len(sessions) > 1 else ''}"
+        print(f"embedded warehouse stopped; it ended {count}: {', '.join(sessions)}")
+    else:
+        print("embedded warehouse stopped")
+    return EXIT_OK
+
+
+def _env(config: dict[str, str], settings: ConnectionSettings) -> int:
+    # The passfile libpq reads now: a URL's passfile parameter, else PGPASSFILE, else ~/.pgpass.
+    inherited = settings.options.get("passfile") or config.get("PGPASSFILE") or _home_passfile()
+    exports, unsets = shell_env(settings, warehouse_dir(config) / PASSFILE_NAME, inherited and Path(inherited))
+    lines = [
+        *(f"export {name}={shlex.quote(value)}" for name, value in exports.items()),
+        f"unset {' '.join(unsets)}",
+    ]
+    # As bytes, as the shell and libpq take them: in the encoding of paths, whatever PYTHONIOENCODING says (an
+    # ascii one spelt a socket directory under ~/café/ as caf\xe9, and eval set a PGHOST that does not exist).
+    print_bytes(os.fsencode("".join(f"{line}\n" for line in lines)))
+    return EXIT_OK
+
+
+def _component_login(command: str, settings: ConnectionSettings) -> str | None:
+    """The component role whose own login `up` and `status` check as, or None for the admin login."""
     # A machine that runs one component (say dbt) may hold only that component's login, not the admin login
     # (PGUSER or DATABASE_URL's user): `up` and `status` then check as that login, as the component itself does.
     own_login = command != "provision" and settings.user is None and not settings.embedded
-    role = next((role for role in COMPONENT_ROLES if role in settings.logins), None) if own_login else None
-    if command == "up" and role is not None:
-        ensure_provisioned(settings, role)
+    return next((role for role in COMPONENT_ROLES if role in settings.logins), None) if own_login else None
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What the server said: its version, the pieces not provisioned, the logins that may not act as their roles."""
+
+    version: str
+    server_version: int
+    missing: list[str]
+    out_of_reach: dict[str, list[str]]
+
+
+def _inspect(command: str, settings: ConnectionSettings, role: str | None) -> _Found:
+    """Connect (as ``role``'s login, else the admin's), provision on `up` and `provision`, and look."""
     with connect(settings, role=role) as conn:
         version = conn.execute("show server_version").fetchone()[0]
         server_version = conn.info.server_version
@@ -198,22 +228,32 @@ def _run(command: str) -> int:
         # Without PGUSER the admin login is libpq's default (the OS user's name, as in psql): the login connected.
         admin = settings if settings.user or role is not None else replace(settings, user=conn.info.user)
         out_of_reach = {} if missing else roles_out_of_reach(conn, admin)
+    return _Found(version, server_version, missing, out_of_reach)
+
+
+def _print_connection(config: dict[str, str], settings: ConnectionSettings, role: str | None, found: _Found) -> None:
     where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
     # reachable, not ready: `status` on a server nobody provisioned, or as a login that may not act as its roles
-    state = "reachable" if missing or out_of_reach else "ready"
-    print(f"warehouse {state}: {settings.for_role(role).describe()} [{where}], PostgreSQL {version}")
+    state = "reachable" if found.missing or found.out_of_reach else "ready"
+    print(f"warehouse {state}: {settings.for_role(role).describe()} [{where}], PostgreSQL {found.version}")
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
-    if missing:
-        print(f"not provisioned yet ({', '.join(missing)}): run `make db-up` (python -m warehouse_db up)")
-        return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
-    if out_of_reach:
-        grants = "; ".join(grant_statement(roles, login, server_version) for login, roles in out_of_reach.items())
+
+
+def _readiness(command: str, found: _Found) -> int:
+    not_ready = EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
+    if found.missing:
+        print(f"not provisioned yet ({', '.join(found.missing)}): run `make db-up` (python -m warehouse_db up)")
+        return not_ready
+    if found.out_of_reach:
+        grants = "; ".join(
+            grant_statement(roles, login, found.server_version) for login, roles in found.out_of_reach.items()
+        )
         lacking = "; ".join(
-            f"login {login} may not act as role {', '.join(roles)}" for login, roles in out_of_reach.items()
+            f"login {login} may not act as role {', '.join(roles)}" for login, roles in found.out_of_reach.items()
         )
         print(f"not ready: {lacking}: run `make db-up` with the admin login, or have an administrator run {grants}")
-        return EXIT_NOT_READY if command == "status" else EXIT_WAREHOUSE
+        return not_ready
     return EXIT_OK
 
 
