@@ -150,6 +150,8 @@ def _run(command: str) -> int:
         check_seed_files()  # before dbt seed, which would end in a traceback naming no file (seed_files.py)
     config = read_config()
     pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
+    if command == "down" or (command == "status" and not uses_external_server(config)):
+        embedded.refuse_another_users(pgdata)  # before its files are read: they may not be this user's to read
     if command == "down":
         # Stopping ends every session at once (pg_ctl -m fast): say which, so that an ingest or a training run that
         # then fails with "terminating connection due to administrator command" has its cause named here.
