@@ -41,17 +41,18 @@ def two_nodes() -> Iterator[object]:
     _enable_token_auth()  # this process and the nodes it starts
     _keep_token_private(create=True)  # the token the nodes and the driver read, created if there is none
     temp_dir = tempfile.mkdtemp(prefix="ray-sweep-", dir="/tmp")  # short: Ray's sockets live under it
-    with ray_tmpdir(temp_dir):
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = None
     try:
         with ray_tmpdir(temp_dir):
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
             cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()
         yield cluster
     finally:
-        with ray_tmpdir(temp_dir):  # shutdown() deletes the address file it finds there
-            cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if cluster is not None:
+            with ray_tmpdir(temp_dir):  # shutdown() deletes the address file it finds there
+                cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # also when the head did not start
         if mode_before is None:
             os.environ.pop(AUTH_MODE_ENV_VAR, None)
         else:
