@@ -2,8 +2,8 @@
 
 ib_insync runs in a venv of its own (both libraries ship a module named ``eventkit``), built on first use with
 ``pip install ib_insync==0.9.86`` outside the checkout: tests write only to temporary directories, so the venv is
-cached under the system's temporary directory, keyed by the library and Python versions, and built under a lock
-(several test runs may start at once). Both runs execute :mod:`ingest.ibkr.compat_check`, which drives the real
+cached under the system's temporary directory, keyed by the library and Python versions and the OS user, and built
+under a lock (several test runs may start at once). Both runs execute :mod:`ingest.ibkr.compat_check`, which drives the real
 :class:`ingest.ibkr.fetcher.IbkrSession` (connect, qualify, reqHistoricalData, errorEvent capture).
 """
 
@@ -25,9 +25,16 @@ from gateway_simulator import SimulatorConfig, run_simulator_in_thread
 from warehouse_db.settings import REPO_ROOT
 
 INSYNC_VERSION = "0.9.86"
-INSYNC_VENV = Path(tempfile.gettempdir()) / (
-    f"ibkr-rl-warehouse-ib_insync-{INSYNC_VERSION}-py{sys.version_info.major}{sys.version_info.minor}"
-)
+
+
+def insync_venv(uid: int) -> Path:
+    """The cached venv of one OS user: shared by all, the first user's (root's, in CI) venv and lock file were theirs
+    alone, and every other user's run of this test failed in a PermissionError on the lock."""
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(tempfile.gettempdir()) / f"ibkr-rl-warehouse-ib_insync-{INSYNC_VERSION}-{python}-uid{uid}"
+
+
+INSYNC_VENV = insync_venv(os.getuid())
 
 
 def insync_python() -> Path:
@@ -72,6 +79,11 @@ def compat_report(python: Path | str, port: int, client_id: int) -> dict:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_each_os_user_builds_an_ib_insync_venv_of_their_own():
+    assert insync_venv(0) != insync_venv(1000)
+    assert insync_venv(os.getuid()) == INSYNC_VENV
 
 
 @pytest.mark.integration

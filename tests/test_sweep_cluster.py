@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # a Ray 
 def two_nodes() -> Iterator[object]:
     """A head node and a second node with their own raylets and one CPU each.
 
-    Their own Ray temp dir keeps the cluster's address out of /tmp/ray, where another process's ray.init() could
-    otherwise find it and join it. The cluster is protected by a token, as `ray start` protects one by default: a
+    Their own Ray temp dir (RAY_TMPDIR while they start and stop) keeps the cluster's address out of
+    /tmp/ray/ray_current_cluster, where another process's ray.init() could otherwise find it and join it, and where
+    the file, left behind when a run was killed, was this OS user's alone: every other user's `ray start` then ended in
+    a PermissionError. (A temp_dir argument alone moves the session files, not that file.) The cluster is protected by a token, as `ray start` protects one by default: a
     driver joining through RAY_ADDRESS sends the token it finds in ~/.ray/auth_token, and a cluster started without
     token authentication then refuses the trials' requests ("Missing authorization header"; the actors die). Whether
     this process had turned token authentication on already depended on which tests ran before in it.
@@ -38,20 +41,35 @@ def two_nodes() -> Iterator[object]:
     _enable_token_auth()  # this process and the nodes it starts
     _keep_token_private(create=True)  # the token the nodes and the driver read, created if there is none
     temp_dir = tempfile.mkdtemp(prefix="ray-sweep-", dir="/tmp")  # short: Ray's sockets live under it
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp_dir, "include_dashboard": False}
-    )
+    cluster = None
     try:
-        cluster.add_node(num_cpus=1, temp_dir=temp_dir)
-        cluster.wait_for_nodes()
+        with ray_tmpdir(temp_dir):
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+            cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
         yield cluster
     finally:
-        cluster.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if cluster is not None:
+            with ray_tmpdir(temp_dir):  # shutdown() deletes the address file it finds there
+                cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # also when the head did not start
         if mode_before is None:
             os.environ.pop(AUTH_MODE_ENV_VAR, None)
         else:
             os.environ[AUTH_MODE_ENV_VAR] = mode_before
+
+
+@contextmanager
+def ray_tmpdir(path: str) -> Iterator[None]:
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR")
+        else:
+            os.environ["RAY_TMPDIR"] = before
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +84,10 @@ def test_trials_run_on_both_nodes_of_a_cluster_joined_through_ray_address(
     two_nodes, cluster_warehouse: ConnectionSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray
+    from ray._common.utils import get_ray_address_file
 
+    shared = Path(get_ray_address_file(None))  # /tmp/ray/ray_current_cluster, or under the user's RAY_TMPDIR
+    assert not (shared.exists() and shared.read_text(encoding="utf-8") == two_nodes.address)
     monkeypatch.setenv("RAY_ADDRESS", two_nodes.address)
     (tmp_path / "space.yaml").write_text("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
     config = SweepConfig(

@@ -11,11 +11,13 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import termios
 import time
 from collections.abc import Iterator
@@ -373,9 +375,14 @@ def test_a_task_killed_for_memory_is_retried_only_after_another_task_has_finishe
 
 @pytest.fixture
 def ray_cluster() -> Iterator[str]:
-    """A Ray cluster started the way users start one (`ray start --head`), in its own process group, stopped after."""
+    """A Ray cluster started the way users start one (`ray start --head`), in its own process group, stopped after.
+
+    Under a RAY_TMPDIR of its own: `ray start` records the cluster's address in <RAY_TMPDIR or /tmp>/ray/
+    ray_current_cluster, which stopping it by a signal leaves behind; in /tmp/ray that file was this OS user's alone,
+    and every other user's `ray start` then ended in a PermissionError."""
     port = _closed_port()
     ray_cli = Path(sys.executable).with_name("ray")
+    temp_dir = tempfile.mkdtemp(prefix="ray-cluster-", dir="/tmp")  # short: Ray's sockets live under it
     process = subprocess.Popen(
         [
             str(ray_cli),
@@ -391,6 +398,7 @@ def ray_cluster() -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, "RAY_TMPDIR": temp_dir},
     )
     try:
         assert process.stdout is not None
@@ -409,12 +417,17 @@ def ray_cluster() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_the_same_command_runs_on_an_existing_cluster(
     ray_cluster: str, results_warehouse: ConnectionSettings, tmp_path: Path
 ) -> None:
     """`python -m training.walk_forward --ray-address HOST:PORT`, as a user runs it (its own process, no local Ray)."""
+    from ray._common.utils import get_ray_address_file
+
+    shared = Path(get_ray_address_file(None))  # /tmp/ray/ray_current_cluster, or under the user's RAY_TMPDIR
+    assert not (shared.exists() and shared.read_text(encoding="utf-8").endswith(":" + ray_cluster.split(":")[1]))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_")) and k != "DATABASE_URL"}
     env.update(results_warehouse.libpq_env())
     command = [sys.executable, "-m", "training.walk_forward", "--ray-address", ray_cluster, "--run-id", "on-cluster",

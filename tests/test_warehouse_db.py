@@ -784,6 +784,41 @@ def test_the_embedded_warehouse_admits_its_owner_only(embedded_cluster):
         assert attempt.returncode != 0 and refusal in attempt.stderr, (os_user, attempt.stderr)
 
 
+@pytest.mark.parametrize("command", ["up", "down", "status"])
+def test_another_os_users_warehouse_is_left_as_it_was(fresh_warehouse_dir, command, monkeypatch, capsys):
+    """`sudo make db-up` in a user's clone, that user's warehouse stopped: root rewrote its access files to admit
+    root, owned by embedded_postgres, then could not start it (the data is the user's), and the user's own commands
+    said from then on that it belonged to another OS user. A user's `make db-down` or `make db-status` on root's
+    warehouse (a clone once run with sudo) ended in a PermissionError traceback. Now nothing is read or written, and
+    one line says whose it is."""
+    pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
+    pgdata.mkdir(mode=0o700)
+    files = {"PG_VERSION": "18\n", "postgresql.conf": "# the user's\n", "pg_hba.conf": "local all all peer\n"}
+    for name, text in files.items():
+        (pgdata / name).write_text(text, encoding="utf-8")
+    if os.geteuid() == 0:
+        nobody = 65534
+        os.chown(pgdata, nobody, nobody)  # a user's warehouse, and this command runs as root
+        owner = "OS user nobody"
+    else:  # switching OS users needs root: here the server's OS user is another than the directory's owner
+        monkeypatch.setattr(embedded, "_server_uid", lambda: os.geteuid() + 1)
+        owner = f"OS user {embedded._owner_name()}"
+    for name in list(os.environ):
+        if name.startswith(("PG", "WAREHOUSE_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("WAREHOUSE_DIR", str(fresh_warehouse_dir))
+    assert warehouse_db_main([command]) == 4
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: the embedded warehouse in {pgdata} belongs to {owner}, and this command runs as OS user "
+        f"{embedded._owner_name()}: run it as its owner (not with sudo), or set WAREHOUSE_DIR for a warehouse of your "
+        "own"
+    ]
+    assert sorted(path.name for path in pgdata.iterdir()) == sorted(files)
+    for name, text in files.items():
+        assert (pgdata / name).read_text(encoding="utf-8") == text
+    assert sorted(path.name for path in fresh_warehouse_dir.iterdir()) == [embedded.PGDATA_NAME]
+
+
 def test_a_trust_era_data_directory_is_secured_when_started(fresh_warehouse_dir):
     pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
     pgdata.mkdir()

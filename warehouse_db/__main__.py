@@ -150,6 +150,8 @@ def _run(command: str) -> int:
         check_seed_files()  # before dbt seed, which would end in a traceback naming no file (seed_files.py)
     config = read_config()
     pgdata = warehouse_dir(config) / embedded.PGDATA_NAME
+    if command == "down" or (command == "status" and not uses_external_server(config)):
+        embedded.refuse_another_users(pgdata)  # before its files are read: they may not be this user's to read
     if command == "down":
         return _down(pgdata)
     if command == "status" and not uses_external_server(config) and not embedded.is_running(pgdata):

@@ -91,6 +91,7 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
     """Start the embedded server if needed (initialising it on first use), make sure ``database`` exists and is
     provisioned with the per-component logins, and return settings that use them."""
     pgdata = pgdata.resolve()
+    refuse_another_users(pgdata)
     try:
         create_warehouse_dir(pgdata.parent)
         with _exclusive(pgdata.parent / f".{pgdata.name}.lock"):
@@ -106,6 +107,56 @@ def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> C
             f"no access to the embedded warehouse in {pgdata} ({error.strerror}: {error.filename}): it belongs to "
             "another OS user; run as that user, or set WAREHOUSE_DIR for a warehouse of your own"
         ) from None
+
+
+def refuse_another_users(pgdata: Path) -> None:
+    """Leave a data directory that is not this command's to start or stop as it is, and say whose it is.
+
+    ``sudo make db-up`` (or ``sudo make demo``, any command run with sudo) in a user's clone took that user's
+    warehouse for root's: it rewrote the access files to admit root, owned by ``embedded_postgres``, and then could not
+    start the server (the data is the user's); from then on the user's own commands ended in "it belongs to another
+    OS user", and only root could repair it. A warehouse is started and stopped by the OS user who created it: its
+    server runs as that user, or as ``embedded_postgres`` for root. (``make db-down`` and ``make db-status`` ask first
+    too: as another user than root, reading its ``postmaster.pid`` ended them in a PermissionError traceback.)"""
+    pgdata = pgdata.resolve()
+    try:
+        owner = pgdata.stat().st_uid
+    except OSError:
+        return  # not there yet (a new warehouse), or out of reach: starting says so
+    if owner == _server_uid():
+        return
+    try:
+        initialised = (pgdata / "PG_VERSION").exists()
+    except PermissionError:
+        initialised = True  # a data directory someone else keeps closed
+    if not initialised:
+        return  # an empty directory initdb will fill (earlier versions created it first)
+    raise WarehouseError(
+        f"the embedded warehouse in {pgdata} belongs to {_describe_owner(owner)}, and this command runs as "
+        f"{_describe_owner(os.geteuid())}: run it as its owner (not with sudo), or set WAREHOUSE_DIR for a "
+        "warehouse of your own"
+    )
+
+
+def _server_uid() -> int | None:
+    """The OS user id this process runs the server as: its own, or embedded_postgres's for root (None: no such user
+    yet, so no data directory is root's)."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    try:
+        return pwd.getpwnam(SERVER_USER_AS_ROOT).pw_uid
+    except KeyError:
+        return None
+
+
+def _describe_owner(uid: int) -> str:
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"OS user id {uid}"
+    if name == SERVER_USER_AS_ROOT:
+        return f"root (its server runs as {SERVER_USER_AS_ROOT})"
+    return f"OS user {name}"
 
 
 def _restart_if_moved(pgdata: Path) -> None:
@@ -499,6 +550,7 @@ def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:
     pgdata = pgdata.resolve()
     if not is_running(pgdata):
         return False
+    refuse_another_users(pgdata)
     try:
         _embedded_postgres()._commands.pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_server_os_user(), timeout=30
