@@ -42,5 +42,5 @@ exports="$($BIN/python -m warehouse_db env)"
 eval "$exports"
 $BIN/dbt build --quiet
 
-step "walk-forward: every fold x 2 seeds on a local Ray, model selected on validation, tested against the baselines"
+step "walk-forward: every fold x seed on a local Ray (training/configs/demo.yaml, then ARGS), model selected on validation, tested against the baselines"
 $BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" "$@"
