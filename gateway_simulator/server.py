@@ -136,6 +136,8 @@ class SimulatorStats:
     requests_log: list[HistoricalRequestRecord] = field(default_factory=list)
     open_historical: int = 0
     connections: int = 0
+    open_connections: int = 0
+    """Connections still served: one whose client has gone is served until everything it sent has been read."""
     dropped_connections: int = 0
 
 
@@ -261,9 +263,11 @@ class GatewaySimulator:
             self._connection_tasks.add(task)
         self._sessions.add(session)
         self.stats.connections += 1
+        self.stats.open_connections += 1
         try:
             await session.run()
         finally:
+            self.stats.open_connections -= 1
             self._sessions.discard(session)
             if task is not None:
                 self._connection_tasks.discard(task)

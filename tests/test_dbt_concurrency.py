@@ -86,7 +86,25 @@ def test_a_readers_open_transaction_holds_no_build_back_and_keeps_its_snapshot(p
                 "ingested_at = now() where session_date = %s",
                 (END,),
             )
-        result = project.run("build", timeout=90)
+        # The old build waited on the reader for as long as it stayed open: it fails as soon as any session is seen
+        # waiting for the reader (a fixed 90 s limit was 24 s more than a build took on a busy machine).
+        built: dict[str, dbt_harness.DbtResult] = {}
+        build = threading.Thread(target=lambda: built.__setitem__("build", project.run("build", timeout=1800)))
+        build.start()
+        with connect(project.settings, autocommit=True) as watcher:
+            held_back = 0
+            while build.is_alive() and not held_back:
+                held_back = watcher.execute(
+                    "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                    (reader.info.backend_pid,),
+                ).fetchone()[0]
+                time.sleep(0.2)
+        if held_back:
+            reader.close()  # lets the build go on, so that it ends
+            build.join()
+            pytest.fail(f"the build waited for the reader's open transaction:\n{built['build'].output[-4000:]}")
+        build.join()
+        result = built["build"]
         assert result.returncode == 0, result.output[-4000:]
         assert reader.execute(counts).fetchone() == seen
         reader.rollback()

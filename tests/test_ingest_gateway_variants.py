@@ -684,16 +684,19 @@ def test_a_321_on_one_symbols_contract_lookup_fails_that_symbol_at_once_and_the_
     contract lookup it concerns that symbol's contract (its watchlist line): that symbol fails at once, with the
     code, and the others land (ib_async alone would wait for its timeout, three times)."""
 
+    looked_up: list[float] = []
+
     def contracts(req_id, request):
+        looked_up.append(time.monotonic())
         if request.symbol == "MSFT":
             return [error(req_id, 321, "Error validating request.-'bW' : cause - Invalid exchange")]
         return one_stock(req_id, request)
 
     gateway = ScriptedGateway(contracts=contracts, answer=lambda req_id, nth: [bars(req_id, DAYS)])
     with gateway.running_in_thread() as port:
-        started = time.monotonic()
         status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", "--timeout", "10")
-        took = time.monotonic() - started
+        # From the first lookup on: the loader's start (Python, its imports, the warehouse) took 14 s on a busy machine.
+        took = time.monotonic() - looked_up[0]
     assert status == ExitCode.FAILED_SYMBOLS, out + err
     assert took < 10, "a 321 must not wait for the request timeout"
     batches = query(warehouse, "select symbol, status, error_code, row_count from raw.load_batches order by symbol")
@@ -717,7 +720,10 @@ def test_a_login_without_any_market_data_permission_says_so_once_exits_6_and_a_r
     def exchange_of(symbol: str) -> str:
         return "NYSE" if symbol in ("AVGO", "COST") else "NASDAQ"
 
+    looked_up: list[float] = []
+
     def contracts(req_id, request):
+        looked_up.append(time.monotonic())
         return [
             stock(req_id, request.symbol, con_id_for(request.symbol), exchange_of(request.symbol)),
             contract_end(req_id),
@@ -731,9 +737,8 @@ def test_a_login_without_any_market_data_permission_says_so_once_exits_6_and_a_r
 
     gateway = ScriptedGateway(contracts=contracts, answer=answer)
     with gateway.running_in_thread() as port:
-        started = time.monotonic()
         status, out, err = run_ingest(warehouse, port, "--symbols", *ELEVEN, "--timeout", "20")
-        took = time.monotonic() - started
+        took = time.monotonic() - looked_up[0]  # from the first lookup on, not counting the loader's start
         assert status == ExitCode.MARKET_DATA_REFUSED, out + err
         assert took < 20, "a refusal is no timeout"
         assert len(gateway.historical_requests) == len(ELEVEN), "a refusal is not asked again"

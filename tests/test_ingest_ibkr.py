@@ -383,12 +383,22 @@ def test_a_gateway_that_goes_away_for_good_stops_the_run_cleanly(warehouse):
     """Reconnecting is bounded: when the gateway stays away, the run stops, recording what it had."""
     entries = WATCHLIST[:60]
 
+    def landed_batches() -> int:
+        try:
+            return query(warehouse, "select count(*) from raw.load_batches where status = 'ok'")[0][0]
+        except psycopg.errors.UndefinedTable:  # the load creates its tables as it starts
+            return 0
+
     async def scenario() -> tuple[LoadSummary, float]:
         sim = GatewaySimulator(SimulatorConfig(latency_s=0.5))
         await sim.start("127.0.0.1", 0)
         ibkr = IbkrSettings(port=sim.port, reconnect_timeout_s=1.0)
         task = asyncio.create_task(run_load(warehouse, ibkr, LoadOptions(entries=entries, max_open=5)))
-        await asyncio.sleep(2.5)
+        # The gateway goes away once five batches have landed (a fixed 2.5 s was 0.2 s more than a loaded machine
+        # needed for them), while the next requests are out.
+        deadline = time.monotonic() + 60
+        while await asyncio.to_thread(landed_batches) < 5 and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await sim.stop()
         stopped = time.monotonic()
         summary = await task
@@ -651,7 +661,12 @@ def test_sigkill_mid_run_then_a_rerun_completes_every_symbol_without_partial_bat
         assert loader.poll() is None, f"the loader finished before it could be killed: {loader.communicate()}"
         os.kill(loader.pid, signal.SIGKILL)
         loader.wait(10)
-        time.sleep(0.5)  # let the simulator read what was already on the wire and see the socket close
+        # The simulator reads what was already on the wire, then sees the socket close: only then has it counted every
+        # request of the killed run (a fixed 0.5 s was a guess at how long that takes).
+        deadline = time.monotonic() + 30
+        while sim.stats.open_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sim.stats.open_connections == 0, "the simulator never saw the killed loader's connection close"
         before = landed()
         assert 15 <= before < 150
         assert_consistent_batches(warehouse)

@@ -121,7 +121,13 @@ def test_connect_readonly_and_read_write() -> None:
                     assert ib.managedAccounts() == ["DU0000001"]
                 now = await rw.reqCurrentTimeAsync()
                 assert abs((now - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+                assert sim.stats.open_connections == 2
             assert sim.stats.connections == 2
+            # Both clients have left: the simulator serves each connection until it has read the close.
+            deadline = time.monotonic() + 30
+            while sim.stats.open_connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert sim.stats.open_connections == 0
 
     asyncio.run(main())
 
