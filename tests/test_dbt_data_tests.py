@@ -26,7 +26,7 @@ from ingest.raw_tables import LoadBatch
 from warehouse_db import connect
 from warehouse_db.settings import ConnectionSettings
 
-# About 110 s: a dbt build per case. `make test-fast` leaves this module out.
+# About 140 s: a dbt build per case. `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
 
 START, END = "2024-01-01", "2024-06-28"
