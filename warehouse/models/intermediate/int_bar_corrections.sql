@@ -3,12 +3,30 @@
 {%- set key_csv = bar_key_columns() | join(', ') %}
 {%- set value_csv = bar_value_columns() | join(', ') %}
 
-with corrected_bars as (
+with
 
-    select {{ key_csv }}, open as current_open, high as current_high, low as current_low,
-           close as current_close, volume as current_volume, wap as current_wap, bar_count as current_bar_count,
-           versions_landed
-    from {{ ref('int_bars_deduplicated') }}
+deduplicated_bars as (
+
+    select * from {{ ref('int_bars_deduplicated') }}
+
+),
+
+staged_bars as (
+
+    select * from {{ ref('stg_ibkr__bars') }}
+
+),
+
+corrected_bars as (
+
+    select
+        {{ key_csv }},
+        {%- for column in bar_value_columns() %}
+        {{ column }} as current_{{ column }},
+        {%- endfor %}
+        versions_landed
+
+    from deduplicated_bars
     where has_corrections
 
 ),
@@ -16,7 +34,7 @@ with corrected_bars as (
 landed_versions as (
 
     select bars.*
-    from {{ ref('stg_ibkr__bars') }} as bars
+    from staged_bars as bars
     inner join corrected_bars using ({{ key_csv }})
     where bars.is_daily
       and bars.is_valid_symbol

@@ -20,6 +20,17 @@
     )
 }}
 
+{#-
+    One row per daily bar (symbol, bar settings, session): the latest landed final version wins (ingested_at,
+    then load_id, then batch_id as tie-breaks); a version landed while its session was still trading is not final
+    and never wins. Incremental: only keys that received rows since the previous build started (minus var
+    raw_lookback) are rebuilt, from all their landed versions, so a rebuild is idempotent and versions_landed /
+    has_corrections stay exact.
+
+    No import CTE for stg_ibkr__bars: the incremental branch reads it twice, and PostgreSQL materializes a CTE read
+    twice (every raw row, each build) where a direct read uses the raw index on bar_time.
+-#}
+
 -- depends_on: {{ ref('known_missing_sessions') }}
 {#-
     The seed above is not read here: it is a parent of the no_missing_sessions test on this model, and dbt build
@@ -27,13 +38,6 @@
     it, a series that missed sessions failed that test and still reached int_bars_featurized and the mart.
 -#}
 
-{#-
-    One row per daily bar (symbol, bar settings, session): the latest landed final version wins (ingested_at,
-    then load_id, then batch_id as tie-breaks); a version landed while its session was still trading is not final
-    and never wins. Incremental: only keys that received rows since the
-    previous build started (minus var raw_lookback) are rebuilt, from all their landed versions, so a
-    rebuild is idempotent and versions_landed / has_corrections stay exact.
--#}
 
 {%- set key_csv = bar_key_columns() | join(', ') %}
 

@@ -32,11 +32,19 @@
 {%- set running = 'rows between unbounded preceding and current row' %}
 {%- set states = ['ema_12', 'ema_26', 'macd_signal_9', 'avg_gain_14', 'avg_loss_14', 'atr_14'] %}
 
+{#-
+    No import CTE for int_bars_deduplicated or {{ this }}: the incremental branch reads them in lateral subqueries,
+    one index range scan per changed series, and a CTE read twice is materialized by PostgreSQL (every bar, each
+    build). The full build reads int_bars_deduplicated once, through the import CTE `bars`.
+-#}
+
 with
 
 {% if is_incremental() %}
 
 changed_series as (
+
+    -- Series with bars landed since this table was last built, and the first session that changed.
 
     select {{ series_csv }}, min(session_date) as first_changed_session
     from {{ ref('int_bars_deduplicated') }}
@@ -63,7 +71,7 @@ recompute_starts as (
 
 ),
 
--- Materialized: one row per changed series, computed once before the bars are read.
+-- Materialized so that the lateral lookups into {{ this }} run once per changed series, not once per bar read.
 carried_state as materialized (
 
     select
@@ -127,6 +135,12 @@ input_bars as (
 
 {% else %}
 
+bars as (
+
+    select * from {{ ref('int_bars_deduplicated') }}
+
+),
+
 input_bars as (
 
     select
@@ -143,14 +157,16 @@ input_bars as (
         null::double precision as carried_{{ state }}{{ ',' if not loop.last }}
         {%- endfor %}
 
-    from {{ ref('int_bars_deduplicated') }}
+    from bars
 
 ),
 
 {% endif %}
 
-windowed as (
+close_windows as (
 
+    -- Context rows (before recompute_from) feed the windows and lags only: the running count and the recursive
+    -- averages skip them (filter where is_recomputed) and continue from the carried states instead.
     select
         input_bars.*,
         carried_session_number + count(*) filter (where is_recomputed) over (by_session {{ running }}) as session_number,
@@ -174,10 +190,11 @@ windowed as (
 
 ),
 
-returns as (
+session_moves as (
 
+    -- One session's move: the return, true range, gain and loss the smoothed averages below run over.
     select
-        windowed.*,
+        close_windows.*,
         case when close > 0 and previous_close > 0 then ln(close / previous_close) end as log_return_1,
         case
             when previous_close is null then high - low
@@ -187,14 +204,14 @@ returns as (
         case when previous_close is not null then greatest(previous_close - close, 0) end as loss,
         ema_12 - ema_26 as macd_line
 
-    from windowed
+    from close_windows
 
 ),
 
 smoothed as (
 
     select
-        returns.*,
+        session_moves.*,
         stddev_samp(log_return_1) over (by_session rows between 19 preceding and current row) as log_return_stddev_20,
         count(log_return_1) over (by_session rows between 19 preceding and current row) as log_return_count_20,
         {{ ema }}(macd_line, 2::double precision / 10, carried_macd_signal_9)
@@ -207,7 +224,7 @@ smoothed as (
             filter (where is_recomputed) over (by_session {{ running }}) as atr_14,
         lead(close) over by_session as next_close
 
-    from returns
+    from session_moves
     window by_session as (partition by {{ series_csv }} order by session_date)
 
 ),

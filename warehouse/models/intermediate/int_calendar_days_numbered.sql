@@ -31,13 +31,19 @@ numbered as (
     from days
     left join sessions on sessions.session_date = days.calendar_date
 
+),
+
+calendar_days as (
+
+    select
+        calendar_date,
+        is_session,
+        is_half_day,
+        sessions_through_date,
+        case when is_session then sessions_through_date end as session_index
+
+    from numbered
+
 )
 
-select
-    calendar_date,
-    is_session,
-    is_half_day,
-    sessions_through_date,
-    case when is_session then sessions_through_date end as session_index
-
-from numbered
+select * from calendar_days

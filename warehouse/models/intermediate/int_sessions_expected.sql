@@ -3,13 +3,34 @@
 
 {%- set series_csv = bar_series_columns() | join(', ') %}
 
-with series as (
+with
+
+-- Not materialized: read twice, PostgreSQL would otherwise copy every bar into the CTE instead of reading the table.
+bars as not materialized (
+
+    select * from {{ ref('int_bars_deduplicated') }}
+
+),
+
+sessions as (
+
+    select session_date from {{ ref('xnys_sessions') }}
+
+),
+
+known_missing_sessions as (
+
+    select symbol, session_date, reason from {{ ref('known_missing_sessions') }}
+
+),
+
+series as (
 
     select
         {{ series_csv }},
         min(session_date) as first_session,
         max(session_date) as last_session
-    from {{ ref('int_bars_deduplicated') }}
+    from bars
     group by {{ series_csv }}
 
 ),
@@ -23,7 +44,7 @@ expected as (
         series.use_rth,
         sessions.session_date
     from series
-    inner join {{ ref('xnys_sessions') }} as sessions
+    inner join sessions
         on sessions.session_date between series.first_session and series.last_session
 
 ),
@@ -35,9 +56,9 @@ matched as (
         bars.session_date is not null as has_bar,
         known.reason as known_missing_reason
     from expected
-    left join {{ ref('int_bars_deduplicated') }} as bars
+    left join bars
         using ({{ series_csv }}, session_date)
-    left join {{ ref('known_missing_sessions') }} as known
+    left join known_missing_sessions as known
         on known.symbol = expected.symbol
        and known.session_date = expected.session_date
        and bars.session_date is null

@@ -17,6 +17,30 @@ days as (
 
 ),
 
+excluded_bars as (
+
+    select * from {{ ref('int_bars_excluded') }}
+
+),
+
+load_batches as (
+
+    select * from {{ ref('stg_ibkr__load_batches') }}
+
+),
+
+training_bars as (
+
+    select symbol from {{ ref('training_bars') }}
+
+),
+
+known_missing_sessions as (
+
+    select symbol, session_date from {{ ref('known_missing_sessions') }}
+
+),
+
 excluded as (
 
     select
@@ -25,7 +49,7 @@ excluded as (
         count(*) filter (where exclusion_reason like 'symbol%') as excluded_rows_bad_symbol,
         count(*) filter (where exclusion_reason like 'bar size%') as excluded_rows_not_daily,
         count(*) filter (where exclusion_reason like 'landed before%') as excluded_rows_not_final
-    from {{ ref('int_bars_excluded') }}
+    from excluded_bars
     group by {{ series_csv }}
 
 ),
@@ -38,7 +62,7 @@ readjustments as (
         count(*) as readjustments,
         max(finished_at) as last_readjusted_at,
         (array_agg(readjustment_factor order by finished_at desc))[1] as last_readjustment_factor
-    from {{ ref('stg_ibkr__load_batches') }}
+    from load_batches
     where readjustment_factor is not null
       and status = 'ok'
     group by {{ series_csv }}
@@ -48,7 +72,7 @@ readjustments as (
 training_rows as (
 
     select symbol, count(*) as training_rows
-    from {{ ref('training_bars') }}
+    from training_bars
     group by symbol
 
 ),
@@ -95,7 +119,7 @@ known_missing as (
         count(distinct known.session_date) as sessions_known_missing
 
     from expected
-    inner join {{ ref('known_missing_sessions') }} as known
+    inner join known_missing_sessions as known
         on known.symbol = expected.symbol
        and known.session_date between expected.first_session and expected.last_session
     inner join days on days.calendar_date = known.session_date and days.is_session

@@ -10,6 +10,12 @@ folds as (
 
 ),
 
+training_bars as (
+
+    select symbol, session_date from {{ ref('training_bars') }}
+
+),
+
 splits as (
 
     select fold_id, 'train' as split, train_start as split_start, train_end as split_end from folds
@@ -20,17 +26,17 @@ splits as (
 
 ),
 
-bars as (
+fold_rows as (
 
-    select symbol, session_date from {{ ref('training_bars') }}
+    select
+        splits.fold_id,
+        splits.split,
+        training_bars.symbol,
+        training_bars.session_date
+
+    from splits
+    inner join training_bars on training_bars.session_date between splits.split_start and splits.split_end
 
 )
 
-select
-    splits.fold_id,
-    splits.split,
-    bars.symbol,
-    bars.session_date
-
-from splits
-inner join bars on bars.session_date between splits.split_start and splits.split_end
+select * from fold_rows

@@ -18,7 +18,9 @@ sessions as (
 
 ),
 
-plan_indexed as (
+-- The splits are laid out in session indexes (consecutive numbers of NYSE sessions), so that "n sessions before"
+-- is a subtraction; the folds CTE turns them back into dates.
+plan_session_indexes as (
 
     select
         plan.*,
@@ -32,35 +34,35 @@ plan_indexed as (
 
 ),
 
-tested as (
+test_indexes as (
 
     -- Position 1 is the latest fold: its test split ends on the last session; earlier ones tile backwards.
     select
-        plan_indexed.*,
-        plan_indexed.folds_laid_out - position + 1 as fold_id,
+        plan_session_indexes.*,
+        plan_session_indexes.folds_laid_out - position + 1 as fold_id,
         last_index - (position - 1) * test_sessions as test_end_index,
         last_index - position * test_sessions + 1 as test_start_index
 
-    from plan_indexed
-    cross join generate_series(1, plan_indexed.folds_laid_out) as position
+    from plan_session_indexes
+    cross join generate_series(1, plan_session_indexes.folds_laid_out) as position
 
 ),
 
-validated as (
+validation_indexes as (
 
     select
-        tested.*,
+        test_indexes.*,
         test_start_index - gap_sessions - validation_sessions as validation_start_index,
         test_start_index - gap_sessions - 1 as validation_end_index
 
-    from tested
+    from test_indexes
 
 ),
 
-trained as (
+train_indexes as (
 
     select
-        validated.*,
+        validation_indexes.*,
         case
             when scheme = 'rolling'
                 then greatest(first_index, validation_start_index - gap_sessions - train_sessions)
@@ -68,34 +70,34 @@ trained as (
         end as train_start_index,
         validation_start_index - gap_sessions - 1 as train_end_index
 
-    from validated
+    from validation_indexes
 
 ),
 
 folds as (
 
     select
-        trained.fold_id::integer as fold_id,
-        trained.scheme,
+        train_indexes.fold_id::integer as fold_id,
+        train_indexes.scheme,
         train_start.session_date as train_start,
         train_end.session_date as train_end,
         validation_start.session_date as validation_start,
         validation_end.session_date as validation_end,
         test_start.session_date as test_start,
         test_end.session_date as test_end,
-        (trained.train_end_index - trained.train_start_index + 1)::integer as train_sessions,
-        (trained.validation_end_index - trained.validation_start_index + 1)::integer as validation_sessions,
-        (trained.test_end_index - trained.test_start_index + 1)::integer as test_sessions,
-        trained.purge_sessions,
-        trained.embargo_sessions
+        (train_indexes.train_end_index - train_indexes.train_start_index + 1)::integer as train_sessions,
+        (train_indexes.validation_end_index - train_indexes.validation_start_index + 1)::integer as validation_sessions,
+        (train_indexes.test_end_index - train_indexes.test_start_index + 1)::integer as test_sessions,
+        train_indexes.purge_sessions,
+        train_indexes.embargo_sessions
 
-    from trained
-    inner join sessions as train_start on train_start.session_index = trained.train_start_index
-    inner join sessions as train_end on train_end.session_index = trained.train_end_index
-    inner join sessions as validation_start on validation_start.session_index = trained.validation_start_index
-    inner join sessions as validation_end on validation_end.session_index = trained.validation_end_index
-    inner join sessions as test_start on test_start.session_index = trained.test_start_index
-    inner join sessions as test_end on test_end.session_index = trained.test_end_index
+    from train_indexes
+    inner join sessions as train_start on train_start.session_index = train_indexes.train_start_index
+    inner join sessions as train_end on train_end.session_index = train_indexes.train_end_index
+    inner join sessions as validation_start on validation_start.session_index = train_indexes.validation_start_index
+    inner join sessions as validation_end on validation_end.session_index = train_indexes.validation_end_index
+    inner join sessions as test_start on test_start.session_index = train_indexes.test_start_index
+    inner join sessions as test_end on test_end.session_index = train_indexes.test_end_index
 
 )
 

@@ -31,18 +31,24 @@
 
 with
 
-history as (
+training_bars as (
 
-    select
-        min(session_date) as first_session,
-        max(session_date) as last_session
-    from {{ ref('training_bars') }}
+    select session_date from {{ ref('training_bars') }}
 
 ),
 
 days as (
 
     select * from {{ ref('int_calendar_days_numbered') }}
+
+),
+
+history as (
+
+    select
+        min(session_date) as first_session,
+        max(session_date) as last_session
+    from training_bars
 
 ),
 
