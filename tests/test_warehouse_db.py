@@ -784,13 +784,14 @@ def test_the_embedded_warehouse_admits_its_owner_only(embedded_cluster):
         assert attempt.returncode != 0 and refusal in attempt.stderr, (os_user, attempt.stderr)
 
 
-@pytest.mark.parametrize("command", ["up", "down", "status"])
+@pytest.mark.parametrize("command", ["up", "down", "status", "provision", "env", "psql"])
 def test_another_os_users_warehouse_is_left_as_it_was(fresh_warehouse_dir, command, monkeypatch, capsys):
     """`sudo make db-up` in a user's clone, that user's warehouse stopped: root rewrote its access files to admit
     root, owned by embedded_postgres, then could not start it (the data is the user's), and the user's own commands
     said from then on that it belonged to another OS user. A user's `make db-down` or `make db-status` on root's
     warehouse (a clone once run with sudo) ended in a PermissionError traceback. Now nothing is read or written, and
-    one line says whose it is."""
+    one line says whose it is: for every command that reaches the embedded warehouse (`env` runs before every dbt
+    target, and would write its pgpass there; docs/operations.md says any command)."""
     pgdata = fresh_warehouse_dir / embedded.PGDATA_NAME
     pgdata.mkdir(mode=0o700)
     files = {"PG_VERSION": "18\n", "postgresql.conf": "# the user's\n", "pg_hba.conf": "local all all peer\n"}

@@ -587,7 +587,7 @@ def verdict(statistics: RunStatistics) -> str:
     difference = comparison.difference
     head = _too_little_for_evidence(statistics, difference, shortest) or _what_the_interval_says(difference)
     sample = _interval_and_sample(statistics, comparison, shortest)
-    books = _lost_books(statistics) + _idle_books(statistics)
+    books = _books_in_words(statistics)
     return f"{head}: {sample}{books} {_deflated_sharpe_sentence(statistics)}"
 
 
@@ -654,26 +654,17 @@ def _interval_and_sample(statistics: RunStatistics, comparison: Comparison, shor
     )
 
 
-def _lost_books(statistics: RunStatistics) -> str:
-    # A total loss in a year-long split has a Sharpe ratio near -1, level with buy-and-hold in a bad year: whatever the
-    # comparison says, a lost book is said in words.
-    if not statistics.agent_total_losses:
-        return ""
-    return (
-        f" The agent lost the whole book (total return −100%) in {statistics.agent_total_losses} of "
-        f"{counted(statistics.size.tasks, 'fold × seed test split')}."
-    )
-
-
-def _idle_books(statistics: RunStatistics) -> str:
-    # PPO often learns to stay in cash, and cash beats buy-and-hold's Sharpe ratio in a falling market (or where the
-    # price never moved and buy-and-hold only paid for its first buy): a win that is no trading is said in words.
-    if not statistics.agent_never_invested:
-        return ""
-    return (
-        f" The agent never held a position (it stayed in cash, as the flat baseline does) in "
-        f"{statistics.agent_never_invested} of {counted(statistics.size.tasks, 'fold × seed test split')}."
-    )
+def _books_in_words(statistics: RunStatistics) -> str:
+    """Test splits whose book the Sharpe comparison hides, said in words whatever it says. A total loss in a year-long
+    split has a Sharpe ratio near -1, level with buy-and-hold in a bad year. PPO often learns to stay in cash, and cash
+    beats buy-and-hold's Sharpe ratio in a falling market (or where the price never moved and buy-and-hold only paid
+    for its first buy): a win that is no trading."""
+    splits = counted(statistics.size.tasks, "fold × seed test split")
+    said = [
+        (statistics.agent_total_losses, "lost the whole book (total return −100%)"),
+        (statistics.agent_never_invested, "never held a position (it stayed in cash, as the flat baseline does)"),
+    ]
+    return "".join(f" The agent {what} in {count} of {splits}." for count, what in said if count)
 
 
 def _deflated_sharpe_sentence(statistics: RunStatistics) -> str:

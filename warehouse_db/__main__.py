@@ -2,8 +2,9 @@
 
 Exit status: 0 done (``status``: the warehouse is ready); 2 bad usage; 3 (``status`` only) the warehouse is not
 ready: the embedded one is not running, or the server answers but is not provisioned; 4 the warehouse is
-misconfigured, cannot be reached, started or provisioned, or (``up``) a seed file cannot be read, is not UTF-8 or has
-a header other than its declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
+misconfigured, cannot be reached, started or provisioned, the embedded one belongs to another OS user (a command run
+with sudo in a user's clone), or (``up``) a seed file cannot be read, is not UTF-8 or has a header other than its
+declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
 SIGTERM from kill, or SIGHUP; run it again: starting and provisioning are idempotent, and an initdb stopped halfway,
 even by ``kill -9``, begins again).
 ``psql`` exits with psql's own status.
