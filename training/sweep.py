@@ -555,46 +555,71 @@ def _claim_sweep(config: SweepConfig, settings, conn, stored, sweep_id: str, spa
     results_schema.ensure_tables(settings)
     if not sweep_store.try_lock_sweep(conn, sweep_id):
         raise SweepError(f"sweep {sweep_id} is running in another process")
-    now = datetime.now(UTC)
     if stored is None:
-        run_dir = config.runs_dir / sweep_id
-        sweep = sweep_store.SweepRecord(
-            sweep_id=sweep_id,
-            status="running",
-            started_at=now,
-            updated_at=now,
-            trials_requested=config.trials,
-            objective=OBJECTIVE_TEXT,
-            search_algorithm=f"Optuna TPE (seed {config.seed})",
-            scheduler=(
-                f"ASHA (grace {min(config.grace_folds, len(plan.search_folds))} fold(s), reduction factor "
-                f"{config.reduction_factor}, after each validation fold)"
-                if config.early_stopping
-                else "none (every trial runs every fold)"
-            ),
-            space=space.to_dict(),
-            base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
-            search_folds=[fold.fold_id for fold in plan.search_folds],
-            report_folds=[fold.fold_id for fold in plan.report_folds],
-            trial_seeds=list(config.trial_seed_list),
-            mart_hash=plan.snapshot.content_hash,
-            run_dir=str(run_dir.resolve()),
-        )
-    else:
-        sweep = stored
-        sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
-    run_dir = Path(sweep.run_dir)
-    if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
+        sweep = _new_sweep_row(config, sweep_id, space, plan)
+        # Claimed in one step: another sweep or run may have taken the folder since _start_or_resume checked it.
         claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
     else:
-        make_run_folder(run_dir)
+        sweep = _running_again(stored, config)
+        make_run_folder(Path(sweep.run_dir))
     sweep_store.save_sweep(conn, sweep)
+    return sweep, _interrupt_orphaned_trials(conn, sweep_id)
+
+
+def _new_sweep_row(config: SweepConfig, sweep_id: str, space: SearchSpace, plan: _Plan):
+    """ml.sweeps' row for a new sweep: what a resume must keep (its settings, space, folds and mart) and how it
+    searches."""
+    from training import sweep_store
+
+    now = datetime.now(UTC)
+    return sweep_store.SweepRecord(
+        sweep_id=sweep_id,
+        status="running",
+        started_at=now,
+        updated_at=now,
+        trials_requested=config.trials,
+        objective=OBJECTIVE_TEXT,
+        search_algorithm=f"Optuna TPE (seed {config.seed})",
+        scheduler=_scheduler_text(config, len(plan.search_folds)),
+        space=space.to_dict(),
+        base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
+        search_folds=[fold.fold_id for fold in plan.search_folds],
+        report_folds=[fold.fold_id for fold in plan.report_folds],
+        trial_seeds=list(config.trial_seed_list),
+        mart_hash=plan.snapshot.content_hash,
+        run_dir=str((config.runs_dir / sweep_id).resolve()),
+    )
+
+
+def _scheduler_text(config: SweepConfig, search_folds: int) -> str:
+    if not config.early_stopping:
+        return "none (every trial runs every fold)"
+    return (
+        f"ASHA (grace {min(config.grace_folds, search_folds)} fold(s), reduction factor {config.reduction_factor}, "
+        "after each validation fold)"
+    )
+
+
+def _running_again(stored, config: SweepConfig):
+    """The stored row of a resumed sweep, running again with this start's --trials (its last error cleared)."""
+    stored.status = "running"
+    stored.updated_at = datetime.now(UTC)
+    stored.trials_requested = config.trials
+    stored.error = None
+    return stored
+
+
+def _interrupt_orphaned_trials(conn, sweep_id: str) -> list[Any]:
+    """The sweep's trials so far; those still 'running' were left by a driver that died (this one holds the lock, so
+    nobody runs them now): they become 'interrupted' and run again."""
+    from training import sweep_store
+
     trials = sweep_store.load_trials(conn, sweep_id)
-    for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
+    for record in trials:
         if record.state == "running":
             record.state = "interrupted"
             sweep_store.save_trial(conn, record)
-    return sweep, trials
+    return trials
 
 
 def _search_missing_trials(config: SweepConfig, conn, sweep, space, plan: _Plan, trials, evaluate, callbacks) -> None:
