@@ -427,30 +427,42 @@ def _log_how_to_continue(config: SweepConfig, sweep, sweep_id: str) -> None:
 def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace, str]:
     """What to search: (the stored sweep or None, its search space, its id). A resumed sweep must keep the settings
     that define a trial (:data:`CHANGEABLE_ON_RESUME` lists the others); a new one gets a free sweep id and folder."""
+    if config.resume:
+        stored = _stored_sweep(conn, config.resume)
+        _refuse_changed_settings(config, stored)
+        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
+        return stored, space, stored.sweep_id
+    space = load_space(config.space, config)
+    return None, space, _id_for_a_new_sweep(config, conn)
+
+
+def _stored_sweep(conn, sweep_id: str):
+    """ml.sweeps' row of ``sweep_id`` (training.sweep_store.SweepRecord); SweepError when there is none."""
     from training import results_schema, sweep_store
     from warehouse_db import schemas
 
-    stored = None
-    if config.resume:
-        stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
-        if stored is None:
-            raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
-        changed = sorted(
-            name
-            for name, value in frozen_settings(config).items()
-            if value != frozen_settings(stored.base_config).get(name)
-        )
-        if changed:
-            was = frozen_settings(stored.base_config)
-            were = ", ".join(f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed)
-            raise SweepError(
-                f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
-                "to search with other settings"
-            )
-        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
-        return stored, space, stored.sweep_id
+    stored = sweep_store.load_sweep(conn, sweep_id) if sweep_store.sweep_tables_exist(conn) else None
+    if stored is None:
+        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+    return stored
 
-    space = load_space(config.space, config)
+
+def _refuse_changed_settings(config: SweepConfig, stored) -> None:
+    """A resume that changes what a trial is would rank trials that were scored differently: refused, naming each
+    setting that differs."""
+    now, was = frozen_settings(config), frozen_settings(stored.base_config)
+    changed = sorted(name for name, value in now.items() if value != was.get(name))
+    if changed:
+        were = ", ".join(f"{n} {now[n]!r} (it started with {was.get(n)!r})" for n in changed)
+        raise SweepError(
+            f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+            "to search with other settings"
+        )
+
+
+def _id_for_a_new_sweep(config: SweepConfig, conn) -> str:
+    """--sweep-id when no stored sweep and no folder has it; else a generated id that none has (set on ``config``)."""
+    from training import sweep_store
 
     def stored_sweep(candidate: str) -> bool:
         return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
@@ -461,12 +473,12 @@ def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace
             raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
         # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
         refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
-    else:
-        # A generated id another sweep or run has (the same second and random suffix) is generated again: the
-        # user did not choose it, so there is nothing to resume or rename.
-        sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
-        config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
-    return stored, space, sweep_id
+        return sweep_id
+    # A generated id another sweep or run has (the same second and random suffix) is generated again: the
+    # user did not choose it, so there is nothing to resume or rename.
+    sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
+    config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
+    return sweep_id
 
 
 def new_sweep_id() -> str:
@@ -786,15 +798,12 @@ def _resume_id(argv: Sequence[str]) -> str | None:
 
 def _stored_config(sweep_id: str) -> dict[str, Any]:
     import warehouse_db
-    from training import results_schema, sweep_store
     from warehouse_db import schemas
 
     if problem := resume_problem(sweep_id):
         raise SweepError(problem)
     with warehouse_db.connect(role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        stored = sweep_store.load_sweep(conn, sweep_id) if sweep_store.sweep_tables_exist(conn) else None
-    if stored is None:
-        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+        stored = _stored_sweep(conn, sweep_id)
     return {name: value for name, value in stored.base_config.items() if name not in ("resume",)}
 
 
