@@ -231,43 +231,63 @@ def check_tradable_folds(
     windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason),
     or, in a report fold, are passed over when the trial to walk forward is chosen (:func:`choose_trial`).
     """
-    from training.fold_task import check_enough_sessions, largest_window
     from training.folds import SPLITS
 
-    searched = "window" in space.names
-    smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
-    window = f"the smallest window of the search space {space.source}" if searched else "--window"
     to_check = [(search, TRIAL_SPLITS)] + ([(report, SPLITS)] if config.final_walk_forward else [])
+    _refuse_splits_the_smallest_window_cannot_trade(config, space, data, to_check)
+    if "window" in space.names:
+        trials_splits = {(fold.fold_id, split) for fold in search for split in TRIAL_SPLITS}
+        _warn_of_splits_the_largest_window_cannot_trade(config, space, data, to_check, trials_splits)
+
+
+def _refuse_splits_the_smallest_window_cannot_trade(
+    config: SweepConfig, space: SearchSpace, data: MarketData, to_check
+) -> None:
+    from training.fold_task import check_enough_sessions
+
+    smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
+    window = f"the smallest window of the search space {space.source}" if "window" in space.names else "--window"
     for folds, splits in to_check:
         check_enough_sessions(data, folds, smallest, splits=splits, window=window)
-    if not searched:
-        return
+
+
+def _warn_of_splits_the_largest_window_cannot_trade(
+    config: SweepConfig, space: SearchSpace, data: MarketData, to_check, trials_splits: set[tuple[int, str]]
+) -> None:
+    """One warning per split (a split in both lists once) too short for the largest window the space allows."""
+    from training.fold_task import largest_window
+
     largest = space.largest("window", config.window)
-    trials_split = {(fold.fold_id, split) for fold in search for split in TRIAL_SPLITS}
+    for fold, split in _each_split_once(to_check):
+        longest = largest_window(data, fold, split, config)
+        if longest < largest:
+            logger.warning(
+                "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
+                "up to %d (with min_episode_steps %d); the search space allows up to %d: %s",
+                fold.fold_id,
+                longest + config.min_episode_steps,
+                split,
+                fold.dates(split).start,
+                fold.dates(split).end,
+                longest,
+                config.min_episode_steps,
+                largest,
+                "a trial that draws a longer one fails there"
+                if (fold.fold_id, split) in trials_splits
+                else "the final walk-forward passes over the trials that draw a longer one",
+            )
+
+
+def _each_split_once(to_check):
+    """(fold, split) of every (folds, splits) pair in order, skipping one seen before: the last search fold is also
+    the first report fold."""
     seen: set[tuple[int, str]] = set()
     for folds, splits in to_check:
         for fold in folds:
             for split in splits:
-                if (fold.fold_id, split) in seen:
-                    continue
-                seen.add((fold.fold_id, split))
-                longest = largest_window(data, fold, split, config)
-                if longest < largest:
-                    logger.warning(
-                        "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
-                        "up to %d (with min_episode_steps %d); the search space allows up to %d: %s",
-                        fold.fold_id,
-                        longest + config.min_episode_steps,
-                        split,
-                        fold.dates(split).start,
-                        fold.dates(split).end,
-                        longest,
-                        config.min_episode_steps,
-                        largest,
-                        "a trial that draws a longer one fails there"
-                        if (fold.fold_id, split) in trials_split
-                        else "the final walk-forward passes over the trials that draw a longer one",
-                    )
+                if (fold.fold_id, split) not in seen:
+                    seen.add((fold.fold_id, split))
+                    yield fold, split
 
 
 # --- 3. the job: run_sweep, then its steps in their order -------------------------------------------------------------
