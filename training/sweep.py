@@ -832,30 +832,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from warehouse_db.errors import WarehouseError
 
-    help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
     try:
-        resume = _resume_id(argv)
-        base = _stored_config(resume) if resume is not None and not {"-h", "--help"} & set(argv) else None
-        config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
-        if not config.resume:
-            load_space(config.space, config)  # a bad space file fails here, before anything runs
+        config = _read_the_command_line(argv)
     except (ValueError, SearchSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
-    except WarehouseError as error:
+    except WarehouseError as error:  # --resume's stored settings could not be read
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from training.cli import report_user_error, sigterm_interrupts
-    from training.task_runners import RayRunner
-    from warehouse_db import resolve_settings
+    from training.cli import report_user_error
 
     try:
-        # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
-        RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
-        with sigterm_interrupts():
-            result = run_sweep(config, resolve_settings())
+        result = _check_ray_then_sweep(config)
     except NotRecorded:
         logger.error("interrupted before the sweep was recorded: nothing to resume; run the command again")
         return ExitCode.INTERRUPTED
@@ -868,6 +858,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except Exception as error:  # noqa: BLE001 - report_user_error re-raises what a user cannot cause
         return report_user_error(error)
+    return _print_the_outcome(result)
+
+
+def _read_the_command_line(argv: list[str]) -> SweepConfig:
+    """The flags over the defaults, or over a resumed sweep's stored settings; a new sweep's --space is read here so
+    that a bad space file fails before anything runs."""
+    help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
+    resume = _resume_id(argv)
+    base = _stored_config(resume) if resume is not None and not {"-h", "--help"} & set(argv) else None
+    config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
+    if not config.resume:
+        load_space(config.space, config)
+    return config
+
+
+def _check_ray_then_sweep(config: SweepConfig) -> SweepResult:
+    from training.cli import sigterm_interrupts
+    from training.task_runners import RayRunner
+    from warehouse_db import resolve_settings
+
+    # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
+    RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
+    with sigterm_interrupts():
+        return run_sweep(config, resolve_settings())
+
+
+def _print_the_outcome(result: SweepResult) -> int:
+    """The report, the best trial and the final walk-forward's verdict; the exit status (interrupted, partial, ok)."""
     print(f"sweep {result.sweep_id}: report {result.report_path.resolve()}")
     if result.interrupted:
         return ExitCode.INTERRUPTED
