@@ -554,16 +554,7 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
 
 def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> ContractReport:
     """Validate ``marts.training_bars`` and its folds as trainer; raise ContractViolation listing every failure."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics, ever (there is no network here)
-    _quiet_gx_logging()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    _quiet_gx_logging()  # again: some of its modules set their own loggers to INFO when imported
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    gx, context = _quiet_ephemeral_gx_context()
     datasource = context.data_sources.add_postgres("warehouse", connection_string=gx_connection_string(settings))
     engine = datasource.get_engine()
     results: list[Any] = []
@@ -574,20 +565,46 @@ def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> C
             (MART_TABLE, build_expectations(terms)),
             (FOLDS_TABLE, build_fold_expectations(terms)),
         ):
-            asset = datasource.add_table_asset(table, table_name=table)  # found via search_path
-            batch_definition = asset.add_batch_definition_whole_table("whole table")
-            suite = context.suites.add(gx.ExpectationSuite(name=f"{schemas.MARTS}.{table} contract"))
-            for expectation in expectations:
-                suite.add_expectation(expectation)
-            validation = context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{table} contract", data=batch_definition, suite=suite)
-            )
-            # COMPLETE: custom-SQL expectations report their offending rows only in this format (it costs nothing
-            # when the mart is clean; a failure's report is cut to a few examples below).
-            outcome = validation.run(result_format={"result_format": "COMPLETE", "partial_unexpected_count": 3})
-            results += outcome.results
+            results += _validate_table(gx, context, datasource, table, expectations)
     finally:
         engine.dispose()  # the session would otherwise stay open until garbage collection
+    return _passed_or_refused(results)
+
+
+def _quiet_ephemeral_gx_context() -> tuple[Any, Any]:
+    """(the great_expectations module, a context that keeps nothing on disk), with no usage statistics, progress
+    bars or INFO lines."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics, ever (there is no network here)
+    _quiet_gx_logging()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx_logging()  # again: some of its modules set their own loggers to INFO when imported
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return gx, context
+
+
+def _validate_table(gx: Any, context: Any, datasource: Any, table: str, expectations: Sequence[Any]) -> list[Any]:
+    """Great Expectations' result for each of ``expectations`` on the whole of ``table``."""
+    asset = datasource.add_table_asset(table, table_name=table)  # found via search_path
+    batch_definition = asset.add_batch_definition_whole_table("whole table")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{schemas.MARTS}.{table} contract"))
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{table} contract", data=batch_definition, suite=suite)
+    )
+    # COMPLETE: custom-SQL expectations report their offending rows only in this format (it costs nothing when the
+    # mart is clean; a failure's report is cut to a few examples by _describe_failure).
+    outcome = validation.run(result_format={"result_format": "COMPLETE", "partial_unexpected_count": 3})
+    return list(outcome.results)
+
+
+def _passed_or_refused(results: Sequence[Any]) -> ContractReport:
+    """The report of a contract met (and its log line); ContractViolation naming every failure otherwise."""
     passed = [r.expectation_config.description for r in results if r.success]
     failed = [_describe_failure(r) for r in results if not r.success]
     if failed:

@@ -231,43 +231,63 @@ def check_tradable_folds(
     windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason),
     or, in a report fold, are passed over when the trial to walk forward is chosen (:func:`choose_trial`).
     """
-    from training.fold_task import check_enough_sessions, largest_window
     from training.folds import SPLITS
 
-    searched = "window" in space.names
-    smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
-    window = f"the smallest window of the search space {space.source}" if searched else "--window"
     to_check = [(search, TRIAL_SPLITS)] + ([(report, SPLITS)] if config.final_walk_forward else [])
+    _refuse_splits_the_smallest_window_cannot_trade(config, space, data, to_check)
+    if "window" in space.names:
+        trials_splits = {(fold.fold_id, split) for fold in search for split in TRIAL_SPLITS}
+        _warn_of_splits_the_largest_window_cannot_trade(config, space, data, to_check, trials_splits)
+
+
+def _refuse_splits_the_smallest_window_cannot_trade(
+    config: SweepConfig, space: SearchSpace, data: MarketData, to_check
+) -> None:
+    from training.fold_task import check_enough_sessions
+
+    smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
+    window = f"the smallest window of the search space {space.source}" if "window" in space.names else "--window"
     for folds, splits in to_check:
         check_enough_sessions(data, folds, smallest, splits=splits, window=window)
-    if not searched:
-        return
+
+
+def _warn_of_splits_the_largest_window_cannot_trade(
+    config: SweepConfig, space: SearchSpace, data: MarketData, to_check, trials_splits: set[tuple[int, str]]
+) -> None:
+    """One warning per split (a split in both lists once) too short for the largest window the space allows."""
+    from training.fold_task import largest_window
+
     largest = space.largest("window", config.window)
-    trials_split = {(fold.fold_id, split) for fold in search for split in TRIAL_SPLITS}
+    for fold, split in _each_split_once(to_check):
+        longest = largest_window(data, fold, split, config)
+        if longest < largest:
+            logger.warning(
+                "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
+                "up to %d (with min_episode_steps %d); the search space allows up to %d: %s",
+                fold.fold_id,
+                longest + config.min_episode_steps,
+                split,
+                fold.dates(split).start,
+                fold.dates(split).end,
+                longest,
+                config.min_episode_steps,
+                largest,
+                "a trial that draws a longer one fails there"
+                if (fold.fold_id, split) in trials_splits
+                else "the final walk-forward passes over the trials that draw a longer one",
+            )
+
+
+def _each_split_once(to_check):
+    """(fold, split) of every (folds, splits) pair in order, skipping one seen before: the last search fold is also
+    the first report fold."""
     seen: set[tuple[int, str]] = set()
     for folds, splits in to_check:
         for fold in folds:
             for split in splits:
-                if (fold.fold_id, split) in seen:
-                    continue
-                seen.add((fold.fold_id, split))
-                longest = largest_window(data, fold, split, config)
-                if longest < largest:
-                    logger.warning(
-                        "fold %d: no symbol has more than %d sessions in its %s split %s .. %s, enough for a window of "
-                        "up to %d (with min_episode_steps %d); the search space allows up to %d: %s",
-                        fold.fold_id,
-                        longest + config.min_episode_steps,
-                        split,
-                        fold.dates(split).start,
-                        fold.dates(split).end,
-                        longest,
-                        config.min_episode_steps,
-                        largest,
-                        "a trial that draws a longer one fails there"
-                        if (fold.fold_id, split) in trials_split
-                        else "the final walk-forward passes over the trials that draw a longer one",
-                    )
+                if (fold.fold_id, split) not in seen:
+                    seen.add((fold.fold_id, split))
+                    yield fold, split
 
 
 # --- 3. the job: run_sweep, then its steps in their order -------------------------------------------------------------
@@ -427,30 +447,42 @@ def _log_how_to_continue(config: SweepConfig, sweep, sweep_id: str) -> None:
 def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace, str]:
     """What to search: (the stored sweep or None, its search space, its id). A resumed sweep must keep the settings
     that define a trial (:data:`CHANGEABLE_ON_RESUME` lists the others); a new one gets a free sweep id and folder."""
+    if config.resume:
+        stored = _stored_sweep(conn, config.resume)
+        _refuse_changed_settings(config, stored)
+        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
+        return stored, space, stored.sweep_id
+    space = load_space(config.space, config)
+    return None, space, _id_for_a_new_sweep(config, conn)
+
+
+def _stored_sweep(conn, sweep_id: str):
+    """ml.sweeps' row of ``sweep_id`` (training.sweep_store.SweepRecord); SweepError when there is none."""
     from training import results_schema, sweep_store
     from warehouse_db import schemas
 
-    stored = None
-    if config.resume:
-        stored = sweep_store.load_sweep(conn, config.resume) if sweep_store.sweep_tables_exist(conn) else None
-        if stored is None:
-            raise SweepError(f"no sweep {config.resume!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
-        changed = sorted(
-            name
-            for name, value in frozen_settings(config).items()
-            if value != frozen_settings(stored.base_config).get(name)
-        )
-        if changed:
-            was = frozen_settings(stored.base_config)
-            were = ", ".join(f"{n} {frozen_settings(config)[n]!r} (it started with {was.get(n)!r})" for n in changed)
-            raise SweepError(
-                f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
-                "to search with other settings"
-            )
-        space = space_from_dict(stored.space, f"stored with sweep {stored.sweep_id}", config)
-        return stored, space, stored.sweep_id
+    stored = sweep_store.load_sweep(conn, sweep_id) if sweep_store.sweep_tables_exist(conn) else None
+    if stored is None:
+        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+    return stored
 
-    space = load_space(config.space, config)
+
+def _refuse_changed_settings(config: SweepConfig, stored) -> None:
+    """A resume that changes what a trial is would rank trials that were scored differently: refused, naming each
+    setting that differs."""
+    now, was = frozen_settings(config), frozen_settings(stored.base_config)
+    changed = sorted(name for name, value in now.items() if value != was.get(name))
+    if changed:
+        were = ", ".join(f"{n} {now[n]!r} (it started with {was.get(n)!r})" for n in changed)
+        raise SweepError(
+            f"sweep {config.resume} keeps the settings it started with; these differ: {were}; start a new sweep "
+            "to search with other settings"
+        )
+
+
+def _id_for_a_new_sweep(config: SweepConfig, conn) -> str:
+    """--sweep-id when no stored sweep and no folder has it; else a generated id that none has (set on ``config``)."""
+    from training import sweep_store
 
     def stored_sweep(candidate: str) -> bool:
         return sweep_store.sweep_tables_exist(conn) and sweep_store.load_sweep(conn, candidate) is not None
@@ -461,12 +493,12 @@ def _start_or_resume(config: SweepConfig, conn) -> tuple[Any | None, SearchSpace
             raise SweepError(f"a sweep {sweep_id!r} exists already: --resume {shlex.quote(sweep_id)} continues it")
         # Another run's or sweep's folder: its report.html would be overwritten, and its files mixed with these.
         refuse_used_folder(config.runs_dir / sweep_id, "--sweep-id")
-    else:
-        # A generated id another sweep or run has (the same second and random suffix) is generated again: the
-        # user did not choose it, so there is nothing to resume or rename.
-        sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
-        config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
-    return stored, space, sweep_id
+        return sweep_id
+    # A generated id another sweep or run has (the same second and random suffix) is generated again: the
+    # user did not choose it, so there is nothing to resume or rename.
+    sweep_id = _free_sweep_id(config.runs_dir, stored_sweep)
+    config.sweep_id = sweep_id  # a caller's Ctrl+C line names it (--resume)
+    return sweep_id
 
 
 def new_sweep_id() -> str:
@@ -555,46 +587,71 @@ def _claim_sweep(config: SweepConfig, settings, conn, stored, sweep_id: str, spa
     results_schema.ensure_tables(settings)
     if not sweep_store.try_lock_sweep(conn, sweep_id):
         raise SweepError(f"sweep {sweep_id} is running in another process")
-    now = datetime.now(UTC)
     if stored is None:
-        run_dir = config.runs_dir / sweep_id
-        sweep = sweep_store.SweepRecord(
-            sweep_id=sweep_id,
-            status="running",
-            started_at=now,
-            updated_at=now,
-            trials_requested=config.trials,
-            objective=OBJECTIVE_TEXT,
-            search_algorithm=f"Optuna TPE (seed {config.seed})",
-            scheduler=(
-                f"ASHA (grace {min(config.grace_folds, len(plan.search_folds))} fold(s), reduction factor "
-                f"{config.reduction_factor}, after each validation fold)"
-                if config.early_stopping
-                else "none (every trial runs every fold)"
-            ),
-            space=space.to_dict(),
-            base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
-            search_folds=[fold.fold_id for fold in plan.search_folds],
-            report_folds=[fold.fold_id for fold in plan.report_folds],
-            trial_seeds=list(config.trial_seed_list),
-            mart_hash=plan.snapshot.content_hash,
-            run_dir=str(run_dir.resolve()),
-        )
-    else:
-        sweep = stored
-        sweep.status, sweep.updated_at, sweep.trials_requested, sweep.error = "running", now, config.trials, None
-    run_dir = Path(sweep.run_dir)
-    if stored is None:  # a new sweep's folder is claimed in one step: another may have taken it since the check
+        sweep = _new_sweep_row(config, sweep_id, space, plan)
+        # Claimed in one step: another sweep or run may have taken the folder since _start_or_resume checked it.
         claim_run_folder(config.runs_dir, sweep_id, "--sweep-id")
     else:
-        make_run_folder(run_dir)
+        sweep = _running_again(stored, config)
+        make_run_folder(Path(sweep.run_dir))
     sweep_store.save_sweep(conn, sweep)
+    return sweep, _interrupt_orphaned_trials(conn, sweep_id)
+
+
+def _new_sweep_row(config: SweepConfig, sweep_id: str, space: SearchSpace, plan: _Plan):
+    """ml.sweeps' row for a new sweep: what a resume must keep (its settings, space, folds and mart) and how it
+    searches."""
+    from training import sweep_store
+
+    now = datetime.now(UTC)
+    return sweep_store.SweepRecord(
+        sweep_id=sweep_id,
+        status="running",
+        started_at=now,
+        updated_at=now,
+        trials_requested=config.trials,
+        objective=OBJECTIVE_TEXT,
+        search_algorithm=f"Optuna TPE (seed {config.seed})",
+        scheduler=_scheduler_text(config, len(plan.search_folds)),
+        space=space.to_dict(),
+        base_config={**config.to_dict(), "resume": None, "sweep_id": sweep_id},
+        search_folds=[fold.fold_id for fold in plan.search_folds],
+        report_folds=[fold.fold_id for fold in plan.report_folds],
+        trial_seeds=list(config.trial_seed_list),
+        mart_hash=plan.snapshot.content_hash,
+        run_dir=str((config.runs_dir / sweep_id).resolve()),
+    )
+
+
+def _scheduler_text(config: SweepConfig, search_folds: int) -> str:
+    if not config.early_stopping:
+        return "none (every trial runs every fold)"
+    return (
+        f"ASHA (grace {min(config.grace_folds, search_folds)} fold(s), reduction factor {config.reduction_factor}, "
+        "after each validation fold)"
+    )
+
+
+def _running_again(stored, config: SweepConfig):
+    """The stored row of a resumed sweep, running again with this start's --trials (its last error cleared)."""
+    stored.status = "running"
+    stored.updated_at = datetime.now(UTC)
+    stored.trials_requested = config.trials
+    stored.error = None
+    return stored
+
+
+def _interrupt_orphaned_trials(conn, sweep_id: str) -> list[Any]:
+    """The sweep's trials so far; those still 'running' were left by a driver that died (this one holds the lock, so
+    nobody runs them now): they become 'interrupted' and run again."""
+    from training import sweep_store
+
     trials = sweep_store.load_trials(conn, sweep_id)
-    for record in trials:  # a driver that died left these running: nobody runs them now (we hold the lock)
+    for record in trials:
         if record.state == "running":
             record.state = "interrupted"
             sweep_store.save_trial(conn, record)
-    return sweep, trials
+    return trials
 
 
 def _search_missing_trials(config: SweepConfig, conn, sweep, space, plan: _Plan, trials, evaluate, callbacks) -> None:
@@ -761,15 +818,12 @@ def _resume_id(argv: Sequence[str]) -> str | None:
 
 def _stored_config(sweep_id: str) -> dict[str, Any]:
     import warehouse_db
-    from training import results_schema, sweep_store
     from warehouse_db import schemas
 
     if problem := resume_problem(sweep_id):
         raise SweepError(problem)
     with warehouse_db.connect(role=schemas.TRAINER_ROLE, autocommit=True) as conn:
-        stored = sweep_store.load_sweep(conn, sweep_id) if sweep_store.sweep_tables_exist(conn) else None
-    if stored is None:
-        raise SweepError(f"no sweep {sweep_id!r} in {schemas.ML}.{results_schema.SWEEPS} to resume")
+        stored = _stored_sweep(conn, sweep_id)
     return {name: value for name, value in stored.base_config.items() if name not in ("resume",)}
 
 
@@ -778,30 +832,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from warehouse_db.errors import WarehouseError
 
-    help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
     try:
-        resume = _resume_id(argv)
-        base = _stored_config(resume) if resume is not None and not {"-h", "--help"} & set(argv) else None
-        config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
-        if not config.resume:
-            load_space(config.space, config)  # a bad space file fails here, before anything runs
+        config = _read_the_command_line(argv)
     except (ValueError, SearchSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
-    except WarehouseError as error:
+    except WarehouseError as error:  # --resume's stored settings could not be read
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.WAREHOUSE
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from training.cli import report_user_error, sigterm_interrupts
-    from training.task_runners import RayRunner
-    from warehouse_db import resolve_settings
+    from training.cli import report_user_error
 
     try:
-        # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
-        RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
-        with sigterm_interrupts():
-            result = run_sweep(config, resolve_settings())
+        result = _check_ray_then_sweep(config)
     except NotRecorded:
         logger.error("interrupted before the sweep was recorded: nothing to resume; run the command again")
         return ExitCode.INTERRUPTED
@@ -814,6 +858,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except Exception as error:  # noqa: BLE001 - report_user_error re-raises what a user cannot cause
         return report_user_error(error)
+    return _print_the_outcome(result)
+
+
+def _read_the_command_line(argv: list[str]) -> SweepConfig:
+    """The flags over the defaults, or over a resumed sweep's stored settings; a new sweep's --space is read here so
+    that a bad space file fails before anything runs."""
+    help_text = f"{DESCRIPTION}\n\n{exit_status_table()}"
+    resume = _resume_id(argv)
+    base = _stored_config(resume) if resume is not None and not {"-h", "--help"} & set(argv) else None
+    config = parse_command_line(SweepConfig, argv, PROG, help_text, base=base)
+    if not config.resume:
+        load_space(config.space, config)
+    return config
+
+
+def _check_ray_then_sweep(config: SweepConfig) -> SweepResult:
+    from training.cli import sigterm_interrupts
+    from training.task_runners import RayRunner
+    from warehouse_db import resolve_settings
+
+    # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
+    RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
+    with sigterm_interrupts():
+        return run_sweep(config, resolve_settings())
+
+
+def _print_the_outcome(result: SweepResult) -> int:
+    """The report, the best trial and the final walk-forward's verdict; the exit status (interrupted, partial, ok)."""
     print(f"sweep {result.sweep_id}: report {result.report_path.resolve()}")
     if result.interrupted:
         return ExitCode.INTERRUPTED
