@@ -47,6 +47,7 @@ from warehouse_db.settings import (
     settings_from_url,
     uses_external_server,
 )
+from warehouse_db.settings import warehouse_dir as warehouse_dir_setting
 
 SECRET = "xQ#v/7?kZ@m:3%jW"
 """A password with every character that tends to break URL parsing, raw (not percent-encoded)."""
@@ -980,6 +981,49 @@ def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fr
     assert up.returncode == 0, up.stderr
     ready = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ready.returncode == 0 and ready.stdout.startswith("warehouse ready: "), ready.stdout + ready.stderr
+
+
+def dbt_debug_as_typed(env: dict[str, str], logs: Path) -> tuple[int, str, str]:
+    """`dbt debug --connection` as a user types it in the repository root (profiles.yml found there): its exit
+    status, the host its profile rendered and its whole output."""
+    dbt = Path(sys.executable).with_name("dbt")
+    command = [str(dbt), "--no-use-colors", "debug", "--connection", "--log-path", str(logs)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    hosts = re.findall(r"^\S+\s+host: (.*)$", output, flags=re.MULTILINE)
+    return result.returncode, hosts[0] if hosts else "", output
+
+
+def test_dbt_typed_by_hand_reaches_the_embedded_warehouse_of_an_exported_WAREHOUSE_DIR(
+    fresh_warehouse_dir, monkeypatch
+):
+    """`export WAREHOUSE_DIR=...`, `make db-up`, then `dbt run` as the README says to type it: the profile's host
+    was .warehouse/pgdata whatever WAREHOUSE_DIR said, so dbt built the repository's default warehouse without a word
+    (or failed naming .warehouse/). It now reads WAREHOUSE_DIR as warehouse_db does: absolute, ~/ from HOME, relative
+    from the repository; a ~user/ it cannot expand fails, naming it."""
+    home = fresh_warehouse_dir  # short: the socket's path must stay within the Unix limit of 107 bytes
+    warehouse_dir = home / "wh"
+    embedded.start(warehouse_dir / embedded.PGDATA_NAME)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_", "DBT_")) and k != "DATABASE_URL"
+    }
+    env.update({"HOME": str(home), "DO_NOT_TRACK": "1"})
+    monkeypatch.setenv("HOME", str(home))
+    relative = os.path.relpath(warehouse_dir, REPO_ROOT)
+    for spelling in (str(warehouse_dir), relative, "~/wh"):
+        assert warehouse_dir_setting({"WAREHOUSE_DIR": spelling}).resolve() == warehouse_dir.resolve()  # as make db-up
+        status, host, output = dbt_debug_as_typed({**env, "WAREHOUSE_DIR": spelling}, home / "logs")
+        assert Path(host).resolve() == (warehouse_dir / embedded.PGDATA_NAME).resolve(), (spelling, output[-3000:])
+        assert status == 0 and "Connection test: [OK connection ok]" in output, (spelling, output[-3000:])
+
+    status, host, output = dbt_debug_as_typed(env, home / "logs")  # neither WAREHOUSE_DIR nor PGHOST: the default
+    assert Path(host).resolve() == (REPO_ROOT / ".warehouse" / embedded.PGDATA_NAME).resolve(), output[-3000:]
+    without_home = {k: v for k, v in env.items() if k != "HOME"}
+    for unexpandable, where in (("~no-such-user-k9/wh", env), ("~/wh", without_home)):  # not guessed: dbt fails
+        status, host, output = dbt_debug_as_typed({**where, "WAREHOUSE_DIR": unexpandable}, home / "logs")
+        said = f"WAREHOUSE_DIR={unexpandable}: dbt expands only ~/ (from HOME); write the full path"
+        assert status == 1 and host == said, output[-3000:]
+        assert f'could not translate host name "{said}"' in output, output[-3000:]  # one host: no comma to split
 
 
 def test_lock_files_left_by_a_killed_server_whose_pid_was_reused_do_not_stop_it_starting(fresh_warehouse_dir):
