@@ -100,7 +100,7 @@ sweep: $(STAMP)
 	$(BIN)/python -m training.sweep $(ARGS)
 
 # Up means ready for `dbt run && dbt test` as typed: provisioned, with the seeds loaded (NYSE calendar, known
-# missing sessions). The seeds' run results go to target/seed/: target/run_results.json stays the last build's. (Training
+# missing sessions, verified price moves). The seeds' run results go to target/seed/: target/run_results.json stays the last build's. (Training
 # takes the build of the mart it read from marts.mart_builds, not from that file.)
 db-up: $(STAMP)
 	$(BIN)/python -m warehouse_db up

@@ -97,6 +97,7 @@ def test_custom_schemas_are_used_verbatim(base: dict) -> None:
     assert ("marts", "training_bars") in placed
     assert ("seeds", "xnys_sessions") in placed
     assert ("seeds", "known_missing_sessions") in placed
+    assert ("seeds", "verified_price_moves") in placed
 
 
 def test_trainer_sees_only_marts(base: dict) -> None:
@@ -107,6 +108,7 @@ def test_trainer_sees_only_marts(base: dict) -> None:
         "intermediate.int_bars_featurized",
         "seeds.xnys_sessions",
         "seeds.known_missing_sessions",
+        "seeds.verified_price_moves",
     ):
         with connect(settings, role="trainer") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"select 1 from {relation} limit 1")
@@ -702,23 +704,32 @@ def test_dbt_run_and_test_before_a_seed_is_loaded_stop_at_once_and_say_to_load_t
     """A warehouse built before known_missing_sessions was added, whose server kept running through the upgrade:
     `dbt run && dbt test` as typed (neither loads seeds) failed on the models and tests that read the seed with
     `relation "seeds.known_missing_sessions" does not exist`, one error per node, and nothing named the step. Now dbt
-    stops before any model and says to load the seeds; `dbt build`, which loads them itself, is not stopped."""
+    stops before any model and says to load the seeds; `dbt build`, which loads them itself, is not stopped. The same
+    for one built before verified_price_moves was added (the seeds of the release before it loaded)."""
     with dbt_series.database() as settings:
         dbt_harness.prepare_raw(settings)
         project = dbt_series.project(settings)
-        project.run("seed", "--select", "xnys_sessions", check=True)  # the seed the older release had
+        project.run("seed", "--select", "xnys_sessions", check=True)  # the seed an older release had
         for command in ("run", "test"):
             result = project.run(command)
             assert result.returncode != 0
             assert (
-                "seeds.known_missing_sessions does not exist yet: the seeds are not loaded (dbt run and dbt test do "
-                "not load them). Run `make db-up` or `dbt seed` first" in result.output
+                "seeds.known_missing_sessions, seeds.verified_price_moves do not exist yet: the seeds are not loaded "
+                "(dbt run and dbt test do not load them). Run `make db-up` or `dbt seed` first" in result.output
             ), result.output[-3000:]
-            assert "xnys_sessions does not" not in result.output
+            assert "xnys_sessions" not in result.output.split("do not exist yet")[0].split("\n")[-1]
             assert not result.results  # no model or test ran
+        project.run("seed", "--select", "known_missing_sessions", check=True)  # the seeds of the release before
+        result = project.run("run")
+        assert result.returncode != 0
+        assert (
+            "seeds.verified_price_moves does not exist yet: the seeds are not loaded (dbt run and dbt test do "
+            "not load them). Run `make db-up` or `dbt seed` first" in result.output
+        ), result.output[-3000:]
+        assert not result.results
         built = project.run("build", "--exclude", "test_type:unit")
         assert built.returncode == 0, built.output[-3000:]
-        assert built.statuses()["known_missing_sessions"] == "success"
+        assert built.statuses()["known_missing_sessions"] == built.statuses()["verified_price_moves"] == "success"
 
 
 def test_dbt_test_before_dbt_run_stops_at_once_and_says_to_run_first(dbt_series: dbt_harness.ScratchSeries):

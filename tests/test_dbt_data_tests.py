@@ -45,6 +45,17 @@ KNOWN_MISSING_TESTS = {
     "not_null_known_missing_sessions_session_date",
     "not_null_known_missing_sessions_reason",
 }
+VERIFIED_SEED = "verified_price_moves.csv"
+VERIFIED_HEADER = "symbol,session_date,reason\n"
+VERIFIED_TESTS = {
+    "verified_price_moves_one_row_per_symbol_and_session",
+    "verified_price_moves_session_date_is_exchange_session",
+    "verified_price_moves_reason_says_why",
+    "verified_price_moves_symbol_as_the_warehouse_spells_it",
+    "not_null_verified_price_moves_symbol",
+    "not_null_verified_price_moves_session_date",
+    "not_null_verified_price_moves_reason",
+}
 EXCHANGE_SESSION = "stg_ibkr__bars_session_date_is_exchange_session"
 SYMBOL_CLEAN = "stg_ibkr__bars_symbol_is_clean_text"
 SYMBOL_PATTERN = "stg_ibkr__bars_symbol_matches_pattern"
@@ -440,21 +451,25 @@ CASES = [
 
 
 def build_with(
-    base: dict, rows: pd.DataFrame, failed_batches: list[LoadBatch] | None = None, known_missing: str | None = None
+    base: dict,
+    rows: pd.DataFrame,
+    failed_batches: list[LoadBatch] | None = None,
+    known_missing: str | None = None,
+    verified: str | None = None,
 ) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
     """A copy of the clean database with ``rows`` (and ``failed_batches``) landed, built; the caller drops the copy.
-    ``known_missing``: the lines after the header of warehouse/seeds/known_missing_sessions.csv, as an administrator
-    wrote them (in a copy of the dbt project)."""
+    ``known_missing`` and ``verified``: the lines after the header of warehouse/seeds/known_missing_sessions.csv and
+    verified_price_moves.csv, as an administrator wrote them (in a copy of the dbt project)."""
     scratch_database.drop_database(base["cluster"].with_database(base["case_database"]))  # a failed case's, if any
     settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, name=base["case_database"])
     with connect(settings) as conn:
         synthetic_bars.copy_bars(conn, rows, failed_batches=failed_batches or [])
-    if known_missing is None:
+    if known_missing is None and verified is None:
         project = dbt_harness.DbtProject(settings, base["case_dir"])
-    else:
-        copy = dbt_harness.copy_project(
-            base["case_dir"] / "project", {KNOWN_MISSING_SEED: KNOWN_MISSING_HEADER + known_missing}
-        )
+    else:  # both seeds written each time: the copy is shared, and a seed left from the previous case must not stay
+        seeds = {KNOWN_MISSING_SEED: KNOWN_MISSING_HEADER + (known_missing or ""),
+                 VERIFIED_SEED: VERIFIED_HEADER + (verified or "")}  # fmt: skip
+        copy = dbt_harness.copy_project(base["case_dir"] / "project", seeds)
         project = dbt_harness.DbtProject(settings, base["case_dir"] / "copied", project_dir=copy)
     return project.run("build", "--store-failures"), settings
 
@@ -488,6 +503,7 @@ def test_clean_build_passes_every_test(base: dict) -> None:
         }
         | OHLC_TESTS
         | KNOWN_MISSING_TESTS
+        | VERIFIED_TESTS
     ):
         assert statuses[test] == "pass", (test, statuses[test])
 
@@ -564,7 +580,7 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             expected = [row("SA", SPIKE), row("SB", ALTERNATING[0]), row("SB", "2024-04-02"), row("SB", ALTERNATING[1]),
                         row("SB", DIP)]  # fmt: skip
             assert rows[columns].values.tolist() == expected, rows.to_string()  # the same float8s: equal to the bit
-            # docs/warehouse.md: a move checked and found real passes with the test excluded from that build.
+            # docs/warehouse.md: the one-off way through, without recording the move: that build excludes the test.
             excluded = dbt_harness.DbtProject(settings, base["case_dir"]).run("build", "--exclude", BAD_TICKS)
             assert excluded.returncode == 0, excluded.output[-4000:]
             assert BAD_TICKS not in excluded.statuses()
@@ -595,7 +611,7 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             landed = bad_intraday_prices(base["frame"]).set_index("symbol")
             for column in ("open", "high", "low", "close"):
                 assert rows[column].tolist() == landed.loc[["SA", "SB", "SC"], column].tolist(), column
-            # docs/warehouse.md: a bar checked and found real passes with the test excluded from that build.
+            # docs/warehouse.md: the one-off way through, without recording the bar: that build excludes the test.
             excluded = dbt_harness.DbtProject(settings, base["case_dir"]).run("build", "--exclude", BAD_INTRADAY)
             assert excluded.returncode == 0, excluded.output[-4000:]
             assert {model: excluded.statuses()[model] for model in MART_MODELS} == dict.fromkeys(MART_MODELS, "success")
@@ -929,6 +945,108 @@ def test_a_seed_row_that_records_no_real_session_fails_its_test(base: dict) -> N
         assert failure_rows(settings, "known_missing_sessions_reason_says_why")["reason"].tolist() == ["-"]
         assert len(failure_rows(settings, "not_null_known_missing_sessions_reason")) == 2
         spelled = failure_rows(settings, "known_missing_sessions_symbol_as_the_warehouse_spells_it")
+        assert spelled["symbol"].tolist() == ["brk.b"]
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def one_spike(frame: pd.DataFrame) -> pd.DataFrame:
+    """SA's close 6x on SPIKE and back the next session, volume as it was: a bad tick to no_bad_ticks."""
+    return scaled(frame, "SA", [SPIKE], 6)
+
+
+def test_a_move_recorded_as_verified_passes_and_reaches_the_mart(base: dict) -> None:
+    """A spike checked against another source and found real, recorded in verified_price_moves.csv under the
+    session the close jumped on (the failure row's session_date): no_bad_ticks passes, and so does
+    no_bad_intraday_prices with SA's, SB's and SC's bars of INTRADAY recorded. Every later build is green (no
+    --exclude), and the mart holds the bars as they landed."""
+    rows = pd.concat([one_spike(base["frame"]), bad_intraday_prices(base["frame"])])
+    verified = f"SA,{SPIKE},close confirmed by the exchange's official close\n" + "".join(
+        f"{symbol},{INTRADAY},print confirmed by the consolidated tape\n" for symbol in ("SA", "SB", "SC")
+    )
+    result, settings = build_with(base, rows, verified=verified)
+    try:
+        assert result.returncode == 0, result.output[-4000:]
+        statuses = result.statuses()
+        assert [statuses[BAD_TICKS], statuses[BAD_INTRADAY]] == ["pass", "pass"]
+        assert {test: statuses[test] for test in VERIFIED_TESTS} == dict.fromkeys(VERIFIED_TESTS, "pass")
+        assert {model: statuses[model] for model in MART_MODELS} == dict.fromkeys(MART_MODELS, "success")
+        with connect(settings) as conn:
+            (recorded,) = conn.execute("select count(*) from seeds.verified_price_moves").fetchone()
+            (close,) = conn.execute(
+                "select close from marts.training_bars where symbol = 'SA' and session_date = %s", (SPIKE,)
+            ).fetchone()
+            (high,) = conn.execute(
+                "select high from marts.training_bars where symbol = 'SA' and session_date = %s", (INTRADAY,)
+            ).fetchone()
+        landed = rows.set_index(["symbol", rows["session_date"].astype(str)])
+        assert recorded == 4
+        assert close == landed.loc[("SA", SPIKE), "close"]
+        assert high == landed.loc[("SA", INTRADAY), "high"]
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def test_a_verified_row_hides_only_its_own_symbol_and_session(base: dict) -> None:
+    """Rows recorded for the session before SA's jump, the session it was back, SB on the jump's session, and SB's
+    bar of INTRADAY: SA's jump still fails no_bad_ticks, and SA's and SC's bars of INTRADAY still fail
+    no_bad_intraday_prices (SB's passes). The mart waits."""
+    rows = pd.concat([one_spike(base["frame"]), bad_intraday_prices(base["frame"])])
+    sa = sessions_from(base["frame"], "SA", "2024-03-01")
+    before, after = sa[sa.index(SPIKE) - 1], sa[sa.index(SPIKE) + 1]
+    verified = (
+        f"SA,{before},checked: the session before the jump\n"
+        f"SA,{after},checked: the session it was back\n"
+        f"SB,{SPIKE},checked: another symbol that session\n"
+        f"SB,{INTRADAY},print confirmed by the consolidated tape\n"
+    )
+    result, settings = build_with(base, rows, verified=verified)
+    try:
+        assert result.returncode != 0
+        assert result.failed() == {BAD_TICKS, BAD_INTRADAY}, result.output[-4000:]
+        ticks = failure_rows(settings, BAD_TICKS)
+        assert ticks[["symbol", "previous_session", "session_date", "back_session"]].values.tolist() == [
+            ["SA", date.fromisoformat(before), date.fromisoformat(SPIKE), date.fromisoformat(after)]
+        ]
+        intraday = failure_rows(settings, BAD_INTRADAY).sort_values("symbol")
+        assert intraday[["symbol", "session_date"]].values.tolist() == [
+            ["SA", date.fromisoformat(INTRADAY)],
+            ["SC", date.fromisoformat(INTRADAY)],
+        ]
+        assert {model: result.statuses()[model] for model in MART_MODELS} == dict.fromkeys(MART_MODELS, "skipped")
+    finally:
+        scratch_database.drop_database(settings)
+
+
+def test_a_verified_row_that_records_no_real_session_fails_its_test(base: dict) -> None:
+    """Mistakes in verified_price_moves.csv: a Saturday (no bar is dated so), the same bar twice, no reason or one
+    without a word, a symbol not spelled as the warehouse spells it. Each fails its own test, and so the build."""
+    verified = (
+        f"SA,{SPIKE},close confirmed by the exchange\n"
+        f"SA,{SPIKE},confirmed again\n"
+        "SA,2024-02-17,a Saturday\n"
+        "SB,2024-03-15,\n"
+        "SC,2024-03-18,-\n"
+        "brk.b,2024-03-15,confirmed by the exchange\n"
+    )
+    result, settings = build_with(base, one_spike(base["frame"]), verified=verified)
+    try:
+        assert result.returncode != 0
+        assert result.failed() == {
+            "verified_price_moves_one_row_per_symbol_and_session",
+            "verified_price_moves_session_date_is_exchange_session",
+            "not_null_verified_price_moves_reason",
+            "verified_price_moves_reason_says_why",
+            "verified_price_moves_symbol_as_the_warehouse_spells_it",
+        }, result.output[-4000:]
+        unknown = failure_rows(settings, "verified_price_moves_session_date_is_exchange_session")
+        assert unknown["from_field"].tolist() == [date(2024, 2, 17)]
+        twice = failure_rows(settings, "verified_price_moves_one_row_per_symbol_and_session")
+        assert twice[["symbol", "session_date", "occurrences"]].values.tolist() == [
+            ["SA", date.fromisoformat(SPIKE), 2]
+        ]
+        assert failure_rows(settings, "verified_price_moves_reason_says_why")["reason"].tolist() == ["-"]
+        spelled = failure_rows(settings, "verified_price_moves_symbol_as_the_warehouse_spells_it")
         assert spelled["symbol"].tolist() == ["brk.b"]
     finally:
         scratch_database.drop_database(settings)

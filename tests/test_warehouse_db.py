@@ -520,7 +520,10 @@ def test_make_db_up_refuses_a_seed_header_in_one_line_before_dbt_reads_the_file(
     ('"session_date" does not match the name of any column in this table') for it first, twice. `up` (make db-up, so
     make dbt-build) now checks the header against dbt_project.yml's column_types before dbt runs: the macro's one
     line, exit 4. The header's order, a BOM and CRLF line ends are fine."""
-    assert seed_files.declared_columns()["known_missing_sessions"] == ["symbol", "session_date", "reason"]
+    declared = seed_files.declared_columns()
+    assert (
+        declared["known_missing_sessions"] == declared["verified_price_moves"] == ["symbol", "session_date", "reason"]
+    )
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "xnys_sessions.csv").write_text(

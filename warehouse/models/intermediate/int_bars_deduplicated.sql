@@ -32,10 +32,12 @@
 -#}
 
 -- depends_on: {{ ref('known_missing_sessions') }}
+-- depends_on: {{ ref('verified_price_moves') }}
 {#-
-    The seed above is not read here: it is a parent of the no_missing_sessions test on this model, and dbt build
-    skips a model's children after a failing test only when every parent of the test is upstream of them. Without
-    it, a series that missed sessions failed that test and still reached int_bars_featurized and the mart.
+    The seeds above are not read here: each is a parent of a test on this model (known_missing_sessions of
+    no_missing_sessions, verified_price_moves of no_bad_ticks and no_bad_intraday_prices), and dbt build skips a
+    model's children after a failing test only when every parent of the test is upstream of them. Without it, a
+    series that missed sessions failed that test and still reached int_bars_featurized and the mart.
 -#}
 
 

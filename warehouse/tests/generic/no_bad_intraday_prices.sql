@@ -24,8 +24,13 @@
     Every price is taken `rounding` (half a cent) in the bar's favour: a CSV file in cents states 0.06 for anything
     from 0.055 and 0.01 for anything below 0.015, so below about ten cents the rounding alone turns a real 3.7x
     flush (open 0.055, low 0.0149) into a 6x one (0.06 and 0.01). Above a dollar the allowance is 0.5% or less.
+    `verified` (optional) is a relation of bars checked against another source and found real, one row per
+    `verified_by` columns (a subset of `partition_by`) and `session_date`: the bar of such a session passes. Any
+    other bar is judged as before.
 #}
-{% test no_bad_intraday_prices(model, partition_by, order_by='session_date', factor=5, rounding=0.005) %}
+{% test no_bad_intraday_prices(
+    model, partition_by, order_by='session_date', factor=5, rounding=0.005, verified=none, verified_by=['symbol']
+) %}
 
 {%- set partition_csv = partition_by | join(', ') %}
 
@@ -62,6 +67,17 @@ judged as (
 
 )
 
-select * from judged where problem is not null
+select * from judged
+where problem is not null
+{%- if verified is not none %}
+  and not exists (
+    select 1
+    from {{ verified }} as verified
+    where verified.session_date = judged.session_date
+    {%- for column in verified_by %}
+      and verified.{{ column }} = judged.{{ column }}
+    {%- endfor %}
+)
+{%- endif %}
 
 {% endtest %}

@@ -20,12 +20,16 @@
     or two can end where it began), and a failure here holds back every symbol's mart. Not judged: a spike still
     off at the last session of a series (it fails once the close is back), one that lasts more than `max_sessions`
     sessions, and a bad open, high or low beside a good close (no_bad_intraday_prices judges those).
+    `verified` (optional) is a relation of bars checked against another source and found real, one row per
+    `verified_by` columns (a subset of `partition_by`) and `session_date`: a jump on such a session (the failure
+    row's `session_date`, the session the close jumped on) passes. Any other jump fails as before.
     The jump is judged with both closes taken `rounding` (half a cent) in its favour: a CSV file in cents states
     0.01 for anything below 0.015 and 0.06 for anything from 0.055, so below about ten cents the rounding alone
     turns a real 3.7x move into a 6x one. Above a dollar the allowance is 0.5% or less.
 #}
 {% test no_bad_ticks(
-    model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3, rounding=0.005
+    model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3, rounding=0.005,
+    verified=none, verified_by=['symbol']
 ) %}
 
 {%- set partition_csv = partition_by | join(', ') %}
@@ -86,6 +90,16 @@ spikes_and_back as (
             / previous_close as back_to_factor
     from jumps
     where sessions_off is not null
+    {%- if verified is not none %}
+      and not exists (
+        select 1
+        from {{ verified }} as verified
+        where verified.session_date = jumps.session
+        {%- for column in verified_by %}
+          and verified.{{ column }} = jumps.{{ column }}
+        {%- endfor %}
+    )
+    {%- endif %}
 
 )
 
