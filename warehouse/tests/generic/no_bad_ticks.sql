@@ -20,9 +20,10 @@
     or two can end where it began), and a failure here holds back every symbol's mart. Not judged: a spike still
     off at the last session of a series (it fails once the close is back), one that lasts more than `max_sessions`
     sessions, and a bad open, high or low beside a good close (no_bad_intraday_prices judges those).
-    The jump is judged with both closes taken `rounding` (half a cent) in its favour: a CSV file in cents states
-    0.01 for anything below 0.015 and 0.06 for anything from 0.055, so below about ten cents the rounding alone
-    turns a real 3.7x move into a 6x one. Above a dollar the allowance is 0.5% or less.
+    The jump is judged with each close that is a whole number of cents taken `rounding` (half a cent) in its
+    favour: a CSV file in cents states 0.01 for anything below 0.015 and 0.06 for anything from 0.055, so below
+    about ten cents the rounding alone turns a real 3.7x move into a 6x one. Above a dollar the allowance is 0.5%
+    or less; a close with more decimals (0.0042) was not rounded to cents and gets none.
 #}
 {% test no_bad_ticks(
     model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3, rounding=0.005
@@ -62,8 +63,8 @@ jumps as (
         end as sessions_off
     from ordered
     where previous_close > 0 and close > 0
-      and (close - {{ rounding }} > {{ factor }} * (previous_close + {{ rounding }})
-           or close + {{ rounding }} < (previous_close - {{ rounding }}) / {{ factor }})
+      and ({{ cents_low('close', rounding) }} > {{ factor }} * {{ cents_high('previous_close', rounding) }}
+           or {{ cents_high('close', rounding) }} < {{ cents_low('previous_close', rounding) }} / {{ factor }})
 
 ),
 
