@@ -344,6 +344,34 @@ def real_penny_moves_in_cents_and_a_halt(frame: pd.DataFrame) -> pd.DataFrame:
                       gap])  # fmt: skip
 
 
+def below_a_cent(frame: pd.DataFrame, symbol: str, bad: dict[str, float]) -> pd.DataFrame:
+    """``symbol``'s whole history as IBKR states an OTC stock at about 0.4 cents: four decimals, never a whole
+    number of cents; the closes of the sessions in ``bad`` (and the whole bar) times its factor."""
+    rows = frame[frame["symbol"] == symbol].copy()
+    factor = 0.004 / rows["close"].mean()
+    for column in PRICE_COLUMNS:
+        rows[column] = rows[column] * factor
+    for session, times in bad.items():
+        at = rows["session_date"] == date.fromisoformat(session)
+        rows.loc[at, list(PRICE_COLUMNS)] *= times
+    for column in PRICE_COLUMNS:
+        rows[column] = rows[column].round(4)
+    rows["ingested_at"] = datetime.now(UTC)
+    rows["load_id"] = rows["batch_id"] = uuid.uuid4()
+    return rows
+
+
+def bad_prices_below_a_cent(frame: pd.DataFrame) -> pd.DataFrame:
+    """Bad prices of stocks at 0.4 cents, which half a cent of rounding for every price hid: SA's bar 1/10 on SPIKE
+    (0.0004: 0.004 less half a cent is below 0, so no fall was ever judged) and SB's 10x on DIP (about 0.04 from
+    0.004: 0.035 is not 5x 0.009), each back the next session; SC's low 1/10 of its open and close on INTRADAY.
+    Prices with four decimals were not rounded to cents."""
+    sc = below_a_cent(frame, "SC", {})
+    at = sc["session_date"] == date.fromisoformat(INTRADAY)
+    sc.loc[at, "low"] = (sc.loc[at, ["open", "close"]].min(axis=1) / 10).round(4)
+    return pd.concat([below_a_cent(frame, "SA", {SPIKE: 0.1}), below_a_cent(frame, "SB", {DIP: 10}), sc])
+
+
 def ticker_changed(frame: pd.DataFrame) -> pd.DataFrame:
     """SA's ticker changed to SAN (as FB became META): IBKR serves the same contract id under the new symbol, with
     its whole history, and the watchlist now names SAN. SA's bars stay in raw."""
@@ -429,6 +457,7 @@ CASES = [
     Case("split_history_gaps", split_history_gaps, {UNADJUSTED_SPLIT, BAD_TICKS}),
     Case("ticker_changed", ticker_changed, {ONE_SYMBOL_PER_CONTRACT}),
     Case("bad_ticks", bad_ticks, {BAD_TICKS}),
+    Case("bad_prices_below_a_cent", bad_prices_below_a_cent, {BAD_TICKS, BAD_INTRADAY}),
     Case("spikes_lasting_sessions", spikes_lasting_sessions, {BAD_TICKS}),
     Case("bad_intraday_prices", bad_intraday_prices, {BAD_INTRADAY}),
     Case("trade_fields_out_of_range", trade_fields_out_of_range, {BAR_COUNT_NOT_NEGATIVE, WAP_WITHIN_LOW_HIGH}),
@@ -560,6 +589,16 @@ def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
             ]
             ticks = failure_rows(settings, BAD_TICKS)  # the reverse split's fall does not come back: only SA
             assert ticks[["symbol", "session_date", "sessions_off"]].values.tolist() == [["SA", left_out, 1]]
+        if case.name == "bad_prices_below_a_cent":
+            ticks = failure_rows(settings, BAD_TICKS).sort_values(["symbol", "session_date"])
+            assert ticks[["symbol", "session_date", "sessions_off"]].values.tolist() == [
+                ["SA", date.fromisoformat(SPIKE), 1],
+                ["SB", date.fromisoformat(DIP), 1],
+            ]
+            prints = failure_rows(settings, BAD_INTRADAY)
+            assert prints[["symbol", "session_date", "problem"]].values.tolist() == [
+                ["SC", date.fromisoformat(INTRADAY), "low below 1/5 of the open and the close"]
+            ]
         if case.name == "bad_ticks":
             rows = failure_rows(settings, BAD_TICKS).sort_values(["symbol", "session_date"])
             clean = base["frame"].set_index(["symbol", "session_date"])["close"]

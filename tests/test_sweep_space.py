@@ -269,3 +269,25 @@ def test_docs_sweeps_md_lists_exactly_the_searchable_fields() -> None:
     assert [name.strip() for name in listed.group(1).split(",")] == list(SEARCHABLE), (
         "docs/sweeps.md's searchable fields must be training/sweep_space.py's SEARCHABLE, in order"
     )
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_ctrl_c_while_the_ray_cluster_is_asked_says_there_is_nothing_to_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, named: bool
+) -> None:
+    """Ctrl+C while a new sweep waits for --ray-address to answer (up to --ray-connect-timeout) or imports Ray: nothing
+    is recorded yet, but the line said "continue with: training.sweep --resume <sweep_id>" (or the --sweep-id), a
+    resume that fails with "no sweep ... to resume". It says to run the command again, as a Ctrl+C later before the
+    sweep's row is written does."""
+    from training import task_runners
+
+    def pressed_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(task_runners, "check_ray_address", pressed_ctrl_c)
+    arguments = ["--ray-address", f"127.0.0.1:{_no_ray_here()}", "--runs-dir", str(tmp_path / "runs")]
+    status = sweep.main(arguments + (["--sweep-id", "cut-short"] if named else []))
+    assert status == ExitCode.INTERRUPTED
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["interrupted before the sweep was recorded: nothing to resume; run the command again"], errors
+    assert not (tmp_path / "runs").exists()

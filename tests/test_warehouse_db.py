@@ -1029,6 +1029,23 @@ def test_dbt_typed_by_hand_reaches_the_embedded_warehouse_of_an_exported_WAREHOU
         assert f'could not translate host name "{said}"' in output, output[-3000:]  # one host: no comma to split
 
 
+def test_dbt_typed_by_hand_under_a_WAREHOUSE_DIR_with_a_comma_says_to_eval_the_env(tmp_path: Path) -> None:
+    """warehouse_db puts the socket of a warehouse under a path with a comma in a runtime directory (libpq reads a
+    host with a comma as a list of hosts). dbt typed by hand without the env eval took <WAREHOUSE_DIR>/pgdata as two
+    hosts and failed on both ('No such file' for the first half, 'could not translate host name' for the rest); it
+    now fails with one host that says what to do."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_", "DBT_")) and k != "DATABASE_URL"
+    }
+    env.update({"DO_NOT_TRACK": "1", "HOME": str(tmp_path)})
+    said = 'the warehouse path has a comma so its socket is elsewhere: eval "$(.venv/bin/python -m warehouse_db env)" first'
+    for spelling in (str(tmp_path / "a,b"), "~/a,b"):
+        status, host, output = dbt_debug_as_typed({**env, "WAREHOUSE_DIR": spelling}, tmp_path / "logs")
+        assert status == 1 and host == said, (spelling, output[-3000:])
+        assert f'could not translate host name "{said}"' in output, output[-3000:]
+        assert "No such file" not in output, output[-3000:]
+
+
 def test_lock_files_left_by_a_killed_server_whose_pid_was_reused_do_not_stop_it_starting(fresh_warehouse_dir):
     """A server killed with SIGKILL (or a machine that lost power) leaves postmaster.pid and the socket's lock file;
     after a reboot the PID they name may belong to any process. The warehouse must still start, and status must say

@@ -875,11 +875,17 @@ def _read_the_command_line(argv: list[str]) -> SweepConfig:
 
 def _check_ray_then_sweep(config: SweepConfig) -> SweepResult:
     from training.cli import sigterm_interrupts
-    from training.task_runners import RayRunner
     from warehouse_db import resolve_settings
 
-    # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
-    RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
+    try:
+        from training.task_runners import RayRunner  # imports Ray: a second or two
+
+        # A cluster that does not answer fails within --ray-connect-timeout, before the warehouse is touched.
+        RayRunner(address=config.ray_address, connect_timeout=config.ray_connect_timeout).prepare()
+    except KeyboardInterrupt:  # a Ctrl+C while Ray loads or the cluster is asked: a new sweep has no row yet
+        if config.resume:
+            raise
+        raise NotRecorded from None
     with sigterm_interrupts():
         return run_sweep(config, resolve_settings())
 

@@ -21,9 +21,10 @@
     against its close), a buyout that gaps 6x at the open and stays (the open is at the close's level). The open
     is judged only against a previous close: on a series' first session (an IPO's opening print is often far from
     its close) a bad open beside an equally bad high is not caught.
-    Every price is taken `rounding` (half a cent) in the bar's favour: a CSV file in cents states 0.06 for anything
-    from 0.055 and 0.01 for anything below 0.015, so below about ten cents the rounding alone turns a real 3.7x
-    flush (open 0.055, low 0.0149) into a 6x one (0.06 and 0.01). Above a dollar the allowance is 0.5% or less.
+    Every price that is a whole number of cents is taken `rounding` (half a cent) in the bar's favour: a CSV file
+    in cents states 0.06 for anything from 0.055 and 0.01 for anything below 0.015, so below about ten cents the
+    rounding alone turns a real 3.7x flush (open 0.055, low 0.0149) into a 6x one (0.06 and 0.01). Above a dollar
+    the allowance is 0.5% or less; a price with more decimals (0.0042) was not rounded to cents and gets none.
     `verified` (optional) is a relation of bars checked against another source and found real, one row per
     `verified_by` columns (a subset of `partition_by`) and `session_date`: the bar of such a session passes. Any
     other bar is judged as before.
@@ -55,12 +56,14 @@ judged as (
         *,
         case
             when previous_close > 0
-                and (open - {{ rounding }} > {{ factor }} * (greatest(previous_close, close) + {{ rounding }})
-                     or open + {{ rounding }} < (least(previous_close, close) - {{ rounding }}) / {{ factor }})
+                and ({{ cents_low('open', rounding) }}
+                         > {{ factor }} * {{ cents_high('greatest(previous_close, close)', rounding) }}
+                     or {{ cents_high('open', rounding) }}
+                         < {{ cents_low('least(previous_close, close)', rounding) }} / {{ factor }})
                 then 'open more than {{ factor }}x off both the previous close and the close'
-            when high - {{ rounding }} > {{ factor }} * (greatest(open, close) + {{ rounding }})
+            when {{ cents_low('high', rounding) }} > {{ factor }} * {{ cents_high('greatest(open, close)', rounding) }}
                 then 'high more than {{ factor }}x the open and the close'
-            when low + {{ rounding }} < (least(open, close) - {{ rounding }}) / {{ factor }}
+            when {{ cents_high('low', rounding) }} < {{ cents_low('least(open, close)', rounding) }} / {{ factor }}
                 then 'low below 1/{{ factor }} of the open and the close'
         end as problem
     from bars

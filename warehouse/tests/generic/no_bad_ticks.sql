@@ -23,9 +23,10 @@
     `verified` (optional) is a relation of bars checked against another source and found real, one row per
     `verified_by` columns (a subset of `partition_by`) and `session_date`: a jump on such a session (the failure
     row's `session_date`, the session the close jumped on) passes. Any other jump fails as before.
-    The jump is judged with both closes taken `rounding` (half a cent) in its favour: a CSV file in cents states
-    0.01 for anything below 0.015 and 0.06 for anything from 0.055, so below about ten cents the rounding alone
-    turns a real 3.7x move into a 6x one. Above a dollar the allowance is 0.5% or less.
+    The jump is judged with each close that is a whole number of cents taken `rounding` (half a cent) in its
+    favour: a CSV file in cents states 0.01 for anything below 0.015 and 0.06 for anything from 0.055, so below
+    about ten cents the rounding alone turns a real 3.7x move into a 6x one. Above a dollar the allowance is 0.5%
+    or less; a close with more decimals (0.0042) was not rounded to cents and gets none.
 #}
 {% test no_bad_ticks(
     model, partition_by, order_by='session_date', factor=5, tolerance=0.25, max_sessions=3, rounding=0.005,
@@ -66,8 +67,8 @@ jumps as (
         end as sessions_off
     from ordered
     where previous_close > 0 and close > 0
-      and (close - {{ rounding }} > {{ factor }} * (previous_close + {{ rounding }})
-           or close + {{ rounding }} < (previous_close - {{ rounding }}) / {{ factor }})
+      and ({{ cents_low('close', rounding) }} > {{ factor }} * {{ cents_high('previous_close', rounding) }}
+           or {{ cents_high('close', rounding) }} < {{ cents_low('previous_close', rounding) }} / {{ factor }})
 
 ),
 
