@@ -72,15 +72,6 @@ judged as (
 
 select * from judged
 where problem is not null
-{%- if verified is not none %}
-  and not exists (
-    select 1
-    from {{ verified }} as verified
-    where verified.session_date = judged.session_date
-    {%- for column in verified_by %}
-      and verified.{{ column }} = judged.{{ column }}
-    {%- endfor %}
-)
-{%- endif %}
+{{ not_verified(verified, verified_by, 'judged', 'judged.session_date') }}
 
 {% endtest %}

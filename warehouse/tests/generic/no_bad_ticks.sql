@@ -91,16 +91,7 @@ spikes_and_back as (
             / previous_close as back_to_factor
     from jumps
     where sessions_off is not null
-    {%- if verified is not none %}
-      and not exists (
-        select 1
-        from {{ verified }} as verified
-        where verified.session_date = jumps.session
-        {%- for column in verified_by %}
-          and verified.{{ column }} = jumps.{{ column }}
-        {%- endfor %}
-    )
-    {%- endif %}
+    {{ not_verified(verified, verified_by, 'jumps', 'jumps.session') }}
 
 )
 
