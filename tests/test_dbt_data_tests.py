@@ -998,7 +998,7 @@ def test_a_move_recorded_as_verified_passes_and_reaches_the_mart(base: dict) -> 
     """A spike checked against another source and found real, recorded in verified_price_moves.csv under the
     session the close jumped on (the failure row's session_date): no_bad_ticks passes, and so does
     no_bad_intraday_prices with SA's, SB's and SC's bars of INTRADAY recorded. Every later build is green (no
-    --exclude), and the mart holds the bars as they landed."""
+    --exclude), the mart holds the bars as they landed, and symbol_coverage counts each symbol's verified bars."""
     rows = pd.concat([one_spike(base["frame"]), bad_intraday_prices(base["frame"])])
     verified = f"SA,{SPIKE},close confirmed by the exchange's official close\n" + "".join(
         f"{symbol},{INTRADAY},print confirmed by the consolidated tape\n" for symbol in ("SA", "SB", "SC")
@@ -1018,8 +1018,14 @@ def test_a_move_recorded_as_verified_passes_and_reaches_the_mart(base: dict) -> 
             (high,) = conn.execute(
                 "select high from marts.training_bars where symbol = 'SA' and session_date = %s", (INTRADAY,)
             ).fetchone()
+            verified_by_symbol = dict(
+                conn.execute(
+                    "select symbol, sessions_verified_moves from marts.symbol_coverage where symbol in ('SA', 'SB', 'SC')"
+                ).fetchall()
+            )
         landed = rows.set_index(["symbol", rows["session_date"].astype(str)])
         assert recorded == 4
+        assert verified_by_symbol == {"SA": 2, "SB": 1, "SC": 1}
         assert close == landed.loc[("SA", SPIKE), "close"]
         assert high == landed.loc[("SA", INTRADAY), "high"]
     finally:

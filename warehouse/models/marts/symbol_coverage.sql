@@ -41,6 +41,12 @@ known_missing_sessions as (
 
 ),
 
+verified_price_moves as (
+
+    select symbol, session_date from {{ ref('verified_price_moves') }}
+
+),
+
 excluded as (
 
     select
@@ -133,6 +139,24 @@ known_missing as (
 
 ),
 
+verified_moves as (
+
+    -- Bars of warehouse/seeds/verified_price_moves.csv: checked against another source and found real, so the
+    -- bad-price data tests pass them.
+    select
+        {% for column in series -%}
+        bars.{{ column }},
+        {% endfor -%}
+        count(*) as sessions_verified_moves
+
+    from bars
+    inner join verified_price_moves as verified
+        on verified.symbol = bars.symbol
+       and verified.session_date = bars.session_date
+    group by {% for column in series %}bars.{{ column }}{{ ', ' if not loop.last }}{% endfor %}
+
+),
+
 coverage as (
 
     select
@@ -145,6 +169,7 @@ coverage as (
         coalesce(expected.sessions_present, 0) as sessions_present,
         coalesce(expected.sessions_expected - expected.sessions_present, 0) as sessions_missing,
         coalesce(known_missing.sessions_known_missing, 0) as sessions_known_missing,
+        coalesce(verified_moves.sessions_verified_moves, 0) as sessions_verified_moves,
         coalesce(expected.bars_on_non_session_days, 0) as bars_on_non_session_days,
         coalesce(expected.corrected_sessions, 0) as corrected_sessions,
         coalesce(expected.rows_landed, 0) as rows_landed,
@@ -158,6 +183,7 @@ coverage as (
     from expected
     full outer join excluded using ({{ series_csv }})
     left join known_missing using ({{ series_csv }})
+    left join verified_moves using ({{ series_csv }})
 
 ),
 
