@@ -284,7 +284,9 @@ def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built
     "argv, message",
     [
         (["--config", "/nonexistent/run.yaml"], "no such file"),
-        (["--seedz", "3"], "Unrecognized options: --seedz, 3 (did you mean --seed or --seeds?)"),
+        # tyro lists the unknown flag's value as an option too ("--seedz, 3"): only the flag is named.
+        (["--seedz", "3"], "Unrecognized option: --seedz (did you mean --seed or --seeds?)"),
+        (["--seedz", "3", "--lerning-rate", "0.1"], "Unrecognized options: --seedz, --lerning-rate; see"),
         # A true/false flag is suggested as its pair, not as "--progress-bar,".
         (["--no-progress"], "--no-progress (did you mean --progress-bar or --no-progress-bar?)"),
         (["--seeds", "many"], "Error parsing --seeds"),

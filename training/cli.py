@@ -153,6 +153,7 @@ def _one_line(tyro_error: str, prog: str) -> str:
     message = " ".join(blocks[0]) if blocks else title or "invalid command line"
     # "Missing value for argument '--seed'. Expected 1 values." says it twice, the second time ungrammatically.
     message = message.replace(". Expected 1 values.", "").rstrip(". ")
+    message = _without_values(message)
     suggestions = [
         flag
         for block in blocks[1:]
@@ -163,6 +164,19 @@ def _one_line(tyro_error: str, prog: str) -> str:
     ]
     hint = f" (did you mean {' or '.join(dict.fromkeys(suggestions))}?)" if suggestions else ""
     return f"{message}{hint}; see {prog} --help"
+
+
+def _without_values(message: str) -> str:
+    """'Unrecognized options: --seedz, 3' names the unknown flag's value as if it were an option too: keep the flags.
+
+    Words that are not flags stay when no flag is left (a stray positional word is the unrecognized one then).
+    """
+    label, separator, listed = message.partition("Unrecognized options: ")
+    words = listed.split(", ")
+    flags = [word for word in words if word.startswith("-")]
+    if not separator or not flags or len(flags) == len(words):
+        return message
+    return f"{label}Unrecognized option{'s' if len(flags) > 1 else ''}: {', '.join(flags)}"
 
 
 def _flag_names(line: str) -> list[str]:
