@@ -127,13 +127,11 @@ def free_port() -> int:
 def test_full_watchlist_lands_every_session_then_runs_incrementally(warehouse):
     assert len(WATCHLIST) == 150
     with simulator() as sim:
-        started = time.monotonic()
+        # How fast: bench/bench_ingest.py (a speed target is a benchmark's ratio, not a timed test).
         first = run(warehouse, sim, WATCHLIST)
-        took = time.monotonic() - started
         assert first.ok and first.count("landed") == 150 and first.count("failed") == 0
         assert sim.stats.historical_requests == 150 and sim.stats.contract_requests == 150
         assert sim.stats.pacing_violations == 0 and sim.stats.max_open_historical <= 40
-        assert took < 30, f"150 symbols at zero latency took {took:.1f} s"
 
         # One row per symbol per NYSE session, from 12 months back to the last closed session (during trading hours
         # the simulator also serves today's bar so far, which is not final and never lands).
