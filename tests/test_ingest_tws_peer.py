@@ -10,7 +10,7 @@ several contract matches, and 162 "HMDS server disconnect" and 1100-1102 under a
 The second half takes the behaviours of a real gateway that /work/shared/reference/ib-tws-protocol.md states, one by
 one, to this peer: each answer IBKR ends a symbol's request with (162 no data, 200, 162 "No data of type", zero bars,
 321), a connection that ends mid-answer, 326 and a gateway not logged in, notices while a request is out, intraday bar
-times in each format and zone servers write, bars not yet final, and IBKR's own checks
+times in each format and zone servers write, bars not yet final, listings in other currencies, and IBKR's own checks
 of each request (its pacing rules and what a request may look like) on the peer's clock (``referee``).
 """
 
@@ -592,3 +592,42 @@ def test_a_paged_intraday_load_keeps_to_ibkrs_pacing_rules_by_the_servers_clock(
     pages = [m[3] for m in peer.history_requests()]
     assert pages.count("AAPL") == pages.count("MSFT") >= 12
     assert len({tuple(m[2:20]) for m in peer.history_requests()}) == len(pages)  # no page asked twice
+
+
+@pytest.mark.parametrize(
+    ("listings", "failure"),
+    [
+        # A server that does not narrow the lookup by the currency asked for (USD), and knows only the Canadian
+        # listing of the ticker: another company's bars, in CAD, used to land as the watchlist's NYSE stock.
+        (
+            [(4711, "TSE", "CAD")],
+            "no USD listing matches ABC: the gateway answered with conId 4711 on TSE in CAD; the loader loads US "
+            "listings in USD: check the symbol",
+        ),
+        (
+            [(4711, "TSE", "CAD"), (4713, "LSE", "GBP")],
+            "no USD listing matches ABC: the gateway answered with conId 4711 on TSE in CAD, conId 4713 on LSE in "
+            "GBP; the loader loads US listings in USD: check the symbol",
+        ),
+        # The listing in USD is the one asked for, although the watchlist names no exchange for it (it used to be
+        # "ambiguous").
+        ([(4711, "TSE", "CAD"), (4712, "NYSE", "USD")], None),
+    ],
+)
+def test_a_listing_in_another_currency_than_the_one_asked_for_is_never_taken(warehouse, listings, failure):
+    def contracts(req_id, symbol, primary):
+        return [*(stock(req_id, symbol, c, p, currency=cur) for c, p, cur in listings), contract_end(req_id)]
+
+    peer = TwsPeer(contracts=contracts, history=lambda req_id, symbol, nth: [daily_bars(req_id, TWO_DAYS)])
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "ABC")
+    if failure is None:
+        assert (status, err) == (ExitCode.OK, ""), out + err
+        assert query(warehouse, "select distinct con_id, exchange, currency from raw.ibkr_bars") == [
+            (4712, "NYSE", "USD")
+        ]
+        return
+    assert status == ExitCode.FAILED_SYMBOLS, out + err
+    assert f"ABC failed: {failure}\n" in err
+    assert batches(warehouse) == [("ABC", "failed", 0, None, failure)]
+    assert peer.history_requests() == []

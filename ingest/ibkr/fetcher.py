@@ -471,7 +471,7 @@ class IbkrSession:
                 continue
             if tracked.undecodable is not None or not details:
                 return self._no_contract_found(tracked, undecoded_before)
-            return _the_match(symbol, primary_exchange, details)
+            return _the_match(symbol, primary_exchange, details, ref.currency)
 
     async def _contract_details(self, contract: Any, tracked: in_flight.Tracked) -> list[Any]:
         """The lookup's answer, within the request timeout (:class:`TimeoutError` after it); none, at once, when
@@ -745,9 +745,28 @@ _WHO_WAITS = {
 }
 
 
-def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> QualifyOutcome:
-    """The one contract among a lookup's matches (those on the watchlist's primary exchange, when it found
-    several), or why there is none to choose."""
+def _the_match(symbol: str, primary_exchange: str, details: list[Any], currency: str = "USD") -> QualifyOutcome:
+    """The one contract among a lookup's matches in the ``currency`` asked for (those on the watchlist's primary
+    exchange, when it found several), or why there is none to choose.
+
+    IBKR answers only listings in the currency asked for; a server of the protocol that does not narrow the lookup
+    by it may answer with another listing of the ticker (a Canadian company's, in CAD): another company's bars, which
+    must not land as the stock asked for.
+    """
+    in_currency = [d for d in details if (d.contract.currency or currency).upper() == currency.upper()]
+    if not in_currency:
+        listed = ", ".join(
+            f"conId {d.contract.conId} on {d.contract.primaryExchange or 'no primary exchange'} in {d.contract.currency}"
+            for d in details[:5]
+        )
+        listed += f" and {len(details) - 5} more" if len(details) > 5 else ""
+        return QualifyOutcome(
+            None,
+            None,
+            f"no {currency} listing matches {symbol}: the gateway answered with {listed}; the loader loads US "
+            f"listings in {currency}: check the symbol",
+        )
+    details = in_currency
     same = details
     if len(details) > 1 and primary_exchange:
         same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
@@ -761,7 +780,7 @@ def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> Qualif
             symbol=symbol,
             con_id=int(found.conId),
             primary_exchange=found.primaryExchange or primary_exchange,
-            currency=found.currency or "USD",
+            currency=found.currency or currency,
         )
     )
 
