@@ -464,6 +464,20 @@ def test_a_client_id_the_gateway_still_holds_when_reconnecting_is_tried_again_un
 
 
 @pytest.mark.integration  # a socket and the real client library
+def test_a_contract_lookup_cut_mid_answer_is_asked_again_after_the_reconnect():
+    """The connection ends after the contract's details and within the end of their list."""
+    asked = []
+
+    def contracts(req_id, symbol, primary):
+        asked.append(req_id)
+        end = Cut(contract_end(req_id)) if len(asked) == 1 else contract_end(req_id)
+        return [stock(req_id, symbol, 265598), end]
+
+    outcome = in_a_session(TwsPeer(contracts=contracts), lambda session: session.qualify("AAPL", "NASDAQ"))
+    assert (outcome.contract, len(asked)) == (AAPL, 2)
+
+
+@pytest.mark.integration  # a socket and the real client library
 def test_connectivity_and_farm_notices_while_a_request_is_out_do_not_end_it():
     """The reference: 1100 then 1102 (IB Gateway sends them under id -1) both arrive while the request is out, and
     the request still completes; so it does across an HMDS farm's 2105 and 2106."""
@@ -557,7 +571,12 @@ def test_intraday_bars_in_any_time_format_land_at_their_instant_on_their_new_yor
         ]
     ]
     requests = peer.history_requests()
-    assert {(m[16], m[20]) for m in requests} == {("1 hour", "2")}  # bar size, formatDate
+    # endDateTime written as the reference has it (yyyymmdd hh:mm:ss UTC; the run's moment is not the gateway's "now"),
+    # duration, bar size, formatDate (2: epoch seconds)
+    assert {tuple(m[15:18]) + (m[20],) for m in requests} == {
+        ("20240105 17:00:00 UTC", "1 hour", "30 D", "2"),
+        ("20231206 17:00:00 UTC", "1 hour", "30 D", "2"),
+    }
     assert peer.refused == []
 
 
