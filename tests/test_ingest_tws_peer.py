@@ -650,3 +650,28 @@ def test_a_listing_in_another_currency_than_the_one_asked_for_is_never_taken(war
     assert f"ABC failed: {failure}\n" in err
     assert batches(warehouse) == [("ABC", "failed", 0, None, failure)]
     assert peer.history_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("what_to_show", "older_part_end"), [("TRADES", "20231218 05:00:00 UTC"), ("ADJUSTED_LAST", "")]
+)
+def test_a_longer_window_asks_for_what_it_lacks_in_requests_ibkr_accepts(warehouse, what_to_show, older_part_end):
+    """A load of 1 month, then of 3: TRADES asks for the older part alone, with an explicit endDateTime; ADJUSTED_LAST,
+    which IBKR serves only up to "now" (an endDateTime is refused, 321), asks for the whole window again."""
+    month = [d for d in (date(2023, 12, 11) + timedelta(days=n) for n in range(30)) if d.weekday() < 5]
+    sessions = [d.strftime("%Y%m%d") for d in month if d not in (date(2023, 12, 25), date(2024, 1, 1))]
+    bars = [(day, *TWO_DAYS[0][1:]) for day in sessions]
+    peer = TwsPeer(history=lambda req_id, symbol, nth: [daily_bars(req_id, bars)], referee=True)
+    now = datetime(2024, 1, 10, 17, 0, tzinfo=NY)
+    with peer.listening() as port:
+        for months in (1, 3):
+            options = LoadOptions(
+                entries=[WatchlistEntry("AAPL", "NASDAQ")],
+                bar=BarSettings(what_to_show=what_to_show),
+                months=months,
+                now=now,
+            )
+            summary = load(warehouse, IbkrSettings(port=port, client_id=17), options)
+            assert summary.count("landed") == 1, summary.results
+    assert peer.refused == []
+    assert [(m[15], m[19]) for m in peer.history_requests()] == [("", what_to_show), (older_part_end, what_to_show)]

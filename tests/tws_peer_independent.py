@@ -20,9 +20,10 @@ or newer than ours) may make and our simulator does not:
   gateway that goes away does;
 - ``referee``: IBKR's own checks of each historical request, on this peer's clock (IBKR's "historical data
   limitations"): an identical request within 15 s and 6 or more for one contract, exchange and data type within 2 s
-  are pacing violations (162), and so are more than 60 in 10 minutes of bars of 30 s or less; a duration over 365 days not given in years, and an
-  endDateTime, duration, bar size or formatDate not written as the protocol has them, are refused as invalid (321).
-  Each refusal is answered as IBKR does and kept in ``refused``.
+  are pacing violations (162), and so are more than 60 in 10 minutes of bars of 30 s or less; a duration over 365
+  days not given in years, ADJUSTED_LAST with an endDateTime, and an endDateTime, duration, bar size or formatDate
+  not written as the protocol has them are refused as invalid (321). Each refusal is answered as IBKR does and kept
+  in ``refused``.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class TwsPeer:
             return ERR_INVALID, why
         if spelled.group(2) == "D" and int(spelled.group(1)) > 365:
             return ERR_INVALID, "Historical data request for greater than 365 days rejected."
+        if fields[19].upper() == "ADJUSTED_LAST" and end:
+            return ERR_INVALID, "Error validating request.-'bW' : cause - End date not supported with adjusted last"
         same_contract = [f for at, f in earlier if now - at < 2 and self.tick_series(f) == self.tick_series(fields)]
         identical = [f for at, f in earlier if now - at < 15 and f[2:20] == fields[2:20]]
         rolling = bar_size in ROLLING_RULE_BAR_SIZES and len(earlier) >= 60
