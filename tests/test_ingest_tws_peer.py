@@ -675,3 +675,20 @@ def test_a_longer_window_asks_for_what_it_lacks_in_requests_ibkr_accepts(warehou
             assert summary.count("landed") == 1, summary.results
     assert peer.refused == []
     assert [(m[15], m[19]) for m in peer.history_requests()] == [("", what_to_show), (older_part_end, what_to_show)]
+
+
+def test_never_more_historical_requests_open_at_once_than_ibkr_allows(warehouse):
+    """IBKR serves at most 50 at once (322 beyond). 55 symbols, each answered after 3 s (all of them would be out by then), with --max-open 50."""
+    symbols = [f"S{n:02d}" for n in range(55)]
+    peer = TwsPeer(
+        contracts=lambda req_id, symbol, primary: [stock(req_id, symbol, 5000 + int(symbol[1:])), contract_end(req_id)],
+        history=lambda req_id, symbol, nth: [3.0, daily_bars(req_id, TWO_DAYS)],
+        referee=True,
+    )
+    started = time.monotonic()
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", *symbols, "--max-open", "50")
+    assert (status, err) == (ExitCode.OK, ""), out + err
+    assert peer.refused == [] and peer.most_open == 50
+    assert query(warehouse, "select count(*) from raw.load_batches where status = 'ok'") == [(55,)]
+    assert time.monotonic() - started < 30  # the 51st to 55th waited for a slot, not for a timeout

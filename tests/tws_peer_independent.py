@@ -19,11 +19,11 @@ or newer than ours) may make and our simulator does not:
   write, the error codes and texts real servers send, and a connection that ends mid-message (:class:`Cut`), as a
   gateway that goes away does;
 - ``referee``: IBKR's own checks of each historical request, on this peer's clock (IBKR's "historical data
-  limitations"): an identical request within 15 s and 6 or more for one contract, exchange and data type within 2 s
-  are pacing violations (162), and so are more than 60 in 10 minutes of bars of 30 s or less; a duration over 365
-  days not given in years, ADJUSTED_LAST with an endDateTime, and an endDateTime, duration, bar size or formatDate
-  not written as the protocol has them are refused as invalid (321). Each refusal is answered as IBKR does and kept
-  in ``refused``.
+  limitations"): a 51st request open at once is refused (322); an identical request within 15 s and 6 or more for
+  one contract, exchange and data type within 2 s are pacing violations (162), and so are more than 60 in 10 minutes
+  of bars of 30 s or less; a duration over 365 days not given in years, ADJUSTED_LAST with an endDateTime, and an
+  endDateTime, duration, bar size or formatDate not written as the protocol has them are refused as invalid (321).
+  Each refusal is answered as IBKR does and kept in ``refused``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ CURRENT_TIME, CONTRACT_DATA_END, POSITION_END = 49, 52, 62
 # Message ids (client to server), as ib_async's client writes them.
 REQ_CONTRACT_DETAILS, REQ_HISTORICAL_DATA, CANCEL_HISTORICAL_DATA = 9, 20, 25
 REQ_POSITIONS, START_API = 61, 71
-ERR_HMDS, ERR_INVALID = 162, 321
+ERR_HMDS, ERR_INVALID, ERR_SIMULTANEOUS = 162, 321, 322
 
 Message = list[object]
 
@@ -153,6 +153,9 @@ class TwsPeer:
     refused: list[tuple[int, str]] = field(default_factory=list)
     """The referee's refusals: (code, why)."""
     asked_at: list[tuple[float, list[str]]] = field(default_factory=list)
+    open_requests: set[tuple[int, int]] = field(default_factory=set)
+    """Historical requests asked and neither answered nor cancelled yet: (connection, request id)."""
+    most_open: int = 0
     """Each historical request as it arrived: (this peer's monotonic clock, its fields)."""
 
     def history_requests(self) -> list[list[str]]:
@@ -231,6 +234,11 @@ class TwsPeer:
             return ERR_INVALID, "Error validating request.-'bW' : cause - End date not supported with adjusted last"
         same_contract = [f for at, f in earlier if now - at < 2 and self.tick_series(f) == self.tick_series(fields)]
         identical = [f for at, f in earlier if now - at < 15 and f[2:20] == fields[2:20]]
+        if len(self.open_requests) >= 50:  # this one would be the 51st
+            return (
+                ERR_SIMULTANEOUS,
+                "Error processing request.-'bc' : cause - Only 50 simultaneous API historical data requests allowed.",
+            )
         rolling = bar_size in ROLLING_RULE_BAR_SIZES and len(earlier) >= 60
         if identical or len(same_contract) >= 5 or rolling:
             why = "identical within 15 s" if identical else "6 in 2 s" if len(same_contract) >= 5 else "61 in 10 min"
@@ -266,8 +274,14 @@ class TwsPeer:
                         script: Script = [error(req_id, *refusal)]
                     else:
                         script = self.history(req_id, symbol, nth)
-                    tasks.add(asyncio.create_task(self.answer(writer, lock, script)))
+                    request = (id(writer), req_id)
+                    self.open_requests.add(request)
+                    self.most_open = max(self.most_open, len(self.open_requests))
+                    task = asyncio.create_task(self.answer(writer, lock, script))
+                    task.add_done_callback(lambda _, request=request: self.open_requests.discard(request))
+                    tasks.add(task)
                 elif kind == CANCEL_HISTORICAL_DATA:
+                    self.open_requests.discard((id(writer), int(fields[2])))
                     text = (
                         f"Historical Market Data Service error message:API historical data query cancelled: {fields[2]}"
                     )
