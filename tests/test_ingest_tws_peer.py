@@ -267,12 +267,14 @@ def test_a_request_lost_to_an_hmds_server_disconnect_is_asked_again(warehouse):
 AAPL = ContractRef("AAPL", 265598, "NASDAQ")
 
 
-def in_a_session(peer: TwsPeer, action: Callable[[IbkrSession], Awaitable[Any]]) -> Any:
+def in_a_session(
+    peer: TwsPeer, action: Callable[[IbkrSession], Awaitable[Any]], *, request_timeout_s: float = 5
+) -> Any:
     """What ``action`` returns, run in the loader's own gateway session against the peer; identical requests may
     follow each other at once (the 15 s rule is the limiter's own test)."""
 
     async def run(port: int) -> Any:
-        settings = IbkrSettings(port=port, client_id=5, connect_timeout_s=5, request_timeout_s=5)
+        settings = IbkrSettings(port=port, client_id=5, connect_timeout_s=5, request_timeout_s=request_timeout_s)
         limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
         async with IbkrSession(settings, limiter) as session:
             return await action(session)
@@ -475,6 +477,17 @@ def test_a_contract_lookup_cut_mid_answer_is_asked_again_after_the_reconnect():
 
     outcome = in_a_session(TwsPeer(contracts=contracts), lambda session: session.qualify("AAPL", "NASDAQ"))
     assert (outcome.contract, len(asked)) == (AAPL, 2)
+
+
+@pytest.mark.integration  # a socket and the real client library
+def test_a_request_unanswered_within_the_timeout_is_cancelled_and_asked_again():
+    """The reference: the client sends cancelHistoricalData (25) when its own timeout fires, and the gateway answers
+    the cancel with 162 "query cancelled": a timeout, asked again, not a failure or an empty range."""
+    peer = TwsPeer(history=lambda req_id, symbol, nth: [] if nth == 1 else [daily_bars(req_id, TWO_DAYS)])
+    outcome = in_a_session(peer, fetch_daily, request_timeout_s=1)
+    assert (outcome.status, len(outcome.bars), outcome.attempts) == ("ok", 2, 2)
+    first, _ = (int(m[1]) for m in peer.history_requests())
+    assert [int(m[2]) for m in peer.received if m[0] == "25"] == [first]  # that request cancelled, the retry not
 
 
 @pytest.mark.integration  # a socket and the real client library
