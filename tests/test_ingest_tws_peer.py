@@ -392,6 +392,14 @@ def test_each_answer_ibkr_ends_a_symbols_request_with_gets_its_own_status_and_th
     assert "MSFT failed: " in err and "IBM failed: " in err and "Traceback" not in err
     assert sorted(m[3] for m in peer.history_requests()) == ["AAPL", "BRK B", "IBM", "NVDA", "ORCL"]  # each once
     assert peer.refused == []
+    # The API start (71) and the positions download ib_async always asks for (61), then lookups (9) and bar requests
+    # (20) only: no account, order or execution download that a gateway could hold the start-up with.
+    assert [m[0] for m in peer.received[:2]] == ["71", "61"] and {m[0] for m in peer.received} == {
+        "71",
+        "61",
+        "9",
+        "20",
+    }
 
 
 def test_a_321_on_a_bar_request_stops_the_run_with_exit_5_naming_the_symbol_and_ibkrs_text(warehouse):
