@@ -236,7 +236,8 @@ class IbkrSession:
             await in_flight.first_of(connecting, ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
-                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
+                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS and log "
+                "in (its API port opens only once it is logged in, and closes at its daily restart or logoff), "
                 "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
