@@ -713,3 +713,23 @@ def test_never_more_historical_requests_open_at_once_than_ibkr_allows(warehouse)
     assert peer.refused == [] and peer.most_open == 50
     assert query(warehouse, "select count(*) from raw.load_batches where status = 'ok'") == [(55,)]
     assert time.monotonic() - started < 30  # the 51st to 55th waited for a slot, not for a timeout
+
+
+@pytest.mark.parametrize("watchlist", ["AAPL,NASDAQ", "MSFT,NASDAQ"], ids=["in-the-watchlist", "not-in-it"])
+def test_one_contract_answered_once_per_exchange_it_trades_on_is_one_match(warehouse, tmp_path, watchlist):
+    """IBKR answers a lookup without an exchange with the contract once per exchange it trades on (the same conId);
+    a server that does so for SMART too named one stock 'ambiguous', as several listings the watchlist could not
+    tell apart."""
+
+    def contracts(req_id, symbol, primary):
+        same = [stock(req_id, symbol, 265598, exchange=exchange) for exchange in ("SMART", "ISLAND", "ARCA", "BATS")]
+        return [*same, contract_end(req_id)]
+
+    path = tmp_path / "watchlist.csv"
+    path.write_text(f"symbol,primary_exchange\n{watchlist}\n")
+    peer = TwsPeer(contracts=contracts, history=lambda req_id, symbol, nth: [daily_bars(req_id, TWO_DAYS)])
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--watchlist", str(path), "--symbols", "AAPL")
+    assert (status, err) == (ExitCode.OK, ""), out + err
+    assert query(warehouse, "select distinct con_id, exchange from raw.ibkr_bars") == [(265598, "NASDAQ")]
+    assert [(m[2], m[9]) for m in peer.history_requests()] == [("265598", "SMART")]  # asked SMART-routed, as ever

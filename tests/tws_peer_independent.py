@@ -100,11 +100,12 @@ def stock(
     time_zone: str = "US/Eastern",
     min_tick: str = "0.01",
     currency: str = "USD",
+    exchange: str = "SMART",
 ) -> Message:
     """contractData for a common stock in the shape of server version 164 and later (``send`` adapts it to older
     versions). Optional fields a server may leave empty are empty unless given."""
     return [
-        CONTRACT_DATA, req_id, symbol, "STK", "", "0", "", "SMART", currency, symbol, "NMS", symbol, con_id, min_tick,
+        CONTRACT_DATA, req_id, symbol, "STK", "", "0", "", exchange, currency, symbol, "NMS", symbol, con_id, min_tick,
         "", "", "", "1", "0", long_name, primary_exchange, "", "", "", "", time_zone, "", "", "", "", "0",
         "", "", "", "", "", "", "", "", "",
     ]  # fmt: skip

@@ -752,8 +752,10 @@ def _the_match(symbol: str, primary_exchange: str, details: list[Any], currency:
 
     IBKR answers only listings in the currency asked for; a server of the protocol that does not narrow the lookup
     by it may answer with another listing of the ticker (a Canadian company's, in CAD): another company's bars, which
-    must not land as the stock asked for.
+    must not land as the stock asked for. One contract answered several times (IBKR answers a lookup without an
+    exchange once per exchange the contract trades on, and a server may do so for SMART too) is one match.
     """
+    details = _one_per_contract(details)
     in_currency = [d for d in details if (d.contract.currency or currency).upper() == currency.upper()]
     if not in_currency:
         listed = ", ".join(
@@ -784,6 +786,19 @@ def _the_match(symbol: str, primary_exchange: str, details: list[Any], currency:
             currency=found.currency or currency,
         )
     )
+
+
+def _one_per_contract(details: list[Any]) -> list[Any]:
+    """The lookup's matches, each contract id once (the first answer for it); matches without one are all kept."""
+    seen: set[int] = set()
+    unique = []
+    for d in details:
+        con_id = int(d.contract.conId or 0)
+        if con_id and con_id in seen:
+            continue
+        seen.add(con_id)
+        unique.append(d)
+    return unique
 
 
 def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:
