@@ -518,6 +518,23 @@ def test_connectivity_and_farm_notices_while_a_request_is_out_do_not_end_it():
     assert (outcome.status, len(outcome.bars), outcome.attempts) == ("ok", 2, 1)
 
 
+def test_a_gateway_restarting_behind_a_proxy_is_reconnected_once_it_is_back(warehouse):
+    """IB Gateway's daily restart drops the connection mid-answer; until it has logged in again, a proxy in front of
+    it (socat, a container's port) accepts each connection and closes it at once. The reconnect is tried again until
+    the gateway answers, within IBKR_RECONNECT_TIMEOUT, and the request is asked again."""
+
+    def history(req_id, symbol, nth):
+        return [Cut(daily_bars(req_id, TWO_DAYS))] if symbol == "AAPL" and nth == 1 else [daily_bars(req_id, TWO_DAYS)]
+
+    peer = TwsPeer(history=history, accepts=lambda nth: nth not in (2, 3))
+    with peer.listening() as port:
+        status, out, err = run_ingest(warehouse, port, "--symbols", "AAPL", "MSFT", quick_retries=True)
+    assert status == ExitCode.OK and "reconnects 1" in out, out + err
+    assert err.count("reconnect failed (cannot connect to IB Gateway/TWS") == 2 and "Traceback" not in err, err
+    assert batches(warehouse) == [("AAPL", "ok", 2, None, None), ("MSFT", "ok", 2, None, None)]
+    assert peer.connections == 4
+
+
 @pytest.mark.parametrize(
     ("start_up", "says"),
     [

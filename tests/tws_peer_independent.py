@@ -145,6 +145,10 @@ class TwsPeer:
     delivery: str = "frames"
     start_up: Callable[[], Script] = lambda: [[MANAGED_ACCOUNTS, 1, "DU111111"], [NEXT_VALID_ID, 1, 1]]
     between: Sequence[Message] = ()
+    accepts: Callable[[int], bool] = lambda nth: True
+    """Whether to serve the nth connection (1-based); if not, it is closed at once, before the handshake, as a proxy or
+    tunnel in front of a gateway that is restarting or not logged in yet closes it (socat, a container's port)."""
+    connections: int = 0
     contracts: ContractAnswer = one_match
     history: HistoryAnswer = no_history
     referee: bool = False
@@ -248,6 +252,10 @@ class TwsPeer:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connections += 1
+        if not self.accepts(self.connections):
+            writer.close()
+            return
         lock = asyncio.Lock()
         tasks: set[asyncio.Task] = set()
         try:
