@@ -155,6 +155,8 @@ class TwsPeer:
     """Check each historical request as IBKR does (this module's docstring) and refuse it as IBKR would."""
     received: list[list[str]] = field(default_factory=list)
     """Every message the client sent after its greeting, as fields."""
+    received_at: list[float] = field(default_factory=list)
+    """When each of them arrived (the monotonic clock)."""
     refused: list[tuple[int, str]] = field(default_factory=list)
     """The referee's refusals: (code, why)."""
     asked_at: list[tuple[float, list[str]]] = field(default_factory=list)
@@ -162,6 +164,11 @@ class TwsPeer:
     """Historical requests asked and neither answered nor cancelled yet: (connection, request id)."""
     most_open: int = 0
     """Each historical request as it arrived: (this peer's monotonic clock, its fields)."""
+
+    def busiest_second(self) -> int:
+        """The most messages the client sent within one second: IBKR allows 50 (error 100 and a disconnect beyond)."""
+        times = self.received_at
+        return max((sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)), default=0)
 
     def history_requests(self) -> list[list[str]]:
         return [m for m in self.received if m[0] == str(REQ_HISTORICAL_DATA)]
@@ -265,6 +272,7 @@ class TwsPeer:
             while True:
                 fields = await self.read(reader)
                 self.received.append(fields)
+                self.received_at.append(time.monotonic())
                 kind = int(fields[0])
                 if kind == START_API:
                     await self.answer(writer, lock, self.start_up(), notices=False)
