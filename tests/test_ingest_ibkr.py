@@ -423,6 +423,7 @@ def test_no_gateway_at_the_configured_address_is_a_clear_immediate_error(warehou
     err = capsys.readouterr().err
     assert status == ExitCode.GATEWAY
     assert f"no IB Gateway or TWS answers at 127.0.0.1:{port}" in err and "IBKR_PORT" in err
+    assert "log in (its API port opens only once it is logged in" in err  # IB Gateway listens only once logged in
     assert took < 10
     assert query(warehouse, "select count(*) from raw.load_batches") == [(0,)]
 

@@ -180,6 +180,7 @@ def test_a_connection_closed_before_the_handshake_is_named_at_once(gateway):
     assert isinstance(result, GatewayUnavailableError)
     assert "the connection was accepted, then closed before the API handshake" in str(result)
     assert "Trusted IPs" in str(result) and "ssh -L" in str(result)
+    assert "no gateway behind it that is running and logged in" in str(result)  # socat while IBC logs in
     assert seconds < 2
 
 

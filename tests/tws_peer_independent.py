@@ -15,15 +15,25 @@ or newer than ours) may make and our simulator does not:
   mdSizeMultiplier in contract details before 164, one size increment at 163, advancedOrderRejectJson in errors from
   166 on);
 - answers scripted per request (``contracts``, ``history``): several contract matches, empty optional fields, daily
-  bars dated ``yyyymmdd`` with -1 counts and WAPs, zero volume, and the error codes and texts real servers send.
+  bars dated ``yyyymmdd`` with -1 counts and WAPs, zero volume, intraday bars in any of the time formats servers
+  write, the error codes and texts real servers send, and a connection that ends mid-message (:class:`Cut`), as a
+  gateway that goes away does;
+- ``referee``: IBKR's own checks of each historical request, on this peer's clock (IBKR's "historical data
+  limitations"): a 51st request open at once is refused (322); an identical request within 15 s and 6 or more for
+  one contract, exchange and data type within 2 s are pacing violations (162), and so are more than 60 in 10 minutes
+  of bars of 30 s or less; a duration over 365 days not given in years, ADJUSTED_LAST with an endDateTime, and an
+  endDateTime, duration, bar size or formatDate not written as the protocol has them are refused as invalid (321).
+  Each refusal is answered as IBKR does and kept in ``refused``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,8 +44,35 @@ CURRENT_TIME, CONTRACT_DATA_END, POSITION_END = 49, 52, 62
 # Message ids (client to server), as ib_async's client writes them.
 REQ_CONTRACT_DETAILS, REQ_HISTORICAL_DATA, CANCEL_HISTORICAL_DATA = 9, 20, 25
 REQ_POSITIONS, START_API = 61, 71
+ERR_HMDS, ERR_INVALID, ERR_SIMULTANEOUS = 162, 321, 322
 
 Message = list[object]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Among an answer's messages: the first ``keep`` bytes of ``message``'s frame (by default half of it), then the
+    connection closes, as when a gateway goes away (restarts, is logged out) in the middle of an answer; without a
+    message, it closes there."""
+
+    message: Message | None = None
+    keep: int | None = None
+
+
+CLOSE = Cut()
+
+
+HMDS = "Historical Market Data Service error message:"
+PACING_VIOLATION = HMDS + "Historical data request pacing violation"
+# Validation of IBKR's historical requests (TWS API docs, "historical data"): what a request may look like.
+BAR_SIZES = frozenset(
+    ("1 secs", "5 secs", "10 secs", "15 secs", "30 secs", "1 min", "2 mins", "3 mins", "5 mins", "10 mins", "15 mins",
+     "20 mins", "30 mins", "1 hour", "2 hours", "3 hours", "4 hours", "8 hours", "1 day", "1 week", "1 month")
+)  # fmt: skip
+ROLLING_RULE_BAR_SIZES = frozenset(("1 secs", "5 secs", "10 secs", "15 secs", "30 secs"))
+"""IBKR applies its 60-in-10-minutes rule to these; the other two pacing rules the referee applies to every size."""
+END_DATE_TIME = re.compile(r"(\d{8} \d\d:\d\d:\d\d( [A-Za-z_/+-]+)?|\d{8}-\d\d:\d\d:\d\d)?")
+DURATION = re.compile(r"(\d+) ([SDWMY])")
 
 
 def frame(fields: Sequence[object]) -> bytes:
@@ -62,11 +99,13 @@ def stock(
     long_name: str = "",
     time_zone: str = "US/Eastern",
     min_tick: str = "0.01",
+    currency: str = "USD",
+    exchange: str = "SMART",
 ) -> Message:
     """contractData for a common stock in the shape of server version 164 and later (``send`` adapts it to older
     versions). Optional fields a server may leave empty are empty unless given."""
     return [
-        CONTRACT_DATA, req_id, symbol, "STK", "", "0", "", "SMART", "USD", symbol, "NMS", symbol, con_id, min_tick,
+        CONTRACT_DATA, req_id, symbol, "STK", "", "0", "", exchange, currency, symbol, "NMS", symbol, con_id, min_tick,
         "", "", "", "1", "0", long_name, primary_exchange, "", "", "", "", time_zone, "", "", "", "", "0",
         "", "", "", "", "", "", "", "", "",
     ]  # fmt: skip
@@ -84,9 +123,11 @@ def daily_bars(req_id: int, rows: Sequence[Sequence[object]]) -> Message:
     return fields
 
 
-ContractAnswer = Callable[[int, str, str], Sequence[Message | float]]
+Script = Sequence[Message | float | Cut]
+"""Messages to send in order; a number among them is a pause of that many seconds, a :class:`Cut` the end."""
+ContractAnswer = Callable[[int, str, str], Script]
 """(request id, symbol, primary exchange asked for) -> messages (a number: a pause of that many seconds)."""
-HistoryAnswer = Callable[[int, str, int], Sequence[Message | float]]
+HistoryAnswer = Callable[[int, str, int], Script]
 """(request id, symbol, 1-based number of this symbol's historical requests) -> messages, as for contracts."""
 
 
@@ -102,12 +143,32 @@ def no_history(req_id: int, symbol: str, nth: int) -> Sequence[Message]:
 class TwsPeer:
     server_version: int = 178
     delivery: str = "frames"
-    start_up: Callable[[], Sequence[Message]] = lambda: [[MANAGED_ACCOUNTS, 1, "DU111111"], [NEXT_VALID_ID, 1, 1]]
+    start_up: Callable[[], Script] = lambda: [[MANAGED_ACCOUNTS, 1, "DU111111"], [NEXT_VALID_ID, 1, 1]]
     between: Sequence[Message] = ()
+    accepts: Callable[[int], bool] = lambda nth: True
+    """Whether to serve the nth connection (1-based); if not, it is closed at once, before the handshake, as a proxy or
+    tunnel in front of a gateway that is restarting or not logged in yet closes it (socat, a container's port)."""
+    connections: int = 0
     contracts: ContractAnswer = one_match
     history: HistoryAnswer = no_history
+    referee: bool = False
+    """Check each historical request as IBKR does (this module's docstring) and refuse it as IBKR would."""
     received: list[list[str]] = field(default_factory=list)
     """Every message the client sent after its greeting, as fields."""
+    received_at: list[float] = field(default_factory=list)
+    """When each of them arrived (the monotonic clock)."""
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """The referee's refusals: (code, why)."""
+    asked_at: list[tuple[float, list[str]]] = field(default_factory=list)
+    open_requests: set[tuple[int, int]] = field(default_factory=set)
+    """Historical requests asked and neither answered nor cancelled yet: (connection, request id)."""
+    most_open: int = 0
+    """Each historical request as it arrived: (this peer's monotonic clock, its fields)."""
+
+    def busiest_second(self) -> int:
+        """The most messages the client sent within one second: IBKR allows 50 (error 100 and a disconnect beyond)."""
+        times = self.received_at
+        return max((sum(1 for t in times[i:] if t - start < 1.0) for i, start in enumerate(times)), default=0)
 
     def history_requests(self) -> list[list[str]]:
         return [m for m in self.received if m[0] == str(REQ_HISTORICAL_DATA)]
@@ -140,8 +201,11 @@ class TwsPeer:
             if len(chunks) > 1:
                 await asyncio.sleep(0.0005)  # TCP_NODELAY and a pause: each chunk its own segment
 
-    async def answer(self, writer: asyncio.StreamWriter, lock: asyncio.Lock, script: Sequence[Message | float]) -> None:
-        batch: list[Message] = list(self.between)
+    async def answer(
+        self, writer: asyncio.StreamWriter, lock: asyncio.Lock, script: Script, *, notices: bool = True
+    ) -> None:
+        """Play ``script``, after the ``between`` notices unless ``notices`` is false."""
+        batch: list[Message] = list(self.between) if notices else []
         for item in [*script, None]:
             if isinstance(item, list):
                 batch.append(item)
@@ -150,11 +214,55 @@ class TwsPeer:
                 async with lock:  # one answer's bytes never interleave with another's
                     await self.send(writer, batch)
                 batch = []
+            if isinstance(item, Cut):
+                async with lock:
+                    whole = b"" if item.message is None else frame(self.adapt(item.message))
+                    writer.write(whole[: len(whole) // 2 if item.keep is None else item.keep])
+                    await writer.drain()
+                    writer.close()
+                return
             if item is not None:
                 await asyncio.sleep(float(item))
 
+    @staticmethod
+    def tick_series(fields: list[str]) -> tuple[str, str, str]:
+        """What IBKR's 2-second rule counts by: the contract (its id, else its symbol), exchange and data type."""
+        return (fields[2] if fields[2] not in ("", "0") else fields[3], fields[9], fields[19].upper())
+
+    def judge(self, fields: list[str]) -> tuple[int, str] | None:
+        """What IBKR would refuse this historical request with, by its rules and this peer's clock (None: served).
+        The request is counted either way, as IBKR counts refused requests too."""
+        now = time.monotonic()
+        earlier = [(at, f) for at, f in self.asked_at if now - at < 600]
+        self.asked_at.append((now, fields))
+        end, bar_size, duration = fields[15], fields[16], fields[17]
+        spelled = DURATION.fullmatch(duration)
+        if not (END_DATE_TIME.fullmatch(end) and spelled and bar_size in BAR_SIZES and fields[20] in ("1", "2")):
+            why = f"Error validating request.-'bP' : cause - invalid request: {end!r} {duration!r} {bar_size!r}"
+            return ERR_INVALID, why
+        if spelled.group(2) == "D" and int(spelled.group(1)) > 365:
+            return ERR_INVALID, "Historical data request for greater than 365 days rejected."
+        if fields[19].upper() == "ADJUSTED_LAST" and end:
+            return ERR_INVALID, "Error validating request.-'bW' : cause - End date not supported with adjusted last"
+        same_contract = [f for at, f in earlier if now - at < 2 and self.tick_series(f) == self.tick_series(fields)]
+        identical = [f for at, f in earlier if now - at < 15 and f[2:20] == fields[2:20]]
+        if len(self.open_requests) >= 50:  # this one would be the 51st
+            return (
+                ERR_SIMULTANEOUS,
+                "Error processing request.-'bc' : cause - Only 50 simultaneous API historical data requests allowed.",
+            )
+        rolling = bar_size in ROLLING_RULE_BAR_SIZES and len(earlier) >= 60
+        if identical or len(same_contract) >= 5 or rolling:
+            why = "identical within 15 s" if identical else "6 in 2 s" if len(same_contract) >= 5 else "61 in 10 min"
+            return ERR_HMDS, f"{PACING_VIOLATION} ({why})"
+        return None
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connections += 1
+        if not self.accepts(self.connections):
+            writer.close()
+            return
         lock = asyncio.Lock()
         tasks: set[asyncio.Task] = set()
         try:
@@ -164,10 +272,10 @@ class TwsPeer:
             while True:
                 fields = await self.read(reader)
                 self.received.append(fields)
+                self.received_at.append(time.monotonic())
                 kind = int(fields[0])
                 if kind == START_API:
-                    async with lock:
-                        await self.send(writer, self.start_up())
+                    await self.answer(writer, lock, self.start_up(), notices=False)
                 elif kind == REQ_POSITIONS:
                     async with lock:
                         await self.send(writer, [[POSITION_END, 1]])
@@ -177,8 +285,20 @@ class TwsPeer:
                 elif kind == REQ_HISTORICAL_DATA:
                     req_id, symbol = int(fields[1]), fields[3]
                     nth = sum(1 for m in self.history_requests() if m[3] == symbol)
-                    tasks.add(asyncio.create_task(self.answer(writer, lock, self.history(req_id, symbol, nth))))
+                    refusal = self.judge(fields) if self.referee else None
+                    if refusal is not None:
+                        self.refused.append(refusal)
+                        script: Script = [error(req_id, *refusal)]
+                    else:
+                        script = self.history(req_id, symbol, nth)
+                    request = (id(writer), req_id)
+                    self.open_requests.add(request)
+                    self.most_open = max(self.most_open, len(self.open_requests))
+                    task = asyncio.create_task(self.answer(writer, lock, script))
+                    task.add_done_callback(lambda _, request=request: self.open_requests.discard(request))
+                    tasks.add(task)
                 elif kind == CANCEL_HISTORICAL_DATA:
+                    self.open_requests.discard((id(writer), int(fields[2])))
                     text = (
                         f"Historical Market Data Service error message:API historical data query cancelled: {fields[2]}"
                     )

@@ -236,7 +236,8 @@ class IbkrSession:
             await in_flight.first_of(connecting, ended)
         except ConnectionRefusedError:
             raise GatewayUnavailableError(
-                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS, "
+                f"no IB Gateway or TWS answers at {where} (connection refused). Start IB Gateway or TWS and log "
+                "in (its API port opens only once it is logged in, and closes at its daily restart or logoff), "
                 "enable its API (Configure > Settings > API > Settings), and check IBKR_HOST / IBKR_PORT "
                 "(IB Gateway 4002 paper / 4001 live, TWS 7497 paper / 7496 live)."
             ) from None
@@ -471,7 +472,7 @@ class IbkrSession:
                 continue
             if tracked.undecodable is not None or not details:
                 return self._no_contract_found(tracked, undecoded_before)
-            return _the_match(symbol, primary_exchange, details)
+            return _the_match(symbol, primary_exchange, details, ref.currency)
 
     async def _contract_details(self, contract: Any, tracked: in_flight.Tracked) -> list[Any]:
         """The lookup's answer, within the request timeout (:class:`TimeoutError` after it); none, at once, when
@@ -745,9 +746,30 @@ _WHO_WAITS = {
 }
 
 
-def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> QualifyOutcome:
-    """The one contract among a lookup's matches (those on the watchlist's primary exchange, when it found
-    several), or why there is none to choose."""
+def _the_match(symbol: str, primary_exchange: str, details: list[Any], currency: str = "USD") -> QualifyOutcome:
+    """The one contract among a lookup's matches in the ``currency`` asked for (those on the watchlist's primary
+    exchange, when it found several), or why there is none to choose.
+
+    IBKR answers only listings in the currency asked for; a server of the protocol that does not narrow the lookup
+    by it may answer with another listing of the ticker (a Canadian company's, in CAD): another company's bars, which
+    must not land as the stock asked for. One contract answered several times (IBKR answers a lookup without an
+    exchange once per exchange the contract trades on, and a server may do so for SMART too) is one match.
+    """
+    details = _one_per_contract(details)
+    in_currency = [d for d in details if (d.contract.currency or currency).upper() == currency.upper()]
+    if not in_currency:
+        listed = ", ".join(
+            f"conId {d.contract.conId} on {d.contract.primaryExchange or 'no primary exchange'} in {d.contract.currency}"
+            for d in details[:5]
+        )
+        listed += f" and {len(details) - 5} more" if len(details) > 5 else ""
+        return QualifyOutcome(
+            None,
+            None,
+            f"no {currency} listing matches {symbol}: the gateway answered with {listed}; the loader loads US "
+            f"listings in {currency}: check the symbol",
+        )
+    details = in_currency
     same = details
     if len(details) > 1 and primary_exchange:
         same = [d for d in details if (d.contract.primaryExchange or "").upper() == primary_exchange.upper()]
@@ -761,9 +783,22 @@ def _the_match(symbol: str, primary_exchange: str, details: list[Any]) -> Qualif
             symbol=symbol,
             con_id=int(found.conId),
             primary_exchange=found.primaryExchange or primary_exchange,
-            currency=found.currency or "USD",
+            currency=found.currency or currency,
         )
     )
+
+
+def _one_per_contract(details: list[Any]) -> list[Any]:
+    """The lookup's matches, each contract id once (the first answer for it); matches without one are all kept."""
+    seen: set[int] = set()
+    unique = []
+    for d in details:
+        con_id = int(d.contract.conId or 0)
+        if con_id and con_id in seen:
+            continue
+        seen.add(con_id)
+        unique.append(d)
+    return unique
 
 
 def _ambiguous(symbol: str, primary_exchange: str, details: list[Any], same: list[Any]) -> str:

@@ -88,7 +88,8 @@ class HandshakeWatch:
                 "the connection was accepted, then closed before the API handshake: the gateway does not accept "
                 "API clients from this host (Configure > Settings > API > Settings: 'Allow connections from "
                 "localhost only' / 'Trusted IPs') or has as many as it takes, or a tunnel or proxy on that port "
-                "(ssh -L, socat, a container's published port) has no running gateway behind it"
+                "(ssh -L, socat, a container's published port) has no gateway behind it that is running and logged "
+                "in (a gateway opens its API port only once logged in)"
             )
         elif refused:
             reason = refused
