@@ -167,7 +167,7 @@ def _one_line(tyro_error: str, prog: str) -> str:
 
 
 def _without_values(message: str) -> str:
-    """'Unrecognized options: --seedz, 3' names the unknown flag's value as if it were an option too: keep the flags.
+    """tyro's 'Unrecognized options: --x, 3' names the unknown flag's value as if it were an option too: keep the flags.
 
     Words that are not flags stay when no flag is left (a stray positional word is the unrecognized one then).
     """
