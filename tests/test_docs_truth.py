@@ -385,6 +385,8 @@ CODE_ONLY = {
     "COLUMNS": "set by training/cli.py around tyro's error message only (a terminal width, not a setting)",
     "GX_ANALYTICS_ENABLED": "set by the training job for Great Expectations (no usage statistics), never read",
     "RAY_AIR_NEW_OUTPUT": "set by the sweep for Ray Tune's console output, never read",
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "set by the sweep so that Ray Tune logs each trial's error, how the sweep tells a "
+    "trial Ray killed for memory from one that failed; never read",
     "DO_NOT_TRACK": "set by the Makefile and the test harness for dbt (no usage statistics), never read",
     "PYTHONUNBUFFERED": "set by the Makefile and demo.sh so that a command's lines appear as they are printed",
     "PGCLIENTENCODING": "set to UTF8 for dbt and psql (`warehouse_db env`); operations.md: the client encoding is "

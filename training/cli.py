@@ -224,6 +224,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
     from training.ppo import ModelFileError
     from training.run_folder import RunFolderError
     from training.sweep import NoTradableTrial, NoTrialCompleted, SweepError
+    from training.sweep_search import TrialKilledForMemory
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
     from training.walk_forward import AllTasksFailed, MartKeptChanging
@@ -249,8 +250,9 @@ def user_error_status(error: BaseException) -> ExitCode | None:
             ExitCode.CONFIG,
         ),
         ((AllTasksFailed, NoTrialCompleted), ExitCode.FAILED),
-        # Settings sized past this machine's memory (e.g. --n-envs 100000000: a 6 TiB rollout buffer).
-        ((MemoryError,), ExitCode.CONFIG),
+        # Settings sized past this machine's memory (e.g. --n-envs 100000000: a 6 TiB rollout buffer), or a sweep's
+        # trials together past a Ray node's (its memory monitor killed one).
+        ((MemoryError, TrialKilledForMemory), ExitCode.CONFIG),
     ]
     return next((status for kinds, status in statuses if isinstance(error, kinds)), None)
 

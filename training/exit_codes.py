@@ -30,7 +30,8 @@ MEANINGS = {
     ExitCode.CONFIG: "a bad flag, value, --config file, --resume model or sweep id, fold id or symbol (a malformed --ray-address "
     "or RAY_ADDRESS too), a run or sweep id whose folder is taken, a --runs-dir where the run folder cannot be created or "
     "written whole (a file, no permission, a full disk), a mart YAML (training_bars.yml, --mart-yaml) that cannot be read "
-    "(a folder, a device, not YAML, columns that are not a list of named mappings) or whose column roles (meta.role) are missing or inconsistent, or settings too large for this machine's memory (on Ray: for every node's)",
+    "(a folder, a device, not YAML, columns that are not a list of named mappings) or whose column roles (meta.role) are missing or inconsistent, or settings too large for this machine's memory (on Ray: for every node's; for a sweep also when Ray killed a "
+    "trial's worker for memory: its trials are kept, --resume continues it)",
     ExitCode.CONTRACT: "the mart or its folds break the data contract (every failed expectation is listed), or "
     "its history is too short for the planned folds (the message says how much to fetch), or a fold's split holds no "
     "symbol with window + min_episode_steps sessions (the message names it; nothing trained; for a sweep also after the "

@@ -54,8 +54,9 @@ def _not_restorable() -> None:
     return None
 
 
-def make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
-    """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials."""
+def make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar, memory_kills=None):
+    """A Tune callback (it runs in the driver) that writes every trial event to ml.sweep_trials. ``memory_kills``
+    (training/sweep_tune_logs.py's ``MemoryKills``) tells it which failing trial Ray killed for memory."""
     from ray import tune
 
     # Tune takes only subclasses of its Callback, and Ray takes seconds to import: the class that is one is made here,
@@ -63,17 +64,18 @@ def make_recorder(conn, sweep, space, base, folds, trials, total, progress_bar):
     class SweepRecorder(_TrialRecorder, tune.Callback):
         pass
 
-    return SweepRecorder(conn, sweep, space, base, folds, trials, total, progress_bar)
+    return SweepRecorder(conn, sweep, space, base, folds, trials, total, progress_bar, memory_kills)
 
 
 class _TrialRecorder:
     """The callback's methods: ``trials`` are the rows of the sweep's earlier starts, ``total`` the trials the
     progress bar counts to."""
 
-    def __init__(self, conn, sweep, space, base, folds, trials, total, progress_bar) -> None:
+    def __init__(self, conn, sweep, space, base, folds, trials, total, progress_bar, memory_kills=None) -> None:
         from tqdm.auto import tqdm
 
         self.conn, self.sweep, self.space, self.base, self.folds = conn, sweep, space, base, folds
+        self.memory_kills = memory_kills
         self.trials: dict[str, sweep_store.TrialRecord] = {}
         self.history = list(trials)
         self.next_number = max((t.trial_number for t in trials), default=0) + 1
@@ -103,6 +105,14 @@ class _TrialRecorder:
         self._finish(trial, "completed" if record.folds_done == len(self.folds) else "pruned")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if self.memory_kills is not None and self.memory_kills.kills:
+            # Ray killed the trial's worker for memory (the node ran low), which says nothing against its values: it
+            # is interrupted, to run again on --resume, and the sweep stops here (training/sweep_search.py says why).
+            killed = self.memory_kills.kills.pop()
+            record = self._record(trial)
+            record.state, record.error, record.finished_at = "interrupted", one_line(killed), datetime.now(UTC)
+            self._save(record)
+            raise killed
         self._finish(trial, "failed", one_line(_trial_error(trial)))
 
     def close(self) -> list[sweep_store.TrialRecord]:

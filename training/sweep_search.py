@@ -6,7 +6,8 @@ from the stored trials (ml.sweep_trials), so that a resumed sweep's sampler lear
 the interrupted ones again first, with the values they had; the same study gives the report's parameter importance.
 Each trial is training/sweep_trial.py's trainable on a Ray worker; the driver's record of the trials is
 training/sweep_recorder.py's callback, and what Tune logs that the sweep says better is filtered out
-(training/sweep_tune_logs.py).
+(training/sweep_tune_logs.py). A trial whose worker Ray's memory monitor kills stops the search: TrialKilledForMemory,
+one line that says what to lower and how to continue (status 2).
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from typing import Any
 from training.sweep_recorder import make_recorder
 from training.sweep_space import SearchSpace
 from training.sweep_trial import OBJECTIVE, OBJECTIVE_TEXT, run_trial, trial_resources
-from training.sweep_tune_logs import without_tunes_restore_hint, without_untradable_tracebacks
+from training.sweep_tune_logs import (
+    MemoryKills,
+    killed_for_memory,
+    noting_memory_kills,
+    without_tunes_restore_hint,
+    without_untradable_tracebacks,
+)
 
 logger = logging.getLogger("training.sweep")  # the sweep's log lines keep one name, whichever module writes them
+
+
+class TrialKilledForMemory(RuntimeError):
+    """Ray's memory monitor killed a trial's worker: the node ran low on memory. The sweep stops (the trials recorded
+    stay; the killed one and those in flight run again on --resume); status 2, as settings too large for memory."""
 
 
 def optuna_study(space: SearchSpace, trials: Sequence[Any], seed: int, name: str):
@@ -81,8 +93,9 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
     searcher = _optuna_searcher(config, space, sweep, trials)
     concurrent = config.max_concurrent or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     scheduler = _scheduler(config, folds)
+    memory_kills = MemoryKills()
     recorder = make_recorder(
-        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar
+        conn, sweep, space, config.task_config(), folds, trials, config.trials, config.progress_bar, memory_kills
     )
     trainable = _trainable(config, space, data, folds, evaluate)
     logger.info(
@@ -95,6 +108,7 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
         OBJECTIVE_TEXT,
     )
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0 Tune prints nothing: the recorder's bar is the display
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "1"  # Tune's log of a trial's error is how memory_kills sees it
     tuner = _tuner(trainable, searcher, concurrent, scheduler, to_run, sweep, [recorder, *callbacks])
     try:
         # Tune's fit leaves its SIGINT handler behind (it ends the search gracefully on a first Ctrl+C): the first
@@ -102,11 +116,42 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
         with (
             without_tunes_restore_hint(),
             without_untradable_tracebacks(),
+            noting_memory_kills(memory_kills),
             signal_handlers_kept(signal.SIGINT, signal.SIGUSR1),
         ):
             tuner.fit()
+    except Exception as error:
+        # Killed while its actor started, the trial fails in Tune and the recorder raises Ray's error; killed later,
+        # Tune itself raises "Caught unexpected exception" from it (Ray Tune 2.60's actor manager expects only
+        # RayActorError or RayTaskError there). Either way, running on would only have more trials killed.
+        if (killed := killed_for_memory(error)) is None:
+            raise
+        raise TrialKilledForMemory(_killed_for_memory_text(sweep.sweep_id, concurrent, killed)) from None
     finally:
         recorder.close()
+
+
+def _killed_for_memory_text(sweep_id: str, concurrent: int, killed: BaseException) -> str:
+    """The one line of a sweep stopped because Ray killed a trial's worker for memory: what happened, what to lower,
+    how to continue."""
+    import shlex
+
+    from training.sweep import PROG
+
+    ray_says = (str(killed).strip().splitlines() or ["no detail"])[0]
+    resume = f"{PROG} --resume {shlex.quote(sweep_id)}"
+    fewer = (
+        f"continue with fewer trials at once: {resume} --max-concurrent {max(concurrent // 2, 1)}; if one trial alone "
+        "needs more than the node has, "
+        if concurrent > 1
+        else f"one trial ran at a time: free memory on the node and continue with {resume}, or "
+    )
+    return (
+        f"sweep {sweep_id}: Ray killed a trial's worker for memory, the node ran low on memory ({ray_says}); the "
+        f"finished trials stay in ml.sweep_trials and the killed one runs again on resume: {fewer}start a new sweep "
+        "with settings that need less memory (--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the "
+        "search space)"
+    )
 
 
 def _optuna_searcher(config, space: SearchSpace, sweep, trials: Sequence[Any]):

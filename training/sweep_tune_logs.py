@@ -1,10 +1,11 @@
 """Ray Tune's log lines that a sweep says better itself, filtered out while the search runs.
 
-Used by the sweep's search (training/sweep_search.py) around ``Tuner.fit``. Two filters, each a context manager that
+Used by the sweep's search (training/sweep_search.py) around ``Tuner.fit``. Three filters, each a context manager that
 adds a ``logging.Filter`` to Tune's loggers and removes it when the search ends, so that Tune's other warnings still
 reach the user: what Tune says on Ctrl+C (a ``Tuner.restore`` hint and checkpoint notices: a sweep resumes with
 ``--resume <sweep_id>``, its state is in SQL), and the traceback of a trial whose fold is too short for the window it
-drew (the sweep logs that failure in one line with the reason).
+drew (the sweep logs that failure in one line with the reason), or whose worker Ray killed for memory (the sweep stops
+with one line that says what to lower: training/sweep_search.py; the filter keeps the error for it).
 """
 
 from __future__ import annotations
@@ -71,3 +72,42 @@ def without_untradable_tracebacks() -> Iterator[None]:
         yield
     finally:
         controller_logger.removeFilter(untradable)
+
+
+def killed_for_memory(error: BaseException | None) -> BaseException | None:
+    """Ray's ``OutOfMemoryError`` (its memory monitor killed the worker: the node ran low on memory) when ``error`` is
+    one or was raised from one, else None."""
+    import ray.exceptions
+
+    for candidate in (error, getattr(error, "cause", None), getattr(error, "__cause__", None)):
+        if isinstance(candidate, ray.exceptions.OutOfMemoryError):
+            return candidate
+    return None
+
+
+class MemoryKills(logging.Filter):
+    """Drops Tune's traceback of a trial whose worker Ray's memory monitor killed, keeping the error in ``kills``.
+
+    Tune logs every trial failure with its exception (TUNE_PRINT_ALL_TRIAL_ERRORS, which the search sets) just before it
+    tells the callbacks, which get only the trial: the sweep's recorder reads ``kills`` to tell a trial killed for
+    memory (it runs again on --resume) from one that failed (it does not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kills: list[BaseException] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        killed = killed_for_memory(record.exc_info[1] if record.exc_info else None)
+        if killed is not None:
+            self.kills.append(killed)
+        return killed is None
+
+
+@contextmanager
+def noting_memory_kills(kills: MemoryKills) -> Iterator[None]:
+    controller_logger = logging.getLogger(TUNE_CONTROLLER_LOGGER)
+    controller_logger.addFilter(kills)
+    try:
+        yield
+    finally:
+        controller_logger.removeFilter(kills)

@@ -1,0 +1,110 @@
+"""A sweep whose trial Ray's memory monitor kills (the node ran low on memory), run as a user runs it:
+`python -m training.sweep` in a process of its own, with its own local Ray told to kill workers at once
+(RAY_memory_usage_threshold, RAY_memory_monitor_refresh_ms: Ray's own knobs, read by the raylet it starts)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
+from training.exit_codes import ExitCode
+from warehouse_db import connect
+from warehouse_db.settings import ConnectionSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray, PPO and the warehouse
+
+KILL_EVERY_WORKER = {"RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "50"}
+"""Ray's memory monitor, told that 1% of the node's memory in use is too much: it kills any worker that runs a task
+or an actor within 50 ms (the driver, never: Ray kills only workers)."""
+
+
+@pytest.fixture(scope="module")
+def sweep_mart(embedded_cluster: ConnectionSettings) -> Iterator[ConnectionSettings]:
+    frame = synthetic_mart(n_symbols=3, n_sessions=340, seed=65)
+    folds = lay_out_folds(frame["session_date"], folds=3, test_sessions=40, validation_sessions=40)
+    with mart_database("test_sweep_memory", frame, folds, embedded_cluster) as settings:
+        yield settings
+
+
+def sweep_command(tmp_path: Path, *flags: str) -> list[str]:
+    space = tmp_path / "space.yaml"
+    space.write_text("learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
+    return [sys.executable, "-m", "training.sweep", "--runs-dir", str(tmp_path / "runs"), "--space", str(space),
+            "--mart-yaml", str(write_mart_yaml(tmp_path / "t.yml")), "--timesteps", "256", "--eval-freq", "256",
+            "--n-envs", "2", "--n-steps", "64", "--batch-size", "64", "--n-epochs", "1", "--random-draws", "5",
+            "--bootstrap-samples", "100", "--seeds", "1", "--ray-cpus", "1", "--no-progress-bar", *flags]  # fmt: skip
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_continues_it(
+    sweep_mart: ConnectionSettings, tmp_path: Path
+) -> None:
+    """Ray's memory monitor kills the trial's worker as its actor starts: Tune's traceback reached the terminal, the
+    trial was recorded as failed with "unknown error" (it would never run again), and the sweep went on (here: no trial
+    scored, status 1). Killed after its actor started, Tune itself raised "Caught unexpected exception" out of
+    tuner.fit() (a traceback). Now the sweep stops in one line that says what happened, what to lower and how to
+    continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
+    env.update(sweep_mart.libpq_env())
+    killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
+                               "--no-final-walk-forward"), {**env, **KILL_EVERY_WORKER})  # fmt: skip
+    assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
+    assert killed.returncode == ExitCode.CONFIG, killed.stderr[-5000:]
+    line = killed.stderr.strip().splitlines()[-1]
+    said = line.split(" ERROR training: ", 1)[1]
+    assert re.fullmatch(
+        r"sweep oom: Ray killed a trial's worker for memory, the node ran low on memory \(1 worker\(s\) were killed "
+        r"due to the node running low on memory\. Memory on the node .* was .*GB used / .*GB limit .*\); the finished "
+        r"trials stay in ml\.sweep_trials and the killed one runs again on resume: continue with fewer trials at once: "
+        r"python -m training\.sweep --resume oom --max-concurrent 1; if one trial alone needs more than the node has, "
+        r"start a new sweep with settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or "
+        r"their ranges in the search space\)",
+        said,
+    ), line
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'oom'").fetchone()
+        trials = conn.execute("select state, error from ml.sweep_trials where sweep_id = 'oom'").fetchall()
+    assert sweep == ("failed", f"TrialKilledForMemory: {said}")
+    [(state, error)] = trials
+    assert state == "interrupted" and error.startswith("OutOfMemoryError: 1 worker(s) were killed due to the node "
+                                                       "running low on memory"), trials  # fmt: skip
+
+    resumed = run(sweep_command(tmp_path, "--resume", "oom", "--max-concurrent", "1"), env)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr[-5000:]
+    assert resumed.stdout.splitlines()[1].startswith("best trial 2: objective "), resumed.stdout
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, error, trials_completed from ml.sweeps where sweep_id = 'oom'").fetchone()
+        trials = conn.execute("select trial_number, state, params from ml.sweep_trials where sweep_id = 'oom' "
+                              "order by trial_number").fetchall()  # fmt: skip
+    assert sweep == ("finished", None, 1)
+    assert [(number, state) for number, state, _ in trials] == [(1, "interrupted"), (2, "completed")]
+    assert trials[0][2] == trials[1][2]  # the killed trial ran again with the values it had
+
+
+def test_tunes_own_error_for_a_worker_killed_for_memory_is_recognised() -> None:
+    """Killed after its actor started, the trial's task resolves to Ray's OutOfMemoryError, which Ray Tune 2.60's actor
+    manager raises out of tuner.fit() as RuntimeError("Caught unexpected exception: ...") from it (seen in a real run:
+    RAY_memory_monitor_refresh_ms=6000 and a long trial; the monitor's first check after the actor starts cannot be
+    timed, so the test above gets the kill as the actor starts). The search recognises both shapes, and nothing else."""
+    import ray.exceptions
+
+    from training.sweep_tune_logs import killed_for_memory
+
+    oom = ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.")
+    try:
+        raise RuntimeError(f"Caught unexpected exception: {oom}") from oom
+    except RuntimeError as tunes:
+        assert killed_for_memory(tunes) is oom
+    assert killed_for_memory(oom) is oom
+    assert killed_for_memory(RuntimeError("Caught unexpected exception: other")) is None
+    assert killed_for_memory(None) is None
