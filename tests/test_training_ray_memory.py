@@ -23,6 +23,7 @@ from training.fold_task import run_fold_seed
 from training.market_data import MarketData
 from training.ppo import SettingsTooLarge, memory_needed
 from training.task_runners import RayRunner
+from training.walk_forward import AllTasksFailed
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray and PPO
 
@@ -143,3 +144,26 @@ def test_a_worker_that_dies_is_reported_as_a_dead_worker_not_as_out_of_memory(
     retried = [record.getMessage() for record in caplog.records if "retrying" in record.getMessage()]
     assert any("fold 1 seed 1 failed (WorkerCrashedError: the worker process" in line for line in retried), retried
     assert "\n" not in died.error
+
+
+def test_a_walk_forward_whose_every_task_ran_out_of_memory_says_what_to_lower(
+    ray_with_room_for_one_task, frame: pd.DataFrame
+) -> None:
+    """Every task killed for memory: the run's one line said only Ray's words; it now says what to lower. A run whose
+    tasks failed for other reasons too gets no such advice."""
+    import ray.exceptions
+
+    def runs_out_of_memory(config, data, fold, seed):
+        raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+
+    fold = lay_out_folds(frame["session_date"], folds=1, test_sessions=40, validation_sessions=40)[0]
+    outcome = RayRunner(progress_bar=False, retries=0, task=runs_out_of_memory).run(
+        CONFIG, MarketData.from_frame(frame, FEATURES), [(fold, 1), (fold, 2)]
+    )
+    assert str(AllTasksFailed(outcome.failures)) == (
+        "all 2 fold x seed tasks failed; the first: OutOfMemoryError: Task was killed due to the node running low on "
+        "memory.; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
+        "--batch-size or --net-arch"
+    )
+    mixed = [*outcome.failures, dataclasses.replace(outcome.failures[0], seed=3, error="ValueError: a bug")]
+    assert "every task ran out of memory" not in str(AllTasksFailed(mixed))
