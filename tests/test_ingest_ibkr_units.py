@@ -573,7 +573,9 @@ def test_a_history_re_adjusted_by_one_factor_is_told_apart_from_corrections():
     assert detect_readjustment([raw_bar(23, 22.5)], stored(old)) is None  # nothing re-delivered
 
 
-@pytest.mark.parametrize("new_per_old, event", [(1.25, "5-for-4 split"), (1.5, "3-for-2 split"), (0.8, "4-for-5 reverse")])
+@pytest.mark.parametrize(
+    "new_per_old, event", [(1.25, "5-for-4 split"), (1.5, "3-for-2 split"), (0.8, "4-for-5 reverse")]
+)
 def test_the_smallest_usual_splits_are_noticed_too(new_per_old: float, event: str):
     """A 5-for-4 split moves prices by only 20% (factor 0.8) and a 4-for-5 reverse split by 25%: still far beyond the
     3% that cents rounding and a late correction stay within, and each must re-fetch the history like a 10-for-1."""
