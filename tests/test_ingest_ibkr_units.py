@@ -573,6 +573,19 @@ def test_a_history_re_adjusted_by_one_factor_is_told_apart_from_corrections():
     assert detect_readjustment([raw_bar(23, 22.5)], stored(old)) is None  # nothing re-delivered
 
 
+@pytest.mark.parametrize(
+    "new_per_old, event", [(1.25, "5-for-4 split"), (1.5, "3-for-2 split"), (0.8, "4-for-5 reverse")]
+)
+def test_the_smallest_usual_splits_are_noticed_too(new_per_old: float, event: str):
+    """A 5-for-4 split moves prices by only 20% (factor 0.8) and a 4-for-5 reverse split by 25%: still far beyond the
+    3% that cents rounding and a late correction stay within, and each must re-fetch the history like a 10-for-1."""
+    old = [raw_bar(d, 200.0 + d) for d in (16, 17, 18, 19, 20)]
+    split = [raw_bar(d, round((200.0 + d) / new_per_old, 2), 1_000.0 * new_per_old) for d in (16, 17, 18, 19, 20)]
+    found = detect_readjustment(split, stored(old))
+    assert found is not None and found.factor == pytest.approx(1 / new_per_old, rel=1e-3) and found.volume_inverse
+    assert event in found.describe()
+
+
 @pytest.mark.parametrize("bad_close", [0.0, -1.0, math.nan, math.inf])
 def test_a_bar_without_usable_prices_neither_breaks_nor_fakes_a_re_adjustment(bad_close):
     """raw keeps what a server sent, a close of 0, -1, NaN or inf included: on either side such a bar says nothing

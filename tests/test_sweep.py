@@ -23,6 +23,7 @@ from ray import tune
 
 from devtools.synthetic_mart import (
     FEATURE_LOOKBACKS,
+    TARGET,
     lay_out_folds,
     mart_database,
     synthetic_mart,
@@ -97,6 +98,7 @@ def recording(log: Path, run: str):
         entry = {
             "run": run, "config_hash": configuration_hash(config), "fold_id": fold.fold_id, "seed": seed,
             "last_row_seen": str(max(data.frame["session_date"])), "scored_sessions": scored,
+            "features": list(data.feature_names), "columns": list(data.frame.columns),
         }  # fmt: skip
         with open(log, "a", encoding="utf-8") as file:
             file.write(json.dumps(entry) + "\n")
@@ -238,6 +240,15 @@ def test_no_trial_ever_evaluates_on_test(interrupted_then_resumed, sweep_warehou
         scored = [date.fromisoformat(day) for day in entry["scored_sessions"]]
         assert scored and all(fold.validation.start <= day <= fold.validation.end for day in scored)
         assert not any(other.test.start <= day <= other.test.end for day in scored for other in reported + [fold])
+
+
+def test_every_trial_observes_the_yaml_features_and_never_the_target(interrupted_then_resumed) -> None:
+    """What the sweep hands each trial holds the YAML's features, keys, open and close, and not the target (the sweep
+    handing it on as a feature passed every other test: the trials' scores do not show it)."""
+    for entry in interrupted_then_resumed["evaluations"]:
+        assert entry["features"] == list(FEATURE_LOOKBACKS)
+        assert entry["columns"] == ["symbol", "session_date", "open", "close", *FEATURE_LOOKBACKS]
+        assert TARGET not in entry["columns"]
 
 
 def test_the_guard_refuses_a_score_from_outside_validation(local_ray, sweep_warehouse) -> None:

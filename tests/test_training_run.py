@@ -145,6 +145,43 @@ def test_a_short_run_writes_its_folder_and_the_ml_tables(
         assert last_day == folds[-1].test.end
 
 
+@pytest.fixture(scope="module")
+def plain_run(mart_warehouse: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory):
+    """One short run of the latest fold, for the tests that only read what it wrote."""
+    tmp_path = tmp_path_factory.mktemp("plain_run")
+    config = short_config(tmp_path, run_id="plain", timesteps=512, eval_freq=256, checkpoint_freq=0)
+    return config, run_training(config, mart_warehouse)
+
+
+def test_a_run_observes_exactly_the_yaml_features_and_never_the_target(plain_run) -> None:
+    """The job hands its tasks the YAML's features only: the scaler it stored and the model's observations hold them
+    and nothing else (the target, handed on beside them by the job, went unnoticed by every other test: the
+    environments' own leak tests build their series from the feature list themselves)."""
+    config, result = plain_run
+    schema = read_mart_schema(config.mart_yaml)
+    fold_dir = result.run_dir / "folds" / f"fold-{result.results[0].fold_id}"
+    scaler = json.loads((fold_dir / "scaler.json").read_text(encoding="utf-8"))
+    assert scaler["feature_names"] == schema.feature_names and schema.target not in scaler["feature_names"]
+    model = PPO.load(fold_dir / "seed-42" / "model.zip", device="cpu")
+    assert model.observation_space.shape == (config.window * len(schema.feature_names) + 1,)  # + the position
+
+
+def test_each_folds_section_states_its_sample_beside_its_figures(plain_run, folds) -> None:
+    """A fold's tables are read beside its sample: its seeds, test sessions with their dates, and symbols."""
+    _, result = plain_run
+    report = result.report_path.read_text(encoding="utf-8")
+    sessions = result.statistics.policy("agent", "sharpe", fold_id=2).size.sessions
+    (section,) = re.findall(r"<section><h3>Fold 2</h3><p>(.*?)</p>", report)
+    match = re.fullmatch(
+        rf"Sample: 1 seed \(42\) × {sessions} test sessions \((\S+) … (\S+)\), {N_SYMBOLS} symbols\. Mean over the "
+        rf"seeds \[95% CI\]; Sharpe and Sortino annualised from {sessions} sessions\.",
+        section,
+    )
+    assert match, section
+    first, last = (datetime.fromisoformat(day).date() for day in match.groups())
+    assert folds[-1].test.start <= first <= last == folds[-1].test.end
+
+
 def _stored_run(settings: ConnectionSettings, run_id: str, returns: np.ndarray, run_dir: str = "runs/x"):
     """Write a run of one fold whose test returns are ``returns`` (seeds, policies, sessions), as the job would."""
     seeds, _, sessions = returns.shape

@@ -222,6 +222,18 @@ def test_resamples_stay_inside_their_fold() -> None:
     )
 
 
+def test_the_all_folds_interval_resamples_each_fold_inside_itself() -> None:
+    """Stratified by fold in the all-folds figures too: one fold's agent earns 1% every session, the other's loses
+    0.5%. Each fold keeps its own total return in every resample, so the mean over folds is one point; a bootstrap
+    that pooled the sessions of all folds would mix gains into the losing fold and spread the interval."""
+    gaining, losing = _market(1), _market(2)
+    gaining[:, AGENT], losing[:, AGENT] = 0.01, -0.005
+    folds = [_sample(1, gaining), _sample(2, losing, start="2025-01-02")]
+    mean = compute_statistics(folds, POLICIES, resamples=300, seed=4).policy("agent", "total_return").mean
+    both = ((1.01**60 - 1) + (0.995**60 - 1)) / 2
+    assert (mean.low, mean.estimate, mean.high) == pytest.approx((both, both, both))
+
+
 def test_the_bootstrap_draws_the_seeds_of_each_fold() -> None:
     """Seeds are resampled with replacement: an agent earning a different constant per seed has an interval spanning
     the seeds' values (sessions alone would leave it at one point)."""
