@@ -265,3 +265,10 @@ def positive_int(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return number
+
+
+def progress_disabled(enabled: bool) -> bool | None:
+    """tqdm's ``disable`` for a progress bar the settings ask for (``enabled``) or not. Where stderr is no terminal (a
+    log file, a pipe, CI) None disables it too: each redraw would land there as a carriage return and a new copy of
+    the bar, between the log lines that already say what finished."""
+    return None if enabled else True

@@ -38,9 +38,13 @@ IBKR_HOST=127.0.0.1 IBKR_PORT=$port IBKR_CLIENT_ID=1 $BIN/python -m ingest --sou
 
 step "dbt build: staging -> intermediate -> marts, with every data test"
 # Two steps, so that a failure of `warehouse_db env` stops the demo (eval "$(...)" would hide its exit status).
+# dbt's settings stay in a subshell, as make dbt-build's do: the walk-forward finds the warehouse itself, and names
+# the embedded one as such (with PGHOST exported it took it for an external server).
 exports="$($BIN/python -m warehouse_db env)"
-eval "$exports"
-$BIN/dbt build --quiet
+(
+  eval "$exports"
+  $BIN/dbt build --quiet
+)
 
-step "walk-forward: every fold x seed on a local Ray (training/configs/demo.yaml, then ARGS), model selected on validation, tested against the baselines"
+step "walk-forward: every fold x seed on a local Ray (settings: training/configs/demo.yaml, then the demo's arguments); each model is selected on validation, then tested once against the baselines"
 $BIN/python -m training.walk_forward --config training/configs/demo.yaml --runs-dir "$RUNS_DIR" "$@"

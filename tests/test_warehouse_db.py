@@ -984,6 +984,9 @@ def test_status_starts_nothing_and_says_the_embedded_warehouse_is_not_running(fr
     assert up.returncode == 0, up.stderr
     ready = subprocess.run(status, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ready.returncode == 0 and ready.stdout.startswith("warehouse ready: "), ready.stdout + ready.stderr
+    # It names the embedded warehouse once (it said "embedded warehouse postgres@... [embedded]").
+    assert ready.stdout.startswith("warehouse ready: embedded warehouse "), ready.stdout
+    assert ready.stdout.count("embedded") == 1, ready.stdout
 
 
 def dbt_debug_as_typed(env: dict[str, str], logs: Path) -> tuple[int, str, str]:

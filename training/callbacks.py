@@ -13,6 +13,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from command_line import progress_disabled
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,10 @@ class TqdmProgressBar(BaseCallback):
     def _on_training_start(self) -> None:
         # learn() has already added the steps a resumed model had taken to total_timesteps.
         total = self.locals["total_timesteps"] - self.model.num_timesteps
-        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, desc="PPO")
+        # PPO trains in whole rollouts (n_steps x n_envs steps): 200000 asked for is 200704 at 8 x 256.
+        rollout = self.model.n_steps * self.training_env.num_envs
+        total = -(-total // rollout) * rollout
+        self._bar = tqdm(total=total, unit="step", dynamic_ncols=True, desc="PPO", disable=progress_disabled(True))
 
     def _on_step(self) -> bool:
         assert self._bar is not None

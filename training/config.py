@@ -58,7 +58,8 @@ class TrainConfig:
     save_to_warehouse: bool = True
     """Write the ml.walk_forward_* tables at the end of the run (one transaction)."""
     progress_bar: bool = True
-    """Show a progress bar (PPO steps for a single run, finished tasks for the walk-forward)."""
+    """Show a progress bar (PPO steps for a single run, finished tasks for the walk-forward) where stderr is a
+    terminal (never in a log file or a pipe)."""
     log_level: str = "INFO"
     """Python logging level of the job."""
 

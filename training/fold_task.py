@@ -273,7 +273,8 @@ def train_and_select(
     finally:
         env.close()
     assert selection.best_step is not None
-    logger.info(
+    # DEBUG: the finished-task line (training/task_runners.py) says the same to the user.
+    logger.debug(
         "fold %d seed %d: selected the checkpoint at %d steps (validation %s %.3f)",
         fold_series.fold_id,
         seed,

@@ -253,8 +253,8 @@ def learn(
     """Train for ``timesteps`` more steps with a speed logger, an optional progress bar and ``callbacks``."""
     speed = StepsPerSecond()
     everything: list[BaseCallback] = [speed, *callbacks]
-    if progress_bar:
-        everything.append(TqdmProgressBar())
+    if progress_bar:  # first, so that the bar is closed before the others log their last line
+        everything.insert(0, TqdmProgressBar())
     model.learn(total_timesteps=timesteps, callback=everything, reset_num_timesteps=not resumed, tb_log_name="ppo")
     return TrainingStats(
         steps=speed.steps,

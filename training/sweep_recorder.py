@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from command_line import progress_disabled
 from training.config import configuration_hash
 from training.sweep_trial import OBJECTIVE
 
@@ -80,7 +81,9 @@ class _TrialRecorder:
         self.history = list(trials)
         self.next_number = max((t.trial_number for t in trials), default=0) + 1
         finished = sum(t.state in ("completed", "pruned", "failed") for t in trials)
-        self.bar = tqdm(total=total, initial=finished, unit="trial", desc="trials", disable=not progress_bar)
+        self.bar = tqdm(
+            total=total, initial=finished, unit="trial", desc="trials", disable=progress_disabled(progress_bar)
+        )
         self._show()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

@@ -23,14 +23,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from command_line import INTERRUPTING_SIGNALS, path_is_file
+from command_line import INTERRUPTING_SIGNALS, path_is_file, progress_disabled
 from training.config import TrainConfig, ray_address_problem
 from training.envs.spaces import observation_size
 from training.fold_task import TaskResult, run_fold_seed
@@ -73,18 +74,25 @@ class RunnerOutcome:
 
 
 def _progress(total: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, unit="task", desc="fold x seed tasks", dynamic_ncols=True, disable=not enabled)
+    return tqdm(
+        total=total, unit="task", desc="fold x seed tasks", dynamic_ncols=True, disable=progress_disabled(enabled)
+    )
 
 
-def _log_finished(result: TaskResult) -> None:
+#: How the finished-task line names the validation score that selected the checkpoint (TrainConfig.selection_metric).
+SELECTION_METRIC_WORDS = {"sharpe": "Sharpe", "sortino": "Sortino", "total_return": "total return"}
+
+
+def _log_finished(result: TaskResult, selection_metric: str) -> None:
     test = result.replays["test"]
     logger.info(
-        "fold %d seed %d finished in %.0f s: checkpoint of %d steps selected on validation (%.2f); test Sharpe "
-        "agent %.2f, buy-and-hold %.2f",
+        "fold %d seed %d finished in %.0f s: the checkpoint at %d steps, chosen by its validation %s (%.2f); test "
+        "Sharpe agent %.2f, buy-and-hold %.2f",
         result.fold_id,
         result.seed,
         result.wall_seconds,
         result.selected_step,
+        SELECTION_METRIC_WORDS.get(selection_metric, selection_metric),
         result.validation_score,
         test["agent"].metrics()["sharpe"],
         test["buy_and_hold"].metrics()["sharpe"],
@@ -111,7 +119,7 @@ class InProcessRunner:
             result = self.task(config, data, fold, seed)
             result.node = socket.gethostname()
             outcome.results.append(result)
-            _log_finished(result)
+            _log_finished(result, config.selection_metric)
         return outcome
 
 
@@ -352,7 +360,8 @@ def _log_cluster(tasks: int, address: str | None, nodes: int, cpus: int, task_me
         f"the Ray cluster at {address}" if address else "a local Ray",
         counted(nodes, "node"),
         cpus,
-        f"each reserves {size_text(task_memory)} of Ray's memory resource"
+        f"Ray starts a task only where {size_text(task_memory)} of its memory resource is free (PPO's buffers and "
+        "networks, at the least)"
         if task_memory
         else "its nodes offer no memory resource, so each task checks its own machine's memory",
     )
@@ -469,7 +478,9 @@ class RayRunner:
             queue = _TaskQueue(lambda fold, seed: remote.remote(self.task, config_ref, data_ref, fold, seed))
             for fold, seed in tasks:
                 queue.submit(fold, seed, 1)
-            outcome = self._collect_all(queue, len(tasks), RunnerOutcome(ray_address=address, nodes=nodes))
+            outcome = self._collect_all(
+                queue, len(tasks), RunnerOutcome(ray_address=address, nodes=nodes), config.selection_metric
+            )
             logger.info("tasks done in %.0f s", time.perf_counter() - started)
             return outcome
         finally:
@@ -477,18 +488,29 @@ class RayRunner:
                 with interruptions_held():
                     ray.shutdown()
 
-    def _collect_all(self, queue: _TaskQueue, total: int, outcome: RunnerOutcome) -> RunnerOutcome:
+    def _collect_all(
+        self, queue: _TaskQueue, total: int, outcome: RunnerOutcome, selection_metric: str
+    ) -> RunnerOutcome:
         """Every task's result or failure, in the order they finish."""
-        with _progress(total, self.progress_bar) as bar:
+        # On a terminal, log lines go above the bar (tqdm.write) instead of being appended to its line.
+        with _progress(total, self.progress_bar) as bar, nullcontext() if bar.disable else logging_redirect_tqdm():
             while queue.unfinished():
                 ready, (fold, seed, attempt) = queue.next_finished()
-                perhaps_memory = self._collect(ready, fold, seed, attempt, queue, outcome, bar)
+                perhaps_memory = self._collect(ready, fold, seed, attempt, queue, outcome, bar, selection_metric)
                 if not perhaps_memory:  # its memory is free again (after a kill for memory, the pressure stays)
                     queue.let_one_waiting_go(fold, seed)
         return outcome
 
     def _collect(
-        self, ready, fold: Fold, seed: int, attempt: int, queue: _TaskQueue, outcome: RunnerOutcome, bar: tqdm
+        self,
+        ready,
+        fold: Fold,
+        seed: int,
+        attempt: int,
+        queue: _TaskQueue,
+        outcome: RunnerOutcome,
+        bar: tqdm,
+        selection_metric: str,
     ) -> bool:
         """One finished task: its result, or its failure retried (at once, or after another task) or given up.
         Whether it failed for want of memory, or its worker died (perhaps for that)."""
@@ -516,7 +538,7 @@ class RayRunner:
             return perhaps_memory
         result.attempts = attempt
         outcome.results.append(result)
-        _log_finished(result)
+        _log_finished(result, selection_metric)
         bar.update(1)
         return False
 

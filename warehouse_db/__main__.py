@@ -235,11 +235,12 @@ def _inspect(command: str, settings: ConnectionSettings, role: str | None) -> _F
 
 
 def _print_connection(config: dict[str, str], settings: ConnectionSettings, role: str | None, found: _Found) -> None:
-    where = "external server (DATABASE_URL / PG* variables)" if uses_external_server(config) else "embedded"
+    # The embedded one describes itself ("embedded warehouse postgres@..."): only an external server says where from.
+    where = " [external server (DATABASE_URL / PG* variables)]" if uses_external_server(config) else ""
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
     # reachable, not ready: `status` on a server nobody provisioned, or as a login that may not act as its roles
     state = "reachable" if found.missing or found.out_of_reach else "ready"
-    print(f"warehouse {state}: {settings.for_role(role).describe()} [{where}], PostgreSQL {found.version}")
+    print(f"warehouse {state}: {settings.for_role(role).describe()}{where}, PostgreSQL {found.version}")
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
 
 

@@ -1,0 +1,93 @@
+"""Progress bars as `make demo`, `make train` and `make walk-forward` draw them: on a terminal only. Where stderr is a
+log file or a pipe (`make demo 2>&1 | tee demo.log`, CI), every redraw landed there as a carriage return and another
+copy of the bar (some 130 of them in one `make train`), glued to the log lines that already say what finished."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from training.callbacks import TqdmProgressBar
+from training.task_runners import _progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def draw_task_bar(stream: io.StringIO, monkeypatch: pytest.MonkeyPatch, enabled: bool = True) -> str:
+    monkeypatch.setattr(sys, "stderr", stream)
+    with _progress(3, enabled) as bar:
+        for _ in range(3):
+            bar.update(1)
+    return stream.getvalue()
+
+
+def test_the_task_bar_leaves_nothing_in_a_log(monkeypatch):
+    assert draw_task_bar(io.StringIO(), monkeypatch) == ""
+
+
+def test_the_task_bar_is_drawn_on_a_terminal_unless_turned_off(monkeypatch):
+    drawn = draw_task_bar(Terminal(), monkeypatch)
+    assert "fold x seed tasks" in drawn and "3/3" in drawn
+    assert draw_task_bar(Terminal(), monkeypatch, enabled=False) == ""
+
+
+def ppo_bar(asked: int, n_steps: int = 256, n_envs: int = 8) -> TqdmProgressBar:
+    callback = TqdmProgressBar()
+    env = SimpleNamespace(num_envs=n_envs)
+    callback.model = SimpleNamespace(n_steps=n_steps, num_timesteps=0, get_env=lambda: env)
+    callback.locals = {"total_timesteps": asked}
+    return callback
+
+
+def test_the_ppo_bar_leaves_nothing_in_a_log(monkeypatch):
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    callback = ppo_bar(4096)
+    callback._on_training_start()
+    callback._on_training_end()
+    assert log.getvalue() == ""
+
+
+def test_the_ppo_bar_counts_to_the_steps_ppo_takes(monkeypatch):
+    """PPO trains in whole rollouts: 200000 steps asked for are 98 rollouts of 256 x 8 = 200704 steps. The bar's total
+    was the 200000 asked for, and it ended past its end as 'PPO: 200704step [00:24, ...]' without a percentage."""
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    callback = ppo_bar(200_000)
+    callback._on_training_start()
+    assert callback._bar.total == 200_704
+    callback._on_training_end()
+    callback = ppo_bar(4096)  # a whole number of rollouts: as asked
+    callback._on_training_start()
+    assert callback._bar.total == 4096
+    callback._on_training_end()
+
+
+def test_log_lines_on_a_terminal_go_above_the_task_bar(monkeypatch):
+    """A line logged while the bar is drawn starts a line of its own (it was appended to the bar's)."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    handler = logging.StreamHandler(terminal)  # as logging.basicConfig sets it up: stderr
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    from training import task_runners
+
+    queue = SimpleNamespace(unfinished=iter([True, False]).__next__, next_finished=lambda: (None, (None, 42, 1)))
+    runner = task_runners.RayRunner()
+
+    def collect(ready, fold, seed, attempt, queue, outcome, bar, selection_metric):
+        logging.getLogger("training.task_runners").info("fold 1 seed %d finished", seed)
+        bar.update(1)
+        return True
+
+    monkeypatch.setattr(runner, "_collect", collect)
+    runner._collect_all(queue, 1, task_runners.RunnerOutcome(), "sharpe")
+    lines = terminal.getvalue().replace("\r", "\n").splitlines()
+    assert "fold 1 seed 42 finished" in lines, lines
