@@ -38,35 +38,34 @@ def test_the_task_bar_is_drawn_on_a_terminal_unless_turned_off(monkeypatch):
     assert draw_task_bar(Terminal(), monkeypatch, enabled=False) == ""
 
 
-def ppo_bar(asked: int, n_steps: int = 256, n_envs: int = 8) -> TqdmProgressBar:
-    callback = TqdmProgressBar()
-    env = SimpleNamespace(num_envs=n_envs)
-    callback.model = SimpleNamespace(n_steps=n_steps, num_timesteps=0, get_env=lambda: env)
-    callback.locals = {"total_timesteps": asked}
-    return callback
+def learn_with_bar(asked: int, n_steps: int = 64, n_envs: int = 4) -> TqdmProgressBar:
+    """A real PPO (CartPole, a tiny network) learning ``asked`` steps with the bar as its callback."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+    model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=64, n_epochs=1, policy_kwargs={"net_arch": [8]}, seed=0)
+    bar = TqdmProgressBar()
+    model.learn(total_timesteps=asked, callback=bar)
+    return bar
 
 
 def test_the_ppo_bar_leaves_nothing_in_a_log(monkeypatch):
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
-    callback = ppo_bar(4096)
-    callback._on_training_start()
-    callback._on_training_end()
+    learn_with_bar(512)
     assert log.getvalue() == ""
 
 
 def test_the_ppo_bar_counts_to_the_steps_ppo_takes(monkeypatch):
-    """PPO trains in whole rollouts: 200000 steps asked for are 98 rollouts of 256 x 8 = 200704 steps. The bar's total
-    was the 200000 asked for, and it ended past its end as 'PPO: 200704step [00:24, ...]' without a percentage."""
+    """PPO trains in whole rollouts: 600 steps asked for are 3 rollouts of 64 x 4 = 768 steps (200000 asked for are
+    200704 at the project's 256 x 8). The bar's total was the steps asked for, and it ended past its end as
+    'PPO: 200704step [00:24, ...]' without a percentage."""
     monkeypatch.setattr(sys, "stderr", Terminal())
-    callback = ppo_bar(200_000)
-    callback._on_training_start()
-    assert callback._bar.total == 200_704
-    callback._on_training_end()
-    callback = ppo_bar(4096)  # a whole number of rollouts: as asked
-    callback._on_training_start()
-    assert callback._bar.total == 4096
-    callback._on_training_end()
+    bar = learn_with_bar(600)
+    assert (bar._bar.total, bar._bar.n) == (768, 768)
+    bar = learn_with_bar(512)  # a whole number of rollouts: as asked
+    assert (bar._bar.total, bar._bar.n) == (512, 512)
 
 
 def test_log_lines_on_a_terminal_go_above_the_task_bar(monkeypatch):
