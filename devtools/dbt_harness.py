@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,37 +137,70 @@ class DbtProject:
 
 
 def _run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """``dbt args`` as the `dbt` program runs it (its console script calls the same ``cli``), in this process: the
-    environment, working directory and sys.argv replaced for the call, stdout and stderr captured, the exit status taken from
-    click's SystemExit. dbt supports one invocation after another in a process (each resets its flags, invocation id,
-    loggers and adapters); its deprecation warnings, which it prints once per process, are reset here too. What this
-    saves is the program's start, about 1.5 s of imports per invocation.
+    """``dbt args`` as the `dbt` program runs it (its console script calls the same ``cli``), in this process.
 
-    Only from the main thread, one at a time: the environment, working directory and argv are the whole process's."""
-    from dbt import deprecations
-    from dbt.cli.main import cli
+    For the call, the environment, working directory and sys.argv are the program's; stdout and stderr are captured;
+    Python's warnings and the log records no handler takes go to stderr as in a fresh interpreter (not to pytest's
+    capture); the exit status is click's SystemExit. dbt supports one invocation after another in a process (each
+    resets its flags, invocation id, loggers and adapters); its deprecation warnings, which it prints once per
+    process, are reset here too. What this saves is the program's start, about 1.5 s of imports per invocation.
 
+    Only from the main thread, one at a time: the environment, working directory and argv are the whole process's.
+    """
+    global _program_warning_filters
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
     sys.argv = [str(DBT), *args]  # dbt reads its own command line from sys.argv too (flags, invocation_command)
-    deprecations.reset_deprecations()
+    root.handlers, root.level = [], logging.WARNING  # logging.lastResort writes to (the redirected) sys.stderr
     try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+            warnings.resetwarnings()
+            warnings.filters.extend(_program_warning_filters)
+            warnings.showwarning = _show_warning
+            from dbt import deprecations  # the first call imports dbt here, under the program's filters
+            from dbt.cli.main import cli
+
+            deprecations.reset_deprecations()
             try:
                 cli.main(args=args, prog_name="dbt")
                 returncode = 0
             except SystemExit as exit_:
                 code = exit_.code
                 returncode = code if isinstance(code, int) else (0 if code is None else 1)
+            finally:
+                _program_warning_filters = warnings.filters[:]  # with those dbt's modules added as they were imported
     finally:
+        root.handlers, root.level = saved_handlers, saved_level
         sys.argv = saved_argv
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
     return returncode, stdout.getvalue() + stderr.getvalue()
+
+
+_program_warning_filters: list = [
+    ("default", None, DeprecationWarning, "__main__", 0),
+    *((("ignore", None, category, None, 0)) for category in (DeprecationWarning, PendingDeprecationWarning,
+                                                              ImportWarning, ResourceWarning)),
+]  # fmt: skip
+"""A fresh interpreter's warning filters (show each warning once, these never), then those of dbt's modules."""
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Python's own way of showing a warning: on sys.stderr as it is now (the captured one)."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 @dataclass(frozen=True)
