@@ -8,8 +8,12 @@ tests that change data, so each test starts from the same clean build.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -651,6 +655,33 @@ def test_each_dbt_command_and_vars_keeps_a_target_directory_of_its_own(tmp_path:
     assert project.target_path("build", "--full-refresh", "--vars", "{a: 1}") == project.target_path(
         "build", "--vars", "{a: 1}", "--select", "x"
     )
+
+
+def test_dbt_in_the_tests_process_answers_as_the_dbt_program_does(dbt_series: dbt_harness.ScratchSeries) -> None:
+    """The harness runs dbt's command line inside the test's process: starting the `dbt` program was about 1.5 s of
+    imports per invocation, most of the time a test paid beyond the build itself. It answers as the program does (the
+    same exit status and output, for a listing, a command that stops in a hook and a usage error), and leaves the test's
+    environment, working directory, argv, log handlers and warning filters as they were."""
+
+    def normalised(output: str) -> list[str]:
+        """Without the clock, durations and the line about partial parsing (the program parsed first)."""
+        return [
+            re.sub(r"\d\d:\d\d:\d\d|\d+\.\d+ ?s(econds)?", "", line)
+            for line in output.splitlines()
+            if "partial pars" not in line
+        ]
+
+    before = (dict(os.environ), os.getcwd(), list(sys.argv), logging.getLogger().handlers[:], warnings.filters[:])
+    with dbt_series.database() as settings:
+        with connect(settings) as conn:
+            provision(conn)
+        for args, status in [(["ls", "--resource-type", "seed"], 0), (["run"], 2), (["ls", "--no-such-option"], 2)]:
+            program = dbt_series.project(settings, in_process=False).run(*args)
+            here = dbt_series.project(settings).run(*args)
+            assert (here.returncode, normalised(here.output)) == (program.returncode, normalised(program.output))
+            assert here.returncode == status, here.output[-3000:]
+    after = (dict(os.environ), os.getcwd(), list(sys.argv), logging.getLogger().handlers[:], warnings.filters[:])
+    assert after == before
 
 
 def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(dbt_series: dbt_harness.ScratchSeries):
