@@ -64,8 +64,7 @@ class AllTasksFailed(RuntimeError):
     def __init__(self, failures: Sequence[TaskFailure]) -> None:
         self.failures = list(failures)
         first = self.failures[0].error if self.failures else "no task ran"
-        # Ray's memory monitor's kill, or the task's own memory check (training/task_runners.py words both so).
-        out_of_memory = self.failures and all(f.error.startswith(MEMORY_FAILURES) for f in self.failures)
+        out_of_memory = self.failures and all(f.out_of_memory for f in self.failures)
         hint = (
             "; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
             "--batch-size or --net-arch"
@@ -73,10 +72,6 @@ class AllTasksFailed(RuntimeError):
             else ""
         )
         super().__init__(f"all {len(self.failures)} fold x seed tasks failed; the first: {first}{hint}")
-
-
-MEMORY_FAILURES = ("OutOfMemoryError:", "MemoryError:")
-"""How a task's failure line begins when it ran out of memory."""
 
 
 @dataclass(frozen=True)
