@@ -53,7 +53,8 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     trial was recorded as failed with "unknown error" (it would never run again), and the sweep went on (here: no trial
     scored, status 1). Killed after its actor started, Tune itself raised "Caught unexpected exception" out of
     tuner.fit() (a traceback). Now the sweep stops in one line that says what happened, what to lower and how to
-    continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep."""
+    continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep. With one trial
+    to run, --max-concurrent 2 ran one at a time: the line once advised --max-concurrent 1, which would change nothing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
     env.update(sweep_mart.libpq_env())
     killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
@@ -65,10 +66,10 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     assert re.fullmatch(
         r"sweep oom: Ray killed a trial's worker for memory, the node ran low on memory \(1 worker\(s\) were killed "
         r"due to the node running low on memory\. Memory on the node .* was .*GB used / .*GB limit .*\); the finished "
-        r"trials stay in ml\.sweep_trials and the killed one runs again on resume: continue with fewer trials at once: "
-        r"python -m training\.sweep --resume oom --max-concurrent 1; if one trial alone needs more than the node has, "
-        r"start a new sweep with settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or "
-        r"their ranges in the search space\)",
+        r"trials stay in ml\.sweep_trials and the killed one runs again on resume: one trial ran at a time: free memory "
+        r"on the node and continue with python -m training\.sweep --resume oom, or start a new sweep with settings "
+        r"that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the search "
+        r"space\)",
         said,
     ), line
     with connect(sweep_mart, role="analyst") as conn:
@@ -108,3 +109,19 @@ def test_tunes_own_error_for_a_worker_killed_for_memory_is_recognised() -> None:
     assert killed_for_memory(oom) is oom
     assert killed_for_memory(RuntimeError("Caught unexpected exception: other")) is None
     assert killed_for_memory(None) is None
+
+
+def test_the_advice_after_a_kill_halves_the_trials_that_ran_at_once() -> None:
+    """Several trials at once: the line advises half as many (--max-concurrent); one at a time: freeing memory or less
+    memory-hungry settings."""
+    import ray.exceptions
+
+    from training.sweep_search import _killed_for_memory_text
+
+    oom = ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nmore")
+    four = _killed_for_memory_text("s 1", 4, oom)
+    assert "(1 worker(s) were killed due to the node running low on memory.)" in four
+    assert "continue with fewer trials at once: python -m training.sweep --resume 's 1' --max-concurrent 2;" in four
+    assert "--max-concurrent 1;" in _killed_for_memory_text("s", 3, oom)
+    one = _killed_for_memory_text("s", 1, oom)
+    assert "--max-concurrent" not in one and "one trial ran at a time: free memory on the node" in one
