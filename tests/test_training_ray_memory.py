@@ -152,8 +152,8 @@ def test_a_walk_forward_whose_every_task_ran_out_of_memory_says_what_to_lower(
     """Every task out of memory, killed by Ray's memory monitor or refused by its own memory check (SettingsTooLarge:
     the machine had less free than the settings need when the task began): the run's one line said only the first
     task's words; it now says what to lower. The task's own check went without the advice (its line begins
-    "SettingsTooLarge:", which the advice's test of the failure's words did not know). A run whose tasks failed for
-    other reasons too gets no such advice."""
+    "SettingsTooLarge:", which the advice's test of the failure's words did not know). On a cluster the advice does not
+    name --ray-cpus, which sizes only a local Ray. A run whose tasks failed for other reasons too gets no such advice."""
     import ray.exceptions
 
     def runs_out_of_memory(config, data, fold, seed):
@@ -169,7 +169,8 @@ def test_a_walk_forward_whose_every_task_ran_out_of_memory_says_what_to_lower(
     )
     by_seed = {failure.seed: failure for failure in outcome.failures}
     assert by_seed[2].error.startswith("SettingsTooLarge: PPO with n_envs"), by_seed[2]
-    out_of_memory = str(AllTasksFailed([by_seed[1], by_seed[2]]))
+    assert outcome.ray_address is None  # a local Ray: --ray-cpus sets how many run at once
+    out_of_memory = str(AllTasksFailed([by_seed[1], by_seed[2]], outcome.ray_address))
     assert out_of_memory == (
         "all 2 fold x seed tasks failed; the first: OutOfMemoryError: Task was killed due to the node running low on "
         "memory.; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
@@ -177,5 +178,10 @@ def test_a_walk_forward_whose_every_task_ran_out_of_memory_says_what_to_lower(
     )
     assert str(AllTasksFailed([by_seed[2]])).endswith("; every task ran out of memory: run fewer at once (--ray-cpus) "
                                                       "or lower --n-envs, --n-steps, --batch-size or --net-arch")  # fmt: skip
+    # On a cluster --ray-cpus is ignored: the advice does not name it.
+    assert str(AllTasksFailed([by_seed[1]], "head:6380")).endswith(
+        "; every task ran out of memory: lower --n-envs, --n-steps, --batch-size or --net-arch, or free memory on the "
+        "cluster's nodes"
+    )
     assert "every task ran out of memory" not in str(AllTasksFailed(outcome.failures))
     assert "every task ran out of memory" not in str(AllTasksFailed([by_seed[3]]))

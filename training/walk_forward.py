@@ -61,16 +61,17 @@ class TaskRunner(Protocol):
 class AllTasksFailed(RuntimeError):
     """No fold x seed task succeeded: there is nothing to measure."""
 
-    def __init__(self, failures: Sequence[TaskFailure]) -> None:
+    def __init__(self, failures: Sequence[TaskFailure], ray_address: str | None = None) -> None:
+        """``ray_address``: the cluster the tasks ran on (None: a local Ray, whose CPUs --ray-cpus sets)."""
         self.failures = list(failures)
         first = self.failures[0].error if self.failures else "no task ran"
         out_of_memory = self.failures and all(f.out_of_memory for f in self.failures)
-        hint = (
-            "; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
-            "--batch-size or --net-arch"
-            if out_of_memory
-            else ""
-        )
+        settings = "--n-envs, --n-steps, --batch-size or --net-arch"
+        hint = ""
+        if out_of_memory and ray_address is None:
+            hint = f"; every task ran out of memory: run fewer at once (--ray-cpus) or lower {settings}"
+        elif out_of_memory:  # --ray-cpus sizes only a local Ray: a cluster's nodes run what their CPUs and memory allow
+            hint = f"; every task ran out of memory: lower {settings}, or free memory on the cluster's nodes"
         super().__init__(f"all {len(self.failures)} fold x seed tasks failed; the first: {first}{hint}")
 
 
@@ -261,7 +262,7 @@ def execute(
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
             tasks_ran = True
             if not outcome.results:
-                raise AllTasksFailed(outcome.failures)
+                raise AllTasksFailed(outcome.failures, outcome.ray_address)
             results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
 
             # 3. How sure we are.
