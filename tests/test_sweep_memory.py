@@ -125,3 +125,54 @@ def test_the_advice_after_a_kill_halves_the_trials_that_ran_at_once() -> None:
     assert "--max-concurrent 1;" in _killed_for_memory_text("s", 3, oom)
     one = _killed_for_memory_text("s", 1, oom)
     assert "--max-concurrent" not in one and "one trial ran at a time: free memory on the node" in one
+
+
+def test_a_final_walk_forward_whose_every_task_ray_kills_says_how_to_continue_the_sweep(
+    sweep_mart: ConnectionSettings, tmp_path: Path
+) -> None:
+    """The search done, Ray kills every task of the final walk-forward (each retried once): the line advised
+    lowering --n-envs and the like, which a --resume refuses (they define what a trial is), and did not say that
+    --resume runs only the walk-forward again. It now says so, status 1; the resume finishes the sweep."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
+    env.update(sweep_mart.libpq_env())
+    searched = run(sweep_command(tmp_path, "--sweep-id", "wf", "--trials", "1", "--no-final-walk-forward"), env)
+    assert searched.returncode == ExitCode.OK, searched.stderr[-5000:]
+    killed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), {**env, **KILL_EVERY_WORKER})
+    assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
+    assert killed.returncode == ExitCode.FAILED, killed.stderr[-5000:]
+    said = killed.stderr.strip().splitlines()[-1].split(" ERROR training: ", 1)[1]
+    assert re.fullmatch(
+        r"all 2 fold x seed tasks failed; the first: OutOfMemoryError: 1 worker\(s\) were killed due to the node "
+        r"running low on memory\. .*; every task ran out of memory: continue with fewer at once \(python -m "
+        r"training\.sweep --resume wf --ray-cpus N\), which runs only the walk-forward, or start a new sweep with "
+        r"settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the "
+        r"search space\)",
+        said,
+    ), said
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'wf'").fetchone()
+    assert sweep == ("failed", f"AllTasksFailed: {said}")
+
+    resumed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), env)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr[-5000:]
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, final_run_id from ml.sweeps where sweep_id = 'wf'").fetchone()
+        trials = conn.execute("select trial_number, state from ml.sweep_trials where sweep_id = 'wf'").fetchall()
+    assert sweep[0] == "finished" and sweep[1].startswith("wf-best") and trials == [(1, "completed")]
+
+
+def test_a_sweeps_final_walk_forward_that_failed_says_resume_runs_it_again() -> None:
+    """Whatever its tasks failed of, a sweep's final walk-forward says how to run it again; out of memory on a cluster,
+    it does not advise --ray-cpus (which sizes only a local Ray)."""
+    from training.task_runners import TaskFailure
+    from training.walk_forward import AllTasksFailed
+
+    resume = "python -m training.sweep --resume wf"
+    bug = str(AllTasksFailed([TaskFailure(1, 42, 2, "ValueError: a bug")], None, resume))
+    assert bug.endswith("ValueError: a bug; the sweep's trials are kept: python -m training.sweep --resume wf runs only "
+                        "the walk-forward again")  # fmt: skip
+    oom = [TaskFailure(1, 42, 2, "OutOfMemoryError: killed", out_of_memory=True)]
+    on_cluster = str(AllTasksFailed(oom, "head:6380", resume))
+    assert "--ray-cpus" not in on_cluster
+    assert "every task ran out of memory: free memory on the cluster's nodes and continue (python -m training.sweep " \
+           "--resume wf), which runs only the walk-forward, or start a new sweep" in on_cluster  # fmt: skip
