@@ -42,6 +42,12 @@ def sweep_command(tmp_path: Path, *flags: str) -> list[str]:
             "--bootstrap-samples", "100", "--seeds", "1", "--ray-cpus", "1", "--no-progress-bar", *flags]  # fmt: skip
 
 
+def users_env(settings: ConnectionSettings) -> dict[str, str]:
+    """This environment without the test run's Ray, Tune and PostgreSQL settings, and the warehouse's libpq ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
+    return {**env, **settings.libpq_env()}
+
+
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -55,8 +61,7 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     tuner.fit() (a traceback). Now the sweep stops in one line that says what happened, what to lower and how to
     continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep. With one trial
     to run, --max-concurrent 2 ran one at a time: the line once advised --max-concurrent 1, which would change nothing."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
-    env.update(sweep_mart.libpq_env())
+    env = users_env(sweep_mart)
     killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
                                "--no-final-walk-forward"), {**env, **KILL_EVERY_WORKER})  # fmt: skip
     assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
@@ -133,8 +138,7 @@ def test_a_final_walk_forward_whose_every_task_ray_kills_says_how_to_continue_th
     """The search done, Ray kills every task of the final walk-forward (each retried once): the line advised
     lowering --n-envs and the like, which a --resume refuses (they define what a trial is), and did not say that
     --resume runs only the walk-forward again. It now says so, status 1; the resume finishes the sweep."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
-    env.update(sweep_mart.libpq_env())
+    env = users_env(sweep_mart)
     searched = run(sweep_command(tmp_path, "--sweep-id", "wf", "--trials", "1", "--no-final-walk-forward"), env)
     assert searched.returncode == ExitCode.OK, searched.stderr[-5000:]
     killed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), {**env, **KILL_EVERY_WORKER})
