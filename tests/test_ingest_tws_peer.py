@@ -752,3 +752,25 @@ def test_one_contract_answered_once_per_exchange_it_trades_on_is_one_match(wareh
     assert (status, err) == (ExitCode.OK, ""), out + err
     assert query(warehouse, "select distinct con_id, exchange from raw.ibkr_bars") == [(265598, "NASDAQ")]
     assert [(m[2], m[9]) for m in peer.history_requests()] == [("265598", "SMART")]  # asked SMART-routed, as ever
+
+
+def test_a_contract_answered_without_an_id_lands_without_one(warehouse):
+    """A server that answers the lookups with conId 0 (no id): each symbol's bars landed under contract id 0, and the
+    loader warned that ABC and XYZ, both "conId 0", were one company under two symbols (dbt's one_symbol_per_contract
+    then failed the build on their shared sessions). They land without a contract id, as a CSV file's bars may."""
+
+    def contracts(req_id, symbol, primary):
+        return [stock(req_id, symbol, 0, "NYSE"), contract_end(req_id)]
+
+    peer = TwsPeer(contracts=contracts, history=lambda req_id, symbol, nth: [daily_bars(req_id, TWO_DAYS)])
+    for _ in range(2):  # the second run finds both current: nothing to ask, no warning either
+        with peer.listening() as port:
+            status, out, err = run_ingest(warehouse, port, "--symbols", "ABC", "XYZ")
+        assert (status, err) == (ExitCode.OK, ""), out + err
+    assert query(
+        warehouse, "select symbol, con_id, exchange, count(*) from raw.ibkr_bars group by 1, 2, 3 order by 1"
+    ) == [
+        ("ABC", None, "NYSE", 2),
+        ("XYZ", None, "NYSE", 2),
+    ]
+    assert [m[2] for m in peer.history_requests()] == ["0", "0"]  # asked by symbol and exchange, as without an id

@@ -692,6 +692,7 @@ def check_shared_contracts(
     are deleted. Nothing is refused here: raw lands what the source sent, and dbt's test guards the mart. One query
     for the whole run (:func:`ingest.raw_reads.read_contract_holders`).
     """
+    contracts = {symbol: con_id for symbol, con_id in contracts.items() if con_id}  # 0 or None: no id to share
     if not contracts:
         return []
     try:
