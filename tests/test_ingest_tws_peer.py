@@ -691,6 +691,28 @@ def test_a_listing_in_another_currency_than_the_one_asked_for_is_never_taken(war
     assert peer.history_requests() == []
 
 
+def test_a_listing_in_another_currency_landed_before_is_not_asked_for_again(warehouse):
+    """raw holds ABC's bars under another company's listing (conId 4711 on TSE in CAD), as the loader landed them
+    before it took only USD listings: the next load asked for that contract's bars again, by its id, without a lookup.
+    It now looks ABC up again and takes its USD listing."""
+
+    def contracts(req_id, symbol, primary):
+        listings = [(4711, "TSE", "CAD"), (4712, "NYSE", "USD")]
+        return [*(stock(req_id, symbol, c, p, currency=cur) for c, p, cur in listings), contract_end(req_id)]
+
+    peer = TwsPeer(contracts=contracts, history=lambda req_id, symbol, nth: [daily_bars(req_id, TWO_DAYS)])
+    with peer.listening() as port:
+        for n, now in enumerate((datetime(2024, 1, 10, 17, 0, tzinfo=NY), datetime(2024, 1, 17, 17, 0, tzinfo=NY))):
+            options = LoadOptions(entries=[WatchlistEntry("ABC", "NYSE")], months=1, now=now)
+            summary = load(warehouse, IbkrSettings(port=port, client_id=17), options)
+            assert summary.count("landed") == 1, summary.results
+            if n == 0:  # as the loader landed it before
+                with connect(warehouse) as conn:
+                    conn.execute("update raw.ibkr_bars set con_id = 4711, exchange = 'TSE', currency = 'CAD'")
+    assert [m[0] for m in peer.received if m[0] in ("9", "20")] == ["9", "20", "9", "20"]  # looked up each time
+    assert [m[2] for m in peer.history_requests()] == ["4712", "4712"]
+
+
 @pytest.mark.parametrize(
     ("what_to_show", "older_part_end"), [("TRADES", "20231218 05:00:00 UTC"), ("ADJUSTED_LAST", "")]
 )
@@ -752,3 +774,25 @@ def test_one_contract_answered_once_per_exchange_it_trades_on_is_one_match(wareh
     assert (status, err) == (ExitCode.OK, ""), out + err
     assert query(warehouse, "select distinct con_id, exchange from raw.ibkr_bars") == [(265598, "NASDAQ")]
     assert [(m[2], m[9]) for m in peer.history_requests()] == [("265598", "SMART")]  # asked SMART-routed, as ever
+
+
+def test_a_contract_answered_without_an_id_lands_without_one(warehouse):
+    """A server that answers the lookups with conId 0 (no id): each symbol's bars landed under contract id 0, and the
+    loader warned that ABC and XYZ, both "conId 0", were one company under two symbols (dbt's one_symbol_per_contract
+    then failed the build on their shared sessions). They land without a contract id, as a CSV file's bars may."""
+
+    def contracts(req_id, symbol, primary):
+        return [stock(req_id, symbol, 0, "NYSE"), contract_end(req_id)]
+
+    peer = TwsPeer(contracts=contracts, history=lambda req_id, symbol, nth: [daily_bars(req_id, TWO_DAYS)])
+    for _ in range(2):  # the second run finds both current: nothing to ask, no warning either
+        with peer.listening() as port:
+            status, out, err = run_ingest(warehouse, port, "--symbols", "ABC", "XYZ")
+        assert (status, err) == (ExitCode.OK, ""), out + err
+    assert query(
+        warehouse, "select symbol, con_id, exchange, count(*) from raw.ibkr_bars group by 1, 2, 3 order by 1"
+    ) == [
+        ("ABC", None, "NYSE", 2),
+        ("XYZ", None, "NYSE", 2),
+    ]
+    assert [m[2] for m in peer.history_requests()] == ["0", "0"]  # asked by symbol and exchange, as without an id

@@ -42,6 +42,12 @@ def sweep_command(tmp_path: Path, *flags: str) -> list[str]:
             "--bootstrap-samples", "100", "--seeds", "1", "--ray-cpus", "1", "--no-progress-bar", *flags]  # fmt: skip
 
 
+def users_env(settings: ConnectionSettings) -> dict[str, str]:
+    """This environment without the test run's Ray, Tune and PostgreSQL settings, and the warehouse's libpq ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
+    return {**env, **settings.libpq_env()}
+
+
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -53,9 +59,9 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     trial was recorded as failed with "unknown error" (it would never run again), and the sweep went on (here: no trial
     scored, status 1). Killed after its actor started, Tune itself raised "Caught unexpected exception" out of
     tuner.fit() (a traceback). Now the sweep stops in one line that says what happened, what to lower and how to
-    continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "RAY_", "TUNE_")) and k != "DATABASE_URL"}
-    env.update(sweep_mart.libpq_env())
+    continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep. With one trial
+    to run, --max-concurrent 2 ran one at a time: the line once advised --max-concurrent 1, which would change nothing."""
+    env = users_env(sweep_mart)
     killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
                                "--no-final-walk-forward"), {**env, **KILL_EVERY_WORKER})  # fmt: skip
     assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
@@ -65,10 +71,10 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     assert re.fullmatch(
         r"sweep oom: Ray killed a trial's worker for memory, the node ran low on memory \(1 worker\(s\) were killed "
         r"due to the node running low on memory\. Memory on the node .* was .*GB used / .*GB limit .*\); the finished "
-        r"trials stay in ml\.sweep_trials and the killed one runs again on resume: continue with fewer trials at once: "
-        r"python -m training\.sweep --resume oom --max-concurrent 1; if one trial alone needs more than the node has, "
-        r"start a new sweep with settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or "
-        r"their ranges in the search space\)",
+        r"trials stay in ml\.sweep_trials and the killed one runs again on resume: one trial ran at a time: free memory "
+        r"on the node and continue with python -m training\.sweep --resume oom, or start a new sweep with settings "
+        r"that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the search "
+        r"space\)",
         said,
     ), line
     with connect(sweep_mart, role="analyst") as conn:
@@ -108,3 +114,69 @@ def test_tunes_own_error_for_a_worker_killed_for_memory_is_recognised() -> None:
     assert killed_for_memory(oom) is oom
     assert killed_for_memory(RuntimeError("Caught unexpected exception: other")) is None
     assert killed_for_memory(None) is None
+
+
+def test_the_advice_after_a_kill_halves_the_trials_that_ran_at_once() -> None:
+    """Several trials at once: the line advises half as many (--max-concurrent); one at a time: freeing memory or less
+    memory-hungry settings."""
+    import ray.exceptions
+
+    from training.sweep_search import _killed_for_memory_text
+
+    oom = ray.exceptions.OutOfMemoryError("1 worker(s) were killed due to the node running low on memory.\nmore")
+    four = _killed_for_memory_text("s 1", 4, oom)
+    assert "(1 worker(s) were killed due to the node running low on memory.)" in four
+    assert "continue with fewer trials at once: python -m training.sweep --resume 's 1' --max-concurrent 2;" in four
+    assert "--max-concurrent 1;" in _killed_for_memory_text("s", 3, oom)
+    one = _killed_for_memory_text("s", 1, oom)
+    assert "--max-concurrent" not in one and "one trial ran at a time: free memory on the node" in one
+
+
+def test_a_final_walk_forward_whose_every_task_ray_kills_says_how_to_continue_the_sweep(
+    sweep_mart: ConnectionSettings, tmp_path: Path
+) -> None:
+    """The search done, Ray kills every task of the final walk-forward (each retried once): the line advised
+    lowering --n-envs and the like, which a --resume refuses (they define what a trial is), and did not say that
+    --resume runs only the walk-forward again. It now says so, status 1; the resume finishes the sweep."""
+    env = users_env(sweep_mart)
+    searched = run(sweep_command(tmp_path, "--sweep-id", "wf", "--trials", "1", "--no-final-walk-forward"), env)
+    assert searched.returncode == ExitCode.OK, searched.stderr[-5000:]
+    killed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), {**env, **KILL_EVERY_WORKER})
+    assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
+    assert killed.returncode == ExitCode.FAILED, killed.stderr[-5000:]
+    said = killed.stderr.strip().splitlines()[-1].split(" ERROR training: ", 1)[1]
+    assert re.fullmatch(
+        r"all 2 fold x seed tasks failed; the first: OutOfMemoryError: 1 worker\(s\) were killed due to the node "
+        r"running low on memory\. .*; every task ran out of memory: continue with fewer at once \(python -m "
+        r"training\.sweep --resume wf --ray-cpus N\), which runs only the walk-forward, or start a new sweep with "
+        r"settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the "
+        r"search space\)",
+        said,
+    ), said
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'wf'").fetchone()
+    assert sweep == ("failed", f"AllTasksFailed: {said}")
+
+    resumed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), env)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr[-5000:]
+    with connect(sweep_mart, role="analyst") as conn:
+        sweep = conn.execute("select status, final_run_id from ml.sweeps where sweep_id = 'wf'").fetchone()
+        trials = conn.execute("select trial_number, state from ml.sweep_trials where sweep_id = 'wf'").fetchall()
+    assert sweep[0] == "finished" and sweep[1].startswith("wf-best") and trials == [(1, "completed")]
+
+
+def test_a_sweeps_final_walk_forward_that_failed_says_resume_runs_it_again() -> None:
+    """Whatever its tasks failed of, a sweep's final walk-forward says how to run it again; out of memory on a cluster,
+    it does not advise --ray-cpus (which sizes only a local Ray)."""
+    from training.task_runners import TaskFailure
+    from training.walk_forward import AllTasksFailed
+
+    resume = "python -m training.sweep --resume wf"
+    bug = str(AllTasksFailed([TaskFailure(1, 42, 2, "ValueError: a bug")], None, resume))
+    assert bug.endswith("ValueError: a bug; the sweep's trials are kept: python -m training.sweep --resume wf runs only "
+                        "the walk-forward again")  # fmt: skip
+    oom = [TaskFailure(1, 42, 2, "OutOfMemoryError: killed", out_of_memory=True)]
+    on_cluster = str(AllTasksFailed(oom, "head:6380", resume))
+    assert "--ray-cpus" not in on_cluster
+    assert "every task ran out of memory: free memory on the cluster's nodes and continue (python -m training.sweep " \
+           "--resume wf), which runs only the walk-forward, or start a new sweep" in on_cluster  # fmt: skip

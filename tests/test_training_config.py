@@ -287,6 +287,9 @@ def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built
         # tyro lists the unknown flag's value as an option too ("--seedz, 3"): only the flag is named.
         (["--seedz", "3"], "Unrecognized option: --seedz (did you mean --seed or --seeds?)"),
         (["--seedz", "3", "--lerning-rate", "0.1"], "Unrecognized options: --seedz, --lerning-rate; see"),
+        # A negative value is a value, not a flag.
+        (["--seedz", "-3"], "Unrecognized option: --seedz (did you mean --seed or --seeds?)"),
+        (["--lerning-rate", "-1e-3", "--seedz", "3"], "Unrecognized options: --lerning-rate, --seedz; see"),
         # A true/false flag is suggested as its pair, not as "--progress-bar,".
         (["--no-progress"], "--no-progress (did you mean --progress-bar or --no-progress-bar?)"),
         (["--seeds", "many"], "Error parsing --seeds"),

@@ -21,7 +21,7 @@ from training.envs.spaces import observation_size
 from training.exit_codes import ExitCode
 from training.fold_task import run_fold_seed
 from training.market_data import MarketData
-from training.ppo import SettingsTooLarge, memory_needed
+from training.ppo import SettingsTooLarge, check_memory, memory_needed
 from training.task_runners import RayRunner
 from training.walk_forward import AllTasksFailed
 
@@ -149,21 +149,39 @@ def test_a_worker_that_dies_is_reported_as_a_dead_worker_not_as_out_of_memory(
 def test_a_walk_forward_whose_every_task_ran_out_of_memory_says_what_to_lower(
     ray_with_room_for_one_task, frame: pd.DataFrame
 ) -> None:
-    """Every task killed for memory: the run's one line said only Ray's words; it now says what to lower. A run whose
-    tasks failed for other reasons too gets no such advice."""
+    """Every task out of memory, killed by Ray's memory monitor or refused by its own memory check (SettingsTooLarge:
+    the machine had less free than the settings need when the task began): the run's one line said only the first
+    task's words; it now says what to lower. The task's own check went without the advice (its line begins
+    "SettingsTooLarge:", which the advice's test of the failure's words did not know). On a cluster the advice does not
+    name --ray-cpus, which sizes only a local Ray. A run whose tasks failed for other reasons too gets no such advice."""
     import ray.exceptions
 
     def runs_out_of_memory(config, data, fold, seed):
-        raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+        if seed == 1:
+            raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+        if seed == 2:
+            check_memory(config, observation_size(config.window, len(data.feature_names)), available=1)
+        raise ValueError("a bug")
 
     fold = lay_out_folds(frame["session_date"], folds=1, test_sessions=40, validation_sessions=40)[0]
     outcome = RayRunner(progress_bar=False, retries=0, task=runs_out_of_memory).run(
-        CONFIG, MarketData.from_frame(frame, FEATURES), [(fold, 1), (fold, 2)]
+        CONFIG, MarketData.from_frame(frame, FEATURES), [(fold, 1), (fold, 2), (fold, 3)]
     )
-    assert str(AllTasksFailed(outcome.failures)) == (
+    by_seed = {failure.seed: failure for failure in outcome.failures}
+    assert by_seed[2].error.startswith("SettingsTooLarge: PPO with n_envs"), by_seed[2]
+    assert outcome.ray_address is None  # a local Ray: --ray-cpus sets how many run at once
+    out_of_memory = str(AllTasksFailed([by_seed[1], by_seed[2]], outcome.ray_address))
+    assert out_of_memory == (
         "all 2 fold x seed tasks failed; the first: OutOfMemoryError: Task was killed due to the node running low on "
         "memory.; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
         "--batch-size or --net-arch"
     )
-    mixed = [*outcome.failures, dataclasses.replace(outcome.failures[0], seed=3, error="ValueError: a bug")]
-    assert "every task ran out of memory" not in str(AllTasksFailed(mixed))
+    assert str(AllTasksFailed([by_seed[2]])).endswith("; every task ran out of memory: run fewer at once (--ray-cpus) "
+                                                      "or lower --n-envs, --n-steps, --batch-size or --net-arch")  # fmt: skip
+    # On a cluster --ray-cpus is ignored: the advice does not name it.
+    assert str(AllTasksFailed([by_seed[1]], "head:6380")).endswith(
+        "; every task ran out of memory: lower --n-envs, --n-steps, --batch-size or --net-arch, or free memory on the "
+        "cluster's nodes"
+    )
+    assert "every task ran out of memory" not in str(AllTasksFailed(outcome.failures))
+    assert "every task ran out of memory" not in str(AllTasksFailed([by_seed[3]]))

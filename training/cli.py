@@ -173,10 +173,18 @@ def _without_values(message: str) -> str:
     """
     label, separator, listed = message.partition("Unrecognized options: ")
     words = listed.split(", ")
-    flags = [word for word in words if word.startswith("-")]
+    flags = [word for word in words if word.startswith("-") and not _is_number(word)]  # "--x -3": -3 is a value
     if not separator or not flags or len(flags) == len(words):
         return message
     return f"{label}Unrecognized option{'s' if len(flags) > 1 else ''}: {', '.join(flags)}"
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def _flag_names(line: str) -> list[str]:

@@ -746,7 +746,7 @@ def _recount(sweep, trials, folds: int, chosen) -> None:
 
 
 def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, trials, report_folds):
-    from training.walk_forward import run_walk_forward
+    from training.walk_forward import AllTasksFailed, run_walk_forward
 
     names = {f.name for f in dataclasses.fields(WalkForwardConfig)}
     values = {name: getattr(config, name) for name in names}
@@ -766,7 +766,13 @@ def _final_walk_forward(config: SweepConfig, settings, sweep, best, snapshot, tr
         config.seeds,
         wf_config.configurations_tried,
     )
-    return run_walk_forward(wf_config, settings, snapshot=snapshot, trial_sharpe_variance=trial_sharpe_variance(trials))
+    try:
+        return run_walk_forward(
+            wf_config, settings, snapshot=snapshot, trial_sharpe_variance=trial_sharpe_variance(trials)
+        )
+    except AllTasksFailed as error:  # its advice, as a sweep's: --resume runs the walk-forward again
+        resume = f"{PROG} --resume {shlex.quote(sweep.sweep_id)}"
+        raise AllTasksFailed(error.failures, error.ray_address, resume) from None
 
 
 def _free_run_id(runs_dir: Path, name: str, settings) -> str:

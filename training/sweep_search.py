@@ -126,7 +126,9 @@ def run_search(config, space, data, folds, sweep, conn, trials, to_run, evaluate
         # RayActorError or RayTaskError there). Either way, running on would only have more trials killed.
         if (killed := killed_for_memory(error)) is None:
             raise
-        raise TrialKilledForMemory(_killed_for_memory_text(sweep.sweep_id, concurrent, killed)) from None
+        # Fewer trials to run than --max-concurrent allows (--trials 1, say) run as many at once as there are.
+        at_once = min(concurrent, to_run)
+        raise TrialKilledForMemory(_killed_for_memory_text(sweep.sweep_id, at_once, killed)) from None
     finally:
         recorder.close()
 

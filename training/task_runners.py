@@ -62,6 +62,9 @@ class TaskFailure:
     attempts: int
     error: str
     """The last attempt's exception, as one line."""
+    out_of_memory: bool = False
+    """Whether it failed for want of memory (Ray's memory monitor killed it, or a MemoryError: NumPy's, or the task's
+    own memory check, SettingsTooLarge)."""
 
 
 @dataclass
@@ -524,7 +527,7 @@ class RayRunner:
             perhaps_memory = worker_died or _out_of_memory(error)
             if attempt > self.retries:
                 logger.error("fold %d seed %d failed %d times: %s", fold.fold_id, seed, attempt, message)
-                outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message))
+                outcome.failures.append(TaskFailure(fold.fold_id, seed, attempt, message, _out_of_memory(error)))
                 bar.update(1)
             elif perhaps_memory and queue.pending:
                 # A dead worker may have been the kernel's out-of-memory killer: its retry waits too.

@@ -61,22 +61,35 @@ class TaskRunner(Protocol):
 class AllTasksFailed(RuntimeError):
     """No fold x seed task succeeded: there is nothing to measure."""
 
-    def __init__(self, failures: Sequence[TaskFailure]) -> None:
+    def __init__(self, failures: Sequence[TaskFailure], ray_address: str | None = None, resume: str = "") -> None:
+        """``ray_address``: the cluster the tasks ran on (None: a local Ray, whose CPUs --ray-cpus sets). ``resume``:
+        the command that runs the walk-forward again, for a sweep's final one (its settings are the chosen trial's:
+        lowering them is a new sweep)."""
         self.failures = list(failures)
+        self.ray_address = ray_address
         first = self.failures[0].error if self.failures else "no task ran"
-        # Ray's memory monitor's kill, or the task's own memory check (training/task_runners.py words both so).
-        out_of_memory = self.failures and all(f.error.startswith(MEMORY_FAILURES) for f in self.failures)
-        hint = (
-            "; every task ran out of memory: run fewer at once (--ray-cpus) or lower --n-envs, --n-steps, "
-            "--batch-size or --net-arch"
-            if out_of_memory
-            else ""
-        )
+        out_of_memory = self.failures and all(f.out_of_memory for f in self.failures)
+        settings = "--n-envs, --n-steps, --batch-size or --net-arch"
+        # --ray-cpus sizes only a local Ray: a cluster's nodes run what their CPUs and memory allow.
+        hint = ""
+        if out_of_memory and resume:
+            again = (
+                f"continue with fewer at once ({resume} --ray-cpus N)"
+                if ray_address is None
+                else f"free memory on the cluster's nodes and continue ({resume})"
+            )
+            hint = (
+                f"; every task ran out of memory: {again}, which runs only the walk-forward, or start a new sweep with "
+                "settings that need less memory (--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the "
+                "search space)"
+            )
+        elif out_of_memory and ray_address is None:
+            hint = f"; every task ran out of memory: run fewer at once (--ray-cpus) or lower {settings}"
+        elif out_of_memory:
+            hint = f"; every task ran out of memory: lower {settings}, or free memory on the cluster's nodes"
+        elif resume:
+            hint = f"; the sweep's trials are kept: {resume} runs only the walk-forward again"
         super().__init__(f"all {len(self.failures)} fold x seed tasks failed; the first: {first}{hint}")
-
-
-MEMORY_FAILURES = ("OutOfMemoryError:", "MemoryError:")
-"""How a task's failure line begins when it ran out of memory."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +279,7 @@ def execute(
             outcome = runner.run(config.task_config(), data, [(f, s) for f in folds for s in seeds])
             tasks_ran = True
             if not outcome.results:
-                raise AllTasksFailed(outcome.failures)
+                raise AllTasksFailed(outcome.failures, outcome.ray_address)
             results = sorted(outcome.results, key=lambda r: (r.fold_id, r.seed))
 
             # 3. How sure we are.

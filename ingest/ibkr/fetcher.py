@@ -781,7 +781,7 @@ def _the_match(symbol: str, primary_exchange: str, details: list[Any], currency:
     return QualifyOutcome(
         ContractRef(
             symbol=symbol,
-            con_id=int(found.conId),
+            con_id=int(found.conId or 0) or None,  # a server may send 0: no id, not a contract every such one shares
             primary_exchange=found.primaryExchange or primary_exchange,
             currency=found.currency or currency,
         )

@@ -317,9 +317,13 @@ def _read_and_plan(conn: psycopg.Connection, options: LoadOptions, entries: Sequ
         rewrites_history=settings.what_to_show == "ADJUSTED_LAST",
     )
     coverage = read_coverage(conn, settings, symbols, source=SOURCE)
+    # A listing in another currency is not reused: only a server that ignores the currency asked for answered with
+    # one (another company's listing of the ticker, landed before the lookup took USD listings only), and its bars
+    # must not keep landing as the stock: the symbol is looked up again.
     known = {
         symbol: ContractRef(symbol, k.con_id, k.exchange or "", k.currency or "USD")
         for symbol, k in read_known_contracts(conn, settings, symbols, source=SOURCE).items()
+        if (k.currency or "USD").upper() == "USD"
     }
     plans = {e.symbol: plan_symbol(e.symbol, coverage[e.symbol], ctx) for e in entries}
     # The stored bars each plan will re-deliver: what a re-adjusted history is noticed by.
@@ -692,6 +696,7 @@ def check_shared_contracts(
     are deleted. Nothing is refused here: raw lands what the source sent, and dbt's test guards the mart. One query
     for the whole run (:func:`ingest.raw_reads.read_contract_holders`).
     """
+    contracts = {symbol: con_id for symbol, con_id in contracts.items() if con_id}  # 0 or None: no id to share
     if not contracts:
         return []
     try:
