@@ -400,6 +400,29 @@ def test_psql_as_anything_but_a_component_role_is_one_line_and_status_2(capsys, 
     assert printed.out == ""
 
 
+@pytest.mark.parametrize("sslmode", ["require", "verify-full"])
+def test_psql_asked_for_ssl_without_a_psql_that_has_it_is_one_line_and_status_4(tmp_path, sslmode: str) -> None:
+    """A hosted server's PGSSLMODE=require: the bundled psql, built without SSL, used to say only `sslmode value
+    "require" invalid when SSL support is not compiled in` (status 2). make psql now takes the psql on PATH for it,
+    and where there is none says so in one line. PATH here holds no psql; nothing is contacted."""
+    assert not embedded.client_has_ssl()  # the wheel's client; should it gain SSL, revisit _psql
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PG", "WAREHOUSE_", "DATABASE_"))}
+    env |= {"PATH": str(tmp_path), "PGHOST": "127.0.0.1", "PGPORT": "1", "PGUSER": "quant", "PGPASSWORD": SECRET}
+    env |= {"PGDATABASE": "prod", "PGSSLMODE": sslmode, "WAREHOUSE_ANALYST_USER": "analyst_app"}
+    env["WAREHOUSE_ANALYST_PASSWORD"] = SECRET[::-1]
+    result = subprocess.run(
+        [sys.executable, "-m", "warehouse_db", "psql", "--as", "analyst", "-c", "select 1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (4, ""), result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: sslmode={sslmode} asks for SSL, and the bundled psql has no SSL support: install a PostgreSQL client "
+        "(e.g. `apt install postgresql-client`) so that psql is on PATH, or use another SQL client with "
+        '`eval "$(.venv/bin/python -m warehouse_db env)"`'
+    ]
+    assert leaked_fragments(result.stderr, [SECRET, SECRET[::-1]]) == []
+
+
 def libpq_passfile_password(passfile: Path, user: str, raw: bool = False) -> str | bytes | None:
     """The password libpq itself takes from ``passfile`` for ``user`` at 10.0.0.1:6543/prod, without connecting
     (``raw``: its bytes)."""

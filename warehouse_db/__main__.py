@@ -7,7 +7,7 @@ with sudo in a user's clone), or (``up``) a seed file cannot be read, is not UTF
 declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
 SIGTERM from kill, or SIGHUP; run it again: starting and provisioning are idempotent, and an initdb stopped halfway,
 even by ``kill -9``, begins again).
-``psql`` exits with psql's own status.
+``psql`` exits with psql's own status (4 where sslmode requires SSL and no psql is on PATH).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,8 @@ EXIT_NOT_READY = 3
 script can ask before it runs a step."""
 EXIT_WAREHOUSE = 4
 EXIT_INTERRUPTED = 130
+# libpq's sslmodes that refuse a connection without SSL (verify-*: and check the server's certificate).
+SSL_REQUIRING_MODES = ("require", "verify-ca", "verify-full")
 
 PASSFILE_NAME = "pgpass"
 """``env`` puts passwords for shells in ``<WAREHOUSE_DIR>/pgpass`` (git-ignored with the rest, mode 0600)."""
@@ -279,8 +282,21 @@ def _psql(args: list[str]) -> int:
     env.update(settings.for_role(role).libpq_env())
     if role:
         env["PGOPTIONS"] = " ".join(part for part in (env.get("PGOPTIONS"), f"-c role={role}") if part)
-    # The bundled client matches the embedded server (Debian's psql 15 cannot \l on PostgreSQL 18).
+    # The bundled client matches the embedded server (Debian's psql 15 cannot \l on PostgreSQL 18), but it has no
+    # SSL support: where the settings demand SSL (a hosted server's sslmode=require), the psql on PATH does it.
     psql_path = embedded.client_bin_dir() / "psql"
+    sslmode = env.get("PGSSLMODE", "")
+    if not settings.embedded and sslmode in SSL_REQUIRING_MODES and not embedded.client_has_ssl():
+        on_path = shutil.which("psql", path=env.get("PATH"))
+        if on_path is None:
+            print(
+                f"error: sslmode={sslmode} asks for SSL, and the bundled psql has no SSL support: install a "
+                "PostgreSQL client (e.g. `apt install postgresql-client`) so that psql is on PATH, or use another "
+                'SQL client with `eval "$(.venv/bin/python -m warehouse_db env)"`',
+                file=sys.stderr,
+            )
+            return EXIT_WAREHOUSE
+        psql_path = Path(on_path)
     os.execve(psql_path, [str(psql_path), *args], env)
 
 

