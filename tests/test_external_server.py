@@ -424,3 +424,27 @@ def test_dbt_takes_its_logins_password_from_the_passfile_beside_a_database_url(
     assert "warehouse ready" in run([PYTHON, "-m", "warehouse_db", "up"], env)
     checked = run([DBT, "--no-use-colors", "debug", "--connection", "--log-path", str(tmp_path / "logs")], dbt_env(env))
     assert "Connection test: [OK connection ok]" in checked, checked
+
+
+def test_status_and_up_are_not_ready_when_the_server_refuses_a_components_login(
+    server: ExternalServer, tmp_path: Path
+) -> None:
+    """A wrong WAREHOUSE_TRAINER_PASSWORD: `status` and `up` checked, as the admin login, only that each component
+    login exists and may act as its role, and said "warehouse ready" (exit 0); training then failed on its first
+    connection. They now try each configured login as its component will and name the variable to check."""
+    server.create_owner(ADMIN_USER, ADMIN_PASSWORD, "wrongpw")
+    env = {**clean_env(tmp_path), "DATABASE_URL": admin_url(server, "wrongpw"), **login_env(*COMPONENT_ROLES)}
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    wrong = "Xq7#zK9!wv@Jm"
+    env["WAREHOUSE_TRAINER_PASSWORD"] = wrong
+    for command, status in (("status", 3), ("up", 4)):
+        said = run([PYTHON, "-m", "warehouse_db", command], env, expect=status)
+        assert "warehouse ready" not in said and "warehouse reachable" in said, said
+        last = said.strip().splitlines()[-1]
+        assert last.startswith(
+            "not ready: the server refuses a component's own login: check WAREHOUSE_TRAINER_PASSWORD"
+        ), last
+        assert 'password authentication failed for user "trainer_app"' in last, last
+        assert not leaked_fragments(said, [wrong]), said
+    env["WAREHOUSE_TRAINER_PASSWORD"] = LOGINS["trainer"][1]
+    assert run([PYTHON, "-m", "warehouse_db", "status"], env).startswith("warehouse ready")

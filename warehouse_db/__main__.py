@@ -1,7 +1,7 @@
 """``python -m warehouse_db up|down|status|provision|env|psql``: what the Makefile's db targets run.
 
 Exit status: 0 done (``status``: the warehouse is ready); 2 bad usage; 3 (``status`` only) the warehouse is not
-ready: the embedded one is not running, or the server answers but is not provisioned; 4 the warehouse is
+ready: the embedded one is not running, or the server answers but is not provisioned, or refuses a login; 4 the warehouse is
 misconfigured, cannot be reached, started or provisioned, the embedded one belongs to another OS user (a command run
 with sudo in a user's clone), or (``up``) a seed file cannot be read, is not UTF-8 or has a header other than its
 declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
@@ -31,6 +31,7 @@ from warehouse_db.seed_files import check_seed_files
 from warehouse_db.settings import (
     ConnectionSettings,
     create_warehouse_dir,
+    login_variables,
     read_config,
     read_passfile,
     uses_external_server,
@@ -221,6 +222,8 @@ class _Found:
     server_version: int
     missing: list[str]
     out_of_reach: dict[str, list[str]]
+    refused: dict[str, str]
+    """The component logins configured here that the server refuses (a wrong password, say): role -> libpq's reason."""
 
 
 def _inspect(command: str, settings: ConnectionSettings, role: str | None) -> _Found:
@@ -234,15 +237,35 @@ def _inspect(command: str, settings: ConnectionSettings, role: str | None) -> _F
         # Without PGUSER the admin login is libpq's default (the OS user's name, as in psql): the login connected.
         admin = settings if settings.user or role is not None else replace(settings, user=conn.info.user)
         out_of_reach = {} if missing else roles_out_of_reach(conn, admin)
-    return _Found(version, server_version, missing, out_of_reach)
+    refused = {} if missing or out_of_reach else _refused_logins(settings, role)
+    return _Found(version, server_version, missing, out_of_reach, refused)
+
+
+def _refused_logins(settings: ConnectionSettings, checked_as: str | None) -> dict[str, str]:
+    """The component logins configured here (WAREHOUSE_<ROLE>_USER / _PASSWORD) that cannot log in, each tried as its
+    component will: the admin login's checks say only that they exist and may act as their roles, and a wrong
+    password showed first as the component's own failure. The embedded warehouse's logins need no password."""
+    if settings.embedded:
+        return {}
+    refused = {}
+    for role in COMPONENT_ROLES:
+        if role == checked_as or role not in settings.logins:
+            continue
+        try:
+            with connect(settings, role=role):
+                pass
+        except WarehouseError as error:  # libpq's reason names the login, never its password
+            refused[role] = str(error)
+    return refused
 
 
 def _print_connection(config: dict[str, str], settings: ConnectionSettings, role: str | None, found: _Found) -> None:
     # The embedded one describes itself ("embedded warehouse postgres@..."): only an external server says where from.
     where = " [external server (DATABASE_URL / PG* variables)]" if uses_external_server(config) else ""
     logins = ", ".join(f"{role}={settings.logins[role].user}" for role in COMPONENT_ROLES if role in settings.logins)
-    # reachable, not ready: `status` on a server nobody provisioned, or as a login that may not act as its roles
-    state = "reachable" if found.missing or found.out_of_reach else "ready"
+    # reachable, not ready: `status` on a server nobody provisioned, as a login that may not act as its roles, or
+    # with a component login the server refuses
+    state = "reachable" if found.missing or found.out_of_reach or found.refused else "ready"
     print(f"warehouse {state}: {settings.for_role(role).describe()}{where}, PostgreSQL {found.version}")
     print(f"logins: {logins}" if logins else "logins: one login for every role (SET ROLE)")
 
@@ -260,6 +283,10 @@ def _readiness(command: str, found: _Found) -> int:
             f"login {login} may not act as role {', '.join(roles)}" for login, roles in found.out_of_reach.items()
         )
         print(f"not ready: {lacking}: run `make db-up` with the admin login, or have an administrator run {grants}")
+        return not_ready
+    if found.refused:
+        why = "; ".join(f"{login_variables(role)[1]} ({reason})" for role, reason in found.refused.items())
+        print(f"not ready: the server refuses a component's own login: check {why}")
         return not_ready
     return EXIT_OK
 
