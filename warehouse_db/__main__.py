@@ -7,6 +7,8 @@ with sudo in a user's clone), or (``up``) a seed file cannot be read, is not UTF
 declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
 SIGTERM from kill, or SIGHUP; run it again: starting and provisioning are idempotent, and an initdb stopped halfway,
 even by ``kill -9``, begins again).
+``env`` that fails also prints ``(exit N)`` to stdout where it is not a terminal, so that
+``eval "$(python -m warehouse_db env)"`` fails with the same status N (a ``&&`` chain and a ``set -e`` script stop).
 ``psql`` exits with psql's own status (4 where sslmode requires SSL and no psql is on PATH).
 """
 
@@ -134,6 +136,35 @@ def build_parser() -> argparse.ArgumentParser:
 @outlives_its_reader
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["env"]:
+        return _main(argv)
+    status = 1  # what Python exits with after a traceback
+    try:
+        status = _main(argv)
+    except SystemExit as usage_error:
+        status = usage_error.code if isinstance(usage_error.code, int) else 1
+        raise
+    finally:
+        if status != EXIT_OK:
+            _fail_the_eval(status)
+    return status
+
+
+def _fail_the_eval(status: int) -> None:
+    """After ``env`` failed: a statement on stdout that ends with ``status`` and does nothing else, so that
+    ``eval "$(python -m warehouse_db env)"`` fails as ``env`` did. Else the shell's ``eval ""`` returned 0: ``&& dbt run``
+    ran, and ``set -e`` went on, with whatever PG* variables the shell had (another server's, or none). ``(exit N)``
+    ends a subshell, never the user's shell (POSIX: bash and dash are tested). On a terminal nothing is printed: the
+    error line on stderr is all a person running ``env`` by hand needs."""
+    try:
+        if sys.stdout.isatty():
+            return
+        print_bytes(f"(exit {status})\n".encode())
+    except (OSError, ValueError, AttributeError):  # no stdout at all (`>&-`): nobody evals it
+        pass
+
+
+def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["psql"]:
         # Not through argparse: psql's own options (-c, -f, -v ...) must reach psql untouched.
