@@ -15,10 +15,14 @@ even by ``kill -9``, begins again).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import logging
 import os
 import shlex
 import shutil
+import socket
+import ssl
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -355,7 +359,64 @@ def _psql(args: list[str]) -> int:
             )
             return EXIT_WAREHOUSE
         psql_path = Path(on_path)
+    elif not settings.embedded and sslmode in ("", "prefer", "allow") and not embedded.client_has_ssl():
+        try:  # up to SSL_PROBE_SECONDS asking a server that does not answer
+            note = _unencrypted_session_note(env, sslmode or "prefer", settings.connect_timeout)
+        except KeyboardInterrupt:
+            print("error: interrupted before psql started", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if note:
+            print(note, file=sys.stderr)
     os.execve(psql_path, [str(psql_path), *args], env)
+
+
+# libpq's SSLRequest: length 8, then the code 1234.5679 (80877103); the server answers S (it offers SSL) or N.
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+SSL_PROBE_SECONDS = 5
+
+
+def _unencrypted_session_note(env: dict[str, str], sslmode: str, connect_timeout: int) -> str | None:
+    """One line for the bundled psql (no SSL support) about to connect under ``sslmode`` prefer or allow: the session
+    will not be encrypted, where a libpq with SSL would have encrypted it against a server that offers SSL (prefer).
+    None for a Unix socket or a server on this machine (a loopback address, whatever the host's name), and when
+    nothing answers (psql then says why). The server is asked as libpq asks it, and never sees a login: it answers
+    an SSLRequest with S or N, and after an S the TLS handshake is completed and shut down cleanly, so that its log
+    holds no 'could not accept SSL connection'."""
+    host = env.get("PGHOST") or ""
+    if not host or host.startswith(("/", "@")) or "," in host:  # a socket, or a list of hosts libpq tries in turn
+        return None
+    port = env.get("PGPORT") or "5432"
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(connect_timeout or 10, SSL_PROBE_SECONDS)) as sock:
+            peer = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
+            if peer.is_loopback or (isinstance(peer, ipaddress.IPv6Address) and (peer.ipv4_mapped or peer).is_loopback):
+                return None
+            sock.sendall(SSL_REQUEST)
+            answer = sock.recv(1)
+            if answer not in (b"S", b"N"):  # not a PostgreSQL server as far as this can tell: psql will say
+                return None
+            offers_ssl = answer == b"S"
+            if offers_ssl:
+                _shut_down_tls(sock)
+    except (OSError, ValueError):
+        return None
+    where = f"{host}:{port}"
+    if not offers_ssl:
+        return f"note: this psql session to {where} is not encrypted: the server offers no SSL"
+    return (
+        f"note: this psql session to {where} is not encrypted, though the server offers SSL: the bundled psql has no "
+        f"SSL support (sslmode={sslmode}); PGSSLMODE=require runs the psql on PATH, which encrypts it"
+    )
+
+
+def _shut_down_tls(sock: socket.socket) -> None:
+    """Complete the TLS handshake the server began with its S, then end it with a close_notify (nothing is sent
+    under it and no certificate is trusted: the session psql then opens is a connection of its own)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with contextlib.suppress(OSError, ValueError), context.wrap_socket(sock) as tls:
+        tls.unwrap()
 
 
 if __name__ == "__main__":
