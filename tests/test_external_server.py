@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -448,3 +449,66 @@ def test_status_and_up_are_not_ready_when_the_server_refuses_a_components_login(
         assert not leaked_fragments(said, [wrong]), said
     env["WAREHOUSE_TRAINER_PASSWORD"] = LOGINS["trainer"][1]
     assert run([PYTHON, "-m", "warehouse_db", "status"], env).startswith("warehouse ready")
+
+
+def _address_elsewhere() -> str:
+    """An IPv4 address of this machine that is not a loopback one: a server listening there stands in for a server on
+    another machine, as the traffic to it is not loopback traffic as far as any client can tell."""
+    import ipaddress
+
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not ipaddress.ip_address(address.address).is_loopback:
+                return address.address
+    pytest.skip("this machine has no IPv4 address but loopback ones: no stand-in for a server elsewhere")
+
+
+@pytest.mark.parametrize("offers_ssl", [True, False], ids=["ssl-server", "plain-server"])
+def test_make_psql_says_when_its_session_to_another_machine_is_not_encrypted(offers_ssl: bool, tmp_path: Path) -> None:
+    """The bundled psql has no SSL support: under libpq's default sslmode=prefer it connected to a server elsewhere
+    that offers SSL without encryption, where any psql with SSL would have encrypted the session, and said nothing.
+    Now one line on stderr says that the session is not encrypted and (where the server offers SSL) that
+    PGSSLMODE=require gets an encrypted one, through the psql on PATH. The same server over 127.0.0.1 gets no line,
+    nor does a server that is asked under sslmode=disable; the probe leaves nothing in the server's log."""
+    if not (DEBIAN_15_BIN / "postgres").exists():
+        pytest.skip(f"Debian's PostgreSQL 15 is not installed here ({DEBIAN_15_BIN}): the bundled server has no SSL")
+    host = _address_elsewhere()
+
+    def psql(env: dict[str, str]) -> tuple[str, list[str]]:
+        """Whether the session psql opened is encrypted (t/f), and the lines on stderr."""
+        command = [
+            PYTHON,
+            "-m",
+            "warehouse_db",
+            "psql",
+            "-Atc",
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        ]
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert not leaked_fragments(result.stdout + result.stderr, PASSWORDS)
+        return result.stdout.strip(), result.stderr.splitlines()
+
+    with external_server(DEBIAN_15_BIN, host=host, ssl=offers_ssl) as elsewhere:
+        elsewhere.create_owner(ADMIN_USER, ADMIN_PASSWORD, "remote")
+        env = {**clean_env(tmp_path), **server_env(elsewhere, "remote"), "PGHOST": host, "PGUSER": ADMIN_USER}
+        env["PGPASSWORD"] = ADMIN_PASSWORD
+        where = f"{host}:{elsewhere.port}"
+        if offers_ssl:
+            assert psql(env) == ("f", [
+                f"note: this psql session to {where} is not encrypted, though the server offers SSL: the bundled psql "
+                "has no SSL support (sslmode=prefer); PGSSLMODE=require runs the psql on PATH, which encrypts it"
+            ])  # fmt: skip
+            # What the line says gets an encrypted session.
+            assert psql({**env, "PGSSLMODE": "require"}) == ("t", [])
+        else:
+            assert psql(env) == (
+                "f",
+                [f"note: this psql session to {where} is not encrypted: the server offers no SSL"],
+            )
+        assert psql({**env, "PGSSLMODE": "disable"}) == ("f", [])  # asked for: nothing to say
+        # The same server over loopback (it listens there too): nothing leaves this machine, nothing is said.
+        assert psql({**env, "PGHOST": "127.0.0.1"}) == ("f", [])
+        assert "could not" not in (elsewhere.workdir / "log").read_text(encoding="utf-8")

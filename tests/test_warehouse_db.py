@@ -1397,6 +1397,52 @@ def test_env_outlives_the_reader_of_its_output():
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
 
 
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+@pytest.mark.parametrize(
+    ("setting", "args", "status"),
+    [
+        ({"DATABASE_URL": f"mysql://quant:{SECRET}@10.0.0.1/warehouse"}, "", 4),  # misconfigured
+        ({"WAREHOUSE_DIR": "/dev/null/warehouse"}, "", 4),  # the embedded one cannot be started
+        ({"DATABASE_URL": "postgresql://quant@10.0.0.1/warehouse"}, " --bogus", EXIT_USAGE),
+    ],
+    ids=["bad-url", "embedded-cannot-start", "usage"],
+)
+def test_a_failing_env_stops_the_shell_that_evals_it(shell, setting, args, status):
+    """`eval "$(python -m warehouse_db env)" && dbt run`, as users chain it: when env failed, its line went to
+    stderr, stdout was empty, the shell's `eval ""` returned 0, and dbt (or psql) went on with whatever PG* variables
+    the shell had: another server, or none. Now the eval fails with env's own status, so a `&&` chain and a `set -e`
+    script stop, while the shell that evals it (a terminal's) goes on; on a terminal env prints its error alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    env.update(setting)
+    env_command = f"{shlex.quote(sys.executable)} -m warehouse_db env{args}"
+    scripts = {
+        "chain": f'eval "$({env_command})" && echo RAN',
+        "set -e": f'set -e; eval "$({env_command})"; echo RAN',
+        "goes on": f'eval "$({env_command})"; echo "shell goes on after status $?"',
+    }
+    for name, script in scripts.items():
+        result = subprocess.run([shell, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        stdout = f"shell goes on after status {status}\n" if name == "goes on" else ""
+        assert (result.returncode, result.stdout) == (0 if name == "goes on" else status, stdout), (name, result)
+        assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+        assert not leaked_fragments(result.stderr, [SECRET])
+    # By hand on a terminal: the one error line, and nothing a person would wonder about.
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "warehouse_db", "env", *args.split()], cwd=REPO_ROOT, env=env,
+                                stdout=secondary, stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+        os.set_blocking(primary, False)
+        with contextlib.suppress(BlockingIOError):
+            assert os.read(primary, 4096) == b""
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert result.returncode == status and len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_every_keyword_as_a_login_or_database_name_parses_in_the_statements_messages_suggest(embedded_cluster):
     """A login or database named by an SQL keyword (``user``, ``select``, ``order``): the statements a message suggests
     (ALTER ROLE / ALTER DATABASE ... RESET, CREATE DATABASE, GRANT) named it bare, a syntax error as pasted, and for a

@@ -7,16 +7,22 @@ with sudo in a user's clone), or (``up``) a seed file cannot be read, is not UTF
 declared columns (one line on stderr says which and what to do); 130 interrupted (Ctrl-C,
 SIGTERM from kill, or SIGHUP; run it again: starting and provisioning are idempotent, and an initdb stopped halfway,
 even by ``kill -9``, begins again).
+``env`` that fails also prints ``(exit N)`` to stdout where it is not a terminal, so that
+``eval "$(python -m warehouse_db env)"`` fails with the same status N (a ``&&`` chain and a ``set -e`` script stop).
 ``psql`` exits with psql's own status (4 where sslmode requires SSL and no psql is on PATH).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import logging
 import os
 import shlex
 import shutil
+import socket
+import ssl
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,6 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
 @outlives_its_reader
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["env"]:
+        return _main(argv)
+    status = 1  # what Python exits with after a traceback
+    try:
+        status = _main(argv)
+    except SystemExit as usage_error:
+        status = usage_error.code if isinstance(usage_error.code, int) else 1
+        raise
+    finally:
+        if status != EXIT_OK:
+            _fail_the_eval(status)
+    return status
+
+
+def _fail_the_eval(status: int) -> None:
+    """After ``env`` failed: a statement on stdout that ends with ``status`` and does nothing else, so that
+    ``eval "$(python -m warehouse_db env)"`` fails as ``env`` did. Else the shell's ``eval ""`` returned 0: ``&& dbt run``
+    ran, and ``set -e`` went on, with whatever PG* variables the shell had (another server's, or none). ``(exit N)``
+    ends a subshell, never the user's shell (POSIX: bash and dash are tested). On a terminal nothing is printed: the
+    error line on stderr is all a person running ``env`` by hand needs."""
+    try:
+        if sys.stdout.isatty():
+            return
+        print_bytes(f"(exit {status})\n".encode())
+    except (OSError, ValueError, AttributeError):  # no stdout at all (`>&-`): nobody evals it
+        pass
+
+
+def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["psql"]:
         # Not through argparse: psql's own options (-c, -f, -v ...) must reach psql untouched.
@@ -324,7 +359,64 @@ def _psql(args: list[str]) -> int:
             )
             return EXIT_WAREHOUSE
         psql_path = Path(on_path)
+    elif not settings.embedded and sslmode in ("", "prefer", "allow") and not embedded.client_has_ssl():
+        try:  # up to SSL_PROBE_SECONDS asking a server that does not answer
+            note = _unencrypted_session_note(env, sslmode or "prefer", settings.connect_timeout)
+        except KeyboardInterrupt:
+            print("error: interrupted before psql started", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if note:
+            print(note, file=sys.stderr)
     os.execve(psql_path, [str(psql_path), *args], env)
+
+
+# libpq's SSLRequest: length 8, then the code 1234.5679 (80877103); the server answers S (it offers SSL) or N.
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+SSL_PROBE_SECONDS = 5
+
+
+def _unencrypted_session_note(env: dict[str, str], sslmode: str, connect_timeout: int) -> str | None:
+    """One line for the bundled psql (no SSL support) about to connect under ``sslmode`` prefer or allow: the session
+    will not be encrypted, where a libpq with SSL would have encrypted it against a server that offers SSL (prefer).
+    None for a Unix socket or a server on this machine (a loopback address, whatever the host's name), and when
+    nothing answers (psql then says why). The server is asked as libpq asks it, and never sees a login: it answers
+    an SSLRequest with S or N, and after an S the TLS handshake is completed and shut down cleanly, so that its log
+    holds no 'could not accept SSL connection'."""
+    host = env.get("PGHOST") or ""
+    if not host or host.startswith(("/", "@")) or "," in host:  # a socket, or a list of hosts libpq tries in turn
+        return None
+    port = env.get("PGPORT") or "5432"
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(connect_timeout or 10, SSL_PROBE_SECONDS)) as sock:
+            peer = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
+            if peer.is_loopback or (isinstance(peer, ipaddress.IPv6Address) and (peer.ipv4_mapped or peer).is_loopback):
+                return None
+            sock.sendall(SSL_REQUEST)
+            answer = sock.recv(1)
+            if answer not in (b"S", b"N"):  # not a PostgreSQL server as far as this can tell: psql will say
+                return None
+            offers_ssl = answer == b"S"
+            if offers_ssl:
+                _shut_down_tls(sock)
+    except (OSError, ValueError):
+        return None
+    where = f"{host}:{port}"
+    if not offers_ssl:
+        return f"note: this psql session to {where} is not encrypted: the server offers no SSL"
+    return (
+        f"note: this psql session to {where} is not encrypted, though the server offers SSL: the bundled psql has no "
+        f"SSL support (sslmode={sslmode}); PGSSLMODE=require runs the psql on PATH, which encrypts it"
+    )
+
+
+def _shut_down_tls(sock: socket.socket) -> None:
+    """Complete the TLS handshake the server began with its S, then end it with a close_notify (nothing is sent
+    under it and no certificate is trusted: the session psql then opens is a connection of its own)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with contextlib.suppress(OSError, ValueError), context.wrap_socket(sock) as tls:
+        tls.unwrap()
 
 
 if __name__ == "__main__":
