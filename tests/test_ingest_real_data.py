@@ -250,6 +250,30 @@ def test_bars_a_gateway_dates_after_the_run_are_named_as_such_and_never_land(war
     assert "1 bar(s) dated after this run's moment were not landed" in text
 
 
+def test_an_intraday_update_asks_for_its_overlap_and_the_new_bars_not_a_whole_page(warehouse):
+    """Hourly bars loaded Tuesday evening, then Wednesday evening: the update asks back to its overlap (30 bars before
+    Tuesday's 15:00 bar: Monday 09:00), three New York days, not IBKR's largest page of 30 days. It asked `30 D`,
+    and landed 30 sessions' bars again for Wednesday's 7 new ones: raw grew by a page per symbol and run."""
+    hourly = BarSettings("1 hour")
+    wednesday = AFTER_CLOSE + timedelta(days=1)
+    with simulator(now=AFTER_CLOSE) as sim:
+        assert load_at(warehouse, sim, [AAPL], AFTER_CLOSE, months=1, bar=hourly).ok
+    held = query(warehouse, "select count(*) from raw.ibkr_bars")[0][0]
+    with simulator(now=wednesday) as sim:
+        update = load_at(warehouse, sim, [AAPL], wednesday, months=1, bar=hourly)
+        asked = [(r.end_date_time, r.duration) for r in sim.stats.requests_log]
+    assert update.ok and asked == [("20261125 21:30:00 UTC", "3 D")]
+    # Monday's, Tuesday's and Wednesday's bars (09:30, 10:00 ... 15:00), nothing older.
+    assert update.rows == 3 * 7
+    per_session = query(
+        warehouse,
+        "select session_date::text, count(distinct bar_time) from raw.ibkr_bars where session_date >= '2026-11-23' "
+        "group by 1 order by 1",
+    )
+    assert per_session == [("2026-11-23", 7), ("2026-11-24", 7), ("2026-11-25", 7)]
+    assert query(warehouse, "select count(*) from raw.ibkr_bars")[0][0] == held + 21
+
+
 # --- adjusted prices ---------------------------------------------------------------------------------------
 
 AFTER = datetime(2026, 10, 23, 18, 0, tzinfo=NY)

@@ -312,7 +312,8 @@ def page_request(
     Daily and longer: one request ending now (``endDateTime`` empty, which ADJUSTED_LAST requires), or at ``now``
     given explicitly (``explicit_end``: the older part of a backfill, which ends in the past).
     Intraday: pages of the largest span IBKR accepts, each with an explicit end so that pages meet exactly
-    however long the limiter holds them back.
+    however long the limiter holds them back; the oldest page asks only back to ``start`` (see
+    :meth:`BarSize.page_duration`), so an update re-delivers its overlap, not a whole page.
     """
     start = _first_instant(start, now, bar_size)
     page = bar_size.page_seconds
@@ -320,9 +321,8 @@ def page_request(
         end = now if explicit_end else None
         return PlannedRequest(end=end, duration=daily_duration(start, now), start=start, until=now)
     end = now - timedelta(seconds=page * k)
-    return PlannedRequest(
-        end=end, duration=bar_size.page_duration(), start=max(start, end - timedelta(seconds=page)), until=end
-    )
+    page_start = max(start, end - timedelta(seconds=page))
+    return PlannedRequest(end=end, duration=bar_size.page_duration(page_start, end), start=page_start, until=end)
 
 
 def _day(moment: datetime) -> str:
