@@ -36,7 +36,7 @@ from ingest.ibkr.session_types import ContractRef, Outcome, SourceBar
 from ingest.raw_reads import Coverage, StoredBar
 from ingest.raw_tables import BarSettings, RawBar
 from ingest.report import describe_duration, format_summary
-from ingest.sessions import FinalBars, last_completed_close
+from ingest.sessions import FinalBars, last_bar_end, last_completed_close
 from ingest.watchlist import DEFAULT_WATCHLIST, WatchlistEntry, select_entries
 from market_calendar import EXCHANGE_TZ as NY
 
@@ -333,6 +333,28 @@ def test_last_completed_close_uses_the_nyse_calendar():
     assert last_completed_close(datetime(2026, 11, 24, 15, 0, tzinfo=NY), use_rth=False) == datetime(
         2026, 11, 23, 20, 0, tzinfo=NY
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "bar_seconds", "use_rth", "ended"),
+    [
+        # The first Monday of daylight saving time, and a 30-minute bar: the 10:00 bar ended at 10:30.
+        (datetime(2026, 3, 9, 10, 40), 1800, True, datetime(2026, 3, 9, 10, 30)),
+        # Before the open (regular hours) no bar of today has ended: the last close.
+        (datetime(2026, 3, 9, 9, 20), 300, True, datetime(2026, 3, 6, 16, 0)),
+        (datetime(2026, 3, 9, 9, 35), 1800, True, datetime(2026, 3, 6, 16, 0)),
+        # With pre-market trading the session began at 04:00.
+        (datetime(2026, 11, 30, 8, 7), 3600, False, datetime(2026, 11, 30, 8, 0)),
+        (datetime(2026, 11, 30, 3, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+        # The half day after Thanksgiving: closed at 13:00; Thanksgiving itself has no session.
+        (datetime(2026, 11, 27, 12, 10), 300, True, datetime(2026, 11, 27, 12, 10)),
+        (datetime(2026, 11, 27, 15, 0), 3600, True, datetime(2026, 11, 27, 13, 0)),
+        (datetime(2026, 11, 26, 12, 0), 300, True, datetime(2026, 11, 25, 16, 0)),
+        (datetime(2026, 11, 28, 12, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+    ],
+)
+def test_the_last_intraday_bar_end_is_the_session_so_far_while_it_trades(now, bar_seconds, use_rth, ended):
+    assert last_bar_end(now.replace(tzinfo=NY), bar_seconds, use_rth) == ended.replace(tzinfo=NY)
 
 
 # --- pacing limiter ------------------------------------------------------------------------------------

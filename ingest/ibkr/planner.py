@@ -53,7 +53,9 @@ class PlanContext:
     now: datetime
     """Aware; the moment the run plans for."""
     last_close: datetime
-    """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH)."""
+    """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH); for intraday
+    bars, the end of the last bar that has ended (during a session, the session so far: see
+    :func:`ingest.sessions.last_bar_end`)."""
     bar_size: BarSize
     months: int = DEFAULT_MONTHS
     full_refresh: bool = False
@@ -215,7 +217,8 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
         return SymbolPlan(
             symbol,
             f"current: last bar {last_text}, checked {_moment(coverage.checked_at, ctx.bar_size, exact=True)} "
-            f"after the last close ({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
+            f"after the last {'bar ended' if ctx.bar_size.intraday else 'close'} "
+            f"({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
         )
     if ctx.rewrites_history:
         return plan_whole_window(
