@@ -272,6 +272,13 @@ def test_intraday_bars_that_ended_during_the_session_land_on_a_load_after_last_e
         assert summary.ok
         if now == TRADING:
             assert asked == 1 and hours_of_tuesday() == ["09:30:00", "10:00:00"]
+            # The 11:00 bar still forming lands on a run after 12:00, not only after the close, as the summary said.
+            text = format_summary(summary, LoadOptions(entries=[AAPL], now=now, months=1, bar=hourly))
+            assert (
+                "1 bar(s) still in progress were not landed (not final yet; a run after they have ended fetches them)"
+                in text
+            )
+            assert "1 hour TRADES RTH, 1 month," in text
         if now == TRADING + timedelta(minutes=15):
             assert asked == 0 and summary.count("current") == 1
             assert "after the last bar ended (2026-11-24 11:00 EST)" in summary.results[0].reason
