@@ -23,6 +23,7 @@ from market_calendar import (
     FIRST_DAY,
     PRE_MARKET_START,
     non_session_weekdays,
+    schedule,
     session_closes,
 )
 
@@ -118,8 +119,6 @@ def last_bar_end(now: datetime, bar_seconds: int, use_rth: bool = True) -> datet
 
 
 def _session_open(session: date) -> datetime:
-    from market_calendar import schedule
-
     return schedule(session, session)["open"].iloc[0].to_pydatetime()
 
 
