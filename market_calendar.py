@@ -29,6 +29,8 @@ EXCHANGE_TIMEZONE = "America/New_York"
 EXCHANGE_TZ = ZoneInfo(EXCHANGE_TIMEZONE)
 EXTENDED_HOURS_END = time(20, 0)
 """End of after-hours trading (exchange time): when a session ends for bars that include it."""
+PRE_MARKET_START = time(4, 0)
+"""Start of pre-market trading (exchange time): when a session begins for intraday bars that include it."""
 
 FIRST_DAY = date(2000, 1, 1)
 """The calendar reaches back this far (the seed's range starts here)."""

@@ -26,7 +26,8 @@ def describe_duration(seconds: float) -> str:
 
 def _settings(options: LoadOptions) -> str:
     bar = options.bar
-    return f"{bar.bar_size} {bar.what_to_show} {'RTH' if bar.use_rth else 'all hours'}, {options.months} months"
+    months = f"{options.months} month{'s' if options.months != 1 else ''}"
+    return f"{bar.bar_size} {bar.what_to_show} {'RTH' if bar.use_rth else 'all hours'}, {months}"
 
 
 def format_plan(summary: LoadSummary, options: LoadOptions) -> str:
@@ -84,7 +85,12 @@ def format_summary(summary: LoadSummary, options: LoadOptions, *, show_all: bool
             f"pacing violations retried {stats.pacing_violations}, timeouts {stats.timeouts}, "
             f"reconnects {stats.reconnects}"
         )
-    if summary.unfinished:
+    if summary.unfinished and options.bar_size.intraday:
+        lines.append(
+            f"{summary.unfinished} bar(s) still in progress were not landed (not final yet; a run after they have "
+            "ended fetches them)"
+        )
+    elif summary.unfinished:
         lines.append(
             f"{summary.unfinished} bar(s) of sessions still in progress were not landed (not final yet; "
             "the next run after the close fetches them)"

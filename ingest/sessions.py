@@ -17,7 +17,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Literal
 
-from market_calendar import EXCHANGE_TZ, EXTENDED_HOURS_END, FIRST_DAY, non_session_weekdays, session_closes
+from market_calendar import (
+    EXCHANGE_TZ,
+    EXTENDED_HOURS_END,
+    FIRST_DAY,
+    PRE_MARKET_START,
+    non_session_weekdays,
+    schedule,
+    session_closes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,32 @@ def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
     if not ended:  # pragma: no cover - there is always a session in 20 days
         raise RuntimeError(f"no completed NYSE session in the 20 days before {now_utc}")
     return ended[-1].astimezone(UTC)
+
+
+def last_bar_end(now: datetime, bar_seconds: int, use_rth: bool = True) -> datetime:
+    """The latest moment by ``now`` (UTC) at which an intraday bar of ``bar_seconds`` ended: while a session trades
+    (from its open, or from 04:00 New York time with pre- and after-hours trading), the last multiple of the bar's
+    length from New York midnight since the session began, as IBKR's bars end; otherwise the last session's end.
+
+    A symbol checked after this moment holds every bar that has ended since (the loader plans no request for it);
+    one checked before it lacks a bar: with the last close alone, a load during the session after last evening's
+    found the symbol current and landed none of the bars that had ended that day."""
+    ended = last_completed_close(now, use_rth)
+    local = now.astimezone(EXCHANGE_TZ)
+    today = next((session for session in session_closes(local.date(), local.date())), None)
+    if today is None:
+        return ended
+    session, close = today
+    opens = _session_open(session) if use_rth else datetime.combine(session, PRE_MARKET_START, EXCHANGE_TZ)
+    end = session_end(close, session, use_rth)
+    midnight = datetime.combine(session, time(0), EXCHANGE_TZ)
+    boundary = midnight + timedelta(seconds=int((now - midnight).total_seconds()) // bar_seconds * bar_seconds)
+    boundary = min(boundary, end)
+    return max(ended, boundary.astimezone(UTC)) if boundary > opens else ended
+
+
+def _session_open(session: date) -> datetime:
+    return schedule(session, session)["open"].iloc[0].to_pydatetime()
 
 
 class FinalBars:

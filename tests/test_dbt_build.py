@@ -695,6 +695,30 @@ def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(dbt_series: 
     assert not result.results  # no model ran
 
 
+@pytest.mark.parametrize("bar_size", ["1 hour", "5 mins"])
+def test_a_mart_of_intraday_bars_is_refused_in_one_line_naming_what_to_do(
+    dbt_series: dbt_harness.ScratchSeries, bar_size: str
+) -> None:
+    """The mart holds one bar per symbol and session: built with var daily_bar_size '1 hour' it passed every test and
+    kept one arbitrary hourly bar of each session as its daily bar. Now dbt stops before any model."""
+    from ingest.raw_tables import ensure_raw_tables
+
+    with dbt_series.database() as settings:
+        with connect(settings) as conn:
+            provision(conn)
+            ensure_raw_tables(conn)
+        project = dbt_series.project(settings)
+        assert project.run("seed").returncode == 0
+        result = project.run("run", "--select", "stg_ibkr__bars", "--vars", f"{{daily_bar_size: '{bar_size}'}}")
+    assert result.returncode != 0, result.output[-3000:]
+    assert (
+        f"var daily_bar_size is '{bar_size}', an intraday bar size: marts.training_bars holds one bar per symbol and "
+        "session, and would keep one arbitrary bar of each session's. Build it from daily bars (daily_bar_size '1 day', "
+        "the default: drop the var); intraday bars stay in raw.ibkr_bars."
+    ) in result.output
+    assert not result.results  # no model ran
+
+
 def test_a_symbol_whose_volume_does_not_move_keeps_every_session(dbt_series: dbt_harness.ScratchSeries) -> None:
     """Weeks of zero volume (a thinly traded stock: IBKR serves the bars with volume 0) and bars that never change give
     a 20-session volume window without spread. Its z-score is 0 (the volume is its mean), like RSI's 50 without gains

@@ -36,7 +36,7 @@ from ingest.ibkr.session_types import ContractRef, Outcome, SourceBar
 from ingest.raw_reads import Coverage, StoredBar
 from ingest.raw_tables import BarSettings, RawBar
 from ingest.report import describe_duration, format_summary
-from ingest.sessions import FinalBars, last_completed_close
+from ingest.sessions import FinalBars, last_bar_end, last_completed_close
 from ingest.watchlist import DEFAULT_WATCHLIST, WatchlistEntry, select_entries
 from market_calendar import EXCHANGE_TZ as NY
 
@@ -194,7 +194,9 @@ def test_a_longer_intraday_window_asks_for_the_pages_of_the_older_and_the_recent
     pages = plan.requests
     # 1 page for the recent 4 days, 5 for the older 32.5 days; the whole window would be 9.
     assert plan.request_count == len(pages) == 6
-    assert all(p.duration == "7 D" and p.end is not None for p in pages)
+    assert all(p.end is not None for p in pages)
+    # Each part's oldest page asks back to the part's start only (New York days, both ends included), not 7 days.
+    assert [p.duration for p in pages] == ["5 D", "7 D", "7 D", "7 D", "7 D", "5 D"]
     assert pages[0].end == NOW and pages[0].start == recent_from
     assert pages[1].end == older_until and pages[-1].start == datetime(2026, 9, 24, tzinfo=NY)
     assert not any(p.start < recent_from and p.until > older_until for p in pages)  # the held month is not asked
@@ -311,7 +313,8 @@ def test_intraday_windows_are_paged_with_explicit_ends_that_meet_exactly():
     five = parse_bar_size("5 mins")
     plan = plan_symbol("AAPL", Coverage(), ctx(bar_size=five, months=1))
     pages = plan.requests
-    assert all(p.duration == "7 D" and p.end is not None for p in pages)
+    assert [p.duration for p in pages] == ["7 D"] * 4 + ["4 D"]  # the oldest reaches back to Saturday 24 October only
+    assert all(p.end is not None for p in pages)
     assert len(pages) == 5  # 31 days in pages of 7
     for newer, older in zip(pages, pages[1:], strict=False):
         assert older.end == newer.end - timedelta(days=7)
@@ -319,6 +322,7 @@ def test_intraday_windows_are_paged_with_explicit_ends_that_meet_exactly():
     assert pages[0].end_text == "20261124 22:00:00 UTC"
     seconds = plan_symbol("AAPL", Coverage(), ctx(bar_size=parse_bar_size("30 secs"), months=1)).requests
     assert seconds[0].duration == "28800 S" and len(seconds) == 96  # 31 days 17 hours in 8-hour pages
+    assert seconds[-1].duration == "3600 S"  # the oldest page: 01:00 back to midnight
 
 
 def test_last_completed_close_uses_the_nyse_calendar():
@@ -329,6 +333,28 @@ def test_last_completed_close_uses_the_nyse_calendar():
     assert last_completed_close(datetime(2026, 11, 24, 15, 0, tzinfo=NY), use_rth=False) == datetime(
         2026, 11, 23, 20, 0, tzinfo=NY
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "bar_seconds", "use_rth", "ended"),
+    [
+        # The first Monday of daylight saving time, and a 30-minute bar: the 10:00 bar ended at 10:30.
+        (datetime(2026, 3, 9, 10, 40), 1800, True, datetime(2026, 3, 9, 10, 30)),
+        # Before the open (regular hours) no bar of today has ended: the last close.
+        (datetime(2026, 3, 9, 9, 20), 300, True, datetime(2026, 3, 6, 16, 0)),
+        (datetime(2026, 3, 9, 9, 35), 1800, True, datetime(2026, 3, 6, 16, 0)),
+        # With pre-market trading the session began at 04:00.
+        (datetime(2026, 11, 30, 8, 7), 3600, False, datetime(2026, 11, 30, 8, 0)),
+        (datetime(2026, 11, 30, 3, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+        # The half day after Thanksgiving: closed at 13:00; Thanksgiving itself has no session.
+        (datetime(2026, 11, 27, 12, 10), 300, True, datetime(2026, 11, 27, 12, 10)),
+        (datetime(2026, 11, 27, 15, 0), 3600, True, datetime(2026, 11, 27, 13, 0)),
+        (datetime(2026, 11, 26, 12, 0), 300, True, datetime(2026, 11, 25, 16, 0)),
+        (datetime(2026, 11, 28, 12, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+    ],
+)
+def test_the_last_intraday_bar_end_is_the_session_so_far_while_it_trades(now, bar_seconds, use_rth, ended):
+    assert last_bar_end(now.replace(tzinfo=NY), bar_seconds, use_rth) == ended.replace(tzinfo=NY)
 
 
 # --- pacing limiter ------------------------------------------------------------------------------------

@@ -250,6 +250,65 @@ def test_bars_a_gateway_dates_after_the_run_are_named_as_such_and_never_land(war
     assert "1 bar(s) dated after this run's moment were not landed" in text
 
 
+def test_intraday_bars_that_ended_during_the_session_land_on_a_load_after_last_evenings(warehouse):
+    """Hourly bars loaded Monday evening, then at 11:30 on Tuesday: the 09:30 and 10:00 bars have ended and land (the
+    symbol was 'current', checked after Monday's close, and nothing was asked until Tuesday's close). At 11:45 no bar
+    has ended since 11:30: nothing is asked. After the close the rest of the day lands."""
+    hourly = BarSettings("1 hour")
+    monday_evening = AFTER_CLOSE - timedelta(days=1)
+
+    def hours_of_tuesday() -> list[str]:
+        rows = query(
+            warehouse,
+            "select distinct (bar_time at time zone 'America/New_York')::time::text from raw.ibkr_bars "
+            "where session_date = '2026-11-24' order by 1",
+        )
+        return [hour for (hour,) in rows]
+
+    for now in (monday_evening, TRADING, TRADING + timedelta(minutes=15), AFTER_CLOSE):
+        with simulator(now=now) as sim:
+            summary = load_at(warehouse, sim, [AAPL], now, months=1, bar=hourly)
+            asked = sim.stats.historical_requests
+        assert summary.ok
+        if now == TRADING:
+            assert asked == 1 and hours_of_tuesday() == ["09:30:00", "10:00:00"]
+            # The 11:00 bar still forming lands on a run after 12:00, not only after the close, as the summary said.
+            text = format_summary(summary, LoadOptions(entries=[AAPL], now=now, months=1, bar=hourly))
+            assert (
+                "1 bar(s) still in progress were not landed (not final yet; a run after they have ended fetches them)"
+                in text
+            )
+            assert "1 hour TRADES RTH, 1 month," in text
+        if now == TRADING + timedelta(minutes=15):
+            assert asked == 0 and summary.count("current") == 1
+            assert "after the last bar ended (2026-11-24 11:00 EST)" in summary.results[0].reason
+    assert hours_of_tuesday() == ["09:30:00", "10:00:00", "11:00:00", "12:00:00", "13:00:00", "14:00:00", "15:00:00"]
+
+
+def test_an_intraday_update_asks_for_its_overlap_and_the_new_bars_not_a_whole_page(warehouse):
+    """Hourly bars loaded Tuesday evening, then Wednesday evening: the update asks back to its overlap (30 bars before
+    Tuesday's 15:00 bar: Monday 09:00), three New York days, not IBKR's largest page of 30 days. It asked `30 D`,
+    and landed 30 sessions' bars again for Wednesday's 7 new ones: raw grew by a page per symbol and run."""
+    hourly = BarSettings("1 hour")
+    wednesday = AFTER_CLOSE + timedelta(days=1)
+    with simulator(now=AFTER_CLOSE) as sim:
+        assert load_at(warehouse, sim, [AAPL], AFTER_CLOSE, months=1, bar=hourly).ok
+    held = query(warehouse, "select count(*) from raw.ibkr_bars")[0][0]
+    with simulator(now=wednesday) as sim:
+        update = load_at(warehouse, sim, [AAPL], wednesday, months=1, bar=hourly)
+        asked = [(r.end_date_time, r.duration) for r in sim.stats.requests_log]
+    assert update.ok and asked == [("20261125 21:30:00 UTC", "3 D")]
+    # Monday's, Tuesday's and Wednesday's bars (09:30, 10:00 ... 15:00), nothing older.
+    assert update.rows == 3 * 7
+    per_session = query(
+        warehouse,
+        "select session_date::text, count(distinct bar_time) from raw.ibkr_bars where session_date >= '2026-11-23' "
+        "group by 1 order by 1",
+    )
+    assert per_session == [("2026-11-23", 7), ("2026-11-24", 7), ("2026-11-25", 7)]
+    assert query(warehouse, "select count(*) from raw.ibkr_bars")[0][0] == held + 21
+
+
 # --- adjusted prices ---------------------------------------------------------------------------------------
 
 AFTER = datetime(2026, 10, 23, 18, 0, tzinfo=NY)

@@ -614,7 +614,7 @@ def test_intraday_bars_in_any_time_format_land_at_their_instant_on_their_new_yor
     # duration, bar size, formatDate (2: epoch seconds)
     assert {tuple(m[15:18]) + (m[20],) for m in requests} == {
         ("20240105 17:00:00 UTC", "1 hour", "30 D", "2"),
-        ("20231206 17:00:00 UTC", "1 hour", "30 D", "2"),
+        ("20231206 17:00:00 UTC", "1 hour", "2 D", "2"),  # back to the window's start, 5 December, only
     }
     assert peer.refused == []
 

@@ -8,9 +8,10 @@ of any number of years; intraday histories are paged.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from market_calendar import EXCHANGE_TZ
@@ -121,10 +122,21 @@ class BarSize:
                 return page
         raise AssertionError(self.text)  # pragma: no cover - every intraday size is in _PAGES
 
-    def page_duration(self) -> str:
-        """The duration string of one full intraday page, e.g. ``1800 S`` or ``7 D``."""
+    def page_duration(self, start: datetime | None = None, end: datetime | None = None) -> str:
+        """The duration string of one full intraday page, e.g. ``1800 S`` or ``7 D``; given ``start`` and ``end``,
+        that of a page reaching back only to ``start`` (the oldest page of a window seldom needs a whole one).
+
+        A short page in days counts the New York calendar days from ``start``'s to ``end``'s, both included, as
+        :func:`daily_duration` does: enough however a server counts ``N D`` (seconds, calendar days or sessions
+        back from ``end``). Asking a whole page instead re-delivers up to a page of bars the warehouse holds: an
+        hourly update after one new session asked ``30 D`` and landed 30 sessions' bars again."""
         for max_bar, page, unit in _PAGES:
             if self.seconds <= max_bar:
+                if start is not None and end is not None and end - start < timedelta(seconds=page):
+                    if unit == "S":
+                        return f"{max(1, math.ceil((end - start).total_seconds()))} S"
+                    first, last = start.astimezone(EXCHANGE_TZ).date(), end.astimezone(EXCHANGE_TZ).date()
+                    return f"{min(max(1, (last - first).days + 1), page // 86400)} D"
                 return f"{page} S" if unit == "S" else f"{page // 86400} D"
         raise ValueError(f"{self.text} bars are not paged")
 

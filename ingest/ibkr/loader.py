@@ -66,7 +66,7 @@ from ingest.raw_reads import (
 )
 from ingest.raw_tables import BarSettings, RawBar, claim_load, open_for_landing
 from ingest.report import describe_duration
-from ingest.sessions import FinalBars, last_completed_close, why_not_a_session
+from ingest.sessions import FinalBars, last_bar_end, last_completed_close, why_not_a_session
 from ingest.watchlist import WatchlistEntry
 from market_calendar import EXCHANGE_TZ as NY
 from warehouse_db.errors import WarehouseError, server_error_line
@@ -310,7 +310,11 @@ def _read_and_plan(conn: psycopg.Connection, options: LoadOptions, entries: Sequ
     now = options.now or utc_now()
     ctx = PlanContext(
         now=now,
-        last_close=last_completed_close(now, settings.use_rth),
+        last_close=(
+            last_bar_end(now, options.bar_size.seconds, settings.use_rth)
+            if options.bar_size.intraday
+            else last_completed_close(now, settings.use_rth)
+        ),
         bar_size=options.bar_size,
         months=options.months,
         full_refresh=options.full_refresh,

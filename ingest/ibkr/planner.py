@@ -53,7 +53,9 @@ class PlanContext:
     now: datetime
     """Aware; the moment the run plans for."""
     last_close: datetime
-    """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH)."""
+    """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH); for intraday
+    bars, the end of the last bar that has ended (during a session, the session so far: see
+    :func:`ingest.sessions.last_bar_end`)."""
     bar_size: BarSize
     months: int = DEFAULT_MONTHS
     full_refresh: bool = False
@@ -215,7 +217,8 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
         return SymbolPlan(
             symbol,
             f"current: last bar {last_text}, checked {_moment(coverage.checked_at, ctx.bar_size, exact=True)} "
-            f"after the last close ({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
+            f"after the last {'bar ended' if ctx.bar_size.intraday else 'close'} "
+            f"({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
         )
     if ctx.rewrites_history:
         return plan_whole_window(
@@ -312,7 +315,8 @@ def page_request(
     Daily and longer: one request ending now (``endDateTime`` empty, which ADJUSTED_LAST requires), or at ``now``
     given explicitly (``explicit_end``: the older part of a backfill, which ends in the past).
     Intraday: pages of the largest span IBKR accepts, each with an explicit end so that pages meet exactly
-    however long the limiter holds them back.
+    however long the limiter holds them back; the oldest page asks only back to ``start`` (see
+    :meth:`BarSize.page_duration`), so an update re-delivers its overlap, not a whole page.
     """
     start = _first_instant(start, now, bar_size)
     page = bar_size.page_seconds
@@ -320,9 +324,8 @@ def page_request(
         end = now if explicit_end else None
         return PlannedRequest(end=end, duration=daily_duration(start, now), start=start, until=now)
     end = now - timedelta(seconds=page * k)
-    return PlannedRequest(
-        end=end, duration=bar_size.page_duration(), start=max(start, end - timedelta(seconds=page)), until=end
-    )
+    page_start = max(start, end - timedelta(seconds=page))
+    return PlannedRequest(end=end, duration=bar_size.page_duration(page_start, end), start=page_start, until=end)
 
 
 def _day(moment: datetime) -> str:
