@@ -332,6 +332,14 @@ def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built
         # A sale at 100% slippage or more fills at a price of 0 or below: the book was worth nothing, or less.
         (["--slippage-bps", "10000"], "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)"),
         (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
+        # A flag an earlier release had (its make demo passed --dbt-run-results): 'Unrecognized option', and --help
+        # does not list it.
+        (
+            ["--seeds", "2", "--dbt-run-results", "target/run_results.json"],
+            "--dbt-run-results is no longer an option (the dbt invocation that built the mart is read from "
+            "marts.mart_builds): leave it out",
+        ),
+        (["--dbt_run_results=target/run_results.json"], "--dbt-run-results is no longer an option"),
     ],
 )
 def test_a_bad_command_line_ends_in_one_line_and_status_2(

@@ -20,6 +20,7 @@ from typing import Any
 
 from command_line import outlives_its_reader, path_is_file, sigterm_interrupts, user_path
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
+from training.config_values import RETIRED_FIELDS
 from training.exit_codes import ExitCode, exit_status_table
 
 logger = logging.getLogger("training")
@@ -97,6 +98,11 @@ def parse_command_line(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _take_config_flag(argv)
+    if retired := _retired_flag(cls, rest):
+        # A script written for an earlier release would read only 'Unrecognized option' and be sent to a --help that
+        # does not list the flag.
+        flag, why = retired
+        raise ValueError(f"{flag} is no longer an option ({why}): leave it out")
     if flag := _empty_path_flag(cls, rest):
         # tyro makes Path("") of it, which is ".": --runs-dir "$DIR" with DIR unset would fill the working directory.
         raise ValueError(f"{flag} is empty: give a path")
@@ -146,6 +152,18 @@ def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
     if config_path is not None and not path_is_file(config_path):
         raise ValueError(f"--config {config_path}: no such file")
     return config_path, rest
+
+
+def _retired_flag(cls: type, argv: list[str]) -> tuple[str, str] | None:
+    """The first flag of a setting an earlier release had (:data:`RETIRED_FIELDS`, not a field of ``cls``), with why
+    it is gone, or None."""
+    retired = {name: why for name, why in RETIRED_FIELDS.items() if name not in typing.get_type_hints(cls)}
+    for arg in argv:
+        flag = arg.partition("=")[0].replace("_", "-")
+        for name, why in retired.items():
+            if flag == f"--{name.replace('_', '-')}":
+                return flag, why
+    return None
 
 
 def _empty_path_flag(cls: type, argv: list[str]) -> str | None:
