@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,6 +170,28 @@ def test_a_config_an_earlier_release_wrote_still_loads_without_its_retired_setti
     assert load_config(None, base={"seed": 3, "dbt_run_results": "x"}, cls=WalkForwardConfig).seed == 3
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("module", ["training", "training.sweep"])
+def test_the_commands_say_that_an_earlier_releases_setting_is_ignored(tmp_path: Path, module: str) -> None:
+    """docs/training.md: a dbt_run_results setting in an older configuration file is ignored, with an info line. The
+    line was logged while the command line was read, before logging was set up, so Python dropped it: make train with
+    --config on a week-old run folder's config.yaml (or --resume of a sweep an earlier release started) said nothing.
+    A warehouse that refuses the connection ends the command right after it (status 4)."""
+    older = tmp_path / "config.yaml"
+    older.write_text("seed: 3\ndbt_run_results: target/run_results.json\n", encoding="utf-8")
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/db"}
+    command = [sys.executable, "-m", module, "--config", str(older), "--runs-dir", str(tmp_path / "runs")]
+    said = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert said.returncode == ExitCode.WAREHOUSE, said.stderr
+    assert re.search(
+        r" INFO training\.config_values: .*config\.yaml: dbt_run_results is no longer a setting \(the dbt "
+        r"invocation that built the mart is read from marts\.mart_builds\): ignored\n",
+        said.stderr,
+    ), said.stderr
+    quiet = subprocess.run([*command, "--log-level", "WARNING"], env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == ExitCode.WAREHOUSE and "no longer a setting" not in quiet.stderr, quiet.stderr
+
+
 def test_the_configuration_hash_ignores_how_a_run_is_named_and_seeded(tmp_path: Path) -> None:
     base = WalkForwardConfig()
     renamed = WalkForwardConfig(run_id="x", runs_dir=tmp_path, seed=1, seeds=2, progress_bar=False)
@@ -307,6 +332,14 @@ def test_a_choice_outside_its_literal_is_refused_when_the_configuration_is_built
         # A sale at 100% slippage or more fills at a price of 0 or below: the book was worth nothing, or less.
         (["--slippage-bps", "10000"], "commission_bps and slippage_bps must be >= 0 and < 10000 (100%)"),
         (["--seeds"], "error: Missing value for argument '--seeds'; see python -m training.walk_forward --help"),
+        # A flag an earlier release had (its make demo passed --dbt-run-results): 'Unrecognized option', and --help
+        # does not list it.
+        (
+            ["--seeds", "2", "--dbt-run-results", "target/run_results.json"],
+            "--dbt-run-results is no longer an option (the dbt invocation that built the mart is read from "
+            "marts.mart_builds): leave it out",
+        ),
+        (["--dbt_run_results=target/run_results.json"], "--dbt-run-results is no longer an option"),
     ],
 )
 def test_a_bad_command_line_ends_in_one_line_and_status_2(

@@ -13,11 +13,13 @@ from devtools.documented_tables import documented_table
 from devtools.scratch_database import scratch_database
 from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
 from training.baselines import BASELINES
+from training.config import SingleRunConfig, WalkForwardConfig
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
 from training.metrics import METRICS
 from training.results_schema import COLUMN_COMMENTS, ensure_tables
 from training.statistics import COMPARISON_METRICS, STATISTIC_METRICS
+from training.sweep import SweepConfig
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
@@ -172,3 +174,75 @@ def test_a_database_never_provisioned_is_named_not_a_traceback(embedded_cluster:
         pytest.raises(WarehouseNotProvisioned, match=r"schema ml does not exist yet .*make ingest"),
     ):
         ensure_tables(settings)
+
+
+# ml.walk_forward_runs as the release of 2026-12-01 03:05 (5c8f163, training/results_store.py's DDL) created it, and a
+# row as that release wrote it: its dbt provenance is target/run_results.json's, its config holds dbt_run_results.
+OLDER_RELEASE_RUNS_DDL = """
+create table if not exists ml.walk_forward_runs (
+    run_id                 text primary key,
+    kind                   text not null check (kind in ('train', 'walk_forward')),
+    status                 text not null check (status in ('succeeded', 'partial')),
+    started_at             timestamptz not null,
+    finished_at            timestamptz not null,
+    config_hash            text not null,
+    config                 jsonb not null,
+    env                    text not null,
+    timesteps_per_task     bigint not null,
+    folds                  integer not null,
+    seeds                  integer not null,
+    tasks_succeeded        integer not null,
+    tasks_failed           integer not null,
+    test_sessions          integer not null,
+    symbols                integer not null,
+    configurations_tried   integer not null,
+    deflated_sharpe        double precision,
+    verdict                text not null,
+    mart_rows              bigint not null,
+    mart_hash              text not null,
+    dbt_invocation_id      text,
+    dbt_generated_at       timestamptz,
+    ray_address            text,
+    ray_nodes              integer,
+    run_dir                text not null
+);
+comment on column ml.walk_forward_runs.mart_hash is 'SHA-256 of the marts.training_bars rows and folds the run read.';
+insert into ml.walk_forward_runs values (
+    '20261201T172231Z-ee752c', 'walk_forward', 'succeeded', '2026-12-01 17:22:31+00', '2026-12-01 17:23:08+00',
+    'c0ffee', '{"seed": 42, "seeds": 2, "dbt_run_results": "/home/r/clone/target/run_results.json"}', 'native',
+    2000, 2, 2, 4, 0, 242, 8, 1, 0.67, 'no evidence either way from 4 fold x seed test splits', 9640, 'sha256:4934',
+    '29d887b3-06fd-42cf-a09a-1fea368a36ee', '2026-12-01 17:21:55.734855+00', null, 1, '/home/r/clone/runs/x'
+);
+"""
+
+
+def test_a_run_an_earlier_release_wrote_keeps_its_row_and_its_dbt_provenance_is_told_apart(
+    warehouse: ConnectionSettings,
+) -> None:
+    """Upgraded with git pull, a warehouse keeps the runs the release before marts.mart_builds wrote. Their
+    dbt_invocation_id is the invocation that last wrote target/run_results.json (after README's dbt run && dbt test,
+    the test's, which built nothing), yet the column's comment and docs/analysts.md said every row holds the
+    invocation that built the mart. The rows are kept as they were; the comment and the page say which they are
+    and how to find them (their config holds dbt_run_results, which no later release writes)."""
+    with connect(warehouse, role="trainer") as conn:
+        conn.execute(OLDER_RELEASE_RUNS_DDL)
+        conn.commit()
+    with connect(warehouse, role="analyst") as conn:
+        before = conn.execute("select * from ml.walk_forward_runs").fetchall()
+    ensure_tables(warehouse)  # what the first training command after the pull does
+    with connect(warehouse, role="analyst") as conn:
+        assert conn.execute("select * from ml.walk_forward_runs").fetchall() == before
+        marked = conn.execute("select run_id from ml.walk_forward_runs where config ? 'dbt_run_results'").fetchall()
+        comments = dict(
+            conn.execute(
+                "select attname, col_description(attrelid, attnum) from pg_attribute "
+                "where attrelid = 'ml.walk_forward_runs'::regclass and attname like 'dbt_%'"
+            ).fetchall()
+        )
+    assert marked == [("20261201T172231Z-ee752c",)]
+    for column in ("dbt_invocation_id", "dbt_generated_at"):
+        assert "where config ? 'dbt_run_results'" in comments[column] and "run_results.json" in comments[column]
+    analysts = (REPO_ROOT / "docs" / "analysts.md").read_text(encoding="utf-8")
+    assert "`config` holds `dbt_run_results` (`where config ? 'dbt_run_results'`)" in analysts
+    for config in (SingleRunConfig(), WalkForwardConfig(), SweepConfig()):  # no row written from now on is marked
+        assert "dbt_run_results" not in config.to_dict()

@@ -14,12 +14,13 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from command_line import outlives_its_reader, path_is_file, sigterm_interrupts, user_path
 from training.config import ConfigT, SingleRunConfig, TrainConfig, WalkForwardConfig, load_config
+from training.config_values import RETIRED_FIELDS
 from training.exit_codes import ExitCode, exit_status_table
 
 logger = logging.getLogger("training")
@@ -36,6 +37,46 @@ WALK_FORWARD_DESCRIPTION = (
     "--ray-address or RAY_ADDRESS for a cluster), then report the statistics over folds x seeds with confidence "
     "intervals and the verdict: runs/<run_id>/report.html and the ml.walk_forward_* tables."
 )
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def log_records_held(name: str = "training.config_values") -> Iterator[list[logging.LogRecord]]:
+    """Hold every record ``name`` logs until :func:`set_up_logging` replays it: while the command line is read,
+    logging is not set up yet (its level is a setting), and Python drops an info line logged then, such as the one
+    that says a setting an earlier release wrote (a run folder's config.yaml, a resumed sweep's) is ignored."""
+    handler = _Holder()
+    held = handler.records
+    source = logging.getLogger(name)
+    level, propagate = source.level, source.propagate
+    source.setLevel(logging.DEBUG)
+    source.propagate = False
+    source.addHandler(handler)
+    try:
+        yield held
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(level)
+        source.propagate = propagate
+
+
+class _Holder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def set_up_logging(level: str, held: Sequence[logging.LogRecord] = ()) -> None:
+    """Log at ``level`` from here on, then say what was held while the command line was read."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for record in held:
+        if (source := logging.getLogger(record.name)).isEnabledFor(record.levelno):
+            source.handle(record)
 
 
 CONFIG_FLAG_HELP = "--config FILE.yaml: fields of this configuration (flags given as well override the file)."
@@ -57,6 +98,11 @@ def parse_command_line(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _take_config_flag(argv)
+    if retired := _retired_flag(cls, rest):
+        # A script written for an earlier release would read only 'Unrecognized option' and be sent to a --help that
+        # does not list the flag.
+        flag, why = retired
+        raise ValueError(f"{flag} is no longer an option ({why}): leave it out")
     if flag := _empty_path_flag(cls, rest):
         # tyro makes Path("") of it, which is ".": --runs-dir "$DIR" with DIR unset would fill the working directory.
         raise ValueError(f"{flag} is empty: give a path")
@@ -106,6 +152,18 @@ def _take_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
     if config_path is not None and not path_is_file(config_path):
         raise ValueError(f"--config {config_path}: no such file")
     return config_path, rest
+
+
+def _retired_flag(cls: type, argv: list[str]) -> tuple[str, str] | None:
+    """The first flag of a setting an earlier release had (:data:`RETIRED_FIELDS`, not a field of ``cls``), with why
+    it is gone, or None."""
+    retired = {name: why for name, why in RETIRED_FIELDS.items() if name not in typing.get_type_hints(cls)}
+    for arg in argv:
+        flag = arg.partition("=")[0].replace("_", "-")
+        for name, why in retired.items():
+            if flag == f"--{name.replace('_', '-')}":
+                return flag, why
+    return None
 
 
 def _empty_path_flag(cls: type, argv: list[str]) -> str | None:
@@ -293,11 +351,12 @@ def _run(
     job: Callable[[Any, Any], Any],
 ) -> int:
     try:
-        config = parse_command_line(cls, argv, prog, _help(description))
+        with log_records_held() as held:
+            config = parse_command_line(cls, argv, prog, _help(description))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_up_logging(config.log_level, held)
 
     try:
         from warehouse_db import resolve_settings

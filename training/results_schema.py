@@ -318,6 +318,12 @@ _FOLD_ID = "The fold (ml.walk_forward_folds.fold_id of the same run; marts.walk_
 _ALL_FOLDS = "The fold, or null: over all folds of the run (the result the verdict speaks of)."
 _SEED = "The training seed of the fold x seed task."
 _SPLIT = "'validation' or 'test': the fold's split the replay ran on (the model was selected on validation)."
+_BEFORE_MART_BUILDS = (
+    "Rows written by releases before marts.mart_builds existed (their config holds dbt_run_results: "
+    "where config ? 'dbt_run_results')"
+)
+"""How an analyst tells the runs whose dbt provenance was read from target/run_results.json: every release before
+marts.mart_builds stored the dbt_run_results setting in the run's config; no later one does (it is retired)."""
 _TASK_KEYS = {"run_id": _RUN_ID, "fold_id": _FOLD_ID, "seed": _SEED}
 _REPLAY_KEYS = {**_TASK_KEYS, "split": _SPLIT}
 COLUMN_COMMENTS: dict[str, dict[str, str]] = {
@@ -341,9 +347,12 @@ COLUMN_COMMENTS: dict[str, dict[str, str]] = {
         "configurations_tried": "N of the deflated Sharpe ratio: configurations tried, this one included.",
         "mart_rows": "Rows of marts.training_bars the run read.",
         "dbt_invocation_id": "The dbt invocation that built the mart the run read (marts.mart_builds, read with the "
-        "mart's rows; null for a mart built before dbt recorded it).",
-        "dbt_generated_at": "When that dbt invocation started (marts.mart_builds.dbt_run_started_at). Rows written "
-        "by earlier releases hold when dbt last wrote target/run_results.json (often dbt test's).",
+        "mart's rows; null for a mart built before dbt recorded it). " + _BEFORE_MART_BUILDS + " hold instead the "
+        "invocation that last wrote target/run_results.json where the run started (null where there was none): after "
+        "dbt run && dbt test, dbt test's, which built nothing.",
+        "dbt_generated_at": "When that dbt invocation started (marts.mart_builds.dbt_run_started_at). "
+        + _BEFORE_MART_BUILDS
+        + " hold instead when the invocation in dbt_invocation_id wrote target/run_results.json (often dbt test's).",
         "ray_address": "The Ray cluster the tasks ran on (null: this process or a local Ray).",
         "ray_nodes": "Ray nodes the cluster had.",
         "run_dir": "The run folder (models, statistics.json, report.html) on the machine that ran it.",

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from command_line import outlives_its_reader
-from training.cli import parse_command_line
+from training.cli import log_records_held, parse_command_line, set_up_logging
 from training.config import (
     MAX_FOLDER_NAME_BYTES,
     TrainConfig,
@@ -839,14 +839,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from warehouse_db.errors import WarehouseError
 
     try:
-        config = _read_the_command_line(argv)
+        with log_records_held() as held:  # a retired setting of a resumed sweep's stored ones, said once logging is up
+            config = _read_the_command_line(argv)
     except (ValueError, SearchSpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.CONFIG
     except WarehouseError as error:  # --resume's stored settings could not be read
         print(f"error: {error}", file=sys.stderr)
         return ExitCode.WAREHOUSE
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_up_logging(config.log_level, held)
 
     from training.cli import report_user_error
 
