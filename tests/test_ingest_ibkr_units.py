@@ -28,6 +28,8 @@ from ingest.ibkr.planner import (
     INTRADAY_OVERLAP_BARS,
     PlanContext,
     months_before,
+    page_count,
+    page_request,
     plan_symbol,
     plan_whole_window,
 )
@@ -323,6 +325,20 @@ def test_intraday_windows_are_paged_with_explicit_ends_that_meet_exactly():
     seconds = plan_symbol("AAPL", Coverage(), ctx(bar_size=parse_bar_size("30 secs"), months=1)).requests
     assert seconds[0].duration == "28800 S" and len(seconds) == 96  # 31 days 17 hours in 8-hour pages
     assert seconds[-1].duration == "3600 S"  # the oldest page: 01:00 back to midnight
+
+
+@pytest.mark.parametrize("bar", ["1 secs", "5 secs", "30 secs"])
+def test_an_oldest_page_of_seconds_asks_at_least_the_shortest_duration_ibkr_lists(bar):
+    """A window 10 seconds longer than whole 8-hour pages: its oldest page of 30-second bars asked `10 S`, less than
+    one bar and in no row of IBKR's table of valid durations and bar sizes, whose shortest is `60 S` (bars of 1 sec
+    to 1 min). It asks `60 S`: a bar or two the warehouse has, in a duration the table lists."""
+    size = parse_bar_size(bar)
+    now = datetime(2026, 11, 24, 10, 0, 10, tzinfo=NY)
+    start = now - timedelta(seconds=size.page_seconds * 3 + 10)
+    assert page_count(start, now, size) == 4
+    assert [page_request(start, now, size, k).duration for k in range(3)] == [f"{size.page_seconds} S"] * 3
+    oldest = page_request(start, now, size, 3)
+    assert (oldest.duration, oldest.start, oldest.until) == ("60 S", start, start + timedelta(seconds=10))
 
 
 def test_last_completed_close_uses_the_nyse_calendar():
