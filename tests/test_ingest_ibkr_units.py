@@ -367,6 +367,20 @@ def test_last_completed_close_uses_the_nyse_calendar():
         (datetime(2026, 11, 27, 15, 0), 3600, True, datetime(2026, 11, 27, 13, 0)),
         (datetime(2026, 11, 26, 12, 0), 300, True, datetime(2026, 11, 25, 16, 0)),
         (datetime(2026, 11, 28, 12, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+        # The first hourly bar, labelled 09:30 at the open, is final at 10:30, the next at 11:00.
+        (datetime(2026, 11, 24, 10, 5), 3600, True, datetime(2026, 11, 23, 16, 0)),
+        (datetime(2026, 11, 24, 10, 35), 3600, True, datetime(2026, 11, 24, 10, 30)),
+        (datetime(2026, 11, 24, 11, 5), 3600, True, datetime(2026, 11, 24, 11, 0)),
+        # Bars whose length does not divide the session: the 3-hour 12:00 bar is final at 15:00, the last at the
+        # close; the half day's 4-hour bars both at its 13:00 close; 8-hour bars at the close alone.
+        (datetime(2026, 11, 24, 15, 30), 3 * 3600, True, datetime(2026, 11, 24, 15, 0)),
+        (datetime(2026, 11, 27, 12, 30), 4 * 3600, True, datetime(2026, 11, 25, 16, 0)),
+        (datetime(2026, 11, 27, 13, 5), 4 * 3600, True, datetime(2026, 11, 27, 13, 0)),
+        (datetime(2026, 11, 24, 15, 55), 8 * 3600, True, datetime(2026, 11, 23, 16, 0)),
+        (datetime(2026, 11, 24, 12, 5), 8 * 3600, False, datetime(2026, 11, 24, 12, 0)),
+        # 30-second bars from the open.
+        (datetime(2026, 11, 24, 9, 30, 45), 30, True, datetime(2026, 11, 24, 9, 30, 30)),
+        (datetime(2026, 11, 24, 9, 30, 15), 30, True, datetime(2026, 11, 23, 16, 0)),
     ],
 )
 def test_the_last_intraday_bar_end_is_the_session_so_far_while_it_trades(now, bar_seconds, use_rth, ended):
@@ -547,6 +561,14 @@ def test_a_session_in_progress_is_not_final_until_its_close():
     assert saturday.daily(date(2026, 11, 28))
     bar_start = datetime(2026, 11, 24, 11, 0, tzinfo=NY)
     assert trading.intraday(bar_start, 1800) and not trading.intraday(bar_start, 3600)
+    # A session's last bar ends at the session's end at the latest: the 3-hour bar labelled 15:00, the half day's
+    # 4-hour bar labelled 12:00 (with after-hours trading, 20:00).
+    fifteen, tuesday = datetime(2026, 11, 24, 15, 0, tzinfo=NY), date(2026, 11, 24)
+    assert after_close.intraday(fifteen, 3 * 3600, tuesday) and not after_close.intraday(fifteen, 3 * 3600)
+    assert not extended.intraday(fifteen, 3 * 3600, tuesday)
+    assert FinalBars(datetime(2026, 11, 24, 18, 0, tzinfo=NY), use_rth=False).intraday(fifteen, 3 * 3600, tuesday)
+    assert half_day.intraday(datetime(2026, 11, 27, 12, 0, tzinfo=NY), 4 * 3600, date(2026, 11, 27))
+    assert not trading.intraday(bar_start, 3600, tuesday)  # a bar that ends before the session's end: its length
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,8 @@ class PlanContext:
     """Aware; the moment the run plans for."""
     last_close: datetime
     """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH); for intraday
-    bars, the end of the last bar that has ended (during a session, the session so far: see
-    :func:`ingest.sessions.last_bar_end`)."""
+    bars, the moment the last bar became final (during a session, the session so far: see
+    :func:`ingest.sessions.last_bar_end`), though the name says close."""
     bar_size: BarSize
     months: int = DEFAULT_MONTHS
     full_refresh: bool = False
