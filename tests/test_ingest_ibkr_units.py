@@ -95,7 +95,7 @@ def test_months_before_clamps_to_the_end_of_the_month():
 
 
 def ctx(**overrides) -> PlanContext:
-    values = {"now": NOW, "last_close": LAST_CLOSE, "bar_size": DAY, "months": 12}
+    values = {"now": NOW, "final_until": LAST_CLOSE, "bar_size": DAY, "months": 12}
     values.update(overrides)
     return PlanContext(**values)
 

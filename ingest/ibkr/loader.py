@@ -310,7 +310,7 @@ def _read_and_plan(conn: psycopg.Connection, options: LoadOptions, entries: Sequ
     now = options.now or utc_now()
     ctx = PlanContext(
         now=now,
-        last_close=(
+        final_until=(
             last_bar_end(now, options.bar_size.seconds, settings.use_rth)
             if options.bar_size.intraday
             else last_completed_close(now, settings.use_rth)
