@@ -102,8 +102,10 @@ class _OutputWithoutReader:
     that it can (``_encodable``), instead of ending the command in a ``UnicodeEncodeError``. Everything else is
     the stream's own."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+    def __init__(self, stream: TextIO | None) -> None:
+        # None: the descriptor was closed before Python started (`>&-`, `2>&-`): nobody reads it, as after a reader
+        # went away (its flush at the end had ended in an AttributeError traceback, status 120).
+        self._stream = stream if stream is not None else open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, text: str) -> int:
         try:

@@ -97,13 +97,17 @@ def last_completed_close(now: datetime, use_rth: bool = True) -> datetime:
 
 
 def last_bar_end(now: datetime, bar_seconds: int, use_rth: bool = True) -> datetime:
-    """The latest moment by ``now`` (UTC) at which an intraday bar of ``bar_seconds`` ended: while a session trades
-    (from its open, or from 04:00 New York time with pre- and after-hours trading), the last multiple of the bar's
-    length from New York midnight since the session began, as IBKR's bars end; otherwise the last session's end.
+    """The latest moment by ``now`` (UTC) at which an intraday bar of ``bar_seconds`` became final as
+    :meth:`FinalBars.intraday` counts it, bars labelled as IBKR's are: while a session trades (from its open, or from
+    04:00 New York time with pre- and after-hours trading), the first bar's (labelled at the session's start) its
+    length later, a later bar's (labelled at a multiple of the bar's length from New York midnight) at the next
+    multiple; every bar's at the session's end at the latest; otherwise the last session's end.
 
-    A symbol checked after this moment holds every bar that has ended since (the loader plans no request for it);
-    one checked before it lacks a bar: with the last close alone, a load during the session after last evening's
-    found the symbol current and landed none of the bars that had ended that day."""
+    A symbol checked after this moment holds every bar that has become final since (the loader plans no request for
+    it); one checked before it lacks a bar: with the last close alone, a load during the session after last evening's
+    found the symbol current and landed none of the bars that had ended that day. Taken at the multiples alone, an
+    hourly 09:30 bar (final at 10:30) waited for the 11:00 one, and a session's last bar longer than what was left of
+    the session (a 3-hour bar labelled 15:00) for the next day."""
     ended = last_completed_close(now, use_rth)
     local = now.astimezone(EXCHANGE_TZ)
     today = next((session for session in session_closes(local.date(), local.date())), None)
@@ -112,14 +116,24 @@ def last_bar_end(now: datetime, bar_seconds: int, use_rth: bool = True) -> datet
     session, close = today
     opens = _session_open(session) if use_rth else datetime.combine(session, PRE_MARKET_START, EXCHANGE_TZ)
     end = session_end(close, session, use_rth)
+    length = timedelta(seconds=bar_seconds)
     midnight = datetime.combine(session, time(0), EXCHANGE_TZ)
     boundary = midnight + timedelta(seconds=int((now - midnight).total_seconds()) // bar_seconds * bar_seconds)
-    boundary = min(boundary, end)
-    return max(ended, boundary.astimezone(UTC)) if boundary > opens else ended
+    final_at = [min(opens + length, end)]  # the first bar's
+    if boundary - length > opens:  # the bar labelled at the multiple before, after the session's start
+        final_at.append(min(boundary, end))
+    passed = [moment for moment in final_at if moment <= now]
+    return max(ended, max(passed).astimezone(UTC)) if passed else ended
 
 
 def _session_open(session: date) -> datetime:
     return schedule(session, session)["open"].iloc[0].to_pydatetime()
+
+
+@cache
+def _session_end_of(session: date, use_rth: bool) -> datetime | None:
+    """When ``session`` ends for bars with or without after-hours trading; None for a day without a session."""
+    return next((end for day, end in session_ends(session, session, use_rth) if day == session), None)
 
 
 class FinalBars:
@@ -148,9 +162,15 @@ class FinalBars:
             return self._today_ended
         return all(end <= self.now for _, end in session_ends(self.today, last, self.use_rth))
 
-    def intraday(self, bar_start: datetime, bar_seconds: int) -> bool:
-        """An intraday bar is final once it has ended."""
-        return bar_start + timedelta(seconds=bar_seconds) <= self.now
+    def intraday(self, bar_start: datetime, bar_seconds: int, session: date | None = None) -> bool:
+        """An intraday bar is final once it has ended: its length after it began, or at its ``session``'s end where
+        that comes first. A session's last bar may be longer than what is left of the session (a 3-hour bar labelled
+        15:00, the 12:00 4-hour bar of a half day): it ends at the close (20:00 with after-hours trading), and was
+        taken to end hours later, so the load after the close left it out and the next session's brought it."""
+        end = bar_start + timedelta(seconds=bar_seconds)
+        if session is not None and end > self.now:
+            end = min(end, _session_end_of(session, self.use_rth) or end)
+        return end <= self.now
 
     def ahead(self, bar_time: datetime, session: date, intraday: bool, period: Period = "day") -> bool:
         """Whether a bar lies after ``now`` altogether (a session, week or month after today's, an intraday bar not

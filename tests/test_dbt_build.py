@@ -695,12 +695,36 @@ def test_a_build_before_any_ingest_stops_at_once_and_says_to_ingest(dbt_series: 
     assert not result.results  # no model ran
 
 
-@pytest.mark.parametrize("bar_size", ["1 hour", "5 mins"])
-def test_a_mart_of_intraday_bars_is_refused_in_one_line_naming_what_to_do(
-    dbt_series: dbt_harness.ScratchSeries, bar_size: str
+INTRADAY_BAR_SIZE = (
+    "var daily_bar_size is '{}', an intraday bar size: marts.training_bars holds one bar per symbol and session, and "
+    "would keep one arbitrary bar of each session's. Build it from daily bars (daily_bar_size '1 day', the default: "
+    "drop the var); intraday bars stay in raw.ibkr_bars."
+)
+NOT_ONE_DAY = (
+    "var daily_bar_size is '{}', not '1 day': marts.training_bars holds one bar per symbol and session, the daily bars "
+    "raw.ibkr_bars holds as '1 day'; another value matches bars of a week or month, or none (an empty mart that passes "
+    "every test). Drop the var: '1 day' is the default."
+)
+
+
+@pytest.mark.parametrize(
+    ("var", "message"),
+    [
+        ("'1 hour'", INTRADAY_BAR_SIZE.format("1 hour")),
+        ("'5 mins'", INTRADAY_BAR_SIZE.format("5 mins")),
+        ("' 1 hour '", INTRADAY_BAR_SIZE.format(" 1 hour ")),
+        ("'1 D'", NOT_ONE_DAY.format("1 D")),
+        ("'1 week'", NOT_ONE_DAY.format("1 week")),
+        ("1", NOT_ONE_DAY.format("1")),
+    ],
+)
+def test_a_daily_bar_size_other_than_one_day_is_refused_in_one_line_naming_what_to_do(
+    dbt_series: dbt_harness.ScratchSeries, var: str, message: str
 ) -> None:
     """The mart holds one bar per symbol and session: built with var daily_bar_size '1 hour' it passed every test and
-    kept one arbitrary hourly bar of each session as its daily bar. Now dbt stops before any model."""
+    kept one arbitrary hourly bar of each session as its daily bar. Staging compares the var with raw's bar_size as
+    it is: '1 D', a number or '1 week' (whose bars are not a session's) built, over daily bars, an empty mart that
+    passed every test (a warning about the fold plan at most). Now dbt stops before any model."""
     from ingest.raw_tables import ensure_raw_tables
 
     with dbt_series.database() as settings:
@@ -709,13 +733,9 @@ def test_a_mart_of_intraday_bars_is_refused_in_one_line_naming_what_to_do(
             ensure_raw_tables(conn)
         project = dbt_series.project(settings)
         assert project.run("seed").returncode == 0
-        result = project.run("run", "--select", "stg_ibkr__bars", "--vars", f"{{daily_bar_size: '{bar_size}'}}")
+        result = project.run("run", "--select", "stg_ibkr__bars", "--vars", f"{{daily_bar_size: {var}}}")
     assert result.returncode != 0, result.output[-3000:]
-    assert (
-        f"var daily_bar_size is '{bar_size}', an intraday bar size: marts.training_bars holds one bar per symbol and "
-        "session, and would keep one arbitrary bar of each session's. Build it from daily bars (daily_bar_size '1 day', "
-        "the default: drop the var); intraday bars stay in raw.ibkr_bars."
-    ) in result.output
+    assert message in result.output
     assert not result.results  # no model ran
 
 

@@ -509,6 +509,11 @@ def test_make_psql_says_when_its_session_to_another_machine_is_not_encrypted(off
                 [f"note: this psql session to {where} is not encrypted: the server offers no SSL"],
             )
         assert psql({**env, "PGSSLMODE": "disable"}) == ("f", [])  # asked for: nothing to say
+        # An empty PGSSLMODE is not libpq's default but no mode at all: psql opens no session, and says why alone
+        # (the note said first that the session was not encrypted).
+        empty = subprocess.run([PYTHON, "-m", "warehouse_db", "psql", "-Atc", "select 1"], cwd=REPO_ROOT,
+                               env={**env, "PGSSLMODE": ""}, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert (empty.returncode, empty.stdout, empty.stderr) == (2, "", 'psql: error: invalid sslmode value: ""\n')
         # The same server over loopback (it listens there too): nothing leaves this machine, nothing is said.
         assert psql({**env, "PGHOST": "127.0.0.1"}) == ("f", [])
         assert "could not" not in (elsewhere.workdir / "log").read_text(encoding="utf-8")

@@ -28,6 +28,8 @@ from ingest.ibkr.planner import (
     INTRADAY_OVERLAP_BARS,
     PlanContext,
     months_before,
+    page_count,
+    page_request,
     plan_symbol,
     plan_whole_window,
 )
@@ -93,7 +95,7 @@ def test_months_before_clamps_to_the_end_of_the_month():
 
 
 def ctx(**overrides) -> PlanContext:
-    values = {"now": NOW, "last_close": LAST_CLOSE, "bar_size": DAY, "months": 12}
+    values = {"now": NOW, "final_until": LAST_CLOSE, "bar_size": DAY, "months": 12}
     values.update(overrides)
     return PlanContext(**values)
 
@@ -325,6 +327,20 @@ def test_intraday_windows_are_paged_with_explicit_ends_that_meet_exactly():
     assert seconds[-1].duration == "3600 S"  # the oldest page: 01:00 back to midnight
 
 
+@pytest.mark.parametrize("bar", ["1 secs", "5 secs", "30 secs"])
+def test_an_oldest_page_of_seconds_asks_at_least_the_shortest_duration_ibkr_lists(bar):
+    """A window 10 seconds longer than whole 8-hour pages: its oldest page of 30-second bars asked `10 S`, less than
+    one bar and in no row of IBKR's table of valid durations and bar sizes, whose shortest is `60 S` (bars of 1 sec
+    to 1 min). It asks `60 S`: a bar or two the warehouse has, in a duration the table lists."""
+    size = parse_bar_size(bar)
+    now = datetime(2026, 11, 24, 10, 0, 10, tzinfo=NY)
+    start = now - timedelta(seconds=size.page_seconds * 3 + 10)
+    assert page_count(start, now, size) == 4
+    assert [page_request(start, now, size, k).duration for k in range(3)] == [f"{size.page_seconds} S"] * 3
+    oldest = page_request(start, now, size, 3)
+    assert (oldest.duration, oldest.start, oldest.until) == ("60 S", start, start + timedelta(seconds=10))
+
+
 def test_last_completed_close_uses_the_nyse_calendar():
     # Thanksgiving 2026 is Thursday 26 November; the Friday after is a half day (13:00).
     thanksgiving = datetime(2026, 11, 26, 12, 0, tzinfo=NY)
@@ -351,6 +367,20 @@ def test_last_completed_close_uses_the_nyse_calendar():
         (datetime(2026, 11, 27, 15, 0), 3600, True, datetime(2026, 11, 27, 13, 0)),
         (datetime(2026, 11, 26, 12, 0), 300, True, datetime(2026, 11, 25, 16, 0)),
         (datetime(2026, 11, 28, 12, 0), 300, False, datetime(2026, 11, 27, 20, 0)),
+        # The first hourly bar, labelled 09:30 at the open, is final at 10:30, the next at 11:00.
+        (datetime(2026, 11, 24, 10, 5), 3600, True, datetime(2026, 11, 23, 16, 0)),
+        (datetime(2026, 11, 24, 10, 35), 3600, True, datetime(2026, 11, 24, 10, 30)),
+        (datetime(2026, 11, 24, 11, 5), 3600, True, datetime(2026, 11, 24, 11, 0)),
+        # Bars whose length does not divide the session: the 3-hour 12:00 bar is final at 15:00, the last at the
+        # close; the half day's 4-hour bars both at its 13:00 close; 8-hour bars at the close alone.
+        (datetime(2026, 11, 24, 15, 30), 3 * 3600, True, datetime(2026, 11, 24, 15, 0)),
+        (datetime(2026, 11, 27, 12, 30), 4 * 3600, True, datetime(2026, 11, 25, 16, 0)),
+        (datetime(2026, 11, 27, 13, 5), 4 * 3600, True, datetime(2026, 11, 27, 13, 0)),
+        (datetime(2026, 11, 24, 15, 55), 8 * 3600, True, datetime(2026, 11, 23, 16, 0)),
+        (datetime(2026, 11, 24, 12, 5), 8 * 3600, False, datetime(2026, 11, 24, 12, 0)),
+        # 30-second bars from the open.
+        (datetime(2026, 11, 24, 9, 30, 45), 30, True, datetime(2026, 11, 24, 9, 30, 30)),
+        (datetime(2026, 11, 24, 9, 30, 15), 30, True, datetime(2026, 11, 23, 16, 0)),
     ],
 )
 def test_the_last_intraday_bar_end_is_the_session_so_far_while_it_trades(now, bar_seconds, use_rth, ended):
@@ -531,6 +561,14 @@ def test_a_session_in_progress_is_not_final_until_its_close():
     assert saturday.daily(date(2026, 11, 28))
     bar_start = datetime(2026, 11, 24, 11, 0, tzinfo=NY)
     assert trading.intraday(bar_start, 1800) and not trading.intraday(bar_start, 3600)
+    # A session's last bar ends at the session's end at the latest: the 3-hour bar labelled 15:00, the half day's
+    # 4-hour bar labelled 12:00 (with after-hours trading, 20:00).
+    fifteen, tuesday = datetime(2026, 11, 24, 15, 0, tzinfo=NY), date(2026, 11, 24)
+    assert after_close.intraday(fifteen, 3 * 3600, tuesday) and not after_close.intraday(fifteen, 3 * 3600)
+    assert not extended.intraday(fifteen, 3 * 3600, tuesday)
+    assert FinalBars(datetime(2026, 11, 24, 18, 0, tzinfo=NY), use_rth=False).intraday(fifteen, 3 * 3600, tuesday)
+    assert half_day.intraday(datetime(2026, 11, 27, 12, 0, tzinfo=NY), 4 * 3600, date(2026, 11, 27))
+    assert not trading.intraday(bar_start, 3600, tuesday)  # a bar that ends before the session's end: its length
 
 
 @pytest.mark.parametrize(

@@ -285,6 +285,40 @@ def test_intraday_bars_that_ended_during_the_session_land_on_a_load_after_last_e
     assert hours_of_tuesday() == ["09:30:00", "10:00:00", "11:00:00", "12:00:00", "13:00:00", "14:00:00", "15:00:00"]
 
 
+def test_an_intraday_bar_lands_on_the_first_load_after_it_became_final(warehouse):
+    """3-hour bars: the 15:00 bar covers the last hour of the session, and counted as ending at 18:00 it was left out
+    by the load after the close; loads at 18:30 and the next morning found the symbol current: it landed the next
+    day after 12:00. Hourly bars: the 09:30 bar, final at 10:30, waited for the first load after 11:00 (a load at
+    10:05 asked for it in vain, one at 10:35 found the symbol current)."""
+
+    def bars_of_tuesday(bar_size: str) -> list[str]:
+        rows = query(
+            warehouse,
+            "select (bar_time at time zone 'America/New_York')::time::text from raw.ibkr_bars where bar_size = %s "
+            "and session_date = '2026-11-24' order by 1",
+            bar_size,
+        )
+        return [hour for (hour,) in rows]
+
+    with simulator(now=AFTER_CLOSE) as sim:
+        summary = load_at(warehouse, sim, [AAPL], AFTER_CLOSE, months=1, bar=BarSettings("3 hours"))
+    assert summary.ok and summary.unfinished == 0
+    assert bars_of_tuesday("3 hours") == ["09:30:00", "12:00:00", "15:00:00"]
+
+    hourly = BarSettings("1 hour")
+    with simulator(now=AFTER_CLOSE - timedelta(days=1)) as sim:
+        assert load_at(warehouse, sim, [AAPL], AFTER_CLOSE - timedelta(days=1), months=1, bar=hourly).ok
+    for minute, asked_for, landed in (
+        (5, 0, []),  # 10:05: no bar has become final since Monday's close (the 09:30 bar is taken to end at 10:30)
+        (35, 1, ["09:30:00"]),
+        (50, 0, ["09:30:00"]),
+    ):
+        now = datetime(2026, 11, 24, 10, minute, tzinfo=NY)
+        with simulator(now=now) as sim:
+            assert load_at(warehouse, sim, [AAPL], now, months=1, bar=hourly).ok
+            assert (sim.stats.historical_requests, bars_of_tuesday("1 hour")) == (asked_for, landed), now
+
+
 def test_an_intraday_update_asks_for_its_overlap_and_the_new_bars_not_a_whole_page(warehouse):
     """Hourly bars loaded Tuesday evening, then Wednesday evening: the update asks back to its overlap (30 bars before
     Tuesday's 15:00 bar: Monday 09:00), three New York days, not IBKR's largest page of 30 days. It asked `30 D`,

@@ -1397,6 +1397,22 @@ def test_env_outlives_the_reader_of_its_output():
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
 
 
+def test_env_with_its_output_closed_ends_with_its_own_status_and_line():
+    """`python -m warehouse_db env >&-` (stdout closed before Python starts: sys.stdout is None): env, and every
+    command, ended in an AttributeError traceback from the flush at the end, with status 120, whether env had
+    succeeded or failed. Nobody reads a closed output: what goes there is dropped, and the status is env's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_")) and k != "DATABASE_URL"}
+    command = f"{shlex.quote(sys.executable)} -m warehouse_db env >&-"
+    for url, status, stderr in (
+        ("postgresql://quant@10.0.0.1/warehouse", 0, ""),  # nothing is connected to
+        (f"mysql://quant:{SECRET}@10.0.0.1/warehouse", 4, "error: DATABASE_URL must start with postgresql:// or "
+         "postgres://\n"),
+    ):  # fmt: skip
+        result = subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env={**env, "DATABASE_URL": url},
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert (result.returncode, result.stderr) == (status, stderr), result.stderr
+
+
 @pytest.mark.parametrize("shell", ["bash", "dash"])
 @pytest.mark.parametrize(
     ("setting", "args", "status"),

@@ -164,7 +164,7 @@ def _fail_the_eval(status: int) -> None:
         if sys.stdout.isatty():
             return
         print_bytes(f"(exit {status})\n".encode())
-    except (OSError, ValueError, AttributeError):  # no stdout at all (`>&-`): nobody evals it
+    except (OSError, ValueError, AttributeError):  # an output that cannot be written to: nobody evals it
         pass
 
 
@@ -359,9 +359,14 @@ def _psql(args: list[str]) -> int:
             )
             return EXIT_WAREHOUSE
         psql_path = Path(on_path)
-    elif not settings.embedded and sslmode in ("", "prefer", "allow") and not embedded.client_has_ssl():
+    elif (
+        not settings.embedded
+        and env.get("PGSSLMODE", "prefer") in ("prefer", "allow")
+        and not embedded.client_has_ssl()
+    ):
+        # Unset is libpq's default, prefer; an empty PGSSLMODE is no mode at all (psql: invalid sslmode value "").
         try:  # up to SSL_PROBE_SECONDS asking a server that does not answer
-            note = _unencrypted_session_note(env, sslmode or "prefer", settings.connect_timeout)
+            note = _unencrypted_session_note(env, env.get("PGSSLMODE", "prefer"), settings.connect_timeout)
         except KeyboardInterrupt:
             print("error: interrupted before psql started", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -58,6 +58,11 @@ _PAGES: tuple[tuple[int, int, str], ...] = (
     (28800, 30 * 86400, "D"),
 )
 
+SHORTEST_SECONDS_DURATION = 60
+"""The shortest duration in IBKR's table of valid durations and bar sizes (``60 S``: bars of 1 sec to 1 min): an
+oldest page of seconds asks no less, never fewer seconds than its bar lasts (``10 S`` of 30-second bars is in no row
+of the table)."""
+
 STRICT_PACING_MAX_SECONDS = 30
 """IBKR applies the 60-requests-in-10-minutes rule to bars of 30 seconds or less."""
 
@@ -134,7 +139,8 @@ class BarSize:
             if self.seconds <= max_bar:
                 if start is not None and end is not None and end - start < timedelta(seconds=page):
                     if unit == "S":
-                        return f"{max(1, math.ceil((end - start).total_seconds()))} S"
+                        seconds = math.ceil((end - start).total_seconds())
+                        return f"{max(SHORTEST_SECONDS_DURATION, seconds)} S"
                     first, last = start.astimezone(EXCHANGE_TZ).date(), end.astimezone(EXCHANGE_TZ).date()
                     return f"{min(max(1, (last - first).days + 1), page // 86400)} D"
                 return f"{page} S" if unit == "S" else f"{page // 86400} D"

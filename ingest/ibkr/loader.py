@@ -310,7 +310,7 @@ def _read_and_plan(conn: psycopg.Connection, options: LoadOptions, entries: Sequ
     now = options.now or utc_now()
     ctx = PlanContext(
         now=now,
-        last_close=(
+        final_until=(
             last_bar_end(now, options.bar_size.seconds, settings.use_rth)
             if options.bar_size.intraday
             else last_completed_close(now, settings.use_rth)
@@ -614,7 +614,7 @@ class _Run:
             skipped = {day.session_date for day in not_sessions}
             bars = [b for b in bars if b.session_date not in skipped]
         if intraday:
-            final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds)]
+            final = [b for b in bars if self.final.intraday(b.bar_time, self.bar_size.seconds, b.session_date)]
         else:
             final = [b for b in bars if self.final.daily(b.session_date, period)]
         ahead = sum(1 for b in bars if self.final.ahead(b.bar_time, b.session_date, intraday, period))

@@ -52,10 +52,11 @@ class PlanContext:
 
     now: datetime
     """Aware; the moment the run plans for."""
-    last_close: datetime
-    """Aware; the end of the last completed session (its close, or 20:00 New York time outside RTH); for intraday
-    bars, the end of the last bar that has ended (during a session, the session so far: see
-    :func:`ingest.sessions.last_bar_end`)."""
+    final_until: datetime
+    """Aware; every bar that ends by this moment is final: for daily and longer bars the end of the last completed
+    session (its close, or 20:00 New York time outside RTH); for intraday bars the moment the last bar became final
+    (during a session, the session so far: see :func:`ingest.sessions.last_bar_end`). A symbol checked after it is
+    current."""
     bar_size: BarSize
     months: int = DEFAULT_MONTHS
     full_refresh: bool = False
@@ -64,7 +65,7 @@ class PlanContext:
     (one adjustment basis per load) instead of the recent sessions only."""
 
     def __post_init__(self) -> None:
-        if self.now.tzinfo is None or self.last_close.tzinfo is None:
+        if self.now.tzinfo is None or self.final_until.tzinfo is None:
             raise ValueError("PlanContext needs timezone-aware datetimes")
         if not 1 <= self.months <= MAX_MONTHS:
             raise ValueError(f"months must be 1..{MAX_MONTHS} (got {self.months})")
@@ -210,7 +211,7 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
     # Windows start at a New York midnight, and covered_from is an earlier run's window start (or an older stored
     # bar): whether the window is covered is a question of New York days, not of hours.
     backfill = coverage.covered_from is None or coverage.covered_from.astimezone(NY).date() > window_start.date()
-    fresh = coverage.checked_at is not None and coverage.checked_at >= ctx.last_close
+    fresh = coverage.checked_at is not None and coverage.checked_at >= ctx.final_until
     last = coverage.last_bar_time
     if fresh and not backfill:
         last_text = _moment(last, ctx.bar_size) if last else "none (no data)"
@@ -218,7 +219,7 @@ def plan_symbol(symbol: str, coverage: Coverage, ctx: PlanContext) -> SymbolPlan
             symbol,
             f"current: last bar {last_text}, checked {_moment(coverage.checked_at, ctx.bar_size, exact=True)} "
             f"after the last {'bar ended' if ctx.bar_size.intraday else 'close'} "
-            f"({_moment(ctx.last_close, ctx.bar_size, exact=True)})",
+            f"({_moment(ctx.final_until, ctx.bar_size, exact=True)})",
         )
     if ctx.rewrites_history:
         return plan_whole_window(
