@@ -436,6 +436,9 @@ def test_model_data_tests_fail_on_broken_rows(copy_of_base: dbt_harness.DbtProje
             "SB", f"update {{table}} set realized_vol_20 = -0.01 where symbol = 'SB' and session_date = {last}"),
         "int_bars_featurized_one_row_per_bar": (
             "SC", f"insert into {{table}} select * from {{table}} where symbol = 'SC' and session_date = {last}"),
+        # A row an earlier release computed and no later build recomputed (its volume z-score of 20 equal volumes).
+        "int_bars_featurized_features_present_after_warm_up": (
+            "SD", f"update {{table}} set volume_zscore_20 = null where symbol = 'SD' and session_date = {last}"),
         "training_bars_one_row_per_symbol_session": (  # not the last session: its null target may appear once
             "SD", f"insert into {{table}} select * from {{table}} where symbol = 'SD' and session_date = {first}"),
         "walk_forward_fold_rows_one_split_per_fold_row": (
@@ -479,6 +482,10 @@ def test_model_data_tests_fail_on_broken_rows(copy_of_base: dbt_harness.DbtProje
         assert result.by_name()[test]["failures"] == 1, test
         failing = query(settings, f'select * from dbt_test__audit."{test}"')
         assert failing["symbol"].tolist() == [symbol], test
+    missing = query(
+        settings, 'select missing_features from dbt_test__audit."int_bars_featurized_features_present_after_warm_up"'
+    )
+    assert missing["missing_features"].tolist() == ["volume_zscore_20"]
 
 
 def assert_features_match(computed: pd.DataFrame, bars: pd.DataFrame) -> int:
