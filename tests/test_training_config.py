@@ -188,6 +188,7 @@ def test_the_commands_say_that_an_earlier_releases_setting_is_ignored(tmp_path: 
         r"invocation that built the mart is read from marts\.mart_builds\): ignored\n",
         said.stderr,
     ), said.stderr
+    assert said.stderr.count("no longer a setting") == 1, said.stderr  # replayed once, not also where it was held
     quiet = subprocess.run([*command, "--log-level", "WARNING"], env=env, capture_output=True, text=True, timeout=120)
     assert quiet.returncode == ExitCode.WAREHOUSE and "no longer a setting" not in quiet.stderr, quiet.stderr
 
