@@ -496,6 +496,24 @@ def test_client_encoding_is_always_utf8():
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
 
 
+def test_great_expectations_engine_reads_utf8_whatever_pgclientencoding_says(
+    warehouse: ConnectionSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PGCLIENTENCODING=LATIN1 in the environment (libpq's default for a connection that names none): the project's
+    own connections and dbt's and psql's (`warehouse_db env`) read UTF-8, but the SQLAlchemy engine of the training
+    contract took LATIN1, where a name outside Latin-1 is an error ("has no equivalent in encoding LATIN1")."""
+    import sqlalchemy
+
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    engine = sqlalchemy.create_engine(warehouse.sqlalchemy_url())
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sqlalchemy.text("select current_setting('client_encoding'), 'Трейдер €'")).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == ("UTF8", "Трейдер €")
+
+
 def test_docs_operations_md_lists_the_session_settings_every_connection_sets():
     """docs/operations.md's table of what every connection sets is a second copy of SESSION_SETTINGS: a setting added,
     dropped or changed in one of them must show in the other."""
