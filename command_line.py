@@ -60,8 +60,10 @@ def utf8_where_the_locale_is_ascii() -> None:
     started by the same shell, in another. Children (Ray's workers) inherit the setting."""
     if sys.argv[:1] != ["-m"] or sys.flags.utf8_mode or not locale_is_ascii():
         return
+    if os.environ.get("PYTHONUTF8") == "1":  # this is the second run, and `-X utf8=0` keeps the mode off: so be it
+        return
     os.environ["PYTHONUTF8"] = "1"
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])  # -X: under -E or -I too
 
 
 class OneLineParser(argparse.ArgumentParser):
