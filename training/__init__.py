@@ -8,6 +8,7 @@ Start reading at training/walk_forward.py (the job, top to bottom) and training/
 searches hyperparameters. ``--help`` on each lists every setting.
 """
 
-from command_line import interrupts_in_one_line
+from command_line import interrupts_in_one_line, utf8_where_the_locale_is_ascii
 
+utf8_where_the_locale_is_ascii()  # before anything reads a path (LC_ALL=C PYTHONUTF8=0)
 interrupts_in_one_line()  # `python -m training...` imports torch, Ray and GX for seconds before its own handling

@@ -176,7 +176,7 @@ def read_build_marker(settings: ConnectionSettings) -> tuple | None:
     with trainer_connection(settings) as conn:
         try:
             return build_marker(conn)
-        except psycopg.errors.UndefinedTable:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
             return None
 
 

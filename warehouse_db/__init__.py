@@ -2,8 +2,9 @@
 
 # ruff: noqa: E402 - the imports follow interrupts_in_one_line(), so that a Ctrl+C while psycopg loads is one line
 
-from command_line import interrupts_in_one_line
+from command_line import interrupts_in_one_line, utf8_where_the_locale_is_ascii
 
+utf8_where_the_locale_is_ascii()  # before anything reads a path (LC_ALL=C PYTHONUTF8=0)
 interrupts_in_one_line()  # first: `python -m warehouse_db` imports psycopg next
 
 from warehouse_db.connection import connect, resolve_settings

@@ -27,7 +27,14 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from command_line import EXIT_USAGE, OneLineParser, outlives_its_reader, print_bytes, sigterm_interrupts
+from command_line import (
+    EXIT_USAGE,
+    OneLineParser,
+    locale_is_ascii,
+    outlives_its_reader,
+    print_bytes,
+    sigterm_interrupts,
+)
 from warehouse_db import embedded
 from warehouse_db.connection import connect, resolve_settings
 from warehouse_db.errors import WarehouseError
@@ -110,6 +117,8 @@ def shell_env(
     }
     if write_passfile(passfile, settings, inherited):
         env["PGPASSFILE"] = str(passfile)
+    if locale_is_ascii():  # dbt, in UTF-8 mode as our commands are (command_line.utf8_where_the_locale_is_ascii)
+        env["PYTHONUTF8"] = "1"
     # PGSERVICE is resolved into the variables above; left set, its file would beat them in libpq (a component's
     # own login, say).
     return env, ["PGPASSWORD", "PGSERVICE"]

@@ -202,6 +202,7 @@ class ConnectionSettings:
             "fallback_application_name": application_name(),  # as connect_kwargs()
             **settings.options,
             "connect_timeout": str(settings.connect_timeout),
+            "client_encoding": "UTF8",  # as connect_kwargs(): PGCLIENTENCODING=LATIN1 would be libpq's choice
             "options": settings.session_options(),
         }
         if settings.host and settings.host.startswith("/"):

@@ -11,12 +11,11 @@ with sessions as (
 
 days as (
 
-    select day::date as calendar_date
-    from generate_series(
-        (select min(session_date) from sessions),
-        (select max(session_date) from sessions),
-        interval '1 day'
-    ) as day
+    -- Dates plus whole days, never timestamps: generate_series over dates steps a timestamptz through the session's
+    -- TimeZone, where a day can be missing (Pacific/Apia skipped 2011-12-30, an NYSE session).
+    select first_day.session_date + day_offset as calendar_date
+    from (select min(session_date) as session_date, max(session_date) as last_date from sessions) as first_day
+    cross join generate_series(0, first_day.last_date - first_day.session_date) as day_offset
 
 ),
 
