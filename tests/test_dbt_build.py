@@ -625,6 +625,140 @@ def test_the_mart_records_the_dbt_run_that_built_it(copy_of_base: dbt_harness.Db
             conn.execute("delete from marts.mart_builds")
 
 
+INCREMENTAL_MODELS = {
+    "int_bars_deduplicated": "intermediate.int_bars_deduplicated",
+    "int_bars_featurized": "intermediate.int_bars_featurized",
+    "training_bars": "marts.training_bars",
+}
+
+
+def loaded_at(settings: ConnectionSettings) -> dict[str, tuple]:
+    """Per incremental model: its rows' earliest and latest dbt_loaded_at."""
+    with connect(settings) as conn:
+        return {
+            name: conn.execute(f"select min(dbt_loaded_at), max(dbt_loaded_at) from {relation}").fetchone()
+            for name, relation in INCREMENTAL_MODELS.items()
+        }
+
+
+def rebuilt_in_full_lines(output: str) -> dict[str, str]:
+    """The guard's log lines, by model."""
+    found = re.findall(r"(\w+): rebuilt in full, not incrementally: (.*)", output)
+    assert len({model for model, _ in found}) == len(found), f"one line per model: {found}"
+    return {model: reason.strip() for model, reason in found}
+
+
+def spoil_rows_as_an_older_release(settings: ConnectionSettings) -> None:
+    """Rows an older release's SQL computed differently: a feature of every row of one symbol, all models."""
+    with connect(settings) as conn:
+        conn.execute("update intermediate.int_bars_deduplicated set bar_count = bar_count + 1 where symbol = 'SA'")
+        conn.execute("update intermediate.int_bars_featurized set rsi_14 = rsi_14 * 0.99 where symbol = 'SA'")
+        conn.execute("update marts.training_bars set rsi_14 = rsi_14 * 0.99 where symbol = 'SA'")
+
+
+def test_an_unchanged_build_stays_incremental(base: dict, copy_of_base: dbt_harness.DbtProject) -> None:
+    """Nothing new and nothing changed: every incremental model keeps its rows (their dbt_loaded_at), says nothing
+    of a rebuild, and each has its record of what it was built with."""
+    settings = copy_of_base.settings
+    assert rebuilt_in_full_lines(base["result"].output) == {}, "a first build is no rebuild"
+    before = loaded_at(settings)
+    again = copy_of_base.run("build", check=True)
+    assert rebuilt_in_full_lines(again.output) == {}
+    assert loaded_at(settings) == before
+    with connect(settings) as conn:
+        records = dict(conn.execute("select model, build_version from intermediate.incremental_builds").fetchall())
+    assert records == {name: int(dbt_harness.dbt_project_var("build_version")) for name in INCREMENTAL_MODELS}
+
+
+def test_a_bumped_build_version_recomputes_every_row_of_every_incremental_model(
+    base: dict, copy_of_base: dbt_harness.DbtProject
+) -> None:
+    """A release whose SQL changes how rows are computed bumps build_version: the next plain build recomputes every
+    row an older release computed (here: spoiled on purpose), not only the series that received bars; it says so once
+    per model; the build after it is incremental again. Before, the spoiled rows stayed until --full-refresh."""
+    settings = copy_of_base.settings
+    spoil_rows_as_an_older_release(settings)
+    bumped = f"{{build_version: {int(dbt_harness.dbt_project_var('build_version')) + 1}}}"
+    build = copy_of_base.run("build", "--vars", bumped)
+    assert build.returncode == 0, build.output[-4000:]
+    lines = rebuilt_in_full_lines(build.output)
+    assert set(lines) == set(INCREMENTAL_MODELS), build.output[-4000:]
+    assert set(lines.values()) == {"build_version was 1, now 2 (this release changed how its rows are computed)"}
+    assert dbt_harness.warehouse_digests(settings) == dbt_harness.warehouse_digests(base["settings"])
+    # The mart views that read training_bars, which its swap dropped, are back.
+    with connect(settings, role="analyst") as conn:
+        conn.execute("select count(*) from marts.symbol_coverage").fetchone()
+        conn.execute("select count(*) from marts.walk_forward_fold_rows").fetchone()
+
+    after = loaded_at(settings)
+    again = copy_of_base.run("build", "--vars", bumped, check=True)
+    assert rebuilt_in_full_lines(again.output) == {}
+    assert loaded_at(settings) == after
+
+
+def test_a_rebuild_of_the_mart_alone_names_the_views_its_swap_drops(copy_of_base: dbt_harness.DbtProject) -> None:
+    """`dbt run --select training_bars` after a bumped build_version rebuilds the mart in full, by a swap that drops
+    the mart views reading it; they are not selected, so they stay missing: the log line says which, and what to
+    select. `dbt build` (or `--select training_bars+`) brings them back."""
+    settings = copy_of_base.settings
+    bumped = f"{{build_version: {int(dbt_harness.dbt_project_var('build_version')) + 1}}}"
+    alone = copy_of_base.run("run", "--select", "training_bars", "--vars", bumped, check=True)
+    assert rebuilt_in_full_lines(alone.output)["training_bars"].endswith(
+        "its swap drops the views that read it, and marts.symbol_coverage, marts.walk_forward_fold_rows are not "
+        "selected: they stay missing until built (select training_bars+)"
+    ), alone.output[-3000:]
+    views = "select to_regclass('marts.symbol_coverage'), to_regclass('marts.walk_forward_fold_rows')"
+    with connect(settings) as conn:
+        assert conn.execute(views).fetchone() == (None, None)
+    copy_of_base.run("build", "--vars", bumped, check=True)
+    with connect(settings) as conn:
+        assert None not in conn.execute(views).fetchone()
+
+
+def test_a_changed_warmup_rebuilds_the_mart_as_a_fresh_build_would(
+    base: dict, copy_of_base: dbt_harness.DbtProject, dbt_series: dbt_harness.ScratchSeries
+) -> None:
+    """`dbt run --vars '{warmup_sessions: 60}'` on a mart built with 50: training_bars is rebuilt in full (the rows of
+    sessions 51 to 60 go), exactly as a fresh build with 60 gives it, and the log line names the var; the intermediate
+    models, whose rows do not depend on it, stay incremental. Before, nothing changed: no bar had landed."""
+    settings = copy_of_base.settings
+    longer = f"{{warmup_sessions: {WARMUP + 10}}}"
+    before = loaded_at(settings)
+    run = copy_of_base.run("run", "--vars", longer)
+    assert run.returncode == 0, run.output[-4000:]
+    assert rebuilt_in_full_lines(run.output) == {"training_bars": f"warmup_sessions was {WARMUP}, now {WARMUP + 10}"}
+    after = loaded_at(settings)
+    assert after["int_bars_featurized"] == before["int_bars_featurized"]
+    assert after["training_bars"][0] > before["training_bars"][1], "every mart row recomputed"
+    with dbt_series.database() as fresh:
+        dbt_harness.prepare_raw(fresh)
+        with connect(fresh) as conn:
+            synthetic_bars.copy_bars(conn, base["frame"])
+        dbt_series.project(fresh).run("build", "--vars", longer, check=True)
+        assert dbt_harness.warehouse_digests(settings) == dbt_harness.warehouse_digests(fresh)
+
+
+def test_a_warehouse_built_before_the_record_is_rebuilt_once_then_incremental(
+    base: dict, copy_of_base: dbt_harness.DbtProject
+) -> None:
+    """A warehouse whose incremental models were built before they recorded what they were built with: the first
+    build rebuilds each in full (its rows could be any older release's), saying so; the next is incremental."""
+    settings = copy_of_base.settings
+    with connect(settings) as conn:
+        conn.execute("drop table intermediate.incremental_builds")
+    spoil_rows_as_an_older_release(settings)
+    build = copy_of_base.run("build")
+    assert build.returncode == 0, build.output[-4000:]
+    lines = rebuilt_in_full_lines(build.output)
+    assert set(lines) == set(INCREMENTAL_MODELS) and all("no record" in line for line in lines.values()), lines
+    assert dbt_harness.warehouse_digests(settings) == dbt_harness.warehouse_digests(base["settings"])
+
+    after = loaded_at(settings)
+    again = copy_of_base.run("build", check=True)
+    assert rebuilt_in_full_lines(again.output) == {}
+    assert loaded_at(settings) == after
+
+
 def test_calendar_seed_is_reproducible() -> None:
     """The committed seed is exactly what devtools/generate_calendar.py writes (2000..2030, XNYS)."""
     from devtools import generate_calendar

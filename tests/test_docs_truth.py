@@ -534,6 +534,8 @@ def relations() -> dict[str, set[str]]:
                 found.setdefault(f"{layer}.{model['name']}", set()).update(c["name"] for c in model.get("columns", []))
     macro = (REPO_ROOT / "warehouse" / "macros" / "record_mart_build.sql").read_text(encoding="utf-8")
     found["marts.mart_builds"] = _ddl_columns(macro, r"\{\{ (builds) \}\}")["builds"]
+    macro = (REPO_ROOT / "warehouse" / "macros" / "incremental_build_record.sql").read_text(encoding="utf-8")
+    found["intermediate.incremental_builds"] = _ddl_columns(macro, r"\{\{ (builds) \}\}")["builds"]
     for seed in sorted((REPO_ROOT / "warehouse" / "seeds").glob("*.csv")):
         with seed.open(encoding="utf-8") as file:
             found[f"seeds.{seed.stem}"] = set(file.readline().strip().split(","))

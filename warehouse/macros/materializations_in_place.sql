@@ -17,7 +17,8 @@
         wait for nothing (no lock stronger than a row writer's).
     Anything else (a new relation, a change of type or of columns, a table with `indexes` configured) takes dbt's swap,
     exactly as the default materializations do, and so does an incremental model's `--full-refresh` (dbt's own
-    materialization): then the views that read the relation are dropped and come back only when they are built
+    materialization), or the rebuild in full its build record asks for (macros/incremental_build_record.sql): then
+    the views that read the relation are dropped and come back only when they are built
     (select them too: `--select training_bars+`), and the swap waits for every open transaction that read it.
 #}
 
