@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import errno
 import functools
+import logging
 import os
 import signal
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO, TypeVar
@@ -79,6 +81,17 @@ INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 SIGHUP (the terminal went away: an ssh session that dropped, a closed terminal window)."""
 
 
+_interrupted = threading.Event()
+
+
+def quiet_asyncio_after_an_interrupt() -> None:
+    """After SIGTERM or SIGHUP, drop what asyncio logs about the tasks the interrupt ended. The KeyboardInterrupt is
+    raised wherever the event loop is at that moment, sometimes inside one of its tasks; asyncio then logged that
+    task's traceback ('Task exception was never retrieved') and 'Task was destroyed but it is pending!' for the
+    requests in flight, after the command's one line. (Ctrl+C needs nothing: asyncio.run cancels its task.)"""
+    logging.getLogger("asyncio").addFilter(lambda record: not _interrupted.is_set())
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM and SIGHUP end a command as Ctrl+C does: as a KeyboardInterrupt, which the command reports in one line
@@ -87,6 +100,7 @@ def sigterm_interrupts() -> Iterator[None]:
     ignored: ``nohup`` ignores SIGHUP so that a job outlives its terminal."""
 
     def interrupt(signum, frame):
+        _interrupted.set()
         raise KeyboardInterrupt
 
     previous = {number: signal.getsignal(number) for number in INTERRUPTING_SIGNALS}

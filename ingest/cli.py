@@ -20,7 +20,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from command_line import OneLineParser, outlives_its_reader, path_argument, sigterm_interrupts
+from command_line import (
+    OneLineParser,
+    outlives_its_reader,
+    path_argument,
+    quiet_asyncio_after_an_interrupt,
+    sigterm_interrupts,
+)
 from ingest import exit_codes
 from ingest.exit_codes import ExitCode
 
@@ -338,3 +344,4 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("ingest").setLevel(logging.INFO if verbose else logging.WARNING)
+    quiet_asyncio_after_an_interrupt()

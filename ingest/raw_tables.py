@@ -21,6 +21,7 @@ lands (:func:`ensure_raw_tables`).
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -256,6 +257,12 @@ def load_lock_key(settings: BarSettings, source: str) -> str:
     return f"{source}|{settings.bar_size}|{settings.what_to_show}|{settings.use_rth}"
 
 
+LOCK_RELEASE_GRACE_S = 3.0
+"""How long a load waits for the lock before it is refused: a load that has just ended closed its connection, but its
+server process lets the lock go a moment later (a run right after another in one process, on a busy server, was
+refused naming the run that had ended)."""
+
+
 def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> None:
     """Hold the warehouse's lock for loads of ``settings`` from ``source`` until ``conn`` closes, or raise
     :class:`AnotherLoadRunning` naming the load that holds it.
@@ -267,10 +274,15 @@ def claim_load(conn: psycopg.Connection, settings: BarSettings, source: str) -> 
     ``pg_stat_activity``) can say which one holds it.
     """
     key = load_lock_key(settings, source)
-    got = conn.execute("select pg_try_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,)).fetchone()[0]
-    if got:
+    deadline = time.monotonic() + LOCK_RELEASE_GRACE_S
+    while True:
+        got = conn.execute("select pg_try_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,)).fetchone()[0]
         conn.commit()
-        return
+        if got:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     # Its login, not the loader role this session acts as, may see the other session's application_name.
     conn.execute("set local role none")
     holder = conn.execute(

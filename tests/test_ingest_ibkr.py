@@ -43,7 +43,7 @@ from ingest.ibkr.pacing import PacingLimiter, PacingPolicy
 from ingest.ibkr.planner import months_before
 from ingest.ibkr.session_types import ContractRef, GatewayUnavailableError, InvalidRequestError, RetryPolicy
 from ingest.landing import Batch, land_batch, new_load_id, utc_now
-from ingest.raw_tables import BarSettings, RawBar, ensure_raw_tables, load_lock_key
+from ingest.raw_tables import BarSettings, RawBar, claim_load, ensure_raw_tables, load_lock_key, open_for_landing
 from ingest.report import format_summary
 from ingest.watchlist import WatchlistEntry, load_watchlist
 from market_calendar import EXCHANGE_TZ as NY
@@ -844,3 +844,28 @@ def test_a_second_load_of_the_same_bars_is_refused_in_one_line_while_the_first_r
         ("MSFT", 1),
     ]
     assert_consistent_batches(warehouse)
+
+
+def test_a_load_right_after_another_waits_the_moment_its_server_process_takes_to_let_the_lock_go(warehouse):
+    """A load that has just ended has closed its connection, but its server process lets the load lock go a moment
+    later: a run right after another (seen in CI: one process, a busy server) was refused, naming the run that had
+    ended. The lock is held here by another session that lets it go a second later, as such a process does."""
+    import threading
+
+    key = load_lock_key(BarSettings(), "ibkr")
+    ending = psycopg.connect(**warehouse.connect_kwargs(), autocommit=True)
+    ending.execute("select pg_advisory_lock(hashtext('ingest.load'), hashtext(%s))", (key,))
+    letting_go = threading.Timer(1.0, ending.close)
+    conn = open_for_landing(warehouse)
+    try:
+        letting_go.start()
+        claim_load(conn, BarSettings(), "ibkr")  # the old code raised AnotherLoadRunning at once
+        holders = conn.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and granted and pid = pg_backend_pid() "
+            "and classid = hashtext('ingest.load')::oid and objid = hashtext(%s)::oid",
+            (key,),
+        ).fetchone()[0]
+        assert holders == 1
+    finally:
+        letting_go.join()
+        conn.close()
