@@ -147,7 +147,8 @@ def test_a_suggested_statement_quotes_a_login_and_a_database_named_by_a_reserved
 
 def test_a_pgoptions_the_server_refuses_is_named_in_the_one_line(server: ExternalServer, tmp_path: Path) -> None:
     """PGOPTIONS that the server refuses (a bad value, an unknown setting, a quote that splits an argument): the line
-    said only `FATAL: invalid value for parameter "work_mem"`, which reads like the server's own configuration; and
+    said only `FATAL: invalid value for parameter "work_mem"`, which reads like the server's own configuration (so did a
+    bad PGTZ or PGDATESTYLE, which libpq sends as settings too); and
     one that makes transactions read-only was blamed on the login or the database, with an ALTER ROLE that changes
     nothing. Harmless options with quotes and spaces, and a quoted PGAPPNAME, change nothing."""
     name = "pg options"
@@ -164,6 +165,14 @@ def test_a_pgoptions_the_server_refuses_is_named_in_the_one_line(server: Externa
             refused = run([PYTHON, "-m", *command], {**env, "PGOPTIONS": options}, expect=4).strip()
             assert len(refused.splitlines()) == 1 and refusal in refused, refused
             assert refused.endswith(f"{named} at connection start"), refused
+    # PGTZ, PGDATESTYLE and PGGEQO are sent at connection start too: the line named none of them.
+    for variable, value, refusal in [
+        ("PGTZ", "Mars/Olympus", 'invalid value for parameter "TimeZone": "Mars/Olympus"'),
+        ("PGDATESTYLE", "bogus", 'invalid value for parameter "DateStyle": "bogus"'),
+    ]:
+        refused = run([PYTHON, "-m", "warehouse_db", "status"], {**env, variable: value}, expect=4).strip()
+        assert len(refused.splitlines()) == 1 and refusal in refused, refused
+        assert refused.endswith(f"; it is {variable}'s value, which libpq sends at connection start"), refused
     read_only = {**env, "PGOPTIONS": "-c default_transaction_read_only=on"}
     refused = run([PYTHON, "-m", "warehouse_db", "up"], read_only, expect=4).strip()
     assert refused.splitlines() == [

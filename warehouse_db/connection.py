@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -74,6 +75,8 @@ def connect(
             reason += " (the embedded warehouse admits only the OS user who created it)"
         elif _names_an_option(reason, settings.users_options()):
             reason += f"; it is a setting of {OPTIONS_SOURCES}, which libpq sends at connection start"
+        elif variable := _environment_variable_named(reason):
+            reason += f"; it is {variable}'s value, which libpq sends at connection start"
         raise WarehouseUnreachable(f"cannot connect to {settings.describe()}: {reason}") from None
     except psycopg.ProgrammingError as error:  # libpq refused the parameters themselves (PG* variables, URL)
         raise WarehouseConfigError(f"cannot connect to {settings.describe()}: {_one_line(error)}") from None
@@ -159,6 +162,21 @@ def _names_an_option(reason: str, options: str) -> bool:
     return any(f'"{name}"' in lowered for name in names if name) or any(
         f": {token} " in f"{reason} " for token in tokens
     )
+
+
+ENVIRONMENT_SENT_SETTINGS = {"PGTZ": "timezone", "PGDATESTYLE": "datestyle", "PGGEQO": "geqo"}
+"""The server settings libpq sends at connection start from these variables of the client's environment (libpq's
+"Environment Variables"); the server refuses a bad value before any statement runs."""
+
+
+def _environment_variable_named(reason: str) -> str | None:
+    """The variable (PGTZ, ...) whose setting libpq's reason for a failed connection names, where it is set."""
+    lowered = reason.lower()
+    return next(
+        (variable for variable, name in ENVIRONMENT_SENT_SETTINGS.items()
+         if os.environ.get(variable) and f'"{name}"' in lowered),
+        None,
+    )  # fmt: skip
 
 
 def _one_line(error: Exception) -> str:
