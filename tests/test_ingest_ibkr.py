@@ -225,7 +225,10 @@ def test_an_unknown_symbol_is_recorded_as_failed_with_code_200_and_the_others_la
 def test_pacing_violations_are_retried_and_everything_lands(warehouse):
     entries = WATCHLIST[:12]
     with simulator(pacing_nth=frozenset({2, 5, 9})) as sim:
-        summary = run(warehouse, sim, entries)
+        # A retry is the identical request again, which IBKR's rules space 15 s apart, after a 2 s back-off and a 5 s
+        # cooldown (each unit-tested): shorter ones keep this test about retrying (it waited 15 s on them).
+        quick_retry = RetryPolicy(pacing_backoff_s=0.2, pacing_cooldown_s=0.5)
+        summary = run(warehouse, sim, entries, pacing=PacingPolicy(identical_window_s=1.0), retry=quick_retry)
         assert sim.stats.pacing_violations == 3
     assert summary.ok and summary.count("landed") == 12
     assert summary.gateway_stats.pacing_violations == 3
