@@ -105,10 +105,12 @@ def external_server(bin_dir: Path | None = None, *, host: str = HOST, ssl: bool 
         shutil.chown(pwfile, server_user)
     data, port = workdir / "data", _free_port(host)
     try:
+        # Nothing outlives this server, so nothing is flushed to disk (initdb -N, fsync=off): no client can tell, and
+        # each start and stop is about 3 s shorter (the shutdown checkpoint waited on every file dbt had written).
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
-            f"--pwfile={pwfile}", "-E", "UTF8")  # fmt: skip
+            f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")  # fmt: skip
         pwfile.unlink()
-        options = f"-p {port} -k {workdir} -c listen_addresses={','.join(dict.fromkeys([HOST, host]))}"
+        options = f"-p {port} -k {workdir} -c fsync=off -c listen_addresses={','.join(dict.fromkeys([HOST, host]))}"
         if host != HOST:  # initdb lets in the loopback addresses alone
             with (data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
                 hba.write(f"host all all {ipaddress.ip_network(host)} scram-sha-256\n")

@@ -49,6 +49,7 @@ def run_session(
     request_timeout_s: float = 0.5,
     connect_timeout_s: float = 5.0,
     reconnect_timeout_s: float = 60.0,
+    burst_window_s: float = PacingPolicy.burst_window_s,
 ) -> tuple[Any, float, IbkrSession]:
     """(what ``action`` returned or raised, seconds it took, the session) against the scripted gateway."""
 
@@ -62,8 +63,8 @@ def run_session(
                 reconnect_timeout_s=reconnect_timeout_s,
             )
             # Identical retries may follow each other at once here; the 15 s rule is the limiter's own test.
-            limiter = PacingLimiter(PacingPolicy(identical_window_s=0.01, margin_s=0.0))
-            session = IbkrSession(settings, limiter, retry)
+            policy = PacingPolicy(identical_window_s=0.01, margin_s=0.0, burst_window_s=burst_window_s)
+            session = IbkrSession(settings, PacingLimiter(policy), retry)
             started = time.monotonic()
             try:
                 result: Any = await action(session)
@@ -137,14 +138,17 @@ def test_pacing_violations_are_retried_until_the_give_up_time_not_a_count_of_tri
         return [error(req_id, 162, PACING_162)] if nth <= 8 else [bars(req_id, DAYS)]
 
     patient = RetryPolicy(pacing_backoff_s=0.01, pacing_backoff_max_s=0.02, pacing_cooldown_s=0.0)
-    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily, retry=patient)
+    # Nine tries of one contract: a short burst window (IBKR's: at most 5 in 2 s) keeps them from waiting 2 s on it.
+    outcome, _, _ = run_session(ScriptedGateway(answer=answer), fetch_daily, retry=patient, burst_window_s=0.05)
     assert (outcome.status, outcome.attempts) == ("ok", 9)
 
     def always_refused(req_id: int, nth: int):
         return [error(req_id, 162, PACING_162)]
 
     impatient = RetryPolicy(pacing_give_up_s=0.3, pacing_backoff_s=0.05, pacing_backoff_max_s=0.05, pacing_cooldown_s=0)
-    outcome, seconds, _ = run_session(ScriptedGateway(answer=always_refused), fetch_daily, retry=impatient)
+    outcome, seconds, _ = run_session(
+        ScriptedGateway(answer=always_refused), fetch_daily, retry=impatient, burst_window_s=0.05
+    )
     assert (outcome.status, outcome.error_code) == ("failed", 162)
     assert "still refused" in outcome.error_message and outcome.attempts >= 3
     assert seconds < 5

@@ -60,8 +60,8 @@ TWO_DAYS = [
 
 
 # ``python -m ingest`` with the loader's pacing policy as derived from the bar size, except that identical requests may
-# follow each other at once: a retry here would otherwise wait out IBKR's 15 s rule (the limiter's own test, and
-# test_ingest_ibkr's pacing test, keep that). The CLI has no flag for it, so this is LoadOptions(pacing=...) from outside.
+# follow each other at once: a retry here would otherwise wait out IBKR's 15 s rule (the limiter's own test keeps that:
+# test_ingest_ibkr_units). The CLI has no flag for it, so this is LoadOptions(pacing=...) from outside.
 QUICK_RETRIES = """
 import dataclasses, runpy
 from ingest.ibkr.options import LoadOptions

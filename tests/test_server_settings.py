@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -142,41 +142,66 @@ def test_connections_read_every_value_as_stored_whatever_the_server_says(
         engine.dispose()
 
 
+def chain(server: ExternalServer, name: str, env: dict[str, str], tmp_path: Path) -> list:
+    """`make db-up`, ingest, dbt build and a short training run on database ``name`` with ``env``; what of it must not
+    depend on the server's settings: training's content hash over every row, the fold's dates, its Sharpe ratios, and
+    the mart's rows and sessions. The run's report gives dbt's start time in UTC."""
+    run([PYTHON, "-m", "warehouse_db", "up"], env)
+    ingest(env)
+    dbt_build(env, tmp_path / name)
+    trained = train(env, tmp_path / name)
+    outcome = [
+        re.sub(r"^\S+ \S+ |finished in \d+ s", "", line)
+        for line in trained.splitlines()
+        if re.search(r"content sha256|fold \d+: train|test Sharpe", line)
+    ]
+    report = next((tmp_path / name / "runs").glob("*/report.html")).read_text(encoding="utf-8")
+    started = re.search(r"dbt_run_started_at</th><td>([^<]*)<", report)
+    assert started and started[1].endswith("+00:00"), started  # not the server's +14:00 or -11:00
+    with connect(server.settings(ADMIN_USER, ADMIN_PASSWORD, name)) as conn:
+        outcome.append(
+            conn.execute(
+                "select count(*), min(session_date), max(session_date), count(distinct session_date) "
+                "from marts.training_bars"
+            ).fetchone()
+        )
+    return outcome
+
+
+@dataclass(frozen=True)
+class Plain:
+    """The plain database, built and trained on once for the module: the baseline the unusual server's outcome must
+    equal, and the built warehouse the read-only test then makes read-only."""
+
+    name: str
+    outcome: list
+
+
+@pytest.fixture(scope="module")
+def plain(server: ExternalServer, tmp_path_factory: pytest.TempPathFactory) -> Plain:
+    """A database set to UTC and nothing else, provisioned by the admin login with the loader's, trainer's and
+    analyst's own logins (the read-only test needs them); ingest lands as the loader's login, dbt builds and training
+    runs as the admin login (as on the unusual database, whose login settings are the admin login's)."""
+    name, tmp_path = "plain", tmp_path_factory.mktemp("plain")
+    database(server, name, {"TimeZone": "UTC"})
+    admin_env = {**clean_env(tmp_path), "DATABASE_URL": admin_url(server, name)}
+    run([PYTHON, "-m", "warehouse_db", "up"], {**admin_env, **login_env("loader", "trainer", "analyst")})
+    return Plain(name, chain(server, name, admin_env, tmp_path))
+
+
 @pytest.mark.slow
 def test_an_unusually_configured_server_gives_the_same_marts_and_results(
-    server: ExternalServer, tmp_path: Path
+    server: ExternalServer, plain: Plain, tmp_path: Path
 ) -> None:
     """Ingest, dbt build and a short training run on a database and a login set to other time zones, date and
     interval styles, float digits, isolation and search_path, with PGTZ in the client's environment: the same mart
     (training's content hash over every row, session dates and folds), the same results, as on a plain database."""
-    outcomes = {}
-    for name, settings, login_settings, client in [
-        ("plain", {"TimeZone": "UTC"}, {}, {}),
-        ("unusual", UNUSUAL_DATABASE, UNUSUAL_LOGIN, {"PGTZ": "Asia/Tokyo"}),
-    ]:
-        database(server, name, settings, login_settings)
-        env = {**clean_env(tmp_path / name), "DATABASE_URL": admin_url(server, name), **client}
-        run([PYTHON, "-m", "warehouse_db", "up"], env)
-        ingest(env)
-        dbt_build(env, tmp_path / name)
-        trained = train(env, tmp_path / name)
-        outcomes[name] = [
-            re.sub(r"^\S+ \S+ |finished in \d+ s", "", line)
-            for line in trained.splitlines()
-            if re.search(r"content sha256|fold \d+: train|test Sharpe", line)
-        ]
-        report = next((tmp_path / name / "runs").glob("*/report.html")).read_text(encoding="utf-8")
-        started = re.search(r"dbt_run_started_at</th><td>([^<]*)<", report)
-        assert started and started[1].endswith("+00:00"), started  # not the server's +14:00 or -11:00
-        with connect(server.settings(ADMIN_USER, ADMIN_PASSWORD, name)) as conn:
-            outcomes[name].append(
-                conn.execute(
-                    "select count(*), min(session_date), max(session_date), count(distinct session_date) "
-                    "from marts.training_bars"
-                ).fetchone()
-            )
-    assert len(outcomes["plain"]) == 4, outcomes["plain"]  # the hash, the fold's dates, its Sharpe ratios, the mart
-    assert outcomes["unusual"] == outcomes["plain"]
+    name = "unusual"
+    database(server, name, UNUSUAL_DATABASE, UNUSUAL_LOGIN)
+    env = {**clean_env(tmp_path / name), "DATABASE_URL": admin_url(server, name), "PGTZ": "Asia/Tokyo"}
+    unusual = chain(server, name, env, tmp_path)
+    assert len(plain.outcome) == 4, plain.outcome  # the hash, the fold's dates, its Sharpe ratios, the mart
+    assert unusual == plain.outcome
 
 
 @pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
@@ -202,19 +227,17 @@ def test_a_database_that_is_not_utf8_is_refused_in_one_line(
 
 
 def test_a_read_only_login_or_a_logins_statement_timeout_ends_in_one_line(
-    server: ExternalServer, tmp_path: Path
+    server: ExternalServer, plain: Plain, tmp_path: Path
 ) -> None:
     """default_transaction_read_only on a writing login: `make db-up` (the admin login) and training (the trainer's
     login) ended in a ReadOnlySqlTransaction traceback, ingest in "cannot execute CREATE TABLE in a read-only
     transaction". The analyst only reads: read-only is harmless there. A statement cancelled by a login's own
-    statement_timeout is one line too."""
-    name = "readonly"
-    database(server, name)
+    statement_timeout is one line too.
+
+    On the module's plain database (provisioned with these logins, loaded and built): this test is its last user."""
+    name = plain.name
     base = clean_env(tmp_path)
     admin_env = {**base, "DATABASE_URL": admin_url(server, name), **login_env("loader", "trainer", "analyst")}
-    run([PYTHON, "-m", "warehouse_db", "up"], admin_env)
-    ingest(admin_env)
-    dbt_build(admin_env, tmp_path)
     trainer_login, analyst_login = LOGINS["trainer"][0], LOGINS["analyst"][0]
     with connect(server.superuser(), autocommit=True) as conn:
         for login in (ADMIN_USER, trainer_login, analyst_login):
