@@ -52,8 +52,31 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def killed_then_resumed(sweep_mart: ConnectionSettings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Sweep "oom" of one trial, its worker killed for memory, then resumed: the commands' output and what ml.sweeps
+    and ml.sweep_trials held after each. The finished sweep is also the one whose final walk-forward the last test
+    has Ray kill (a search with one completed trial and no walk-forward yet)."""
+    tmp_path = tmp_path_factory.mktemp("sweep_memory")
+    env = users_env(sweep_mart)
+    killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
+                               "--no-final-walk-forward"), {**env, **KILL_EVERY_WORKER})  # fmt: skip
+    with connect(sweep_mart, role="analyst") as conn:
+        killed_sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'oom'").fetchone()
+        killed_trials = conn.execute("select state, error from ml.sweep_trials where sweep_id = 'oom'").fetchall()
+    resumed = run(sweep_command(tmp_path, "--resume", "oom", "--max-concurrent", "1"), env)
+    with connect(sweep_mart, role="analyst") as conn:
+        resumed_sweep = conn.execute(
+            "select status, error, trials_completed from ml.sweeps where sweep_id = 'oom'"
+        ).fetchone()
+        resumed_trials = conn.execute("select trial_number, state, params from ml.sweep_trials where sweep_id = 'oom' "
+                                      "order by trial_number").fetchall()  # fmt: skip
+    return {"tmp_path": tmp_path, "killed": killed, "killed_sweep": killed_sweep, "killed_trials": killed_trials,
+            "resumed": resumed, "resumed_sweep": resumed_sweep, "resumed_trials": resumed_trials}  # fmt: skip
+
+
 def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_continues_it(
-    sweep_mart: ConnectionSettings, tmp_path: Path
+    killed_then_resumed: dict,
 ) -> None:
     """Ray's memory monitor kills the trial's worker as its actor starts: Tune's traceback reached the terminal, the
     trial was recorded as failed with "unknown error" (it would never run again), and the sweep went on (here: no trial
@@ -61,9 +84,7 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
     tuner.fit() (a traceback). Now the sweep stops in one line that says what happened, what to lower and how to
     continue, status 2; the trial is interrupted and runs again on --resume, which finishes the sweep. With one trial
     to run, --max-concurrent 2 ran one at a time: the line once advised --max-concurrent 1, which would change nothing."""
-    env = users_env(sweep_mart)
-    killed = run(sweep_command(tmp_path, "--sweep-id", "oom", "--trials", "1", "--max-concurrent", "2",
-                               "--no-final-walk-forward"), {**env, **KILL_EVERY_WORKER})  # fmt: skip
+    killed = killed_then_resumed["killed"]
     assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
     assert killed.returncode == ExitCode.CONFIG, killed.stderr[-5000:]
     line = killed.stderr.strip().splitlines()[-1]
@@ -77,22 +98,17 @@ def test_a_trial_ray_kills_for_memory_ends_the_sweep_in_one_line_and_resume_cont
         r"space\)",
         said,
     ), line
-    with connect(sweep_mart, role="analyst") as conn:
-        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'oom'").fetchone()
-        trials = conn.execute("select state, error from ml.sweep_trials where sweep_id = 'oom'").fetchall()
-    assert sweep == ("failed", f"TrialKilledForMemory: {said}")
+    assert killed_then_resumed["killed_sweep"] == ("failed", f"TrialKilledForMemory: {said}")
+    trials = killed_then_resumed["killed_trials"]
     [(state, error)] = trials
     assert state == "interrupted" and error.startswith("OutOfMemoryError: 1 worker(s) were killed due to the node "
                                                        "running low on memory"), trials  # fmt: skip
 
-    resumed = run(sweep_command(tmp_path, "--resume", "oom", "--max-concurrent", "1"), env)
+    resumed = killed_then_resumed["resumed"]
     assert resumed.returncode == ExitCode.OK, resumed.stderr[-5000:]
     assert resumed.stdout.splitlines()[1].startswith("best trial 2: objective "), resumed.stdout
-    with connect(sweep_mart, role="analyst") as conn:
-        sweep = conn.execute("select status, error, trials_completed from ml.sweeps where sweep_id = 'oom'").fetchone()
-        trials = conn.execute("select trial_number, state, params from ml.sweep_trials where sweep_id = 'oom' "
-                              "order by trial_number").fetchall()  # fmt: skip
-    assert sweep == ("finished", None, 1)
+    assert killed_then_resumed["resumed_sweep"] == ("finished", None, 1)
+    trials = killed_then_resumed["resumed_trials"]
     assert [(number, state) for number, state, _ in trials] == [(1, "interrupted"), (2, "completed")]
     assert trials[0][2] == trials[1][2]  # the killed trial ran again with the values it had
 
@@ -133,36 +149,40 @@ def test_the_advice_after_a_kill_halves_the_trials_that_ran_at_once() -> None:
 
 
 def test_a_final_walk_forward_whose_every_task_ray_kills_says_how_to_continue_the_sweep(
-    sweep_mart: ConnectionSettings, tmp_path: Path
+    sweep_mart: ConnectionSettings, killed_then_resumed: dict
 ) -> None:
     """The search done, Ray kills every task of the final walk-forward (each retried once): the line advised
     lowering --n-envs and the like, which a --resume refuses (they define what a trial is), and did not say that
-    --resume runs only the walk-forward again. It now says so, status 1; the resume finishes the sweep."""
+    --resume runs only the walk-forward again. It now says so, status 1; the resume finishes the sweep. The search is
+    the finished sweep of the test above (one completed trial, started with --no-final-walk-forward)."""
     env = users_env(sweep_mart)
-    searched = run(sweep_command(tmp_path, "--sweep-id", "wf", "--trials", "1", "--no-final-walk-forward"), env)
+    tmp_path = killed_then_resumed["tmp_path"]
+    searched = killed_then_resumed["resumed"]
     assert searched.returncode == ExitCode.OK, searched.stderr[-5000:]
-    killed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), {**env, **KILL_EVERY_WORKER})
+    killed = run(sweep_command(tmp_path, "--resume", "oom", "--final-walk-forward"), {**env, **KILL_EVERY_WORKER})
     assert "Traceback" not in killed.stderr, killed.stderr[-5000:]
     assert killed.returncode == ExitCode.FAILED, killed.stderr[-5000:]
     said = killed.stderr.strip().splitlines()[-1].split(" ERROR training: ", 1)[1]
     assert re.fullmatch(
         r"all 2 fold x seed tasks failed; the first: OutOfMemoryError: 1 worker\(s\) were killed due to the node "
         r"running low on memory\. .*; every task ran out of memory: continue with fewer at once \(python -m "
-        r"training\.sweep --resume wf --ray-cpus N\), which runs only the walk-forward, or start a new sweep with "
+        r"training\.sweep --resume oom --ray-cpus N\), which runs only the walk-forward, or start a new sweep with "
         r"settings that need less memory \(--n-envs, --n-steps, --batch-size, --net-arch, or their ranges in the "
         r"search space\)",
         said,
     ), said
     with connect(sweep_mart, role="analyst") as conn:
-        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'wf'").fetchone()
+        sweep = conn.execute("select status, error from ml.sweeps where sweep_id = 'oom'").fetchone()
     assert sweep == ("failed", f"AllTasksFailed: {said}")
 
-    resumed = run(sweep_command(tmp_path, "--resume", "wf", "--final-walk-forward"), env)
+    resumed = run(sweep_command(tmp_path, "--resume", "oom", "--final-walk-forward"), env)
     assert resumed.returncode == ExitCode.OK, resumed.stderr[-5000:]
     with connect(sweep_mart, role="analyst") as conn:
-        sweep = conn.execute("select status, final_run_id from ml.sweeps where sweep_id = 'wf'").fetchone()
-        trials = conn.execute("select trial_number, state from ml.sweep_trials where sweep_id = 'wf'").fetchall()
-    assert sweep[0] == "finished" and sweep[1].startswith("wf-best") and trials == [(1, "completed")]
+        sweep = conn.execute("select status, final_run_id from ml.sweeps where sweep_id = 'oom'").fetchone()
+        trials = conn.execute("select trial_number, state from ml.sweep_trials where sweep_id = 'oom' "
+                              "order by trial_number").fetchall()  # fmt: skip
+    assert sweep[0] == "finished" and sweep[1].startswith("oom-best")
+    assert trials == [(1, "interrupted"), (2, "completed")]  # the walk-forward's resume runs no trial
 
 
 def test_a_sweeps_final_walk_forward_that_failed_says_resume_runs_it_again() -> None:

@@ -412,12 +412,24 @@ def ray_cluster() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the whole group: ray start, its GCS, raylet and workers
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        # `ray start --block` answers SIGTERM by draining the node for up to 30 s (waiting for it ran into the 5 s
+        # timeout every time); its GCS, raylet and workers got the SIGTERM themselves and stop within seconds.
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_the_same_command_runs_on_an_existing_cluster(
