@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -770,6 +771,39 @@ def test_calendar_seed_is_reproducible() -> None:
     assert "2024-11-29" in set(half_days) and "2024-07-04" not in set(seed["session_date"])
 
 
+def test_the_calendar_seed_loads_every_row_as_written_without_a_macro_per_value(
+    dbt_series: dbt_harness.ScratchSeries,
+) -> None:
+    """dbt's own seed insert renders a macro (get_binding_char) for every value it binds: the calendar's 31,176 values
+    took about 2 s of dbt's Python (CPU, not waiting on the server) in every `dbt build` and `dbt seed`, before any
+    model that reads the calendar could start. macros/load_csv_rows.sql renders it once per seed; the rows loaded are
+    the CSV file's, every one. The seed's cost is measured in this process's CPU time (dbt runs in it), less that of
+    seeding an empty file, so that other work on the machine does not count."""
+    csv = pd.read_csv(REPO_ROOT / "warehouse/seeds/xnys_sessions.csv")
+    with dbt_series.database() as settings:
+        dbt_harness.prepare_raw(settings)
+        project = dbt_series.project(settings)
+        project.run("seed", "--select", "known_missing_sessions", check=True)  # dbt parses the project here
+
+        def seed_cpu_seconds(name: str) -> float:
+            started = time.process_time()
+            project.run("seed", "--select", name, check=True)
+            return time.process_time() - started
+
+        calendar, empty = seed_cpu_seconds("xnys_sessions"), seed_cpu_seconds("known_missing_sessions")
+        loaded = query(
+            settings,
+            "select session_date::text as session_date, open_at, close_at, is_half_day from seeds.xnys_sessions "
+            "order by session_date",
+        )
+    assert len(loaded) == len(csv) > 7000
+    assert loaded["session_date"].tolist() == csv["session_date"].tolist()
+    for column in ("open_at", "close_at"):
+        assert loaded[column].tolist() == pd.to_datetime(csv[column], utc=True).tolist(), column
+    assert loaded["is_half_day"].tolist() == csv["is_half_day"].tolist()
+    assert calendar - empty < 0.8, f"seeding {len(csv)} sessions took {calendar - empty:.2f} s of dbt's CPU"
+
+
 def test_dbt_parses_the_project_once_for_a_series_of_scratch_databases(dbt_series: dbt_harness.ScratchSeries) -> None:
     """dbt's partial parsing starts over when the profile's database changes: every test's scratch database with a
     name of its own made each test's first dbt command parse the whole project again (about 2 s each)."""
@@ -848,6 +882,18 @@ NOT_ONE_DAY = (
 )
 
 
+@pytest.fixture(scope="module")
+def seeded_and_nothing_built(dbt_series: dbt_harness.ScratchSeries) -> Iterator[dbt_harness.DbtProject]:
+    """A database with the raw tables and the seeds loaded, where `dbt run --select stg_ibkr__bars` would build
+    staging. The tests of a run that stops before any model share it: such a run changes nothing in it (and one that
+    did not stop would build staging, and fail its test, whichever ran first)."""
+    with dbt_series.database(suffix="_seeded") as settings:
+        dbt_harness.prepare_raw(settings)
+        project = dbt_series.project(settings)
+        project.run("seed", check=True)
+        yield project
+
+
 @pytest.mark.parametrize(
     ("var", "message"),
     [
@@ -860,21 +906,14 @@ NOT_ONE_DAY = (
     ],
 )
 def test_a_daily_bar_size_other_than_one_day_is_refused_in_one_line_naming_what_to_do(
-    dbt_series: dbt_harness.ScratchSeries, var: str, message: str
+    seeded_and_nothing_built: dbt_harness.DbtProject, var: str, message: str
 ) -> None:
     """The mart holds one bar per symbol and session: built with var daily_bar_size '1 hour' it passed every test and
     kept one arbitrary hourly bar of each session as its daily bar. Staging compares the var with raw's bar_size as
     it is: '1 D', a number or '1 week' (whose bars are not a session's) built, over daily bars, an empty mart that
     passed every test (a warning about the fold plan at most). Now dbt stops before any model."""
-    from ingest.raw_tables import ensure_raw_tables
-
-    with dbt_series.database() as settings:
-        with connect(settings) as conn:
-            provision(conn)
-            ensure_raw_tables(conn)
-        project = dbt_series.project(settings)
-        assert project.run("seed").returncode == 0
-        result = project.run("run", "--select", "stg_ibkr__bars", "--vars", f"{{daily_bar_size: {var}}}")
+    project = seeded_and_nothing_built
+    result = project.run("run", "--select", "stg_ibkr__bars", "--vars", f"{{daily_bar_size: {var}}}")
     assert result.returncode != 0, result.output[-3000:]
     assert message in result.output
     assert not result.results  # no model ran
