@@ -131,6 +131,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_csv.py
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_dbt.py --small-only
+	$(BIN)/python bench/bench_fixed_costs.py
 	$(BIN)/python bench/bench_training.py
 	$(BIN)/python bench/bench_walk_forward.py
 	$(BIN)/python bench/bench_sweep.py
