@@ -31,9 +31,8 @@ from devtools.dbt_harness import dbt_project_var
 from devtools.reference_features import TARGET, reference_features
 from devtools.scratch_database import scratch_database
 from market_calendar import sessions_in_range, sessions_until
-from training.features import DEFAULT_MART_YAML, read_mart_schema
+from training.features import DEFAULT_MART_YAML, KEY_COLUMNS, read_mart_schema
 from training.folds import FOLDS_TABLE, SPLITS, DateRange, Fold
-from training.market_data import KEY_COLUMNS
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision
 from warehouse_db.settings import ConnectionSettings

@@ -57,9 +57,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from command_line import OneLineParser
-from training.baselines import BUY_AND_HOLD
-from training.evaluation import AGENT
 from training.metrics import TRADING_DAYS_PER_YEAR, sharpe
+from training.policies import AGENT, BUY_AND_HOLD
 from training.statistics import FoldSample, compute_statistics
 
 POLICIES = (AGENT, BUY_AND_HOLD)

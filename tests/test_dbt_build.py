@@ -29,9 +29,8 @@ from devtools.documented_tables import documented_table
 from devtools.reference_features import reference_features
 from devtools.synthetic_mart import lay_out_folds, synthetic_mart, write_mart
 from market_calendar import sessions_in_range
-from training.features import read_mart_schema
+from training.features import KEY_COLUMNS, read_mart_schema
 from training.folds import SPLITS, Fold
-from training.market_data import KEY_COLUMNS
 from training.mart import read_mart
 from warehouse_db import connect, schemas
 from warehouse_db.provision import provision

@@ -30,14 +30,14 @@ from devtools.synthetic_mart import (
     write_mart_yaml,
 )
 from training import sweep, sweep_store
-from training.baselines import BUY_AND_HOLD, FLAT, POLICIES
 from training.cli import user_error_status
 from training.config import TrainConfig, configuration_hash
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.fold_task import NotEnoughData, run_fold_seed, validate_configuration
+from training.fold_task import run_fold_seed, validate_configuration
 from training.market_data import MarketData
 from training.mart import read_mart
+from training.policies import BUY_AND_HOLD, FLAT, POLICIES
 from training.statistics import agent_track_record, deflated_sharpe_ratio, fold_sample
 from training.sweep import (
     NoTradableTrial,
@@ -51,6 +51,7 @@ from training.sweep import (
 )
 from training.sweep_space import SearchSpace
 from training.sweep_trial import EvaluatedOutsideValidation, check_validation_only, run_trial
+from training.tradability import NotEnoughData
 from warehouse_db import connect
 from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 

@@ -50,8 +50,8 @@ def test_the_chosen_trial_is_the_best_one_every_report_fold_can_trade() -> None:
     none when every completed trial is refused. The refusal is the walk-forward's own rule (training.fold_task)."""
     from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
     from training.config import TrainConfig
-    from training.fold_task import untradable_split
     from training.market_data import MarketData
+    from training.tradability import untradable_split
 
     frame = synthetic_mart(n_symbols=2, n_sessions=340, seed=5)
     folds = lay_out_folds(frame["session_date"], folds=3, test_sessions=40, validation_sessions=40)

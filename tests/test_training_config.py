@@ -885,3 +885,40 @@ def test_a_file_where_the_run_folder_would_go_is_named_with_the_flag_that_avoids
             assert str(refused.value) == f"{runs / name} already exists and is not a folder: choose another --run-id"
         assert claim_run_folder(runs, name, "--run-id", fresh_id=lambda name=name: f"fresh-{name}") == f"fresh-{name}"
     assert (runs / "taken").read_text(encoding="utf-8") == "not a run\n"
+
+
+# What a command's first line must not wait for: importing them takes seconds (torch and stable-baselines3 about 3 s
+# together, Ray one more), and the job imports them when its tasks start.
+HEAVY_MODULES = ("torch", "stable_baselines3", "ray")
+LOADED_PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: print("loaded:", ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.__stderr__))
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def _loaded_heavy_modules(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
+    """Run ``python -m module args`` as typed; (its exit status, its stderr, the heavy modules it had imported)."""
+    probe = LOADED_PROBE.format(heavy=HEAVY_MODULES)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, module, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = done.stderr.splitlines()
+    loaded = next(line for line in reversed(lines) if line.startswith("loaded:")).removeprefix("loaded:").strip()
+    return done.returncode, done.stderr, [name for name in loaded.split(",") if name]
+
+
+@pytest.mark.parametrize("module", ["training", "training.walk_forward", "training.sweep"])
+def test_help_and_an_unreachable_warehouse_answer_without_torch_sb3_or_ray(tmp_path: Path, module: str) -> None:
+    """--help, and the one line for a warehouse that refuses the connection, import none of torch,
+    stable-baselines3 or Ray: `--help` took 5 s (importing the command pulled them through the results tables, the
+    baselines and the task runners), the warehouse's line 7 s (its error handler imported them once more)."""
+    status, said, loaded = _loaded_heavy_modules(module, "--help")
+    assert status == 0, said
+    assert loaded == [], f"{module} --help imported {loaded}"
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/db"}
+    status, said, loaded = _loaded_heavy_modules(module, "--runs-dir", str(tmp_path / "runs"), env=env)
+    assert status == ExitCode.WAREHOUSE and "cannot connect to PostgreSQL" in said, said
+    assert loaded == [], f"{module} against an unreachable warehouse imported {loaded} before its one line"

@@ -16,12 +16,6 @@ import training.fold_task
 import training.ppo
 from devtools.synthetic_mart import FEATURE_LOOKBACKS, lay_out_folds, synthetic_mart
 from training.baselines import (
-    BASELINES,
-    BUY_AND_HOLD,
-    FLAT,
-    POLICIES,
-    RANDOM,
-    SMA_CROSSOVER,
     SmaCrossoverPolicy,
     buy_and_hold,
     flat,
@@ -30,11 +24,9 @@ from training.baselines import (
 )
 from training.config import TrainConfig
 from training.envs.batched_env import NativeVecEnv
-from training.evaluation import AGENT
 from training.evaluation import replay as replay_policy
 from training.fold_task import (
     MarketData,
-    NotEnoughData,
     TaskResult,
     env_settings,
     prepare_fold,
@@ -43,6 +35,8 @@ from training.fold_task import (
     validation_scorer,
 )
 from training.market_data import FeatureScaler
+from training.policies import AGENT, BASELINES, BUY_AND_HOLD, FLAT, POLICIES, RANDOM, SMA_CROSSOVER
+from training.tradability import NotEnoughData
 
 pytestmark = pytest.mark.integration  # trains PPO
 

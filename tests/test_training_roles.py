@@ -12,11 +12,11 @@ import pytest
 from devtools.documented_tables import documented_table
 from devtools.scratch_database import scratch_database
 from devtools.synthetic_mart import synthetic_mart, write_mart, write_mart_yaml
-from training.baselines import BASELINES
 from training.config import SingleRunConfig, WalkForwardConfig
 from training.features import read_mart_schema
 from training.mart import read_mart, trainer_connection
 from training.metrics import METRICS
+from training.policies import BASELINES
 from training.results_schema import COLUMN_COMMENTS, ensure_tables
 from training.statistics import COMPARISON_METRICS, STATISTIC_METRICS
 from training.sweep import SweepConfig

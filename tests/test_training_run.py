@@ -19,13 +19,13 @@ from stable_baselines3 import PPO
 
 from devtools.synthetic_mart import lay_out_folds, mart_database, synthetic_mart, write_mart_yaml
 from training import cli, results_store, walk_forward
-from training.baselines import POLICIES
 from training.config import load_config
 from training.contract import ContractViolation
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
 from training.mart import DbtProvenance, content_hash, mart_columns, read_mart
 from training.metrics import METRICS
+from training.policies import POLICIES
 from training.ppo import ModelFileError, ModelHasSeenHeldOutSessions
 from training.single_run import run_training
 from training.statistics import FoldSample, compute_statistics

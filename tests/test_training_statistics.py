@@ -9,8 +9,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from training.baselines import POLICIES
 from training.metrics import daily_returns, sharpe
+from training.policies import POLICIES
 from training.statistics import (
     EULER_MASCHERONI,
     FoldSample,

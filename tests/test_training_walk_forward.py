@@ -32,7 +32,7 @@ from training import cli, results_schema
 from training.config import TrainConfig, WalkForwardConfig, load_config
 from training.exit_codes import ExitCode
 from training.features import read_mart_schema
-from training.fold_task import NotEnoughData, run_fold_seed
+from training.fold_task import run_fold_seed
 from training.mart import MartSnapshot, read_mart
 from training.run_folder import RunFolderError
 from training.single_run import run_training
@@ -44,6 +44,7 @@ from training.task_runners import (
     check_ray_address,
     interruptions_held,
 )
+from training.tradability import NotEnoughData
 from training.walk_forward import WalkForwardResult, run_walk_forward
 from warehouse_db import connect
 from warehouse_db.errors import WarehouseError

@@ -11,4 +11,4 @@ searches hyperparameters. ``--help`` on each lists every setting.
 from command_line import interrupts_in_one_line, utf8_where_the_locale_is_ascii
 
 utf8_where_the_locale_is_ascii()  # before anything reads a path (LC_ALL=C PYTHONUTF8=0)
-interrupts_in_one_line()  # `python -m training...` imports torch, Ray and GX for seconds before its own handling
+interrupts_in_one_line()  # a job imports torch, Ray and GX for seconds once it starts, outside its own handling

@@ -23,23 +23,9 @@ import numpy as np
 import pandas as pd
 
 from training.envs.fill_rule import Position
-from training.evaluation import AGENT, ReplayStep
+from training.evaluation import ReplayStep
 from training.market_data import SymbolSeries
-
-BUY_AND_HOLD = "buy_and_hold"
-FLAT = "flat"
-SMA_CROSSOVER = "sma_crossover"
-RANDOM = "random"
-BASELINES = (BUY_AND_HOLD, FLAT, SMA_CROSSOVER, RANDOM)
-POLICIES = (AGENT, *BASELINES)
-
-POLICY_DESCRIPTIONS = {
-    AGENT: "the trained PPO policy, checkpoint selected on validation, most likely action",
-    BUY_AND_HOLD: "long from the first fill to the end",
-    FLAT: "cash only",
-    SMA_CROSSOVER: "long while SMA(fast) of the close > SMA(slow), decided on closes up to the session",
-    RANDOM: "random long/flat timing with the agent's exposure and turnover per symbol, mean of seeded draws",
-}
+from training.policies import AGENT, BUY_AND_HOLD, FLAT, RANDOM, SMA_CROSSOVER
 
 
 @dataclass

@@ -262,9 +262,15 @@ def _help(description: str) -> str:
 @outlives_its_reader
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training``: one fold, one seed, in this process."""
+    return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, _run_training)
+
+
+def _run_training(config: SingleRunConfig, settings: Any) -> Any:
+    # Imported once the flags are read: the in-process task loads torch and stable-baselines3 (seconds), which --help
+    # and a bad flag need not wait for.
     from training.single_run import run_training
 
-    return _run(SingleRunConfig, argv, TRAIN_PROG, TRAIN_DESCRIPTION, run_training)
+    return run_training(config, settings)
 
 
 @outlives_its_reader
@@ -278,23 +284,27 @@ def walk_forward_main(argv: Sequence[str] | None = None) -> int:
 def user_error_status(error: BaseException) -> ExitCode | None:
     """The exit status of a failure a user can cause (a bad mart, fold, warehouse or cluster), or None for a bug.
 
-    Imported here, not at the top, so that --help and bad flags answer at once (torch, SB3, Ray and GX take seconds).
+    Imported here, not at the top, so that --help and bad flags answer at once; none of these modules imports torch,
+    stable-baselines3, Ray or GX (seconds), so neither does the one line of a failure before the tasks run.
     """
     import psycopg
 
     from training.contract import ContractViolation
     from training.features import MartSchemaError
-    from training.fold_task import NotEnoughData
     from training.folds import FoldSelectionError
     from training.mart import SymbolSelectionError
-    from training.ppo import ModelFileError
     from training.run_folder import RunFolderError
     from training.sweep import NoTradableTrial, NoTrialCompleted, SweepError
     from training.sweep_search import TrialKilledForMemory
     from training.sweep_space import SearchSpaceError
     from training.task_runners import BadRayAddress, RayUnavailable
+    from training.tradability import NotEnoughData
     from training.walk_forward import AllTasksFailed, MartKeptChanging
     from warehouse_db.errors import WarehouseError
+
+    # training.ppo loads stable-baselines3 and torch: only a run that loaded it can have raised its ModelFileError.
+    ppo = sys.modules.get("training.ppo")
+    model_file_errors = (ppo.ModelFileError,) if ppo is not None else ()
 
     statuses: list[tuple[tuple[type[BaseException], ...], ExitCode]] = [
         ((ContractViolation, NotEnoughData, NoTradableTrial, MartKeptChanging), ExitCode.CONTRACT),
@@ -311,7 +321,7 @@ def user_error_status(error: BaseException) -> ExitCode | None:
                 FileExistsError,
                 RunFolderError,
                 BadRayAddress,
-                ModelFileError,
+                *model_file_errors,
             ),
             ExitCode.CONFIG,
         ),

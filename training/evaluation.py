@@ -25,8 +25,6 @@ from training.envs.spaces import EnvSettings
 from training.market_data import SymbolSeries
 from training.metrics import METRICS, RETURN_METRICS, daily_returns, equity_metrics
 
-AGENT = "agent"
-
 
 @dataclass(frozen=True)
 class ReplayStep:

@@ -16,11 +16,16 @@ from typing import Any
 
 from command_line import path_exists
 from training.config_values import load_yaml, read_text
-from training.market_data import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 from warehouse_db.settings import REPO_ROOT
 
 MART_MODEL = "training_bars"
 DEFAULT_MART_YAML = REPO_ROOT / "warehouse" / "models" / "marts" / "training_bars.yml"
+
+KEY_COLUMNS = ("symbol", "session_date")
+"""A mart row's key: one row per symbol and session."""
+TRADED_PRICE_COLUMNS = ("open", "close")
+"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
+Not MartSchema.price_columns, which is every price column the job reads and the contract checks."""
 
 FEATURE_ROLE = "feature"
 TARGET_ROLE = "target"

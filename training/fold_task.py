@@ -32,10 +32,6 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.utils import set_random_seed
 
 from training.baselines import (
-    BUY_AND_HOLD,
-    FLAT,
-    RANDOM,
-    SMA_CROSSOVER,
     AgentPolicy,
     SmaCrossoverPolicy,
     buy_and_hold,
@@ -48,9 +44,10 @@ from training.config import TrainConfig
 from training.envs import EnvSettings
 from training.envs.batched_env import MarketArrays
 from training.envs.spaces import observation_size
-from training.evaluation import AGENT, PolicyReplay, replay
+from training.evaluation import PolicyReplay, replay
 from training.folds import SPLITS, Fold
 from training.market_data import FeatureScaler, MarketData, SymbolSeries, build_series
+from training.policies import AGENT, BUY_AND_HOLD, FLAT, RANDOM, SMA_CROSSOVER
 from training.ppo import (
     TrainingStats,
     build_model,
@@ -60,36 +57,11 @@ from training.ppo import (
     make_training_env,
     mark_seen,
 )
+from training.tradability import not_enough_data, sessions_needed
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "ppo"
-
-
-class NotEnoughData(ValueError):
-    """A fold's split holds no symbol with enough sessions to trade."""
-
-    fold_id: int | None = None
-    split: str | None = None
-    split_text: str = ""
-    """e.g. "fold 3's test split 2026-01-02 .. 2026-02-27"."""
-    needed: int = 0
-    """window + min_episode_steps: the sessions a symbol needs in the split."""
-    most: int = 0
-    """The most sessions any symbol has there."""
-
-
-def sessions_needed(config: TrainConfig) -> int:
-    """The sessions a symbol needs in a split to trade there: a full observation window, then min_episode_steps
-    decisions. The tradability rule, in one place: every check (a walk-forward's before it trains, a sweep's before its
-    search and when it chooses the trial to walk forward) and every task (:func:`prepare_fold`) applies it."""
-    return config.window + config.min_episode_steps
-
-
-def largest_window(data: MarketData, fold: Fold, split: str, config: TrainConfig) -> int:
-    """The largest window some symbol can trade ``fold``'s ``split`` with (the inverse of :func:`sessions_needed`)."""
-    sessions = split_sessions(data, fold, split)
-    return (int(sessions.max()) if len(sessions) else 0) - config.min_episode_steps
 
 
 @dataclass(frozen=True)
@@ -116,74 +88,6 @@ def env_settings(config: TrainConfig) -> EnvSettings:
     )
 
 
-def _not_enough_data(
-    fold: Fold,
-    split: str,
-    minimum: int,
-    sessions: pd.Series,
-    flag: str = "--folds",
-    window: str = "--window",
-) -> NotEnoughData:
-    """The refusal for a split in which no symbol has ``minimum`` sessions; ``sessions``: each symbol's count there,
-    ``flag``: the option that chose the folds (``--fold`` for make train), ``window``: what sets the window (a sweep's
-    search space, where it searches the window)."""
-    if sessions.empty:
-        closest = "no symbol has a row there"
-    else:
-        most = sessions.sort_values(ascending=False, kind="mergesort").head(3)
-        closest = "the most: " + ", ".join(f"{symbol} {count}" for symbol, count in most.items())
-    error = NotEnoughData(
-        f"fold {fold.fold_id}: no symbol has {minimum} sessions (window + min_episode_steps) in its {split} "
-        f"split {fold.dates(split).start} .. {fold.dates(split).end} ({closest}): lower {window} or "
-        f"--min-episode-steps, {'train on another fold' if flag == '--fold' else 'leave the fold out'} ({flag}), or "
-        "fetch more history"
-    )
-    error.fold_id, error.split, error.needed = fold.fold_id, split, minimum
-    error.most = int(sessions.max()) if not sessions.empty else 0
-    error.split_text = f"fold {fold.fold_id}'s {split} split {fold.dates(split).start} .. {fold.dates(split).end}"
-    return error
-
-
-def split_sessions(data: MarketData, fold: Fold, split: str) -> pd.Series:
-    """Each symbol's sessions in ``fold``'s ``split``: a symbol can trade there with a window of up to this count less
-    min_episode_steps."""
-    return fold.rows(data.frame, split).groupby("symbol", sort=True).size()
-
-
-def untradable_split(
-    data: MarketData,
-    folds: Sequence[Fold],
-    config: TrainConfig,
-    flag: str = "--folds",
-    splits: Sequence[str] = SPLITS,
-    window: str = "--window",
-) -> NotEnoughData | None:
-    """The refusal (:class:`NotEnoughData`) of the first fold whose split (of ``splits``) no symbol can trade with
-    ``config``'s window (:func:`sessions_needed`), or None when every one can."""
-    minimum = sessions_needed(config)
-    for fold in folds:
-        for split in splits:
-            sessions = split_sessions(data, fold, split)
-            if not (sessions >= minimum).any():
-                return _not_enough_data(fold, split, minimum, sessions, flag, window)
-    return None
-
-
-def check_enough_sessions(
-    data: MarketData,
-    folds: Sequence[Fold],
-    config: TrainConfig,
-    flag: str = "--folds",
-    splits: Sequence[str] = SPLITS,
-    window: str = "--window",
-) -> None:
-    """Raise :class:`NotEnoughData` for the first fold whose split (of ``splits``) no symbol can trade (the rule of
-    :func:`prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
-    fail that fold's tasks, twice each. A sweep checks at the smallest window its search space allows."""
-    if (refusal := untradable_split(data, folds, config, flag, splits, window)) is not None:
-        raise refusal
-
-
 def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequence[str] = SPLITS) -> FoldSeries:
     """Scale the features with the fold's train rows only, then cut one series per symbol and split."""
     scaler = FeatureScaler.fit(fold.rows(data.frame, "train"), list(data.feature_names), config.observation_clip)
@@ -195,7 +99,7 @@ def prepare_fold(data: MarketData, fold: Fold, config: TrainConfig, splits: Sequ
         series[split] = [s for s in cut if len(s) >= minimum]
         left_out[split] = [s.symbol for s in cut if len(s) < minimum]
         if not series[split]:
-            raise _not_enough_data(fold, split, minimum, pd.Series({s.symbol: len(s) for s in cut}, dtype=int))
+            raise not_enough_data(fold, split, minimum, pd.Series({s.symbol: len(s) for s in cut}, dtype=int))
     return FoldSeries(fold, scaler, series, left_out, data.frame)
 
 

@@ -15,11 +15,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-KEY_COLUMNS = ("symbol", "session_date")
-"""A mart row's key: one row per symbol and session."""
-TRADED_PRICE_COLUMNS = ("open", "close")
-"""The prices a task needs: fills at the open, marks at the close (envs/fill_rule.py); the SMA baseline uses closes.
-Not MartSchema.price_columns, which is every price column the job reads and the contract checks."""
+from training.features import KEY_COLUMNS, TRADED_PRICE_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ import psycopg
 from psycopg import sql
 
 import warehouse_db
-from training.features import MART_MODEL, MartSchema
+from training.features import KEY_COLUMNS, MART_MODEL, MartSchema
 from training.folds import FOLD_COLUMNS, FOLDS_TABLE, Fold
-from training.market_data import KEY_COLUMNS
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings

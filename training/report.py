@@ -17,22 +17,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window (CI, servers)
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FixedLocator
 
-from training.baselines import POLICIES, POLICY_DESCRIPTIONS
-from training.evaluation import AGENT
-from training.fold_task import TaskResult
 from training.folds import Fold
 from training.metrics import METRIC_DEFINITIONS, TRADING_DAYS_PER_YEAR
+from training.policies import AGENT, POLICIES, POLICY_DESCRIPTIONS
 from training.statistics import STATISTIC_METRICS, Interval, RunStatistics, counted, seeds_per_fold
-from training.task_runners import TaskFailure
+
+if TYPE_CHECKING:  # the run's modules (torch, stable-baselines3, Ray): a command's --help imports this one
+    from training.fold_task import TaskResult
+    from training.task_runners import TaskFailure
 
 POLICY_COLOURS = {
     "agent": "tab:blue",
@@ -134,8 +130,21 @@ def write_statistics_json(path: Path, document: dict[str, Any]) -> None:
 # --- plots -----------------------------------------------------------------------------------------------------------
 
 
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only (never a window: CI, servers). Imported when a report is drawn, not
+    with this module: it takes a second that a command's --help and its one-line errors need not wait for."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(figure) -> str:
     """The figure inline, its alt text its title and axes (what a reader without the image needs)."""
+    from matplotlib.ticker import FixedLocator  # loaded with pyplot, which drew the figure
+
     axes = figure.axes[0]
     named = isinstance(axes.xaxis.get_major_locator(), FixedLocator)  # the folds' ticks; not a date axis's
     ticks = ", ".join(t.get_text().replace("\n", " ") for t in axes.get_xticklabels()) if named else ""
@@ -144,7 +153,7 @@ def _png(figure) -> str:
     alt += f"; shown: {lines}" if lines else ""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")  # legends below the axes too
-    plt.close(figure)
+    _pyplot().close(figure)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f"<img alt='{html.escape(alt, quote=True)}' src='data:image/png;base64,{encoded}'>"
 
@@ -152,7 +161,7 @@ def _png(figure) -> str:
 def sharpe_strip_plot(results: Sequence[TaskResult], policies: Sequence[str] = POLICIES) -> str:
     """Test Sharpe ratio per fold: a dot per seed for the agent and the random baseline, a mark for the others."""
     fold_ids = sorted({r.fold_id for r in results})
-    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(fold_ids) + 3), 4))
+    figure, axes = _pyplot().subplots(figsize=(max(6, 1.6 * len(fold_ids) + 3), 4))
     width = 0.8 / len(policies)
     for index, policy in enumerate(policies):
         for position, fold_id in enumerate(fold_ids):
@@ -194,7 +203,7 @@ def _seeds_label(results: Sequence[TaskResult]) -> str:
 def equity_plot(results: Sequence[TaskResult], fold_id: int, policies: Sequence[str] = POLICIES) -> str:
     """A fold's test split: growth of 1 for the agent (one line per seed) and the baselines (seed-averaged)."""
     fold_results = sorted((r for r in results if r.fold_id == fold_id), key=lambda r: r.seed)
-    figure, axes = plt.subplots(figsize=(9, 3.8))
+    figure, axes = _pyplot().subplots(figsize=(9, 3.8))
     for policy in policies:
         replays = [r.replays["test"][policy] for r in fold_results]
         dates = replays[0].dates

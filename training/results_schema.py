@@ -37,7 +37,7 @@ import math
 import psycopg
 
 import warehouse_db
-from training.baselines import BASELINES
+from training.policies import BASELINES
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseNotProvisioned
 from warehouse_db.settings import ConnectionSettings

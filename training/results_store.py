@@ -9,23 +9,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 import warehouse_db
-from training.evaluation import PolicyReplay
-from training.fold_task import TaskResult
 from training.folds import FOLD_COLUMNS, Fold
 from training.metrics import METRICS, drawdown
 from training.results_schema import RUNS, ensure_tables, nullable
 from training.statistics import RunStatistics, counted
-from training.task_runners import TaskFailure
 from warehouse_db import schemas
 from warehouse_db.errors import WarehouseError
 from warehouse_db.settings import ConnectionSettings
+
+if TYPE_CHECKING:  # the run's modules (torch, stable-baselines3, Ray): a command's --help imports this one
+    from training.evaluation import PolicyReplay
+    from training.fold_task import TaskResult
+    from training.task_runners import TaskFailure
 
 logger = logging.getLogger(__name__)
 

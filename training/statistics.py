@@ -42,11 +42,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from training.baselines import BUY_AND_HOLD, POLICIES
-from training.evaluation import AGENT
 from training.metrics import TRADING_DAYS_PER_YEAR, max_drawdown, sharpe, sortino, total_return, varies
+from training.policies import AGENT, BUY_AND_HOLD, POLICIES
 
 EULER_MASCHERONI = 0.5772156649015329
 
@@ -231,6 +229,10 @@ def interval_tail(confidence: float, seed_degrees_of_freedom: float) -> float:
     percentile interval (2015). At 95%, 4 folds x 5 seeds leave out 1.7% on each side instead of 2.5%, one fold x 5
     seeds 0.3%. With one seed per fold it stays nominal.
     """
+    # scipy.stats here and in three more functions, not at the top: half a second that a command's --help and its
+    # one-line errors (they import this module through the report) need not wait for.
+    from scipy import stats as scipy_stats
+
     nominal = (1.0 - confidence) / 2.0
     if seed_degrees_of_freedom < 1:
         return nominal
@@ -243,6 +245,8 @@ def interval_quantile(confidence: float, seed_degrees_of_freedom: float) -> floa
     of. Taken from t itself, not back from that tail: at 99% with one degree of freedom t's 63.7 leaves a normal
     tail under the smallest double, 0, whose quantile is infinite.
     """
+    from scipy import stats as scipy_stats
+
     nominal = (1.0 - confidence) / 2.0
     if seed_degrees_of_freedom < 1:
         return float(-scipy_stats.norm.ppf(nominal))
@@ -483,6 +487,8 @@ def _agent_comparisons(
 
 def expected_max_sharpe(trials: int, sharpe_variance: float) -> float:
     """SR0: the Sharpe ratio (per period) the best of ``trials`` skill-less configurations is expected to reach."""
+    from scipy import stats as scipy_stats
+
     if trials <= 1:
         return 0.0
     normal = scipy_stats.norm
@@ -503,6 +509,8 @@ def deflated_sharpe_ratio(
     it, the sampling variance of a Sharpe ratio estimated from T sessions under the null, 1 / (T - 1), stands in.
     With one configuration SR0 = 0 and the DSR is the probabilistic Sharpe ratio against zero.
     """
+    from scipy import stats as scipy_stats
+
     returns = np.asarray(returns, dtype=np.float64)
     sessions = len(returns)
     std = returns.std(ddof=1) if sessions > 1 else 0.0

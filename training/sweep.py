@@ -73,7 +73,7 @@ from training.sweep_space import DEFAULT_SPACE, SearchSpace, SearchSpaceError, l
 from training.sweep_trial import OBJECTIVE_TEXT, Evaluate
 
 if TYPE_CHECKING:  # torch and SB3 load only when a sweep runs: --help and bad flags answer at once
-    from training.fold_task import NotEnoughData
+    from training.tradability import NotEnoughData
 from training.market_data import MarketData
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ TRIAL_SPLITS = ("train", "validation")
 def check_tradable_folds(
     config: SweepConfig, space: SearchSpace, data: MarketData, search: Sequence[Fold], report: Sequence[Fold]
 ) -> None:
-    """Refuse (:class:`~training.fold_task.NotEnoughData`, the walk-forward's refusal) a fold whose split no symbol can
+    """Refuse (:class:`~training.tradability.NotEnoughData`, the walk-forward's refusal) a fold whose split no symbol can
     trade at the smallest window the search space allows, before any trial runs: the trials' splits of the search
     folds, and every split of the report folds when the final walk-forward is to run. A split that only the smaller
     windows can trade is named in a warning: the trials that draw a longer window fail there (each with that reason),
@@ -243,7 +243,7 @@ def check_tradable_folds(
 def _refuse_splits_the_smallest_window_cannot_trade(
     config: SweepConfig, space: SearchSpace, data: MarketData, to_check
 ) -> None:
-    from training.fold_task import check_enough_sessions
+    from training.tradability import check_enough_sessions
 
     smallest = dataclasses.replace(config.task_config(), window=space.smallest("window", config.window))
     window = f"the smallest window of the search space {space.source}" if "window" in space.names else "--window"
@@ -255,7 +255,7 @@ def _warn_of_splits_the_largest_window_cannot_trade(
     config: SweepConfig, space: SearchSpace, data: MarketData, to_check, trials_splits: set[tuple[int, str]]
 ) -> None:
     """One warning per split (a split in both lists once) too short for the largest window the space allows."""
-    from training.fold_task import largest_window
+    from training.tradability import largest_window
 
     largest = space.largest("window", config.window)
     for fold, split in _each_split_once(to_check):
@@ -548,8 +548,8 @@ def _read_mart_and_folds(config: SweepConfig, settings, space: SearchSpace, stor
     """The mart and its folds, read once (the contract asks for the longest window the space can draw); a resumed
     sweep's mart must be the one its trials were scored on, and every fold must be tradable at some window."""
     from training.features import read_mart_schema
-    from training.fold_task import untradable_split
     from training.folds import select_folds
+    from training.tradability import untradable_split
     from training.walk_forward import contract_terms, read_checked_mart
 
     schema = read_mart_schema(config.mart_yaml)
@@ -674,8 +674,8 @@ def _walk_forward_the_choice(config: SweepConfig, settings, sweep, plan: _Plan, 
     """The chosen trial, walked forward once: the report folds x seeds, test included, charged for the trials
     (training.walk_forward.WalkForwardResult; None without --final-walk-forward or when a resume has it already).
     No trial to choose is an error: NoTrialCompleted, or NoTradableTrial when a report fold refused every one."""
-    from training.fold_task import largest_window
     from training.folds import SPLITS
+    from training.tradability import largest_window
 
     best = choice.trial
     if best is None and not choice.passed_over:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from training.fold_task import NotEnoughData
+    from training.tradability import NotEnoughData
 
 
 def ranked_trials(trials: Sequence[Any], folds: int) -> list[Any]:

@@ -50,11 +50,11 @@ def without_tunes_restore_hint() -> Iterator[None]:
 
 class _UntradableTrialTraceback(logging.Filter):
     """Drops Tune's traceback of a trial that failed because a fold's split is too short for the window it drew
-    (:class:`~training.fold_task.NotEnoughData`): the sweep logs that trial's failure in one line with the reason, and
+    (:class:`~training.tradability.NotEnoughData`): the sweep logs that trial's failure in one line with the reason, and
     warned before the search which windows each split is too short for. Other trial errors keep Tune's traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from training.fold_task import NotEnoughData
+        from training.tradability import NotEnoughData
 
         error = record.exc_info[1] if record.exc_info else None
         return not isinstance(getattr(error, "cause", error), NotEnoughData)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
@@ -34,17 +35,27 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from command_line import INTERRUPTING_SIGNALS, path_is_file, progress_disabled
 from training.config import TrainConfig, ray_address_problem
 from training.envs.spaces import observation_size
-from training.fold_task import TaskResult, run_fold_seed
 from training.folds import Fold
 from training.market_data import MarketData
-from training.ppo import check_memory, memory_needed, size_text
 from training.statistics import counted
+
+if TYPE_CHECKING:
+    from training.fold_task import TaskResult
 
 logger = logging.getLogger(__name__)
 
 Task = tuple[Fold, int]
 """(fold, seed)."""
-TaskFunction = Callable[[TrainConfig, MarketData, Fold, int], TaskResult]
+TaskFunction = Callable[[TrainConfig, MarketData, Fold, int], "TaskResult"]
+
+
+def fold_seed_task(config: TrainConfig, data: MarketData, fold: Fold, seed: int) -> TaskResult:
+    """One fold x seed (training/fold_task.py), the runners' task. The task's modules (torch, stable-baselines3) load
+    when the first task runs, in the process that runs it: a command that builds a runner answers --help and its
+    one-line errors (a warehouse that does not answer) without waiting seconds for them."""
+    from training.fold_task import run_fold_seed
+
+    return run_fold_seed(config, data, fold, seed)
 
 
 class RayUnavailable(RuntimeError):
@@ -111,7 +122,7 @@ def _log_finished(result: TaskResult, selection_metric: str) -> None:
 class InProcessRunner:
     """Every task, one after another, in this process; exceptions propagate (``make train`` runs one task)."""
 
-    task: TaskFunction = run_fold_seed
+    task: TaskFunction = fold_seed_task
 
     def prepare(self) -> None:
         pass
@@ -357,6 +368,8 @@ def largest_memory_offer(nodes: Sequence[dict]) -> int:
 
 
 def _log_cluster(tasks: int, address: str | None, nodes: int, cpus: int, task_memory: int | None) -> None:
+    from training.ppo import size_text  # torch: see fold_seed_task
+
     logger.info(
         "%s on %s (%s, %d CPUs); %s",
         counted(tasks, "fold x seed task"),
@@ -413,7 +426,7 @@ class RayRunner:
     connect_timeout: float = 15.0
     retries: int = 1
     progress_bar: bool = True
-    task: TaskFunction = run_fold_seed
+    task: TaskFunction = fold_seed_task
 
     def prepare(self) -> None:
         """Check that the configured cluster answers before any work is done."""
@@ -553,6 +566,8 @@ class RayRunner:
         None (declare nothing) on a cluster whose nodes offer no memory resource at all (``ray start --memory 0``):
         a task that declared some would never start there; each task then checks its own machine, as a serial run
         does."""
+        from training.ppo import check_memory, memory_needed  # torch: see fold_seed_task
+
         observation = observation_size(config.window, n_features=len(data.feature_names))
         offered = largest_memory_offer(nodes)
         if not offered:

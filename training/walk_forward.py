@@ -21,17 +21,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from training import results_schema, results_store
-from training.baselines import POLICIES
 from training.config import TrainConfig, WalkForwardConfig, configuration_hash, dump_config
 from training.contract import ContractTerms, check_mart_contract
 from training.features import MartSchema, read_mart_schema
-from training.fold_task import TaskResult, check_enough_sessions, sessions_needed
 from training.folds import Fold, select_folds
 from training.market_data import MarketData
 from training.mart import MART_TABLE, MartSnapshot, read_build_marker, read_mart
+from training.policies import POLICIES
 from training.report import statistics_document, write_report_html, write_statistics_json
 from training.run_folder import (
     RunFolderError,
@@ -41,9 +40,14 @@ from training.run_folder import (
     writing_run_folder,
 )
 from training.statistics import RunStatistics, compute_statistics, fold_sample
-from training.task_runners import RayRunner, RunnerOutcome, Task, TaskFailure
+from training.tradability import check_enough_sessions, sessions_needed
 from warehouse_db import schemas
 from warehouse_db.settings import ConnectionSettings
+
+if TYPE_CHECKING:  # the tasks' modules import torch, stable-baselines3 and Ray: seconds that --help and the one-line
+    # errors (a bad flag, a warehouse that does not answer) need not wait for; run_walk_forward imports them
+    from training.fold_task import TaskResult
+    from training.task_runners import RunnerOutcome, Task, TaskFailure
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +226,8 @@ def run_walk_forward(
     it, the variance of its trials' Sharpe ratios): the deflated Sharpe ratio charges for them. ``snapshot`` skips
     reading the mart again when the caller already holds it.
     """
+    from training.task_runners import RayRunner  # torch, stable-baselines3 and Ray: see the imports at the top
+
     runner = runner or RayRunner(
         address=config.ray_address,
         cpus=config.ray_cpus,
