@@ -669,6 +669,27 @@ def test_an_unchanged_build_stays_incremental(base: dict, copy_of_base: dbt_harn
     assert records == {name: int(dbt_harness.dbt_project_var("build_version")) for name in INCREMENTAL_MODELS}
 
 
+def test_a_build_within_the_lookback_of_a_load_rewrites_nothing_it_already_holds(
+    base: dict, copy_of_base: dbt_harness.DbtProject
+) -> None:
+    """A symbol's history landed just now (as by make ingest) and built; a second build, nothing new landed, re-reads
+    those bars (var raw_lookback) but rewrites none of them: no model recomputes a row. Before, it rewrote every bar of
+    that load, and so every feature and mart row of its series, and took longer than the full build."""
+    settings = copy_of_base.settings
+    newcomer = synthetic_bars.generate_bars(
+        synthetic_bars.SyntheticConfig(["SNEW"], "2023-01-01", "2024-06-30", seed=14, ingested_at=datetime.now(UTC))
+    )
+    with connect(settings) as conn:
+        synthetic_bars.copy_bars(conn, newcomer)
+    copy_of_base.run("build", check=True)
+    before, digests = loaded_at(settings), dbt_harness.warehouse_digests(settings)
+    again = copy_of_base.run("build", check=True)
+    rows = {name: again.by_name()[name]["adapter_response"].get("rows_affected") for name in INCREMENTAL_MODELS}
+    assert rows == dict.fromkeys(INCREMENTAL_MODELS, 0)
+    assert loaded_at(settings) == before
+    assert dbt_harness.warehouse_digests(settings) == digests
+
+
 def test_a_bumped_build_version_recomputes_every_row_of_every_incremental_model(
     base: dict, copy_of_base: dbt_harness.DbtProject
 ) -> None:
