@@ -106,7 +106,8 @@ def check_enough_sessions(
     window: str = "--window",
 ) -> None:
     """Raise :class:`NotEnoughData` for the first fold whose split (of ``splits``) no symbol can trade (the rule of
-    :func:`training.fold_task.prepare_fold`), before any task trains: a walk-forward would otherwise train every other fold and then
-    fail that fold's tasks, twice each. A sweep checks at the smallest window its search space allows."""
+    :func:`training.fold_task.prepare_fold`), before any task trains: a walk-forward would otherwise train every
+    other fold and then fail that fold's tasks, twice each. A sweep checks at the smallest window its search space
+    allows."""
     if (refusal := untradable_split(data, folds, config, flag, splits, window)) is not None:
         raise refusal
