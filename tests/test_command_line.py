@@ -147,16 +147,19 @@ INTERRUPTED_IN_IMPORTS = (
 
 @pytest.mark.parametrize("module", ["training.walk_forward", "training", "training.sweep"])
 def test_ctrl_c_while_a_training_command_still_imports_is_one_line(module: str, tmp_path: Path) -> None:
-    # A command's modules take a moment to import (NumPy, pandas, tyro; torch, Ray and Great Expectations took
+    # A command's modules take a moment to import (psycopg, tyro, NumPy; torch, Ray and Great Expectations took
     # seconds until the job imported them itself), before the command's own Ctrl+C handling: a Ctrl+C then printed a
     # traceback of the import machinery.
     env = {**os.environ, "WAREHOUSE_DIR": str(tmp_path / "warehouse")}
     command = subprocess.Popen(
         [sys.executable, "-m", module], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
+    # psycopg's compiled part is loaded while the command's modules import (warehouse_db, under every training command),
+    # well before the command parses its flags and begins its own Ctrl+C handling. NumPy, the mark until the training
+    # commands deferred their heavy imports, is now loaded by `python -m training` after that handling began.
     maps = Path(f"/proc/{command.pid}/maps")
     deadline = time.monotonic() + 60
-    while "numpy" not in maps.read_text() and time.monotonic() < deadline:  # it is importing NumPy now
+    while "psycopg_binary" not in maps.read_text() and time.monotonic() < deadline:  # it is importing psycopg now
         time.sleep(0.001)
     command.send_signal(signal.SIGINT)
     stdout, stderr = command.communicate(timeout=60)
