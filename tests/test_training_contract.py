@@ -4,6 +4,8 @@ and training refuses a broken mart before it trains anything."""
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from devtools.synthetic_mart import (
     write_mart,
     write_mart_yaml,
 )
+from ingest import cli as ingest_cli
 from ingest.raw_tables import ensure_raw_tables
 from training import cli
 from training.config import TrainConfig, load_config
@@ -304,7 +307,7 @@ def test_a_history_too_short_for_the_planned_folds_says_what_to_fetch(
         check_mart_contract(contract_database, TERMS)
     (failure,) = refused.value.failures
     assert "holds 2 of the 4 planned folds" in failure and "the mart has 260 sessions" in failure
-    assert "make ingest ARGS='--months " in failure and "walk_forward_folds" in failure
+    assert 'make ingest ARGS="--months ' in failure and "walk_forward_folds" in failure
 
 
 def test_an_empty_mart_over_quote_bars_says_why_instead_of_what_to_fetch(
@@ -356,7 +359,12 @@ def test_the_months_to_fetch_for_the_default_folds() -> None:
     assert message.startswith("the history is too short for the walk-forward folds: marts.walk_forward_folds holds")
     assert "0 of the 4 planned folds" in message and "202 sessions (2024-03-14 … 2024-12-31)" in message
     assert "need 831 (4 x 126 test + 2 x 6 purge and embargo + 63 validation + 252 train)" in message
-    assert "--months 43" in message and "\n" not in message
+    assert "\n" not in message
+    # The hint runs as written, and fetches the mart's daily bars whatever bar size .env's IBKR_BAR_SIZE gives.
+    command = shlex.split(re.search(r"\((make ingest [^)]*)\)", message).group(1))
+    assert command[:2] == ["make", "ingest"] and command[2].startswith("ARGS=")
+    hinted = ingest_cli.build_parser().parse_args(shlex.split(command[2].removeprefix("ARGS=")))
+    assert (hinted.months, hinted.bar_size) == (43, "1 day")
 
 
 def test_missing_folds_are_refused_with_a_hint(mart_warehouse: ConnectionSettings) -> None:

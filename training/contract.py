@@ -108,6 +108,11 @@ class ContractTerms:
         return [*KEY_COLUMNS, *self.numeric_columns]
 
 
+DAILY_BAR_SIZE = "1 day"
+"""The bars the mart is built from: the only daily_bar_size dbt accepts (macros/require_daily_bar_size.sql). The
+hint to fetch more names it, as `make ingest` would otherwise fetch the bar size in .env's IBKR_BAR_SIZE."""
+
+
 def months_to_fetch(plan: Mapping[str, Any]) -> int:
     """Months of daily bars that hold every planned fold: the sessions they need plus the warm-up, and a month
     of margin for holidays."""
@@ -127,7 +132,8 @@ def history_too_short_message(plan: Mapping[str, Any]) -> str:
         f"({plan['folds_planned']} x {plan['test_sessions']} test + 2 x {gap} purge and embargo + "
         f"{plan['validation_sessions']} validation + {plan['min_train_sessions']} train) after a "
         f"{plan['warmup_sessions']}-session warm-up. Fetch at least {months} months of daily bars "
-        f"(make ingest ARGS='--months {months}') and rebuild (make dbt-build), or plan fewer or shorter folds "
+        f"""(make ingest ARGS="--months {months} --bar-size '{DAILY_BAR_SIZE}'") and rebuild (make dbt-build), """
+        "or plan fewer or shorter folds "
         "(dbt vars walk_forward_folds, walk_forward_test_sessions, walk_forward_min_train_sessions)"
     )
 
