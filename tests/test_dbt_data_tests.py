@@ -485,10 +485,12 @@ def build_with(
     failed_batches: list[LoadBatch] | None = None,
     known_missing: str | None = None,
     verified: str | None = None,
+    store_failures: bool = False,
 ) -> tuple[dbt_harness.DbtResult, ConnectionSettings]:
     """A copy of the clean database with ``rows`` (and ``failed_batches``) landed, built; the caller drops the copy.
     ``known_missing`` and ``verified``: the lines after the header of warehouse/seeds/known_missing_sessions.csv and
-    verified_price_moves.csv, as an administrator wrote them (in a copy of the dbt project)."""
+    verified_price_moves.csv, as an administrator wrote them (in a copy of the dbt project). ``store_failures``: keep
+    each test's failing rows for :func:`failure_rows` (a table per test: about a tenth of a small build's CPU)."""
     scratch_database.drop_database(base["cluster"].with_database(base["case_database"]))  # a failed case's, if any
     settings = scratch_database.clone_database(base["cluster"], base["settings"].dbname, name=base["case_database"])
     with connect(settings) as conn:
@@ -500,7 +502,7 @@ def build_with(
                  VERIFIED_SEED: VERIFIED_HEADER + (verified or "")}  # fmt: skip
         copy = dbt_harness.copy_project(base["case_dir"] / "project", seeds)
         project = dbt_harness.DbtProject(settings, base["case_dir"] / "copied", project_dir=copy)
-    return project.run("build", "--store-failures"), settings
+    return project.run("build", *(["--store-failures"] if store_failures else [])), settings
 
 
 def failure_rows(settings: ConnectionSettings, test_name: str) -> pd.DataFrame:
@@ -539,7 +541,7 @@ def test_clean_build_passes_every_test(base: dict) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_data_test_fails_on_its_bad_data(base: dict, case: Case) -> None:
-    result, settings = build_with(base, case.rows(base["frame"]), case.failed_batches())
+    result, settings = build_with(base, case.rows(base["frame"]), case.failed_batches(), store_failures=True)
     try:
         assert result.returncode != 0
         failed = result.failed()
@@ -935,7 +937,7 @@ def test_only_the_recorded_symbol_and_session_are_exempt(base: dict) -> None:
     rows = pd.concat([new_symbol_with_gap(base["frame"], "SGAP", (HALT, OTHER_SESSION)),
                       new_symbol_with_gap(base["frame"], "SGAQ", (HALT,))])  # fmt: skip
     recorded = RECORDED_HALT + f"SGAQ,{OTHER_SESSION},halted all day (a mistake: it traded)\n"
-    result, settings = build_with(base, rows, known_missing=recorded)
+    result, settings = build_with(base, rows, known_missing=recorded, store_failures=True)
     try:
         assert result.returncode != 0
         assert result.failed() == {NO_MISSING_SESSIONS}
@@ -967,7 +969,7 @@ def test_a_seed_row_that_records_no_real_session_fails_its_test(base: dict) -> N
         + "SC,2024-03-18,-\n"
         + "brk.b,2024-03-15,halted all day\n"
     )
-    result, settings = build_with(base, new_symbol_with_gap(base["frame"]), known_missing=recorded)
+    result, settings = build_with(base, new_symbol_with_gap(base["frame"]), known_missing=recorded, store_failures=True)
     try:
         assert result.returncode != 0
         assert result.failed() == {
@@ -1045,7 +1047,7 @@ def test_a_verified_row_hides_only_its_own_symbol_and_session(base: dict) -> Non
         f"SB,{SPIKE},checked: another symbol that session\n"
         f"SB,{INTRADAY},print confirmed by the consolidated tape\n"
     )
-    result, settings = build_with(base, rows, verified=verified)
+    result, settings = build_with(base, rows, verified=verified, store_failures=True)
     try:
         assert result.returncode != 0
         assert result.failed() == {BAD_TICKS, BAD_INTRADAY}, result.output[-4000:]
@@ -1074,7 +1076,7 @@ def test_a_verified_row_that_records_no_real_session_fails_its_test(base: dict) 
         "SC,2024-03-18,-\n"
         "brk.b,2024-03-15,confirmed by the exchange\n"
     )
-    result, settings = build_with(base, one_spike(base["frame"]), verified=verified)
+    result, settings = build_with(base, one_spike(base["frame"]), verified=verified, store_failures=True)
     try:
         assert result.returncode != 0
         assert result.failed() == {
