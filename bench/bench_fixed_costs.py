@@ -75,14 +75,14 @@ def calendar_seed_seconds() -> tuple[float, float]:
 def contract_suite_seconds() -> tuple[float, float, int]:
     """(CPU seconds to build the contract's suites filled then added once, added then saved per expectation, the
     number of expectations)."""
-    from training.contract import _quiet_ephemeral_gx_context
+    from training.contract import quiet_ephemeral_gx_context
 
     schema = read_mart_schema()
     terms = ContractTerms(
         feature_names=tuple(schema.feature_names), target=schema.target, price_columns=schema.price_columns,
         min_sessions_per_split=60, min_purge_sessions=schema.target_horizon_sessions,
     )  # fmt: skip
-    gx, _ = _quiet_ephemeral_gx_context()
+    gx, _ = quiet_ephemeral_gx_context()
 
     def fresh_expectations() -> tuple[dict[str, list]]:  # an expectation belongs to one suite
         return ({"training_bars": build_expectations(terms), "walk_forward_folds": build_fold_expectations(terms)},)

@@ -567,7 +567,7 @@ def _check_preconditions(connection: Any, settings: ConnectionSettings) -> None:
 
 def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> ContractReport:
     """Validate ``marts.training_bars`` and its folds as trainer; raise ContractViolation listing every failure."""
-    gx, context = _quiet_ephemeral_gx_context()
+    gx, context = quiet_ephemeral_gx_context()
     datasource = context.data_sources.add_postgres("warehouse", connection_string=gx_connection_string(settings))
     engine = datasource.get_engine()
     results: list[Any] = []
@@ -584,7 +584,7 @@ def check_mart_contract(settings: ConnectionSettings, terms: ContractTerms) -> C
     return _passed_or_refused(results)
 
 
-def _quiet_ephemeral_gx_context() -> tuple[Any, Any]:
+def quiet_ephemeral_gx_context() -> tuple[Any, Any]:
     """(the great_expectations module, a context that keeps nothing on disk), with no usage statistics, progress
     bars or INFO lines."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no usage statistics, ever (there is no network here)
