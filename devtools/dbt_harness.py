@@ -44,6 +44,20 @@ from warehouse_db.settings import REPO_ROOT, ConnectionSettings
 
 DBT = REPO_ROOT / ".venv" / "bin" / "dbt"
 DBT_PROJECT_FILE = REPO_ROOT / "dbt_project.yml"
+SKIP_UNIT_TESTS = ("--exclude", "test_type:unit")
+"""dbt's unit tests (fixed inputs, not the data): tests/test_dbt_build.py runs them."""
+
+
+def skip_loaded_seeds(*seeds: str) -> tuple[str, ...]:
+    """Arguments of a `dbt build` that leaves out the unit tests and ``seeds`` (every seed when none is named): for a
+    database whose seeds are loaded and unchanged, such as a copy of a built one. Reloading the calendar's 31,000 rows
+    is a good part of a small build. Every data test still runs: with dbt's default (eager) indirect selection,
+    excluding a seed also excluded each test that reads it, no_missing_sessions, no_bad_ticks and
+    session_date_is_exchange_session among them."""
+    return (*SKIP_UNIT_TESTS, *(seeds or ("resource_type:seed",)), "--indirect-selection", "empty")
+
+
+SKIP_FIXED_INPUTS = skip_loaded_seeds()
 
 
 def dbt_project_var(name: str) -> Any:

@@ -117,10 +117,6 @@ KNOWN_MISSING_SEED = "known_missing_sessions.csv"
 """The seed in which the administrator records a session a symbol did not trade (a ``halt``)."""
 ONE_SYMBOL_PER_CONTRACT = "int_bars_deduplicated_one_symbol_per_contract"
 """The data test that fails after a ticker change until the old ticker's bars are deleted."""
-SKIP_UNIT_TESTS = ("--exclude", "test_type:unit")
-"""Unit tests do not read the data: tests/test_dbt_build.py runs them."""
-SKIP_FIXED_INPUTS = (*SKIP_UNIT_TESTS, "resource_type:seed")
-"""Left out of every build after the first, which loads the calendar seed."""
 
 
 RAW_LOOKBACK_SECONDS = 2
@@ -747,7 +743,7 @@ def compare_with_full_refresh(
     incremental = dbt_harness.warehouse_digests(settings)
     with series.database(template=settings.dbname, suffix="_full") as copy:
         project = series.project(copy, project_dir=project_dir)
-        result = project.run("build", "--full-refresh", *variables, *SKIP_FIXED_INPUTS)
+        result = project.run("build", "--full-refresh", *variables, *dbt_harness.SKIP_FIXED_INPUTS)
         if result.returncode != 0:
             return [f"dbt build --full-refresh failed: {sorted(result.failed())}\n{result.output[-3000:]}"]
         full = dbt_harness.warehouse_digests(copy)
@@ -828,12 +824,12 @@ def run_sequence(
         def build(label: str, *command: str, check_full: bool, cleaned_up: bool = False) -> None:
             nonlocal builds, clean_ups
             builds += 1
-            skipped = SKIP_FIXED_INPUTS if builds > 1 else SKIP_UNIT_TESTS
+            skipped = dbt_harness.SKIP_FIXED_INPUTS if builds > 1 else dbt_harness.SKIP_UNIT_TESTS
             if loader.seed_changed:  # the admin recorded a halt: the next command loads the seed again
                 loader.seed_changed = False
                 dbt_harness.copy_project(project_dir, {KNOWN_MISSING_SEED: loader.market.known_missing_csv()})
                 if command[0] == "build":  # make dbt-build: dbt build with the seeds
-                    skipped = SKIP_UNIT_TESTS
+                    skipped = dbt_harness.SKIP_UNIT_TESTS
                 else:  # docs/warehouse.md: after dbt run && dbt test, run dbt seed first
                     seeded = project.run("seed", "--select", KNOWN_MISSING_SEED.removesuffix(".csv"), *variables)
                     if seeded.returncode != 0:

@@ -838,6 +838,30 @@ def test_each_dbt_command_and_vars_keeps_a_target_directory_of_its_own(tmp_path:
     )
 
 
+def test_a_build_that_leaves_the_loaded_seeds_out_still_runs_every_data_test(tmp_path: Path) -> None:
+    """The months-of-loads sequences and the data-test cases build copies whose seeds are loaded, leaving the seeds out.
+    With dbt's default (eager) indirect selection, `--exclude resource_type:seed` also left out every test that reads
+    a seed: no_missing_sessions, no_bad_ticks, no_bad_intraday_prices and session_date_is_exchange_session never ran
+    in those builds, so the sequences could not see a gap or a bad tick."""
+    project = dbt_harness.DbtProject(ConnectionSettings(None, None, None, None, "unused", False), tmp_path)
+
+    def listed(*args: str) -> set[str]:
+        result = project.run("ls", "--output", "name", "--quiet", *args, check=True)
+        return {line.strip() for line in result.output.splitlines() if line.strip()}
+
+    everything = listed()
+    seeds = listed("--resource-type", "seed")
+    data_tests = listed("--resource-type", "test")
+    assert {"int_bars_deduplicated_no_missing_sessions", "int_bars_deduplicated_no_bad_ticks"} <= data_tests
+    for left_out, seeds_left_out in (
+        (dbt_harness.SKIP_FIXED_INPUTS, seeds),
+        (dbt_harness.skip_loaded_seeds("xnys_sessions"), {"xnys_sessions"}),
+    ):
+        built = listed(*left_out)
+        assert data_tests <= built, sorted(data_tests - built)
+        assert everything - built == seeds_left_out | listed("--resource-type", "unit_test")
+
+
 def test_dbt_in_the_tests_process_answers_as_the_dbt_program_does(dbt_series: dbt_harness.ScratchSeries) -> None:
     """The harness runs dbt's command line inside the test's process: starting the `dbt` program was about 1.5 s of
     imports per invocation, most of the time a test paid beyond the build itself. It answers as the program does (the
