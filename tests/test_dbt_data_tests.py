@@ -3,8 +3,9 @@
 A clean database is built once per module; every case copies it (CREATE DATABASE ... TEMPLATE), lands a
 few bad raw rows the way ingest would (raw has no CHECK constraints: the dbt tests are the guard), runs
 `dbt build` (every data test; the seeds the copy holds as loaded and dbt's unit tests left out) and checks which
-tests failed in run_results.json, and what their failure rows say. Every case's copy has the same name and the cases share dbt's target directory, so dbt parses the project once (its partial parsing
-starts over when the profile's database changes).
+tests failed in run_results.json, and what their failure rows say. Every case's copy has the same name and the
+cases share dbt's target directory, so dbt parses the project once (its partial parsing starts over when the
+profile's database changes).
 """
 
 from __future__ import annotations
