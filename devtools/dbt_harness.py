@@ -103,10 +103,6 @@ class DbtProject:
     in_process: bool = True
     """Run dbt's command line in this process (see :func:`_run_in_process`); False, or a call from any thread but the
     main one, starts the `dbt` program instead."""
-    file_log: bool = False
-    """Write dbt's debug log (logs/dbt.log in the work directory), as the `dbt` program does by default. Off unless
-    asked: writing a debug line for every event and query was about a tenth of a small build's CPU, and a test's
-    assertion shows dbt's console output, which says what failed."""
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL", "DBT_"))}
@@ -130,7 +126,9 @@ class DbtProject:
             str(DBT), *args,
             "--project-dir", str(self.project_dir), "--profiles-dir", str(REPO_ROOT),
             "--target-path", str(target_path), "--log-path", str(self.work_dir / "logs"),
-            *(() if self.file_log else ("--log-level-file", "none")),
+            # No debug log (logs/dbt.log): a line per event and query was about a tenth of a small build's CPU, and a
+            # failing test shows dbt's console output. Drop this pair to read the log when debugging a test.
+            "--log-level-file", "none",
         ]  # fmt: skip
         results_file = target_path / "run_results.json"
         results_file.unlink(missing_ok=True)  # ``timeout`` bounds a started `dbt` program only
